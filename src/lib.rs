@@ -1,0 +1,1 @@
+//! wardhook: a self-hosted webhook receiver.
