@@ -1,1 +1,6 @@
-//! wardhook: a self-hosted webhook receiver.
+//! wardhook: a self-hosted webhook receiver for clinics.
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod secret;
+pub mod verify;

@@ -1,0 +1,8 @@
+//! Key material: the master key on disk and everything derived from it.
+//!
+//! One master key (32 random bytes, base64, in a file only its owner can read) is the root; the
+//! stages that need keys derive their own subkeys from it, so no two purposes ever share a key.
+
+mod master_key;
+
+pub use master_key::{MasterKey, MasterKeyError};
