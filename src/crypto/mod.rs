@@ -3,6 +3,8 @@
 //! One master key (32 random bytes, base64, in a file only its owner can read) is the root; the
 //! stages that need keys derive their own subkeys from it, so no two purposes ever share a key.
 
+mod keyring;
 mod master_key;
 
+pub use keyring::Keyring;
 pub use master_key::{MasterKey, MasterKeyError};
