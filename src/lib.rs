@@ -1,6 +1,29 @@
-//! wardhook: a self-hosted webhook receiver for clinics.
+//! wardhook: a self-hosted webhook receiver for clinics and other HIPAA-style on-prem sites.
+//!
+//! AI phone and receptionist systems POST call events to `https://host:8443/hooks/<source>`.
+//! One delivery travels through these stages, one module each:
+//!
+//! 1. [`listener`] — TLS termination (TLS 1.2/1.3, AEAD only), body caps checked while streaming,
+//!    per-source rate limits, `/healthz` and `/readyz`.
+//! 2. [`verify`] — the sender's signature or token, checked in constant time over the raw body;
+//!    the only way to obtain a `VerifiedDelivery`.
+//! 3. `normalize` — the sender's envelope turned into the canonical `wardhook_sdk::Event`.
+//! 4. `store` — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite.
+//! 5. `audit` — a hash-chained record of every state change, in the same transaction.
+//!
+//! Around them: [`config`] (typed, checked at start with every problem reported), [`secret`]
+//! (`env:`/`file:` references, zeroized), [`certs`] and [`dev`] (the first-run setup),
+//! [`telemetry`] (operational logs without payload data) and [`cli`] (the binary's edge).
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod certs;
+pub mod cli;
+pub mod config;
 pub mod crypto;
+pub mod dev;
+pub mod listener;
+pub mod normalize;
 pub mod secret;
+pub mod telemetry;
 pub mod verify;

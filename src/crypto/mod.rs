@@ -3,8 +3,12 @@
 //! One master key (32 random bytes, base64, in a file only its owner can read) is the root; the
 //! stages that need keys derive their own subkeys from it, so no two purposes ever share a key.
 
+pub mod aead;
+mod data_key;
 mod keyring;
 mod master_key;
 
+pub use aead::{AeadError, RecordPlace, Sealed};
+pub use data_key::DataKey;
 pub use keyring::Keyring;
 pub use master_key::{MasterKey, MasterKeyError};

@@ -1,0 +1,192 @@
+//! The `wardhook` command line: the binary's edge, where errors become one line and an exit
+//! code. Every command takes `--config PATH` (default `config/wardhook.toml`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::crypto::MasterKey;
+use crate::listener::{shutdown_signal, Application};
+use crate::{certs, dev, telemetry};
+
+/// wardhook: a self-hosted webhook receiver for clinics.
+#[derive(Debug, Parser)]
+#[command(name = "wardhook", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the receiver until SIGTERM or Ctrl-C.
+    Serve {
+        /// Ignore --config and serve a generated development setup from data/dev/ (NOT for
+        /// production).
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Check the config and print every problem with its key path.
+    CheckConfig,
+    /// Write a new random master key (32 bytes, base64, mode 0600). Never overwrites.
+    Keygen {
+        /// Where to write it; default: keys.master_key_file of the config, else data/master.key.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Certificate helpers.
+    Certs {
+        /// Which.
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+/// `wardhook certs …`
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Generate a development CA and a localhost server certificate (NOT for production).
+    Dev {
+        /// Folder to write dev-ca.crt, server.crt and server.key into.
+        #[arg(long, value_name = "DIR", default_value = "certs")]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Parse arguments, run, and turn the result into an exit code with a one-line reason.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wardhook: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { dev } => serve(&cli.config, dev),
+        Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::Keygen { out } => {
+            let path = out.unwrap_or_else(|| default_key_path(&cli.config));
+            MasterKey::generate_file(&path)?;
+            println!(
+                "wrote a new master key to {} (mode 0600); back it up apart from the database",
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            command: CertsCommand::Dev { dir, force },
+        } => {
+            let paths = certs::write_dev_certs(&dir, force)?;
+            println!(
+                "wrote DEV certificates (not for production): {}, {}, {}",
+                paths.ca.display(),
+                paths.cert.display(),
+                paths.key.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// keygen's default target: the config's `keys.master_key_file` when the file parses that far.
+fn default_key_path(config: &Path) -> PathBuf {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("keys")?
+                .get("master_key_file")?
+                .as_str()
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("data/master.key"))
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} source{}, {} handler{}, {} route{})",
+                path.display(),
+                c.sources.len(),
+                plural(c.sources.len()),
+                c.handlers.len(),
+                plural(c.handlers.len()),
+                c.routes.len(),
+                plural(c.routes.len()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for p in &e.problems {
+                println!("{p}");
+            }
+            eprintln!(
+                "wardhook: error: {} has {} problem{}",
+                path.display(),
+                e.problems.len(),
+                plural(e.problems.len())
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
+    let config_path = if dev {
+        eprintln!("{}", dev::BANNER);
+        dev::prepare(Path::new(dev::DEV_DIR)).context("cannot prepare the dev setup")?
+    } else {
+        config_path.to_owned()
+    };
+    let config = Config::load(&config_path)?;
+    let _log = telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let app = Application::build(config).await?;
+        tracing::info!(
+            port = app.port(),
+            tls = app.is_tls(),
+            config = %config_path.display(),
+            "wardhook listening"
+        );
+        if dev {
+            eprintln!(
+                "dev server: https://127.0.0.1:{}/hooks/demo  (trust {}/certs/dev-ca.crt)",
+                app.port(),
+                dev::DEV_DIR
+            );
+        }
+        app.run_until(shutdown_signal()).await?;
+        tracing::info!("wardhook stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,290 @@
+//! The config file as written: plain serde types mirroring the TOML, before any checking.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) because a misspelt `alow_ips` silently
+//! ignored is an open door. Values that need checking (addresses, secret references, paths)
+//! stay strings here; [`super::validate`] turns them into typed settings and reports every
+//! problem with its key path.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::secret::SecretRefText;
+use crate::verify::SchemeOptions;
+
+/// Default body cap: 1 MiB, PhoneShield's documented maximum.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`
+    pub server: ServerSection,
+    /// `[storage]`
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// `[keys]`
+    pub keys: KeysSection,
+    /// `[audit]`
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogSection,
+    /// `[[sources]]`
+    #[serde(default)]
+    pub sources: Vec<SourceSection>,
+    /// `[[handlers]]`
+    #[serde(default)]
+    pub handlers: Vec<HandlerSection>,
+    /// `[[routes]]`
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+/// `[server]`: the senders' listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address and port, e.g. `0.0.0.0:8443`.
+    pub listen: String,
+    /// TLS material; required unless `plain_http = true`.
+    pub tls: Option<TlsSection>,
+    /// Serve plain HTTP instead of TLS. Only allowed on a loopback address, for sites whose
+    /// reverse proxy terminates TLS on the same host.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Default body cap per source, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Seconds a client has to send the request head.
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// Seconds a TLS handshake may take.
+    #[serde(default = "default_handshake_timeout")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Maximum concurrent connections per worker thread.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+    /// HTTP worker threads; defaults to the number of CPUs.
+    pub workers: Option<usize>,
+    /// Reverse proxies (CIDR) whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_client_timeout() -> u64 {
+    5
+}
+fn default_keep_alive() -> u64 {
+    75
+}
+fn default_handshake_timeout() -> u64 {
+    3
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_shutdown_timeout() -> u64 {
+    30
+}
+
+/// `[server.tls]` (also written inline as `tls = { cert = …, key = … }`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate they issued (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[storage]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// The SQLite database file.
+    #[serde(default = "default_db_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            path: default_db_path(),
+        }
+    }
+}
+
+fn default_db_path() -> PathBuf {
+    PathBuf::from("data/wardhook.db")
+}
+
+/// `[keys]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSection {
+    /// The master key file written by `wardhook keygen`.
+    pub master_key_file: PathBuf,
+}
+
+/// `[audit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Folder of the daily JSONL mirror and the checkpoint file.
+    #[serde(default = "default_audit_dir")]
+    pub dir: PathBuf,
+    /// Days audit records are kept (HIPAA documentation retention is six years).
+    #[serde(default = "default_audit_retention")]
+    pub retention_days: u32,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            dir: default_audit_dir(),
+            retention_days: default_audit_retention(),
+        }
+    }
+}
+
+fn default_audit_dir() -> PathBuf {
+    PathBuf::from("data/audit")
+}
+fn default_audit_retention() -> u32 {
+    6 * 366
+}
+
+/// `[admin]`: the operators' listener, separate from the senders'.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address and port; loopback by default.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9443".to_owned()
+}
+
+/// `[log]`: operational logs (never payload content).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `pretty` for people, `json` for log shippers.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `wardhook=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// When set, logs are also written to daily-rotated files in this folder.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+            dir: None,
+        }
+    }
+}
+
+fn default_log_format() -> String {
+    "pretty".to_owned()
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// `[[sources]]`: one sender endpoint, `POST /hooks/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// URL path segment; lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// Sender preset (verification scheme + envelope mapping).
+    pub preset: String,
+    /// Signing secrets or public keys by reference; several for rotation.
+    #[serde(default)]
+    pub secrets: Vec<SecretRefText>,
+    /// An extra bearer/verification token by reference, for presets that check one.
+    pub token: Option<SecretRefText>,
+    /// Client networks allowed to deliver (CIDR or single addresses); empty allows all.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// Body cap for this source; defaults to `server.max_body_bytes`.
+    pub max_body_bytes: Option<usize>,
+    /// Replay window for signed timestamps, seconds (default 300).
+    pub tolerance_secs: Option<u64>,
+    /// The public URL the sender signs (Twilio, Plivo) when it differs from what we see.
+    pub public_url: Option<String>,
+    /// Token-bucket rate limit.
+    pub rate_limit: Option<RateLimitSection>,
+    /// Scheme-specific settings.
+    pub scheme: Option<SchemeOptions>,
+}
+
+/// `[sources.rate_limit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Burst size (bucket capacity).
+    pub burst: u32,
+}
+
+/// `[[handlers]]`: a destination. The keys besides `name` and `kind` belong to the handler kind
+/// and are checked by it.
+#[derive(Debug, Deserialize)]
+pub struct HandlerSection {
+    /// Referenced by routes.
+    pub name: String,
+    /// The handler kind (`http`, `exec`, `slack`, …).
+    pub kind: String,
+    /// Kind-specific settings.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+/// `[[routes]]`: which events of a source go to which handlers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// The source name.
+    pub source: String,
+    /// Event types, `*` globs allowed; empty matches all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// A filter expression over the event.
+    pub when: Option<String>,
+    /// Handler names, run in order.
+    pub handlers: Vec<String>,
+}

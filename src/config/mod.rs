@@ -1,0 +1,298 @@
+//! Configuration: read once at start-up, checked completely, then handed to every stage as typed
+//! settings.
+//!
+//! [`Config::load`] parses the TOML ([`file`]), resolves `env:`/`file:` secret references, loads
+//! the master key and TLS material, builds each source's verifier, and checks cross-field rules.
+//! It reports every problem at once, each with its key path (`sources[2].secrets[0]: env var
+//! NEXTPHONE_SECRET is not set`), so a clinic's IT person fixes the file in one pass.
+
+pub mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::crypto::MasterKey;
+use crate::verify::SourceVerifier;
+
+pub use file::HandlerSection;
+
+/// The default config location, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/wardhook.toml";
+
+/// One thing wrong with the config, located by key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `sources[0].secrets[1]`; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong, without secret values.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be used: every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file that was checked.
+    pub file: PathBuf,
+    /// All problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} has {} problem{}",
+            self.file.display(),
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A checked, resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes, hex; recorded in the audit log when the config is loaded.
+    pub sha256: String,
+    /// The senders' listener.
+    pub server: ServerSettings,
+    /// The SQLite database file.
+    pub storage_path: PathBuf,
+    /// The master key file's path.
+    pub master_key_file: PathBuf,
+    /// The loaded master key.
+    pub master_key: MasterKey,
+    /// Audit settings.
+    pub audit: AuditSettings,
+    /// The admin listener's address.
+    pub admin_listen: SocketAddr,
+    /// Operational logging.
+    pub log: LogSettings,
+    /// Sources, in file order.
+    pub sources: Vec<Source>,
+    /// Handlers as configured; each kind checks its own settings.
+    pub handlers: Vec<HandlerSection>,
+    /// Routes, in file order.
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// Read and check the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        validate::load(path)
+    }
+
+    /// The source called `name`.
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+/// How the senders' listener accepts connections.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// TLS terminated by wardhook.
+    Tls(TlsSettings),
+    /// Plain HTTP on loopback, behind a local TLS-terminating proxy.
+    PlainLoopback,
+}
+
+/// TLS material locations (already checked to load and match).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// CA bundle for client certificates (mTLS), if required.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[server]`, checked.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Bind address.
+    pub listen: SocketAddr,
+    /// TLS or plain loopback.
+    pub transport: Transport,
+    /// Time to send the request head.
+    pub client_timeout: Duration,
+    /// Idle keep-alive time.
+    pub keep_alive: Duration,
+    /// TLS handshake time limit.
+    pub tls_handshake_timeout: Duration,
+    /// Concurrent connections per worker.
+    pub max_connections: usize,
+    /// Drain time on shutdown.
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads.
+    pub workers: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[audit]`, checked.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// JSONL mirror and checkpoint folder.
+    pub dir: PathBuf,
+    /// Retention in days.
+    pub retention_days: u32,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`, checked.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive.
+    pub level: String,
+    /// Folder for daily-rotated files.
+    pub dir: Option<PathBuf>,
+}
+
+/// A source name: the URL-safe path segment of `/hooks/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceName(String);
+
+impl SourceName {
+    /// Lowercase ASCII letters, digits, `-` and `_`, starting with a letter or digit, at most 64.
+    pub fn parse(name: &str) -> Result<Self, &'static str> {
+        let ok_start = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok_rest = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if name.is_empty() || name.len() > 64 || !ok_start || !ok_rest {
+            Err("must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit")
+        } else {
+            Ok(Self(name.to_owned()))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A token-bucket limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Refill rate.
+    pub per_second: f64,
+    /// Capacity.
+    pub burst: u32,
+}
+
+/// A configured sender endpoint.
+#[derive(Debug)]
+pub struct Source {
+    /// `/hooks/{name}`.
+    pub name: SourceName,
+    /// The preset's name, for logs and the audit trail.
+    pub preset: String,
+    /// Checks deliveries for this source.
+    pub verifier: SourceVerifier,
+    /// Body cap.
+    pub max_body_bytes: usize,
+    /// Rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A route, checked against the known sources and handlers.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Source name.
+    pub source: String,
+    /// Event type globs; empty matches all.
+    pub events: Vec<String>,
+    /// Filter expression, evaluated by the dispatch stage.
+    pub when: Option<String>,
+    /// Handler names in order.
+    pub handlers: Vec<String>,
+}
+
+impl Route {
+    /// Whether this route takes events of `event_type` from `source` (ignoring `when`).
+    pub fn matches(&self, source: &str, event_type: &str) -> bool {
+        self.source == source
+            && (self.events.is_empty() || self.events.iter().any(|g| glob_match(g, event_type)))
+    }
+}
+
+/// `*` matches any run of characters; everything else literally.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob_match(rest, &tail[i..]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_globs_match_as_documented() {
+        assert!(glob_match("call.*", "call.ended"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("call.ended", "call.ended"));
+        assert!(!glob_match("call.*", "lead.created"));
+        assert!(glob_match("*.ended", "call.ended"));
+        assert!(!glob_match("call.ended", "call.ended.x"));
+    }
+
+    #[test]
+    fn source_names_must_be_url_safe() {
+        assert!(SourceName::parse("nextphone-main_2").is_ok());
+        for bad in ["", "Next", "a/b", "-x", "a b", "ä", &"x".repeat(65)] {
+            assert!(SourceName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

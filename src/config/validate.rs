@@ -1,0 +1,444 @@
+//! Turning a [`ConfigFile`] into a [`Config`], collecting every problem on the way.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+use super::file::{ConfigFile, SourceSection};
+use super::{
+    AuditSettings, Config, ConfigError, LogFormat, LogSettings, Problem, RateLimit, Route,
+    ServerSettings, Source, SourceName, TlsSettings, Transport,
+};
+use crate::crypto::MasterKey;
+use crate::listener::tls;
+use crate::secret::{Secret, SecretRef};
+use crate::verify::{Preset, SourceVerifier, VerifierSpec};
+
+/// Default replay window for signed timestamps.
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// Collects problems with their key paths.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn load(path: &Path) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: path.to_owned(),
+        problems,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(vec![Problem {
+            path: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        fail(vec![Problem {
+            path: String::new(),
+            message: "config file is not UTF-8".into(),
+        }])
+    })?;
+    let parsed: ConfigFile = toml::from_str(text).map_err(|e| fail(vec![toml_problem(&e)]))?;
+    let mut problems = Problems::default();
+    let config = check(parsed, path, &bytes, &mut problems);
+    match config {
+        Some(c) if problems.0.is_empty() => Ok(c),
+        _ => Err(fail(problems.0)),
+    }
+}
+
+/// A TOML syntax or shape error as one problem; toml's message already names the key and line.
+fn toml_problem(e: &toml::de::Error) -> Problem {
+    let message = e.message().trim().to_owned();
+    let location = e.span().map(|s| s.start).unwrap_or(0);
+    Problem {
+        path: String::new(),
+        message: format!("invalid TOML at byte {location}: {message}"),
+    }
+}
+
+fn parse_addr(text: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(
+                path,
+                format!("{text:?} is not an address:port such as 0.0.0.0:8443"),
+            );
+            None
+        }
+    }
+}
+
+fn parse_nets(items: &[String], path: &str, problems: &mut Problems) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item
+            .parse::<IpNet>()
+            .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+        {
+            Ok(n) => nets.push(n),
+            Err(_) => problems.push(
+                format!("{path}[{i}]"),
+                format!("{item:?} is not an IP address or CIDR network"),
+            ),
+        }
+    }
+    nets
+}
+
+fn resolve_secret(text: &str, path: &str, problems: &mut Problems) -> Option<Secret> {
+    let resolved = SecretRef::parse(text).and_then(|r| r.resolve(Path::new(".")));
+    match resolved {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(path, e.to_string());
+            None
+        }
+    }
+}
+
+fn check(file: ConfigFile, path: &Path, bytes: &[u8], problems: &mut Problems) -> Option<Config> {
+    let server = check_server(&file, problems);
+    let master_key = match MasterKey::load(&file.keys.master_key_file) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            problems.push("keys.master_key_file", e.to_string());
+            None
+        }
+    };
+    let admin_listen = parse_addr(&file.admin.listen, "admin.listen", problems);
+    let log = check_log(&file, problems);
+    if file.audit.retention_days < 365 {
+        problems.push(
+            "audit.retention_days",
+            "must be at least 365; HIPAA documentation is kept six years (2196 days, the default)",
+        );
+    }
+    let trusted = server
+        .as_ref()
+        .map(|s| s.trusted_proxies.clone())
+        .unwrap_or_default();
+    let default_body = file.server.max_body_bytes;
+    let mut names = HashSet::new();
+    let mut sources = Vec::new();
+    for (i, s) in file.sources.iter().enumerate() {
+        let at = format!("sources[{i}]");
+        if !names.insert(s.name.clone()) {
+            problems.push(
+                format!("{at}.name"),
+                format!("source {:?} is defined more than once", s.name),
+            );
+        }
+        if let Some(src) = check_source(s, &at, &trusted, default_body, problems) {
+            sources.push(src);
+        }
+    }
+
+    let mut handler_names = HashSet::new();
+    for (i, h) in file.handlers.iter().enumerate() {
+        if h.name.is_empty() {
+            problems.push(format!("handlers[{i}].name"), "must not be empty");
+        } else if !handler_names.insert(h.name.clone()) {
+            problems.push(
+                format!("handlers[{i}].name"),
+                format!("handler {:?} is defined more than once", h.name),
+            );
+        }
+    }
+    let mut routes = Vec::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        if !names.contains(&r.source) {
+            problems.push(
+                format!("routes[{i}].source"),
+                format!("no source is named {:?}", r.source),
+            );
+        }
+        if r.handlers.is_empty() {
+            problems.push(
+                format!("routes[{i}].handlers"),
+                "a route needs at least one handler",
+            );
+        }
+        for (j, h) in r.handlers.iter().enumerate() {
+            if !handler_names.contains(h) {
+                problems.push(
+                    format!("routes[{i}].handlers[{j}]"),
+                    format!("no handler is named {h:?}"),
+                );
+            }
+        }
+        routes.push(Route {
+            source: r.source.clone(),
+            events: r.events.clone(),
+            when: r.when.clone(),
+            handlers: r.handlers.clone(),
+        });
+    }
+
+    Some(Config {
+        path: path.to_owned(),
+        sha256: hex::encode(Sha256::digest(bytes)),
+        server: server?,
+        storage_path: check_storage(&file.storage.path, problems)?,
+        master_key_file: file.keys.master_key_file.clone(),
+        master_key: master_key?,
+        audit: AuditSettings {
+            dir: file.audit.dir.clone(),
+            retention_days: file.audit.retention_days,
+        },
+        admin_listen: admin_listen?,
+        log: log?,
+        sources,
+        handlers: file.handlers,
+        routes,
+    })
+}
+
+fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSettings> {
+    let s = &file.server;
+    let listen = parse_addr(&s.listen, "server.listen", problems);
+    let transport = match (&s.tls, s.plain_http) {
+        (Some(_), true) => {
+            problems.push(
+                "server.plain_http",
+                "set either server.tls or plain_http = true, not both",
+            );
+            None
+        }
+        (None, false) => {
+            problems.push(
+                "server.tls",
+                "missing: wardhook terminates TLS itself (set plain_http = true only behind a local proxy)",
+            );
+            None
+        }
+        (None, true) => {
+            if listen.is_some_and(|a| !a.ip().is_loopback()) {
+                problems.push(
+                    "server.plain_http",
+                    "plain HTTP is only allowed on a loopback address (127.0.0.1 or ::1)",
+                );
+                None
+            } else {
+                Some(Transport::PlainLoopback)
+            }
+        }
+        (Some(t), false) => {
+            let settings = TlsSettings {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                client_ca: t.client_ca.clone(),
+            };
+            match tls::server_config(&settings) {
+                Ok(_) => Some(Transport::Tls(settings)),
+                Err(e) => {
+                    problems.push(format!("server.tls.{}", e.key()), e.to_string());
+                    None
+                }
+            }
+        }
+    };
+    if s.max_body_bytes == 0 {
+        problems.push("server.max_body_bytes", "must be greater than 0");
+    }
+    for (key, v) in [
+        ("server.client_timeout_secs", s.client_timeout_secs),
+        ("server.keep_alive_secs", s.keep_alive_secs),
+        (
+            "server.tls_handshake_timeout_secs",
+            s.tls_handshake_timeout_secs,
+        ),
+    ] {
+        if v == 0 || v > 3600 {
+            problems.push(key, "must be between 1 and 3600 seconds");
+        }
+    }
+    if s.max_connections == 0 {
+        problems.push("server.max_connections", "must be greater than 0");
+    }
+    if s.workers == Some(0) {
+        problems.push("server.workers", "must be greater than 0");
+    }
+    let trusted_proxies = parse_nets(&s.trusted_proxies, "server.trusted_proxies", problems);
+    Some(ServerSettings {
+        listen: listen?,
+        transport: transport?,
+        client_timeout: Duration::from_secs(s.client_timeout_secs),
+        keep_alive: Duration::from_secs(s.keep_alive_secs),
+        tls_handshake_timeout: Duration::from_secs(s.tls_handshake_timeout_secs),
+        max_connections: s.max_connections,
+        shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+        workers: s.workers,
+        trusted_proxies,
+    })
+}
+
+fn check_storage(path: &Path, problems: &mut Problems) -> Option<PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if dir.exists() && !dir.is_dir() {
+        problems.push("storage.path", format!("{} is not a folder", dir.display()));
+        return None;
+    }
+    if path.is_dir() {
+        problems.push(
+            "storage.path",
+            format!("{} is a folder; name the database file", path.display()),
+        );
+        return None;
+    }
+    Some(path.to_owned())
+}
+
+fn check_log(file: &ConfigFile, problems: &mut Problems) -> Option<LogSettings> {
+    let format = match file.log.format.as_str() {
+        "pretty" => Some(LogFormat::Pretty),
+        "json" => Some(LogFormat::Json),
+        other => {
+            problems.push(
+                "log.format",
+                format!("{other:?} is not one of \"pretty\", \"json\""),
+            );
+            None
+        }
+    };
+    if tracing_subscriber::EnvFilter::builder()
+        .parse(&file.log.level)
+        .is_err()
+    {
+        problems.push(
+            "log.level",
+            format!(
+                "{:?} is not a valid filter such as \"info\"",
+                file.log.level
+            ),
+        );
+    }
+    Some(LogSettings {
+        format: format?,
+        level: file.log.level.clone(),
+        dir: file.log.dir.clone(),
+    })
+}
+
+fn check_source(
+    s: &SourceSection,
+    at: &str,
+    trusted_proxies: &[IpNet],
+    default_body: usize,
+    problems: &mut Problems,
+) -> Option<Source> {
+    let name = match SourceName::parse(&s.name) {
+        Ok(n) => Some(n),
+        Err(why) => {
+            problems.push(format!("{at}.name"), format!("{:?} {why}", s.name));
+            None
+        }
+    };
+    let preset = Preset::parse(&s.preset);
+    if preset.is_none() {
+        problems.push(
+            format!("{at}.preset"),
+            format!(
+                "unknown preset {:?}; known: {}",
+                s.preset,
+                Preset::NAMES.join(", ")
+            ),
+        );
+    }
+    let before = problems.0.len();
+    let secrets: Vec<Secret> = s
+        .secrets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| resolve_secret(&r.0, &format!("{at}.secrets[{i}]"), problems))
+        .collect();
+    let token = s
+        .token
+        .as_ref()
+        .and_then(|r| resolve_secret(&r.0, &format!("{at}.token"), problems));
+    let secrets_ok = problems.0.len() == before;
+    let allow_ips = parse_nets(&s.allow_ips, &format!("{at}.allow_ips"), problems);
+    let public_url = s
+        .public_url
+        .as_ref()
+        .and_then(|u| match url::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") => Some(url),
+            _ => {
+                problems.push(
+                    format!("{at}.public_url"),
+                    format!("{u:?} is not an absolute http(s) URL"),
+                );
+                None
+            }
+        });
+    if s.max_body_bytes == Some(0) {
+        problems.push(format!("{at}.max_body_bytes"), "must be greater than 0");
+    }
+    let rate_limit = s.rate_limit.as_ref().and_then(|r| {
+        if !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0 {
+            problems.push(
+                format!("{at}.rate_limit"),
+                "per_second must be a positive number and burst at least 1",
+            );
+            None
+        } else {
+            Some(RateLimit {
+                per_second: r.per_second,
+                burst: r.burst,
+            })
+        }
+    });
+    let name = name?;
+    let preset = preset?;
+    if !secrets_ok {
+        // The verifier would only repeat "needs a secret" for references already reported.
+        return None;
+    }
+    let spec = VerifierSpec {
+        source: name.as_str().to_owned(),
+        preset,
+        secrets,
+        token,
+        tolerance: s
+            .tolerance_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TOLERANCE),
+        public_url,
+        allow_ips,
+        trusted_proxies: trusted_proxies.to_vec(),
+        scheme: s.scheme.clone().unwrap_or_default(),
+    };
+    let verifier = match SourceVerifier::new(spec) {
+        Ok(v) => v,
+        Err(list) => {
+            for p in list {
+                problems.push(format!("{at}.{}", p.path), p.message);
+            }
+            return None;
+        }
+    };
+    Some(Source {
+        name,
+        preset: s.preset.clone(),
+        verifier,
+        max_body_bytes: s.max_body_bytes.unwrap_or(default_body),
+        rate_limit,
+    })
+}

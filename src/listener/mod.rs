@@ -1,0 +1,340 @@
+//! Stage 1 of the delivery path: the senders' HTTPS listener.
+//!
+//! Terminates TLS (see [`tls`]), enforces per-source body caps while streaming and per-source
+//! rate limits, and hands the raw body to the verify stage. Nothing here ever logs a body or an
+//! authentication header; a request's log line has its id, source, status and latency only.
+
+pub mod body;
+pub mod rate_limit;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::time::Instant;
+
+use actix_web::dev::{Server, ServerHandle, Service};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use chrono::Utc;
+use serde_json::json;
+
+use crate::config::{Config, Source, Transport};
+use crate::verify::{Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
+use body::{read_capped, BodyError};
+use rate_limit::TokenBucket;
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The address could not be bound (in use, no permission for a low port, …).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The TLS material failed to load (it loaded during config checking, so it changed since).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// actix refused the listener.
+    #[error("cannot start HTTP server: {0}")]
+    Server(std::io::Error),
+}
+
+/// A source with its runtime state.
+#[derive(Debug)]
+struct SourceRuntime {
+    source: Source,
+    bucket: Option<TokenBucket>,
+}
+
+/// What request handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    sources: HashMap<String, SourceRuntime>,
+    storage_dir: std::path::PathBuf,
+}
+
+/// A built, bound server, not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    tls: bool,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl Application {
+    /// Bind the configured address and build the server. `listen` may use port 0.
+    pub async fn build(config: Config) -> Result<Self, ListenerError> {
+        let server_cfg = config.server.clone();
+        let listener =
+            TcpListener::bind(server_cfg.listen).map_err(|source| ListenerError::Bind {
+                addr: server_cfg.listen.to_string(),
+                source,
+            })?;
+        let port = listener.local_addr().map_err(ListenerError::Server)?.port();
+        let storage_dir = config
+            .storage_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(ToOwned::to_owned)
+            .unwrap_or_else(|| ".".into());
+        let sources = config
+            .sources
+            .into_iter()
+            .map(|source| {
+                let bucket = source.rate_limit.map(TokenBucket::new);
+                (
+                    source.name.as_str().to_owned(),
+                    SourceRuntime { source, bucket },
+                )
+            })
+            .collect();
+        let state = web::Data::new(AppState {
+            sources,
+            storage_dir,
+        });
+
+        let mut http = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let request_id = uuid::Uuid::new_v4().simple().to_string();
+                    let method = req.method().clone();
+                    // The path names the source only; query strings may carry sender data.
+                    let path = req.path().to_owned();
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await?;
+                        let status = res.status().as_u16();
+                        tracing::info!(
+                            request_id = %request_id,
+                            method = %method,
+                            path = %path,
+                            status,
+                            latency_us = started.elapsed().as_micros() as u64,
+                            "request"
+                        );
+                        if let Ok(v) = HeaderValue::from_str(&request_id) {
+                            res.headers_mut()
+                                .insert(header::HeaderName::from_static("x-request-id"), v);
+                        }
+                        Ok(res)
+                    }
+                })
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .service(
+                    web::resource("/hooks/{source}")
+                        .route(web::post().to(receive_hook))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .default_service(web::to(not_found))
+        })
+        .disable_signals()
+        .client_request_timeout(server_cfg.client_timeout)
+        .keep_alive(server_cfg.keep_alive)
+        .tls_handshake_timeout(server_cfg.tls_handshake_timeout)
+        .max_connections(server_cfg.max_connections)
+        .shutdown_timeout(server_cfg.shutdown_timeout.as_secs());
+        if let Some(n) = server_cfg.workers {
+            http = http.workers(n);
+        }
+        let (http, tls) = match &server_cfg.transport {
+            Transport::Tls(settings) => (
+                http.listen_rustls_0_23(listener, tls::server_config(settings)?)
+                    .map_err(ListenerError::Server)?,
+                true,
+            ),
+            Transport::PlainLoopback => {
+                tracing::warn!(
+                    listen = %server_cfg.listen,
+                    "serving plain HTTP on loopback: TLS must be terminated by a local proxy"
+                );
+                (http.listen(listener).map_err(ListenerError::Server)?, false)
+            }
+        };
+        Ok(Self {
+            port,
+            server: http.run(),
+            tls,
+        })
+    }
+
+    /// The bound port (useful when configured with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// A handle that can stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until `shutdown` completes, then stop accepting and let in-flight requests finish
+    /// within the configured shutdown timeout.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::select! {
+            res = server => res,
+            () = shutdown => {
+                tracing::info!("shutdown requested; draining in-flight requests");
+                handle.stop(true).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the one shutdown signal for listener and workers.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn error_response(status: StatusCode, error: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": error }))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let dir = state.storage_dir.clone();
+    let writable = web::block(move || {
+        let probe = dir.join(format!(".wardhook-ready-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&probe, b"ok"))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    if writable {
+        HttpResponse::Ok().json(json!({ "status": "ready", "storage": "ok", "keys": "ok" }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .json(json!({ "status": "not ready", "storage": "not writable", "keys": "ok" }))
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    error_response(StatusCode::NOT_FOUND, "not found")
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, "POST"))
+        .json(json!({ "error": "method not allowed" }))
+}
+
+/// `POST /hooks/{source}`.
+#[tracing::instrument(name = "hook", skip_all, fields(source = %path.as_str()))]
+async fn receive_hook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let Some(rt) = state.sources.get(path.as_str()) else {
+        return error_response(StatusCode::NOT_FOUND, "unknown source");
+    };
+    if let Some(bucket) = &rt.bucket {
+        if let Err(wait) = bucket.try_take(Instant::now()) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return HttpResponse::TooManyRequests()
+                .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
+                .json(json!({ "error": "rate limited" }));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match read_capped(payload, declared, rt.source.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { cap }) => {
+            tracing::warn!(cap, "body over the source's cap");
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+        }
+        Err(BodyError::Broken) => return error_response(StatusCode::BAD_REQUEST, "bad request"),
+    };
+    let peer_ip = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let unverified = UnverifiedRequest {
+        method: req.method().as_str(),
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map_or(req.path(), |p| p.as_str()),
+        headers: req.headers(),
+        body: &body,
+        peer_ip,
+    };
+    match rt.source.verifier.verify(&unverified, Utc::now()) {
+        Err(rejection) => reject(&rejection),
+        Ok(Verdict::Challenge(reply)) => {
+            let mut res =
+                HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
+            for (name, value) in &reply.headers {
+                res.insert_header((name.as_str(), value.as_str()));
+            }
+            res.content_type(reply.content_type).body(reply.body)
+        }
+        Ok(Verdict::Verified(delivery)) => intake(delivery).await,
+    }
+}
+
+fn reject(rejection: &Rejection) -> HttpResponse {
+    tracing::warn!(reason = %rejection, "delivery rejected");
+    if rejection.status() == 403 {
+        error_response(StatusCode::FORBIDDEN, "forbidden")
+    } else {
+        error_response(StatusCode::UNAUTHORIZED, "unauthorized")
+    }
+}
+
+/// Hands a verified delivery to the intake stage.
+async fn intake(delivery: VerifiedDelivery) -> HttpResponse {
+    tracing::info!(key_index = delivery.key_index(), "delivery verified");
+    error_response(StatusCode::NOT_IMPLEMENTED, "intake not available")
+}
