@@ -25,5 +25,6 @@ pub mod dev;
 pub mod listener;
 pub mod normalize;
 pub mod secret;
+pub mod store;
 pub mod telemetry;
 pub mod verify;

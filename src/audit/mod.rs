@@ -17,15 +17,25 @@
 //! [`Digest`], integers, IP addresses); none accepts free text. See `docs/AUDIT.md`.
 
 mod chain;
+mod checkpoint;
+mod mirror;
+mod query;
 mod record;
+mod retention;
+mod verify;
 
 use std::path::PathBuf;
 
 pub use chain::{append, append_all, head, migrate, AppendedRecord, StoredRecord, GENESIS_MAC};
+pub use checkpoint::{read_checkpoints, write_checkpoint, BadCheckpoint, Checkpoint};
+pub use mirror::Mirror;
+pub use query::{count, export, for_each_record, ExportFormat, Filter, Progress};
 pub use record::{
     canonical_json, Action, Actor, AuditRecord, CallRef, Code, Detail, DetailKey, DetailValue,
     Digest, ObjectId, Outcome, MAX_CODE_LEN,
 };
+pub use retention::{purge_older_than, PurgeReport, Retention};
+pub use verify::{verify_db, verify_jsonl, Problem, VerifyReport};
 
 /// Errors of the audit module. Messages never contain record contents beyond sequence numbers,
 /// field names and file paths.
@@ -62,7 +72,7 @@ pub enum AuditError {
         /// First bad sequence number.
         seq: u64,
         /// What is wrong there.
-        problem: String,
+        problem: Problem,
         /// `database` or the JSONL file and line.
         location: String,
     },

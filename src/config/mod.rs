@@ -98,9 +98,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Read and check the config file at `path`.
+    /// Read and check the config file at `path`. Relative paths in it (certificates, keys,
+    /// database, `file:` secrets) are relative to the working directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        validate::load(path)
+        validate::load(path, Path::new("."))
+    }
+
+    /// Like [`Config::load`], with relative paths taken from `base` instead.
+    pub fn load_with_base(path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        validate::load(path, base)
     }
 
     /// The source called `name`.

@@ -34,7 +34,7 @@ impl Problems {
     }
 }
 
-pub(super) fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(super) fn load(path: &Path, base: &Path) -> Result<Config, ConfigError> {
     let fail = |problems| ConfigError {
         file: path.to_owned(),
         problems,
@@ -51,9 +51,10 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigError> {
             message: "config file is not UTF-8".into(),
         }])
     })?;
-    let parsed: ConfigFile = toml::from_str(text).map_err(|e| fail(vec![toml_problem(&e)]))?;
+    let mut parsed: ConfigFile = toml::from_str(text).map_err(|e| fail(vec![toml_problem(&e)]))?;
+    rebase(&mut parsed, base);
     let mut problems = Problems::default();
-    let config = check(parsed, path, &bytes, &mut problems);
+    let config = check(parsed, path, base, &bytes, &mut problems);
     match config {
         Some(c) if problems.0.is_empty() => Ok(c),
         _ => Err(fail(problems.0)),
@@ -100,8 +101,30 @@ fn parse_nets(items: &[String], path: &str, problems: &mut Problems) -> Vec<IpNe
     nets
 }
 
-fn resolve_secret(text: &str, path: &str, problems: &mut Problems) -> Option<Secret> {
-    let resolved = SecretRef::parse(text).and_then(|r| r.resolve(Path::new(".")));
+/// Make every relative path relative to `base` (the working directory in production).
+fn rebase(file: &mut ConfigFile, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() && base != Path::new(".") {
+            *p = base.join(&*p);
+        }
+    };
+    if let Some(tls) = &mut file.server.tls {
+        fix(&mut tls.cert);
+        fix(&mut tls.key);
+        if let Some(ca) = &mut tls.client_ca {
+            fix(ca);
+        }
+    }
+    fix(&mut file.storage.path);
+    fix(&mut file.keys.master_key_file);
+    fix(&mut file.audit.dir);
+    if let Some(dir) = &mut file.log.dir {
+        fix(dir);
+    }
+}
+
+fn resolve_secret(text: &str, path: &str, base: &Path, problems: &mut Problems) -> Option<Secret> {
+    let resolved = SecretRef::parse(text).and_then(|r| r.resolve(base));
     match resolved {
         Ok(s) => Some(s),
         Err(e) => {
@@ -111,7 +134,13 @@ fn resolve_secret(text: &str, path: &str, problems: &mut Problems) -> Option<Sec
     }
 }
 
-fn check(file: ConfigFile, path: &Path, bytes: &[u8], problems: &mut Problems) -> Option<Config> {
+fn check(
+    file: ConfigFile,
+    path: &Path,
+    base: &Path,
+    bytes: &[u8],
+    problems: &mut Problems,
+) -> Option<Config> {
     let server = check_server(&file, problems);
     let master_key = match MasterKey::load(&file.keys.master_key_file) {
         Ok(k) => Some(k),
@@ -143,7 +172,7 @@ fn check(file: ConfigFile, path: &Path, bytes: &[u8], problems: &mut Problems) -
                 format!("source {:?} is defined more than once", s.name),
             );
         }
-        if let Some(src) = check_source(s, &at, &trusted, default_body, problems) {
+        if let Some(src) = check_source(s, &at, &trusted, default_body, base, problems) {
             sources.push(src);
         }
     }
@@ -342,6 +371,7 @@ fn check_source(
     at: &str,
     trusted_proxies: &[IpNet],
     default_body: usize,
+    base: &Path,
     problems: &mut Problems,
 ) -> Option<Source> {
     let name = match SourceName::parse(&s.name) {
@@ -367,12 +397,12 @@ fn check_source(
         .secrets
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| resolve_secret(&r.0, &format!("{at}.secrets[{i}]"), problems))
+        .filter_map(|(i, r)| resolve_secret(&r.0, &format!("{at}.secrets[{i}]"), base, problems))
         .collect();
     let token = s
         .token
         .as_ref()
-        .and_then(|r| resolve_secret(&r.0, &format!("{at}.token"), problems));
+        .and_then(|r| resolve_secret(&r.0, &format!("{at}.token"), base, problems));
     let secrets_ok = problems.0.len() == before;
     let allow_ips = parse_nets(&s.allow_ips, &format!("{at}.allow_ips"), problems);
     let public_url = s

@@ -189,17 +189,19 @@ impl Application {
 
     /// Serve until `shutdown` completes, then stop accepting and let in-flight requests finish
     /// within the configured shutdown timeout.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let handle = self.server.handle();
-        let server = self.server;
-        tokio::select! {
-            res = server => res,
-            () = shutdown => {
-                tracing::info!("shutdown requested; draining in-flight requests");
-                handle.stop(true).await;
-                Ok(())
-            }
-        }
+        // The server future must keep being polled while it drains, so the stop request runs
+        // beside it rather than replacing it.
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; draining in-flight requests");
+            handle.stop(true).await;
+        });
+        self.server.await
     }
 }
 

@@ -266,6 +266,21 @@ pub enum NormalizeError {
     BadIdentifier(&'static str),
 }
 
+impl NormalizeError {
+    /// A short machine code for the audit trail and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::InvalidForm => "invalid_form",
+            Self::MissingField(_) => "missing_field",
+            Self::WrongType { .. } => "wrong_type",
+            Self::BadEventType(_) => "bad_event_type",
+            Self::BadIdentifier(_) => "bad_identifier",
+        }
+    }
+}
+
 /// Normalize a verified delivery received at `received_at`.
 pub fn normalize(
     input: &IntakeInput,

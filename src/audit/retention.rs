@@ -1,0 +1,111 @@
+//! Retention of the audit table itself: 6 years by default (HIPAA 164.316(b)(2)(i)).
+//!
+//! Payload purges (the store's `purge`) never touch `audit_log`; the delete trigger created by
+//! [`super::migrate`] refuses them. Only [`purge_older_than`] deletes audit rows, only a prefix
+//! of the chain, only past the retention, and it records itself — including the new chain
+//! anchor, so the shortened chain still verifies.
+
+use chrono::{DateTime, Months, Utc};
+use rusqlite::{OptionalExtension, Transaction};
+
+use super::chain::{append, format_ts, AppendedRecord};
+use super::record::{Action, Actor, AuditRecord, DetailKey, Digest, Outcome};
+use super::AuditError;
+use crate::crypto::Keyring;
+
+/// How long audit records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Whole years; HIPAA documentation retention is 6.
+    pub years: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { years: 6 }
+    }
+}
+
+impl Retention {
+    /// The latest cutoff this retention allows at `now`: records at or after it must be kept.
+    pub fn earliest_allowed_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_sub_months(Months::new(self.years.saturating_mul(12)))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+/// What an audit purge did.
+#[derive(Debug, Clone)]
+pub struct PurgeReport {
+    /// Records deleted.
+    pub deleted: u64,
+    /// The last deleted sequence number, if any were deleted.
+    pub through_seq: Option<u64>,
+    /// The `audit_purged` record that documents the purge (mirror it after commit).
+    pub record: AppendedRecord,
+}
+
+/// Delete the audit records older than `cutoff` — the longest prefix of the chain whose records
+/// are all older — and append an `audit_purged` record, inside `tx`. Refuses a cutoff later than
+/// the retention allows. Deleting a prefix only (never from the middle) keeps the rest of the
+/// chain verifiable from the anchor recorded here.
+pub fn purge_older_than(
+    tx: &Transaction<'_>,
+    keyring: &Keyring,
+    retention: Retention,
+    cutoff: DateTime<Utc>,
+    actor: Actor,
+) -> Result<PurgeReport, AuditError> {
+    let allowed = retention.earliest_allowed_cutoff(Utc::now());
+    if cutoff > allowed {
+        return Err(AuditError::RetentionViolation {
+            earliest_allowed: format_ts(allowed),
+            years: retention.years,
+        });
+    }
+    let cutoff_ts = format_ts(cutoff);
+    // Prefix end: just before the first record young enough to keep, or the head if none is.
+    let first_kept: Option<i64> = tx
+        .query_row(
+            "SELECT min(seq) FROM audit_log WHERE ts >= ?1",
+            [&cutoff_ts],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let through: Option<i64> = match first_kept {
+        Some(k) => Some(k - 1),
+        None => tx.query_row("SELECT max(seq) FROM audit_log", [], |r| r.get(0))?,
+    };
+    let first_present: Option<i64> =
+        tx.query_row("SELECT min(seq) FROM audit_log", [], |r| r.get(0))?;
+    let mut record = AuditRecord::new(actor, Action::AuditPurged, Outcome::Success)
+        .with_detail(DetailKey::CutoffUnix, cutoff.timestamp());
+    let mut deleted = 0;
+    let mut through_seq = None;
+    if let (Some(through), Some(first)) = (through, first_present) {
+        if through >= first {
+            let anchor_mac: String = tx.query_row(
+                "SELECT mac FROM audit_log WHERE seq = ?1",
+                [through],
+                |r| r.get(0),
+            )?;
+            tx.execute("INSERT INTO audit_purge_permit (through_seq) VALUES (?1)", [through])?;
+            let n = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [through])?;
+            tx.execute("DELETE FROM audit_purge_permit", [])?;
+            deleted = n as u64;
+            let through_u = u64::try_from(through).unwrap_or(0);
+            through_seq = Some(through_u);
+            record = record
+                .with_detail(DetailKey::ThroughSeq, through)
+                .with_detail(DetailKey::AnchorMac, Digest::parse(&anchor_mac)?);
+        }
+    }
+    record = record.with_detail(DetailKey::Count, i64::try_from(deleted).unwrap_or(i64::MAX));
+    let record = append(tx, keyring, &record)?;
+    Ok(PurgeReport {
+        deleted,
+        through_seq,
+        record,
+    })
+}

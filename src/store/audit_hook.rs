@@ -1,0 +1,142 @@
+//! The one place where the store writes audit records.
+//!
+//! Every state change the store commits (accepted, duplicate, quarantined, key rotation, purge,
+//! backup, decrypted read) calls [`record_audit`] inside the same transaction as the change, so
+//! there is no change without its record. Store code builds an [`AuditEvent`] from plain ids
+//! and counts; this module turns it into the audit module's restricted types.
+
+use std::net::IpAddr;
+
+use rusqlite::Transaction;
+
+use super::StoreError;
+use crate::audit::{
+    Action, Actor, AppendedRecord, AuditRecord, CallRef, Code, DetailKey, ObjectId, Outcome,
+};
+use crate::crypto::Keyring;
+
+/// Who caused a stored change.
+#[derive(Debug, Clone)]
+pub(crate) enum AuditActor {
+    /// The sender of a delivery, named by its source.
+    Sender(String),
+    /// A person at the CLI, by OS user name.
+    CliUser(String),
+    /// wardhook itself.
+    System,
+}
+
+/// What happened, in audit-module terms (the action names are the audit module's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuditAction {
+    DeliveryAccepted,
+    DeliveryDuplicate,
+    DeliveryQuarantined,
+    PayloadRead,
+    KeyRotated,
+    Purged,
+    BackupTaken,
+}
+
+/// One audit fact set. Only identifiers, counts and blind indexes: never payload content.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditEvent<'a> {
+    pub actor: AuditActor,
+    pub action: AuditAction,
+    pub success: bool,
+    pub delivery_id: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub call_ref: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub object_id: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub key_id: Option<i64>,
+    pub count: Option<i64>,
+    pub object_kind: Option<&'static str>,
+    pub via: Option<&'static str>,
+    pub remote_addr: Option<IpAddr>,
+}
+
+impl<'a> AuditEvent<'a> {
+    pub(crate) fn new(actor: AuditActor, action: AuditAction) -> Self {
+        Self {
+            actor,
+            action,
+            success: true,
+            delivery_id: None,
+            source: None,
+            call_ref: None,
+            event_type: None,
+            object_id: None,
+            reason: None,
+            key_id: None,
+            count: None,
+            object_kind: None,
+            via: None,
+            remote_addr: None,
+        }
+    }
+}
+
+/// Append `event` to the audit chain inside `tx` and return the sealed record, which the
+/// caller hands to the JSONL mirror once the transaction has committed.
+///
+/// A value that the audit types refuse (e.g. a source name that is not a short identifier) is
+/// left out of the record rather than failing the delivery: losing an accepted delivery to an
+/// audit formatting rule would be worse than a record with one field fewer.
+pub(crate) fn record_audit(
+    tx: &Transaction<'_>,
+    keyring: &Keyring,
+    event: &AuditEvent<'_>,
+) -> Result<AppendedRecord, StoreError> {
+    let actor = match &event.actor {
+        AuditActor::Sender(source) => Actor::sender(source).unwrap_or(Actor::System),
+        AuditActor::CliUser(user) => Actor::cli_user(user).unwrap_or(Actor::System),
+        AuditActor::System => Actor::System,
+    };
+    let action = match event.action {
+        AuditAction::DeliveryAccepted => Action::DeliveryAccepted,
+        AuditAction::DeliveryDuplicate => Action::DeliveryDuplicate,
+        AuditAction::DeliveryQuarantined => Action::DeliveryQuarantined,
+        AuditAction::PayloadRead => Action::PayloadRead,
+        AuditAction::KeyRotated => Action::KeyRotated,
+        AuditAction::Purged => Action::Purged,
+        AuditAction::BackupTaken => Action::BackupTaken,
+    };
+    let outcome = if event.success {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    let mut record = AuditRecord::new(actor, action, outcome);
+    record.delivery_id = event.delivery_id.and_then(|d| ObjectId::parse(d).ok());
+    record.source = event.source.and_then(|s| Code::parse(s).ok());
+    record.call_ref = event.call_ref.and_then(|c| CallRef::parse(c).ok());
+    record.remote_addr = event.remote_addr;
+    if let Some(t) = event.event_type.and_then(|t| Code::parse(t).ok()) {
+        record.detail.insert(DetailKey::EventType, t);
+    }
+    if let Some(o) = event.object_id.and_then(|o| ObjectId::parse(o).ok()) {
+        record.detail.insert(DetailKey::ObjectId, o);
+    }
+    if let Some(r) = event.reason.and_then(|r| Code::parse(r).ok()) {
+        record.detail.insert(DetailKey::Reason, r);
+    }
+    if let Some(k) = event.key_id {
+        record.detail.insert(DetailKey::KeyId, k);
+    }
+    if let Some(c) = event.count {
+        record.detail.insert(DetailKey::Count, c);
+    }
+    if let Some(kind) = event.object_kind {
+        if let Ok(kind) = Code::parse(kind) {
+            record.detail.insert(DetailKey::ObjectKind, kind);
+        }
+    }
+    if let Some(via) = event.via {
+        if let Ok(via) = Code::parse(via) {
+            record.detail.insert(DetailKey::Via, via);
+        }
+    }
+    crate::audit::append(tx, keyring, &record).map_err(StoreError::from)
+}

@@ -1,0 +1,226 @@
+//! `spawn_app()` and friends: a real wardhook on an ephemeral loopback port with a generated
+//! certificate, a temp folder for its data, and clients that trust it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use wardhook::certs::DevCa;
+use wardhook::config::Config;
+use wardhook::crypto::MasterKey;
+use wardhook::listener::Application;
+
+/// The demo source's signing secret in every spawned app.
+pub const DEMO_SECRET: &str = "test_secret_for_the_demo_source";
+
+/// What a test can vary about the spawned app.
+#[derive(Debug, Default, Clone)]
+pub struct AppOptions {
+    /// Extra TOML appended to `[server]`.
+    pub server_extra: String,
+    /// Replaces the default `[[sources]]` (one `demo` nextphone source).
+    pub sources: Option<String>,
+    /// Require client certificates issued by the test CA.
+    pub mtls: bool,
+    /// Serve plain HTTP on loopback instead of TLS.
+    pub plain_http: bool,
+    /// Extra top-level TOML appended at the end (e.g. `[log]`, `[[handlers]]`).
+    pub extra: String,
+}
+
+/// A running app.
+pub struct TestApp {
+    pub port: u16,
+    pub dir: TempDir,
+    pub ca: DevCa,
+    pub ca_pem: String,
+    pub config_path: PathBuf,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp").field("port", &self.port).finish()
+    }
+}
+
+/// A temp folder with certificates, a master key and a demo secret, and a config naming them.
+pub struct Fixture {
+    pub dir: TempDir,
+    pub ca: DevCa,
+    pub config_path: PathBuf,
+}
+
+pub fn write_fixture(opts: &AppOptions) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = DevCa::generate().unwrap();
+    let server = ca
+        .issue_server(&["localhost", "127.0.0.1", "::1"], 30)
+        .unwrap();
+    std::fs::write(d.join("ca.crt"), ca.cert_pem()).unwrap();
+    std::fs::write(d.join("server.crt"), &server.cert_pem).unwrap();
+    std::fs::write(d.join("server.key"), &server.key_pem).unwrap();
+    MasterKey::generate_file(&d.join("master.key")).unwrap();
+    std::fs::write(d.join("demo.secret"), DEMO_SECRET).unwrap();
+    let transport = if opts.plain_http {
+        "plain_http = true".to_owned()
+    } else if opts.mtls {
+        r#"tls = { cert = "server.crt", key = "server.key", client_ca = "ca.crt" }"#.to_owned()
+    } else {
+        r#"tls = { cert = "server.crt", key = "server.key" }"#.to_owned()
+    };
+    let sources = opts.sources.clone().unwrap_or_else(|| {
+        r#"
+[[sources]]
+name = "demo"
+preset = "nextphone"
+secrets = ["file:demo.secret"]
+"#
+        .to_owned()
+    });
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{transport}
+workers = 2
+shutdown_timeout_secs = 5
+{extra}
+
+[storage]
+path = "{d}/data/wardhook.db"
+
+[keys]
+master_key_file = "master.key"
+
+[audit]
+dir = "{d}/data/audit"
+{sources}
+{tail}
+"#,
+        extra = opts.server_extra,
+        tail = opts.extra,
+        d = d.display(),
+    );
+    let config_path = d.join("wardhook.toml");
+    std::fs::write(&config_path, text).unwrap();
+    Fixture {
+        dir,
+        ca,
+        config_path,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    let Fixture {
+        dir,
+        ca,
+        config_path,
+    } = write_fixture(&opts);
+    let config = Config::load_with_base(&config_path, dir.path())
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let app = Application::build(config).await.unwrap();
+    let port = app.port();
+    let handle = app.handle();
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        port,
+        ca_pem: ca.cert_pem(),
+        ca,
+        dir,
+        config_path,
+        handle,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// A reqwest client that trusts the test CA.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop accepting; the runtime ends with the test anyway.
+        drop(self.handle.stop(false));
+    }
+}
+
+/// HMAC-SHA256 hex, as NextPhone signs.
+pub fn nextphone_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A rustls client configuration trusting `ca_pem`, limited to `versions`.
+pub fn client_tls_config(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+    client_cert: Option<(&str, &str)>,
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// Open a TLS connection to the app on loopback.
+pub async fn tls_connect(
+    port: u16,
+    config: rustls::ClientConfig,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// Path of the built `wardhook` binary.
+pub fn wardhook_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wardhook"))
+}
