@@ -188,11 +188,21 @@ pub fn append(
     keyring: &Keyring,
     record: &AuditRecord,
 ) -> Result<AppendedRecord, AuditError> {
+    append_at(tx, keyring, record, chrono::Utc::now())
+}
+
+/// [`append`] with the clock passed in (tests write records "years ago" to exercise retention).
+pub(crate) fn append_at(
+    tx: &Connection,
+    keyring: &Keyring,
+    record: &AuditRecord,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<AppendedRecord, AuditError> {
     let (seq, prev_mac, prev_ts) = match head(tx)? {
         Some((s, m, t)) => (s + 1, m, Some(t)),
         None => (1, GENESIS_MAC.to_owned(), None),
     };
-    let now = format_ts(chrono::Utc::now());
+    let now = format_ts(now);
     // Clamp to the predecessor's time if the clock stepped back, keeping time order = seq order.
     let ts = match prev_ts {
         Some(p) if p > now => p,

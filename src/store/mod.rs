@@ -51,6 +51,8 @@ pub struct StoreOptions {
     /// A hard cap on the database size in pages (`PRAGMA max_page_count`). Hitting it behaves
     /// exactly like a full disk, which is how the disk-full tests run.
     pub max_db_pages: Option<u64>,
+    /// Where committed audit records are mirrored (daily JSONL), if configured.
+    pub audit_mirror: Option<Arc<crate::audit::Mirror>>,
 }
 
 impl Default for StoreOptions {
@@ -60,6 +62,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             queue_capacity: 8192,
             max_db_pages: None,
+            audit_mirror: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
+use crate::audit::AppendedRecord;
 use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
 use super::keys::{self, WriteKeyCache};
 use super::payload::{encode_body, StoredDelivery, StoredQuarantine};
@@ -92,10 +93,18 @@ fn commit_batch(
     cache: &mut WriteKeyCache,
     batch: &mut Vec<Command>,
 ) {
-    let result = run_batch(conn, &shared.keyring, cache, batch);
+    let mut audit = Vec::with_capacity(batch.len());
+    let result = run_batch(conn, &shared.keyring, cache, batch, &mut audit);
     match result {
         Ok(answers) => {
             shared.healthy.store(true, Ordering::Release);
+            // The chain in the database is authoritative; a mirror that falls behind catches up
+            // on its next write, so a mirror error must not turn a committed delivery into a 503.
+            if let Some(mirror) = &shared.options.audit_mirror {
+                if let Err(e) = mirror.write(&audit) {
+                    tracing::error!(error = %e, "audit mirror write failed");
+                }
+            }
             for (command, answer) in batch.drain(..).zip(answers) {
                 reply(command, answer);
             }
@@ -143,6 +152,7 @@ fn run_batch(
     keyring: &Keyring,
     cache: &mut WriteKeyCache,
     batch: &[Command],
+    audit: &mut Vec<AppendedRecord>,
 ) -> Result<Vec<Result<Answer, StoreError>>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read every batch: `keys rotate` in another process may have bumped it.
@@ -150,12 +160,14 @@ fn run_batch(
     let mut answers = Vec::with_capacity(batch.len());
     for command in batch {
         tx.execute_batch("SAVEPOINT item")?;
+        let audit_len = audit.len();
         let result = match command {
             Command::Intake(req) => {
-                intake_one(&tx, keyring, cache, generation, req).map(Answer::Intake)
+                intake_one(&tx, keyring, cache, generation, req, audit).map(Answer::Intake)
             }
             Command::Quarantine(req) => {
-                quarantine_one(&tx, keyring, cache, generation, req).map(Answer::Quarantine)
+                quarantine_one(&tx, keyring, cache, generation, req, audit)
+                    .map(Answer::Quarantine)
             }
             Command::Probe(_) => probe(&tx).map(|()| Answer::Probe),
         };
@@ -168,6 +180,7 @@ fn run_batch(
             Err(e) if e.is_unavailable() => return Err(e),
             Err(e) => {
                 tx.execute_batch("ROLLBACK TO item; RELEASE item")?;
+                audit.truncate(audit_len);
                 // A key created inside the rolled-back savepoint is gone too.
                 cache.clear();
                 answers.push(Err(e));
@@ -193,6 +206,7 @@ fn intake_one(
     cache: &mut WriteKeyCache,
     generation: i64,
     req: &IntakeRequest,
+    audit_out: &mut Vec<AppendedRecord>,
 ) -> Result<IntakeOutcome, StoreError> {
     let input = &req.input;
     let n = &req.normalized;
@@ -215,7 +229,7 @@ fn intake_one(
     if let Some(first) = first {
         let mut ev = audit(AuditAction::DeliveryDuplicate);
         ev.delivery_id = Some(&first);
-        record_audit(tx, keyring, &ev)?;
+        audit_out.push(record_audit(tx, keyring, &ev)?);
         return Ok(IntakeOutcome::Duplicate { delivery_id: first });
     }
 
@@ -270,7 +284,7 @@ fn intake_one(
     ev.delivery_id = Some(&id);
     ev.key_id = Some(key_id);
     ev.count = Some(req.jobs.len() as i64);
-    record_audit(tx, keyring, &ev)?;
+    audit_out.push(record_audit(tx, keyring, &ev)?);
     Ok(IntakeOutcome::Accepted { delivery_id: id })
 }
 
@@ -280,6 +294,7 @@ fn quarantine_one(
     cache: &mut WriteKeyCache,
     generation: i64,
     req: &QuarantineRequest,
+    audit_out: &mut Vec<AppendedRecord>,
 ) -> Result<QuarantineId, StoreError> {
     let input = &req.input;
     let source = input.source.as_str();
@@ -326,7 +341,7 @@ fn quarantine_one(
     ev.reason = Some(req.reason_code);
     ev.key_id = Some(key_id);
     ev.remote_addr = Some(input.client_ip);
-    record_audit(tx, keyring, &ev)?;
+    audit_out.push(record_audit(tx, keyring, &ev)?);
     Ok(QuarantineId(id))
 }
 

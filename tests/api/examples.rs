@@ -1,0 +1,43 @@
+//! The example configs in `config/` are valid as shipped, given the files and env vars they name.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use wardhook::certs::DevCa;
+use wardhook::config::Config;
+use wardhook::crypto::MasterKey;
+
+/// A folder laid out as the examples expect: certs/, data/master.key.
+fn host_layout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("certs")).unwrap();
+    let ca = DevCa::generate().unwrap();
+    let server = ca.issue_server(&["wardhook.clinic.example"], 30).unwrap();
+    std::fs::write(d.join("certs/server.crt"), server.cert_pem).unwrap();
+    std::fs::write(d.join("certs/server.key"), server.key_pem).unwrap();
+    std::fs::write(d.join("certs/client-ca.crt"), ca.cert_pem()).unwrap();
+    MasterKey::generate_file(&d.join("data/master.key")).unwrap();
+    dir
+}
+
+fn check_example(name: &str) {
+    let dir = host_layout();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+    let text = std::fs::read_to_string(&example).unwrap();
+    // Give every env: reference in the example a value.
+    for part in text.split("\"env:").skip(1) {
+        let var = part.split('"').next().unwrap();
+        std::env::set_var(var, format!("example-value-for-{var}"));
+    }
+    let copy = dir.path().join(name);
+    std::fs::write(&copy, &text).unwrap();
+    if let Err(e) = Config::load_with_base(&copy, dir.path()) {
+        panic!("config/{name} is not valid: {e}");
+    }
+}
+
+#[test]
+fn minimal_example_config_is_valid() {
+    check_example("minimal.toml");
+}
