@@ -194,7 +194,12 @@ impl Mirror {
 
     /// Also write a signed checkpoint to `path` after every `every` mirrored records (at the
     /// end of the batch that crosses the threshold). `every` of 0 is treated as 1.
-    pub fn with_checkpoints(mut self, path: impl AsRef<Path>, every: u64, keyring: &Keyring) -> Self {
+    pub fn with_checkpoints(
+        mut self,
+        path: impl AsRef<Path>,
+        every: u64,
+        keyring: &Keyring,
+    ) -> Self {
         self.checkpoints = Some(CheckpointPolicy {
             path: path.as_ref().to_path_buf(),
             every: every.max(1),

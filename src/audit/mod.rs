@@ -18,11 +18,15 @@
 
 mod chain;
 mod checkpoint;
+pub mod commands;
 mod mirror;
 mod query;
 mod record;
 mod retention;
 mod verify;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
@@ -78,13 +82,13 @@ pub enum AuditError {
     },
     /// A purge asked to delete records younger than the retention period allows.
     #[error(
-        "refusing to purge audit records newer than {earliest_allowed}: retention is {years} years"
+        "refusing to purge audit records newer than {earliest_allowed}: retention is {days} days"
     )]
     RetentionViolation {
         /// The latest cutoff the retention permits (RFC 3339).
         earliest_allowed: String,
-        /// The configured retention in years.
-        years: u32,
+        /// The configured retention in days.
+        days: u32,
     },
     /// The JSONL mirror directory could not be set up.
     #[error("cannot open audit mirror in {path}: {reason}")]

@@ -1,11 +1,12 @@
-//! Retention of the audit table itself: 6 years by default (HIPAA 164.316(b)(2)(i)).
+//! Retention of the audit table itself: 6 years by default (HIPAA 164.316(b)(2)(i)), set in
+//! days (`[audit] retention_days`) like the rest of the config.
 //!
 //! Payload purges (the store's `purge`) never touch `audit_log`; the delete trigger created by
 //! [`super::migrate`] refuses them. Only [`purge_older_than`] deletes audit rows, only a prefix
 //! of the chain, only past the retention, and it records itself — including the new chain
 //! anchor, so the shortened chain still verifies.
 
-use chrono::{DateTime, Months, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::chain::{append, format_ts, AppendedRecord};
@@ -16,20 +17,20 @@ use crate::crypto::Keyring;
 /// How long audit records are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Whole years; HIPAA documentation retention is 6.
-    pub years: u32,
+    /// Days; the default is 6 × 366, six years whatever the leap years.
+    pub days: u32,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { years: 6 }
+        Self { days: 6 * 366 }
     }
 }
 
 impl Retention {
     /// The latest cutoff this retention allows at `now`: records at or after it must be kept.
     pub fn earliest_allowed_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now.checked_sub_months(Months::new(self.years.saturating_mul(12)))
+        now.checked_sub_signed(Duration::days(i64::from(self.days)))
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 }
@@ -60,7 +61,7 @@ pub fn purge_older_than(
     if cutoff > allowed {
         return Err(AuditError::RetentionViolation {
             earliest_allowed: format_ts(allowed),
-            years: retention.years,
+            days: retention.days,
         });
     }
     let cutoff_ts = format_ts(cutoff);
@@ -85,12 +86,14 @@ pub fn purge_older_than(
     let mut through_seq = None;
     if let (Some(through), Some(first)) = (through, first_present) {
         if through >= first {
-            let anchor_mac: String = tx.query_row(
-                "SELECT mac FROM audit_log WHERE seq = ?1",
+            let anchor_mac: String =
+                tx.query_row("SELECT mac FROM audit_log WHERE seq = ?1", [through], |r| {
+                    r.get(0)
+                })?;
+            tx.execute(
+                "INSERT INTO audit_purge_permit (through_seq) VALUES (?1)",
                 [through],
-                |r| r.get(0),
             )?;
-            tx.execute("INSERT INTO audit_purge_permit (through_seq) VALUES (?1)", [through])?;
             let n = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [through])?;
             tx.execute("DELETE FROM audit_purge_permit", [])?;
             deleted = n as u64;

@@ -191,13 +191,18 @@ where
     let mut cp_idx = 0;
     while let Some(item) = it.next() {
         let (rec, location) = match item? {
-            Entry::Malformed { location } => return Err(fail(expected, Problem::Malformed, location)),
+            Entry::Malformed { location } => {
+                return Err(fail(expected, Problem::Malformed, location))
+            }
             Entry::Record { rec, location } => (rec, location),
         };
         if rec.seq > expected {
-            let swapped = matches!(it.peek(), Some(Ok(Entry::Record { rec: n, .. })) if n.seq == expected);
+            let swapped =
+                matches!(it.peek(), Some(Ok(Entry::Record { rec: n, .. })) if n.seq == expected);
             let problem = if swapped {
-                Problem::Reordered { belongs_at: rec.seq }
+                Problem::Reordered {
+                    belongs_at: rec.seq,
+                }
             } else {
                 Problem::Missing {
                     next_found: Some(rec.seq),
@@ -206,7 +211,11 @@ where
             return Err(fail(expected, problem, location));
         }
         if rec.seq < expected {
-            return Err(fail(expected, Problem::Inserted { claimed: rec.seq }, location));
+            return Err(fail(
+                expected,
+                Problem::Inserted { claimed: rec.seq },
+                location,
+            ));
         }
         if !rec.mac_valid_at(keyring, expected) {
             let lo = expected.saturating_sub(REORDER_WINDOW).max(1);
@@ -307,20 +316,22 @@ pub fn verify_db(
         .optional()?
         .and_then(|d| anchor_from_detail(&d));
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq"))?;
-    let rows = stmt.query_map([], StoredRecord::from_row)?.map(|r| match r {
-        Ok(rec) => Ok(Entry::Record {
-            rec,
-            location: "database".into(),
-        }),
-        Err(
-            rusqlite::Error::FromSqlConversionFailure(..)
-            | rusqlite::Error::InvalidColumnType(..)
-            | rusqlite::Error::IntegralValueOutOfRange(..),
-        ) => Ok(Entry::Malformed {
-            location: "database".into(),
-        }),
-        Err(e) => Err(AuditError::from(e)),
-    });
+    let rows = stmt
+        .query_map([], StoredRecord::from_row)?
+        .map(|r| match r {
+            Ok(rec) => Ok(Entry::Record {
+                rec,
+                location: "database".into(),
+            }),
+            Err(
+                rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..),
+            ) => Ok(Entry::Malformed {
+                location: "database".into(),
+            }),
+            Err(e) => Err(AuditError::from(e)),
+        });
     let mut report = walk(keyring, rows.peekable(), anchor, &checkpoints, false)?;
     report.warnings.splice(0..0, warnings);
     Ok(report)

@@ -5,24 +5,26 @@
 //! authentication header; a request's log line has its id, source, status and latency only.
 
 pub mod body;
+mod hooks;
 pub mod rate_limit;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::TcpListener;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use actix_web::dev::{Server, ServerHandle, Service};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use chrono::Utc;
+use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
-use crate::config::{Config, Source, Transport};
-use crate::verify::{Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
-use body::{read_capped, BodyError};
+use crate::audit::Mirror;
+use crate::config::{Config, Route, Source, Transport};
+use crate::crypto::Keyring;
+use crate::store::{Store, StoreError, StoreOptions};
 use rate_limit::TokenBucket;
 
 /// Why the listener could not start.
@@ -42,6 +44,12 @@ pub enum ListenerError {
     /// actix refused the listener.
     #[error("cannot start HTTP server: {0}")]
     Server(std::io::Error),
+    /// The database could not be opened.
+    #[error("cannot open storage: {0}")]
+    Store(#[from] StoreError),
+    /// The audit mirror folder could not be prepared.
+    #[error("cannot open the audit mirror: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// A source with its runtime state.
@@ -51,11 +59,42 @@ struct SourceRuntime {
     bucket: Option<TokenBucket>,
 }
 
+/// The parts of the config that `reload` replaces atomically: a request sees either the old
+/// set or the new one, never a mix.
+#[derive(Debug)]
+pub(crate) struct Live {
+    sources: HashMap<String, SourceRuntime>,
+    routes: Vec<Route>,
+}
+
+impl Live {
+    fn from_config(sources: Vec<Source>, routes: Vec<Route>) -> Self {
+        let sources = sources
+            .into_iter()
+            .map(|source| {
+                let bucket = source.rate_limit.map(TokenBucket::new);
+                (
+                    source.name.as_str().to_owned(),
+                    SourceRuntime { source, bucket },
+                )
+            })
+            .collect();
+        Self { sources, routes }
+    }
+}
+
 /// What request handlers share.
 #[derive(Debug)]
 pub struct AppState {
-    sources: HashMap<String, SourceRuntime>,
-    storage_dir: std::path::PathBuf,
+    live: RwLock<Arc<Live>>,
+    store: Store,
+}
+
+impl AppState {
+    /// The sources and routes in force now.
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// A built, bound server, not yet running.
@@ -83,26 +122,19 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr().map_err(ListenerError::Server)?.port();
-        let storage_dir = config
-            .storage_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(ToOwned::to_owned)
-            .unwrap_or_else(|| ".".into());
-        let sources = config
-            .sources
-            .into_iter()
-            .map(|source| {
-                let bucket = source.rate_limit.map(TokenBucket::new);
-                (
-                    source.name.as_str().to_owned(),
-                    SourceRuntime { source, bucket },
-                )
-            })
-            .collect();
+        let keyring = Keyring::from_master(&config.master_key);
+        let mirror = Mirror::new(&config.audit.dir)?;
+        let store = Store::open(
+            &config.storage_path,
+            keyring,
+            StoreOptions {
+                audit_mirror: Some(Arc::new(mirror)),
+                ..StoreOptions::default()
+            },
+        )?;
         let state = web::Data::new(AppState {
-            sources,
-            storage_dir,
+            live: RwLock::new(Arc::new(Live::from_config(config.sources, config.routes))),
+            store,
         });
 
         let mut http = HttpServer::new(move || {
@@ -137,7 +169,7 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .service(
                     web::resource("/hooks/{source}")
-                        .route(web::post().to(receive_hook))
+                        .route(web::post().to(hooks::receive_hook))
                         .default_service(web::to(method_not_allowed)),
                 )
                 .default_service(web::to(not_found))
@@ -152,11 +184,14 @@ impl Application {
             http = http.workers(n);
         }
         let (http, tls) = match &server_cfg.transport {
-            Transport::Tls(settings) => (
-                http.listen_rustls_0_23(listener, tls::server_config(settings)?)
-                    .map_err(ListenerError::Server)?,
-                true,
-            ),
+            Transport::Tls(settings) => {
+                let (tls_config, _slot) = tls::server_config(settings)?;
+                (
+                    http.listen_rustls_0_23(listener, tls_config)
+                        .map_err(ListenerError::Server)?,
+                    true,
+                )
+            }
             Transport::PlainLoopback => {
                 tracing::warn!(
                     listen = %server_cfg.listen,
@@ -229,7 +264,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn error_response(status: StatusCode, error: &str) -> HttpResponse {
+pub(crate) fn error_response(status: StatusCode, error: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error }))
 }
 
@@ -238,22 +273,16 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let dir = state.storage_dir.clone();
-    let writable = web::block(move || {
-        let probe = dir.join(format!(".wardhook-ready-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&probe, b"ok"))
-            .and_then(|()| std::fs::remove_file(&probe))
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false);
-    if writable {
-        HttpResponse::Ok().json(json!({ "status": "ready", "storage": "ok", "keys": "ok" }))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "5"))
-            .json(json!({ "status": "not ready", "storage": "not writable", "keys": "ok" }))
+    match state.store.check_ready().await {
+        Ok(()) => {
+            HttpResponse::Ok().json(json!({ "status": "ready", "storage": "ok", "keys": "ok" }))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "5"))
+                .json(json!({ "status": "not ready", "storage": "unavailable", "keys": "ok" }))
+        }
     }
 }
 
@@ -265,78 +294,4 @@ async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed()
         .insert_header((header::ALLOW, "POST"))
         .json(json!({ "error": "method not allowed" }))
-}
-
-/// `POST /hooks/{source}`.
-#[tracing::instrument(name = "hook", skip_all, fields(source = %path.as_str()))]
-async fn receive_hook(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let Some(rt) = state.sources.get(path.as_str()) else {
-        return error_response(StatusCode::NOT_FOUND, "unknown source");
-    };
-    if let Some(bucket) = &rt.bucket {
-        if let Err(wait) = bucket.try_take(Instant::now()) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return HttpResponse::TooManyRequests()
-                .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
-                .json(json!({ "error": "rate limited" }));
-        }
-    }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_capped(payload, declared, rt.source.max_body_bytes).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge { cap }) => {
-            tracing::warn!(cap, "body over the source's cap");
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
-        }
-        Err(BodyError::Broken) => return error_response(StatusCode::BAD_REQUEST, "bad request"),
-    };
-    let peer_ip = req
-        .peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let unverified = UnverifiedRequest {
-        method: req.method().as_str(),
-        path_and_query: req
-            .uri()
-            .path_and_query()
-            .map_or(req.path(), |p| p.as_str()),
-        headers: req.headers(),
-        body: &body,
-        peer_ip,
-    };
-    match rt.source.verifier.verify(&unverified, Utc::now()) {
-        Err(rejection) => reject(&rejection),
-        Ok(Verdict::Challenge(reply)) => {
-            let mut res =
-                HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
-            for (name, value) in &reply.headers {
-                res.insert_header((name.as_str(), value.as_str()));
-            }
-            res.content_type(reply.content_type).body(reply.body)
-        }
-        Ok(Verdict::Verified(delivery)) => intake(delivery).await,
-    }
-}
-
-fn reject(rejection: &Rejection) -> HttpResponse {
-    tracing::warn!(reason = %rejection, "delivery rejected");
-    if rejection.status() == 403 {
-        error_response(StatusCode::FORBIDDEN, "forbidden")
-    } else {
-        error_response(StatusCode::UNAUTHORIZED, "unauthorized")
-    }
-}
-
-/// Hands a verified delivery to the intake stage.
-async fn intake(delivery: VerifiedDelivery) -> HttpResponse {
-    tracing::info!(key_index = delivery.key_index(), "delivery verified");
-    error_response(StatusCode::NOT_IMPLEMENTED, "intake not available")
 }

@@ -5,12 +5,13 @@
 //! suite filter below makes that policy explicit, so a provider change cannot widen it silently.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, RootCertStore, ServerConfig};
 
 use crate::config::TlsSettings;
@@ -89,8 +90,26 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// Build the rustls server configuration from the configured files.
-pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
+/// The server certificate, swappable while the listener runs so that a renewed certificate is
+/// picked up by `wardhook reload` (SIGHUP) without dropping a connection.
+#[derive(Debug)]
+pub struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl CertSlot {
+    /// Replace the certificate for new handshakes; established connections keep theirs.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Load and check the certificate chain and key (they must match).
+pub fn load_certified_key(settings: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsError> {
     let shown = |p: &Path| p.display().to_string();
     let certs = read_certs(&settings.cert).map_err(|reason| TlsError::Cert {
         path: shown(&settings.cert),
@@ -100,6 +119,16 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
         path: shown(&settings.key),
         reason: e.to_string(),
     })?;
+    let key = CertifiedKey::from_der(certs, key, &provider())
+        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    Ok(Arc::new(key))
+}
+
+/// Build the rustls server configuration from the configured files; the returned slot swaps
+/// the certificate later.
+pub fn server_config(settings: &TlsSettings) -> Result<(ServerConfig, Arc<CertSlot>), TlsError> {
+    let shown = |p: &Path| p.display().to_string();
+    let slot = Arc::new(CertSlot(RwLock::new(load_certified_key(settings)?)));
     let provider = Arc::new(provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -121,9 +150,7 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    let mut config = builder.with_cert_resolver(slot.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, slot))
 }

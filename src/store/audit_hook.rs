@@ -11,7 +11,7 @@ use rusqlite::Transaction;
 
 use super::StoreError;
 use crate::audit::{
-    Action, Actor, AppendedRecord, AuditRecord, CallRef, Code, DetailKey, ObjectId, Outcome,
+    Action, Actor, AppendedRecord, AuditRecord, CallRef, Code, DetailKey, Digest, ObjectId, Outcome,
 };
 use crate::crypto::Keyring;
 
@@ -22,8 +22,6 @@ pub(crate) enum AuditActor {
     Sender(String),
     /// A person at the CLI, by OS user name.
     CliUser(String),
-    /// wardhook itself.
-    System,
 }
 
 /// What happened, in audit-module terms (the action names are the audit module's).
@@ -54,6 +52,7 @@ pub(crate) struct AuditEvent<'a> {
     pub count: Option<i64>,
     pub object_kind: Option<&'static str>,
     pub via: Option<&'static str>,
+    pub digest: Option<&'a str>,
     pub remote_addr: Option<IpAddr>,
 }
 
@@ -73,6 +72,7 @@ impl<'a> AuditEvent<'a> {
             count: None,
             object_kind: None,
             via: None,
+            digest: None,
             remote_addr: None,
         }
     }
@@ -92,7 +92,6 @@ pub(crate) fn record_audit(
     let actor = match &event.actor {
         AuditActor::Sender(source) => Actor::sender(source).unwrap_or(Actor::System),
         AuditActor::CliUser(user) => Actor::cli_user(user).unwrap_or(Actor::System),
-        AuditActor::System => Actor::System,
     };
     let action = match event.action {
         AuditAction::DeliveryAccepted => Action::DeliveryAccepted,
@@ -137,6 +136,9 @@ pub(crate) fn record_audit(
         if let Ok(via) = Code::parse(via) {
             record.detail.insert(DetailKey::Via, via);
         }
+    }
+    if let Some(d) = event.digest.and_then(|d| Digest::parse(d).ok()) {
+        record.detail.insert(DetailKey::Sha256, d);
     }
     crate::audit::append(tx, keyring, &record).map_err(StoreError::from)
 }

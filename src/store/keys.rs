@@ -43,7 +43,9 @@ pub(crate) fn key_for_write(
         return Ok((*id, key.clone()));
     }
     let existing: Option<(i64, Option<Vec<u8>>)> = conn
-        .prepare_cached("SELECT key_id, wrapped FROM data_keys WHERE period = ?1 AND generation = ?2")?
+        .prepare_cached(
+            "SELECT key_id, wrapped FROM data_keys WHERE period = ?1 AND generation = ?2",
+        )?
         .query_row(params![period, generation], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (key_id, key) = match existing {

@@ -258,11 +258,7 @@ impl Store {
     /// Open (creating if needed) the database at `path`, apply migrations and start the writer
     /// thread. Files are created owner-only (umask permitting: the directory should be 0700).
     #[tracing::instrument(skip(keyring, options), fields(path = %path.display()))]
-    pub fn open(
-        path: &Path,
-        keyring: Keyring,
-        options: StoreOptions,
-    ) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, keyring: Keyring, options: StoreOptions) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
                 path: parent.display().to_string(),
@@ -332,13 +328,15 @@ impl Store {
         reason: &NormalizeError,
     ) -> Result<QuarantineId, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(writer::Command::Quarantine(Box::new(writer::QuarantineRequest {
-            input,
-            reason: reason.to_string(),
-            reason_code: reason.code(),
-            received_at: chrono::Utc::now(),
-            reply,
-        })))
+        self.send(writer::Command::Quarantine(Box::new(
+            writer::QuarantineRequest {
+                input,
+                reason: reason.to_string(),
+                reason_code: reason.code(),
+                received_at: chrono::Utc::now(),
+                reply,
+            },
+        )))
         .await?;
         answer
             .await

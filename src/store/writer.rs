@@ -15,11 +15,11 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use crate::audit::AppendedRecord;
 use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
 use super::keys::{self, WriteKeyCache};
 use super::payload::{encode_body, StoredDelivery, StoredQuarantine};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Shared, StoreError};
+use crate::audit::AppendedRecord;
 use crate::crypto::{Keyring, RecordPlace};
 use crate::normalize::{IntakeInput, Normalized};
 
@@ -132,13 +132,17 @@ fn reply(command: Command, answer: Result<Answer, StoreError>) {
         Command::Intake(req) => {
             let _ = req.reply.send(answer.and_then(|a| match a {
                 Answer::Intake(o) => Ok(o),
-                _ => Err(StoreError::Corrupt("writer answered the wrong request kind")),
+                _ => Err(StoreError::Corrupt(
+                    "writer answered the wrong request kind",
+                )),
             }));
         }
         Command::Quarantine(req) => {
             let _ = req.reply.send(answer.and_then(|a| match a {
                 Answer::Quarantine(q) => Ok(q),
-                _ => Err(StoreError::Corrupt("writer answered the wrong request kind")),
+                _ => Err(StoreError::Corrupt(
+                    "writer answered the wrong request kind",
+                )),
             }));
         }
         Command::Probe(reply) => {
@@ -166,8 +170,7 @@ fn run_batch(
                 intake_one(&tx, keyring, cache, generation, req, audit).map(Answer::Intake)
             }
             Command::Quarantine(req) => {
-                quarantine_one(&tx, keyring, cache, generation, req, audit)
-                    .map(Answer::Quarantine)
+                quarantine_one(&tx, keyring, cache, generation, req, audit).map(Answer::Quarantine)
             }
             Command::Probe(_) => probe(&tx).map(|()| Answer::Probe),
         };

@@ -4,18 +4,68 @@
 //! the peer address). Only [`SourceVerifier::verify`] can produce a [`VerifiedDelivery`], and the
 //! intake stage accepts nothing else: an unverified body cannot reach storage or a handler by
 //! construction. Every comparison of a secret-derived value is constant time.
+//!
+//! Map of this module:
+//! - [`options`]: the `[sources.scheme]` table ([`SchemeOptions`]) and per-preset validation
+//!   that compiles a [`VerifierSpec`] into a ready-to-run scheme.
+//! - one file per family of schemes (`hmac_schemes`, `standard_webhooks`, `twilio`, `plivo`,
+//!   `telnyx`, `vonage`, `zoom`, `tokens`, `generic`), each a pure function of the request;
+//! - [`ip`]: allowlist and trusted-proxy resolution of the client address;
+//! - [`oauth`]: the OAuth2 client-credentials token issuer for senders that only do bearer;
+//! - [`sign`]: the sender's side of every scheme (`wardhook sign`, `send-test`, tests);
+//! - `util`: constant-time helpers, header access and the replay window shared by all.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use ipnet::IpNet;
-use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::secret::Secret;
+
+mod generic;
+mod hmac_schemes;
+pub mod ip;
+pub mod oauth;
+mod options;
+mod plivo;
+pub mod samples;
+pub mod sign;
+mod standard_webhooks;
+mod telnyx;
+mod tokens;
+mod twilio;
+mod util;
+mod vonage;
+mod zoom;
+
+#[cfg(test)]
+mod tests;
+
+pub use oauth::{TokenIssuer, TokenResponse};
+pub use options::{OAuthClient, SchemeOptions};
+pub use samples::sample_body;
+pub use sign::{sign_request, sign_request_full, sign_request_with_key, SignError, SignedRequest};
+
+use options::CompiledScheme;
+
+/// The header and template parsers on their own, public so that `fuzz/` and property tests
+/// can drive them directly. They never panic on any input.
+pub mod parsers {
+    pub use super::generic::{Part, Template, TemplateError};
+    pub use super::hmac_schemes::{parse_retell_header, parse_stripe_header, StripeHeader};
+    pub use super::ip::parse_forwarded_entry;
+    pub use super::plivo::parse_signature_list as parse_plivo_signatures;
+    pub use super::standard_webhooks::{
+        parse_signature_header as parse_standard_webhooks_signatures, SwSignature,
+    };
+    pub use super::telnyx::parse_public_key as parse_telnyx_public_key;
+    pub use super::tokens::parse_basic;
+    pub use super::vonage::{parse_jwt as parse_vonage_jwt, VonageClaims};
+    pub use super::zoom::url_validation_token as zoom_url_validation_token;
+}
 
 /// A verification scheme plus where a sender's envelope keeps its fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,19 +75,103 @@ pub enum Preset {
     NextPhone,
     /// `X-PhoneShield-Signature: <hex>` over the body.
     PhoneShield,
+    /// Standard Webhooks (`webhook-*` or `svix-*` headers), HMAC `v1` and Ed25519 `v1a`.
+    StandardWebhooks,
+    /// `X-Hub-Signature-256: sha256=<hex>`.
+    GitHub,
+    /// `Stripe-Signature: t=…,v1=…`.
+    Stripe,
+    /// `X-Slack-Signature: v0=<hex>` over `v0:ts:body`.
+    Slack,
+    /// `X-Shopify-Hmac-Sha256: <base64>`.
+    Shopify,
+    /// `X-Twilio-Signature`: HMAC-SHA1 over the public URL and sorted form parameters.
+    Twilio,
+    /// `telnyx-signature-ed25519` over `ts|body`.
+    Telnyx,
+    /// `X-Plivo-Signature-V3` with nonce.
+    Plivo,
+    /// `x-retell-signature: v=<ms>,d=<hex>`.
+    Retell,
+    /// Vapi: secret header, Bearer, OAuth2 or its HMAC plan.
+    Vapi,
+    /// `X-Webhook-Signature: <hex>` over the body.
+    Bland,
+    /// Vonage signed webhooks: HS256 JWT in `Authorization`.
+    Vonage,
+    /// Zoom `x-zm-signature: v0=<hex>` plus the URL validation challenge.
+    Zoom,
+    /// RingCentral `Validation-Token` handshake and `Verification-Token` check.
+    RingCentral,
+    /// Call Telemetry's Webhook app: Bearer, Basic or OAuth2 client credentials.
+    CallTelemetry,
+    /// HTTP Basic authentication.
+    Basic,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// A static API key in a configurable header.
+    ApiKey,
+    /// Everything configured by hand in `[sources.scheme]`.
+    Generic,
 }
 
 impl Preset {
     /// Every preset name accepted in `sources[].preset`.
-    pub const NAMES: &'static [&'static str] = &["nextphone", "phoneshield"];
+    pub const NAMES: &'static [&'static str] = &[
+        "nextphone",
+        "phoneshield",
+        "standard-webhooks",
+        "github",
+        "stripe",
+        "slack",
+        "shopify",
+        "twilio",
+        "telnyx",
+        "plivo",
+        "retell",
+        "vapi",
+        "bland",
+        "vonage",
+        "zoom",
+        "ringcentral",
+        "calltelemetry",
+        "basic",
+        "bearer",
+        "api-key",
+        "generic",
+    ];
+
+    /// Every preset, in the order of [`Preset::NAMES`].
+    pub const ALL: &'static [Preset] = &[
+        Self::NextPhone,
+        Self::PhoneShield,
+        Self::StandardWebhooks,
+        Self::GitHub,
+        Self::Stripe,
+        Self::Slack,
+        Self::Shopify,
+        Self::Twilio,
+        Self::Telnyx,
+        Self::Plivo,
+        Self::Retell,
+        Self::Vapi,
+        Self::Bland,
+        Self::Vonage,
+        Self::Zoom,
+        Self::RingCentral,
+        Self::CallTelemetry,
+        Self::Basic,
+        Self::Bearer,
+        Self::ApiKey,
+        Self::Generic,
+    ];
 
     /// Parse a configured preset name.
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "nextphone" => Some(Self::NextPhone),
-            "phoneshield" => Some(Self::PhoneShield),
-            _ => None,
-        }
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// The configured name.
@@ -45,15 +179,28 @@ impl Preset {
         match self {
             Self::NextPhone => "nextphone",
             Self::PhoneShield => "phoneshield",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::GitHub => "github",
+            Self::Stripe => "stripe",
+            Self::Slack => "slack",
+            Self::Shopify => "shopify",
+            Self::Twilio => "twilio",
+            Self::Telnyx => "telnyx",
+            Self::Plivo => "plivo",
+            Self::Retell => "retell",
+            Self::Vapi => "vapi",
+            Self::Bland => "bland",
+            Self::Vonage => "vonage",
+            Self::Zoom => "zoom",
+            Self::RingCentral => "ringcentral",
+            Self::CallTelemetry => "calltelemetry",
+            Self::Basic => "basic",
+            Self::Bearer => "bearer",
+            Self::ApiKey => "api-key",
+            Self::Generic => "generic",
         }
     }
 }
-
-/// Scheme-specific settings of a source (`[sources.scheme]`), for presets that need more than
-/// secrets: the `generic` preset, Vapi's HMAC plan, API-key header names.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SchemeOptions {}
 
 /// Everything needed to build a source's verifier, resolved from config.
 #[derive(Debug, Clone)]
@@ -78,6 +225,11 @@ pub struct VerifierSpec {
     pub scheme: SchemeOptions,
 }
 
+impl VerifierSpec {
+    /// The default replay window (5 minutes, both directions), as the reference libraries use.
+    pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+}
+
 /// A problem with a source's verification settings, with the key path below the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecProblem {
@@ -85,6 +237,15 @@ pub struct SpecProblem {
     pub path: String,
     /// What is wrong.
     pub message: String,
+}
+
+impl SpecProblem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A request as it arrived, before anything is believed about it.
@@ -127,6 +288,10 @@ pub enum Rejection {
     /// The client address is not in the source's allowlist.
     #[error("client address not allowed")]
     IpDenied,
+    /// The body does not have the shape the scheme signs (e.g. a Twilio body hash that does not
+    /// match, or a Zoom URL validation without a usable `plainToken`).
+    #[error("body does not match what the signature covers")]
+    MalformedBody,
 }
 
 impl Rejection {
@@ -147,6 +312,7 @@ pub struct VerifiedDelivery {
     body: Vec<u8>,
     content_type: Option<String>,
     key_index: usize,
+    oauth_client: Option<String>,
     sender_delivery_id: Option<String>,
     signed_at: Option<DateTime<Utc>>,
     signature_headers: Vec<(String, String)>,
@@ -170,11 +336,20 @@ impl VerifiedDelivery {
     pub fn content_type(&self) -> Option<&str> {
         self.content_type.as_deref()
     }
-    /// Which configured secret matched (0-based position in `secrets`), for the audit trail.
+    /// Which configured secret matched (0-based position in `secrets`; `token`, where a preset
+    /// accepts it as one more candidate, counts as position `secrets.len()`), for the audit
+    /// trail. For a bearer token issued by the OAuth2 endpoint it is `secrets.len() + 1 + i`
+    /// where `i` is the client's position in `scheme.oauth_clients`; see [`Self::oauth_client`].
     pub fn key_index(&self) -> usize {
         self.key_index
     }
-    /// The sender's own per-delivery id (e.g. `webhook-id`), when the scheme has one.
+    /// The OAuth2 client id whose issued token authenticated this delivery, if any.
+    pub fn oauth_client(&self) -> Option<&str> {
+        self.oauth_client.as_deref()
+    }
+    /// The sender's own per-delivery id, when the scheme *signs* one (Standard Webhooks
+    /// `webhook-id`). Unsigned id headers (GitHub, Shopify) are deliberately not used: a
+    /// replayed body with a fresh id would otherwise slip past deduplication.
     pub fn sender_delivery_id(&self) -> Option<&str> {
         self.sender_delivery_id.as_deref()
     }
@@ -215,27 +390,42 @@ pub struct ChallengeReply {
     pub body: Vec<u8>,
 }
 
+/// What a scheme proved about a request; turned into a [`Verdict`] by [`SourceVerifier`].
+#[derive(Debug, Default)]
+pub(crate) struct Proof {
+    pub key_index: usize,
+    pub oauth_client: Option<String>,
+    pub signed_at: Option<DateTime<Utc>>,
+    pub delivery_id: Option<String>,
+    pub used_headers: Vec<(String, String)>,
+    pub challenge: Option<ChallengeReply>,
+}
+
 /// A source's verifier, built once from config.
 #[derive(Debug)]
 pub struct SourceVerifier {
     spec: VerifierSpec,
+    scheme: CompiledScheme,
+    oauth: Option<Arc<TokenIssuer>>,
 }
 
 impl SourceVerifier {
     /// Check the spec and build the verifier; all problems are returned at once.
     pub fn new(spec: VerifierSpec) -> Result<Self, Vec<SpecProblem>> {
-        let mut problems = Vec::new();
-        if spec.secrets.is_empty() {
-            problems.push(SpecProblem {
-                path: "secrets".into(),
-                message: format!("preset {} needs at least one secret", spec.preset.name()),
-            });
-        }
-        if problems.is_empty() {
-            Ok(Self { spec })
-        } else {
-            Err(problems)
-        }
+        let scheme = options::compile(&spec)?;
+        Ok(Self {
+            spec,
+            scheme,
+            oauth: None,
+        })
+    }
+
+    /// Let this source accept bearer tokens issued by the OAuth2 token endpoint. Only tokens
+    /// issued to one of this source's `scheme.oauth_clients` are accepted; without an issuer
+    /// attached such tokens are refused.
+    pub fn with_token_issuer(mut self, issuer: Arc<TokenIssuer>) -> Self {
+        self.oauth = Some(issuer);
+        self
     }
 
     /// The source name.
@@ -243,51 +433,49 @@ impl SourceVerifier {
         &self.spec.source
     }
 
+    /// The spec this verifier was built from.
+    pub fn spec(&self) -> &VerifierSpec {
+        &self.spec
+    }
+
     /// Decide whether `req` is authentic at time `now`.
+    ///
+    /// Order: client address first (403 without looking at anything else), then the scheme.
     pub fn verify(
         &self,
         req: &UnverifiedRequest<'_>,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<Verdict, Rejection> {
-        let (header, prefix) = match self.spec.preset {
-            Preset::NextPhone => ("x-nextphone-signature", "sha256="),
-            Preset::PhoneShield => ("x-phoneshield-signature", ""),
+        let client_ip =
+            ip::resolve_client_ip(req.peer_ip, req.headers, &self.spec.trusted_proxies)?;
+        if !ip::is_allowed(client_ip, &self.spec.allow_ips) {
+            return Err(Rejection::IpDenied);
+        }
+        let ctx = util::Ctx {
+            spec: &self.spec,
+            req,
+            now,
+            oauth: self.oauth.as_deref(),
         };
-        let value = req
-            .headers
-            .get(header)
-            .ok_or(Rejection::MissingHeader(header))?;
-        let hex_sig = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().strip_prefix(prefix))
-            .ok_or(Rejection::MalformedHeader(header))?;
-        let sig = hex::decode(hex_sig).map_err(|_| Rejection::MalformedHeader(header))?;
-        if sig.is_empty() {
-            return Err(Rejection::MalformedHeader(header));
+        let proof = self.scheme.check(&ctx)?;
+        if let Some(reply) = proof.challenge {
+            return Ok(Verdict::Challenge(reply));
         }
-        for (index, secret) in self.spec.secrets.iter().enumerate() {
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose())
-                .map_err(|_| Rejection::UnknownKey)?;
-            mac.update(req.body);
-            if mac.verify_slice(&sig).is_ok() {
-                return Ok(Verdict::Verified(VerifiedDelivery {
-                    source: self.spec.source.clone(),
-                    preset: self.spec.preset,
-                    body: req.body.to_vec(),
-                    content_type: req
-                        .headers
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                    key_index: index,
-                    sender_delivery_id: None,
-                    signed_at: None,
-                    signature_headers: vec![(header.to_owned(), hex_sig.to_owned())],
-                    client_ip: req.peer_ip,
-                }));
-            }
-        }
-        Err(Rejection::BadSignature)
+        Ok(Verdict::Verified(VerifiedDelivery {
+            source: self.spec.source.clone(),
+            preset: self.spec.preset,
+            body: req.body.to_vec(),
+            content_type: req
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            key_index: proof.key_index,
+            oauth_client: proof.oauth_client,
+            sender_delivery_id: proof.delivery_id,
+            signed_at: proof.signed_at,
+            signature_headers: proof.used_headers,
+            client_ip,
+        }))
     }
 }

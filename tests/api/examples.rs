@@ -23,7 +23,9 @@ fn host_layout() -> tempfile::TempDir {
 
 fn check_example(name: &str) {
     let dir = host_layout();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name);
     let text = std::fs::read_to_string(&example).unwrap();
     // Give every env: reference in the example a value.
     for part in text.split("\"env:").skip(1) {

@@ -4,3 +4,4 @@ mod config_table;
 mod examples;
 mod foundation;
 mod helpers;
+mod intake;

@@ -1,0 +1,142 @@
+//! `POST /hooks/{source}`: the path of one delivery through the synchronous stages — caps and
+//! rate limit, verify, normalize, then the durable commit — and the one answer the sender gets.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde_json::json;
+
+use super::body::{read_capped, BodyError};
+use super::{error_response, AppState};
+use crate::normalize::{normalize, IntakeInput};
+use crate::store::{IntakeOutcome, JobSpec, StoreError};
+use crate::verify::{Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
+
+/// Seconds a sender is asked to wait before retrying after a storage failure.
+const STORAGE_RETRY_AFTER: &str = "30";
+
+/// `POST /hooks/{source}`.
+#[tracing::instrument(name = "hook", skip_all, fields(source = %path.as_str()))]
+pub(super) async fn receive_hook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let live = state.live();
+    let Some(rt) = live.sources.get(path.as_str()) else {
+        return error_response(StatusCode::NOT_FOUND, "unknown source");
+    };
+    if let Some(bucket) = &rt.bucket {
+        if let Err(wait) = bucket.try_take(Instant::now()) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return HttpResponse::TooManyRequests()
+                .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
+                .json(json!({ "error": "rate limited" }));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match read_capped(payload, declared, rt.source.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { cap }) => {
+            tracing::warn!(cap, "body over the source's cap");
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+        }
+        Err(BodyError::Broken) => return error_response(StatusCode::BAD_REQUEST, "bad request"),
+    };
+    let peer_ip = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let unverified = UnverifiedRequest {
+        method: req.method().as_str(),
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map_or(req.path(), |p| p.as_str()),
+        headers: req.headers(),
+        body: &body,
+        peer_ip,
+    };
+    match rt.source.verifier.verify(&unverified, Utc::now()) {
+        Err(rejection) => reject(&rejection),
+        Ok(Verdict::Challenge(reply)) => {
+            let mut res =
+                HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
+            for (name, value) in &reply.headers {
+                res.insert_header((name.as_str(), value.as_str()));
+            }
+            res.content_type(reply.content_type).body(reply.body)
+        }
+        Ok(Verdict::Verified(delivery)) => intake(&state, &live, delivery).await,
+    }
+}
+
+fn reject(rejection: &Rejection) -> HttpResponse {
+    tracing::warn!(reason = %rejection, "delivery rejected");
+    if rejection.status() == 403 {
+        error_response(StatusCode::FORBIDDEN, "forbidden")
+    } else {
+        error_response(StatusCode::UNAUTHORIZED, "unauthorized")
+    }
+}
+
+fn unavailable(e: &StoreError) -> HttpResponse {
+    tracing::error!(error = %e, "storage cannot commit; asking the sender to retry");
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, STORAGE_RETRY_AFTER))
+        .json(json!({ "error": "storage unavailable" }))
+}
+
+/// Normalize, then commit (or quarantine) before answering.
+async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery) -> HttpResponse {
+    let input = IntakeInput::from_verified(&delivery);
+    drop(delivery);
+    let normalized = match normalize(&input, Utc::now()) {
+        Ok(n) => n,
+        Err(reason) => {
+            tracing::warn!(reason = reason.code(), "authentic delivery quarantined");
+            return match state.store.quarantine(input, &reason).await {
+                Ok(id) => HttpResponse::BadRequest()
+                    .json(json!({ "error": reason.to_string(), "quarantine_id": id.0 })),
+                Err(e) => unavailable(&e),
+            };
+        }
+    };
+    let source = input.source().to_owned();
+    let mut jobs: Vec<JobSpec> = Vec::new();
+    for route in live
+        .routes
+        .iter()
+        .filter(|r| r.matches(&source, normalized.event_type.as_str()))
+    {
+        for handler in &route.handlers {
+            if !jobs.iter().any(|j| &j.handler == handler) {
+                jobs.push(JobSpec::new(handler.clone()));
+            }
+        }
+    }
+    match state.store.intake(input, normalized, jobs).await {
+        Ok(IntakeOutcome::Accepted { delivery_id }) => {
+            tracing::info!(delivery_id = %delivery_id, "delivery accepted");
+            HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": delivery_id }))
+        }
+        Ok(IntakeOutcome::Duplicate { delivery_id }) => {
+            tracing::info!(delivery_id = %delivery_id, "duplicate delivery");
+            HttpResponse::Ok().json(json!({ "status": "duplicate", "delivery_id": delivery_id }))
+        }
+        Err(e) if e.is_unavailable() => unavailable(&e),
+        Err(e) => {
+            // Not a condition that retrying cures, but the sender still must not think the
+            // delivery landed: 503 keeps it retrying while the log says what broke.
+            unavailable(&e)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Durable intake over real TLS: accepted, duplicate, distinct events of one call, quarantine.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn post_signed(app: &TestApp, body: &str) -> (u16, Value) {
+    let res = app
+        .client()
+        .post(app.url("/hooks/demo"))
+        .header("Content-Type", "application/json")
+        .header(
+            "X-NextPhone-Signature",
+            nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn nextphone_event(event: &str, call_id: &str) -> String {
+    format!(
+        r#"{{"event":"{event}","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call_id}","caller":{{"name":"Test Caller","phone":"+15550100"}}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_signed_delivery_is_accepted_and_its_retry_is_a_duplicate_with_the_first_id() {
+    let app = spawn_app().await;
+    let body = nextphone_event("call.ended", "call-1");
+    let (status, first) = post_signed(&app, &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "accepted");
+    let id = first["delivery_id"].as_str().unwrap().to_owned();
+
+    let (status, again) = post_signed(&app, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(again["delivery_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn two_events_of_one_call_are_both_accepted() {
+    let app = spawn_app().await;
+    let (_, answered) = post_signed(&app, &nextphone_event("call.answered", "call-2")).await;
+    let (_, ended) = post_signed(&app, &nextphone_event("call.ended", "call-2")).await;
+    assert_eq!(answered["status"], "accepted");
+    assert_eq!(ended["status"], "accepted");
+    assert_ne!(answered["delivery_id"], ended["delivery_id"]);
+}
+
+#[tokio::test]
+async fn authentic_garbage_is_quarantined_with_400_and_an_id() {
+    let app = spawn_app().await;
+    let (status, answer) = post_signed(&app, "this is not json {").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["quarantine_id"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(
+        !answer["error"].as_str().unwrap().contains("this is not"),
+        "the error must not echo the body"
+    );
+    let (status, answer) = post_signed(&app, r#"{"data":{"call_id":"c"}}"#).await;
+    assert_eq!(status, 400, "missing event type: {answer}");
+}
+
+#[tokio::test]
+async fn readiness_reports_the_store() {
+    let app = spawn_app().await;
+    let res = app.client().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
