@@ -508,13 +508,14 @@ fn deleting_swapping_and_inserting_mirror_lines_are_named() {
 
     std::fs::write(&path, &original).unwrap();
     edit_lines(&path, |l| {
-        let forged = l[4]
-            .replace("\"seq\":5", "\"seq\":5")
-            .replace("payload_read", "replayed");
+        let forged = l[4].replace("\"outcome\":\"success\"", "\"outcome\":\"failure\"");
+        assert_ne!(forged, l[4]);
         l.insert(4, forged);
     });
-    let (seq, _) = failed_at(verify_jsonl(&fx.mirror_dir, &kr, None, false));
-    assert_eq!(seq, 5);
+    assert_eq!(
+        failed_at(verify_jsonl(&fx.mirror_dir, &kr, None, false)),
+        (5, Problem::Inserted { claimed: 5 })
+    );
 }
 
 #[test]

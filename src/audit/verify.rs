@@ -129,8 +129,13 @@ fn anchor_from_detail(detail: &str) -> Option<Anchor> {
 
 /// One item of a walk: a readable record, or an unreadable one.
 enum Entry {
-    Record { rec: StoredRecord, location: String },
-    Malformed { location: String },
+    Record {
+        rec: Box<StoredRecord>,
+        location: String,
+    },
+    Malformed {
+        location: String,
+    },
 }
 
 fn fail(seq: u64, problem: Problem, location: impl Into<String>) -> AuditError {
@@ -194,7 +199,7 @@ where
             Entry::Malformed { location } => {
                 return Err(fail(expected, Problem::Malformed, location))
             }
-            Entry::Record { rec, location } => (rec, location),
+            Entry::Record { rec, location } => (*rec, location),
         };
         if rec.seq > expected {
             let swapped =
@@ -320,7 +325,7 @@ pub fn verify_db(
         .query_map([], StoredRecord::from_row)?
         .map(|r| match r {
             Ok(rec) => Ok(Entry::Record {
-                rec,
+                rec: Box::new(rec),
                 location: "database".into(),
             }),
             Err(
@@ -382,7 +387,10 @@ impl Iterator for JsonlEntries {
                         .ok()
                         .and_then(|s| JsonLine::parse(s.trim_end_matches(['\n', '\r'])));
                     return Some(Ok(match parsed {
-                        Some(rec) => Entry::Record { rec, location },
+                        Some(rec) => Entry::Record {
+                            rec: Box::new(rec),
+                            location,
+                        },
                         None => Entry::Malformed { location },
                     }));
                 }

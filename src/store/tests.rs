@@ -355,6 +355,14 @@ async fn no_canary_value_appears_in_any_file_the_store_wrote() {
         },
     )
     .expect("open");
+    // The scan itself must be able to see a planted canary (a test that cannot fail is none).
+    let control = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        control.path().join("f"),
+        serde_json::to_string(CANARIES[0]).expect("json"),
+    )
+    .expect("write");
+    assert!(!scan_for_canaries(control.path()).is_empty());
     for input in canary_bodies() {
         let outcome = submit(&store, input, &["crm"]).await.expect("intake");
         assert!(

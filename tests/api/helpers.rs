@@ -2,8 +2,11 @@
 //! certificate, a temp folder for its data, and clients that trust it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -223,4 +226,30 @@ pub async fn tls_connect(
 /// Path of the built `wardhook` binary.
 pub fn wardhook_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_wardhook"))
+}
+
+/// Start the real binary on the fixture (whose config must log JSON) and return it with the
+/// port it bound.
+pub fn start_server(fixture: &Fixture) -> (Child, u16) {
+    let mut child = Command::new(wardhook_bin())
+        .args(["serve", "--config"])
+        .arg(&fixture.config_path)
+        .current_dir(fixture.dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(port) = v["fields"]["port"].as_u64() {
+                    let _ = port_tx.send(port as u16);
+                }
+            }
+        }
+    });
+    let port = port_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    (child, port)
 }

@@ -1,6 +1,8 @@
 //! Integration tests: the real server over real TLS on loopback, one test binary.
 
+mod canary;
 mod config_table;
+mod crash;
 mod examples;
 mod foundation;
 mod helpers;

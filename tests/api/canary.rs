@@ -1,0 +1,137 @@
+//! No plaintext PHI on disk: canary values sent through the real binary appear in no file it
+//! wrote — database, WAL, shm, operational logs, audit mirror — raw or JSON-escaped.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const CANARIES: &[&str] = &[
+    "Zyxwvut Canaryperson",
+    "canary.zyx@example.org",
+    "+15559876543",
+    "canary transcript about chest pain qqq",
+    "O'Canary \"Quoted\" Zyx",
+    "Ünïcode Canäry Ždenka",
+];
+
+fn json_escaped(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+fn ascii_escaped(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", c as u32)
+            }
+        })
+        .collect()
+}
+
+fn scan(dir: &Path, needles: &[Vec<u8>], hits: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            scan(&path, needles, hits);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for n in needles {
+            if bytes.windows(n.len()).any(|w| w == n.as_slice()) {
+                hits.push(format!(
+                    "{} contains {:?}",
+                    path.display(),
+                    String::from_utf8_lossy(n)
+                ));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_values_appear_in_no_file_wardhook_wrote() {
+    let fixture = write_fixture(&AppOptions {
+        extra: format!(
+            "[log]\nformat = \"json\"\nlevel = \"debug\"\ndir = \"{}/logs\"\n",
+            "data"
+        ),
+        ..AppOptions::default()
+    });
+    let (child, port) = start_server(&fixture);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let body = serde_json::json!({
+        "event": "call.ended",
+        "timestamp": "2026-11-22T10:00:00Z",
+        "data": {
+            "call_id": "canary-call-1",
+            "caller": { "name": CANARIES[0], "email": CANARIES[1], "phone": CANARIES[2] },
+            "transcript": CANARIES[3],
+            "ai_summary": CANARIES[4],
+            "custom_fields": { "notes": CANARIES[5] }
+        }
+    })
+    .to_string();
+    let garbage = format!("not json {} {}", CANARIES[0], CANARIES[3]);
+    let mut statuses = Vec::new();
+    for b in [&body, &body, &garbage] {
+        let res = http
+            .post(format!("https://localhost:{port}/hooks/demo"))
+            .header(
+                "X-NextPhone-Signature",
+                nextphone_signature(DEMO_SECRET, b.as_bytes()),
+            )
+            .body(b.clone())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    // A forged one too: rejections must not log the body either.
+    let forged = http
+        .post(format!("https://localhost:{port}/hooks/demo"))
+        .header("X-NextPhone-Signature", "sha256=00")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    statuses.push(forged.status().as_u16());
+    assert_eq!(statuses, [200, 200, 400, 401]);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut child = child;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let data = fixture.dir.path().join("data");
+    let logs: Vec<_> = std::fs::read_dir(data.join("logs")).unwrap().collect();
+    assert!(!logs.is_empty(), "the log dir must have been written");
+    let needles: Vec<Vec<u8>> = CANARIES
+        .iter()
+        .flat_map(|c| [c.to_string(), json_escaped(c), ascii_escaped(c)])
+        .map(String::into_bytes)
+        .collect();
+    let mut hits = Vec::new();
+    scan(&data, &needles, &mut hits);
+    assert!(
+        hits.is_empty(),
+        "plaintext PHI on disk:\n{}",
+        hits.join("\n")
+    );
+}
