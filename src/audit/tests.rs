@@ -975,3 +975,112 @@ fn no_canary_reaches_the_database_or_mirror_files() {
         }
     }
 }
+
+// ---- CLI command functions ----
+
+fn audit_setup(n: usize) -> (tempfile::TempDir, PathBuf, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let kr = keyring();
+    let audit_dir = dir.path().join("audit");
+    let mut conn = open(dir.path());
+    let mirror = Mirror::new(&audit_dir).unwrap().with_checkpoints(
+        commands::checkpoint_path(&audit_dir),
+        4,
+        &kr,
+    );
+    fill(&mut conn, &kr, n, Some(&mirror));
+    (dir, audit_dir, conn)
+}
+
+#[test]
+fn audit_verify_command_checks_database_mirror_and_their_agreement() {
+    let (_dir, audit_dir, conn) = audit_setup(9);
+    let kr = keyring();
+    let mut out = Vec::new();
+    let summary = commands::verify(&conn, &kr, &audit_dir, false, false, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("database: OK, 9 records"), "{text}");
+    assert!(text.contains("mirror: OK, 9 records"), "{text}");
+    assert_eq!(summary.mirror.unwrap().head_mac, summary.database.head_mac);
+
+    // The newest record (after the last checkpoint) deleted from the database only: the
+    // mirror still has it.
+    drop_guards(&conn);
+    conn.execute("DELETE FROM audit_log WHERE seq = 9", [])
+        .unwrap();
+    let err = commands::verify(&conn, &kr, &audit_dir, false, false, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, AuditError::VerifyFailed { seq: 9, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at sequence 9"), "{err}");
+    // Database-only verification can't see it: the checkpoint is at 6.
+    commands::verify(&conn, &kr, &audit_dir, true, false, &mut Vec::new()).unwrap();
+}
+
+#[test]
+fn audit_search_command_finds_a_call_by_its_id_without_printing_it() {
+    let (_dir, _audit_dir, conn) = audit_setup(12);
+    let kr = keyring();
+    let args = commands::SearchArgs {
+        call_id: Some("call-2".into()),
+        ..commands::SearchArgs::default()
+    };
+    let mut out = Vec::new();
+    assert_eq!(commands::search(&conn, &kr, &args, &mut out).unwrap(), 4);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 1 + 4 + 1, "header, 4 records, total");
+    assert!(!text.contains("call-2"));
+    let bad = commands::SearchArgs {
+        action: Some("payload_read; DROP TABLE audit_log".into()),
+        ..commands::SearchArgs::default()
+    };
+    assert!(commands::search(&conn, &kr, &bad, &mut Vec::new()).is_err());
+}
+
+#[test]
+fn audit_export_command_writes_csv_and_reports_progress_only_for_large_ranges() {
+    let (_dir, _audit_dir, conn) = audit_setup(6);
+    let kr = keyring();
+    let args = commands::SearchArgs {
+        since: Some("2000-01-01".into()),
+        until: Some("2999-01-01T00:00:00Z".into()),
+        ..commands::SearchArgs::default()
+    };
+    let (mut out, mut progress) = (Vec::new(), Vec::new());
+    let n = commands::export(
+        &conn,
+        &kr,
+        ExportFormat::Csv,
+        &args,
+        &mut out,
+        &mut progress,
+    )
+    .unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 7);
+    assert!(progress.is_empty());
+
+    let mut p = commands::CounterProgress::new(Vec::new(), 10);
+    p.start(20_000);
+    for i in 1..=20_000 {
+        p.advance(i);
+    }
+    p.finish(20_000);
+    let text = String::from_utf8(p_into_sink(p)).unwrap();
+    assert!(text.contains("10000/20000 records (50%)"), "{text}");
+    assert!(text.ends_with("20000/20000 records (100%)\n"), "{text}");
+}
+
+fn p_into_sink(p: commands::CounterProgress<Vec<u8>>) -> Vec<u8> {
+    p.into_inner()
+}
+
+#[test]
+fn times_parse_as_rfc3339_or_utc_dates() {
+    let t = commands::parse_time("2026-07-01").unwrap();
+    assert_eq!(t, Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap());
+    let t = commands::parse_time("2026-07-01T02:00:00+02:00").unwrap();
+    assert_eq!(t, Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap());
+    assert!(commands::parse_time("last tuesday").is_err());
+}

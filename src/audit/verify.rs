@@ -309,7 +309,25 @@ pub fn verify_db(
     checkpoint_path: Option<&Path>,
 ) -> Result<VerifyReport, AuditError> {
     let mut warnings = Vec::new();
+    // Checkpoints first: they are only written after their records committed, so the snapshot
+    // taken below contains every record they mention.
     let checkpoints = load_checkpoints(checkpoint_path, keyring, &mut warnings)?;
+    // One read snapshot for the anchor query and the walk, so a purge committed in between
+    // cannot make a good log look broken. A savepoint works inside or outside a transaction.
+    conn.execute_batch("SAVEPOINT audit_verify")?;
+    let result = verify_db_snapshot(conn, keyring, &checkpoints);
+    let released = conn.execute_batch("RELEASE audit_verify");
+    let mut report = result?;
+    released?;
+    report.warnings.splice(0..0, warnings);
+    Ok(report)
+}
+
+fn verify_db_snapshot(
+    conn: &Connection,
+    keyring: &Keyring,
+    checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, AuditError> {
     let anchor = conn
         .query_row(
             "SELECT detail FROM audit_log WHERE action = ?1
@@ -337,9 +355,7 @@ pub fn verify_db(
             }),
             Err(e) => Err(AuditError::from(e)),
         });
-    let mut report = walk(keyring, rows.peekable(), anchor, &checkpoints, false)?;
-    report.warnings.splice(0..0, warnings);
-    Ok(report)
+    walk(keyring, rows.peekable(), anchor, checkpoints, false)
 }
 
 /// Streams every line of the mirror files in name (= date) order.

@@ -268,4 +268,44 @@ mod tests {
         assert!(parse_time("2026-11-22T10:00:00Z").is_ok());
         assert!(parse_time("yesterday").is_err());
     }
+
+    #[tokio::test]
+    async fn list_show_rotate_purge_print_what_they_did() {
+        use crate::crypto::{Keyring, MasterKey};
+        use crate::normalize::{normalize, Envelope, IntakeInput};
+        use crate::store::{JobSpec, StoreOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = Keyring::from_master(&MasterKey::from_bytes([9; 32]));
+        let store = Store::open(&dir.path().join("w.db"), ring, StoreOptions::default())
+            .expect("open");
+        let input = IntakeInput::for_test(
+            "nextphone",
+            Envelope::NextPhone,
+            br#"{"event":"call.ended","data":{"call_id":"c1","caller":{"name":"Zqx Doe"}}}"#,
+        );
+        let n = normalize(&input, Utc::now()).expect("normalize");
+        let id = store
+            .intake(input, n, vec![JobSpec::new("crm")])
+            .await
+            .expect("intake");
+
+        let mut out = Vec::new();
+        deliveries_list(&store, &ListFilter::default(), OutputFormat::Json, &mut out).expect("list");
+        let rows: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(rows[0]["id"], id.delivery_id());
+        assert!(!String::from_utf8_lossy(&out).contains("Zqx"), "list shows metadata only");
+
+        let mut out = Vec::new();
+        deliveries_show(&store, id.delivery_id(), &mut out).expect("show");
+        assert!(String::from_utf8_lossy(&out).contains("Zqx Doe"));
+
+        let mut out = Vec::new();
+        keys_rotate(&store, &mut out).expect("rotate");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("re-encrypted 1/1 (100%)"), "{text}");
+
+        let mut out = Vec::new();
+        purge(&store, parse_duration("0s").expect("dur"), &mut out).expect("purge");
+        assert!(String::from_utf8_lossy(&out).contains("1 delivery payloads"));
+    }
 }

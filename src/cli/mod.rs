@@ -1,6 +1,8 @@
 //! The `wardhook` command line: the binary's edge, where errors become one line and an exit
 //! code. Every command takes `--config PATH` (default `config/wardhook.toml`).
 
+pub mod doctor;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -42,6 +44,8 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
     },
+    /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
+    Reload,
     /// Certificate helpers.
     Certs {
         /// Which.
@@ -80,6 +84,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { dev } => serve(&cli.config, dev),
         Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::Reload => {
+            let pid_file = pid_file_for(&cli.config)?;
+            let pid = std::fs::read_to_string(&pid_file).with_context(|| {
+                format!(
+                    "no running server found ({} unreadable)",
+                    pid_file.display()
+                )
+            })?;
+            let pid = pid.trim();
+            anyhow::ensure!(
+                !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
+                "{} does not hold a process id",
+                pid_file.display()
+            );
+            let status = std::process::Command::new("kill")
+                .args(["-HUP", pid])
+                .status()
+                .context("cannot run kill")?;
+            anyhow::ensure!(status.success(), "no wardhook process {pid} to signal");
+            println!("asked wardhook (pid {pid}) to reload; the outcome is in its log and the audit trail");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen { out } => {
             let path = out.unwrap_or_else(|| default_key_path(&cli.config));
             MasterKey::generate_file(&path)?;
@@ -116,6 +142,25 @@ fn default_key_path(config: &Path) -> PathBuf {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from("data/master.key"))
+}
+
+/// The pid file lives beside the database, so `reload` finds the server serving that data.
+fn pid_file_for(config: &Path) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", config.display()))?;
+    let db = table
+        .get("storage")
+        .and_then(|s| s.get("path"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("data/wardhook.db");
+    Ok(pid_file_of(Path::new(db)))
+}
+
+fn pid_file_of(db: &Path) -> PathBuf {
+    db.with_extension("pid")
 }
 
 fn check_config(path: &Path) -> ExitCode {
@@ -169,8 +214,41 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let pid_file = pid_file_of(&config.storage_path);
     runtime.block_on(async move {
         let app = Application::build(config).await?;
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            tracing::warn!(error = %e, file = %pid_file.display(), "cannot write pid file; `wardhook reload` will not find this server");
+        }
+        let reloader = app.reloader();
+        let reload_path = config_path.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("cannot listen for SIGHUP; reload disabled");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let r = reloader.clone();
+                let p = reload_path.clone();
+                match tokio::task::spawn_blocking(move || r.reload(&p)).await {
+                    Ok(Ok(report)) => tracing::info!(
+                        config_sha256 = %report.config_sha256,
+                        sources = report.sources,
+                        routes = report.routes,
+                        certificate_reloaded = report.certificate_reloaded,
+                        needs_restart = ?report.needs_restart,
+                        "config reloaded"
+                    ),
+                    Ok(Err(e)) => tracing::error!(
+                        error = %e,
+                        "reload refused; the previous config stays in force"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
+            }
+        });
         tracing::info!(
             port = app.port(),
             tls = app.is_tls(),
@@ -185,6 +263,7 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
             );
         }
         app.run_until(shutdown_signal()).await?;
+        let _ = std::fs::remove_file(&pid_file);
         tracing::info!("wardhook stopped");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -7,11 +7,13 @@
 pub mod body;
 mod hooks;
 pub mod rate_limit;
+mod reload;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -26,6 +28,7 @@ use crate::config::{Config, Route, Source, Transport};
 use crate::crypto::Keyring;
 use crate::store::{Store, StoreError, StoreOptions};
 use rate_limit::TokenBucket;
+pub use reload::{ReloadError, ReloadReport, Reloader};
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,7 @@ pub struct Application {
     port: u16,
     server: Server,
     tls: bool,
+    reloader: Reloader,
 }
 
 impl std::fmt::Debug for Application {
@@ -115,7 +119,14 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Bind the configured address and build the server. `listen` may use port 0.
     pub async fn build(config: Config) -> Result<Self, ListenerError> {
+        Self::build_with_base(config, Path::new(".")).await
+    }
+
+    /// Like [`Application::build`]; `base` is the folder relative paths of reloaded configs are
+    /// taken from (the working directory in production).
+    pub async fn build_with_base(config: Config, base: &Path) -> Result<Self, ListenerError> {
         let server_cfg = config.server.clone();
+        let shape = reload::RunningShape::of(&config);
         let listener =
             TcpListener::bind(server_cfg.listen).map_err(|source| ListenerError::Bind {
                 addr: server_cfg.listen.to_string(),
@@ -136,6 +147,7 @@ impl Application {
             live: RwLock::new(Arc::new(Live::from_config(config.sources, config.routes))),
             store,
         });
+        let app_state = state.clone();
 
         let mut http = HttpServer::new(move || {
             App::new()
@@ -183,9 +195,11 @@ impl Application {
         if let Some(n) = server_cfg.workers {
             http = http.workers(n);
         }
+        let mut cert_slot = None;
         let (http, tls) = match &server_cfg.transport {
             Transport::Tls(settings) => {
-                let (tls_config, _slot) = tls::server_config(settings)?;
+                let (tls_config, slot) = tls::server_config(settings)?;
+                cert_slot = Some(slot);
                 (
                     http.listen_rustls_0_23(listener, tls_config)
                         .map_err(ListenerError::Server)?,
@@ -204,7 +218,18 @@ impl Application {
             port,
             server: http.run(),
             tls,
+            reloader: Reloader {
+                state: app_state,
+                cert_slot,
+                base: base.to_owned(),
+                running: Arc::new(RwLock::new(shape)),
+            },
         })
+    }
+
+    /// A handle that applies a new config to this running server.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The bound port (useful when configured with port 0).

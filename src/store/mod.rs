@@ -384,8 +384,3 @@ fn restrict_permissions(path: &Path) {
         }
     }
 }
-
-// TEMPORARY compile check of src/cli/intake.rs until cli/mod.rs declares it.
-#[cfg(test)]
-#[path = "../cli/intake.rs"]
-mod cli_intake_check;

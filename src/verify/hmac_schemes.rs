@@ -95,19 +95,13 @@ impl HeaderHmac {
     }
 }
 
-/// `prefix` + encoded signature, surrounding whitespace ignored; the prefix's scheme name
-/// (`sha256=`) is matched case-insensitively.
+/// `prefix` + encoded signature, surrounding whitespace ignored; the prefix must match exactly.
 pub(crate) fn parse_prefixed<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     let v = value.trim();
     if prefix.is_empty() {
         return Some(v);
     }
-    let head = v.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(prefix) {
-        v.get(prefix.len()..)
-    } else {
-        None
-    }
+    v.strip_prefix(prefix)
 }
 
 /// The parsed `Stripe-Signature` header.
@@ -135,7 +129,7 @@ pub fn parse_stripe_header(value: &str) -> Option<StripeHeader<'_>> {
                 out.timestamp = v.trim();
             }
             "v1" => {
-                if let Ok(sig) = hex::decode(v.trim()) {
+                if let Some(sig) = util::hex_sig(v.trim()) {
                     if !sig.is_empty() {
                         out.v1.push(sig);
                     }
@@ -191,7 +185,7 @@ impl Slack {
         let ts_text = ctx.header(TS, TS)?.trim();
         let ts = util::parse_unix(ts_text).ok_or(Rejection::MalformedHeader(TS))?;
         let sig = parse_prefixed(sig_text, "v0=")
-            .and_then(|h| hex::decode(h).ok())
+            .and_then(util::hex_sig)
             .filter(|s| !s.is_empty())
             .ok_or(Rejection::MalformedHeader(SIG))?;
         let signed_at = util::check_window(ts, TimeUnit::Seconds, ctx.now, ctx.spec.tolerance)?;
@@ -220,7 +214,7 @@ pub fn parse_retell_header(value: &str) -> Option<(&str, Vec<u8>)> {
         let (k, v) = item.trim().split_once('=')?;
         match k {
             "v" if ts.is_none() => ts = Some(v.trim()),
-            "d" if digest.is_none() => digest = Some(hex::decode(v.trim()).ok()?),
+            "d" if digest.is_none() => digest = Some(util::hex_sig(v.trim())?),
             _ => return None,
         }
     }

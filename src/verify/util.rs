@@ -135,7 +135,7 @@ impl Encoding {
 
     pub fn decode(self, text: &str) -> Option<Vec<u8>> {
         match self {
-            Self::Hex => hex::decode(text).ok(),
+            Self::Hex => hex_sig(text),
             Self::Base64 => b64_decode(text),
         }
     }
@@ -145,6 +145,19 @@ impl Encoding {
             Self::Hex => hex::encode(bytes),
             Self::Base64 => b64(bytes),
         }
+    }
+}
+
+/// A hex signature: lowercase only, as every sender emits. Accepting `A`–`F` too would let a
+/// changed byte (bit 5 of a letter) still verify; there is exactly one accepted spelling.
+pub(crate) fn hex_sig(text: &str) -> Option<Vec<u8>> {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        hex::decode(text).ok()
+    } else {
+        None
     }
 }
 
@@ -244,9 +257,9 @@ pub(crate) fn strip_bearer(value: &str) -> Option<&str> {
 /// Which secret, if any, satisfies `check`; all secrets are tried in order.
 pub(crate) fn first_match<'s, K: 's>(
     keys: impl IntoIterator<Item = &'s K>,
-    mut check: impl FnMut(&K) -> bool,
+    check: impl FnMut(&K) -> bool,
 ) -> Option<usize> {
-    keys.into_iter().position(|k| check(k))
+    keys.into_iter().position(check)
 }
 
 /// The URL a URL-signing sender signed: the configured `public_url` (scheme, host, port, path)

@@ -58,7 +58,7 @@ impl Zoom {
         let ts_text = ctx.header(TS, TS)?.trim();
         let ts = util::parse_unix(ts_text).ok_or(Rejection::MalformedHeader(TS))?;
         let sig = parse_prefixed(sig_text, "v0=")
-            .and_then(|h| hex::decode(h).ok())
+            .and_then(util::hex_sig)
             .filter(|s| !s.is_empty())
             .ok_or(Rejection::MalformedHeader(SIG))?;
         let signed_at = util::check_window(ts, TimeUnit::Seconds, ctx.now, ctx.spec.tolerance)?;

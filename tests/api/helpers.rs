@@ -44,6 +44,7 @@ pub struct TestApp {
     pub ca: DevCa,
     pub ca_pem: String,
     pub config_path: PathBuf,
+    pub reloader: wardhook::listener::Reloader,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -133,9 +134,12 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     } = write_fixture(&opts);
     let config = Config::load_with_base(&config_path, dir.path())
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let app = Application::build(config).await.unwrap();
+    let app = Application::build_with_base(config, dir.path())
+        .await
+        .unwrap();
     let port = app.port();
     let handle = app.handle();
+    let reloader = app.reloader();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         port,
@@ -143,6 +147,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         ca,
         dir,
         config_path,
+        reloader,
         handle,
     }
 }

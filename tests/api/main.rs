@@ -7,3 +7,4 @@ mod examples;
 mod foundation;
 mod helpers;
 mod intake;
+mod reload;

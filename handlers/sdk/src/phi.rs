@@ -206,3 +206,81 @@ mod tests {
         assert_eq!(r.call_id.as_deref(), Some("c"));
     }
 }
+
+/// Take the shared `phi` and `baa` keys out of a handler's `[[handlers]]` table and check them:
+/// `phi = "full"` needs `baa = true`. Problems carry key paths relative to the table.
+pub fn take_phi_settings(
+    settings: &mut toml::Table,
+) -> Result<PhiLevel, Vec<crate::ConfigProblem>> {
+    use crate::ConfigProblem;
+    let mut problems = Vec::new();
+    let phi = match settings.remove("phi") {
+        None => PhiLevel::None,
+        Some(toml::Value::String(s)) if s == "full" => PhiLevel::Full,
+        Some(toml::Value::String(s)) if s == "none" => PhiLevel::None,
+        Some(_) => {
+            problems.push(ConfigProblem::new("phi", "must be \"full\" or \"none\""));
+            PhiLevel::None
+        }
+    };
+    let baa = match settings.remove("baa") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => {
+            problems.push(ConfigProblem::new("baa", "must be true or false"));
+            false
+        }
+    };
+    if phi == PhiLevel::Full && !baa {
+        problems.push(ConfigProblem::new(
+            "phi",
+            "phi = \"full\" sends patient data to this destination: it requires baa = true \
+             (a business associate agreement covers the destination)",
+        ));
+    }
+    if problems.is_empty() {
+        Ok(phi)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Wraps a `phi = "none"` handler so that it is only ever handed a [`redact`]ed event and no
+/// outputs of earlier handlers, whatever its templates or code do.
+#[derive(Debug)]
+pub struct MinimumNecessary {
+    inner: std::sync::Arc<dyn crate::Handler>,
+}
+
+impl MinimumNecessary {
+    /// Guard `handler` according to `level`: `Full` returns it unchanged.
+    pub fn guard(
+        handler: std::sync::Arc<dyn crate::Handler>,
+        level: PhiLevel,
+    ) -> std::sync::Arc<dyn crate::Handler> {
+        match level {
+            PhiLevel::Full => handler,
+            PhiLevel::None => std::sync::Arc::new(Self { inner: handler }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Handler for MinimumNecessary {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn handle(
+        &self,
+        event: &Event,
+        ctx: &mut crate::Context,
+    ) -> Result<crate::Outcome, crate::HandlerError> {
+        let redacted = redact(event);
+        let saved = ctx.app_data().clone();
+        ctx.clear_app_data();
+        let result = self.inner.handle(&redacted, ctx).await;
+        *ctx = ctx.clone().with_app_data(saved);
+        result
+    }
+}

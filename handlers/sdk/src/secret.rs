@@ -52,12 +52,11 @@ impl SecretRef {
                 } else {
                     base_dir.join(path)
                 };
-                let raw = std::fs::read_to_string(&full).map_err(|e| {
-                    SecretError::FileUnreadable {
+                let raw =
+                    std::fs::read_to_string(&full).map_err(|e| SecretError::FileUnreadable {
                         path: path.display().to_string(),
                         reason: e.kind().to_string(),
-                    }
-                })?;
+                    })?;
                 let mut raw = Zeroizing::new(raw);
                 if raw.ends_with('\n') {
                     raw.pop();
@@ -173,6 +172,9 @@ mod tests {
         let err = SecretRef::Env("WARDHOOK_SDK_TEST_SURELY_UNSET".into())
             .resolve(Path::new("."))
             .expect_err("unset");
-        assert_eq!(err.to_string(), "env var WARDHOOK_SDK_TEST_SURELY_UNSET is not set");
+        assert_eq!(
+            err.to_string(),
+            "env var WARDHOOK_SDK_TEST_SURELY_UNSET is not set"
+        );
     }
 }

@@ -1,0 +1,200 @@
+//! Authentication to the destination, including the OAuth2 client-credentials token cache.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::HeaderValue;
+use url::Url;
+use wardhook_sdk::{BuildContext, ConfigProblem, SecretValue};
+
+use crate::config::AuthConfig;
+use crate::error::HttpError;
+
+/// Tokens are refreshed this long before the endpoint says they expire.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+/// Lifetime assumed when the token endpoint does not say.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Resolved authentication.
+#[derive(Debug)]
+pub(crate) enum Auth {
+    None,
+    /// A fixed header (basic, bearer, API key), marked sensitive.
+    Header(HeaderValue),
+    OAuth2(OAuth2),
+}
+
+impl Auth {
+    pub(crate) fn build(config: AuthConfig, ctx: &BuildContext) -> Result<Self, ConfigProblem> {
+        Ok(match config {
+            AuthConfig::None => Auth::None,
+            AuthConfig::Basic { username, password } => {
+                let password = ctx.secret("auth.password", &password)?;
+                let raw = format!("{username}:{}", password.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+                Auth::Header(sensitive(&format!("Basic {encoded}"), "auth.password")?)
+            }
+            AuthConfig::Bearer { token } => {
+                let token = ctx.secret("auth.token", &token)?;
+                Auth::Header(sensitive(&format!("Bearer {}", token.expose()), "auth.token")?)
+            }
+            AuthConfig::ApiKey { header, key } => {
+                let key = ctx.secret("auth.key", &key)?;
+                // Stored as a full header pair: the name travels with the value.
+                let _ = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| ConfigProblem::new("auth.header", "not a valid header name"))?;
+                Auth::ApiKeyPlaceholder::build(header, key)?
+            }
+            AuthConfig::Oauth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => {
+                crate::check_scheme("auth.token_url", &token_url)?;
+                let token_url = Url::parse(&token_url)
+                    .map_err(|_| ConfigProblem::new("auth.token_url", "not a URL"))?;
+                let client_secret = ctx.secret("auth.client_secret", &client_secret)?;
+                Auth::OAuth2(OAuth2 {
+                    token_url,
+                    client_id,
+                    client_secret,
+                    scope,
+                    cache: tokio::sync::Mutex::new(None),
+                })
+            }
+        })
+    }
+}
+
+fn sensitive(value: &str, key: &str) -> Result<HeaderValue, ConfigProblem> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| ConfigProblem::new(key, "holds characters not allowed in a header"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// OAuth 2.0 client credentials with a cached token.
+#[derive(Debug)]
+pub(crate) struct OAuth2 {
+    token_url: Url,
+    client_id: String,
+    client_secret: SecretValue,
+    scope: Option<String>,
+    /// Held across a fetch, so concurrent requests wait for one token instead of each fetching.
+    cache: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+#[derive(Debug)]
+struct CachedToken {
+    value: SecretValue,
+    refresh_at: Instant,
+}
+
+impl OAuth2 {
+    /// The cached token, or a new one when there is none or it is about to expire.
+    pub(crate) async fn token(
+        &self,
+        client: &reqwest::Client,
+        deadline: Instant,
+    ) -> Result<SecretValue, HttpError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(t) = cache.as_ref() {
+            if Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let fresh = self.fetch(client, deadline).await?;
+        let value = fresh.value.clone();
+        *cache = Some(fresh);
+        Ok(value)
+    }
+
+    /// A new token after `rejected` got a 401, unless another request already replaced it.
+    pub(crate) async fn refresh(
+        &self,
+        client: &reqwest::Client,
+        deadline: Instant,
+        rejected: &SecretValue,
+    ) -> Result<SecretValue, HttpError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(t) = cache.as_ref() {
+            if t.value.expose() != rejected.expose() && Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let fresh = self.fetch(client, deadline).await?;
+        let value = fresh.value.clone();
+        *cache = Some(fresh);
+        Ok(value)
+    }
+
+    pub(crate) fn header(token: &SecretValue) -> Result<HeaderValue, HttpError> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| HttpError::Token(Box::new(HttpError::BadHeader("Authorization".into()))))?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        deadline: Instant,
+    ) -> Result<CachedToken, HttpError> {
+        let host = self.token_url.host_str().unwrap_or("token endpoint").to_owned();
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("client_secret", self.client_secret.expose());
+        if let Some(scope) = &self.scope {
+            form.append_pair("scope", scope);
+        }
+        let body = zeroize_string(form.finish());
+        let response = client
+            .post(self.token_url.clone())
+            .timeout(crate::remaining(deadline))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body.expose().to_owned())
+            .send()
+            .await
+            .map_err(|e| {
+                HttpError::Token(Box::new(HttpError::Network {
+                    host: host.clone(),
+                    timed_out: e.is_timeout(),
+                }))
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(HttpError::Token(Box::new(HttpError::Status {
+                status: status.as_u16(),
+                host,
+                retry_after: None,
+            })));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            expires_in: Option<u64>,
+        }
+        let parsed: TokenResponse = response
+            .json()
+            .await
+            .map_err(|_| HttpError::TokenMissing(host.clone()))?;
+        let lifetime = parsed
+            .expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_LIFETIME);
+        Ok(CachedToken {
+            value: SecretValue::new(parsed.access_token),
+            refresh_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+        })
+    }
+}
+
+fn zeroize_string(s: String) -> SecretValue {
+    SecretValue::new(s)
+}

@@ -1,0 +1,460 @@
+//! `kind = "http"`: send each event to any REST API.
+//!
+//! Templated URL, query, headers and body (JSON, form or text) rendered with the SDK's one
+//! template engine; auth none / basic / bearer / API-key header / OAuth2 client credentials;
+//! a timeout; certificate verification always on (an extra CA may be added); an
+//! `Idempotency-Key` header on every request; a JSON response captured for later handlers
+//! (`app_data.<name>.data`). Failures are classified once, here: network errors, timeouts, 408,
+//! 429 (with `Retry-After`) and 5xx are retryable, every other status is permanent, and so is a
+//! template that cannot be rendered for the event.
+//!
+//! ```toml
+//! [[handlers]]
+//! name = "crm"
+//! kind = "http"
+//! phi = "full"
+//! baa = true
+//! url = "https://crm.internal/api/leads"
+//! auth = { type = "bearer", token = "env:CRM_TOKEN" }
+//! body = '{"phone": "{{ caller.phone }}", "notes": "{{ data.ai_summary }}"}'
+//! ```
+#![forbid(unsafe_code)]
+
+mod auth;
+pub mod config;
+mod error;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+use wardhook_sdk::template::{Escape, Template, Vars};
+use wardhook_sdk::{
+    async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
+    HandlerFactory, Outcome, Problems,
+};
+
+use crate::auth::{Auth, OAuth2};
+pub use crate::config::{AuthConfig, BodyFormat, HttpConfig};
+pub use crate::error::HttpError;
+
+/// The largest response body read (and captured); the rest is ignored.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Registers `kind = "http"`.
+#[derive(Debug)]
+pub struct HttpFactory;
+
+impl HandlerFactory for HttpFactory {
+    type Config = HttpConfig;
+
+    fn build(config: HttpConfig, ctx: &BuildContext) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>> {
+        let mut p = Problems::new();
+        let method = p.take(
+            Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| ConfigProblem::new("method", "not an HTTP method")),
+        );
+        p.take(check_scheme("url", &config.url));
+        let url = p.take(ctx.template("url", &config.url, Escape::UrlComponent));
+        let mut query = Vec::new();
+        for (k, v) in &config.query {
+            if let Some(t) = p.take(ctx.template(&format!("query.{k}"), v, Escape::None)) {
+                query.push((k.clone(), t));
+            }
+        }
+        let mut headers = Vec::new();
+        for (k, v) in &config.headers {
+            let path = format!("headers.{k}");
+            let name = p.take(
+                HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| ConfigProblem::new(&path, "not a valid header name")),
+            );
+            let t = p.take(ctx.template(&path, v, Escape::None));
+            if let (Some(name), Some(t)) = (name, t) {
+                headers.push((name, t));
+            }
+        }
+        let body = p.take(build_body(&config, ctx)).unwrap_or(Body::None);
+        let content_type = match &config.content_type {
+            Some(ct) => p.take(
+                HeaderValue::from_str(ct)
+                    .map(Some)
+                    .map_err(|_| ConfigProblem::new("content_type", "not a valid header value")),
+            ),
+            None => Some(body.default_content_type().map(HeaderValue::from_static)),
+        }
+        .flatten();
+        let auth = p.take(Auth::build(config.auth, ctx));
+        let client = p.take(build_client(&config.ca_file, ctx));
+        let timeout = Duration::from_secs(config.timeout_secs.max(1));
+        match (method, url, auth, client) {
+            (Some(method), Some(url), Some(auth), Some(client)) => p.finish(|| {
+                Arc::new(HttpHandler {
+                    name: ctx.name().to_owned(),
+                    method,
+                    url,
+                    query,
+                    headers,
+                    body,
+                    content_type,
+                    timeout,
+                    auth,
+                    capture_response: config.capture_response,
+                    client,
+                }) as Arc<dyn Handler>
+            }),
+            _ => p.finish(|| unreachable_handler()),
+        }
+    }
+}
+
+// `Problems::finish` needs a value even on the error path, where it is never used.
+fn unreachable_handler() -> Arc<dyn Handler> {
+    Arc::new(NeverBuilt)
+}
+
+#[derive(Debug)]
+struct NeverBuilt;
+
+#[async_trait]
+impl Handler for NeverBuilt {
+    fn name(&self) -> &str {
+        "(not built)"
+    }
+    async fn handle(&self, _: &Event, _: &mut Context) -> Result<Outcome, HandlerError> {
+        Err(HandlerError::permanent("handler was not built"))
+    }
+}
+
+fn build_body(config: &HttpConfig, ctx: &BuildContext) -> Result<Body, ConfigProblem> {
+    let format = match (config.body_format, &config.body, config.form.is_empty()) {
+        (Some(f), _, _) => Some(f),
+        (None, Some(_), _) => Some(BodyFormat::Json),
+        (None, None, false) => Some(BodyFormat::Form),
+        (None, None, true) => None,
+    };
+    match format {
+        None => Ok(Body::None),
+        Some(BodyFormat::Form) => {
+            if config.body.is_some() {
+                return Err(ConfigProblem::new(
+                    "body",
+                    "body_format = \"form\" takes its fields from `form`, not `body`",
+                ));
+            }
+            let mut fields = Vec::new();
+            for (k, v) in &config.form {
+                fields.push((k.clone(), ctx.template(&format!("form.{k}"), v, Escape::None)?));
+            }
+            Ok(Body::Form(fields))
+        }
+        Some(f) => {
+            if !config.form.is_empty() {
+                return Err(ConfigProblem::new(
+                    "form",
+                    "form fields are only used with body_format = \"form\"",
+                ));
+            }
+            let Some(src) = &config.body else {
+                return Err(ConfigProblem::new("body", "a body template is required for this body_format"));
+            };
+            Ok(if f == BodyFormat::Json {
+                Body::Json(ctx.template("body", src, Escape::JsonString)?)
+            } else {
+                Body::Text(ctx.template("body", src, Escape::None)?)
+            })
+        }
+    }
+}
+
+fn build_client(
+    ca_file: &Option<std::path::PathBuf>,
+    ctx: &BuildContext,
+) -> Result<reqwest::Client, ConfigProblem> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .min_tls_version(reqwest::tls::Version::TLS_1_2)
+        .tls_built_in_root_certs(true)
+        // A redirect would re-send the body to a host nobody configured.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let full = ctx.resolve_path(path);
+        let pem = std::fs::read(&full).map_err(|e| {
+            ConfigProblem::new("ca_file", format!("cannot read {}: {}", path.display(), e.kind()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|_| ConfigProblem::new("ca_file", "not a PEM certificate"))?;
+        if certs.is_empty() {
+            return Err(ConfigProblem::new("ca_file", "holds no PEM certificate"));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
+}
+
+/// Plain `http://` leaks PHI on the wire: allowed only to a loopback host.
+pub(crate) fn check_scheme(key: &str, url_template: &str) -> Result<(), ConfigProblem> {
+    let lower = url_template.trim_start().to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("{{") {
+        return Ok(());
+    }
+    if let Some(rest) = lower.strip_prefix("http://") {
+        let host_end = rest.find(['/', '?', '{']).unwrap_or(rest.len());
+        let authority = &rest[..host_end];
+        if is_loopback_authority(authority) {
+            return Ok(());
+        }
+        return Err(ConfigProblem::new(
+            key,
+            "must use https:// (plain http:// is allowed only to a loopback host)",
+        ));
+    }
+    Err(ConfigProblem::new(key, "must be an https:// URL"))
+}
+
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(stripped) = authority.strip_prefix('[') {
+        stripped.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_rendered_url(url: &Url) -> Result<(), HttpError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if url.host_str().is_some_and(|h| is_loopback_authority(h)) => Ok(()),
+        "http" => Err(HttpError::BadUrl("plain http:// to a non-loopback host".into())),
+        _ => Err(HttpError::BadUrl("not an http(s) URL".into())),
+    }
+}
+
+/// How the body is built.
+#[derive(Debug)]
+enum Body {
+    None,
+    Json(Template),
+    Text(Template),
+    Form(Vec<(String, Template)>),
+}
+
+impl Body {
+    fn default_content_type(&self) -> Option<&'static str> {
+        match self {
+            Body::None => None,
+            Body::Json(_) => Some("application/json"),
+            Body::Text(_) => Some("text/plain; charset=utf-8"),
+            Body::Form(_) => Some("application/x-www-form-urlencoded"),
+        }
+    }
+}
+
+/// A configured http handler.
+#[derive(Debug)]
+pub struct HttpHandler {
+    name: String,
+    method: Method,
+    url: Template,
+    query: Vec<(String, Template)>,
+    headers: Vec<(HeaderName, Template)>,
+    body: Body,
+    content_type: Option<HeaderValue>,
+    timeout: Duration,
+    auth: Auth,
+    capture_response: bool,
+    client: reqwest::Client,
+}
+
+/// One request, rendered for one event.
+struct Prepared {
+    url: Url,
+    host: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<String>,
+}
+
+fn render(what: &str, template: &Template, vars: &Vars) -> Result<String, HttpError> {
+    template.render(vars).map_err(|source| HttpError::Template {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+impl HttpHandler {
+    fn prepare(&self, vars: &Vars) -> Result<Prepared, HttpError> {
+        let rendered = render("url", &self.url, vars)?;
+        let mut url =
+            Url::parse(&rendered).map_err(|_| HttpError::BadUrl("does not parse".into()))?;
+        check_rendered_url(&url)?;
+        if !self.query.is_empty() {
+            let mut q = url.query().map(str::to_owned).unwrap_or_default();
+            for (k, t) in &self.query {
+                let v = render(&format!("query.{k}"), t, vars)?;
+                if !q.is_empty() {
+                    q.push('&');
+                }
+                q.push_str(&wardhook_sdk::template::percent_encode_component(k));
+                q.push('=');
+                q.push_str(&wardhook_sdk::template::percent_encode_component(&v));
+            }
+            url.set_query(Some(&q));
+        }
+        let host = url.host_str().unwrap_or("destination").to_owned();
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, t) in &self.headers {
+            let v = render(&format!("headers.{name}"), t, vars)?;
+            let value =
+                HeaderValue::from_str(&v).map_err(|_| HttpError::BadHeader(name.to_string()))?;
+            headers.push((name.clone(), value));
+        }
+        let body = match &self.body {
+            Body::None => None,
+            Body::Json(t) => {
+                let b = render("body", t, vars)?;
+                if serde_json::from_str::<serde_json::Value>(&b).is_err() {
+                    return Err(HttpError::BodyNotJson);
+                }
+                Some(b)
+            }
+            Body::Text(t) => Some(render("body", t, vars)?),
+            Body::Form(fields) => {
+                let mut ser = url::form_urlencoded::Serializer::new(String::new());
+                for (k, t) in fields {
+                    ser.append_pair(k, &render(&format!("form.{k}"), t, vars)?);
+                }
+                Some(ser.finish())
+            }
+        };
+        Ok(Prepared {
+            url,
+            host,
+            headers,
+            body,
+        })
+    }
+
+    async fn send(
+        &self,
+        req: &Prepared,
+        ctx: &Context,
+        deadline: Instant,
+        auth: Option<HeaderValue>,
+    ) -> Result<Response, HttpError> {
+        let mut builder = self
+            .client
+            .request(self.method.clone(), req.url.clone())
+            .timeout(remaining(deadline))
+            .header("Idempotency-Key", ctx.idempotency_key());
+        if let Some(ct) = &self.content_type {
+            builder = builder.header(CONTENT_TYPE, ct.clone());
+        }
+        for (k, v) in &req.headers {
+            builder = builder.header(k.clone(), v.clone());
+        }
+        if let Some(a) = auth {
+            builder = builder.header(reqwest::header::AUTHORIZATION, a);
+        }
+        if let Some(b) = &req.body {
+            builder = builder.body(b.clone());
+        }
+        builder.send().await.map_err(|e| HttpError::Network {
+            host: req.host.clone(),
+            timed_out: e.is_timeout(),
+        })
+    }
+
+    async fn finish(&self, response: Response, host: &str) -> Result<Outcome, HttpError> {
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| wardhook_sdk::parse_retry_after(v, wardhook_sdk::chrono::Utc::now()));
+            return Err(HttpError::Status {
+                status: status.as_u16(),
+                host: host.to_owned(),
+                retry_after,
+            });
+        }
+        let mut outcome = Outcome::done()
+            .with_status(status.as_u16())
+            .with_destination(host);
+        if self.capture_response {
+            let body = read_capped(response, host).await?;
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
+                outcome = outcome.with_data(json);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+async fn read_capped(mut response: Response, host: &str) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    // Too large to capture; the delivery itself succeeded.
+                    return Ok(Vec::new());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(HttpError::Network {
+                    host: host.to_owned(),
+                    timed_out: e.is_timeout(),
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for HttpHandler {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, event: &Event, ctx: &mut Context) -> Result<Outcome, HandlerError> {
+        let vars = ctx.template_vars(event);
+        let req = self.prepare(&vars)?;
+        let deadline = Instant::now() + ctx.time_left(self.timeout);
+        let (mut response, used_token) = match &self.auth {
+            Auth::None => (self.send(&req, ctx, deadline, None).await?, None),
+            Auth::Header(h) => (self.send(&req, ctx, deadline, Some(h.clone())).await?, None),
+            Auth::OAuth2(o) => {
+                let token = o.token(&self.client, deadline).await?;
+                let header = OAuth2::header(&token)?;
+                (self.send(&req, ctx, deadline, Some(header)).await?, Some((o, token)))
+            }
+        };
+        if response.status() == StatusCode::UNAUTHORIZED {
+            if let Some((o, rejected)) = used_token {
+                // The token may have been revoked or rotated early: fetch a new one, once.
+                let token = o.refresh(&self.client, deadline, &rejected).await?;
+                let header = OAuth2::header(&token)?;
+                response = self.send(&req, ctx, deadline, Some(header)).await?;
+            }
+        }
+        Ok(self.finish(response, &req.host).await?)
+    }
+}

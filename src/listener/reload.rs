@@ -1,0 +1,133 @@
+//! Reload without downtime: `SIGHUP` (or `wardhook reload`) re-reads the config, certificates,
+//! secrets and routes, and swaps them in atomically.
+//!
+//! A request in flight keeps the sources it started with; the next one sees the new set. A new
+//! config that fails any check is refused whole and the old one stays in force. Settings that
+//! cannot change under a running listener (the bound address, the transport, the client CA, the
+//! database, the master key) are reported and need a restart; a different master key refuses the
+//! reload, because payloads written under one key must not silently meet another.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Config, ConfigError, Transport};
+
+use super::tls::{self, CertSlot};
+use super::{AppState, Live};
+
+/// Why a reload was refused. The old configuration stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config has problems (all of them listed).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The new config names a different master key.
+    #[error("keys.master_key_file now holds a different master key; restart (after `keys rotate` planning) to change keys")]
+    MasterKeyChanged,
+    /// The new certificate could not be loaded.
+    #[error("server.tls: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// What a successful reload changed, and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// SHA-256 of the config file now in force.
+    pub config_sha256: String,
+    /// Number of sources now served.
+    pub sources: usize,
+    /// Number of routes now in force.
+    pub routes: usize,
+    /// Whether a certificate was reloaded.
+    pub certificate_reloaded: bool,
+    /// Settings that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Applies new configs to a running listener. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    pub(super) state: actix_web::web::Data<AppState>,
+    pub(super) cert_slot: Option<Arc<CertSlot>>,
+    pub(super) base: PathBuf,
+    pub(super) running: Arc<RwLock<RunningShape>>,
+}
+
+/// The settings fixed at start-up, for comparison with a reloaded config.
+#[derive(Debug, Clone)]
+pub(super) struct RunningShape {
+    pub listen: std::net::SocketAddr,
+    pub client_ca: Option<PathBuf>,
+    pub storage_path: PathBuf,
+    pub master_key: [u8; 32],
+}
+
+impl Drop for RunningShape {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.master_key);
+    }
+}
+
+impl RunningShape {
+    pub(super) fn of(config: &Config) -> Self {
+        let client_ca = match &config.server.transport {
+            Transport::Tls(t) => t.client_ca.clone(),
+            Transport::PlainLoopback => None,
+        };
+        Self {
+            listen: config.server.listen,
+            client_ca,
+            storage_path: config.storage_path.clone(),
+            master_key: *config.master_key.expose(),
+        }
+    }
+}
+
+impl Reloader {
+    /// Load `path` and, if it is valid, put it in force. Blocking (file reads); call from a
+    /// blocking-friendly context.
+    pub fn reload(&self, path: &Path) -> Result<ReloadReport, ReloadError> {
+        let config = Config::load_with_base(path, &self.base)?;
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            &running.master_key[..],
+            &config.master_key.expose()[..],
+        )) {
+            return Err(ReloadError::MasterKeyChanged);
+        }
+        let mut report = ReloadReport {
+            config_sha256: config.sha256.clone(),
+            sources: config.sources.len(),
+            routes: config.routes.len(),
+            ..ReloadReport::default()
+        };
+        if config.server.listen != running.listen {
+            report.needs_restart.push("server.listen");
+        }
+        if config.storage_path != running.storage_path {
+            report.needs_restart.push("storage.path");
+        }
+        let new_cert = match (&config.server.transport, &self.cert_slot) {
+            (Transport::Tls(settings), Some(_)) => {
+                if settings.client_ca != running.client_ca {
+                    report.needs_restart.push("server.tls.client_ca");
+                }
+                Some(tls::load_certified_key(settings)?)
+            }
+            (Transport::Tls(_), None) | (Transport::PlainLoopback, Some(_)) => {
+                report.needs_restart.push("server.tls / server.plain_http");
+                None
+            }
+            (Transport::PlainLoopback, None) => None,
+        };
+        drop(running);
+        // Everything is loaded and checked; from here on nothing can fail.
+        if let (Some(slot), Some(cert)) = (&self.cert_slot, new_cert) {
+            slot.replace(cert);
+            report.certificate_reloaded = true;
+        }
+        let live = Arc::new(Live::from_config(config.sources, config.routes));
+        *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = live;
+        Ok(report)
+    }
+}

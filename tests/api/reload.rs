@@ -1,0 +1,178 @@
+//! Reload without downtime: new sources, secrets and certificates take effect; a bad config is
+//! refused and the old one keeps serving; no request is lost while it happens.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::*;
+
+const SECOND_SOURCE: &str = r#"
+[[sources]]
+name = "demo2"
+preset = "nextphone"
+secrets = ["file:demo.secret"]
+"#;
+
+async fn post(client: &reqwest::Client, port: u16, source: &str, body: &str) -> u16 {
+    client
+        .post(format!("https://localhost:{port}/hooks/{source}"))
+        .header(
+            "X-NextPhone-Signature",
+            nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+fn body(n: usize) -> String {
+    format!(r#"{{"event":"call.ended","data":{{"call_id":"reload-{n}"}}}}"#)
+}
+
+#[tokio::test]
+async fn reload_adds_a_source_and_a_bad_config_is_refused_while_the_old_one_serves() {
+    let app = spawn_app().await;
+    let client = app.client();
+    assert_eq!(post(&client, app.port, "demo2", &body(1)).await, 404);
+
+    let original = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, format!("{original}{SECOND_SOURCE}")).unwrap();
+    let report = app.reloader.reload(&app.config_path).unwrap();
+    assert_eq!(report.sources, 2);
+    assert!(report.certificate_reloaded);
+    assert_eq!(post(&client, app.port, "demo2", &body(2)).await, 200);
+
+    std::fs::write(
+        &app.config_path,
+        format!("{original}{SECOND_SOURCE}\n[[routes]]\nsource = \"ghost\"\nhandlers = [\"x\"]\n"),
+    )
+    .unwrap();
+    let err = app.reloader.reload(&app.config_path).unwrap_err();
+    assert!(err.to_string().contains("routes[0].source"), "{err}");
+    assert_eq!(post(&client, app.port, "demo", &body(3)).await, 200);
+    assert_eq!(post(&client, app.port, "demo2", &body(4)).await, 200);
+}
+
+#[tokio::test]
+async fn reload_with_a_different_master_key_is_refused() {
+    let app = spawn_app().await;
+    let key = app.dir.path().join("master.key");
+    std::fs::remove_file(&key).unwrap();
+    wardhook::crypto::MasterKey::generate_file(&key).unwrap();
+    let err = app.reloader.reload(&app.config_path).unwrap_err();
+    assert!(
+        matches!(err, wardhook::listener::ReloadError::MasterKeyChanged),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_to_new_connections_after_reload() {
+    let app = spawn_app().await;
+    let renewed = app
+        .ca
+        .issue_server(&["localhost", "127.0.0.1"], 90)
+        .unwrap();
+    std::fs::write(app.dir.path().join("server.crt"), &renewed.cert_pem).unwrap();
+    std::fs::write(app.dir.path().join("server.key"), &renewed.key_pem).unwrap();
+    let old_conn = {
+        let config = client_tls_config(
+            &app.ca_pem,
+            &[&rustls::version::TLS13],
+            &[b"http/1.1"],
+            None,
+        );
+        tls_connect(app.port, config).await.unwrap()
+    };
+    app.reloader.reload(&app.config_path).unwrap();
+
+    let config = client_tls_config(
+        &app.ca_pem,
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+        None,
+    );
+    let mut tls = tls_connect(app.port, config).await.unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let expected = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).unwrap()
+    };
+    assert_eq!(presented, expected);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The connection made before the reload is still usable.
+    let mut old_conn = old_conn;
+    old_conn
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_under_load_loses_no_request() {
+    let fixture = write_fixture(&AppOptions {
+        extra: "[log]\nformat = \"json\"\nlevel = \"warn,wardhook::cli=info\"\n".into(),
+        ..AppOptions::default()
+    });
+    let (mut child, port) = start_server(&fixture);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let (client, stop, sent, failed) =
+            (client.clone(), stop.clone(), sent.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = worker * 1_000_000;
+            while !stop.load(Ordering::Relaxed) && n % 1_000_000 < 3_000 {
+                let status = post(&client, port, "demo", &body(n)).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        }));
+    }
+    let original = std::fs::read_to_string(&fixture.config_path).unwrap();
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&fixture.config_path, format!("{original}{SECOND_SOURCE}")).unwrap();
+    assert!(hup().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post(&client, port, "demo2", &body(9_000_001)).await, 200);
+
+    std::fs::write(&fixture.config_path, "this is [not toml").unwrap();
+    assert!(hup().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post(&client, port, "demo2", &body(9_000_002)).await, 200);
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 20, "too little load: {sent}");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "of {sent} requests");
+}
