@@ -1084,3 +1084,19 @@ fn times_parse_as_rfc3339_or_utc_dates() {
     assert_eq!(t, Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap());
     assert!(commands::parse_time("last tuesday").is_err());
 }
+
+#[test]
+fn verify_runs_inside_a_callers_transaction_and_warns_when_the_mirror_lags() {
+    let (_dir, audit_dir, mut conn) = audit_setup(6);
+    let kr = keyring();
+    fill(&mut conn, &kr, 2, None); // committed, not mirrored yet
+    {
+        let tx = conn.transaction().unwrap();
+        assert_eq!(verify_db(&tx, &kr, None).unwrap().records, 8);
+        tx.commit().unwrap();
+    }
+    let mut out = Vec::new();
+    commands::verify(&conn, &kr, &audit_dir, false, false, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("2 newer records not mirrored yet"), "{text}");
+}

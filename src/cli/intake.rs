@@ -276,8 +276,8 @@ mod tests {
         use crate::store::{JobSpec, StoreOptions};
         let dir = tempfile::tempdir().expect("tempdir");
         let ring = Keyring::from_master(&MasterKey::from_bytes([9; 32]));
-        let store = Store::open(&dir.path().join("w.db"), ring, StoreOptions::default())
-            .expect("open");
+        let store =
+            Store::open(&dir.path().join("w.db"), ring, StoreOptions::default()).expect("open");
         let input = IntakeInput::for_test(
             "nextphone",
             Envelope::NextPhone,
@@ -290,10 +290,14 @@ mod tests {
             .expect("intake");
 
         let mut out = Vec::new();
-        deliveries_list(&store, &ListFilter::default(), OutputFormat::Json, &mut out).expect("list");
+        deliveries_list(&store, &ListFilter::default(), OutputFormat::Json, &mut out)
+            .expect("list");
         let rows: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(rows[0]["id"], id.delivery_id());
-        assert!(!String::from_utf8_lossy(&out).contains("Zqx"), "list shows metadata only");
+        assert!(
+            !String::from_utf8_lossy(&out).contains("Zqx"),
+            "list shows metadata only"
+        );
 
         let mut out = Vec::new();
         deliveries_show(&store, id.delivery_id(), &mut out).expect("show");

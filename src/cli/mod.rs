@@ -14,6 +14,8 @@ use crate::crypto::MasterKey;
 use crate::listener::{shutdown_signal, Application};
 use crate::{certs, dev, telemetry};
 
+pub mod audit;
+
 /// wardhook: a self-hosted webhook receiver for clinics.
 #[derive(Debug, Parser)]
 #[command(name = "wardhook", version, about, propagate_version = true)]
@@ -46,6 +48,12 @@ pub enum Command {
     },
     /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
     Reload,
+    /// Verify, search and export the audit log (works offline, on the database).
+    Audit {
+        /// Which.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Certificate helpers.
     Certs {
         /// Which.
@@ -53,6 +61,80 @@ pub enum Command {
         command: CertsCommand,
     },
 }
+
+/// Filters shared by `audit search` and `audit export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditFilterArgs {
+    /// Records at or after (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Records before (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The sender's call id (turned into its blind index; never stored or printed).
+    #[arg(long)]
+    pub call_id: Option<String>,
+    /// A delivery id.
+    #[arg(long)]
+    pub delivery_id: Option<String>,
+    /// A source name.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// An action, e.g. `payload_read` (see docs/AUDIT.md).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// An actor, e.g. `alice` or `cli_user:alice`.
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+impl From<AuditFilterArgs> for audit::SearchArgs {
+    fn from(a: AuditFilterArgs) -> Self {
+        Self {
+            since: a.since,
+            until: a.until,
+            call_id: a.call_id,
+            delivery_id: a.delivery_id,
+            source: a.source,
+            action: a.action,
+            actor: a.actor,
+        }
+    }
+}
+
+/// `wardhook audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain in the database and the JSONL mirror against the signed checkpoints;
+    /// exits 3 naming the first bad sequence number.
+    Verify {
+        /// Check only the database, not the JSONL mirror.
+        #[arg(long)]
+        skip_mirror: bool,
+        /// Accept a mirror whose oldest files were rotated away (it starts after sequence 1).
+        #[arg(long)]
+        allow_partial_mirror: bool,
+    },
+    /// Print matching records, one per line.
+    Search {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+    },
+    /// Export matching records for a SIEM or an auditor.
+    Export {
+        /// `jsonl` or `csv`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Output file, or `-` for stdout.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+    },
+}
+
+/// Exit code of `audit verify` when the log has been tampered with.
+pub const EXIT_AUDIT_TAMPERED: u8 = 3;
 
 /// `wardhook certs …`
 #[derive(Debug, Subcommand)]
@@ -115,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { command } => run_audit(&cli.config, command),
         Command::Certs {
             command: CertsCommand::Dev { dir, force },
         } => {
@@ -125,6 +208,78 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 paths.cert.display(),
                 paths.key.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_db_read_only(path: &Path) -> anyhow::Result<rusqlite::Connection> {
+    anyhow::ensure!(path.exists(), "no database at {}", path.display());
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let offline = Config::load_offline(config)?;
+    let keyring = crate::crypto::Keyring::from_master(&offline.master_key);
+    let conn = open_db_read_only(&offline.storage_path)?;
+    let stdout = std::io::stdout();
+    match command {
+        AuditCommand::Verify {
+            skip_mirror,
+            allow_partial_mirror,
+        } => {
+            let result = audit::verify(
+                &conn,
+                &keyring,
+                &offline.audit.dir,
+                skip_mirror,
+                allow_partial_mirror,
+                &mut stdout.lock(),
+            );
+            match result {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e @ crate::audit::AuditError::VerifyFailed { .. }) => {
+                    eprintln!("wardhook: error: {e}");
+                    Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        AuditCommand::Search { filter } => {
+            audit::search(&conn, &keyring, &filter.into(), &mut stdout.lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export {
+            format,
+            out,
+            filter,
+        } => {
+            let format: audit::ExportFormat = format
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--format must be jsonl or csv"))?;
+            let args = filter.into();
+            let mut stderr = std::io::stderr();
+            let n = if out.as_os_str() == "-" {
+                audit::export(
+                    &conn,
+                    &keyring,
+                    format,
+                    &args,
+                    &mut stdout.lock(),
+                    &mut stderr,
+                )?
+            } else {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&out)
+                    .with_context(|| {
+                        format!("cannot create {} (it must not exist)", out.display())
+                    })?;
+                audit::export(&conn, &keyring, format, &args, &mut file, &mut stderr)?
+            };
+            eprintln!("exported {n} record{}", plural(n as usize));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -109,10 +109,29 @@ impl Config {
         validate::load(path, base)
     }
 
+    /// Only what offline commands need (paths and the master key); see [`OfflineConfig`].
+    pub fn load_offline(path: &Path) -> Result<OfflineConfig, ConfigError> {
+        validate::load_offline(path, Path::new("."))
+    }
+
     /// The source called `name`.
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.sources.iter().find(|s| s.name.as_str() == name)
     }
+}
+
+/// What the offline commands (`audit`, `deliveries`, `keys`, `purge`, `backup`) need: they work
+/// on the database and must not require the sender secrets or TLS files of the running server.
+#[derive(Debug)]
+pub struct OfflineConfig {
+    /// The SQLite database file.
+    pub storage_path: PathBuf,
+    /// The master key file's path.
+    pub master_key_file: PathBuf,
+    /// The loaded master key.
+    pub master_key: MasterKey,
+    /// Audit settings.
+    pub audit: AuditSettings,
 }
 
 /// How the senders' listener accepts connections.

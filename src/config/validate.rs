@@ -61,6 +61,39 @@ pub(super) fn load(path: &Path, base: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// For offline commands (`audit`, `deliveries`, `backup`, …): the file's shape, the paths and the
+/// master key, without resolving sender secrets or loading certificates that an auditor's
+/// shell may not have.
+pub(super) fn load_offline(path: &Path, base: &Path) -> Result<super::OfflineConfig, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: path.to_owned(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![Problem {
+            path: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    let mut parsed: ConfigFile = toml::from_str(&text).map_err(|e| fail(vec![toml_problem(&e)]))?;
+    rebase(&mut parsed, base);
+    let master_key = MasterKey::load(&parsed.keys.master_key_file).map_err(|e| {
+        fail(vec![Problem {
+            path: "keys.master_key_file".into(),
+            message: e.to_string(),
+        }])
+    })?;
+    Ok(super::OfflineConfig {
+        storage_path: parsed.storage.path,
+        master_key_file: parsed.keys.master_key_file,
+        master_key,
+        audit: AuditSettings {
+            dir: parsed.audit.dir,
+            retention_days: parsed.audit.retention_days,
+        },
+    })
+}
+
 /// A TOML syntax or shape error as one problem; toml's message already names the key and line.
 fn toml_problem(e: &toml::de::Error) -> Problem {
     let message = e.message().trim().to_owned();

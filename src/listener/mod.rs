@@ -30,6 +30,10 @@ use crate::store::{Store, StoreError, StoreOptions};
 use rate_limit::TokenBucket;
 pub use reload::{ReloadError, ReloadReport, Reloader};
 
+/// Records between signed audit checkpoints: truncating the log's tail is detectable up to the
+/// last checkpoint, so they are frequent.
+const AUDIT_CHECKPOINT_EVERY: u64 = 100;
+
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -134,7 +138,11 @@ impl Application {
             })?;
         let port = listener.local_addr().map_err(ListenerError::Server)?.port();
         let keyring = Keyring::from_master(&config.master_key);
-        let mirror = Mirror::new(&config.audit.dir)?;
+        let mirror = Mirror::new(&config.audit.dir)?.with_checkpoints(
+            crate::audit::commands::checkpoint_path(&config.audit.dir),
+            AUDIT_CHECKPOINT_EVERY,
+            &keyring,
+        );
         let store = Store::open(
             &config.storage_path,
             keyring,

@@ -1,5 +1,6 @@
 //! Integration tests: the real server over real TLS on loopback, one test binary.
 
+mod audit_cli;
 mod canary;
 mod config_table;
 mod crash;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use url::Url;
 use wardhook_sdk::{BuildContext, ConfigProblem, SecretValue};
 
@@ -20,7 +20,7 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 pub(crate) enum Auth {
     None,
     /// A fixed header (basic, bearer, API key), marked sensitive.
-    Header(HeaderValue),
+    Header(HeaderName, HeaderValue),
     OAuth2(OAuth2),
 }
 
@@ -29,21 +29,26 @@ impl Auth {
         Ok(match config {
             AuthConfig::None => Auth::None,
             AuthConfig::Basic { username, password } => {
-                let password = ctx.secret("auth.password", &password)?;
+                let password = ctx.secret_str("auth.password", &password)?;
                 let raw = format!("{username}:{}", password.expose());
                 let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
-                Auth::Header(sensitive(&format!("Basic {encoded}"), "auth.password")?)
+                Auth::Header(
+                    AUTHORIZATION,
+                    sensitive(&format!("Basic {encoded}"), "auth.password")?,
+                )
             }
             AuthConfig::Bearer { token } => {
-                let token = ctx.secret("auth.token", &token)?;
-                Auth::Header(sensitive(&format!("Bearer {}", token.expose()), "auth.token")?)
+                let token = ctx.secret_str("auth.token", &token)?;
+                Auth::Header(
+                    AUTHORIZATION,
+                    sensitive(&format!("Bearer {}", token.expose()), "auth.token")?,
+                )
             }
             AuthConfig::ApiKey { header, key } => {
-                let key = ctx.secret("auth.key", &key)?;
-                // Stored as a full header pair: the name travels with the value.
-                let _ = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+                let key = ctx.secret_str("auth.key", &key)?;
+                let name = HeaderName::from_bytes(header.as_bytes())
                     .map_err(|_| ConfigProblem::new("auth.header", "not a valid header name"))?;
-                Auth::ApiKeyPlaceholder::build(header, key)?
+                Auth::Header(name, sensitive(key.expose(), "auth.key")?)
             }
             AuthConfig::Oauth2 {
                 token_url,
@@ -54,7 +59,7 @@ impl Auth {
                 crate::check_scheme("auth.token_url", &token_url)?;
                 let token_url = Url::parse(&token_url)
                     .map_err(|_| ConfigProblem::new("auth.token_url", "not a URL"))?;
-                let client_secret = ctx.secret("auth.client_secret", &client_secret)?;
+                let client_secret = ctx.secret_str("auth.client_secret", &client_secret)?;
                 Auth::OAuth2(OAuth2 {
                     token_url,
                     client_id,
@@ -130,8 +135,9 @@ impl OAuth2 {
     }
 
     pub(crate) fn header(token: &SecretValue) -> Result<HeaderValue, HttpError> {
-        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .map_err(|_| HttpError::Token(Box::new(HttpError::BadHeader("Authorization".into()))))?;
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            HttpError::Token(Box::new(HttpError::BadHeader("Authorization".into())))
+        })?;
         v.set_sensitive(true);
         Ok(v)
     }
@@ -141,15 +147,21 @@ impl OAuth2 {
         client: &reqwest::Client,
         deadline: Instant,
     ) -> Result<CachedToken, HttpError> {
-        let host = self.token_url.host_str().unwrap_or("token endpoint").to_owned();
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials")
-            .append_pair("client_id", &self.client_id)
-            .append_pair("client_secret", self.client_secret.expose());
-        if let Some(scope) = &self.scope {
-            form.append_pair("scope", scope);
-        }
-        let body = zeroize_string(form.finish());
+        let host = self
+            .token_url
+            .host_str()
+            .unwrap_or("token endpoint")
+            .to_owned();
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials")
+                .append_pair("client_id", &self.client_id)
+                .append_pair("client_secret", self.client_secret.expose());
+            if let Some(scope) = &self.scope {
+                form.append_pair("scope", scope);
+            }
+            SecretValue::new(form.finish())
+        };
         let response = client
             .post(self.token_url.clone())
             .timeout(crate::remaining(deadline))
@@ -193,8 +205,4 @@ impl OAuth2 {
             refresh_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
         })
     }
-}
-
-fn zeroize_string(s: String) -> SecretValue {
-    SecretValue::new(s)
 }

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use wardhook_sdk::SecretRef;
 
 /// `kind = "http"`.
 #[derive(Debug, Deserialize)]
@@ -57,7 +56,8 @@ pub enum BodyFormat {
     Text,
 }
 
-/// `auth = { type = … }`.
+/// `auth = { type = … }`. Secret fields are `env:`/`file:` strings, resolved (with their key
+/// path in any problem) when the handler is built.
 #[derive(Debug, Default, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
@@ -69,19 +69,19 @@ pub enum AuthConfig {
         /// The user name (not secret).
         username: String,
         /// `env:`/`file:` reference.
-        password: SecretRef,
+        password: String,
     },
     /// `Authorization: Bearer <token>`.
     Bearer {
         /// `env:`/`file:` reference.
-        token: SecretRef,
+        token: String,
     },
     /// A key in a header of the destination's choosing.
     ApiKey {
         /// The header name, e.g. `X-Api-Key`.
         header: String,
         /// `env:`/`file:` reference.
-        key: SecretRef,
+        key: String,
     },
     /// OAuth 2.0 client credentials; the token is cached until it expires and fetched again
     /// once when the destination answers 401.
@@ -91,7 +91,7 @@ pub enum AuthConfig {
         /// The client id (not secret).
         client_id: String,
         /// `env:`/`file:` reference.
-        client_secret: SecretRef,
+        client_secret: String,
         /// Optional scope.
         scope: Option<String>,
     },

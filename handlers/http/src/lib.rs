@@ -27,7 +27,7 @@ mod error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 use wardhook_sdk::template::{Escape, Template, Vars};
@@ -50,7 +50,10 @@ pub struct HttpFactory;
 impl HandlerFactory for HttpFactory {
     type Config = HttpConfig;
 
-    fn build(config: HttpConfig, ctx: &BuildContext) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>> {
+    fn build(
+        config: HttpConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>> {
         let mut p = Problems::new();
         let method = p.take(
             Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
@@ -146,7 +149,10 @@ fn build_body(config: &HttpConfig, ctx: &BuildContext) -> Result<Body, ConfigPro
             }
             let mut fields = Vec::new();
             for (k, v) in &config.form {
-                fields.push((k.clone(), ctx.template(&format!("form.{k}"), v, Escape::None)?));
+                fields.push((
+                    k.clone(),
+                    ctx.template(&format!("form.{k}"), v, Escape::None)?,
+                ));
             }
             Ok(Body::Form(fields))
         }
@@ -158,7 +164,10 @@ fn build_body(config: &HttpConfig, ctx: &BuildContext) -> Result<Body, ConfigPro
                 ));
             }
             let Some(src) = &config.body else {
-                return Err(ConfigProblem::new("body", "a body template is required for this body_format"));
+                return Err(ConfigProblem::new(
+                    "body",
+                    "a body template is required for this body_format",
+                ));
             };
             Ok(if f == BodyFormat::Json {
                 Body::Json(ctx.template("body", src, Escape::JsonString)?)
@@ -182,7 +191,10 @@ fn build_client(
     if let Some(path) = ca_file {
         let full = ctx.resolve_path(path);
         let pem = std::fs::read(&full).map_err(|e| {
-            ConfigProblem::new("ca_file", format!("cannot read {}: {}", path.display(), e.kind()))
+            ConfigProblem::new(
+                "ca_file",
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )
         })?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|_| ConfigProblem::new("ca_file", "not a PEM certificate"))?;
@@ -234,7 +246,9 @@ fn check_rendered_url(url: &Url) -> Result<(), HttpError> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if url.host_str().is_some_and(|h| is_loopback_authority(h)) => Ok(()),
-        "http" => Err(HttpError::BadUrl("plain http:// to a non-loopback host".into())),
+        "http" => Err(HttpError::BadUrl(
+            "plain http:// to a non-loopback host".into(),
+        )),
         _ => Err(HttpError::BadUrl("not an http(s) URL".into())),
     }
 }
@@ -328,9 +342,13 @@ impl HttpHandler {
             }
             Body::Text(t) => Some(render("body", t, vars)?),
             Body::Form(fields) => {
-                let mut ser = url::form_urlencoded::Serializer::new(String::new());
+                let mut rendered = Vec::with_capacity(fields.len());
                 for (k, t) in fields {
-                    ser.append_pair(k, &render(&format!("form.{k}"), t, vars)?);
+                    rendered.push((k, render(&format!("form.{k}"), t, vars)?));
+                }
+                let mut ser = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in &rendered {
+                    ser.append_pair(k, v);
                 }
                 Some(ser.finish())
             }
@@ -348,7 +366,7 @@ impl HttpHandler {
         req: &Prepared,
         ctx: &Context,
         deadline: Instant,
-        auth: Option<HeaderValue>,
+        auth: Option<(HeaderName, HeaderValue)>,
     ) -> Result<Response, HttpError> {
         let mut builder = self
             .client
@@ -361,8 +379,8 @@ impl HttpHandler {
         for (k, v) in &req.headers {
             builder = builder.header(k.clone(), v.clone());
         }
-        if let Some(a) = auth {
-            builder = builder.header(reqwest::header::AUTHORIZATION, a);
+        if let Some((name, value)) = auth {
+            builder = builder.header(name, value);
         }
         if let Some(b) = &req.body {
             builder = builder.body(b.clone());
@@ -440,19 +458,25 @@ impl Handler for HttpHandler {
         let deadline = Instant::now() + ctx.time_left(self.timeout);
         let (mut response, used_token) = match &self.auth {
             Auth::None => (self.send(&req, ctx, deadline, None).await?, None),
-            Auth::Header(h) => (self.send(&req, ctx, deadline, Some(h.clone())).await?, None),
+            Auth::Header(name, value) => {
+                let auth = Some((name.clone(), value.clone()));
+                (self.send(&req, ctx, deadline, auth).await?, None)
+            }
             Auth::OAuth2(o) => {
                 let token = o.token(&self.client, deadline).await?;
-                let header = OAuth2::header(&token)?;
-                (self.send(&req, ctx, deadline, Some(header)).await?, Some((o, token)))
+                let auth = Some((AUTHORIZATION, OAuth2::header(&token)?));
+                (
+                    self.send(&req, ctx, deadline, auth).await?,
+                    Some((o, token)),
+                )
             }
         };
         if response.status() == StatusCode::UNAUTHORIZED {
             if let Some((o, rejected)) = used_token {
                 // The token may have been revoked or rotated early: fetch a new one, once.
                 let token = o.refresh(&self.client, deadline, &rejected).await?;
-                let header = OAuth2::header(&token)?;
-                response = self.send(&req, ctx, deadline, Some(header)).await?;
+                let auth = Some((AUTHORIZATION, OAuth2::header(&token)?));
+                response = self.send(&req, ctx, deadline, auth).await?;
             }
         }
         Ok(self.finish(response, &req.host).await?)

@@ -100,6 +100,18 @@ impl BuildContext {
             .map_err(|e| ConfigProblem::new(key_path, e.to_string()))
     }
 
+    /// Parse and resolve a secret reference written as a plain string at `key_path` (for
+    /// config types where serde cannot report the path, such as internally tagged enums).
+    pub fn secret_str(
+        &self,
+        key_path: &str,
+        reference: &str,
+    ) -> Result<SecretValue, ConfigProblem> {
+        let parsed =
+            SecretRef::parse(reference).map_err(|e| ConfigProblem::new(key_path, e.to_string()))?;
+        self.secret(key_path, &parsed)
+    }
+
     /// Compile the template found at `key_path`, enforcing minimum necessary: for a
     /// `phi = "none"` handler a reference to a PHI field is a problem naming the field and the
     /// handler.
@@ -172,7 +184,10 @@ pub fn parse_config<T: DeserializeOwned>(settings: toml::Table) -> Result<T, Vec
     serde_path_to_error::deserialize(toml::Value::Table(settings)).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        vec![ConfigProblem::new(path, e.into_inner().to_string())]
+        // toml appends its own location lines; the key path already says where.
+        let message = e.into_inner().to_string();
+        let message = message.lines().next().unwrap_or_default().trim().to_owned();
+        vec![ConfigProblem::new(path, message)]
     })
 }
 

@@ -1,0 +1,2 @@
+//! An example CRM adapter (being written).
+#![forbid(unsafe_code)]
