@@ -21,6 +21,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dispatch;
 pub mod dev;
 pub mod listener;
 pub mod normalize;

@@ -12,6 +12,7 @@
 //! | `server.tls.key` | missing, world-accessible | group-accessible |
 //! | `storage.path` (disk) | under 256 MiB or 2 % free | under 1 GiB or 10 % free |
 //! | `storage.path` (database) | `PRAGMA integrity_check` is not `ok`, cannot be opened | not created yet, group/world-accessible |
+//! | `audit` | the audit chain, its checkpoints or the JSONL mirror do not verify under the master key | not checked (no key, no database, no audit log yet) |
 //!
 //! Relative paths are resolved against the current folder, as `wardhook serve` does: run
 //! doctor from the service's working directory (`/var/lib/wardhook` in `deploy/`).
@@ -29,6 +30,9 @@ use zeroize::Zeroizing;
 /// Default path of the database when `storage.path` is not set (as in the config module).
 const DEFAULT_STORAGE_PATH: &str = "data/wardhook.db";
 
+/// Default `[audit] dir` (as in the config module).
+const DEFAULT_AUDIT_DIR: &str = "data/audit";
+
 /// Where systemd puts `LoadCredential=` files for the packaged unit.
 const CREDENTIALS_PREFIX: &str = "/run/credentials/";
 
@@ -45,7 +49,7 @@ pub enum Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Status::Ok => "OK",
             Status::Warn => "WARN",
             Status::Fail => "FAIL",
@@ -179,9 +183,9 @@ pub fn run_doctor_with(
     };
     writeln!(out, "wardhook doctor: {}", config_path.display())?;
     for c in &report.checks {
-        writeln!(out, "{:<4}  {:<22} {}", c.status, c.name, c.message)?;
+        writeln!(out, "{:<4}  {:<24} {}", c.status, c.name, c.message)?;
         if let Some(fix) = &c.fix {
-            writeln!(out, "      {:<22} fix: {fix}", "")?;
+            writeln!(out, "      {:<24} fix: {fix}", "")?;
         }
     }
     let count = |s| report.checks.iter().filter(|c| c.status == s).count();
@@ -203,6 +207,7 @@ struct Paths {
     tls_key: Option<PathBuf>,
     plain_http: bool,
     storage: PathBuf,
+    audit_dir: PathBuf,
 }
 
 fn read_paths(config_path: &Path) -> Result<Paths, Check> {
@@ -245,6 +250,7 @@ fn read_paths(config_path: &Path) -> Result<Paths, Check> {
             .unwrap_or(false),
         storage: get("storage", "path")
             .unwrap_or_else(|| absolute(Path::new(DEFAULT_STORAGE_PATH))),
+        audit_dir: get("audit", "dir").unwrap_or_else(|| absolute(Path::new(DEFAULT_AUDIT_DIR))),
     })
 }
 
@@ -262,10 +268,15 @@ fn collect(config_path: &Path, options: &DoctorOptions) -> Vec<Check> {
         "config",
         format!("{} parses as TOML", config_path.display()),
     )];
-    checks.extend(check_master_key(&paths));
+    let key_checks = check_master_key(&paths);
+    let key_usable = key_checks.iter().all(|c| c.status != Status::Fail);
+    checks.extend(key_checks);
     checks.extend(check_tls(&paths, options));
     checks.push(check_disk(&paths.storage, options));
-    checks.extend(check_database(&paths.storage));
+    let db_checks = check_database(&paths.storage);
+    let db_usable = db_checks.iter().all(|c| c.status == Status::Ok);
+    checks.extend(db_checks);
+    checks.push(check_audit(&paths, key_usable, db_usable));
     checks
 }
 
@@ -632,6 +643,99 @@ fn check_database(storage: &Path) -> Vec<Check> {
     checks
 }
 
+fn check_audit(paths: &Paths, key_usable: bool, db_usable: bool) -> Check {
+    const NAME: &str = "audit";
+    let not_checked = |why: &str| {
+        Check::warn(
+            NAME,
+            format!("audit chain not checked: {why}"),
+            "fix the checks above, then run doctor again (or `wardhook audit verify`)",
+        )
+    };
+    let Some(key_path) = paths.master_key.as_deref().filter(|_| key_usable) else {
+        return not_checked("the master key is not usable");
+    };
+    if !db_usable {
+        return not_checked("the database is missing or not healthy");
+    }
+    use rusqlite::OpenFlags;
+    let conn = match rusqlite::Connection::open_with_flags(
+        &paths.storage,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        Ok(c) => c,
+        Err(e) => return not_checked(&e.to_string()),
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    let has_log = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0)
+        > 0;
+    if !has_log {
+        return not_checked(
+            "the database has no audit log yet (created by the first `wardhook serve`)",
+        );
+    }
+    let keyring = match crate::crypto::MasterKey::load(key_path) {
+        Ok(master) => crate::crypto::Keyring::from_master(&master),
+        Err(e) => return not_checked(&e.to_string()),
+    };
+    let skip_mirror = !paths.audit_dir.is_dir();
+    let mut sink = Vec::new();
+    match crate::audit::commands::verify(
+        &conn,
+        &keyring,
+        &paths.audit_dir,
+        skip_mirror,
+        true,
+        &mut sink,
+    ) {
+        Ok(summary) => {
+            let db = &summary.database;
+            // Warnings (e.g. no checkpoint file yet) do not make the chain wrong: shown as a note.
+            let note = db
+                .warnings
+                .iter()
+                .chain(summary.mirror.iter().flat_map(|m| m.warnings.iter()))
+                .next()
+                .map(|w| format!(" (note: {w})"))
+                .unwrap_or_default();
+            let head = db
+                .last_seq
+                .map_or_else(|| "empty".to_owned(), |seq| format!("head at sequence {seq}"));
+            let mirror = match &summary.mirror {
+                Some(_) => format!("mirror in {} agrees", paths.audit_dir.display()),
+                None => format!("no mirror at {}", paths.audit_dir.display()),
+            };
+            Check::ok(
+                NAME,
+                format!(
+                    "chain verifies: {} record(s), {head}, {} checkpoint(s) matched; {mirror}{note}",
+                    db.records, db.checkpoints_matched
+                ),
+            )
+        }
+        Err(crate::audit::AuditError::VerifyFailed {
+            seq,
+            problem,
+            location,
+        }) => Check::fail(
+            NAME,
+            format!("audit chain broken at sequence {seq} in {location}: {problem}"),
+            "treat as a security incident: preserve the database and the audit folder as they are, run `wardhook audit verify` for details, compare with the shipped mirror copy; a wrong master key also fails here",
+        ),
+        Err(e) => Check::fail(
+            NAME,
+            format!("audit chain could not be verified: {e}"),
+            "run `wardhook audit verify` for details",
+        ),
+    }
+}
+
 fn integrity_check(storage: &Path) -> Check {
     const NAME: &str = "storage.path (database)";
     use rusqlite::OpenFlags;
@@ -679,7 +783,8 @@ fn integrity_check(storage: &Path) -> Check {
 mod tests {
     use super::*;
     use crate::certs::{write_file, DevCa};
-    use crate::crypto::MasterKey;
+    use crate::crypto::{Keyring, MasterKey};
+    use crate::store::{Store, StoreOptions};
 
     /// A complete installation in a temporary folder: keys apart from data, certificate for
     /// `cert_days`, database with one table.
@@ -698,7 +803,7 @@ mod tests {
                 .unwrap();
         }
         let key = root.join("keys/master.key");
-        MasterKey::generate_file(&key).unwrap();
+        let master = MasterKey::generate_file(&key).unwrap();
         let issued = DevCa::generate()
             .unwrap()
             .issue_server(&["localhost"], cert_days)
@@ -716,10 +821,9 @@ mod tests {
         )
         .unwrap();
         let db = root.join("data/wardhook.db");
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
-            .unwrap();
-        drop(conn);
+        let store =
+            Store::open(&db, Keyring::from_master(&master), StoreOptions::default()).unwrap();
+        drop(store);
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = root.join("wardhook.toml");
         std::fs::write(
@@ -729,6 +833,7 @@ mod tests {
                  tls = {{ cert = \"{r}/certs/server.crt\", key = \"{r}/certs/server.key\" }}\n\
                  [storage]\npath = \"{r}/data/wardhook.db\"\n\
                  [keys]\nmaster_key_file = \"{r}/keys/master.key\"\n\
+                 [audit]\ndir = \"{r}/data/audit\"\n\
                  [bogus]\nunknown = true\n",
                 r = root.display()
             ),
@@ -775,6 +880,7 @@ mod tests {
             "server.tls.key",
             "storage.path (disk)",
             "storage.path (database)",
+            "audit",
         ] {
             assert_eq!(status(&report, name), Status::Ok, "{name}: {text}");
         }
@@ -827,13 +933,31 @@ mod tests {
     fn corrupt_database_fails_integrity_check() {
         let s = setup(365);
         let db = s.config.parent().unwrap().join("data/wardhook.db");
-        std::fs::write(&db, b"this is not a database, only some bytes of text").unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        // A database with a few pages of rows, then garbage over the middle of page 2.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size = 4096; CREATE TABLE t (x TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO t SELECT printf('%0100d', i) FROM n;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut bytes = std::fs::read(&db).unwrap();
+        assert!(bytes.len() > 3 * 4096);
+        bytes[4096 + 8..4096 + 1024].fill(0xA5);
+        std::fs::write(&db, &bytes).unwrap();
         let (report, text) = run(&s.config);
         assert_eq!(
             status(&report, "storage.path (database)"),
             Status::Fail,
             "{text}"
         );
+        assert!(text.contains("integrity"), "{text}");
+        // The audit chain is not checked on a damaged database.
+        assert_eq!(status(&report, "audit"), Status::Warn, "{text}");
     }
 
     #[test]
@@ -876,5 +1000,43 @@ mod tests {
         };
         let report = run_doctor_with(&s.config, &strict, &mut Vec::new()).unwrap();
         assert_eq!(status(&report, "storage.path (disk)"), Status::Fail);
+    }
+
+    #[tokio::test]
+    async fn audit_chain_verifies_under_its_key_and_fails_under_another() {
+        use crate::normalize::{normalize, Envelope, IntakeInput};
+        use crate::store::JobSpec;
+        let s = setup(365);
+        let root = s.config.parent().unwrap().to_path_buf();
+        let master = MasterKey::load(&s.key).unwrap();
+        let store = Store::open(
+            &root.join("data/wardhook.db"),
+            Keyring::from_master(&master),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        let input = IntakeInput::for_test(
+            "nextphone",
+            Envelope::NextPhone,
+            br#"{"event":"call.ended","data":{"call_id":"c1","caller":{"name":"Zqx Doe"}}}"#,
+        );
+        let n = normalize(&input, Utc::now()).unwrap();
+        store
+            .intake(input, n, vec![JobSpec::new("crm")])
+            .await
+            .unwrap();
+
+        let (report, text) = run(&s.config);
+        let audit = report.named("audit").next().unwrap();
+        assert_eq!(audit.status, Status::Ok, "{text}");
+        assert!(!audit.message.contains("0 record(s)"), "{text}");
+        assert!(!text.contains("Zqx"), "doctor prints no payload: {text}");
+
+        // The same database under a different master key (a wrong key restored) fails.
+        std::fs::remove_file(&s.key).unwrap();
+        MasterKey::generate_file(&s.key).unwrap();
+        let (report, text) = run(&s.config);
+        assert_eq!(status(&report, "audit"), Status::Fail, "{text}");
+        drop(store);
     }
 }

@@ -92,42 +92,24 @@ impl HandlerFactory for HttpFactory {
         let auth = p.take(Auth::build(config.auth, ctx));
         let client = p.take(build_client(&config.ca_file, ctx));
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        match (method, url, auth, client) {
-            (Some(method), Some(url), Some(auth), Some(client)) => p.finish(|| {
-                Arc::new(HttpHandler {
-                    name: ctx.name().to_owned(),
-                    method,
-                    url,
-                    query,
-                    headers,
-                    body,
-                    content_type,
-                    timeout,
-                    auth,
-                    capture_response: config.capture_response,
-                    client,
-                }) as Arc<dyn Handler>
-            }),
-            _ => p.finish(|| unreachable_handler()),
-        }
-    }
-}
-
-// `Problems::finish` needs a value even on the error path, where it is never used.
-fn unreachable_handler() -> Arc<dyn Handler> {
-    Arc::new(NeverBuilt)
-}
-
-#[derive(Debug)]
-struct NeverBuilt;
-
-#[async_trait]
-impl Handler for NeverBuilt {
-    fn name(&self) -> &str {
-        "(not built)"
-    }
-    async fn handle(&self, _: &Event, _: &mut Context) -> Result<Outcome, HandlerError> {
-        Err(HandlerError::permanent("handler was not built"))
+        p.check()?;
+        let (Some(method), Some(url), Some(auth), Some(client)) = (method, url, auth, client)
+        else {
+            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+        };
+        Ok(Arc::new(HttpHandler {
+            name: ctx.name().to_owned(),
+            method,
+            url,
+            query,
+            headers,
+            body,
+            content_type,
+            timeout,
+            auth,
+            capture_response: config.capture_response,
+            client,
+        }))
     }
 }
 
@@ -245,7 +227,7 @@ fn is_loopback_authority(authority: &str) -> bool {
 fn check_rendered_url(url: &Url) -> Result<(), HttpError> {
     match url.scheme() {
         "https" => Ok(()),
-        "http" if url.host_str().is_some_and(|h| is_loopback_authority(h)) => Ok(()),
+        "http" if url.host_str().is_some_and(is_loopback_authority) => Ok(()),
         "http" => Err(HttpError::BadUrl(
             "plain http:// to a non-loopback host".into(),
         )),

@@ -217,6 +217,12 @@ impl Problems {
         self.0.push(problem);
     }
 
+    /// `Err` with every problem so far, or `Ok(())`: call before assembling the handler from
+    /// the values [`Problems::take`] kept (all `Some` when this is `Ok`).
+    pub fn check(self) -> Result<(), Vec<ConfigProblem>> {
+        self.finish(|| ())
+    }
+
     /// `Err` with every problem, or `Ok(value)` when there were none.
     pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<ConfigProblem>> {
         if self.0.is_empty() {

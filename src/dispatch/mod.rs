@@ -1,0 +1,146 @@
+//! Stage 6 of the delivery path: hand stored events to handlers.
+//!
+//! This module holds everything a dispatch worker calls, minus the queue itself (claiming jobs
+//! with a lease and recording attempts live with the store):
+//! - [`registry`] builds the configured handlers (`[[handlers]]`) once at start-up;
+//! - [`filter`] compiles route `when` expressions and matches event-type globs;
+//! - [`phi`] enforces minimum necessary: `phi = "none"` handlers never see PHI;
+//! - [`invoke`] runs one handler for one job under a deadline and returns the SDK's
+//!   `Result<Outcome, HandlerError>`, already classified as retryable or permanent.
+//!
+//! A worker, per claimed job (delivery × route × handler):
+//! 1. decrypt the event; load the outputs of the route's earlier handlers as [`AppData`];
+//! 2. `invoke(&*handler, &event, attempt, app_data, deadline)`;
+//! 3. `Ok(outcome)` → done; store `outcome.app_data_entry()` (encrypted) for later handlers;
+//!    `Err(Retryable { retry_after, .. })` → next attempt at `max(schedule, retry_after)`;
+//!    `Err(Permanent { .. })` or attempts exhausted → dead letter. Error reasons name hosts
+//!    and variables, never payload values, so they may be logged and audited.
+
+pub mod filter;
+pub mod phi;
+pub mod registry;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use wardhook_sdk::template::Tz;
+use wardhook_sdk::{AppData, Context, Event, Handler, HandlerError, Outcome};
+
+pub use filter::{event_type_matches, Filter, FilterError};
+pub use registry::build_handlers;
+
+/// Run `handler` once for `event`: attempt `attempt` (1 on the first), with the outputs of the
+/// route's earlier handlers, stopped at `deadline` even if the handler ignores it (then
+/// retryable). Templates see `now` in UTC; use [`invoke_at`] for a clinic time zone.
+pub async fn invoke(
+    handler: &dyn Handler,
+    event: &Event,
+    attempt: u32,
+    app_data: AppData,
+    deadline: Instant,
+) -> Result<Outcome, HandlerError> {
+    invoke_at(
+        handler,
+        event,
+        attempt,
+        app_data,
+        deadline,
+        Utc::now(),
+        Tz::UTC,
+    )
+    .await
+}
+
+/// [`invoke`] with an explicit time and time zone for `now` in templates.
+pub async fn invoke_at(
+    handler: &dyn Handler,
+    event: &Event,
+    attempt: u32,
+    app_data: AppData,
+    deadline: Instant,
+    now: DateTime<Utc>,
+    time_zone: Tz,
+) -> Result<Outcome, HandlerError> {
+    let mut ctx = Context::new(&event.delivery_id, handler.name(), attempt)
+        .with_deadline(deadline)
+        .with_app_data(app_data)
+        .with_time(now, time_zone);
+    let budget = deadline.saturating_duration_since(Instant::now());
+    // A little grace so a handler that honours the deadline reports its own timeout reason.
+    let hard_stop = budget + Duration::from_millis(500);
+    match tokio::time::timeout(hard_stop, handler.handle(event, &mut ctx)).await {
+        Ok(result) => result,
+        Err(_) => Err(HandlerError::retryable(format!(
+            "handler {} did not finish within {} s",
+            handler.name(),
+            budget.as_secs()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Sleepy;
+
+    #[wardhook_sdk::async_trait]
+    impl Handler for Sleepy {
+        fn name(&self) -> &str {
+            "sleepy"
+        }
+        async fn handle(&self, _: &Event, ctx: &mut Context) -> Result<Outcome, HandlerError> {
+            if ctx.app_data().contains_key("crm") {
+                return Ok(
+                    Outcome::done().with_data(serde_json::json!({"key": ctx.idempotency_key()}))
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Outcome::done())
+        }
+    }
+
+    fn event() -> Event {
+        Event {
+            delivery_id: "dlv_5".into(),
+            source: "s".into(),
+            event_type: "call.ended".into(),
+            call_id: None,
+            occurred_at: None,
+            received_at: Utc::now(),
+            caller: wardhook_sdk::Caller::default(),
+            data: serde_json::json!({}),
+        }
+    }
+
+    #[tokio::test]
+    async fn invoke_passes_app_data_and_the_idempotency_key() {
+        let mut app = AppData::new();
+        app.insert("crm".into(), serde_json::json!({"data": {"id": 1}}));
+        let out = invoke(
+            &Sleepy,
+            &event(),
+            2,
+            app,
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .expect("ok");
+        assert_eq!(out.data, Some(serde_json::json!({"key": "dlv_5:sleepy"})));
+    }
+
+    #[tokio::test]
+    async fn invoke_stops_a_handler_that_ignores_its_deadline() {
+        let err = invoke(
+            &Sleepy,
+            &event(),
+            1,
+            AppData::new(),
+            Instant::now() + Duration::from_millis(100),
+        )
+        .await
+        .expect_err("stopped");
+        assert!(err.is_retryable());
+    }
+}

@@ -1,0 +1,167 @@
+//! Handler kinds, registered one line each: `kind = "…"` in a `[[handlers]]` table picks the
+//! factory that builds it. Adding a CRM adapter = a crate in `handlers/` plus one line in
+//! [`FACTORIES`] (see `docs/HANDLERS.md`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wardhook_handler_exec::ExecFactory;
+use wardhook_handler_http::HttpFactory;
+use wardhook_sdk::{build_handler, BuildContext, ConfigProblem, Handler};
+
+use crate::config::HandlerSection;
+
+/// Builds one handler from its settings (the table minus `name`, `kind`, `phi`, `baa`).
+type BuildFn = fn(toml::Table, &BuildContext) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>>;
+
+/// One config problem: (key path such as `handlers[3].auth.token`, message).
+pub type KeyPathProblem = (String, String);
+
+/// Every handler kind wardhook knows, one line each.
+const FACTORIES: &[(&str, BuildFn)] = &[
+    ("http", build_handler::<HttpFactory>),
+    ("exec", build_handler::<ExecFactory>),
+];
+
+/// The registered kinds, for messages and `--help`.
+pub fn known_kinds() -> Vec<&'static str> {
+    FACTORIES.iter().map(|(k, _)| *k).collect()
+}
+
+/// Build every configured handler, in config order. Secrets are resolved and templates compiled
+/// (with the minimum-necessary check) here, so `check-config` reports them. On failure, every
+/// problem of every handler, each as (`handlers[3].auth.token`, message).
+pub fn build_handlers(
+    sections: &[HandlerSection],
+    base_dir: &Path,
+) -> Result<Vec<Arc<dyn Handler>>, Vec<KeyPathProblem>> {
+    let mut handlers = Vec::with_capacity(sections.len());
+    let mut problems = Vec::new();
+    for (i, section) in sections.iter().enumerate() {
+        let prefix = format!("handlers[{i}]");
+        let mut report = |list: Vec<ConfigProblem>| {
+            for p in list {
+                let path = if p.path.is_empty() {
+                    prefix.clone()
+                } else {
+                    format!("{prefix}.{}", p.path)
+                };
+                problems.push((path, p.message));
+            }
+        };
+        let mut settings = section.settings.clone();
+        let phi = match super::phi::handler_phi(&mut settings) {
+            Ok(level) => level,
+            Err(list) => {
+                report(list);
+                continue;
+            }
+        };
+        let Some((_, build)) = FACTORIES.iter().find(|(k, _)| *k == section.kind) else {
+            report(vec![ConfigProblem::new(
+                "kind",
+                format!(
+                    "unknown handler kind {:?}; known kinds: {}",
+                    section.kind,
+                    known_kinds().join(", ")
+                ),
+            )]);
+            continue;
+        };
+        let ctx = BuildContext::new(section.name.clone(), phi, base_dir);
+        match build(settings, &ctx) {
+            Ok(handler) => handlers.push(super::phi::guard(handler, phi)),
+            Err(list) => report(list),
+        }
+    }
+    if problems.is_empty() {
+        Ok(handlers)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sections(toml_src: &str) -> Vec<HandlerSection> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            handlers: Vec<HandlerSection>,
+        }
+        toml::from_str::<File>(toml_src).expect("toml").handlers
+    }
+
+    #[test]
+    fn builds_each_kind_and_reports_every_problem_with_its_key_path() {
+        let ok = sections(
+            r#"
+            [[handlers]]
+            name = "crm"
+            kind = "http"
+            phi = "full"
+            baa = true
+            url = "https://crm.internal/api/leads"
+            body = '{"phone": "{{ caller.phone }}"}'
+
+            [[handlers]]
+            name = "script"
+            kind = "exec"
+            program = "/bin/true"
+            "#,
+        );
+        let built = build_handlers(&ok, Path::new(".")).expect("builds");
+        assert_eq!(
+            built.iter().map(|h| h.name()).collect::<Vec<_>>(),
+            ["crm", "script"]
+        );
+
+        let bad = sections(
+            r#"
+            [[handlers]]
+            name = "crm"
+            kind = "http"
+            url = "https://crm.internal/api/leads"
+            auth = { type = "bearer", token = "env:WARDHOOK_REGISTRY_TEST_UNSET" }
+
+            [[handlers]]
+            name = "slack"
+            kind = "http"
+            url = "https://hooks.slack.example/x"
+            body = '{"text": "{{ data.transcript }}"}'
+
+            [[handlers]]
+            name = "fax"
+            kind = "fax"
+
+            [[handlers]]
+            name = "emr"
+            kind = "exec"
+            phi = "full"
+            program = "/bin/true"
+            "#,
+        );
+        let problems = build_handlers(&bad, Path::new(".")).expect_err("problems");
+        let paths: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "handlers[0].auth.token",
+                "handlers[1].body",
+                "handlers[2].kind",
+                "handlers[3].phi"
+            ]
+        );
+        assert_eq!(
+            problems[0].1,
+            "env var WARDHOOK_REGISTRY_TEST_UNSET is not set"
+        );
+        assert!(problems[1].1.contains("\"slack\"") && problems[1].1.contains("`data.transcript`"));
+        assert!(
+            problems[2].1.contains("known kinds: http, exec"),
+            "{}",
+            problems[2].1
+        );
+    }
+}
