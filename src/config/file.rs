@@ -35,6 +35,9 @@ pub struct ConfigFile {
     /// `[log]`
     #[serde(default)]
     pub log: LogSection,
+    /// `[dispatch]`
+    #[serde(default)]
+    pub dispatch: DispatchSection,
     /// `[[sources]]`
     #[serde(default)]
     pub sources: Vec<SourceSection>,
@@ -223,6 +226,72 @@ fn default_log_level() -> String {
     "info".to_owned()
 }
 
+/// `[dispatch]`: delivering stored events to handlers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchSection {
+    /// Concurrent handler invocations in total.
+    #[serde(default = "default_dispatch_workers")]
+    pub workers: usize,
+    /// IANA time zone for time-of-day and weekday filters (`America/New_York`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Delays before attempts 1, 2, …: `"0s"`, `"10s"`, `"1m"`, `"2h"`. Jitter is added.
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<String>,
+    /// Longest a single handler invocation may take, seconds.
+    #[serde(default = "default_handler_timeout")]
+    pub handler_timeout_secs: u64,
+    /// Concurrent invocations of one handler, so a slow CRM cannot take every worker.
+    #[serde(default = "default_per_handler")]
+    pub max_concurrency_per_handler: usize,
+    /// Consecutive failures that open a handler's circuit.
+    #[serde(default = "default_breaker_failures")]
+    pub circuit_failures: u32,
+    /// Seconds an open circuit waits before a half-open probe.
+    #[serde(default = "default_breaker_open")]
+    pub circuit_open_secs: u64,
+}
+
+impl Default for DispatchSection {
+    fn default() -> Self {
+        Self {
+            workers: default_dispatch_workers(),
+            time_zone: default_time_zone(),
+            retry_schedule: default_retry_schedule(),
+            handler_timeout_secs: default_handler_timeout(),
+            max_concurrency_per_handler: default_per_handler(),
+            circuit_failures: default_breaker_failures(),
+            circuit_open_secs: default_breaker_open(),
+        }
+    }
+}
+
+fn default_dispatch_workers() -> usize {
+    8
+}
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+/// The reference senders' habit: immediate, 10 s, 30 s, 1 min, 5 min, then longer.
+pub fn default_retry_schedule() -> Vec<String> {
+    ["0s", "10s", "30s", "1m", "5m", "30m", "2h", "6h"]
+        .map(str::to_owned)
+        .to_vec()
+}
+fn default_handler_timeout() -> u64 {
+    30
+}
+fn default_per_handler() -> usize {
+    4
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open() -> u64 {
+    60
+}
+
 /// `[[sources]]`: one sender endpoint, `POST /hooks/{name}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,4 +356,6 @@ pub struct RouteSection {
     pub when: Option<String>,
     /// Handler names, run in order.
     pub handlers: Vec<String>,
+    /// Overrides `dispatch.retry_schedule` for this route's jobs.
+    pub retry_schedule: Option<Vec<String>>,
 }

@@ -14,9 +14,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
+use wardhook_sdk::{Event, Handler};
 
 use crate::crypto::MasterKey;
+use crate::dispatch::filter::Filter;
 use crate::verify::SourceVerifier;
 
 pub use file::HandlerSection;
@@ -91,10 +95,54 @@ pub struct Config {
     pub log: LogSettings,
     /// Sources, in file order.
     pub sources: Vec<Source>,
-    /// Handlers as configured; each kind checks its own settings.
-    pub handlers: Vec<HandlerSection>,
+    /// Handlers, built and checked, in file order.
+    pub handlers: Vec<Arc<dyn Handler>>,
     /// Routes, in file order.
     pub routes: Vec<Route>,
+    /// Dispatch settings.
+    pub dispatch: DispatchSettings,
+}
+
+/// `[dispatch]`, checked.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Concurrent invocations in total.
+    pub workers: usize,
+    /// Time zone for filters.
+    pub time_zone: chrono_tz::Tz,
+    /// Default delays before each attempt.
+    pub retry_schedule: Vec<Duration>,
+    /// Per-invocation time limit.
+    pub handler_timeout: Duration,
+    /// Per-handler concurrency.
+    pub max_concurrency_per_handler: usize,
+    /// Failures that open a circuit.
+    pub circuit_failures: u32,
+    /// Open-circuit wait before a probe.
+    pub circuit_open: Duration,
+}
+
+/// Parse `90d`, `2h`, `30m`, `10s`, `250ms` (one number and one unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h or d"))?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number followed by a unit"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 impl Config {
@@ -270,10 +318,12 @@ pub struct Route {
     pub source: String,
     /// Event type globs; empty matches all.
     pub events: Vec<String>,
-    /// Filter expression, evaluated by the dispatch stage.
-    pub when: Option<String>,
+    /// The compiled `when` filter.
+    pub when: Option<Arc<Filter>>,
     /// Handler names in order.
     pub handlers: Vec<String>,
+    /// This route's retry schedule, if it overrides the default.
+    pub retry_schedule: Option<Vec<Duration>>,
 }
 
 impl Route {
@@ -281,6 +331,23 @@ impl Route {
     pub fn matches(&self, source: &str, event_type: &str) -> bool {
         self.source == source
             && (self.events.is_empty() || self.events.iter().any(|g| glob_match(g, event_type)))
+    }
+
+    /// Whether this route takes `event` at `now`, `when` included. A filter that cannot be
+    /// evaluated on this event (a field it names is missing) does not match; the reason names
+    /// the field, never a value.
+    pub fn accepts(
+        &self,
+        event: &Event,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, String> {
+        if !self.matches(&event.source, &event.event_type) {
+            return Ok(false);
+        }
+        match &self.when {
+            None => Ok(true),
+            Some(f) => f.matches(event, now).map_err(|e| e.to_string()),
+        }
     }
 }
 

@@ -10,13 +10,15 @@ use sha2::{Digest, Sha256};
 
 use super::file::{ConfigFile, SourceSection};
 use super::{
-    AuditSettings, Config, ConfigError, LogFormat, LogSettings, Problem, RateLimit, Route,
-    ServerSettings, Source, SourceName, TlsSettings, Transport,
+    parse_duration, AuditSettings, Config, ConfigError, DispatchSettings, LogFormat, LogSettings,
+    Problem, RateLimit, Route, ServerSettings, Source, SourceName, TlsSettings, Transport,
 };
 use crate::crypto::MasterKey;
+use crate::dispatch::filter::Filter;
 use crate::listener::tls;
 use crate::secret::{Secret, SecretRef};
 use crate::verify::{Preset, SourceVerifier, VerifierSpec};
+use std::sync::Arc;
 
 /// Default replay window for signed timestamps.
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
@@ -210,6 +212,10 @@ fn check(
         }
     }
 
+    let dispatch = check_dispatch(&file, problems);
+    let tz = dispatch
+        .as_ref()
+        .map_or(chrono_tz::Tz::UTC, |d| d.time_zone);
     let mut handler_names = HashSet::new();
     for (i, h) in file.handlers.iter().enumerate() {
         if h.name.is_empty() {
@@ -221,6 +227,15 @@ fn check(
             );
         }
     }
+    let handlers = match crate::dispatch::build_handlers(&file.handlers, base) {
+        Ok(h) => h,
+        Err(list) => {
+            for (path, message) in list {
+                problems.push(path, message);
+            }
+            Vec::new()
+        }
+    };
     let mut routes = Vec::new();
     for (i, r) in file.routes.iter().enumerate() {
         if !names.contains(&r.source) {
@@ -243,11 +258,23 @@ fn check(
                 );
             }
         }
+        let when = r.when.as_ref().and_then(|w| match Filter::compile(w) {
+            Ok(f) => Some(Arc::new(f.with_time_zone(tz))),
+            Err(e) => {
+                problems.push(format!("routes[{i}].when"), e.to_string());
+                None
+            }
+        });
+        let retry_schedule = r
+            .retry_schedule
+            .as_ref()
+            .and_then(|s| parse_schedule(s, &format!("routes[{i}].retry_schedule"), problems));
         routes.push(Route {
             source: r.source.clone(),
             events: r.events.clone(),
-            when: r.when.clone(),
+            when,
             handlers: r.handlers.clone(),
+            retry_schedule,
         });
     }
 
@@ -265,8 +292,72 @@ fn check(
         admin_listen: admin_listen?,
         log: log?,
         sources,
-        handlers: file.handlers,
+        handlers,
         routes,
+        dispatch: dispatch?,
+    })
+}
+
+fn parse_schedule(items: &[String], path: &str, problems: &mut Problems) -> Option<Vec<Duration>> {
+    if items.is_empty() {
+        problems.push(
+            path,
+            "needs at least one delay (the first attempt's, usually \"0s\")",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match parse_duration(item) {
+            Ok(d) => out.push(d),
+            Err(e) => {
+                problems.push(format!("{path}[{i}]"), e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn check_dispatch(file: &ConfigFile, problems: &mut Problems) -> Option<DispatchSettings> {
+    let d = &file.dispatch;
+    let time_zone = match crate::dispatch::filter::parse_time_zone(&d.time_zone) {
+        Ok(tz) => Some(tz),
+        Err(e) => {
+            problems.push("dispatch.time_zone", e);
+            None
+        }
+    };
+    for (key, v) in [
+        ("dispatch.workers", d.workers),
+        (
+            "dispatch.max_concurrency_per_handler",
+            d.max_concurrency_per_handler,
+        ),
+    ] {
+        if v == 0 {
+            problems.push(key, "must be greater than 0");
+        }
+    }
+    if d.handler_timeout_secs == 0 || d.handler_timeout_secs > 3600 {
+        problems.push(
+            "dispatch.handler_timeout_secs",
+            "must be between 1 and 3600 seconds",
+        );
+    }
+    if d.circuit_failures == 0 {
+        problems.push("dispatch.circuit_failures", "must be greater than 0");
+    }
+    let retry_schedule = parse_schedule(&d.retry_schedule, "dispatch.retry_schedule", problems);
+    Some(DispatchSettings {
+        workers: d.workers,
+        time_zone: time_zone?,
+        retry_schedule: retry_schedule?,
+        handler_timeout: Duration::from_secs(d.handler_timeout_secs),
+        max_concurrency_per_handler: d.max_concurrency_per_handler,
+        circuit_failures: d.circuit_failures,
+        circuit_open: Duration::from_secs(d.circuit_open_secs),
     })
 }
 

@@ -111,18 +111,25 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
         }
     };
     let source = input.source().to_owned();
+    let event = normalized.to_event("", &source);
+    let now = Utc::now();
     let mut jobs: Vec<JobSpec> = Vec::new();
-    for route in live
-        .routes
-        .iter()
-        .filter(|r| r.matches(&source, normalized.event_type.as_str()))
-    {
+    for (index, route) in live.routes.iter().enumerate() {
+        match route.accepts(&event, now) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(reason) => {
+                tracing::warn!(route = index, reason = %reason, "route filter not applicable; route skipped");
+                continue;
+            }
+        }
         for handler in &route.handlers {
             if !jobs.iter().any(|j| &j.handler == handler) {
                 jobs.push(JobSpec::new(handler.clone()));
             }
         }
     }
+    drop(event);
     match state.store.intake(input, normalized, jobs).await {
         Ok(IntakeOutcome::Accepted { delivery_id }) => {
             tracing::info!(delivery_id = %delivery_id, "delivery accepted");
