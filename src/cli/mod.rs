@@ -1,8 +1,6 @@
 //! The `wardhook` command line: the binary's edge, where errors become one line and an exit
 //! code. Every command takes `--config PATH` (default `config/wardhook.toml`).
 
-pub mod doctor;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,6 +13,7 @@ use crate::listener::{shutdown_signal, Application};
 use crate::{certs, dev, telemetry};
 
 pub mod audit;
+pub mod doctor;
 
 /// wardhook: a self-hosted webhook receiver for clinics.
 #[derive(Debug, Parser)]
@@ -48,6 +47,9 @@ pub enum Command {
     },
     /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
     Reload,
+    /// Check key permissions, certificate expiry, disk space, database integrity and the audit
+    /// chain, and say what to fix. Exits non-zero when a check fails.
+    Doctor,
     /// Verify, search and export the audit log (works offline, on the database).
     Audit {
         /// Which.
@@ -198,6 +200,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => run_audit(&cli.config, command),
+        Command::Doctor => {
+            let report = doctor::run_doctor(&cli.config, &mut std::io::stdout().lock())?;
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Certs {
             command: CertsCommand::Dev { dir, force },
         } => {

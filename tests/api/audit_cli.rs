@@ -103,3 +103,22 @@ async fn audit_verify_exits_3_naming_the_first_tampered_record() {
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(stderr.contains("sequence 2"), "{stderr}");
 }
+
+#[tokio::test]
+async fn doctor_passes_a_healthy_setup_and_flags_a_world_readable_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    deliver(&app, "doctor-1").await;
+    let ok = wardhook(&app, &["doctor"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let key = app.dir.path().join("master.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bad = wardhook(&app, &["doctor"]);
+    assert!(!bad.status.success());
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(out.contains("FAIL"), "{out}");
+}

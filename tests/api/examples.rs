@@ -30,7 +30,26 @@ fn check_example(name: &str) {
     // Give every env: reference in the example a value.
     for part in text.split("\"env:").skip(1) {
         let var = part.split('"').next().unwrap();
-        std::env::set_var(var, format!("example-value-for-{var}"));
+        let value = if var.contains("WHSEC") {
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()
+        } else {
+            format!("example-value-for-{var}")
+        };
+        std::env::set_var(var, value);
+    }
+    // Every relative file: reference and exec program the example names.
+    for part in text.split("\"file:").skip(1) {
+        let rel = part.split('"').next().unwrap();
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "example-secret").unwrap();
+    }
+    for part in text.split("program = \"").skip(1) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(part.split('"').next().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let copy = dir.path().join(name);
     std::fs::write(&copy, &text).unwrap();
@@ -42,4 +61,9 @@ fn check_example(name: &str) {
 #[test]
 fn minimal_example_config_is_valid() {
     check_example("minimal.toml");
+}
+
+#[test]
+fn full_example_config_is_valid() {
+    check_example("full.toml");
 }

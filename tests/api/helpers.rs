@@ -70,7 +70,7 @@ pub fn write_fixture(opts: &AppOptions) -> Fixture {
         .unwrap();
     std::fs::write(d.join("ca.crt"), ca.cert_pem()).unwrap();
     std::fs::write(d.join("server.crt"), &server.cert_pem).unwrap();
-    std::fs::write(d.join("server.key"), &server.key_pem).unwrap();
+    wardhook::certs::write_file(&d.join("server.key"), server.key_pem.as_bytes(), 0o600).unwrap();
     MasterKey::generate_file(&d.join("master.key")).unwrap();
     std::fs::write(d.join("demo.secret"), DEMO_SECRET).unwrap();
     let transport = if opts.plain_http {
