@@ -329,16 +329,12 @@ fn check_dispatch(file: &ConfigFile, problems: &mut Problems) -> Option<Dispatch
             None
         }
     };
-    for (key, v) in [
-        ("dispatch.workers", d.workers),
-        (
+    // dispatch.workers = 0 is allowed: intake only (another process or a test drives dispatch).
+    if d.max_concurrency_per_handler == 0 {
+        problems.push(
             "dispatch.max_concurrency_per_handler",
-            d.max_concurrency_per_handler,
-        ),
-    ] {
-        if v == 0 {
-            problems.push(key, "must be greater than 0");
-        }
+            "must be greater than 0",
+        );
     }
     if d.handler_timeout_secs == 0 || d.handler_timeout_secs > 3600 {
         problems.push(

@@ -19,6 +19,7 @@
 pub mod filter;
 pub mod phi;
 pub mod registry;
+pub mod worker;
 
 use std::time::{Duration, Instant};
 

@@ -130,9 +130,13 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
         }
     }
     drop(event);
+    let has_jobs = !jobs.is_empty();
     match state.store.intake(input, normalized, jobs).await {
         Ok(IntakeOutcome::Accepted { delivery_id }) => {
             tracing::info!(delivery_id = %delivery_id, "delivery accepted");
+            if has_jobs {
+                state.dispatch_wake.notify_waiters();
+            }
             HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": delivery_id }))
         }
         Ok(IntakeOutcome::Duplicate { delivery_id }) => {

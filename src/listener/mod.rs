@@ -26,6 +26,7 @@ use serde_json::json;
 use crate::audit::Mirror;
 use crate::config::{Config, Route, Source, Transport};
 use crate::crypto::Keyring;
+use crate::dispatch::worker::{Dispatcher, Plan, SharedPlan};
 use crate::store::{Store, StoreError, StoreOptions};
 use rate_limit::TokenBucket;
 pub use reload::{ReloadError, ReloadReport, Reloader};
@@ -95,6 +96,10 @@ impl Live {
 pub struct AppState {
     live: RwLock<Arc<Live>>,
     store: Store,
+    /// The handlers and routes the dispatcher runs; swapped with `live` on reload.
+    plan: SharedPlan,
+    /// Wakes idle dispatch workers when intake commits new jobs.
+    dispatch_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -110,6 +115,8 @@ pub struct Application {
     server: Server,
     tls: bool,
     reloader: Reloader,
+    dispatcher: Arc<Dispatcher>,
+    dispatch_workers: usize,
 }
 
 impl std::fmt::Debug for Application {
@@ -151,9 +158,20 @@ impl Application {
                 ..StoreOptions::default()
             },
         )?;
+        let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(Plan::new(
+            config.handlers,
+            config.routes.clone(),
+        ))));
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            plan.clone(),
+            config.dispatch.clone(),
+        ));
         let state = web::Data::new(AppState {
             live: RwLock::new(Arc::new(Live::from_config(config.sources, config.routes))),
             store,
+            plan,
+            dispatch_wake: dispatcher.waker(),
         });
         let app_state = state.clone();
 
@@ -226,6 +244,8 @@ impl Application {
             port,
             server: http.run(),
             tls,
+            dispatch_workers: config.dispatch.workers,
+            dispatcher,
             reloader: Reloader {
                 state: app_state,
                 cert_slot,
@@ -233,6 +253,11 @@ impl Application {
                 running: Arc::new(RwLock::new(shape)),
             },
         })
+    }
+
+    /// The dispatcher (tests drive `try_execute_task` on it directly).
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
     }
 
     /// A handle that applies a new config to this running server.
@@ -262,14 +287,22 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let workers =
+            (self.dispatch_workers > 0).then(|| tokio::spawn(self.dispatcher.clone().run(stop_rx)));
         // The server future must keep being polled while it drains, so the stop request runs
         // beside it rather than replacing it.
         tokio::spawn(async move {
             shutdown.await;
-            tracing::info!("shutdown requested; draining in-flight requests");
+            tracing::info!("shutdown requested; draining in-flight requests and handler attempts");
+            let _ = stop_tx.send(true);
             handle.stop(true).await;
         });
-        self.server.await
+        let served = self.server.await;
+        if let Some(w) = workers {
+            let _ = w.await;
+        }
+        served
     }
 }
 

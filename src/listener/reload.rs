@@ -126,8 +126,13 @@ impl Reloader {
             slot.replace(cert);
             report.certificate_reloaded = true;
         }
+        let plan = Arc::new(crate::dispatch::worker::Plan::new(
+            config.handlers,
+            config.routes.clone(),
+        ));
         let live = Arc::new(Live::from_config(config.sources, config.routes));
         *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = live;
+        *self.state.plan.write().unwrap_or_else(|p| p.into_inner()) = plan;
         Ok(report)
     }
 }

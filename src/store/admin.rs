@@ -104,6 +104,18 @@ pub struct QuarantineEntry {
     pub signature_headers: Vec<(String, String)>,
 }
 
+/// source, key id, nonce, ciphertext, call_ref of a stored delivery.
+type SealedDeliveryRow = (
+    String,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<String>,
+);
+
+/// id, source, key id, key period, nonce, ciphertext of a row to re-encrypt.
+type RotationRow = (String, String, i64, String, Vec<u8>, Vec<u8>);
+
 fn where_clause(filter: &ListFilter) -> (String, Vec<String>) {
     let mut clauses = Vec::new();
     let mut args = Vec::new();
@@ -196,7 +208,7 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineSummary> {
 }
 
 /// Write the audit records of a committed admin transaction to the mirror, if configured.
-fn mirror(store: &Store, conn: &Connection) {
+pub(super) fn mirror(store: &Store, conn: &Connection) {
     if let Some(m) = &store.shared.options.audit_mirror {
         if let Err(e) = m.catch_up(conn) {
             tracing::error!(error = %e, "audit mirror catch-up failed");
@@ -210,13 +222,7 @@ fn mirror(store: &Store, conn: &Connection) {
 pub fn show_delivery(store: &Store, id: &str, who: &Requester) -> Result<Event, StoreError> {
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let row: Option<(
-        String,
-        Option<i64>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<String>,
-    )> = tx
+    let row: Option<SealedDeliveryRow> = tx
         .query_row(
             "SELECT source, key_id, nonce, ciphertext, call_ref FROM deliveries WHERE id = ?1",
             params![id],
@@ -405,7 +411,7 @@ pub fn rotate_keys(
             } else {
                 "quarantine"
             };
-            let rows: Vec<(String, String, i64, String, Vec<u8>, Vec<u8>)> = {
+            let rows: Vec<RotationRow> = {
                 let mut stmt = tx.prepare(&format!(
                     "SELECT t.id, t.source, t.key_id, k.period, t.nonce, t.ciphertext
                      FROM {table} t JOIN data_keys k ON t.key_id = k.key_id
@@ -482,7 +488,8 @@ pub fn rotate_keys(
         "UPDATE data_keys SET wrapped = NULL, destroyed_at = ?2
          WHERE generation < ?1 AND wrapped IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.key_id = data_keys.key_id AND d.ciphertext IS NOT NULL)
-           AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.key_id = data_keys.key_id AND q.ciphertext IS NOT NULL)",
+           AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.key_id = data_keys.key_id AND q.ciphertext IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.out_key_id = data_keys.key_id AND j.out_ciphertext IS NOT NULL)",
         params![generation, db_time(Utc::now())],
     )? as u64;
     let mut ev = AuditEvent::new(who.actor(), AuditAction::KeyRotated);
@@ -542,6 +549,13 @@ pub fn purge_older_than(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let cut = db_time(cutoff);
     let now = db_time(Utc::now());
+    // Attempt records reference their job: they go first (they hold no payload data).
+    tx.execute(
+        "DELETE FROM attempts WHERE job_id IN
+           (SELECT j.id FROM jobs j JOIN deliveries d ON j.delivery_id = d.id
+            WHERE d.received_at < ?1)",
+        params![cut],
+    )?;
     let jobs = tx.execute(
         "DELETE FROM jobs WHERE delivery_id IN
            (SELECT id FROM deliveries WHERE received_at < ?1)",
@@ -577,7 +591,8 @@ pub fn purge_older_than(
                 "UPDATE data_keys SET wrapped = NULL, destroyed_at = ?2
                  WHERE key_id = ?1
                    AND NOT EXISTS (SELECT 1 FROM deliveries WHERE key_id = ?1 AND ciphertext IS NOT NULL)
-                   AND NOT EXISTS (SELECT 1 FROM quarantine WHERE key_id = ?1 AND ciphertext IS NOT NULL)",
+                   AND NOT EXISTS (SELECT 1 FROM quarantine WHERE key_id = ?1 AND ciphertext IS NOT NULL)
+                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE out_key_id = ?1 AND out_ciphertext IS NOT NULL)",
                 params![key_id, now],
             )? as u64;
         }

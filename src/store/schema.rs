@@ -72,6 +72,29 @@ const MIGRATIONS: &[&str] = &[
         filler BLOB NOT NULL
     );
     "#,
+    // v2: the dispatch queue: leases, per-attempt records, encrypted handler outputs.
+    r#"
+    ALTER TABLE jobs ADD COLUMN lease_until TEXT;
+    ALTER TABLE jobs ADD COLUMN last_error TEXT;       -- error class and reason, no payload
+    ALTER TABLE jobs ADD COLUMN updated_at TEXT;
+    ALTER TABLE jobs ADD COLUMN out_key_id INTEGER REFERENCES data_keys(key_id);
+    ALTER TABLE jobs ADD COLUMN out_nonce BLOB;
+    ALTER TABLE jobs ADD COLUMN out_ciphertext BLOB;   -- app_data entry for later handlers
+    CREATE TABLE attempts (
+        id           INTEGER PRIMARY KEY,
+        job_id       INTEGER NOT NULL REFERENCES jobs(id),
+        attempt      INTEGER NOT NULL,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT NOT NULL,
+        result       TEXT NOT NULL,                    -- ok | retryable | permanent
+        http_status  INTEGER,
+        latency_ms   INTEGER NOT NULL,
+        destination  TEXT,                             -- host or program name
+        error        TEXT                              -- reason without payload data
+    );
+    CREATE INDEX attempts_job ON attempts (job_id);
+    CREATE INDEX jobs_delivery ON jobs (delivery_id);
+    "#,
 ];
 
 /// The schema version this build writes.

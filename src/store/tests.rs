@@ -542,6 +542,15 @@ async fn purge_deletes_old_payloads_keeps_metadata_and_shreds_period_keys() {
     let new = submit(&store, nextphone("call.ended", "new"), &["crm"])
         .await
         .expect("new");
+    // The old delivery's job was attempted once (dispatch bookkeeping must not block purge).
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .execute(
+            "INSERT INTO attempts (job_id, attempt, started_at, finished_at, result, latency_ms)
+             SELECT id, 1, 'x', 'x', 'ok', 1 FROM jobs WHERE delivery_id = ?1",
+            params![old.delivery_id()],
+        )
+        .expect("attempt");
     // Keep a copy of the old row's ciphertext, as a stale backup or WAL residue would.
     let (nonce, ct, key_id): (Vec<u8>, Vec<u8>, i64) = rusqlite::Connection::open(&db)
         .expect("open")

@@ -45,6 +45,7 @@ pub struct TestApp {
     pub ca_pem: String,
     pub config_path: PathBuf,
     pub reloader: wardhook::listener::Reloader,
+    pub dispatcher: std::sync::Arc<wardhook::dispatch::worker::Dispatcher>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -140,6 +141,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let port = app.port();
     let handle = app.handle();
     let reloader = app.reloader();
+    let dispatcher = app.dispatcher();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         port,
@@ -148,6 +150,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         dir,
         config_path,
         reloader,
+        dispatcher,
         handle,
     }
 }

@@ -4,6 +4,7 @@ mod audit_cli;
 mod canary;
 mod config_table;
 mod crash;
+mod dispatch;
 mod examples;
 mod foundation;
 mod helpers;

@@ -1,0 +1,467 @@
+//! The dispatch workers: a loop over [`Dispatcher::try_execute_task`], which claims one due job,
+//! runs its handler under a deadline and records the outcome.
+//!
+//! Tests call `try_execute_task` directly instead of sleeping. Around the loop: a circuit breaker
+//! per handler (after `circuit_failures` consecutive retryable failures the handler is skipped
+//! for `circuit_open`, then one half-open probe decides), a per-handler concurrency limit so a
+//! slow CRM cannot occupy every worker, retry delays from the route's schedule with jitter and
+//! `Retry-After` honoured, and a shutdown that stops claiming and lets running attempts finish
+//! within the handler timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use wardhook_sdk::{Handler, HandlerError};
+
+use crate::config::{DispatchSettings, Route};
+use crate::store::jobs::{self, AttemptRecord, AttemptResult, ClaimedJob, NextStep};
+use crate::store::{Store, StoreError};
+
+/// How often an idle worker looks for due jobs when nothing wakes it.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The handlers and routes in force; swapped whole on reload.
+#[derive(Debug, Default)]
+pub struct Plan {
+    handlers: HashMap<String, Arc<dyn Handler>>,
+    routes: Vec<Route>,
+}
+
+impl Plan {
+    /// A plan from built handlers and checked routes.
+    pub fn new(handlers: Vec<Arc<dyn Handler>>, routes: Vec<Route>) -> Self {
+        Self {
+            handlers: handlers
+                .into_iter()
+                .map(|h| (h.name().to_owned(), h))
+                .collect(),
+            routes,
+        }
+    }
+
+    /// Handlers that run before `handler` in a route of `source` (their outputs are its
+    /// `app_data`).
+    fn predecessors(&self, source: &str, handler: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for route in self.routes.iter().filter(|r| r.source == source) {
+            if let Some(pos) = route.handlers.iter().position(|h| h == handler) {
+                for h in &route.handlers[..pos] {
+                    if !out.contains(h) {
+                        out.push(h.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The retry schedule of the first route of `source` that runs `handler`.
+    fn schedule<'a>(
+        &'a self,
+        source: &str,
+        handler: &str,
+        default: &'a [Duration],
+    ) -> &'a [Duration] {
+        self.routes
+            .iter()
+            .find(|r| r.source == source && r.handlers.iter().any(|h| h == handler))
+            .and_then(|r| r.retry_schedule.as_deref())
+            .unwrap_or(default)
+    }
+}
+
+/// The plan shared between the listener (which swaps it on reload) and the workers.
+pub type SharedPlan = Arc<RwLock<Arc<Plan>>>;
+
+/// What one call of [`Dispatcher::try_execute_task`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// Nothing was due (or everything due is held back by a circuit or concurrency limit).
+    Idle,
+    /// A job ran and succeeded.
+    Done {
+        /// The job.
+        job_id: i64,
+    },
+    /// A job failed and will be retried.
+    Retry {
+        /// The job.
+        job_id: i64,
+        /// The delay chosen.
+        after: Duration,
+    },
+    /// A job was dead-lettered.
+    Dead {
+        /// The job.
+        job_id: i64,
+    },
+}
+
+/// Why a dispatch step could not complete. The job stays claimed and is re-run after restart.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task panicked or was cancelled.
+    #[error("dispatch task failed: {0}")]
+    Task(String),
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+/// Circuit state of one handler, for health views and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Calls flow.
+    Closed,
+    /// Calls are held back until the open period ends.
+    Open,
+    /// One probe call decides.
+    HalfOpen,
+}
+
+/// Runs jobs. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Dispatcher {
+    store: Store,
+    plan: SharedPlan,
+    settings: DispatchSettings,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    running: Mutex<HashMap<String, usize>>,
+    claim_lock: tokio::sync::Mutex<()>,
+    wake: Arc<Notify>,
+}
+
+fn task_err(e: tokio::task::JoinError) -> DispatchError {
+    DispatchError::Task(e.to_string())
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store` with the handlers and routes of `plan`.
+    pub fn new(store: Store, plan: SharedPlan, settings: DispatchSettings) -> Self {
+        Self {
+            store,
+            plan,
+            settings,
+            breakers: Mutex::default(),
+            running: Mutex::default(),
+            claim_lock: tokio::sync::Mutex::new(()),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified by intake when new jobs were committed, so idle workers start at once.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Put jobs orphaned by a crash back in the queue; call once before the workers start.
+    pub async fn recover(&self) -> Result<u64, DispatchError> {
+        let store = self.store.clone();
+        let n = tokio::task::spawn_blocking(move || jobs::reset_orphaned(&store))
+            .await
+            .map_err(task_err)??;
+        if n > 0 {
+            tracing::warn!(jobs = n, "re-queued jobs interrupted by the previous stop");
+        }
+        Ok(n)
+    }
+
+    /// The circuit state of `handler` now.
+    pub fn circuit_state(&self, handler: &str) -> CircuitState {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        match breakers.get(handler) {
+            Some(b) if b.probing => CircuitState::HalfOpen,
+            Some(Breaker {
+                open_until: Some(t),
+                ..
+            }) if *t > Instant::now() => CircuitState::Open,
+            Some(Breaker {
+                open_until: Some(_),
+                ..
+            }) => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+
+    fn plan(&self) -> Arc<Plan> {
+        self.plan.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Handlers not to claim for now: open circuits, a half-open probe already running, or
+    /// the per-handler concurrency limit reached.
+    fn excluded(&self, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        {
+            let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, b) in breakers.iter() {
+                let open = b.open_until.is_some_and(|t| t > now);
+                if open || b.probing {
+                    out.push(name.clone());
+                }
+            }
+        }
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, n) in running.iter() {
+            if *n >= self.settings.max_concurrency_per_handler && !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
+    fn note_start(&self, handler: &str) {
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(handler.to_owned())
+            .or_default() += 1;
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = breakers.get_mut(handler) {
+            if b.open_until.is_some_and(|t| t <= Instant::now()) {
+                // The open period is over: this call is the half-open probe.
+                b.probing = true;
+            }
+        }
+    }
+
+    fn note_end(&self, handler: &str, failed: bool) {
+        if let Some(n) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(handler)
+        {
+            *n = n.saturating_sub(1);
+        }
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let b = breakers.entry(handler.to_owned()).or_default();
+        if failed {
+            b.consecutive_failures += 1;
+            if b.probing || b.consecutive_failures >= self.settings.circuit_failures {
+                if b.open_until.is_none() || b.probing {
+                    tracing::warn!(handler, "circuit open: holding this handler's jobs back");
+                }
+                b.open_until = Some(Instant::now() + self.settings.circuit_open);
+            }
+        } else {
+            if b.open_until.is_some() {
+                tracing::info!(handler, "circuit closed: handler answering again");
+            }
+            *b = Breaker::default();
+        }
+        b.probing = false;
+    }
+
+    /// Claim one due job, run it and record the outcome.
+    pub async fn try_execute_task(&self) -> Result<TaskOutcome, DispatchError> {
+        let plan = self.plan();
+        let lease = self.settings.handler_timeout * 2 + Duration::from_secs(10);
+        let job = {
+            let _guard = self.claim_lock.lock().await;
+            let exclude = self.excluded(Instant::now());
+            let store = self.store.clone();
+            let preds = plan.clone();
+            let job = tokio::task::spawn_blocking(move || {
+                jobs::claim_next(&store, &exclude, lease, &|s, h| preds.predecessors(s, h))
+            })
+            .await
+            .map_err(task_err)??;
+            let Some(job) = job else {
+                return Ok(TaskOutcome::Idle);
+            };
+            self.note_start(&job.handler);
+            job
+        };
+        let started_at = Utc::now();
+        let t0 = Instant::now();
+        let result = self.run_job(&plan, &job).await;
+        let latency = t0.elapsed();
+        let (record, retry_after) = match result {
+            Ok(outcome) => (
+                AttemptRecord {
+                    started_at,
+                    latency,
+                    http_status: outcome.status,
+                    destination: outcome.destination.clone(),
+                    result: AttemptResult::Ok {
+                        output: outcome.app_data_entry(),
+                    },
+                },
+                None,
+            ),
+            Err(HandlerError::Retryable {
+                reason,
+                retry_after,
+            }) => (
+                AttemptRecord {
+                    started_at,
+                    latency,
+                    http_status: None,
+                    destination: None,
+                    result: AttemptResult::Retryable { reason },
+                },
+                retry_after,
+            ),
+            Err(HandlerError::Permanent { reason }) => (
+                AttemptRecord {
+                    started_at,
+                    latency,
+                    http_status: None,
+                    destination: None,
+                    result: AttemptResult::Permanent { reason },
+                },
+                None,
+            ),
+        };
+        let failed = matches!(record.result, AttemptResult::Retryable { .. });
+        self.note_end(&job.handler, failed);
+        let (next, outcome) = self.next_step(&plan, &job, &record.result, retry_after);
+        match &record.result {
+            AttemptResult::Ok { .. } => {
+                tracing::info!(job = job.id, handler = %job.handler, attempt = job.attempt, latency_ms = latency.as_millis() as u64, "handler succeeded");
+            }
+            AttemptResult::Retryable { reason } | AttemptResult::Permanent { reason } => {
+                tracing::warn!(job = job.id, handler = %job.handler, attempt = job.attempt, reason = %reason, next = ?next, "handler failed");
+            }
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || jobs::finish_attempt(&store, &job, &record, next))
+            .await
+            .map_err(task_err)??;
+        Ok(outcome)
+    }
+
+    async fn run_job(
+        &self,
+        plan: &Plan,
+        job: &ClaimedJob,
+    ) -> Result<wardhook_sdk::Outcome, HandlerError> {
+        let Some(handler) = plan.handlers.get(&job.handler).cloned() else {
+            return Err(HandlerError::Permanent {
+                reason: format!("handler {} is no longer configured", job.handler),
+            });
+        };
+        let store = self.store.clone();
+        let claimed = job.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || jobs::load_for_dispatch(&store, &claimed)).await;
+        let (event, app_data) = match loaded {
+            Ok(Ok(v)) => v,
+            Ok(Err(StoreError::KeyDestroyed)) => {
+                return Err(HandlerError::Permanent {
+                    reason: "the delivery's payload was purged".into(),
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(HandlerError::Retryable {
+                    reason: format!("cannot load the delivery: {e}"),
+                    retry_after: None,
+                })
+            }
+            Err(e) => {
+                return Err(HandlerError::Retryable {
+                    reason: format!("cannot load the delivery: {e}"),
+                    retry_after: None,
+                })
+            }
+        };
+        let deadline = Instant::now() + self.settings.handler_timeout;
+        super::invoke_at(
+            &*handler,
+            &event,
+            job.attempt,
+            app_data,
+            deadline,
+            Utc::now(),
+            self.settings.time_zone,
+        )
+        .await
+    }
+
+    fn next_step(
+        &self,
+        plan: &Plan,
+        job: &ClaimedJob,
+        result: &AttemptResult,
+        retry_after: Option<Duration>,
+    ) -> (NextStep, TaskOutcome) {
+        match result {
+            AttemptResult::Ok { .. } => (NextStep::Done, TaskOutcome::Done { job_id: job.id }),
+            AttemptResult::Permanent { .. } => {
+                (NextStep::Dead, TaskOutcome::Dead { job_id: job.id })
+            }
+            AttemptResult::Retryable { .. } => {
+                let schedule =
+                    plan.schedule(&job.source, &job.handler, &self.settings.retry_schedule);
+                let made = job.schedule_index as usize + 1;
+                match schedule.get(made) {
+                    None => (NextStep::Dead, TaskOutcome::Dead { job_id: job.id }),
+                    Some(base) => {
+                        let base = (*base).max(retry_after.unwrap_or_default());
+                        // Up to 20 % jitter, so retries from many deliveries do not arrive at
+                        // a recovering CRM in one wave.
+                        let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..0.2));
+                        let after = base + jitter;
+                        let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+                        (
+                            NextStep::RetryAt(at),
+                            TaskOutcome::Retry {
+                                job_id: job.id,
+                                after,
+                            },
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run `workers` loops until `shutdown` turns true; then stop claiming and give running
+    /// attempts up to the handler timeout to finish.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.recover().await {
+            tracing::error!(error = %e, "cannot re-queue interrupted jobs");
+        }
+        let mut loops = Vec::new();
+        for _ in 0..self.settings.workers {
+            let me = self.clone();
+            let mut stop = shutdown.clone();
+            loops.push(tokio::spawn(async move {
+                while !*stop.borrow() {
+                    match me.try_execute_task().await {
+                        Ok(TaskOutcome::Idle) => {
+                            tokio::select! {
+                                () = tokio::time::sleep(IDLE_POLL) => {}
+                                () = me.wake.notified() => {}
+                                _ = stop.changed() => {}
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "dispatch step failed; retrying shortly");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        let bound = self.settings.handler_timeout + Duration::from_secs(1);
+        let all = futures_util::future::join_all(loops);
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::warn!("attempts still running at shutdown; they will run again after restart");
+        }
+    }
+}

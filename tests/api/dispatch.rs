@@ -1,0 +1,459 @@
+//! Dispatch: routes, templated requests to real local HTTP servers, retries, `Retry-After`,
+//! dead letters and their retry, chaining, filters, the circuit breaker, and a crash mid-attempt.
+//! Worker steps are driven with `try_execute_task` (no sleeping) wherever timing is not the
+//! point.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use wardhook::dispatch::worker::{CircuitState, TaskOutcome};
+use wardhook::store::admin::Requester;
+use wardhook::store::jobs::{self, DeadFilter};
+use wardhook::store::{Store, StoreOptions};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::helpers::*;
+
+/// An app with `handlers_and_routes` appended and background workers off, so the test drives
+/// every step.
+async fn app_with(handlers_and_routes: &str, dispatch: &str) -> TestApp {
+    spawn_app_with(AppOptions {
+        extra: format!("[dispatch]\nworkers = 0\n{dispatch}\n{handlers_and_routes}"),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+async fn deliver(app: &TestApp, body: &str) -> String {
+    let res = app
+        .client()
+        .post(app.url("/hooks/demo"))
+        .header(
+            "X-NextPhone-Signature",
+            nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    v["delivery_id"].as_str().unwrap().to_owned()
+}
+
+fn call_ended(call: &str, call_type: &str) -> String {
+    format!(
+        r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call}","call_type":"{call_type}","caller":{{"name":"Dana \"Quote\" Smith","phone":"+15550100"}},"ai_summary":"wants a quote"}}}}"#
+    )
+}
+
+/// Run steps until the queue is idle; return what each step did.
+async fn drain(app: &TestApp) -> Vec<TaskOutcome> {
+    let mut out = Vec::new();
+    for _ in 0..50 {
+        match app.dispatcher.try_execute_task().await.unwrap() {
+            TaskOutcome::Idle => return out,
+            o => out.push(o),
+        }
+    }
+    panic!("queue never went idle: {out:?}");
+}
+
+fn crm_handler(url: &str) -> String {
+    format!(
+        r#"
+[[handlers]]
+name = "crm"
+kind = "http"
+phi = "full"
+baa = true
+url = "{url}/api/leads"
+body = '{{"phone": "{{{{ caller.phone }}}}", "name": "{{{{ caller.name }}}}", "notes": "{{{{ data.ai_summary }}}}"}}'
+capture_response = true
+
+[[routes]]
+source = "demo"
+events = ["call.ended"]
+handlers = ["crm"]
+"#
+    )
+}
+
+fn open_store(app: &TestApp) -> Store {
+    let key = wardhook::crypto::MasterKey::load(&app.dir.path().join("master.key")).unwrap();
+    Store::open(
+        &app.dir.path().join("data/wardhook.db"),
+        wardhook::crypto::Keyring::from_master(&key),
+        StoreOptions::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_routed_event_reaches_the_crm_as_configured_with_an_idempotency_key() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/leads"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": "C-1"})))
+        .expect(1)
+        .mount(&crm)
+        .await;
+    let app = app_with(&crm_handler(&crm.uri()), "").await;
+    let delivery_id = deliver(&app, &call_ended("call-1", "quote_request")).await;
+
+    assert_eq!(drain(&app).await.len(), 1);
+    let requests = crm.received_requests().await.unwrap();
+    let sent: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(sent["phone"], "+15550100");
+    assert_eq!(
+        sent["name"], "Dana \"Quote\" Smith",
+        "JSON-escaped, document intact"
+    );
+    assert_eq!(sent["notes"], "wants a quote");
+    assert_eq!(
+        requests[0].headers.get("idempotency-key").unwrap(),
+        format!("{delivery_id}:crm").as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_503_is_retried_then_succeeds() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&crm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let app = app_with(
+        &crm_handler(&crm.uri()),
+        r#"retry_schedule = ["0s", "0s", "0s"]"#,
+    )
+    .await;
+    deliver(&app, &call_ended("call-2", "x")).await;
+    let steps = drain(&app).await;
+    assert!(matches!(steps[0], TaskOutcome::Retry { .. }), "{steps:?}");
+    assert!(matches!(steps[1], TaskOutcome::Done { .. }), "{steps:?}");
+    assert_eq!(crm.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_429_retry_after_is_respected() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "42"))
+        .mount(&crm)
+        .await;
+    let app = app_with(&crm_handler(&crm.uri()), "").await;
+    deliver(&app, &call_ended("call-3", "x")).await;
+    let steps = drain(&app).await;
+    match steps.as_slice() {
+        [TaskOutcome::Retry { after, .. }] => {
+            assert!(*after >= Duration::from_secs(42), "{after:?}");
+            assert!(
+                *after <= Duration::from_secs(51),
+                "jitter is at most 20 %: {after:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_400_goes_straight_to_the_dead_letters_and_dlq_retry_redelivers() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400))
+        .up_to_n_times(1)
+        .mount(&crm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let app = app_with(&crm_handler(&crm.uri()), "").await;
+    let delivery_id = deliver(&app, &call_ended("call-4", "x")).await;
+    let steps = drain(&app).await;
+    assert!(
+        matches!(steps.as_slice(), [TaskOutcome::Dead { .. }]),
+        "{steps:?}"
+    );
+
+    let store = open_store(&app);
+    let dead = jobs::list_dead(&store, &DeadFilter::default()).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery_id, delivery_id);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("400"));
+
+    let n = jobs::retry_dead(
+        &store,
+        &DeadFilter {
+            job_id: Some(dead[0].job_id),
+            ..DeadFilter::default()
+        },
+        &Requester::cli_user(),
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    let steps = drain(&app).await;
+    assert!(
+        matches!(steps.as_slice(), [TaskOutcome::Done { .. }]),
+        "{steps:?}"
+    );
+    assert!(jobs::list_dead(&store, &DeadFilter::default())
+        .unwrap()
+        .is_empty());
+    let attempts = jobs::job_attempts(&store, dead[0].job_id).unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| a.result.as_str())
+            .collect::<Vec<_>>(),
+        ["permanent", "ok"]
+    );
+    assert_eq!(
+        attempts[1].attempt, 2,
+        "attempt numbers continue across a retry"
+    );
+}
+
+#[tokio::test]
+async fn chaining_passes_the_crm_id_to_the_next_handler() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/leads"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": "C-77"})))
+        .mount(&crm)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/customers/C-77/tickets"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&crm)
+        .await;
+    let config = format!(
+        r#"
+[[handlers]]
+name = "crm"
+kind = "http"
+phi = "full"
+baa = true
+url = "{uri}/api/leads"
+body = '{{"phone": "{{{{ caller.phone }}}}"}}'
+capture_response = true
+
+[[handlers]]
+name = "tickets"
+kind = "http"
+phi = "full"
+baa = true
+url = "{uri}/api/customers/{{{{ app_data.crm.data.id }}}}/tickets"
+body = '{{"customer": "{{{{ app_data.crm.data.id }}}}"}}'
+
+[[routes]]
+source = "demo"
+handlers = ["crm", "tickets"]
+"#,
+        uri = crm.uri()
+    );
+    let app = app_with(&config, "").await;
+    deliver(&app, &call_ended("call-5", "x")).await;
+    let steps = drain(&app).await;
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| matches!(s, TaskOutcome::Done { .. }))
+            .count(),
+        2,
+        "{steps:?}"
+    );
+    let requests = crm.received_requests().await.unwrap();
+    let ticket: &Request = requests
+        .iter()
+        .find(|r| r.url.path().contains("tickets"))
+        .unwrap();
+    let body: Value = serde_json::from_slice(&ticket.body).unwrap();
+    assert_eq!(body["customer"], "C-77");
+}
+
+#[tokio::test]
+async fn route_filters_decide_which_events_get_jobs() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let config = crm_handler(&crm.uri()).replace(
+        "handlers = [\"crm\"]",
+        "when = 'data.call_type == \"quote_request\"'\nhandlers = [\"crm\"]",
+    );
+    let app = app_with(&config, "").await;
+    deliver(&app, &call_ended("call-6a", "quote_request")).await;
+    deliver(&app, &call_ended("call-6b", "emergency")).await;
+    // An event without the field the filter names: no route, and no error for the sender.
+    deliver(
+        &app,
+        r#"{"event":"call.ended","data":{"call_id":"call-6c"}}"#,
+    )
+    .await;
+    assert_eq!(drain(&app).await.len(), 1);
+    assert_eq!(crm.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_circuit_opens_after_consecutive_failures_and_recovers() {
+    let crm = MockServer::start().await;
+    let failing = Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount_as_scoped(&crm)
+        .await;
+    let app = app_with(
+        &crm_handler(&crm.uri()),
+        "retry_schedule = [\"0s\", \"0s\", \"0s\", \"0s\", \"0s\", \"0s\"]\ncircuit_failures = 2\ncircuit_open_secs = 1",
+    )
+    .await;
+    deliver(&app, &call_ended("call-7", "x")).await;
+    let d = &app.dispatcher;
+    assert!(matches!(
+        d.try_execute_task().await.unwrap(),
+        TaskOutcome::Retry { .. }
+    ));
+    assert!(matches!(
+        d.try_execute_task().await.unwrap(),
+        TaskOutcome::Retry { .. }
+    ));
+    assert_eq!(d.circuit_state("crm"), CircuitState::Open);
+    assert_eq!(
+        d.try_execute_task().await.unwrap(),
+        TaskOutcome::Idle,
+        "held back while open"
+    );
+    assert_eq!(crm.received_requests().await.unwrap().len(), 2);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(d.circuit_state("crm"), CircuitState::HalfOpen);
+    assert!(
+        matches!(
+            d.try_execute_task().await.unwrap(),
+            TaskOutcome::Retry { .. }
+        ),
+        "failed probe"
+    );
+    assert_eq!(d.circuit_state("crm"), CircuitState::Open);
+
+    drop(failing);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        matches!(
+            d.try_execute_task().await.unwrap(),
+            TaskOutcome::Done { .. }
+        ),
+        "probe succeeds"
+    );
+    assert_eq!(d.circuit_state("crm"), CircuitState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_workers_deliver_without_being_driven() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("content-type", "application/json"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let app = spawn_app_with(AppOptions {
+        extra: crm_handler(&crm.uri()),
+        ..AppOptions::default()
+    })
+    .await;
+    for i in 0..5 {
+        deliver(&app, &call_ended(&format!("bg-{i}"), "x")).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while crm.received_requests().await.unwrap().len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers did not deliver"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_interrupted_by_sigkill_runs_again_after_restart_with_the_same_idempotency_key() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&crm)
+        .await;
+    let fixture = write_fixture(&AppOptions {
+        extra: format!(
+            "[log]\nformat = \"json\"\nlevel = \"warn,wardhook::cli=info\"\n{}",
+            crm_handler(&crm.uri())
+        ),
+        ..AppOptions::default()
+    });
+    let (mut child, port) = start_server(&fixture);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let body = call_ended("call-kill", "x");
+    let res = http
+        .post(format!("https://localhost:{port}/hooks/demo"))
+        .header(
+            "X-NextPhone-Signature",
+            nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Wait until the attempt is in flight at the CRM, then kill the server mid-attempt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while crm.received_requests().await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, _port) = start_server(&fixture);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let store_path = fixture.dir.path().join("data/wardhook.db");
+    loop {
+        let requests = crm.received_requests().await.unwrap();
+        let done = {
+            let conn = rusqlite::Connection::open(&store_path).unwrap();
+            conn.query_row("SELECT status FROM jobs", [], |r| r.get::<_, String>(0))
+                .unwrap()
+        };
+        if requests.len() >= 2 && done == "done" {
+            let keys: Vec<_> = requests
+                .iter()
+                .map(|r| r.headers.get("idempotency-key").unwrap().clone())
+                .collect();
+            assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job was not re-run: {done}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
