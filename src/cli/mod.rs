@@ -13,7 +13,9 @@ use crate::listener::{shutdown_signal, Application};
 use crate::{certs, dev, telemetry};
 
 pub mod audit;
+pub mod dlq;
 pub mod doctor;
+pub mod intake;
 
 /// wardhook: a self-hosted webhook receiver for clinics.
 #[derive(Debug, Parser)]
@@ -50,6 +52,43 @@ pub enum Command {
     /// Check key permissions, certificate expiry, disk space, database integrity and the audit
     /// chain, and say what to fix. Exits non-zero when a check fails.
     Doctor,
+    /// Dead letters: jobs that failed permanently or ran out of attempts.
+    Dlq {
+        /// Which.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Deliveries on the database.
+    Deliveries {
+        /// Which.
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Authentic deliveries that could not be parsed, kept encrypted.
+    Quarantine {
+        /// Which.
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// Payload encryption keys.
+    Keys {
+        /// Which.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Delete payloads past retention and destroy their period keys (crypto-shredding); audit
+    /// records and delivery metadata stay.
+    Purge {
+        /// Retention, e.g. `90d`, `12w`, `720h`.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
+    /// Copy the database with SQLite's online backup (the master key is never copied).
+    Backup {
+        /// The backup file to create (must not exist).
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+    },
     /// Verify, search and export the audit log (works offline, on the database).
     Audit {
         /// Which.
@@ -135,6 +174,145 @@ pub enum AuditCommand {
     },
 }
 
+/// Filters of `dlq list` and `dlq retry --all`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DlqFilterArgs {
+    /// Only this handler.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+impl From<DlqFilterArgs> for crate::store::jobs::DeadFilter {
+    fn from(a: DlqFilterArgs) -> Self {
+        Self {
+            handler: a.handler,
+            source: a.source,
+            job_id: None,
+            limit: 0,
+        }
+    }
+}
+
+/// `wardhook dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters (metadata only).
+    List {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// At most this many (newest first).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show one dead letter and its attempts.
+    Show {
+        /// The job id from `dlq list`.
+        job: i64,
+    },
+    /// Put dead letters back in the queue with a fresh retry schedule.
+    Retry {
+        /// The job id from `dlq list`.
+        job: Option<i64>,
+        /// Every dead letter matching the filters.
+        #[arg(long, conflicts_with = "job")]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+    },
+}
+
+/// Filters of `deliveries list` and `quarantine list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Received at or after (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Received before (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this status (`accepted`, `purged`; `quarantined` for quarantine).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// `table` or `json`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+impl ListArgs {
+    fn split(self) -> anyhow::Result<(crate::store::admin::ListFilter, intake::OutputFormat)> {
+        let format = self
+            .format
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--format must be table or json"))?;
+        let filter = crate::store::admin::ListFilter {
+            source: self.source,
+            since: self.since.as_deref().map(intake::parse_time).transpose()?,
+            until: self.until.as_deref().map(intake::parse_time).transpose()?,
+            status: self.status,
+            limit: self.limit,
+        };
+        Ok((filter, format))
+    }
+}
+
+/// `wardhook quarantine …`
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined deliveries (metadata and reason only).
+    List {
+        #[command(flatten)]
+        args: ListArgs,
+    },
+    /// Decrypt and print one quarantined body (the read is audited).
+    Show {
+        /// The quarantine id (from the 400 answer or `quarantine list`).
+        id: String,
+    },
+}
+
+/// `wardhook keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// New data keys for new writes; re-encrypt older rows in the background, with progress.
+    /// Resumable: run it again after an interruption.
+    Rotate,
+}
+
+/// `wardhook deliveries …`
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries (metadata only: id, source, event type, received, status).
+    List {
+        #[command(flatten)]
+        args: ListArgs,
+    },
+    /// Decrypt and print one delivery's event (the read is audited with your user name).
+    Show {
+        /// The delivery id.
+        id: String,
+    },
+    /// Run a delivery's handlers again (all, or one with --handler).
+    Replay {
+        /// The delivery id.
+        id: String,
+        /// Only this handler (created if the delivery never had a job for it).
+        #[arg(long)]
+        handler: Option<String>,
+    },
+}
+
 /// Exit code of `audit verify` when the log has been tampered with.
 pub const EXIT_AUDIT_TAMPERED: u8 = 3;
 
@@ -200,6 +378,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => run_audit(&cli.config, command),
+        Command::Dlq { command } => run_dlq(&cli.config, command),
+        Command::Deliveries { command } => run_deliveries(&cli.config, command),
+        Command::Quarantine { command } => {
+            let store = open_store(&cli.config)?;
+            let mut out = std::io::stdout().lock();
+            match command {
+                QuarantineCommand::List { args } => {
+                    let (filter, format) = args.split()?;
+                    intake::quarantine_list(&store, &filter, format, &mut out)?;
+                }
+                QuarantineCommand::Show { id } => intake::quarantine_show(&store, &id, &mut out)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let store = open_store(&cli.config)?;
+            intake::keys_rotate(&store, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge { older_than } => {
+            let store = open_store(&cli.config)?;
+            let age = intake::parse_duration(&older_than)?;
+            intake::purge(&store, age, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { to } => {
+            let offline = Config::load_offline(&cli.config)?;
+            let store = open_store(&cli.config)?;
+            intake::backup(
+                &store,
+                &to,
+                Some(&offline.master_key_file),
+                &mut std::io::stdout().lock(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor => {
             let report = doctor::run_doctor(&cli.config, &mut std::io::stdout().lock())?;
             Ok(if report.passed() {
@@ -221,6 +437,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Open the store named by the config for an offline command.
+fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
+    let offline = Config::load_offline(config)?;
+    anyhow::ensure!(
+        offline.storage_path.exists(),
+        "no database at {}",
+        offline.storage_path.display()
+    );
+    let keyring = crate::crypto::Keyring::from_master(&offline.master_key);
+    let mirror = crate::audit::Mirror::new(&offline.audit.dir)?;
+    Ok(crate::store::Store::open(
+        &offline.storage_path,
+        keyring,
+        crate::store::StoreOptions {
+            audit_mirror: Some(std::sync::Arc::new(mirror)),
+            ..crate::store::StoreOptions::default()
+        },
+    )?)
+}
+
+fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List {
+            filter,
+            limit,
+            format,
+        } => {
+            let json = match format.as_str() {
+                "json" => true,
+                "table" => false,
+                _ => anyhow::bail!("--format must be table or json"),
+            };
+            let mut filter: crate::store::jobs::DeadFilter = filter.into();
+            filter.limit = limit;
+            dlq::list(&store, &filter, json, &mut out)?;
+        }
+        DlqCommand::Show { job } => {
+            dlq::show(&store, job, &mut out)?;
+        }
+        DlqCommand::Retry { job, all, filter } => {
+            dlq::retry(&store, job, all, filter.into(), &mut out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        DeliveriesCommand::Replay { id, handler } => {
+            dlq::replay(&store, &id, handler.as_deref(), &mut out)?;
+        }
+        DeliveriesCommand::List { args } => {
+            let (filter, format) = args.split()?;
+            intake::deliveries_list(&store, &filter, format, &mut out)?;
+        }
+        DeliveriesCommand::Show { id } => intake::deliveries_show(&store, &id, &mut out)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open_db_read_only(path: &Path) -> anyhow::Result<rusqlite::Connection> {

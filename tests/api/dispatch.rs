@@ -457,3 +457,88 @@ async fn a_job_interrupted_by_sigkill_runs_again_after_restart_with_the_same_ide
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+fn wardhook_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(wardhook_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&app.config_path)
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_cli_lists_shows_and_retries_while_the_server_runs() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422))
+        .up_to_n_times(1)
+        .mount(&crm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let app = spawn_app_with(AppOptions {
+        extra: crm_handler(&crm.uri()),
+        ..AppOptions::default()
+    })
+    .await;
+    let delivery_id = deliver(&app, &call_ended("call-dlq", "x")).await;
+    let store = open_store(&app);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while jobs::list_dead(&store, &DeadFilter::default())
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let list = wardhook_cli(&app, &["dlq", "list", "--format", "json"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows[0]["delivery_id"], delivery_id.as_str());
+    let job = rows[0]["job_id"].as_i64().unwrap().to_string();
+
+    let show = wardhook_cli(&app, &["dlq", "show", &job]);
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains("permanent") && shown.contains("422"),
+        "{shown}"
+    );
+
+    let retry = wardhook_cli(&app, &["dlq", "retry", &job]);
+    assert!(retry.status.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while crm.received_requests().await.unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retry not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let replay = wardhook_cli(&app, &["deliveries", "replay", &delivery_id]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while crm.received_requests().await.unwrap().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replay not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
