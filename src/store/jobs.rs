@@ -197,15 +197,13 @@ pub fn claim_next(
     Ok(claimed)
 }
 
+/// A delivery row's source and sealed payload (all but the source NULL once purged).
+type SealedRow = (String, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Decrypt the job's event and the outputs of the delivery's finished handlers (`app_data`).
 pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppData), StoreError> {
     let conn = store.connection()?;
-    let (source, key_id, nonce, ciphertext): (
-        String,
-        Option<i64>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-    ) = conn
+    let (source, key_id, nonce, ciphertext): SealedRow = conn
         .query_row(
             "SELECT source, key_id, nonce, ciphertext FROM deliveries WHERE id = ?1",
             params![job.delivery_id],
