@@ -675,10 +675,8 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
                 return;
             };
             while hup.recv().await.is_some() {
-                let r = reloader.clone();
-                let p = reload_path.clone();
-                match tokio::task::spawn_blocking(move || r.reload(&p)).await {
-                    Ok(Ok(report)) => tracing::info!(
+                match reloader.reload_audited(&reload_path).await {
+                    Ok(report) => tracing::info!(
                         config_sha256 = %report.config_sha256,
                         sources = report.sources,
                         routes = report.routes,
@@ -686,11 +684,10 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
                         needs_restart = ?report.needs_restart,
                         "config reloaded"
                     ),
-                    Ok(Err(e)) => tracing::error!(
+                    Err(e) => tracing::error!(
                         error = %e,
                         "reload refused; the previous config stays in force"
                     ),
-                    Err(e) => tracing::error!(error = %e, "reload task failed"),
                 }
             }
         });

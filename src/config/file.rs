@@ -181,14 +181,30 @@ pub struct AdminSection {
     /// Address and port; loopback by default.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Whether to start the admin listener at all (API, dashboard, `/metrics`).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Dashboard sessions end after this long without a request (`15m`, `30s`).
+    #[serde(default = "default_admin_idle_timeout")]
+    pub idle_timeout: String,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            enabled: true,
+            idle_timeout: default_admin_idle_timeout(),
         }
     }
+}
+
+fn default_admin_idle_timeout() -> String {
+    "15m".to_owned()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_admin_listen() -> String {

@@ -91,6 +91,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// The admin listener's address.
     pub admin_listen: SocketAddr,
+    /// The rest of `[admin]`, checked.
+    pub admin: AdminSettings,
     /// Operational logging.
     pub log: LogSettings,
     /// Sources, in file order.
@@ -101,6 +103,18 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Dispatch settings.
     pub dispatch: DispatchSettings,
+    /// The OAuth2 token issuer for senders that fetch bearer tokens (`POST /oauth/token`);
+    /// `None` when no source has OAuth clients.
+    pub oauth: Option<Arc<crate::verify::oauth::TokenIssuer>>,
+}
+
+/// `[admin]`, checked (the address is [`Config::admin_listen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Whether the admin listener runs.
+    pub enabled: bool,
+    /// Dashboard sessions end after this long without a request.
+    pub idle_timeout: Duration,
 }
 
 /// `[dispatch]`, checked.

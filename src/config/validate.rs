@@ -17,6 +17,7 @@ use crate::crypto::MasterKey;
 use crate::dispatch::filter::Filter;
 use crate::listener::tls;
 use crate::secret::{Secret, SecretRef};
+use crate::verify::oauth::TokenIssuer;
 use crate::verify::{Preset, SourceVerifier, VerifierSpec};
 use std::sync::Arc;
 
@@ -185,6 +186,17 @@ fn check(
         }
     };
     let admin_listen = parse_addr(&file.admin.listen, "admin.listen", problems);
+    let admin_idle = match super::parse_duration(&file.admin.idle_timeout) {
+        Ok(d) if d >= Duration::from_secs(1) => Some(d),
+        Ok(_) => {
+            problems.push("admin.idle_timeout", "must be at least 1s");
+            None
+        }
+        Err(e) => {
+            problems.push("admin.idle_timeout", e);
+            None
+        }
+    };
     let log = check_log(&file, problems);
     if file.audit.retention_days < 365 {
         problems.push(
@@ -211,6 +223,7 @@ fn check(
             sources.push(src);
         }
     }
+    let oauth = attach_oauth(&mut sources, &file, problems);
 
     let dispatch = check_dispatch(&file, problems);
     let tz = dispatch
@@ -290,11 +303,16 @@ fn check(
             retention_days: file.audit.retention_days,
         },
         admin_listen: admin_listen?,
+        admin: super::AdminSettings {
+            enabled: file.admin.enabled,
+            idle_timeout: admin_idle?,
+        },
         log: log?,
         sources,
         handlers,
         routes,
         dispatch: dispatch?,
+        oauth,
     })
 }
 
@@ -484,6 +502,49 @@ fn check_log(file: &ConfigFile, problems: &mut Problems) -> Option<LogSettings> 
         level: file.log.level.clone(),
         dir: file.log.dir.clone(),
     })
+}
+
+/// Build the OAuth2 token issuer from every source's `scheme.oauth_clients` and give it to the
+/// verifiers that accept its tokens. `None` when no source has OAuth clients.
+fn attach_oauth(
+    sources: &mut [Source],
+    file: &ConfigFile,
+    problems: &mut Problems,
+) -> Option<Arc<TokenIssuer>> {
+    let issuer = match TokenIssuer::from_specs(
+        sources.iter().map(|s| s.verifier.spec()),
+        crate::verify::oauth::DEFAULT_TOKEN_TTL,
+    ) {
+        Ok(i) => Arc::new(i),
+        Err(list) => {
+            for p in list {
+                // The message names the source; find its index for the key path.
+                let index = file
+                    .sources
+                    .iter()
+                    .position(|s| p.message.starts_with(&format!("source {}:", s.name)));
+                let at = index.map_or_else(|| "sources".to_owned(), |i| format!("sources[{i}]"));
+                problems.push(format!("{at}.{}", p.path), p.message);
+            }
+            return None;
+        }
+    };
+    if !issuer.has_clients() {
+        return None;
+    }
+    for source in sources.iter_mut() {
+        if !source.verifier.spec().scheme.oauth_clients.is_empty() {
+            match SourceVerifier::new(source.verifier.spec().clone()) {
+                Ok(v) => source.verifier = v.with_token_issuer(issuer.clone()),
+                Err(list) => {
+                    for p in list {
+                        problems.push(format!("sources.{}", p.path), p.message);
+                    }
+                }
+            }
+        }
+    }
+    Some(issuer)
 }
 
 fn check_source(

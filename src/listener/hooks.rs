@@ -66,7 +66,10 @@ pub(super) async fn receive_hook(
         peer_ip,
     };
     match rt.source.verifier.verify(&unverified, Utc::now()) {
-        Err(rejection) => reject(&rejection),
+        Err(rejection) => {
+            record_rejection(&state, path.as_str(), &rejection, peer_ip);
+            reject(&rejection)
+        }
         Ok(Verdict::Challenge(reply)) => {
             let mut res =
                 HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
@@ -77,6 +80,69 @@ pub(super) async fn receive_hook(
         }
         Ok(Verdict::Verified(delivery)) => intake(&state, &live, delivery).await,
     }
+}
+
+/// Cap on an OAuth2 token request body: a few form fields.
+const MAX_TOKEN_REQUEST: usize = 4096;
+
+/// `POST /oauth/token`: the client-credentials grant for senders that can only fetch bearer
+/// tokens. 404 unless some source has `scheme.oauth_clients`.
+pub(super) async fn oauth_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let live = state.live();
+    let Some(issuer) = live.oauth.as_ref() else {
+        return error_response(StatusCode::NOT_FOUND, "not found");
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match read_capped(payload, declared, MAX_TOKEN_REQUEST).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { .. }) => {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large")
+        }
+        Err(BodyError::Broken) => return error_response(StatusCode::BAD_REQUEST, "bad request"),
+    };
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let answer = issuer.token_endpoint(&body, authorization, Utc::now());
+    tracing::info!(status = answer.status, "oauth token request");
+    let mut res =
+        HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST));
+    for (name, value) in &answer.headers {
+        res.insert_header((name.as_str(), value.as_str()));
+    }
+    res.content_type("application/json").body(answer.body)
+}
+
+/// Audit a refused delivery (`delivery_rejected`, with the typed reason and the client
+/// address). Runs beside the answer: a 401 does not wait for the audit commit, and a storage
+/// failure here is logged rather than turned into a different answer for the sender.
+fn record_rejection(state: &AppState, source: &str, rejection: &Rejection, peer: IpAddr) {
+    use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, Outcome};
+    let mut record = AuditRecord::new(
+        Actor::sender(source).unwrap_or(Actor::System),
+        Action::DeliveryRejected,
+        Outcome::Denied,
+    );
+    record.source = Code::parse(source).ok();
+    record.remote_addr = Some(peer);
+    if let Ok(code) = Code::parse(rejection.code()) {
+        record.detail.insert(DetailKey::Reason, code);
+    }
+    let store = state.store.clone();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = store.record_audit(record).await {
+            tracing::error!(error = %e, "cannot audit a rejected delivery");
+        }
+    });
 }
 
 fn reject(rejection: &Rejection) -> HttpResponse {

@@ -73,10 +73,15 @@ struct SourceRuntime {
 pub(crate) struct Live {
     sources: HashMap<String, SourceRuntime>,
     routes: Vec<Route>,
+    oauth: Option<Arc<crate::verify::oauth::TokenIssuer>>,
 }
 
 impl Live {
-    fn from_config(sources: Vec<Source>, routes: Vec<Route>) -> Self {
+    fn from_config(
+        sources: Vec<Source>,
+        routes: Vec<Route>,
+        oauth: Option<Arc<crate::verify::oauth::TokenIssuer>>,
+    ) -> Self {
         let sources = sources
             .into_iter()
             .map(|source| {
@@ -87,7 +92,11 @@ impl Live {
                 )
             })
             .collect();
-        Self { sources, routes }
+        Self {
+            sources,
+            routes,
+            oauth,
+        }
     }
 }
 
@@ -117,6 +126,8 @@ pub struct Application {
     reloader: Reloader,
     dispatcher: Arc<Dispatcher>,
     dispatch_workers: usize,
+    store: Store,
+    config_sha256: String,
 }
 
 impl std::fmt::Debug for Application {
@@ -168,7 +179,11 @@ impl Application {
             config.dispatch.clone(),
         ));
         let state = web::Data::new(AppState {
-            live: RwLock::new(Arc::new(Live::from_config(config.sources, config.routes))),
+            live: RwLock::new(Arc::new(Live::from_config(
+                config.sources,
+                config.routes,
+                config.oauth,
+            ))),
             store,
             plan,
             dispatch_wake: dispatcher.waker(),
@@ -205,6 +220,7 @@ impl Application {
                 })
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
+                .route("/oauth/token", web::post().to(hooks::oauth_token))
                 .service(
                     web::resource("/hooks/{source}")
                         .route(web::post().to(hooks::receive_hook))
@@ -246,6 +262,8 @@ impl Application {
             tls,
             dispatch_workers: config.dispatch.workers,
             dispatcher,
+            store: app_state.store.clone(),
+            config_sha256: config.sha256.clone(),
             reloader: Reloader {
                 state: app_state,
                 cert_slot,
@@ -287,6 +305,17 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let handle = self.server.handle();
+        self.store
+            .record_audit(lifecycle_record(
+                crate::audit::Action::ConfigLoaded,
+                Some(&self.config_sha256),
+            ))
+            .await
+            .map_err(std::io::Error::other)?;
+        self.store
+            .record_audit(lifecycle_record(crate::audit::Action::ServerStarted, None))
+            .await
+            .map_err(std::io::Error::other)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let workers =
             (self.dispatch_workers > 0).then(|| tokio::spawn(self.dispatcher.clone().run(stop_rx)));
@@ -302,8 +331,29 @@ impl Application {
         if let Some(w) = workers {
             let _ = w.await;
         }
+        if let Err(e) = self
+            .store
+            .record_audit(lifecycle_record(crate::audit::Action::ServerStopped, None))
+            .await
+        {
+            tracing::error!(error = %e, "cannot audit the server stop");
+        }
         served
     }
+}
+
+/// An audit record of the server's own life: config loaded (with the file's SHA-256), started,
+/// stopped.
+pub(crate) fn lifecycle_record(
+    action: crate::audit::Action,
+    config_sha256: Option<&str>,
+) -> crate::audit::AuditRecord {
+    use crate::audit::{Actor, AuditRecord, DetailKey, Digest, Outcome};
+    let mut record = AuditRecord::new(Actor::System, action, Outcome::Success);
+    if let Some(d) = config_sha256.and_then(|d| Digest::parse(d).ok()) {
+        record.detail.insert(DetailKey::Sha256, d);
+    }
+    record
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the one shutdown signal for listener and workers.

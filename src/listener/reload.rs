@@ -84,6 +84,38 @@ impl RunningShape {
 }
 
 impl Reloader {
+    /// [`Reloader::reload`] off the async executor, with its outcome in the audit log
+    /// (`config_loaded`, success with the new file's SHA-256, or failure).
+    pub async fn reload_audited(&self, path: &Path) -> Result<ReloadReport, ReloadError> {
+        let me = self.clone();
+        let p = path.to_owned();
+        let result = tokio::task::spawn_blocking(move || me.reload(&p))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ReloadError::Invalid(ConfigError {
+                    file: path.to_owned(),
+                    problems: vec![crate::config::Problem {
+                        path: String::new(),
+                        message: format!("reload task failed: {e}"),
+                    }],
+                }))
+            });
+        let mut record = super::lifecycle_record(
+            crate::audit::Action::ConfigLoaded,
+            result.as_ref().ok().map(|r| r.config_sha256.as_str()),
+        );
+        if result.is_err() {
+            record.outcome = crate::audit::Outcome::Failure;
+        }
+        if let Ok(via) = crate::audit::Code::parse("reload") {
+            record.detail.insert(crate::audit::DetailKey::Via, via);
+        }
+        if let Err(e) = self.state.store.record_audit(record).await {
+            tracing::error!(error = %e, "cannot audit the reload");
+        }
+        result
+    }
+
     /// Load `path` and, if it is valid, put it in force. Blocking (file reads); call from a
     /// blocking-friendly context.
     pub fn reload(&self, path: &Path) -> Result<ReloadReport, ReloadError> {
@@ -130,7 +162,11 @@ impl Reloader {
             config.handlers,
             config.routes.clone(),
         ));
-        let live = Arc::new(Live::from_config(config.sources, config.routes));
+        let live = Arc::new(Live::from_config(
+            config.sources,
+            config.routes,
+            config.oauth,
+        ));
         *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = live;
         *self.state.plan.write().unwrap_or_else(|p| p.into_inner()) = plan;
         Ok(report)

@@ -39,8 +39,21 @@ impl Requester {
         }
     }
 
+    /// An admin API caller: `user` holds the admin token's id (never the token itself), and
+    /// the audit actor becomes `admin_token:<id>`.
+    pub fn admin_token(token_id: &str) -> Self {
+        Self {
+            user: token_id.to_owned(),
+            via: "admin_api",
+        }
+    }
+
     fn actor(&self) -> AuditActor {
-        AuditActor::CliUser(self.user.clone())
+        if self.via == "admin_api" {
+            AuditActor::AdminToken(self.user.clone())
+        } else {
+            AuditActor::CliUser(self.user.clone())
+        }
     }
 }
 
@@ -208,7 +221,7 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineSummary> {
 }
 
 /// Write the audit records of a committed admin transaction to the mirror, if configured.
-pub(super) fn mirror(store: &Store, conn: &Connection) {
+pub(crate) fn mirror(store: &Store, conn: &Connection) {
     if let Some(m) = &store.shared.options.audit_mirror {
         if let Err(e) = m.catch_up(conn) {
             tracing::error!(error = %e, "audit mirror catch-up failed");

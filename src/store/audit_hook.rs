@@ -22,6 +22,8 @@ pub(crate) enum AuditActor {
     Sender(String),
     /// A person at the CLI, by OS user name.
     CliUser(String),
+    /// An admin API caller, by admin token id.
+    AdminToken(String),
 }
 
 /// What happened, in audit-module terms (the action names are the audit module's).
@@ -92,6 +94,7 @@ pub(crate) fn record_audit(
     let actor = match &event.actor {
         AuditActor::Sender(source) => Actor::sender(source).unwrap_or(Actor::System),
         AuditActor::CliUser(user) => Actor::cli_user(user).unwrap_or(Actor::System),
+        AuditActor::AdminToken(id) => Actor::admin_token(id).unwrap_or(Actor::System),
     };
     let action = match event.action {
         AuditAction::DeliveryAccepted => Action::DeliveryAccepted,

@@ -532,6 +532,9 @@ pub fn delivery_jobs(
 }
 
 fn cli_actor(who: &super::admin::Requester) -> Actor {
+    if who.via == "admin_api" {
+        return Actor::admin_token(&who.user).unwrap_or(Actor::System);
+    }
     Actor::cli_user(&who.user).unwrap_or(Actor::System)
 }
 

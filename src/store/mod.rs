@@ -366,6 +366,17 @@ impl Store {
             .map_err(|_| StoreError::Unavailable("writer stopped"))?
     }
 
+    /// Append a standalone audit record (a rejected delivery, server start/stop, a reload) in
+    /// the writer's next group commit, and mirror it.
+    pub async fn record_audit(&self, record: crate::audit::AuditRecord) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Audit(Box::new(record), reply))
+            .await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped"))?
+    }
+
     async fn send(&self, command: writer::Command) -> Result<(), StoreError> {
         self.commands
             .send(command)

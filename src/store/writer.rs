@@ -47,6 +47,11 @@ pub(crate) enum Command {
     Intake(Box<IntakeRequest>),
     Quarantine(Box<QuarantineRequest>),
     Probe(oneshot::Sender<Result<(), StoreError>>),
+    /// A standalone audit record (rejection, start/stop, reload), batched like the rest.
+    Audit(
+        Box<crate::audit::AuditRecord>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
 }
 
 enum Answer {
@@ -145,7 +150,7 @@ fn reply(command: Command, answer: Result<Answer, StoreError>) {
                 )),
             }));
         }
-        Command::Probe(reply) => {
+        Command::Probe(reply) | Command::Audit(_, reply) => {
             let _ = reply.send(answer.map(|_| ()));
         }
     }
@@ -173,6 +178,12 @@ fn run_batch(
                 quarantine_one(&tx, keyring, cache, generation, req, audit).map(Answer::Quarantine)
             }
             Command::Probe(_) => probe(&tx).map(|()| Answer::Probe),
+            Command::Audit(record, _) => crate::audit::append(&tx, keyring, record)
+                .map(|appended| {
+                    audit.push(appended);
+                    Answer::Probe
+                })
+                .map_err(StoreError::from),
         };
         match result {
             Ok(answer) => {

@@ -295,6 +295,28 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A short, stable code for the audit trail (`missing_header`, `bad_signature`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingHeader(_) => "missing_header",
+            Self::MalformedHeader(_) => "malformed_header",
+            Self::BadSignature => "bad_signature",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::FutureTimestamp => "future_timestamp",
+            Self::UnknownKey => "unknown_key",
+            Self::IpDenied => "ip_denied",
+            Self::MalformedBody => "malformed_body",
+        }
+    }
+
+    /// The header a `MissingHeader`/`MalformedHeader` rejection is about.
+    pub fn header(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingHeader(h) | Self::MalformedHeader(h) => Some(h),
+            _ => None,
+        }
+    }
+
     /// The HTTP status the sender sees.
     pub fn status(&self) -> u16 {
         match self {

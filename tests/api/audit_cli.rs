@@ -122,3 +122,41 @@ async fn doctor_passes_a_healthy_setup_and_flags_a_world_readable_key() {
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(out.contains("FAIL"), "{out}");
 }
+
+#[tokio::test]
+async fn rejections_server_life_and_config_loads_are_audited() {
+    let app = spawn_app().await;
+    let forged = app
+        .client()
+        .post(app.url("/hooks/demo"))
+        .header("X-NextPhone-Signature", "sha256=00")
+        .body(r#"{"event":"call.ended"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    app.reloader.reload_audited(&app.config_path).await.unwrap();
+    // The rejection's record is written beside the answer; give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = wardhook(&app, &["audit", "search", "--action", "delivery_rejected"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("bad_signature") {
+            assert!(text.contains("127.0.0.1"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection record: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let all = wardhook(&app, &["audit", "search"]);
+    let text = String::from_utf8_lossy(&all.stdout);
+    assert!(text.contains("server_started"), "{text}");
+    assert_eq!(
+        text.matches("config_loaded").count(),
+        2,
+        "start and reload: {text}"
+    );
+}

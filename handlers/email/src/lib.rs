@@ -1,0 +1,3 @@
+//! `kind = "email"` (being written).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

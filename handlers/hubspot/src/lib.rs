@@ -1,0 +1,534 @@
+//! `kind = "hubspot"`: every call becomes a HubSpot contact, with the AI summary as a note.
+//!
+//! Built only on `wardhook-sdk`, so it doubles as an example of a real adapter. For each event:
+//!
+//! 1. The contact's properties are assembled: defaults from the canonical caller
+//!    (`firstname`/`lastname` split from `caller.name`, `phone`, `email`, `company` from the
+//!    sender's `company_name`/`company` field, the lead source), then the configured
+//!    `properties` templates on top. A property that renders empty is left out, so an update
+//!    never blanks what the clinic already has.
+//! 2. Upsert through the CRM v3 objects API: search by e-mail (HubSpot's unique key for
+//!    contacts), or by phone when the caller gave no e-mail; PATCH the match, else create.
+//!    A create that races another one (409 "Contact already exists. Existing ID: …") becomes a
+//!    PATCH of the existing contact. Repeating the whole handler is therefore harmless.
+//! 3. Optionally a note holding the AI summary, associated with the contact. Notes are
+//!    at-least-once: a retry after the note was created but before the answer arrived adds a
+//!    second one.
+//!
+//! Outcomes: 429 (HubSpot's 10-second windows, `Retry-After` honoured), 408 and 5xx are
+//! retryable; 400/422 (a property HubSpot does not know or a bad value), 401 (private-app
+//! tokens cannot be refreshed) and other 4xx are permanent. Nothing from the payload or from
+//! HubSpot's answers is logged or put into an error reason.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, Url};
+use serde_json::{json, Map, Value};
+use wardhook_sdk::chrono::SecondsFormat;
+use wardhook_sdk::template::{Escape, Template};
+use wardhook_sdk::{
+    async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
+    HandlerFactory, Outcome, Problems, SecretValue,
+};
+
+pub use crate::config::HubSpotConfig;
+pub use crate::error::HubSpotError;
+use crate::error::RATE_LIMIT_WINDOW;
+
+/// Fields read in code (not through templates), declared to the minimum-necessary check: the
+/// adapter therefore needs `phi = "full"` and `baa = true`.
+const FIELDS_READ: &[&str] = &[
+    "caller.name",
+    "caller.phone",
+    "caller.email",
+    "data.custom_fields.company_name",
+    "data.ai_summary",
+];
+
+/// HubSpot-defined association type "note to contact".
+const NOTE_TO_CONTACT: u32 = 202;
+
+/// Registers `kind = "hubspot"`.
+#[derive(Debug)]
+pub struct HubSpotFactory;
+
+impl HandlerFactory for HubSpotFactory {
+    type Config = HubSpotConfig;
+
+    fn build(
+        config: HubSpotConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>> {
+        let mut p = Problems::new();
+        p.take(ctx.check_phi("", FIELDS_READ.iter().copied()));
+        let base_url = p.take(parse_base_url("base_url", &config.base_url));
+        let token = p.take(ctx.secret_str("token", &config.token));
+        if let Some(t) = &token {
+            if reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).is_err() {
+                p.push(ConfigProblem::new(
+                    "token",
+                    "holds characters not allowed in a header",
+                ));
+            }
+        }
+        let mut properties = Vec::new();
+        for (name, source) in &config.properties {
+            let key = format!("properties.{name}");
+            if let Some(t) = p.take(ctx.template(&key, source, Escape::None)) {
+                properties.push((name.clone(), t));
+            }
+        }
+        if config.timeout_secs == 0 || config.timeout_secs > 300 {
+            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
+        }
+        let client = p.take(
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .min_tls_version(reqwest::tls::Version::TLS_1_2)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up")),
+        );
+        p.check()?;
+        let (Some(base_url), Some(token), Some(client)) = (base_url, token, client) else {
+            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+        };
+        let host = base_url.host_str().unwrap_or("HubSpot").to_owned();
+        Ok(Arc::new(HubSpot {
+            name: ctx.name().to_owned(),
+            base_url,
+            host,
+            token,
+            properties,
+            lead_source: config.lead_source,
+            lead_source_property: config.lead_source_property,
+            note: config.note,
+            timeout: Duration::from_secs(config.timeout_secs),
+            client,
+        }))
+    }
+}
+
+/// `https://` anywhere, plain `http://` only to a loopback host (tests, a local proxy).
+fn parse_base_url(key: &str, raw: &str) -> Result<Url, ConfigProblem> {
+    let url =
+        Url::parse(raw.trim_end_matches('/')).map_err(|_| ConfigProblem::new(key, "not a URL"))?;
+    let loopback = url.host_str().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(ConfigProblem::new(
+            key,
+            "must use https:// (plain http:// is allowed only to a loopback host)",
+        )),
+    }
+}
+
+/// A configured HubSpot adapter.
+#[derive(Debug)]
+pub struct HubSpot {
+    name: String,
+    base_url: Url,
+    host: String,
+    token: SecretValue,
+    properties: Vec<(String, Template)>,
+    lead_source: String,
+    lead_source_property: String,
+    note: bool,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+/// What one API call answered: status and JSON body (`Null` when empty).
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl HubSpot {
+    /// The contact's properties for `event`: defaults, then the configured templates.
+    fn contact_properties(
+        &self,
+        event: &Event,
+        ctx: &Context,
+    ) -> Result<BTreeMap<String, String>, HubSpotError> {
+        let mut props = BTreeMap::new();
+        let mut put = |k: &str, v: Option<&str>| {
+            if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
+                props.insert(k.to_owned(), v.to_owned());
+            }
+        };
+        if let Some(name) = event.caller.name.as_deref() {
+            let mut words = name.split_whitespace();
+            let first = words.next();
+            let rest: Vec<&str> = words.collect();
+            put("firstname", first);
+            put("lastname", Some(&rest.join(" ")));
+        }
+        put("phone", event.caller.phone.as_deref());
+        put("email", event.caller.email.as_deref());
+        put("company", company(&event.data));
+        if !self.lead_source_property.is_empty() {
+            put(&self.lead_source_property, Some(&self.lead_source));
+        }
+        if !self.properties.is_empty() {
+            let vars = ctx.template_vars(event);
+            for (name, template) in &self.properties {
+                let value = template
+                    .render(&vars)
+                    .map_err(|source| HubSpotError::Template {
+                        property: name.clone(),
+                        source,
+                    })?;
+                let value = value.trim();
+                if value.is_empty() {
+                    props.remove(name);
+                } else {
+                    props.insert(name.clone(), value.to_owned());
+                }
+            }
+        }
+        Ok(props)
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base_url.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{path}"));
+        url
+    }
+
+    /// One JSON request. 2xx and 409 (the caller decides about conflicts) are answers; every
+    /// other status is classified here, once.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        ctx: &Context,
+    ) -> Result<Answer, HubSpotError> {
+        let response = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(ctx.time_left(self.timeout))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| HubSpotError::Network {
+                host: self.host.clone(),
+                timed_out: e.is_timeout(),
+            })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let host = self.host.clone();
+        match status {
+            200..=299 | 409 => {
+                let bytes = response.bytes().await.map_err(|e| HubSpotError::Network {
+                    host: host.clone(),
+                    timed_out: e.is_timeout(),
+                })?;
+                let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                Ok(Answer { status, body })
+            }
+            401 => Err(HubSpotError::Unauthorized { host }),
+            403 => Err(HubSpotError::Forbidden { host }),
+            400 | 422 => Err(HubSpotError::Validation { status, host }),
+            _ => {
+                let mut retry_after = retry_after.as_deref().and_then(|v| {
+                    wardhook_sdk::parse_retry_after(v, wardhook_sdk::chrono::Utc::now())
+                });
+                if status == 429 && retry_after.is_none() {
+                    retry_after = Some(RATE_LIMIT_WINDOW);
+                }
+                Err(HubSpotError::Status {
+                    status,
+                    host,
+                    retry_after,
+                })
+            }
+        }
+    }
+
+    /// The id of the contact whose `property` equals `value`, if any.
+    async fn search(
+        &self,
+        property: &str,
+        value: &str,
+        ctx: &Context,
+    ) -> Result<Option<String>, HubSpotError> {
+        let body = json!({
+            "filterGroups": [{"filters": [{"propertyName": property, "operator": "EQ", "value": value}]}],
+            "properties": ["email", "phone"],
+            "limit": 1,
+        });
+        let answer = self
+            .call(Method::POST, "/crm/v3/objects/contacts/search", &body, ctx)
+            .await?;
+        if answer.status == 409 {
+            return Err(HubSpotError::Status {
+                status: 409,
+                host: self.host.clone(),
+                retry_after: None,
+            });
+        }
+        let results = answer
+            .body
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.bad("search results"))?;
+        Ok(results.first().and_then(object_id))
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        properties: &Value,
+        ctx: &Context,
+    ) -> Result<(), HubSpotError> {
+        let path = format!("/crm/v3/objects/contacts/{}", path_segment(id));
+        let answer = self
+            .call(
+                Method::PATCH,
+                &path,
+                &json!({"properties": properties}),
+                ctx,
+            )
+            .await?;
+        if answer.status == 409 {
+            // Changing the e-mail to one another contact already has.
+            return Err(HubSpotError::Validation {
+                status: 409,
+                host: self.host.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Create, or — when HubSpot says the contact already exists — update that one.
+    async fn create(
+        &self,
+        properties: &Value,
+        ctx: &Context,
+    ) -> Result<(String, bool), HubSpotError> {
+        let answer = self
+            .call(
+                Method::POST,
+                "/crm/v3/objects/contacts",
+                &json!({"properties": properties}),
+                ctx,
+            )
+            .await?;
+        if answer.status == 409 {
+            let existing = answer
+                .body
+                .get("message")
+                .and_then(Value::as_str)
+                .and_then(existing_id)
+                .ok_or_else(|| self.bad("existing contact id in a 409"))?;
+            self.update(&existing, properties, ctx).await?;
+            return Ok((existing, false));
+        }
+        let id = object_id(&answer.body).ok_or_else(|| self.bad("contact id"))?;
+        Ok((id, true))
+    }
+
+    async fn add_note(
+        &self,
+        contact_id: &str,
+        summary: &str,
+        event: &Event,
+        ctx: &Context,
+    ) -> Result<String, HubSpotError> {
+        let at = event.occurred_at.unwrap_or(event.received_at);
+        let call = event
+            .call_id
+            .as_deref()
+            .map(|c| format!(", call {}", html_escape(c)))
+            .unwrap_or_default();
+        let note_body = format!(
+            "<p><strong>AI call summary</strong> ({}{call})</p><p>{}</p>",
+            html_escape(&event.event_type),
+            html_escape(summary)
+        );
+        let body = json!({
+            "properties": {
+                "hs_timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "hs_note_body": note_body,
+            },
+            "associations": [{
+                "to": {"id": contact_id},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_CONTACT}],
+            }],
+        });
+        let answer = self
+            .call(Method::POST, "/crm/v3/objects/notes", &body, ctx)
+            .await?;
+        if answer.status == 409 {
+            return Err(HubSpotError::Validation {
+                status: 409,
+                host: self.host.clone(),
+            });
+        }
+        object_id(&answer.body).ok_or_else(|| self.bad("note id"))
+    }
+
+    fn bad(&self, what: &'static str) -> HubSpotError {
+        HubSpotError::BadResponse {
+            host: self.host.clone(),
+            what,
+        }
+    }
+
+    async fn upsert(&self, event: &Event, ctx: &Context) -> Result<Outcome, HubSpotError> {
+        let props = self.contact_properties(event, ctx)?;
+        let (key, value) = match (props.get("email"), props.get("phone")) {
+            (Some(email), _) => ("email", email.clone()),
+            (None, Some(phone)) => ("phone", phone.clone()),
+            (None, None) => return Err(HubSpotError::NoIdentity),
+        };
+        let properties = Value::Object(
+            props
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect::<Map<_, _>>(),
+        );
+        let (contact_id, created) = match self.search(key, &value, ctx).await? {
+            Some(id) => {
+                self.update(&id, &properties, ctx).await?;
+                (id, false)
+            }
+            None => self.create(&properties, ctx).await?,
+        };
+        let mut note_id = Value::Null;
+        if self.note {
+            if let Some(summary) = summary(&event.data) {
+                note_id = Value::String(self.add_note(&contact_id, summary, event, ctx).await?);
+            }
+        }
+        Ok(Outcome::done()
+            .with_status(if created { 201 } else { 200 })
+            .with_destination(self.host.clone())
+            .with_data(json!({
+                "contact_id": contact_id,
+                "created": created,
+                "matched_by": key,
+                "note_id": note_id,
+            })))
+    }
+}
+
+#[async_trait]
+impl Handler for HubSpot {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, event: &Event, ctx: &mut Context) -> Result<Outcome, HandlerError> {
+        self.upsert(event, ctx).await.map_err(HandlerError::from)
+    }
+}
+
+/// The company the caller named, from NextPhone-style custom fields or the payload's top level.
+fn company(data: &Value) -> Option<&str> {
+    let custom = data.get("custom_fields");
+    ["company_name", "company"]
+        .iter()
+        .find_map(|k| {
+            custom
+                .and_then(|c| c.get(*k))
+                .or_else(|| data.get(*k))
+                .and_then(Value::as_str)
+        })
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The AI summary: `data.ai_summary` (NextPhone), else `data.summary`.
+fn summary(data: &Value) -> Option<&str> {
+    ["ai_summary", "summary"]
+        .iter()
+        .find_map(|k| data.get(*k).and_then(Value::as_str))
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// HubSpot ids are strings of digits in JSON (`"id": "512"`), numbers in some older answers.
+fn object_id(v: &Value) -> Option<String> {
+    match v.get("id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `Contact already exists. Existing ID: 12345` → `12345`.
+fn existing_id(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("Existing ID:")?;
+    let id: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+/// An id as one path segment: HubSpot ids are digits, anything else is encoded.
+fn path_segment(id: &str) -> String {
+    wardhook_sdk::template::percent_encode_component(id)
+}
+
+/// Notes are HTML in HubSpot: the caller's words must not become markup.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_id_is_read_from_hubspots_conflict_message() {
+        assert_eq!(
+            existing_id("Contact already exists. Existing ID: 12345").as_deref(),
+            Some("12345")
+        );
+        assert_eq!(existing_id("Contact already exists."), None);
+    }
+
+    #[test]
+    fn base_url_must_be_https_unless_loopback() {
+        assert!(parse_base_url("base_url", "https://api.hubapi.com").is_ok());
+        assert!(parse_base_url("base_url", "http://127.0.0.1:9000").is_ok());
+        assert!(parse_base_url("base_url", "http://localhost:9000/").is_ok());
+        let e = parse_base_url("base_url", "http://api.hubapi.com").expect_err("plain");
+        assert_eq!(e.path, "base_url");
+    }
+}

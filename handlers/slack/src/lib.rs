@@ -1,0 +1,3 @@
+//! `kind = "slack"` (being written).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

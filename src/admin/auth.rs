@@ -1,0 +1,236 @@
+//! Who is calling the admin listener, and whether they may do what they ask.
+//!
+//! Two ways in, one identity: the API takes `Authorization: Bearer <token>` on every call; the
+//! dashboard exchanges a token once for a session cookie (HttpOnly, Secure, SameSite=Strict)
+//! whose session ends after the configured idle time, and carries a per-session CSRF token
+//! that every state-changing form must echo. Failed sign-ins are counted per client address and
+//! refused for a while past a threshold; each failure is an `access_denied` audit record.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+use super::Role;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Token id (audit actor `admin_token:<id>`).
+    pub token_id: String,
+    /// Token name, for display.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// What a caller may be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Metadata: deliveries, jobs, attempts, dead letters, quarantine, health, config, metrics.
+    ReadMetadata,
+    /// Decrypt and show a payload (audited as `payload_read`).
+    RevealPayload,
+    /// Replay deliveries and retry dead letters.
+    Requeue,
+    /// Search, verify and export the audit log.
+    ReadAudit,
+}
+
+impl Role {
+    /// The permission table: operators fix deliveries, auditors read the audit trail, admins
+    /// do both. Only operators and admins ever see decrypted data.
+    pub fn allows(self, p: Permission) -> bool {
+        match (self, p) {
+            (Self::Admin, _) => true,
+            (_, Permission::ReadMetadata) => true,
+            (Self::Operator, Permission::RevealPayload | Permission::Requeue) => true,
+            (Self::Auditor, Permission::ReadAudit) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A signed-in dashboard session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who.
+    pub principal: Principal,
+    /// Echoed by every state-changing form.
+    pub csrf: String,
+    last_seen: Instant,
+}
+
+/// Dashboard sessions, in memory: a restart signs everyone out, which is what an on-prem
+/// console wants (no session secrets on disk).
+#[derive(Debug)]
+pub struct Sessions {
+    idle: Duration,
+    map: Mutex<HashMap<String, Session>>,
+}
+
+/// Why a session cookie was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// No cookie or an unknown one.
+    None,
+    /// It ended after the idle time.
+    Expired,
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+impl Sessions {
+    /// Sessions ending after `idle` without a request.
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            map: Mutex::default(),
+        }
+    }
+
+    /// The idle time.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Start a session; returns its cookie value.
+    pub fn create(&self, principal: Principal) -> String {
+        let id = random_token(32);
+        let session = Session {
+            principal,
+            csrf: random_token(24),
+            last_seen: Instant::now(),
+        };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = self.idle;
+        map.retain(|_, s| s.last_seen.elapsed() < idle);
+        map.insert(id.clone(), session);
+        id
+    }
+
+    /// The session for `cookie`, touched (its idle clock restarts).
+    pub fn touch(&self, cookie: &str) -> Result<Session, SessionState> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(cookie) {
+            None => Err(SessionState::None),
+            Some(s) if s.last_seen.elapsed() >= self.idle => {
+                map.remove(cookie);
+                Err(SessionState::Expired)
+            }
+            Some(s) => {
+                s.last_seen = Instant::now();
+                Ok(s.clone())
+            }
+        }
+    }
+
+    /// End a session.
+    pub fn remove(&self, cookie: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cookie);
+    }
+}
+
+/// Constant-time comparison of a submitted CSRF token with the session's.
+pub fn csrf_matches(session: &Session, submitted: &str) -> bool {
+    !submitted.is_empty() && bool::from(session.csrf.as_bytes().ct_eq(submitted.as_bytes()))
+}
+
+/// Failed sign-ins allowed per client address within [`LOGIN_WINDOW`].
+pub const MAX_LOGIN_FAILURES: u32 = 5;
+/// The window failed sign-ins are counted over, and how long a client is then refused.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(300);
+
+/// Failed sign-ins per client address.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    map: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl LoginLimiter {
+    /// Seconds to wait if `ip` is refused now.
+    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&ip) {
+            Some((n, start)) if *n >= MAX_LOGIN_FAILURES && start.elapsed() < LOGIN_WINDOW => {
+                Some((LOGIN_WINDOW - start.elapsed()).as_secs().max(1))
+            }
+            _ => None,
+        }
+    }
+
+    /// Count a failure; returns the failures in the current window.
+    pub fn fail(&self, ip: IpAddr) -> u32 {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (_, start)| start.elapsed() < LOGIN_WINDOW);
+        }
+        let e = map.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= LOGIN_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        e.0
+    }
+
+    /// A successful sign-in clears the count.
+    pub fn succeed(&self, ip: IpAddr) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_operators_and_admins_may_reveal_and_only_auditors_and_admins_read_audit() {
+        assert!(Role::Operator.allows(Permission::RevealPayload));
+        assert!(Role::Admin.allows(Permission::RevealPayload));
+        assert!(!Role::Auditor.allows(Permission::RevealPayload));
+        assert!(!Role::Auditor.allows(Permission::Requeue));
+        assert!(Role::Auditor.allows(Permission::ReadAudit));
+        assert!(!Role::Operator.allows(Permission::ReadAudit));
+    }
+
+    #[test]
+    fn sessions_end_after_the_idle_time() {
+        let s = Sessions::new(Duration::from_millis(50));
+        let p = Principal {
+            token_id: "tk0000000000".into(),
+            name: "a".into(),
+            role: Role::Admin,
+        };
+        let id = s.create(p);
+        assert!(s.touch(&id).is_ok());
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(s.touch(&id).err(), Some(SessionState::Expired));
+        assert_eq!(s.touch(&id).err(), Some(SessionState::None));
+    }
+
+    #[test]
+    fn a_client_is_refused_after_too_many_failures() {
+        let l = LoginLimiter::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..MAX_LOGIN_FAILURES {
+            assert!(l.blocked(ip).is_none());
+            l.fail(ip);
+        }
+        assert!(l.blocked(ip).is_some());
+    }
+}

@@ -1,0 +1,400 @@
+//! The operator console: the admin listener's JSON API, Prometheus `/metrics`, and a
+//! server-rendered dashboard.
+//!
+//! Place in the delivery path: beside it, on its own listener (loopback by default, TLS with the
+//! senders' certificate). Clinic IT sees whether leads are flowing, retries what failed and
+//! replays deliveries; auditors search, verify and export the audit log — without shell access
+//! to the database. It reads through `store::admin` / `store::jobs` / `audit::commands`, so the
+//! same audit rules hold as at the CLI: every decrypted read is a `payload_read` record, every
+//! retry and replay is recorded, every refusal is an `access_denied` record.
+//!
+//! - [`tokens`]: admin tokens (hash only, roles, expiry, revocation).
+//! - `auth`: bearer tokens, dashboard sessions with idle logoff and CSRF, failed sign-in limits.
+//! - `api`: the JSON API (`/api/...`, described by `/api/openapi.json`) and `/metrics`.
+//! - `dashboard`: HTML pages with embedded CSS and inline SVG charts (no CDN, no scripts).
+//! - `health`: per-source and per-handler success rates and latency over the last 24 h.
+
+mod api;
+pub mod auth;
+mod dashboard;
+mod health;
+pub mod tokens;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
+use crate::config::{Config, Transport};
+use crate::dispatch::worker::Dispatcher;
+use crate::store::Store;
+pub use tokens::migrate;
+
+/// An admin token's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything operators and auditors may do.
+    Admin,
+    /// Metadata, payload reveal, replay and retry.
+    Operator,
+    /// Metadata and the audit log; never decrypted payloads.
+    Auditor,
+}
+
+impl Role {
+    /// `admin`, `operator` or `auditor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    /// Parse the stored / typed form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "operator" => Some(Self::Operator),
+            "auditor" => Some(Self::Auditor),
+            _ => None,
+        }
+    }
+}
+
+/// Why the admin listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr} (admin): {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The TLS material failed to load.
+    #[error(transparent)]
+    Tls(#[from] crate::listener::tls::TlsError),
+    /// The admin tables could not be created.
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// actix refused the listener.
+    #[error("cannot start the admin HTTP server: {0}")]
+    Server(std::io::Error),
+}
+
+/// The parts of the config the console shows and uses, taken before the config is consumed.
+#[derive(Debug, Clone)]
+pub struct ConsoleSetup {
+    listen: SocketAddr,
+    enabled: bool,
+    idle_timeout: std::time::Duration,
+    transport: Transport,
+    audit_dir: PathBuf,
+    sources: Vec<String>,
+    handlers: Vec<String>,
+    summary: serde_json::Value,
+}
+
+impl ConsoleSetup {
+    /// Take what the console needs from `config`: names, paths and settings, never secrets.
+    pub fn from_config(config: &Config) -> Self {
+        let sources: Vec<String> = config
+            .sources
+            .iter()
+            .map(|s| s.name.as_str().to_owned())
+            .collect();
+        let handlers: Vec<String> = config.handlers.iter().map(|h| h.name().to_owned()).collect();
+        let summary = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config_sha256": config.sha256,
+            "server": {
+                "listen": config.server.listen.to_string(),
+                "tls": matches!(config.server.transport, Transport::Tls(_)),
+                "mtls": matches!(&config.server.transport, Transport::Tls(t) if t.client_ca.is_some()),
+            },
+            "admin": {
+                "listen": config.admin_listen.to_string(),
+                "idle_timeout_secs": config.admin.idle_timeout.as_secs(),
+            },
+            "storage": { "path": config.storage_path.display().to_string() },
+            "audit": {
+                "dir": config.audit.dir.display().to_string(),
+                "retention_days": config.audit.retention_days,
+            },
+            "dispatch": {
+                "workers": config.dispatch.workers,
+                "handler_timeout_secs": config.dispatch.handler_timeout.as_secs(),
+                "retry_schedule_secs": config.dispatch.retry_schedule.iter().map(|d| d.as_secs()).collect::<Vec<_>>(),
+            },
+            "sources": config.sources.iter().map(|s| json!({
+                "name": s.name.as_str(),
+                "preset": s.preset,
+                "max_body_bytes": s.max_body_bytes,
+                "rate_limited": s.rate_limit.is_some(),
+            })).collect::<Vec<_>>(),
+            "handlers": handlers,
+            "routes": config.routes.iter().map(|r| json!({
+                "source": r.source,
+                "handlers": r.handlers,
+            })).collect::<Vec<_>>(),
+        });
+        Self {
+            listen: config.admin_listen,
+            enabled: config.admin.enabled,
+            idle_timeout: config.admin.idle_timeout,
+            transport: config.server.transport.clone(),
+            audit_dir: config.audit.dir.clone(),
+            sources,
+            handlers,
+            summary,
+        }
+    }
+
+    /// Whether the admin listener should run.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+/// What the admin request handlers share.
+#[derive(Debug)]
+pub(crate) struct Console {
+    pub store: Store,
+    pub dispatcher: Arc<Dispatcher>,
+    pub setup: ConsoleSetup,
+    pub sessions: auth::Sessions,
+    pub limiter: auth::LoginLimiter,
+    pub tls: bool,
+}
+
+/// A bound admin server, not yet running.
+pub struct AdminServer {
+    port: u16,
+    server: Server,
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl AdminServer {
+    /// Create the admin tables, bind the admin address and build the server.
+    pub fn build(
+        setup: ConsoleSetup,
+        store: Store,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Result<Self, AdminError> {
+        migrate(&store.connection()?)?;
+        let listener = TcpListener::bind(setup.listen).map_err(|source| AdminError::Bind {
+            addr: setup.listen,
+            source,
+        })?;
+        let port = listener.local_addr().map_err(AdminError::Server)?.port();
+        let transport = setup.transport.clone();
+        let tls = matches!(transport, Transport::Tls(_));
+        let console = web::Data::new(Console {
+            store,
+            dispatcher,
+            sessions: auth::Sessions::new(setup.idle_timeout),
+            limiter: auth::LoginLimiter::default(),
+            setup,
+            tls,
+        });
+        let http = HttpServer::new(move || {
+            App::new()
+                .app_data(console.clone())
+                .app_data(web::FormConfig::default().limit(16 * 1024))
+                .app_data(web::JsonConfig::default().limit(16 * 1024))
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add((header::CACHE_CONTROL, "no-store"))
+                        .add((header::X_FRAME_OPTIONS, "DENY"))
+                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                        .add((header::REFERRER_POLICY, "no-referrer"))
+                        .add((
+                            header::CONTENT_SECURITY_POLICY,
+                            "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+                             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                        )),
+                )
+                .configure(api::routes)
+                .configure(dashboard::routes)
+        })
+        .disable_signals()
+        .workers(2)
+        .shutdown_timeout(5);
+        let http = match &transport {
+            Transport::Tls(settings) => {
+                let (tls_config, _slot) = crate::listener::tls::server_config(settings)?;
+                http.listen_rustls_0_23(listener, tls_config)
+                    .map_err(AdminError::Server)?
+            }
+            Transport::PlainLoopback => http.listen(listener).map_err(AdminError::Server)?,
+        };
+        Ok(Self {
+            port,
+            server: http.run(),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server future and its stop handle.
+    pub fn into_server(self) -> Server {
+        self.server
+    }
+}
+
+/// Errors at the admin HTTP edge. Bodies are fixed words: no ids, no payload, no reasons that
+/// would help guess tokens.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("too many failed sign-ins")]
+    RateLimited(u64),
+    #[error("storage unavailable")]
+    Unavailable,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut b = HttpResponse::build(self.status_code());
+        match self {
+            Self::RateLimited(secs) => {
+                b.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            Self::Unauthorized => {
+                b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::Unavailable => {
+                b.insert_header((header::RETRY_AFTER, "5"));
+            }
+            _ => {}
+        }
+        b.json(json!({ "error": self.to_string() }))
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::NotFound(_) => Self::NotFound,
+            other => {
+                tracing::error!(error = %other, "admin: storage error");
+                crate::metrics::storage_error();
+                Self::Unavailable
+            }
+        }
+    }
+}
+
+impl From<tokens::TokenError> for ApiError {
+    fn from(e: tokens::TokenError) -> Self {
+        tracing::error!(error = %e, "admin: token storage error");
+        Self::Unavailable
+    }
+}
+
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        tracing::error!(error = %e, "admin: audit error");
+        Self::Unavailable
+    }
+}
+
+/// Run blocking store work off the async executor.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f).await.map_err(|_| ApiError::Unavailable)?
+}
+
+/// A refusal for the audit trail: who (if known), from where, why, with which status.
+#[derive(Debug, Clone)]
+pub(crate) struct Denial {
+    pub token_id: Option<String>,
+    pub remote: Option<IpAddr>,
+    pub reason: &'static str,
+    pub status: u16,
+    pub object_kind: Option<&'static str>,
+    pub delivery_id: Option<String>,
+    pub via: &'static str,
+}
+
+impl Console {
+    /// Append one admin audit record in its own transaction, then mirror it.
+    pub(crate) fn append_audit(&self, record: &AuditRecord) -> Result<(), ApiError> {
+        let mut conn = self.store.connection()?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(crate::store::StoreError::from)?;
+        crate::audit::append(&tx, self.store.keyring(), record)?;
+        tx.commit().map_err(crate::store::StoreError::from)?;
+        crate::store::admin::mirror(&self.store, &conn);
+        Ok(())
+    }
+
+    /// Record an `access_denied`. A failure to record is logged, never shown to the caller.
+    pub(crate) fn record_denial(&self, d: &Denial) {
+        let actor = d
+            .token_id
+            .as_deref()
+            .and_then(|t| Actor::admin_token(t).ok())
+            .unwrap_or(Actor::System);
+        let mut r = AuditRecord::new(actor, Action::AccessDenied, Outcome::Denied);
+        r.remote_addr = d.remote;
+        r.delivery_id = d.delivery_id.as_deref().and_then(|i| ObjectId::parse(i).ok());
+        if let Ok(c) = Code::parse(d.reason) {
+            r.detail.insert(DetailKey::Reason, c);
+        }
+        r.detail.insert(DetailKey::Status, i64::from(d.status));
+        if let Some(k) = d.object_kind.and_then(|k| Code::parse(k).ok()) {
+            r.detail.insert(DetailKey::ObjectKind, k);
+        }
+        if let Ok(v) = Code::parse(d.via) {
+            r.detail.insert(DetailKey::Via, v);
+        }
+        if let Err(e) = self.append_audit(&r) {
+            tracing::error!(error = %e, "cannot record an admin access denial");
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Process metrics for the admin listener's `/metrics` (Prometheus text format 0.0.4).
+//!
+//! Place in the delivery path: beside it. The listener counts deliveries by outcome and times
+//! each ack, the dispatch workers count handler attempts and time them; the admin listener
+//! renders everything here plus gauges it reads at scrape time (queue depth, circuit states,
+//! certificate expiry).
+//!
+//! A small hand-written registry rather than the `metrics` crate family: we need a dozen series,
+//! counters and fixed-bucket histograms only, and no new dependency tree in a binary whose
+//! supply chain clinics audit. Labels are only configured names (sources, handlers) and fixed
+//! outcome words, never request data, so cardinality is bounded by the config — an unknown
+//! source is counted under the single label value `_unknown`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// Label pairs of one series, in a fixed order.
+type Labels = Vec<(&'static str, String)>;
+
+/// Buckets (seconds) of the ack latency histogram: senders allow 5–10 s, we aim for ms.
+const ACK_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets (seconds) of the handler latency histogram: CRMs are slow; alerts fire over 5 s.
+const HANDLER_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Series names and their help text, in render order.
+const DESCRIPTIONS: &[(&str, &str, &str)] = &[
+    (
+        "wardhook_deliveries_total",
+        "counter",
+        "Deliveries received, by source and outcome (accepted, duplicate, quarantined, rejected, unavailable).",
+    ),
+    (
+        "wardhook_ack_latency_seconds",
+        "histogram",
+        "Time from request start to the answer to the sender, by source.",
+    ),
+    (
+        "wardhook_handler_attempts_total",
+        "counter",
+        "Handler attempts, by handler and result (ok, retryable, permanent).",
+    ),
+    (
+        "wardhook_handler_latency_seconds",
+        "histogram",
+        "Duration of one handler attempt, by handler.",
+    ),
+    (
+        "wardhook_dead_letters_total",
+        "counter",
+        "Jobs dead-lettered since start, by handler.",
+    ),
+    (
+        "wardhook_storage_errors_total",
+        "counter",
+        "Requests answered 503 because storage could not commit.",
+    ),
+    (
+        "wardhook_admin_login_failures_total",
+        "counter",
+        "Admin sign-ins and API calls refused for a missing, unknown, expired or revoked token.",
+    ),
+];
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (i, b) in self.bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// The process-wide registry.
+#[derive(Debug, Default)]
+struct Registry {
+    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
+    histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+fn inc(name: &'static str, labels: Labels, by: u64) {
+    let mut c = registry()
+        .counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    *c.entry((name, labels)).or_default() += by;
+}
+
+fn observe(name: &'static str, labels: Labels, bounds: &'static [f64], v: Duration) {
+    let mut h = registry()
+        .histograms
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    h.entry((name, labels))
+        .or_insert_with(|| Histogram::new(bounds))
+        .observe(v.as_secs_f64());
+}
+
+/// A delivery to `source` ended with `outcome` (`accepted`, `duplicate`, `quarantined`,
+/// `rejected`, `unavailable`).
+pub fn delivery(source: &str, outcome: &'static str) {
+    inc(
+        "wardhook_deliveries_total",
+        vec![("source", source.to_owned()), ("outcome", outcome.to_owned())],
+        1,
+    );
+}
+
+/// The answer to a sender of `source` took `elapsed`.
+pub fn ack_latency(source: &str, elapsed: Duration) {
+    observe(
+        "wardhook_ack_latency_seconds",
+        vec![("source", source.to_owned())],
+        ACK_BUCKETS,
+        elapsed,
+    );
+}
+
+/// Classify one finished `/hooks/{source}` request by its status, for the outcomes the
+/// intake code does not count itself (rejections and storage failures), and time it.
+pub fn hook_response(source: &str, status: u16, elapsed: Duration) {
+    // 404 on /hooks/ means an unknown source: never use the caller's text as a label.
+    let source = if status == 404 { "_unknown" } else { source };
+    match status {
+        401 | 403 | 404 | 405 | 413 | 429 => delivery(source, "rejected"),
+        503 => {
+            delivery(source, "unavailable");
+            storage_error();
+        }
+        _ => {}
+    }
+    ack_latency(source, elapsed);
+}
+
+/// One handler attempt finished with `result` (`ok`, `retryable`, `permanent`).
+pub fn handler_attempt(handler: &str, result: &'static str, latency: Duration) {
+    inc(
+        "wardhook_handler_attempts_total",
+        vec![("handler", handler.to_owned()), ("result", result.to_owned())],
+        1,
+    );
+    observe(
+        "wardhook_handler_latency_seconds",
+        vec![("handler", handler.to_owned())],
+        HANDLER_BUCKETS,
+        latency,
+    );
+}
+
+/// A job of `handler` was dead-lettered.
+pub fn dead_letter(handler: &str) {
+    inc(
+        "wardhook_dead_letters_total",
+        vec![("handler", handler.to_owned())],
+        1,
+    );
+}
+
+/// Storage could not commit.
+pub fn storage_error() {
+    inc("wardhook_storage_errors_total", Vec::new(), 1);
+}
+
+/// An admin authentication failed.
+pub fn admin_login_failure() {
+    inc("wardhook_admin_login_failures_total", Vec::new(), 1);
+}
+
+/// Ack latency of `source` so far: (count, mean seconds), for the dashboard.
+pub fn ack_summary(source: &str) -> (u64, f64) {
+    let h = registry()
+        .histograms
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    h.get(&(
+        "wardhook_ack_latency_seconds",
+        vec![("source", source.to_owned())],
+    ))
+    .map_or((0, 0.0), |h| {
+        (h.count, if h.count == 0 { 0.0 } else { h.sum / h.count as f64 })
+    })
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn label_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// A gauge family measured at scrape time.
+#[derive(Debug, Clone)]
+pub struct Gauge {
+    /// Series name.
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// (labels, value) per series.
+    pub series: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+/// Render every registered series plus `gauges` in the Prometheus text format.
+pub fn render(gauges: &[Gauge]) -> String {
+    let mut out = String::new();
+    let counters = registry()
+        .counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let histograms = registry()
+        .histograms
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for (name, kind, help) in DESCRIPTIONS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        if *kind == "counter" {
+            for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {
+                let _ = writeln!(out, "{n}{} {v}", label_text(labels, None));
+            }
+        } else {
+            for ((n, labels), h) in histograms.iter().filter(|((n, _), _)| n == name) {
+                for (b, c) in h.bounds.iter().zip(&h.counts) {
+                    let _ = writeln!(
+                        out,
+                        "{n}_bucket{} {c}",
+                        label_text(labels, Some(("le", format!("{b}"))))
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{n}_bucket{} {}",
+                    label_text(labels, Some(("le", "+Inf".to_owned()))),
+                    h.count
+                );
+                let _ = writeln!(out, "{n}_sum{} {}", label_text(labels, None), h.sum);
+                let _ = writeln!(out, "{n}_count{} {}", label_text(labels, None), h.count);
+            }
+        }
+    }
+    for g in gauges {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+        for (labels, v) in &g.series {
+            let _ = writeln!(out, "{}{} {v}", g.name, label_text(labels, None));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_rendered_with_inf() {
+        handler_attempt("unit-test-handler", "ok", Duration::from_millis(300));
+        let text = render(&[]);
+        assert!(text.contains(
+            "wardhook_handler_latency_seconds_bucket{handler=\"unit-test-handler\",le=\"0.25\"} 0"
+        ));
+        assert!(text.contains(
+            "wardhook_handler_latency_seconds_bucket{handler=\"unit-test-handler\",le=\"0.5\"} 1"
+        ));
+        assert!(text.contains(
+            "wardhook_handler_latency_seconds_bucket{handler=\"unit-test-handler\",le=\"+Inf\"} 1"
+        ));
+    }
+
+    #[test]
+    fn unknown_sources_share_one_label_value() {
+        hook_response("attacker-chosen-name", 404, Duration::from_millis(1));
+        let text = render(&[]);
+        assert!(!text.contains("attacker-chosen-name"));
+        assert!(text.contains("source=\"_unknown\""));
+    }
+}
