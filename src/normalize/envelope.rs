@@ -408,19 +408,20 @@ fn twilio(params: Map<String, Value>) -> Result<Fields, NormalizeError> {
 }
 
 fn generic(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
-    let event_type = match ["event", "event_type", "type", "eventType"]
+    // The first candidate key holding a string names the event; an object under one of them
+    // (Slack's `event`, chat-style `message`) names it by its own `type`. Shapes we do not know
+    // are tolerated: without any name the event is a plain `webhook`.
+    let event_type = ["event", "event_type", "type", "eventType", "message"]
         .iter()
-        .find_map(|k| body.get(*k))
-    {
-        None | Some(Value::Null) => "webhook".to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(NormalizeError::WrongType {
-                field: "event",
-                expected: "a string",
-            })
-        }
-    };
+        .find_map(|k| match body.get(*k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(o)) => match o.get("type") {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_else(|| "webhook".to_owned());
     let data = match body.get("data") {
         Some(Value::Object(d)) => Value::Object(d.clone()),
         _ => Value::Object(body.clone()),

@@ -128,11 +128,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    spawn_from_fixture(write_fixture(&opts)).await
+}
+
+/// Start an app on a fixture the test has adjusted (extra files, edited config).
+pub async fn spawn_from_fixture(fixture: Fixture) -> TestApp {
     let Fixture {
         dir,
         ca,
         config_path,
-    } = write_fixture(&opts);
+    } = fixture;
     let config = Config::load_with_base(&config_path, dir.path())
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
     let app = Application::build_with_base(config, dir.path())

@@ -10,3 +10,4 @@ mod foundation;
 mod helpers;
 mod intake;
 mod reload;
+mod verify_tls;
