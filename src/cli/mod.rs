@@ -16,6 +16,7 @@ pub mod audit;
 pub mod dlq;
 pub mod doctor;
 pub mod intake;
+pub mod send;
 
 /// wardhook: a self-hosted webhook receiver for clinics.
 #[derive(Debug, Parser)]
@@ -46,6 +47,30 @@ pub enum Command {
         /// Where to write it; default: keys.master_key_file of the config, else data/master.key.
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
+    },
+    /// Print the headers `--source`'s sender would send for the body on stdin.
+    Sign {
+        /// The source name.
+        #[arg(long)]
+        source: String,
+        /// The URL the sender posts to (default: the source's public_url, else this server).
+        #[arg(long)]
+        url: Option<String>,
+        /// Ed25519 private key file, for presets that sign asymmetrically.
+        #[arg(long, value_name = "PATH")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Sign the preset's sample event for `--source` and post it to the running server.
+    SendTest {
+        /// The source name.
+        #[arg(long)]
+        source: String,
+        /// CA certificate to trust for the server (e.g. data/dev/certs/dev-ca.crt).
+        #[arg(long, value_name = "PATH")]
+        ca: Option<PathBuf>,
+        /// Ed25519 private key file, for presets that sign asymmetrically.
+        #[arg(long, value_name = "PATH")]
+        signing_key: Option<PathBuf>,
     },
     /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
     Reload,
@@ -346,6 +371,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { dev } => serve(&cli.config, dev),
         Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::Sign {
+            source,
+            url,
+            signing_key,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                .context("cannot read the body from stdin")?;
+            let signed = send::sign(
+                &config,
+                &source,
+                &body,
+                url.as_deref(),
+                signing_key.as_deref(),
+            )?;
+            send::print_signed(&signed, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SendTest {
+            source,
+            ca,
+            signing_key,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let status = runtime.block_on(send::send_test(
+                &config,
+                &source,
+                ca.as_deref(),
+                signing_key.as_deref(),
+                &mut std::io::stdout(),
+            ))?;
+            Ok(if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Reload => {
             let pid_file = pid_file_for(&cli.config)?;
             let pid = std::fs::read_to_string(&pid_file).with_context(|| {

@@ -2,6 +2,7 @@
 
 mod audit_cli;
 mod canary;
+mod cli_send;
 mod config_table;
 mod crash;
 mod dispatch;
