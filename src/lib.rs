@@ -14,8 +14,11 @@
 //! Around them: [`config`] (typed, checked at start with every problem reported), [`secret`]
 //! (`env:`/`file:` references, zeroized), [`certs`] and [`dev`] (the first-run setup),
 //! [`telemetry`] (operational logs without payload data) and [`cli`] (the binary's edge).
+//! Beside the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own
+//! listener) and [`metrics`] (counters and histograms the stages update).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod certs;
 pub mod cli;
@@ -24,6 +27,7 @@ pub mod crypto;
 pub mod dev;
 pub mod dispatch;
 pub mod listener;
+pub mod metrics;
 pub mod normalize;
 pub mod secret;
 pub mod store;

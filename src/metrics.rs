@@ -129,7 +129,10 @@ fn observe(name: &'static str, labels: Labels, bounds: &'static [f64], v: Durati
 pub fn delivery(source: &str, outcome: &'static str) {
     inc(
         "wardhook_deliveries_total",
-        vec![("source", source.to_owned()), ("outcome", outcome.to_owned())],
+        vec![
+            ("source", source.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ],
         1,
     );
 }
@@ -164,7 +167,10 @@ pub fn hook_response(source: &str, status: u16, elapsed: Duration) {
 pub fn handler_attempt(handler: &str, result: &'static str, latency: Duration) {
     inc(
         "wardhook_handler_attempts_total",
-        vec![("handler", handler.to_owned()), ("result", result.to_owned())],
+        vec![
+            ("handler", handler.to_owned()),
+            ("result", result.to_owned()),
+        ],
         1,
     );
     observe(
@@ -205,7 +211,14 @@ pub fn ack_summary(source: &str) -> (u64, f64) {
         vec![("source", source.to_owned())],
     ))
     .map_or((0, 0.0), |h| {
-        (h.count, if h.count == 0 { 0.0 } else { h.sum / h.count as f64 })
+        (
+            h.count,
+            if h.count == 0 {
+                0.0
+            } else {
+                h.sum / h.count as f64
+            },
+        )
     })
 }
 

@@ -166,10 +166,7 @@ async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
-async fn whoami(
-    console: web::Data<Console>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn whoami(console: web::Data<Console>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let p = guard(&console, &req, Permission::ReadMetadata, ("session", None)).await?;
     Ok(HttpResponse::Ok()
         .json(json!({ "token_id": p.token_id, "name": p.name, "role": p.role.as_str() })))
@@ -222,15 +219,13 @@ async fn list_deliveries(
     guard(&console, &req, Permission::ReadMetadata, ("delivery", None)).await?;
     let filter = q.filter()?;
     let c = console.clone();
-    let rows = blocking(move || Ok(crate::store::admin::list_deliveries(&c.store, &filter)?)).await?;
+    let rows =
+        blocking(move || Ok(crate::store::admin::list_deliveries(&c.store, &filter)?)).await?;
     Ok(HttpResponse::Ok().json(json!({ "deliveries": rows })))
 }
 
 /// A delivery's metadata, its jobs and each job's attempts: nothing decrypted.
-pub(super) fn delivery_detail(
-    console: &Console,
-    id: &str,
-) -> Result<serde_json::Value, ApiError> {
+pub(super) fn delivery_detail(console: &Console, id: &str) -> Result<serde_json::Value, ApiError> {
     let conn = console.store.connection()?;
     let meta = conn
         .query_row(
@@ -251,7 +246,9 @@ pub(super) fn delivery_detail(
             other => ApiError::from(crate::store::StoreError::from(other)),
         })?;
     let mut jobs = Vec::new();
-    for (job_id, handler, status, attempts) in crate::store::jobs::delivery_jobs(&console.store, id)? {
+    for (job_id, handler, status, attempts) in
+        crate::store::jobs::delivery_jobs(&console.store, id)?
+    {
         let timeline = crate::store::jobs::job_attempts(&console.store, job_id)?;
         jobs.push(json!({
             "job_id": job_id,
@@ -270,7 +267,13 @@ async fn show_delivery(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    guard(&console, &req, Permission::ReadMetadata, ("delivery", Some(id.clone()))).await?;
+    guard(
+        &console,
+        &req,
+        Permission::ReadMetadata,
+        ("delivery", Some(id.clone())),
+    )
+    .await?;
     let c = console.clone();
     let v = blocking(move || delivery_detail(&c, &id)).await?;
     Ok(HttpResponse::Ok().json(v))
@@ -293,7 +296,13 @@ async fn reveal(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let p = guard(&console, &req, Permission::RevealPayload, ("delivery", Some(id.clone()))).await?;
+    let p = guard(
+        &console,
+        &req,
+        Permission::RevealPayload,
+        ("delivery", Some(id.clone())),
+    )
+    .await?;
     let event = reveal_for(&console, &p, id.clone()).await?;
     Ok(HttpResponse::Ok().json(json!({ "delivery_id": id, "event": event })))
 }
@@ -310,7 +319,13 @@ async fn replay(
     q: web::Query<ReplayQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let p = guard(&console, &req, Permission::Requeue, ("delivery", Some(id.clone()))).await?;
+    let p = guard(
+        &console,
+        &req,
+        Permission::Requeue,
+        ("delivery", Some(id.clone())),
+    )
+    .await?;
     let n = replay_for(&console, &p, id, q.into_inner().handler).await?;
     Ok(HttpResponse::Ok().json(json!({ "jobs": n })))
 }
@@ -397,10 +412,17 @@ async fn list_quarantine(
     req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    guard(&console, &req, Permission::ReadMetadata, ("quarantine", None)).await?;
+    guard(
+        &console,
+        &req,
+        Permission::ReadMetadata,
+        ("quarantine", None),
+    )
+    .await?;
     let filter = q.filter()?;
     let c = console.clone();
-    let rows = blocking(move || Ok(crate::store::admin::list_quarantine(&c.store, &filter)?)).await?;
+    let rows =
+        blocking(move || Ok(crate::store::admin::list_quarantine(&c.store, &filter)?)).await?;
     Ok(HttpResponse::Ok().json(json!({ "quarantine": rows })))
 }
 
@@ -593,18 +615,12 @@ pub(super) async fn health_of(console: &web::Data<Console>) -> Result<health::He
     .await
 }
 
-async fn health(
-    console: web::Data<Console>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn health(console: web::Data<Console>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     guard(&console, &req, Permission::ReadMetadata, ("health", None)).await?;
     Ok(HttpResponse::Ok().json(health_of(&console).await?))
 }
 
-async fn config(
-    console: web::Data<Console>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn config(console: web::Data<Console>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     guard(&console, &req, Permission::ReadMetadata, ("config", None)).await?;
     Ok(HttpResponse::Ok().json(&console.setup.summary))
 }
@@ -621,10 +637,7 @@ fn cert_days_left(console: &Console) -> Option<f64> {
     Some((not_after - chrono::Utc::now().timestamp()) as f64 / 86_400.0)
 }
 
-async fn metrics(
-    console: web::Data<Console>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn metrics(console: web::Data<Console>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     use crate::metrics::Gauge;
     guard(&console, &req, Permission::ReadMetadata, ("metrics", None)).await?;
     let h = health_of(&console).await?;

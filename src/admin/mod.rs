@@ -8,7 +8,7 @@
 //! same audit rules hold as at the CLI: every decrypted read is a `payload_read` record, every
 //! retry and replay is recorded, every refusal is an `access_denied` record.
 //!
-//! - [`tokens`]: admin tokens (hash only, roles, expiry, revocation).
+//! - [`tokens`]: admin tokens (hash only, roles, expiry, revocation); [`cli`]: `wardhook tokens`.
 //! - `auth`: bearer tokens, dashboard sessions with idle logoff and CSRF, failed sign-in limits.
 //! - `api`: the JSON API (`/api/...`, described by `/api/openapi.json`) and `/metrics`.
 //! - `dashboard`: HTML pages with embedded CSS and inline SVG charts (no CDN, no scripts).
@@ -16,6 +16,7 @@
 
 mod api;
 pub mod auth;
+pub mod cli;
 mod dashboard;
 mod health;
 pub mod tokens;
@@ -117,7 +118,11 @@ impl ConsoleSetup {
             .iter()
             .map(|s| s.name.as_str().to_owned())
             .collect();
-        let handlers: Vec<String> = config.handlers.iter().map(|h| h.name().to_owned()).collect();
+        let handlers: Vec<String> = config
+            .handlers
+            .iter()
+            .map(|h| h.name().to_owned())
+            .collect();
         let summary = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config_sha256": config.sha256,
@@ -178,7 +183,6 @@ pub(crate) struct Console {
     pub setup: ConsoleSetup,
     pub sessions: auth::Sessions,
     pub limiter: auth::LoginLimiter,
-    pub tls: bool,
 }
 
 /// A bound admin server, not yet running.
@@ -209,14 +213,12 @@ impl AdminServer {
         })?;
         let port = listener.local_addr().map_err(AdminError::Server)?.port();
         let transport = setup.transport.clone();
-        let tls = matches!(transport, Transport::Tls(_));
         let console = web::Data::new(Console {
             store,
             dispatcher,
             sessions: auth::Sessions::new(setup.idle_timeout),
             limiter: auth::LoginLimiter::default(),
             setup,
-            tls,
         });
         let http = HttpServer::new(move || {
             App::new()
@@ -382,7 +384,10 @@ impl Console {
             .unwrap_or(Actor::System);
         let mut r = AuditRecord::new(actor, Action::AccessDenied, Outcome::Denied);
         r.remote_addr = d.remote;
-        r.delivery_id = d.delivery_id.as_deref().and_then(|i| ObjectId::parse(i).ok());
+        r.delivery_id = d
+            .delivery_id
+            .as_deref()
+            .and_then(|i| ObjectId::parse(i).ok());
         if let Ok(c) = Code::parse(d.reason) {
             r.detail.insert(DetailKey::Reason, c);
         }

@@ -254,7 +254,10 @@ pub fn id_of(token: &str) -> Option<&str> {
 }
 
 /// Check a presented token. Constant time in the secret; the id only selects the row.
-pub fn authenticate(conn: &Connection, token: &str) -> Result<Result<TokenInfo, Refusal>, TokenError> {
+pub fn authenticate(
+    conn: &Connection,
+    token: &str,
+) -> Result<Result<TokenInfo, Refusal>, TokenError> {
     let presented = hash(token);
     let Some(id) = id_of(token) else {
         // Same work as a real comparison, so malformed and unknown tokens look alike.

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod dlq;
 pub mod doctor;
 pub mod intake;
+pub mod reverify;
 pub mod send;
 
 /// wardhook: a self-hosted webhook receiver for clinics.
@@ -125,6 +126,12 @@ pub enum Command {
         /// Which.
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// Admin console tokens (API, dashboard, /metrics).
+    Tokens {
+        /// Which.
+        #[command(subcommand)]
+        command: crate::admin::cli::TokensCommand,
     },
 }
 
@@ -328,6 +335,11 @@ pub enum DeliveriesCommand {
         /// The delivery id.
         id: String,
     },
+    /// Check again that a stored delivery is exactly what its sender signed (exits 3 if not).
+    Reverify {
+        /// The delivery id.
+        id: String,
+    },
     /// Run a delivery's handlers again (all, or one with --handler).
     Replay {
         /// The delivery id.
@@ -491,6 +503,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Tokens { command } => {
+            let store = open_store(&cli.config)?;
+            let conn = store.connection()?;
+            crate::admin::cli::run(&conn, command, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Certs {
             command: CertsCommand::Dev { dir, force },
         } => {
@@ -566,6 +584,14 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
             intake::deliveries_list(&store, &filter, format, &mut out)?;
         }
         DeliveriesCommand::Show { id } => intake::deliveries_show(&store, &id, &mut out)?,
+        DeliveriesCommand::Reverify { id } => {
+            let full = Config::load(config)?;
+            if let reverify::Reverified::NotAuthentic { .. } =
+                reverify::reverify(&full, &store, &id, &mut out)?
+            {
+                return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

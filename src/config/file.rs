@@ -124,12 +124,17 @@ pub struct StorageSection {
     /// The SQLite database file.
     #[serde(default = "default_db_path")]
     pub path: PathBuf,
+    /// A size cap for the database, in MiB. Reaching it behaves like a full disk (503 with
+    /// `Retry-After`, nothing acknowledged is lost) but leaves room on the volume for logs and
+    /// the operating system.
+    pub max_size_mb: Option<u64>,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
             path: default_db_path(),
+            max_size_mb: None,
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// The SQLite database file.
     pub storage_path: PathBuf,
+    /// Size cap of the database in MiB, if any.
+    pub storage_max_size_mb: Option<u64>,
     /// The master key file's path.
     pub master_key_file: PathBuf,
     /// The loaded master key.

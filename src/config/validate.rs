@@ -186,6 +186,9 @@ fn check(
         }
     };
     let admin_listen = parse_addr(&file.admin.listen, "admin.listen", problems);
+    if file.storage.max_size_mb == Some(0) {
+        problems.push("storage.max_size_mb", "must be at least 1");
+    }
     let admin_idle = match super::parse_duration(&file.admin.idle_timeout) {
         Ok(d) if d >= Duration::from_secs(1) => Some(d),
         Ok(_) => {
@@ -296,6 +299,7 @@ fn check(
         sha256: hex::encode(Sha256::digest(bytes)),
         server: server?,
         storage_path: check_storage(&file.storage.path, problems)?,
+        storage_max_size_mb: file.storage.max_size_mb,
         master_key_file: file.keys.master_key_file.clone(),
         master_key: master_key?,
         audit: AuditSettings {

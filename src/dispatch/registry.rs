@@ -21,6 +21,22 @@ pub type KeyPathProblem = (String, String);
 const FACTORIES: &[(&str, BuildFn)] = &[
     ("http", build_handler::<HttpFactory>),
     ("exec", build_handler::<ExecFactory>),
+    (
+        "hubspot",
+        build_handler::<wardhook_handler_hubspot::HubSpotFactory>,
+    ),
+    (
+        "salesforce",
+        build_handler::<wardhook_handler_salesforce::SalesforceFactory>,
+    ),
+    (
+        "slack",
+        build_handler::<wardhook_handler_slack::SlackFactory>,
+    ),
+    (
+        "email",
+        build_handler::<wardhook_handler_email::EmailFactory>,
+    ),
 ];
 
 /// The registered kinds, for messages and `--help`.

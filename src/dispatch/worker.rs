@@ -328,6 +328,18 @@ impl Dispatcher {
         let failed = matches!(record.result, AttemptResult::Retryable { .. });
         self.note_end(&job.handler, failed);
         let (next, outcome) = self.next_step(&plan, &job, &record.result, retry_after);
+        crate::metrics::handler_attempt(
+            &job.handler,
+            match record.result {
+                AttemptResult::Ok { .. } => "ok",
+                AttemptResult::Retryable { .. } => "retryable",
+                AttemptResult::Permanent { .. } => "permanent",
+            },
+            latency,
+        );
+        if matches!(outcome, TaskOutcome::Dead { .. }) {
+            crate::metrics::dead_letter(&job.handler);
+        }
         match &record.result {
             AttemptResult::Ok { .. } => {
                 tracing::info!(job = job.id, handler = %job.handler, attempt = job.attempt, latency_ms = latency.as_millis() as u64, "handler succeeded");

@@ -169,9 +169,13 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
         Ok(n) => n,
         Err(reason) => {
             tracing::warn!(reason = reason.code(), "authentic delivery quarantined");
+            let source = input.source().to_owned();
             return match state.store.quarantine(input, &reason).await {
-                Ok(id) => HttpResponse::BadRequest()
-                    .json(json!({ "error": reason.to_string(), "quarantine_id": id.0 })),
+                Ok(id) => {
+                    crate::metrics::delivery(&source, "quarantined");
+                    HttpResponse::BadRequest()
+                        .json(json!({ "error": reason.to_string(), "quarantine_id": id.0 }))
+                }
                 Err(e) => unavailable(&e),
             };
         }
@@ -200,6 +204,7 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
     match state.store.intake(input, normalized, jobs).await {
         Ok(IntakeOutcome::Accepted { delivery_id }) => {
             tracing::info!(delivery_id = %delivery_id, "delivery accepted");
+            crate::metrics::delivery(&source, "accepted");
             if has_jobs {
                 state.dispatch_wake.notify_waiters();
             }
@@ -207,6 +212,7 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
         }
         Ok(IntakeOutcome::Duplicate { delivery_id }) => {
             tracing::info!(delivery_id = %delivery_id, "duplicate delivery");
+            crate::metrics::delivery(&source, "duplicate");
             HttpResponse::Ok().json(json!({ "status": "duplicate", "delivery_id": delivery_id }))
         }
         Err(e) if e.is_unavailable() => unavailable(&e),

@@ -58,6 +58,9 @@ pub enum ListenerError {
     /// The audit mirror folder could not be prepared.
     #[error("cannot open the audit mirror: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// The admin listener (console, API, metrics) could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// A source with its runtime state.
@@ -128,6 +131,8 @@ pub struct Application {
     dispatch_workers: usize,
     store: Store,
     config_sha256: String,
+    /// The operators' listener, started and stopped with this one.
+    admin: Option<crate::admin::AdminServer>,
 }
 
 impl std::fmt::Debug for Application {
@@ -156,6 +161,7 @@ impl Application {
             })?;
         let port = listener.local_addr().map_err(ListenerError::Server)?.port();
         let keyring = Keyring::from_master(&config.master_key);
+        let console = crate::admin::ConsoleSetup::from_config(&config);
         let mirror = Mirror::new(&config.audit.dir)?.with_checkpoints(
             crate::audit::commands::checkpoint_path(&config.audit.dir),
             AUDIT_CHECKPOINT_EVERY,
@@ -166,6 +172,8 @@ impl Application {
             keyring,
             StoreOptions {
                 audit_mirror: Some(Arc::new(mirror)),
+                // SQLite's default page size is 4 KiB.
+                max_db_pages: config.storage_max_size_mb.map(|mb| mb * 256),
                 ..StoreOptions::default()
             },
         )?;
@@ -178,6 +186,15 @@ impl Application {
             plan.clone(),
             config.dispatch.clone(),
         ));
+        let admin = if console.enabled() {
+            Some(crate::admin::AdminServer::build(
+                console,
+                store.clone(),
+                dispatcher.clone(),
+            )?)
+        } else {
+            None
+        };
         let state = web::Data::new(AppState {
             live: RwLock::new(Arc::new(Live::from_config(
                 config.sources,
@@ -199,10 +216,14 @@ impl Application {
                     let method = req.method().clone();
                     // The path names the source only; query strings may carry sender data.
                     let path = req.path().to_owned();
+                    let hook_source = path.strip_prefix("/hooks/").map(str::to_owned);
                     let fut = srv.call(req);
                     async move {
                         let mut res = fut.await?;
                         let status = res.status().as_u16();
+                        if let Some(source) = &hook_source {
+                            crate::metrics::hook_response(source, status, started.elapsed());
+                        }
                         tracing::info!(
                             request_id = %request_id,
                             method = %method,
@@ -264,6 +285,7 @@ impl Application {
             dispatcher,
             store: app_state.store.clone(),
             config_sha256: config.sha256.clone(),
+            admin,
             reloader: Reloader {
                 state: app_state,
                 cert_slot,
@@ -281,6 +303,11 @@ impl Application {
     /// A handle that applies a new config to this running server.
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()
+    }
+
+    /// The admin listener's bound port, if it runs (useful when configured with port 0).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(crate::admin::AdminServer::port)
     }
 
     /// The bound port (useful when configured with port 0).
@@ -316,6 +343,14 @@ impl Application {
             .record_audit(lifecycle_record(crate::audit::Action::ServerStarted, None))
             .await
             .map_err(std::io::Error::other)?;
+        let admin = self.admin.map(|a| {
+            let port = a.port();
+            let server = a.into_server();
+            let handle = server.handle();
+            tracing::info!(admin_port = port, "admin console listening");
+            (tokio::spawn(server), handle)
+        });
+        let admin_handle = admin.as_ref().map(|(_, h)| h.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let workers =
             (self.dispatch_workers > 0).then(|| tokio::spawn(self.dispatcher.clone().run(stop_rx)));
@@ -325,9 +360,17 @@ impl Application {
             shutdown.await;
             tracing::info!("shutdown requested; draining in-flight requests and handler attempts");
             let _ = stop_tx.send(true);
+            if let Some(a) = admin_handle {
+                a.stop(true).await;
+            }
             handle.stop(true).await;
         });
         let served = self.server.await;
+        if let Some((task, handle)) = admin {
+            // The senders' server stopped (signal or handle): the console goes with it.
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         if let Some(w) = workers {
             let _ = w.await;
         }

@@ -19,6 +19,7 @@ mod audit_hook;
 pub mod jobs;
 mod keys;
 pub mod payload;
+pub mod reverify;
 mod schema;
 mod writer;
 

@@ -362,7 +362,8 @@ fn quarantine_one(
 /// Allocate a page and give it back: succeeds only if the database can grow and commit.
 fn probe(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute_batch(
-        "INSERT INTO health_probe (filler) VALUES (zeroblob(8192));
+        // 128 KiB: readiness means room for a sizeable delivery, not for any one page.
+        "INSERT INTO health_probe (filler) VALUES (zeroblob(131072));
          DELETE FROM health_probe;",
     )?;
     Ok(())

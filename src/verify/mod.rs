@@ -423,6 +423,11 @@ pub(crate) struct Proof {
     pub challenge: Option<ChallengeReply>,
 }
 
+/// Pseudo-header under which the request method is kept with a delivery's signature headers.
+pub const REVERIFY_METHOD: &str = ":method";
+/// Pseudo-header under which the request path and query are kept.
+pub const REVERIFY_PATH: &str = ":path";
+
 /// A source's verifier, built once from config.
 #[derive(Debug)]
 pub struct SourceVerifier {
@@ -479,10 +484,18 @@ impl SourceVerifier {
             now,
             oauth: self.oauth.as_deref(),
         };
-        let proof = self.scheme.check(&ctx)?;
+        let mut proof = self.scheme.check(&ctx)?;
         if let Some(reply) = proof.challenge {
             return Ok(Verdict::Challenge(reply));
         }
+        // Kept (encrypted) with the payload so `deliveries reverify` can rebuild the request:
+        // URL-signing schemes sign the method, path and query too.
+        proof
+            .used_headers
+            .push((REVERIFY_METHOD.to_owned(), req.method.to_owned()));
+        proof
+            .used_headers
+            .push((REVERIFY_PATH.to_owned(), req.path_and_query.to_owned()));
         Ok(Verdict::Verified(VerifiedDelivery {
             source: self.spec.source.clone(),
             preset: self.spec.preset,

@@ -35,11 +35,15 @@ pub struct AppOptions {
     pub plain_http: bool,
     /// Extra top-level TOML appended at the end (e.g. `[log]`, `[[handlers]]`).
     pub extra: String,
+    /// Extra keys for `[admin]` (whose `listen` is always port 0 on loopback).
+    pub admin: String,
 }
 
 /// A running app.
 pub struct TestApp {
     pub port: u16,
+    /// The admin console's port (API, dashboard, /metrics).
+    pub admin_port: u16,
     pub dir: TempDir,
     pub ca: DevCa,
     pub ca_pem: String,
@@ -107,11 +111,16 @@ master_key_file = "master.key"
 
 [audit]
 dir = "{d}/data/audit"
+
+[admin]
+listen = "127.0.0.1:0"
+{admin}
 {sources}
 {tail}
 "#,
         extra = opts.server_extra,
         tail = opts.extra,
+        admin = opts.admin,
         d = d.display(),
     );
     let config_path = d.join("wardhook.toml");
@@ -144,12 +153,14 @@ pub async fn spawn_from_fixture(fixture: Fixture) -> TestApp {
         .await
         .unwrap();
     let port = app.port();
+    let admin_port = app.admin_port().unwrap_or(0);
     let handle = app.handle();
     let reloader = app.reloader();
     let dispatcher = app.dispatcher();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         port,
+        admin_port,
         ca_pem: ca.cert_pem(),
         ca,
         dir,

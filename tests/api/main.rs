@@ -10,5 +10,6 @@ mod examples;
 mod foundation;
 mod helpers;
 mod intake;
+mod operations;
 mod reload;
 mod verify_tls;

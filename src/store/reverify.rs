@@ -1,0 +1,81 @@
+//! Loading what a delivery's sender signed, so its signature can be checked again later.
+//!
+//! An auditor's question "is this stored delivery exactly what the sender signed?" is answered
+//! by re-running the source's verification over the stored raw body and signature headers. The
+//! read decrypts the payload, so it is audited (`delivery_reverified`) like any other read.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::admin::Requester;
+use super::keys;
+use super::payload::{decode_body, StoredDelivery};
+use super::{Store, StoreError};
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
+use crate::crypto::RecordPlace;
+
+/// A stored delivery as its sender sent it.
+#[derive(Debug)]
+pub struct StoredRequest {
+    /// The source it arrived on.
+    pub source: String,
+    /// The raw body bytes.
+    pub body: Vec<u8>,
+    /// The headers the signature check used (plus `:method` and `:path`).
+    pub headers: Vec<(String, String)>,
+    /// When wardhook received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// Decrypt delivery `id`'s raw body and signature headers; the read is audited.
+pub fn load_stored_request(
+    store: &Store,
+    id: &str,
+    who: &Requester,
+) -> Result<StoredRequest, StoreError> {
+    let mut conn = store.connection()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(String, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>)> = tx
+        .query_row(
+            "SELECT source, key_id, nonce, ciphertext FROM deliveries WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (source, key_id, nonce, ciphertext) = row.ok_or(StoreError::NotFound("delivery"))?;
+    let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) else {
+        return Err(StoreError::KeyDestroyed);
+    };
+    let key = keys::key_for_read(&tx, store.keyring(), key_id)?;
+    let plain = key.open(
+        &RecordPlace {
+            kind: "delivery",
+            id,
+            source: &source,
+            key_id,
+        },
+        &nonce,
+        &ciphertext,
+    )?;
+    let stored: StoredDelivery = serde_json::from_slice(&plain)
+        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
+    let mut audit = AuditRecord::new(
+        Actor::cli_user(&who.user).unwrap_or(Actor::System),
+        Action::DeliveryReverified,
+        Outcome::Success,
+    );
+    audit.delivery_id = ObjectId::parse(id).ok();
+    audit.source = Code::parse(&source).ok();
+    if let Ok(v) = Code::parse(who.via) {
+        audit.detail.insert(DetailKey::Via, v);
+    }
+    crate::audit::append(&tx, store.keyring(), &audit)?;
+    tx.commit()?;
+    super::admin::mirror(store, &conn);
+    Ok(StoredRequest {
+        source,
+        body: decode_body(&stored.body_b64)?,
+        headers: stored.signature_headers,
+        received_at: stored.event.received_at,
+    })
+}
