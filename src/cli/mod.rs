@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
@@ -72,6 +74,31 @@ pub enum Command {
         /// Ed25519 private key file, for presets that sign asymmetrically.
         #[arg(long, value_name = "PATH")]
         signing_key: Option<PathBuf>,
+    },
+    /// Break-glass access: decrypt deliveries received in a time range into an encrypted archive,
+    /// offline, with the master key file; prints the archive key once. Audited.
+    EmergencyExport {
+        /// Why (kept inside the encrypted archive; its SHA-256 goes into the audit record).
+        #[arg(long)]
+        reason: String,
+        /// Received at or after (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: String,
+        /// Received before (RFC 3339 or YYYY-MM-DD, UTC); default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// The archive file to create (must not exist).
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Decrypt an emergency archive to JSON lines on stdout.
+    EmergencyOpen {
+        /// The archive file.
+        archive: PathBuf,
+        /// File holding the archive key printed by emergency-export (not on the command line,
+        /// where other users could see it).
+        #[arg(long, value_name = "PATH")]
+        key_file: PathBuf,
     },
     /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
     Reload,
@@ -383,6 +410,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { dev } => serve(&cli.config, dev),
         Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::EmergencyExport {
+            reason,
+            since,
+            until,
+            out,
+        } => {
+            let store = open_store(&cli.config)?;
+            let since = intake::parse_time(&since)?;
+            let until = until
+                .as_deref()
+                .map(intake::parse_time)
+                .transpose()?
+                .unwrap_or_else(chrono::Utc::now);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
+            let report = crate::store::emergency::export(
+                &store,
+                since,
+                until,
+                &reason,
+                &crate::store::admin::Requester::cli_user(),
+                &mut std::io::BufWriter::new(&mut file),
+            )?;
+            file.sync_all()?;
+            eprintln!(
+                "wrote {} deliveries to {} ({} in range already purged); this access is in the audit log",
+                report.count,
+                out.display(),
+                report.purged
+            );
+            eprintln!(
+                "archive key (shown once, not stored anywhere; keep it apart from the archive):"
+            );
+            println!("{}", report.archive_key_b64.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EmergencyOpen { archive, key_file } => {
+            let key = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&key_file)
+                    .with_context(|| format!("cannot read {}", key_file.display()))?,
+            );
+            let mut input = std::io::BufReader::new(
+                std::fs::File::open(&archive)
+                    .with_context(|| format!("cannot open {}", archive.display()))?,
+            );
+            let n = crate::store::emergency::open_archive(
+                &key,
+                &mut input,
+                &mut std::io::stdout().lock(),
+            )?;
+            eprintln!("{n} deliveries");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sign {
             source,
             url,

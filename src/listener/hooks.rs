@@ -52,6 +52,11 @@ pub(super) async fn receive_hook(
         }
         Err(BodyError::Broken) => return error_response(StatusCode::BAD_REQUEST, "bad request"),
     };
+    // Benchmark ceiling only (`--features bench-stub`): TLS + HTTP + body, nothing else.
+    #[cfg(feature = "bench-stub")]
+    if !body.is_empty() {
+        return HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": "stub" }));
+    }
     let peer_ip = req
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());

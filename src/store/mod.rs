@@ -16,6 +16,7 @@
 
 pub mod admin;
 mod audit_hook;
+pub mod emergency;
 pub mod jobs;
 mod keys;
 pub mod payload;

@@ -1,5 +1,7 @@
 //! Integration tests: the real server over real TLS on loopback, one test binary.
 
+mod adapters_flow;
+mod admin;
 mod audit_cli;
 mod canary;
 mod cli_send;

@@ -301,3 +301,87 @@ async fn a_full_database_answers_503_with_retry_after_and_loses_nothing_acknowle
         );
     }
 }
+
+#[tokio::test]
+async fn emergency_export_decrypts_a_range_into_an_archive_only_its_key_opens() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        deliver(&app, &format!(r#"{{"event":"call.ended","data":{{"call_id":"em-{i}","caller":{{"name":"Emergency Canary"}}}}}}"#)).await;
+    }
+    let archive = app.dir.path().join("export.whe");
+    let out = cli(
+        app.dir.path(),
+        &app.config_path,
+        &[
+            "emergency-export",
+            "--reason",
+            "EHR outage, on-call physician needs yesterday's calls",
+            "--since",
+            "2000-01-01",
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap();
+    let raw = std::fs::read(&archive).unwrap();
+    assert!(
+        !raw.windows(b"Emergency Canary".len())
+            .any(|w| w == b"Emergency Canary"),
+        "the archive must be encrypted"
+    );
+    let key_file = app.dir.path().join("archive.key");
+    std::fs::write(&key_file, &key).unwrap();
+    let opened = cli(
+        app.dir.path(),
+        &app.config_path,
+        &[
+            "emergency-open",
+            archive.to_str().unwrap(),
+            "--key-file",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&opened.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "header + 3 deliveries");
+    assert!(lines[0]["reason"].as_str().unwrap().contains("EHR outage"));
+    assert_eq!(lines[1]["caller"]["name"], "Emergency Canary");
+
+    // A truncated archive is an error, not a shorter export.
+    std::fs::write(&archive, &raw[..raw.len() - 10]).unwrap();
+    let cut = cli(
+        app.dir.path(),
+        &app.config_path,
+        &[
+            "emergency-open",
+            archive.to_str().unwrap(),
+            "--key-file",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert!(!cut.status.success());
+
+    let audit = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["audit", "search", "--action", "emergency_access"],
+    );
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(text.contains("\"count\":3"), "{text}");
+    assert!(
+        !text.contains("EHR outage"),
+        "the reason text stays out of the audit log"
+    );
+}
