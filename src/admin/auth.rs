@@ -45,13 +45,16 @@ impl Role {
     /// The permission table: operators fix deliveries, auditors read the audit trail, admins
     /// do both. Only operators and admins ever see decrypted data.
     pub fn allows(self, p: Permission) -> bool {
-        match (self, p) {
-            (Self::Admin, _) => true,
-            (_, Permission::ReadMetadata) => true,
-            (Self::Operator, Permission::RevealPayload | Permission::Requeue) => true,
-            (Self::Auditor, Permission::ReadAudit) => true,
-            _ => false,
-        }
+        matches!(
+            (self, p),
+            (Self::Admin, _)
+                | (_, Permission::ReadMetadata)
+                | (
+                    Self::Operator,
+                    Permission::RevealPayload | Permission::Requeue
+                )
+                | (Self::Auditor, Permission::ReadAudit)
+        )
     }
 }
 

@@ -183,6 +183,7 @@ fn sparkline(values: &[Option<f64>], max: f64, label: &str) -> String {
     let n = values.len().max(2) as f64;
     let max = if max > 0.0 { max } else { 1.0 };
     let mut paths = String::new();
+    let mut dots = String::new();
     let mut current = String::new();
     for (i, v) in values.iter().enumerate() {
         match v {
@@ -190,6 +191,11 @@ fn sparkline(values: &[Option<f64>], max: f64, label: &str) -> String {
                 let x = i as f64 * (w - 4.0) / (n - 1.0) + 2.0;
                 let y = h - 2.0 - (v / max).clamp(0.0, 1.0) * (h - 4.0);
                 let _ = write!(current, "{x:.1},{y:.1} ");
+                // A dot per hour with data, so a single busy hour is still visible.
+                let _ = write!(
+                    dots,
+                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"#0b5cad\"/>"
+                );
             }
             None => {
                 if !current.is_empty() {
@@ -213,7 +219,7 @@ fn sparkline(values: &[Option<f64>], max: f64, label: &str) -> String {
     format!(
         "<svg class=\"spark\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
          aria-label=\"{l}\"><title>{l}</title><rect x=\"0.5\" y=\"0.5\" width=\"{w1}\" height=\"{h1}\" \
-         fill=\"#fff\" stroke=\"#d0d7de\"/>{paths}</svg>",
+         fill=\"#fff\" stroke=\"#d0d7de\"/>{paths}{dots}</svg>",
         l = esc(label),
         w1 = w - 1.0,
         h1 = h - 1.0
@@ -490,7 +496,7 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> HttpResponse
          <div class=\"card\"><div class=\"n\">{}</div><div class=\"l\">jobs queued</div></div>\
          <div class=\"card\"><div class=\"n\">{}</div><div class=\"l\">oldest due job (s)</div></div>\
          <div class=\"card\"><div class=\"n\">{}</div><div class=\"l\">dead letters {}</div></div>\
-         <div class=\"card\"><div class=\"n\">{}</div><div class=\"l\">sources · {} handlers</div></div>\
+         <div class=\"card\"><div class=\"n\">{} / {}</div><div class=\"l\">sources / handlers</div></div>\
          </div>",
         h.queue_depth,
         h.oldest_due_age_secs.unwrap_or(0),
@@ -530,7 +536,7 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> HttpResponse
     b.push_str(
         "<h2>Handlers — last 24 h</h2><div class=\"table-wrap\"><table><thead><tr>\
         <th>handler</th><th>attempts</th><th>success rate</th><th>per hour</th>\
-        <th>latency p50 / p95</th><th>latency per hour</th><th>circuit</th><th>queued</th>\
+        <th>latency p50 / p95</th><th class=\"hide-narrow\">latency per hour</th><th>circuit</th><th class=\"hide-narrow\">queued</th>\
         <th>dead</th></tr></thead><tbody>",
     );
     for hd in &h.handlers {
@@ -539,7 +545,7 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> HttpResponse
         let _ = write!(
             b,
             "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
-             <td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+             <td class=\"hide-narrow\">{}</td><td>{}</td><td class=\"num hide-narrow\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&hd.name),
             hd.attempts,
             rate_text(hd.success_rate),
@@ -673,7 +679,7 @@ fn delivery_body(detail: &serde_json::Value, s: &Session, notice: &str) -> Strin
             text(&j["handler"]),
             badge(j["status"].as_str().unwrap_or_default()),
             j["job_id"],
-            j["attempts"]
+            j["timeline"].as_array().map_or(0, Vec::len)
         );
         for a in j["timeline"].as_array().cloned().unwrap_or_default() {
             let status = a["http_status"]
@@ -1158,11 +1164,10 @@ async fn audit(
             b,
             "<form class=\"inline\" method=\"post\" action=\"/audit/export\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"format\" value=\"{fmt}\">{}\
-             <button type=\"submit\" class=\"secondary\">Export {} ({})</button></form> ",
+             <button type=\"submit\" class=\"secondary\">Export {} (matching records)</button></form> ",
             esc(&s.csrf),
             audit_hidden(&q),
-            fmt.to_uppercase(),
-            "matching records"
+            fmt.to_uppercase()
         );
     }
     b.push_str(

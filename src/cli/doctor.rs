@@ -277,7 +277,54 @@ fn collect(config_path: &Path, options: &DoctorOptions) -> Vec<Check> {
     let db_usable = db_checks.iter().all(|c| c.status == Status::Ok);
     checks.extend(db_checks);
     checks.push(check_audit(&paths, key_usable, db_usable));
+    checks.push(check_sender_clocks(&paths.storage));
     checks
+}
+
+/// Skew past which a sender's clock is worth fixing before it meets the replay window (300 s
+/// by default).
+const CLOCK_SKEW_WARN_MS: i64 = 60_000;
+
+fn check_sender_clocks(storage: &Path) -> Check {
+    const NAME: &str = "senders' clocks";
+    let dir = storage
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(stats) = crate::listener::clock::read(dir) else {
+        return Check::ok(
+            NAME,
+            "no signed timestamps recorded yet (written by the running server every minute)",
+        );
+    };
+    let drifting: Vec<String> = stats
+        .iter()
+        .filter(|(_, s)| s.max_abs_ms >= CLOCK_SKEW_WARN_MS)
+        .map(|(source, s)| {
+            format!(
+                "{source} up to {} s (latest {} s)",
+                s.max_abs_ms / 1000,
+                s.last_ms / 1000
+            )
+        })
+        .collect();
+    if drifting.is_empty() {
+        let worst = stats.values().map(|s| s.max_abs_ms).max().unwrap_or(0);
+        Check::ok(
+            NAME,
+            format!(
+                "{} source(s) with signed timestamps; largest skew {} ms",
+                stats.len(),
+                worst
+            ),
+        )
+    } else {
+        Check::warn(
+            NAME,
+            format!("clock skew seen: {}", drifting.join(", ")),
+            "ask the sender to fix its clock (NTP), or check this host's: `timedatectl status`; past the source's tolerance_secs its deliveries are refused as stale",
+        )
+    }
 }
 
 fn credentials_hint(path: &Path) -> &'static str {
@@ -1038,5 +1085,28 @@ mod tests {
         let (report, text) = run(&s.config);
         assert_eq!(status(&report, "audit"), Status::Fail, "{text}");
         drop(store);
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_drifting_sender_clock_is_flagged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tracker = crate::listener::clock::SkewTracker::default();
+        let now = Utc::now();
+        tracker.record("steady", now, now);
+        tracker.record("drifty", now + chrono::Duration::seconds(95), now);
+        tracker.write(dir.path()).expect("write");
+        let check = check_sender_clocks(&dir.path().join("wardhook.db"));
+        assert_eq!(check.status, Status::Warn, "{}", check.message);
+        assert!(
+            check.message.contains("drifty up to 95 s"),
+            "{}",
+            check.message
+        );
+        assert!(!check.message.contains("steady"));
     }
 }

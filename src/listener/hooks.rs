@@ -83,7 +83,12 @@ pub(super) async fn receive_hook(
             }
             res.content_type(reply.content_type).body(reply.body)
         }
-        Ok(Verdict::Verified(delivery)) => intake(&state, &live, delivery).await,
+        Ok(Verdict::Verified(delivery)) => {
+            if let Some(signed_at) = delivery.signed_at() {
+                state.clock.record(path.as_str(), signed_at, Utc::now());
+            }
+            intake(&state, &live, delivery).await
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! authentication header; a request's log line has its id, source, status and latency only.
 
 pub mod body;
+pub mod clock;
 mod hooks;
 pub mod rate_limit;
 mod reload;
@@ -112,6 +113,8 @@ pub struct AppState {
     plan: SharedPlan,
     /// Wakes idle dispatch workers when intake commits new jobs.
     dispatch_wake: Arc<tokio::sync::Notify>,
+    /// Senders' clock skew, for `wardhook doctor`.
+    clock: Arc<clock::SkewTracker>,
 }
 
 impl AppState {
@@ -133,6 +136,8 @@ pub struct Application {
     config_sha256: String,
     /// The operators' listener, started and stopped with this one.
     admin: Option<crate::admin::AdminServer>,
+    state_clock: Arc<clock::SkewTracker>,
+    data_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Application {
@@ -204,6 +209,7 @@ impl Application {
             store,
             plan,
             dispatch_wake: dispatcher.waker(),
+            clock: Arc::default(),
         });
         let app_state = state.clone();
 
@@ -285,6 +291,12 @@ impl Application {
             dispatcher,
             store: app_state.store.clone(),
             config_sha256: config.sha256.clone(),
+            state_clock: app_state.clock.clone(),
+            data_dir: config
+                .storage_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| ".".into(), ToOwned::to_owned),
             admin,
             reloader: Reloader {
                 state: app_state,
@@ -365,7 +377,21 @@ impl Application {
             }
             handle.stop(true).await;
         });
+        let clock = self.state_clock.clone();
+        let clock_dir = self.data_dir.clone();
+        let clock_task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let (c, d) = (clock.clone(), clock_dir.clone());
+                let _ = tokio::task::spawn_blocking(move || c.write(&d)).await;
+            }
+        });
         let served = self.server.await;
+        clock_task.abort();
+        if let Err(e) = self.state_clock.write(&self.data_dir) {
+            tracing::warn!(error = %e, "cannot write the sender clock summary");
+        }
         if let Some((task, handle)) = admin {
             // The senders' server stopped (signal or handle): the console goes with it.
             handle.stop(true).await;

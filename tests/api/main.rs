@@ -3,6 +3,7 @@
 mod adapters_flow;
 mod admin;
 mod audit_cli;
+mod browser;
 mod canary;
 mod cli_send;
 mod config_table;
