@@ -174,6 +174,20 @@ impl Browser {
             .to_owned()
     }
 
+    /// The page source once it contains `text` (a click's navigation may still be running
+    /// when the click returns); panics with the page after 10 s.
+    async fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = self.source().await;
+            if page.contains(text) {
+                return page;
+            }
+            assert!(Instant::now() < deadline, "never showed {text:?}: {page}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn find(&self, css: &str) -> String {
         let v = self
             .cmd(
@@ -226,8 +240,7 @@ impl Browser {
         self.goto(&admin_url(app, "/login")).await;
         self.type_into("#token", token).await;
         self.click("#sign-in").await;
-        let page = self.source().await;
-        assert!(page.contains("Overview"), "signed in: {page}");
+        self.wait_for("<h1>Overview</h1>").await;
     }
 
     async fn close(self) {
@@ -284,7 +297,7 @@ async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_re
     assert!(page.contains("✗ dead"), "status in words, not only colour");
     b.screenshot("dead-letters").await;
     b.click("button.retry").await;
-    assert!(b.source().await.contains("Retried 1 dead letter"));
+    b.wait_for("Retried 1 dead letter").await;
     assert!(matches!(
         drain(&app).await[..],
         [wardhook::dispatch::worker::TaskOutcome::Done { .. }]
@@ -306,8 +319,7 @@ async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_re
 
     // Reveal the payload as the operator.
     b.click("#reveal").await;
-    let page = b.source().await;
-    assert!(page.contains(CANARY_NAME), "the decrypted payload is shown");
+    b.wait_for(CANARY_NAME).await;
     b.screenshot("payload").await;
 
     b.goto(&admin_url(&app, "/quarantine")).await;
@@ -316,6 +328,7 @@ async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_re
 
     // Sign out; the auditor sees the verified audit log but cannot reveal.
     b.click("header form button").await;
+    b.wait_for("Admin token").await;
     assert!(b.url().await.ends_with("/login"));
     b.sign_in(&app, &auditor).await;
     b.goto(&admin_url(&app, "/audit")).await;
@@ -329,8 +342,7 @@ async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_re
     b.goto(&admin_url(&app, &format!("/deliveries/{dead_id}")))
         .await;
     b.click("#reveal").await;
-    let page = b.source().await;
-    assert!(page.contains("Not allowed"), "refused: {page}");
+    let page = b.wait_for("<h1>Not allowed</h1>").await;
     assert!(!page.contains(CANARY_NAME), "nothing leaked");
     b.screenshot("reveal-refused").await;
     b.close().await;

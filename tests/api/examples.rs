@@ -32,6 +32,8 @@ fn check_example(name: &str) {
         let var = part.split('"').next().unwrap();
         let value = if var.contains("WHSEC") {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()
+        } else if var.contains("WEBHOOK_URL") {
+            "https://hooks.slack.com/services/T000/B000/XXXX".to_owned()
         } else {
             format!("example-value-for-{var}")
         };
@@ -66,4 +68,9 @@ fn minimal_example_config_is_valid() {
 #[test]
 fn full_example_config_is_valid() {
     check_example("full.toml");
+}
+
+#[test]
+fn clinic_example_config_is_valid() {
+    check_example("clinic.toml");
 }
