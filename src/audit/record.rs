@@ -311,6 +311,8 @@ string_enum! {
         AuditExported => "audit_exported",
         /// An admin API request was refused for lack of a valid token or role.
         AccessDenied => "access_denied",
+        /// A real-time route answered its sender (computed reply or fallback; no content).
+        RealtimeReplied => "realtime_replied",
     }
 }
 

@@ -198,7 +198,7 @@ pub fn claim_next(
 }
 
 /// A delivery row's source and sealed payload (all but the source NULL once purged).
-type SealedRow = (String, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+pub(crate) type SealedRow = (String, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Decrypt the job's event and the outputs of the delivery's finished handlers (`app_data`).
 pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppData), StoreError> {

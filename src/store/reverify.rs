@@ -35,7 +35,7 @@ pub fn load_stored_request(
 ) -> Result<StoredRequest, StoreError> {
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let row: Option<(String, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>)> = tx
+    let row: Option<super::jobs::SealedRow> = tx
         .query_row(
             "SELECT source, key_id, nonce, ciphertext FROM deliveries WHERE id = ?1",
             params![id],

@@ -1,14 +1,26 @@
 //! The writer thread: the only connection that writes during serving, doing group commit.
 //!
 //! It blocks for one command, then takes whatever else is already queued (up to
-//! `max_batch`), runs them all in one `BEGIN IMMEDIATE` transaction — each inside its own
-//! savepoint, so one bad request cannot spoil its neighbours — commits (one fsync of the WAL),
-//! and only then answers every request. A failure of the transaction as a whole (disk full, I/O,
-//! lock timeout) answers every request in the batch with `Unavailable`: nothing of it was
-//! stored, so the senders' retries lose nothing.
+//! `max_batch`), runs them all in one `BEGIN IMMEDIATE` transaction, commits (one fsync of the
+//! WAL), and only then answers every request. A failure of the transaction as a whole (disk
+//! full, I/O, lock timeout) answers every request in the batch with `Unavailable`: nothing of it
+//! was stored, so the senders' retries lose nothing.
+//!
+//! One bad request must not spoil its neighbours. The batch first runs without savepoints (a
+//! savepoint per request costs a sub-journal copy of every page the request touches); if any
+//! request fails on its own, that attempt is rolled back whole and the batch is run again with
+//! each request inside its own savepoint, so only the bad one fails.
+//!
+//! The writer does as little as possible besides SQL: the request task computes the blind
+//! indexes, serializes and encrypts the payload before queueing ([`prepare`]), using the current
+//! period's data key the writer publishes after each commit; WAL checkpoints run on a separate
+//! thread with its own connection ([`checkpointer`]) instead of inside a commit.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -20,7 +32,7 @@ use super::keys::{self, WriteKeyCache};
 use super::payload::{encode_body, StoredDelivery, StoredQuarantine};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Shared, StoreError};
 use crate::audit::AppendedRecord;
-use crate::crypto::{Keyring, RecordPlace};
+use crate::crypto::{DataKey, Keyring, RecordPlace, Sealed};
 use crate::normalize::{IntakeInput, Normalized};
 
 /// The timestamp format of every `*_at` column: fixed width, so text order is time order.
@@ -32,7 +44,110 @@ pub(crate) struct IntakeRequest {
     pub input: IntakeInput,
     pub normalized: Normalized,
     pub jobs: Vec<JobSpec>,
+    pub prepared: Prepared,
     pub reply: oneshot::Sender<Result<IntakeOutcome, StoreError>>,
+}
+
+/// What the request task computes before queueing, so the writer thread does only SQL.
+pub(crate) struct Prepared {
+    /// The delivery id (UUID v7) if it is accepted; part of the payload's AAD.
+    id: String,
+    dedup: String,
+    call_ref: Option<String>,
+    period: String,
+    received: String,
+    /// The serialized payload, kept (zeroized on drop) in case the writer must seal it itself.
+    plain: Zeroizing<Vec<u8>>,
+    /// The payload sealed under the published key of `period`: (key id, sealed). Used only if
+    /// the writer's key for the period is still that key id.
+    sealed: Option<(i64, Sealed)>,
+}
+
+/// The data key new deliveries are sealed with, published by the writer after the commit that
+/// created or first used it (so it is always a committed key row).
+pub(crate) struct PublishedKey {
+    period: String,
+    key_id: i64,
+    key: DataKey,
+}
+
+/// The writer's current data key, read by request tasks in [`prepare`].
+#[derive(Default)]
+pub(crate) struct KeySlot(RwLock<Option<Arc<PublishedKey>>>);
+
+impl std::fmt::Debug for KeySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySlot(redacted)")
+    }
+}
+
+impl KeySlot {
+    fn get(&self) -> Option<Arc<PublishedKey>> {
+        self.0.read().ok().and_then(|k| k.clone())
+    }
+
+    fn key_id(&self) -> Option<i64> {
+        self.0
+            .read()
+            .ok()
+            .and_then(|k| k.as_ref().map(|k| k.key_id))
+    }
+
+    fn set(&self, key: Option<PublishedKey>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = key.map(Arc::new);
+        }
+    }
+}
+
+/// Blind indexes, id, serialization and (when the period's key is published) encryption of a
+/// delivery, on the caller's task rather than the writer thread.
+pub(crate) fn prepare(
+    keyring: &Keyring,
+    slot: &KeySlot,
+    input: &IntakeInput,
+    n: &Normalized,
+) -> Result<Prepared, StoreError> {
+    let source = input.source.as_str();
+    let id = uuid::Uuid::now_v7().to_string();
+    let dedup = dedup_index(keyring, source, n);
+    let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
+    let period = keys::period_of(n.received_at);
+    let stored = StoredDelivery {
+        v: 1,
+        event: n.to_event(&id, source),
+        body_b64: encode_body(&input.body),
+        content_type: input.content_type.clone(),
+        signature_headers: input.signature_headers.clone(),
+    };
+    let plain = Zeroizing::new(
+        serde_json::to_vec(&stored).map_err(|_| StoreError::Corrupt("cannot serialize payload"))?,
+    );
+    drop(stored);
+    let sealed = match slot.get() {
+        Some(k) if k.period == period => {
+            let sealed = k.key.seal(
+                &RecordPlace {
+                    kind: "delivery",
+                    id: &id,
+                    source,
+                    key_id: k.key_id,
+                },
+                &plain,
+            )?;
+            Some((k.key_id, sealed))
+        }
+        _ => None,
+    };
+    Ok(Prepared {
+        id,
+        dedup,
+        call_ref,
+        received: db_time(n.received_at),
+        period,
+        plain,
+        sealed,
+    })
 }
 
 pub(crate) struct QuarantineRequest {
@@ -75,10 +190,100 @@ pub(super) fn spawn(
         })
 }
 
+/// How often the checkpointer looks at the WAL when it has caught up.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(20);
+/// Shortest pause between two checkpoints while it has not caught up (each one fsyncs the
+/// database file, so back-to-back checkpoints would mostly be fsyncs).
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
+/// WAL size (4 KiB frames) beyond which the writer, after a commit, finishes the checkpoint
+/// itself: under continuous load the background checkpointer is always a commit or two behind,
+/// so the WAL would never restart from its beginning and would grow without bound. The writer's
+/// own checkpoint only has the last few commits left to copy.
+const WAL_RESTART_FRAMES: i64 = 8192;
+/// Size the WAL file is truncated back to when it restarts (SQLite `journal_size_limit`).
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Run WAL checkpoints on their own thread and connection, so the writer's commits only append
+/// to the WAL. Returns the channel whose closing stops it, and the WAL size it last saw.
+fn spawn_checkpointer(shared: &Shared) -> Option<(std::sync::mpsc::Sender<()>, Arc<AtomicI64>)> {
+    let conn = match super::open_connection(&shared.path, &shared.options) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the checkpointer connection; the writer checkpoints");
+            return None;
+        }
+    };
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let frames = Arc::new(AtomicI64::new(0));
+    let seen = Arc::clone(&frames);
+    let path: PathBuf = shared.path.clone();
+    let spawned = std::thread::Builder::new()
+        .name("wardhook-store-ckpt".into())
+        .spawn(move || {
+            let mut behind = false;
+            loop {
+                let wait = if behind {
+                    CHECKPOINT_BUSY
+                } else {
+                    CHECKPOINT_IDLE
+                };
+                let last = matches!(
+                    stopped.recv_timeout(wait),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                );
+                match checkpoint(&conn, "PASSIVE") {
+                    Ok((log, done)) => {
+                        seen.store(log, Ordering::Relaxed);
+                        behind = done < log;
+                    }
+                    Err(e) => {
+                        tracing::warn!(db = %path.display(), error = %e, "WAL checkpoint failed");
+                        behind = false;
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some((stop, frames)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the checkpointer thread; the writer checkpoints");
+            None
+        }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(mode)`: (frames in the WAL, frames checkpointed).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
 fn run(mut conn: Connection, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
     let max_batch = shared.options.max_batch.max(1);
     let mut cache = WriteKeyCache::new();
     let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
+    // Sub-journals (one per savepoint on the slow path) and temp b-trees stay in memory.
+    if let Err(e) = conn.pragma_update(None, "temp_store", "MEMORY") {
+        tracing::warn!(error = %e, "cannot set temp_store");
+    }
+    let _ = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT);
+    let checkpointer = spawn_checkpointer(shared).and_then(|c| {
+        match conn.pragma_update(None, "wal_autocheckpoint", 0) {
+            Ok(()) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot turn off automatic checkpoints");
+                None
+            }
+        }
+    });
+    let mut state = WriterState {
+        cache: &mut cache,
+        last_key: None,
+    };
     // Ends when every Store clone (every sender) is dropped.
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -88,21 +293,52 @@ fn run(mut conn: Connection, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, shared, &mut cache, &mut batch);
+        commit_batch(&mut conn, shared, &mut state, &mut batch);
+        if let Some((_, frames)) = &checkpointer {
+            if frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+                frames.store(0, Ordering::Relaxed);
+                if let Err(e) = checkpoint(&conn, "PASSIVE") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        }
     }
+    // Dropping the sender stops the checkpointer after one last checkpoint.
+    drop(checkpointer);
+}
+
+/// What the writer keeps between requests and batches.
+struct WriterState<'a> {
+    cache: &'a mut WriteKeyCache,
+    /// (period, generation, key id) of the data key the current batch sealed with.
+    last_key: Option<(String, i64, i64)>,
+}
+
+enum Attempt {
+    Done(Vec<Result<Answer, StoreError>>),
+    /// A request failed on its own in a batch run without savepoints: run it again with them.
+    Retry,
 }
 
 fn commit_batch(
     conn: &mut Connection,
     shared: &Shared,
-    cache: &mut WriteKeyCache,
+    state: &mut WriterState<'_>,
     batch: &mut Vec<Command>,
 ) {
     let mut audit = Vec::with_capacity(batch.len());
-    let result = run_batch(conn, &shared.keyring, cache, batch, &mut audit);
+    let mut result = run_batch(conn, &shared.keyring, state, batch, &mut audit, false);
+    if matches!(result, Ok(Attempt::Retry)) {
+        audit.clear();
+        // Key rows created in the rolled-back attempt are gone with it.
+        state.cache.clear();
+        state.last_key = None;
+        result = run_batch(conn, &shared.keyring, state, batch, &mut audit, true);
+    }
     match result {
-        Ok(answers) => {
+        Ok(Attempt::Done(answers)) => {
             shared.healthy.store(true, Ordering::Release);
+            publish_key(shared, state);
             // The chain in the database is authoritative; a mirror that falls behind catches up
             // on its next write, so a mirror error must not turn a committed delivery into a 503.
             if let Some(mirror) = &shared.options.audit_mirror {
@@ -114,18 +350,40 @@ fn commit_batch(
                 reply(command, answer);
             }
         }
-        Err(e) => {
+        Ok(Attempt::Retry) | Err(_) => {
             shared.healthy.store(false, Ordering::Release);
             // Key rows created in the failed transaction are gone with it.
-            cache.clear();
-            let reason = match e {
-                StoreError::Unavailable(reason) => reason,
+            state.cache.clear();
+            state.last_key = None;
+            let reason = match result {
+                Err(StoreError::Unavailable(reason)) => reason,
                 _ => "storage error",
             };
-            tracing::error!(error = %e, requests = batch.len(), "store commit failed; answering unavailable");
+            if let Err(e) = &result {
+                tracing::error!(error = %e, requests = batch.len(), "store commit failed; answering unavailable");
+            }
             for command in batch.drain(..) {
                 reply(command, Err(StoreError::Unavailable(reason)));
             }
+        }
+    }
+}
+
+/// After a commit, let request tasks seal with the key this batch used (now committed).
+fn publish_key(shared: &Shared, state: &mut WriterState<'_>) {
+    let Some((period, generation, key_id)) = state.last_key.take() else {
+        return;
+    };
+    if shared.write_key.key_id() == Some(key_id) {
+        return;
+    }
+    if let Some((id, key)) = state.cache.get(&(period.clone(), generation)) {
+        if *id == key_id {
+            shared.write_key.set(Some(PublishedKey {
+                period,
+                key_id,
+                key: key.clone(),
+            }));
         }
     }
 }
@@ -159,23 +417,27 @@ fn reply(command: Command, answer: Result<Answer, StoreError>) {
 fn run_batch(
     conn: &mut Connection,
     keyring: &Keyring,
-    cache: &mut WriteKeyCache,
+    state: &mut WriterState<'_>,
     batch: &[Command],
     audit: &mut Vec<AppendedRecord>,
-) -> Result<Vec<Result<Answer, StoreError>>, StoreError> {
+    savepoints: bool,
+) -> Result<Attempt, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read every batch: `keys rotate` in another process may have bumped it.
     let generation = keys::current_generation(&tx)?;
     let mut answers = Vec::with_capacity(batch.len());
     for command in batch {
-        tx.execute_batch("SAVEPOINT item")?;
+        if savepoints {
+            tx.execute_batch("SAVEPOINT item")?;
+        }
         let audit_len = audit.len();
         let result = match command {
             Command::Intake(req) => {
-                intake_one(&tx, keyring, cache, generation, req, audit).map(Answer::Intake)
+                intake_one(&tx, keyring, state, generation, req, audit).map(Answer::Intake)
             }
             Command::Quarantine(req) => {
-                quarantine_one(&tx, keyring, cache, generation, req, audit).map(Answer::Quarantine)
+                quarantine_one(&tx, keyring, state.cache, generation, req, audit)
+                    .map(Answer::Quarantine)
             }
             Command::Probe(_) => probe(&tx).map(|()| Answer::Probe),
             Command::Audit(record, _) => crate::audit::append(&tx, keyring, record)
@@ -187,22 +449,27 @@ fn run_batch(
         };
         match result {
             Ok(answer) => {
-                tx.execute_batch("RELEASE item")?;
+                if savepoints {
+                    tx.execute_batch("RELEASE item")?;
+                }
                 answers.push(Ok(answer));
             }
             // The whole transaction is lost (SQLite may already have rolled it back).
             Err(e) if e.is_unavailable() => return Err(e),
+            // Dropping `tx` rolls the attempt back; the caller retries with savepoints.
+            Err(_) if !savepoints => return Ok(Attempt::Retry),
             Err(e) => {
                 tx.execute_batch("ROLLBACK TO item; RELEASE item")?;
                 audit.truncate(audit_len);
                 // A key created inside the rolled-back savepoint is gone too.
-                cache.clear();
+                state.cache.clear();
+                state.last_key = None;
                 answers.push(Err(e));
             }
         }
     }
     tx.commit()?;
-    Ok(answers)
+    Ok(Attempt::Done(answers))
 }
 
 /// The blind index of a dedup key, scoped to the source.
@@ -217,20 +484,19 @@ pub(crate) fn dedup_index(keyring: &Keyring, source: &str, normalized: &Normaliz
 fn intake_one(
     tx: &Transaction<'_>,
     keyring: &Keyring,
-    cache: &mut WriteKeyCache,
+    state: &mut WriterState<'_>,
     generation: i64,
     req: &IntakeRequest,
     audit_out: &mut Vec<AppendedRecord>,
 ) -> Result<IntakeOutcome, StoreError> {
     let input = &req.input;
     let n = &req.normalized;
+    let p = &req.prepared;
     let source = input.source.as_str();
-    let dedup = dedup_index(keyring, source, n);
-    let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
     let audit = |action| {
         let mut ev = AuditEvent::new(AuditActor::Sender(source.to_owned()), action);
         ev.source = Some(source);
-        ev.call_ref = call_ref.as_deref();
+        ev.call_ref = p.call_ref.as_deref();
         ev.event_type = Some(n.event_type.as_str());
         ev.remote_addr = Some(input.client_ip);
         ev
@@ -238,7 +504,7 @@ fn intake_one(
 
     let first: Option<String> = tx
         .prepare_cached("SELECT id FROM deliveries WHERE source = ?1 AND dedup_index = ?2")?
-        .query_row(params![source, dedup], |r| r.get(0))
+        .query_row(params![source, p.dedup], |r| r.get(0))
         .optional()?;
     if let Some(first) = first {
         let mut ev = audit(AuditAction::DeliveryDuplicate);
@@ -247,29 +513,25 @@ fn intake_one(
         return Ok(IntakeOutcome::Duplicate { delivery_id: first });
     }
 
-    let id = uuid::Uuid::now_v7().to_string();
-    let period = keys::period_of(n.received_at);
-    let (key_id, key) = keys::key_for_write(tx, keyring, cache, &period, generation)?;
-    let stored = StoredDelivery {
-        v: 1,
-        event: n.to_event(&id, source),
-        body_b64: encode_body(&input.body),
-        content_type: input.content_type.clone(),
-        signature_headers: input.signature_headers.clone(),
+    let id = p.id.as_str();
+    let (key_id, key) = keys::key_for_write(tx, keyring, state.cache, &p.period, generation)?;
+    if state.last_key.as_ref().map(|k| k.2) != Some(key_id) {
+        state.last_key = Some((p.period.clone(), generation, key_id));
+    }
+    // Sealed on the request task under the published key, unless the writer's key for the
+    // period has changed since (day boundary, `keys rotate`, first delivery after start).
+    let sealed = match &p.sealed {
+        Some((k, sealed)) if *k == key_id => Cow::Borrowed(sealed),
+        _ => Cow::Owned(key.seal(
+            &RecordPlace {
+                kind: "delivery",
+                id,
+                source,
+                key_id,
+            },
+            &p.plain,
+        )?),
     };
-    let plain = Zeroizing::new(
-        serde_json::to_vec(&stored).map_err(|_| StoreError::Corrupt("cannot serialize payload"))?,
-    );
-    let sealed = key.seal(
-        &RecordPlace {
-            kind: "delivery",
-            id: &id,
-            source,
-            key_id,
-        },
-        &plain,
-    )?;
-    let received = db_time(n.received_at);
     tx.prepare_cached(
         "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
                                  received_at, status, key_id, nonce, ciphertext)
@@ -280,9 +542,9 @@ fn intake_one(
         source,
         n.event_type.as_str(),
         n.dedup.kind(),
-        dedup,
-        call_ref,
-        received,
+        p.dedup,
+        p.call_ref,
+        p.received,
         key_id,
         sealed.nonce,
         sealed.ciphertext
@@ -292,14 +554,16 @@ fn intake_one(
          VALUES (?1, ?2, ?3, ?4, ?4)",
     )?;
     for (position, job) in req.jobs.iter().enumerate() {
-        insert_job.execute(params![id, job.handler, position as i64, received])?;
+        insert_job.execute(params![id, job.handler, position as i64, p.received])?;
     }
     let mut ev = audit(AuditAction::DeliveryAccepted);
-    ev.delivery_id = Some(&id);
+    ev.delivery_id = Some(id);
     ev.key_id = Some(key_id);
     ev.count = Some(req.jobs.len() as i64);
     audit_out.push(record_audit(tx, keyring, &ev)?);
-    Ok(IntakeOutcome::Accepted { delivery_id: id })
+    Ok(IntakeOutcome::Accepted {
+        delivery_id: id.to_owned(),
+    })
 }
 
 fn quarantine_one(
