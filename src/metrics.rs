@@ -190,6 +190,36 @@ pub fn dead_letter(handler: &str) {
     );
 }
 
+/// A real-time route's lookup cache was consulted.
+pub fn realtime_cache(hit: bool) {
+    inc(
+        "wardhook_realtime_cache_total",
+        vec![("result", if hit { "hit" } else { "miss" }.to_owned())],
+        1,
+    );
+}
+
+/// A real-time route answered (computed or fallback) after `elapsed`.
+pub fn realtime_reply(source: &str, fallback: bool, elapsed: Duration) {
+    inc(
+        "wardhook_realtime_replies_total",
+        vec![
+            ("source", source.to_owned()),
+            (
+                "reply",
+                if fallback { "fallback" } else { "computed" }.to_owned(),
+            ),
+        ],
+        1,
+    );
+    observe(
+        "wardhook_realtime_reply_latency_seconds",
+        vec![("source", source.to_owned())],
+        ACK_BUCKETS,
+        elapsed,
+    );
+}
+
 /// Storage could not commit.
 pub fn storage_error() {
     inc("wardhook_storage_errors_total", Vec::new(), 1);

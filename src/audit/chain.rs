@@ -154,18 +154,16 @@ pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
 
 /// The chain head: the newest record's `(seq, mac, ts)`, or `None` for an empty log.
 pub fn head(conn: &Connection) -> Result<Option<(u64, String, String)>, AuditError> {
+    // Cached: group commit reads the head once per appended record.
     let row = conn
-        .query_row(
-            "SELECT seq, mac, ts FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            },
-        )
+        .prepare_cached("SELECT seq, mac, ts FROM audit_log ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
         .optional()?;
     Ok(row.map(|(s, m, t)| (u64::try_from(s).unwrap_or(0), m, t)))
 }

@@ -379,4 +379,46 @@ pub struct RouteSection {
     pub handlers: Vec<String>,
     /// Overrides `dispatch.retry_schedule` for this route's jobs.
     pub retry_schedule: Option<Vec<String>>,
+    /// `async` (default: acknowledge, then dispatch) or `realtime` (run the handlers inline and
+    /// answer the sender with `respond`, or `fallback` on any failure or timeout).
+    pub mode: Option<String>,
+    /// Real-time: the reply body template (JSON-escaped values).
+    pub respond: Option<String>,
+    /// Real-time: the reply status (default 200).
+    pub respond_status: Option<u16>,
+    /// Real-time: the reply content type (default `application/json`).
+    pub content_type: Option<String>,
+    /// Real-time: the time budget from request to reply, milliseconds (default 2000).
+    pub deadline_ms: Option<u64>,
+    /// Real-time: the reply when anything fails or the deadline passes (literal body).
+    pub fallback: Option<String>,
+    /// Real-time: the fallback's status (default 200).
+    pub fallback_status: Option<u16>,
+    /// Real-time: the sender is covered by a business associate agreement, so the reply may
+    /// carry PHI. Without it, `respond` may use only non-PHI fields.
+    #[serde(default)]
+    pub baa: bool,
+    /// Real-time: cache the handlers' outputs per lookup key.
+    pub cache: Option<CacheSection>,
+}
+
+/// `[routes.cache]`: a lookup cache for real-time routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Template naming what the lookup depends on, e.g. `"{{ caller.phone }}"`.
+    pub key: String,
+    /// Seconds an entry is served.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl_secs: u64,
+    /// Most entries kept; the oldest is dropped first.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+}
+
+fn default_cache_ttl() -> u64 {
+    300
+}
+fn default_cache_entries() -> usize {
+    10_000
 }

@@ -340,6 +340,8 @@ pub struct Route {
     pub handlers: Vec<String>,
     /// This route's retry schedule, if it overrides the default.
     pub retry_schedule: Option<Vec<Duration>>,
+    /// Set for `mode = "realtime"`: the handlers run inline and the sender gets a reply.
+    pub realtime: Option<Arc<crate::dispatch::realtime::Realtime>>,
 }
 
 impl Route {

@@ -285,12 +285,14 @@ fn check(
             .retry_schedule
             .as_ref()
             .and_then(|s| parse_schedule(s, &format!("routes[{i}].retry_schedule"), problems));
+        let realtime = check_realtime(r, &format!("routes[{i}]"), problems);
         routes.push(Route {
             source: r.source.clone(),
             events: r.events.clone(),
             when,
             handlers: r.handlers.clone(),
             retry_schedule,
+            realtime,
         });
     }
 
@@ -318,6 +320,114 @@ fn check(
         dispatch: dispatch?,
         oauth,
     })
+}
+
+/// Check a route's real-time settings; `None` for ordinary (async) routes.
+fn check_realtime(
+    r: &super::file::RouteSection,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<Arc<crate::dispatch::realtime::Realtime>> {
+    use crate::dispatch::realtime::{compile_key, compile_respond, LookupCache, Realtime};
+    let realtime = match r.mode.as_deref() {
+        None | Some("async") => false,
+        Some("realtime") => true,
+        Some(other) => {
+            problems.push(
+                format!("{at}.mode"),
+                format!("{other:?} is not one of \"async\", \"realtime\""),
+            );
+            return None;
+        }
+    };
+    let realtime_only = [
+        ("respond", r.respond.is_some()),
+        ("fallback", r.fallback.is_some()),
+        ("deadline_ms", r.deadline_ms.is_some()),
+        ("cache", r.cache.is_some()),
+    ];
+    if !realtime {
+        for (key, set) in realtime_only {
+            if set {
+                problems.push(format!("{at}.{key}"), "only for mode = \"realtime\" routes");
+            }
+        }
+        return None;
+    }
+    let respond = match r.respond.as_deref() {
+        None => {
+            problems.push(
+                format!("{at}.respond"),
+                "a real-time route needs a reply template",
+            );
+            None
+        }
+        Some(t) => match compile_respond(t) {
+            Ok(tpl) => {
+                if !r.baa {
+                    for var in tpl.variables() {
+                        if let Some(field) = wardhook_sdk::phi::phi_field(var) {
+                            problems.push(
+                                format!("{at}.respond"),
+                                format!("uses PHI field {field}, but the sender is not covered by a BAA (set baa = true on the route only if it is)"),
+                            );
+                        }
+                    }
+                }
+                Some(tpl)
+            }
+            Err(e) => {
+                problems.push(format!("{at}.respond"), e);
+                None
+            }
+        },
+    };
+    if r.fallback.is_none() {
+        problems.push(
+            format!("{at}.fallback"),
+            "a real-time route needs a fallback reply for when a handler fails or is late",
+        );
+    }
+    let deadline = r.deadline_ms.map_or(
+        crate::dispatch::realtime::DEFAULT_DEADLINE,
+        Duration::from_millis,
+    );
+    if deadline.is_zero() || deadline > Duration::from_secs(10) {
+        problems.push(
+            format!("{at}.deadline_ms"),
+            "must be between 1 and 10000 (and below the sender's own timeout)",
+        );
+    }
+    let cache = r.cache.as_ref().and_then(|c| match compile_key(&c.key) {
+        Ok(key) if c.ttl_secs > 0 && c.max_entries > 0 => Some(LookupCache::new(
+            key,
+            Duration::from_secs(c.ttl_secs),
+            c.max_entries,
+        )),
+        Ok(_) => {
+            problems.push(
+                format!("{at}.cache"),
+                "ttl_secs and max_entries must be at least 1",
+            );
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{at}.cache.key"), e);
+            None
+        }
+    });
+    Some(Arc::new(Realtime {
+        respond: respond?,
+        status: r.respond_status.unwrap_or(200),
+        content_type: r
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/json".to_owned()),
+        deadline,
+        fallback: r.fallback.clone()?,
+        fallback_status: r.fallback_status.unwrap_or(200),
+        cache,
+    }))
 }
 
 fn parse_schedule(items: &[String], path: &str, problems: &mut Problems) -> Option<Vec<Duration>> {

@@ -18,6 +18,7 @@
 
 pub mod filter;
 pub mod phi;
+pub mod realtime;
 pub mod registry;
 pub mod worker;
 

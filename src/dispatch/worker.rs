@@ -29,6 +29,7 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 pub struct Plan {
     handlers: HashMap<String, Arc<dyn Handler>>,
     routes: Vec<Route>,
+    time_zone: wardhook_sdk::template::Tz,
 }
 
 impl Plan {
@@ -40,7 +41,24 @@ impl Plan {
                 .map(|h| (h.name().to_owned(), h))
                 .collect(),
             routes,
+            time_zone: wardhook_sdk::template::Tz::UTC,
         }
+    }
+
+    /// The clinic's time zone for templates and filters.
+    pub fn with_time_zone(mut self, time_zone: wardhook_sdk::template::Tz) -> Self {
+        self.time_zone = time_zone;
+        self
+    }
+
+    /// The handler called `name`.
+    pub fn handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
+        self.handlers.get(name).cloned()
+    }
+
+    /// The time zone filters and templates use.
+    pub fn time_zone(&self) -> wardhook_sdk::template::Tz {
+        self.time_zone
     }
 
     /// Handlers that run before `handler` in a route of `source` (their outputs are its

@@ -2,7 +2,8 @@
 //! rate limit, verify, normalize, then the durable commit — and the one answer the sender gets.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -12,6 +13,7 @@ use serde_json::json;
 
 use super::body::{read_capped, BodyError};
 use super::{error_response, AppState};
+use crate::dispatch::realtime::{Realtime, Reply};
 use crate::normalize::{normalize, IntakeInput};
 use crate::store::{IntakeOutcome, JobSpec, StoreError};
 use crate::verify::{Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
@@ -27,6 +29,7 @@ pub(super) async fn receive_hook(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let started = Instant::now();
     let live = state.live();
     let Some(rt) = live.sources.get(path.as_str()) else {
         return error_response(StatusCode::NOT_FOUND, "unknown source");
@@ -87,7 +90,7 @@ pub(super) async fn receive_hook(
             if let Some(signed_at) = delivery.signed_at() {
                 state.clock.record(path.as_str(), signed_at, Utc::now());
             }
-            intake(&state, &live, delivery).await
+            intake(&state, &live, delivery, started).await
         }
     }
 }
@@ -172,7 +175,12 @@ fn unavailable(e: &StoreError) -> HttpResponse {
 }
 
 /// Normalize, then commit (or quarantine) before answering.
-async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery) -> HttpResponse {
+async fn intake(
+    state: &AppState,
+    live: &super::Live,
+    delivery: VerifiedDelivery,
+    started: Instant,
+) -> HttpResponse {
     let input = IntakeInput::from_verified(&delivery);
     drop(delivery);
     let normalized = match normalize(&input, Utc::now()) {
@@ -194,6 +202,9 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
     let event = normalized.to_event("", &source);
     let now = Utc::now();
     let mut jobs: Vec<JobSpec> = Vec::new();
+    // The first real-time route that takes the event answers the sender; its handlers run
+    // inline rather than as jobs.
+    let mut realtime: Option<(&crate::config::Route, &Arc<Realtime>)> = None;
     for (index, route) in live.routes.iter().enumerate() {
         match route.accepts(&event, now) {
             Ok(true) => {}
@@ -203,14 +214,23 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
                 continue;
             }
         }
+        if let Some(rt) = &route.realtime {
+            if realtime.is_none() {
+                realtime = Some((route, rt));
+            }
+            continue;
+        }
         for handler in &route.handlers {
             if !jobs.iter().any(|j| &j.handler == handler) {
                 jobs.push(JobSpec::new(handler.clone()));
             }
         }
     }
-    drop(event);
     let has_jobs = !jobs.is_empty();
+    if let Some((route, rt)) = realtime {
+        return answer_realtime(state, route, rt, event, input, normalized, jobs, started).await;
+    }
+    drop(event);
     match state.store.intake(input, normalized, jobs).await {
         Ok(IntakeOutcome::Accepted { delivery_id }) => {
             tracing::info!(delivery_id = %delivery_id, "delivery accepted");
@@ -232,4 +252,97 @@ async fn intake(state: &AppState, live: &super::Live, delivery: VerifiedDelivery
             unavailable(&e)
         }
     }
+}
+
+/// A real-time route: commit the delivery first (durable before any answer), then answer with
+/// the stored reply of a retried request, or compute one within the route's deadline.
+#[allow(clippy::too_many_arguments)]
+async fn answer_realtime(
+    state: &AppState,
+    route: &crate::config::Route,
+    rt: &Arc<Realtime>,
+    mut event: wardhook_sdk::Event,
+    input: IntakeInput,
+    normalized: crate::normalize::Normalized,
+    jobs: Vec<JobSpec>,
+    started: Instant,
+) -> HttpResponse {
+    let source = input.source().to_owned();
+    let has_jobs = !jobs.is_empty();
+    let (delivery_id, duplicate) = match state.store.intake(input, normalized, jobs).await {
+        Ok(IntakeOutcome::Accepted { delivery_id }) => {
+            crate::metrics::delivery(&source, "accepted");
+            if has_jobs {
+                state.dispatch_wake.notify_waiters();
+            }
+            (delivery_id, false)
+        }
+        Ok(IntakeOutcome::Duplicate { delivery_id }) => {
+            crate::metrics::delivery(&source, "duplicate");
+            (delivery_id, true)
+        }
+        // Not stored means not acknowledged, even mid-call: the sender retries.
+        Err(e) => return unavailable(&e),
+    };
+    if duplicate {
+        let store = state.store.clone();
+        let id = delivery_id.clone();
+        if let Ok(Ok(Some(reply))) =
+            actix_web::web::block(move || crate::store::realtime::load_reply(&store, &id)).await
+        {
+            tracing::info!(delivery_id = %delivery_id, "retried real-time request; stored reply sent");
+            return reply_response(&reply);
+        }
+    }
+    event.delivery_id.clone_from(&delivery_id);
+    let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let handlers: Vec<Arc<dyn wardhook_sdk::Handler>> = route
+        .handlers
+        .iter()
+        .filter_map(|h| plan.handler(h))
+        .collect();
+    // Keep a little of the budget for storing the reply before answering.
+    let margin = Duration::from_millis(25).min(rt.deadline / 4);
+    let budget = rt
+        .deadline
+        .saturating_sub(started.elapsed())
+        .saturating_sub(margin);
+    let reply = if handlers.len() == route.handlers.len() {
+        rt.answer(&handlers, &event, budget, plan.time_zone()).await
+    } else {
+        tracing::warn!("real-time route names a handler that is not configured; fallback sent");
+        rt.fallback_reply()
+    };
+    drop(event);
+    let elapsed = started.elapsed();
+    crate::metrics::realtime_reply(&source, reply.fallback, elapsed);
+    let store = state.store.clone();
+    let stored = reply.clone();
+    let id = delivery_id.clone();
+    let latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+    let record = actix_web::web::block(move || {
+        crate::store::realtime::record_reply(&store, &id, &source, &stored, latency_ms)
+    });
+    // The reply is owed on time; storing it may not push the answer past the deadline.
+    let remaining = rt.deadline.saturating_sub(started.elapsed());
+    match tokio::time::timeout(remaining.max(Duration::from_millis(5)), record).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "cannot store the real-time reply"),
+        _ => tracing::warn!("storing the real-time reply is late; answering first"),
+    }
+    reply_response(&reply)
+}
+
+fn reply_response(reply: &Reply) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK))
+        .content_type(reply.content_type.as_str())
+        .insert_header((
+            "X-Wardhook-Reply",
+            if reply.fallback {
+                "fallback"
+            } else {
+                "computed"
+            },
+        ))
+        .body(reply.body.clone())
 }

@@ -182,10 +182,10 @@ impl Application {
                 ..StoreOptions::default()
             },
         )?;
-        let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(Plan::new(
-            config.handlers,
-            config.routes.clone(),
-        ))));
+        let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(
+            Plan::new(config.handlers, config.routes.clone())
+                .with_time_zone(config.dispatch.time_zone),
+        )));
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             plan.clone(),

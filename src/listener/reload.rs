@@ -158,10 +158,10 @@ impl Reloader {
             slot.replace(cert);
             report.certificate_reloaded = true;
         }
-        let plan = Arc::new(crate::dispatch::worker::Plan::new(
-            config.handlers,
-            config.routes.clone(),
-        ));
+        let plan = Arc::new(
+            crate::dispatch::worker::Plan::new(config.handlers, config.routes.clone())
+                .with_time_zone(config.dispatch.time_zone),
+        );
         let live = Arc::new(Live::from_config(
             config.sources,
             config.routes,

@@ -638,7 +638,7 @@ pub fn replay(
         None => tx.execute(
             "UPDATE jobs SET status = 'pending', attempts = 0, next_attempt_at = ?2,
                              updated_at = ?2
-             WHERE delivery_id = ?1 AND status IN ('done', 'dead')",
+             WHERE delivery_id = ?1 AND status IN ('done', 'dead') AND handler NOT LIKE '@%'",
             params![delivery_id, now_s],
         )?,
     };

@@ -20,6 +20,7 @@ pub mod emergency;
 pub mod jobs;
 mod keys;
 pub mod payload;
+pub mod realtime;
 pub mod reverify;
 mod schema;
 mod writer;
@@ -218,6 +219,8 @@ struct Shared {
     options: StoreOptions,
     /// False after a commit failed with an unavailable-class error, until a write succeeds.
     healthy: AtomicBool,
+    /// The data key the writer last committed with, for sealing on the request task.
+    write_key: writer::KeySlot,
 }
 
 impl std::fmt::Debug for Shared {
@@ -253,6 +256,8 @@ fn open_connection(path: &Path, options: &StoreOptions) -> Result<Connection, St
     // random inserts, and with SQLite's 2 MiB default the writer re-reads their pages from
     // the WAL on every batch.
     conn.pragma_update(None, "cache_size", -65536)?;
+    // Statement journals and temporary b-trees in memory rather than in temp files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Freed pages are zeroed, so deleted ciphertext does not linger in the file.
     conn.pragma_update(None, "secure_delete", "ON")?;
     if let Some(pages) = options.max_db_pages {
@@ -281,6 +286,7 @@ impl Store {
             keyring: Arc::new(keyring),
             options: options.clone(),
             healthy: AtomicBool::new(true),
+            write_key: writer::KeySlot::default(),
         });
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         writer::spawn(conn, Arc::clone(&shared), rx)?;
@@ -313,11 +319,20 @@ impl Store {
         normalized: Normalized,
         jobs: Vec<JobSpec>,
     ) -> Result<IntakeOutcome, StoreError> {
+        // Blind indexes, serialization and encryption here, on the caller's task: the single
+        // writer thread is the bottleneck, so it only runs SQL.
+        let prepared = writer::prepare(
+            &self.shared.keyring,
+            &self.shared.write_key,
+            &input,
+            &normalized,
+        )?;
         let (reply, answer) = oneshot::channel();
         self.send(writer::Command::Intake(Box::new(writer::IntakeRequest {
             input,
             normalized,
             jobs,
+            prepared,
             reply,
         })))
         .await?;

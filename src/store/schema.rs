@@ -95,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX attempts_job ON attempts (job_id);
     CREATE INDEX jobs_delivery ON jobs (delivery_id);
     "#,
+    // v3: drop indexes no query uses, each a B-tree page written per delivery. No query looks
+    // deliveries up by call_ref (the audit log's own call_ref index serves call searches), and
+    // UNIQUE (delivery_id, handler) already indexes jobs by delivery_id.
+    r#"
+    DROP INDEX IF EXISTS deliveries_call_ref;
+    DROP INDEX IF EXISTS jobs_delivery;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -14,5 +14,6 @@ mod foundation;
 mod helpers;
 mod intake;
 mod operations;
+mod realtime;
 mod reload;
 mod verify_tls;

@@ -1,0 +1,113 @@
+//! The replies real-time routes gave, stored with their delivery so a retried request gets the
+//! same answer without calling the CRM again.
+//!
+//! A reply is kept as a finished pseudo-job of the delivery (handler `@realtime`), sealed like a
+//! handler output under the day's data key, so purge and crypto-shredding cover it too.
+
+use chrono::Utc;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::keys::{self, WriteKeyCache};
+use super::writer::db_time;
+use super::{Store, StoreError};
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
+use crate::crypto::RecordPlace;
+use crate::dispatch::realtime::Reply;
+
+/// The pseudo-handler name replies are stored under.
+pub const REPLY_HANDLER: &str = "@realtime";
+
+fn place<'a>(delivery_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
+    RecordPlace {
+        kind: "realtime_reply",
+        id: delivery_id,
+        source,
+        key_id,
+    }
+}
+
+/// Store the reply given for `delivery_id` (first one wins) with its audit record.
+pub fn record_reply(
+    store: &Store,
+    delivery_id: &str,
+    source: &str,
+    reply: &Reply,
+    latency_ms: i64,
+) -> Result<(), StoreError> {
+    let mut conn = store.connection()?;
+    let now = Utc::now();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut cache = WriteKeyCache::new();
+    let generation = keys::current_generation(&tx)?;
+    let (key_id, key) = keys::key_for_write(
+        &tx,
+        store.keyring(),
+        &mut cache,
+        &keys::period_of(now),
+        generation,
+    )?;
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec(reply).map_err(|_| StoreError::Corrupt("reply not serializable"))?,
+    );
+    let sealed = key.seal(&place(delivery_id, source, key_id), &plain)?;
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO jobs (delivery_id, handler, position, status, attempts,
+                                     next_attempt_at, created_at, updated_at,
+                                     out_key_id, out_nonce, out_ciphertext)
+         VALUES (?1, ?2, -1, 'done', 1, ?3, ?3, ?3, ?4, ?5, ?6)",
+        params![
+            delivery_id,
+            REPLY_HANDLER,
+            db_time(now),
+            key_id,
+            sealed.nonce,
+            sealed.ciphertext
+        ],
+    )?;
+    if inserted == 1 {
+        let mut audit = AuditRecord::new(
+            Actor::sender(source).unwrap_or(Actor::System),
+            Action::RealtimeReplied,
+            Outcome::Success,
+        );
+        audit.delivery_id = ObjectId::parse(delivery_id).ok();
+        audit.source = Code::parse(source).ok();
+        if let Ok(c) = Code::parse(if reply.fallback {
+            "fallback"
+        } else {
+            "computed"
+        }) {
+            audit.detail.insert(DetailKey::Result, c);
+        }
+        audit
+            .detail
+            .insert(DetailKey::Status, i64::from(reply.status));
+        audit.detail.insert(DetailKey::LatencyMs, latency_ms);
+        crate::audit::append(&tx, store.keyring(), &audit)?;
+    }
+    tx.commit()?;
+    super::admin::mirror(store, &conn);
+    Ok(())
+}
+
+/// The reply stored for `delivery_id`, if any.
+pub fn load_reply(store: &Store, delivery_id: &str) -> Result<Option<Reply>, StoreError> {
+    let conn = store.connection()?;
+    let row: Option<(String, i64, Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT d.source, j.out_key_id, j.out_nonce, j.out_ciphertext
+             FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
+             WHERE j.delivery_id = ?1 AND j.handler = ?2 AND j.out_ciphertext IS NOT NULL",
+            params![delivery_id, REPLY_HANDLER],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((source, key_id, nonce, ct)) = row else {
+        return Ok(None);
+    };
+    let key = keys::key_for_read(&conn, store.keyring(), key_id)?;
+    let plain = key.open(&place(delivery_id, &source, key_id), &nonce, &ct)?;
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|_| StoreError::Corrupt("stored reply is not the expected JSON"))
+}
