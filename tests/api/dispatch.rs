@@ -542,3 +542,41 @@ async fn dlq_cli_lists_shows_and_retries_while_the_server_runs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_never_runs_more_often_at_once_than_its_limit() {
+    let crm = MockServer::start().await;
+    let arrivals: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>> = Default::default();
+    let seen = arrivals.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &Request| {
+            seen.lock().unwrap().push(std::time::Instant::now());
+            ResponseTemplate::new(200).set_delay(Duration::from_millis(300))
+        })
+        .mount(&crm)
+        .await;
+    let app = spawn_app_with(AppOptions {
+        extra: format!(
+            "[dispatch]\nworkers = 4\nmax_concurrency_per_handler = 1\n{}",
+            crm_handler(&crm.uri())
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    for i in 0..3 {
+        deliver(&app, &call_ended(&format!("limit-{i}"), "x")).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while arrivals.lock().unwrap().len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "not all delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let times = arrivals.lock().unwrap().clone();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(250),
+            "two attempts overlapped ({gap:?} apart) despite max_concurrency_per_handler = 1"
+        );
+    }
+}
