@@ -42,23 +42,6 @@ fn clinic_handlers_and_routes(hubspot: &str, smtp_port: u16) -> String {
     tail
 }
 
-async fn deliver(app: &TestApp, body: &str) -> String {
-    let res = app
-        .client()
-        .post(app.url("/hooks/demo"))
-        .header(
-            "X-NextPhone-Signature",
-            nextphone_signature(DEMO_SECRET, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let v: Value = res.json().await.unwrap();
-    v["delivery_id"].as_str().unwrap().to_owned()
-}
-
 async fn drain(app: &TestApp) -> Vec<TaskOutcome> {
     let mut out = Vec::new();
     for _ in 0..50 {

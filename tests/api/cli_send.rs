@@ -19,7 +19,8 @@ async fn app_on_fixed_port() -> TestApp {
     let port = free_port();
     std::fs::write(
         &fixture.config_path,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        // The first `127.0.0.1:0` is `[server] listen`; the admin listener keeps port 0.
+        text.replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1),
     )
     .unwrap();
     spawn_from_fixture(fixture).await

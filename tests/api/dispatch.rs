@@ -26,23 +26,6 @@ async fn app_with(handlers_and_routes: &str, dispatch: &str) -> TestApp {
     .await
 }
 
-async fn deliver(app: &TestApp, body: &str) -> String {
-    let res = app
-        .client()
-        .post(app.url("/hooks/demo"))
-        .header(
-            "X-NextPhone-Signature",
-            nextphone_signature(DEMO_SECRET, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let v: Value = res.json().await.unwrap();
-    v["delivery_id"].as_str().unwrap().to_owned()
-}
-
 fn call_ended(call: &str, call_type: &str) -> String {
     format!(
         r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call}","call_type":"{call_type}","caller":{{"name":"Dana \"Quote\" Smith","phone":"+15550100"}},"ai_summary":"wants a quote"}}}}"#

@@ -1,8 +1,7 @@
 //! The listener: TLS policy, ALPN, limits, routes, mTLS, graceful shutdown.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -344,26 +343,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_cleanly() {
         extra: "[log]\nformat = \"json\"\n".into(),
         ..AppOptions::default()
     });
-    let mut child = Command::new(wardhook_bin())
-        .args(["serve", "--config"])
-        .arg(&fixture.config_path)
-        .current_dir(fixture.dir.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(port) = v["fields"]["port"].as_u64() {
-                    let _ = port_tx.send(port as u16);
-                }
-            }
-        }
-    });
-    let port = port_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let (mut child, port) = start_server(&fixture);
 
     let body = br#"{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{"call_id":"c-drain"}}"#;
     let signature = nextphone_signature(DEMO_SECRET, body);

@@ -277,3 +277,22 @@ pub fn start_server(fixture: &Fixture) -> (Child, u16) {
     let port = port_rx.recv_timeout(Duration::from_secs(20)).unwrap();
     (child, port)
 }
+
+/// Post `body` to the `demo` source signed with [`DEMO_SECRET`]; assert 200 and return the
+/// delivery id.
+pub async fn deliver(app: &TestApp, body: &str) -> String {
+    let res = app
+        .client()
+        .post(app.url("/hooks/demo"))
+        .header(
+            "X-NextPhone-Signature",
+            nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: serde_json::Value = res.json().await.unwrap();
+    v["delivery_id"].as_str().unwrap().to_owned()
+}

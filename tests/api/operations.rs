@@ -18,23 +18,6 @@ fn cli(app_dir: &std::path::Path, config: &std::path::Path, args: &[&str]) -> Ou
         .unwrap()
 }
 
-async fn deliver(app: &TestApp, body: &str) -> String {
-    let res = app
-        .client()
-        .post(app.url("/hooks/demo"))
-        .header(
-            "X-NextPhone-Signature",
-            nextphone_signature(DEMO_SECRET, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let v: Value = res.json().await.unwrap();
-    v["delivery_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn reverify_confirms_a_stored_delivery_and_catches_a_changed_secret() {
     let app = spawn_app().await;
