@@ -15,7 +15,7 @@ use wardhook_sdk::Event;
 
 use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
 use super::keys::{self, WriteKeyCache};
-use super::payload::{decode_body, StoredDelivery, StoredQuarantine};
+use super::payload::{decode_body, StoredQuarantine};
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::audit::AppendedRecord;
@@ -116,15 +116,6 @@ pub struct QuarantineEntry {
     /// The headers the signature check used.
     pub signature_headers: Vec<(String, String)>,
 }
-
-/// source, key id, nonce, ciphertext, call_ref of a stored delivery.
-type SealedDeliveryRow = (
-    String,
-    Option<i64>,
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    Option<String>,
-);
 
 /// id, source, key id, key period, nonce, ciphertext of a row to re-encrypt.
 type RotationRow = (String, String, i64, String, Vec<u8>, Vec<u8>);
@@ -235,42 +226,18 @@ pub(crate) fn mirror(store: &Store, conn: &Connection) {
 pub fn show_delivery(store: &Store, id: &str, who: &Requester) -> Result<Event, StoreError> {
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let row: Option<SealedDeliveryRow> = tx
-        .query_row(
-            "SELECT source, key_id, nonce, ciphertext, call_ref FROM deliveries WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
-    let (source, key_id, nonce, ciphertext, call_ref) =
-        row.ok_or(StoreError::NotFound("delivery"))?;
-    let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) else {
-        return Err(StoreError::KeyDestroyed);
-    };
-    let key = keys::key_for_read(&tx, store.keyring(), key_id)?;
-    let plain = key.open(
-        &RecordPlace {
-            kind: "delivery",
-            id,
-            source: &source,
-            key_id,
-        },
-        &nonce,
-        &ciphertext,
-    )?;
-    let stored: StoredDelivery = serde_json::from_slice(&plain)
-        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
+    let opened = super::sealed::open_delivery(&tx, store.keyring(), id)?;
     let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
     ev.delivery_id = Some(id);
-    ev.source = Some(&source);
-    ev.call_ref = call_ref.as_deref();
+    ev.source = Some(&opened.source);
+    ev.call_ref = opened.call_ref.as_deref();
     ev.object_kind = Some("delivery");
     ev.via = Some(who.via);
-    ev.key_id = Some(key_id);
+    ev.key_id = Some(opened.key_id);
     record_audit(&tx, store.keyring(), &ev)?;
     tx.commit()?;
     mirror(store, &conn);
-    Ok(stored.event)
+    Ok(opened.stored.event)
 }
 
 /// `quarantine show ID`: decrypt one quarantined body (audited like [`show_delivery`]).

@@ -19,7 +19,6 @@ use serde::Serialize;
 use wardhook_sdk::{AppData, Event};
 
 use super::keys::{self, WriteKeyCache};
-use super::payload::StoredDelivery;
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, DetailValue, ObjectId, Outcome};
@@ -197,36 +196,11 @@ pub fn claim_next(
     Ok(claimed)
 }
 
-/// A delivery row's source and sealed payload (all but the source NULL once purged).
-pub(crate) type SealedRow = (String, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
-
 /// Decrypt the job's event and the outputs of the delivery's finished handlers (`app_data`).
 pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppData), StoreError> {
     let conn = store.connection()?;
-    let (source, key_id, nonce, ciphertext): SealedRow = conn
-        .query_row(
-            "SELECT source, key_id, nonce, ciphertext FROM deliveries WHERE id = ?1",
-            params![job.delivery_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound("delivery"))?;
-    let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) else {
-        return Err(StoreError::KeyDestroyed);
-    };
-    let key = keys::key_for_read(&conn, store.keyring(), key_id)?;
-    let plain = key.open(
-        &RecordPlace {
-            kind: "delivery",
-            id: &job.delivery_id,
-            source: &source,
-            key_id,
-        },
-        &nonce,
-        &ciphertext,
-    )?;
-    let stored: StoredDelivery = serde_json::from_slice(&plain)
-        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
+    let opened = super::sealed::open_delivery(&conn, store.keyring(), &job.delivery_id)?;
+    let (source, stored) = (opened.source, opened.stored);
     let mut app_data = AppData::new();
     let mut stmt = conn.prepare_cached(
         "SELECT id, handler, out_key_id, out_nonce, out_ciphertext FROM jobs

@@ -23,6 +23,7 @@ pub mod payload;
 pub mod realtime;
 pub mod reverify;
 mod schema;
+mod sealed;
 mod writer;
 
 #[cfg(test)]

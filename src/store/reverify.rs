@@ -5,14 +5,12 @@
 //! read decrypts the payload, so it is audited (`delivery_reverified`) like any other read.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::TransactionBehavior;
 
 use super::admin::Requester;
-use super::keys;
-use super::payload::{decode_body, StoredDelivery};
+use super::payload::decode_body;
 use super::{Store, StoreError};
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
-use crate::crypto::RecordPlace;
 
 /// A stored delivery as its sender sent it.
 #[derive(Debug)]
@@ -35,30 +33,8 @@ pub fn load_stored_request(
 ) -> Result<StoredRequest, StoreError> {
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let row: Option<super::jobs::SealedRow> = tx
-        .query_row(
-            "SELECT source, key_id, nonce, ciphertext FROM deliveries WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let (source, key_id, nonce, ciphertext) = row.ok_or(StoreError::NotFound("delivery"))?;
-    let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) else {
-        return Err(StoreError::KeyDestroyed);
-    };
-    let key = keys::key_for_read(&tx, store.keyring(), key_id)?;
-    let plain = key.open(
-        &RecordPlace {
-            kind: "delivery",
-            id,
-            source: &source,
-            key_id,
-        },
-        &nonce,
-        &ciphertext,
-    )?;
-    let stored: StoredDelivery = serde_json::from_slice(&plain)
-        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
+    let opened = super::sealed::open_delivery(&tx, store.keyring(), id)?;
+    let (source, stored) = (opened.source, opened.stored);
     let mut audit = AuditRecord::new(
         Actor::cli_user(&who.user).unwrap_or(Actor::System),
         Action::DeliveryReverified,

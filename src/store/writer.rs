@@ -191,10 +191,10 @@ pub(super) fn spawn(
 }
 
 /// How often the checkpointer looks at the WAL when it has caught up.
-const CHECKPOINT_IDLE: Duration = Duration::from_millis(20);
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 /// Shortest pause between two checkpoints while it has not caught up (each one fsyncs the
 /// database file, so back-to-back checkpoints would mostly be fsyncs).
-const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(10);
 /// WAL size (4 KiB frames) beyond which the writer, after a commit, finishes the checkpoint
 /// itself: under continuous load the background checkpointer is always a commit or two behind,
 /// so the WAL would never restart from its beginning and would grow without bound. The writer's
@@ -218,7 +218,7 @@ fn spawn_checkpointer(shared: &Shared) -> Option<(std::sync::mpsc::Sender<()>, A
     let seen = Arc::clone(&frames);
     let path: PathBuf = shared.path.clone();
     let spawned = std::thread::Builder::new()
-        .name("wardhook-store-ckpt".into())
+        .name("wardhook-ckpt".into())
         .spawn(move || {
             let mut behind = false;
             loop {
