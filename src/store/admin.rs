@@ -31,10 +31,13 @@ pub struct Requester {
 }
 
 impl Requester {
-    /// The user running the CLI (`$USER`, else `unknown`).
+    /// The user running the CLI: `$SUDO_USER` under sudo, else `$USER`, else `unknown`.
     pub fn cli_user() -> Self {
         Self {
-            user: std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
+            // Under `sudo -u wardhook`, the person is the one who ran sudo, not the account.
+            user: std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "unknown".to_owned()),
             via: "cli",
         }
     }
