@@ -563,3 +563,57 @@ async fn a_handler_never_runs_more_often_at_once_than_its_limit() {
         );
     }
 }
+
+#[tokio::test]
+async fn handler_attempts_dead_letters_retries_and_replays_each_leave_their_audit_record() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400))
+        .up_to_n_times(1)
+        .mount(&crm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let app = app_with(&crm_handler(&crm.uri()), "").await;
+    let delivery_id = deliver(&app, &call_ended("call-audit", "x")).await;
+    drain(&app).await;
+    let store = open_store(&app);
+    jobs::retry_dead(&store, &DeadFilter::default(), &Requester::cli_user()).unwrap();
+    drain(&app).await;
+    jobs::replay(&store, &delivery_id, None, &Requester::cli_user()).unwrap();
+    drain(&app).await;
+    app.stop().await;
+
+    let out = wardhook_cli(&app, &["audit", "search", "--delivery-id", &delivery_id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |action: &str| text.lines().filter(|l| l.contains(action)).count();
+    assert_eq!(count("delivery_accepted"), 1, "{text}");
+    assert_eq!(
+        count("handler_attempt"),
+        3,
+        "400, retried 200, replayed 200: {text}"
+    );
+    assert_eq!(count("dead_lettered"), 1, "{text}");
+    assert_eq!(count("retried"), 1, "{text}");
+    assert_eq!(count("replayed"), 1, "{text}");
+    assert!(
+        text.contains("crm.") || text.contains("127.0.0.1"),
+        "destination host recorded: {text}"
+    );
+    assert!(!text.contains("Dana"), "no payload in the audit log");
+    // The stop record is written once the server has drained, just after `stop` returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = wardhook_cli(&app, &["audit", "search", "--action", "server_stopped"]);
+        if String::from_utf8_lossy(&all.stdout).contains("server_stopped") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no server_stopped record"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
