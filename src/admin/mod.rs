@@ -130,6 +130,7 @@ impl ConsoleSetup {
                 "listen": config.server.listen.to_string(),
                 "tls": matches!(config.server.transport, Transport::Tls(_)),
                 "mtls": matches!(&config.server.transport, Transport::Tls(t) if t.client_ca.is_some()),
+                "admin_mtls": config.admin.client_ca.is_some(),
             },
             "admin": {
                 "listen": config.admin_listen.to_string(),
@@ -161,7 +162,16 @@ impl ConsoleSetup {
             listen: config.admin_listen,
             enabled: config.admin.enabled,
             idle_timeout: config.admin.idle_timeout,
-            transport: config.server.transport.clone(),
+            // The admin listener presents the server's certificate; whether operators must
+            // present one is its own setting, not the senders'.
+            transport: match &config.server.transport {
+                Transport::Tls(t) => Transport::Tls(crate::config::TlsSettings {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    client_ca: config.admin.client_ca.clone(),
+                }),
+                Transport::PlainLoopback => Transport::PlainLoopback,
+            },
             audit_dir: config.audit.dir.clone(),
             sources,
             handlers,
@@ -189,6 +199,7 @@ pub(crate) struct Console {
 pub struct AdminServer {
     port: u16,
     server: Server,
+    cert_slot: Option<Arc<crate::listener::tls::CertSlot>>,
 }
 
 impl std::fmt::Debug for AdminServer {
@@ -243,9 +254,11 @@ impl AdminServer {
         .disable_signals()
         .workers(2)
         .shutdown_timeout(5);
+        let mut cert_slot = None;
         let http = match &transport {
             Transport::Tls(settings) => {
-                let (tls_config, _slot) = crate::listener::tls::server_config(settings)?;
+                let (tls_config, slot) = crate::listener::tls::server_config(settings)?;
+                cert_slot = Some(slot);
                 http.listen_rustls_0_23(listener, tls_config)
                     .map_err(AdminError::Server)?
             }
@@ -254,7 +267,13 @@ impl AdminServer {
         Ok(Self {
             port,
             server: http.run(),
+            cert_slot,
         })
+    }
+
+    /// The slot that swaps this listener's certificate on reload.
+    pub fn cert_slot(&self) -> Option<Arc<crate::listener::tls::CertSlot>> {
+        self.cert_slot.clone()
     }
 
     /// The bound port.

@@ -192,6 +192,9 @@ pub struct AdminSection {
     /// Dashboard sessions end after this long without a request (`15m`, `30s`).
     #[serde(default = "default_admin_idle_timeout")]
     pub idle_timeout: String,
+    /// PEM CA certificates: when set, operators' browsers and scripts must present a client
+    /// certificate issued by it (mutual TLS on the admin listener, independent of the senders').
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
@@ -200,6 +203,7 @@ impl Default for AdminSection {
             listen: default_admin_listen(),
             enabled: true,
             idle_timeout: default_admin_idle_timeout(),
+            client_ca: None,
         }
     }
 }

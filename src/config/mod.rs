@@ -111,12 +111,14 @@ pub struct Config {
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
     /// Whether the admin listener runs.
     pub enabled: bool,
     /// Dashboard sessions end after this long without a request.
     pub idle_timeout: Duration,
+    /// CA for operators' client certificates (mutual TLS on the admin listener), if required.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[dispatch]`, checked.

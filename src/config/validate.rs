@@ -186,6 +186,20 @@ fn check(
         }
     };
     let admin_listen = parse_addr(&file.admin.listen, "admin.listen", problems);
+    let admin_client_ca = file.admin.client_ca.as_ref().map(|ca| {
+        let full = if ca.is_relative() {
+            base.join(ca)
+        } else {
+            ca.clone()
+        };
+        if let Err(e) = std::fs::read(&full) {
+            problems.push(
+                "admin.client_ca",
+                format!("cannot read {}: {e}", full.display()),
+            );
+        }
+        full
+    });
     if file.storage.max_size_mb == Some(0) {
         problems.push("storage.max_size_mb", "must be at least 1");
     }
@@ -312,6 +326,7 @@ fn check(
         admin: super::AdminSettings {
             enabled: file.admin.enabled,
             idle_timeout: admin_idle?,
+            client_ca: admin_client_ca,
         },
         log: log?,
         sources,

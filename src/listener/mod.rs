@@ -264,6 +264,9 @@ impl Application {
         if let Some(n) = server_cfg.workers {
             http = http.workers(n);
         }
+        let admin_cert_slot = admin
+            .as_ref()
+            .and_then(crate::admin::AdminServer::cert_slot);
         let mut cert_slot = None;
         let (http, tls) = match &server_cfg.transport {
             Transport::Tls(settings) => {
@@ -301,6 +304,7 @@ impl Application {
             reloader: Reloader {
                 state: app_state,
                 cert_slot,
+                admin_cert_slot,
                 base: base.to_owned(),
                 running: Arc::new(RwLock::new(shape)),
             },

@@ -49,6 +49,8 @@ pub struct ReloadReport {
 pub struct Reloader {
     pub(super) state: actix_web::web::Data<AppState>,
     pub(super) cert_slot: Option<Arc<CertSlot>>,
+    /// The admin listener's certificate, renewed together with the senders'.
+    pub(super) admin_cert_slot: Option<Arc<CertSlot>>,
     pub(super) base: PathBuf,
     pub(super) running: Arc<RwLock<RunningShape>>,
 }
@@ -155,6 +157,9 @@ impl Reloader {
         drop(running);
         // Everything is loaded and checked; from here on nothing can fail.
         if let (Some(slot), Some(cert)) = (&self.cert_slot, new_cert) {
+            if let Some(admin) = &self.admin_cert_slot {
+                admin.replace(cert.clone());
+            }
             slot.replace(cert);
             report.certificate_reloaded = true;
         }

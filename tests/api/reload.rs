@@ -176,3 +176,74 @@ async fn sighup_under_load_loses_no_request() {
     assert!(sent > 20, "too little load: {sent}");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "of {sent} requests");
 }
+
+#[tokio::test]
+async fn the_admin_listener_gets_the_renewed_certificate_and_its_own_client_ca() {
+    let app = spawn_app_with(AppOptions {
+        admin: "client_ca = \"ca.crt\"".into(),
+        ..AppOptions::default()
+    })
+    .await;
+    let admin_port = app.admin_port;
+    let request = b"GET /api/openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    // Operators must present a certificate from the admin CA…
+    let anonymous = client_tls_config(
+        &app.ca_pem,
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+        None,
+    );
+    let mut response = String::new();
+    if let Ok(mut tls) = tls_connect(admin_port, anonymous).await {
+        let _ = tls.write_all(request).await;
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut tls, &mut response).await;
+    }
+    assert!(
+        !response.contains("200 OK"),
+        "admin served without a client cert"
+    );
+    // …while senders, with no client_ca of their own, still connect without one.
+    assert_eq!(
+        app.client()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let renewed = app
+        .ca
+        .issue_server(&["localhost", "127.0.0.1"], 90)
+        .unwrap();
+    std::fs::write(app.dir.path().join("server.crt"), &renewed.cert_pem).unwrap();
+    std::fs::write(app.dir.path().join("server.key"), &renewed.key_pem).unwrap();
+    app.reloader.reload(&app.config_path).unwrap();
+    let operator = app.ca.issue_client("operator-1").unwrap();
+    let config = client_tls_config(
+        &app.ca_pem,
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+        Some((&operator.cert_pem, &operator.key_pem)),
+    );
+    let mut tls = tls_connect(admin_port, config).await.unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    use rustls::pki_types::pem::PemObject;
+    let expected =
+        rustls::pki_types::CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).unwrap();
+    assert_eq!(
+        presented, expected,
+        "the admin listener must present the renewed certificate"
+    );
+    tls.write_all(request).await.unwrap();
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut tls, &mut response)
+        .await
+        .ok();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "{}",
+        &response[..response.len().min(200)]
+    );
+}
