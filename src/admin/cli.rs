@@ -46,11 +46,41 @@ pub enum TokensCliError {
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// The audit record could not be written (nothing was changed).
+    #[error("cannot write the audit record: {0}")]
+    Audit(String),
 }
 
-/// Run a token command on `conn`, printing to `out`.
+/// The audit record of a token's creation or revocation, by the CLI user.
+fn token_record(
+    action: crate::audit::Action,
+    token_id: &str,
+    role: Option<&str>,
+) -> crate::audit::AuditRecord {
+    use crate::audit::{Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
+    let who = crate::store::admin::Requester::cli_user();
+    let mut record = AuditRecord::new(
+        Actor::cli_user(&who.user).unwrap_or(Actor::System),
+        action,
+        Outcome::Success,
+    );
+    if let Ok(kind) = Code::parse("admin_token") {
+        record.detail.insert(DetailKey::ObjectKind, kind);
+    }
+    if let Ok(id) = ObjectId::parse(token_id) {
+        record.detail.insert(DetailKey::ObjectId, id);
+    }
+    if let Some(r) = role.and_then(|r| Code::parse(r).ok()) {
+        record.detail.insert(DetailKey::Result, r);
+    }
+    record
+}
+
+/// Run a token command on `conn`, printing to `out`. Creating and revoking a token are audit
+/// records, written in the same transaction as the change.
 pub fn run(
     conn: &Connection,
+    keyring: &crate::crypto::Keyring,
     command: TokensCommand,
     out: &mut dyn Write,
 ) -> Result<(), TokensCliError> {
@@ -73,7 +103,21 @@ pub fn run(
                         })
                 })
                 .transpose()?;
-            let t = tokens::create(conn, &name, role, expires)?;
+            let tx = conn
+                .unchecked_transaction()
+                .map_err(tokens::TokenError::from)?;
+            let t = tokens::create(&tx, &name, role, expires)?;
+            crate::audit::append(
+                &tx,
+                keyring,
+                &token_record(
+                    crate::audit::Action::TokenCreated,
+                    &t.info.id,
+                    Some(t.info.role.as_str()),
+                ),
+            )
+            .map_err(|e| TokensCliError::Audit(e.to_string()))?;
+            tx.commit().map_err(tokens::TokenError::from)?;
             writeln!(out, "{}", t.token)?;
             writeln!(
                 out,
@@ -107,7 +151,23 @@ pub fn run(
             }
         }
         TokensCommand::Revoke { name } => {
-            tokens::revoke(conn, &name)?;
+            let tx = conn
+                .unchecked_transaction()
+                .map_err(tokens::TokenError::from)?;
+            let id = tokens::list(&tx)?
+                .into_iter()
+                .find(|t| t.name == name && t.revoked_at.is_none())
+                .map(|t| t.id);
+            tokens::revoke(&tx, &name)?;
+            if let Some(id) = id {
+                crate::audit::append(
+                    &tx,
+                    keyring,
+                    &token_record(crate::audit::Action::TokenRevoked, &id, None),
+                )
+                .map_err(|e| TokensCliError::Audit(e.to_string()))?;
+            }
+            tx.commit().map_err(tokens::TokenError::from)?;
             writeln!(out, "revoked {name}")?;
         }
     }

@@ -313,6 +313,10 @@ string_enum! {
         AccessDenied => "access_denied",
         /// A real-time route answered its sender (computed reply or fallback; no content).
         RealtimeReplied => "realtime_replied",
+        /// An admin console token was created (its id and role; never the token).
+        TokenCreated => "token_created",
+        /// An admin console token was revoked.
+        TokenRevoked => "token_revoked",
     }
 }
 

@@ -590,7 +590,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens { command } => {
             let store = open_store(&cli.config)?;
             let conn = store.connection()?;
-            crate::admin::cli::run(&conn, command, &mut std::io::stdout())?;
+            crate::admin::cli::run(&conn, store.keyring(), command, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs {

@@ -160,3 +160,46 @@ async fn rejections_server_life_and_config_loads_are_audited() {
         "start and reload: {text}"
     );
 }
+
+#[tokio::test]
+async fn creating_and_revoking_a_console_token_are_audited_without_the_token() {
+    let app = spawn_app().await;
+    let created = wardhook(
+        &app,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "ops-alice",
+            "--role",
+            "operator",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let revoked = wardhook(&app, &["tokens", "revoke", "ops-alice"]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let out = wardhook(&app, &["audit", "search"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("token_created") && text.contains("\"result\":\"operator\""),
+        "{text}"
+    );
+    assert!(text.contains("token_revoked"), "{text}");
+    assert!(
+        !text.contains(&token),
+        "the token itself never reaches the audit log"
+    );
+}
