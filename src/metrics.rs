@@ -137,8 +137,49 @@ pub fn delivery(source: &str, outcome: &'static str) {
     );
 }
 
+/// Per source, the last 24 clock hours of ack latency: (hour number since the epoch, count,
+/// sum in ms). In memory only, so the dashboard's chart starts afresh after a restart.
+type HourRing = [(i64, u64, f64); 24];
+
+fn ack_hours() -> &'static Mutex<BTreeMap<String, HourRing>> {
+    static HOURS: OnceLock<Mutex<BTreeMap<String, HourRing>>> = OnceLock::new();
+    HOURS.get_or_init(Mutex::default)
+}
+
+fn record_ack_hour(source: &str, elapsed: Duration, now_secs: i64) {
+    let hour = now_secs.div_euclid(3600);
+    let slot = hour.rem_euclid(24) as usize;
+    let mut hours = ack_hours().lock().unwrap_or_else(|p| p.into_inner());
+    let ring = hours
+        .entry(source.to_owned())
+        .or_insert([(i64::MIN, 0, 0.0); 24]);
+    if ring[slot].0 != hour {
+        ring[slot] = (hour, 0, 0.0);
+    }
+    ring[slot].1 += 1;
+    ring[slot].2 += elapsed.as_secs_f64() * 1000.0;
+}
+
+/// Mean ack latency (ms) of `source` per clock hour, for the 24 hours starting at the hour that
+/// contains `start_secs`; `None` for hours without answers (or before the server started).
+pub fn ack_hourly_means(source: &str, start_secs: i64) -> Vec<Option<f64>> {
+    let first = start_secs.div_euclid(3600);
+    let hours = ack_hours().lock().unwrap_or_else(|p| p.into_inner());
+    let ring = hours.get(source);
+    (0..24)
+        .map(|i| {
+            let hour = first + i;
+            ring.and_then(|r| {
+                let (h, n, sum) = r[hour.rem_euclid(24) as usize];
+                (h == hour && n > 0).then(|| sum / n as f64)
+            })
+        })
+        .collect()
+}
+
 /// The answer to a sender of `source` took `elapsed`.
 pub fn ack_latency(source: &str, elapsed: Duration) {
+    record_ack_hour(source, elapsed, chrono::Utc::now().timestamp());
     observe(
         "wardhook_ack_latency_seconds",
         vec![("source", source.to_owned())],
@@ -357,5 +398,25 @@ mod tests {
         let text = render(&[]);
         assert!(!text.contains("attacker-chosen-name"));
         assert!(text.contains("source=\"_unknown\""));
+    }
+}
+
+#[cfg(test)]
+mod hourly_tests {
+    use super::*;
+
+    #[test]
+    fn hourly_ack_means_fill_their_clock_hour_and_forget_a_day_later() {
+        let base = 1_795_000_000 - 1_795_000_000 % 3600;
+        record_ack_hour("hourly-test", Duration::from_millis(10), base + 5);
+        record_ack_hour("hourly-test", Duration::from_millis(30), base + 10);
+        record_ack_hour("hourly-test", Duration::from_millis(7), base + 3 * 3600);
+        let means = ack_hourly_means("hourly-test", base);
+        assert_eq!(means[0], Some(20.0));
+        assert_eq!(means[1], None);
+        assert_eq!(means[3], Some(7.0));
+        // A day later the same ring slot belongs to a new hour.
+        record_ack_hour("hourly-test", Duration::from_millis(1), base + 24 * 3600);
+        assert_eq!(ack_hourly_means("hourly-test", base)[0], None);
     }
 }

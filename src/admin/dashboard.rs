@@ -528,8 +528,23 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> HttpResponse
                 1.0,
                 &format!("{}: success rate per hour, last 24 h", src.name)
             ),
-            src.ack_latency_ms_mean
-                .map_or_else(|| "—".to_owned(), |m| format!("{m:.1} ms"))
+            {
+                let max = src
+                    .ack_latency_ms_hourly
+                    .iter()
+                    .flatten()
+                    .fold(0.0_f64, |a, b| a.max(*b));
+                format!(
+                    "{} {}",
+                    src.ack_latency_ms_mean
+                        .map_or_else(|| "—".to_owned(), |m| format!("{m:.1} ms")),
+                    sparkline(
+                        &src.ack_latency_ms_hourly,
+                        max.max(1.0),
+                        &format!("{}: mean answer latency per hour, last 24 h", src.name)
+                    )
+                )
+            }
         );
     }
     b.push_str("</tbody></table></div>");

@@ -40,6 +40,8 @@ pub struct SourceHealth {
     pub success_rate: Option<f64>,
     /// Mean ack latency since the server started, ms.
     pub ack_latency_ms_mean: Option<f64>,
+    /// Mean ack latency per clock hour of the last 24 h (since the server started), ms.
+    pub ack_latency_ms_hourly: Vec<Option<f64>>,
     /// 24 hourly buckets, oldest first.
     pub hourly: Vec<HourBucket>,
 }
@@ -144,6 +146,7 @@ pub fn compute(
                     rejected: 0,
                     success_rate: None,
                     ack_latency_ms_mean: None,
+                    ack_latency_ms_hourly: Vec::new(),
                     hourly: vec![HourBucket::default(); 24],
                 },
             )
@@ -196,6 +199,7 @@ pub fn compute(
         h.success_rate = rate(h.accepted + h.duplicate, total);
         let (n, mean) = crate::metrics::ack_summary(&h.name);
         h.ack_latency_ms_mean = (n > 0).then_some(mean * 1000.0);
+        h.ack_latency_ms_hourly = crate::metrics::ack_hourly_means(&h.name, start.timestamp());
     }
 
     let mut per_handler: BTreeMap<String, (Vec<HourBucket>, Vec<i64>, u64)> = handlers

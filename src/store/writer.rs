@@ -339,15 +339,16 @@ fn commit_batch(
         Ok(Attempt::Done(answers)) => {
             shared.healthy.store(true, Ordering::Release);
             publish_key(shared, state);
+            // Answer first: the ack waits for the fsync'd commit, not for the mirror.
+            for (command, answer) in batch.drain(..).zip(answers) {
+                reply(command, answer);
+            }
             // The chain in the database is authoritative; a mirror that falls behind catches up
             // on its next write, so a mirror error must not turn a committed delivery into a 503.
             if let Some(mirror) = &shared.options.audit_mirror {
                 if let Err(e) = mirror.write(&audit) {
                     tracing::error!(error = %e, "audit mirror write failed");
                 }
-            }
-            for (command, answer) in batch.drain(..).zip(answers) {
-                reply(command, answer);
             }
         }
         Ok(Attempt::Retry) | Err(_) => {
