@@ -254,7 +254,33 @@ pub fn wardhook_bin() -> &'static Path {
 
 /// Start the real binary on the fixture (whose config must log JSON) and return it with the
 /// port it bound.
-pub fn start_server(fixture: &Fixture) -> (Child, u16) {
+/// A `wardhook serve` child process, killed when dropped so a failing test leaves no server
+/// running behind it.
+pub struct ServerProcess(Child);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn start_server(fixture: &Fixture) -> (ServerProcess, u16) {
     let mut child = Command::new(wardhook_bin())
         .args(["serve", "--config"])
         .arg(&fixture.config_path)
@@ -274,6 +300,7 @@ pub fn start_server(fixture: &Fixture) -> (Child, u16) {
             }
         }
     });
+    let child = ServerProcess(child);
     let port = port_rx.recv_timeout(Duration::from_secs(20)).unwrap();
     (child, port)
 }
