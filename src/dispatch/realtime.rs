@@ -142,6 +142,11 @@ impl Realtime {
     }
 }
 
+/// One cache entry: expiry, nonce and sealed outputs.
+type Entry = (Instant, Vec<u8>, Vec<u8>);
+/// Entries by key HMAC, and the keys in insertion order (oldest dropped first).
+type Entries = (HashMap<[u8; 32], Entry>, VecDeque<[u8; 32]>);
+
 /// A TTL- and size-bounded cache of handler outputs per lookup key.
 pub struct LookupCache {
     key_template: Template,
@@ -149,10 +154,7 @@ pub struct LookupCache {
     max_entries: usize,
     mac_key: Zeroizing<[u8; 32]>,
     cipher: Aes256Gcm,
-    entries: Mutex<(
-        HashMap<[u8; 32], (Instant, Vec<u8>, Vec<u8>)>,
-        VecDeque<[u8; 32]>,
-    )>,
+    entries: Mutex<Entries>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
