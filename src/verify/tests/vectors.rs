@@ -34,7 +34,12 @@ fn standard_webhooks_go_v1_vector_verifies() {
     assert_eq!(d.sender_delivery_id(), Some(SW_GO_ID));
     assert_eq!(d.signed_at(), Some(at(SW_GO_TS)));
     assert_eq!(d.key_index(), 0);
-    assert_eq!(d.signature_headers().len(), 3);
+    // The three signed headers, plus the method and path kept for `deliveries reverify`.
+    assert_eq!(d.signature_headers().len(), 5);
+    assert!(d
+        .signature_headers()
+        .iter()
+        .any(|(k, v)| k == crate::verify::REVERIFY_PATH && v == "/hooks/src"));
 }
 
 #[test]
