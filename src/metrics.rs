@@ -63,6 +63,21 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "counter",
         "Admin sign-ins and API calls refused for a missing, unknown, expired or revoked token.",
     ),
+    (
+        "wardhook_realtime_replies_total",
+        "counter",
+        "Replies of real-time routes, by source and reply (computed, fallback).",
+    ),
+    (
+        "wardhook_realtime_reply_latency_seconds",
+        "histogram",
+        "Time from request start to a real-time route's reply, by source.",
+    ),
+    (
+        "wardhook_realtime_cache_total",
+        "counter",
+        "Real-time lookup cache consultations, by result (hit, miss).",
+    ),
 ];
 
 #[derive(Debug, Clone)]

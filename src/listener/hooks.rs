@@ -320,15 +320,15 @@ async fn answer_realtime(
     let stored = reply.clone();
     let id = delivery_id.clone();
     let latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-    let record = actix_web::web::block(move || {
-        crate::store::realtime::record_reply(&store, &id, &source, &stored, latency_ms)
-    });
+    let record = async move {
+        crate::store::realtime::record_reply(&store, &id, &source, &stored, latency_ms).await
+    };
     // The reply is owed on time; storing it may not push the answer past the deadline.
     let remaining = rt.deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(remaining.max(Duration::from_millis(5)), record).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "cannot store the real-time reply"),
-        _ => tracing::warn!("storing the real-time reply is late; answering first"),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot store the real-time reply"),
+        Err(_) => tracing::warn!("storing the real-time reply is late; answering first"),
     }
     reply_response(&reply)
 }

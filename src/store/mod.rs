@@ -395,6 +395,16 @@ impl Store {
             .map_err(|_| StoreError::Unavailable("writer stopped"))?
     }
 
+    /// Run a small idempotent write in the writer's next group commit (see
+    /// `writer::Command::Apply`), with the audit record it returns.
+    pub(crate) async fn apply(&self, write: writer::ApplyFn) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Apply(write, reply)).await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped"))?
+    }
+
     async fn send(&self, command: writer::Command) -> Result<(), StoreError> {
         self.commands
             .send(command)

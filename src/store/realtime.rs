@@ -5,7 +5,7 @@
 //! handler output under the day's data key, so purge and crypto-shredding cover it too.
 
 use chrono::Utc;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use super::keys::{self, WriteKeyCache};
 use super::writer::db_time;
@@ -26,68 +26,60 @@ fn place<'a>(delivery_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<
     }
 }
 
-/// Store the reply given for `delivery_id` (first one wins) with its audit record.
-pub fn record_reply(
+/// Store the reply given for `delivery_id` (first one wins) with its audit record, in the
+/// writer's next group commit.
+pub async fn record_reply(
     store: &Store,
     delivery_id: &str,
     source: &str,
     reply: &Reply,
     latency_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut conn = store.connection()?;
-    let now = Utc::now();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut cache = WriteKeyCache::new();
-    let generation = keys::current_generation(&tx)?;
-    let (key_id, key) = keys::key_for_write(
-        &tx,
-        store.keyring(),
-        &mut cache,
-        &keys::period_of(now),
-        generation,
-    )?;
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(reply).map_err(|_| StoreError::Corrupt("reply not serializable"))?,
     );
-    let sealed = key.seal(&place(delivery_id, source, key_id), &plain)?;
-    let inserted = tx.execute(
-        "INSERT OR IGNORE INTO jobs (delivery_id, handler, position, status, attempts,
-                                     next_attempt_at, created_at, updated_at,
-                                     out_key_id, out_nonce, out_ciphertext)
-         VALUES (?1, ?2, -1, 'done', 1, ?3, ?3, ?3, ?4, ?5, ?6)",
-        params![
-            delivery_id,
-            REPLY_HANDLER,
-            db_time(now),
-            key_id,
-            sealed.nonce,
-            sealed.ciphertext
-        ],
-    )?;
-    if inserted == 1 {
-        let mut audit = AuditRecord::new(
-            Actor::sender(source).unwrap_or(Actor::System),
-            Action::RealtimeReplied,
-            Outcome::Success,
-        );
-        audit.delivery_id = ObjectId::parse(delivery_id).ok();
-        audit.source = Code::parse(source).ok();
-        if let Ok(c) = Code::parse(if reply.fallback {
-            "fallback"
-        } else {
-            "computed"
-        }) {
-            audit.detail.insert(DetailKey::Result, c);
-        }
-        audit
-            .detail
-            .insert(DetailKey::Status, i64::from(reply.status));
-        audit.detail.insert(DetailKey::LatencyMs, latency_ms);
-        crate::audit::append(&tx, store.keyring(), &audit)?;
-    }
-    tx.commit()?;
-    super::admin::mirror(store, &conn);
-    Ok(())
+    let (delivery_id, source) = (delivery_id.to_owned(), source.to_owned());
+    let (fallback, status) = (reply.fallback, reply.status);
+    store
+        .apply(Box::new(move |tx, keyring| {
+            let now = Utc::now();
+            let mut cache = WriteKeyCache::new();
+            let generation = keys::current_generation(tx)?;
+            let (key_id, key) =
+                keys::key_for_write(tx, keyring, &mut cache, &keys::period_of(now), generation)?;
+            let sealed = key.seal(&place(&delivery_id, &source, key_id), &plain)?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO jobs (delivery_id, handler, position, status, attempts,
+                                             next_attempt_at, created_at, updated_at,
+                                             out_key_id, out_nonce, out_ciphertext)
+                 VALUES (?1, ?2, -1, 'done', 1, ?3, ?3, ?3, ?4, ?5, ?6)",
+                params![
+                    delivery_id,
+                    REPLY_HANDLER,
+                    db_time(now),
+                    key_id,
+                    sealed.nonce,
+                    sealed.ciphertext
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+            let mut audit = AuditRecord::new(
+                Actor::sender(&source).unwrap_or(Actor::System),
+                Action::RealtimeReplied,
+                Outcome::Success,
+            );
+            audit.delivery_id = ObjectId::parse(&delivery_id).ok();
+            audit.source = Code::parse(&source).ok();
+            if let Ok(c) = Code::parse(if fallback { "fallback" } else { "computed" }) {
+                audit.detail.insert(DetailKey::Result, c);
+            }
+            audit.detail.insert(DetailKey::Status, i64::from(status));
+            audit.detail.insert(DetailKey::LatencyMs, latency_ms);
+            Ok(Some(audit))
+        }))
+        .await
 }
 
 /// The reply stored for `delivery_id`, if any.

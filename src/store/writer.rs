@@ -167,7 +167,20 @@ pub(crate) enum Command {
         Box<crate::audit::AuditRecord>,
         oneshot::Sender<Result<(), StoreError>>,
     ),
+    /// A small write of another stage (a real-time reply), committed in the next group commit
+    /// with the audit record it returns. May run twice if its batch is retried, so it must be
+    /// idempotent (e.g. `INSERT OR IGNORE`).
+    Apply(ApplyFn, oneshot::Sender<Result<(), StoreError>>),
 }
+
+/// See [`Command::Apply`].
+pub(crate) type ApplyFn = Box<
+    dyn Fn(
+            &rusqlite::Transaction<'_>,
+            &Keyring,
+        ) -> Result<Option<crate::audit::AuditRecord>, StoreError>
+        + Send,
+>;
 
 enum Answer {
     Intake(IntakeOutcome),
@@ -409,7 +422,7 @@ fn reply(command: Command, answer: Result<Answer, StoreError>) {
                 )),
             }));
         }
-        Command::Probe(reply) | Command::Audit(_, reply) => {
+        Command::Probe(reply) | Command::Audit(_, reply) | Command::Apply(_, reply) => {
             let _ = reply.send(answer.map(|_| ()));
         }
     }
@@ -447,6 +460,12 @@ fn run_batch(
                     Answer::Probe
                 })
                 .map_err(StoreError::from),
+            Command::Apply(write, _) => write(&tx, keyring).and_then(|record| {
+                if let Some(record) = record {
+                    audit.push(crate::audit::append(&tx, keyring, &record)?);
+                }
+                Ok(Answer::Probe)
+            }),
         };
         match result {
             Ok(answer) => {

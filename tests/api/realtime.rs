@@ -166,3 +166,29 @@ fn a_reply_to_a_sender_without_a_baa_cannot_use_phi() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_misses_and_reply_kinds_are_in_the_metrics() {
+    let crm = crm_answering(Duration::ZERO).await;
+    let app = app(realtime_config(&crm.uri(), 2000, true)).await;
+    ring(&app, "rt-m1", "+15555550142").await;
+    ring(&app, "rt-m2", "+15555550142").await;
+    let text = wardhook::metrics::render(&[]);
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // The registry is process-wide and other tests use the cache too: at least this test's.
+    assert!(
+        value("wardhook_realtime_cache_total{result=\"hit\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("wardhook_realtime_cache_total{result=\"miss\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(value("wardhook_realtime_replies_total{source=\"demo\",reply=\"computed\"}") >= 2.0);
+}
