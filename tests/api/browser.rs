@@ -58,6 +58,11 @@ struct Browser {
 impl Driver {
     async fn start() -> Option<Self> {
         let Some(bin) = find_in_path("chromedriver") else {
+            // `.ci/run` installs Chromium, so under CI a missing driver is a failure.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "chromedriver is not installed; .ci/run installs chromium and chromium-driver"
+            );
             eprintln!(
                 "SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver); \
                  the browser tests did not run"

@@ -49,7 +49,7 @@ pub struct SmtpSink {
 
 /// A python3 that can import aiosmtpd: `WARDHOOK_TEST_PYTHON`, `python3` on PATH, or Debian's
 /// `/usr/bin/python3` (where `apt-get install python3-aiosmtpd` puts it).
-fn python() -> String {
+fn python() -> Option<String> {
     let candidates = std::env::var("WARDHOOK_TEST_PYTHON")
         .into_iter()
         .chain(["python3".to_owned(), "/usr/bin/python3".to_owned()]);
@@ -61,13 +61,20 @@ fn python() -> String {
             .status()
             .is_ok_and(|s| s.success());
         if ok {
-            return candidate;
+            return Some(candidate);
         }
     }
-    panic!(
+    // CI installs aiosmtpd, so there a missing server is a failure, not a skip.
+    assert!(
+        std::env::var_os("CI").is_none(),
         "the e-mail tests need a real SMTP server: install aiosmtpd \
          (`pip install aiosmtpd` or `apt-get install python3-aiosmtpd`; .ci/run does)"
     );
+    eprintln!(
+        "SKIPPED: no python3 with aiosmtpd for the real SMTP server \
+         (`pip install aiosmtpd` or `apt-get install python3-aiosmtpd`)"
+    );
+    None
 }
 
 /// The script, from the e-mail crate's tests or from the workspace root's.
@@ -84,10 +91,11 @@ fn script() -> PathBuf {
 }
 
 impl SmtpSink {
-    /// Start the server and wait until it listens.
-    pub fn start(tls: SinkTls<'_>) -> Self {
+    /// Start the server and wait until it listens; `None` (the test skips) when no python3
+    /// with aiosmtpd is installed, outside CI.
+    pub fn start(tls: SinkTls<'_>) -> Option<Self> {
         let out = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(python());
+        let mut cmd = Command::new(python()?);
         cmd.arg(script()).arg(out.path());
         match tls {
             SinkTls::None => {}
@@ -111,7 +119,7 @@ impl SmtpSink {
             .strip_prefix("PORT ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("SMTP sink did not start: {line:?}"));
-        Self { child, port, out }
+        Some(Self { child, port, out })
     }
 
     /// Everything received so far, in arrival order.
