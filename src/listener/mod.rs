@@ -359,6 +359,9 @@ impl Application {
             .record_audit(lifecycle_record(crate::audit::Action::ServerStarted, None))
             .await
             .map_err(std::io::Error::other)?;
+        if let Err(e) = self.store.checkpoint_audit().await {
+            tracing::error!(error = %e, "cannot write the audit checkpoint at start");
+        }
         let admin = self.admin.map(|a| {
             let port = a.port();
             let server = a.into_server();
@@ -368,6 +371,8 @@ impl Application {
         });
         let admin_handle = admin.as_ref().map(|(_, h)| h.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let stop_workers = stop_tx.clone();
         let workers =
             (self.dispatch_workers > 0).then(|| tokio::spawn(self.dispatcher.clone().run(stop_rx)));
         // The server future must keep being polled while it drains, so the stop request runs
@@ -401,6 +406,8 @@ impl Application {
             handle.stop(true).await;
             let _ = task.await;
         }
+        // However the server stopped (signal or handle), the workers stop claiming now.
+        let _ = stop_workers.send(true);
         if let Some(w) = workers {
             let _ = w.await;
         }
@@ -410,6 +417,9 @@ impl Application {
             .await
         {
             tracing::error!(error = %e, "cannot audit the server stop");
+        }
+        if let Err(e) = self.store.checkpoint_audit().await {
+            tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
         served
     }

@@ -31,13 +31,21 @@ pub struct Requester {
 }
 
 impl Requester {
-    /// The user running the CLI: `$SUDO_USER` under sudo, else `$USER`, else `unknown`.
+    /// The user running the CLI: `$SUDO_USER` under sudo, else `$USER`/`$LOGNAME`, else the
+    /// numeric uid (`uid:0`).
     pub fn cli_user() -> Self {
         Self {
             // Under `sudo -u wardhook`, the person is the one who ran sudo, not the account.
-            user: std::env::var("SUDO_USER")
-                .or_else(|_| std::env::var("USER"))
-                .unwrap_or_else(|_| "unknown".to_owned()),
+            user: ["SUDO_USER", "USER", "LOGNAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+                .unwrap_or_else(|| {
+                    // No login name in the environment (a service, a container): the numeric
+                    // uid still says who, and /proc/self is owned by it.
+                    use std::os::unix::fs::MetadataExt as _;
+                    std::fs::metadata("/proc/self")
+                        .map_or_else(|_| "unknown".to_owned(), |m| format!("uid:{}", m.uid()))
+                }),
             via: "cli",
         }
     }

@@ -384,6 +384,23 @@ impl Store {
             .map_err(|_| StoreError::Unavailable("writer stopped"))?
     }
 
+    /// Write a signed audit checkpoint now (at start and stop), so truncating the newest
+    /// records is detectable even when fewer than a checkpoint interval were written.
+    pub async fn checkpoint_audit(&self) -> Result<(), StoreError> {
+        let Some(mirror) = self.shared.options.audit_mirror.clone() else {
+            return Ok(());
+        };
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = store.connection()?;
+            mirror.catch_up(&conn)?;
+            mirror.checkpoint_now(&conn)?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable("checkpoint task failed"))?
+    }
+
     /// Append a standalone audit record (a rejected delivery, server start/stop, a reload) in
     /// the writer's next group commit, and mirror it.
     pub async fn record_audit(&self, record: crate::audit::AuditRecord) -> Result<(), StoreError> {

@@ -203,3 +203,52 @@ async fn creating_and_revoking_a_console_token_are_audited_without_the_token() {
         "the token itself never reaches the audit log"
     );
 }
+
+#[tokio::test]
+async fn a_checkpoint_at_stop_makes_cutting_the_newest_records_detectable() {
+    let app = spawn_app().await;
+    deliver(&app, "cp-1").await;
+    deliver(&app, "cp-2").await;
+    app.stop().await;
+    // The stop checkpoint is written once the server has drained.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = wardhook(&app, &["audit", "verify"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Two checkpoints: the one written at start and the one after the stop record.
+        if out.status.success() && text.contains("2 checkpoints matched") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint at stop: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    {
+        let conn = rusqlite::Connection::open(app.dir.path().join("data/wardhook.db")).unwrap();
+        let triggers: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for t in triggers {
+            conn.execute(&format!("DROP TRIGGER {t}"), []).unwrap();
+        }
+        conn.execute(
+            "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)",
+            [],
+        )
+        .unwrap();
+    }
+    let verify = wardhook(&app, &["audit", "verify", "--skip-mirror"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("truncated"));
+}
