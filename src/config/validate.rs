@@ -299,7 +299,12 @@ fn check(
             .retry_schedule
             .as_ref()
             .and_then(|s| parse_schedule(s, &format!("routes[{i}].retry_schedule"), problems));
-        let realtime = check_realtime(r, &format!("routes[{i}]"), problems);
+        let preset = file
+            .sources
+            .iter()
+            .find(|s| s.name == r.source)
+            .map(|s| s.preset.as_str());
+        let realtime = check_realtime(r, preset, &format!("routes[{i}]"), problems);
         routes.push(Route {
             source: r.source.clone(),
             events: r.events.clone(),
@@ -340,6 +345,7 @@ fn check(
 /// Check a route's real-time settings; `None` for ordinary (async) routes.
 fn check_realtime(
     r: &super::file::RouteSection,
+    preset: Option<&str>,
     at: &str,
     problems: &mut Problems,
 ) -> Option<Arc<crate::dispatch::realtime::Realtime>> {
@@ -397,7 +403,13 @@ fn check_realtime(
             }
         },
     };
-    if r.fallback.is_none() {
+    // Where a sender documents a reply that means "carry on as configured", it is the default
+    // fallback: Retell's inbound-call webhook takes an empty `call_inbound` object.
+    let fallback = r.fallback.clone().or_else(|| match preset {
+        Some("retell") => Some(r#"{"call_inbound": {}}"#.to_owned()),
+        _ => None,
+    });
+    if fallback.is_none() {
         problems.push(
             format!("{at}.fallback"),
             "a real-time route needs a fallback reply for when a handler fails or is late",
@@ -439,7 +451,7 @@ fn check_realtime(
             .clone()
             .unwrap_or_else(|| "application/json".to_owned()),
         deadline,
-        fallback: r.fallback.clone()?,
+        fallback: fallback?,
         fallback_status: r.fallback_status.unwrap_or(200),
         cache,
     }))

@@ -192,3 +192,31 @@ async fn cache_hits_misses_and_reply_kinds_are_in_the_metrics() {
     );
     assert!(value("wardhook_realtime_replies_total{source=\"demo\",reply=\"computed\"}") >= 2.0);
 }
+
+#[test]
+fn a_retell_route_falls_back_to_its_documented_empty_reply_others_must_say() {
+    let route = |source: &str| {
+        format!(
+            "[[handlers]]\nname = \"lookup\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n\n[[routes]]\nsource = \"{source}\"\nmode = \"realtime\"\nhandlers = [\"lookup\"]\nrespond = '{{\"ok\": \"yes\"}}'\n"
+        )
+    };
+    let sources = "[[sources]]\nname = \"demo\"\npreset = \"nextphone\"\nsecrets = [\"file:demo.secret\"]\n\n[[sources]]\nname = \"retell\"\npreset = \"retell\"\nsecrets = [\"file:demo.secret\"]\n";
+    let fixture = write_fixture(&AppOptions {
+        sources: Some(sources.into()),
+        extra: route("retell"),
+        ..AppOptions::default()
+    });
+    let config =
+        wardhook::config::Config::load_with_base(&fixture.config_path, fixture.dir.path()).unwrap();
+    let rt = config.routes[0].realtime.as_ref().unwrap();
+    assert_eq!(rt.fallback, r#"{"call_inbound": {}}"#);
+
+    let fixture = write_fixture(&AppOptions {
+        sources: Some(sources.into()),
+        extra: route("demo"),
+        ..AppOptions::default()
+    });
+    let err = wardhook::config::Config::load_with_base(&fixture.config_path, fixture.dir.path())
+        .unwrap_err();
+    assert!(err.to_string().contains("routes[0].fallback"), "{err}");
+}
