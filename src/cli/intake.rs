@@ -237,7 +237,21 @@ pub fn backup(
     master_key_file: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
-    let r = admin::backup_to(store, to, master_key_file, &Requester::cli_user())?;
+    let mut shown = 0u64;
+    let r = admin::backup_to_with_progress(
+        store,
+        to,
+        master_key_file,
+        &Requester::cli_user(),
+        &mut |done, total| {
+            // Progress on stderr in tenths, for databases big enough to take a while.
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
+            if total >= 25_600 && tenth > shown {
+                shown = tenth;
+                eprintln!("backup: {}% ({done}/{total} pages)", tenth * 10);
+            }
+        },
+    )?;
     writeln!(
         out,
         "backup written to {} ({} bytes, sha256 {}); the master key is NOT in it: back it up separately and store it apart",

@@ -633,6 +633,17 @@ pub fn backup_to(
     master_key_file: Option<&Path>,
     who: &Requester,
 ) -> Result<BackupReport, StoreError> {
+    backup_to_with_progress(store, to, master_key_file, who, &mut |_, _| {})
+}
+
+/// [`backup_to`], calling `progress(pages_done, pages_total)` as the copy advances.
+pub fn backup_to_with_progress(
+    store: &Store,
+    to: &Path,
+    master_key_file: Option<&Path>,
+    who: &Requester,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<BackupReport, StoreError> {
     let shown = to.display().to_string();
     if to.exists() {
         return Err(StoreError::InvalidArgument(format!(
@@ -665,17 +676,44 @@ pub fn backup_to(
     let mut dst = Connection::open(to)?;
     {
         let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
-        backup.run_to_completion(1024, std::time::Duration::from_millis(0), None)?;
+        // Step by step (not run_to_completion) so a large database reports progress, and the
+        // writer gets the lock between steps.
+        loop {
+            let step = backup.step(1024)?;
+            let p = backup.progress();
+            let total = p.pagecount.max(0) as u64;
+            progress(total.saturating_sub(p.remaining.max(0) as u64), total);
+            match step {
+                rusqlite::backup::StepResult::Done => break,
+                rusqlite::backup::StepResult::More => {}
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
     }
     // A self-contained file: no -wal next to it.
     dst.pragma_update(None, "journal_mode", "DELETE")?;
     drop(dst);
-    let bytes = std::fs::read(to).map_err(io)?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    // Hashed while streaming: a backup can be larger than memory.
+    let (bytes_len, sha256) = {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(to).map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut len = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        (len, hex::encode(hasher.finalize()))
+    };
     let mut conn = src;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut ev = AuditEvent::new(who.actor(), AuditAction::BackupTaken);
-    ev.count = Some(bytes.len() as i64);
+    ev.count = Some(bytes_len as i64);
     ev.digest = Some(&sha256);
     ev.via = Some(who.via);
     let _: AppendedRecord = record_audit(&tx, store.keyring(), &ev)?;
@@ -683,7 +721,7 @@ pub fn backup_to(
     mirror(store, &conn);
     Ok(BackupReport {
         path: to.to_owned(),
-        bytes: bytes.len() as u64,
+        bytes: bytes_len,
         sha256,
     })
 }
