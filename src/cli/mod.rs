@@ -436,6 +436,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &reason,
                 &crate::store::admin::Requester::cli_user(),
                 &mut std::io::BufWriter::new(&mut file),
+                &mut |n| {
+                    if n % 10_000 == 0 {
+                        eprintln!("emergency-export: {n} deliveries written…");
+                    }
+                },
             )?;
             file.sync_all()?;
             eprintln!(

@@ -74,7 +74,8 @@ fn seal(
     Ok(())
 }
 
-/// Decrypt deliveries received in `[since, until)` into `out`, encrypted under a fresh key.
+/// Decrypt deliveries received in `[since, until)` into `out`, encrypted under a fresh key;
+/// `progress(n)` after each delivery written.
 pub fn export(
     store: &Store,
     since: DateTime<Utc>,
@@ -82,6 +83,7 @@ pub fn export(
     reason: &str,
     who: &Requester,
     out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<EmergencyExport, StoreError> {
     if reason.trim().len() < 10 {
         return Err(StoreError::InvalidArgument(
@@ -146,6 +148,7 @@ pub fn export(
                     .map_err(|_| StoreError::Corrupt("event is not serializable"))?,
             );
             seal(&cipher, index, &doc, out)?;
+            progress(index);
             index += 1;
         }
     }
