@@ -102,6 +102,12 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX IF EXISTS deliveries_call_ref;
     DROP INDEX IF EXISTS jobs_delivery;
     "#,
+    // v4: a sender retrying an authentic but unparseable delivery gets the same quarantine
+    // entry back instead of a new one each time (keyed by a blind index of the body).
+    r#"
+    ALTER TABLE quarantine ADD COLUMN body_index TEXT;
+    CREATE INDEX quarantine_body ON quarantine (source, body_index);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -596,6 +596,15 @@ fn quarantine_one(
 ) -> Result<QuarantineId, StoreError> {
     let input = &req.input;
     let source = input.source.as_str();
+    let body_index = keyring.blind_index("quarantine_body", &input.body);
+    let existing: Option<String> = tx
+        .prepare_cached("SELECT id FROM quarantine WHERE source = ?1 AND body_index = ?2 AND status = 'quarantined'")?
+        .query_row(params![source, body_index], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        // A retry of the same unparseable body: it is already kept; answer with its entry.
+        return Ok(QuarantineId(id));
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let period = keys::period_of(req.received_at);
     let (key_id, key) = keys::key_for_write(tx, keyring, cache, &period, generation)?;
@@ -618,8 +627,9 @@ fn quarantine_one(
         &plain,
     )?;
     tx.prepare_cached(
-        "INSERT INTO quarantine (id, source, reason, received_at, status, key_id, nonce, ciphertext)
-         VALUES (?1, ?2, ?3, ?4, 'quarantined', ?5, ?6, ?7)",
+        "INSERT INTO quarantine (id, source, reason, received_at, status, key_id, nonce, ciphertext,
+                                 body_index)
+         VALUES (?1, ?2, ?3, ?4, 'quarantined', ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         id,
@@ -628,7 +638,8 @@ fn quarantine_one(
         db_time(req.received_at),
         key_id,
         sealed.nonce,
-        sealed.ciphertext
+        sealed.ciphertext,
+        body_index
     ])?;
     let mut ev = AuditEvent::new(
         AuditActor::Sender(source.to_owned()),

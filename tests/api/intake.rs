@@ -65,8 +65,17 @@ async fn authentic_garbage_is_quarantined_with_400_and_an_id() {
         !answer["error"].as_str().unwrap().contains("this is not"),
         "the error must not echo the body"
     );
+    let first_id = answer["quarantine_id"].as_str().unwrap().to_owned();
+    let (status, again) = post_signed(&app, "this is not json {").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        again["quarantine_id"],
+        first_id.as_str(),
+        "a retried unparseable body gets the same quarantine entry"
+    );
     let (status, answer) = post_signed(&app, r#"{"data":{"call_id":"c"}}"#).await;
     assert_eq!(status, 400, "missing event type: {answer}");
+    assert_ne!(answer["quarantine_id"], first_id.as_str());
 }
 
 #[tokio::test]
