@@ -603,10 +603,11 @@ pub(super) async fn health_of(console: &web::Data<Console>) -> Result<health::He
     blocking(move || {
         let conn = c.store.connection()?;
         let d = c.dispatcher.clone();
+        let view = c.setup.view();
         health::compute(
             &conn,
-            &c.setup.sources,
-            &c.setup.handlers,
+            &view.sources,
+            &view.handlers,
             &|h| d.circuit_state(h),
             chrono::Utc::now(),
         )
@@ -622,7 +623,7 @@ async fn health(console: web::Data<Console>, req: HttpRequest) -> Result<HttpRes
 
 async fn config(console: web::Data<Console>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     guard(&console, &req, Permission::ReadMetadata, ("config", None)).await?;
-    Ok(HttpResponse::Ok().json(&console.setup.summary))
+    Ok(HttpResponse::Ok().json(&console.setup.view().summary))
 }
 
 /// Days until the senders' certificate expires (negative once expired).

@@ -636,7 +636,8 @@ async fn deliveries(
         Ok(r) => r,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
-    let mut b = filters_form("/deliveries", &q, &console.setup.sources, true);
+    let view = console.setup.view();
+    let mut b = filters_form("/deliveries", &q, &view.sources, true);
     b.push_str(
         "<div class=\"table-wrap\"><table><thead><tr><th>received</th><th>delivery</th>\
         <th>source</th><th>event</th><th>status</th><th>jobs</th></tr></thead><tbody>",
@@ -893,7 +894,8 @@ async fn dead_letters(
         );
     }
     let mut hopts = String::from("<option value=\"\">all</option>");
-    for h in &console.setup.handlers {
+    let view = console.setup.view();
+    for h in &view.handlers {
         let sel = if filter.handler.as_deref() == Some(h) {
             " selected"
         } else {
@@ -902,7 +904,7 @@ async fn dead_letters(
         let _ = write!(hopts, "<option{sel}>{}</option>", esc(h));
     }
     let mut sopts = String::from("<option value=\"\">all</option>");
-    for x in &console.setup.sources {
+    for x in &view.sources {
         let sel = if filter.source.as_deref() == Some(x) {
             " selected"
         } else {
@@ -1061,7 +1063,8 @@ async fn quarantine(
         Ok(r) => r,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
-    let mut b = filters_form("/quarantine", &q, &console.setup.sources, false);
+    let view = console.setup.view();
+    let mut b = filters_form("/quarantine", &q, &view.sources, false);
     b.push_str(
         "<p class=\"muted\">Authentic deliveries that could not be parsed. Bodies stay encrypted; \
          inspect one on the host with <code>wardhook quarantine show ID</code> (audited).</p>\

@@ -105,13 +105,60 @@ pub struct ConsoleSetup {
     idle_timeout: std::time::Duration,
     transport: Transport,
     audit_dir: PathBuf,
-    sources: Vec<String>,
-    handlers: Vec<String>,
-    summary: serde_json::Value,
+    view: SharedView,
 }
 
+/// What of the config the console shows, swapped whole by `wardhook reload`.
+#[derive(Debug)]
+pub struct ConsoleView {
+    /// Source names.
+    pub sources: Vec<String>,
+    /// Handler names.
+    pub handlers: Vec<String>,
+    /// The config summary served at `/api/config` (no secrets).
+    pub summary: serde_json::Value,
+}
+
+/// The console's view, shared with the reloader.
+pub type SharedView = Arc<std::sync::RwLock<Arc<ConsoleView>>>;
+
 impl ConsoleSetup {
+    /// The view in force.
+    pub fn view(&self) -> Arc<ConsoleView> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The handle `reload` uses to replace the view.
+    pub fn view_handle(&self) -> SharedView {
+        self.view.clone()
+    }
+
     /// Take what the console needs from `config`: names, paths and settings, never secrets.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            listen: config.admin_listen,
+            enabled: config.admin.enabled,
+            idle_timeout: config.admin.idle_timeout,
+            // The admin listener presents the server's certificate; whether operators must
+            // present one is its own setting, not the senders'.
+            transport: match &config.server.transport {
+                Transport::Tls(t) => Transport::Tls(crate::config::TlsSettings {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    client_ca: config.admin.client_ca.clone(),
+                }),
+                Transport::PlainLoopback => Transport::PlainLoopback,
+            },
+            audit_dir: config.audit.dir.clone(),
+            view: Arc::new(std::sync::RwLock::new(Arc::new(ConsoleView::from_config(
+                config,
+            )))),
+        }
+    }
+}
+
+impl ConsoleView {
+    /// The names and summary of `config`.
     pub fn from_config(config: &Config) -> Self {
         let sources: Vec<String> = config
             .sources
@@ -159,26 +206,14 @@ impl ConsoleSetup {
             })).collect::<Vec<_>>(),
         });
         Self {
-            listen: config.admin_listen,
-            enabled: config.admin.enabled,
-            idle_timeout: config.admin.idle_timeout,
-            // The admin listener presents the server's certificate; whether operators must
-            // present one is its own setting, not the senders'.
-            transport: match &config.server.transport {
-                Transport::Tls(t) => Transport::Tls(crate::config::TlsSettings {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                    client_ca: config.admin.client_ca.clone(),
-                }),
-                Transport::PlainLoopback => Transport::PlainLoopback,
-            },
-            audit_dir: config.audit.dir.clone(),
             sources,
             handlers,
             summary,
         }
     }
+}
 
+impl ConsoleSetup {
     /// Whether the admin listener should run.
     pub fn enabled(&self) -> bool {
         self.enabled

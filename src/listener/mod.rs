@@ -167,6 +167,7 @@ impl Application {
         let port = listener.local_addr().map_err(ListenerError::Server)?.port();
         let keyring = Keyring::from_master(&config.master_key);
         let console = crate::admin::ConsoleSetup::from_config(&config);
+        let console_view = console.enabled().then(|| console.view_handle());
         let mirror = Mirror::new(&config.audit.dir)?.with_checkpoints(
             crate::audit::commands::checkpoint_path(&config.audit.dir),
             AUDIT_CHECKPOINT_EVERY,
@@ -305,6 +306,7 @@ impl Application {
                 state: app_state,
                 cert_slot,
                 admin_cert_slot,
+                console_view,
                 base: base.to_owned(),
                 running: Arc::new(RwLock::new(shape)),
             },

@@ -51,6 +51,8 @@ pub struct Reloader {
     pub(super) cert_slot: Option<Arc<CertSlot>>,
     /// The admin listener's certificate, renewed together with the senders'.
     pub(super) admin_cert_slot: Option<Arc<CertSlot>>,
+    /// What the console shows of the config (sources, handlers, summary).
+    pub(super) console_view: Option<crate::admin::SharedView>,
     pub(super) base: PathBuf,
     pub(super) running: Arc<RwLock<RunningShape>>,
 }
@@ -162,6 +164,10 @@ impl Reloader {
             }
             slot.replace(cert);
             report.certificate_reloaded = true;
+        }
+        if let Some(view) = &self.console_view {
+            let fresh = Arc::new(crate::admin::ConsoleView::from_config(&config));
+            *view.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         }
         let plan = Arc::new(
             crate::dispatch::worker::Plan::new(config.handlers, config.routes.clone())

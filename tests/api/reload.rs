@@ -247,3 +247,55 @@ async fn the_admin_listener_gets_the_renewed_certificate_and_its_own_client_ca()
         &response[..response.len().min(200)]
     );
 }
+
+#[tokio::test]
+async fn the_console_shows_the_reloaded_sources() {
+    let app = spawn_app().await;
+    let created = std::process::Command::new(wardhook_bin())
+        .args([
+            "tokens",
+            "create",
+            "--name",
+            "reload-check",
+            "--role",
+            "admin",
+            "--config",
+        ])
+        .arg(&app.config_path)
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let sources = || async {
+        let v: serde_json::Value = app
+            .client()
+            .get(format!("https://localhost:{}/api/config", app.admin_port))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sources().await, ["demo"]);
+    let original = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, format!("{original}{SECOND_SOURCE}")).unwrap();
+    app.reloader.reload(&app.config_path).unwrap();
+    assert_eq!(sources().await, ["demo", "demo2"]);
+}
