@@ -160,7 +160,7 @@ fn rebase(file: &mut ConfigFile, base: &Path) {
 }
 
 fn resolve_secret(text: &str, path: &str, base: &Path, problems: &mut Problems) -> Option<Secret> {
-    let resolved = SecretRef::parse(text).and_then(|r| r.resolve(base));
+    let resolved = SecretRef::parse(text).and_then(|r| Secret::resolve(&r, base));
     match resolved {
         Ok(s) => Some(s),
         Err(e) => {

@@ -185,21 +185,12 @@ impl HubSpot {
             put(&self.lead_source_property, Some(&self.lead_source));
         }
         if !self.properties.is_empty() {
-            let vars = ctx.template_vars(event);
-            for (name, template) in &self.properties {
-                let value = template
-                    .render(&vars)
-                    .map_err(|source| HubSpotError::Template {
-                        property: name.clone(),
-                        source,
-                    })?;
-                let value = value.trim();
-                if value.is_empty() {
-                    props.remove(name);
-                } else {
-                    props.insert(name.clone(), value.to_owned());
-                }
-            }
+            wardhook_sdk::template::render_fields(
+                &self.properties,
+                &ctx.template_vars(event),
+                &mut props,
+            )
+            .map_err(|(property, source)| HubSpotError::Template { property, source })?;
         }
         Ok(props)
     }

@@ -323,21 +323,8 @@ impl Salesforce {
         );
         put("LeadSource", Some(&self.lead_source));
         if !self.fields.is_empty() {
-            let vars = ctx.template_vars(event);
-            for (name, template) in &self.fields {
-                let value = template
-                    .render(&vars)
-                    .map_err(|source| SalesforceError::Template {
-                        field: name.clone(),
-                        source,
-                    })?;
-                let value = value.trim();
-                if value.is_empty() {
-                    f.remove(name);
-                } else {
-                    f.insert(name.clone(), value.to_owned());
-                }
-            }
+            wardhook_sdk::template::render_fields(&self.fields, &ctx.template_vars(event), &mut f)
+                .map_err(|(field, source)| SalesforceError::Template { field, source })?;
         }
         Ok(f)
     }

@@ -38,13 +38,26 @@ impl SecretRef {
         }
     }
 
-    /// Read the secret. Relative file paths are taken relative to `base_dir`.
+    /// Read the secret as text. Relative file paths are taken relative to `base_dir`.
     pub fn resolve(&self, base_dir: &Path) -> Result<SecretValue, SecretError> {
+        let mut bytes = self.resolve_bytes(base_dir)?;
+        let text = String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
+            // The rejected bytes are zeroized with the error's buffer below.
+            let mut raw = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut raw);
+            SecretError::NotText(self.to_string())
+        })?;
+        Ok(SecretValue::new(text))
+    }
+
+    /// Read the secret's raw bytes (keys need not be text). One trailing newline (`\n` or
+    /// `\r\n`) of a file is dropped; an empty secret is an error.
+    pub fn resolve_bytes(&self, base_dir: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> {
         match self {
-            Self::Env(name) => match std::env::var(name) {
-                Ok(v) if v.is_empty() => Err(SecretError::EnvEmpty(name.clone())),
-                Ok(v) => Ok(SecretValue::new(v)),
-                Err(_) => Err(SecretError::EnvMissing(name.clone())),
+            Self::Env(name) => match std::env::var_os(name) {
+                None => Err(SecretError::EnvMissing(name.clone())),
+                Some(v) if v.is_empty() => Err(SecretError::EnvEmpty(name.clone())),
+                Some(v) => Ok(Zeroizing::new(v.into_encoded_bytes())),
             },
             Self::File(path) => {
                 let full = if path.is_absolute() {
@@ -52,22 +65,22 @@ impl SecretRef {
                 } else {
                     base_dir.join(path)
                 };
-                let raw =
-                    std::fs::read_to_string(&full).map_err(|e| SecretError::FileUnreadable {
+                let mut raw = Zeroizing::new(std::fs::read(&full).map_err(|e| {
+                    SecretError::FileUnreadable {
                         path: path.display().to_string(),
                         reason: e.kind().to_string(),
-                    })?;
-                let mut raw = Zeroizing::new(raw);
-                if raw.ends_with('\n') {
+                    }
+                })?);
+                if raw.last() == Some(&b'\n') {
                     raw.pop();
-                    if raw.ends_with('\r') {
+                    if raw.last() == Some(&b'\r') {
                         raw.pop();
                     }
                 }
                 if raw.is_empty() {
                     return Err(SecretError::FileEmpty(path.display().to_string()));
                 }
-                Ok(SecretValue::new(std::mem::take(&mut *raw)))
+                Ok(raw)
             }
         }
     }
@@ -128,6 +141,9 @@ pub enum SecretError {
     /// The environment variable exists but is empty.
     #[error("env var {0} is empty")]
     EnvEmpty(String),
+    /// A text secret (a token, a password) that is not valid UTF-8.
+    #[error("secret {0} is not UTF-8 text")]
+    NotText(String),
     /// The file could not be read.
     #[error("cannot read secret file {path}: {reason}")]
     FileUnreadable {

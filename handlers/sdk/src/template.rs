@@ -546,6 +546,27 @@ fn in_window(value: u32, start: u32, end: u32) -> bool {
     }
 }
 
+/// Render configured field templates over `vars` into `map`: a non-empty (trimmed) result sets
+/// the field, an empty one removes it, so a configured field overrides an adapter's default and
+/// an empty template drops it. On failure, the field's name and the error (which names the
+/// variable, never its value).
+pub fn render_fields(
+    templates: &[(String, Template)],
+    vars: &Vars,
+    map: &mut BTreeMap<String, String>,
+) -> Result<(), (String, TemplateError)> {
+    for (name, template) in templates {
+        let value = template.render(vars).map_err(|e| (name.clone(), e))?;
+        let value = value.trim();
+        if value.is_empty() {
+            map.remove(name);
+        } else {
+            map.insert(name.clone(), value.to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// The variables one render sees: the event, earlier handlers' outputs and the time.
 #[derive(Debug, Clone)]
 pub struct Vars {
