@@ -43,9 +43,10 @@ struct Args {
 enum Mode {
     /// Signed NextPhone events over keep-alive TLS to a running server.
     Http {
-        /// The hook URL, e.g. https://127.0.0.1:8443/hooks/demo
-        #[arg(long)]
-        url: String,
+        /// The hook URL, e.g. https://127.0.0.1:8443/hooks/demo. Repeat it for several nodes
+        /// (connections are spread round-robin over them).
+        #[arg(long, required = true)]
+        url: Vec<String>,
         /// File holding the source's signing secret (one trailing newline ignored).
         #[arg(long)]
         secret_file: PathBuf,
@@ -61,9 +62,10 @@ enum Mode {
         /// Or after this many seconds, whichever comes first.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
-        /// The server's process id, to report its CPU time per accepted delivery.
+        /// The server's process id, to report its CPU time per accepted delivery. Repeat it for
+        /// several nodes (their CPU times are added).
         #[arg(long)]
-        server_pid: Option<u32>,
+        server_pid: Vec<u32>,
     },
     /// Verify → normalize → Store::intake in-process, without TLS or HTTP.
     Store {
@@ -126,6 +128,14 @@ fn cpu_micros(pid: u32) -> Option<u64> {
     Some((utime + stime) * 1_000_000 / tck)
 }
 
+/// Summed CPU time of the server processes; `None` without pids or if one cannot be read.
+fn cpu_of(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_micros(p)).sum()
+}
+
 struct Report {
     label: String,
     sent: u64,
@@ -164,13 +174,13 @@ impl Report {
 
 #[allow(clippy::too_many_arguments)]
 async fn run_http(
-    url: String,
+    urls: Vec<String>,
     secret_file: PathBuf,
     ca: Option<PathBuf>,
     connections: usize,
     requests: u64,
     seconds: u64,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
 ) -> anyhow::Result<Report> {
     let mut secret = std::fs::read(&secret_file)
         .with_context(|| format!("reading {}", secret_file.display()))?;
@@ -186,7 +196,7 @@ async fn run_http(
     };
     let issued = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let cpu_before = server_pid.and_then(cpu_micros);
+    let cpu_before = cpu_of(&server_pids);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..connections.max(1) {
@@ -200,7 +210,8 @@ async fn run_http(
             builder = builder.add_root_certificate(c.clone());
         }
         let client = builder.build()?;
-        let (url, secret, issued) = (url.clone(), Arc::clone(&secret), Arc::clone(&issued));
+        let url = urls[worker % urls.len()].clone();
+        let (secret, issued) = (Arc::clone(&secret), Arc::clone(&issued));
         tasks.push(tokio::spawn(async move {
             let (mut accepted, mut failed, mut lat) = (0u64, 0u64, Vec::new());
             let mut seq = 0u64;
@@ -238,7 +249,7 @@ async fn run_http(
         }));
     }
     let mut report = Report {
-        label: format!("http: {connections} connections -> {url}"),
+        label: format!("http: {connections} connections -> {}", urls.join(", ")),
         sent: 0,
         accepted: 0,
         failed: 0,
@@ -254,7 +265,7 @@ async fn run_http(
     }
     report.elapsed = start.elapsed();
     report.sent = report.accepted + report.failed;
-    report.cpu_us = match (cpu_before, server_pid.and_then(cpu_micros)) {
+    report.cpu_us = match (cpu_before, cpu_of(&server_pids)) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b)),
         _ => None,
     };
