@@ -11,9 +11,12 @@
 //!    contacts), or by phone when the caller gave no e-mail; PATCH the match, else create.
 //!    A create that races another one (409 "Contact already exists. Existing ID: …") becomes a
 //!    PATCH of the existing contact. Repeating the whole handler is therefore harmless.
-//! 3. Optionally a note holding the AI summary, associated with the contact. Notes are
-//!    at-least-once: a retry after the note was created but before the answer arrived adds a
-//!    second one.
+//! 3. Optionally a note holding the AI summary, associated with the contact. The note ends with
+//!    a reference line carrying the job's idempotency key (`delivery id:handler`, no PHI). A
+//!    retry (attempt 2 or later) first looks through the contact's associated notes for that
+//!    reference and reuses the note it finds, so an answer lost after HubSpot created the note
+//!    does not add a second one. It reads the associations and the notes directly rather than
+//!    through HubSpot's search index, which lags behind writes.
 //!
 //! Outcomes: 429 (HubSpot's 10-second windows, `Retry-After` honoured), 408 and 5xx are
 //! retryable; 400/422 (a property HubSpot does not know or a bad value), 401 (private-app
@@ -54,6 +57,10 @@ const FIELDS_READ: &[&str] = &[
 
 /// HubSpot-defined association type "note to contact".
 const NOTE_TO_CONTACT: u32 = 202;
+
+/// Pages of a contact's note associations a retry reads looking for its earlier note (100 per
+/// page). A contact with more notes than this gets at most one extra note on a retry.
+const NOTE_PAGES: usize = 5;
 
 /// Registers `kind = "hubspot"`.
 #[derive(Debug)]
@@ -195,10 +202,16 @@ impl HubSpot {
         Ok(props)
     }
 
+    /// `path` may carry a query (`?limit=100`), already encoded.
     fn url(&self, path: &str) -> Url {
         let mut url = self.base_url.clone();
         let base = url.path().trim_end_matches('/').to_owned();
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
         url.set_path(&format!("{base}{path}"));
+        url.set_query(query);
         url
     }
 
@@ -208,22 +221,22 @@ impl HubSpot {
         &self,
         method: Method,
         path: &str,
-        body: &Value,
+        body: Option<&Value>,
         ctx: &Context,
     ) -> Result<Answer, HubSpotError> {
-        let response = self
+        let mut request = self
             .client
             .request(method, self.url(path))
             .bearer_auth(self.token.expose())
             .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(ctx.time_left(self.timeout))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| HubSpotError::Network {
-                host: self.host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            .timeout(ctx.time_left(self.timeout));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| HubSpotError::Network {
+            host: self.host.clone(),
+            timed_out: e.is_timeout(),
+        })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -272,7 +285,12 @@ impl HubSpot {
             "limit": 1,
         });
         let answer = self
-            .call(Method::POST, "/crm/v3/objects/contacts/search", &body, ctx)
+            .call(
+                Method::POST,
+                "/crm/v3/objects/contacts/search",
+                Some(&body),
+                ctx,
+            )
             .await?;
         if answer.status == 409 {
             return Err(HubSpotError::Status {
@@ -300,7 +318,7 @@ impl HubSpot {
             .call(
                 Method::PATCH,
                 &path,
-                &json!({"properties": properties}),
+                Some(&json!({"properties": properties})),
                 ctx,
             )
             .await?;
@@ -324,7 +342,7 @@ impl HubSpot {
             .call(
                 Method::POST,
                 "/crm/v3/objects/contacts",
-                &json!({"properties": properties}),
+                Some(&json!({"properties": properties})),
                 ctx,
             )
             .await?;
@@ -355,8 +373,14 @@ impl HubSpot {
             .as_deref()
             .map(|c| format!(", call {}", html_escape(c)))
             .unwrap_or_default();
+        let reference = note_reference(ctx.idempotency_key());
+        if ctx.attempt() > 1 {
+            if let Some(id) = self.find_note(contact_id, &reference, ctx).await? {
+                return Ok(id);
+            }
+        }
         let note_body = format!(
-            "<p><strong>AI call summary</strong> ({}{call})</p><p>{}</p>",
+            "<p><strong>AI call summary</strong> ({}{call})</p><p>{}</p>{reference}",
             html_escape(&event.event_type),
             html_escape(summary)
         );
@@ -371,7 +395,7 @@ impl HubSpot {
             }],
         });
         let answer = self
-            .call(Method::POST, "/crm/v3/objects/notes", &body, ctx)
+            .call(Method::POST, "/crm/v3/objects/notes", Some(&body), ctx)
             .await?;
         if answer.status == 409 {
             return Err(HubSpotError::Validation {
@@ -380,6 +404,75 @@ impl HubSpot {
             });
         }
         object_id(&answer.body).ok_or_else(|| self.bad("note id"))
+    }
+
+    /// The id of a note associated with `contact_id` whose body holds `reference`: the note an
+    /// earlier attempt of this job created.
+    async fn find_note(
+        &self,
+        contact_id: &str,
+        reference: &str,
+        ctx: &Context,
+    ) -> Result<Option<String>, HubSpotError> {
+        let base = format!(
+            "/crm/v4/objects/contacts/{}/associations/notes",
+            path_segment(contact_id)
+        );
+        let mut after: Option<String> = None;
+        for _ in 0..NOTE_PAGES {
+            let mut path = format!("{base}?limit=100");
+            if let Some(a) = &after {
+                path.push_str("&after=");
+                path.push_str(&wardhook_sdk::template::percent_encode_component(a));
+            }
+            let page = self.call(Method::GET, &path, None, ctx).await?;
+            let ids: Vec<Value> = page
+                .body
+                .get("results")
+                .and_then(Value::as_array)
+                .ok_or_else(|| self.bad("note associations"))?
+                .iter()
+                .filter_map(|r| match r.get("toObjectId")? {
+                    Value::Number(n) => Some(json!({"id": n.to_string()})),
+                    Value::String(s) => Some(json!({"id": s})),
+                    _ => None,
+                })
+                .collect();
+            if !ids.is_empty() {
+                let notes = self
+                    .call(
+                        Method::POST,
+                        "/crm/v3/objects/notes/batch/read",
+                        Some(&json!({"properties": ["hs_note_body"], "inputs": ids})),
+                        ctx,
+                    )
+                    .await?;
+                let found = notes
+                    .body
+                    .get("results")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| self.bad("notes"))?
+                    .iter()
+                    .find(|n| {
+                        n.pointer("/properties/hs_note_body")
+                            .and_then(Value::as_str)
+                            .is_some_and(|b| b.contains(reference))
+                    })
+                    .and_then(object_id);
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            after = page
+                .body
+                .pointer("/paging/next/after")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if after.is_none() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     fn bad(&self, what: &'static str) -> HubSpotError {
@@ -478,6 +571,11 @@ fn existing_id(message: &str) -> Option<String> {
         .take_while(char::is_ascii_digit)
         .collect();
     (!id.is_empty()).then_some(id)
+}
+
+/// The last line of every note: ties it to its job, so a retry can recognize it.
+fn note_reference(idempotency_key: &str) -> String {
+    format!("<p>wardhook ref {}</p>", html_escape(idempotency_key))
 }
 
 /// An id as one path segment: HubSpot ids are digits, anything else is encoded.

@@ -38,6 +38,36 @@ async fn search_finds(server: &MockServer, results: Value) {
         .await;
 }
 
+/// The reference line the adapter ends every note with: the job's idempotency key.
+fn reference() -> String {
+    format!("<p>wardhook ref {}:hubspot</p>", event().delivery_id)
+}
+
+/// The contact's associated notes, as HubSpot's v4 associations API lists them, and their
+/// bodies for the batch read.
+async fn contact_has_notes(server: &MockServer, notes: &[(&str, String)]) {
+    Mock::given(method("GET"))
+        .and(path("/crm/v4/objects/contacts/512/associations/notes"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "results": notes.iter().map(|(id, _)| json!({
+                "toObjectId": id.parse::<u64>().unwrap(),
+                "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 202, "label": null}]
+            })).collect::<Vec<_>>()
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/notes/batch/read"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "COMPLETE",
+            "results": notes.iter().map(|(id, body)| json!({
+                "id": id, "properties": {"hs_note_body": body}
+            })).collect::<Vec<_>>()
+        })))
+        .mount(server)
+        .await;
+}
+
 async fn note_created(server: &MockServer) {
     Mock::given(method("POST"))
         .and(path("/crm/v3/objects/notes"))
@@ -111,8 +141,11 @@ async fn a_new_caller_becomes_a_contact_with_the_summary_as_a_note() {
     );
     assert_eq!(
         note["properties"]["hs_note_body"],
-        "<p><strong>AI call summary</strong> (call.ended, call call_abc123)</p>\
-         <p>Wants a quote for &lt;whitening&gt; &amp; a cleaning</p>"
+        format!(
+            "<p><strong>AI call summary</strong> (call.ended, call call_abc123)</p>\
+             <p>Wants a quote for &lt;whitening&gt; &amp; a cleaning</p>{}",
+            reference()
+        )
     );
     assert_eq!(
         note["associations"],
@@ -371,5 +404,83 @@ fn without_a_baa_it_refuses_to_build() {
     assert!(
         problems[0].message.contains("phi = \"none\""),
         "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_reuses_the_note_an_earlier_attempt_created() {
+    let hs = MockServer::start().await;
+    search_finds(&hs, json!([{"id": "512", "properties": {}}])).await;
+    Mock::given(method("PATCH"))
+        .and(path("/crm/v3/objects/contacts/512"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "512"})))
+        .mount(&hs)
+        .await;
+    // Attempt 1 created note 9001, but its answer was lost; another job's note is there too.
+    contact_has_notes(
+        &hs,
+        &[
+            (
+                "8000",
+                "<p>an older note</p><p>wardhook ref other:hubspot</p>".to_owned(),
+            ),
+            ("9001", format!("<p>summary</p>{}", reference())),
+        ],
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/notes"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "9002"})))
+        .expect(0)
+        .mount(&hs)
+        .await;
+    let handler = testing::build::<HubSpotFactory>("hubspot", &config(&hs.uri(), ""));
+
+    let outcome = testing::run_attempt(&*handler, &event(), 2)
+        .await
+        .expect_ok();
+
+    assert_eq!(outcome.data.unwrap()["note_id"], "9001");
+    let read = requests(&hs)
+        .await
+        .into_iter()
+        .find(|r| r.url.path() == "/crm/v3/objects/notes/batch/read")
+        .unwrap();
+    assert_eq!(
+        body(&read),
+        json!({"properties": ["hs_note_body"], "inputs": [{"id": "8000"}, {"id": "9001"}]})
+    );
+}
+
+#[tokio::test]
+async fn a_retry_without_an_earlier_note_creates_one_and_a_first_attempt_does_not_look() {
+    let hs = MockServer::start().await;
+    search_finds(&hs, json!([{"id": "512", "properties": {}}])).await;
+    Mock::given(method("PATCH"))
+        .and(path("/crm/v3/objects/contacts/512"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "512"})))
+        .mount(&hs)
+        .await;
+    contact_has_notes(&hs, &[("8000", "<p>an older note</p>".to_owned())]).await;
+    note_created(&hs).await;
+    let handler = testing::build::<HubSpotFactory>("hubspot", &config(&hs.uri(), ""));
+
+    let retry = testing::run_attempt(&*handler, &event(), 3)
+        .await
+        .expect_ok();
+    assert_eq!(retry.data.unwrap()["note_id"], "9001");
+    let looked = |reqs: &[Request]| {
+        reqs.iter()
+            .filter(|r| r.url.path().starts_with("/crm/v4/"))
+            .count()
+    };
+    assert_eq!(looked(&requests(&hs).await), 1);
+
+    let first = testing::run(&*handler, &event()).await.expect_ok();
+    assert_eq!(first.data.unwrap()["note_id"], "9001");
+    assert_eq!(
+        looked(&requests(&hs).await),
+        1,
+        "a first attempt creates its note without looking"
     );
 }

@@ -95,7 +95,18 @@ pub fn context(event: &Event, handler: &dyn Handler) -> Context {
 
 /// Run `handler` once on `event` with a fresh [`context`].
 pub async fn run(handler: &dyn Handler, event: &Event) -> Result<Outcome, HandlerError> {
-    let mut ctx = context(event, handler);
+    run_attempt(handler, event, 1).await
+}
+
+/// Run attempt number `attempt` (1 on the first) of `handler` on `event`: what a retry after a
+/// failed or lost answer sees, with the same idempotency key as every other attempt.
+pub async fn run_attempt(
+    handler: &dyn Handler,
+    event: &Event,
+    attempt: u32,
+) -> Result<Outcome, HandlerError> {
+    let mut ctx = Context::new(&event.delivery_id, handler.name(), attempt)
+        .with_time(test_now(), crate::template::Tz::UTC);
     handler.handle(event, &mut ctx).await
 }
 
