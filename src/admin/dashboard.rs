@@ -63,18 +63,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 
 /// HTML-escape text (names, ids, reasons, and revealed payloads).
 fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    wardhook_sdk::template::html_escape(s)
 }
 
 /// Percent-encode a query value.

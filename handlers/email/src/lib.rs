@@ -32,7 +32,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
-use wardhook_sdk::template::{Escape, Template, Vars};
+use wardhook_sdk::template::{html_escape, Escape, Template, Vars};
 use wardhook_sdk::{
     async_trait, AppData, BuildContext, Caller, ConfigProblem, Context, Event, Handler,
     HandlerError, HandlerFactory, Outcome, Problems,
@@ -411,19 +411,4 @@ fn html_escape_value(v: &Value) -> Value {
         ),
         other => other.clone(),
     }
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }

@@ -164,12 +164,7 @@ fn build_client(
     ca_file: &Option<std::path::PathBuf>,
     ctx: &BuildContext,
 ) -> Result<reqwest::Client, ConfigProblem> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .min_tls_version(reqwest::tls::Version::TLS_1_2)
-        .tls_built_in_root_certs(true)
-        // A redirect would re-send the body to a host nobody configured.
-        .redirect(reqwest::redirect::Policy::none());
+    let mut builder = wardhook_sdk::http::client_builder().tls_built_in_root_certs(true);
     if let Some(path) = ca_file {
         let full = ctx.resolve_path(path);
         let pem = std::fs::read(&full).map_err(|e| {

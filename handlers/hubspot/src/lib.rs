@@ -35,7 +35,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use wardhook_sdk::chrono::SecondsFormat;
-use wardhook_sdk::template::{Escape, Template};
+use wardhook_sdk::template::{html_escape, Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
     HandlerFactory, Outcome, Problems, SecretValue,
@@ -75,7 +75,10 @@ impl HandlerFactory for HubSpotFactory {
     ) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>> {
         let mut p = Problems::new();
         p.take(ctx.check_phi("", FIELDS_READ.iter().copied()));
-        let base_url = p.take(parse_base_url("base_url", &config.base_url));
+        let base_url = p.take(wardhook_sdk::http::api_url(
+            "base_url",
+            config.base_url.trim_end_matches('/'),
+        ));
         let token = p.take(ctx.secret_str("token", &config.token));
         if let Some(t) = &token {
             if reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).is_err() {
@@ -95,14 +98,7 @@ impl HandlerFactory for HubSpotFactory {
         if config.timeout_secs == 0 || config.timeout_secs > 300 {
             p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
         }
-        let client = p.take(
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .min_tls_version(reqwest::tls::Version::TLS_1_2)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up")),
-        );
+        let client = p.take(wardhook_sdk::http::client());
         p.check()?;
         let (Some(base_url), Some(token), Some(client)) = (base_url, token, client) else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
@@ -120,27 +116,6 @@ impl HandlerFactory for HubSpotFactory {
             timeout: Duration::from_secs(config.timeout_secs),
             client,
         }))
-    }
-}
-
-/// `https://` anywhere, plain `http://` only to a loopback host (tests, a local proxy).
-fn parse_base_url(key: &str, raw: &str) -> Result<Url, ConfigProblem> {
-    let url =
-        Url::parse(raw.trim_end_matches('/')).map_err(|_| ConfigProblem::new(key, "not a URL"))?;
-    let loopback = url.host_str().is_some_and(|h| {
-        h == "localhost"
-            || h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(ConfigProblem::new(
-            key,
-            "must use https:// (plain http:// is allowed only to a loopback host)",
-        )),
     }
 }
 
@@ -583,22 +558,6 @@ fn path_segment(id: &str) -> String {
     wardhook_sdk::template::percent_encode_component(id)
 }
 
-/// Notes are HTML in HubSpot: the caller's words must not become markup.
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,14 +569,5 @@ mod tests {
             Some("12345")
         );
         assert_eq!(existing_id("Contact already exists."), None);
-    }
-
-    #[test]
-    fn base_url_must_be_https_unless_loopback() {
-        assert!(parse_base_url("base_url", "https://api.hubapi.com").is_ok());
-        assert!(parse_base_url("base_url", "http://127.0.0.1:9000").is_ok());
-        assert!(parse_base_url("base_url", "http://localhost:9000/").is_ok());
-        let e = parse_base_url("base_url", "http://api.hubapi.com").expect_err("plain");
-        assert_eq!(e.path, "base_url");
     }
 }

@@ -72,7 +72,7 @@ impl TokenSource {
         if client_id.trim().is_empty() {
             p.push(ConfigProblem::new("auth.client_id", "must not be empty"));
         }
-        let token_url = p.take(crate::parse_url("auth.token_url", &token_url));
+        let token_url = p.take(wardhook_sdk::http::api_url("auth.token_url", &token_url));
         let (token_url, grant) = (token_url?, grant?);
         let host = token_url.host_str().unwrap_or("token endpoint").to_owned();
         Some(Self {

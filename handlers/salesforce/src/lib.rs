@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use reqwest::{Method, Url};
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
@@ -66,7 +66,10 @@ impl HandlerFactory for SalesforceFactory {
     ) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>> {
         let mut p = Problems::new();
         p.take(ctx.check_phi("", FIELDS_READ.iter().copied()));
-        let instance = p.take(parse_url("instance_url", &config.instance_url));
+        let instance = p.take(wardhook_sdk::http::api_url(
+            "instance_url",
+            &config.instance_url,
+        ));
         if !is_api_version(&config.api_version) {
             p.push(ConfigProblem::new(
                 "api_version",
@@ -99,14 +102,7 @@ impl HandlerFactory for SalesforceFactory {
             p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
         }
         let tokens = TokenSource::build(config.auth, ctx, &mut p);
-        let client = p.take(
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .min_tls_version(reqwest::tls::Version::TLS_1_2)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up")),
-        );
+        let client = p.take(wardhook_sdk::http::client());
         p.check()?;
         let (Some(instance), Some(tokens), Some(client)) = (instance, tokens, client) else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
@@ -143,26 +139,6 @@ fn is_api_version(v: &str) -> bool {
         && !minor.is_empty()
         && major.chars().all(|c| c.is_ascii_digit())
         && minor.chars().all(|c| c.is_ascii_digit())
-}
-
-/// `https://` anywhere, plain `http://` only to a loopback host (tests, a local proxy).
-pub(crate) fn parse_url(key: &str, raw: &str) -> Result<Url, ConfigProblem> {
-    let url = Url::parse(raw).map_err(|_| ConfigProblem::new(key, "not a URL"))?;
-    let loopback = url.host_str().is_some_and(|h| {
-        h == "localhost"
-            || h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(ConfigProblem::new(
-            key,
-            "must use https:// (plain http:// is allowed only to a loopback host)",
-        )),
-    }
 }
 
 /// `Retry-After`, in seconds or as an HTTP date.

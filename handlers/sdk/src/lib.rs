@@ -28,6 +28,8 @@ pub use toml;
 pub mod build;
 mod event;
 mod handler;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod phi;
 pub mod secret;
 pub mod template;

@@ -161,6 +161,23 @@ pub fn json_string_content(text: &str) -> String {
     quoted[1..quoted.len() - 1].to_owned()
 }
 
+/// `text` escaped for HTML text and attribute values: `&`, `<`, `>`, `"` and `'`. For markup an
+/// adapter builds itself (a CRM note, an e-mail body), so a caller's words never become markup.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// `text` percent-encoded as a URL component: `+1 (555)` → `%2B1%20%28555%29`.
 pub fn percent_encode_component(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

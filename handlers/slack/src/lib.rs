@@ -62,24 +62,17 @@ impl HandlerFactory for SlackFactory {
             .take(ctx.secret_str("webhook_url", &config.webhook_url))
             .and_then(|secret| {
                 // The message names the key, never the URL: the URL is the credential.
-                p.take(check_url("webhook_url", secret.expose()))
+                p.take(wardhook_sdk::http::api_url("webhook_url", secret.expose()))
             });
         let admin_url = config.admin_url.as_deref().and_then(|raw| {
-            p.take(check_url("admin_url", raw))
+            p.take(wardhook_sdk::http::api_url("admin_url", raw))
                 .map(|u| u.as_str().trim_end_matches('/').to_owned())
         });
         let title = p.take(ctx.template("title", &config.title, Escape::None));
         if config.timeout_secs == 0 || config.timeout_secs > 300 {
             p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
         }
-        let client = p.take(
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .min_tls_version(reqwest::tls::Version::TLS_1_2)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up")),
-        );
+        let client = p.take(wardhook_sdk::http::client());
         p.check()?;
         let (Some(webhook), Some(title), Some(client)) = (webhook, title, client) else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
@@ -95,26 +88,6 @@ impl HandlerFactory for SlackFactory {
             timeout: Duration::from_secs(config.timeout_secs),
             client,
         }))
-    }
-}
-
-/// `https://` anywhere, plain `http://` only to a loopback host (tests, a local relay).
-fn check_url(key: &str, raw: &str) -> Result<Url, ConfigProblem> {
-    let url = Url::parse(raw).map_err(|_| ConfigProblem::new(key, "not a URL"))?;
-    let loopback = url.host_str().is_some_and(|h| {
-        h == "localhost"
-            || h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(ConfigProblem::new(
-            key,
-            "must use https:// (plain http:// is allowed only to a loopback host)",
-        )),
     }
 }
 
