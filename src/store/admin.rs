@@ -59,7 +59,7 @@ impl Requester {
         }
     }
 
-    fn actor(&self) -> AuditActor {
+    pub(crate) fn actor(&self) -> AuditActor {
         if self.via == "admin_api" {
             AuditActor::AdminToken(self.user.clone())
         } else {
@@ -588,27 +588,40 @@ pub fn purge_older_than(
             )? as u64;
         }
     }
-    for (kind, count) in [
-        ("delivery", deliveries),
-        ("quarantine", quarantined),
-        ("job", jobs),
-        ("data_key", keys_destroyed),
-    ] {
-        let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
-        ev.object_kind = Some(kind);
-        ev.count = Some(count as i64);
-        ev.via = Some(who.via);
-        record_audit(&tx, store.keyring(), &ev)?;
-    }
-    tx.commit()?;
-    mirror(store, &conn);
-    checkpoint_truncate(&conn);
-    Ok(PurgeReport {
+    let report = PurgeReport {
         deliveries,
         quarantined,
         jobs,
         keys_destroyed,
-    })
+    };
+    for record in report.audit_records(who) {
+        crate::audit::append(&tx, store.keyring(), &record)?;
+    }
+    tx.commit()?;
+    mirror(store, &conn);
+    checkpoint_truncate(&conn);
+    Ok(report)
+}
+
+impl PurgeReport {
+    /// One `purged` record per kind of object, with its count and who asked.
+    pub(crate) fn audit_records(&self, who: &Requester) -> Vec<crate::audit::AuditRecord> {
+        [
+            ("delivery", self.deliveries),
+            ("quarantine", self.quarantined),
+            ("job", self.jobs),
+            ("data_key", self.keys_destroyed),
+        ]
+        .into_iter()
+        .map(|(kind, count)| {
+            let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
+            ev.object_kind = Some(kind);
+            ev.count = Some(i64::try_from(count).unwrap_or(i64::MAX));
+            ev.via = Some(who.via);
+            super::audit_hook::to_record(&ev)
+        })
+        .collect()
+    }
 }
 
 /// What `backup` wrote.

@@ -62,14 +62,14 @@ pub enum AttemptResult {
 }
 
 impl AttemptResult {
-    fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Ok { .. } => "ok",
             Self::Retryable { .. } => "retryable",
             Self::Permanent { .. } => "permanent",
         }
     }
-    fn reason(&self) -> Option<&str> {
+    pub(crate) fn reason(&self) -> Option<&str> {
         match self {
             Self::Ok { .. } => None,
             Self::Retryable { reason } | Self::Permanent { reason } => Some(reason),
@@ -219,20 +219,28 @@ pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppD
         .collect::<Result<Vec<_>, _>>()?;
     for (id, handler, out_key, out_nonce, out_ct) in outputs {
         let key = keys::key_for_read(&conn, store.keyring(), out_key)?;
-        let job_id = id.to_string();
-        let plain = key.open(
-            &output_place(&job_id, &source, out_key),
-            &out_nonce,
-            &out_ct,
-        )?;
-        let value: serde_json::Value = serde_json::from_slice(&plain)
-            .map_err(|_| StoreError::Corrupt("stored handler output is not JSON"))?;
+        let value = open_output(&key, id, &source, out_key, &out_nonce, &out_ct)?;
         app_data.insert(handler, value);
     }
     Ok((stored.event, app_data))
 }
 
-fn output_place<'a>(job_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
+/// Decrypt the stored output (`app_data` entry) of finished job `job_id`.
+pub(crate) fn open_output(
+    key: &crate::crypto::DataKey,
+    job_id: i64,
+    source: &str,
+    key_id: i64,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Result<serde_json::Value, StoreError> {
+    let job_id = job_id.to_string();
+    let plain = key.open(&output_place(&job_id, source, key_id), nonce, ciphertext)?;
+    serde_json::from_slice(&plain)
+        .map_err(|_| StoreError::Corrupt("stored handler output is not JSON"))
+}
+
+pub(crate) fn output_place<'a>(job_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
     RecordPlace {
         kind: "job_output",
         id: job_id,
@@ -326,6 +334,22 @@ pub fn finish_attempt(
             )?;
         }
     }
+    for audit in attempt_audit_records(job, record, next) {
+        crate::audit::append(&tx, store.keyring(), &audit)?;
+    }
+    tx.commit()?;
+    super::admin::mirror(store, &conn);
+    Ok(())
+}
+
+/// The audit records of one finished attempt: the attempt itself, and the dead letter when
+/// `next` is [`NextStep::Dead`].
+pub(crate) fn attempt_audit_records(
+    job: &ClaimedJob,
+    record: &AttemptRecord,
+    next: NextStep,
+) -> Vec<AuditRecord> {
+    let latency_ms = i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX);
     let outcome = match record.result {
         AttemptResult::Ok { .. } => Outcome::Success,
         _ => Outcome::Failure,
@@ -353,7 +377,7 @@ pub fn finish_attempt(
     if let Some(c) = code(record.result.code()) {
         audit.detail.insert(DetailKey::Result, c);
     }
-    crate::audit::append(&tx, store.keyring(), &audit)?;
+    let mut records = vec![audit];
     if next == NextStep::Dead {
         let mut dead = AuditRecord::new(Actor::System, Action::DeadLettered, Outcome::Failure);
         dead.delivery_id = ObjectId::parse(&job.delivery_id).ok();
@@ -363,11 +387,9 @@ pub fn finish_attempt(
         }
         dead.detail
             .insert(DetailKey::Attempt, i64::from(job.attempt));
-        crate::audit::append(&tx, store.keyring(), &dead)?;
+        records.push(dead);
     }
-    tx.commit()?;
-    super::admin::mirror(store, &conn);
-    Ok(())
+    records
 }
 
 /// One dead letter, metadata only.

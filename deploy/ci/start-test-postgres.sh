@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Start Debian's PostgreSQL on loopback for the PostgreSQL backend's tests, and create the
+# role they use (allowed to create a database per test). Idempotent: safe to run again.
+# Needs root (it runs psql as the postgres user). Local use, same as CI:
+#   sudo bash deploy/ci/start-test-postgres.sh
+#   export WARDHOOK_TEST_POSTGRES_URL=postgres://wardhook_test:wardhook_test@127.0.0.1:5432/postgres
+set -euo pipefail
+
+cluster=$(pg_lsclusters -h | awk 'NR == 1 { print $1 " " $2 }')
+if [ -z "$cluster" ]; then
+  version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+  pg_createcluster "$version" main >/dev/null
+  cluster="$version main"
+fi
+set -- $cluster
+# Debian's default is listen_addresses = 'localhost'; say so explicitly for the test server.
+pg_conftool "$1" "$2" set listen_addresses localhost
+if ! pg_lsclusters -h | awk -v v="$1" -v n="$2" '$1 == v && $2 == n { print $4 }' | grep -q online; then
+  pg_ctlcluster "$1" "$2" start
+fi
+for _ in $(seq 1 30); do
+  pg_isready -h 127.0.0.1 -q && break
+  sleep 1
+done
+su postgres -c "psql -q -v ON_ERROR_STOP=1" <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'wardhook_test') THEN
+    CREATE ROLE wardhook_test LOGIN CREATEDB PASSWORD 'wardhook_test';
+  END IF;
+END $$;
+SQL
+echo "PostgreSQL $1/$2 ready on 127.0.0.1:5432 (role wardhook_test)"

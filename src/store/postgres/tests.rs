@@ -1,0 +1,209 @@
+//! What only the PostgreSQL backend has: leases taken over across nodes, migrations under the
+//! advisory lock, connection failures answered as unavailable. The behaviour both backends
+//! share is tested in `store::conformance`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::testdb::TestDb;
+use super::{PgSettings, PgStore, PgTls};
+use crate::store::backend::Predecessors;
+use crate::store::jobs::{AttemptRecord, AttemptResult, NextStep};
+use crate::store::tests::{keyring, nextphone};
+use crate::store::{JobSpec, Storage, StoreError};
+
+fn none() -> Predecessors {
+    Arc::new(|_: &str, _: &str| Vec::new())
+}
+
+fn ok() -> AttemptRecord {
+    AttemptRecord {
+        started_at: Utc::now(),
+        latency: Duration::from_millis(1),
+        http_status: Some(200),
+        destination: None,
+        result: AttemptResult::Ok {
+            output: serde_json::json!({}),
+        },
+    }
+}
+
+async fn open(db: &TestDb, node: &str) -> PgStore {
+    PgStore::open(&db.settings(node), keyring())
+        .await
+        .expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_lease_expired_is_taken_over_and_the_late_finish_changes_nothing() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
+    let input = nextphone("call.ended", "c1");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    a.intake(input, n, vec![JobSpec::new("crm")])
+        .await
+        .expect("intake");
+    // Node A claims with a lease that is over at once: as if it died mid-attempt.
+    let lost = a
+        .claim_next(Vec::new(), Duration::ZERO, none())
+        .await
+        .expect("claim")
+        .expect("due");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = b
+        .claim_next(Vec::new(), Duration::from_secs(60), none())
+        .await
+        .expect("claim")
+        .expect("the expired lease is claimable by another node");
+    assert_eq!(taken.id, lost.id);
+    assert_eq!(taken.delivery_id, lost.delivery_id, "same idempotency key");
+    assert_eq!(taken.attempt, 1, "the lost attempt was never recorded");
+    assert!(
+        a.claim_next(Vec::new(), Duration::from_secs(60), none())
+            .await
+            .expect("claim")
+            .is_none(),
+        "a live lease is not claimable"
+    );
+    // Node A was only slow: its late result is recorded but does not touch B's job.
+    a.finish_attempt(lost, ok(), NextStep::Dead)
+        .await
+        .expect("late finish");
+    let client = db.client().await;
+    let status: String = client
+        .query_one("SELECT status FROM jobs", &[])
+        .await
+        .expect("job")
+        .get(0);
+    assert_eq!(status, "running", "still B's");
+    b.finish_attempt(taken, ok(), NextStep::Done)
+        .await
+        .expect("finish");
+    let row = client
+        .query_one(
+            "SELECT j.status, (SELECT COUNT(*) FROM attempts) FROM jobs j",
+            &[],
+        )
+        .await
+        .expect("job");
+    assert_eq!(row.get::<_, String>(0), "done");
+    assert_eq!(row.get::<_, i64>(1), 2, "both attempts are on record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarting_releases_only_its_own_leases() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
+    for call in ["c1", "c2"] {
+        let input = nextphone("call.ended", call);
+        let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+        a.intake(input, n, vec![JobSpec::new("crm")])
+            .await
+            .expect("intake");
+    }
+    let lease = Duration::from_secs(600);
+    a.claim_next(Vec::new(), lease, none())
+        .await
+        .expect("a")
+        .expect("job");
+    b.claim_next(Vec::new(), lease, none())
+        .await
+        .expect("b")
+        .expect("job");
+    assert_eq!(a.recover_orphaned().await.expect("recover"), 1);
+    assert!(
+        b.claim_next(Vec::new(), lease, none())
+            .await
+            .expect("claim")
+            .is_some(),
+        "A's released job is due again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let opened = futures_util::future::join_all(
+        ["n1", "n2", "n3", "n4"].map(|n| PgStore::open_settings_for_test(&db, n)),
+    )
+    .await;
+    for store in opened {
+        store.expect("every node opens");
+    }
+    let version: i32 = db
+        .client()
+        .await
+        .query_one("SELECT version FROM wardhook_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version as usize, super::schema::SCHEMA_VERSION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_a_newer_build_is_refused() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    open(&db, "n1").await;
+    db.client()
+        .await
+        .execute("UPDATE wardhook_schema SET version = version + 1", &[])
+        .await
+        .expect("bump");
+    let err = PgStore::open(&db.settings("n1"), keyring())
+        .await
+        .expect_err("newer schema");
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_not_an_error() {
+    let settings = PgSettings {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        url: zeroize::Zeroizing::new("postgres://wardhook@127.0.0.1:1/wardhook".into()),
+        tls: PgTls::Disable,
+        pool_size: 1,
+        node_id: "n1".into(),
+        wait_timeout: Duration::from_secs(2),
+    };
+    let err = PgStore::open(&settings, keyring())
+        .await
+        .expect_err("no server");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        !err.to_string().contains("wardhook@"),
+        "no URL in the message: {err}"
+    );
+}
+
+#[tokio::test]
+async fn tls_without_a_readable_ca_file_is_refused_at_start() {
+    let settings = PgSettings {
+        url: zeroize::Zeroizing::new("postgres://wardhook@db.example:5432/wardhook".into()),
+        tls: PgTls::Require {
+            ca_file: "/nonexistent/ca.pem".into(),
+        },
+        pool_size: 1,
+        node_id: "n1".into(),
+        wait_timeout: Duration::from_secs(2),
+    };
+    let err = PgStore::open(&settings, keyring())
+        .await
+        .expect_err("no CA");
+    assert!(err.to_string().contains("ca_file"), "{err}");
+}
+
+impl PgStore {
+    async fn open_settings_for_test(db: &TestDb, node: &str) -> Result<Self, StoreError> {
+        Self::open(&db.settings(node), keyring()).await
+    }
+}
