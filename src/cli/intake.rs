@@ -218,6 +218,16 @@ pub fn purge(
 ) -> Result<(), StoreError> {
     let cutoff = Utc::now() - older_than;
     let r = admin::purge_older_than(store, cutoff, &Requester::cli_user())?;
+    print_purge(cutoff, &r, out)?;
+    Ok(())
+}
+
+/// The one-line summary of a purge, whichever backend did it.
+pub(crate) fn print_purge(
+    cutoff: chrono::DateTime<Utc>,
+    r: &admin::PurgeReport,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "purged before {}: {} delivery payloads, {} quarantined bodies, {} jobs; {} period keys destroyed (metadata kept for the audit trail)",
@@ -226,8 +236,7 @@ pub fn purge(
         r.quarantined,
         r.jobs,
         r.keys_destroyed
-    )?;
-    Ok(())
+    )
 }
 
 /// `backup --to PATH`: an online copy of the database; never includes the master key.

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod dlq;
 pub mod doctor;
 pub mod intake;
+pub mod postgres;
 pub mod reverify;
 pub mod send;
 
@@ -568,8 +569,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { older_than } => {
-            let store = open_store(&cli.config)?;
             let age = intake::parse_duration(&older_than)?;
+            let offline = Config::load_offline(&cli.config)?;
+            if let Some(pg) = postgres::settings(&offline) {
+                postgres::purge(&offline, pg, age, &mut std::io::stdout().lock())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let store = open_store(&cli.config)?;
             intake::purge(&store, age, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -585,6 +591,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {
+            // Doctor's database checks are SQLite's; a config it cannot load is its to report.
+            if let Ok(offline) = Config::load_offline(&cli.config) {
+                anyhow::ensure!(
+                    postgres::settings(&offline).is_none(),
+                    postgres::SQLITE_ONLY
+                );
+            }
             let report = doctor::run_doctor(&cli.config, &mut std::io::stdout().lock())?;
             Ok(if report.passed() {
                 ExitCode::SUCCESS
@@ -616,6 +629,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Open the store named by the config for an offline command.
 fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
     let offline = Config::load_offline(config)?;
+    anyhow::ensure!(
+        postgres::settings(&offline).is_none(),
+        postgres::SQLITE_ONLY
+    );
     anyhow::ensure!(
         offline.storage_path.exists(),
         "no database at {}",
@@ -693,6 +710,14 @@ fn open_db_read_only(path: &Path) -> anyhow::Result<rusqlite::Connection> {
 
 fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let offline = Config::load_offline(config)?;
+    if let Some(pg) = postgres::settings(&offline) {
+        anyhow::ensure!(
+            matches!(command, AuditCommand::Verify { .. }),
+            "audit search and export read the SQLite store and are not available yet with \
+             [storage] backend = \"postgres\"; audit verify is"
+        );
+        return postgres::audit_verify(&offline, pg, &mut std::io::stdout().lock());
+    }
     let keyring = crate::crypto::Keyring::from_master(&offline.master_key);
     let conn = open_db_read_only(&offline.storage_path)?;
     let stdout = std::io::stdout();

@@ -267,6 +267,13 @@ async fn answer_realtime(
     jobs: Vec<JobSpec>,
     started: Instant,
 ) -> HttpResponse {
+    // Replies are kept in the SQLite store; start-up refuses real-time routes on PostgreSQL,
+    // and one added by a reload is refused here before anything is stored.
+    let Some(store) = state.sqlite.clone() else {
+        return unavailable(&StoreError::Unavailable(
+            "real-time routes need the SQLite backend",
+        ));
+    };
     let source = input.source().to_owned();
     let has_jobs = !jobs.is_empty();
     let (delivery_id, duplicate) = match state.store.intake(input, normalized, jobs).await {
@@ -285,7 +292,7 @@ async fn answer_realtime(
         Err(e) => return unavailable(&e),
     };
     if duplicate {
-        let store = state.store.clone();
+        let store = store.clone();
         let id = delivery_id.clone();
         if let Ok(Ok(Some(reply))) =
             actix_web::web::block(move || crate::store::realtime::load_reply(&store, &id)).await
@@ -316,7 +323,6 @@ async fn answer_realtime(
     drop(event);
     let elapsed = started.elapsed();
     crate::metrics::realtime_reply(&source, reply.fallback, elapsed);
-    let store = state.store.clone();
     let stored = reply.clone();
     let id = delivery_id.clone();
     let latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
