@@ -92,11 +92,15 @@ pub(super) async fn append(
     };
     stored.mac = stored.compute_mac(store.keyring(), seq);
     let seq_i = prev_seq + 1;
+    // One statement (one round trip) for the record and the new head.
     let insert = tx
         .prepare_cached(
-            "INSERT INTO audit_log (node_id, seq, ts, actor, action, outcome, delivery_id, source,
-                                    call_ref, remote_addr, detail, prev_mac, mac)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "WITH appended AS (
+                 INSERT INTO audit_log (node_id, seq, ts, actor, action, outcome, delivery_id,
+                                        source, call_ref, remote_addr, detail, prev_mac, mac)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             )
+             UPDATE audit_heads SET seq = $2, mac = $13, ts = $3 WHERE node_id = $1",
         )
         .await?;
     tx.execute(
@@ -118,11 +122,6 @@ pub(super) async fn append(
         ],
     )
     .await?;
-    let update = tx
-        .prepare_cached("UPDATE audit_heads SET seq = $2, mac = $3, ts = $4 WHERE node_id = $1")
-        .await?;
-    tx.execute(&update, &[&node_id, &seq_i, &stored.mac, &stored.ts])
-        .await?;
     Ok(stored)
 }
 

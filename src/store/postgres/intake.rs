@@ -96,17 +96,19 @@ pub(super) async fn intake(
     ev.remote_addr = Some(input.client_ip);
     let first;
     let outcome = if inserted.is_some() {
-        let handlers: Vec<&str> = jobs.iter().map(|j| j.handler.as_str()).collect();
-        let enqueue = tx
-            .prepare_cached(
-                "INSERT INTO jobs (delivery_id, handler, position, next_attempt_at, created_at)
-                 SELECT $1, h, (p - 1)::integer, $2, $2
-                 FROM unnest($3::text[]) WITH ORDINALITY AS t (h, p)
-                 ON CONFLICT (delivery_id, handler) DO NOTHING",
-            )
-            .await?;
-        tx.execute(&enqueue, &[&id, &n.received_at, &handlers])
-            .await?;
+        if !jobs.is_empty() {
+            let handlers: Vec<&str> = jobs.iter().map(|j| j.handler.as_str()).collect();
+            let enqueue = tx
+                .prepare_cached(
+                    "INSERT INTO jobs (delivery_id, handler, position, next_attempt_at, created_at)
+                     SELECT $1, h, (p - 1)::integer, $2, $2
+                     FROM unnest($3::text[]) WITH ORDINALITY AS t (h, p)
+                     ON CONFLICT (delivery_id, handler) DO NOTHING",
+                )
+                .await?;
+            tx.execute(&enqueue, &[&id, &n.received_at, &handlers])
+                .await?;
+        }
         ev.delivery_id = Some(&id);
         ev.key_id = Some(key_id);
         ev.count = Some(jobs.len() as i64);

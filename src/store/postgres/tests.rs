@@ -165,6 +165,74 @@ async fn a_database_from_a_newer_build_is_refused() {
     assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_pool_answers_unavailable_and_readiness_recovers() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut settings = db.settings("n1");
+    settings.pool_size = 1;
+    settings.wait_timeout = Duration::from_millis(200);
+    let store = PgStore::open(&settings, keyring()).await.expect("open");
+    let held = store.client().await.expect("the only connection");
+    let input = nextphone("call.ended", "c1");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    let err = store
+        .intake(input, n, Vec::new())
+        .await
+        .expect_err("no connection is free");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        store.check_ready().await.is_err(),
+        "not ready while saturated"
+    );
+    drop(held);
+    store.check_ready().await.expect("ready again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_drops_are_unavailable_then_replaced() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    store.check_ready().await.expect("ready");
+    // What a database restart or failover does to every open connection. Termination is
+    // asynchronous: wait until the server has no other session on the database.
+    let admin = db.client().await;
+    let others = "SELECT COUNT(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    while admin
+        .query_one(others, &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0)
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = store.check_ready().await;
+    assert!(
+        first
+            .as_ref()
+            .map_or_else(StoreError::is_unavailable, |()| true),
+        "a dropped connection is unavailable, not a bug: {first:?}"
+    );
+    store
+        .check_ready()
+        .await
+        .expect("a fresh connection serves");
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_unavailable_not_an_error() {
     let settings = PgSettings {
