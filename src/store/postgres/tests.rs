@@ -275,3 +275,61 @@ impl PgStore {
         Self::open(&db.settings(node), keyring()).await
     }
 }
+
+/// The test server's TLS CA (`WARDHOOK_TEST_POSTGRES_CA`, set up by
+/// `deploy/ci/start-test-postgres.sh`); skipped without it, except under CI.
+fn test_server_ca() -> Option<std::path::PathBuf> {
+    match std::env::var_os("WARDHOOK_TEST_POSTGRES_CA") {
+        Some(path) => Some(path.into()),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the TLS test needs WARDHOOK_TEST_POSTGRES_CA (.ci/run sets it)"
+            );
+            eprintln!("SKIPPED: WARDHOOK_TEST_POSTGRES_CA is not set");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_verifies_the_server_certificate() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let Some(ca) = test_server_ca() else {
+        return;
+    };
+    // The test server's certificate names `localhost`.
+    let mut settings = db.settings("n1");
+    settings.url = zeroize::Zeroizing::new(settings.url.replace("@127.0.0.1:", "@localhost:"));
+    settings.tls = PgTls::Require { ca_file: ca };
+    let store = PgStore::open(&settings, keyring())
+        .await
+        .expect("TLS with the server's CA");
+    let ssl: bool = store
+        .client()
+        .await
+        .expect("client")
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(ssl, "the connection is encrypted");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other-ca.crt");
+    std::fs::write(
+        &other,
+        crate::certs::DevCa::generate().expect("ca").cert_pem(),
+    )
+    .expect("write");
+    settings.tls = PgTls::Require { ca_file: other };
+    let err = PgStore::open(&settings, keyring())
+        .await
+        .expect_err("a certificate from another CA is refused");
+    assert!(err.is_unavailable(), "{err}");
+}
