@@ -13,6 +13,8 @@
 //! [`verify_audit`] walks every node's chain with the same checker as `audit verify` for
 //! SQLite and names the node and first bad sequence number.
 
+use std::sync::Arc;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_postgres::Row;
@@ -191,9 +193,22 @@ pub async fn verify_audit(store: &PgStore) -> Result<Vec<NodeChainReport>, Store
     let mut reports = Vec::with_capacity(nodes.len());
     for (node_id, head_seq, head_mac) in nodes {
         let location = format!("node {node_id}");
-        let mut records = Vec::new();
+        // The walk runs on a blocking thread and pulls records from a bounded channel that
+        // this task fills page by page: constant memory however long the chain.
+        let (records, mut incoming) = tokio::sync::mpsc::channel(VERIFY_PAGE as usize);
+        let keyring = Arc::clone(&store.inner.keyring);
+        let genesis = node_genesis(&keyring, &node_id);
+        let walk_location = location.clone();
+        let walk = tokio::task::spawn_blocking(move || {
+            crate::audit::verify_chain(
+                &keyring,
+                std::iter::from_fn(|| incoming.blocking_recv()),
+                &genesis,
+                &walk_location,
+            )
+        });
         let mut after = 0i64;
-        loop {
+        'pages: loop {
             let page = tx
                 .query(
                     "SELECT seq, ts, actor, action, outcome, delivery_id, source, call_ref,
@@ -204,16 +219,22 @@ pub async fn verify_audit(store: &PgStore) -> Result<Vec<NodeChainReport>, Store
                 .await?;
             let Some(last) = page.last() else { break };
             after = last.get(0);
-            records.extend(page.iter().map(stored_from_row));
+            for row in &page {
+                // A closed channel means the walk already found the first bad record.
+                if records
+                    .send(Ok::<_, AuditError>(stored_from_row(row)))
+                    .await
+                    .is_err()
+                {
+                    break 'pages;
+                }
+            }
         }
-        let genesis = node_genesis(store.keyring(), &node_id);
-        let report = crate::audit::verify_chain(
-            store.keyring(),
-            records.into_iter().map(Ok::<_, AuditError>),
-            &genesis,
-            &location,
-        )
-        .map_err(|e| StoreError::Audit(e.to_string()))?;
+        drop(records);
+        let report = walk
+            .await
+            .map_err(|_| StoreError::Audit("the verification task failed".into()))?
+            .map_err(|e| StoreError::Audit(e.to_string()))?;
         check_head(&report, head_seq, &head_mac, &location)?;
         reports.push(NodeChainReport { node_id, report });
     }

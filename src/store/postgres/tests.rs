@@ -333,3 +333,53 @@ async fn tls_to_the_database_verifies_the_server_certificate() {
         .expect_err("a certificate from another CA is refused");
     assert!(err.is_unavailable(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_node_of_a_cut_off_tail_and_of_a_deleted_record() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
+    for store in [&a, &b] {
+        for _ in 0..5 {
+            store
+                .record_audit(crate::listener::lifecycle_record(
+                    crate::audit::Action::ServerStarted,
+                    None,
+                ))
+                .await
+                .expect("record");
+        }
+    }
+    let nodes = super::verify_audit(&a)
+        .await
+        .expect("untouched log verifies");
+    assert_eq!(
+        nodes.iter().map(|n| n.report.records).sum::<u64>(),
+        10,
+        "{nodes:?}"
+    );
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;
+             DELETE FROM audit_log WHERE node_id = 'node-b' AND seq = 5;",
+        )
+        .await
+        .expect("cut node-b's tail");
+    let err = super::verify_audit(&a).await.expect_err("tail cut");
+    let text = err.to_string();
+    assert!(
+        text.contains("node node-b") && text.contains("head is at 5"),
+        "{text}"
+    );
+    client
+        .batch_execute("DELETE FROM audit_log WHERE node_id = 'node-a' AND seq = 3")
+        .await
+        .expect("delete from node-a");
+    let text = super::verify_audit(&a).await.expect_err("gap").to_string();
+    assert!(
+        text.contains("node node-a") && text.contains("sequence 3"),
+        "the first node's first bad record: {text}"
+    );
+}
