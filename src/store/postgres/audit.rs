@@ -170,6 +170,7 @@ fn stored_from_row(row: &Row) -> StoredRecord {
 /// the chain ends at the node's recorded head. Fails with [`AuditError::VerifyFailed`] naming
 /// `node <id>` and the first bad sequence number. Reads in pages inside one repeatable-read
 /// snapshot, so appends running meanwhile cannot make a good log look broken.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub async fn verify_audit(store: &PgStore) -> Result<Vec<NodeChainReport>, StoreError> {
     let mut client = store.client().await?;
     let tx = client

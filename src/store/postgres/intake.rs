@@ -30,6 +30,7 @@ fn plaintext(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, StoreE
 }
 
 /// See the module docs.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn intake(
     store: &PgStore,
     input: IntakeInput,
@@ -137,6 +138,7 @@ pub(super) async fn intake(
 /// Keep an authentic but unparseable delivery, encrypted. A retry of the same body (same
 /// blind index) gets the existing entry, also when two nodes receive it at once: the partial
 /// unique index on live entries makes the second insert do nothing.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn quarantine(
     store: &PgStore,
     input: IntakeInput,
@@ -210,6 +212,7 @@ pub(super) async fn quarantine(
 
 /// Readiness: a small write transaction must commit (a read-only standby, a full disk or a
 /// lost connection fail it).
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn probe(store: &PgStore) -> Result<(), StoreError> {
     let mut client = store.client().await?;
     let tx = client.transaction().await?;

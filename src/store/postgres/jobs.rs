@@ -30,6 +30,7 @@ const CLAIM_WINDOW: i64 = 16;
 /// With several nodes a `running` job is not an orphan just because this node starts: it may
 /// be another node's. Expired leases are claimable anyway, so only this node's own leases
 /// (left by its previous run under the same node id) are released early.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn recover_orphaned(store: &PgStore) -> Result<u64, StoreError> {
     let client = store.client().await?;
     let n = client
@@ -45,6 +46,7 @@ pub(super) async fn recover_orphaned(store: &PgStore) -> Result<u64, StoreError>
 
 /// See the module docs. `predecessors` as in the SQLite store: a job whose earlier handlers
 /// are not done is parked as `waiting` until they are.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn claim_next(
     store: &PgStore,
     exclude: &[String],
@@ -119,6 +121,7 @@ pub(super) async fn claim_next(
 }
 
 /// Decrypt the job's event and the outputs of the delivery's finished handlers (`app_data`).
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn load_for_dispatch(
     store: &PgStore,
     job: &ClaimedJob,
@@ -170,6 +173,7 @@ pub(super) async fn load_for_dispatch(
 /// Record an attempt and move the job to its next state, with the audit records, in one
 /// transaction. If the lease was lost to another node meanwhile, the attempt and its audit
 /// record are still written (it happened) but the job's state is left to the new owner.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn finish_attempt(
     store: &PgStore,
     job: &ClaimedJob,

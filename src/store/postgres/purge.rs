@@ -12,6 +12,7 @@ use crate::store::admin::{PurgeReport, Requester};
 use crate::store::StoreError;
 
 /// See the module docs.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn purge_older_than(
     store: &PgStore,
     cutoff: DateTime<Utc>,
