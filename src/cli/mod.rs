@@ -651,6 +651,10 @@ fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
 }
 
 fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let offline = Config::load_offline(config)?;
+    if let Some(pg) = postgres::settings(&offline) {
+        return run_dlq_postgres(&offline, pg, command);
+    }
     let store = open_store(config)?;
     let mut out = std::io::stdout().lock();
     match command {
@@ -674,6 +678,37 @@ fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
         DlqCommand::Retry { job, all, filter } => {
             dlq::retry(&store, job, all, filter.into(), &mut out)?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dlq list` and `dlq retry` on PostgreSQL; `dlq show` is SQLite-only for now.
+fn run_dlq_postgres(
+    offline: &crate::config::OfflineConfig,
+    pg: &crate::store::postgres::PgSettings,
+    command: DlqCommand,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List {
+            filter,
+            limit,
+            format,
+        } => {
+            let json = match format.as_str() {
+                "json" => true,
+                "table" => false,
+                _ => anyhow::bail!("--format must be table or json"),
+            };
+            let mut filter: crate::store::jobs::DeadFilter = filter.into();
+            filter.limit = limit;
+            postgres::dlq_list(offline, pg, filter, json, &mut out)?;
+        }
+        DlqCommand::Retry { job, all, filter } => {
+            let filter = dlq::retry_filter(job, all, filter.into())?;
+            postgres::dlq_retry(offline, pg, filter, &mut out)?;
+        }
+        DlqCommand::Show { .. } => anyhow::bail!(postgres::SQLITE_ONLY),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The offline commands that work with `[storage] backend = "postgres"`: `audit verify` (every
-//! node's chain) and `purge`. The others read the SQLite store directly and refuse with
-//! [`SQLITE_ONLY`] rather than looking at a database file that is not in use.
+//! node's chain), `purge`, `dlq list` and `dlq retry`. The others read the SQLite store
+//! directly and refuse with [`SQLITE_ONLY`] rather than looking at a database file that is not
+//! in use.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,12 +12,14 @@ use chrono::Utc;
 use crate::config::{OfflineConfig, StorageBackend};
 use crate::crypto::Keyring;
 use crate::store::admin::Requester;
+use crate::store::jobs::DeadFilter;
 use crate::store::postgres::{verify_audit, PgSettings, PgStore};
 use crate::store::{Storage, StoreError};
 
 /// Why a SQLite-only command refuses.
 pub const SQLITE_ONLY: &str = "this command reads the SQLite store and is not available yet with \
-     [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge)";
+     [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge, \
+     dlq list, dlq retry)";
 
 /// The PostgreSQL settings when that is the backend.
 pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {
@@ -87,5 +90,32 @@ pub fn purge(
     let cutoff = Utc::now() - older_than;
     let r = runtime.block_on(store.purge(cutoff, Requester::cli_user()))?;
     super::intake::print_purge(cutoff, &r, out)?;
+    Ok(())
+}
+
+/// `dlq list`.
+pub fn dlq_list(
+    offline: &OfflineConfig,
+    pg: &PgSettings,
+    filter: DeadFilter,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let (runtime, store) = open(offline, pg)?;
+    let rows = runtime.block_on(store.list_dead(filter))?;
+    super::dlq::print_dead(&rows, json, out)?;
+    Ok(())
+}
+
+/// `dlq retry JOB` or `dlq retry --all [filters]`.
+pub fn dlq_retry(
+    offline: &OfflineConfig,
+    pg: &PgSettings,
+    filter: DeadFilter,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let (runtime, store) = open(offline, pg)?;
+    let n = runtime.block_on(store.retry_dead(filter, Requester::cli_user()))?;
+    super::dlq::print_retried(n, out)?;
     Ok(())
 }

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
 use super::admin::{PurgeReport, Requester};
-use super::jobs::{AttemptRecord, ClaimedJob, NextStep};
+use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
 use crate::audit::AuditRecord;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
@@ -86,6 +86,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Queue depth (pending + waiting + running) and the age of the oldest due job.
     fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)>;
+
+    /// The dead letters matching `filter`, newest first (`dlq list`).
+    fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>>;
+
+    /// Put the matching dead letters back in the queue with a fresh schedule, audited with who
+    /// asked (`dlq retry`). Returns how many.
+    fn retry_dead(&self, filter: DeadFilter, who: Requester) -> StoreFuture<'_, u64>;
 
     /// `purge --older-than`: delete payloads received before `cutoff` and destroy the data keys
     /// of the periods that ended before it, audited with who asked.
@@ -171,6 +178,14 @@ impl Storage for Store {
 
     fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)> {
         blocking(self, super::jobs::queue_stats)
+    }
+
+    fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {
+        blocking(self, move |s| super::jobs::list_dead(s, &filter))
+    }
+
+    fn retry_dead(&self, filter: DeadFilter, who: Requester) -> StoreFuture<'_, u64> {
+        blocking(self, move |s| super::jobs::retry_dead(s, &filter, &who))
     }
 
     fn purge(&self, cutoff: DateTime<Utc>, who: Requester) -> StoreFuture<'_, PurgeReport> {

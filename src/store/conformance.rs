@@ -13,7 +13,7 @@ use chrono::Utc;
 
 use super::admin::Requester;
 use super::backend::Predecessors;
-use super::jobs::{AttemptRecord, AttemptResult, ClaimedJob, NextStep};
+use super::jobs::{AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, NextStep};
 use super::postgres::testdb::TestDb;
 use super::postgres::PgStore;
 use super::tests::{keyring, nextphone};
@@ -373,6 +373,38 @@ async fn retries_are_rescheduled_and_permanent_failures_dead_lettered(h: Harness
     );
     assert_eq!(
         h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'dead_lettered'")
+            .await,
+        1
+    );
+    let dead = store
+        .list_dead(DeadFilter::default())
+        .await
+        .expect("list dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].handler, "crm");
+    assert_eq!(dead[0].last_error.as_deref(), Some("http 400"));
+    let who = Requester {
+        user: "tester".into(),
+        via: "cli",
+    };
+    let retried = store
+        .retry_dead(
+            DeadFilter {
+                job_id: Some(dead[0].job_id),
+                ..DeadFilter::default()
+            },
+            who,
+        )
+        .await
+        .expect("retry");
+    assert_eq!(retried, 1);
+    let again = claim(&*store, no_predecessors())
+        .await
+        .expect("the retried dead letter is due");
+    assert_eq!(again.id, dead[0].job_id);
+    assert_eq!(again.attempt, 2, "its first attempt stays on record");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'retried'")
             .await,
         1
     );

@@ -563,20 +563,31 @@ pub fn retry_dead(
              WHERE id = ?1",
             params![id, now_s],
         )?;
-        let mut audit = AuditRecord::new(cli_actor(who), Action::Retried, Outcome::Success);
-        audit.delivery_id = ObjectId::parse(delivery_id).ok();
-        audit.source = code(source);
-        if let Some(h) = code(handler) {
-            audit.detail.insert(DetailKey::Handler, h);
-        }
-        if let Some(v) = code(who.via) {
-            audit.detail.insert(DetailKey::Via, v);
-        }
+        let audit = retried_record(who, delivery_id, source, handler);
         crate::audit::append(&tx, store.keyring(), &audit)?;
     }
     tx.commit()?;
     super::admin::mirror(store, &conn);
     Ok(ids.len() as u64)
+}
+
+/// The `retried` audit record of one dead letter put back in the queue by `who`.
+pub(crate) fn retried_record(
+    who: &super::admin::Requester,
+    delivery_id: &str,
+    source: &str,
+    handler: &str,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(cli_actor(who), Action::Retried, Outcome::Success);
+    audit.delivery_id = ObjectId::parse(delivery_id).ok();
+    audit.source = code(source);
+    if let Some(h) = code(handler) {
+        audit.detail.insert(DetailKey::Handler, h);
+    }
+    if let Some(v) = code(who.via) {
+        audit.detail.insert(DetailKey::Via, v);
+    }
+    audit
 }
 
 /// `deliveries replay ID [--handler NAME]`: run a delivery's handlers again (all of its jobs,

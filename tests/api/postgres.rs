@@ -211,7 +211,7 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
     .await;
     for args in [
         &["deliveries", "list"][..],
-        &["dlq", "list"],
+        &["dlq", "show", "1"],
         &["backup", "--to", "/tmp/x.db"],
         &["audit", "search"],
     ] {
@@ -220,10 +220,17 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
         assert!(!out.status.success(), "{args:?} should refuse");
         assert!(err.contains("postgres"), "{args:?}: {err}");
     }
-    let purged = cli(&app, &["purge", "--older-than", "30d"]);
-    assert!(
-        purged.status.success(),
-        "{}",
-        String::from_utf8_lossy(&purged.stderr)
-    );
+    // These work on PostgreSQL.
+    for args in [
+        &["purge", "--older-than", "30d"][..],
+        &["dlq", "list"],
+        &["dlq", "retry", "--all"],
+    ] {
+        let out = cli(&app, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -19,6 +19,7 @@
 //! are [`StoreError::Unavailable`]: 503 with `Retry-After`, readiness red.
 
 mod audit;
+mod dead;
 mod error;
 mod intake;
 mod jobs;
@@ -42,7 +43,7 @@ use zeroize::Zeroizing;
 
 use super::admin::{PurgeReport, Requester};
 use super::backend::{Predecessors, Storage, StoreFuture};
-use super::jobs::{AttemptRecord, ClaimedJob, NextStep};
+use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
 use crate::audit::AuditRecord;
 use crate::crypto::Keyring;
@@ -317,6 +318,14 @@ impl Storage for PgStore {
 
     fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)> {
         Box::pin(async move { self.track(jobs::queue_stats(self).await) })
+    }
+
+    fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {
+        Box::pin(async move { self.track(dead::list_dead(self, &filter).await) })
+    }
+
+    fn retry_dead(&self, filter: DeadFilter, who: Requester) -> StoreFuture<'_, u64> {
+        Box::pin(async move { self.track(dead::retry_dead(self, &filter, &who).await) })
     }
 
     fn purge(&self, cutoff: DateTime<Utc>, who: Requester) -> StoreFuture<'_, PurgeReport> {
