@@ -663,13 +663,7 @@ fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
             limit,
             format,
         } => {
-            let json = match format.as_str() {
-                "json" => true,
-                "table" => false,
-                _ => anyhow::bail!("--format must be table or json"),
-            };
-            let mut filter: crate::store::jobs::DeadFilter = filter.into();
-            filter.limit = limit;
+            let (filter, json) = dlq_list_args(filter, limit, &format)?;
             dlq::list(&store, &filter, json, &mut out)?;
         }
         DlqCommand::Show { job } => {
@@ -680,6 +674,22 @@ fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dlq list`'s filter and whether to print JSON.
+fn dlq_list_args(
+    filter: DlqFilterArgs,
+    limit: usize,
+    format: &str,
+) -> anyhow::Result<(crate::store::jobs::DeadFilter, bool)> {
+    let json = match format {
+        "json" => true,
+        "table" => false,
+        _ => anyhow::bail!("--format must be table or json"),
+    };
+    let mut filter: crate::store::jobs::DeadFilter = filter.into();
+    filter.limit = limit;
+    Ok((filter, json))
 }
 
 /// `dlq list` and `dlq retry` on PostgreSQL; `dlq show` is SQLite-only for now.
@@ -695,13 +705,7 @@ fn run_dlq_postgres(
             limit,
             format,
         } => {
-            let json = match format.as_str() {
-                "json" => true,
-                "table" => false,
-                _ => anyhow::bail!("--format must be table or json"),
-            };
-            let mut filter: crate::store::jobs::DeadFilter = filter.into();
-            filter.limit = limit;
+            let (filter, json) = dlq_list_args(filter, limit, &format)?;
             postgres::dlq_list(offline, pg, filter, json, &mut out)?;
         }
         DlqCommand::Retry { job, all, filter } => {
