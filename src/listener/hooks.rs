@@ -267,13 +267,6 @@ async fn answer_realtime(
     jobs: Vec<JobSpec>,
     started: Instant,
 ) -> HttpResponse {
-    // Replies are kept in the SQLite store; start-up refuses real-time routes on PostgreSQL,
-    // and one added by a reload is refused here before anything is stored.
-    let Some(store) = state.sqlite.clone() else {
-        return unavailable(&StoreError::Unavailable(
-            "real-time routes need the SQLite backend",
-        ));
-    };
     let source = input.source().to_owned();
     let has_jobs = !jobs.is_empty();
     let (delivery_id, duplicate) = match state.store.intake(input, normalized, jobs).await {
@@ -292,11 +285,7 @@ async fn answer_realtime(
         Err(e) => return unavailable(&e),
     };
     if duplicate {
-        let store = store.clone();
-        let id = delivery_id.clone();
-        if let Ok(Ok(Some(reply))) =
-            actix_web::web::block(move || crate::store::realtime::load_reply(&store, &id)).await
-        {
+        if let Ok(Some(reply)) = state.store.load_reply(delivery_id.clone()).await {
             tracing::info!(delivery_id = %delivery_id, "retried real-time request; stored reply sent");
             return reply_response(&reply);
         }
@@ -323,12 +312,11 @@ async fn answer_realtime(
     drop(event);
     let elapsed = started.elapsed();
     crate::metrics::realtime_reply(&source, reply.fallback, elapsed);
+    let store = state.store.clone();
     let stored = reply.clone();
     let id = delivery_id.clone();
     let latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-    let record = async move {
-        crate::store::realtime::record_reply(&store, &id, &source, &stored, latency_ms).await
-    };
+    let record = async move { store.record_reply(id, source, stored, latency_ms).await };
     // The reply is owed on time; storing it may not push the answer past the deadline.
     let remaining = rt.deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(remaining.max(Duration::from_millis(5)), record).await {

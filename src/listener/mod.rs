@@ -118,10 +118,8 @@ impl Live {
 #[derive(Debug)]
 pub struct AppState {
     live: RwLock<Arc<Live>>,
-    /// Intake, quarantine and audit, on whichever backend is configured.
+    /// Intake, quarantine, real-time replies and audit, on whichever backend is configured.
     store: Arc<dyn Storage>,
-    /// The SQLite store when that is the backend: real-time replies are kept there.
-    sqlite: Option<Store>,
     /// The handlers and routes the dispatcher runs; swapped with `live` on reload.
     plan: SharedPlan,
     /// Wakes idle dispatch workers when intake commits new jobs.
@@ -203,7 +201,7 @@ impl Application {
                 (Arc::new(store.clone()), Some(store))
             }
             StorageBackend::Postgres(settings) => {
-                refuse_sqlite_only_features(&config, console.enabled())?;
+                refuse_sqlite_only_console(console.enabled())?;
                 (Arc::new(PgStore::open(settings, keyring).await?), None)
             }
         };
@@ -231,7 +229,6 @@ impl Application {
                 config.oauth,
             ))),
             store,
-            sqlite: sqlite.clone(),
             plan,
             dispatch_wake: dispatcher.waker(),
             clock: Arc::default(),
@@ -457,19 +454,13 @@ async fn checkpoint(sqlite: Option<&Store>) -> Option<Result<(), StoreError>> {
     Some(sqlite?.checkpoint_audit().await)
 }
 
-/// With PostgreSQL, refuse at start-up what still reads the SQLite store directly, rather than
-/// serving with it half-working.
-fn refuse_sqlite_only_features(config: &Config, console: bool) -> Result<(), ListenerError> {
+/// With PostgreSQL, refuse at start-up what still reads the SQLite store directly (the admin
+/// console), rather than serving with it half-working.
+fn refuse_sqlite_only_console(console: bool) -> Result<(), ListenerError> {
     if console {
         return Err(ListenerError::NeedsSqlite {
             feature: "the admin console (its queries read the SQLite store)",
             remedy: "set [admin] enabled = false",
-        });
-    }
-    if config.routes.iter().any(|r| r.realtime.is_some()) {
-        return Err(ListenerError::NeedsSqlite {
-            feature: "real-time routes (their stored replies live in the SQLite store)",
-            remedy: "remove mode = \"realtime\" from the routes",
         });
     }
     Ok(())

@@ -23,6 +23,7 @@ use super::admin::{PurgeReport, Requester};
 use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
 use crate::audit::AuditRecord;
+use crate::dispatch::realtime::Reply;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 /// The future every [`Storage`] method returns.
@@ -86,6 +87,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Queue depth (pending + waiting + running) and the age of the oldest due job.
     fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)>;
+
+    /// Keep the reply a real-time route gave for `delivery_id` (the first one wins), with its
+    /// audit record, so a retry gets the same answer.
+    fn record_reply(
+        &self,
+        delivery_id: String,
+        source: String,
+        reply: Reply,
+        latency_ms: i64,
+    ) -> StoreFuture<'_, ()>;
+
+    /// The reply stored for `delivery_id`, if any.
+    fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>>;
 
     /// The dead letters matching `filter`, newest first (`dlq list`).
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>>;
@@ -178,6 +192,22 @@ impl Storage for Store {
 
     fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)> {
         blocking(self, super::jobs::queue_stats)
+    }
+
+    fn record_reply(
+        &self,
+        delivery_id: String,
+        source: String,
+        reply: Reply,
+        latency_ms: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            super::realtime::record_reply(self, &delivery_id, &source, &reply, latency_ms).await
+        })
+    }
+
+    fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>> {
+        blocking(self, move |s| super::realtime::load_reply(s, &delivery_id))
     }
 
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {

@@ -234,3 +234,34 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_time_retry_on_another_node_gets_the_stored_reply_without_a_second_lookup() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let crm = crate::realtime::crm_answering(std::time::Duration::ZERO).await;
+    let opts = AppOptions {
+        admin: "enabled = false".into(),
+        extra: format!(
+            "[dispatch]\nworkers = 0\n{}",
+            crate::realtime::realtime_config(&crm.uri(), 2000, false)
+        ),
+        ..AppOptions::default()
+    };
+    let one = spawn_from_fixture(db.fixture("node-1", opts.clone(), None)).await;
+    let key = std::fs::read(one.dir.path().join("master.key")).unwrap();
+    let two = spawn_from_fixture(db.fixture("node-2", opts, Some(&key))).await;
+
+    let (status, first, kind, _) = crate::realtime::ring(&one, "rt-pg", "+15555550142").await;
+    assert_eq!((status, kind.as_str()), (200, "computed"));
+    assert_eq!(first["greeting"], "Hello Dana");
+    let (status, retry, _, _) = crate::realtime::ring(&two, "rt-pg", "+15555550142").await;
+    assert_eq!(status, 200);
+    assert_eq!(retry, first, "the other node answers with the stored reply");
+    assert_eq!(
+        crm.received_requests().await.unwrap().len(),
+        1,
+        "no second CRM lookup"
+    );
+}

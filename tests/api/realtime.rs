@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-fn realtime_config(crm: &str, deadline_ms: u64, cache: bool) -> String {
+pub(crate) fn realtime_config(crm: &str, deadline_ms: u64, cache: bool) -> String {
     let cache = if cache {
         "cache = { key = \"{{ caller.phone }}\", ttl_secs = 60, max_entries = 100 }\n"
     } else {
@@ -44,7 +44,7 @@ fallback = '{{"greeting": "Hello, thanks for calling"}}'
     )
 }
 
-async fn ring(app: &TestApp, call: &str, phone: &str) -> (u16, Value, String, Duration) {
+pub(crate) async fn ring(app: &TestApp, call: &str, phone: &str) -> (u16, Value, String, Duration) {
     let body = format!(
         r#"{{"event":"call.incoming","data":{{"call_id":"{call}","caller":{{"phone":"{phone}"}}}}}}"#
     );
@@ -70,7 +70,7 @@ async fn ring(app: &TestApp, call: &str, phone: &str) -> (u16, Value, String, Du
     (status, v, kind, t0.elapsed())
 }
 
-async fn crm_answering(delay: Duration) -> MockServer {
+pub(crate) async fn crm_answering(delay: Duration) -> MockServer {
     let crm = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/contacts"))

@@ -25,6 +25,7 @@ mod intake;
 mod jobs;
 mod keys;
 mod purge;
+mod realtime;
 mod schema;
 #[cfg(test)]
 pub(crate) mod testdb;
@@ -47,6 +48,7 @@ use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
 use crate::audit::AuditRecord;
 use crate::crypto::Keyring;
+use crate::dispatch::realtime::Reply;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 pub use audit::{verify_audit, NodeChainReport};
@@ -318,6 +320,24 @@ impl Storage for PgStore {
 
     fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)> {
         Box::pin(async move { self.track(jobs::queue_stats(self).await) })
+    }
+
+    fn record_reply(
+        &self,
+        delivery_id: String,
+        source: String,
+        reply: Reply,
+        latency_ms: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let stored =
+                realtime::record_reply(self, &delivery_id, &source, &reply, latency_ms).await;
+            self.track(stored)
+        })
+    }
+
+    fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>> {
+        Box::pin(async move { self.track(realtime::load_reply(self, &delivery_id).await) })
     }
 
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {
