@@ -142,10 +142,18 @@ pub fn replay(
     out: &mut dyn Write,
 ) -> Result<u64, DlqError> {
     let n = jobs::replay(store, delivery_id, handler, &Requester::cli_user())?;
+    print_replayed(n, delivery_id, out)?;
+    Ok(n)
+}
+
+pub(crate) fn print_replayed(
+    n: u64,
+    delivery_id: &str,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "re-queued {n} job{} of delivery {delivery_id}",
         if n == 1 { "" } else { "s" }
-    )?;
-    Ok(n)
+    )
 }

@@ -718,6 +718,15 @@ fn run_dlq_postgres(
 }
 
 fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    let offline = Config::load_offline(config)?;
+    if let Some(pg) = postgres::settings(&offline) {
+        let DeliveriesCommand::Replay { id, handler } = command else {
+            anyhow::bail!(postgres::SQLITE_ONLY);
+        };
+        let mut out = std::io::stdout().lock();
+        postgres::replay(&offline, pg, &id, handler.as_deref(), &mut out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(config)?;
     let mut out = std::io::stdout().lock();
     match command {

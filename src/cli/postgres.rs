@@ -1,5 +1,5 @@
 //! The offline commands that work with `[storage] backend = "postgres"`: `audit verify` (every
-//! node's chain), `purge`, `dlq list` and `dlq retry`. The others read the SQLite store
+//! node's chain), `purge`, `dlq list`, `dlq retry` and `deliveries replay`. The others read the SQLite store
 //! directly and refuse with [`SQLITE_ONLY`] rather than looking at a database file that is not
 //! in use.
 
@@ -19,7 +19,7 @@ use crate::store::{Storage, StoreError};
 /// Why a SQLite-only command refuses.
 pub const SQLITE_ONLY: &str = "this command reads the SQLite store and is not available yet with \
      [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge, \
-     dlq list, dlq retry)";
+     dlq list, dlq retry, deliveries replay)";
 
 /// The PostgreSQL settings when that is the backend.
 pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {
@@ -117,5 +117,23 @@ pub fn dlq_retry(
     let (runtime, store) = open(offline, pg)?;
     let n = runtime.block_on(store.retry_dead(filter, Requester::cli_user()))?;
     super::dlq::print_retried(n, out)?;
+    Ok(())
+}
+
+/// `deliveries replay ID [--handler NAME]`.
+pub fn replay(
+    offline: &OfflineConfig,
+    pg: &PgSettings,
+    delivery_id: &str,
+    handler: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let (runtime, store) = open(offline, pg)?;
+    let n = runtime.block_on(store.replay(
+        delivery_id.to_owned(),
+        handler.map(str::to_owned),
+        Requester::cli_user(),
+    ))?;
+    super::dlq::print_replayed(n, delivery_id, out)?;
     Ok(())
 }

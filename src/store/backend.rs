@@ -101,6 +101,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The reply stored for `delivery_id`, if any.
     fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>>;
 
+    /// `deliveries replay`: run the delivery's handlers again (all finished or dead jobs, or
+    /// one handler's, created if missing), audited with who asked. Returns the jobs re-queued.
+    fn replay(
+        &self,
+        delivery_id: String,
+        handler: Option<String>,
+        who: Requester,
+    ) -> StoreFuture<'_, u64>;
+
     /// The dead letters matching `filter`, newest first (`dlq list`).
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>>;
 
@@ -208,6 +217,17 @@ impl Storage for Store {
 
     fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>> {
         blocking(self, move |s| super::realtime::load_reply(s, &delivery_id))
+    }
+
+    fn replay(
+        &self,
+        delivery_id: String,
+        handler: Option<String>,
+        who: Requester,
+    ) -> StoreFuture<'_, u64> {
+        blocking(self, move |s| {
+            super::jobs::replay(s, &delivery_id, handler.as_deref(), &who)
+        })
     }
 
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {

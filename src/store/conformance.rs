@@ -474,6 +474,53 @@ async fn purge_removes_old_payloads_and_audits_it(h: Harness) {
     );
 }
 
+async fn replay_requeues_finished_jobs_and_creates_a_missing_one(h: Harness) {
+    let store = h.node("node-a").await;
+    let accepted = submit(&*store, nextphone("call.ended", "c1"), &["crm"])
+        .await
+        .expect("submit");
+    let id = accepted.delivery_id().to_owned();
+    let who = || Requester {
+        user: "tester".into(),
+        via: "cli",
+    };
+    let job = claim(&*store, no_predecessors()).await.expect("due");
+    store
+        .finish_attempt(job, ok_attempt(serde_json::json!({})), NextStep::Done)
+        .await
+        .expect("finish");
+    assert_eq!(
+        store.replay(id.clone(), None, who()).await.expect("replay"),
+        1
+    );
+    let again = claim(&*store, no_predecessors()).await.expect("due again");
+    assert_eq!(again.handler, "crm");
+    store
+        .finish_attempt(again, ok_attempt(serde_json::json!({})), NextStep::Done)
+        .await
+        .expect("finish");
+    let created = store
+        .replay(id.clone(), Some("slack".into()), who())
+        .await
+        .expect("replay one handler");
+    assert_eq!(created, 1, "a job for a handler the delivery never had");
+    let slack = claim(&*store, no_predecessors()).await.expect("slack due");
+    assert_eq!(
+        (slack.handler.as_str(), slack.delivery_id.as_str()),
+        ("slack", id.as_str())
+    );
+    let missing = store
+        .replay(uuid::Uuid::now_v7().to_string(), None, who())
+        .await
+        .expect_err("no such delivery");
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'replayed'")
+            .await,
+        2
+    );
+}
+
 macro_rules! both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -508,4 +555,5 @@ both_backends!(
     audit_chain_verifies_and_a_tampered_record_is_found,
     readiness_is_green_on_a_writable_database,
     purge_removes_old_payloads_and_audits_it,
+    replay_requeues_finished_jobs_and_creates_a_missing_one,
 );

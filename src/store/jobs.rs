@@ -649,20 +649,35 @@ pub fn replay(
             params![delivery_id, now_s],
         )?,
     };
-    let mut audit = AuditRecord::new(cli_actor(who), Action::Replayed, Outcome::Success);
-    audit.delivery_id = ObjectId::parse(delivery_id).ok();
-    audit.source = code(&source);
-    if let Some(h) = handler.and_then(code) {
-        audit.detail.insert(DetailKey::Handler, h);
-    }
-    audit.detail.insert(DetailKey::Count, n as i64);
-    if let Some(v) = code(who.via) {
-        audit.detail.insert(DetailKey::Via, v);
-    }
+    let audit = replayed_record(who, delivery_id, &source, handler, n as u64);
     crate::audit::append(&tx, store.keyring(), &audit)?;
     tx.commit()?;
     super::admin::mirror(store, &conn);
     Ok(n as u64)
+}
+
+/// The `replayed` audit record of `deliveries replay`: who, which delivery and handler, how
+/// many jobs were re-queued.
+pub(crate) fn replayed_record(
+    who: &super::admin::Requester,
+    delivery_id: &str,
+    source: &str,
+    handler: Option<&str>,
+    count: u64,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(cli_actor(who), Action::Replayed, Outcome::Success);
+    audit.delivery_id = ObjectId::parse(delivery_id).ok();
+    audit.source = code(source);
+    if let Some(h) = handler.and_then(code) {
+        audit.detail.insert(DetailKey::Handler, h);
+    }
+    audit
+        .detail
+        .insert(DetailKey::Count, i64::try_from(count).unwrap_or(i64::MAX));
+    if let Some(v) = code(who.via) {
+        audit.detail.insert(DetailKey::Via, v);
+    }
+    audit
 }
 
 /// Queue depth (pending + waiting + running) and the age of the oldest due job, for metrics

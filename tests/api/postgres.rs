@@ -183,6 +183,24 @@ async fn two_nodes_on_one_database_dedup_across_nodes_and_run_each_job_once() {
         text.contains("node node-1") && text.contains("node node-2"),
         "{text}"
     );
+
+    // An operator replays the delivery from any node's host; whichever node claims it calls
+    // the handler again with the same idempotency key.
+    let id = first["delivery_id"].as_str().unwrap();
+    let replayed = cli(&two, &["deliveries", "replay", id]);
+    assert!(
+        String::from_utf8_lossy(&replayed.stdout).contains("re-queued 1 job"),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let step = one.dispatcher.try_execute_task().await.unwrap();
+    assert!(matches!(step, TaskOutcome::Done { .. }), "{step:?}");
+    let requests = crm.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[1].headers.get("idempotency-key"),
+        requests[0].headers.get("idempotency-key")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,6 +229,7 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
     .await;
     for args in [
         &["deliveries", "list"][..],
+        &["deliveries", "show", "x"],
         &["dlq", "show", "1"],
         &["backup", "--to", "/tmp/x.db"],
         &["audit", "search"],

@@ -1,11 +1,12 @@
-//! Dead letters on PostgreSQL: listing them and putting them back in the queue (`dlq list`,
-//! `dlq retry`), with the SQLite store's filters, order and audit records.
+//! Dead letters and re-runs on PostgreSQL: listing dead letters and putting them back in the
+//! queue (`dlq list`, `dlq retry`), and replaying a delivery (`deliveries replay`), with the
+//! SQLite store's filters, order, rules and audit records.
 
 use chrono::{DateTime, Utc};
 
 use super::{audit, PgStore};
 use crate::store::admin::Requester;
-use crate::store::jobs::{retried_record, DeadFilter, DeadLetter};
+use crate::store::jobs::{replayed_record, retried_record, DeadFilter, DeadLetter};
 use crate::store::writer::db_time;
 use crate::store::StoreError;
 
@@ -78,4 +79,62 @@ pub(super) async fn retry_dead(
     }
     tx.commit().await?;
     Ok(rows.len() as u64)
+}
+
+/// Run a delivery's handlers again: all of its finished or dead jobs, or one handler's —
+/// created if the delivery never had a job for it. Audited (`replayed`) with who asked.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+pub(super) async fn replay(
+    store: &PgStore,
+    delivery_id: &str,
+    handler: Option<&str>,
+    who: &Requester,
+) -> Result<u64, StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    let source: String = tx
+        .query_opt(
+            "SELECT source FROM deliveries WHERE id = $1 AND status = 'accepted'",
+            &[&delivery_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("delivery"))?
+        .get(0);
+    let requeue = "UPDATE jobs SET status = 'pending', attempts = 0, next_attempt_at = now(),
+                                   lease_until = NULL, lease_owner = NULL, updated_at = now()
+                   WHERE delivery_id = $1 AND status IN ('done', 'dead')";
+    let n = match handler {
+        Some(h) => {
+            let updated = tx
+                .execute(&format!("{requeue} AND handler = $2"), &[&delivery_id, &h])
+                .await?;
+            if updated > 0 {
+                updated
+            } else {
+                // A job that exists but is not finished is left alone (0); a missing one is
+                // created after the delivery's others.
+                tx.execute(
+                    "INSERT INTO jobs (delivery_id, handler, position, status, attempts,
+                                       next_attempt_at, created_at, updated_at)
+                     SELECT $1, $2, COALESCE(MAX(position) + 1, 0), 'pending', 0,
+                            now(), now(), now()
+                     FROM jobs WHERE delivery_id = $1
+                     ON CONFLICT (delivery_id, handler) DO NOTHING",
+                    &[&delivery_id, &h],
+                )
+                .await?
+            }
+        }
+        None => {
+            tx.execute(
+                &format!("{requeue} AND handler NOT LIKE '@%'"),
+                &[&delivery_id],
+            )
+            .await?
+        }
+    };
+    let record = replayed_record(who, delivery_id, &source, handler, n);
+    audit::append(store, &tx, &record).await?;
+    tx.commit().await?;
+    Ok(n)
 }

@@ -340,6 +340,18 @@ impl Storage for PgStore {
         Box::pin(async move { self.track(realtime::load_reply(self, &delivery_id).await) })
     }
 
+    fn replay(
+        &self,
+        delivery_id: String,
+        handler: Option<String>,
+        who: Requester,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let replayed = dead::replay(self, &delivery_id, handler.as_deref(), &who).await;
+            self.track(replayed)
+        })
+    }
+
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {
         Box::pin(async move { self.track(dead::list_dead(self, &filter).await) })
     }
