@@ -81,6 +81,15 @@ pub fn deliveries_list(
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     let rows = admin::list_deliveries(store, filter)?;
+    print_deliveries(&rows, format, out)
+}
+
+/// The `deliveries list` table or JSON, whichever backend listed the rows.
+pub(crate) fn print_deliveries(
+    rows: &[admin::DeliverySummary],
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     match format {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &rows)
@@ -93,7 +102,7 @@ pub fn deliveries_list(
                 "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  JOBS",
                 "ID", "SOURCE", "EVENT", "RECEIVED", "STATUS"
             )?;
-            for r in &rows {
+            for r in rows {
                 writeln!(
                     out,
                     "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  {}",
@@ -109,7 +118,15 @@ pub fn deliveries_list(
 /// `deliveries show ID`: decrypt and print the canonical event as JSON (an audited read).
 pub fn deliveries_show(store: &Store, id: &str, out: &mut impl Write) -> Result<(), StoreError> {
     let event = admin::show_delivery(store, id, &Requester::cli_user())?;
-    serde_json::to_writer_pretty(&mut *out, &event).map_err(|e| StoreError::Output(e.into()))?;
+    print_event(&event, out)
+}
+
+/// A decrypted event as pretty JSON.
+pub(crate) fn print_event(
+    event: &wardhook_sdk::Event,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
+    serde_json::to_writer_pretty(&mut *out, event).map_err(|e| StoreError::Output(e.into()))?;
     writeln!(out)?;
     Ok(())
 }

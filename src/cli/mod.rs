@@ -720,11 +720,20 @@ fn run_dlq_postgres(
 fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
     let offline = Config::load_offline(config)?;
     if let Some(pg) = postgres::settings(&offline) {
-        let DeliveriesCommand::Replay { id, handler } = command else {
-            anyhow::bail!(postgres::SQLITE_ONLY);
-        };
         let mut out = std::io::stdout().lock();
-        postgres::replay(&offline, pg, &id, handler.as_deref(), &mut out)?;
+        match command {
+            DeliveriesCommand::Replay { id, handler } => {
+                postgres::replay(&offline, pg, &id, handler.as_deref(), &mut out)?;
+            }
+            DeliveriesCommand::List { args } => {
+                let (filter, format) = args.split()?;
+                postgres::deliveries_list(&offline, pg, filter, format, &mut out)?;
+            }
+            DeliveriesCommand::Show { id } => {
+                postgres::deliveries_show(&offline, pg, &id, &mut out)?
+            }
+            DeliveriesCommand::Reverify { .. } => anyhow::bail!(postgres::SQLITE_ONLY),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store(config)?;

@@ -1,5 +1,5 @@
 //! The offline commands that work with `[storage] backend = "postgres"`: `audit verify` (every
-//! node's chain), `purge`, `dlq list`, `dlq retry` and `deliveries replay`. The others read the SQLite store
+//! node's chain), `purge`, `dlq list|retry` and `deliveries list|show|replay`. The others read the SQLite store
 //! directly and refuse with [`SQLITE_ONLY`] rather than looking at a database file that is not
 //! in use.
 
@@ -11,6 +11,7 @@ use chrono::Utc;
 
 use crate::config::{OfflineConfig, StorageBackend};
 use crate::crypto::Keyring;
+use crate::store::admin::ListFilter;
 use crate::store::admin::Requester;
 use crate::store::jobs::DeadFilter;
 use crate::store::postgres::{verify_audit, PgSettings, PgStore};
@@ -19,7 +20,7 @@ use crate::store::{Storage, StoreError};
 /// Why a SQLite-only command refuses.
 pub const SQLITE_ONLY: &str = "this command reads the SQLite store and is not available yet with \
      [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge, \
-     dlq list, dlq retry, deliveries replay)";
+     dlq list, dlq retry, deliveries list|show|replay)";
 
 /// The PostgreSQL settings when that is the backend.
 pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {
@@ -135,5 +136,32 @@ pub fn replay(
         Requester::cli_user(),
     ))?;
     super::dlq::print_replayed(n, delivery_id, out)?;
+    Ok(())
+}
+
+/// `deliveries list`.
+pub fn deliveries_list(
+    offline: &OfflineConfig,
+    pg: &PgSettings,
+    filter: ListFilter,
+    format: super::intake::OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (runtime, store) = open(offline, pg)?;
+    let rows = runtime.block_on(store.list_deliveries(filter))?;
+    super::intake::print_deliveries(&rows, format, out)?;
+    Ok(())
+}
+
+/// `deliveries show ID` (an audited read).
+pub fn deliveries_show(
+    offline: &OfflineConfig,
+    pg: &PgSettings,
+    id: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (runtime, store) = open(offline, pg)?;
+    let event = runtime.block_on(store.show_delivery(id.to_owned(), Requester::cli_user()))?;
+    super::intake::print_event(&event, out)?;
     Ok(())
 }

@@ -238,17 +238,35 @@ pub fn show_delivery(store: &Store, id: &str, who: &Requester) -> Result<Event, 
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let opened = super::sealed::open_delivery(&tx, store.keyring(), id)?;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
-    ev.delivery_id = Some(id);
-    ev.source = Some(&opened.source);
-    ev.call_ref = opened.call_ref.as_deref();
-    ev.object_kind = Some("delivery");
-    ev.via = Some(who.via);
-    ev.key_id = Some(opened.key_id);
+    let ev = delivery_read_event(
+        who,
+        id,
+        &opened.source,
+        opened.call_ref.as_deref(),
+        opened.key_id,
+    );
     record_audit(&tx, store.keyring(), &ev)?;
     tx.commit()?;
     mirror(store, &conn);
     Ok(opened.stored.event)
+}
+
+/// The `payload_read` fact of one decrypted delivery, whichever backend decrypted it.
+pub(crate) fn delivery_read_event<'a>(
+    who: &Requester,
+    id: &'a str,
+    source: &'a str,
+    call_ref: Option<&'a str>,
+    key_id: i64,
+) -> AuditEvent<'a> {
+    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
+    ev.delivery_id = Some(id);
+    ev.source = Some(source);
+    ev.call_ref = call_ref;
+    ev.object_kind = Some("delivery");
+    ev.via = Some(who.via);
+    ev.key_id = Some(key_id);
+    ev
 }
 
 /// `quarantine show ID`: decrypt one quarantined body (audited like [`show_delivery`]).

@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
-use super::admin::{PurgeReport, Requester};
+use super::admin::{DeliverySummary, ListFilter, PurgeReport, Requester};
 use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
 use crate::audit::AuditRecord;
@@ -100,6 +100,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// The reply stored for `delivery_id`, if any.
     fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>>;
+
+    /// `deliveries list`: metadata of stored deliveries, newest first; nothing decrypted.
+    fn list_deliveries(&self, filter: ListFilter) -> StoreFuture<'_, Vec<DeliverySummary>>;
+
+    /// `deliveries show`: decrypt one delivery's event, audited (`payload_read`) with who asked
+    /// in the same transaction.
+    fn show_delivery(&self, id: String, who: Requester) -> StoreFuture<'_, Event>;
 
     /// `deliveries replay`: run the delivery's handlers again (all finished or dead jobs, or
     /// one handler's, created if missing), audited with who asked. Returns the jobs re-queued.
@@ -217,6 +224,14 @@ impl Storage for Store {
 
     fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>> {
         blocking(self, move |s| super::realtime::load_reply(s, &delivery_id))
+    }
+
+    fn list_deliveries(&self, filter: ListFilter) -> StoreFuture<'_, Vec<DeliverySummary>> {
+        blocking(self, move |s| super::admin::list_deliveries(s, &filter))
+    }
+
+    fn show_delivery(&self, id: String, who: Requester) -> StoreFuture<'_, Event> {
+        blocking(self, move |s| super::admin::show_delivery(s, &id, &who))
     }
 
     fn replay(

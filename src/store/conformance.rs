@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::admin::Requester;
+use super::admin::{ListFilter, Requester};
 use super::backend::Predecessors;
 use super::jobs::{AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, NextStep};
 use super::postgres::testdb::TestDb;
@@ -521,6 +521,48 @@ async fn replay_requeues_finished_jobs_and_creates_a_missing_one(h: Harness) {
     );
 }
 
+async fn operators_list_metadata_and_read_a_delivery_with_an_audit_record(h: Harness) {
+    let store = h.node("node-a").await;
+    let first = submit(&*store, nextphone("call.answered", "c1"), &["crm"])
+        .await
+        .expect("first");
+    let second = submit(&*store, nextphone("call.ended", "c1"), &[])
+        .await
+        .expect("second");
+    let listed = store
+        .list_deliveries(ListFilter::default())
+        .await
+        .expect("list");
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [second.delivery_id(), first.delivery_id()],
+        "newest first"
+    );
+    assert_eq!((listed[1].jobs, listed[1].status.as_str()), (1, "accepted"));
+    let who = Requester {
+        user: "tester".into(),
+        via: "cli",
+    };
+    let event = store
+        .show_delivery(first.delivery_id().to_owned(), who.clone())
+        .await
+        .expect("show");
+    assert_eq!(event.event_type, "call.answered");
+    assert_eq!(event.call_id.as_deref(), Some("c1"));
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'payload_read'")
+            .await,
+        1,
+        "the read is audited"
+    );
+    let missing = store
+        .show_delivery(uuid::Uuid::now_v7().to_string(), who)
+        .await
+        .expect_err("no such delivery");
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+}
+
 macro_rules! both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -556,4 +598,5 @@ both_backends!(
     readiness_is_green_on_a_writable_database,
     purge_removes_old_payloads_and_audits_it,
     replay_requeues_finished_jobs_and_creates_a_missing_one,
+    operators_list_metadata_and_read_a_delivery_with_an_audit_record,
 );

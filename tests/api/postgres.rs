@@ -184,9 +184,17 @@ async fn two_nodes_on_one_database_dedup_across_nodes_and_run_each_job_once() {
         "{text}"
     );
 
-    // An operator replays the delivery from any node's host; whichever node claims it calls
+    // An operator reads it (an audited decryption) and replays it from any node's host; whichever node claims it calls
     // the handler again with the same idempotency key.
     let id = first["delivery_id"].as_str().unwrap();
+    let shown = cli(&two, &["deliveries", "show", id]);
+    let event: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        event["call_id"],
+        "c1",
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
     let replayed = cli(&two, &["deliveries", "replay", id]);
     assert!(
         String::from_utf8_lossy(&replayed.stdout).contains("re-queued 1 job"),
@@ -228,8 +236,7 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
     ))
     .await;
     for args in [
-        &["deliveries", "list"][..],
-        &["deliveries", "show", "x"],
+        &["deliveries", "reverify", "x"][..],
         &["dlq", "show", "1"],
         &["backup", "--to", "/tmp/x.db"],
         &["audit", "search"],
@@ -244,6 +251,7 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
         &["purge", "--older-than", "30d"][..],
         &["dlq", "list"],
         &["dlq", "retry", "--all"],
+        &["deliveries", "list"],
     ] {
         let out = cli(&app, args);
         assert!(

@@ -15,13 +15,11 @@ use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
 use super::{audit, keys, PgStore};
-use crate::crypto::RecordPlace;
 use crate::store::jobs::{
     attempt_audit_records, open_output, output_place, AttemptRecord, AttemptResult, ClaimedJob,
     NextStep,
 };
 use crate::store::keys::period_of;
-use crate::store::payload::StoredDelivery;
 use crate::store::StoreError;
 
 /// Candidates locked per claim: enough to skip excluded handlers and parked jobs.
@@ -127,36 +125,14 @@ pub(super) async fn load_for_dispatch(
     job: &ClaimedJob,
 ) -> Result<(Event, AppData), StoreError> {
     let client = store.client().await?;
-    let row = client
-        .query_opt(
-            "SELECT source, key_id, nonce, ciphertext FROM deliveries WHERE id = $1",
-            &[&job.delivery_id],
-        )
-        .await?
-        .ok_or(StoreError::NotFound("delivery"))?;
-    let source: String = row.get(0);
-    let (Some(key_id), Some(nonce), Some(ciphertext)) = (
-        row.get::<_, Option<i64>>(1),
-        row.get::<_, Option<Vec<u8>>>(2),
-        row.get::<_, Option<Vec<u8>>>(3),
-    ) else {
-        return Err(StoreError::KeyDestroyed);
-    };
-    let key = keys::key_for_read(store, &client, key_id).await?;
-    let place = RecordPlace {
-        kind: "delivery",
-        id: &job.delivery_id,
-        source: &source,
-        key_id,
-    };
-    let plain = key.open(&place, &nonce, &ciphertext)?;
-    let stored: StoredDelivery = serde_json::from_slice(&plain)
-        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
+    let opened = super::read::open_delivery(store, &client, &job.delivery_id).await?;
+    let (source, stored) = (opened.source, opened.stored);
     let mut app_data = AppData::new();
     let outputs = client
         .query(
             "SELECT id, handler, out_key_id, out_nonce, out_ciphertext FROM jobs
-             WHERE delivery_id = $1 AND status = 'done' AND out_ciphertext IS NOT NULL",
+             WHERE delivery_id = $1 AND status = 'done' AND out_ciphertext IS NOT NULL
+               AND handler NOT LIKE '@%'",
             &[&job.delivery_id],
         )
         .await?;

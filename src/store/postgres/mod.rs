@@ -25,6 +25,7 @@ mod intake;
 mod jobs;
 mod keys;
 mod purge;
+mod read;
 mod realtime;
 mod schema;
 #[cfg(test)]
@@ -42,7 +43,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use wardhook_sdk::{AppData, Event};
 use zeroize::Zeroizing;
 
-use super::admin::{PurgeReport, Requester};
+use super::admin::{DeliverySummary, ListFilter, PurgeReport, Requester};
 use super::backend::{Predecessors, Storage, StoreFuture};
 use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
@@ -338,6 +339,14 @@ impl Storage for PgStore {
 
     fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>> {
         Box::pin(async move { self.track(realtime::load_reply(self, &delivery_id).await) })
+    }
+
+    fn list_deliveries(&self, filter: ListFilter) -> StoreFuture<'_, Vec<DeliverySummary>> {
+        Box::pin(async move { self.track(read::list_deliveries(self, &filter).await) })
+    }
+
+    fn show_delivery(&self, id: String, who: Requester) -> StoreFuture<'_, Event> {
+        Box::pin(async move { self.track(read::show_delivery(self, &id, &who).await) })
     }
 
     fn replay(
