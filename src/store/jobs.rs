@@ -204,7 +204,8 @@ pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppD
     let mut app_data = AppData::new();
     let mut stmt = conn.prepare_cached(
         "SELECT id, handler, out_key_id, out_nonce, out_ciphertext FROM jobs
-         WHERE delivery_id = ?1 AND status = 'done' AND out_ciphertext IS NOT NULL",
+         WHERE delivery_id = ?1 AND status = 'done' AND out_ciphertext IS NOT NULL
+           AND handler NOT LIKE '@%'",
     )?;
     let outputs = stmt
         .query_map(params![job.delivery_id], |r| {
