@@ -139,6 +139,15 @@ pub fn quarantine_list(
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     let rows = admin::list_quarantine(store, filter)?;
+    print_quarantine(&rows, format, out)
+}
+
+/// The `quarantine list` table or JSON, whichever backend listed the rows.
+pub(crate) fn print_quarantine(
+    rows: &[admin::QuarantineSummary],
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     match format {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &rows)
@@ -151,7 +160,7 @@ pub fn quarantine_list(
                 "{:<36}  {:<16}  {:<27}  {:<11}  REASON",
                 "ID", "SOURCE", "RECEIVED", "STATUS"
             )?;
-            for r in &rows {
+            for r in rows {
                 writeln!(
                     out,
                     "{:<36}  {:<16}  {:<27}  {:<11}  {}",
@@ -168,6 +177,14 @@ pub fn quarantine_list(
 /// are not UTF-8 are printed as base64.
 pub fn quarantine_show(store: &Store, id: &str, out: &mut impl Write) -> Result<(), StoreError> {
     let entry = admin::show_quarantine(store, id, &Requester::cli_user())?;
+    print_quarantine_entry(&entry, out)
+}
+
+/// One decrypted quarantine entry: metadata, signature headers, then the body.
+pub(crate) fn print_quarantine_entry(
+    entry: &admin::QuarantineEntry,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     writeln!(out, "id:           {}", entry.summary.id)?;
     writeln!(out, "source:       {}", entry.summary.source)?;
     writeln!(out, "received:     {}", entry.summary.received_at)?;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
 use crate::listener::{shutdown_signal, Application};
+use crate::store::Storage as _;
 use crate::{certs, dev, telemetry};
 
 pub mod audit;
@@ -550,6 +551,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command } => run_dlq(&cli.config, command),
         Command::Deliveries { command } => run_deliveries(&cli.config, command),
         Command::Quarantine { command } => {
+            let offline = Config::load_offline(&cli.config)?;
+            if let Some(pg) = postgres::settings(&offline) {
+                let mut out = std::io::stdout().lock();
+                match command {
+                    QuarantineCommand::List { args } => {
+                        let (filter, format) = args.split()?;
+                        let rows = postgres::run(&offline, pg, |s| s.list_quarantine(filter))?;
+                        intake::print_quarantine(&rows, format, &mut out)?;
+                    }
+                    QuarantineCommand::Show { id } => {
+                        let who = crate::store::admin::Requester::cli_user();
+                        let entry = postgres::run(&offline, pg, |s| s.show_quarantine(id, who))?;
+                        intake::print_quarantine_entry(&entry, &mut out)?;
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let store = open_store(&cli.config)?;
             let mut out = std::io::stdout().lock();
             match command {
@@ -706,11 +724,14 @@ fn run_dlq_postgres(
             format,
         } => {
             let (filter, json) = dlq_list_args(filter, limit, &format)?;
-            postgres::dlq_list(offline, pg, filter, json, &mut out)?;
+            let rows = postgres::run(offline, pg, |s| s.list_dead(filter))?;
+            dlq::print_dead(&rows, json, &mut out)?;
         }
         DlqCommand::Retry { job, all, filter } => {
             let filter = dlq::retry_filter(job, all, filter.into())?;
-            postgres::dlq_retry(offline, pg, filter, &mut out)?;
+            let who = crate::store::admin::Requester::cli_user();
+            let n = postgres::run(offline, pg, |s| s.retry_dead(filter, who))?;
+            dlq::print_retried(n, &mut out)?;
         }
         DlqCommand::Show { .. } => anyhow::bail!(postgres::SQLITE_ONLY),
     }
@@ -723,14 +744,19 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
         let mut out = std::io::stdout().lock();
         match command {
             DeliveriesCommand::Replay { id, handler } => {
-                postgres::replay(&offline, pg, &id, handler.as_deref(), &mut out)?;
+                let who = crate::store::admin::Requester::cli_user();
+                let n = postgres::run(&offline, pg, |s| s.replay(id.clone(), handler, who))?;
+                dlq::print_replayed(n, &id, &mut out)?;
             }
             DeliveriesCommand::List { args } => {
                 let (filter, format) = args.split()?;
-                postgres::deliveries_list(&offline, pg, filter, format, &mut out)?;
+                let rows = postgres::run(&offline, pg, |s| s.list_deliveries(filter))?;
+                intake::print_deliveries(&rows, format, &mut out)?;
             }
             DeliveriesCommand::Show { id } => {
-                postgres::deliveries_show(&offline, pg, &id, &mut out)?
+                let who = crate::store::admin::Requester::cli_user();
+                let event = postgres::run(&offline, pg, |s| s.show_delivery(id, who))?;
+                intake::print_event(&event, &mut out)?;
             }
             DeliveriesCommand::Reverify { .. } => anyhow::bail!(postgres::SQLITE_ONLY),
         }

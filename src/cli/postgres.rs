@@ -1,5 +1,6 @@
 //! The offline commands that work with `[storage] backend = "postgres"`: `audit verify` (every
-//! node's chain), `purge`, `dlq list|retry` and `deliveries list|show|replay`. The others read the SQLite store
+//! node's chain), `purge`, `dlq list|retry`, `deliveries list|show|replay` and `quarantine
+//! list|show`. The others read the SQLite store
 //! directly and refuse with [`SQLITE_ONLY`] rather than looking at a database file that is not
 //! in use.
 
@@ -11,16 +12,14 @@ use chrono::Utc;
 
 use crate::config::{OfflineConfig, StorageBackend};
 use crate::crypto::Keyring;
-use crate::store::admin::ListFilter;
 use crate::store::admin::Requester;
-use crate::store::jobs::DeadFilter;
 use crate::store::postgres::{verify_audit, PgSettings, PgStore};
-use crate::store::{Storage, StoreError};
+use crate::store::{Storage, StoreError, StoreFuture};
 
 /// Why a SQLite-only command refuses.
 pub const SQLITE_ONLY: &str = "this command reads the SQLite store and is not available yet with \
      [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge, \
-     dlq list, dlq retry, deliveries list|show|replay)";
+     dlq list|retry, deliveries list|show|replay, quarantine list|show)";
 
 /// The PostgreSQL settings when that is the backend.
 pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {
@@ -87,81 +86,19 @@ pub fn purge(
     older_than: chrono::Duration,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let (runtime, store) = open(offline, pg)?;
     let cutoff = Utc::now() - older_than;
-    let r = runtime.block_on(store.purge(cutoff, Requester::cli_user()))?;
+    let r = run(offline, pg, |s| s.purge(cutoff, Requester::cli_user()))?;
     super::intake::print_purge(cutoff, &r, out)?;
     Ok(())
 }
 
-/// `dlq list`.
-pub fn dlq_list(
+/// Open the store and run one operation on it to completion (the commands print the result
+/// with the same functions as for SQLite).
+pub fn run<T>(
     offline: &OfflineConfig,
     pg: &PgSettings,
-    filter: DeadFilter,
-    json: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+    op: impl for<'a> FnOnce(&'a PgStore) -> StoreFuture<'a, T>,
+) -> anyhow::Result<T> {
     let (runtime, store) = open(offline, pg)?;
-    let rows = runtime.block_on(store.list_dead(filter))?;
-    super::dlq::print_dead(&rows, json, out)?;
-    Ok(())
-}
-
-/// `dlq retry JOB` or `dlq retry --all [filters]`.
-pub fn dlq_retry(
-    offline: &OfflineConfig,
-    pg: &PgSettings,
-    filter: DeadFilter,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let (runtime, store) = open(offline, pg)?;
-    let n = runtime.block_on(store.retry_dead(filter, Requester::cli_user()))?;
-    super::dlq::print_retried(n, out)?;
-    Ok(())
-}
-
-/// `deliveries replay ID [--handler NAME]`.
-pub fn replay(
-    offline: &OfflineConfig,
-    pg: &PgSettings,
-    delivery_id: &str,
-    handler: Option<&str>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let (runtime, store) = open(offline, pg)?;
-    let n = runtime.block_on(store.replay(
-        delivery_id.to_owned(),
-        handler.map(str::to_owned),
-        Requester::cli_user(),
-    ))?;
-    super::dlq::print_replayed(n, delivery_id, out)?;
-    Ok(())
-}
-
-/// `deliveries list`.
-pub fn deliveries_list(
-    offline: &OfflineConfig,
-    pg: &PgSettings,
-    filter: ListFilter,
-    format: super::intake::OutputFormat,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    let (runtime, store) = open(offline, pg)?;
-    let rows = runtime.block_on(store.list_deliveries(filter))?;
-    super::intake::print_deliveries(&rows, format, out)?;
-    Ok(())
-}
-
-/// `deliveries show ID` (an audited read).
-pub fn deliveries_show(
-    offline: &OfflineConfig,
-    pg: &PgSettings,
-    id: &str,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    let (runtime, store) = open(offline, pg)?;
-    let event = runtime.block_on(store.show_delivery(id.to_owned(), Requester::cli_user()))?;
-    super::intake::print_event(&event, out)?;
-    Ok(())
+    Ok(runtime.block_on(op(&store))?)
 }

@@ -299,33 +299,56 @@ pub fn show_quarantine(
         return Err(StoreError::KeyDestroyed);
     };
     let key = keys::key_for_read(&tx, store.keyring(), key_id)?;
-    let plain = key.open(
-        &RecordPlace {
-            kind: "quarantine",
-            id,
-            source: &summary.source,
-            key_id,
-        },
-        &nonce,
-        &ciphertext,
-    )?;
-    let stored: StoredQuarantine = serde_json::from_slice(&plain)
-        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
-    ev.source = Some(&summary.source);
-    ev.object_id = Some(id);
-    ev.object_kind = Some("quarantine");
-    ev.via = Some(who.via);
-    ev.key_id = Some(key_id);
+    let entry = open_quarantine(&key, summary, key_id, &nonce, &ciphertext)?;
+    let ev = quarantine_read_event(who, &entry.summary.id, &entry.summary.source, key_id);
     record_audit(&tx, store.keyring(), &ev)?;
     tx.commit()?;
     mirror(store, &conn);
+    Ok(entry)
+}
+
+/// Decrypt a quarantined body, whichever backend stored it.
+pub(crate) fn open_quarantine(
+    key: &crate::crypto::DataKey,
+    summary: QuarantineSummary,
+    key_id: i64,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Result<QuarantineEntry, StoreError> {
+    let plain = key.open(
+        &RecordPlace {
+            kind: "quarantine",
+            id: &summary.id,
+            source: &summary.source,
+            key_id,
+        },
+        nonce,
+        ciphertext,
+    )?;
+    let stored: StoredQuarantine = serde_json::from_slice(&plain)
+        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
     Ok(QuarantineEntry {
         summary,
         body: decode_body(&stored.body_b64)?,
         content_type: stored.content_type,
         signature_headers: stored.signature_headers,
     })
+}
+
+/// The `payload_read` fact of one decrypted quarantine entry.
+pub(crate) fn quarantine_read_event<'a>(
+    who: &Requester,
+    id: &'a str,
+    source: &'a str,
+    key_id: i64,
+) -> AuditEvent<'a> {
+    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
+    ev.source = Some(source);
+    ev.object_id = Some(id);
+    ev.object_kind = Some("quarantine");
+    ev.via = Some(who.via);
+    ev.key_id = Some(key_id);
+    ev
 }
 
 /// Progress of `keys rotate`, reported after each committed batch.

@@ -19,7 +19,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
-use super::admin::{DeliverySummary, ListFilter, PurgeReport, Requester};
+use super::admin::{
+    DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
+};
 use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
 use crate::audit::AuditRecord;
@@ -107,6 +109,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// `deliveries show`: decrypt one delivery's event, audited (`payload_read`) with who asked
     /// in the same transaction.
     fn show_delivery(&self, id: String, who: Requester) -> StoreFuture<'_, Event>;
+
+    /// `quarantine list`: metadata of quarantined deliveries, newest first.
+    fn list_quarantine(&self, filter: ListFilter) -> StoreFuture<'_, Vec<QuarantineSummary>>;
+
+    /// `quarantine show`: decrypt one quarantined body, audited like [`Storage::show_delivery`].
+    fn show_quarantine(&self, id: String, who: Requester) -> StoreFuture<'_, QuarantineEntry>;
 
     /// `deliveries replay`: run the delivery's handlers again (all finished or dead jobs, or
     /// one handler's, created if missing), audited with who asked. Returns the jobs re-queued.
@@ -232,6 +240,14 @@ impl Storage for Store {
 
     fn show_delivery(&self, id: String, who: Requester) -> StoreFuture<'_, Event> {
         blocking(self, move |s| super::admin::show_delivery(s, &id, &who))
+    }
+
+    fn list_quarantine(&self, filter: ListFilter) -> StoreFuture<'_, Vec<QuarantineSummary>> {
+        blocking(self, move |s| super::admin::list_quarantine(s, &filter))
+    }
+
+    fn show_quarantine(&self, id: String, who: Requester) -> StoreFuture<'_, QuarantineEntry> {
+        blocking(self, move |s| super::admin::show_quarantine(s, &id, &who))
     }
 
     fn replay(

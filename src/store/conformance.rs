@@ -257,6 +257,32 @@ async fn unparseable_delivery_is_quarantined_once_even_when_retried(h: Harness) 
         .expect("quarantined");
     let again = store.quarantine(input, &err).await.expect("retry");
     assert_eq!(first, again, "a retry gets the existing entry");
+    let listed = store
+        .list_quarantine(ListFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id.as_str(), listed[0].status.as_str()),
+        (first.0.as_str(), "quarantined")
+    );
+    let entry = store
+        .show_quarantine(
+            first.0.clone(),
+            Requester {
+                user: "tester".into(),
+                via: "cli",
+            },
+        )
+        .await
+        .expect("show");
+    assert_eq!(entry.body, body.to_vec(), "the body as received");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'payload_read'")
+            .await,
+        1,
+        "the read is audited"
+    );
     assert_eq!(h.count("SELECT COUNT(*) FROM quarantine").await, 1);
     assert_eq!(
         h.count("SELECT COUNT(*) FROM quarantine WHERE ciphertext IS NOT NULL")

@@ -252,6 +252,7 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
         &["dlq", "list"],
         &["dlq", "retry", "--all"],
         &["deliveries", "list"],
+        &["quarantine", "list"],
     ] {
         let out = cli(&app, args);
         assert!(

@@ -43,7 +43,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use wardhook_sdk::{AppData, Event};
 use zeroize::Zeroizing;
 
-use super::admin::{DeliverySummary, ListFilter, PurgeReport, Requester};
+use super::admin::{
+    DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
+};
 use super::backend::{Predecessors, Storage, StoreFuture};
 use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
@@ -347,6 +349,14 @@ impl Storage for PgStore {
 
     fn show_delivery(&self, id: String, who: Requester) -> StoreFuture<'_, Event> {
         Box::pin(async move { self.track(read::show_delivery(self, &id, &who).await) })
+    }
+
+    fn list_quarantine(&self, filter: ListFilter) -> StoreFuture<'_, Vec<QuarantineSummary>> {
+        Box::pin(async move { self.track(read::list_quarantine(self, &filter).await) })
+    }
+
+    fn show_quarantine(&self, id: String, who: Requester) -> StoreFuture<'_, QuarantineEntry> {
+        Box::pin(async move { self.track(read::show_quarantine(self, &id, &who).await) })
     }
 
     fn replay(
