@@ -77,12 +77,22 @@ pub fn show(store: &Store, job_id: i64, out: &mut dyn Write) -> Result<DeadLette
     let dead = jobs::list_dead(store, &filter)?
         .pop()
         .ok_or(DlqError::NotFound(job_id))?;
+    print_dead_letter(&dead, &jobs::job_attempts(store, job_id)?, out)?;
+    Ok(dead)
+}
+
+/// One dead letter and its attempts timeline (no payload), whichever backend read them.
+pub(crate) fn print_dead_letter(
+    dead: &DeadLetter,
+    attempts: &[jobs::AttemptSummary],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     writeln!(out, "job        {}", dead.job_id)?;
     writeln!(out, "delivery   {}", dead.delivery_id)?;
     writeln!(out, "source     {} ({})", dead.source, dead.event_type)?;
     writeln!(out, "handler    {}", dead.handler)?;
     writeln!(out, "attempts:")?;
-    for a in jobs::job_attempts(store, job_id)? {
+    for a in attempts {
         writeln!(
             out,
             "  #{:<3} {}  {:<9} {:>6} ms  {}  {}",
@@ -95,7 +105,7 @@ pub fn show(store: &Store, job_id: i64, out: &mut dyn Write) -> Result<DeadLette
             a.error.as_deref().unwrap_or("")
         )?;
     }
-    Ok(dead)
+    Ok(())
 }
 
 /// `dlq retry JOB` or `dlq retry --all [filters]`.

@@ -710,7 +710,7 @@ fn dlq_list_args(
     Ok((filter, json))
 }
 
-/// `dlq list` and `dlq retry` on PostgreSQL; `dlq show` is SQLite-only for now.
+/// `dlq list|show|retry` on PostgreSQL.
 fn run_dlq_postgres(
     offline: &crate::config::OfflineConfig,
     pg: &crate::store::postgres::PgSettings,
@@ -733,7 +733,17 @@ fn run_dlq_postgres(
             let n = postgres::run(offline, pg, |s| s.retry_dead(filter, who))?;
             dlq::print_retried(n, &mut out)?;
         }
-        DlqCommand::Show { .. } => anyhow::bail!(postgres::SQLITE_ONLY),
+        DlqCommand::Show { job } => {
+            let filter = crate::store::jobs::DeadFilter {
+                job_id: Some(job),
+                ..Default::default()
+            };
+            let dead = postgres::run(offline, pg, |s| s.list_dead(filter))?
+                .pop()
+                .ok_or(dlq::DlqError::NotFound(job))?;
+            let attempts = postgres::run(offline, pg, |s| s.job_attempts(job))?;
+            dlq::print_dead_letter(&dead, &attempts, &mut out)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

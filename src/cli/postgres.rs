@@ -1,5 +1,5 @@
 //! The offline commands that work with `[storage] backend = "postgres"`: `audit verify` (every
-//! node's chain), `purge`, `dlq list|retry`, `deliveries list|show|replay` and `quarantine
+//! node's chain), `purge`, `dlq list|show|retry`, `deliveries list|show|replay` and `quarantine
 //! list|show`. The others read the SQLite store
 //! directly and refuse with [`SQLITE_ONLY`] rather than looking at a database file that is not
 //! in use.
@@ -19,7 +19,7 @@ use crate::store::{Storage, StoreError, StoreFuture};
 /// Why a SQLite-only command refuses.
 pub const SQLITE_ONLY: &str = "this command reads the SQLite store and is not available yet with \
      [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge, \
-     dlq list|retry, deliveries list|show|replay, quarantine list|show)";
+     dlq, deliveries list|show|replay, quarantine)";
 
 /// The PostgreSQL settings when that is the backend.
 pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {

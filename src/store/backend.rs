@@ -22,7 +22,7 @@ use wardhook_sdk::{AppData, Event};
 use super::admin::{
     DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
 };
-use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
+use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
 use crate::audit::AuditRecord;
 use crate::dispatch::realtime::Reply;
@@ -127,6 +127,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// The dead letters matching `filter`, newest first (`dlq list`).
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>>;
+
+    /// Every attempt of a job, oldest first (`dlq show`).
+    fn job_attempts(&self, job_id: i64) -> StoreFuture<'_, Vec<AttemptSummary>>;
 
     /// Put the matching dead letters back in the queue with a fresh schedule, audited with who
     /// asked (`dlq retry`). Returns how many.
@@ -263,6 +266,10 @@ impl Storage for Store {
 
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {
         blocking(self, move |s| super::jobs::list_dead(s, &filter))
+    }
+
+    fn job_attempts(&self, job_id: i64) -> StoreFuture<'_, Vec<AttemptSummary>> {
+        blocking(self, move |s| super::jobs::job_attempts(s, job_id))
     }
 
     fn retry_dead(&self, filter: DeadFilter, who: Requester) -> StoreFuture<'_, u64> {

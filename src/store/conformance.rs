@@ -409,6 +409,12 @@ async fn retries_are_rescheduled_and_permanent_failures_dead_lettered(h: Harness
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].handler, "crm");
     assert_eq!(dead[0].last_error.as_deref(), Some("http 400"));
+    let attempts = store.job_attempts(dead[0].job_id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].attempt, attempts[0].result.as_str()),
+        (1, "permanent")
+    );
     let who = Requester {
         user: "tester".into(),
         via: "cli",

@@ -237,7 +237,7 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
     .await;
     for args in [
         &["deliveries", "reverify", "x"][..],
-        &["dlq", "show", "1"],
+        &["keys", "rotate"],
         &["backup", "--to", "/tmp/x.db"],
         &["audit", "search"],
     ] {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{audit, PgStore};
 use crate::store::admin::Requester;
-use crate::store::jobs::{replayed_record, retried_record, DeadFilter, DeadLetter};
+use crate::store::jobs::{replayed_record, retried_record, AttemptSummary, DeadFilter, DeadLetter};
 use crate::store::writer::db_time;
 use crate::store::StoreError;
 
@@ -137,4 +137,32 @@ pub(super) async fn replay(
     audit::append(store, &tx, &record).await?;
     tx.commit().await?;
     Ok(n)
+}
+
+/// Every attempt of a job, oldest first (`dlq show`).
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+pub(super) async fn job_attempts(
+    store: &PgStore,
+    job_id: i64,
+) -> Result<Vec<AttemptSummary>, StoreError> {
+    let client = store.client().await?;
+    let rows = client
+        .query(
+            "SELECT attempt, started_at, result, http_status, latency_ms, destination, error
+             FROM attempts WHERE job_id = $1 ORDER BY id",
+            &[&job_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AttemptSummary {
+            attempt: i64::from(r.get::<_, i32>(0)),
+            started_at: db_time(r.get::<_, DateTime<Utc>>(1)),
+            result: r.get(2),
+            http_status: r.get::<_, Option<i32>>(3).map(i64::from),
+            latency_ms: r.get(4),
+            destination: r.get(5),
+            error: r.get(6),
+        })
+        .collect())
 }

@@ -47,7 +47,7 @@ use super::admin::{
     DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
 };
 use super::backend::{Predecessors, Storage, StoreFuture};
-use super::jobs::{AttemptRecord, ClaimedJob, DeadFilter, DeadLetter, NextStep};
+use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
 use crate::audit::AuditRecord;
 use crate::crypto::Keyring;
@@ -373,6 +373,10 @@ impl Storage for PgStore {
 
     fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {
         Box::pin(async move { self.track(dead::list_dead(self, &filter).await) })
+    }
+
+    fn job_attempts(&self, job_id: i64) -> StoreFuture<'_, Vec<AttemptSummary>> {
+        Box::pin(async move { self.track(dead::job_attempts(self, job_id).await) })
     }
 
     fn retry_dead(&self, filter: DeadFilter, who: Requester) -> StoreFuture<'_, u64> {
