@@ -198,7 +198,7 @@ async fn connections_the_server_drops_are_unavailable_then_replaced() {
     let store = open(&db, "n1").await;
     store.check_ready().await.expect("ready");
     // What a database restart or failover does to every open connection. Termination is
-    // asynchronous: wait until the server has no other session on the database.
+    // asynchronous: wait until the server has no other connection to the database.
     let admin = db.client().await;
     let others = "SELECT COUNT(*) FROM pg_stat_activity
                   WHERE datname = current_database() AND pid <> pg_backend_pid()";
