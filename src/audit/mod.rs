@@ -30,6 +30,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub(crate) use chain::format_ts;
 pub use chain::{append, append_all, head, migrate, AppendedRecord, StoredRecord, GENESIS_MAC};
 pub use checkpoint::{read_checkpoints, write_checkpoint, BadCheckpoint, Checkpoint};
 pub use mirror::Mirror;
@@ -39,6 +40,7 @@ pub use record::{
     Digest, ObjectId, Outcome, MAX_CODE_LEN,
 };
 pub use retention::{purge_older_than, PurgeReport, Retention};
+pub(crate) use verify::verify_chain;
 pub use verify::{verify_db, verify_jsonl, Problem, VerifyReport};
 
 /// Errors of the audit module. Messages never contain record contents beyond sequence numbers,

@@ -153,6 +153,7 @@ fn walk<I>(
     anchor: Option<Anchor>,
     checkpoints: &[Checkpoint],
     allow_partial_start: bool,
+    genesis: &str,
 ) -> Result<VerifyReport, AuditError>
 where
     I: Iterator<Item = Result<Entry, AuditError>>,
@@ -163,7 +164,7 @@ where
     };
     let start_expected = anchor.as_ref().map_or(1, |a| a.through_seq + 1);
     let (mut expected, mut prev_mac) = match it.peek() {
-        None => (start_expected, GENESIS_MAC.to_owned()),
+        None => (start_expected, genesis.to_owned()),
         Some(Err(_)) => match it.next() {
             Some(Err(e)) => return Err(e),
             _ => unreachable!("peeked an error"),
@@ -173,7 +174,7 @@ where
         }
         Some(Ok(Entry::Record { rec, location })) => {
             if rec.seq == 1 {
-                (1, GENESIS_MAC.to_owned())
+                (1, genesis.to_owned())
             } else if let Some(a) = anchor.as_ref().filter(|a| a.through_seq + 1 == rec.seq) {
                 (rec.seq, a.mac.clone())
             } else if allow_partial_start {
@@ -355,7 +356,35 @@ fn verify_db_snapshot(
             }),
             Err(e) => Err(AuditError::from(e)),
         });
-    walk(keyring, rows.peekable(), anchor, checkpoints, false)
+    walk(
+        keyring,
+        rows.peekable(),
+        anchor,
+        checkpoints,
+        false,
+        GENESIS_MAC,
+    )
+}
+
+/// Verify one chain held outside SQLite (the PostgreSQL backend keeps one chain per node):
+/// `records` in `seq` order, the first linking to `genesis`. `location` names the chain in
+/// the error. No purge anchor and no checkpoint file: those are SQLite-side features.
+pub(crate) fn verify_chain<I>(
+    keyring: &Keyring,
+    records: I,
+    genesis: &str,
+    location: &str,
+) -> Result<VerifyReport, AuditError>
+where
+    I: Iterator<Item = Result<StoredRecord, AuditError>>,
+{
+    let entries = records.map(|r| {
+        r.map(|rec| Entry::Record {
+            rec: Box::new(rec),
+            location: location.to_owned(),
+        })
+    });
+    walk(keyring, entries.peekable(), None, &[], false, genesis)
 }
 
 /// Streams every line of the mirror files in name (= date) order.
@@ -447,6 +476,7 @@ pub fn verify_jsonl(
         anchor,
         &checkpoints,
         allow_partial_start,
+        GENESIS_MAC,
     )?;
     report.warnings.splice(0..0, warnings);
     Ok(report)

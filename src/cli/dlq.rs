@@ -32,6 +32,16 @@ pub fn list(
     out: &mut dyn Write,
 ) -> Result<usize, DlqError> {
     let rows = jobs::list_dead(store, filter)?;
+    print_dead(&rows, json, out)?;
+    Ok(rows.len())
+}
+
+/// The dead letters as a table or JSON, whichever backend listed them.
+pub(crate) fn print_dead(
+    rows: &[DeadLetter],
+    json: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     if json {
         serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::from)?;
         writeln!(out)?;
@@ -41,7 +51,7 @@ pub fn list(
             "{:<8} {:<36} {:<14} {:<16} {:<18} {:>8}  last error",
             "job", "delivery", "source", "event", "handler", "attempts"
         )?;
-        for d in &rows {
+        for d in rows {
             writeln!(
                 out,
                 "{:<8} {:<36} {:<14} {:<16} {:<18} {:>8}  {}",
@@ -55,7 +65,7 @@ pub fn list(
             )?;
         }
     }
-    Ok(rows.len())
+    Ok(())
 }
 
 /// `dlq show JOB`: the dead letter and its attempts timeline (no payload).
@@ -67,12 +77,22 @@ pub fn show(store: &Store, job_id: i64, out: &mut dyn Write) -> Result<DeadLette
     let dead = jobs::list_dead(store, &filter)?
         .pop()
         .ok_or(DlqError::NotFound(job_id))?;
+    print_dead_letter(&dead, &jobs::job_attempts(store, job_id)?, out)?;
+    Ok(dead)
+}
+
+/// One dead letter and its attempts timeline (no payload), whichever backend read them.
+pub(crate) fn print_dead_letter(
+    dead: &DeadLetter,
+    attempts: &[jobs::AttemptSummary],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     writeln!(out, "job        {}", dead.job_id)?;
     writeln!(out, "delivery   {}", dead.delivery_id)?;
     writeln!(out, "source     {} ({})", dead.source, dead.event_type)?;
     writeln!(out, "handler    {}", dead.handler)?;
     writeln!(out, "attempts:")?;
-    for a in jobs::job_attempts(store, job_id)? {
+    for a in attempts {
         writeln!(
             out,
             "  #{:<3} {}  {:<9} {:>6} ms  {}  {}",
@@ -85,7 +105,7 @@ pub fn show(store: &Store, job_id: i64, out: &mut dyn Write) -> Result<DeadLette
             a.error.as_deref().unwrap_or("")
         )?;
     }
-    Ok(dead)
+    Ok(())
 }
 
 /// `dlq retry JOB` or `dlq retry --all [filters]`.
@@ -93,21 +113,35 @@ pub fn retry(
     store: &Store,
     job_id: Option<i64>,
     all: bool,
-    mut filter: DeadFilter,
+    filter: DeadFilter,
     out: &mut dyn Write,
 ) -> Result<u64, DlqError> {
+    let filter = retry_filter(job_id, all, filter)?;
+    let n = jobs::retry_dead(store, &filter, &Requester::cli_user())?;
+    print_retried(n, out)?;
+    Ok(n)
+}
+
+/// What `dlq retry` acts on: one job, or `--all` matching the filter; neither is an error.
+pub(crate) fn retry_filter(
+    job_id: Option<i64>,
+    all: bool,
+    mut filter: DeadFilter,
+) -> Result<DeadFilter, DlqError> {
     match (job_id, all) {
         (Some(id), _) => filter.job_id = Some(id),
         (None, true) => {}
         (None, false) => return Err(DlqError::NothingChosen),
     }
-    let n = jobs::retry_dead(store, &filter, &Requester::cli_user())?;
+    Ok(filter)
+}
+
+pub(crate) fn print_retried(n: u64, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "re-queued {n} dead letter{}; a running server delivers them within a second",
         if n == 1 { "" } else { "s" }
-    )?;
-    Ok(n)
+    )
 }
 
 /// `deliveries replay ID [--handler NAME]`.
@@ -118,10 +152,18 @@ pub fn replay(
     out: &mut dyn Write,
 ) -> Result<u64, DlqError> {
     let n = jobs::replay(store, delivery_id, handler, &Requester::cli_user())?;
+    print_replayed(n, delivery_id, out)?;
+    Ok(n)
+}
+
+pub(crate) fn print_replayed(
+    n: u64,
+    delivery_id: &str,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "re-queued {n} job{} of delivery {delivery_id}",
         if n == 1 { "" } else { "s" }
-    )?;
-    Ok(n)
+    )
 }

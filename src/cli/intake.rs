@@ -81,6 +81,15 @@ pub fn deliveries_list(
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     let rows = admin::list_deliveries(store, filter)?;
+    print_deliveries(&rows, format, out)
+}
+
+/// The `deliveries list` table or JSON, whichever backend listed the rows.
+pub(crate) fn print_deliveries(
+    rows: &[admin::DeliverySummary],
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     match format {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &rows)
@@ -93,7 +102,7 @@ pub fn deliveries_list(
                 "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  JOBS",
                 "ID", "SOURCE", "EVENT", "RECEIVED", "STATUS"
             )?;
-            for r in &rows {
+            for r in rows {
                 writeln!(
                     out,
                     "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  {}",
@@ -109,7 +118,15 @@ pub fn deliveries_list(
 /// `deliveries show ID`: decrypt and print the canonical event as JSON (an audited read).
 pub fn deliveries_show(store: &Store, id: &str, out: &mut impl Write) -> Result<(), StoreError> {
     let event = admin::show_delivery(store, id, &Requester::cli_user())?;
-    serde_json::to_writer_pretty(&mut *out, &event).map_err(|e| StoreError::Output(e.into()))?;
+    print_event(&event, out)
+}
+
+/// A decrypted event as pretty JSON.
+pub(crate) fn print_event(
+    event: &wardhook_sdk::Event,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
+    serde_json::to_writer_pretty(&mut *out, event).map_err(|e| StoreError::Output(e.into()))?;
     writeln!(out)?;
     Ok(())
 }
@@ -122,6 +139,15 @@ pub fn quarantine_list(
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     let rows = admin::list_quarantine(store, filter)?;
+    print_quarantine(&rows, format, out)
+}
+
+/// The `quarantine list` table or JSON, whichever backend listed the rows.
+pub(crate) fn print_quarantine(
+    rows: &[admin::QuarantineSummary],
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     match format {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &rows)
@@ -134,7 +160,7 @@ pub fn quarantine_list(
                 "{:<36}  {:<16}  {:<27}  {:<11}  REASON",
                 "ID", "SOURCE", "RECEIVED", "STATUS"
             )?;
-            for r in &rows {
+            for r in rows {
                 writeln!(
                     out,
                     "{:<36}  {:<16}  {:<27}  {:<11}  {}",
@@ -151,6 +177,14 @@ pub fn quarantine_list(
 /// are not UTF-8 are printed as base64.
 pub fn quarantine_show(store: &Store, id: &str, out: &mut impl Write) -> Result<(), StoreError> {
     let entry = admin::show_quarantine(store, id, &Requester::cli_user())?;
+    print_quarantine_entry(&entry, out)
+}
+
+/// One decrypted quarantine entry: metadata, signature headers, then the body.
+pub(crate) fn print_quarantine_entry(
+    entry: &admin::QuarantineEntry,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     writeln!(out, "id:           {}", entry.summary.id)?;
     writeln!(out, "source:       {}", entry.summary.source)?;
     writeln!(out, "received:     {}", entry.summary.received_at)?;
@@ -218,6 +252,16 @@ pub fn purge(
 ) -> Result<(), StoreError> {
     let cutoff = Utc::now() - older_than;
     let r = admin::purge_older_than(store, cutoff, &Requester::cli_user())?;
+    print_purge(cutoff, &r, out)?;
+    Ok(())
+}
+
+/// The one-line summary of a purge, whichever backend did it.
+pub(crate) fn print_purge(
+    cutoff: chrono::DateTime<Utc>,
+    r: &admin::PurgeReport,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "purged before {}: {} delivery payloads, {} quarantined bodies, {} jobs; {} period keys destroyed (metadata kept for the audit trail)",
@@ -226,8 +270,7 @@ pub fn purge(
         r.quarantined,
         r.jobs,
         r.keys_destroyed
-    )?;
-    Ok(())
+    )
 }
 
 /// `backup --to PATH`: an online copy of the database; never includes the master key.

@@ -12,12 +12,14 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
 use crate::listener::{shutdown_signal, Application};
+use crate::store::Storage as _;
 use crate::{certs, dev, telemetry};
 
 pub mod audit;
 pub mod dlq;
 pub mod doctor;
 pub mod intake;
+pub mod postgres;
 pub mod reverify;
 pub mod send;
 
@@ -549,6 +551,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command } => run_dlq(&cli.config, command),
         Command::Deliveries { command } => run_deliveries(&cli.config, command),
         Command::Quarantine { command } => {
+            let offline = Config::load_offline(&cli.config)?;
+            if let Some(pg) = postgres::settings(&offline) {
+                let mut out = std::io::stdout().lock();
+                match command {
+                    QuarantineCommand::List { args } => {
+                        let (filter, format) = args.split()?;
+                        let rows = postgres::run(&offline, pg, |s| s.list_quarantine(filter))?;
+                        intake::print_quarantine(&rows, format, &mut out)?;
+                    }
+                    QuarantineCommand::Show { id } => {
+                        let who = crate::store::admin::Requester::cli_user();
+                        let entry = postgres::run(&offline, pg, |s| s.show_quarantine(id, who))?;
+                        intake::print_quarantine_entry(&entry, &mut out)?;
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let store = open_store(&cli.config)?;
             let mut out = std::io::stdout().lock();
             match command {
@@ -568,8 +587,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { older_than } => {
-            let store = open_store(&cli.config)?;
             let age = intake::parse_duration(&older_than)?;
+            let offline = Config::load_offline(&cli.config)?;
+            if let Some(pg) = postgres::settings(&offline) {
+                postgres::purge(&offline, pg, age, &mut std::io::stdout().lock())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let store = open_store(&cli.config)?;
             intake::purge(&store, age, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -585,6 +609,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {
+            // Doctor's database checks are SQLite's; a config it cannot load is its to report.
+            if let Ok(offline) = Config::load_offline(&cli.config) {
+                anyhow::ensure!(
+                    postgres::settings(&offline).is_none(),
+                    postgres::SQLITE_ONLY
+                );
+            }
             let report = doctor::run_doctor(&cli.config, &mut std::io::stdout().lock())?;
             Ok(if report.passed() {
                 ExitCode::SUCCESS
@@ -617,6 +648,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
     let offline = Config::load_offline(config)?;
     anyhow::ensure!(
+        postgres::settings(&offline).is_none(),
+        postgres::SQLITE_ONLY
+    );
+    anyhow::ensure!(
         offline.storage_path.exists(),
         "no database at {}",
         offline.storage_path.display()
@@ -634,6 +669,10 @@ fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
 }
 
 fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let offline = Config::load_offline(config)?;
+    if let Some(pg) = postgres::settings(&offline) {
+        return run_dlq_postgres(&offline, pg, command);
+    }
     let store = open_store(config)?;
     let mut out = std::io::stdout().lock();
     match command {
@@ -642,13 +681,7 @@ fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
             limit,
             format,
         } => {
-            let json = match format.as_str() {
-                "json" => true,
-                "table" => false,
-                _ => anyhow::bail!("--format must be table or json"),
-            };
-            let mut filter: crate::store::jobs::DeadFilter = filter.into();
-            filter.limit = limit;
+            let (filter, json) = dlq_list_args(filter, limit, &format)?;
             dlq::list(&store, &filter, json, &mut out)?;
         }
         DlqCommand::Show { job } => {
@@ -661,7 +694,84 @@ fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `dlq list`'s filter and whether to print JSON.
+fn dlq_list_args(
+    filter: DlqFilterArgs,
+    limit: usize,
+    format: &str,
+) -> anyhow::Result<(crate::store::jobs::DeadFilter, bool)> {
+    let json = match format {
+        "json" => true,
+        "table" => false,
+        _ => anyhow::bail!("--format must be table or json"),
+    };
+    let mut filter: crate::store::jobs::DeadFilter = filter.into();
+    filter.limit = limit;
+    Ok((filter, json))
+}
+
+/// `dlq list|show|retry` on PostgreSQL.
+fn run_dlq_postgres(
+    offline: &crate::config::OfflineConfig,
+    pg: &crate::store::postgres::PgSettings,
+    command: DlqCommand,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List {
+            filter,
+            limit,
+            format,
+        } => {
+            let (filter, json) = dlq_list_args(filter, limit, &format)?;
+            let rows = postgres::run(offline, pg, |s| s.list_dead(filter))?;
+            dlq::print_dead(&rows, json, &mut out)?;
+        }
+        DlqCommand::Retry { job, all, filter } => {
+            let filter = dlq::retry_filter(job, all, filter.into())?;
+            let who = crate::store::admin::Requester::cli_user();
+            let n = postgres::run(offline, pg, |s| s.retry_dead(filter, who))?;
+            dlq::print_retried(n, &mut out)?;
+        }
+        DlqCommand::Show { job } => {
+            let filter = crate::store::jobs::DeadFilter {
+                job_id: Some(job),
+                ..Default::default()
+            };
+            let dead = postgres::run(offline, pg, |s| s.list_dead(filter))?
+                .pop()
+                .ok_or(dlq::DlqError::NotFound(job))?;
+            let attempts = postgres::run(offline, pg, |s| s.job_attempts(job))?;
+            dlq::print_dead_letter(&dead, &attempts, &mut out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    let offline = Config::load_offline(config)?;
+    if let Some(pg) = postgres::settings(&offline) {
+        let mut out = std::io::stdout().lock();
+        match command {
+            DeliveriesCommand::Replay { id, handler } => {
+                let who = crate::store::admin::Requester::cli_user();
+                let n = postgres::run(&offline, pg, |s| s.replay(id.clone(), handler, who))?;
+                dlq::print_replayed(n, &id, &mut out)?;
+            }
+            DeliveriesCommand::List { args } => {
+                let (filter, format) = args.split()?;
+                let rows = postgres::run(&offline, pg, |s| s.list_deliveries(filter))?;
+                intake::print_deliveries(&rows, format, &mut out)?;
+            }
+            DeliveriesCommand::Show { id } => {
+                let who = crate::store::admin::Requester::cli_user();
+                let event = postgres::run(&offline, pg, |s| s.show_delivery(id, who))?;
+                intake::print_event(&event, &mut out)?;
+            }
+            DeliveriesCommand::Reverify { .. } => anyhow::bail!(postgres::SQLITE_ONLY),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(config)?;
     let mut out = std::io::stdout().lock();
     match command {
@@ -693,6 +803,14 @@ fn open_db_read_only(path: &Path) -> anyhow::Result<rusqlite::Connection> {
 
 fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let offline = Config::load_offline(config)?;
+    if let Some(pg) = postgres::settings(&offline) {
+        anyhow::ensure!(
+            matches!(command, AuditCommand::Verify { .. }),
+            "audit search and export read the SQLite store and are not available yet with \
+             [storage] backend = \"postgres\"; audit verify is"
+        );
+        return postgres::audit_verify(&offline, pg, &mut std::io::stdout().lock());
+    }
     let keyring = crate::crypto::Keyring::from_master(&offline.master_key);
     let conn = open_db_read_only(&offline.storage_path)?;
     let stdout = std::io::stdout();

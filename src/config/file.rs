@@ -128,6 +128,11 @@ pub struct StorageSection {
     /// `Retry-After`, nothing acknowledged is lost) but leaves room on the volume for logs and
     /// the operating system.
     pub max_size_mb: Option<u64>,
+    /// `sqlite` (the default: one server, one file) or `postgres` (several nodes on one
+    /// PostgreSQL; then `[storage.postgres]` is required).
+    pub backend: Option<String>,
+    /// `[storage.postgres]`
+    pub postgres: Option<PostgresSection>,
 }
 
 impl Default for StorageSection {
@@ -135,8 +140,30 @@ impl Default for StorageSection {
         Self {
             path: default_db_path(),
             max_size_mb: None,
+            backend: None,
+            postgres: None,
         }
     }
+}
+
+/// `[storage.postgres]`: the database shared by every node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// `env:NAME` or `file:PATH` holding the connection URL (it usually carries a password).
+    pub url: SecretRefText,
+    /// `require` (default: TLS, server certificate verified against `ca_file`) or `disable`
+    /// (plain TCP, allowed only to a loopback host or a Unix socket).
+    pub tls: Option<String>,
+    /// PEM CA certificates that issued the database server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Connections this node keeps open (default 16).
+    pub pool_size: Option<usize>,
+    /// This node's name in the audit chain and job leases (default: the host name). Must be
+    /// unique per node.
+    pub node_id: Option<String>,
+    /// How long a request waits for a database connection before answering 503 (default 5s).
+    pub wait_timeout: Option<String>,
 }
 
 fn default_db_path() -> PathBuf {

@@ -7,6 +7,7 @@
 //! NEXTPHONE_SECRET is not set`), so a clinic's IT person fixes the file in one pass.
 
 pub mod file;
+mod storage;
 mod validate;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use crate::dispatch::filter::Filter;
 use crate::verify::SourceVerifier;
 
 pub use file::HandlerSection;
+pub use storage::StorageBackend;
 
 /// The default config location, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wardhook.toml";
@@ -85,6 +87,8 @@ pub struct Config {
     pub storage_path: PathBuf,
     /// Size cap of the database in MiB, if any.
     pub storage_max_size_mb: Option<u64>,
+    /// `[storage] backend`: SQLite (the file above) or PostgreSQL with its settings.
+    pub storage_backend: StorageBackend,
     /// The master key file's path.
     pub master_key_file: PathBuf,
     /// The loaded master key.
@@ -190,6 +194,8 @@ impl Config {
 /// on the database and must not require the sender secrets or TLS files of the running server.
 #[derive(Debug)]
 pub struct OfflineConfig {
+    /// `[storage] backend`: offline commands other than `audit verify` need SQLite.
+    pub storage_backend: StorageBackend,
     /// The SQLite database file.
     pub storage_path: PathBuf,
     /// The master key file's path.

@@ -86,7 +86,19 @@ pub(super) fn load_offline(path: &Path, base: &Path) -> Result<super::OfflineCon
             message: e.to_string(),
         }])
     })?;
+    let mut problems = Vec::new();
+    let storage_backend = super::storage::check_backend(&parsed.storage, base, &mut |p, m| {
+        problems.push(Problem {
+            path: p.to_owned(),
+            message: m,
+        })
+    });
+    let storage_backend = match storage_backend {
+        Some(b) if problems.is_empty() => b,
+        _ => return Err(fail(problems)),
+    };
     Ok(super::OfflineConfig {
+        storage_backend,
         storage_path: parsed.storage.path,
         master_key_file: parsed.keys.master_key_file,
         master_key,
@@ -203,6 +215,8 @@ fn check(
     if file.storage.max_size_mb == Some(0) {
         problems.push("storage.max_size_mb", "must be at least 1");
     }
+    let storage_backend =
+        super::storage::check_backend(&file.storage, base, &mut |p, m| problems.push(p, m));
     let admin_idle = match super::parse_duration(&file.admin.idle_timeout) {
         Ok(d) if d >= Duration::from_secs(1) => Some(d),
         Ok(_) => {
@@ -321,6 +335,7 @@ fn check(
         server: server?,
         storage_path: check_storage(&file.storage.path, problems)?,
         storage_max_size_mb: file.storage.max_size_mb,
+        storage_backend: storage_backend?,
         master_key_file: file.keys.master_key_file.clone(),
         master_key: master_key?,
         audit: AuditSettings {

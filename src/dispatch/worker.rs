@@ -18,8 +18,8 @@ use tokio::sync::{watch, Notify};
 use wardhook_sdk::{Handler, HandlerError};
 
 use crate::config::{DispatchSettings, Route};
-use crate::store::jobs::{self, AttemptRecord, AttemptResult, ClaimedJob, NextStep};
-use crate::store::{Store, StoreError};
+use crate::store::jobs::{AttemptRecord, AttemptResult, ClaimedJob, NextStep};
+use crate::store::{Storage, StoreError};
 
 /// How often an idle worker looks for due jobs when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -151,7 +151,7 @@ pub enum CircuitState {
 /// Runs jobs. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Dispatcher {
-    store: Store,
+    store: Arc<dyn Storage>,
     plan: SharedPlan,
     settings: DispatchSettings,
     breakers: Mutex<HashMap<String, Breaker>>,
@@ -160,13 +160,9 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
 }
 
-fn task_err(e: tokio::task::JoinError) -> DispatchError {
-    DispatchError::Task(e.to_string())
-}
-
 impl Dispatcher {
-    /// A dispatcher over `store` with the handlers and routes of `plan`.
-    pub fn new(store: Store, plan: SharedPlan, settings: DispatchSettings) -> Self {
+    /// A dispatcher over `store` (either backend) with the handlers and routes of `plan`.
+    pub fn new(store: Arc<dyn Storage>, plan: SharedPlan, settings: DispatchSettings) -> Self {
         Self {
             store,
             plan,
@@ -185,10 +181,7 @@ impl Dispatcher {
 
     /// Put jobs orphaned by a crash back in the queue; call once before the workers start.
     pub async fn recover(&self) -> Result<u64, DispatchError> {
-        let store = self.store.clone();
-        let n = tokio::task::spawn_blocking(move || jobs::reset_orphaned(&store))
-            .await
-            .map_err(task_err)??;
+        let n = self.store.recover_orphaned().await?;
         if n > 0 {
             tracing::warn!(jobs = n, "re-queued jobs interrupted by the previous stop");
         }
@@ -289,13 +282,15 @@ impl Dispatcher {
         let job = {
             let _guard = self.claim_lock.lock().await;
             let exclude = self.excluded(Instant::now());
-            let store = self.store.clone();
             let preds = plan.clone();
-            let job = tokio::task::spawn_blocking(move || {
-                jobs::claim_next(&store, &exclude, lease, &|s, h| preds.predecessors(s, h))
-            })
-            .await
-            .map_err(task_err)??;
+            let job = self
+                .store
+                .claim_next(
+                    exclude,
+                    lease,
+                    Arc::new(move |s, h| preds.predecessors(s, h)),
+                )
+                .await?;
             let Some(job) = job else {
                 return Ok(TaskOutcome::Idle);
             };
@@ -366,10 +361,7 @@ impl Dispatcher {
                 tracing::warn!(job = job.id, handler = %job.handler, attempt = job.attempt, reason = %reason, next = ?next, "handler failed");
             }
         }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || jobs::finish_attempt(&store, &job, &record, next))
-            .await
-            .map_err(task_err)??;
+        self.store.finish_attempt(job, record, next).await?;
         Ok(outcome)
     }
 
@@ -383,21 +375,11 @@ impl Dispatcher {
                 reason: format!("handler {} is no longer configured", job.handler),
             });
         };
-        let store = self.store.clone();
-        let claimed = job.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || jobs::load_for_dispatch(&store, &claimed)).await;
-        let (event, app_data) = match loaded {
-            Ok(Ok(v)) => v,
-            Ok(Err(StoreError::KeyDestroyed)) => {
+        let (event, app_data) = match self.store.load_for_dispatch(job).await {
+            Ok(v) => v,
+            Err(StoreError::KeyDestroyed) => {
                 return Err(HandlerError::Permanent {
                     reason: "the delivery's payload was purged".into(),
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(HandlerError::Retryable {
-                    reason: format!("cannot load the delivery: {e}"),
-                    retry_after: None,
                 })
             }
             Err(e) => {

@@ -285,11 +285,7 @@ async fn answer_realtime(
         Err(e) => return unavailable(&e),
     };
     if duplicate {
-        let store = state.store.clone();
-        let id = delivery_id.clone();
-        if let Ok(Ok(Some(reply))) =
-            actix_web::web::block(move || crate::store::realtime::load_reply(&store, &id)).await
-        {
+        if let Ok(Some(reply)) = state.store.load_reply(delivery_id.clone()).await {
             tracing::info!(delivery_id = %delivery_id, "retried real-time request; stored reply sent");
             return reply_response(&reply);
         }
@@ -320,9 +316,7 @@ async fn answer_realtime(
     let stored = reply.clone();
     let id = delivery_id.clone();
     let latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-    let record = async move {
-        crate::store::realtime::record_reply(&store, &id, &source, &stored, latency_ms).await
-    };
+    let record = async move { store.record_reply(id, source, stored, latency_ms).await };
     // The reply is owed on time; storing it may not push the answer past the deadline.
     let remaining = rt.deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(remaining.max(Duration::from_millis(5)), record).await {

@@ -25,10 +25,12 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
 use crate::audit::Mirror;
+use crate::config::StorageBackend;
 use crate::config::{Config, Route, Source, Transport};
 use crate::crypto::Keyring;
 use crate::dispatch::worker::{Dispatcher, Plan, SharedPlan};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::postgres::PgStore;
+use crate::store::{Storage, Store, StoreError, StoreOptions};
 use rate_limit::TokenBucket;
 pub use reload::{ReloadError, ReloadReport, Reloader};
 
@@ -62,6 +64,14 @@ pub enum ListenerError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// The config asks for a feature the configured storage backend does not offer yet.
+    #[error("{feature} needs the SQLite backend for now; with [storage] backend = \"postgres\" {remedy}")]
+    NeedsSqlite {
+        /// The feature.
+        feature: &'static str,
+        /// What to change.
+        remedy: &'static str,
+    },
 }
 
 /// A source with its runtime state.
@@ -108,7 +118,8 @@ impl Live {
 #[derive(Debug)]
 pub struct AppState {
     live: RwLock<Arc<Live>>,
-    store: Store,
+    /// Intake, quarantine, real-time replies and audit, on whichever backend is configured.
+    store: Arc<dyn Storage>,
     /// The handlers and routes the dispatcher runs; swapped with `live` on reload.
     plan: SharedPlan,
     /// Wakes idle dispatch workers when intake commits new jobs.
@@ -132,7 +143,9 @@ pub struct Application {
     reloader: Reloader,
     dispatcher: Arc<Dispatcher>,
     dispatch_workers: usize,
-    store: Store,
+    store: Arc<dyn Storage>,
+    /// The SQLite store when that is the backend (its audit mirror takes checkpoints).
+    sqlite: Option<Store>,
     config_sha256: String,
     /// The operators' listener, started and stopped with this one.
     admin: Option<crate::admin::AdminServer>,
@@ -168,21 +181,30 @@ impl Application {
         let keyring = Keyring::from_master(&config.master_key);
         let console = crate::admin::ConsoleSetup::from_config(&config);
         let console_view = console.enabled().then(|| console.view_handle());
-        let mirror = Mirror::new(&config.audit.dir)?.with_checkpoints(
-            crate::audit::commands::checkpoint_path(&config.audit.dir),
-            AUDIT_CHECKPOINT_EVERY,
-            &keyring,
-        );
-        let store = Store::open(
-            &config.storage_path,
-            keyring,
-            StoreOptions {
-                audit_mirror: Some(Arc::new(mirror)),
-                // SQLite's default page size is 4 KiB.
-                max_db_pages: config.storage_max_size_mb.map(|mb| mb * 256),
-                ..StoreOptions::default()
-            },
-        )?;
+        let (store, sqlite): (Arc<dyn Storage>, Option<Store>) = match &config.storage_backend {
+            StorageBackend::Sqlite => {
+                let mirror = Mirror::new(&config.audit.dir)?.with_checkpoints(
+                    crate::audit::commands::checkpoint_path(&config.audit.dir),
+                    AUDIT_CHECKPOINT_EVERY,
+                    &keyring,
+                );
+                let store = Store::open(
+                    &config.storage_path,
+                    keyring,
+                    StoreOptions {
+                        audit_mirror: Some(Arc::new(mirror)),
+                        // SQLite's default page size is 4 KiB.
+                        max_db_pages: config.storage_max_size_mb.map(|mb| mb * 256),
+                        ..StoreOptions::default()
+                    },
+                )?;
+                (Arc::new(store.clone()), Some(store))
+            }
+            StorageBackend::Postgres(settings) => {
+                refuse_sqlite_only_console(console.enabled())?;
+                (Arc::new(PgStore::open(settings, keyring).await?), None)
+            }
+        };
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(
             Plan::new(config.handlers, config.routes.clone())
                 .with_time_zone(config.dispatch.time_zone),
@@ -192,14 +214,13 @@ impl Application {
             plan.clone(),
             config.dispatch.clone(),
         ));
-        let admin = if console.enabled() {
-            Some(crate::admin::AdminServer::build(
+        let admin = match (&sqlite, console.enabled()) {
+            (Some(sqlite), true) => Some(crate::admin::AdminServer::build(
                 console,
-                store.clone(),
+                sqlite.clone(),
                 dispatcher.clone(),
-            )?)
-        } else {
-            None
+            )?),
+            _ => None,
         };
         let state = web::Data::new(AppState {
             live: RwLock::new(Arc::new(Live::from_config(
@@ -294,6 +315,7 @@ impl Application {
             dispatch_workers: config.dispatch.workers,
             dispatcher,
             store: app_state.store.clone(),
+            sqlite,
             config_sha256: config.sha256.clone(),
             state_clock: app_state.clock.clone(),
             data_dir: config
@@ -361,7 +383,7 @@ impl Application {
             .record_audit(lifecycle_record(crate::audit::Action::ServerStarted, None))
             .await
             .map_err(std::io::Error::other)?;
-        if let Err(e) = self.store.checkpoint_audit().await {
+        if let Some(Err(e)) = checkpoint(self.sqlite.as_ref()).await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at start");
         }
         let admin = self.admin.map(|a| {
@@ -420,11 +442,28 @@ impl Application {
         {
             tracing::error!(error = %e, "cannot audit the server stop");
         }
-        if let Err(e) = self.store.checkpoint_audit().await {
+        if let Some(Err(e)) = checkpoint(self.sqlite.as_ref()).await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
         served
     }
+}
+
+/// A signed audit checkpoint, where the backend keeps them (the SQLite store's mirror).
+async fn checkpoint(sqlite: Option<&Store>) -> Option<Result<(), StoreError>> {
+    Some(sqlite?.checkpoint_audit().await)
+}
+
+/// With PostgreSQL, refuse at start-up what still reads the SQLite store directly (the admin
+/// console), rather than serving with it half-working.
+fn refuse_sqlite_only_console(console: bool) -> Result<(), ListenerError> {
+    if console {
+        return Err(ListenerError::NeedsSqlite {
+            feature: "the admin console (its queries read the SQLite store)",
+            remedy: "set [admin] enabled = false",
+        });
+    }
+    Ok(())
 }
 
 /// An audit record of the server's own life: config loaded (with the file's SHA-256), started,

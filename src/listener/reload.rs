@@ -63,6 +63,8 @@ pub(super) struct RunningShape {
     pub listen: std::net::SocketAddr,
     pub client_ca: Option<PathBuf>,
     pub storage_path: PathBuf,
+    /// `sqlite` or `postgres`: the backend is opened once, at start-up.
+    pub storage_backend: &'static str,
     pub master_key: [u8; 32],
 }
 
@@ -82,6 +84,7 @@ impl RunningShape {
             listen: config.server.listen,
             client_ca,
             storage_path: config.storage_path.clone(),
+            storage_backend: config.storage_backend.name(),
             master_key: *config.master_key.expose(),
         }
     }
@@ -142,6 +145,9 @@ impl Reloader {
         }
         if config.storage_path != running.storage_path {
             report.needs_restart.push("storage.path");
+        }
+        if config.storage_backend.name() != running.storage_backend {
+            report.needs_restart.push("storage.backend");
         }
         let new_cert = match (&config.server.transport, &self.cert_slot) {
             (Transport::Tls(settings), Some(_)) => {

@@ -59,7 +59,7 @@ impl Requester {
         }
     }
 
-    fn actor(&self) -> AuditActor {
+    pub(crate) fn actor(&self) -> AuditActor {
         if self.via == "admin_api" {
             AuditActor::AdminToken(self.user.clone())
         } else {
@@ -238,17 +238,35 @@ pub fn show_delivery(store: &Store, id: &str, who: &Requester) -> Result<Event, 
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let opened = super::sealed::open_delivery(&tx, store.keyring(), id)?;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
-    ev.delivery_id = Some(id);
-    ev.source = Some(&opened.source);
-    ev.call_ref = opened.call_ref.as_deref();
-    ev.object_kind = Some("delivery");
-    ev.via = Some(who.via);
-    ev.key_id = Some(opened.key_id);
+    let ev = delivery_read_event(
+        who,
+        id,
+        &opened.source,
+        opened.call_ref.as_deref(),
+        opened.key_id,
+    );
     record_audit(&tx, store.keyring(), &ev)?;
     tx.commit()?;
     mirror(store, &conn);
     Ok(opened.stored.event)
+}
+
+/// The `payload_read` fact of one decrypted delivery, whichever backend decrypted it.
+pub(crate) fn delivery_read_event<'a>(
+    who: &Requester,
+    id: &'a str,
+    source: &'a str,
+    call_ref: Option<&'a str>,
+    key_id: i64,
+) -> AuditEvent<'a> {
+    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
+    ev.delivery_id = Some(id);
+    ev.source = Some(source);
+    ev.call_ref = call_ref;
+    ev.object_kind = Some("delivery");
+    ev.via = Some(who.via);
+    ev.key_id = Some(key_id);
+    ev
 }
 
 /// `quarantine show ID`: decrypt one quarantined body (audited like [`show_delivery`]).
@@ -281,33 +299,56 @@ pub fn show_quarantine(
         return Err(StoreError::KeyDestroyed);
     };
     let key = keys::key_for_read(&tx, store.keyring(), key_id)?;
-    let plain = key.open(
-        &RecordPlace {
-            kind: "quarantine",
-            id,
-            source: &summary.source,
-            key_id,
-        },
-        &nonce,
-        &ciphertext,
-    )?;
-    let stored: StoredQuarantine = serde_json::from_slice(&plain)
-        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
-    ev.source = Some(&summary.source);
-    ev.object_id = Some(id);
-    ev.object_kind = Some("quarantine");
-    ev.via = Some(who.via);
-    ev.key_id = Some(key_id);
+    let entry = open_quarantine(&key, summary, key_id, &nonce, &ciphertext)?;
+    let ev = quarantine_read_event(who, &entry.summary.id, &entry.summary.source, key_id);
     record_audit(&tx, store.keyring(), &ev)?;
     tx.commit()?;
     mirror(store, &conn);
+    Ok(entry)
+}
+
+/// Decrypt a quarantined body, whichever backend stored it.
+pub(crate) fn open_quarantine(
+    key: &crate::crypto::DataKey,
+    summary: QuarantineSummary,
+    key_id: i64,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Result<QuarantineEntry, StoreError> {
+    let plain = key.open(
+        &RecordPlace {
+            kind: "quarantine",
+            id: &summary.id,
+            source: &summary.source,
+            key_id,
+        },
+        nonce,
+        ciphertext,
+    )?;
+    let stored: StoredQuarantine = serde_json::from_slice(&plain)
+        .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
     Ok(QuarantineEntry {
         summary,
         body: decode_body(&stored.body_b64)?,
         content_type: stored.content_type,
         signature_headers: stored.signature_headers,
     })
+}
+
+/// The `payload_read` fact of one decrypted quarantine entry.
+pub(crate) fn quarantine_read_event<'a>(
+    who: &Requester,
+    id: &'a str,
+    source: &'a str,
+    key_id: i64,
+) -> AuditEvent<'a> {
+    let mut ev = AuditEvent::new(who.actor(), AuditAction::PayloadRead);
+    ev.source = Some(source);
+    ev.object_id = Some(id);
+    ev.object_kind = Some("quarantine");
+    ev.via = Some(who.via);
+    ev.key_id = Some(key_id);
+    ev
 }
 
 /// Progress of `keys rotate`, reported after each committed batch.
@@ -588,27 +629,40 @@ pub fn purge_older_than(
             )? as u64;
         }
     }
-    for (kind, count) in [
-        ("delivery", deliveries),
-        ("quarantine", quarantined),
-        ("job", jobs),
-        ("data_key", keys_destroyed),
-    ] {
-        let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
-        ev.object_kind = Some(kind);
-        ev.count = Some(count as i64);
-        ev.via = Some(who.via);
-        record_audit(&tx, store.keyring(), &ev)?;
-    }
-    tx.commit()?;
-    mirror(store, &conn);
-    checkpoint_truncate(&conn);
-    Ok(PurgeReport {
+    let report = PurgeReport {
         deliveries,
         quarantined,
         jobs,
         keys_destroyed,
-    })
+    };
+    for record in report.audit_records(who) {
+        crate::audit::append(&tx, store.keyring(), &record)?;
+    }
+    tx.commit()?;
+    mirror(store, &conn);
+    checkpoint_truncate(&conn);
+    Ok(report)
+}
+
+impl PurgeReport {
+    /// One `purged` record per kind of object, with its count and who asked.
+    pub(crate) fn audit_records(&self, who: &Requester) -> Vec<crate::audit::AuditRecord> {
+        [
+            ("delivery", self.deliveries),
+            ("quarantine", self.quarantined),
+            ("job", self.jobs),
+            ("data_key", self.keys_destroyed),
+        ]
+        .into_iter()
+        .map(|(kind, count)| {
+            let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
+            ev.object_kind = Some(kind);
+            ev.count = Some(i64::try_from(count).unwrap_or(i64::MAX));
+            ev.via = Some(who.via);
+            super::audit_hook::to_record(&ev)
+        })
+        .collect()
+    }
 }
 
 /// What `backup` wrote.

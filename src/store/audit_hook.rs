@@ -91,6 +91,11 @@ pub(crate) fn record_audit(
     keyring: &Keyring,
     event: &AuditEvent<'_>,
 ) -> Result<AppendedRecord, StoreError> {
+    crate::audit::append(tx, keyring, &to_record(event)).map_err(StoreError::from)
+}
+
+/// The audit record for `event` (every backend appends the same record for the same change).
+pub(crate) fn to_record(event: &AuditEvent<'_>) -> AuditRecord {
     let actor = match &event.actor {
         AuditActor::Sender(source) => Actor::sender(source).unwrap_or(Actor::System),
         AuditActor::CliUser(user) => Actor::cli_user(user).unwrap_or(Actor::System),
@@ -143,5 +148,5 @@ pub(crate) fn record_audit(
     if let Some(d) = event.digest.and_then(|d| Digest::parse(d).ok()) {
         record.detail.insert(DetailKey::Sha256, d);
     }
-    crate::audit::append(tx, keyring, &record).map_err(StoreError::from)
+    record
 }

@@ -62,14 +62,14 @@ pub enum AttemptResult {
 }
 
 impl AttemptResult {
-    fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Ok { .. } => "ok",
             Self::Retryable { .. } => "retryable",
             Self::Permanent { .. } => "permanent",
         }
     }
-    fn reason(&self) -> Option<&str> {
+    pub(crate) fn reason(&self) -> Option<&str> {
         match self {
             Self::Ok { .. } => None,
             Self::Retryable { reason } | Self::Permanent { reason } => Some(reason),
@@ -204,7 +204,8 @@ pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppD
     let mut app_data = AppData::new();
     let mut stmt = conn.prepare_cached(
         "SELECT id, handler, out_key_id, out_nonce, out_ciphertext FROM jobs
-         WHERE delivery_id = ?1 AND status = 'done' AND out_ciphertext IS NOT NULL",
+         WHERE delivery_id = ?1 AND status = 'done' AND out_ciphertext IS NOT NULL
+           AND handler NOT LIKE '@%'",
     )?;
     let outputs = stmt
         .query_map(params![job.delivery_id], |r| {
@@ -219,20 +220,28 @@ pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppD
         .collect::<Result<Vec<_>, _>>()?;
     for (id, handler, out_key, out_nonce, out_ct) in outputs {
         let key = keys::key_for_read(&conn, store.keyring(), out_key)?;
-        let job_id = id.to_string();
-        let plain = key.open(
-            &output_place(&job_id, &source, out_key),
-            &out_nonce,
-            &out_ct,
-        )?;
-        let value: serde_json::Value = serde_json::from_slice(&plain)
-            .map_err(|_| StoreError::Corrupt("stored handler output is not JSON"))?;
+        let value = open_output(&key, id, &source, out_key, &out_nonce, &out_ct)?;
         app_data.insert(handler, value);
     }
     Ok((stored.event, app_data))
 }
 
-fn output_place<'a>(job_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
+/// Decrypt the stored output (`app_data` entry) of finished job `job_id`.
+pub(crate) fn open_output(
+    key: &crate::crypto::DataKey,
+    job_id: i64,
+    source: &str,
+    key_id: i64,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Result<serde_json::Value, StoreError> {
+    let job_id = job_id.to_string();
+    let plain = key.open(&output_place(&job_id, source, key_id), nonce, ciphertext)?;
+    serde_json::from_slice(&plain)
+        .map_err(|_| StoreError::Corrupt("stored handler output is not JSON"))
+}
+
+pub(crate) fn output_place<'a>(job_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
     RecordPlace {
         kind: "job_output",
         id: job_id,
@@ -326,6 +335,22 @@ pub fn finish_attempt(
             )?;
         }
     }
+    for audit in attempt_audit_records(job, record, next) {
+        crate::audit::append(&tx, store.keyring(), &audit)?;
+    }
+    tx.commit()?;
+    super::admin::mirror(store, &conn);
+    Ok(())
+}
+
+/// The audit records of one finished attempt: the attempt itself, and the dead letter when
+/// `next` is [`NextStep::Dead`].
+pub(crate) fn attempt_audit_records(
+    job: &ClaimedJob,
+    record: &AttemptRecord,
+    next: NextStep,
+) -> Vec<AuditRecord> {
+    let latency_ms = i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX);
     let outcome = match record.result {
         AttemptResult::Ok { .. } => Outcome::Success,
         _ => Outcome::Failure,
@@ -353,7 +378,7 @@ pub fn finish_attempt(
     if let Some(c) = code(record.result.code()) {
         audit.detail.insert(DetailKey::Result, c);
     }
-    crate::audit::append(&tx, store.keyring(), &audit)?;
+    let mut records = vec![audit];
     if next == NextStep::Dead {
         let mut dead = AuditRecord::new(Actor::System, Action::DeadLettered, Outcome::Failure);
         dead.delivery_id = ObjectId::parse(&job.delivery_id).ok();
@@ -363,11 +388,9 @@ pub fn finish_attempt(
         }
         dead.detail
             .insert(DetailKey::Attempt, i64::from(job.attempt));
-        crate::audit::append(&tx, store.keyring(), &dead)?;
+        records.push(dead);
     }
-    tx.commit()?;
-    super::admin::mirror(store, &conn);
-    Ok(())
+    records
 }
 
 /// One dead letter, metadata only.
@@ -541,20 +564,31 @@ pub fn retry_dead(
              WHERE id = ?1",
             params![id, now_s],
         )?;
-        let mut audit = AuditRecord::new(cli_actor(who), Action::Retried, Outcome::Success);
-        audit.delivery_id = ObjectId::parse(delivery_id).ok();
-        audit.source = code(source);
-        if let Some(h) = code(handler) {
-            audit.detail.insert(DetailKey::Handler, h);
-        }
-        if let Some(v) = code(who.via) {
-            audit.detail.insert(DetailKey::Via, v);
-        }
+        let audit = retried_record(who, delivery_id, source, handler);
         crate::audit::append(&tx, store.keyring(), &audit)?;
     }
     tx.commit()?;
     super::admin::mirror(store, &conn);
     Ok(ids.len() as u64)
+}
+
+/// The `retried` audit record of one dead letter put back in the queue by `who`.
+pub(crate) fn retried_record(
+    who: &super::admin::Requester,
+    delivery_id: &str,
+    source: &str,
+    handler: &str,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(cli_actor(who), Action::Retried, Outcome::Success);
+    audit.delivery_id = ObjectId::parse(delivery_id).ok();
+    audit.source = code(source);
+    if let Some(h) = code(handler) {
+        audit.detail.insert(DetailKey::Handler, h);
+    }
+    if let Some(v) = code(who.via) {
+        audit.detail.insert(DetailKey::Via, v);
+    }
+    audit
 }
 
 /// `deliveries replay ID [--handler NAME]`: run a delivery's handlers again (all of its jobs,
@@ -616,20 +650,35 @@ pub fn replay(
             params![delivery_id, now_s],
         )?,
     };
-    let mut audit = AuditRecord::new(cli_actor(who), Action::Replayed, Outcome::Success);
-    audit.delivery_id = ObjectId::parse(delivery_id).ok();
-    audit.source = code(&source);
-    if let Some(h) = handler.and_then(code) {
-        audit.detail.insert(DetailKey::Handler, h);
-    }
-    audit.detail.insert(DetailKey::Count, n as i64);
-    if let Some(v) = code(who.via) {
-        audit.detail.insert(DetailKey::Via, v);
-    }
+    let audit = replayed_record(who, delivery_id, &source, handler, n as u64);
     crate::audit::append(&tx, store.keyring(), &audit)?;
     tx.commit()?;
     super::admin::mirror(store, &conn);
     Ok(n as u64)
+}
+
+/// The `replayed` audit record of `deliveries replay`: who, which delivery and handler, how
+/// many jobs were re-queued.
+pub(crate) fn replayed_record(
+    who: &super::admin::Requester,
+    delivery_id: &str,
+    source: &str,
+    handler: Option<&str>,
+    count: u64,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(cli_actor(who), Action::Replayed, Outcome::Success);
+    audit.delivery_id = ObjectId::parse(delivery_id).ok();
+    audit.source = code(source);
+    if let Some(h) = handler.and_then(code) {
+        audit.detail.insert(DetailKey::Handler, h);
+    }
+    audit
+        .detail
+        .insert(DetailKey::Count, i64::try_from(count).unwrap_or(i64::MAX));
+    if let Some(v) = code(who.via) {
+        audit.detail.insert(DetailKey::Via, v);
+    }
+    audit
 }
 
 /// Queue depth (pending + waiting + running) and the age of the oldest due job, for metrics

@@ -16,16 +16,20 @@
 
 pub mod admin;
 mod audit_hook;
+pub mod backend;
 pub mod emergency;
 pub mod jobs;
 mod keys;
 pub mod payload;
+pub mod postgres;
 pub mod realtime;
 pub mod reverify;
 mod schema;
 mod sealed;
 mod writer;
 
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::crypto::{AeadError, Keyring};
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
+pub use backend::{Storage, StoreFuture};
 pub use schema::SCHEMA_VERSION;
 
 /// Tuning knobs for [`Store::open`].
@@ -133,6 +138,10 @@ pub enum StoreError {
     /// Any other SQLite failure (a bug or a schema mismatch rather than a condition to retry).
     #[error("storage error: {0}")]
     Sqlite(rusqlite::Error),
+    /// Any other PostgreSQL failure: SQLSTATE and the server's message, never the detail
+    /// (which can quote row values).
+    #[error("postgres error: {0}")]
+    Postgres(String),
     /// The database was written by a newer wardhook.
     #[error("database schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew {

@@ -17,7 +17,7 @@ use crate::dispatch::realtime::Reply;
 /// The pseudo-handler name replies are stored under.
 pub const REPLY_HANDLER: &str = "@realtime";
 
-fn place<'a>(delivery_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
+pub(crate) fn place<'a>(delivery_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
     RecordPlace {
         kind: "realtime_reply",
         id: delivery_id,
@@ -65,21 +65,38 @@ pub async fn record_reply(
             if inserted == 0 {
                 return Ok(None);
             }
-            let mut audit = AuditRecord::new(
-                Actor::sender(&source).unwrap_or(Actor::System),
-                Action::RealtimeReplied,
-                Outcome::Success,
-            );
-            audit.delivery_id = ObjectId::parse(&delivery_id).ok();
-            audit.source = Code::parse(&source).ok();
-            if let Ok(c) = Code::parse(if fallback { "fallback" } else { "computed" }) {
-                audit.detail.insert(DetailKey::Result, c);
-            }
-            audit.detail.insert(DetailKey::Status, i64::from(status));
-            audit.detail.insert(DetailKey::LatencyMs, latency_ms);
-            Ok(Some(audit))
+            Ok(Some(replied_record(
+                &delivery_id,
+                &source,
+                fallback,
+                status,
+                latency_ms,
+            )))
         }))
         .await
+}
+
+/// The `realtime_replied` audit record: which reply kind, its status and latency, no content.
+pub(crate) fn replied_record(
+    delivery_id: &str,
+    source: &str,
+    fallback: bool,
+    status: u16,
+    latency_ms: i64,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        Actor::sender(source).unwrap_or(Actor::System),
+        Action::RealtimeReplied,
+        Outcome::Success,
+    );
+    audit.delivery_id = ObjectId::parse(delivery_id).ok();
+    audit.source = Code::parse(source).ok();
+    if let Ok(c) = Code::parse(if fallback { "fallback" } else { "computed" }) {
+        audit.detail.insert(DetailKey::Result, c);
+    }
+    audit.detail.insert(DetailKey::Status, i64::from(status));
+    audit.detail.insert(DetailKey::LatencyMs, latency_ms);
+    audit
 }
 
 /// The reply stored for `delivery_id`, if any.
@@ -98,8 +115,19 @@ pub fn load_reply(store: &Store, delivery_id: &str) -> Result<Option<Reply>, Sto
         return Ok(None);
     };
     let key = keys::key_for_read(&conn, store.keyring(), key_id)?;
-    let plain = key.open(&place(delivery_id, &source, key_id), &nonce, &ct)?;
+    open_reply(&key, delivery_id, &source, key_id, &nonce, &ct).map(Some)
+}
+
+/// Decrypt a stored reply.
+pub(crate) fn open_reply(
+    key: &crate::crypto::DataKey,
+    delivery_id: &str,
+    source: &str,
+    key_id: i64,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Result<Reply, StoreError> {
+    let plain = key.open(&place(delivery_id, source, key_id), nonce, ciphertext)?;
     serde_json::from_slice(&plain)
-        .map(Some)
         .map_err(|_| StoreError::Corrupt("stored reply is not the expected JSON"))
 }

@@ -12,7 +12,7 @@ use super::*;
 use crate::crypto::MasterKey;
 use crate::normalize::{normalize, Envelope, IntakeInput};
 
-fn keyring() -> Keyring {
+pub(super) fn keyring() -> Keyring {
     Keyring::from_master(&MasterKey::from_bytes([42; 32]))
 }
 
@@ -47,7 +47,7 @@ async fn submit_at(
         .await
 }
 
-fn nextphone(event: &str, call_id: &str) -> IntakeInput {
+pub(super) fn nextphone(event: &str, call_id: &str) -> IntakeInput {
     let body = format!(
         r#"{{"event":"{event}","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call_id}","caller":{{"phone":"+15551234567","name":"John Doe"}}}}}}"#
     );

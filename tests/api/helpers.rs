@@ -37,6 +37,8 @@ pub struct AppOptions {
     pub extra: String,
     /// Extra keys for `[admin]` (whose `listen` is always port 0 on loopback).
     pub admin: String,
+    /// Extra TOML appended to `[storage]` (e.g. `backend = "postgres"` and its section).
+    pub storage: String,
 }
 
 /// A running app.
@@ -105,6 +107,7 @@ shutdown_timeout_secs = 5
 
 [storage]
 path = "{d}/data/wardhook.db"
+{storage}
 
 [keys]
 master_key_file = "master.key"
@@ -121,6 +124,7 @@ listen = "127.0.0.1:0"
         extra = opts.server_extra,
         tail = opts.extra,
         admin = opts.admin,
+        storage = opts.storage,
         d = d.display(),
     );
     let config_path = d.join("wardhook.toml");

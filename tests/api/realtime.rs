@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-fn realtime_config(crm: &str, deadline_ms: u64, cache: bool) -> String {
+pub(crate) fn realtime_config(crm: &str, deadline_ms: u64, cache: bool) -> String {
     let cache = if cache {
         "cache = { key = \"{{ caller.phone }}\", ttl_secs = 60, max_entries = 100 }\n"
     } else {
@@ -44,7 +44,7 @@ fallback = '{{"greeting": "Hello, thanks for calling"}}'
     )
 }
 
-async fn ring(app: &TestApp, call: &str, phone: &str) -> (u16, Value, String, Duration) {
+pub(crate) async fn ring(app: &TestApp, call: &str, phone: &str) -> (u16, Value, String, Duration) {
     let body = format!(
         r#"{{"event":"call.incoming","data":{{"call_id":"{call}","caller":{{"phone":"{phone}"}}}}}}"#
     );
@@ -70,7 +70,7 @@ async fn ring(app: &TestApp, call: &str, phone: &str) -> (u16, Value, String, Du
     (status, v, kind, t0.elapsed())
 }
 
-async fn crm_answering(delay: Duration) -> MockServer {
+pub(crate) async fn crm_answering(delay: Duration) -> MockServer {
     let crm = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/contacts"))
@@ -219,4 +219,45 @@ fn a_retell_route_falls_back_to_its_documented_empty_reply_others_must_say() {
     let err = wardhook::config::Config::load_with_base(&fixture.config_path, fixture.dir.path())
         .unwrap_err();
     assert!(err.to_string().contains("routes[0].fallback"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_handler_of_the_same_call_still_runs_after_a_real_time_reply() {
+    let crm = crm_answering(Duration::ZERO).await;
+    Mock::given(method("POST"))
+        .and(path("/notes"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&crm)
+        .await;
+    let background = format!(
+        r#"
+[[handlers]]
+name = "notes"
+kind = "http"
+phi = "full"
+baa = true
+url = "{}/notes"
+
+[[routes]]
+source = "demo"
+events = ["call.incoming"]
+handlers = ["notes"]
+"#,
+        crm.uri()
+    );
+    let app = app(format!(
+        "{}{background}",
+        realtime_config(&crm.uri(), 2000, false)
+    ))
+    .await;
+    let (status, _, kind, _) = ring(&app, "rt-bg", "+15555550142").await;
+    assert_eq!((status, kind.as_str()), (200, "computed"));
+    // The stored reply sits beside the background job; loading the job's app_data must not
+    // try to open the reply as a handler output.
+    let step = app.dispatcher.try_execute_task().await.unwrap();
+    assert!(
+        matches!(step, wardhook::dispatch::worker::TaskOutcome::Done { .. }),
+        "{step:?}"
+    );
 }

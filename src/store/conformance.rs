@@ -1,0 +1,634 @@
+//! The storage contract, run against both backends through the [`Storage`] trait: each
+//! scenario below is one async function taking a [`Harness`], and `both_backends!` turns it
+//! into a SQLite test (a temp file) and a PostgreSQL test (a fresh database; skipped without
+//! `WARDHOOK_TEST_POSTGRES_URL`, failed under CI). "Two nodes" are two stores opened on the
+//! same database: two writer threads on one file for SQLite, two pools for PostgreSQL.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::admin::{ListFilter, Requester};
+use super::backend::Predecessors;
+use super::jobs::{AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, NextStep};
+use super::postgres::testdb::TestDb;
+use super::postgres::PgStore;
+use super::tests::{keyring, nextphone};
+use super::{IntakeOutcome, JobSpec, Storage, Store, StoreError, StoreOptions};
+use crate::normalize::{normalize, Envelope, IntakeInput};
+
+/// One database and the means to open nodes on it and inspect it.
+enum Harness {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        db: TestDb,
+    },
+}
+
+impl Harness {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        Self::Sqlite { _dir: dir, path }
+    }
+
+    async fn postgres() -> Option<Self> {
+        TestDb::create().await.map(|db| Self::Postgres { db })
+    }
+
+    /// A store on this database acting as node `node_id`.
+    async fn node(&self, node_id: &str) -> Arc<dyn Storage> {
+        match self {
+            Self::Sqlite { path, .. } => Arc::new(
+                Store::open(path, keyring(), StoreOptions::default()).expect("open sqlite"),
+            ),
+            Self::Postgres { db } => Arc::new(
+                PgStore::open(&db.settings(node_id), keyring())
+                    .await
+                    .expect("open postgres"),
+            ),
+        }
+    }
+
+    /// A single number from SQL that reads the same in both dialects.
+    async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Self::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .expect("open")
+                .query_row(sql, [], |r| r.get(0))
+                .expect("count"),
+            Self::Postgres { db } => db
+                .client()
+                .await
+                .query_one(sql, &[])
+                .await
+                .expect("count")
+                .get(0),
+        }
+    }
+
+    /// Verify the audit log; the number of records verified, or the failure's text.
+    async fn verify_audit(&self) -> Result<u64, String> {
+        match self {
+            Self::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).expect("open");
+                crate::audit::verify_db(&conn, &keyring(), None)
+                    .map(|r| r.records)
+                    .map_err(|e| e.to_string())
+            }
+            Self::Postgres { db } => {
+                let pg = PgStore::open(&db.settings("verifier"), keyring())
+                    .await
+                    .expect("open");
+                super::postgres::verify_audit(&pg)
+                    .await
+                    .map(|nodes| nodes.iter().map(|n| n.report.records).sum())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Rewrite the detail of the second audit record, as someone with database access could.
+    async fn tamper_with_second_audit_record(&self) {
+        match self {
+            Self::Sqlite { path, .. } => {
+                rusqlite::Connection::open(path)
+                    .expect("open")
+                    .execute_batch(
+                        "DROP TRIGGER audit_log_no_update;
+                         UPDATE audit_log SET detail = '{\"count\":99}' WHERE seq = 2;",
+                    )
+                    .expect("tamper");
+            }
+            Self::Postgres { db } => {
+                db.client()
+                    .await
+                    .batch_execute(
+                        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;
+                         UPDATE audit_log SET detail = '{\"count\":99}' WHERE seq = 2;",
+                    )
+                    .await
+                    .expect("tamper");
+            }
+        }
+    }
+}
+
+async fn submit(
+    store: &dyn Storage,
+    input: IntakeInput,
+    jobs: &[&str],
+) -> Result<IntakeOutcome, StoreError> {
+    let n = normalize(&input, Utc::now()).expect("normalizes");
+    store
+        .intake(input, n, jobs.iter().map(|h| JobSpec::new(*h)).collect())
+        .await
+}
+
+fn no_predecessors() -> Predecessors {
+    Arc::new(|_: &str, _: &str| Vec::new())
+}
+
+/// `second` runs after `first` in one route.
+fn chained(first: &'static str, second: &'static str) -> Predecessors {
+    Arc::new(move |_: &str, h: &str| {
+        if h == second {
+            vec![first.to_owned()]
+        } else {
+            Vec::new()
+        }
+    })
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn ok_attempt(output: serde_json::Value) -> AttemptRecord {
+    AttemptRecord {
+        started_at: Utc::now(),
+        latency: Duration::from_millis(3),
+        http_status: Some(200),
+        destination: Some("crm.example".into()),
+        result: AttemptResult::Ok { output },
+    }
+}
+
+fn failed_attempt(result: AttemptResult) -> AttemptRecord {
+    AttemptRecord {
+        started_at: Utc::now(),
+        latency: Duration::from_millis(3),
+        http_status: None,
+        destination: None,
+        result,
+    }
+}
+
+async fn claim(store: &dyn Storage, predecessors: Predecessors) -> Option<ClaimedJob> {
+    store
+        .claim_next(Vec::new(), LEASE, predecessors)
+        .await
+        .expect("claim")
+}
+
+// ---- scenarios ----
+
+async fn retried_delivery_returns_duplicate_with_the_first_id(h: Harness) {
+    let store = h.node("node-a").await;
+    let first = submit(&*store, nextphone("call.ended", "c1"), &["crm", "slack"])
+        .await
+        .expect("first");
+    assert!(matches!(first, IntakeOutcome::Accepted { .. }), "{first:?}");
+    let retry = submit(&*store, nextphone("call.ended", "c1"), &["crm", "slack"])
+        .await
+        .expect("retry");
+    assert_eq!(
+        retry,
+        IntakeOutcome::Duplicate {
+            delivery_id: first.delivery_id().to_owned()
+        }
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM deliveries").await, 1);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs").await,
+        2,
+        "no second set of jobs"
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'delivery_duplicate'")
+            .await,
+        1
+    );
+}
+
+async fn two_events_of_one_call_are_both_accepted(h: Harness) {
+    let store = h.node("node-a").await;
+    let answered = submit(&*store, nextphone("call.answered", "c1"), &["crm"])
+        .await
+        .expect("answered");
+    let ended = submit(&*store, nextphone("call.ended", "c1"), &["crm"])
+        .await
+        .expect("ended");
+    assert!(matches!(answered, IntakeOutcome::Accepted { .. }));
+    assert!(matches!(ended, IntakeOutcome::Accepted { .. }));
+    assert_ne!(answered.delivery_id(), ended.delivery_id());
+}
+
+async fn identical_deliveries_racing_on_two_nodes_get_one_accepted_and_one_duplicate(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    for i in 0..20 {
+        let call = format!("race-{i}");
+        let (x, y) = tokio::join!(
+            submit(&*a, nextphone("call.ended", &call), &["crm"]),
+            submit(&*b, nextphone("call.ended", &call), &["crm"]),
+        );
+        let (x, y) = (x.expect("node a"), y.expect("node b"));
+        assert_eq!(
+            x.delivery_id(),
+            y.delivery_id(),
+            "round {i}: one delivery id"
+        );
+        let accepted = [&x, &y]
+            .iter()
+            .filter(|o| matches!(o, IntakeOutcome::Accepted { .. }))
+            .count();
+        assert_eq!(accepted, 1, "round {i}: exactly one accepted: {x:?} {y:?}");
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM deliveries").await, 20);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs").await,
+        20,
+        "no job enqueued twice"
+    );
+}
+
+async fn unparseable_delivery_is_quarantined_once_even_when_retried(h: Harness) {
+    let store = h.node("node-a").await;
+    let body = b"{\"event\": \"call.ended\", \"data\": {\"caller\": \"Zqxgarbage\"";
+    let input = IntakeInput::for_test("nextphone", Envelope::NextPhone, body);
+    let err = normalize(&input, Utc::now()).expect_err("garbage");
+    let first = store
+        .quarantine(input.clone(), &err)
+        .await
+        .expect("quarantined");
+    let again = store.quarantine(input, &err).await.expect("retry");
+    assert_eq!(first, again, "a retry gets the existing entry");
+    let listed = store
+        .list_quarantine(ListFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id.as_str(), listed[0].status.as_str()),
+        (first.0.as_str(), "quarantined")
+    );
+    let entry = store
+        .show_quarantine(
+            first.0.clone(),
+            Requester {
+                user: "tester".into(),
+                via: "cli",
+            },
+        )
+        .await
+        .expect("show");
+    assert_eq!(entry.body, body.to_vec(), "the body as received");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'payload_read'")
+            .await,
+        1,
+        "the read is audited"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM quarantine").await, 1);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM quarantine WHERE ciphertext IS NOT NULL")
+            .await,
+        1,
+        "the body is kept, encrypted"
+    );
+}
+
+async fn two_nodes_claiming_at_once_never_claim_a_job_twice(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    for i in 0..30 {
+        submit(&*a, nextphone("call.ended", &format!("c{i}")), &["crm"])
+            .await
+            .expect("submit");
+    }
+    let drain = |store: Arc<dyn Storage>| async move {
+        let mut mine = Vec::new();
+        while let Some(job) = claim(&*store, no_predecessors()).await {
+            mine.push(job.id);
+            store
+                .finish_attempt(job, ok_attempt(serde_json::json!({})), NextStep::Done)
+                .await
+                .expect("finish");
+        }
+        mine
+    };
+    let (x, y) = tokio::join!(tokio::spawn(drain(a)), tokio::spawn(drain(b)));
+    let (x, y) = (x.expect("node a"), y.expect("node b"));
+    let unique: HashSet<i64> = x.iter().chain(&y).copied().collect();
+    assert_eq!(x.len() + y.len(), 30, "every job claimed exactly once");
+    assert_eq!(unique.len(), 30);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE status = 'done'")
+            .await,
+        30
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM attempts").await, 30);
+}
+
+async fn a_later_handler_waits_for_the_earlier_one_and_sees_its_output(h: Harness) {
+    let store = h.node("node-a").await;
+    let accepted = submit(&*store, nextphone("call.ended", "c1"), &["lookup", "crm"])
+        .await
+        .expect("submit");
+    let first = claim(&*store, chained("lookup", "crm"))
+        .await
+        .expect("a job is due");
+    assert_eq!(first.handler, "lookup", "crm waits for lookup");
+    assert!(
+        claim(&*store, chained("lookup", "crm")).await.is_none(),
+        "crm is parked while lookup runs"
+    );
+    store
+        .finish_attempt(
+            first,
+            ok_attempt(serde_json::json!({"data": {"customer": "42"}, "status": 200})),
+            NextStep::Done,
+        )
+        .await
+        .expect("finish");
+    let second = claim(&*store, chained("lookup", "crm"))
+        .await
+        .expect("crm is due now");
+    assert_eq!(second.handler, "crm");
+    let (event, app_data) = store.load_for_dispatch(&second).await.expect("load");
+    assert_eq!(event.delivery_id, accepted.delivery_id());
+    assert_eq!(event.event_type, "call.ended");
+    assert_eq!(
+        app_data.get("lookup"),
+        Some(&serde_json::json!({"data": {"customer": "42"}, "status": 200}))
+    );
+}
+
+async fn retries_are_rescheduled_and_permanent_failures_dead_lettered(h: Harness) {
+    let store = h.node("node-a").await;
+    submit(&*store, nextphone("call.ended", "c1"), &["crm"])
+        .await
+        .expect("submit");
+    let job = claim(&*store, no_predecessors()).await.expect("due");
+    let later = Utc::now() + chrono::Duration::hours(1);
+    store
+        .finish_attempt(
+            job,
+            failed_attempt(AttemptResult::Retryable {
+                reason: "http 503".into(),
+            }),
+            NextStep::RetryAt(later),
+        )
+        .await
+        .expect("retry");
+    assert!(claim(&*store, no_predecessors()).await.is_none(), "not due");
+    let (depth, _) = store.queue_stats().await.expect("stats");
+    assert_eq!(depth, 1);
+    submit(&*store, nextphone("call.ended", "c2"), &["crm"])
+        .await
+        .expect("submit");
+    let job = claim(&*store, no_predecessors()).await.expect("due");
+    assert_eq!(job.attempt, 1);
+    store
+        .finish_attempt(
+            job,
+            failed_attempt(AttemptResult::Permanent {
+                reason: "http 400".into(),
+            }),
+            NextStep::Dead,
+        )
+        .await
+        .expect("dead");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE status = 'dead'")
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'dead_lettered'")
+            .await,
+        1
+    );
+    let dead = store
+        .list_dead(DeadFilter::default())
+        .await
+        .expect("list dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].handler, "crm");
+    assert_eq!(dead[0].last_error.as_deref(), Some("http 400"));
+    let attempts = store.job_attempts(dead[0].job_id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].attempt, attempts[0].result.as_str()),
+        (1, "permanent")
+    );
+    let who = Requester {
+        user: "tester".into(),
+        via: "cli",
+    };
+    let retried = store
+        .retry_dead(
+            DeadFilter {
+                job_id: Some(dead[0].job_id),
+                ..DeadFilter::default()
+            },
+            who,
+        )
+        .await
+        .expect("retry");
+    assert_eq!(retried, 1);
+    let again = claim(&*store, no_predecessors())
+        .await
+        .expect("the retried dead letter is due");
+    assert_eq!(again.id, dead[0].job_id);
+    assert_eq!(again.attempt, 2, "its first attempt stays on record");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'retried'")
+            .await,
+        1
+    );
+}
+
+async fn audit_chain_verifies_and_a_tampered_record_is_found(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    for i in 0..5 {
+        submit(&*a, nextphone("call.ended", &format!("a{i}")), &["crm"])
+            .await
+            .expect("a");
+        submit(&*b, nextphone("call.ended", &format!("b{i}")), &["crm"])
+            .await
+            .expect("b");
+    }
+    let records = h.verify_audit().await.expect("the untouched log verifies");
+    assert_eq!(records, 10);
+    h.tamper_with_second_audit_record().await;
+    let err = h
+        .verify_audit()
+        .await
+        .expect_err("a modified record is detected");
+    assert!(
+        err.contains("sequence 2"),
+        "names the first bad record: {err}"
+    );
+}
+
+async fn readiness_is_green_on_a_writable_database(h: Harness) {
+    let store = h.node("node-a").await;
+    store.check_ready().await.expect("ready");
+    store
+        .record_audit(crate::listener::lifecycle_record(
+            crate::audit::Action::ServerStarted,
+            None,
+        ))
+        .await
+        .expect("standalone audit record");
+}
+
+async fn purge_removes_old_payloads_and_audits_it(h: Harness) {
+    let store = h.node("node-a").await;
+    submit(&*store, nextphone("call.ended", "c1"), &["crm"])
+        .await
+        .expect("submit");
+    let report = store
+        .purge(
+            Utc::now(),
+            Requester {
+                user: "tester".into(),
+                via: "cli",
+            },
+        )
+        .await
+        .expect("purge");
+    assert_eq!(report.deliveries, 1);
+    assert_eq!(report.jobs, 1);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM deliveries WHERE ciphertext IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'purged'")
+            .await,
+        4
+    );
+}
+
+async fn replay_requeues_finished_jobs_and_creates_a_missing_one(h: Harness) {
+    let store = h.node("node-a").await;
+    let accepted = submit(&*store, nextphone("call.ended", "c1"), &["crm"])
+        .await
+        .expect("submit");
+    let id = accepted.delivery_id().to_owned();
+    let who = || Requester {
+        user: "tester".into(),
+        via: "cli",
+    };
+    let job = claim(&*store, no_predecessors()).await.expect("due");
+    store
+        .finish_attempt(job, ok_attempt(serde_json::json!({})), NextStep::Done)
+        .await
+        .expect("finish");
+    assert_eq!(
+        store.replay(id.clone(), None, who()).await.expect("replay"),
+        1
+    );
+    let again = claim(&*store, no_predecessors()).await.expect("due again");
+    assert_eq!(again.handler, "crm");
+    store
+        .finish_attempt(again, ok_attempt(serde_json::json!({})), NextStep::Done)
+        .await
+        .expect("finish");
+    let created = store
+        .replay(id.clone(), Some("slack".into()), who())
+        .await
+        .expect("replay one handler");
+    assert_eq!(created, 1, "a job for a handler the delivery never had");
+    let slack = claim(&*store, no_predecessors()).await.expect("slack due");
+    assert_eq!(
+        (slack.handler.as_str(), slack.delivery_id.as_str()),
+        ("slack", id.as_str())
+    );
+    let missing = store
+        .replay(uuid::Uuid::now_v7().to_string(), None, who())
+        .await
+        .expect_err("no such delivery");
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'replayed'")
+            .await,
+        2
+    );
+}
+
+async fn operators_list_metadata_and_read_a_delivery_with_an_audit_record(h: Harness) {
+    let store = h.node("node-a").await;
+    let first = submit(&*store, nextphone("call.answered", "c1"), &["crm"])
+        .await
+        .expect("first");
+    let second = submit(&*store, nextphone("call.ended", "c1"), &[])
+        .await
+        .expect("second");
+    let listed = store
+        .list_deliveries(ListFilter::default())
+        .await
+        .expect("list");
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [second.delivery_id(), first.delivery_id()],
+        "newest first"
+    );
+    assert_eq!((listed[1].jobs, listed[1].status.as_str()), (1, "accepted"));
+    let who = Requester {
+        user: "tester".into(),
+        via: "cli",
+    };
+    let event = store
+        .show_delivery(first.delivery_id().to_owned(), who.clone())
+        .await
+        .expect("show");
+    assert_eq!(event.event_type, "call.answered");
+    assert_eq!(event.call_id.as_deref(), Some("c1"));
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'payload_read'")
+            .await,
+        1,
+        "the read is audited"
+    );
+    let missing = store
+        .show_delivery(uuid::Uuid::now_v7().to_string(), who)
+        .await
+        .expect_err("no such delivery");
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+}
+
+macro_rules! both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Harness::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(h) = super::Harness::postgres().await {
+                        super::$scenario(h).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    retried_delivery_returns_duplicate_with_the_first_id,
+    two_events_of_one_call_are_both_accepted,
+    identical_deliveries_racing_on_two_nodes_get_one_accepted_and_one_duplicate,
+    unparseable_delivery_is_quarantined_once_even_when_retried,
+    two_nodes_claiming_at_once_never_claim_a_job_twice,
+    a_later_handler_waits_for_the_earlier_one_and_sees_its_output,
+    retries_are_rescheduled_and_permanent_failures_dead_lettered,
+    audit_chain_verifies_and_a_tampered_record_is_found,
+    readiness_is_green_on_a_writable_database,
+    purge_removes_old_payloads_and_audits_it,
+    replay_requeues_finished_jobs_and_creates_a_missing_one,
+    operators_list_metadata_and_read_a_delivery_with_an_audit_record,
+);

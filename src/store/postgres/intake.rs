@@ -1,0 +1,231 @@
+//! Intake, quarantine and the readiness probe on PostgreSQL.
+//!
+//! One transaction per delivery: insert the encrypted row with `ON CONFLICT (source,
+//! dedup_index) DO NOTHING`, then either the jobs and the `delivery_accepted` record, or — when
+//! the insert did nothing — the first delivery's id and a `delivery_duplicate` record. Under
+//! READ COMMITTED a racing insert of the same key waits for the other transaction: if that one
+//! commits, ours does nothing and the follow-up `SELECT` (a new snapshot) sees its row; if it
+//! rolls back, ours inserts. So two nodes receiving the same retry at once answer one
+//! `accepted` and one `duplicate` with the same id, and only one set of jobs exists.
+//!
+//! Blind indexes, payload format, AAD and key handling are the SQLite store's, so a delivery
+//! reads the same whichever backend wrote it.
+
+use zeroize::Zeroizing;
+
+use super::{audit, keys, PgStore};
+use crate::crypto::RecordPlace;
+use crate::normalize::{IntakeInput, NormalizeError, Normalized};
+use crate::store::audit_hook::{to_record, AuditAction, AuditActor, AuditEvent};
+use crate::store::keys::period_of;
+use crate::store::payload::{encode_body, StoredDelivery, StoredQuarantine};
+use crate::store::writer::dedup_index;
+use crate::store::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
+
+/// Serialize a payload for sealing, in a buffer zeroized on drop.
+fn plaintext(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    serde_json::to_vec(value)
+        .map(Zeroizing::new)
+        .map_err(|_| StoreError::Corrupt("cannot serialize payload"))
+}
+
+/// See the module docs.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+pub(super) async fn intake(
+    store: &PgStore,
+    input: IntakeInput,
+    n: Normalized,
+    jobs: Vec<JobSpec>,
+) -> Result<IntakeOutcome, StoreError> {
+    let keyring = store.keyring();
+    let source = input.source.as_str();
+    let id = uuid::Uuid::now_v7().to_string();
+    let dedup = dedup_index(keyring, source, &n);
+    let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
+    let mut client = store.client().await?;
+    let (key_id, key) = keys::key_for_write(store, &mut client, &period_of(n.received_at)).await?;
+    let plain = plaintext(&StoredDelivery {
+        v: 1,
+        event: n.to_event(&id, source),
+        body_b64: encode_body(&input.body),
+        content_type: input.content_type.clone(),
+        signature_headers: input.signature_headers.clone(),
+    })?;
+    let place = RecordPlace {
+        kind: "delivery",
+        id: &id,
+        source,
+        key_id,
+    };
+    let sealed = key.seal(&place, &plain)?;
+    drop(plain);
+
+    let tx = client.transaction().await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
+                                     received_at, status, key_id, nonce, ciphertext, node_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', $8, $9, $10, $11)
+             ON CONFLICT (source, dedup_index) DO NOTHING RETURNING id",
+        )
+        .await?;
+    let inserted = tx
+        .query_opt(
+            &insert,
+            &[
+                &id,
+                &source,
+                &n.event_type.as_str(),
+                &n.dedup.kind(),
+                &dedup,
+                &call_ref,
+                &n.received_at,
+                &key_id,
+                &sealed.nonce,
+                &sealed.ciphertext,
+                &store.node_id(),
+            ],
+        )
+        .await?;
+    let mut ev = AuditEvent::new(
+        AuditActor::Sender(source.to_owned()),
+        AuditAction::DeliveryAccepted,
+    );
+    ev.source = Some(source);
+    ev.call_ref = call_ref.as_deref();
+    ev.event_type = Some(n.event_type.as_str());
+    ev.remote_addr = Some(input.client_ip);
+    let first;
+    let outcome = if inserted.is_some() {
+        if !jobs.is_empty() {
+            let handlers: Vec<&str> = jobs.iter().map(|j| j.handler.as_str()).collect();
+            let enqueue = tx
+                .prepare_cached(
+                    "INSERT INTO jobs (delivery_id, handler, position, next_attempt_at, created_at)
+                     SELECT $1, h, (p - 1)::integer, $2, $2
+                     FROM unnest($3::text[]) WITH ORDINALITY AS t (h, p)
+                     ON CONFLICT (delivery_id, handler) DO NOTHING",
+                )
+                .await?;
+            tx.execute(&enqueue, &[&id, &n.received_at, &handlers])
+                .await?;
+        }
+        ev.delivery_id = Some(&id);
+        ev.key_id = Some(key_id);
+        ev.count = Some(jobs.len() as i64);
+        IntakeOutcome::Accepted {
+            delivery_id: id.clone(),
+        }
+    } else {
+        let select = tx
+            .prepare_cached("SELECT id FROM deliveries WHERE source = $1 AND dedup_index = $2")
+            .await?;
+        first = tx
+            .query_one(&select, &[&source, &dedup])
+            .await?
+            .get::<_, String>(0);
+        ev.action = AuditAction::DeliveryDuplicate;
+        ev.delivery_id = Some(&first);
+        IntakeOutcome::Duplicate {
+            delivery_id: first.clone(),
+        }
+    };
+    audit::append(store, &tx, &to_record(&ev)).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Keep an authentic but unparseable delivery, encrypted. A retry of the same body (same
+/// blind index) gets the existing entry, also when two nodes receive it at once: the partial
+/// unique index on live entries makes the second insert do nothing.
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+pub(super) async fn quarantine(
+    store: &PgStore,
+    input: IntakeInput,
+    reason: &NormalizeError,
+) -> Result<QuarantineId, StoreError> {
+    let keyring = store.keyring();
+    let source = input.source.as_str();
+    let body_index = keyring.blind_index("quarantine_body", &input.body);
+    let existing = "SELECT id FROM quarantine
+                    WHERE source = $1 AND body_index = $2 AND status = 'quarantined'";
+    let mut client = store.client().await?;
+    if let Some(row) = client.query_opt(existing, &[&source, &body_index]).await? {
+        return Ok(QuarantineId(row.get(0)));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let received_at = chrono::Utc::now();
+    let (key_id, key) = keys::key_for_write(store, &mut client, &period_of(received_at)).await?;
+    let plain = plaintext(&StoredQuarantine {
+        v: 1,
+        body_b64: encode_body(&input.body),
+        content_type: input.content_type.clone(),
+        signature_headers: input.signature_headers.clone(),
+    })?;
+    let place = RecordPlace {
+        kind: "quarantine",
+        id: &id,
+        source,
+        key_id,
+    };
+    let sealed = key.seal(&place, &plain)?;
+    drop(plain);
+    let reason_text = reason.to_string();
+    let tx = client.transaction().await?;
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO quarantine (id, source, reason, received_at, status, key_id, nonce,
+                                     ciphertext, body_index)
+             VALUES ($1, $2, $3, $4, 'quarantined', $5, $6, $7, $8)
+             ON CONFLICT (source, body_index) WHERE status = 'quarantined' DO NOTHING
+             RETURNING id",
+            &[
+                &id,
+                &source,
+                &reason_text,
+                &received_at,
+                &key_id,
+                &sealed.nonce,
+                &sealed.ciphertext,
+                &body_index,
+            ],
+        )
+        .await?;
+    if inserted.is_none() {
+        let row = tx.query_one(existing, &[&source, &body_index]).await?;
+        tx.commit().await?;
+        return Ok(QuarantineId(row.get(0)));
+    }
+    let mut ev = AuditEvent::new(
+        AuditActor::Sender(source.to_owned()),
+        AuditAction::DeliveryQuarantined,
+    );
+    ev.source = Some(source);
+    ev.object_id = Some(&id);
+    ev.reason = Some(reason.code());
+    ev.key_id = Some(key_id);
+    ev.remote_addr = Some(input.client_ip);
+    audit::append(store, &tx, &to_record(&ev)).await?;
+    tx.commit().await?;
+    Ok(QuarantineId(id))
+}
+
+/// Readiness: a small write transaction must commit (a read-only standby, a full disk or a
+/// lost connection fail it).
+#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+pub(super) async fn probe(store: &PgStore) -> Result<(), StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO health_probe (filler) VALUES (decode(repeat('00', 8192), 'hex'))
+             RETURNING id",
+            &[],
+        )
+        .await?;
+    let id: i64 = row.get(0);
+    tx.execute("DELETE FROM health_probe WHERE id = $1", &[&id])
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! The PostgreSQL backend of [`Storage`]: several stateless wardhook nodes on one database.
+//!
+//! Same guarantees and the same encrypted formats as the SQLite store, with the concurrency
+//! done by the database rather than by one writer thread:
+//! - **dedup** by the unique index on `(source, dedup_index)` and `INSERT … ON CONFLICT DO
+//!   NOTHING`: of two identical deliveries racing on two nodes, one inserts and the other
+//!   waits for it and answers `duplicate` with its id ([`intake`]);
+//! - **jobs** claimed with `FOR UPDATE SKIP LOCKED` and a lease; a job whose lease expired
+//!   (its node died) is claimable by any node, with the same idempotency key ([`jobs`]);
+//! - **audit**: one MAC chain per node, each starting from a genesis bound to the node id
+//!   ([`audit`], `docs/AUDIT.md`);
+//! - **migrations** applied once, under a transaction-scoped advisory lock ([`schema`]);
+//! - **data keys** per UTC day and generation, created with `ON CONFLICT` so every node uses
+//!   the same key for a period ([`keys`]).
+//!
+//! Commits are durable before the answer because PostgreSQL's `synchronous_commit` (on by
+//! default) flushes the WAL at commit; with synchronous replication it also waits for the
+//! standby. Connection loss, pool exhaustion, a full disk or a read-only (failed-over) server
+//! are [`StoreError::Unavailable`]: 503 with `Retry-After`, readiness red.
+
+mod audit;
+mod dead;
+mod error;
+mod intake;
+mod jobs;
+mod keys;
+mod purge;
+mod read;
+mod realtime;
+mod schema;
+#[cfg(test)]
+pub(crate) mod testdb;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use wardhook_sdk::{AppData, Event};
+use zeroize::Zeroizing;
+
+use super::admin::{
+    DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
+};
+use super::backend::{Predecessors, Storage, StoreFuture};
+use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
+use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
+use crate::audit::AuditRecord;
+use crate::crypto::Keyring;
+use crate::dispatch::realtime::Reply;
+use crate::normalize::{IntakeInput, NormalizeError, Normalized};
+
+pub use audit::{verify_audit, NodeChainReport};
+pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
+
+/// How the connection to the database is protected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgTls {
+    /// TLS required and the server certificate verified: it must chain to a CA in `ca_file`
+    /// (PEM) and name the host connected to. There is no "encrypt but don't verify" mode: an
+    /// unverified connection to the database that holds every payload is a man-in-the-middle
+    /// waiting to happen.
+    Require {
+        /// PEM CA certificates that issued the server's certificate.
+        ca_file: PathBuf,
+    },
+    /// Plain TCP. The config check allows it only for a loopback host or a Unix socket.
+    Disable,
+}
+
+/// What [`PgStore::open`] needs. Built from `[storage.postgres]` by the config check.
+pub struct PgSettings {
+    /// The connection URL or `key=value` string, resolved from its secret reference (it usually
+    /// carries the password).
+    pub url: Zeroizing<String>,
+    /// TLS to the database.
+    pub tls: PgTls,
+    /// Connections this node keeps open.
+    pub pool_size: usize,
+    /// This node's name in the audit chain and in job leases. Unique per node.
+    pub node_id: String,
+    /// How long a request waits for a free connection (or to open one) before the store
+    /// answers `Unavailable`.
+    pub wait_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("pool_size", &self.pool_size)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the PostgreSQL store could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgSetupError {
+    /// The URL does not parse (its text is not echoed: it may hold a password).
+    #[error("the postgres url is not a valid connection string")]
+    Url,
+    /// The CA file cannot be read or holds no usable certificate.
+    #[error("cannot use postgres ca_file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The pool could not be built.
+    #[error("cannot build the postgres connection pool: {0}")]
+    Pool(String),
+}
+
+/// State shared by every clone of a [`PgStore`].
+struct Inner {
+    pool: Pool,
+    keyring: Arc<Keyring>,
+    node_id: String,
+    /// This node's audit chain genesis (see [`audit::node_genesis`]).
+    genesis: String,
+    keys: keys::KeyCache,
+    /// False after an unavailable-class failure, until a write succeeds again.
+    healthy: AtomicBool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("node_id", &self.node_id)
+            .field("healthy", &self.healthy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone; clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl PgStore {
+    /// Connect, apply migrations (once across nodes) and make sure this node's audit chain has
+    /// its head row.
+    #[tracing::instrument(skip_all, fields(node_id = %settings.node_id))]
+    pub async fn open(settings: &PgSettings, keyring: Keyring) -> Result<Self, StoreError> {
+        let pool = build_pool(settings).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        let genesis = audit::node_genesis(&keyring, &settings.node_id);
+        let store = Self {
+            inner: Arc::new(Inner {
+                pool,
+                keyring: Arc::new(keyring),
+                node_id: settings.node_id.clone(),
+                genesis,
+                keys: keys::KeyCache::default(),
+                healthy: AtomicBool::new(true),
+            }),
+        };
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
+        Ok(store)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
+    /// A pooled connection; pool timeouts and connection failures are `Unavailable`.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.inner.pool.get().await.map_err(|e| {
+            let e = error::from_pool(e);
+            self.note(&e);
+            e
+        })
+    }
+
+    /// Remember an unavailable-class failure for readiness.
+    fn note(&self, e: &StoreError) {
+        if e.is_unavailable() {
+            self.inner.healthy.store(false, Ordering::Release);
+        }
+    }
+
+    /// Pass a result through, turning readiness red on an unavailable-class failure and green
+    /// again on a success.
+    fn track<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => self.inner.healthy.store(true, Ordering::Release),
+            Err(e) => self.note(e),
+        }
+        result
+    }
+}
+
+/// The pool: each connection verified with the configured TLS, at most `pool_size` of them,
+/// and a bounded wait so a saturated or unreachable database answers 503 rather than hanging.
+fn build_pool(settings: &PgSettings) -> Result<Pool, PgSetupError> {
+    let mut config: tokio_postgres::Config = settings.url.parse().map_err(|_| PgSetupError::Url)?;
+    config.application_name(format!("wardhook {}", settings.node_id));
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(settings.wait_timeout);
+    }
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match &settings.tls {
+        PgTls::Disable => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+        }
+        PgTls::Require { ca_file } => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(ca_file)?);
+            Manager::from_config(config, tls, manager_config)
+        }
+    };
+    Pool::builder(manager)
+        .max_size(settings.pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(settings.wait_timeout))
+        .recycle_timeout(Some(settings.wait_timeout))
+        .build()
+        .map_err(|e| PgSetupError::Pool(e.to_string()))
+}
+
+/// rustls client config for the database connection: the server certificate must chain to a
+/// CA in `ca_file` and match the host name, as for any TLS peer.
+fn client_tls(path: &std::path::Path) -> Result<rustls::ClientConfig, PgSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |reason: String| PgSetupError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl Storage for PgStore {
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn intake(
+        &self,
+        input: IntakeInput,
+        normalized: Normalized,
+        jobs: Vec<JobSpec>,
+    ) -> StoreFuture<'_, IntakeOutcome> {
+        Box::pin(async move { self.track(intake::intake(self, input, normalized, jobs).await) })
+    }
+
+    fn quarantine<'a>(
+        &'a self,
+        input: IntakeInput,
+        reason: &'a NormalizeError,
+    ) -> StoreFuture<'a, QuarantineId> {
+        Box::pin(async move { self.track(intake::quarantine(self, input, reason).await) })
+    }
+
+    fn check_ready(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.track(intake::probe(self).await) })
+    }
+
+    fn record_audit(&self, record: AuditRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.track(audit::record_standalone(self, &record).await) })
+    }
+
+    fn recover_orphaned(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move { self.track(jobs::recover_orphaned(self).await) })
+    }
+
+    fn claim_next(
+        &self,
+        exclude: Vec<String>,
+        lease: Duration,
+        predecessors: Predecessors,
+    ) -> StoreFuture<'_, Option<ClaimedJob>> {
+        Box::pin(async move {
+            self.track(jobs::claim_next(self, &exclude, lease, &*predecessors).await)
+        })
+    }
+
+    fn load_for_dispatch<'a>(&'a self, job: &'a ClaimedJob) -> StoreFuture<'a, (Event, AppData)> {
+        Box::pin(async move { self.track(jobs::load_for_dispatch(self, job).await) })
+    }
+
+    fn finish_attempt(
+        &self,
+        job: ClaimedJob,
+        record: AttemptRecord,
+        next: NextStep,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.track(jobs::finish_attempt(self, &job, &record, next).await) })
+    }
+
+    fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)> {
+        Box::pin(async move { self.track(jobs::queue_stats(self).await) })
+    }
+
+    fn record_reply(
+        &self,
+        delivery_id: String,
+        source: String,
+        reply: Reply,
+        latency_ms: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let stored =
+                realtime::record_reply(self, &delivery_id, &source, &reply, latency_ms).await;
+            self.track(stored)
+        })
+    }
+
+    fn load_reply(&self, delivery_id: String) -> StoreFuture<'_, Option<Reply>> {
+        Box::pin(async move { self.track(realtime::load_reply(self, &delivery_id).await) })
+    }
+
+    fn list_deliveries(&self, filter: ListFilter) -> StoreFuture<'_, Vec<DeliverySummary>> {
+        Box::pin(async move { self.track(read::list_deliveries(self, &filter).await) })
+    }
+
+    fn show_delivery(&self, id: String, who: Requester) -> StoreFuture<'_, Event> {
+        Box::pin(async move { self.track(read::show_delivery(self, &id, &who).await) })
+    }
+
+    fn list_quarantine(&self, filter: ListFilter) -> StoreFuture<'_, Vec<QuarantineSummary>> {
+        Box::pin(async move { self.track(read::list_quarantine(self, &filter).await) })
+    }
+
+    fn show_quarantine(&self, id: String, who: Requester) -> StoreFuture<'_, QuarantineEntry> {
+        Box::pin(async move { self.track(read::show_quarantine(self, &id, &who).await) })
+    }
+
+    fn replay(
+        &self,
+        delivery_id: String,
+        handler: Option<String>,
+        who: Requester,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let replayed = dead::replay(self, &delivery_id, handler.as_deref(), &who).await;
+            self.track(replayed)
+        })
+    }
+
+    fn list_dead(&self, filter: DeadFilter) -> StoreFuture<'_, Vec<DeadLetter>> {
+        Box::pin(async move { self.track(dead::list_dead(self, &filter).await) })
+    }
+
+    fn job_attempts(&self, job_id: i64) -> StoreFuture<'_, Vec<AttemptSummary>> {
+        Box::pin(async move { self.track(dead::job_attempts(self, job_id).await) })
+    }
+
+    fn retry_dead(&self, filter: DeadFilter, who: Requester) -> StoreFuture<'_, u64> {
+        Box::pin(async move { self.track(dead::retry_dead(self, &filter, &who).await) })
+    }
+
+    fn purge(&self, cutoff: DateTime<Utc>, who: Requester) -> StoreFuture<'_, PurgeReport> {
+        Box::pin(async move { self.track(purge::purge_older_than(self, cutoff, &who).await) })
+    }
+}

@@ -1,0 +1,385 @@
+//! What only the PostgreSQL backend has: leases taken over across nodes, migrations under the
+//! advisory lock, connection failures answered as unavailable. The behaviour both backends
+//! share is tested in `store::conformance`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::testdb::TestDb;
+use super::{PgSettings, PgStore, PgTls};
+use crate::store::backend::Predecessors;
+use crate::store::jobs::{AttemptRecord, AttemptResult, NextStep};
+use crate::store::tests::{keyring, nextphone};
+use crate::store::{JobSpec, Storage, StoreError};
+
+fn none() -> Predecessors {
+    Arc::new(|_: &str, _: &str| Vec::new())
+}
+
+fn ok() -> AttemptRecord {
+    AttemptRecord {
+        started_at: Utc::now(),
+        latency: Duration::from_millis(1),
+        http_status: Some(200),
+        destination: None,
+        result: AttemptResult::Ok {
+            output: serde_json::json!({}),
+        },
+    }
+}
+
+async fn open(db: &TestDb, node: &str) -> PgStore {
+    PgStore::open(&db.settings(node), keyring())
+        .await
+        .expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_lease_expired_is_taken_over_and_the_late_finish_changes_nothing() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
+    let input = nextphone("call.ended", "c1");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    a.intake(input, n, vec![JobSpec::new("crm")])
+        .await
+        .expect("intake");
+    // Node A claims with a lease that is over at once: as if it died mid-attempt.
+    let lost = a
+        .claim_next(Vec::new(), Duration::ZERO, none())
+        .await
+        .expect("claim")
+        .expect("due");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = b
+        .claim_next(Vec::new(), Duration::from_secs(60), none())
+        .await
+        .expect("claim")
+        .expect("the expired lease is claimable by another node");
+    assert_eq!(taken.id, lost.id);
+    assert_eq!(taken.delivery_id, lost.delivery_id, "same idempotency key");
+    assert_eq!(taken.attempt, 1, "the lost attempt was never recorded");
+    assert!(
+        a.claim_next(Vec::new(), Duration::from_secs(60), none())
+            .await
+            .expect("claim")
+            .is_none(),
+        "a live lease is not claimable"
+    );
+    // Node A was only slow: its late result is recorded but does not touch B's job.
+    a.finish_attempt(lost, ok(), NextStep::Dead)
+        .await
+        .expect("late finish");
+    let client = db.client().await;
+    let status: String = client
+        .query_one("SELECT status FROM jobs", &[])
+        .await
+        .expect("job")
+        .get(0);
+    assert_eq!(status, "running", "still B's");
+    b.finish_attempt(taken, ok(), NextStep::Done)
+        .await
+        .expect("finish");
+    let row = client
+        .query_one(
+            "SELECT j.status, (SELECT COUNT(*) FROM attempts) FROM jobs j",
+            &[],
+        )
+        .await
+        .expect("job");
+    assert_eq!(row.get::<_, String>(0), "done");
+    assert_eq!(row.get::<_, i64>(1), 2, "both attempts are on record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarting_releases_only_its_own_leases() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
+    for call in ["c1", "c2"] {
+        let input = nextphone("call.ended", call);
+        let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+        a.intake(input, n, vec![JobSpec::new("crm")])
+            .await
+            .expect("intake");
+    }
+    let lease = Duration::from_secs(600);
+    a.claim_next(Vec::new(), lease, none())
+        .await
+        .expect("a")
+        .expect("job");
+    b.claim_next(Vec::new(), lease, none())
+        .await
+        .expect("b")
+        .expect("job");
+    assert_eq!(a.recover_orphaned().await.expect("recover"), 1);
+    assert!(
+        b.claim_next(Vec::new(), lease, none())
+            .await
+            .expect("claim")
+            .is_some(),
+        "A's released job is due again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let opened = futures_util::future::join_all(
+        ["n1", "n2", "n3", "n4"].map(|n| PgStore::open_settings_for_test(&db, n)),
+    )
+    .await;
+    for store in opened {
+        store.expect("every node opens");
+    }
+    let version: i32 = db
+        .client()
+        .await
+        .query_one("SELECT version FROM wardhook_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version as usize, super::schema::SCHEMA_VERSION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_a_newer_build_is_refused() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    open(&db, "n1").await;
+    db.client()
+        .await
+        .execute("UPDATE wardhook_schema SET version = version + 1", &[])
+        .await
+        .expect("bump");
+    let err = PgStore::open(&db.settings("n1"), keyring())
+        .await
+        .expect_err("newer schema");
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_pool_answers_unavailable_and_readiness_recovers() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut settings = db.settings("n1");
+    settings.pool_size = 1;
+    settings.wait_timeout = Duration::from_millis(200);
+    let store = PgStore::open(&settings, keyring()).await.expect("open");
+    let held = store.client().await.expect("the only connection");
+    let input = nextphone("call.ended", "c1");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    let err = store
+        .intake(input, n, Vec::new())
+        .await
+        .expect_err("no connection is free");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        store.check_ready().await.is_err(),
+        "not ready while saturated"
+    );
+    drop(held);
+    store.check_ready().await.expect("ready again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_drops_are_unavailable_then_replaced() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    store.check_ready().await.expect("ready");
+    // What a database restart or failover does to every open connection. Termination is
+    // asynchronous: wait until the server has no other connection to the database.
+    let admin = db.client().await;
+    let others = "SELECT COUNT(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    while admin
+        .query_one(others, &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0)
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = store.check_ready().await;
+    assert!(
+        first
+            .as_ref()
+            .map_or_else(StoreError::is_unavailable, |()| true),
+        "a dropped connection is unavailable, not a bug: {first:?}"
+    );
+    store
+        .check_ready()
+        .await
+        .expect("a fresh connection serves");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_not_an_error() {
+    let settings = PgSettings {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        url: zeroize::Zeroizing::new("postgres://wardhook@127.0.0.1:1/wardhook".into()),
+        tls: PgTls::Disable,
+        pool_size: 1,
+        node_id: "n1".into(),
+        wait_timeout: Duration::from_secs(2),
+    };
+    let err = PgStore::open(&settings, keyring())
+        .await
+        .expect_err("no server");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        !err.to_string().contains("wardhook@"),
+        "no URL in the message: {err}"
+    );
+}
+
+#[tokio::test]
+async fn tls_without_a_readable_ca_file_is_refused_at_start() {
+    let settings = PgSettings {
+        url: zeroize::Zeroizing::new("postgres://wardhook@db.example:5432/wardhook".into()),
+        tls: PgTls::Require {
+            ca_file: "/nonexistent/ca.pem".into(),
+        },
+        pool_size: 1,
+        node_id: "n1".into(),
+        wait_timeout: Duration::from_secs(2),
+    };
+    let err = PgStore::open(&settings, keyring())
+        .await
+        .expect_err("no CA");
+    assert!(err.to_string().contains("ca_file"), "{err}");
+}
+
+impl PgStore {
+    async fn open_settings_for_test(db: &TestDb, node: &str) -> Result<Self, StoreError> {
+        Self::open(&db.settings(node), keyring()).await
+    }
+}
+
+/// The test server's TLS CA (`WARDHOOK_TEST_POSTGRES_CA`, set up by
+/// `deploy/ci/start-test-postgres.sh`); skipped without it, except under CI.
+fn test_server_ca() -> Option<std::path::PathBuf> {
+    match std::env::var_os("WARDHOOK_TEST_POSTGRES_CA") {
+        Some(path) => Some(path.into()),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the TLS test needs WARDHOOK_TEST_POSTGRES_CA (.ci/run sets it)"
+            );
+            eprintln!("SKIPPED: WARDHOOK_TEST_POSTGRES_CA is not set");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_verifies_the_server_certificate() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let Some(ca) = test_server_ca() else {
+        return;
+    };
+    // The test server's certificate names `localhost`.
+    let mut settings = db.settings("n1");
+    settings.url = zeroize::Zeroizing::new(settings.url.replace("@127.0.0.1:", "@localhost:"));
+    settings.tls = PgTls::Require { ca_file: ca };
+    let store = PgStore::open(&settings, keyring())
+        .await
+        .expect("TLS with the server's CA");
+    let ssl: bool = store
+        .client()
+        .await
+        .expect("client")
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(ssl, "the connection is encrypted");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other-ca.crt");
+    std::fs::write(
+        &other,
+        crate::certs::DevCa::generate().expect("ca").cert_pem(),
+    )
+    .expect("write");
+    settings.tls = PgTls::Require { ca_file: other };
+    let err = PgStore::open(&settings, keyring())
+        .await
+        .expect_err("a certificate from another CA is refused");
+    assert!(err.is_unavailable(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_node_of_a_cut_off_tail_and_of_a_deleted_record() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
+    for store in [&a, &b] {
+        for _ in 0..5 {
+            store
+                .record_audit(crate::listener::lifecycle_record(
+                    crate::audit::Action::ServerStarted,
+                    None,
+                ))
+                .await
+                .expect("record");
+        }
+    }
+    let nodes = super::verify_audit(&a)
+        .await
+        .expect("untouched log verifies");
+    assert_eq!(
+        nodes.iter().map(|n| n.report.records).sum::<u64>(),
+        10,
+        "{nodes:?}"
+    );
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;
+             DELETE FROM audit_log WHERE node_id = 'node-b' AND seq = 5;",
+        )
+        .await
+        .expect("cut node-b's tail");
+    let err = super::verify_audit(&a).await.expect_err("tail cut");
+    let text = err.to_string();
+    assert!(
+        text.contains("node node-b") && text.contains("head is at 5"),
+        "{text}"
+    );
+    client
+        .batch_execute("DELETE FROM audit_log WHERE node_id = 'node-a' AND seq = 3")
+        .await
+        .expect("delete from node-a");
+    let text = super::verify_audit(&a).await.expect_err("gap").to_string();
+    assert!(
+        text.contains("node node-a") && text.contains("sequence 3"),
+        "the first node's first bad record: {text}"
+    );
+}

@@ -1,0 +1,295 @@
+//! Serving on PostgreSQL: nodes sharing one database over real TLS, the CLI against it, and the
+//! features that refuse rather than half-work. Each test creates its own database on the server
+//! named by `WARDHOOK_TEST_POSTGRES_URL`; without it the tests skip (under CI they fail).
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use wardhook::dispatch::worker::TaskOutcome;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+/// A database created for one test, dropped at the end.
+pub struct PgTestDb {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgTestDb {
+    pub async fn create() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("WARDHOOK_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the PostgreSQL tests need WARDHOOK_TEST_POSTGRES_URL (.ci/run starts a server)"
+            );
+            eprintln!("SKIPPED: WARDHOOK_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!("wardhook_it_{}", uuid::Uuid::new_v4().simple());
+        run_sql(&admin_url, &format!("CREATE DATABASE {name}")).await;
+        let mut url = url::Url::parse(&admin_url).expect("the test URL is a postgres:// URL");
+        url.set_path(&format!("/{name}"));
+        Some(Self {
+            admin_url,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    /// `[storage]` lines for a node, the URL read from `file:pg.url` (see [`Self::fixture`]).
+    pub fn storage_toml(node_id: &str) -> String {
+        format!(
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"file:pg.url\"\ntls = \"disable\"\n\
+             pool_size = 8\nnode_id = \"{node_id}\"\n"
+        )
+    }
+
+    /// A fixture for a node on this database, sharing `master_key` with the other nodes.
+    pub fn fixture(&self, node_id: &str, opts: AppOptions, master_key: Option<&[u8]>) -> Fixture {
+        let fixture = write_fixture(&AppOptions {
+            storage: Self::storage_toml(node_id),
+            ..opts
+        });
+        std::fs::write(fixture.dir.path().join("pg.url"), &self.url).unwrap();
+        if let Some(key) = master_key {
+            std::fs::write(fixture.dir.path().join("master.key"), key).unwrap();
+        }
+        fixture
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(run_sql(
+                    &url,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ));
+        })
+        .join();
+    }
+}
+
+async fn run_sql(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.expect(sql);
+}
+
+fn call_ended(call: &str) -> String {
+    format!(
+        r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call}","caller":{{"name":"Test Caller","phone":"+15550100"}}}}}}"#
+    )
+}
+
+/// Post `body` to the `demo` source, signed; status and JSON answer.
+async fn post(app: &TestApp, body: &str) -> (u16, Value) {
+    crate::admin::send_signed(app, "demo", body, true).await
+}
+
+fn cli(app: &TestApp, args: &[&str]) -> Output {
+    Command::new(wardhook_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&app.config_path)
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap()
+}
+
+fn crm_route(url: &str) -> String {
+    format!(
+        r#"
+[dispatch]
+workers = 0
+
+[[handlers]]
+name = "crm"
+kind = "http"
+phi = "full"
+baa = true
+url = "{url}/api/leads"
+
+[[routes]]
+source = "demo"
+events = ["call.ended"]
+handlers = ["crm"]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_database_dedup_across_nodes_and_run_each_job_once() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let opts = AppOptions {
+        admin: "enabled = false".into(),
+        extra: crm_route(&crm.uri()),
+        ..AppOptions::default()
+    };
+    let one = spawn_from_fixture(db.fixture("node-1", opts.clone(), None)).await;
+    let key = std::fs::read(one.dir.path().join("master.key")).unwrap();
+    let two = spawn_from_fixture(db.fixture("node-2", opts, Some(&key))).await;
+
+    let (status, first) = post(&one, &call_ended("c1")).await;
+    assert_eq!((status, first["status"].as_str()), (200, Some("accepted")));
+    let (status, retry) = post(&two, &call_ended("c1")).await;
+    assert_eq!(
+        (status, retry["status"].as_str()),
+        (200, Some("duplicate")),
+        "a retry landing on the other node is still a duplicate"
+    );
+    assert_eq!(retry["delivery_id"], first["delivery_id"]);
+
+    // Node 2 runs the job node 1 accepted; node 1 then finds nothing left.
+    let step = two.dispatcher.try_execute_task().await.unwrap();
+    assert!(matches!(step, TaskOutcome::Done { .. }), "{step:?}");
+    assert_eq!(
+        one.dispatcher.try_execute_task().await.unwrap(),
+        TaskOutcome::Idle
+    );
+    let requests = crm.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "one handler call for one delivery");
+    assert_eq!(
+        requests[0].headers.get("idempotency-key").unwrap(),
+        format!("{}:crm", first["delivery_id"].as_str().unwrap()).as_str()
+    );
+
+    let verified = cli(&one, &["audit", "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(
+        text.contains("node node-1") && text.contains("node node-2"),
+        "{text}"
+    );
+
+    // An operator reads it (an audited decryption) and replays it from any node's host; whichever node claims it calls
+    // the handler again with the same idempotency key.
+    let id = first["delivery_id"].as_str().unwrap();
+    let shown = cli(&two, &["deliveries", "show", id]);
+    let event: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        event["call_id"],
+        "c1",
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let replayed = cli(&two, &["deliveries", "replay", id]);
+    assert!(
+        String::from_utf8_lossy(&replayed.stdout).contains("re-queued 1 job"),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let step = one.dispatcher.try_execute_task().await.unwrap();
+    assert!(matches!(step, TaskOutcome::Done { .. }), "{step:?}");
+    let requests = crm.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[1].headers.get("idempotency-key"),
+        requests[0].headers.get("idempotency-key")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_only_features_refuse_clearly_with_postgres() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    // The admin console reads the SQLite store: serving with it on is refused at start-up.
+    let fixture = db.fixture("node-1", AppOptions::default(), None);
+    let config =
+        wardhook::config::Config::load_with_base(&fixture.config_path, fixture.dir.path()).unwrap();
+    let err = wardhook::listener::Application::build_with_base(config, fixture.dir.path())
+        .await
+        .expect_err("the console is SQLite-only");
+    assert!(err.to_string().contains("admin console"), "{err}");
+
+    // Commands that read the SQLite file refuse instead of reporting on a file not in use.
+    let app = spawn_from_fixture(db.fixture(
+        "node-1",
+        AppOptions {
+            admin: "enabled = false".into(),
+            ..AppOptions::default()
+        },
+        None,
+    ))
+    .await;
+    for args in [
+        &["deliveries", "reverify", "x"][..],
+        &["keys", "rotate"],
+        &["backup", "--to", "/tmp/x.db"],
+        &["audit", "search"],
+    ] {
+        let out = cli(&app, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should refuse");
+        assert!(err.contains("postgres"), "{args:?}: {err}");
+    }
+    // These work on PostgreSQL.
+    for args in [
+        &["purge", "--older-than", "30d"][..],
+        &["dlq", "list"],
+        &["dlq", "retry", "--all"],
+        &["deliveries", "list"],
+        &["quarantine", "list"],
+    ] {
+        let out = cli(&app, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_time_retry_on_another_node_gets_the_stored_reply_without_a_second_lookup() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let crm = crate::realtime::crm_answering(std::time::Duration::ZERO).await;
+    let opts = AppOptions {
+        admin: "enabled = false".into(),
+        extra: format!(
+            "[dispatch]\nworkers = 0\n{}",
+            crate::realtime::realtime_config(&crm.uri(), 2000, false)
+        ),
+        ..AppOptions::default()
+    };
+    let one = spawn_from_fixture(db.fixture("node-1", opts.clone(), None)).await;
+    let key = std::fs::read(one.dir.path().join("master.key")).unwrap();
+    let two = spawn_from_fixture(db.fixture("node-2", opts, Some(&key))).await;
+
+    let (status, first, kind, _) = crate::realtime::ring(&one, "rt-pg", "+15555550142").await;
+    assert_eq!((status, kind.as_str()), (200, "computed"));
+    assert_eq!(first["greeting"], "Hello Dana");
+    let (status, retry, _, _) = crate::realtime::ring(&two, "rt-pg", "+15555550142").await;
+    assert_eq!(status, 200);
+    assert_eq!(retry, first, "the other node answers with the stored reply");
+    assert_eq!(
+        crm.received_requests().await.unwrap().len(),
+        1,
+        "no second CRM lookup"
+    );
+}
