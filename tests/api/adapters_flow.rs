@@ -128,7 +128,10 @@ async fn a_quote_request_reaches_hubspot_slack_and_email_and_an_emergency_only_e
     );
     assert_eq!(
         body(2)["properties"]["hs_note_body"],
-        "<p><strong>AI call summary</strong> (call.ended, call call_quote_1)</p><p>Wants a quote for whitening</p>"
+        format!(
+            "<p><strong>AI call summary</strong> (call.ended, call call_quote_1)</p>\
+             <p>Wants a quote for whitening</p><p>wardhook ref {quote_id}:hubspot</p>"
+        )
     );
     assert_eq!(body(2)["associations"][0]["to"]["id"], "601");
 
