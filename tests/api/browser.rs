@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver: sign in, find a dead
 //! letter, retry it, see it delivered, reveal a payload as an operator (and be refused as an
 //! auditor), be signed out after the idle time, and save a screenshot of each page into
-//! `docs/screenshots/`.
+//! `target/screenshots/` — or, with `WARDHOOK_UPDATE_SCREENSHOTS=1`, over the documentation's
+//! `docs/screenshots/`, so an ordinary test run leaves the tracked images alone.
 //!
 //! WebDriver is plain JSON over HTTP on loopback, so these tests speak it with `reqwest`
 //! directly instead of pulling a WebDriver crate and its TLS stack. They need `chromedriver`
@@ -229,14 +230,19 @@ impl Browser {
         .await;
     }
 
-    /// Save a PNG of the current page as `docs/screenshots/<name>.png`.
+    /// Save a PNG of the current page as `<name>.png` (see the module docs for where).
     async fn screenshot(&self, name: &str) {
         let b64 = self.cmd("GET", "/screenshot", json!({})).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64.as_str().unwrap())
             .unwrap();
         assert!(png.starts_with(b"\x89PNG"));
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        let into = if std::env::var_os("WARDHOOK_UPDATE_SCREENSHOTS").is_some() {
+            "docs/screenshots"
+        } else {
+            "target/screenshots"
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(into);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
