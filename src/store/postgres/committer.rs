@@ -8,7 +8,10 @@
 //! batch size — and answers every request only after `COMMIT` returned.
 //!
 //! The request task does everything but SQL before queueing (id, blind indexes, serialization,
-//! sealing under the period's data key: [`super::intake`]). The transaction, in statement order:
+//! sealing under the period's data key at the key generation last seen: [`super::intake`]).
+//! The transaction, in statement order:
+//! 0. read the current key generation; a delivery sealed under another (a rotation just
+//!    happened) is not stored but sent back to be sealed again;
 //! 1. insert every delivery with one `INSERT … SELECT … FROM unnest(…) ON CONFLICT (source,
 //!    dedup_index) DO NOTHING RETURNING id`, in (source, dedup index) order: two nodes inserting
 //!    overlapping batches wait on each other's keys in the same order and cannot deadlock, and
@@ -28,13 +31,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::error;
+use super::{error, keys};
 use crate::audit::{AuditRecord, StoredRecord};
 use crate::crypto::Keyring;
 use crate::store::audit_hook::{to_record, AuditAction, AuditActor, AuditEvent};
@@ -57,6 +61,8 @@ pub(super) struct PreparedIntake {
     pub dedup: String,
     pub call_ref: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// The data key generation it was sealed under (see `keys::KeyCache::generation`).
+    pub generation: i64,
     pub key_id: i64,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
@@ -68,8 +74,12 @@ pub(super) struct PreparedIntake {
 /// A queued intake and where its answer goes.
 struct Request {
     intake: PreparedIntake,
-    reply: oneshot::Sender<Result<IntakeOutcome, StoreError>>,
+    reply: oneshot::Sender<Answer>,
 }
+
+/// The committer's answer to one intake: its outcome, or `Ok(None)` when it was sealed under a
+/// data key generation that is no longer current and must be sealed again (nothing stored).
+pub(super) type Answer = Result<Option<IntakeOutcome>, StoreError>;
 
 /// What the committer needs of the store. Not the store itself: the task must end when the
 /// last store handle (and with it the queue's sender) is dropped.
@@ -77,6 +87,8 @@ pub(super) struct Context {
     pub pool: Pool,
     pub keyring: Arc<Keyring>,
     pub node_id: String,
+    /// Where the committer publishes the current key generation (the store's key cache).
+    pub generation: Arc<AtomicI64>,
 }
 
 /// The store's handle on its committer.
@@ -93,7 +105,7 @@ impl Committer {
     }
 
     /// Queue `intake` and wait until its batch committed (or failed).
-    pub(super) async fn submit(&self, intake: PreparedIntake) -> Result<IntakeOutcome, StoreError> {
+    pub(super) async fn submit(&self, intake: PreparedIntake) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Request { intake, reply })
@@ -131,7 +143,7 @@ async fn run(context: Context, mut incoming: mpsc::Receiver<Request>) {
 pub(super) async fn commit_or_isolate(
     context: &Context,
     intakes: &[PreparedIntake],
-) -> Vec<Result<IntakeOutcome, StoreError>> {
+) -> Vec<Answer> {
     match commit_batch(context, intakes).await {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         Err(StoreError::Unavailable(reason)) => intakes
@@ -151,13 +163,23 @@ pub(super) async fn commit_or_isolate(
     }
 }
 
-/// One transaction for all of `intakes`; the outcomes in the same order. See the module docs.
+/// One transaction for all of `intakes`; the outcomes in the same order, `None` for those
+/// sealed under a stale key generation. See the module docs.
 pub(super) async fn commit_batch(
     context: &Context,
-    intakes: &[PreparedIntake],
-) -> Result<Vec<IntakeOutcome>, StoreError> {
+    all: &[PreparedIntake],
+) -> Result<Vec<Option<IntakeOutcome>>, StoreError> {
     let mut client = context.pool.get().await.map_err(error::from_pool)?;
     let tx = client.transaction().await?;
+
+    // 0. Only deliveries sealed under the current key generation are stored.
+    let generation = keys::current_generation(&tx).await?;
+    context.generation.store(generation, Ordering::Release);
+    let intakes: Vec<&PreparedIntake> = all.iter().filter(|d| d.generation == generation).collect();
+    if intakes.is_empty() {
+        tx.rollback().await?;
+        return Ok(all.iter().map(|_| None).collect());
+    }
 
     // 1. The deliveries, in key order (ties in batch order).
     let mut order: Vec<usize> = (0..intakes.len()).collect();
@@ -166,7 +188,7 @@ pub(super) async fn commit_batch(
         (&x.source, &x.dedup, a).cmp(&(&y.source, &y.dedup, b))
     });
     let column = |f: &dyn Fn(&PreparedIntake) -> String| -> Vec<String> {
-        order.iter().map(|&i| f(&intakes[i])).collect()
+        order.iter().map(|&i| f(intakes[i])).collect()
     };
     let ids = column(&|d| d.id.clone());
     let sources = column(&|d| d.source.clone());
@@ -220,6 +242,7 @@ pub(super) async fn commit_batch(
     // 2. The first delivery's id for every one not inserted.
     let missed: Vec<&PreparedIntake> = intakes
         .iter()
+        .copied()
         .filter(|d| !inserted.contains(&d.id))
         .collect();
     let mut first_ids: HashMap<(String, String), String> = HashMap::new();
@@ -238,7 +261,7 @@ pub(super) async fn commit_batch(
         }
     }
     let mut outcomes = Vec::with_capacity(intakes.len());
-    for d in intakes {
+    for &d in &intakes {
         if inserted.contains(&d.id) {
             outcomes.push(IntakeOutcome::Accepted {
                 delivery_id: d.id.clone(),
@@ -357,7 +380,17 @@ pub(super) async fn commit_batch(
     )
     .await?;
     tx.commit().await?;
-    Ok(outcomes)
+    let mut outcomes = outcomes.into_iter();
+    Ok(all
+        .iter()
+        .map(|d| {
+            if d.generation == generation {
+                outcomes.next()
+            } else {
+                None
+            }
+        })
+        .collect())
 }
 
 /// The `delivery_accepted` or `delivery_duplicate` record of one intake.

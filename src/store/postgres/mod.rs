@@ -160,10 +160,12 @@ impl PgStore {
         let pool = build_pool(settings).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         let genesis = audit::node_genesis(&keyring, &settings.node_id);
         let keyring = Arc::new(keyring);
+        let keys = keys::KeyCache::default();
         let committer = committer::Committer::spawn(committer::Context {
             pool: pool.clone(),
             keyring: Arc::clone(&keyring),
             node_id: settings.node_id.clone(),
+            generation: Arc::clone(&keys.generation),
         });
         let store = Self {
             inner: Arc::new(Inner {
@@ -171,7 +173,7 @@ impl PgStore {
                 keyring,
                 node_id: settings.node_id.clone(),
                 genesis,
-                keys: keys::KeyCache::default(),
+                keys,
                 healthy: AtomicBool::new(true),
                 committer,
             }),

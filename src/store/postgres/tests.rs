@@ -370,13 +370,14 @@ fn committer_context(store: &PgStore) -> super::committer::Context {
         pool: store.inner.pool.clone(),
         keyring: Arc::clone(&store.inner.keyring),
         node_id: store.node_id().to_owned(),
+        generation: Arc::clone(&store.inner.keys.generation),
     }
 }
 
 async fn prepared(store: &PgStore, call: &str) -> super::committer::PreparedIntake {
     let input = nextphone("call.ended", call);
     let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
-    super::intake::prepare(store, &input, &n, vec![JobSpec::new("crm")])
+    super::intake::prepare(store, &input, &n, vec!["crm".to_owned()])
         .await
         .expect("prepare")
 }
@@ -423,7 +424,10 @@ async fn a_batch_holding_one_delivery_twice_accepts_the_first_and_answers_the_se
         super::committer::commit_or_isolate(&committer_context(&store), &[first, again, other])
             .await;
 
-    let outcomes: Vec<IntakeOutcome> = answers.into_iter().map(|a| a.expect("stored")).collect();
+    let outcomes: Vec<IntakeOutcome> = answers
+        .into_iter()
+        .map(|a| a.expect("stored").expect("current key generation"))
+        .collect();
     assert_eq!(
         outcomes[0],
         IntakeOutcome::Accepted {
@@ -536,10 +540,52 @@ async fn a_batch_whose_transaction_fails_answers_every_member_unavailable_and_st
     }
     for answer in answers {
         assert!(
-            matches!(answer, Ok(IntakeOutcome::Accepted { .. })),
+            matches!(answer, Ok(Some(IntakeOutcome::Accepted { .. }))),
             "{answer:?}"
         );
     }
     assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 3);
     super::verify_audit(&store).await.expect("chain verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_on_another_node_applies_to_the_next_intake_sealed_under_the_cached_key() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let input = nextphone("call.ended", "c1");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    store.intake(input, n, Vec::new()).await.expect("intake");
+    let admin = db.client().await;
+    // What `keys rotate` on another node does; this node still caches generation 1's key.
+    admin
+        .execute(
+            "UPDATE store_meta SET value = '2' WHERE name = 'key_generation'",
+            &[],
+        )
+        .await
+        .expect("rotate");
+
+    let input = nextphone("call.ended", "c2");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    let outcome = store.intake(input, n, Vec::new()).await.expect("intake");
+
+    let IntakeOutcome::Accepted { delivery_id } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let generation: i64 = admin
+        .query_one(
+            "SELECT k.generation FROM deliveries d JOIN data_keys k USING (key_id)
+             WHERE d.id = $1",
+            &[&delivery_id],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(generation, 2, "sealed again under the new generation");
+    store
+        .show_delivery(delivery_id, crate::store::admin::Requester::cli_user())
+        .await
+        .expect("reads back");
 }
