@@ -589,3 +589,37 @@ async fn a_rotation_on_another_node_applies_to_the_next_intake_sealed_under_the_
         .await
         .expect("reads back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_fails_on_its_own_does_not_spoil_the_rest_of_its_batch() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let (before, mut bad, after) = (
+        prepared(&store, "c1").await,
+        prepared(&store, "c2").await,
+        prepared(&store, "c3").await,
+    );
+    // A key that does not exist: the foreign key refuses this row, and only this row.
+    bad.key_id = i64::MAX;
+
+    let answers =
+        super::committer::commit_or_isolate(&committer_context(&store), &[before, bad, after])
+            .await;
+
+    assert!(matches!(
+        answers[0],
+        Ok(Some(IntakeOutcome::Accepted { .. }))
+    ));
+    let err = answers[1].as_ref().expect_err("the bad row fails");
+    assert!(!err.is_unavailable(), "a bug, not a condition: {err}");
+    assert!(matches!(
+        answers[2],
+        Ok(Some(IntakeOutcome::Accepted { .. }))
+    ));
+    let client = db.client().await;
+    assert_eq!(count(&client, "SELECT COUNT(*) FROM deliveries").await, 2);
+    let nodes = super::verify_audit(&store).await.expect("chain verifies");
+    assert_eq!(nodes[0].report.records, 2);
+}
