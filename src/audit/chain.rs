@@ -54,6 +54,33 @@ pub(crate) const COLUMNS: &str =
     "seq, ts, actor, action, outcome, delivery_id, source, call_ref, remote_addr, detail, prev_mac, mac";
 
 impl StoredRecord {
+    /// `record` as entry `seq` of a chain, linked to `prev_mac` and sealed with its MAC: the one
+    /// way every store turns a record into what it writes.
+    pub(crate) fn seal(
+        keyring: &Keyring,
+        record: &AuditRecord,
+        seq: u64,
+        ts: String,
+        prev_mac: String,
+    ) -> Self {
+        let mut stored = Self {
+            seq,
+            ts,
+            actor: record.actor.to_text(),
+            action: record.action.as_str().to_owned(),
+            outcome: record.outcome.as_str().to_owned(),
+            delivery_id: record.delivery_id.as_ref().map(|d| d.as_str().to_owned()),
+            source: record.source.as_ref().map(|s| s.as_str().to_owned()),
+            call_ref: record.call_ref.as_ref().map(|c| c.as_str().to_owned()),
+            remote_addr: record.remote_addr.map(|a| a.to_string()),
+            detail: record.detail.to_canonical_json(),
+            prev_mac,
+            mac: String::new(),
+        };
+        stored.mac = stored.compute_mac(keyring, seq);
+        stored
+    }
+
     pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         let seq: i64 = row.get(0)?;
         Ok(Self {
@@ -206,21 +233,7 @@ pub(crate) fn append_at(
         Some(p) if p > now => p,
         _ => now,
     };
-    let mut stored = StoredRecord {
-        seq,
-        ts,
-        actor: record.actor.to_text(),
-        action: record.action.as_str().to_owned(),
-        outcome: record.outcome.as_str().to_owned(),
-        delivery_id: record.delivery_id.as_ref().map(|d| d.as_str().to_owned()),
-        source: record.source.as_ref().map(|s| s.as_str().to_owned()),
-        call_ref: record.call_ref.as_ref().map(|c| c.as_str().to_owned()),
-        remote_addr: record.remote_addr.map(|a| a.to_string()),
-        detail: record.detail.to_canonical_json(),
-        prev_mac,
-        mac: String::new(),
-    };
-    stored.mac = stored.compute_mac(keyring, seq);
+    let stored = StoredRecord::seal(keyring, record, seq, ts, prev_mac);
     insert_stored(tx, &stored)?;
     Ok(stored)
 }

@@ -78,21 +78,7 @@ pub(super) async fn append(
     let now = crate::audit::format_ts(chrono::Utc::now());
     // Clamp to the predecessor's time if the clock stepped back: time order = seq order.
     let ts = if prev_ts > now { prev_ts } else { now };
-    let mut stored = StoredRecord {
-        seq,
-        ts,
-        actor: record.actor.to_text(),
-        action: record.action.as_str().to_owned(),
-        outcome: record.outcome.as_str().to_owned(),
-        delivery_id: record.delivery_id.as_ref().map(|d| d.as_str().to_owned()),
-        source: record.source.as_ref().map(|s| s.as_str().to_owned()),
-        call_ref: record.call_ref.as_ref().map(|c| c.as_str().to_owned()),
-        remote_addr: record.remote_addr.map(|a| a.to_string()),
-        detail: record.detail.to_canonical_json(),
-        prev_mac,
-        mac: String::new(),
-    };
-    stored.mac = stored.compute_mac(store.keyring(), seq);
+    let stored = StoredRecord::seal(store.keyring(), record, seq, ts, prev_mac);
     let seq_i = prev_seq + 1;
     // One statement (one round trip) for the record and the new head.
     let insert = tx

@@ -1,18 +1,24 @@
 //! Intake, quarantine and the readiness probe on PostgreSQL.
 //!
-//! One transaction per delivery: insert the encrypted row with `ON CONFLICT (source,
-//! dedup_index) DO NOTHING`, then either the jobs and the `delivery_accepted` record, or — when
-//! the insert did nothing — the first delivery's id and a `delivery_duplicate` record. Under
-//! READ COMMITTED a racing insert of the same key waits for the other transaction: if that one
-//! commits, ours does nothing and the follow-up `SELECT` (a new snapshot) sees its row; if it
-//! rolls back, ours inserts. So two nodes receiving the same retry at once answer one
-//! `accepted` and one `duplicate` with the same id, and only one set of jobs exists.
+//! An intake is prepared here, on the request's task, and stored by the store's committer
+//! together with whatever other intakes are queued ([`super::committer`]): the encrypted row
+//! inserted with `ON CONFLICT (source, dedup_index) DO NOTHING`, then either the jobs and the
+//! `delivery_accepted` record, or — when the insert did nothing — the first delivery's id and a
+//! `delivery_duplicate` record. Under READ COMMITTED a racing insert of the same key waits for
+//! the other transaction: if that one commits, ours does nothing and the follow-up `SELECT` (a
+//! new snapshot) sees its row; if it rolls back, ours inserts. So two nodes receiving the same
+//! retry at once answer one `accepted` and one `duplicate` with the same id, and only one set of
+//! jobs exists.
+//!
+//! Quarantine is rare and stays one transaction per entry; like the committer it appends to
+//! this node's audit chain under the head row lock, so the two serialize correctly.
 //!
 //! Blind indexes, payload format, AAD and key handling are the SQLite store's, so a delivery
 //! reads the same whichever backend wrote it.
 
 use zeroize::Zeroizing;
 
+use super::committer::PreparedIntake;
 use super::{audit, keys, PgStore};
 use crate::crypto::RecordPlace;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
@@ -29,7 +35,9 @@ fn plaintext(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, StoreE
         .map_err(|_| StoreError::Corrupt("cannot serialize payload"))
 }
 
-/// See the module docs.
+/// Prepare the delivery on the caller's task — id, blind indexes, serialization, sealing under
+/// the period's data key — then hand it to the store's committer and wait for the commit of
+/// its batch (see the module docs).
 #[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub(super) async fn intake(
     store: &PgStore,
@@ -37,13 +45,41 @@ pub(super) async fn intake(
     n: Normalized,
     jobs: Vec<JobSpec>,
 ) -> Result<IntakeOutcome, StoreError> {
+    let handlers: Vec<String> = jobs.into_iter().map(|j| j.handler).collect();
+    // A delivery sealed under a generation that a rotation has just replaced comes back once
+    // to be sealed under the new one; twice in a row means rotations faster than commits.
+    for _ in 0..3 {
+        let prepared = prepare(store, &input, &n, handlers.clone()).await?;
+        if let Some(outcome) = store.inner.committer.submit(prepared).await? {
+            return Ok(outcome);
+        }
+    }
+    Err(StoreError::Unavailable("data key generation changing"))
+}
+
+/// Everything of an intake but the SQL that stores it. The data key comes from the cache at
+/// the generation last read (checked again by the committer), or is looked up — and created,
+/// committed in its own transaction, on the first delivery of a period.
+pub(super) async fn prepare(
+    store: &PgStore,
+    input: &IntakeInput,
+    n: &Normalized,
+    handlers: Vec<String>,
+) -> Result<PreparedIntake, StoreError> {
     let keyring = store.keyring();
     let source = input.source.as_str();
     let id = uuid::Uuid::now_v7().to_string();
-    let dedup = dedup_index(keyring, source, &n);
+    let dedup = dedup_index(keyring, source, n);
     let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
-    let mut client = store.client().await?;
-    let (key_id, key) = keys::key_for_write(store, &mut client, &period_of(n.received_at)).await?;
+    let period = period_of(n.received_at);
+    let (generation, key_id, key) = match keys::cached_for_write(store, &period) {
+        Some(cached) => cached,
+        None => {
+            // Returned to the pool before queueing: the committer needs a connection too.
+            let mut client = store.client().await?;
+            keys::generation_and_key_for_write(store, &mut client, &period).await?
+        }
+    };
     let plain = plaintext(&StoredDelivery {
         v: 1,
         event: n.to_event(&id, source),
@@ -59,80 +95,21 @@ pub(super) async fn intake(
     };
     let sealed = key.seal(&place, &plain)?;
     drop(plain);
-
-    let tx = client.transaction().await?;
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
-                                     received_at, status, key_id, nonce, ciphertext, node_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', $8, $9, $10, $11)
-             ON CONFLICT (source, dedup_index) DO NOTHING RETURNING id",
-        )
-        .await?;
-    let inserted = tx
-        .query_opt(
-            &insert,
-            &[
-                &id,
-                &source,
-                &n.event_type.as_str(),
-                &n.dedup.kind(),
-                &dedup,
-                &call_ref,
-                &n.received_at,
-                &key_id,
-                &sealed.nonce,
-                &sealed.ciphertext,
-                &store.node_id(),
-            ],
-        )
-        .await?;
-    let mut ev = AuditEvent::new(
-        AuditActor::Sender(source.to_owned()),
-        AuditAction::DeliveryAccepted,
-    );
-    ev.source = Some(source);
-    ev.call_ref = call_ref.as_deref();
-    ev.event_type = Some(n.event_type.as_str());
-    ev.remote_addr = Some(input.client_ip);
-    let first;
-    let outcome = if inserted.is_some() {
-        if !jobs.is_empty() {
-            let handlers: Vec<&str> = jobs.iter().map(|j| j.handler.as_str()).collect();
-            let enqueue = tx
-                .prepare_cached(
-                    "INSERT INTO jobs (delivery_id, handler, position, next_attempt_at, created_at)
-                     SELECT $1, h, (p - 1)::integer, $2, $2
-                     FROM unnest($3::text[]) WITH ORDINALITY AS t (h, p)
-                     ON CONFLICT (delivery_id, handler) DO NOTHING",
-                )
-                .await?;
-            tx.execute(&enqueue, &[&id, &n.received_at, &handlers])
-                .await?;
-        }
-        ev.delivery_id = Some(&id);
-        ev.key_id = Some(key_id);
-        ev.count = Some(jobs.len() as i64);
-        IntakeOutcome::Accepted {
-            delivery_id: id.clone(),
-        }
-    } else {
-        let select = tx
-            .prepare_cached("SELECT id FROM deliveries WHERE source = $1 AND dedup_index = $2")
-            .await?;
-        first = tx
-            .query_one(&select, &[&source, &dedup])
-            .await?
-            .get::<_, String>(0);
-        ev.action = AuditAction::DeliveryDuplicate;
-        ev.delivery_id = Some(&first);
-        IntakeOutcome::Duplicate {
-            delivery_id: first.clone(),
-        }
-    };
-    audit::append(store, &tx, &to_record(&ev)).await?;
-    tx.commit().await?;
-    Ok(outcome)
+    Ok(PreparedIntake {
+        source: source.to_owned(),
+        event_type: n.event_type.as_str().to_owned(),
+        dedup_kind: n.dedup.kind(),
+        dedup,
+        call_ref,
+        received_at: n.received_at,
+        key_id,
+        nonce: sealed.nonce,
+        ciphertext: sealed.ciphertext,
+        generation,
+        handlers,
+        remote_addr: input.client_ip,
+        id,
+    })
 }
 
 /// Keep an authentic but unparseable delivery, encrypted. A retry of the same body (same

@@ -8,7 +8,8 @@
 //! leaves a cached key that does not exist, unlike the SQLite writer's in-batch keys.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 
@@ -21,6 +22,11 @@ use crate::store::StoreError;
 pub(super) struct KeyCache {
     write: Mutex<HashMap<(String, i64), (i64, DataKey)>>,
     read: Mutex<HashMap<i64, DataKey>>,
+    /// The generation this node last read (0: none yet). Intake seals under it without asking
+    /// the database; the committer reads the current one in each batch's transaction, stores
+    /// it here, and sends back any delivery sealed under another to be sealed again, so a
+    /// rotation on any node still takes effect on every node's next commit.
+    pub(super) generation: Arc<AtomicI64>,
 }
 
 /// The key generation new writes use (bumped by `keys rotate`). Read on every write so a
@@ -42,10 +48,34 @@ pub(super) async fn key_for_write(
     client: &mut deadpool_postgres::Client,
     period: &str,
 ) -> Result<(i64, DataKey), StoreError> {
+    let (_, key_id, key) = generation_and_key_for_write(store, client, period).await?;
+    Ok((key_id, key))
+}
+
+/// The key for writing into `period` at the generation this node last read, from the cache
+/// only: intake's fast path, checked by the committer (see [`KeyCache::generation`]).
+pub(super) fn cached_for_write(store: &PgStore, period: &str) -> Option<(i64, i64, DataKey)> {
+    let generation = store.inner.keys.generation.load(Ordering::Acquire);
+    lock(&store.inner.keys.write)
+        .get(&(period.to_owned(), generation))
+        .map(|(id, key)| (generation, *id, key.clone()))
+}
+
+/// [`key_for_write`], also returning the generation read: (generation, key id, key).
+pub(super) async fn generation_and_key_for_write(
+    store: &PgStore,
+    client: &mut deadpool_postgres::Client,
+    period: &str,
+) -> Result<(i64, i64, DataKey), StoreError> {
     let generation = current_generation(&*client).await?;
+    store
+        .inner
+        .keys
+        .generation
+        .store(generation, Ordering::Release);
     let cache_key = (period.to_owned(), generation);
     if let Some((id, key)) = lock(&store.inner.keys.write).get(&cache_key) {
-        return Ok((*id, key.clone()));
+        return Ok((generation, *id, key.clone()));
     }
     let keyring = store.keyring();
     let tx = client.transaction().await?;
@@ -87,7 +117,7 @@ pub(super) async fn key_for_write(
     };
     tx.commit().await?;
     lock(&store.inner.keys.write).insert(cache_key, (key_id, key.clone()));
-    Ok((key_id, key))
+    Ok((generation, key_id, key))
 }
 
 /// The key with id `key_id`, for reading; [`StoreError::KeyDestroyed`] once purged.

@@ -5,6 +5,9 @@
 //! - **dedup** by the unique index on `(source, dedup_index)` and `INSERT … ON CONFLICT DO
 //!   NOTHING`: of two identical deliveries racing on two nodes, one inserts and the other
 //!   waits for it and answers `duplicate` with its id ([`intake`]);
+//! - **group commit**: a node's intakes queue for one committer task, which stores all those
+//!   waiting in one transaction (one WAL flush, a fixed number of statements) and answers them
+//!   after the commit ([`committer`]);
 //! - **jobs** claimed with `FOR UPDATE SKIP LOCKED` and a lease; a job whose lease expired
 //!   (its node died) is claimable by any node, with the same idempotency key ([`jobs`]);
 //! - **audit**: one MAC chain per node, each starting from a genesis bound to the node id
@@ -19,6 +22,7 @@
 //! are [`StoreError::Unavailable`]: 503 with `Retry-After`, readiness red.
 
 mod audit;
+mod committer;
 mod dead;
 mod error;
 mod intake;
@@ -129,6 +133,8 @@ struct Inner {
     keys: keys::KeyCache,
     /// False after an unavailable-class failure, until a write succeeds again.
     healthy: AtomicBool,
+    /// Commits queued intakes in groups ([`committer`]).
+    committer: committer::Committer,
 }
 
 impl std::fmt::Debug for Inner {
@@ -153,14 +159,23 @@ impl PgStore {
     pub async fn open(settings: &PgSettings, keyring: Keyring) -> Result<Self, StoreError> {
         let pool = build_pool(settings).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         let genesis = audit::node_genesis(&keyring, &settings.node_id);
+        let keyring = Arc::new(keyring);
+        let keys = keys::KeyCache::default();
+        let committer = committer::Committer::spawn(committer::Context {
+            pool: pool.clone(),
+            keyring: Arc::clone(&keyring),
+            node_id: settings.node_id.clone(),
+            generation: Arc::clone(&keys.generation),
+        });
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
-                keyring: Arc::new(keyring),
+                keyring,
                 node_id: settings.node_id.clone(),
                 genesis,
-                keys: keys::KeyCache::default(),
+                keys,
                 healthy: AtomicBool::new(true),
+                committer,
             }),
         };
         let mut client = store.client().await?;

@@ -12,7 +12,7 @@ use super::{PgSettings, PgStore, PgTls};
 use crate::store::backend::Predecessors;
 use crate::store::jobs::{AttemptRecord, AttemptResult, NextStep};
 use crate::store::tests::{keyring, nextphone};
-use crate::store::{JobSpec, Storage, StoreError};
+use crate::store::{IntakeOutcome, JobSpec, Storage, StoreError};
 
 fn none() -> Predecessors {
     Arc::new(|_: &str, _: &str| Vec::new())
@@ -199,27 +199,7 @@ async fn connections_the_server_drops_are_unavailable_then_replaced() {
     store.check_ready().await.expect("ready");
     // What a database restart or failover does to every open connection. Termination is
     // asynchronous: wait until the server has no other connection to the database.
-    let admin = db.client().await;
-    let others = "SELECT COUNT(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .await
-        .expect("terminate");
-    while admin
-        .query_one(others, &[])
-        .await
-        .expect("count")
-        .get::<_, i64>(0)
-        > 0
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    terminate_other_connections(&db.client().await).await;
     let first = store.check_ready().await;
     assert!(
         first
@@ -382,4 +362,264 @@ async fn verify_names_the_node_of_a_cut_off_tail_and_of_a_deleted_record() {
         text.contains("node node-a") && text.contains("sequence 3"),
         "the first node's first bad record: {text}"
     );
+}
+
+/// The committer's view of `store`, to run batches directly instead of racing requests into one.
+fn committer_context(store: &PgStore) -> super::committer::Context {
+    super::committer::Context {
+        pool: store.inner.pool.clone(),
+        keyring: Arc::clone(&store.inner.keyring),
+        node_id: store.node_id().to_owned(),
+        generation: Arc::clone(&store.inner.keys.generation),
+    }
+}
+
+async fn prepared(store: &PgStore, call: &str) -> super::committer::PreparedIntake {
+    let input = nextphone("call.ended", call);
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    super::intake::prepare(store, &input, &n, vec!["crm".to_owned()])
+        .await
+        .expect("prepare")
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// Close every other connection to the test database and wait until the server has, so the
+/// pool opens new ones (which pick up per-database settings).
+async fn terminate_other_connections(admin: &tokio_postgres::Client) {
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    while count(
+        admin,
+        "SELECT COUNT(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_holding_one_delivery_twice_accepts_the_first_and_answers_the_second_with_its_id() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let (first, again) = (prepared(&store, "c1").await, prepared(&store, "c1").await);
+    let other = prepared(&store, "c2").await;
+    let first_id = first.id.clone();
+
+    let answers =
+        super::committer::commit_or_isolate(&committer_context(&store), &[first, again, other])
+            .await;
+
+    let outcomes: Vec<IntakeOutcome> = answers
+        .into_iter()
+        .map(|a| a.expect("stored").expect("current key generation"))
+        .collect();
+    assert_eq!(
+        outcomes[0],
+        IntakeOutcome::Accepted {
+            delivery_id: first_id.clone()
+        }
+    );
+    assert_eq!(
+        outcomes[1],
+        IntakeOutcome::Duplicate {
+            delivery_id: first_id
+        },
+        "the second copy answers duplicate with the first's id"
+    );
+    assert!(matches!(outcomes[2], IntakeOutcome::Accepted { .. }));
+    let client = db.client().await;
+    assert_eq!(count(&client, "SELECT COUNT(*) FROM deliveries").await, 2);
+    assert_eq!(
+        count(&client, "SELECT COUNT(*) FROM jobs").await,
+        2,
+        "the duplicate enqueued nothing"
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'delivery_duplicate'"
+        )
+        .await,
+        1
+    );
+    let nodes = super::verify_audit(&store).await.expect("chain verifies");
+    assert_eq!(nodes[0].report.records, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_intakes_are_all_answered_with_one_row_each_and_a_chain_that_verifies(
+) {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    // Interleave one standalone record, which takes the head lock in its own transaction.
+    let intakes = (0..200).map(|i| {
+        let store = store.clone();
+        async move {
+            let input = nextphone("call.ended", &format!("c{i}"));
+            let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+            store.intake(input, n, vec![JobSpec::new("crm")]).await
+        }
+    });
+    let standalone = store.record_audit(crate::listener::lifecycle_record(
+        crate::audit::Action::ServerStarted,
+        None,
+    ));
+    let (answers, recorded) = tokio::join!(futures_util::future::join_all(intakes), standalone);
+    recorded.expect("standalone record");
+
+    for answer in answers {
+        assert!(
+            matches!(answer, Ok(IntakeOutcome::Accepted { .. })),
+            "{answer:?}"
+        );
+    }
+    let client = db.client().await;
+    assert_eq!(count(&client, "SELECT COUNT(*) FROM deliveries").await, 200);
+    assert_eq!(count(&client, "SELECT COUNT(*) FROM jobs").await, 200);
+    let nodes = super::verify_audit(&store).await.expect("chain verifies");
+    assert_eq!(nodes[0].report.records, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_transaction_fails_answers_every_member_unavailable_and_stores_none() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let context = committer_context(&store);
+    // Prepared while writable: the period's data key exists and is cached.
+    let mut batch = Vec::new();
+    for call in ["c1", "c2", "c3"] {
+        batch.push(prepared(&store, call).await);
+    }
+    let admin = db.client().await;
+    // What a failover to a read-only standby looks like to new connections.
+    let read_only = |on: &str| {
+        format!(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only \
+             = {on}', current_database()); END $$"
+        )
+    };
+    admin.batch_execute(&read_only("on")).await.expect("alter");
+    terminate_other_connections(&admin).await;
+
+    let answers = super::committer::commit_or_isolate(&context, &batch).await;
+
+    for answer in &answers {
+        let err = answer.as_ref().expect_err("the database is read-only");
+        assert!(err.is_unavailable(), "{err}");
+    }
+    assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 0);
+    assert_eq!(count(&admin, "SELECT COUNT(*) FROM jobs").await, 0);
+    assert_eq!(count(&admin, "SELECT COUNT(*) FROM audit_log").await, 0);
+
+    // Writable again: the next batch (the same deliveries, as the senders retry) is stored.
+    admin.batch_execute(&read_only("off")).await.expect("alter");
+    terminate_other_connections(&admin).await;
+    let mut answers = super::committer::commit_or_isolate(&context, &batch).await;
+    if answers[0].as_ref().is_err_and(StoreError::is_unavailable) {
+        // The pool may hand out a connection it has not yet seen closed, once.
+        answers = super::committer::commit_or_isolate(&context, &batch).await;
+    }
+    for answer in answers {
+        assert!(
+            matches!(answer, Ok(Some(IntakeOutcome::Accepted { .. }))),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 3);
+    super::verify_audit(&store).await.expect("chain verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_on_another_node_applies_to_the_next_intake_sealed_under_the_cached_key() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let input = nextphone("call.ended", "c1");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    store.intake(input, n, Vec::new()).await.expect("intake");
+    let admin = db.client().await;
+    // What `keys rotate` on another node does; this node still caches generation 1's key.
+    admin
+        .execute(
+            "UPDATE store_meta SET value = '2' WHERE name = 'key_generation'",
+            &[],
+        )
+        .await
+        .expect("rotate");
+
+    let input = nextphone("call.ended", "c2");
+    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    let outcome = store.intake(input, n, Vec::new()).await.expect("intake");
+
+    let IntakeOutcome::Accepted { delivery_id } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let generation: i64 = admin
+        .query_one(
+            "SELECT k.generation FROM deliveries d JOIN data_keys k USING (key_id)
+             WHERE d.id = $1",
+            &[&delivery_id],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(generation, 2, "sealed again under the new generation");
+    store
+        .show_delivery(delivery_id, crate::store::admin::Requester::cli_user())
+        .await
+        .expect("reads back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_fails_on_its_own_does_not_spoil_the_rest_of_its_batch() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let (before, mut bad, after) = (
+        prepared(&store, "c1").await,
+        prepared(&store, "c2").await,
+        prepared(&store, "c3").await,
+    );
+    // A key that does not exist: the foreign key refuses this row, and only this row.
+    bad.key_id = i64::MAX;
+
+    let answers =
+        super::committer::commit_or_isolate(&committer_context(&store), &[before, bad, after])
+            .await;
+
+    assert!(matches!(
+        answers[0],
+        Ok(Some(IntakeOutcome::Accepted { .. }))
+    ));
+    let err = answers[1].as_ref().expect_err("the bad row fails");
+    assert!(!err.is_unavailable(), "a bug, not a condition: {err}");
+    assert!(matches!(
+        answers[2],
+        Ok(Some(IntakeOutcome::Accepted { .. }))
+    ));
+    let client = db.client().await;
+    assert_eq!(count(&client, "SELECT COUNT(*) FROM deliveries").await, 2);
+    let nodes = super::verify_audit(&store).await.expect("chain verifies");
+    assert_eq!(nodes[0].report.records, 2);
 }

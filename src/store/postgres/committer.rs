@@ -1,0 +1,418 @@
+//! Group commit of intakes on PostgreSQL: the committer task of one store.
+//!
+//! One durable commit per delivery costs PostgreSQL a WAL flush and half a dozen round trips,
+//! and a node's audit head row (locked until commit) lets only one of its intakes commit at a
+//! time. So, like the SQLite writer (`store::writer`), a per-store task takes the first queued
+//! intake, then whatever else is already queued (up to [`MAX_BATCH`]), and commits them all in
+//! one transaction on one connection — one WAL flush, a fixed number of statements whatever the
+//! batch size — and answers every request only after `COMMIT` returned.
+//!
+//! The request task does everything but SQL before queueing (id, blind indexes, serialization,
+//! sealing under the period's data key at the key generation last seen: [`super::intake`]).
+//! The transaction, in statement order:
+//! 0. read the current key generation; a delivery sealed under another (a rotation just
+//!    happened) is not stored but sent back to be sealed again;
+//! 1. insert every delivery with one `INSERT … SELECT … FROM unnest(…) ON CONFLICT (source,
+//!    dedup_index) DO NOTHING RETURNING id`, in (source, dedup index) order: two nodes inserting
+//!    overlapping batches wait on each other's keys in the same order and cannot deadlock, and
+//!    of two copies of one delivery in a batch the earlier one is inserted;
+//! 2. for the ones not inserted, read the first delivery's id in one query (a new READ
+//!    COMMITTED snapshot, so it sees a racing node's row once the insert has waited for it);
+//! 3. insert every job row of the accepted deliveries in one statement;
+//! 4. lock this node's audit head (last, so it is held only for the end of the transaction),
+//!    chain the `delivery_accepted` / `delivery_duplicate` records onto it in Rust, and insert
+//!    them and move the head in one statement.
+//!
+//! A failure of the transaction as a whole (connection lost, pool exhausted, disk full, a
+//! read-only server, a deadlock) answers every member with the same [`StoreError`]: nothing of
+//! the batch was stored, so the senders' retries lose nothing. Any other failure might belong
+//! to one member only, so the batch is then run again one delivery per transaction and only
+//! that one fails.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{error, keys};
+use crate::audit::{AuditRecord, StoredRecord};
+use crate::crypto::Keyring;
+use crate::store::audit_hook::{to_record, AuditAction, AuditActor, AuditEvent};
+use crate::store::{IntakeOutcome, StoreError};
+
+/// Most intakes committed in one transaction: bounds the statement parameters and the time
+/// the head row is held, while far above what a node has in flight at once.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// Intakes that may wait for the committer; further requests wait to queue (backpressure).
+const QUEUE_CAPACITY: usize = 4096;
+
+/// A delivery ready to store: everything computed, the payload already sealed.
+pub(super) struct PreparedIntake {
+    /// The id it gets if accepted (part of the sealed payload's AAD).
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub dedup_kind: &'static str,
+    pub dedup: String,
+    pub call_ref: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// The data key generation it was sealed under (see `keys::KeyCache::generation`).
+    pub generation: i64,
+    pub key_id: i64,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    /// The handlers to enqueue, in route order, if it is accepted.
+    pub handlers: Vec<String>,
+    pub remote_addr: IpAddr,
+}
+
+/// A queued intake and where its answer goes.
+struct Request {
+    intake: PreparedIntake,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The committer's answer to one intake: its outcome, or `Ok(None)` when it was sealed under a
+/// data key generation that is no longer current and must be sealed again (nothing stored).
+pub(super) type Answer = Result<Option<IntakeOutcome>, StoreError>;
+
+/// What the committer needs of the store. Not the store itself: the task must end when the
+/// last store handle (and with it the queue's sender) is dropped.
+pub(super) struct Context {
+    pub pool: Pool,
+    pub keyring: Arc<Keyring>,
+    pub node_id: String,
+    /// Where the committer publishes the current key generation (the store's key cache).
+    pub generation: Arc<AtomicI64>,
+}
+
+/// The store's handle on its committer.
+pub(super) struct Committer {
+    queue: mpsc::Sender<Request>,
+}
+
+impl Committer {
+    /// Start the committer task on the current runtime.
+    pub(super) fn spawn(context: Context) -> Self {
+        let (queue, incoming) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(run(context, incoming));
+        Self { queue }
+    }
+
+    /// Queue `intake` and wait until its batch committed (or failed).
+    pub(super) async fn submit(&self, intake: PreparedIntake) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { intake, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the intake committer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the intake committer has stopped"))?
+    }
+}
+
+/// The committer loop: until every sender is gone, commit what is queued and answer it.
+async fn run(context: Context, mut incoming: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = incoming.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match incoming.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let (intakes, replies): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|r| (r.intake, r.reply)).unzip();
+        let answers = commit_or_isolate(&context, &intakes).await;
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // A request whose caller went away (client disconnected) needs no answer.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Commit `intakes` in one transaction; if that fails for a reason that may be one member's
+/// own, commit them one per transaction so only that member fails (see the module docs).
+pub(super) async fn commit_or_isolate(
+    context: &Context,
+    intakes: &[PreparedIntake],
+) -> Vec<Answer> {
+    match commit_batch(context, intakes).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(StoreError::Unavailable(reason)) => intakes
+            .iter()
+            .map(|_| Err(StoreError::Unavailable(reason)))
+            .collect(),
+        Err(e) if intakes.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = %e, size = intakes.len(),
+                "a batched intake transaction failed; committing its deliveries one by one");
+            let mut answers = Vec::with_capacity(intakes.len());
+            for one in intakes.chunks(1) {
+                answers.push(commit_batch(context, one).await.map(|mut o| o.remove(0)));
+            }
+            answers
+        }
+    }
+}
+
+/// One transaction for all of `intakes`; the outcomes in the same order, `None` for those
+/// sealed under a stale key generation. See the module docs.
+pub(super) async fn commit_batch(
+    context: &Context,
+    all: &[PreparedIntake],
+) -> Result<Vec<Option<IntakeOutcome>>, StoreError> {
+    let mut client = context.pool.get().await.map_err(error::from_pool)?;
+    let tx = client.transaction().await?;
+
+    // 0. Only deliveries sealed under the current key generation are stored.
+    let generation = keys::current_generation(&tx).await?;
+    context.generation.store(generation, Ordering::Release);
+    let intakes: Vec<&PreparedIntake> = all.iter().filter(|d| d.generation == generation).collect();
+    if intakes.is_empty() {
+        tx.rollback().await?;
+        return Ok(all.iter().map(|_| None).collect());
+    }
+
+    // 1. The deliveries, in key order (ties in batch order).
+    let mut order: Vec<usize> = (0..intakes.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&intakes[a], &intakes[b]);
+        (&x.source, &x.dedup, a).cmp(&(&y.source, &y.dedup, b))
+    });
+    let column = |f: &dyn Fn(&PreparedIntake) -> String| -> Vec<String> {
+        order.iter().map(|&i| f(intakes[i])).collect()
+    };
+    let ids = column(&|d| d.id.clone());
+    let sources = column(&|d| d.source.clone());
+    let event_types = column(&|d| d.event_type.clone());
+    let dedup_kinds = column(&|d| d.dedup_kind.to_owned());
+    let dedups = column(&|d| d.dedup.clone());
+    let call_refs: Vec<Option<&str>> = order
+        .iter()
+        .map(|&i| intakes[i].call_ref.as_deref())
+        .collect();
+    let received: Vec<DateTime<Utc>> = order.iter().map(|&i| intakes[i].received_at).collect();
+    let key_ids: Vec<i64> = order.iter().map(|&i| intakes[i].key_id).collect();
+    let nonces: Vec<&[u8]> = order.iter().map(|&i| &intakes[i].nonce[..]).collect();
+    let ciphertexts: Vec<&[u8]> = order.iter().map(|&i| &intakes[i].ciphertext[..]).collect();
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
+                                     received_at, status, key_id, nonce, ciphertext, node_id)
+             SELECT id, source, event_type, dedup_kind, dedup_index, call_ref, received_at,
+                    'accepted', key_id, nonce, ciphertext, $11::text
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::int8[], $9::bytea[], $10::bytea[])
+                  WITH ORDINALITY AS d (id, source, event_type, dedup_kind, dedup_index,
+                                        call_ref, received_at, key_id, nonce, ciphertext, ord)
+             ORDER BY ord
+             ON CONFLICT (source, dedup_index) DO NOTHING RETURNING id",
+        )
+        .await?;
+    let inserted: std::collections::HashSet<String> = tx
+        .query(
+            &insert,
+            &[
+                &ids,
+                &sources,
+                &event_types,
+                &dedup_kinds,
+                &dedups,
+                &call_refs,
+                &received,
+                &key_ids,
+                &nonces,
+                &ciphertexts,
+                &context.node_id,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    // 2. The first delivery's id for every one not inserted.
+    let missed: Vec<&PreparedIntake> = intakes
+        .iter()
+        .copied()
+        .filter(|d| !inserted.contains(&d.id))
+        .collect();
+    let mut first_ids: HashMap<(String, String), String> = HashMap::new();
+    if !missed.is_empty() {
+        let sources: Vec<&str> = missed.iter().map(|d| d.source.as_str()).collect();
+        let dedups: Vec<&str> = missed.iter().map(|d| d.dedup.as_str()).collect();
+        let select = tx
+            .prepare_cached(
+                "SELECT d.source, d.dedup_index, d.id FROM deliveries d
+                 JOIN unnest($1::text[], $2::text[]) AS k (source, dedup_index)
+                   ON d.source = k.source AND d.dedup_index = k.dedup_index",
+            )
+            .await?;
+        for row in tx.query(&select, &[&sources, &dedups]).await? {
+            first_ids.insert((row.get(0), row.get(1)), row.get(2));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(intakes.len());
+    for &d in &intakes {
+        if inserted.contains(&d.id) {
+            outcomes.push(IntakeOutcome::Accepted {
+                delivery_id: d.id.clone(),
+            });
+        } else {
+            let first =
+                first_ids
+                    .get(&(d.source.clone(), d.dedup.clone()))
+                    .ok_or(StoreError::Corrupt(
+                        "a delivery was neither inserted nor found by its dedup key",
+                    ))?;
+            outcomes.push(IntakeOutcome::Duplicate {
+                delivery_id: first.clone(),
+            });
+        }
+    }
+
+    // 3. The jobs of the accepted deliveries.
+    let (mut job_ids, mut job_handlers, mut job_positions, mut job_times) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in intakes.iter().filter(|d| inserted.contains(&d.id)) {
+        for (position, handler) in d.handlers.iter().enumerate() {
+            job_ids.push(d.id.as_str());
+            job_handlers.push(handler.as_str());
+            job_positions.push(i32::try_from(position).unwrap_or(i32::MAX));
+            job_times.push(d.received_at);
+        }
+    }
+    if !job_ids.is_empty() {
+        let enqueue = tx
+            .prepare_cached(
+                "INSERT INTO jobs (delivery_id, handler, position, next_attempt_at, created_at)
+                 SELECT d, h, p, t, t
+                 FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[])
+                      AS j (d, h, p, t)
+                 ON CONFLICT (delivery_id, handler) DO NOTHING",
+            )
+            .await?;
+        tx.execute(
+            &enqueue,
+            &[&job_ids, &job_handlers, &job_positions, &job_times],
+        )
+        .await?;
+    }
+
+    // 4. The audit records, chained from the locked head.
+    let head = tx
+        .prepare_cached("SELECT seq, mac, ts FROM audit_heads WHERE node_id = $1 FOR UPDATE")
+        .await?;
+    let head = tx
+        .query_opt(&head, &[&context.node_id])
+        .await?
+        .ok_or(StoreError::Corrupt("this node's audit head row is missing"))?;
+    let (mut seq, mut prev_mac, prev_ts): (i64, String, String) =
+        (head.get(0), head.get(1), head.get(2));
+    let now = crate::audit::format_ts(Utc::now());
+    // Clamp to the predecessor's time if the clock stepped back: time order = seq order.
+    let ts = if prev_ts > now { prev_ts } else { now };
+    let records: Vec<StoredRecord> = intakes
+        .iter()
+        .zip(&outcomes)
+        .map(|(d, outcome)| {
+            seq += 1;
+            let next =
+                u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit head sequence"))?;
+            let record = StoredRecord::seal(
+                &context.keyring,
+                &audit_record(d, outcome),
+                next,
+                ts.clone(),
+                prev_mac.clone(),
+            );
+            prev_mac.clone_from(&record.mac);
+            Ok(record)
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let seqs: Vec<i64> = (seq + 1 - records.len() as i64..=seq).collect();
+    let text =
+        |f: &dyn Fn(&StoredRecord) -> String| -> Vec<String> { records.iter().map(f).collect() };
+    let opt = |f: &dyn Fn(&StoredRecord) -> Option<String>| -> Vec<Option<String>> {
+        records.iter().map(f).collect()
+    };
+    let append = tx
+        .prepare_cached(
+            "WITH appended AS (
+                 INSERT INTO audit_log (node_id, seq, ts, actor, action, outcome, delivery_id,
+                                        source, call_ref, remote_addr, detail, prev_mac, mac)
+                 SELECT $1::text, r.* FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[],
+                                            $6::text[], $7::text[], $8::text[], $9::text[],
+                                            $10::text[], $11::text[], $12::text[], $13::text[])
+                      AS r
+             )
+             UPDATE audit_heads SET seq = $14, mac = $15, ts = $16 WHERE node_id = $1",
+        )
+        .await?;
+    tx.execute(
+        &append,
+        &[
+            &context.node_id,
+            &seqs,
+            &text(&|r| r.ts.clone()),
+            &text(&|r| r.actor.clone()),
+            &text(&|r| r.action.clone()),
+            &text(&|r| r.outcome.clone()),
+            &opt(&|r| r.delivery_id.clone()),
+            &opt(&|r| r.source.clone()),
+            &opt(&|r| r.call_ref.clone()),
+            &opt(&|r| r.remote_addr.clone()),
+            &text(&|r| r.detail.clone()),
+            &text(&|r| r.prev_mac.clone()),
+            &text(&|r| r.mac.clone()),
+            &seq,
+            &prev_mac,
+            &ts,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    let mut outcomes = outcomes.into_iter();
+    Ok(all
+        .iter()
+        .map(|d| {
+            if d.generation == generation {
+                outcomes.next()
+            } else {
+                None
+            }
+        })
+        .collect())
+}
+
+/// The `delivery_accepted` or `delivery_duplicate` record of one intake.
+fn audit_record(d: &PreparedIntake, outcome: &IntakeOutcome) -> AuditRecord {
+    let mut ev = AuditEvent::new(
+        AuditActor::Sender(d.source.clone()),
+        AuditAction::DeliveryAccepted,
+    );
+    ev.source = Some(&d.source);
+    ev.call_ref = d.call_ref.as_deref();
+    ev.event_type = Some(&d.event_type);
+    ev.remote_addr = Some(d.remote_addr);
+    match outcome {
+        IntakeOutcome::Accepted { delivery_id } => {
+            ev.delivery_id = Some(delivery_id);
+            ev.key_id = Some(d.key_id);
+            ev.count = Some(d.handlers.len() as i64);
+        }
+        IntakeOutcome::Duplicate { delivery_id } => {
+            ev.action = AuditAction::DeliveryDuplicate;
+            ev.delivery_id = Some(delivery_id);
+        }
+    }
+    to_record(&ev)
+}
