@@ -174,6 +174,22 @@ handlers = ["crm"]
         DELIVERIES as i64,
         "nothing stored twice"
     );
+    // And the ids the senders were given are the stored ones (an answer lost with the killed
+    // node was retried elsewhere and answered with the first id).
+    let listed: Vec<String> = ids.iter().map(|id| (*id).clone()).collect();
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let stored: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM deliveries WHERE id = ANY($1)",
+            &[&listed],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, DELIVERIES as i64, "every acknowledged id is stored");
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM jobs").await,
         DELIVERIES as i64,
