@@ -3,9 +3,8 @@
 
 use std::io::Write;
 
-use crate::store::admin::Requester;
 use crate::store::jobs::{self, DeadFilter, DeadLetter};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Why a dead-letter command failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,18 +21,6 @@ pub enum DlqError {
     /// `retry` without an id or `--all`.
     #[error("name a job id, or pass --all (with --handler/--source to narrow it)")]
     NothingChosen,
-}
-
-/// `dlq list`: one line per dead letter (metadata only), as a table or JSON.
-pub fn list(
-    store: &Store,
-    filter: &DeadFilter,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<usize, DlqError> {
-    let rows = jobs::list_dead(store, filter)?;
-    print_dead(&rows, json, out)?;
-    Ok(rows.len())
 }
 
 /// The dead letters as a table or JSON, whichever backend listed them.
@@ -68,19 +55,6 @@ pub(crate) fn print_dead(
     Ok(())
 }
 
-/// `dlq show JOB`: the dead letter and its attempts timeline (no payload).
-pub fn show(store: &Store, job_id: i64, out: &mut dyn Write) -> Result<DeadLetter, DlqError> {
-    let filter = DeadFilter {
-        job_id: Some(job_id),
-        ..DeadFilter::default()
-    };
-    let dead = jobs::list_dead(store, &filter)?
-        .pop()
-        .ok_or(DlqError::NotFound(job_id))?;
-    print_dead_letter(&dead, &jobs::job_attempts(store, job_id)?, out)?;
-    Ok(dead)
-}
-
 /// One dead letter and its attempts timeline (no payload), whichever backend read them.
 pub(crate) fn print_dead_letter(
     dead: &DeadLetter,
@@ -108,20 +82,6 @@ pub(crate) fn print_dead_letter(
     Ok(())
 }
 
-/// `dlq retry JOB` or `dlq retry --all [filters]`.
-pub fn retry(
-    store: &Store,
-    job_id: Option<i64>,
-    all: bool,
-    filter: DeadFilter,
-    out: &mut dyn Write,
-) -> Result<u64, DlqError> {
-    let filter = retry_filter(job_id, all, filter)?;
-    let n = jobs::retry_dead(store, &filter, &Requester::cli_user())?;
-    print_retried(n, out)?;
-    Ok(n)
-}
-
 /// What `dlq retry` acts on: one job, or `--all` matching the filter; neither is an error.
 pub(crate) fn retry_filter(
     job_id: Option<i64>,
@@ -142,18 +102,6 @@ pub(crate) fn print_retried(n: u64, out: &mut dyn Write) -> std::io::Result<()> 
         "re-queued {n} dead letter{}; a running server delivers them within a second",
         if n == 1 { "" } else { "s" }
     )
-}
-
-/// `deliveries replay ID [--handler NAME]`.
-pub fn replay(
-    store: &Store,
-    delivery_id: &str,
-    handler: Option<&str>,
-    out: &mut dyn Write,
-) -> Result<u64, DlqError> {
-    let n = jobs::replay(store, delivery_id, handler, &Requester::cli_user())?;
-    print_replayed(n, delivery_id, out)?;
-    Ok(n)
 }
 
 pub(crate) fn print_replayed(

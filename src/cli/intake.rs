@@ -10,7 +10,7 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::store::admin::{self, ListFilter, Requester};
+use crate::store::admin::{self, Requester};
 use crate::store::{Store, StoreError};
 
 /// `--format` of the list commands.
@@ -73,17 +73,6 @@ pub fn parse_duration(text: &str) -> Result<chrono::Duration, StoreError> {
     chrono::Duration::try_seconds(seconds).ok_or_else(bad)
 }
 
-/// `deliveries list`: metadata only (id, source, event type, received, status, jobs).
-pub fn deliveries_list(
-    store: &Store,
-    filter: &ListFilter,
-    format: OutputFormat,
-    out: &mut impl Write,
-) -> Result<(), StoreError> {
-    let rows = admin::list_deliveries(store, filter)?;
-    print_deliveries(&rows, format, out)
-}
-
 /// The `deliveries list` table or JSON, whichever backend listed the rows.
 pub(crate) fn print_deliveries(
     rows: &[admin::DeliverySummary],
@@ -91,11 +80,7 @@ pub(crate) fn print_deliveries(
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     match format {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *out, &rows)
-                .map_err(|e| StoreError::Output(e.into()))?;
-            writeln!(out)?;
-        }
+        OutputFormat::Json => write_json(&rows, out)?,
         OutputFormat::Table => {
             writeln!(
                 out,
@@ -115,10 +100,11 @@ pub(crate) fn print_deliveries(
     Ok(())
 }
 
-/// `deliveries show ID`: decrypt and print the canonical event as JSON (an audited read).
-pub fn deliveries_show(store: &Store, id: &str, out: &mut impl Write) -> Result<(), StoreError> {
-    let event = admin::show_delivery(store, id, &Requester::cli_user())?;
-    print_event(&event, out)
+/// `value` as pretty JSON and a newline.
+fn write_json(value: &impl serde::Serialize, out: &mut impl Write) -> Result<(), StoreError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(|e| StoreError::Output(e.into()))?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// A decrypted event as pretty JSON.
@@ -126,20 +112,7 @@ pub(crate) fn print_event(
     event: &wardhook_sdk::Event,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
-    serde_json::to_writer_pretty(&mut *out, event).map_err(|e| StoreError::Output(e.into()))?;
-    writeln!(out)?;
-    Ok(())
-}
-
-/// `quarantine list`: metadata of quarantined deliveries (id, source, reason, received).
-pub fn quarantine_list(
-    store: &Store,
-    filter: &ListFilter,
-    format: OutputFormat,
-    out: &mut impl Write,
-) -> Result<(), StoreError> {
-    let rows = admin::list_quarantine(store, filter)?;
-    print_quarantine(&rows, format, out)
+    write_json(event, out)
 }
 
 /// The `quarantine list` table or JSON, whichever backend listed the rows.
@@ -149,11 +122,7 @@ pub(crate) fn print_quarantine(
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     match format {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *out, &rows)
-                .map_err(|e| StoreError::Output(e.into()))?;
-            writeln!(out)?;
-        }
+        OutputFormat::Json => write_json(&rows, out)?,
         OutputFormat::Table => {
             writeln!(
                 out,
@@ -171,13 +140,6 @@ pub(crate) fn print_quarantine(
         }
     }
     Ok(())
-}
-
-/// `quarantine show ID`: decrypt and print the body as received (an audited read). Bodies that
-/// are not UTF-8 are printed as base64.
-pub fn quarantine_show(store: &Store, id: &str, out: &mut impl Write) -> Result<(), StoreError> {
-    let entry = admin::show_quarantine(store, id, &Requester::cli_user())?;
-    print_quarantine_entry(&entry, out)
 }
 
 /// One decrypted quarantine entry: metadata, signature headers, then the body.
@@ -240,19 +202,6 @@ pub fn keys_rotate(store: &Store, out: &mut impl Write) -> Result<(), StoreError
         report.reencrypted,
         report.keys_destroyed
     )?;
-    Ok(())
-}
-
-/// `purge --older-than DURATION`: delete payloads past retention, shred their period keys, and
-/// report the counts.
-pub fn purge(
-    store: &Store,
-    older_than: chrono::Duration,
-    out: &mut impl Write,
-) -> Result<(), StoreError> {
-    let cutoff = Utc::now() - older_than;
-    let r = admin::purge_older_than(store, cutoff, &Requester::cli_user())?;
-    print_purge(cutoff, &r, out)?;
     Ok(())
 }
 
@@ -347,8 +296,8 @@ mod tests {
             .expect("intake");
 
         let mut out = Vec::new();
-        deliveries_list(&store, &ListFilter::default(), OutputFormat::Json, &mut out)
-            .expect("list");
+        let rows = admin::list_deliveries(&store, &admin::ListFilter::default()).expect("list");
+        print_deliveries(&rows, OutputFormat::Json, &mut out).expect("print");
         let rows: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(rows[0]["id"], id.delivery_id());
         assert!(
@@ -357,7 +306,9 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        deliveries_show(&store, id.delivery_id(), &mut out).expect("show");
+        let event =
+            admin::show_delivery(&store, id.delivery_id(), &Requester::cli_user()).expect("show");
+        print_event(&event, &mut out).expect("print");
         assert!(String::from_utf8_lossy(&out).contains("Zqx Doe"));
 
         let mut out = Vec::new();
@@ -366,7 +317,10 @@ mod tests {
         assert!(text.contains("re-encrypted 1/1 (100%)"), "{text}");
 
         let mut out = Vec::new();
-        purge(&store, parse_duration("0s").expect("dur"), &mut out).expect("purge");
+        let cutoff = Utc::now() - parse_duration("0s").expect("dur");
+        let report =
+            admin::purge_older_than(&store, cutoff, &Requester::cli_user()).expect("purge");
+        print_purge(cutoff, &report, &mut out).expect("print");
         assert!(String::from_utf8_lossy(&out).contains("1 delivery payloads"));
     }
 }

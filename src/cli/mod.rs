@@ -12,16 +12,15 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
 use crate::listener::{shutdown_signal, Application};
-use crate::store::Storage as _;
 use crate::{certs, dev, telemetry};
 
 pub mod audit;
 pub mod dlq;
 pub mod doctor;
 pub mod intake;
-pub mod postgres;
 pub mod reverify;
 pub mod send;
+pub mod storage;
 
 /// wardhook: a self-hosted webhook receiver for clinics.
 #[derive(Debug, Parser)]
@@ -551,31 +550,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command } => run_dlq(&cli.config, command),
         Command::Deliveries { command } => run_deliveries(&cli.config, command),
         Command::Quarantine { command } => {
-            let offline = Config::load_offline(&cli.config)?;
-            if let Some(pg) = postgres::settings(&offline) {
-                let mut out = std::io::stdout().lock();
-                match command {
-                    QuarantineCommand::List { args } => {
-                        let (filter, format) = args.split()?;
-                        let rows = postgres::run(&offline, pg, |s| s.list_quarantine(filter))?;
-                        intake::print_quarantine(&rows, format, &mut out)?;
-                    }
-                    QuarantineCommand::Show { id } => {
-                        let who = crate::store::admin::Requester::cli_user();
-                        let entry = postgres::run(&offline, pg, |s| s.show_quarantine(id, who))?;
-                        intake::print_quarantine_entry(&entry, &mut out)?;
-                    }
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let store = open_store(&cli.config)?;
+            let store = storage::OfflineStore::open(&cli.config)?;
             let mut out = std::io::stdout().lock();
             match command {
                 QuarantineCommand::List { args } => {
                     let (filter, format) = args.split()?;
-                    intake::quarantine_list(&store, &filter, format, &mut out)?;
+                    let rows = store.run(|s| s.list_quarantine(filter))?;
+                    intake::print_quarantine(&rows, format, &mut out)?;
                 }
-                QuarantineCommand::Show { id } => intake::quarantine_show(&store, &id, &mut out)?,
+                QuarantineCommand::Show { id } => {
+                    let who = crate::store::admin::Requester::cli_user();
+                    let entry = store.run(|s| s.show_quarantine(id, who))?;
+                    intake::print_quarantine_entry(&entry, &mut out)?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -588,13 +575,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Purge { older_than } => {
             let age = intake::parse_duration(&older_than)?;
-            let offline = Config::load_offline(&cli.config)?;
-            if let Some(pg) = postgres::settings(&offline) {
-                postgres::purge(&offline, pg, age, &mut std::io::stdout().lock())?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let store = open_store(&cli.config)?;
-            intake::purge(&store, age, &mut std::io::stdout().lock())?;
+            let store = storage::OfflineStore::open(&cli.config)?;
+            let cutoff = chrono::Utc::now() - age;
+            let who = crate::store::admin::Requester::cli_user();
+            let report = store.run(|s| s.purge(cutoff, who))?;
+            intake::print_purge(cutoff, &report, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { to } => {
@@ -611,10 +596,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor => {
             // Doctor's database checks are SQLite's; a config it cannot load is its to report.
             if let Ok(offline) = Config::load_offline(&cli.config) {
-                anyhow::ensure!(
-                    postgres::settings(&offline).is_none(),
-                    postgres::SQLITE_ONLY
-                );
+                anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
             }
             let report = doctor::run_doctor(&cli.config, &mut std::io::stdout().lock())?;
             Ok(if report.passed() {
@@ -644,13 +626,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Open the store named by the config for an offline command.
+/// Open the SQLite store named by the config, for the commands that only exist there.
 fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
     let offline = Config::load_offline(config)?;
-    anyhow::ensure!(
-        postgres::settings(&offline).is_none(),
-        postgres::SQLITE_ONLY
-    );
+    anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
+    open_sqlite(&offline)
+}
+
+/// Open the configured SQLite file (which must exist), mirroring audit records as the server
+/// does.
+fn open_sqlite(offline: &crate::config::OfflineConfig) -> anyhow::Result<crate::store::Store> {
     anyhow::ensure!(
         offline.storage_path.exists(),
         "no database at {}",
@@ -669,11 +654,7 @@ fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
 }
 
 fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let offline = Config::load_offline(config)?;
-    if let Some(pg) = postgres::settings(&offline) {
-        return run_dlq_postgres(&offline, pg, command);
-    }
-    let store = open_store(config)?;
+    let store = storage::OfflineStore::open(config)?;
     let mut out = std::io::stdout().lock();
     match command {
         DlqCommand::List {
@@ -682,13 +663,26 @@ fn run_dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let (filter, json) = dlq_list_args(filter, limit, &format)?;
-            dlq::list(&store, &filter, json, &mut out)?;
-        }
-        DlqCommand::Show { job } => {
-            dlq::show(&store, job, &mut out)?;
+            let rows = store.run(|s| s.list_dead(filter))?;
+            dlq::print_dead(&rows, json, &mut out)?;
         }
         DlqCommand::Retry { job, all, filter } => {
-            dlq::retry(&store, job, all, filter.into(), &mut out)?;
+            let filter = dlq::retry_filter(job, all, filter.into())?;
+            let who = crate::store::admin::Requester::cli_user();
+            let n = store.run(|s| s.retry_dead(filter, who))?;
+            dlq::print_retried(n, &mut out)?;
+        }
+        DlqCommand::Show { job } => {
+            let filter = crate::store::jobs::DeadFilter {
+                job_id: Some(job),
+                ..Default::default()
+            };
+            let dead = store
+                .run(|s| s.list_dead(filter))?
+                .pop()
+                .ok_or(dlq::DlqError::NotFound(job))?;
+            let attempts = store.run(|s| s.job_attempts(job))?;
+            dlq::print_dead_letter(&dead, &attempts, &mut out)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -710,80 +704,26 @@ fn dlq_list_args(
     Ok((filter, json))
 }
 
-/// `dlq list|show|retry` on PostgreSQL.
-fn run_dlq_postgres(
-    offline: &crate::config::OfflineConfig,
-    pg: &crate::store::postgres::PgSettings,
-    command: DlqCommand,
-) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
-    match command {
-        DlqCommand::List {
-            filter,
-            limit,
-            format,
-        } => {
-            let (filter, json) = dlq_list_args(filter, limit, &format)?;
-            let rows = postgres::run(offline, pg, |s| s.list_dead(filter))?;
-            dlq::print_dead(&rows, json, &mut out)?;
-        }
-        DlqCommand::Retry { job, all, filter } => {
-            let filter = dlq::retry_filter(job, all, filter.into())?;
-            let who = crate::store::admin::Requester::cli_user();
-            let n = postgres::run(offline, pg, |s| s.retry_dead(filter, who))?;
-            dlq::print_retried(n, &mut out)?;
-        }
-        DlqCommand::Show { job } => {
-            let filter = crate::store::jobs::DeadFilter {
-                job_id: Some(job),
-                ..Default::default()
-            };
-            let dead = postgres::run(offline, pg, |s| s.list_dead(filter))?
-                .pop()
-                .ok_or(dlq::DlqError::NotFound(job))?;
-            let attempts = postgres::run(offline, pg, |s| s.job_attempts(job))?;
-            dlq::print_dead_letter(&dead, &attempts, &mut out)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
-    let offline = Config::load_offline(config)?;
-    if let Some(pg) = postgres::settings(&offline) {
-        let mut out = std::io::stdout().lock();
-        match command {
-            DeliveriesCommand::Replay { id, handler } => {
-                let who = crate::store::admin::Requester::cli_user();
-                let n = postgres::run(&offline, pg, |s| s.replay(id.clone(), handler, who))?;
-                dlq::print_replayed(n, &id, &mut out)?;
-            }
-            DeliveriesCommand::List { args } => {
-                let (filter, format) = args.split()?;
-                let rows = postgres::run(&offline, pg, |s| s.list_deliveries(filter))?;
-                intake::print_deliveries(&rows, format, &mut out)?;
-            }
-            DeliveriesCommand::Show { id } => {
-                let who = crate::store::admin::Requester::cli_user();
-                let event = postgres::run(&offline, pg, |s| s.show_delivery(id, who))?;
-                intake::print_event(&event, &mut out)?;
-            }
-            DeliveriesCommand::Reverify { .. } => anyhow::bail!(postgres::SQLITE_ONLY),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let store = open_store(config)?;
     let mut out = std::io::stdout().lock();
+    let who = crate::store::admin::Requester::cli_user();
+    let shared = || storage::OfflineStore::open(config);
     match command {
         DeliveriesCommand::Replay { id, handler } => {
-            dlq::replay(&store, &id, handler.as_deref(), &mut out)?;
+            let n = shared()?.run(|s| s.replay(id.clone(), handler, who))?;
+            dlq::print_replayed(n, &id, &mut out)?;
         }
         DeliveriesCommand::List { args } => {
             let (filter, format) = args.split()?;
-            intake::deliveries_list(&store, &filter, format, &mut out)?;
+            let rows = shared()?.run(|s| s.list_deliveries(filter))?;
+            intake::print_deliveries(&rows, format, &mut out)?;
         }
-        DeliveriesCommand::Show { id } => intake::deliveries_show(&store, &id, &mut out)?,
+        DeliveriesCommand::Show { id } => {
+            let event = shared()?.run(|s| s.show_delivery(id, who))?;
+            intake::print_event(&event, &mut out)?;
+        }
         DeliveriesCommand::Reverify { id } => {
+            let store = open_store(config)?;
             let full = Config::load(config)?;
             if let reverify::Reverified::NotAuthentic { .. } =
                 reverify::reverify(&full, &store, &id, &mut out)?
@@ -803,13 +743,13 @@ fn open_db_read_only(path: &Path) -> anyhow::Result<rusqlite::Connection> {
 
 fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let offline = Config::load_offline(config)?;
-    if let Some(pg) = postgres::settings(&offline) {
+    if let Some(pg) = storage::settings(&offline) {
         anyhow::ensure!(
             matches!(command, AuditCommand::Verify { .. }),
             "audit search and export read the SQLite store and are not available yet with \
              [storage] backend = \"postgres\"; audit verify is"
         );
-        return postgres::audit_verify(&offline, pg, &mut std::io::stdout().lock());
+        return storage::audit_verify(&offline, pg, &mut std::io::stdout().lock());
     }
     let keyring = crate::crypto::Keyring::from_master(&offline.master_key);
     let conn = open_db_read_only(&offline.storage_path)?;

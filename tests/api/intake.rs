@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-async fn post_signed(app: &TestApp, body: &str) -> (u16, Value) {
+/// POST `body` signed as the demo source; the status and the JSON answer.
+pub(crate) async fn post_signed(app: &TestApp, body: &str) -> (u16, Value) {
     let res = app
         .client()
         .post(app.url("/hooks/demo"))

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::intake::post_signed;
 
 fn cli(app_dir: &std::path::Path, config: &std::path::Path, args: &[&str]) -> Output {
     Command::new(wardhook_bin())
@@ -366,5 +367,49 @@ async fn emergency_export_decrypts_a_range_into_an_archive_only_its_key_opens() 
     assert!(
         !text.contains("EHR outage"),
         "the reason text stays out of the audit log"
+    );
+}
+
+#[tokio::test]
+async fn quarantine_and_purge_commands_work_on_the_sqlite_store() {
+    let app = spawn_app().await;
+    let (status, answer) = post_signed(&app, "not json at all {").await;
+    assert_eq!(status, 400, "{answer}");
+    let qid = answer["quarantine_id"].as_str().unwrap().to_owned();
+    deliver(&app, r#"{"event":"call.ended","data":{"call_id":"pg-1"}}"#).await;
+
+    let list = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["quarantine", "list", "--format", "json"],
+    );
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows[0]["id"], qid.as_str());
+    let show = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["quarantine", "show", &qid],
+    );
+    assert!(String::from_utf8_lossy(&show.stdout).contains("not json at all {"));
+
+    let purge = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["purge", "--older-than", "0s"],
+    );
+    let text = String::from_utf8_lossy(&purge.stdout);
+    assert!(
+        purge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    assert!(
+        text.contains("1 delivery payloads, 1 quarantined bodies"),
+        "{text}"
     );
 }
