@@ -302,6 +302,21 @@ fn check(
                 );
             }
         }
+        for (j, pattern) in r.events.iter().enumerate() {
+            // Event types are identifiers (normalize quarantines anything else), so a pattern
+            // with other characters could never match: say so instead of routing nothing.
+            let valid = !pattern.is_empty()
+                && pattern.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'.' | b'_' | b'-' | b':' | b'/' | b'~' | b'*')
+                });
+            if !valid {
+                problems.push(
+                    format!("routes[{i}].events[{j}]"),
+                    "an event pattern is letters, digits and . _ - : / ~ with * as a wildcard",
+                );
+            }
+        }
         let when = r.when.as_ref().and_then(|w| match Filter::compile(w) {
             Ok(f) => Some(Arc::new(f.with_time_zone(tz))),
             Err(e) => {

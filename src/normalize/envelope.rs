@@ -409,12 +409,13 @@ fn twilio(params: Map<String, Value>) -> Result<Fields, NormalizeError> {
 
 fn generic(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     // The first candidate key holding a string names the event; an object under one of them
-    // (Slack's `event`, chat-style `message`) names it by its own `type`. Shapes we do not know
-    // are tolerated: without any name the event is a plain `webhook`.
+    // (Slack's `event`, chat-style `message`) names it by its own `type`. A `message` string is
+    // chat text, never an event name. Shapes we do not know are tolerated: without any name the
+    // event is a plain `webhook`.
     let event_type = ["event", "event_type", "type", "eventType", "message"]
         .iter()
         .find_map(|k| match body.get(*k) {
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) if *k != "message" => Some(s.clone()),
             Some(Value::Object(o)) => match o.get("type") {
                 Some(Value::String(s)) => Some(s.clone()),
                 _ => None,

@@ -100,29 +100,39 @@ impl IntakeInput {
     }
 }
 
-/// A sender's event type: a short printable identifier such as `call.ended`.
+/// A sender's event type: a short identifier such as `call.ended` or `end-of-call-report`.
 ///
-/// Event types are stored in plaintext (they drive routing and `deliveries list`), so they are
-/// limited to printable ASCII and 128 bytes: free text — which could carry PHI — is refused.
+/// Event types are stored in plaintext (they drive routing, `deliveries list` and the console,
+/// and `phi = "none"` handlers see them), so they must not be able to carry free text, which
+/// could be PHI ("Jane Roe DOB 1980 positive"). An event type is therefore an identifier: 1 to
+/// [`EventType::MAX_LEN`] bytes of ASCII letters, digits and `.` `_` `-` `:` `/` `~`, beginning
+/// with a letter, digit or `/` (RingCentral names events by API path) — no spaces. Anything else sends the delivery to quarantine, where the body
+/// is stored encrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventType(String);
 
 impl EventType {
-    /// Longest accepted event type.
+    /// Longest accepted event type (RingCentral's event paths with account and extension ids
+    /// come close to 80).
     pub const MAX_LEN: usize = 128;
 
-    /// Accept a short printable identifier.
+    /// Accept an identifier (surrounding white space is ignored); refuse free text.
     pub fn parse(text: &str) -> Result<Self, NormalizeError> {
         let text = text.trim();
-        if text.is_empty() {
+        let Some(first) = text.bytes().next() else {
             return Err(NormalizeError::BadEventType("empty"));
-        }
+        };
         if text.len() > Self::MAX_LEN {
             return Err(NormalizeError::BadEventType("longer than 128 bytes"));
         }
-        if !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        if !(first.is_ascii_alphanumeric() || first == b'/') {
             return Err(NormalizeError::BadEventType(
-                "not printable ASCII identifier characters",
+                "not an identifier (it must begin with a letter, digit or /)",
+            ));
+        }
+        if !text.bytes().all(is_identifier_byte) {
+            return Err(NormalizeError::BadEventType(
+                "not an identifier (only letters, digits and . _ - : / ~ are allowed)",
             ));
         }
         Ok(Self(text.to_owned()))
@@ -258,7 +268,7 @@ pub enum NormalizeError {
         /// What was expected, e.g. "a string".
         expected: &'static str,
     },
-    /// The event type is not a short printable identifier.
+    /// The event type is not an identifier (see [`EventType`]).
     #[error("event type is {0}")]
     BadEventType(&'static str),
     /// An identifier (call id, delivery id) is empty or longer than 256 bytes.
@@ -286,17 +296,45 @@ pub fn normalize(
     input: &IntakeInput,
     received_at: DateTime<Utc>,
 ) -> Result<Normalized, NormalizeError> {
-    let fields = input
-        .envelope
-        .extract(&input.body, input.content_type.as_deref())?;
+    normalize_parts(
+        input.envelope,
+        &input.body,
+        input.content_type.as_deref(),
+        input.sender_delivery_id.clone(),
+        input.signed_at,
+        received_at,
+    )
+}
+
+/// Normalize a body by `envelope`'s rules alone, as [`normalize`] does once verification is
+/// done (without the verifier's delivery id and signing time).
+///
+/// Exists so that the fuzz target can drive every envelope with arbitrary bytes; a
+/// [`Normalized`] by itself reaches no storage, which takes only verified input.
+pub fn normalize_body(
+    envelope: Envelope,
+    body: &[u8],
+    content_type: Option<&str>,
+    received_at: DateTime<Utc>,
+) -> Result<Normalized, NormalizeError> {
+    normalize_parts(envelope, body, content_type, None, None, received_at)
+}
+
+fn normalize_parts(
+    envelope: Envelope,
+    body: &[u8],
+    content_type: Option<&str>,
+    sender_delivery_id: Option<String>,
+    signed_at: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+) -> Result<Normalized, NormalizeError> {
+    let fields = envelope.extract(body, content_type)?;
     let event_type = EventType::parse(&fields.event_type)?;
     let call_id = fields
         .call_id
         .map(|id| check_identifier(id, "call_id"))
         .transpose()?;
-    let sender_id = input
-        .sender_delivery_id
-        .clone()
+    let sender_id = sender_delivery_id
         .or(fields.event_id)
         .map(|id| check_identifier(id, "delivery id"))
         .transpose()?;
@@ -306,17 +344,23 @@ pub fn normalize(
             event_type: event_type.as_str().to_owned(),
             call_id: call_id.clone(),
         },
-        (None, None) => DedupKey::BodySha256(Sha256::digest(&input.body).into()),
+        (None, None) => DedupKey::BodySha256(Sha256::digest(body).into()),
     };
     Ok(Normalized {
         event_type,
         call_id,
-        occurred_at: fields.occurred_at.or(input.signed_at),
+        occurred_at: fields.occurred_at.or(signed_at),
         received_at,
         caller: fields.caller,
         data: fields.data,
         dedup,
     })
+}
+
+/// The bytes an event type may hold: no white space, quotes, brackets or other punctuation that
+/// sentences are made of.
+fn is_identifier_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/' | b'~')
 }
 
 fn check_identifier(id: String, field: &'static str) -> Result<String, NormalizeError> {

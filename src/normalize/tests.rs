@@ -234,3 +234,81 @@ fn two_events_of_one_call_have_different_dedup_keys() {
     .expect("b");
     assert_ne!(a.dedup.index_material(), b.dedup.index_material());
 }
+
+#[test]
+fn event_types_that_are_not_identifiers_are_refused_with_a_reason_that_quotes_nothing() {
+    let cases: &[(&str, &str)] = &[
+        ("Jane Roe DOB 1980 positive", "a sentence (spaces)"),
+        ("", "empty"),
+        ("   ", "only white space"),
+        (".hidden", "leading punctuation"),
+        ("-x", "leading dash"),
+        ("call.ended\n", "ok once trimmed, see below"),
+        ("call\tended", "a tab inside"),
+        ("call,ended", "a comma"),
+        ("\"quoted\"", "quotes"),
+        ("caller=jane", "an equals sign"),
+        ("Zoë.call", "non-ASCII"),
+        ("call<script>", "angle brackets"),
+        ("a@b.example", "an e-mail address"),
+        ("(555)0100", "brackets"),
+    ];
+    for (text, why) in cases {
+        let result = EventType::parse(text);
+        if *text == "call.ended\n" {
+            assert_eq!(result.map(|e| e.0), Ok("call.ended".to_owned()), "{why}");
+            continue;
+        }
+        let err = result.expect_err(why);
+        assert_eq!(err.code(), "bad_event_type", "{why}");
+        let message = err.to_string();
+        assert!(
+            text.trim().is_empty() || !message.contains(text.trim()),
+            "{why}: the reason must not quote the value: {message}"
+        );
+    }
+    let too_long = "a".repeat(EventType::MAX_LEN + 1);
+    assert!(EventType::parse(&too_long).is_err());
+    assert!(EventType::parse(&"a".repeat(EventType::MAX_LEN)).is_ok());
+}
+
+#[test]
+fn every_preset_event_type_in_the_wild_is_an_identifier() {
+    for text in [
+        "call.ended",
+        "call_ended",
+        "end-of-call-report",
+        "call.hangup",
+        "completed",
+        "in-progress",
+        "invoice.paid",
+        "urn:example:call/ended",
+        "webhook",
+        "CallCompleted",
+        "v2/call.ended",
+        "/restapi/v1.0/account/~/extension/~/telephony/sessions",
+        "/restapi/v1.0/account/37439510/extension/2345678901/telephony/sessions",
+    ] {
+        assert!(EventType::parse(text).is_ok(), "{text}");
+    }
+}
+
+#[test]
+fn a_sentence_sent_as_the_event_type_is_quarantined_not_normalized() {
+    let body = r#"{"event":"Jane Roe DOB 1980 positive","data":{"call_id":"c-1"}}"#;
+    let err = run(Envelope::NextPhone, body).expect_err("must not normalize");
+    assert_eq!(err.code(), "bad_event_type");
+    assert!(!err.to_string().contains("Jane"));
+}
+
+#[test]
+fn a_generic_chat_message_string_is_not_taken_as_the_event_type() {
+    let n = run(
+        Envelope::Generic,
+        r#"{"message":"Hi, this is Jane Roe calling about my results"}"#,
+    )
+    .expect("normalizes");
+    assert_eq!(n.event_type.as_str(), "webhook");
+    let n = run(Envelope::Generic, r#"{"message":{"type":"status-update"}}"#).expect("object");
+    assert_eq!(n.event_type.as_str(), "status-update");
+}

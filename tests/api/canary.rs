@@ -15,6 +15,8 @@ const CANARIES: &[&str] = &[
     "canary transcript about chest pain qqq",
     "O'Canary \"Quoted\" Zyx",
     "Ünïcode Canäry Ždenka",
+    // Sent as the event type, which is stored in plaintext: a sentence must go to quarantine.
+    "Zyxwvut Roe DOB 1980 positive",
 ];
 
 fn json_escaped(s: &str) -> String {
@@ -83,8 +85,13 @@ async fn canary_values_appear_in_no_file_wardhook_wrote() {
     })
     .to_string();
     let garbage = format!("not json {} {}", CANARIES[0], CANARIES[3]);
+    let sentence_as_event = serde_json::json!({
+        "event": CANARIES[6],
+        "data": { "call_id": "canary-call-2" }
+    })
+    .to_string();
     let mut statuses = Vec::new();
-    for b in [&body, &body, &garbage] {
+    for b in [&body, &body, &garbage, &sentence_as_event] {
         let res = http
             .post(format!("https://localhost:{port}/hooks/demo"))
             .header(
@@ -106,7 +113,7 @@ async fn canary_values_appear_in_no_file_wardhook_wrote() {
         .await
         .unwrap();
     statuses.push(forged.status().as_u16());
-    assert_eq!(statuses, [200, 200, 400, 401]);
+    assert_eq!(statuses, [200, 200, 400, 400, 401]);
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -87,6 +87,11 @@ fn each_bad_config_is_reported_with_its_key_path() {
             "routes[0].handlers[0]: no handler is named \"crm\"",
         ),
         (
+            "route event pattern that is free text",
+            append("[[routes]]\nsource = \"demo\"\nevents = [\"call.*\", \"call ended\"]\nhandlers = [\"crm\"]\n"),
+            "routes[0].events[1]: an event pattern is letters, digits and . _ - : / ~ with * as a wildcard",
+        ),
+        (
             "unknown key",
             replace("workers = 2", "workers = 2\nalow_ips = []"),
             "unknown field `alow_ips`",
