@@ -50,27 +50,17 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
         })
 }
 
-/// Parse `--older-than`: a number with a unit `s`, `m`, `h`, `d` or `w` (e.g. `90d`).
+/// Parse `--older-than`: a number with a unit `s`, `m`, `h`, `d` or `w` (e.g. `90d`), bounded
+/// like every duration ([`crate::config::MAX_DURATION`]) so the cut-off is a valid time.
 pub fn parse_duration(text: &str) -> Result<chrono::Duration, StoreError> {
-    let bad = || {
+    let d = crate::config::parse_duration(text).map_err(|reason| {
         StoreError::InvalidArgument(format!(
-            "`{text}` is not a duration: use a number and s, m, h, d or w (e.g. 90d)"
+            "`{}` is not a duration ({reason}): use a number and s, m, h, d or w (e.g. 90d)",
+            text.trim()
         ))
-    };
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        "w" => n.checked_mul(7 * 86_400),
-        _ => None,
-    }
-    .ok_or_else(bad)?;
-    chrono::Duration::try_seconds(seconds).ok_or_else(bad)
+    })?;
+    chrono::Duration::from_std(d)
+        .map_err(|_| StoreError::InvalidArgument(format!("`{}` is too long", text.trim())))
 }
 
 /// The `deliveries list` table or JSON, whichever backend listed the rows.
@@ -270,6 +260,12 @@ mod tests {
         );
         assert!(parse_duration("90").is_err());
         assert!(parse_duration("d").is_err());
+        assert_eq!(parse_duration("2w").expect("w"), chrono::Duration::days(14));
+        // Past chrono's range `now - age` would panic: refused before any arithmetic.
+        for huge in ["99999999d", "18446744073709551615s", "9999999999999w"] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
+        assert!(parse_duration("36500d").is_ok());
         assert!(parse_time("2026-11-22").is_ok());
         assert!(parse_time("2026-11-22T10:00:00Z").is_ok());
         assert!(parse_time("yesterday").is_err());

@@ -144,27 +144,35 @@ pub struct DispatchSettings {
     pub circuit_open: Duration,
 }
 
-/// Parse `90d`, `2h`, `30m`, `10s`, `250ms` (one number and one unit).
+/// The longest duration any setting or command-line flag accepts: 100 years. Durations are
+/// added to and subtracted from the clock (`purge --older-than`, `tokens create --expires`,
+/// retry schedules), and chrono panics past its range, so every duration from outside is
+/// bounded here, once, before any arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Parse `90d`, `2w`, `2h`, `30m`, `10s`, `250ms` (one number and one unit), at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h or d"))?;
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h, d or w"))?;
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{text:?} is not a number followed by a unit"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
+    let duration = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        "d" => n.checked_mul(86_400).map(Duration::from_secs),
+        "w" => n.checked_mul(7 * 86_400).map(Duration::from_secs),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h, d or w")),
     };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    duration
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("{text:?} is too long (at most 36500d)"))
 }
 
 impl Config {

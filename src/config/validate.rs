@@ -234,6 +234,9 @@ fn check(
             "audit.retention_days",
             "must be at least 365; HIPAA documentation is kept six years (2196 days, the default)",
         );
+    } else if file.audit.retention_days > 36_500 {
+        // The cut-off is computed as `now - retention`: bounded like every duration.
+        problems.push("audit.retention_days", "must be at most 36500 (100 years)");
     }
     let trusted = server
         .as_ref()
@@ -456,6 +459,14 @@ fn check_realtime(
         );
     }
     let cache = r.cache.as_ref().and_then(|c| match compile_key(&c.key) {
+        Ok(_) if c.ttl_secs > 30 * 86_400 => {
+            // An entry's expiry is `now + ttl`: bounded before that addition.
+            problems.push(
+                format!("{at}.cache.ttl_secs"),
+                "must be at most 2592000 (30 days)",
+            );
+            None
+        }
         Ok(key) if c.ttl_secs > 0 && c.max_entries > 0 => Some(LookupCache::new(
             key,
             Duration::from_secs(c.ttl_secs),
@@ -534,6 +545,12 @@ fn check_dispatch(file: &ConfigFile, problems: &mut Problems) -> Option<Dispatch
     if d.circuit_failures == 0 {
         problems.push("dispatch.circuit_failures", "must be greater than 0");
     }
+    if d.circuit_open_secs == 0 || d.circuit_open_secs > 86_400 {
+        problems.push(
+            "dispatch.circuit_open_secs",
+            "must be between 1 and 86400 seconds",
+        );
+    }
     let retry_schedule = parse_schedule(&d.retry_schedule, "dispatch.retry_schedule", problems);
     Some(DispatchSettings {
         workers: d.workers,
@@ -600,6 +617,7 @@ fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSett
             "server.tls_handshake_timeout_secs",
             s.tls_handshake_timeout_secs,
         ),
+        ("server.shutdown_timeout_secs", s.shutdown_timeout_secs),
     ] {
         if v == 0 || v > 3600 {
             problems.push(key, "must be between 1 and 3600 seconds");

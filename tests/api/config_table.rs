@@ -92,6 +92,26 @@ fn each_bad_config_is_reported_with_its_key_path() {
             "routes[0].events[1]: an event pattern is letters, digits and . _ - : / ~ with * as a wildcard",
         ),
         (
+            "audit retention past the clock's range",
+            replace("[audit]\n", "[audit]\nretention_days = 4294967295\n"),
+            "audit.retention_days: must be at most 36500 (100 years)",
+        ),
+        (
+            "circuit open for ever",
+            append("[dispatch]\ncircuit_open_secs = 18446744073709551615\n"),
+            "dispatch.circuit_open_secs: must be between 1 and 86400 seconds",
+        ),
+        (
+            "shutdown timeout past any bound",
+            replace("shutdown_timeout_secs = 5", "shutdown_timeout_secs = 18446744073709551615"),
+            "server.shutdown_timeout_secs: must be between 1 and 3600 seconds",
+        ),
+        (
+            "retry delay of a thousand centuries",
+            append("[dispatch]\nretry_schedule = [\"0s\", \"36500000d\"]\n"),
+            "too long (at most 36500d)",
+        ),
+        (
             "unknown key",
             replace("workers = 2", "workers = 2\nalow_ips = []"),
             "unknown field `alow_ips`",

@@ -15,6 +15,7 @@ mod helpers;
 mod intake;
 mod multinode;
 mod operations;
+mod outside_numbers;
 mod postgres;
 mod realtime;
 mod reload;
