@@ -206,7 +206,7 @@ fn at<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
 fn timestamp(value: Option<&Value>) -> Option<DateTime<Utc>> {
     fn from_unix(n: i64) -> Option<DateTime<Utc>> {
         // Below 10^11 seconds is before year 5138: treat as seconds; otherwise milliseconds.
-        if n.abs() < 100_000_000_000 {
+        if n.unsigned_abs() < 100_000_000_000 {
             Utc.timestamp_opt(n, 0).single()
         } else {
             Utc.timestamp_millis_opt(n).single()

@@ -312,3 +312,19 @@ fn a_generic_chat_message_string_is_not_taken_as_the_event_type() {
     let n = run(Envelope::Generic, r#"{"message":{"type":"status-update"}}"#).expect("object");
     assert_eq!(n.event_type.as_str(), "status-update");
 }
+
+#[test]
+fn timestamps_at_the_ends_of_the_number_range_are_ignored_not_a_panic() {
+    // Found by the normalize_bodies fuzz target: -1.1e19 saturates to i64::MIN, whose `abs`
+    // overflowed.
+    for body in [
+        r#"{"created_at": -11111111111111111111}"#,
+        r#"{"timestamp": -9223372036854775808}"#,
+        r#"{"timestamp": 9223372036854775807}"#,
+        r#"{"occurred_at": 1e308}"#,
+        r#"{"timestamp": "-9223372036854775808"}"#,
+    ] {
+        let n = run(Envelope::Generic, body).expect("normalizes");
+        assert_eq!(n.occurred_at, None, "{body}");
+    }
+}
