@@ -18,4 +18,5 @@ mod operations;
 mod postgres;
 mod realtime;
 mod reload;
+mod unauthenticated;
 mod verify_tls;
