@@ -88,6 +88,14 @@ pub enum ListenerError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// Plain HTTP was asked for on an address that is not loopback. Config validation refuses
+    /// this already; the listener refuses it again rather than trust every way a `Config` can
+    /// be put together.
+    #[error("server.listen: refusing to serve plain HTTP on {addr}: plain HTTP is only allowed on a loopback address")]
+    PlainOffLoopback {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+    },
     /// The config asks for a feature the configured storage backend does not offer yet.
     #[error("{feature} needs the SQLite backend for now; with [storage] backend = \"postgres\" {remedy}")]
     NeedsSqlite {
@@ -200,6 +208,13 @@ impl Application {
     pub async fn build_with_base(config: Config, base: &Path) -> Result<Self, ListenerError> {
         let server_cfg = config.server.clone();
         let shape = reload::RunningShape::of(&config);
+        if matches!(server_cfg.transport, Transport::PlainLoopback)
+            && !server_cfg.listen.ip().is_loopback()
+        {
+            return Err(ListenerError::PlainOffLoopback {
+                addr: server_cfg.listen,
+            });
+        }
         let listener =
             TcpListener::bind(server_cfg.listen).map_err(|source| ListenerError::Bind {
                 addr: server_cfg.listen.to_string(),

@@ -13,6 +13,7 @@ mod examples;
 mod foundation;
 mod helpers;
 mod intake;
+mod listener_safety;
 mod multinode;
 mod operations;
 mod postgres;
