@@ -653,6 +653,10 @@ fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSett
         problems.push("server.workers", "must be greater than 0");
     }
     let trusted_proxies = parse_nets(&s.trusted_proxies, "server.trusted_proxies", problems);
+    let rejected_rate_limit = match &s.rejected_rate_limit {
+        None => Some(super::DEFAULT_REJECTED_RATE_LIMIT),
+        Some(r) => check_rate_limit(r, "server.rejected_rate_limit", problems),
+    };
     Some(ServerSettings {
         listen: listen?,
         transport: transport?,
@@ -663,7 +667,27 @@ fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSett
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
         workers: s.workers,
         trusted_proxies,
+        rejected_rate_limit: rejected_rate_limit?,
     })
+}
+
+fn check_rate_limit(
+    r: &super::file::RateLimitSection,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<RateLimit> {
+    if !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0 {
+        problems.push(
+            path,
+            "per_second must be a positive number and burst at least 1",
+        );
+        None
+    } else {
+        Some(RateLimit {
+            per_second: r.per_second,
+            burst: r.burst,
+        })
+    }
 }
 
 fn check_storage(path: &Path, problems: &mut Problems) -> Option<PathBuf> {
@@ -814,20 +838,10 @@ fn check_source(
     if s.max_body_bytes == Some(0) {
         problems.push(format!("{at}.max_body_bytes"), "must be greater than 0");
     }
-    let rate_limit = s.rate_limit.as_ref().and_then(|r| {
-        if !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0 {
-            problems.push(
-                format!("{at}.rate_limit"),
-                "per_second must be a positive number and burst at least 1",
-            );
-            None
-        } else {
-            Some(RateLimit {
-                per_second: r.per_second,
-                burst: r.burst,
-            })
-        }
-    });
+    let rate_limit = s
+        .rate_limit
+        .as_ref()
+        .and_then(|r| check_rate_limit(r, &format!("{at}.rate_limit"), problems));
     let name = name?;
     let preset = preset?;
     if !secrets_ok {

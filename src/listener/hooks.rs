@@ -165,9 +165,10 @@ fn client_address(
 /// audited now (`delivery_rejected` with the reason and the client address), the rest go into
 /// one counted record when the interval ends (see [`super::rejections`]). Each client address
 /// also has a budget of rejected requests; past it the answer is 429 with `Retry-After` and no
-/// log line. Only rejected requests spend that budget, so a correctly signed delivery from the
-/// same address is still accepted. The audit write runs beside the answer: a 401 does not wait
-/// for it, and a storage failure is logged rather than turned into another answer.
+/// "delivery rejected" warning (the request's one access-log line remains). Only rejected
+/// requests spend that budget, so a correctly signed delivery from the same address is still
+/// accepted. The audit write runs beside the answer: a 401 does not wait for it, and a storage
+/// failure is logged rather than turned into another answer.
 fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr) -> HttpResponse {
     let over_budget = state.rejected_budget.try_take(client, Instant::now()).err();
     if let Tally::RecordNow(record) =

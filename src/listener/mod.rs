@@ -44,13 +44,6 @@ pub use reload::{ReloadError, ReloadReport, Reloader};
 /// last checkpoint, so they are frequent.
 const AUDIT_CHECKPOINT_EVERY: u64 = 100;
 
-/// The budget of *rejected* deliveries per client address: a burst of 20, then one a second.
-/// Past it a client's failed deliveries are answered 429; its signed ones are unaffected.
-pub const REJECTED_PER_CLIENT: crate::config::RateLimit = crate::config::RateLimit {
-    per_second: 1.0,
-    burst: 20,
-};
-
 /// Client addresses whose rejection budget is tracked; the least recently seen is forgotten
 /// beyond this, so a flood from many addresses costs fixed memory.
 pub const REJECTED_CLIENTS_TRACKED: usize = 4096;
@@ -275,7 +268,10 @@ impl Application {
             plan,
             dispatch_wake: dispatcher.waker(),
             clock: Arc::default(),
-            rejected_budget: ClientBuckets::new(REJECTED_PER_CLIENT, REJECTED_CLIENTS_TRACKED),
+            rejected_budget: ClientBuckets::new(
+                server_cfg.rejected_rate_limit,
+                REJECTED_CLIENTS_TRACKED,
+            ),
             rejections: RejectionLog::new(REJECTION_AUDIT_KEYS),
         });
         let app_state = state.clone();

@@ -66,6 +66,8 @@ pub(super) struct RunningShape {
     pub admin_listen: std::net::SocketAddr,
     pub admin_enabled: bool,
     pub admin_client_ca: Option<PathBuf>,
+    /// The budget of refused requests per client address, set up once.
+    pub rejected_rate_limit: crate::config::RateLimit,
     pub storage_path: PathBuf,
     /// `sqlite` or `postgres`: the backend is opened once, at start-up.
     pub storage_backend: &'static str,
@@ -90,6 +92,7 @@ impl RunningShape {
             admin_listen: config.admin_listen,
             admin_enabled: config.admin.enabled,
             admin_client_ca: config.admin.client_ca.clone(),
+            rejected_rate_limit: config.server.rejected_rate_limit,
             storage_path: config.storage_path.clone(),
             storage_backend: config.storage_backend.name(),
             master_key: *config.master_key.expose(),
@@ -160,6 +163,9 @@ impl Reloader {
         }
         if config.admin.client_ca != running.admin_client_ca {
             report.needs_restart.push("admin.client_ca");
+        }
+        if config.server.rejected_rate_limit != running.rejected_rate_limit {
+            report.needs_restart.push("server.rejected_rate_limit");
         }
         if config.storage_path != running.storage_path {
             report.needs_restart.push("storage.path");
