@@ -8,8 +8,9 @@
 //! A small hand-written registry rather than the `metrics` crate family: we need a dozen series,
 //! counters and fixed-bucket histograms only, and no new dependency tree in a binary whose
 //! supply chain clinics audit. Labels are only configured names (sources, handlers) and fixed
-//! outcome words, never request data, so cardinality is bounded by the config — an unknown
-//! source is counted under the single label value `_unknown`.
+//! outcome words, never request data (path, method, headers), so cardinality is bounded by the
+//! config — a request to `/hooks/<name>` for a name that is no configured source, whatever its
+//! method or status, is counted under the single label value `_unknown`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -203,11 +204,17 @@ pub fn ack_latency(source: &str, elapsed: Duration) {
     );
 }
 
+/// The label value of requests to `/hooks/<name>` where `<name>` is no configured source.
+pub const UNKNOWN_SOURCE: &str = "_unknown";
+
 /// Classify one finished `/hooks/{source}` request by its status, for the outcomes the
 /// intake code does not count itself (rejections and storage failures), and time it.
-pub fn hook_response(source: &str, status: u16, elapsed: Duration) {
-    // 404 on /hooks/ means an unknown source: never use the caller's text as a label.
-    let source = if status == 404 { "_unknown" } else { source };
+///
+/// `source` is the configured source the path named, or `None` when it named none: the caller
+/// resolves the path against the config, so whatever the status (404, 405, …) the caller's text
+/// never becomes a label value.
+pub fn hook_response(source: Option<&str>, status: u16, elapsed: Duration) {
+    let source = source.unwrap_or(UNKNOWN_SOURCE);
     match status {
         401 | 403 | 404 | 405 | 413 | 429 => delivery(source, "rejected"),
         503 => {
@@ -409,9 +416,9 @@ mod tests {
 
     #[test]
     fn unknown_sources_share_one_label_value() {
-        hook_response("attacker-chosen-name", 404, Duration::from_millis(1));
+        hook_response(None, 404, Duration::from_millis(1));
+        hook_response(None, 405, Duration::from_millis(1));
         let text = render(&[]);
-        assert!(!text.contains("attacker-chosen-name"));
         assert!(text.contains("source=\"_unknown\""));
     }
 }

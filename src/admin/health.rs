@@ -153,8 +153,13 @@ pub fn compute(
         })
         .collect();
     {
+        // A `delivery_rejected` record with a `count` stands for that many rejections (tallied
+        // per interval by the listener); every other record for one.
         let mut stmt = conn.prepare(
-            "SELECT source, action, ts FROM audit_log
+            "SELECT source, action, ts,
+                    CASE WHEN action = 'delivery_rejected' AND json_valid(detail)
+                         THEN COALESCE(json_extract(detail, '$.count'), 1) ELSE 1 END
+             FROM audit_log
              WHERE ts >= ?1 AND source IS NOT NULL AND action IN
                ('delivery_accepted', 'delivery_duplicate', 'delivery_quarantined', 'delivery_rejected')",
         )?;
@@ -163,10 +168,12 @@ pub fn compute(
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
         for row in rows {
-            let (source, action, ts) = row?;
+            let (source, action, ts, n) = row?;
+            let n = n.max(0) as u64;
             let Some(h) = src.get_mut(&source) else {
                 continue;
             };
@@ -184,12 +191,12 @@ pub fn compute(
                     false
                 }
                 _ => {
-                    h.rejected += 1;
+                    h.rejected = h.rejected.saturating_add(n);
                     false
                 }
             };
             if let Some(i) = hour_index(start, &ts) {
-                h.hourly[i].total += 1;
+                h.hourly[i].total = h.hourly[i].total.saturating_add(n);
                 h.hourly[i].ok += u64::from(ok);
             }
         }
@@ -295,4 +302,48 @@ pub fn compute(
         oldest_due_age_secs,
         dead_letters: dead_letters.max(0) as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Keyring, MasterKey};
+    use crate::listener::rejections::{RejectionLog, Tally};
+    use crate::store::{Store, StoreOptions};
+
+    #[tokio::test]
+    async fn a_tally_of_rejections_counts_as_the_rejections_it_stands_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = Keyring::from_master(&MasterKey::from_bytes([3; 32]));
+        let store =
+            Store::open(&dir.path().join("h.db"), ring, StoreOptions::default()).expect("open");
+        let log = RejectionLog::new(8);
+        let client = "203.0.113.7".parse().expect("ip");
+        for _ in 0..50 {
+            if let Tally::RecordNow(r) = log.note("demo", "bad_signature", client, Utc::now()) {
+                store.record_audit(*r).await.expect("first record");
+            }
+        }
+        for r in log.drain() {
+            store.record_audit(r).await.expect("tally");
+        }
+        let conn = store.connection().expect("connection");
+        let health = compute(
+            &conn,
+            &["demo".to_owned()],
+            &[],
+            &|_| CircuitState::Closed,
+            Utc::now(),
+        )
+        .expect("health");
+        assert_eq!(health.sources[0].rejected, 50);
+        assert_eq!(
+            health.sources[0]
+                .hourly
+                .iter()
+                .map(|h| h.total)
+                .sum::<u64>(),
+            50
+        );
+    }
 }

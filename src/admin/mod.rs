@@ -95,6 +95,17 @@ pub enum AdminError {
     /// actix refused the listener.
     #[error("cannot start the admin HTTP server: {0}")]
     Server(std::io::Error),
+    /// Plain HTTP was asked for on an address that is not loopback (config validation refuses
+    /// this already; the listener does not rely on it).
+    #[error("admin.listen: refusing to serve the admin console as plain HTTP on {addr}: plain HTTP is only allowed on a loopback address")]
+    PlainOffLoopback {
+        /// The configured address.
+        addr: SocketAddr,
+    },
+    /// `admin.client_ca` is set but the listener would be plain HTTP, where no client
+    /// certificate can be asked for: refused rather than served without it.
+    #[error("admin.client_ca: client certificates need TLS, but the admin listener would serve plain HTTP")]
+    ClientCaWithoutTls,
 }
 
 /// The parts of the config the console shows and uses, taken before the config is consumed.
@@ -104,6 +115,9 @@ pub struct ConsoleSetup {
     enabled: bool,
     idle_timeout: std::time::Duration,
     transport: Transport,
+    /// `admin.client_ca` as configured, kept apart from `transport` so that a transport without
+    /// TLS cannot lose it unnoticed.
+    client_ca: Option<PathBuf>,
     audit_dir: PathBuf,
     view: SharedView,
 }
@@ -149,6 +163,7 @@ impl ConsoleSetup {
                 }),
                 Transport::PlainLoopback => Transport::PlainLoopback,
             },
+            client_ca: config.admin.client_ca.clone(),
             audit_dir: config.audit.dir.clone(),
             view: Arc::new(std::sync::RwLock::new(Arc::new(ConsoleView::from_config(
                 config,
@@ -252,6 +267,7 @@ impl AdminServer {
         store: Store,
         dispatcher: Arc<Dispatcher>,
     ) -> Result<Self, AdminError> {
+        refuse_unprotected(&setup)?;
         migrate(&store.connection()?)?;
         let listener = TcpListener::bind(setup.listen).map_err(|source| AdminError::Bind {
             addr: setup.listen,
@@ -319,6 +335,22 @@ impl AdminServer {
     /// The server future and its stop handle.
     pub fn into_server(self) -> Server {
         self.server
+    }
+}
+
+/// Before binding: plain HTTP only on loopback and never with a client CA, whatever the
+/// `Config` this setup came from.
+fn refuse_unprotected(setup: &ConsoleSetup) -> Result<(), AdminError> {
+    match &setup.transport {
+        // `ConsoleSetup::from_config` gives the TLS settings the admin client CA.
+        Transport::Tls(_) => Ok(()),
+        Transport::PlainLoopback if setup.client_ca.is_some() => {
+            Err(AdminError::ClientCaWithoutTls)
+        }
+        Transport::PlainLoopback if !setup.listen.ip().is_loopback() => {
+            Err(AdminError::PlainOffLoopback { addr: setup.listen })
+        }
+        Transport::PlainLoopback => Ok(()),
     }
 }
 

@@ -382,6 +382,9 @@ string_enum! {
         Listener => "listener",
         /// Free-form count of bytes (body size, backup size).
         Bytes => "bytes",
+        /// Unix seconds of the first event an aggregate record counts (rejections tallied per
+        /// interval; the record's own `ts` is the end of the interval).
+        SinceUnix => "since_unix",
     }
 }
 

@@ -84,6 +84,8 @@ pub struct ServerSection {
     /// Reverse proxies (CIDR) whose `X-Forwarded-For` is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Token bucket of *refused* requests per client address (default 1 a second, burst 20).
+    pub rejected_rate_limit: Option<RateLimitSection>,
 }
 
 fn default_max_body() -> usize {
@@ -372,7 +374,7 @@ pub struct SourceSection {
     pub scheme: Option<SchemeOptions>,
 }
 
-/// `[sources.rate_limit]`
+/// `[sources.rate_limit]`, `server.rejected_rate_limit`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {

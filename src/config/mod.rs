@@ -255,7 +255,16 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The budget of refused requests per client address (never a source's budget).
+    pub rejected_rate_limit: RateLimit,
 }
+
+/// The default `server.rejected_rate_limit`: a burst of 20 refused requests per client
+/// address, then one a second.
+pub const DEFAULT_REJECTED_RATE_LIMIT: RateLimit = RateLimit {
+    per_second: 1.0,
+    burst: 20,
+};
 
 /// `[audit]`, checked.
 #[derive(Debug, Clone)]

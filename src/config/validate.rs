@@ -212,6 +212,13 @@ fn check(
         }
         full
     });
+    check_admin_transport(
+        &file,
+        server.as_ref(),
+        admin_listen,
+        admin_client_ca.as_deref(),
+        problems,
+    );
     if file.storage.max_size_mb == Some(0) {
         problems.push("storage.max_size_mb", "must be at least 1");
     }
@@ -563,6 +570,58 @@ fn check_dispatch(file: &ConfigFile, problems: &mut Problems) -> Option<Dispatch
     })
 }
 
+/// The message for plain HTTP off loopback, shared by both listeners.
+const PLAIN_OFF_LOOPBACK: &str =
+    "plain HTTP is only allowed on a loopback address (127.0.0.1 or ::1)";
+
+/// The admin listener speaks what the senders' listener speaks: TLS with the senders'
+/// certificate, or plain HTTP when `server.plain_http = true`. Plain HTTP must stay on loopback
+/// here too, and a client CA needs TLS: either combination is refused rather than served
+/// without the protection the operator asked for.
+fn check_admin_transport(
+    file: &ConfigFile,
+    server: Option<&ServerSettings>,
+    listen: Option<SocketAddr>,
+    client_ca: Option<&Path>,
+    problems: &mut Problems,
+) {
+    if !file.admin.enabled {
+        return;
+    }
+    if file.server.plain_http {
+        if listen.is_some_and(|a| !a.ip().is_loopback()) {
+            problems.push(
+                "admin.listen",
+                format!(
+                    "{PLAIN_OFF_LOOPBACK}; with server.plain_http = true the admin console is \
+                     plain HTTP too (set admin.listen to a loopback address, or use server.tls)"
+                ),
+            );
+        }
+        if client_ca.is_some() {
+            problems.push(
+                "admin.client_ca",
+                "client certificates need TLS, but with server.plain_http = true the admin \
+                 console is plain HTTP (configure server.tls, or remove admin.client_ca)",
+            );
+        }
+        return;
+    }
+    // With TLS, the CA must load as the listener will load it (an unreadable file is already
+    // reported).
+    let readable = client_ca.filter(|ca| std::fs::metadata(ca).is_ok());
+    if let (Some(ca), Some(Transport::Tls(t))) = (readable, server.map(|s| &s.transport)) {
+        let admin_tls = TlsSettings {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            client_ca: Some(ca.to_owned()),
+        };
+        if let Err(e @ tls::TlsError::ClientCa { .. }) = tls::server_config(&admin_tls) {
+            problems.push("admin.client_ca", e.to_string());
+        }
+    }
+}
+
 fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSettings> {
     let s = &file.server;
     let listen = parse_addr(&s.listen, "server.listen", problems);
@@ -583,10 +642,7 @@ fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSett
         }
         (None, true) => {
             if listen.is_some_and(|a| !a.ip().is_loopback()) {
-                problems.push(
-                    "server.plain_http",
-                    "plain HTTP is only allowed on a loopback address (127.0.0.1 or ::1)",
-                );
+                problems.push("server.plain_http", PLAIN_OFF_LOOPBACK);
                 None
             } else {
                 Some(Transport::PlainLoopback)
@@ -630,6 +686,10 @@ fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSett
         problems.push("server.workers", "must be greater than 0");
     }
     let trusted_proxies = parse_nets(&s.trusted_proxies, "server.trusted_proxies", problems);
+    let rejected_rate_limit = match &s.rejected_rate_limit {
+        None => Some(super::DEFAULT_REJECTED_RATE_LIMIT),
+        Some(r) => check_rate_limit(r, "server.rejected_rate_limit", problems),
+    };
     Some(ServerSettings {
         listen: listen?,
         transport: transport?,
@@ -640,7 +700,27 @@ fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSett
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
         workers: s.workers,
         trusted_proxies,
+        rejected_rate_limit: rejected_rate_limit?,
     })
+}
+
+fn check_rate_limit(
+    r: &super::file::RateLimitSection,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<RateLimit> {
+    if !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0 {
+        problems.push(
+            path,
+            "per_second must be a positive number and burst at least 1",
+        );
+        None
+    } else {
+        Some(RateLimit {
+            per_second: r.per_second,
+            burst: r.burst,
+        })
+    }
 }
 
 fn check_storage(path: &Path, problems: &mut Problems) -> Option<PathBuf> {
@@ -791,20 +871,10 @@ fn check_source(
     if s.max_body_bytes == Some(0) {
         problems.push(format!("{at}.max_body_bytes"), "must be greater than 0");
     }
-    let rate_limit = s.rate_limit.as_ref().and_then(|r| {
-        if !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0 {
-            problems.push(
-                format!("{at}.rate_limit"),
-                "per_second must be a positive number and burst at least 1",
-            );
-            None
-        } else {
-            Some(RateLimit {
-                per_second: r.per_second,
-                burst: r.burst,
-            })
-        }
-    });
+    let rate_limit = s
+        .rate_limit
+        .as_ref()
+        .and_then(|r| check_rate_limit(r, &format!("{at}.rate_limit"), problems));
     let name = name?;
     let preset = preset?;
     if !secrets_ok {

@@ -1,5 +1,7 @@
-//! `POST /hooks/{source}`: the path of one delivery through the synchronous stages — caps and
-//! rate limit, verify, normalize, then the durable commit — and the one answer the sender gets.
+//! `POST /hooks/{source}`: the path of one delivery through the synchronous stages — body cap,
+//! verify, the source's rate limit (authenticated requests only), normalize, then the durable
+//! commit — and the one answer the sender gets. Rejected requests have their own per-client
+//! budget and a bounded audit trail ([`super::rejections`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::body::{read_capped, BodyError};
+use super::rejections::Tally;
 use super::{error_response, AppState};
 use crate::dispatch::realtime::{Realtime, Reply};
 use crate::normalize::{normalize, IntakeInput};
@@ -34,14 +37,6 @@ pub(super) async fn receive_hook(
     let Some(rt) = live.sources.get(path.as_str()) else {
         return error_response(StatusCode::NOT_FOUND, "unknown source");
     };
-    if let Some(bucket) = &rt.bucket {
-        if let Err(wait) = bucket.try_take(Instant::now()) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return HttpResponse::TooManyRequests()
-                .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
-                .json(json!({ "error": "rate limited" }));
-        }
-    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -73,12 +68,22 @@ pub(super) async fn receive_hook(
         body: &body,
         peer_ip,
     };
-    match rt.source.verifier.verify(&unverified, Utc::now()) {
+    let verdict = match rt.source.verifier.verify(&unverified, Utc::now()) {
+        Ok(verdict) => verdict,
         Err(rejection) => {
-            record_rejection(&state, path.as_str(), &rejection, peer_ip);
-            reject(&rejection)
+            let client = client_address(rt, peer_ip, req.headers());
+            return reject(&state, rt.source.name.as_str(), &rejection, client);
         }
-        Ok(Verdict::Challenge(reply)) => {
+    };
+    // Only authenticated requests spend the source's budget, so forgeries cannot use it up and
+    // lock the real sender out; rejected ones are limited per client address in `reject`.
+    if let Some(bucket) = &rt.bucket {
+        if let Err(wait) = bucket.try_take(Instant::now()) {
+            return too_many_requests(wait);
+        }
+    }
+    match verdict {
+        Verdict::Challenge(reply) => {
             let mut res =
                 HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
             for (name, value) in &reply.headers {
@@ -86,7 +91,7 @@ pub(super) async fn receive_hook(
             }
             res.content_type(reply.content_type).body(reply.body)
         }
-        Ok(Verdict::Verified(delivery)) => {
+        Verdict::Verified(delivery) => {
             if let Some(signed_at) = delivery.signed_at() {
                 state.clock.record(path.as_str(), signed_at, Utc::now());
             }
@@ -135,30 +140,52 @@ pub(super) async fn oauth_token(
     res.content_type("application/json").body(answer.body)
 }
 
-/// Audit a refused delivery (`delivery_rejected`, with the typed reason and the client
-/// address). Runs beside the answer: a 401 does not wait for the audit commit, and a storage
-/// failure here is logged rather than turned into a different answer for the sender.
-fn record_rejection(state: &AppState, source: &str, rejection: &Rejection, peer: IpAddr) {
-    use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, Outcome};
-    let mut record = AuditRecord::new(
-        Actor::sender(source).unwrap_or(Actor::System),
-        Action::DeliveryRejected,
-        Outcome::Denied,
-    );
-    record.source = Code::parse(source).ok();
-    record.remote_addr = Some(peer);
-    if let Ok(code) = Code::parse(rejection.code()) {
-        record.detail.insert(DetailKey::Reason, code);
-    }
-    let store = state.store.clone();
-    actix_web::rt::spawn(async move {
-        if let Err(e) = store.record_audit(record).await {
-            tracing::error!(error = %e, "cannot audit a rejected delivery");
-        }
-    });
+/// 429 with `Retry-After` in whole seconds (at least 1).
+fn too_many_requests(wait: Duration) -> HttpResponse {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
+        .json(json!({ "error": "rate limited" }))
 }
 
-fn reject(rejection: &Rejection) -> HttpResponse {
+/// The client address a rejection is recorded under: the one the IP allowlist judges (behind
+/// trusted proxies, the forwarded client), or the TCP peer when `X-Forwarded-For` is unusable.
+fn client_address(
+    rt: &super::SourceRuntime,
+    peer: IpAddr,
+    headers: &actix_web::http::header::HeaderMap,
+) -> IpAddr {
+    let trusted = &rt.source.verifier.spec().trusted_proxies;
+    crate::verify::ip::resolve_client_ip(peer, headers, trusted).unwrap_or(peer)
+}
+
+/// Answer a refused delivery and keep its audit trail bounded.
+///
+/// The rejection is tallied per (source, reason, client address): the first of an interval is
+/// audited now (`delivery_rejected` with the reason and the client address), the rest go into
+/// one counted record when the interval ends (see [`super::rejections`]). Each client address
+/// also has a budget of rejected requests; past it the answer is 429 with `Retry-After` and no
+/// "delivery rejected" warning (the request's one access-log line remains). Only rejected
+/// requests spend that budget, so a correctly signed delivery from the same address is still
+/// accepted. The audit write runs beside the answer: a 401 does not wait for it, and a storage
+/// failure is logged rather than turned into another answer.
+fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr) -> HttpResponse {
+    let over_budget = state.rejected_budget.try_take(client, Instant::now()).err();
+    if let Tally::RecordNow(record) =
+        state
+            .rejections
+            .note(source, rejection.code(), client, Utc::now())
+    {
+        let store = state.store.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = store.record_audit(*record).await {
+                tracing::error!(error = %e, "cannot audit a rejected delivery");
+            }
+        });
+    }
+    if let Some(wait) = over_budget {
+        return too_many_requests(wait);
+    }
     tracing::warn!(reason = %rejection, "delivery rejected");
     if rejection.status() == 403 {
         error_response(StatusCode::FORBIDDEN, "forbidden")

@@ -3,11 +3,16 @@
 //! Terminates TLS (see [`tls`]), enforces per-source body caps while streaming and per-source
 //! rate limits, and hands the raw body to the verify stage. Nothing here ever logs a body or an
 //! authentication header; a request's log line has its id, source, status and latency only.
+//!
+//! What an unauthenticated request can cost is bounded: metric series are labelled only with
+//! configured source names, rejected requests spend a per-client budget (never a source's), and
+//! their audit records are tallied per interval ([`rejections`]).
 
 pub mod body;
 pub mod clock;
 mod hooks;
 pub mod rate_limit;
+pub mod rejections;
 mod reload;
 pub mod tls;
 
@@ -31,12 +36,24 @@ use crate::crypto::Keyring;
 use crate::dispatch::worker::{Dispatcher, Plan, SharedPlan};
 use crate::store::postgres::PgStore;
 use crate::store::{Storage, Store, StoreError, StoreOptions};
-use rate_limit::TokenBucket;
+use rate_limit::{ClientBuckets, TokenBucket};
+use rejections::RejectionLog;
 pub use reload::{ReloadError, ReloadReport, Reloader};
 
 /// Records between signed audit checkpoints: truncating the log's tail is detectable up to the
 /// last checkpoint, so they are frequent.
 const AUDIT_CHECKPOINT_EVERY: u64 = 100;
+
+/// Client addresses whose rejection budget is tracked; the least recently seen is forgotten
+/// beyond this, so a flood from many addresses costs fixed memory.
+pub const REJECTED_CLIENTS_TRACKED: usize = 4096;
+
+/// How often the tallied rejections are written as aggregate audit records.
+pub const REJECTION_AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// (source, reason, client address) keys tallied per interval; rejections of further keys are
+/// counted into one `other` aggregate.
+pub const REJECTION_AUDIT_KEYS: usize = 4096;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +81,14 @@ pub enum ListenerError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// Plain HTTP was asked for on an address that is not loopback. Config validation refuses
+    /// this already; the listener refuses it again rather than trust every way a `Config` can
+    /// be put together.
+    #[error("server.listen: refusing to serve plain HTTP on {addr}: plain HTTP is only allowed on a loopback address")]
+    PlainOffLoopback {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+    },
     /// The config asks for a feature the configured storage backend does not offer yet.
     #[error("{feature} needs the SQLite backend for now; with [storage] backend = \"postgres\" {remedy}")]
     NeedsSqlite {
@@ -126,6 +151,10 @@ pub struct AppState {
     dispatch_wake: Arc<tokio::sync::Notify>,
     /// Senders' clock skew, for `wardhook doctor`.
     clock: Arc<clock::SkewTracker>,
+    /// Rejected requests per client address (never a source's budget).
+    rejected_budget: ClientBuckets,
+    /// The per-interval tally of rejections for the audit log.
+    rejections: RejectionLog,
 }
 
 impl AppState {
@@ -172,6 +201,13 @@ impl Application {
     pub async fn build_with_base(config: Config, base: &Path) -> Result<Self, ListenerError> {
         let server_cfg = config.server.clone();
         let shape = reload::RunningShape::of(&config);
+        if matches!(server_cfg.transport, Transport::PlainLoopback)
+            && !server_cfg.listen.ip().is_loopback()
+        {
+            return Err(ListenerError::PlainOffLoopback {
+                addr: server_cfg.listen,
+            });
+        }
         let listener =
             TcpListener::bind(server_cfg.listen).map_err(|source| ListenerError::Bind {
                 addr: server_cfg.listen.to_string(),
@@ -232,6 +268,11 @@ impl Application {
             plan,
             dispatch_wake: dispatcher.waker(),
             clock: Arc::default(),
+            rejected_budget: ClientBuckets::new(
+                server_cfg.rejected_rate_limit,
+                REJECTED_CLIENTS_TRACKED,
+            ),
+            rejections: RejectionLog::new(REJECTION_AUDIT_KEYS),
         });
         let app_state = state.clone();
 
@@ -244,13 +285,23 @@ impl Application {
                     let method = req.method().clone();
                     // The path names the source only; query strings may carry sender data.
                     let path = req.path().to_owned();
-                    let hook_source = path.strip_prefix("/hooks/").map(str::to_owned);
+                    // A metric label is a configured source name or nothing: the path is the
+                    // caller's text, and each distinct label value would be a series forever.
+                    let hook = path.strip_prefix("/hooks/").map(|name| {
+                        req.app_data::<web::Data<AppState>>().and_then(|s| {
+                            s.live().sources.get_key_value(name).map(|(k, _)| k.clone())
+                        })
+                    });
                     let fut = srv.call(req);
                     async move {
                         let mut res = fut.await?;
                         let status = res.status().as_u16();
-                        if let Some(source) = &hook_source {
-                            crate::metrics::hook_response(source, status, started.elapsed());
+                        if let Some(source) = &hook {
+                            crate::metrics::hook_response(
+                                source.as_deref(),
+                                status,
+                                started.elapsed(),
+                            );
                         }
                         tracing::info!(
                             request_id = %request_id,
@@ -410,6 +461,21 @@ impl Application {
             }
             handle.stop(true).await;
         });
+        let state = self.reloader.state.clone();
+        let (stop_tally, mut tally_stopped) = tokio::sync::oneshot::channel::<()>();
+        let rejections_task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REJECTION_AUDIT_INTERVAL);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => flush_rejections(&state).await,
+                    _ = &mut tally_stopped => break,
+                }
+            }
+            // No request is in flight any more: what was tallied since the last interval is
+            // written before the stop record.
+            flush_rejections(&state).await;
+        });
         let clock = self.state_clock.clone();
         let clock_dir = self.data_dir.clone();
         let clock_task = tokio::spawn(async move {
@@ -422,6 +488,8 @@ impl Application {
         });
         let served = self.server.await;
         clock_task.abort();
+        let _ = stop_tally.send(());
+        let _ = rejections_task.await;
         if let Err(e) = self.state_clock.write(&self.data_dir) {
             tracing::warn!(error = %e, "cannot write the sender clock summary");
         }
@@ -446,6 +514,15 @@ impl Application {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
         served
+    }
+}
+
+/// Write the rejections tallied in the interval just ended as aggregate audit records.
+async fn flush_rejections(state: &AppState) {
+    for record in state.rejections.drain() {
+        if let Err(e) = state.store.record_audit(record).await {
+            tracing::error!(error = %e, "cannot audit a tally of rejected deliveries");
+        }
     }
 }
 

@@ -62,6 +62,12 @@ pub struct Reloader {
 pub(super) struct RunningShape {
     pub listen: std::net::SocketAddr,
     pub client_ca: Option<PathBuf>,
+    /// The admin listener's address, whether it runs, and its client CA: bound once.
+    pub admin_listen: std::net::SocketAddr,
+    pub admin_enabled: bool,
+    pub admin_client_ca: Option<PathBuf>,
+    /// The budget of refused requests per client address, set up once.
+    pub rejected_rate_limit: crate::config::RateLimit,
     pub storage_path: PathBuf,
     /// `sqlite` or `postgres`: the backend is opened once, at start-up.
     pub storage_backend: &'static str,
@@ -83,6 +89,10 @@ impl RunningShape {
         Self {
             listen: config.server.listen,
             client_ca,
+            admin_listen: config.admin_listen,
+            admin_enabled: config.admin.enabled,
+            admin_client_ca: config.admin.client_ca.clone(),
+            rejected_rate_limit: config.server.rejected_rate_limit,
             storage_path: config.storage_path.clone(),
             storage_backend: config.storage_backend.name(),
             master_key: *config.master_key.expose(),
@@ -142,6 +152,20 @@ impl Reloader {
         };
         if config.server.listen != running.listen {
             report.needs_restart.push("server.listen");
+        }
+        // The admin listener is bound with its client CA at start: a changed CA is reported,
+        // never silently left unapplied.
+        if config.admin_listen != running.admin_listen {
+            report.needs_restart.push("admin.listen");
+        }
+        if config.admin.enabled != running.admin_enabled {
+            report.needs_restart.push("admin.enabled");
+        }
+        if config.admin.client_ca != running.admin_client_ca {
+            report.needs_restart.push("admin.client_ca");
+        }
+        if config.server.rejected_rate_limit != running.rejected_rate_limit {
+            report.needs_restart.push("server.rejected_rate_limit");
         }
         if config.storage_path != running.storage_path {
             report.needs_restart.push("storage.path");

@@ -159,6 +159,11 @@ fn each_bad_config_is_reported_with_its_key_path() {
             append("[[sources]]\nname = \"x\"\npreset = \"nextphone\"\nsecrets = [\"file:demo.secret\"]\nrate_limit = { per_second = 0.0, burst = 1 }\n"),
             "sources[1].rate_limit: per_second must be a positive number",
         ),
+        (
+            "zero refusal budget",
+            replace("workers = 2", "workers = 2\nrejected_rate_limit = { per_second = 1.0, burst = 0 }"),
+            "server.rejected_rate_limit: per_second must be a positive number and burst at least 1",
+        ),
     ];
     assert!(cases.len() >= 12);
     for (what, edit, expected) in cases {

@@ -270,8 +270,18 @@ rate_limit = { per_second = 0.2, burst = 2 }
     .await;
     let client = app.client();
     let mut statuses = Vec::new();
-    for _ in 0..3 {
-        let res = client.post(app.url("/hooks/demo")).send().await.unwrap();
+    for i in 0..3 {
+        let body = format!(r#"{{"event":"call.ended","data":{{"call_id":"rl-{i}"}}}}"#);
+        let res = client
+            .post(app.url("/hooks/demo"))
+            .header(
+                "X-NextPhone-Signature",
+                nextphone_signature(DEMO_SECRET, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         statuses.push((
             res.status().as_u16(),
             res.headers()
@@ -279,9 +289,12 @@ rate_limit = { per_second = 0.2, burst = 2 }
                 .map(|v| v.to_str().unwrap().to_owned()),
         ));
     }
-    assert_eq!(statuses[0].0, 401);
-    assert_eq!(statuses[1].0, 401);
+    assert_eq!(statuses[0].0, 200);
+    assert_eq!(statuses[1].0, 200);
     assert_eq!(statuses[2], (429, Some("5".to_owned())));
+    // Unsigned requests do not spend the source's budget: they are refused as unauthorized.
+    let res = client.post(app.url("/hooks/demo")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
 }
 
 #[tokio::test]

@@ -168,8 +168,12 @@ async fn presets_that_sign_a_timestamp_refuse_stale_deliveries() {
 
 async fn with_secret_files() -> PresetApp {
     // The fixture writes `demo.secret`; the preset sources need their own files, which must
-    // exist before the config is checked, so write them into a fixture first.
-    let fixture = write_fixture(&AppOptions::default());
+    // exist before the config is checked, so write them into a fixture first. The tests here
+    // send dozens of refused requests from one address, so its refusal budget is raised.
+    let fixture = write_fixture(&AppOptions {
+        server_extra: "rejected_rate_limit = { per_second = 100.0, burst = 1000 }".into(),
+        ..AppOptions::default()
+    });
     let d = fixture.dir.path();
     std::fs::write(d.join("plain.secret"), "s3cr3t-for-tests").unwrap();
     std::fs::write(
