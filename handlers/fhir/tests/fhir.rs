@@ -336,6 +336,31 @@ async fn an_expired_token_is_replaced_once_after_a_401() {
 }
 
 #[tokio::test]
+async fn a_fresh_token_refused_again_is_permanent_after_one_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, jwks_path, _) = smart_key(&dir);
+    // Tokens are issued but never honoured.
+    let Some(fhir) =
+        FhirServer::start(&["--auth", "smart", "--jwks", &jwks_path, "--token-ttl", "0"])
+    else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>("ehr", &smart_config(&fhir.base(), &key_path));
+
+    let reason = testing::run(&*handler, &event()).await.expect_permanent();
+
+    assert!(reason.contains("freshly issued token"), "{reason}");
+    assert_eq!(fhir.assertions().await.len(), 2, "exactly one refresh");
+    let posts = fhir
+        .log()
+        .await
+        .iter()
+        .filter(|r| r["method"] == "POST")
+        .count();
+    assert_eq!(posts, 2, "the request was repeated once");
+}
+
+#[tokio::test]
 async fn a_key_the_ehr_does_not_know_is_a_permanent_failure() {
     let dir = tempfile::tempdir().unwrap();
     let (_, jwks_path, _) = smart_key(&dir);
@@ -642,4 +667,27 @@ when_several = "create"
     ] {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
     }
+}
+
+#[test]
+fn the_commented_example_config_builds() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/adapters/fhir.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let file: wardhook_sdk::toml::Table = wardhook_sdk::toml::from_str(&text).unwrap();
+    let mut table = file["handlers"].as_array().unwrap()[0]
+        .as_table()
+        .unwrap()
+        .clone();
+    assert_eq!(table.remove("kind").unwrap().as_str(), Some("fhir"));
+    table.remove("name");
+    // The key the example names, generated where the test can write.
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, _, _) = smart_key(&dir);
+    let auth = table.get_mut("auth").unwrap().as_table_mut().unwrap();
+    auth.insert("private_key".into(), format!("file:{key_path}").into());
+    let cfg = wardhook_sdk::toml::to_string(&table).unwrap();
+    testing::try_build::<FhirFactory>("ehr", &cfg).unwrap();
 }
