@@ -132,7 +132,8 @@ def transaction(bundle):
     work = copy.deepcopy(STORE)
     entries = bundle.get("entry", [])
     mapping, results = {}, []
-    # Placeholder ids first, so references between entries can be resolved in one pass.
+    # Every entry is validated before anything is written; the writes go to a copy of the
+    # store that replaces it only when every entry succeeded (all or nothing).
     for entry in entries:
         req = entry.get("request", {})
         if req.get("method") != "POST":
