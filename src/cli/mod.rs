@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod intake;
 pub mod reverify;
 pub mod send;
+pub mod smart_keys;
 pub mod storage;
 
 /// wardhook: a self-hosted webhook receiver for clinics.
@@ -348,6 +349,23 @@ pub enum KeysCommand {
     /// New data keys for new writes; re-encrypt older rows in the background, with progress.
     /// Resumable: run it again after an interruption.
     Rotate,
+    /// A key pair for SMART Backend Services (the fhir handler): writes the private key
+    /// (ES384, PKCS#8 PEM, mode 0600; never overwrites) and prints the public JWKS to register
+    /// with the EHR.
+    Smart {
+        /// Where to write the private key.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Print the public JWKS of an existing SMART key, to register it again.
+    SmartJwks {
+        /// The private key file.
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        /// The kid the handler is configured with (default: the key's thumbprint).
+        #[arg(long)]
+        kid: Option<String>,
+    },
 }
 
 /// `wardhook deliveries …`
@@ -564,6 +582,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     intake::print_quarantine_entry(&entry, &mut out)?;
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Smart { out },
+        } => {
+            smart_keys::generate(&out, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::SmartJwks { key, kid },
+        } => {
+            smart_keys::print_jwks(&key, kid, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {

@@ -29,6 +29,7 @@ const FACTORIES: &[(&str, BuildFn)] = &[
         "salesforce",
         build_handler::<wardhook_handler_salesforce::SalesforceFactory>,
     ),
+    ("fhir", build_handler::<wardhook_handler_fhir::FhirFactory>),
     (
         "slack",
         build_handler::<wardhook_handler_slack::SlackFactory>,

@@ -10,6 +10,7 @@ mod config_table;
 mod crash;
 mod dispatch;
 mod examples;
+mod fhir_keys;
 mod foundation;
 mod helpers;
 mod intake;
