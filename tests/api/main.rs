@@ -12,6 +12,7 @@ mod dispatch;
 mod examples;
 mod foundation;
 mod helpers;
+mod hl7v2;
 mod intake;
 mod multinode;
 mod operations;

@@ -148,12 +148,7 @@ impl HandlerFactory for Hl7Factory {
         };
         let destination = Destination::new(host, config.port, tls.clone(), limits);
         if tls.is_none() {
-            tracing::warn!(
-                handler = ctx.name(),
-                destination = destination.label(),
-                "hl7v2 handler sends over plaintext MLLP (tls = false): patient data crosses \
-                 the private network unencrypted"
-            );
+            mllp::warn_plaintext(destination.label());
         }
         Ok(Arc::new(Hl7 {
             name: ctx.name().to_owned(),

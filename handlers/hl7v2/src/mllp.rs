@@ -9,6 +9,7 @@
 //! one once; the message is sent again with the same `MSH-10`, which lets the receiver
 //! recognise a repeat.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,9 @@ pub fn frame(message: &str) -> Vec<u8> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// A block's content and whether bytes followed it, or why there is none.
+type BlockRead = Result<(Vec<u8>, bool), ReadFailure>;
+
 /// Why reading a block failed.
 #[derive(Debug, PartialEq, Eq)]
 enum ReadFailure {
@@ -54,7 +58,7 @@ enum ReadFailure {
 /// Read one block's content. Whitespace before the start byte is tolerated; anything else
 /// before it, or a block without its end, is malformed. Returns the content and whether bytes
 /// followed the block (the stream is then out of step and not reused).
-async fn read_block<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Vec<u8>, bool), ReadFailure> {
+async fn read_block<R: AsyncRead + Unpin>(r: &mut R) -> BlockRead {
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let mut started = false;
@@ -116,6 +120,8 @@ pub struct Destination {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     limits: Limits,
     idle: Mutex<Vec<(Box<dyn Io>, Instant)>>,
+    /// Whether the plaintext warning was logged by this destination's first connection.
+    warned: AtomicBool,
 }
 
 impl std::fmt::Debug for Destination {
@@ -148,6 +154,7 @@ impl Destination {
             tls,
             limits,
             idle: Mutex::new(Vec::new()),
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -241,7 +248,14 @@ impl Destination {
                 .map_err(|_| connect_error(false))?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
-                None => Ok(Box::new(tcp) as Box<dyn Io>),
+                None => {
+                    // Handlers are built before logging starts at start-up: the first
+                    // connection says it again, where the operator sees it.
+                    if !self.warned.swap(true, Ordering::Relaxed) {
+                        warn_plaintext(&self.label);
+                    }
+                    Ok(Box::new(tcp) as Box<dyn Io>)
+                }
                 Some((config, name)) => {
                     let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
                     match connector.connect(name.clone(), tcp).await {
@@ -258,6 +272,16 @@ impl Destination {
             .await
             .unwrap_or_else(|_| Err(connect_error(true)))
     }
+}
+
+/// The warning for `tls = false`, logged when the handler is built and on its first
+/// connection.
+pub fn warn_plaintext(destination: &str) {
+    tracing::warn!(
+        destination,
+        "hl7v2 handler sends over plaintext MLLP (tls = false): patient data crosses the \
+         private network unencrypted"
+    );
 }
 
 /// A handshake that failed on a certificate: ours refused (bad/unknown/required certificate
@@ -295,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn blocks_are_read_whole_and_bounded() {
-        let cases: &[(&[u8], Result<(Vec<u8>, bool), ReadFailure>)] = &[
+        let cases: &[(&[u8], BlockRead)] = &[
             (b"\x0bMSA\x1c\x0d", Ok((b"MSA".to_vec(), false))),
             (b"\r\n\x0bMSA\x1c\x0d", Ok((b"MSA".to_vec(), false))),
             (b"\x0bMSA\x1c\x0d\x0bMORE", Ok((b"MSA".to_vec(), true))),

@@ -609,6 +609,40 @@ fn plaintext_is_refused_outside_private_ranges_and_warned_about_inside() {
     assert!(text.contains("192.168.1.20:6661"), "{text}");
 }
 
+#[test]
+fn the_first_plaintext_connection_logs_the_warning_again() {
+    let Some(rx) = Receiver::start("accept", None) else {
+        return;
+    };
+    let handler = testing::build::<Hl7Factory>("ehr", &plain(rx.port, ""));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let log = log.clone();
+        move || LogWriter(log.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            testing::run(&*handler, &event()).await.expect_ok();
+            testing::run(&*handler, &event()).await.expect_ok();
+        });
+    });
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.matches("plaintext MLLP").count(),
+        1,
+        "once per destination, not per message: {text}"
+    );
+    assert!(text.contains(&format!("127.0.0.1:{}", rx.port)), "{text}");
+}
+
 struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for LogWriter {
