@@ -9,8 +9,9 @@
 //!   a field, component, repetition or segment; a rendered segment that is not one well-formed
 //!   body segment is refused ([`message`]).
 //! - **MLLP over TLS** (tokio-rustls, ring), client certificates supported; plaintext only
-//!   with `tls = false` for an IP address in a private range or loopback, with a warning at
-//!   start-up ([`mllp`]). Connections are reused per destination.
+//!   with `tls = false` for an IP address in a private range or loopback, with a warning logged
+//!   at the destination's first connection and on a reload ([`mllp`]). Connections are
+//!   reused per destination.
 //! - **Idempotent.** `MSH-10` is the job's idempotency key (`<delivery id>:<handler>`, the same
 //!   on every attempt), so a receiver can discard a repeat after a lost ACK.
 //! - **ACKs** ([`ack`]): `AA`/`CA` → done; `AE`/`CE`, an ACK for another control id, a malformed
