@@ -38,6 +38,7 @@ const FACTORIES: &[(&str, BuildFn)] = &[
         "email",
         build_handler::<wardhook_handler_email::EmailFactory>,
     ),
+    ("hl7v2", build_handler::<wardhook_handler_hl7v2::Hl7Factory>),
 ];
 
 /// The registered kinds, for messages and `--help`.

@@ -13,6 +13,7 @@ mod examples;
 mod fhir_keys;
 mod foundation;
 mod helpers;
+mod hl7v2;
 mod intake;
 mod listener_safety;
 mod multinode;
