@@ -14,8 +14,9 @@ use sha2::{Digest, Sha256};
 use wardhook_sdk::Event;
 
 use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
-use super::keys::{self, WriteKeyCache};
+use super::keys;
 use super::payload::{decode_body, StoredQuarantine};
+pub use super::rotate::{rotate_keys, RotationProgress, RotationReport};
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::audit::AppendedRecord;
@@ -127,9 +128,6 @@ pub struct QuarantineEntry {
     /// The headers the signature check used.
     pub signature_headers: Vec<(String, String)>,
 }
-
-/// id, source, key id, key period, nonce, ciphertext of a row to re-encrypt.
-type RotationRow = (String, String, i64, String, Vec<u8>, Vec<u8>);
 
 fn where_clause(filter: &ListFilter) -> (String, Vec<String>) {
     let mut clauses = Vec::new();
@@ -351,198 +349,9 @@ pub(crate) fn quarantine_read_event<'a>(
     ev
 }
 
-/// Progress of `keys rotate`, reported after each committed batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RotationProgress {
-    /// The generation new writes use and old rows are moved to.
-    pub generation: i64,
-    /// Rows re-encrypted so far in this run.
-    pub done: u64,
-    /// Rows that were under older keys when this run started.
-    pub total: u64,
-}
-
-/// What `keys rotate` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RotationReport {
-    /// The generation now in use.
-    pub generation: i64,
-    /// Whether this run resumed an interrupted rotation instead of starting a new one.
-    pub resumed: bool,
-    /// Rows re-encrypted.
-    pub reencrypted: u64,
-    /// Old data keys destroyed once nothing referenced them.
-    pub keys_destroyed: u64,
-}
-
-const ROTATE_BATCH: usize = 256;
-
-/// `keys rotate`: new writes get fresh data keys (a new generation) at once; then every row
-/// under an older generation is re-encrypted in batches, each its own transaction, and finally
-/// the old keys are destroyed. Resumable: if a run dies, the next run sees the rotation still
-/// pending (rows under old keys) and continues it instead of starting another.
-#[tracing::instrument(skip(store, who, progress))]
-pub fn rotate_keys(
-    store: &Store,
-    who: &Requester,
-    progress: &mut dyn FnMut(RotationProgress),
-) -> Result<RotationReport, StoreError> {
-    let keyring = store.keyring();
-    let mut conn = store.connection()?;
-    let pending = |conn: &Connection, generation: i64| -> Result<u64, StoreError> {
-        let n: i64 = conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM deliveries d JOIN data_keys k ON d.key_id = k.key_id
-                     WHERE d.ciphertext IS NOT NULL AND k.generation < ?1)
-                  + (SELECT COUNT(*) FROM quarantine q JOIN data_keys k ON q.key_id = k.key_id
-                     WHERE q.ciphertext IS NOT NULL AND k.generation < ?1)",
-            params![generation],
-            |r| r.get(0),
-        )?;
-        Ok(n.max(0) as u64)
-    };
-
-    // Start a new generation unless an interrupted rotation is still pending.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let current = keys::current_generation(&tx)?;
-    // A completed rotation destroys every older key, so an older key still present means the
-    // last run was interrupted.
-    let resumed = tx.query_row(
-        "SELECT COUNT(*) FROM data_keys WHERE generation < ?1 AND wrapped IS NOT NULL",
-        params![current],
-        |r| r.get::<_, i64>(0),
-    )? > 0;
-    let generation = if resumed { current } else { current + 1 };
-    if !resumed {
-        tx.execute(
-            "UPDATE store_meta SET value = ?1 WHERE name = 'key_generation'",
-            params![generation.to_string()],
-        )?;
-        let mut ev = AuditEvent::new(who.actor(), AuditAction::KeyRotated);
-        ev.reason = Some("rotation_started");
-        ev.count = Some(generation);
-        ev.via = Some(who.via);
-        record_audit(&tx, keyring, &ev)?;
-    }
-    let total = pending(&tx, generation)?;
-    tx.commit()?;
-    mirror(store, &conn);
-    progress(RotationProgress {
-        generation,
-        done: 0,
-        total,
-    });
-
-    let mut cache = WriteKeyCache::new();
-    let mut done = 0u64;
-    loop {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut moved = 0usize;
-        for kind in ["delivery", "quarantine"] {
-            let table = if kind == "delivery" {
-                "deliveries"
-            } else {
-                "quarantine"
-            };
-            let rows: Vec<RotationRow> = {
-                let mut stmt = tx.prepare(&format!(
-                    "SELECT t.id, t.source, t.key_id, k.period, t.nonce, t.ciphertext
-                     FROM {table} t JOIN data_keys k ON t.key_id = k.key_id
-                     WHERE t.ciphertext IS NOT NULL AND k.generation < ?1 LIMIT ?2"
-                ))?;
-                let rows =
-                    stmt.query_map(params![generation, (ROTATE_BATCH - moved) as i64], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for (id, source, old_key_id, period, nonce, ciphertext) in rows {
-                let old = keys::key_for_read(&tx, keyring, old_key_id)?;
-                let plain = old.open(
-                    &RecordPlace {
-                        kind,
-                        id: &id,
-                        source: &source,
-                        key_id: old_key_id,
-                    },
-                    &nonce,
-                    &ciphertext,
-                )?;
-                // Same period, new generation: purge by period keeps working after rotation.
-                let (new_key_id, new_key) =
-                    keys::key_for_write(&tx, keyring, &mut cache, &period, generation)?;
-                let sealed = new_key.seal(
-                    &RecordPlace {
-                        kind,
-                        id: &id,
-                        source: &source,
-                        key_id: new_key_id,
-                    },
-                    &plain,
-                )?;
-                tx.execute(
-                    &format!(
-                        "UPDATE {table} SET key_id = ?1, nonce = ?2, ciphertext = ?3
-                         WHERE id = ?4 AND key_id = ?5"
-                    ),
-                    params![new_key_id, sealed.nonce, sealed.ciphertext, id, old_key_id],
-                )?;
-                moved += 1;
-            }
-        }
-        if moved == 0 {
-            break;
-        }
-        match tx.commit() {
-            Ok(()) => {}
-            Err(e) => {
-                cache.clear();
-                return Err(e.into());
-            }
-        }
-        done += moved as u64;
-        progress(RotationProgress {
-            generation,
-            done,
-            total: total.max(done),
-        });
-    }
-
-    // Nothing references the old keys any more: destroy them.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let destroyed = tx.execute(
-        "UPDATE data_keys SET wrapped = NULL, destroyed_at = ?2
-         WHERE generation < ?1 AND wrapped IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.key_id = data_keys.key_id AND d.ciphertext IS NOT NULL)
-           AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.key_id = data_keys.key_id AND q.ciphertext IS NOT NULL)
-           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.out_key_id = data_keys.key_id AND j.out_ciphertext IS NOT NULL)",
-        params![generation, db_time(Utc::now())],
-    )? as u64;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::KeyRotated);
-    ev.reason = Some("rotation_completed");
-    ev.count = Some(done as i64);
-    ev.object_kind = Some("data_key");
-    ev.via = Some(who.via);
-    record_audit(&tx, keyring, &ev)?;
-    tx.commit()?;
-    mirror(store, &conn);
-    // Old wrapped keys must not linger in the WAL.
-    checkpoint_truncate(&conn);
-    Ok(RotationReport {
-        generation,
-        resumed,
-        reencrypted: done,
-        keys_destroyed: destroyed,
-    })
-}
-
-fn checkpoint_truncate(conn: &Connection) {
+/// Copy the WAL into the database and truncate it, so destroyed wrapped keys and deleted
+/// ciphertext do not linger in WAL frames.
+pub(crate) fn checkpoint_truncate(conn: &Connection) {
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
         tracing::warn!(error = %e, "WAL checkpoint after key destruction did not complete");
     }

@@ -24,6 +24,7 @@ pub mod payload;
 pub mod postgres;
 pub mod realtime;
 pub mod reverify;
+mod rotate;
 mod schema;
 mod sealed;
 mod writer;
