@@ -363,7 +363,10 @@ pub enum DeliveriesCommand {
         /// The delivery id.
         id: String,
     },
-    /// Check again that a stored delivery is exactly what its sender signed (exits 3 if not).
+    /// Check again that a stored delivery is exactly what its sender signed. Exits 0 when the
+    /// stored body and signature verify, 3 when they do not (altered, or the signing secret is
+    /// no longer configured), 4 when the source's scheme signs nothing about the body that was
+    /// kept (bearer token, password, API key): not re-verifiable, which is not tampering.
     Reverify {
         /// The delivery id.
         id: String,
@@ -378,8 +381,13 @@ pub enum DeliveriesCommand {
     },
 }
 
-/// Exit code of `audit verify` when the log has been tampered with.
+/// Exit code of `audit verify` when the log has been tampered with, and of `deliveries
+/// reverify` when a stored delivery does not verify.
 pub const EXIT_AUDIT_TAMPERED: u8 = 3;
+
+/// Exit code of `deliveries reverify` when the source's scheme leaves nothing to check again
+/// (a token, password or API key proves who sent a delivery, not what it held).
+pub const EXIT_NOT_REVERIFIABLE: u8 = 4;
 
 /// `wardhook certs …`
 #[derive(Debug, Subcommand)]
@@ -725,10 +733,14 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
         DeliveriesCommand::Reverify { id } => {
             let store = open_store(config)?;
             let full = Config::load(config)?;
-            if let reverify::Reverified::NotAuthentic { .. } =
-                reverify::reverify(&full, &store, &id, &mut out)?
-            {
-                return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED));
+            match reverify::reverify(&full, &store, &id, &mut out)? {
+                reverify::Reverified::NotAuthentic { .. } => {
+                    return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))
+                }
+                reverify::Reverified::NotReverifiable { .. } => {
+                    return Ok(ExitCode::from(EXIT_NOT_REVERIFIABLE))
+                }
+                reverify::Reverified::Authentic { .. } => {}
             }
         }
     }

@@ -13,6 +13,7 @@ mod examples;
 mod foundation;
 mod helpers;
 mod intake;
+mod maintenance;
 mod multinode;
 mod operations;
 mod postgres;
