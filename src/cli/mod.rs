@@ -130,8 +130,10 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Delete payloads past retention and destroy their period keys (crypto-shredding); audit
-    /// records and delivery metadata stay.
+    /// Delete payloads past retention and destroy their period keys (crypto-shredding in this
+    /// database; backups taken earlier keep their copy: see `backup`); audit records and
+    /// delivery metadata stay. Works in chunks of at most 500 rows, so the server keeps taking
+    /// deliveries meanwhile; shows progress on long runs.
     Purge {
         /// Retention, e.g. `90d`, `12w`, `720h`.
         #[arg(long, value_name = "DURATION")]
@@ -586,7 +588,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = storage::OfflineStore::open(&cli.config)?;
             let cutoff = chrono::Utc::now() - age;
             let who = crate::store::admin::Requester::cli_user();
-            let report = store.run(|s| s.purge(cutoff, who))?;
+            let mut shown = intake::Tenths::new("purge", "rows", 5_000);
+            let progress = Box::new(move |p: crate::store::admin::PurgeProgress| {
+                shown.update(p.done, p.total);
+            });
+            let report = store.run(|s| s.purge_with_progress(cutoff, who, progress))?;
             intake::print_purge(cutoff, &report, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use wardhook_sdk::Event;
 use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
 use super::keys;
 use super::payload::{decode_body, StoredQuarantine};
+pub use super::purge::{purge_older_than, purge_with_progress, PurgeProgress, PURGE_CHUNK};
 pub use super::rotate::{rotate_keys, RotationProgress, RotationReport};
 use super::writer::db_time;
 use super::{Store, StoreError};
@@ -370,108 +371,59 @@ pub struct PurgeReport {
     pub keys_destroyed: u64,
 }
 
-/// `purge --older-than`: delete payloads received before `cutoff` (with `secure_delete` on),
-/// keep the metadata rows the audit trail refers to, and destroy the data keys of every period
-/// that ends before the cutoff, so copies the `DELETE` cannot reach (WAL residue, free pages,
-/// old backups) become unreadable too.
-#[tracing::instrument(skip(store, who))]
-pub fn purge_older_than(
-    store: &Store,
-    cutoff: DateTime<Utc>,
-    who: &Requester,
-) -> Result<PurgeReport, StoreError> {
-    if cutoff > Utc::now() {
-        return Err(StoreError::InvalidArgument(
-            "purge cutoff is in the future".into(),
-        ));
-    }
-    let mut conn = store.connection()?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let cut = db_time(cutoff);
-    let now = db_time(Utc::now());
-    // Attempt records reference their job: they go first (they hold no payload data).
-    tx.execute(
-        "DELETE FROM attempts WHERE job_id IN
-           (SELECT j.id FROM jobs j JOIN deliveries d ON j.delivery_id = d.id
-            WHERE d.received_at < ?1)",
-        params![cut],
-    )?;
-    let jobs = tx.execute(
-        "DELETE FROM jobs WHERE delivery_id IN
-           (SELECT id FROM deliveries WHERE received_at < ?1)",
-        params![cut],
-    )? as u64;
-    let deliveries = tx.execute(
-        "UPDATE deliveries SET nonce = NULL, ciphertext = NULL, status = 'purged', purged_at = ?2
-         WHERE received_at < ?1 AND status != 'purged'",
-        params![cut, now],
-    )? as u64;
-    let quarantined = tx.execute(
-        "UPDATE quarantine SET nonce = NULL, ciphertext = NULL, status = 'purged', purged_at = ?2
-         WHERE received_at < ?1 AND status != 'purged'",
-        params![cut, now],
-    )? as u64;
-    // A period (UTC day) is shredded only when it ends at or before the cutoff.
-    let candidates: Vec<(i64, String)> = {
-        let mut stmt =
-            tx.prepare("SELECT key_id, period FROM data_keys WHERE wrapped IS NOT NULL")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let mut keys_destroyed = 0u64;
-    for (key_id, period) in candidates {
-        let Ok(day) = NaiveDate::parse_from_str(&period, "%Y-%m-%d") else {
-            continue;
-        };
-        let end = day
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc() + Duration::days(1));
-        if end.is_some_and(|end| end <= cutoff) {
-            keys_destroyed += tx.execute(
-                "UPDATE data_keys SET wrapped = NULL, destroyed_at = ?2
-                 WHERE key_id = ?1
-                   AND NOT EXISTS (SELECT 1 FROM deliveries WHERE key_id = ?1 AND ciphertext IS NOT NULL)
-                   AND NOT EXISTS (SELECT 1 FROM quarantine WHERE key_id = ?1 AND ciphertext IS NOT NULL)
-                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE out_key_id = ?1 AND out_ciphertext IS NOT NULL)",
-                params![key_id, now],
-            )? as u64;
-        }
-    }
-    let report = PurgeReport {
-        deliveries,
-        quarantined,
-        jobs,
-        keys_destroyed,
-    };
-    for record in report.audit_records(who) {
-        crate::audit::append(&tx, store.keyring(), &record)?;
-    }
-    tx.commit()?;
-    mirror(store, &conn);
-    checkpoint_truncate(&conn);
-    Ok(report)
-}
-
 impl PurgeReport {
-    /// One `purged` record per kind of object, with its count and who asked.
-    pub(crate) fn audit_records(&self, who: &Requester) -> Vec<crate::audit::AuditRecord> {
+    /// One `purged` record per kind of object, with its count, the cutoff and who asked.
+    pub(crate) fn audit_records(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> Vec<crate::audit::AuditRecord> {
+        let mut records = self.row_records(who, cutoff);
+        records.push(self.key_record(who, cutoff));
+        records
+    }
+
+    /// The `purged` records of deleted rows: delivery payloads, quarantined bodies, jobs.
+    pub(crate) fn row_records(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> Vec<crate::audit::AuditRecord> {
         [
             ("delivery", self.deliveries),
             ("quarantine", self.quarantined),
             ("job", self.jobs),
-            ("data_key", self.keys_destroyed),
         ]
         .into_iter()
-        .map(|(kind, count)| {
-            let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
-            ev.object_kind = Some(kind);
-            ev.count = Some(i64::try_from(count).unwrap_or(i64::MAX));
-            ev.via = Some(who.via);
-            super::audit_hook::to_record(&ev)
-        })
+        .map(|(kind, count)| purged_record(who, cutoff, kind, count))
         .collect()
     }
+
+    /// The `purged` record of destroyed period keys.
+    pub(crate) fn key_record(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> crate::audit::AuditRecord {
+        purged_record(who, cutoff, "data_key", self.keys_destroyed)
+    }
+}
+
+fn purged_record(
+    who: &Requester,
+    cutoff: DateTime<Utc>,
+    kind: &'static str,
+    count: u64,
+) -> crate::audit::AuditRecord {
+    let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
+    ev.object_kind = Some(kind);
+    ev.count = Some(i64::try_from(count).unwrap_or(i64::MAX));
+    ev.via = Some(who.via);
+    let mut record = super::audit_hook::to_record(&ev);
+    record
+        .detail
+        .insert(crate::audit::DetailKey::CutoffUnix, cutoff.timestamp());
+    record
 }
 
 /// What `backup` wrote.

@@ -22,6 +22,7 @@ pub mod jobs;
 mod keys;
 pub mod payload;
 pub mod postgres;
+mod purge;
 pub mod realtime;
 pub mod reverify;
 mod rotate;

@@ -718,6 +718,76 @@ async fn purge_deletes_old_payloads_keeps_metadata_and_shreds_period_keys() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_purge_commits_in_chunks_each_with_its_own_records_then_shreds_the_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("w.db");
+    let store = open(&db);
+    let old = Utc::now() - Duration::days(3);
+    let n = admin::PURGE_CHUNK * 2 + 200;
+    let submitted = futures_util::future::join_all((0..n).map(|i| {
+        let store = store.clone();
+        async move {
+            submit_at(
+                &store,
+                nextphone("call.ended", &format!("p{i}")),
+                &["crm"],
+                old,
+            )
+            .await
+        }
+    }))
+    .await;
+    assert!(submitted.iter().all(Result::is_ok));
+    let mut seen = Vec::new();
+    let report =
+        admin::purge_with_progress(&store, Utc::now() - Duration::days(1), &who(), &mut |p| {
+            seen.push(p)
+        })
+        .expect("purge");
+    assert_eq!(report.deliveries, n as u64);
+    assert_eq!(report.jobs, n as u64);
+    assert_eq!(report.keys_destroyed, 1);
+    assert_eq!(
+        seen.last().map(|p| (p.done, p.total)),
+        Some((n as u64, n as u64))
+    );
+    let per_chunk = |what: &str| {
+        count(
+            &db,
+            &format!(
+                "SELECT {what}(json_extract(detail, '$.count')) FROM audit_log
+                 WHERE action = 'purged' AND json_extract(detail, '$.object_kind') = 'delivery'"
+            ),
+        )
+    };
+    assert_eq!(
+        per_chunk("COUNT"),
+        3,
+        "three chunks, three delivery records"
+    );
+    assert_eq!(
+        per_chunk("SUM"),
+        n as i64,
+        "the records add up to what was purged"
+    );
+    assert_eq!(
+        per_chunk("MAX"),
+        admin::PURGE_CHUNK as i64,
+        "no chunk is larger"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'purged'
+             AND json_extract(detail, '$.object_kind') = 'data_key'
+             AND json_extract(detail, '$.cutoff_unix') IS NOT NULL"
+        ),
+        1,
+        "one key record, after the rows, with the cutoff"
+    );
+}
+
 #[tokio::test]
 async fn backup_is_a_consistent_copy_and_never_lands_next_to_the_master_key() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -195,3 +195,191 @@ async fn reverify_finds_an_altered_stored_body_of_a_signed_delivery() {
     assert_eq!(bad.status.code(), Some(3), "{shown}");
     assert!(shown.contains("NOT VERIFIED"), "{shown}");
 }
+
+/// Store `n` authentic `demo` deliveries received `age` ago, straight through the store's intake
+/// (verified by the source's own verifier first, as the listener does): a large old history in
+/// seconds instead of `n` HTTPS posts.
+async fn seed_old_deliveries(fixture: &Fixture, n: usize, age: chrono::Duration) {
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    use wardhook::normalize::{normalize, IntakeInput};
+    use wardhook::verify::{UnverifiedRequest, Verdict};
+    let config =
+        wardhook::config::Config::load_with_base(&fixture.config_path, fixture.dir.path()).unwrap();
+    let source = config.source("demo").unwrap();
+    let keyring = wardhook::crypto::Keyring::from_master(
+        &wardhook::crypto::MasterKey::load(&fixture.dir.path().join("master.key")).unwrap(),
+    );
+    let db = fixture.dir.path().join("data/wardhook.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let store =
+        wardhook::store::Store::open(&db, keyring, wardhook::store::StoreOptions::default())
+            .unwrap();
+    let received = chrono::Utc::now() - age;
+    for start in (0..n).step_by(5_000) {
+        let batch = (start..n.min(start + 5_000)).map(|i| {
+            let body = format!(
+                r#"{{"event":"call.ended","data":{{"call_id":"old-{i}","summary":"seeded history"}}}}"#
+            );
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_static("x-nextphone-signature"),
+                HeaderValue::from_str(&nextphone_signature(DEMO_SECRET, body.as_bytes())).unwrap(),
+            );
+            let request = UnverifiedRequest {
+                method: "POST",
+                path_and_query: "/hooks/demo",
+                headers: &headers,
+                body: body.as_bytes(),
+                peer_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            };
+            let Ok(Verdict::Verified(verified)) = source.verifier.verify(&request, received) else {
+                panic!("the seeded delivery must verify");
+            };
+            let input = IntakeInput::from_verified(&verified);
+            let normalized = normalize(&input, received).unwrap();
+            let store = store.clone();
+            async move { store.intake(input, normalized, Vec::new()).await.unwrap() }
+        });
+        futures_util::future::join_all(batch).await;
+    }
+}
+
+/// While `command` runs as its own process against the running server, post signed deliveries
+/// to it over TLS; the statuses they got and the command's output.
+async fn post_while_running(app: &TestApp, args: &[&str], tag: &str) -> (Vec<u16>, Output) {
+    let child = Command::new(wardhook_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&app.config_path)
+        .current_dir(app.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = app.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let running = running.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = child.wait_with_output().unwrap();
+            running.store(false, std::sync::atomic::Ordering::SeqCst);
+            out
+        })
+    };
+    let mut statuses = Vec::new();
+    let mut i = 0u64;
+    while running.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{tag} did not finish in time"
+        );
+        let body = format!(r#"{{"event":"call.ended","data":{{"call_id":"{tag}-{i}"}}}}"#);
+        let res = client
+            .post(app.url("/hooks/demo"))
+            .header("Content-Type", "application/json")
+            .header(
+                "X-NextPhone-Signature",
+                nextphone_signature(DEMO_SECRET, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        i += 1;
+    }
+    (statuses, watcher.await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn senders_get_no_503_while_emergency_export_and_purge_work_through_fifty_thousand_rows() {
+    const ROWS: usize = 50_000;
+    let started = std::time::Instant::now();
+    let fixture = write_fixture(&AppOptions::default());
+    seed_old_deliveries(&fixture, ROWS, chrono::Duration::days(3)).await;
+    let app = spawn_from_fixture(fixture).await;
+    eprintln!("seeded {ROWS} rows in {:?}", started.elapsed());
+    // Before anything the sender posts, so the export's count is exact.
+    let until = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+
+    let archive = app.dir.path().join("emergency.archive");
+    let (statuses, out) = post_while_running(
+        &app,
+        &[
+            "emergency-export",
+            "--reason",
+            "load test of the break-glass export",
+            "--since",
+            "2000-01-01",
+            "--until",
+            &until,
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+        "during-export",
+    )
+    .await;
+    eprintln!(
+        "export done at {:?}, {} posts meanwhile",
+        started.elapsed(),
+        statuses.len()
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("wrote {ROWS} deliveries")),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !statuses.is_empty(),
+        "the sender posted while the export ran"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every delivery during the export was accepted: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+
+    let (statuses, out) =
+        post_while_running(&app, &["purge", "--older-than", "1d"], "during-purge").await;
+    let shown = text(&out);
+    eprintln!(
+        "purge done at {:?}, {} posts meanwhile",
+        started.elapsed(),
+        statuses.len()
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every delivery during the purge was accepted: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    assert!(
+        statuses.len() >= 5,
+        "the sender kept posting during the purge ({} posts)",
+        statuses.len()
+    );
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("{ROWS} delivery payloads")),
+        "{shown}"
+    );
+    assert!(shown.contains("purge: 100%"), "progress is shown: {shown}");
+
+    // The trail says what went, chunk by chunk: no transaction covered more than 500 rows.
+    let audit = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["audit", "search", "--action", "purged"],
+    );
+    let counts: Vec<i64> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .filter_map(|line| line.rsplit('\t').next())
+        .filter_map(|detail| serde_json::from_str::<Value>(detail).ok())
+        .filter(|d| d["object_kind"] == "delivery")
+        .filter_map(|d| d["count"].as_i64())
+        .collect();
+    assert_eq!(counts.iter().sum::<i64>(), ROWS as i64, "{counts:?}");
+    assert!(counts.len() >= ROWS / 500, "{} chunks", counts.len());
+    assert!(counts.iter().all(|c| *c <= 500), "{counts:?}");
+}
