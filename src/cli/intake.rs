@@ -280,6 +280,19 @@ pub fn backup(
         r.bytes,
         r.sha256
     )?;
+    match (r.periods.first(), r.periods.last()) {
+        (Some(oldest), Some(newest)) => writeln!(
+            out,
+            "it holds payloads of {} period(s), {oldest} to {newest} (listed in {}); a later purge does not reach this copy: delete it once {oldest} is past retention (`wardhook doctor` warns)",
+            r.periods.len(),
+            r.manifest.display()
+        )?,
+        _ => writeln!(
+            out,
+            "it holds no readable payloads (manifest: {})",
+            r.manifest.display()
+        )?,
+    }
     Ok(())
 }
 

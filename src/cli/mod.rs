@@ -103,9 +103,14 @@ pub enum Command {
     },
     /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
     Reload,
-    /// Check key permissions, certificate expiry, disk space, database integrity and the audit
-    /// chain, and say what to fix. Exits non-zero when a check fails.
-    Doctor,
+    /// Check key permissions, certificate expiry, disk space, database integrity, the audit
+    /// chain and backups past retention, and say what to fix. Exits non-zero when a check fails.
+    Doctor {
+        /// Payload retention to judge backups against, e.g. `90d` (default: the retention the
+        /// latest `purge` applied).
+        #[arg(long, value_name = "DURATION")]
+        retention: Option<String>,
+    },
     /// Dead letters: jobs that failed permanently or ran out of attempts.
     Dlq {
         /// Which.
@@ -139,7 +144,10 @@ pub enum Command {
         #[arg(long, value_name = "DURATION")]
         older_than: String,
     },
-    /// Copy the database with SQLite's online backup (the master key is never copied).
+    /// Copy the database with SQLite's online backup (the master key is never copied). Writes
+    /// `PATH.manifest.json` (0600) listing the periods the copy holds, and a `backup_taken`
+    /// audit record naming the path and its oldest and newest period: a later purge does not
+    /// reach the copy, so delete it once its oldest period is past retention (doctor warns).
     Backup {
         /// The backup file to create (must not exist).
         #[arg(long, value_name = "PATH")]
@@ -607,12 +615,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor => {
+        Command::Doctor { retention } => {
             // Doctor's database checks are SQLite's; a config it cannot load is its to report.
             if let Ok(offline) = Config::load_offline(&cli.config) {
                 anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
             }
-            let report = doctor::run_doctor(&cli.config, &mut std::io::stdout().lock())?;
+            let options = doctor::DoctorOptions {
+                retention: retention
+                    .as_deref()
+                    .map(intake::parse_duration)
+                    .transpose()?,
+                ..doctor::DoctorOptions::default()
+            };
+            let report =
+                doctor::run_doctor_with(&cli.config, &options, &mut std::io::stdout().lock())?;
             Ok(if report.passed() {
                 ExitCode::SUCCESS
             } else {

@@ -5,22 +5,21 @@
 //! serving: SQLite's locking and the busy timeout serialize them with the writer thread. Every
 //! state change and every decrypted read writes its audit record in the same transaction.
 
-use std::path::{Path, PathBuf};
-
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use wardhook_sdk::Event;
 
 use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
+pub use super::backup::{
+    backup_to, backup_to_with_progress, manifest_path, BackupReport, MANIFEST_FORMAT,
+};
 use super::keys;
 use super::payload::{decode_body, StoredQuarantine};
 pub use super::purge::{purge_older_than, purge_with_progress, PurgeProgress, PURGE_CHUNK};
 pub use super::rotate::{rotate_keys, RotationProgress, RotationReport};
 use super::writer::db_time;
 use super::{Store, StoreError};
-use crate::audit::AppendedRecord;
 use crate::crypto::RecordPlace;
 
 /// Who is asking, for the audit trail: the OS user at the CLI, or an admin token id.
@@ -424,127 +423,4 @@ fn purged_record(
         .detail
         .insert(crate::audit::DetailKey::CutoffUnix, cutoff.timestamp());
     record
-}
-
-/// What `backup` wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupReport {
-    /// The backup file.
-    pub path: PathBuf,
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// Its SHA-256, hex (recorded in the audit trail).
-    pub sha256: String,
-}
-
-/// `backup --to PATH`: a consistent copy through SQLite's online backup API while the server
-/// keeps serving. The copy holds only ciphertext and wrapped keys; the master key is never
-/// written, and a target in the master key's own folder is refused, because a backup stored
-/// next to its key is not encrypted in any useful sense.
-#[tracing::instrument(skip(store, who))]
-pub fn backup_to(
-    store: &Store,
-    to: &Path,
-    master_key_file: Option<&Path>,
-    who: &Requester,
-) -> Result<BackupReport, StoreError> {
-    backup_to_with_progress(store, to, master_key_file, who, &mut |_, _| {})
-}
-
-/// [`backup_to`], calling `progress(pages_done, pages_total)` as the copy advances.
-pub fn backup_to_with_progress(
-    store: &Store,
-    to: &Path,
-    master_key_file: Option<&Path>,
-    who: &Requester,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<BackupReport, StoreError> {
-    let shown = to.display().to_string();
-    if to.exists() {
-        return Err(StoreError::InvalidArgument(format!(
-            "{shown} already exists; refusing to overwrite"
-        )));
-    }
-    let target_dir = absolute_dir(to);
-    if let Some(key) = master_key_file {
-        if target_dir.is_some() && absolute_dir(key) == target_dir {
-            return Err(StoreError::InvalidArgument(format!(
-                "{shown} is in the master key's folder; keep backups away from the key"
-            )));
-        }
-    }
-    let io = |e: std::io::Error| StoreError::Io {
-        path: shown.clone(),
-        reason: e.to_string(),
-    };
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Create it owner-only before SQLite writes anything into it.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .map_err(io)?;
-    }
-    let src = store.connection()?;
-    let mut dst = Connection::open(to)?;
-    {
-        let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
-        // Step by step (not run_to_completion) so a large database reports progress, and the
-        // writer gets the lock between steps.
-        loop {
-            let step = backup.step(1024)?;
-            let p = backup.progress();
-            let total = p.pagecount.max(0) as u64;
-            progress(total.saturating_sub(p.remaining.max(0) as u64), total);
-            match step {
-                rusqlite::backup::StepResult::Done => break,
-                rusqlite::backup::StepResult::More => {}
-                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-    }
-    // A self-contained file: no -wal next to it.
-    dst.pragma_update(None, "journal_mode", "DELETE")?;
-    drop(dst);
-    // Hashed while streaming: a backup can be larger than memory.
-    let (bytes_len, sha256) = {
-        use std::io::Read as _;
-        let mut file = std::fs::File::open(to).map_err(io)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut len = 0u64;
-        loop {
-            let n = file.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            len += n as u64;
-        }
-        (len, hex::encode(hasher.finalize()))
-    };
-    let mut conn = src;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::BackupTaken);
-    ev.count = Some(bytes_len as i64);
-    ev.digest = Some(&sha256);
-    ev.via = Some(who.via);
-    let _: AppendedRecord = record_audit(&tx, store.keyring(), &ev)?;
-    tx.commit()?;
-    mirror(store, &conn);
-    Ok(BackupReport {
-        path: to.to_owned(),
-        bytes: bytes_len,
-        sha256,
-    })
-}
-
-fn absolute_dir(p: &Path) -> Option<PathBuf> {
-    let parent = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.canonicalize().ok()
 }

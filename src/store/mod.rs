@@ -17,6 +17,7 @@
 pub mod admin;
 mod audit_hook;
 pub mod backend;
+mod backup;
 pub mod emergency;
 pub mod jobs;
 mod keys;

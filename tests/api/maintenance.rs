@@ -383,3 +383,123 @@ async fn senders_get_no_503_while_emergency_export_and_purge_work_through_fifty_
     assert!(counts.len() >= ROWS / 500, "{} chunks", counts.len());
     assert!(counts.iter().all(|c| *c <= 500), "{counts:?}");
 }
+
+/// The `backups` line of `wardhook doctor`'s report.
+fn doctor_backups_line(app: &TestApp, extra: &[&str]) -> String {
+    let mut args = vec!["doctor"];
+    args.extend_from_slice(extra);
+    let out = cli(app.dir.path(), &app.config_path, &args);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    report
+        .lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with("backups ")))
+        .unwrap_or_else(|| panic!("no backups line in {report}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_records_the_periods_it_holds_and_doctor_warns_once_they_pass_retention() {
+    let fixture = write_fixture(&AppOptions::default());
+    let old = chrono::Utc::now() - chrono::Duration::days(10);
+    seed_old_deliveries(&fixture, 3, chrono::Duration::days(10)).await;
+    let app = spawn_from_fixture(fixture).await;
+    deliver(&app, r#"{"event":"call.ended","data":{"call_id":"today"}}"#).await;
+    let old_day = old.format("%Y-%m-%d").to_string();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+
+    let folder = app.dir.path().join("backups");
+    std::fs::create_dir_all(&folder).unwrap();
+    let to = folder.join("wardhook-1.db");
+    let out = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["backup", "--to", to.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{old_day} to {today}")),
+        "{}",
+        text(&out)
+    );
+
+    // The manifest beside it: owner-only, every period listed, the same digest as the record.
+    let manifest_path = folder.join("wardhook-1.db.manifest.json");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&manifest_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "manifest mode {mode:o}");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["format"], "wardhook-backup-manifest v1");
+    assert_eq!(manifest["backup"], "wardhook-1.db");
+    assert_eq!(manifest["periods"], serde_json::json!([old_day, today]));
+    assert_eq!(manifest["oldest_period"], old_day.as_str());
+    assert_eq!(
+        manifest["bytes"].as_u64(),
+        Some(std::fs::metadata(&to).unwrap().len())
+    );
+
+    // The audit record names the copy and its periods.
+    let audit = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["audit", "search", "--action", "backup_taken"],
+    );
+    let record: Value = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit('\t').next())
+        .find_map(|d| serde_json::from_str(d).ok())
+        .expect("a backup_taken record");
+    let day_start = |day: &str| {
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp()
+    };
+    assert_eq!(
+        record["path"].as_str(),
+        to.canonicalize().unwrap().to_str(),
+        "{record}"
+    );
+    assert_eq!(
+        record["oldest_period_unix"].as_i64(),
+        Some(day_start(&old_day))
+    );
+    assert_eq!(
+        record["newest_period_unix"].as_i64(),
+        Some(day_start(&today))
+    );
+    assert_eq!(record["count"], 2, "two periods");
+    assert_eq!(record["sha256"], manifest["sha256"]);
+    assert_eq!(record["bytes"], manifest["bytes"]);
+
+    // No purge yet: no retention to judge by.
+    let line = doctor_backups_line(&app, &[]);
+    assert!(line.starts_with("OK"), "{line}");
+
+    // A purge at 5 days destroys the old period here; the backup still holds it.
+    let purge = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["purge", "--older-than", "5d"],
+    );
+    assert!(purge.status.success(), "{}", text(&purge));
+    let line = doctor_backups_line(&app, &[]);
+    assert!(line.starts_with("WARN"), "{line}");
+    assert!(line.contains("wardhook-1.db"), "{line}");
+    assert!(line.contains(&old_day), "{line}");
+    assert!(line.contains("5-day retention"), "{line}");
+
+    // Judged against a longer stated policy, it is within retention.
+    let line = doctor_backups_line(&app, &["--retention", "30d"]);
+    assert!(line.starts_with("OK"), "{line}");
+
+    // Once the copy is destroyed, nothing is left to warn about.
+    std::fs::remove_file(&to).unwrap();
+    let line = doctor_backups_line(&app, &[]);
+    assert!(line.starts_with("OK"), "{line}");
+}
