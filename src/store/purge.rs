@@ -31,6 +31,13 @@ const PAUSE_MS: std::ops::RangeInclusive<u64> = 5..=40;
 /// How long a chunk waits for the writer's lock: maintenance can wait, intake cannot.
 const PURGE_BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(30);
 
+/// Between two chunks of a long maintenance run: let the intake writer take the lock.
+pub(crate) fn pause_for_writer() {
+    std::thread::sleep(StdDuration::from_millis(
+        rand::thread_rng().gen_range(PAUSE_MS),
+    ));
+}
+
 /// Progress of a purge: rows handled so far of those found past the cutoff at the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeProgress {
@@ -122,10 +129,7 @@ pub fn purge_with_progress(
         if chunk.deliveries + chunk.quarantined + chunk.jobs == 0 {
             break;
         }
-        // Let the intake writer in before the next chunk.
-        std::thread::sleep(StdDuration::from_millis(
-            rand::thread_rng().gen_range(PAUSE_MS),
-        ));
+        pause_for_writer();
     }
 
     report.keys_destroyed = destroy_period_keys(&mut conn, store, cutoff, who)?;

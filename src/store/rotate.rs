@@ -8,9 +8,10 @@
 //! and the next run would find it again; a test compares the list with the schema so a new
 //! ciphertext column cannot be forgotten.
 //!
-//! Each batch is its own short transaction (the intake writer gets the lock between batches),
-//! and the run is resumable: rows still under an older generation mean a rotation is pending,
-//! and the next run finishes it instead of starting another.
+//! Each batch is its own short transaction, followed by a short random pause so the intake
+//! writer gets the lock between batches, and the run is resumable: rows still under an older
+//! generation mean a rotation is pending, and the next run finishes it instead of starting
+//! another.
 
 use chrono::Utc;
 use rusqlite::{params, Connection, TransactionBehavior};
@@ -219,6 +220,7 @@ pub fn rotate_keys(
             done,
             total: total.max(done),
         });
+        super::purge::pause_for_writer();
     }
 
     // Nothing refers to the older keys any more: destroy them.
