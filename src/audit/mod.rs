@@ -37,7 +37,7 @@ pub use mirror::Mirror;
 pub use query::{count, export, for_each_record, ExportFormat, Filter, Progress};
 pub use record::{
     canonical_json, Action, Actor, AuditRecord, CallRef, Code, Detail, DetailKey, DetailValue,
-    Digest, ObjectId, Outcome, MAX_CODE_LEN,
+    Digest, FilePath, ObjectId, Outcome, MAX_CODE_LEN, MAX_PATH_LEN,
 };
 pub use retention::{purge_older_than, PurgeReport, Retention};
 pub(crate) use verify::verify_chain;

@@ -92,6 +92,47 @@ impl Digest {
     }
 }
 
+/// Longest [`FilePath`] accepted.
+pub const MAX_PATH_LEN: usize = 255;
+
+/// An absolute path an operator chose for a file wardhook wrote (a backup), so the audit trail
+/// can say where a copy of the records went.
+///
+/// `/` and segments of `A-Z a-z 0-9 _ . -` only (no `.` or `..` segment), at most 255 bytes:
+/// no spaces, `@` or `+`, so a sentence, an e-mail address or a formatted phone number cannot
+/// pass as one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FilePath(String);
+
+impl FilePath {
+    /// Accept `s` if it is such a path; never echoes `s` on error.
+    pub fn parse(s: &str) -> Result<Self, AuditError> {
+        let segments_ok = s.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            })
+        });
+        if segments_ok && s.len() <= MAX_PATH_LEN {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(AuditError::InvalidField {
+                field: "path",
+                rule: "an absolute path of [A-Za-z0-9_.-] segments, at most 255 bytes",
+            })
+        }
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An object id that wardhook itself generated (delivery id, quarantine id, job id): a UUID in
 /// its hyphenated lowercase form, or a [`Code`] such as `dlv_01hz…`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -385,6 +426,12 @@ string_enum! {
         /// Unix seconds of the first event an aggregate record counts (rejections tallied per
         /// interval; the record's own `ts` is the end of the interval).
         SinceUnix => "since_unix",
+        /// Where an operator wrote a file holding records (a backup), as a [`FilePath`].
+        Path => "path",
+        /// Start (Unix seconds) of the oldest data-key period a backup holds readable payloads of.
+        OldestPeriodUnix => "oldest_period_unix",
+        /// Start (Unix seconds) of the newest such period.
+        NewestPeriodUnix => "newest_period_unix",
     }
 }
 
@@ -402,6 +449,8 @@ pub enum DetailValue {
     Digest(Digest),
     /// An IP address (e.g. a destination host given as an address).
     Ip(IpAddr),
+    /// An absolute file path an operator chose.
+    Path(FilePath),
 }
 
 impl DetailValue {
@@ -420,6 +469,7 @@ impl DetailValue {
             Self::Bool(b) => Value::Bool(*b),
             Self::Digest(d) => Value::String(d.0.clone()),
             Self::Ip(ip) => Value::String(ip.to_string()),
+            Self::Path(p) => Value::String(p.0.clone()),
         }
     }
 }
@@ -457,6 +507,11 @@ impl From<Digest> for DetailValue {
 impl From<IpAddr> for DetailValue {
     fn from(ip: IpAddr) -> Self {
         Self::Ip(ip)
+    }
+}
+impl From<FilePath> for DetailValue {
+    fn from(p: FilePath) -> Self {
+        Self::Path(p)
     }
 }
 impl From<ObjectId> for DetailValue {

@@ -926,6 +926,17 @@ fn no_phi_canary_is_accepted_by_any_field_constructor() {
         );
         assert!(Digest::parse(canary).is_err(), "Digest accepted {canary:?}");
         assert!(
+            FilePath::parse(canary).is_err(),
+            "FilePath accepted {canary:?}"
+        );
+        // Names, sentences, e-mail and formatted phone numbers cannot be a path's segment.
+        if canary.contains([' ', '@', '+', '(', ',']) {
+            assert!(
+                FilePath::parse(&format!("/srv/{canary}")).is_err(),
+                "FilePath accepted a segment {canary:?}"
+            );
+        }
+        assert!(
             DetailValue::host(canary).is_err(),
             "host accepted {canary:?}"
         );

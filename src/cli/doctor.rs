@@ -13,6 +13,7 @@
 //! | `storage.path` (disk) | under 256 MiB or 2 % free | under 1 GiB or 10 % free |
 //! | `storage.path` (database) | `PRAGMA integrity_check` is not `ok`, cannot be opened | not created yet, group/world-accessible |
 //! | `audit` | the audit chain, its checkpoints or the JSONL mirror do not verify under the master key | not checked (no key, no database, no audit log yet) |
+//! | `backups` | — | a backup named by a `backup_taken` record still exists and holds a period past retention (`--retention`, else the retention the latest `purge` applied) |
 //!
 //! Relative paths are resolved against the current folder, as `wardhook serve` does: run
 //! doctor from the service's working directory (`/var/lib/wardhook` in `deploy/`).
@@ -150,6 +151,9 @@ pub struct DoctorOptions {
     pub disk_fail_bytes: u64,
     /// …or below this share free (percent).
     pub disk_fail_percent: u64,
+    /// Payload retention that backups are judged against; `None`: the retention the latest
+    /// `purge` applied (the time of its record minus its cutoff).
+    pub retention: Option<chrono::Duration>,
 }
 
 impl Default for DoctorOptions {
@@ -161,6 +165,7 @@ impl Default for DoctorOptions {
             disk_warn_percent: 10,
             disk_fail_bytes: 256 << 20,
             disk_fail_percent: 2,
+            retention: None,
         }
     }
 }
@@ -277,6 +282,7 @@ fn collect(config_path: &Path, options: &DoctorOptions) -> Vec<Check> {
     let db_usable = db_checks.iter().all(|c| c.status == Status::Ok);
     checks.extend(db_checks);
     checks.push(check_audit(&paths, key_usable, db_usable));
+    checks.push(check_backups(&paths.storage, options));
     checks.push(check_sender_clocks(&paths.storage));
     checks
 }
@@ -781,6 +787,127 @@ fn check_audit(paths: &Paths, key_usable: bool, db_usable: bool) -> Check {
             "run `wardhook audit verify` for details",
         ),
     }
+}
+
+/// One `backup_taken` record: where the copy went and the start of its oldest period.
+struct RecordedBackup {
+    path: PathBuf,
+    oldest_period: Option<DateTime<Utc>>,
+}
+
+/// How many backups to name in one line.
+const BACKUPS_NAMED: usize = 5;
+
+/// Backups still on disk that hold periods past retention. The audit trail is the list of
+/// backups (each `backup_taken` record names its path and oldest period); a backup keeps every
+/// period it holds readable with the master key, whatever `purge` did since.
+fn check_backups(storage: &Path, options: &DoctorOptions) -> Check {
+    const NAME: &str = "backups";
+    use rusqlite::OpenFlags;
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        storage,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return Check::ok(NAME, "no database, so no backups recorded");
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    let details = |action: &str, limit: i64| -> Vec<(String, serde_json::Value)> {
+        conn.prepare(
+            "SELECT ts, detail FROM audit_log WHERE action = ?1 ORDER BY seq DESC LIMIT ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(rusqlite::params![action, limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(ts, d)| Some((ts, serde_json::from_str(&d).ok()?)))
+        .collect()
+    };
+    let unix = |v: &serde_json::Value| v.as_i64().and_then(|t| DateTime::from_timestamp(t, 0));
+    let recorded: Vec<RecordedBackup> = details("backup_taken", i64::MAX)
+        .into_iter()
+        .filter_map(|(_, d)| {
+            Some(RecordedBackup {
+                path: PathBuf::from(d["path"].as_str()?),
+                oldest_period: unix(&d["oldest_period_unix"]),
+            })
+        })
+        .collect();
+    let present: Vec<&RecordedBackup> = recorded.iter().filter(|b| b.path.exists()).collect();
+    if present.is_empty() {
+        return Check::ok(
+            NAME,
+            format!(
+                "{} backup(s) recorded in the audit trail, none still at its recorded path",
+                recorded.len()
+            ),
+        );
+    }
+    // The retention the latest purge applied: the time of its record minus its cutoff.
+    let from_purge = || {
+        details("purged", 1).into_iter().find_map(|(ts, d)| {
+            let at = DateTime::parse_from_rfc3339(&ts).ok()?.with_timezone(&Utc);
+            Some(at - unix(&d["cutoff_unix"])?)
+        })
+    };
+    let Some(retention) = options.retention.or_else(from_purge) else {
+        return Check::ok(
+            NAME,
+            format!(
+                "{} backup(s) on disk; not judged against retention: no purge recorded yet (pass --retention)",
+                present.len()
+            ),
+        );
+    };
+    let cutoff = options.now - retention;
+    // A period (UTC day) is past retention once it has ended before the cutoff, as purge judges.
+    let past: Vec<String> = present
+        .iter()
+        .filter(|b| {
+            b.oldest_period
+                .is_some_and(|start| start + chrono::Duration::days(1) <= cutoff)
+        })
+        .map(|b| {
+            format!(
+                "{} (oldest period {})",
+                b.path.display(),
+                b.oldest_period
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let days = retention.num_days();
+    if past.is_empty() {
+        return Check::ok(
+            NAME,
+            format!(
+                "{} backup(s) on disk; none holds a period past the {days}-day retention",
+                present.len()
+            ),
+        );
+    }
+    let more = past.len().saturating_sub(BACKUPS_NAMED);
+    let mut named = past
+        .iter()
+        .take(BACKUPS_NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if more > 0 {
+        named.push_str(&format!(" and {more} more"));
+    }
+    Check::warn(
+        NAME,
+        format!(
+            "{} backup(s) hold periods past the {days}-day retention and still decrypt them with the master key: {named}",
+            past.len()
+        ),
+        "purge does not reach backups: destroy these copies and their .manifest.json (shred, or per the media-disposal policy) wherever they were copied; if your policy keeps backups longer, run doctor with --retention <policy>",
+    )
 }
 
 fn integrity_check(storage: &Path) -> Check {

@@ -212,6 +212,42 @@ pub(crate) fn print_purge(
     )
 }
 
+/// Progress of a long maintenance command on stderr, in tenths, once the work is big enough to
+/// take a while (`backup`, `purge`).
+#[derive(Debug)]
+pub(crate) struct Tenths {
+    command: &'static str,
+    unit: &'static str,
+    min_total: u64,
+    shown: u64,
+}
+
+impl Tenths {
+    /// Report `command`'s progress in `unit`s when there are at least `min_total` of them.
+    pub(crate) fn new(command: &'static str, unit: &'static str, min_total: u64) -> Self {
+        Self {
+            command,
+            unit,
+            min_total,
+            shown: 0,
+        }
+    }
+
+    /// Print a line when `done` of `total` crosses the next tenth.
+    pub(crate) fn update(&mut self, done: u64, total: u64) {
+        let tenth = (done.saturating_mul(10)).checked_div(total).unwrap_or(10);
+        if total >= self.min_total && tenth > self.shown {
+            self.shown = tenth;
+            eprintln!(
+                "{}: {}% ({done}/{total} {})",
+                self.command,
+                tenth * 10,
+                self.unit
+            );
+        }
+    }
+}
+
 /// `backup --to PATH`: an online copy of the database; never includes the master key.
 pub fn backup(
     store: &Store,
@@ -219,20 +255,13 @@ pub fn backup(
     master_key_file: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
-    let mut shown = 0u64;
+    let mut shown = Tenths::new("backup", "pages", 25_600);
     let r = admin::backup_to_with_progress(
         store,
         to,
         master_key_file,
         &Requester::cli_user(),
-        &mut |done, total| {
-            // Progress on stderr in tenths, for databases big enough to take a while.
-            let tenth = (done * 10).checked_div(total).unwrap_or(10);
-            if total >= 25_600 && tenth > shown {
-                shown = tenth;
-                eprintln!("backup: {}% ({done}/{total} pages)", tenth * 10);
-            }
-        },
+        &mut |done, total| shown.update(done, total),
     )?;
     writeln!(
         out,
@@ -241,6 +270,19 @@ pub fn backup(
         r.bytes,
         r.sha256
     )?;
+    match (r.periods.first(), r.periods.last()) {
+        (Some(oldest), Some(newest)) => writeln!(
+            out,
+            "it holds payloads of {} period(s), {oldest} to {newest} (listed in {}); a later purge does not reach this copy: delete it once {oldest} is past retention (`wardhook doctor` warns)",
+            r.periods.len(),
+            r.manifest.display()
+        )?,
+        _ => writeln!(
+            out,
+            "it holds no readable payloads (manifest: {})",
+            r.manifest.display()
+        )?,
+    }
     Ok(())
 }
 

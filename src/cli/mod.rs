@@ -104,9 +104,14 @@ pub enum Command {
     },
     /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
     Reload,
-    /// Check key permissions, certificate expiry, disk space, database integrity and the audit
-    /// chain, and say what to fix. Exits non-zero when a check fails.
-    Doctor,
+    /// Check key permissions, certificate expiry, disk space, database integrity, the audit
+    /// chain and backups past retention, and say what to fix. Exits non-zero when a check fails.
+    Doctor {
+        /// Payload retention to judge backups against, e.g. `90d` (default: the retention the
+        /// latest `purge` applied).
+        #[arg(long, value_name = "DURATION")]
+        retention: Option<String>,
+    },
     /// Dead letters: jobs that failed permanently or ran out of attempts.
     Dlq {
         /// Which.
@@ -131,14 +136,19 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Delete payloads past retention and destroy their period keys (crypto-shredding); audit
-    /// records and delivery metadata stay.
+    /// Delete payloads past retention and destroy their period keys (crypto-shredding in this
+    /// database; backups taken earlier keep their copy: see `backup`); audit records and
+    /// delivery metadata stay. Works in chunks of at most 500 rows, so the server keeps taking
+    /// deliveries meanwhile; shows progress on long runs.
     Purge {
         /// Retention, e.g. `90d`, `12w`, `720h`.
         #[arg(long, value_name = "DURATION")]
         older_than: String,
     },
-    /// Copy the database with SQLite's online backup (the master key is never copied).
+    /// Copy the database with SQLite's online backup (the master key is never copied). Writes
+    /// `PATH.manifest.json` (0600) listing the periods the copy holds, and a `backup_taken`
+    /// audit record naming the path and its oldest and newest period: a later purge does not
+    /// reach the copy, so delete it once its oldest period is past retention (doctor warns).
     Backup {
         /// The backup file to create (must not exist).
         #[arg(long, value_name = "PATH")]
@@ -381,7 +391,10 @@ pub enum DeliveriesCommand {
         /// The delivery id.
         id: String,
     },
-    /// Check again that a stored delivery is exactly what its sender signed (exits 3 if not).
+    /// Check again that a stored delivery is exactly what its sender signed. Exits 0 when the
+    /// stored body and signature verify, 3 when they do not (altered, or the signing secret is
+    /// no longer configured), 4 when the source's scheme signs nothing about the body that was
+    /// kept (bearer token, password, API key): not re-verifiable, which is not tampering.
     Reverify {
         /// The delivery id.
         id: String,
@@ -396,8 +409,13 @@ pub enum DeliveriesCommand {
     },
 }
 
-/// Exit code of `audit verify` when the log has been tampered with.
+/// Exit code of `audit verify` when the log has been tampered with, and of `deliveries
+/// reverify` when a stored delivery does not verify.
 pub const EXIT_AUDIT_TAMPERED: u8 = 3;
+
+/// Exit code of `deliveries reverify` when the source's scheme leaves nothing to check again
+/// (a token, password or API key proves who sent a delivery, not what it held).
+pub const EXIT_NOT_REVERIFIABLE: u8 = 4;
 
 /// `wardhook certs …`
 #[derive(Debug, Subcommand)]
@@ -608,7 +626,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = storage::OfflineStore::open(&cli.config)?;
             let cutoff = chrono::Utc::now() - age;
             let who = crate::store::admin::Requester::cli_user();
-            let report = store.run(|s| s.purge(cutoff, who))?;
+            let mut shown = intake::Tenths::new("purge", "rows", 5_000);
+            let progress = Box::new(move |p: crate::store::admin::PurgeProgress| {
+                shown.update(p.done, p.total);
+            });
+            let report = store.run(|s| s.purge_with_progress(cutoff, who, progress))?;
             intake::print_purge(cutoff, &report, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -623,12 +645,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor => {
+        Command::Doctor { retention } => {
             // Doctor's database checks are SQLite's; a config it cannot load is its to report.
             if let Ok(offline) = Config::load_offline(&cli.config) {
                 anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
             }
-            let report = doctor::run_doctor(&cli.config, &mut std::io::stdout().lock())?;
+            let options = doctor::DoctorOptions {
+                retention: retention
+                    .as_deref()
+                    .map(intake::parse_duration)
+                    .transpose()?,
+                ..doctor::DoctorOptions::default()
+            };
+            let report =
+                doctor::run_doctor_with(&cli.config, &options, &mut std::io::stdout().lock())?;
             Ok(if report.passed() {
                 ExitCode::SUCCESS
             } else {
@@ -755,10 +785,14 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
         DeliveriesCommand::Reverify { id } => {
             let store = open_store(config)?;
             let full = Config::load(config)?;
-            if let reverify::Reverified::NotAuthentic { .. } =
-                reverify::reverify(&full, &store, &id, &mut out)?
-            {
-                return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED));
+            match reverify::reverify(&full, &store, &id, &mut out)? {
+                reverify::Reverified::NotAuthentic { .. } => {
+                    return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))
+                }
+                reverify::Reverified::NotReverifiable { .. } => {
+                    return Ok(ExitCode::from(EXIT_NOT_REVERIFIABLE))
+                }
+                reverify::Reverified::Authentic { .. } => {}
             }
         }
     }

@@ -2,8 +2,11 @@
 //!
 //! Payloads are not encrypted under a key derived from the master key directly: each period (a
 //! UTC day) gets a random data key, and only its wrapped form is written to the database. Purging
-//! a period destroys the wrapped key, which makes every remaining copy of that period's payloads
-//! (WAL residue, free pages, old backups) unreadable: cryptographic erase per NIST SP 800-88.
+//! a period destroys the wrapped key, which makes the copies of that period's payloads left in
+//! this database (WAL residue, free pages) unreadable: cryptographic erase per NIST SP 800-88.
+//! A backup carries its own copy of the wrapped keys, which the master key still unwraps, so it
+//! is not erased by a later purge: backups are disposed of by deleting them (`backup` records
+//! which periods each holds; `doctor` warns about those past retention).
 
 use rand::RngCore;
 use zeroize::Zeroizing;

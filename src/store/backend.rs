@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
 use super::admin::{
-    DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
+    DeliverySummary, ListFilter, PurgeProgress, PurgeReport, QuarantineEntry, QuarantineSummary,
+    Requester,
 };
 use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
 use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
@@ -138,6 +139,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// `purge --older-than`: delete payloads received before `cutoff` and destroy the data keys
     /// of the periods that ended before it, audited with who asked.
     fn purge(&self, cutoff: DateTime<Utc>, who: Requester) -> StoreFuture<'_, PurgeReport>;
+
+    /// [`Storage::purge`], reporting progress as it goes. A backend that purges in one step
+    /// reports nothing.
+    fn purge_with_progress(
+        &self,
+        cutoff: DateTime<Utc>,
+        who: Requester,
+        progress: Box<dyn FnMut(PurgeProgress) + Send>,
+    ) -> StoreFuture<'_, PurgeReport> {
+        drop(progress);
+        self.purge(cutoff, who)
+    }
 }
 
 /// Run blocking SQLite work off the async executor.
@@ -279,6 +292,17 @@ impl Storage for Store {
     fn purge(&self, cutoff: DateTime<Utc>, who: Requester) -> StoreFuture<'_, PurgeReport> {
         blocking(self, move |s| {
             super::admin::purge_older_than(s, cutoff, &who)
+        })
+    }
+
+    fn purge_with_progress(
+        &self,
+        cutoff: DateTime<Utc>,
+        who: Requester,
+        mut progress: Box<dyn FnMut(PurgeProgress) + Send>,
+    ) -> StoreFuture<'_, PurgeReport> {
+        blocking(self, move |s| {
+            super::admin::purge_with_progress(s, cutoff, &who, &mut *progress)
         })
     }
 }

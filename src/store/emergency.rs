@@ -104,7 +104,11 @@ pub fn export(
     seal(&cipher, 0, header.to_string().as_bytes(), out)?;
 
     let mut conn = store.connection()?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // A read transaction: one consistent snapshot of the range, and in WAL mode it never blocks
+    // the intake writer however long the export takes. The audit record is written afterwards,
+    // in a short write transaction of its own; the archive key is handed out only once that
+    // record is committed, so there is no usable archive without its record.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let mut index = 1u64;
     let mut purged = 0u64;
     {
@@ -152,6 +156,7 @@ pub fn export(
             index += 1;
         }
     }
+    tx.commit()?;
     let count = index - 1;
     let end = serde_json::json!({ "end": true, "count": count });
     seal(&cipher, index, end.to_string().as_bytes(), out)?;
@@ -169,6 +174,7 @@ pub fn export(
     audit
         .detail
         .insert(DetailKey::CutoffUnix, since.timestamp());
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     crate::audit::append(&tx, store.keyring(), &audit)?;
     tx.commit()?;
     super::admin::mirror(store, &conn);

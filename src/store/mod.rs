@@ -17,13 +17,16 @@
 pub mod admin;
 mod audit_hook;
 pub mod backend;
+mod backup;
 pub mod emergency;
 pub mod jobs;
 mod keys;
 pub mod payload;
 pub mod postgres;
+mod purge;
 pub mod realtime;
 pub mod reverify;
+mod rotate;
 mod schema;
 mod sealed;
 mod writer;

@@ -502,6 +502,119 @@ async fn key_rotation_reencrypts_old_rows_and_destroys_old_keys() {
     );
 }
 
+/// A value of every sealed kind: a delivery (with a finished handler's output and a real-time
+/// reply) and a quarantined body. Returns the delivery id and the quarantine id.
+async fn store_one_of_every_sealed_kind(store: &Store) -> (String, String) {
+    let id = submit(store, nextphone("call.ended", "c-all"), &["crm"])
+        .await
+        .expect("intake")
+        .delivery_id()
+        .to_owned();
+    let job = jobs::claim_next(store, &[], std::time::Duration::from_secs(60), &|_, _| {
+        Vec::new()
+    })
+    .expect("claim")
+    .expect("a job");
+    jobs::finish_attempt(
+        store,
+        &job,
+        &jobs::AttemptRecord {
+            started_at: Utc::now(),
+            latency: std::time::Duration::from_millis(2),
+            http_status: Some(200),
+            destination: Some("crm.example".into()),
+            result: jobs::AttemptResult::Ok {
+                output: serde_json::json!({"data": {"lead": "Zqx-lead-7"}, "status": 201}),
+            },
+        },
+        jobs::NextStep::Done,
+    )
+    .expect("finish");
+    realtime::record_reply(
+        store,
+        &id,
+        "nextphone",
+        &crate::dispatch::realtime::Reply {
+            status: 200,
+            content_type: "application/json".into(),
+            body: r#"{"greeting":"Zqx reply"}"#.into(),
+            fallback: false,
+        },
+        4,
+    )
+    .await
+    .expect("reply");
+    let garbage = IntakeInput::for_test("nextphone", Envelope::NextPhone, b"{\"event\": 1");
+    let err = normalize(&garbage, Utc::now()).expect_err("garbage");
+    let quarantined = store.quarantine(garbage, &err).await.expect("quarantine");
+    (id, quarantined.0)
+}
+
+/// Every sealed value decrypts through the path that reads it when serving.
+fn read_every_sealed_kind(store: &Store, delivery_id: &str, quarantine_id: &str) {
+    let event = admin::show_delivery(store, delivery_id, &who()).expect("delivery readable");
+    assert_eq!(event.delivery_id, delivery_id);
+    let entry = admin::show_quarantine(store, quarantine_id, &who()).expect("quarantine readable");
+    assert_eq!(entry.body, b"{\"event\": 1".to_vec());
+    let job = jobs::ClaimedJob {
+        id: 0,
+        delivery_id: delivery_id.to_owned(),
+        handler: "next".into(),
+        source: "nextphone".into(),
+        schedule_index: 0,
+        attempt: 1,
+    };
+    let (_, app_data) = jobs::load_for_dispatch(store, &job).expect("handler output readable");
+    assert_eq!(
+        app_data.get("crm").map(|v| v["data"]["lead"].clone()),
+        Some(serde_json::json!("Zqx-lead-7"))
+    );
+    let reply = realtime::load_reply(store, delivery_id)
+        .expect("reply readable")
+        .expect("a reply");
+    assert_eq!(reply.body, r#"{"greeting":"Zqx reply"}"#);
+}
+
+#[tokio::test]
+async fn three_rotations_in_a_row_each_move_every_sealed_kind_and_destroy_the_old_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("w.db");
+    let store = open(&db);
+    let (delivery_id, quarantine_id) = store_one_of_every_sealed_kind(&store).await;
+    for round in 0..3i64 {
+        let report = admin::rotate_keys(&store, &who(), &mut |_| {}).expect("rotate");
+        assert_eq!(
+            report.generation,
+            2 + round,
+            "round {round} starts a new generation"
+        );
+        assert!(
+            !report.resumed,
+            "round {round} is a new rotation, not a resume"
+        );
+        assert_eq!(
+            report.reencrypted, 4,
+            "round {round}: payload, quarantined body, handler output and real-time reply"
+        );
+        assert!(
+            report.keys_destroyed >= 1,
+            "round {round} destroys the old key"
+        );
+        assert_eq!(
+            count(
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM data_keys WHERE wrapped IS NOT NULL AND generation < {}",
+                    report.generation
+                )
+            ),
+            0,
+            "round {round}: no older key survives"
+        );
+        read_every_sealed_kind(&store, &delivery_id, &quarantine_id);
+    }
+}
+
 #[tokio::test]
 async fn an_interrupted_rotation_is_resumed_not_restarted() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -602,6 +715,76 @@ async fn purge_deletes_old_payloads_keeps_metadata_and_shreds_period_keys() {
             "SELECT COUNT(*) FROM audit_log WHERE action = 'purged'"
         ),
         4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_purge_commits_in_chunks_each_with_its_own_records_then_shreds_the_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("w.db");
+    let store = open(&db);
+    let old = Utc::now() - Duration::days(3);
+    let n = admin::PURGE_CHUNK * 2 + 200;
+    let submitted = futures_util::future::join_all((0..n).map(|i| {
+        let store = store.clone();
+        async move {
+            submit_at(
+                &store,
+                nextphone("call.ended", &format!("p{i}")),
+                &["crm"],
+                old,
+            )
+            .await
+        }
+    }))
+    .await;
+    assert!(submitted.iter().all(Result::is_ok));
+    let mut seen = Vec::new();
+    let report =
+        admin::purge_with_progress(&store, Utc::now() - Duration::days(1), &who(), &mut |p| {
+            seen.push(p)
+        })
+        .expect("purge");
+    assert_eq!(report.deliveries, n as u64);
+    assert_eq!(report.jobs, n as u64);
+    assert_eq!(report.keys_destroyed, 1);
+    assert_eq!(
+        seen.last().map(|p| (p.done, p.total)),
+        Some((n as u64, n as u64))
+    );
+    let per_chunk = |what: &str| {
+        count(
+            &db,
+            &format!(
+                "SELECT {what}(json_extract(detail, '$.count')) FROM audit_log
+                 WHERE action = 'purged' AND json_extract(detail, '$.object_kind') = 'delivery'"
+            ),
+        )
+    };
+    assert_eq!(
+        per_chunk("COUNT"),
+        3,
+        "three chunks, three delivery records"
+    );
+    assert_eq!(
+        per_chunk("SUM"),
+        n as i64,
+        "the records add up to what was purged"
+    );
+    assert_eq!(
+        per_chunk("MAX"),
+        admin::PURGE_CHUNK as i64,
+        "no chunk is larger"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'purged'
+             AND json_extract(detail, '$.object_kind') = 'data_key'
+             AND json_extract(detail, '$.cutoff_unix') IS NOT NULL"
+        ),
+        1,
+        "one key record, after the rows, with the cutoff"
     );
 }
 

@@ -428,6 +428,29 @@ pub const REVERIFY_METHOD: &str = ":method";
 /// Pseudo-header under which the request path and query are kept.
 pub const REVERIFY_PATH: &str = ":path";
 
+/// What a source's proof of authenticity covers, for `deliveries reverify`: a check can only be
+/// run again over what was signed and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyCoverage {
+    /// A signature (HMAC, Ed25519, JWT with a body hash) over the raw body, whose headers are
+    /// kept with the delivery: re-verifiable.
+    Signed,
+    /// A signature over the body plus a token the sender also presents (NextPhone's optional
+    /// Bearer). The token is not kept — it is a secret and says nothing about the body — so a
+    /// re-verification checks the signature only.
+    SignedPlusToken,
+    /// A JWT that covers the body only when it carries a `payload_hash` claim (Vonage without
+    /// `require_payload_hash`): look at the kept token to know.
+    SignedIfPayloadHash,
+    /// A signature over other parts of the request only (a `generic` template without
+    /// `{body}`): it proves nothing about the body.
+    NotTheBody,
+    /// A bearer token, password or API key only: it proves who sent the request, not what was
+    /// sent, and it is not kept. Nothing can be checked again.
+    TokenOnly,
+}
+
 /// A source's verifier, built once from config.
 #[derive(Debug)]
 pub struct SourceVerifier {
@@ -463,6 +486,11 @@ impl SourceVerifier {
     /// The spec this verifier was built from.
     pub fn spec(&self) -> &VerifierSpec {
         &self.spec
+    }
+
+    /// What this source's proof covers (see [`BodyCoverage`]).
+    pub fn body_coverage(&self) -> BodyCoverage {
+        self.scheme.body_coverage()
     }
 
     /// Decide whether `req` is authentic at time `now`.

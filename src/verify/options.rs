@@ -193,6 +193,32 @@ impl CompiledScheme {
     }
 }
 
+impl CompiledScheme {
+    /// What this scheme's proof says about the body; see [`super::BodyCoverage`].
+    pub fn body_coverage(&self) -> super::BodyCoverage {
+        use super::BodyCoverage as C;
+        match self {
+            Self::HeaderHmac(s) if s.bearer.is_some() => C::SignedPlusToken,
+            Self::HeaderHmac(_)
+            | Self::Stripe(_)
+            | Self::Slack(_)
+            | Self::Retell(_)
+            | Self::Zoom(_)
+            | Self::StandardWebhooks(_)
+            | Self::Twilio(_)
+            | Self::Plivo(_)
+            | Self::Telnyx(_) => C::Signed,
+            Self::Vonage(v) if v.require_payload_hash => C::Signed,
+            Self::Vonage(_) => C::SignedIfPayloadHash,
+            Self::Template(t) if t.template.parts().contains(&super::generic::Part::Body) => {
+                C::Signed
+            }
+            Self::Template(_) => C::NotTheBody,
+            Self::Tokens(_) => C::TokenOnly,
+        }
+    }
+}
+
 /// Collects problems while compiling.
 struct Problems(Vec<SpecProblem>);
 

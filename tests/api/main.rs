@@ -16,6 +16,7 @@ mod helpers;
 mod hl7v2;
 mod intake;
 mod listener_safety;
+mod maintenance;
 mod multinode;
 mod operations;
 mod outside_numbers;

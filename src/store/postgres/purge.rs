@@ -3,7 +3,9 @@
 //! Payloads received before the cutoff are deleted (metadata rows kept for the audit trail),
 //! their jobs and attempts removed, and the data key of every period that ended at or before
 //! the cutoff destroyed once nothing readable uses it (crypto-shredding: copies the `UPDATE`
-//! cannot reach — dead tuples before VACUUM, WAL archives, base backups — become unreadable).
+//! cannot reach in this database — dead tuples before VACUUM — become unreadable; WAL archives
+//! and base backups taken before the purge hold their own copy of the wrapped key and stay
+//! readable with the master key until they are deleted).
 
 use chrono::{DateTime, Utc};
 
@@ -76,7 +78,7 @@ pub(super) async fn purge_older_than(
         jobs,
         keys_destroyed,
     };
-    for record in report.audit_records(who) {
+    for record in report.audit_records(who, cutoff) {
         audit::append(store, &tx, &record).await?;
     }
     tx.commit().await?;
