@@ -15,6 +15,14 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 /// Lifetime assumed when the token endpoint does not say.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 
+/// When a token fetched at `now` with `lifetime` (already clamped to
+/// [`wardhook_sdk::limits::MAX_TOKEN_LIFETIME`]) is fetched again: [`EXPIRY_MARGIN`] early, and
+/// never an overflowed clock.
+fn refresh_time(now: Instant, lifetime: Duration) -> Instant {
+    now.checked_add(lifetime.saturating_sub(EXPIRY_MARGIN))
+        .unwrap_or(now)
+}
+
 /// Resolved authentication.
 #[derive(Debug)]
 pub(crate) enum Auth {
@@ -190,19 +198,79 @@ impl OAuth2 {
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             access_token: String,
-            expires_in: Option<u64>,
+            /// Any JSON: a number of any size or sign, or a quoted one; clamped below.
+            #[serde(default)]
+            expires_in: serde_json::Value,
         }
         let parsed: TokenResponse = response
             .json()
             .await
             .map_err(|_| HttpError::TokenMissing(host.clone()))?;
-        let lifetime = parsed
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_LIFETIME);
+        let lifetime =
+            wardhook_sdk::limits::parse_expires_in(&parsed.expires_in).unwrap_or(DEFAULT_LIFETIME);
         Ok(CachedToken {
             value: SecretValue::new(parsed.access_token),
-            refresh_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+            refresh_at: refresh_time(Instant::now(), lifetime),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wardhook_sdk::limits::MAX_TOKEN_LIFETIME;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    async fn cached_lifetime(expires_in: serde_json::Value) -> Duration {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": "tok", "expires_in": expires_in}),
+            ))
+            .mount(&server)
+            .await;
+        let oauth = OAuth2 {
+            token_url: Url::parse(&format!("{}/token", server.uri())).expect("url"),
+            client_id: "c".into(),
+            client_secret: SecretValue::new("s".to_owned()),
+            scope: None,
+            cache: tokio::sync::Mutex::new(None),
+        };
+        let client = reqwest::Client::new();
+        let before = Instant::now();
+        let token = oauth
+            .token(&client, before + Duration::from_secs(5))
+            .await
+            .expect("token");
+        assert_eq!(token.expose(), "tok");
+        let cache = oauth.cache.lock().await;
+        let refresh_at = cache.as_ref().expect("cached").refresh_at;
+        refresh_at.saturating_duration_since(before)
+    }
+
+    #[tokio::test]
+    async fn a_huge_expires_in_is_cached_for_at_most_a_day() {
+        let cached = cached_lifetime(serde_json::json!(u64::MAX)).await;
+        assert!(cached <= MAX_TOKEN_LIFETIME, "{cached:?}");
+        assert!(cached >= MAX_TOKEN_LIFETIME - EXPIRY_MARGIN - Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_negative_expires_in_is_not_cached() {
+        let cached = cached_lifetime(serde_json::json!(-1)).await;
+        assert!(cached < Duration::from_secs(1), "{cached:?}");
+    }
+
+    #[test]
+    fn refresh_time_never_overflows_the_clock() {
+        let now = Instant::now();
+        assert_eq!(refresh_time(now, Duration::MAX), now);
+        assert_eq!(refresh_time(now, Duration::from_secs(10)), now);
+        assert_eq!(
+            refresh_time(now, Duration::from_secs(90)),
+            now + Duration::from_secs(60)
+        );
     }
 }
