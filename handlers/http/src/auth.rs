@@ -64,9 +64,7 @@ impl Auth {
                 client_secret,
                 scope,
             } => {
-                crate::check_scheme("auth.token_url", &token_url)?;
-                let token_url = Url::parse(&token_url)
-                    .map_err(|_| ConfigProblem::new("auth.token_url", "not a URL"))?;
+                let token_url = wardhook_sdk::http::api_url("auth.token_url", &token_url)?;
                 let client_secret = ctx.secret_str("auth.client_secret", &client_secret)?;
                 Auth::OAuth2(OAuth2 {
                     token_url,

@@ -12,8 +12,10 @@ pub struct HttpConfig {
     /// Any HTTP method; `POST` by default.
     #[serde(default = "default_method")]
     pub method: String,
-    /// The URL template. Values are percent-encoded; must be `https://` (plain `http://` only to
-    /// a loopback host).
+    /// The URL template. The scheme and host are literal (no placeholders); values in the path
+    /// are percent-encoded and stay inside their segment (a segment a value makes empty, `.`
+    /// or `..` is refused), values in the query are encoded as components. Must be `https://`
+    /// (plain `http://` only to a loopback host).
     pub url: String,
     /// Query parameters: name → template, URL-encoded after rendering.
     #[serde(default)]

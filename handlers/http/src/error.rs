@@ -20,9 +20,6 @@ pub enum HttpError {
     /// The rendered JSON body does not parse.
     #[error("rendered body is not valid JSON (a placeholder outside quotes? use `| tojson`)")]
     BodyNotJson,
-    /// The rendered URL is unusable or not allowed.
-    #[error("rendered url is not usable: {0}")]
-    BadUrl(String),
     /// A rendered header value holds characters a header cannot.
     #[error("header {0} has characters not allowed in a header value")]
     BadHeader(String),

@@ -1,7 +1,8 @@
 //! `kind = "http"`: send each event to any REST API.
 //!
 //! Templated URL, query, headers and body (JSON, form or text) rendered with the SDK's one
-//! template engine; auth none / basic / bearer / API-key header / OAuth2 client credentials;
+//! template engine (the URL's scheme and host are literal config text, and a value in a path
+//! segment stays in that segment: [`wardhook_sdk::template::UrlTemplate`]); auth none / basic / bearer / API-key header / OAuth2 client credentials;
 //! a timeout; certificate verification always on (an extra CA may be added); an
 //! `Idempotency-Key` header on every request; a JSON response captured for later handlers
 //! (`app_data.<name>.data`). Failures are classified once, here: network errors, timeouts, 408,
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
-use wardhook_sdk::template::{Escape, Template, Vars};
+use wardhook_sdk::template::{Escape, Template, UrlTemplate, Vars};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
     HandlerFactory, Outcome, Problems,
@@ -59,8 +60,10 @@ impl HandlerFactory for HttpFactory {
             Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
                 .map_err(|_| ConfigProblem::new("method", "not an HTTP method")),
         );
-        p.take(check_scheme("url", &config.url));
-        let url = p.take(ctx.template("url", &config.url, Escape::UrlComponent));
+        let url = p.take(ctx.url_template("url", &config.url));
+        if let Some(url) = &url {
+            p.take(wardhook_sdk::http::api_url("url", url.origin().as_str()));
+        }
         let mut query = Vec::new();
         for (k, v) in &config.query {
             if let Some(t) = p.take(ctx.template(&format!("query.{k}"), v, Escape::None)) {
@@ -187,49 +190,6 @@ fn build_client(
         .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
 }
 
-/// Plain `http://` leaks PHI on the wire: allowed only to a loopback host.
-pub(crate) fn check_scheme(key: &str, url_template: &str) -> Result<(), ConfigProblem> {
-    let lower = url_template.trim_start().to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("{{") {
-        return Ok(());
-    }
-    if let Some(rest) = lower.strip_prefix("http://") {
-        let host_end = rest.find(['/', '?', '{']).unwrap_or(rest.len());
-        let authority = &rest[..host_end];
-        if is_loopback_authority(authority) {
-            return Ok(());
-        }
-        return Err(ConfigProblem::new(
-            key,
-            "must use https:// (plain http:// is allowed only to a loopback host)",
-        ));
-    }
-    Err(ConfigProblem::new(key, "must be an https:// URL"))
-}
-
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = if let Some(stripped) = authority.strip_prefix('[') {
-        stripped.split(']').next().unwrap_or_default()
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn check_rendered_url(url: &Url) -> Result<(), HttpError> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if url.host_str().is_some_and(is_loopback_authority) => Ok(()),
-        "http" => Err(HttpError::BadUrl(
-            "plain http:// to a non-loopback host".into(),
-        )),
-        _ => Err(HttpError::BadUrl("not an http(s) URL".into())),
-    }
-}
-
 /// How the body is built.
 #[derive(Debug)]
 enum Body {
@@ -255,7 +215,7 @@ impl Body {
 pub struct HttpHandler {
     name: String,
     method: Method,
-    url: Template,
+    url: UrlTemplate,
     query: Vec<(String, Template)>,
     headers: Vec<(HeaderName, Template)>,
     body: Body,
@@ -283,10 +243,13 @@ fn render(what: &str, template: &Template, vars: &Vars) -> Result<String, HttpEr
 
 impl HttpHandler {
     fn prepare(&self, vars: &Vars) -> Result<Prepared, HttpError> {
-        let rendered = render("url", &self.url, vars)?;
-        let mut url =
-            Url::parse(&rendered).map_err(|_| HttpError::BadUrl("does not parse".into()))?;
-        check_rendered_url(&url)?;
+        let mut url = self
+            .url
+            .render(vars)
+            .map_err(|source| HttpError::Template {
+                what: "url".to_owned(),
+                source,
+            })?;
         if !self.query.is_empty() {
             let mut q = url.query().map(str::to_owned).unwrap_or_default();
             for (k, t) in &self.query {

@@ -473,3 +473,108 @@ fn config_problems_carry_key_paths() {
         );
     }
 }
+
+/// The path of a request as the destination saw it, one decoded string per segment.
+fn decoded_segments(req: &Request) -> Vec<String> {
+    req.url
+        .path_segments()
+        .expect("a path")
+        .map(|s| {
+            let bytes = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' && i + 2 < bytes.len() {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+                    out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).expect("utf-8")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_payload_value_never_leaves_its_path_segment() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let handler = testing::build::<HttpFactory>(
+        "crm",
+        &format!(
+            "phi = \"full\"\nbaa = true\nurl = \"{}/api/patients/{{{{ data.id }}}}/notes\"",
+            server.uri()
+        ),
+    );
+    // (value, sent?) — a value that would make the segment empty, `.` or `..` is refused
+    // permanently and nothing is sent; every other value arrives as exactly itself, in place.
+    let cases: &[(&str, bool)] = &[
+        (".", false),
+        ("..", false),
+        ("", false),
+        ("/", true),
+        ("%2e", true),
+        ("%2e%2e", true),
+        (".%2E", true),
+        ("...", true),
+        ("../../admin", true),
+        ("a/b", true),
+        ("?x=1", true),
+        ("#frag", true),
+        ("\\..\\admin", true),
+        ("ünïcødé ☎", true),
+        ("@127.0.0.1:9", true),
+        ("//127.0.0.1:9/x", true),
+        ("1 OR 1=1", true),
+    ];
+    for (value, sent) in cases {
+        let before = server.received_requests().await.expect("recording").len();
+        let event =
+            testing::event_from_json(&serde_json::json!({"data": {"id": value}}).to_string());
+        let result = testing::run(&*handler, &event).await;
+        let requests = server.received_requests().await.expect("recording");
+        if *sent {
+            result.expect_ok();
+            assert_eq!(requests.len(), before + 1, "{value:?}");
+            let req = requests.last().expect("a request");
+            assert_eq!(
+                decoded_segments(req),
+                ["api", "patients", value, "notes"],
+                "{value:?} arrived as {}",
+                req.url
+            );
+            assert_eq!(req.url.query(), None, "{value:?}");
+        } else {
+            let reason = result.expect_permanent();
+            assert!(reason.contains("path segment 3"), "{value:?}: {reason}");
+            assert_eq!(requests.len(), before, "{value:?} must not be sent");
+        }
+    }
+}
+
+#[test]
+fn a_url_whose_scheme_or_host_is_templated_is_refused_at_config_time() {
+    for url in [
+        "{{ data.callback_url }}",
+        "https://{{ data.host }}/notes",
+        "http://127.0.0.1:{{ data.port }}/notes",
+        "https://crm.example{{ data.path }}",
+    ] {
+        let problems = match testing::try_build::<HttpFactory>("h", &format!("url = {url:?}")) {
+            Ok(_) => panic!("{url} must be refused"),
+            Err(p) => p,
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "url" && p.message.contains("scheme and host")),
+            "{url}: {problems:?}"
+        );
+    }
+}

@@ -288,7 +288,10 @@ impl HubSpot {
         properties: &Value,
         ctx: &Context,
     ) -> Result<(), HubSpotError> {
-        let path = format!("/crm/v3/objects/contacts/{}", path_segment(id));
+        let path = format!(
+            "/crm/v3/objects/contacts/{}",
+            path_segment(id).ok_or_else(|| self.bad("contact id"))?
+        );
         let answer = self
             .call(
                 Method::PATCH,
@@ -391,7 +394,7 @@ impl HubSpot {
     ) -> Result<Option<String>, HubSpotError> {
         let base = format!(
             "/crm/v4/objects/contacts/{}/associations/notes",
-            path_segment(contact_id)
+            path_segment(contact_id).ok_or_else(|| self.bad("contact id"))?
         );
         let mut after: Option<String> = None;
         for _ in 0..NOTE_PAGES {
@@ -553,9 +556,10 @@ fn note_reference(idempotency_key: &str) -> String {
     format!("<p>wardhook ref {}</p>", html_escape(idempotency_key))
 }
 
-/// An id as one path segment: HubSpot ids are digits, anything else is encoded.
-fn path_segment(id: &str) -> String {
-    wardhook_sdk::template::percent_encode_component(id)
+/// An id as one path segment: HubSpot ids are digits, anything else is encoded, and an id that
+/// would be empty, `.` or `..` (climbing the API's path) is not used at all.
+fn path_segment(id: &str) -> Option<String> {
+    wardhook_sdk::template::path_segment(id)
 }
 
 #[cfg(test)]

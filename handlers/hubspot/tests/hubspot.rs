@@ -320,6 +320,29 @@ async fn a_rate_limit_is_retryable_after_hubspots_window() {
 }
 
 #[tokio::test]
+async fn a_contact_id_that_would_climb_the_api_path_is_never_used() {
+    let server = MockServer::start().await;
+    search_finds(&server, json!([{"id": ".."}])).await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "512"})))
+        .mount(&server)
+        .await;
+    let handler = testing::build::<HubSpotFactory>("hubspot", &config(&server.uri(), ""));
+
+    let reason = testing::run(&*handler, &event()).await.expect_permanent();
+
+    assert!(reason.contains("contact id"), "{reason}");
+    let sent = requests(&server).await;
+    assert!(
+        sent.iter().all(|r| r.method.as_str() != "PATCH"),
+        "nothing may be sent to /crm/v3/objects: {:?}",
+        sent.iter()
+            .map(|r| r.url.path().to_owned())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn a_server_error_is_retryable() {
     let hs = MockServer::start().await;
     search_finds(&hs, json!([])).await;

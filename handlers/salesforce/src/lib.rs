@@ -367,7 +367,8 @@ impl Salesforce {
                     method: Method::PATCH,
                     path: format!(
                         "/sobjects/Lead/{}",
-                        wardhook_sdk::template::percent_encode_component(&id)
+                        wardhook_sdk::template::path_segment(&id)
+                            .ok_or_else(|| self.bad("Lead id"))?
                     ),
                     query: None,
                     body: Some(&body),
