@@ -211,6 +211,37 @@ async fn an_absurd_retry_after_is_clamped_and_the_worker_goes_on_to_the_next_job
     );
 }
 
+/// A destination whose name resolves to a private address nobody listed in `allow_hosts` is
+/// refused at connect time: one attempt, straight to the dead letters, the reason naming the
+/// host — and nothing reaches the server.
+#[tokio::test]
+async fn an_egress_refusal_is_a_dead_letter_after_one_attempt_naming_the_host() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let by_name = format!("http://localhost:{}", crm.address().port());
+    let app = app_with(&crm_handler(&by_name), "").await;
+    deliver(&app, &call_ended("egress-1", "x")).await;
+
+    let steps = drain(&app).await;
+
+    assert!(
+        matches!(steps.as_slice(), [TaskOutcome::Dead { .. }]),
+        "{steps:?}"
+    );
+    assert!(crm.received_requests().await.unwrap().is_empty());
+    let conn = rusqlite::Connection::open(app.dir.path().join("data/wardhook.db")).unwrap();
+    let (attempts, error): (i64, String) = conn
+        .query_row("SELECT attempts, last_error FROM jobs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.starts_with("egress to localhost refused"), "{error}");
+}
+
 #[tokio::test]
 async fn a_400_goes_straight_to_the_dead_letters_and_dlq_retry_redelivers() {
     let crm = MockServer::start().await;

@@ -9,6 +9,7 @@ use wardhook_sdk::{BuildContext, ConfigProblem, SecretValue};
 
 use crate::config::AuthConfig;
 use crate::error::HttpError;
+use crate::Outbound;
 
 /// Tokens are refreshed this long before the endpoint says they expire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
@@ -33,6 +34,14 @@ pub(crate) enum Auth {
 }
 
 impl Auth {
+    /// The token endpoint, a host the handler must be allowed to reach.
+    pub(crate) fn token_url(&self) -> Option<&Url> {
+        match self {
+            Auth::OAuth2(o) => Some(&o.token_url),
+            _ => None,
+        }
+    }
+
     pub(crate) fn build(config: AuthConfig, ctx: &BuildContext) -> Result<Self, ConfigProblem> {
         Ok(match config {
             AuthConfig::None => Auth::None,
@@ -106,7 +115,7 @@ impl OAuth2 {
     /// The cached token, or a new one when there is none or it is about to expire.
     pub(crate) async fn token(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         deadline: Instant,
     ) -> Result<SecretValue, HttpError> {
         let mut cache = self.cache.lock().await;
@@ -115,7 +124,7 @@ impl OAuth2 {
                 return Ok(t.value.clone());
             }
         }
-        let fresh = self.fetch(client, deadline).await?;
+        let fresh = self.fetch(outbound, deadline).await?;
         let value = fresh.value.clone();
         *cache = Some(fresh);
         Ok(value)
@@ -124,7 +133,7 @@ impl OAuth2 {
     /// A new token after `rejected` got a 401, unless another request already replaced it.
     pub(crate) async fn refresh(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         deadline: Instant,
         rejected: &SecretValue,
     ) -> Result<SecretValue, HttpError> {
@@ -134,7 +143,7 @@ impl OAuth2 {
                 return Ok(t.value.clone());
             }
         }
-        let fresh = self.fetch(client, deadline).await?;
+        let fresh = self.fetch(outbound, deadline).await?;
         let value = fresh.value.clone();
         *cache = Some(fresh);
         Ok(value)
@@ -150,7 +159,7 @@ impl OAuth2 {
 
     async fn fetch(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         deadline: Instant,
     ) -> Result<CachedToken, HttpError> {
         let host = self
@@ -168,7 +177,8 @@ impl OAuth2 {
             }
             SecretValue::new(form.finish())
         };
-        let response = client
+        let request = outbound
+            .client()
             .post(self.token_url.clone())
             .timeout(crate::remaining(deadline))
             .header(
@@ -176,15 +186,11 @@ impl OAuth2 {
                 "application/x-www-form-urlencoded",
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(body.expose().to_owned())
-            .send()
+            .body(body.expose().to_owned());
+        let response = outbound
+            .send(request, &host)
             .await
-            .map_err(|e| {
-                HttpError::Token(Box::new(HttpError::Network {
-                    host: host.clone(),
-                    timed_out: e.is_timeout(),
-                }))
-            })?;
+            .map_err(|e| HttpError::Token(Box::new(e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(HttpError::Token(Box::new(HttpError::Status {
@@ -236,10 +242,15 @@ mod tests {
             scope: None,
             cache: tokio::sync::Mutex::new(None),
         };
-        let client = reqwest::Client::new();
+        let egress = wardhook_sdk::http::Egress::new([&oauth.token_url], &[], "allow_hosts")
+            .expect("allowlist");
+        let outbound = Outbound {
+            client: egress.client().expect("client"),
+            egress,
+        };
         let before = Instant::now();
         let token = oauth
-            .token(&client, before + Duration::from_secs(5))
+            .token(&outbound, before + Duration::from_secs(5))
             .await
             .expect("token");
         assert_eq!(token.expose(), "tok");

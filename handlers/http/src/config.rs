@@ -38,6 +38,11 @@ pub struct HttpConfig {
     /// An extra CA certificate (PEM) to trust, for destinations with an internal CA. The
     /// public roots stay trusted; certificate verification cannot be turned off.
     pub ca_file: Option<PathBuf>,
+    /// Hosts besides the ones in `url` and `auth.token_url` this handler may reach, and the
+    /// private ranges their names may resolve to: host names, IP addresses or CIDR ranges
+    /// (`["crm.internal", "10.0.0.0/8"]`). See `docs/HANDLERS.md`, "Egress".
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// How to authenticate to the destination.
     #[serde(default)]
     pub auth: AuthConfig,

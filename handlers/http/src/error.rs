@@ -41,6 +41,10 @@ pub enum HttpError {
         /// The destination's `Retry-After`, parsed.
         retry_after: Option<Duration>,
     },
+    /// The egress allowlist refused the destination (not configured, not in `allow_hosts`,
+    /// or resolving to addresses not allowed): permanent.
+    #[error(transparent)]
+    Egress(#[from] wardhook_sdk::http::EgressRefused),
     /// The OAuth2 token endpoint failed.
     #[error("OAuth2 token request: {0}")]
     Token(Box<HttpError>),

@@ -2,8 +2,9 @@
 //!
 //! Templated URL, query, headers and body (JSON, form or text) rendered with the SDK's one
 //! template engine (the URL's scheme and host are literal config text, and a value in a path
-//! segment stays in that segment: [`wardhook_sdk::template::UrlTemplate`]); auth none / basic / bearer / API-key header / OAuth2 client credentials;
-//! a timeout; certificate verification always on (an extra CA may be added); an
+//! segment stays in that segment: [`wardhook_sdk::template::UrlTemplate`]); auth none / basic /
+//! bearer / API-key header / OAuth2 client credentials; requests only to the configured hosts
+//! and `allow_hosts` ([`wardhook_sdk::http::Egress`]); a timeout; certificate verification always on (an extra CA may be added); an
 //! `Idempotency-Key` header on every request; a JSON response captured for later handlers
 //! (`app_data.<name>.data`). Failures are classified once, here: network errors, timeouts, 408,
 //! 429 (with `Retry-After`) and 5xx are retryable, every other status is permanent, and so is a
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
+use wardhook_sdk::http::{Egress, SendError};
 use wardhook_sdk::template::{Escape, Template, UrlTemplate, Vars};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -93,10 +95,20 @@ impl HandlerFactory for HttpFactory {
         }
         .flatten();
         let auth = p.take(Auth::build(config.auth, ctx));
-        let client = p.take(build_client(&config.ca_file, ctx));
+        let configured = url
+            .iter()
+            .map(UrlTemplate::origin)
+            .chain(auth.iter().filter_map(Auth::token_url));
+        let egress = Egress::new(configured, &config.allow_hosts, "allow_hosts")
+            .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
+            .ok();
+        let client = egress
+            .as_ref()
+            .and_then(|e| p.take(build_client(&config.ca_file, ctx, e)));
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
         p.check()?;
-        let (Some(method), Some(url), Some(auth), Some(client)) = (method, url, auth, client)
+        let (Some(method), Some(url), Some(auth), Some(client), Some(egress)) =
+            (method, url, auth, client, egress)
         else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
@@ -111,7 +123,7 @@ impl HandlerFactory for HttpFactory {
             timeout,
             auth,
             capture_response: config.capture_response,
-            client,
+            outbound: Outbound { client, egress },
         }))
     }
 }
@@ -166,8 +178,9 @@ fn build_body(config: &HttpConfig, ctx: &BuildContext) -> Result<Body, ConfigPro
 fn build_client(
     ca_file: &Option<std::path::PathBuf>,
     ctx: &BuildContext,
+    egress: &Egress,
 ) -> Result<reqwest::Client, ConfigProblem> {
-    let mut builder = wardhook_sdk::http::client_builder().tls_built_in_root_certs(true);
+    let mut builder = egress.client_builder().tls_built_in_root_certs(true);
     if let Some(path) = ca_file {
         let full = ctx.resolve_path(path);
         let pem = std::fs::read(&full).map_err(|e| {
@@ -223,7 +236,36 @@ pub struct HttpHandler {
     timeout: Duration,
     auth: Auth,
     capture_response: bool,
+    outbound: Outbound,
+}
+
+/// The handler's client and the allowlist every request of it passes (token fetches too).
+#[derive(Debug)]
+pub(crate) struct Outbound {
     client: reqwest::Client,
+    egress: Egress,
+}
+
+impl Outbound {
+    /// Send through the allowlist; a refusal is [`HttpError::Egress`], anything else about the
+    /// connection [`HttpError::Network`] with `host`.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        host: &str,
+    ) -> Result<Response, HttpError> {
+        self.egress.send(request).await.map_err(|e| match e {
+            SendError::Refused(refused) => HttpError::Egress(refused),
+            SendError::Network { timed_out } => HttpError::Network {
+                host: host.to_owned(),
+                timed_out,
+            },
+        })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
 }
 
 /// One request, rendered for one event.
@@ -309,7 +351,8 @@ impl HttpHandler {
         auth: Option<(HeaderName, HeaderValue)>,
     ) -> Result<Response, HttpError> {
         let mut builder = self
-            .client
+            .outbound
+            .client()
             .request(self.method.clone(), req.url.clone())
             .timeout(remaining(deadline))
             .header("Idempotency-Key", ctx.idempotency_key());
@@ -325,10 +368,7 @@ impl HttpHandler {
         if let Some(b) = &req.body {
             builder = builder.body(b.clone());
         }
-        builder.send().await.map_err(|e| HttpError::Network {
-            host: req.host.clone(),
-            timed_out: e.is_timeout(),
-        })
+        self.outbound.send(builder, &req.host).await
     }
 
     async fn finish(&self, response: Response, host: &str) -> Result<Outcome, HttpError> {
@@ -403,7 +443,7 @@ impl Handler for HttpHandler {
                 (self.send(&req, ctx, deadline, auth).await?, None)
             }
             Auth::OAuth2(o) => {
-                let token = o.token(&self.client, deadline).await?;
+                let token = o.token(&self.outbound, deadline).await?;
                 let auth = Some((AUTHORIZATION, OAuth2::header(&token)?));
                 (
                     self.send(&req, ctx, deadline, auth).await?,
@@ -414,7 +454,7 @@ impl Handler for HttpHandler {
         if response.status() == StatusCode::UNAUTHORIZED {
             if let Some((o, rejected)) = used_token {
                 // The token may have been revoked or rotated early: fetch a new one, once.
-                let token = o.refresh(&self.client, deadline, &rejected).await?;
+                let token = o.refresh(&self.outbound, deadline, &rejected).await?;
                 let auth = Some((AUTHORIZATION, OAuth2::header(&token)?));
                 response = self.send(&req, ctx, deadline, auth).await?;
             }

@@ -578,3 +578,113 @@ fn a_url_whose_scheme_or_host_is_templated_is_refused_at_config_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_handler_cannot_be_steered_to_another_host_by_a_payload_value_or_a_redirect() {
+    let a = MockServer::start().await;
+    let b = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/redirect"))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("Location", format!("{}/hook", b.uri())),
+        )
+        .mount(&a)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&a)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&b)
+        .await;
+    let b_port = b.address().port();
+    let handler = testing::build::<HttpFactory>(
+        "crm",
+        &format!(
+            "phi = \"full\"\nbaa = true\nurl = \"{}/hook/{{{{ data.target }}}}\"",
+            a.uri()
+        ),
+    );
+    for target in [
+        b.uri(),
+        format!("@127.0.0.1:{b_port}"),
+        format!("//127.0.0.1:{b_port}/hook"),
+        format!("127.0.0.1:{b_port}"),
+        format!("..%2F..%2F@127.0.0.1:{b_port}"),
+    ] {
+        let event =
+            testing::event_from_json(&serde_json::json!({"data": {"target": target}}).to_string());
+        testing::run(&*handler, &event).await.expect_ok();
+        let last = a.received_requests().await.expect("recording");
+        let last = last.last().expect("A got it");
+        assert_eq!(decoded_segments(last), ["hook", target.as_str()]);
+    }
+    let redirecting =
+        testing::build::<HttpFactory>("crm", &format!("url = \"{}/redirect\"", a.uri()));
+    let reason = testing::run(&*redirecting, &testing::event_from_json("{}"))
+        .await
+        .expect_permanent();
+    assert!(reason.contains("HTTP 307"), "{reason}");
+    assert!(
+        b.received_requests().await.expect("recording").is_empty(),
+        "host B was reached"
+    );
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_a_private_address_is_refused_permanently_unless_listed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    // `localhost` is a name that resolves to 127.0.0.1: a private (loopback) address.
+    let url = format!("http://localhost:{}/hook", server.address().port());
+    let build = |allow: &str| {
+        testing::build::<HttpFactory>("crm", &format!("url = \"{url}\"\nallow_hosts = [{allow}]"))
+    };
+    for allow in ["", r#""10.0.0.0/8""#, r#""crm.internal""#] {
+        let reason = testing::run(&*build(allow), &testing::event_from_json("{}"))
+            .await
+            .expect_permanent();
+        assert!(
+            reason.starts_with("egress to localhost refused") && reason.contains("allow_hosts"),
+            "{allow}: {reason}"
+        );
+    }
+    assert!(server
+        .received_requests()
+        .await
+        .expect("recording")
+        .is_empty());
+
+    for allow in [
+        r#""127.0.0.0/8""#,
+        r#""localhost""#,
+        r#""127.0.0.1", "::1""#,
+    ] {
+        testing::run(&*build(allow), &testing::event_from_json("{}"))
+            .await
+            .expect_ok();
+    }
+    assert_eq!(
+        server.received_requests().await.expect("recording").len(),
+        3
+    );
+}
+
+#[test]
+fn allow_hosts_entries_are_checked_at_config_time() {
+    let problems = testing::try_build::<HttpFactory>(
+        "crm",
+        r#"url = "https://crm.example/leads"
+           allow_hosts = ["crm.internal", "https://crm.internal/", "10.0.0.0/8", "*.internal", "0.0.0.0/0"]"#,
+    )
+    .expect_err("bad entries");
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["allow_hosts[1]", "allow_hosts[3]", "allow_hosts[4]"]
+    );
+}

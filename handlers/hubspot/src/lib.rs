@@ -35,6 +35,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use wardhook_sdk::chrono::SecondsFormat;
+use wardhook_sdk::http::{Egress, SendError};
 use wardhook_sdk::template::{html_escape, Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -98,9 +99,16 @@ impl HandlerFactory for HubSpotFactory {
         if config.timeout_secs == 0 || config.timeout_secs > 300 {
             p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
         }
-        let client = p.take(wardhook_sdk::http::client());
+        let egress = base_url.as_ref().and_then(|url| {
+            Egress::new([url], &config.allow_hosts, "allow_hosts")
+                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
+                .ok()
+        });
+        let client = egress.as_ref().and_then(|e| p.take(e.client()));
         p.check()?;
-        let (Some(base_url), Some(token), Some(client)) = (base_url, token, client) else {
+        let (Some(base_url), Some(token), Some(egress), Some(client)) =
+            (base_url, token, egress, client)
+        else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
         let host = base_url.host_str().unwrap_or("HubSpot").to_owned();
@@ -114,6 +122,7 @@ impl HandlerFactory for HubSpotFactory {
             lead_source_property: config.lead_source_property,
             note: config.note,
             timeout: Duration::from_secs(config.timeout_secs),
+            egress,
             client,
         }))
     }
@@ -131,6 +140,8 @@ pub struct HubSpot {
     lead_source_property: String,
     note: bool,
     timeout: Duration,
+    /// Where requests may go: the API root's host and `allow_hosts`.
+    egress: Egress,
     client: reqwest::Client,
 }
 
@@ -208,9 +219,12 @@ impl HubSpot {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| HubSpotError::Network {
-            host: self.host.clone(),
-            timed_out: e.is_timeout(),
+        let response = self.egress.send(request).await.map_err(|e| match e {
+            SendError::Refused(refused) => HubSpotError::Egress(refused),
+            SendError::Network { timed_out } => HubSpotError::Network {
+                host: self.host.clone(),
+                timed_out,
+            },
         })?;
         let status = response.status().as_u16();
         let retry_after = response

@@ -507,3 +507,31 @@ async fn a_retry_without_an_earlier_note_creates_one_and_a_first_attempt_does_no
         "a first attempt creates its note without looking"
     );
 }
+
+#[tokio::test]
+async fn an_api_host_resolving_to_a_private_address_is_refused_permanently_unless_listed() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let base = format!("http://localhost:{}", server.address().port());
+
+    let refused = testing::build::<HubSpotFactory>("hubspot", &config(&base, ""));
+    let reason = testing::run(&*refused, &event()).await.expect_permanent();
+    assert!(
+        reason.starts_with("egress to localhost refused") && reason.contains("allow_hosts"),
+        "{reason}"
+    );
+    assert!(requests(&server).await.is_empty());
+
+    let listed = testing::build::<HubSpotFactory>(
+        "hubspot",
+        &config(&base, "allow_hosts = [\"127.0.0.0/8\"]"),
+    );
+    testing::run(&*listed, &event()).await.expect_retryable();
+    assert!(
+        !requests(&server).await.is_empty(),
+        "the listed range is reached"
+    );
+}
