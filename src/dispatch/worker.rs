@@ -5,8 +5,9 @@
 //! per handler (after `circuit_failures` consecutive retryable failures the handler is skipped
 //! for `circuit_open`, then one half-open probe decides), a per-handler concurrency limit so a
 //! slow CRM cannot occupy every worker, retry delays from the route's schedule with jitter and
-//! `Retry-After` honoured, and a shutdown that stops claiming and lets running attempts finish
-//! within the handler timeout.
+//! `Retry-After` honoured (at most a day), and a shutdown that stops claiming and lets running
+//! attempts finish within the handler timeout. A panicking handler costs one attempt, never the
+//! loop: invocations are caught in [`super::invoke_at`], and the loop catches anything else.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -57,6 +58,13 @@ pub(crate) fn retry_time(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(now)
+}
+
+/// `Instant::now() + d` for a configured duration, held to [`MAX_RETRY_DELAY`] so no setting
+/// can overflow the clock.
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(MAX_RETRY_DELAY)).unwrap_or(now)
 }
 
 /// The handlers and routes in force; swapped whole on reload.
@@ -333,7 +341,7 @@ impl Dispatcher {
                 if b.open_until.is_none() || b.probing {
                     tracing::warn!(handler, "circuit open: holding this handler's jobs back");
                 }
-                b.open_until = Some(Instant::now() + self.settings.circuit_open);
+                b.open_until = Some(later(self.settings.circuit_open));
             }
         } else {
             if b.open_until.is_some() {
@@ -347,7 +355,11 @@ impl Dispatcher {
     /// Claim one due job, run it and record the outcome.
     pub async fn try_execute_task(&self) -> Result<TaskOutcome, DispatchError> {
         let plan = self.plan();
-        let lease = self.settings.handler_timeout * 2 + Duration::from_secs(10);
+        let lease = self
+            .settings
+            .handler_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(10));
         let (job, slot) = {
             let _guard = self.claim_lock.lock().await;
             let exclude = self.excluded(Instant::now());
@@ -457,7 +469,7 @@ impl Dispatcher {
                 })
             }
         };
-        let deadline = Instant::now() + self.settings.handler_timeout;
+        let deadline = later(self.settings.handler_timeout);
         super::invoke_at(
             &*handler,
             &event,
@@ -541,7 +553,10 @@ impl Dispatcher {
             }));
         }
         let _ = shutdown.wait_for(|stop| *stop).await;
-        let bound = self.settings.handler_timeout + Duration::from_secs(1);
+        let bound = self
+            .settings
+            .handler_timeout
+            .saturating_add(Duration::from_secs(1));
         let all = futures_util::future::join_all(loops);
         if tokio::time::timeout(bound, all).await.is_err() {
             tracing::warn!("attempts still running at shutdown; they will run again after restart");
