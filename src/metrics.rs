@@ -50,6 +50,11 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Duration of one handler attempt, by handler.",
     ),
     (
+        "wardhook_handler_panics_total",
+        "counter",
+        "Handler invocations that panicked (each recorded as a failed attempt), by handler.",
+    ),
+    (
         "wardhook_dead_letters_total",
         "counter",
         "Jobs dead-lettered since start, by handler.",
@@ -241,6 +246,15 @@ pub fn handler_attempt(handler: &str, result: &'static str, latency: Duration) {
         vec![("handler", handler.to_owned())],
         HANDLER_BUCKETS,
         latency,
+    );
+}
+
+/// An invocation of `handler` (a configured name) panicked; the panic message is never a label.
+pub fn handler_panic(handler: &str) {
+    inc(
+        "wardhook_handler_panics_total",
+        vec![("handler", handler.to_owned())],
+        1,
     );
 }
 

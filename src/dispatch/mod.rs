@@ -10,7 +10,8 @@
 //!
 //! A worker, per claimed job (delivery × route × handler):
 //! 1. decrypt the event; load the outputs of the route's earlier handlers as [`AppData`];
-//! 2. `invoke(&*handler, &event, attempt, app_data, deadline)`;
+//! 2. `invoke(&*handler, &event, attempt, app_data, deadline)` (a panic in the handler is caught
+//!    there and becomes a retryable failure);
 //! 3. `Ok(outcome)` → done; store `outcome.app_data_entry()` (encrypted) for later handlers;
 //!    `Err(Retryable { retry_after, .. })` → next attempt at `max(schedule, retry_after)`;
 //!    `Err(Permanent { .. })` or attempts exhausted → dead letter. Error reasons name hosts
@@ -21,10 +22,14 @@ pub mod phi;
 pub mod realtime;
 pub mod registry;
 pub mod worker;
+#[cfg(test)]
+mod worker_tests;
 
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use wardhook_sdk::template::Tz;
 use wardhook_sdk::{AppData, Context, Event, Handler, HandlerError, Outcome};
 
@@ -33,7 +38,9 @@ pub use registry::build_handlers;
 
 /// Run `handler` once for `event`: attempt `attempt` (1 on the first), with the outputs of the
 /// route's earlier handlers, stopped at `deadline` even if the handler ignores it (then
-/// retryable). Templates see `now` in UTC; use [`invoke_at`] for a clinic time zone.
+/// retryable). A panic inside the handler is caught and becomes a retryable error with the
+/// fixed reason `handler <name> panicked` (counted in `wardhook_handler_panics_total`).
+/// Templates see `now` in UTC; use [`invoke_at`] for a clinic time zone.
 pub async fn invoke(
     handler: &dyn Handler,
     event: &Event,
@@ -69,15 +76,33 @@ pub async fn invoke_at(
         .with_time(now, time_zone);
     let budget = deadline.saturating_duration_since(Instant::now());
     // A little grace so a handler that honours the deadline reports its own timeout reason.
-    let hard_stop = budget + Duration::from_millis(500);
-    match tokio::time::timeout(hard_stop, handler.handle(event, &mut ctx)).await {
-        Ok(result) => result,
+    let hard_stop = budget.saturating_add(Duration::from_millis(500));
+    // A panicking handler must cost one attempt, not the worker (or the real-time request)
+    // that called it. Nothing the handler touched outlives the call except `ctx`, which is
+    // dropped with it, so observing its state after an unwind is not possible.
+    let call = AssertUnwindSafe(handler.handle(event, &mut ctx)).catch_unwind();
+    match tokio::time::timeout(hard_stop, call).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_panic)) => Err(handler_panicked(handler.name())),
         Err(_) => Err(HandlerError::retryable(format!(
             "handler {} did not finish within {} s",
             handler.name(),
             budget.as_secs()
         ))),
     }
+}
+
+/// The failure recorded for a handler invocation that panicked: a fixed reason naming the
+/// configured handler only. The panic's own message is dropped unread — it may quote payload
+/// text. Retryable, so the job goes on along its schedule (a handler that always panics ends
+/// in the dead letters like any other persistent failure).
+fn handler_panicked(handler: &str) -> HandlerError {
+    crate::metrics::handler_panic(handler);
+    tracing::error!(
+        handler,
+        "handler panicked; the attempt is recorded as failed"
+    );
+    HandlerError::retryable(format!("handler {handler} panicked"))
 }
 
 #[cfg(test)]

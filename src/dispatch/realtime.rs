@@ -269,3 +269,53 @@ pub fn compile_respond(source: &str) -> Result<Template, String> {
 pub fn compile_key(source: &str) -> Result<Template, String> {
     Template::compile(source, Escape::None).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wardhook_sdk::{Context, HandlerError, Outcome};
+
+    #[derive(Debug)]
+    struct Panicking;
+
+    #[wardhook_sdk::async_trait]
+    impl Handler for Panicking {
+        fn name(&self) -> &str {
+            "panicky-realtime-test"
+        }
+        async fn handle(&self, _: &Event, _: &mut Context) -> Result<Outcome, HandlerError> {
+            panic!("caller +1 555 0100 said something");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_the_sender_the_fallback_on_time() {
+        let route = Realtime {
+            respond: compile_respond(r#"{"name": "{{ app_data.lookup.data.name }}"}"#)
+                .expect("respond"),
+            status: 200,
+            content_type: "application/json".into(),
+            deadline: DEFAULT_DEADLINE,
+            fallback: r#"{"name": null}"#.into(),
+            fallback_status: 200,
+            cache: None,
+        };
+        let event = Event {
+            delivery_id: "dlv_rt".into(),
+            source: "s".into(),
+            event_type: "call.started".into(),
+            call_id: None,
+            occurred_at: None,
+            received_at: Utc::now(),
+            caller: wardhook_sdk::Caller::default(),
+            data: serde_json::json!({}),
+        };
+        let handlers: Vec<Arc<dyn Handler>> = vec![Arc::new(Panicking)];
+        let started = Instant::now();
+        let reply = route
+            .answer(&handlers, &event, Duration::from_secs(2), Tz::UTC)
+            .await;
+        assert_eq!(reply, route.fallback_reply());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

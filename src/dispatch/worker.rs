@@ -5,14 +5,17 @@
 //! per handler (after `circuit_failures` consecutive retryable failures the handler is skipped
 //! for `circuit_open`, then one half-open probe decides), a per-handler concurrency limit so a
 //! slow CRM cannot occupy every worker, retry delays from the route's schedule with jitter and
-//! `Retry-After` honoured, and a shutdown that stops claiming and lets running attempts finish
-//! within the handler timeout.
+//! `Retry-After` honoured (at most a day), and a shutdown that stops claiming and lets running
+//! attempts finish within the handler timeout. A panicking handler costs one attempt, never the
+//! loop: invocations are caught in [`super::invoke_at`], and the loop catches anything else.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 use wardhook_sdk::{Handler, HandlerError};
@@ -23,6 +26,46 @@ use crate::store::{Storage, StoreError};
 
 /// How often an idle worker looks for due jobs when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The furthest out a retry is ever scheduled (a year), whatever a schedule step says: keeps
+/// `now + delay` inside the calendar for any configured value.
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// The delay before the next attempt: the schedule's step `base` or the destination's
+/// `retry_after` (capped at [`wardhook_sdk::limits::MAX_RETRY_AFTER`], whoever produced it),
+/// whichever is longer, plus up to 20 % jitter (`unit` in `0.0..1.0`) so retries from many
+/// deliveries do not reach a recovering CRM in one wave; at most [`MAX_RETRY_DELAY`]. Saturating
+/// throughout: no value a destination or a config can send makes this panic.
+pub(crate) fn retry_delay(base: Duration, retry_after: Option<Duration>, unit: f64) -> Duration {
+    let requested = retry_after
+        .unwrap_or_default()
+        .min(wardhook_sdk::limits::MAX_RETRY_AFTER);
+    let base = base.max(requested).min(MAX_RETRY_DELAY);
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let jitter = base.mul_f64(0.2 * unit);
+    base.saturating_add(jitter).min(MAX_RETRY_DELAY)
+}
+
+/// `now + after` for the job table, checked: a delay the calendar cannot hold is scheduled at
+/// the furthest point [`MAX_RETRY_DELAY`] allows instead of panicking.
+pub(crate) fn retry_time(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
+    let capped = after.min(MAX_RETRY_DELAY);
+    chrono::TimeDelta::from_std(capped)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
+}
+
+/// `Instant::now() + d` for a configured duration, held to [`MAX_RETRY_DELAY`] so no setting
+/// can overflow the clock.
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(MAX_RETRY_DELAY)).unwrap_or(now)
+}
 
 /// The handlers and routes in force; swapped whole on reload.
 #[derive(Debug, Default)]
@@ -148,6 +191,40 @@ pub enum CircuitState {
     HalfOpen,
 }
 
+/// One claimed job of a handler, counted against its concurrency limit until dropped. Dropped
+/// without [`RunningSlot::finish`] (the step unwound), the attempt counts as a failure for the
+/// circuit breaker, so a half-open probe that never reported cannot hold the handler forever.
+struct RunningSlot<'a> {
+    dispatcher: &'a Dispatcher,
+    handler: String,
+    finished: bool,
+}
+
+impl RunningSlot<'_> {
+    /// The attempt ended; `failed` if it was a retryable failure.
+    fn finish(mut self, failed: bool) {
+        self.dispatcher.note_result(&self.handler, failed);
+        self.finished = true;
+    }
+}
+
+impl Drop for RunningSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self
+            .dispatcher
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&self.handler)
+        {
+            *n = n.saturating_sub(1);
+        }
+        if !self.finished {
+            self.dispatcher.note_result(&self.handler, true);
+        }
+    }
+}
+
 /// Runs jobs. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -231,7 +308,9 @@ impl Dispatcher {
         out
     }
 
-    fn note_start(&self, handler: &str) {
+    /// Count a claimed job of `handler` against its concurrency limit; the slot is given back
+    /// when the returned guard is dropped, also if the step unwinds.
+    fn note_start(&self, handler: &str) -> RunningSlot<'_> {
         *self
             .running
             .lock()
@@ -245,17 +324,15 @@ impl Dispatcher {
                 b.probing = true;
             }
         }
+        RunningSlot {
+            dispatcher: self,
+            handler: handler.to_owned(),
+            finished: false,
+        }
     }
 
-    fn note_end(&self, handler: &str, failed: bool) {
-        if let Some(n) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(handler)
-        {
-            *n = n.saturating_sub(1);
-        }
+    /// Feed one finished attempt of `handler` to its circuit breaker.
+    fn note_result(&self, handler: &str, failed: bool) {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         let b = breakers.entry(handler.to_owned()).or_default();
         if failed {
@@ -264,7 +341,7 @@ impl Dispatcher {
                 if b.open_until.is_none() || b.probing {
                     tracing::warn!(handler, "circuit open: holding this handler's jobs back");
                 }
-                b.open_until = Some(Instant::now() + self.settings.circuit_open);
+                b.open_until = Some(later(self.settings.circuit_open));
             }
         } else {
             if b.open_until.is_some() {
@@ -278,8 +355,12 @@ impl Dispatcher {
     /// Claim one due job, run it and record the outcome.
     pub async fn try_execute_task(&self) -> Result<TaskOutcome, DispatchError> {
         let plan = self.plan();
-        let lease = self.settings.handler_timeout * 2 + Duration::from_secs(10);
-        let job = {
+        let lease = self
+            .settings
+            .handler_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(10));
+        let (job, slot) = {
             let _guard = self.claim_lock.lock().await;
             let exclude = self.excluded(Instant::now());
             let preds = plan.clone();
@@ -294,8 +375,8 @@ impl Dispatcher {
             let Some(job) = job else {
                 return Ok(TaskOutcome::Idle);
             };
-            self.note_start(&job.handler);
-            job
+            let slot = self.note_start(&job.handler);
+            (job, slot)
         };
         let started_at = Utc::now();
         let t0 = Instant::now();
@@ -338,8 +419,7 @@ impl Dispatcher {
                 None,
             ),
         };
-        let failed = matches!(record.result, AttemptResult::Retryable { .. });
-        self.note_end(&job.handler, failed);
+        slot.finish(matches!(record.result, AttemptResult::Retryable { .. }));
         let (next, outcome) = self.next_step(&plan, &job, &record.result, retry_after);
         crate::metrics::handler_attempt(
             &job.handler,
@@ -389,7 +469,7 @@ impl Dispatcher {
                 })
             }
         };
-        let deadline = Instant::now() + self.settings.handler_timeout;
+        let deadline = later(self.settings.handler_timeout);
         super::invoke_at(
             &*handler,
             &event,
@@ -421,14 +501,9 @@ impl Dispatcher {
                 match schedule.get(made) {
                     None => (NextStep::Dead, TaskOutcome::Dead { job_id: job.id }),
                     Some(base) => {
-                        let base = (*base).max(retry_after.unwrap_or_default());
-                        // Up to 20 % jitter, so retries from many deliveries do not arrive at
-                        // a recovering CRM in one wave.
-                        let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..0.2));
-                        let after = base + jitter;
-                        let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+                        let after = retry_delay(*base, retry_after, rand::thread_rng().gen());
                         (
-                            NextStep::RetryAt(at),
+                            NextStep::RetryAt(retry_time(Utc::now(), after)),
                             TaskOutcome::Retry {
                                 job_id: job.id,
                                 after,
@@ -452,7 +527,15 @@ impl Dispatcher {
             let mut stop = shutdown.clone();
             loops.push(tokio::spawn(async move {
                 while !*stop.borrow() {
-                    match me.try_execute_task().await {
+                    // Handler panics are caught around the invocation (see `invoke_at`); this
+                    // catches the rest, so no step can end the loop.
+                    let step = AssertUnwindSafe(me.try_execute_task()).catch_unwind().await;
+                    let Ok(step) = step else {
+                        tracing::error!("dispatch step panicked; the worker goes on");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    };
+                    match step {
                         Ok(TaskOutcome::Idle) => {
                             tokio::select! {
                                 () = tokio::time::sleep(IDLE_POLL) => {}
@@ -470,7 +553,10 @@ impl Dispatcher {
             }));
         }
         let _ = shutdown.wait_for(|stop| *stop).await;
-        let bound = self.settings.handler_timeout + Duration::from_secs(1);
+        let bound = self
+            .settings
+            .handler_timeout
+            .saturating_add(Duration::from_secs(1));
         let all = futures_util::future::join_all(loops);
         if tokio::time::timeout(bound, all).await.is_err() {
             tracing::warn!("attempts still running at shutdown; they will run again after restart");

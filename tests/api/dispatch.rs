@@ -147,6 +147,101 @@ async fn a_429_retry_after_is_respected() {
     }
 }
 
+/// A destination asking for a delay no calendar can hold (`Retry-After: 99999999999999`, about
+/// three million years) once panicked the worker that scheduled the retry, and the loop was gone:
+/// the next delivery was never sent. The request is clamped to a day and the loop goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_is_clamped_and_the_worker_goes_on_to_the_next_job() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "99999999999999"))
+        .up_to_n_times(1)
+        .mount(&crm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let app = spawn_app_with(AppOptions {
+        extra: format!("[dispatch]\nworkers = 1\n{}", crm_handler(&crm.uri())),
+        ..AppOptions::default()
+    })
+    .await;
+    let wait_for_requests = |n: usize| {
+        let crm = &crm;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while crm.received_requests().await.unwrap().len() < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the worker stopped after {} request(s)",
+                    crm.received_requests().await.unwrap().len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let first = deliver(&app, &call_ended("absurd-1", "x")).await;
+    wait_for_requests(1).await;
+    let second = deliver(&app, &call_ended("absurd-2", "x")).await;
+    wait_for_requests(2).await;
+
+    let conn = rusqlite::Connection::open(app.dir.path().join("data/wardhook.db")).unwrap();
+    let job = |delivery: &str| -> (String, String) {
+        conn.query_row(
+            "SELECT status, next_attempt_at FROM jobs WHERE delivery_id = ?1",
+            [delivery],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while job(&second).0 != "done" {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", job(&second));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, next) = job(&first);
+    assert_eq!(status, "pending", "retryable, waiting for its next attempt");
+    let next = chrono::DateTime::parse_from_rfc3339(&next).unwrap();
+    let wait = next.signed_duration_since(chrono::Utc::now());
+    assert!(
+        wait > chrono::TimeDelta::hours(23) && wait <= chrono::TimeDelta::hours(29),
+        "a day plus at most 20 % jitter, not three million years: {wait:?}"
+    );
+}
+
+/// A destination whose name resolves to a private address nobody listed in `allow_hosts` is
+/// refused at connect time: one attempt, straight to the dead letters, the reason naming the
+/// host — and nothing reaches the server.
+#[tokio::test]
+async fn an_egress_refusal_is_a_dead_letter_after_one_attempt_naming_the_host() {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&crm)
+        .await;
+    let by_name = format!("http://localhost:{}", crm.address().port());
+    let app = app_with(&crm_handler(&by_name), "").await;
+    deliver(&app, &call_ended("egress-1", "x")).await;
+
+    let steps = drain(&app).await;
+
+    assert!(
+        matches!(steps.as_slice(), [TaskOutcome::Dead { .. }]),
+        "{steps:?}"
+    );
+    assert!(crm.received_requests().await.unwrap().is_empty());
+    let conn = rusqlite::Connection::open(app.dir.path().join("data/wardhook.db")).unwrap();
+    let (attempts, error): (i64, String) = conn
+        .query_row("SELECT attempts, last_error FROM jobs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.starts_with("egress to localhost refused"), "{error}");
+}
+
 #[tokio::test]
 async fn a_400_goes_straight_to_the_dead_letters_and_dlq_retry_redelivers() {
     let crm = MockServer::start().await;

@@ -8,6 +8,10 @@ use serde::Deserialize;
 pub struct ExampleCrmConfig {
     /// The CRM's API root, e.g. `https://crm.internal/api`.
     pub base_url: String,
+    /// Hosts besides `base_url`'s the adapter may reach, and private ranges its names may
+    /// resolve to (`["10.0.0.0/8"]`).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// `env:`/`file:` reference to the API key.
     pub api_key: String,
     /// Seconds per request; 10 by default.

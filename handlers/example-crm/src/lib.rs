@@ -10,6 +10,7 @@ pub mod config;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wardhook_sdk::http::{Egress, SendError};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
     HandlerFactory, Outcome, Problems, SecretValue,
@@ -33,27 +34,35 @@ impl HandlerFactory for ExampleCrmFactory {
     ) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>> {
         let mut p = Problems::new();
         p.take(ctx.check_phi("", FIELDS_READ.iter().copied()));
-        if !config.base_url.starts_with("https://") && !config.base_url.starts_with("http://127.") {
-            p.push(ConfigProblem::new("base_url", "must be an https:// URL"));
-        }
+        // https:// (plain http:// only to loopback), a client that refuses redirects and TLS
+        // older than 1.2, and an egress allowlist (the base URL's host plus `allow_hosts`) in
+        // its resolver: the SDK's `http` feature, shared by every bundled adapter.
+        let base_url = p.take(wardhook_sdk::http::api_url("base_url", &config.base_url));
+        let egress = base_url.as_ref().and_then(|url| {
+            Egress::new([url], &config.allow_hosts, "allow_hosts")
+                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
+                .ok()
+        });
+        let client = egress.as_ref().and_then(|e| {
+            p.take(
+                e.client_builder()
+                    .timeout(Duration::from_secs(config.timeout_secs.max(1)))
+                    .build()
+                    .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up")),
+            )
+        });
         let api_key = p.take(ctx.secret_str("api_key", &config.api_key));
-        let client = p.take(
-            reqwest::Client::builder()
-                .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up")),
-        );
-        let name = ctx.name().to_owned();
-        let base_url = config.base_url.trim_end_matches('/').to_owned();
         p.check()?;
-        let (Some(api_key), Some(client)) = (api_key, client) else {
+        let (Some(base_url), Some(api_key), Some(egress), Some(client)) =
+            (base_url, api_key, egress, client)
+        else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
         Ok(Arc::new(ExampleCrm {
-            name,
-            base_url,
+            name: ctx.name().to_owned(),
+            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
             api_key,
+            egress,
             client,
         }))
     }
@@ -65,6 +74,7 @@ pub struct ExampleCrm {
     name: String,
     base_url: String,
     api_key: SecretValue,
+    egress: Egress,
     client: reqwest::Client,
 }
 
@@ -82,16 +92,18 @@ impl Handler for ExampleCrm {
             "call_id": event.call_id,
             "reason": event.event_type,
         });
-        let response = self
+        let request = self
             .client
             .post(format!("{}/leads", self.base_url))
             .header("X-Api-Key", self.api_key.expose())
             .header("Idempotency-Key", ctx.idempotency_key())
             .timeout(ctx.time_left(Duration::from_secs(10)))
-            .json(&lead)
-            .send()
-            .await
-            .map_err(|e| HandlerError::network(host, e.is_timeout()))?;
+            .json(&lead);
+        // A destination the allowlist refuses is permanent; the network is worth a retry.
+        let response = self.egress.send(request).await.map_err(|e| match e {
+            SendError::Refused(refused) => HandlerError::permanent(refused.to_string()),
+            SendError::Network { timed_out } => HandlerError::network(host, timed_out),
+        })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

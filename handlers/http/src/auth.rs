@@ -9,11 +9,20 @@ use wardhook_sdk::{BuildContext, ConfigProblem, SecretValue};
 
 use crate::config::AuthConfig;
 use crate::error::HttpError;
+use crate::Outbound;
 
 /// Tokens are refreshed this long before the endpoint says they expire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 /// Lifetime assumed when the token endpoint does not say.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+/// When a token fetched at `now` with `lifetime` (already clamped to
+/// [`wardhook_sdk::limits::MAX_TOKEN_LIFETIME`]) is fetched again: [`EXPIRY_MARGIN`] early, and
+/// never an overflowed clock.
+fn refresh_time(now: Instant, lifetime: Duration) -> Instant {
+    now.checked_add(lifetime.saturating_sub(EXPIRY_MARGIN))
+        .unwrap_or(now)
+}
 
 /// Resolved authentication.
 #[derive(Debug)]
@@ -25,6 +34,14 @@ pub(crate) enum Auth {
 }
 
 impl Auth {
+    /// The token endpoint, a host the handler must be allowed to reach.
+    pub(crate) fn token_url(&self) -> Option<&Url> {
+        match self {
+            Auth::OAuth2(o) => Some(&o.token_url),
+            _ => None,
+        }
+    }
+
     pub(crate) fn build(config: AuthConfig, ctx: &BuildContext) -> Result<Self, ConfigProblem> {
         Ok(match config {
             AuthConfig::None => Auth::None,
@@ -56,9 +73,7 @@ impl Auth {
                 client_secret,
                 scope,
             } => {
-                crate::check_scheme("auth.token_url", &token_url)?;
-                let token_url = Url::parse(&token_url)
-                    .map_err(|_| ConfigProblem::new("auth.token_url", "not a URL"))?;
+                let token_url = wardhook_sdk::http::api_url("auth.token_url", &token_url)?;
                 let client_secret = ctx.secret_str("auth.client_secret", &client_secret)?;
                 Auth::OAuth2(OAuth2 {
                     token_url,
@@ -100,7 +115,7 @@ impl OAuth2 {
     /// The cached token, or a new one when there is none or it is about to expire.
     pub(crate) async fn token(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         deadline: Instant,
     ) -> Result<SecretValue, HttpError> {
         let mut cache = self.cache.lock().await;
@@ -109,7 +124,7 @@ impl OAuth2 {
                 return Ok(t.value.clone());
             }
         }
-        let fresh = self.fetch(client, deadline).await?;
+        let fresh = self.fetch(outbound, deadline).await?;
         let value = fresh.value.clone();
         *cache = Some(fresh);
         Ok(value)
@@ -118,7 +133,7 @@ impl OAuth2 {
     /// A new token after `rejected` got a 401, unless another request already replaced it.
     pub(crate) async fn refresh(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         deadline: Instant,
         rejected: &SecretValue,
     ) -> Result<SecretValue, HttpError> {
@@ -128,7 +143,7 @@ impl OAuth2 {
                 return Ok(t.value.clone());
             }
         }
-        let fresh = self.fetch(client, deadline).await?;
+        let fresh = self.fetch(outbound, deadline).await?;
         let value = fresh.value.clone();
         *cache = Some(fresh);
         Ok(value)
@@ -144,7 +159,7 @@ impl OAuth2 {
 
     async fn fetch(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         deadline: Instant,
     ) -> Result<CachedToken, HttpError> {
         let host = self
@@ -162,7 +177,8 @@ impl OAuth2 {
             }
             SecretValue::new(form.finish())
         };
-        let response = client
+        let request = outbound
+            .client()
             .post(self.token_url.clone())
             .timeout(crate::remaining(deadline))
             .header(
@@ -170,15 +186,11 @@ impl OAuth2 {
                 "application/x-www-form-urlencoded",
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(body.expose().to_owned())
-            .send()
+            .body(body.expose().to_owned());
+        let response = outbound
+            .send(request, &host)
             .await
-            .map_err(|e| {
-                HttpError::Token(Box::new(HttpError::Network {
-                    host: host.clone(),
-                    timed_out: e.is_timeout(),
-                }))
-            })?;
+            .map_err(|e| HttpError::Token(Box::new(e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(HttpError::Token(Box::new(HttpError::Status {
@@ -190,19 +202,84 @@ impl OAuth2 {
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             access_token: String,
-            expires_in: Option<u64>,
+            /// Any JSON: a number of any size or sign, or a quoted one; clamped below.
+            #[serde(default)]
+            expires_in: serde_json::Value,
         }
         let parsed: TokenResponse = response
             .json()
             .await
             .map_err(|_| HttpError::TokenMissing(host.clone()))?;
-        let lifetime = parsed
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_LIFETIME);
+        let lifetime =
+            wardhook_sdk::limits::parse_expires_in(&parsed.expires_in).unwrap_or(DEFAULT_LIFETIME);
         Ok(CachedToken {
             value: SecretValue::new(parsed.access_token),
-            refresh_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+            refresh_at: refresh_time(Instant::now(), lifetime),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wardhook_sdk::limits::MAX_TOKEN_LIFETIME;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    async fn cached_lifetime(expires_in: serde_json::Value) -> Duration {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": "tok", "expires_in": expires_in}),
+            ))
+            .mount(&server)
+            .await;
+        let oauth = OAuth2 {
+            token_url: Url::parse(&format!("{}/token", server.uri())).expect("url"),
+            client_id: "c".into(),
+            client_secret: SecretValue::new("s".to_owned()),
+            scope: None,
+            cache: tokio::sync::Mutex::new(None),
+        };
+        let egress = wardhook_sdk::http::Egress::new([&oauth.token_url], &[], "allow_hosts")
+            .expect("allowlist");
+        let outbound = Outbound {
+            client: egress.client().expect("client"),
+            egress,
+        };
+        let before = Instant::now();
+        let token = oauth
+            .token(&outbound, before + Duration::from_secs(5))
+            .await
+            .expect("token");
+        assert_eq!(token.expose(), "tok");
+        let cache = oauth.cache.lock().await;
+        let refresh_at = cache.as_ref().expect("cached").refresh_at;
+        refresh_at.saturating_duration_since(before)
+    }
+
+    #[tokio::test]
+    async fn a_huge_expires_in_is_cached_for_at_most_a_day() {
+        let cached = cached_lifetime(serde_json::json!(u64::MAX)).await;
+        assert!(cached <= MAX_TOKEN_LIFETIME, "{cached:?}");
+        assert!(cached >= MAX_TOKEN_LIFETIME - EXPIRY_MARGIN - Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_negative_expires_in_is_not_cached() {
+        let cached = cached_lifetime(serde_json::json!(-1)).await;
+        assert!(cached < Duration::from_secs(1), "{cached:?}");
+    }
+
+    #[test]
+    fn refresh_time_never_overflows_the_clock() {
+        let now = Instant::now();
+        assert_eq!(refresh_time(now, Duration::MAX), now);
+        assert_eq!(refresh_time(now, Duration::from_secs(10)), now);
+        assert_eq!(
+            refresh_time(now, Duration::from_secs(90)),
+            now + Duration::from_secs(60)
+        );
     }
 }

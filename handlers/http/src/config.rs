@@ -12,8 +12,10 @@ pub struct HttpConfig {
     /// Any HTTP method; `POST` by default.
     #[serde(default = "default_method")]
     pub method: String,
-    /// The URL template. Values are percent-encoded; must be `https://` (plain `http://` only to
-    /// a loopback host).
+    /// The URL template. The scheme and host are literal (no placeholders); values in the path
+    /// are percent-encoded and stay inside their segment (a segment a value makes empty, `.`
+    /// or `..` is refused), values in the query are encoded as components. Must be `https://`
+    /// (plain `http://` only to a loopback host).
     pub url: String,
     /// Query parameters: name → template, URL-encoded after rendering.
     #[serde(default)]
@@ -36,6 +38,11 @@ pub struct HttpConfig {
     /// An extra CA certificate (PEM) to trust, for destinations with an internal CA. The
     /// public roots stay trusted; certificate verification cannot be turned off.
     pub ca_file: Option<PathBuf>,
+    /// Hosts besides the ones in `url` and `auth.token_url` this handler may reach, and the
+    /// private ranges their names may resolve to: host names, IP addresses or CIDR ranges
+    /// (`["crm.internal", "10.0.0.0/8"]`). See `docs/HANDLERS.md`, "Egress".
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// How to authenticate to the destination.
     #[serde(default)]
     pub auth: AuthConfig,

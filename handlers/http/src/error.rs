@@ -20,9 +20,6 @@ pub enum HttpError {
     /// The rendered JSON body does not parse.
     #[error("rendered body is not valid JSON (a placeholder outside quotes? use `| tojson`)")]
     BodyNotJson,
-    /// The rendered URL is unusable or not allowed.
-    #[error("rendered url is not usable: {0}")]
-    BadUrl(String),
     /// A rendered header value holds characters a header cannot.
     #[error("header {0} has characters not allowed in a header value")]
     BadHeader(String),
@@ -44,6 +41,10 @@ pub enum HttpError {
         /// The destination's `Retry-After`, parsed.
         retry_after: Option<Duration>,
     },
+    /// The egress allowlist refused the destination (not configured, not in `allow_hosts`,
+    /// or resolving to addresses not allowed): permanent.
+    #[error(transparent)]
+    Egress(#[from] wardhook_sdk::http::EgressRefused),
     /// The OAuth2 token endpoint failed.
     #[error("OAuth2 token request: {0}")]
     Token(Box<HttpError>),

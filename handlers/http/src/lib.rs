@@ -1,8 +1,10 @@
 //! `kind = "http"`: send each event to any REST API.
 //!
 //! Templated URL, query, headers and body (JSON, form or text) rendered with the SDK's one
-//! template engine; auth none / basic / bearer / API-key header / OAuth2 client credentials;
-//! a timeout; certificate verification always on (an extra CA may be added); an
+//! template engine (the URL's scheme and host are literal config text, and a value in a path
+//! segment stays in that segment: [`wardhook_sdk::template::UrlTemplate`]); auth none / basic /
+//! bearer / API-key header / OAuth2 client credentials; requests only to the configured hosts
+//! and `allow_hosts` ([`wardhook_sdk::http::Egress`]); a timeout; certificate verification always on (an extra CA may be added); an
 //! `Idempotency-Key` header on every request; a JSON response captured for later handlers
 //! (`app_data.<name>.data`). Failures are classified once, here: network errors, timeouts, 408,
 //! 429 (with `Retry-After`) and 5xx are retryable, every other status is permanent, and so is a
@@ -30,7 +32,8 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
-use wardhook_sdk::template::{Escape, Template, Vars};
+use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::template::{Escape, Template, UrlTemplate, Vars};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
     HandlerFactory, Outcome, Problems,
@@ -59,8 +62,10 @@ impl HandlerFactory for HttpFactory {
             Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
                 .map_err(|_| ConfigProblem::new("method", "not an HTTP method")),
         );
-        p.take(check_scheme("url", &config.url));
-        let url = p.take(ctx.template("url", &config.url, Escape::UrlComponent));
+        let url = p.take(ctx.url_template("url", &config.url));
+        if let Some(url) = &url {
+            p.take(wardhook_sdk::http::api_url("url", url.origin().as_str()));
+        }
         let mut query = Vec::new();
         for (k, v) in &config.query {
             if let Some(t) = p.take(ctx.template(&format!("query.{k}"), v, Escape::None)) {
@@ -90,10 +95,20 @@ impl HandlerFactory for HttpFactory {
         }
         .flatten();
         let auth = p.take(Auth::build(config.auth, ctx));
-        let client = p.take(build_client(&config.ca_file, ctx));
+        let configured = url
+            .iter()
+            .map(UrlTemplate::origin)
+            .chain(auth.iter().filter_map(Auth::token_url));
+        let egress = Egress::new(configured, &config.allow_hosts, "allow_hosts")
+            .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
+            .ok();
+        let client = egress
+            .as_ref()
+            .and_then(|e| p.take(build_client(&config.ca_file, ctx, e)));
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
         p.check()?;
-        let (Some(method), Some(url), Some(auth), Some(client)) = (method, url, auth, client)
+        let (Some(method), Some(url), Some(auth), Some(client), Some(egress)) =
+            (method, url, auth, client, egress)
         else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
@@ -108,7 +123,7 @@ impl HandlerFactory for HttpFactory {
             timeout,
             auth,
             capture_response: config.capture_response,
-            client,
+            outbound: Outbound { client, egress },
         }))
     }
 }
@@ -163,8 +178,9 @@ fn build_body(config: &HttpConfig, ctx: &BuildContext) -> Result<Body, ConfigPro
 fn build_client(
     ca_file: &Option<std::path::PathBuf>,
     ctx: &BuildContext,
+    egress: &Egress,
 ) -> Result<reqwest::Client, ConfigProblem> {
-    let mut builder = wardhook_sdk::http::client_builder().tls_built_in_root_certs(true);
+    let mut builder = egress.client_builder().tls_built_in_root_certs(true);
     if let Some(path) = ca_file {
         let full = ctx.resolve_path(path);
         let pem = std::fs::read(&full).map_err(|e| {
@@ -185,49 +201,6 @@ fn build_client(
     builder
         .build()
         .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
-}
-
-/// Plain `http://` leaks PHI on the wire: allowed only to a loopback host.
-pub(crate) fn check_scheme(key: &str, url_template: &str) -> Result<(), ConfigProblem> {
-    let lower = url_template.trim_start().to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("{{") {
-        return Ok(());
-    }
-    if let Some(rest) = lower.strip_prefix("http://") {
-        let host_end = rest.find(['/', '?', '{']).unwrap_or(rest.len());
-        let authority = &rest[..host_end];
-        if is_loopback_authority(authority) {
-            return Ok(());
-        }
-        return Err(ConfigProblem::new(
-            key,
-            "must use https:// (plain http:// is allowed only to a loopback host)",
-        ));
-    }
-    Err(ConfigProblem::new(key, "must be an https:// URL"))
-}
-
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = if let Some(stripped) = authority.strip_prefix('[') {
-        stripped.split(']').next().unwrap_or_default()
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn check_rendered_url(url: &Url) -> Result<(), HttpError> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if url.host_str().is_some_and(is_loopback_authority) => Ok(()),
-        "http" => Err(HttpError::BadUrl(
-            "plain http:// to a non-loopback host".into(),
-        )),
-        _ => Err(HttpError::BadUrl("not an http(s) URL".into())),
-    }
 }
 
 /// How the body is built.
@@ -255,7 +228,7 @@ impl Body {
 pub struct HttpHandler {
     name: String,
     method: Method,
-    url: Template,
+    url: UrlTemplate,
     query: Vec<(String, Template)>,
     headers: Vec<(HeaderName, Template)>,
     body: Body,
@@ -263,7 +236,36 @@ pub struct HttpHandler {
     timeout: Duration,
     auth: Auth,
     capture_response: bool,
+    outbound: Outbound,
+}
+
+/// The handler's client and the allowlist every request of it passes (token fetches too).
+#[derive(Debug)]
+pub(crate) struct Outbound {
     client: reqwest::Client,
+    egress: Egress,
+}
+
+impl Outbound {
+    /// Send through the allowlist; a refusal is [`HttpError::Egress`], anything else about the
+    /// connection [`HttpError::Network`] with `host`.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        host: &str,
+    ) -> Result<Response, HttpError> {
+        self.egress.send(request).await.map_err(|e| match e {
+            SendError::Refused(refused) => HttpError::Egress(refused),
+            SendError::Network { timed_out } => HttpError::Network {
+                host: host.to_owned(),
+                timed_out,
+            },
+        })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
 }
 
 /// One request, rendered for one event.
@@ -283,10 +285,13 @@ fn render(what: &str, template: &Template, vars: &Vars) -> Result<String, HttpEr
 
 impl HttpHandler {
     fn prepare(&self, vars: &Vars) -> Result<Prepared, HttpError> {
-        let rendered = render("url", &self.url, vars)?;
-        let mut url =
-            Url::parse(&rendered).map_err(|_| HttpError::BadUrl("does not parse".into()))?;
-        check_rendered_url(&url)?;
+        let mut url = self
+            .url
+            .render(vars)
+            .map_err(|source| HttpError::Template {
+                what: "url".to_owned(),
+                source,
+            })?;
         if !self.query.is_empty() {
             let mut q = url.query().map(str::to_owned).unwrap_or_default();
             for (k, t) in &self.query {
@@ -346,7 +351,8 @@ impl HttpHandler {
         auth: Option<(HeaderName, HeaderValue)>,
     ) -> Result<Response, HttpError> {
         let mut builder = self
-            .client
+            .outbound
+            .client()
             .request(self.method.clone(), req.url.clone())
             .timeout(remaining(deadline))
             .header("Idempotency-Key", ctx.idempotency_key());
@@ -362,10 +368,7 @@ impl HttpHandler {
         if let Some(b) = &req.body {
             builder = builder.body(b.clone());
         }
-        builder.send().await.map_err(|e| HttpError::Network {
-            host: req.host.clone(),
-            timed_out: e.is_timeout(),
-        })
+        self.outbound.send(builder, &req.host).await
     }
 
     async fn finish(&self, response: Response, host: &str) -> Result<Outcome, HttpError> {
@@ -440,7 +443,7 @@ impl Handler for HttpHandler {
                 (self.send(&req, ctx, deadline, auth).await?, None)
             }
             Auth::OAuth2(o) => {
-                let token = o.token(&self.client, deadline).await?;
+                let token = o.token(&self.outbound, deadline).await?;
                 let auth = Some((AUTHORIZATION, OAuth2::header(&token)?));
                 (
                     self.send(&req, ctx, deadline, auth).await?,
@@ -451,7 +454,7 @@ impl Handler for HttpHandler {
         if response.status() == StatusCode::UNAUTHORIZED {
             if let Some((o, rejected)) = used_token {
                 // The token may have been revoked or rotated early: fetch a new one, once.
-                let token = o.refresh(&self.client, deadline, &rejected).await?;
+                let token = o.refresh(&self.outbound, deadline, &rejected).await?;
                 let auth = Some((AUTHORIZATION, OAuth2::header(&token)?));
                 response = self.send(&req, ctx, deadline, auth).await?;
             }

@@ -473,3 +473,218 @@ fn config_problems_carry_key_paths() {
         );
     }
 }
+
+/// The path of a request as the destination saw it, one decoded string per segment.
+fn decoded_segments(req: &Request) -> Vec<String> {
+    req.url
+        .path_segments()
+        .expect("a path")
+        .map(|s| {
+            let bytes = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' && i + 2 < bytes.len() {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+                    out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).expect("utf-8")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_payload_value_never_leaves_its_path_segment() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let handler = testing::build::<HttpFactory>(
+        "crm",
+        &format!(
+            "phi = \"full\"\nbaa = true\nurl = \"{}/api/patients/{{{{ data.id }}}}/notes\"",
+            server.uri()
+        ),
+    );
+    // (value, sent?) — a value that would make the segment empty, `.` or `..` is refused
+    // permanently and nothing is sent; every other value arrives as exactly itself, in place.
+    let cases: &[(&str, bool)] = &[
+        (".", false),
+        ("..", false),
+        ("", false),
+        ("/", true),
+        ("%2e", true),
+        ("%2e%2e", true),
+        (".%2E", true),
+        ("...", true),
+        ("../../admin", true),
+        ("a/b", true),
+        ("?x=1", true),
+        ("#frag", true),
+        ("\\..\\admin", true),
+        ("ünïcødé ☎", true),
+        ("@127.0.0.1:9", true),
+        ("//127.0.0.1:9/x", true),
+        ("1 OR 1=1", true),
+    ];
+    for (value, sent) in cases {
+        let before = server.received_requests().await.expect("recording").len();
+        let event =
+            testing::event_from_json(&serde_json::json!({"data": {"id": value}}).to_string());
+        let result = testing::run(&*handler, &event).await;
+        let requests = server.received_requests().await.expect("recording");
+        if *sent {
+            result.expect_ok();
+            assert_eq!(requests.len(), before + 1, "{value:?}");
+            let req = requests.last().expect("a request");
+            assert_eq!(
+                decoded_segments(req),
+                ["api", "patients", value, "notes"],
+                "{value:?} arrived as {}",
+                req.url
+            );
+            assert_eq!(req.url.query(), None, "{value:?}");
+        } else {
+            let reason = result.expect_permanent();
+            assert!(reason.contains("path segment 3"), "{value:?}: {reason}");
+            assert_eq!(requests.len(), before, "{value:?} must not be sent");
+        }
+    }
+}
+
+#[test]
+fn a_url_whose_scheme_or_host_is_templated_is_refused_at_config_time() {
+    for url in [
+        "{{ data.callback_url }}",
+        "https://{{ data.host }}/notes",
+        "http://127.0.0.1:{{ data.port }}/notes",
+        "https://crm.example{{ data.path }}",
+    ] {
+        let problems = match testing::try_build::<HttpFactory>("h", &format!("url = {url:?}")) {
+            Ok(_) => panic!("{url} must be refused"),
+            Err(p) => p,
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "url" && p.message.contains("scheme and host")),
+            "{url}: {problems:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_handler_cannot_be_steered_to_another_host_by_a_payload_value_or_a_redirect() {
+    let a = MockServer::start().await;
+    let b = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/redirect"))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("Location", format!("{}/hook", b.uri())),
+        )
+        .mount(&a)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&a)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&b)
+        .await;
+    let b_port = b.address().port();
+    let handler = testing::build::<HttpFactory>(
+        "crm",
+        &format!(
+            "phi = \"full\"\nbaa = true\nurl = \"{}/hook/{{{{ data.target }}}}\"",
+            a.uri()
+        ),
+    );
+    for target in [
+        b.uri(),
+        format!("@127.0.0.1:{b_port}"),
+        format!("//127.0.0.1:{b_port}/hook"),
+        format!("127.0.0.1:{b_port}"),
+        format!("..%2F..%2F@127.0.0.1:{b_port}"),
+    ] {
+        let event =
+            testing::event_from_json(&serde_json::json!({"data": {"target": target}}).to_string());
+        testing::run(&*handler, &event).await.expect_ok();
+        let last = a.received_requests().await.expect("recording");
+        let last = last.last().expect("A got it");
+        assert_eq!(decoded_segments(last), ["hook", target.as_str()]);
+    }
+    let redirecting =
+        testing::build::<HttpFactory>("crm", &format!("url = \"{}/redirect\"", a.uri()));
+    let reason = testing::run(&*redirecting, &testing::event_from_json("{}"))
+        .await
+        .expect_permanent();
+    assert!(reason.contains("HTTP 307"), "{reason}");
+    assert!(
+        b.received_requests().await.expect("recording").is_empty(),
+        "host B was reached"
+    );
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_a_private_address_is_refused_permanently_unless_listed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    // `localhost` is a name that resolves to 127.0.0.1: a private (loopback) address.
+    let url = format!("http://localhost:{}/hook", server.address().port());
+    let build = |allow: &str| {
+        testing::build::<HttpFactory>("crm", &format!("url = \"{url}\"\nallow_hosts = [{allow}]"))
+    };
+    for allow in ["", r#""10.0.0.0/8""#, r#""crm.internal""#] {
+        let reason = testing::run(&*build(allow), &testing::event_from_json("{}"))
+            .await
+            .expect_permanent();
+        assert!(
+            reason.starts_with("egress to localhost refused") && reason.contains("allow_hosts"),
+            "{allow}: {reason}"
+        );
+    }
+    assert!(server
+        .received_requests()
+        .await
+        .expect("recording")
+        .is_empty());
+
+    for allow in [
+        r#""127.0.0.0/8""#,
+        r#""localhost""#,
+        r#""127.0.0.1", "::1""#,
+    ] {
+        testing::run(&*build(allow), &testing::event_from_json("{}"))
+            .await
+            .expect_ok();
+    }
+    assert_eq!(
+        server.received_requests().await.expect("recording").len(),
+        3
+    );
+}
+
+#[test]
+fn allow_hosts_entries_are_checked_at_config_time() {
+    let problems = testing::try_build::<HttpFactory>(
+        "crm",
+        r#"url = "https://crm.example/leads"
+           allow_hosts = ["crm.internal", "https://crm.internal/", "10.0.0.0/8", "*.internal", "0.0.0.0/0"]"#,
+    )
+    .expect_err("bad entries");
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["allow_hosts[1]", "allow_hosts[3]", "allow_hosts[4]"]
+    );
+}

@@ -18,6 +18,11 @@ pub struct HubSpotConfig {
     /// loopback host).
     #[serde(default = "default_base_url")]
     pub base_url: String,
+    /// Hosts besides `base_url`'s this adapter may reach, and the private ranges its names may
+    /// resolve to (`["10.0.0.0/8"]` for an API proxy inside the clinic): host names, IP addresses
+    /// or CIDR ranges.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// Extra or overriding contact properties: HubSpot property name → template
     /// (`service_type = "{{ data.custom_fields.service_type | default('') }}"`). A property
     /// that renders empty is left out, so an existing value is never blanked; set a default

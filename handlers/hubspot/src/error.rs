@@ -21,6 +21,10 @@ pub enum HubSpotError {
         /// Whether it was the timeout.
         timed_out: bool,
     },
+    /// The egress allowlist refused the API host (its name resolves to addresses not listed
+    /// in `allow_hosts`): permanent.
+    #[error(transparent)]
+    Egress(#[from] wardhook_sdk::http::EgressRefused),
     /// The token was refused. Private-app tokens do not expire on their own and cannot be
     /// refreshed, so retrying cannot help: someone has to issue a new one.
     #[error("HTTP 401 from {host}: the private-app token was rejected (revoked, rotated or wrong); private-app tokens do not refresh, create a new one and update the secret")]

@@ -35,6 +35,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use wardhook_sdk::chrono::SecondsFormat;
+use wardhook_sdk::http::{Egress, SendError};
 use wardhook_sdk::template::{html_escape, Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -98,9 +99,16 @@ impl HandlerFactory for HubSpotFactory {
         if config.timeout_secs == 0 || config.timeout_secs > 300 {
             p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
         }
-        let client = p.take(wardhook_sdk::http::client());
+        let egress = base_url.as_ref().and_then(|url| {
+            Egress::new([url], &config.allow_hosts, "allow_hosts")
+                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
+                .ok()
+        });
+        let client = egress.as_ref().and_then(|e| p.take(e.client()));
         p.check()?;
-        let (Some(base_url), Some(token), Some(client)) = (base_url, token, client) else {
+        let (Some(base_url), Some(token), Some(egress), Some(client)) =
+            (base_url, token, egress, client)
+        else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
         let host = base_url.host_str().unwrap_or("HubSpot").to_owned();
@@ -114,6 +122,7 @@ impl HandlerFactory for HubSpotFactory {
             lead_source_property: config.lead_source_property,
             note: config.note,
             timeout: Duration::from_secs(config.timeout_secs),
+            egress,
             client,
         }))
     }
@@ -131,6 +140,8 @@ pub struct HubSpot {
     lead_source_property: String,
     note: bool,
     timeout: Duration,
+    /// Where requests may go: the API root's host and `allow_hosts`.
+    egress: Egress,
     client: reqwest::Client,
 }
 
@@ -208,9 +219,12 @@ impl HubSpot {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| HubSpotError::Network {
-            host: self.host.clone(),
-            timed_out: e.is_timeout(),
+        let response = self.egress.send(request).await.map_err(|e| match e {
+            SendError::Refused(refused) => HubSpotError::Egress(refused),
+            SendError::Network { timed_out } => HubSpotError::Network {
+                host: self.host.clone(),
+                timed_out,
+            },
         })?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -288,7 +302,10 @@ impl HubSpot {
         properties: &Value,
         ctx: &Context,
     ) -> Result<(), HubSpotError> {
-        let path = format!("/crm/v3/objects/contacts/{}", path_segment(id));
+        let path = format!(
+            "/crm/v3/objects/contacts/{}",
+            path_segment(id).ok_or_else(|| self.bad("contact id"))?
+        );
         let answer = self
             .call(
                 Method::PATCH,
@@ -391,7 +408,7 @@ impl HubSpot {
     ) -> Result<Option<String>, HubSpotError> {
         let base = format!(
             "/crm/v4/objects/contacts/{}/associations/notes",
-            path_segment(contact_id)
+            path_segment(contact_id).ok_or_else(|| self.bad("contact id"))?
         );
         let mut after: Option<String> = None;
         for _ in 0..NOTE_PAGES {
@@ -553,9 +570,10 @@ fn note_reference(idempotency_key: &str) -> String {
     format!("<p>wardhook ref {}</p>", html_escape(idempotency_key))
 }
 
-/// An id as one path segment: HubSpot ids are digits, anything else is encoded.
-fn path_segment(id: &str) -> String {
-    wardhook_sdk::template::percent_encode_component(id)
+/// An id as one path segment: HubSpot ids are digits, anything else is encoded, and an id that
+/// would be empty, `.` or `..` (climbing the API's path) is not used at all.
+fn path_segment(id: &str) -> Option<String> {
+    wardhook_sdk::template::path_segment(id)
 }
 
 #[cfg(test)]

@@ -320,6 +320,29 @@ async fn a_rate_limit_is_retryable_after_hubspots_window() {
 }
 
 #[tokio::test]
+async fn a_contact_id_that_would_climb_the_api_path_is_never_used() {
+    let server = MockServer::start().await;
+    search_finds(&server, json!([{"id": ".."}])).await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "512"})))
+        .mount(&server)
+        .await;
+    let handler = testing::build::<HubSpotFactory>("hubspot", &config(&server.uri(), ""));
+
+    let reason = testing::run(&*handler, &event()).await.expect_permanent();
+
+    assert!(reason.contains("contact id"), "{reason}");
+    let sent = requests(&server).await;
+    assert!(
+        sent.iter().all(|r| r.method.as_str() != "PATCH"),
+        "nothing may be sent to /crm/v3/objects: {:?}",
+        sent.iter()
+            .map(|r| r.url.path().to_owned())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn a_server_error_is_retryable() {
     let hs = MockServer::start().await;
     search_finds(&hs, json!([])).await;
@@ -482,5 +505,33 @@ async fn a_retry_without_an_earlier_note_creates_one_and_a_first_attempt_does_no
         looked(&requests(&hs).await),
         1,
         "a first attempt creates its note without looking"
+    );
+}
+
+#[tokio::test]
+async fn an_api_host_resolving_to_a_private_address_is_refused_permanently_unless_listed() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let base = format!("http://localhost:{}", server.address().port());
+
+    let refused = testing::build::<HubSpotFactory>("hubspot", &config(&base, ""));
+    let reason = testing::run(&*refused, &event()).await.expect_permanent();
+    assert!(
+        reason.starts_with("egress to localhost refused") && reason.contains("allow_hosts"),
+        "{reason}"
+    );
+    assert!(requests(&server).await.is_empty());
+
+    let listed = testing::build::<HubSpotFactory>(
+        "hubspot",
+        &config(&base, "allow_hosts = [\"127.0.0.0/8\"]"),
+    );
+    testing::run(&*listed, &event()).await.expect_retryable();
+    assert!(
+        !requests(&server).await.is_empty(),
+        "the listed range is reached"
     );
 }

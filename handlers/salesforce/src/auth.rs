@@ -12,6 +12,7 @@ use wardhook_sdk::{BuildContext, ConfigProblem, Problems, SecretValue};
 
 use crate::config::AuthConfig;
 use crate::error::SalesforceError;
+use crate::Outbound;
 
 /// The flow and its resolved secrets.
 #[derive(Debug)]
@@ -84,17 +85,22 @@ impl TokenSource {
         })
     }
 
+    /// The token endpoint, a host the adapter must be allowed to reach.
+    pub(crate) fn url(&self) -> &Url {
+        &self.token_url
+    }
+
     /// The cached token, or a new one.
     pub(crate) async fn token(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         timeout: Duration,
     ) -> Result<SecretValue, SalesforceError> {
         let mut cache = self.cache.lock().await;
         if let Some(t) = cache.as_ref() {
             return Ok(t.clone());
         }
-        let fresh = self.fetch(client, timeout).await?;
+        let fresh = self.fetch(outbound, timeout).await?;
         *cache = Some(fresh.clone());
         Ok(fresh)
     }
@@ -102,7 +108,7 @@ impl TokenSource {
     /// A new token after `rejected` was refused, unless another delivery already replaced it.
     pub(crate) async fn refresh(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         timeout: Duration,
         rejected: &SecretValue,
     ) -> Result<SecretValue, SalesforceError> {
@@ -113,14 +119,14 @@ impl TokenSource {
             }
         }
         *cache = None;
-        let fresh = self.fetch(client, timeout).await?;
+        let fresh = self.fetch(outbound, timeout).await?;
         *cache = Some(fresh.clone());
         Ok(fresh)
     }
 
     async fn fetch(
         &self,
-        client: &reqwest::Client,
+        outbound: &Outbound,
         timeout: Duration,
     ) -> Result<SecretValue, SalesforceError> {
         let mut form: Vec<(&str, &str)> = vec![("client_id", &self.client_id)];
@@ -140,17 +146,13 @@ impl TokenSource {
                 }
             }
         }
-        let response = client
+        let request = outbound
+            .client()
             .post(self.token_url.clone())
             .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| SalesforceError::Network {
-                host: self.host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            .form(&form);
+        let response = outbound.send(request, &self.host).await?;
         let status = response.status().as_u16();
         let retry_after = crate::retry_after(response.headers());
         if status == 408 || status == 429 || status >= 500 {

@@ -13,6 +13,10 @@ pub struct SalesforceConfig {
     /// REST API version, `v60.0` by default.
     #[serde(default = "default_api_version")]
     pub api_version: String,
+    /// Hosts besides `instance_url`'s and `auth.token_url`'s this adapter may reach, and the
+    /// private ranges its names may resolve to: host names, IP addresses or CIDR ranges.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// How wardhook gets an access token.
     pub auth: AuthConfig,
     /// `LastName` for a new Lead when the caller gave no name (Salesforce requires one).

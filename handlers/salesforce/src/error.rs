@@ -18,6 +18,10 @@ pub enum SalesforceError {
         /// Whether it was the timeout.
         timed_out: bool,
     },
+    /// The egress allowlist refused the host (its name resolves to addresses not listed in
+    /// `allow_hosts`): permanent.
+    #[error(transparent)]
+    Egress(#[from] wardhook_sdk::http::EgressRefused),
     /// The token endpoint refused the credentials (`invalid_grant`, `invalid_client`, …).
     #[error("OAuth2 token endpoint {host} refused the credentials (HTTP {status}{})", code_suffix(.code))]
     TokenRefused {

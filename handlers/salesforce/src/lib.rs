@@ -33,6 +33,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
+use wardhook_sdk::http::{Egress, SendError};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -102,9 +103,19 @@ impl HandlerFactory for SalesforceFactory {
             p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
         }
         let tokens = TokenSource::build(config.auth, ctx, &mut p);
-        let client = p.take(wardhook_sdk::http::client());
+        let egress = match (&instance, &tokens) {
+            (Some(instance), Some(tokens)) => {
+                Egress::new([instance, tokens.url()], &config.allow_hosts, "allow_hosts")
+                    .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
+                    .ok()
+            }
+            _ => None,
+        };
+        let client = egress.as_ref().and_then(|e| p.take(e.client()));
         p.check()?;
-        let (Some(instance), Some(tokens), Some(client)) = (instance, tokens, client) else {
+        let (Some(instance), Some(tokens), Some(egress), Some(client)) =
+            (instance, tokens, egress, client)
+        else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
         let host = instance.host_str().unwrap_or("Salesforce").to_owned();
@@ -123,7 +134,7 @@ impl HandlerFactory for SalesforceFactory {
             fallback_company: config.fallback_company,
             lead_source: config.lead_source,
             timeout: Duration::from_secs(config.timeout_secs),
-            client,
+            outbound: Outbound { client, egress },
         }))
     }
 }
@@ -180,7 +191,36 @@ pub struct Salesforce {
     fallback_company: String,
     lead_source: String,
     timeout: Duration,
+    outbound: Outbound,
+}
+
+/// The adapter's client and the allowlist every request of it passes (token fetches too).
+#[derive(Debug)]
+pub(crate) struct Outbound {
     client: reqwest::Client,
+    egress: Egress,
+}
+
+impl Outbound {
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Send through the allowlist; a refusal is [`SalesforceError::Egress`], anything else
+    /// about the connection [`SalesforceError::Network`] with `host`.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        host: &str,
+    ) -> Result<reqwest::Response, SalesforceError> {
+        self.egress.send(request).await.map_err(|e| match e {
+            SendError::Refused(refused) => SalesforceError::Egress(refused),
+            SendError::Network { timed_out } => SalesforceError::Network {
+                host: host.to_owned(),
+                timed_out,
+            },
+        })
+    }
 }
 
 /// A request to the REST API, rebuildable for the one retry after a token refresh.
@@ -196,11 +236,12 @@ impl Salesforce {
     /// send it once more. Returns the status and JSON body of a 2xx; classifies everything else.
     async fn api(&self, call: &Call<'_>, ctx: &Context) -> Result<(u16, Value), SalesforceError> {
         let timeout = ctx.time_left(self.timeout);
-        let mut token = self.tokens.token(&self.client, timeout).await?;
+        let mut token = self.tokens.token(&self.outbound, timeout).await?;
         let mut refreshed = false;
         loop {
             let mut request = self
-                .client
+                .outbound
+                .client()
                 .request(
                     call.method.clone(),
                     format!("{}{}", self.api_root, call.path),
@@ -214,10 +255,7 @@ impl Salesforce {
             if let Some(body) = call.body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|e| SalesforceError::Network {
-                host: self.host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            let response = self.outbound.send(request, &self.host).await?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             let bytes = response
@@ -241,7 +279,7 @@ impl Salesforce {
                 }
                 token = self
                     .tokens
-                    .refresh(&self.client, ctx.time_left(self.timeout), &token)
+                    .refresh(&self.outbound, ctx.time_left(self.timeout), &token)
                     .await?;
                 refreshed = true;
                 continue;
@@ -367,7 +405,8 @@ impl Salesforce {
                     method: Method::PATCH,
                     path: format!(
                         "/sobjects/Lead/{}",
-                        wardhook_sdk::template::percent_encode_component(&id)
+                        wardhook_sdk::template::path_segment(&id)
+                            .ok_or_else(|| self.bad("Lead id"))?
                     ),
                     query: None,
                     body: Some(&body),

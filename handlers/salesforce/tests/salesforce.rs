@@ -474,3 +474,31 @@ fn without_a_baa_it_refuses_to_build() {
         "{problems:?}"
     );
 }
+
+#[tokio::test]
+async fn an_instance_resolving_to_a_private_address_is_refused_permanently_unless_listed() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let base = format!("http://localhost:{}", server.address().port());
+
+    let refused = testing::build::<SalesforceFactory>("sf", &client_credentials(&base, ""));
+    let reason = testing::run(&*refused, &event()).await.expect_permanent();
+    assert!(
+        reason.starts_with("egress to localhost refused") && reason.contains("allow_hosts"),
+        "{reason}"
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    let listed = testing::build::<SalesforceFactory>(
+        "sf",
+        &client_credentials(&base, "allow_hosts = [\"localhost\"]"),
+    );
+    testing::run(&*listed, &event()).await.expect_retryable();
+    assert!(
+        !server.received_requests().await.unwrap().is_empty(),
+        "the listed name is reached"
+    );
+}

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::phi::{phi_field, PhiLevel};
 use crate::secret::{SecretRef, SecretValue};
-use crate::template::{Escape, Template};
+use crate::template::{Escape, Template, UrlTemplate};
 use crate::Handler;
 
 /// One thing wrong with a handler's config. `path` is relative to the handler's table
@@ -122,6 +122,16 @@ impl BuildContext {
         escape: Escape,
     ) -> Result<Template, ConfigProblem> {
         let template = Template::compile(source, escape)
+            .map_err(|e| ConfigProblem::new(key_path, e.to_string()))?;
+        self.check_phi(key_path, template.variables())?;
+        Ok(template)
+    }
+
+    /// Compile the URL template found at `key_path` (see [`UrlTemplate`]: literal scheme and
+    /// host, values kept inside their path segment) with the same minimum-necessary rule as
+    /// [`Self::template`].
+    pub fn url_template(&self, key_path: &str, source: &str) -> Result<UrlTemplate, ConfigProblem> {
+        let template = UrlTemplate::compile(source)
             .map_err(|e| ConfigProblem::new(key_path, e.to_string()))?;
         self.check_phi(key_path, template.variables())?;
         Ok(template)

@@ -177,7 +177,8 @@ pub enum HandlerError {
     Retryable {
         /// What went wrong, without payload data ("HTTP 503 from crm.internal").
         reason: String,
-        /// The destination's requested delay (`Retry-After`), if it gave one.
+        /// The destination's requested delay (`Retry-After`), if it gave one. The dispatcher
+        /// never waits longer than [`crate::limits::MAX_RETRY_AFTER`] on its account.
         retry_after: Option<Duration>,
     },
     /// A failure that will not go away by retrying (other 4xx, bad configuration, a template
@@ -218,7 +219,8 @@ impl HandlerError {
     }
 
     /// Classify a non-success HTTP status from `destination` (a host name): 408, 429 and 5xx
-    /// are retryable (honouring `Retry-After`, in seconds or as an HTTP date), every other
+    /// are retryable (honouring `Retry-After`, in seconds or as an HTTP date, clamped by
+    /// [`crate::limits::parse_retry_after`]), every other
     /// status is permanent. Returns `None` for 1xx–3xx, which are not failures.
     pub fn from_http_status(
         status: u16,
@@ -232,7 +234,8 @@ impl HandlerError {
         Some(if status == 408 || status == 429 || status >= 500 {
             Self::Retryable {
                 reason,
-                retry_after: retry_after.and_then(|v| parse_retry_after(v, Utc::now())),
+                retry_after: retry_after
+                    .and_then(|v| crate::limits::parse_retry_after(v, Utc::now())),
             }
         } else {
             Self::Permanent { reason }
@@ -248,18 +251,6 @@ impl HandlerError {
         };
         Self::retryable(format!("{what} talking to {destination}"))
     }
-}
-
-/// `Retry-After` as seconds (`120`) or an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`); a date
-/// in the past means "now" (zero).
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = at.with_timezone(&Utc) - now;
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
 /// A destination for events: a CRM, a chat channel, a program.
@@ -310,22 +301,6 @@ mod tests {
                 retry_after: Some(Duration::from_secs(7)),
             }
         );
-    }
-
-    #[test]
-    fn retry_after_accepts_http_dates() {
-        let now = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
-            .expect("ts")
-            .with_timezone(&Utc);
-        assert_eq!(
-            parse_retry_after("Sun, 22 Nov 2026 10:01:30 GMT", now),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

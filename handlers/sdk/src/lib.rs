@@ -12,6 +12,7 @@
 //! - [`build`]: the typed config, the [`HandlerFactory`] trait and key-path problems;
 //!   [`secret`]: `env:`/`file:` references.
 //! - [`template`]: the one template engine for URLs, bodies, arguments and route filters.
+//! - [`limits`]: `Retry-After` and `expires_in` parsed and clamped before they meet a clock.
 //! - [`phi`]: minimum necessary — which fields are PHI and what a `phi = "none"` handler sees.
 //! - `testing` (feature `testing`): events from fixtures and one-call handler runs for tests.
 //!
@@ -30,6 +31,7 @@ mod event;
 mod handler;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod limits;
 pub mod phi;
 pub mod secret;
 pub mod template;
@@ -38,8 +40,7 @@ pub mod testing;
 
 pub use build::{build_handler, BuildContext, ConfigProblem, HandlerFactory, Problems};
 pub use event::{Caller, Event};
-pub use handler::{
-    idempotency_key, parse_retry_after, AppData, Context, Handler, HandlerError, Outcome,
-};
+pub use handler::{idempotency_key, AppData, Context, Handler, HandlerError, Outcome};
+pub use limits::parse_retry_after;
 pub use phi::PhiLevel;
 pub use secret::{SecretRef, SecretValue};

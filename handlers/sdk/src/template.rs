@@ -41,6 +41,7 @@ use minijinja::value::{Object, ObjectRepr, Serde, Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 
 pub use chrono_tz::Tz;
+pub use url_template::UrlTemplate;
 
 use crate::Event;
 
@@ -56,8 +57,9 @@ pub enum Escape {
     None,
     /// As the content of a JSON string: quotes, backslashes and control characters escaped.
     JsonString,
-    /// Percent-encoded as a URL component (everything but `A-Z a-z 0-9 - . _ ~`), so a value
-    /// can neither add path segments nor a query: for URL templates.
+    /// Percent-encoded as a URL component (everything but `A-Z a-z 0-9 - . _ ~`, `| safe`
+    /// values too), so a value can neither add path segments nor a query. URL templates use
+    /// [`UrlTemplate`], which also keeps `.`/`..` values from climbing the path.
     UrlComponent,
 }
 
@@ -90,6 +92,25 @@ pub enum TemplateError {
     Render {
         /// The kind of failure and the template line, without values.
         reason: String,
+    },
+    /// A URL template's shape is not allowed (a placeholder in the scheme or host, a fragment,
+    /// a dot segment): see [`UrlTemplate`].
+    #[error("url template: {reason}")]
+    UrlShape {
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+    /// A path segment holding a value came out empty, `.` or `..` for this event: sending it
+    /// would address another resource, so the request is refused.
+    #[error(
+        "path segment {position} of the url would be {shape} for this event; refused so that a \
+         value cannot leave its segment"
+    )]
+    PathSegment {
+        /// 1-based position of the segment in the path.
+        position: usize,
+        /// `empty`, `` `.` `` or `` `..` `` — the shape, never the value.
+        shape: &'static str,
     },
 }
 
@@ -136,7 +157,9 @@ fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<()
         AutoEscape::Custom(name) if name == URL_ESCAPE => Escape::UrlComponent,
         _ => return minijinja::escape_formatter(out, state, value),
     };
-    if value.is_safe() {
+    // In a URL every value is encoded, `| safe` or not: only the template's own text may add
+    // structure (segments, query parameters) to a URL.
+    if value.is_safe() && mode != Escape::UrlComponent {
         return write!(out, "{value}").map_err(Error::from);
     }
     let text = match value.kind() {
@@ -191,6 +214,13 @@ pub fn percent_encode_component(text: &str) -> String {
     out
 }
 
+/// `text` as one URL path segment (an id an API answered with, put into the next request's
+/// path): percent-encoded as a component, or `None` when it is empty, `.` or `..` — segments
+/// that no encoding keeps from being dropped or climbed by URL parsers (see [`UrlTemplate`]).
+pub fn path_segment(text: &str) -> Option<String> {
+    (!matches!(text, "" | "." | "..")).then(|| percent_encode_component(text))
+}
+
 /// A compiled template, ready to render against [`Vars`] many times.
 #[derive(Clone)]
 pub struct Template {
@@ -212,13 +242,18 @@ impl Template {
     /// Compile `source` (after the sender-habit rewrites) and check the variable names that can
     /// be checked without an event.
     pub fn compile(source: &str, escape: Escape) -> Result<Self, TemplateError> {
+        Self::compile_rewritten(&rewrite_sender_syntax(source), escape)
+    }
+
+    /// [`Self::compile`] for text the sender-habit rewrites were already applied to.
+    fn compile_rewritten(source: &str, escape: Escape) -> Result<Self, TemplateError> {
         let name = match escape {
             Escape::None => "template.txt",
             Escape::JsonString => "template.json",
             Escape::UrlComponent => "template.url",
         };
         let mut env = environment();
-        env.add_template_owned(name, rewrite_sender_syntax(source))
+        env.add_template_owned(name, source.to_owned())
             .map_err(syntax_error)?;
         let variables: BTreeSet<String> = env
             .get_template(name)
@@ -721,6 +756,8 @@ impl Vars {
         current
     }
 }
+
+mod url_template;
 
 #[cfg(test)]
 mod tests;

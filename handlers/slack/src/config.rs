@@ -20,6 +20,10 @@ pub struct SlackConfig {
     /// `baa = true`.
     #[serde(default = "default_true")]
     pub minimal_phi: bool,
+    /// Hosts besides the webhook URL's this adapter may reach, and the private ranges its
+    /// names may resolve to: host names, IP addresses or CIDR ranges.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// The message title (a template); `New call: {{ event_type }}` by default.
     #[serde(default = "default_title")]
     pub title: String,

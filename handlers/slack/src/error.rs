@@ -17,6 +17,10 @@ pub enum SlackError {
         /// Whether it was the timeout.
         timed_out: bool,
     },
+    /// The egress allowlist refused the webhook host (its name resolves to addresses not
+    /// listed in `allow_hosts`): permanent.
+    #[error(transparent)]
+    Egress(#[from] wardhook_sdk::http::EgressRefused),
     /// Slack refused the message or the webhook (`invalid_payload`, `no_service`,
     /// `channel_is_archived`, …): retrying the same message cannot help.
     #[error("HTTP {status} from {host}{}", code.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::{json, Value};
+use wardhook_sdk::http::{Egress, SendError};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -72,9 +73,16 @@ impl HandlerFactory for SlackFactory {
         if config.timeout_secs == 0 || config.timeout_secs > 300 {
             p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
         }
-        let client = p.take(wardhook_sdk::http::client());
+        let egress = webhook.as_ref().and_then(|url| {
+            Egress::new([url], &config.allow_hosts, "allow_hosts")
+                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
+                .ok()
+        });
+        let client = egress.as_ref().and_then(|e| p.take(e.client()));
         p.check()?;
-        let (Some(webhook), Some(title), Some(client)) = (webhook, title, client) else {
+        let (Some(webhook), Some(title), Some(egress), Some(client)) =
+            (webhook, title, egress, client)
+        else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
         let host = webhook.host_str().unwrap_or("Slack").to_owned();
@@ -86,6 +94,7 @@ impl HandlerFactory for SlackFactory {
             minimal_phi: config.minimal_phi,
             title,
             timeout: Duration::from_secs(config.timeout_secs),
+            egress,
             client,
         }))
     }
@@ -100,6 +109,8 @@ pub struct Slack {
     minimal_phi: bool,
     title: Template,
     timeout: Duration,
+    /// Where requests may go: the webhook URL's host and `allow_hosts`.
+    egress: Egress,
     client: reqwest::Client,
 }
 
@@ -198,17 +209,18 @@ impl Slack {
     async fn post(&self, event: &Event, ctx: &Context) -> Result<Outcome, SlackError> {
         let message = self.message(event, ctx)?;
         let host = self.host.clone();
-        let response = self
+        let request = self
             .client
             .post(self.webhook.clone())
             .timeout(ctx.time_left(self.timeout))
-            .json(&message)
-            .send()
-            .await
-            .map_err(|e| SlackError::Network {
+            .json(&message);
+        let response = self.egress.send(request).await.map_err(|e| match e {
+            SendError::Refused(refused) => SlackError::Egress(refused),
+            SendError::Network { timed_out } => SlackError::Network {
                 host: host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+                timed_out,
+            },
+        })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -245,3 +245,33 @@ async fn rate_limits_and_outages_are_retryable() {
     );
     second.expect_retryable();
 }
+
+#[tokio::test]
+async fn a_webhook_host_resolving_to_a_private_address_is_refused_permanently_unless_listed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let var = "WARDHOOK_SLACK_TEST_EGRESS";
+    std::env::set_var(
+        var,
+        format!("http://localhost:{}{HOOK}", server.address().port()),
+    );
+
+    let refused =
+        testing::build::<SlackFactory>("front-desk", &format!("webhook_url = \"env:{var}\""));
+    let reason = testing::run(&*refused, &event()).await.expect_permanent();
+    assert!(
+        reason.starts_with("egress to localhost refused") && !reason.contains("XXXX"),
+        "{reason}"
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    let listed = testing::build::<SlackFactory>(
+        "front-desk",
+        &format!("webhook_url = \"env:{var}\"\nallow_hosts = [\"127.0.0.1\", \"::1\"]"),
+    );
+    testing::run(&*listed, &event()).await.expect_retryable();
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}

@@ -1,26 +1,19 @@
-//! For adapters that call an HTTPS API (feature `http`): one client set-up and one URL rule, so
-//! every adapter refuses redirects, old TLS and plain HTTP to remote hosts the same way.
+//! For adapters that call an HTTPS API (feature `http`): one client set-up, one egress
+//! allowlist and one URL rule, so every adapter refuses redirects, old TLS, plain HTTP to
+//! remote hosts and destinations nobody configured the same way.
+//!
+//! An adapter builds an [`Egress`] from the URLs in its config and its `allow_hosts` key, takes
+//! its client from [`Egress::client_builder`] (the allowlist sits in the client's DNS
+//! resolver) and sends through [`Egress::send`], which also checks the request's host and turns
+//! a refusal into [`SendError::Refused`] — a permanent failure naming the host.
+
+mod egress;
 
 use reqwest::Url;
 
+pub use egress::{is_public, refusal, Egress, EgressRefused, SendError};
+
 use crate::ConfigProblem;
-
-/// A client builder with wardhook's outbound rules: rustls, TLS 1.2 or newer, and no redirects
-/// (a redirect would re-send the body, PHI included, to a host nobody configured). Add a CA or
-/// timeouts, then `build()`; or use [`client`].
-pub fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .min_tls_version(reqwest::tls::Version::TLS_1_2)
-        .redirect(reqwest::redirect::Policy::none())
-}
-
-/// [`client_builder`], built; a failure becomes a config problem of the whole handler.
-pub fn client() -> Result<reqwest::Client, ConfigProblem> {
-    client_builder()
-        .build()
-        .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
-}
 
 /// Parse the URL at config key `key`: `https://` anywhere, plain `http://` only to a loopback
 /// host (tests, a local proxy), because PHI must not cross a network unencrypted.
@@ -66,6 +59,7 @@ mod tests {
 
     #[test]
     fn the_client_builds() {
-        assert!(client().is_ok());
+        let egress = Egress::new(&[], &[], "allow_hosts").expect("empty allowlist");
+        assert!(egress.client().is_ok());
     }
 }
