@@ -39,6 +39,11 @@ pub struct FhirConfig {
     /// Seconds per request (token fetch included); 15 by default.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Hosts (names, IP addresses or CIDR ranges) the handler may reach besides `base_url`'s
+    /// and a configured `auth.token_url`'s: e.g. the authorization server a
+    /// `.well-known/smart-configuration` names. Private ranges only when listed.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
 }
 
 /// A resource type the adapter can write.

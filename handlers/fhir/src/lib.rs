@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use reqwest::{Method, Url};
 use serde_json::{json, Value};
+use wardhook_sdk::http::Egress;
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -217,15 +218,37 @@ impl HandlerFactory for FhirFactory {
             }
         });
 
-        let auth = build_auth(
-            config.auth,
-            &config.resources,
-            matching.as_ref(),
-            base.as_ref(),
-            ctx,
-            &mut p,
-        );
-        let client = p.take(wardhook_sdk::http::client());
+        // Egress: the base URL's host and a configured token endpoint's, plus `allow_hosts`.
+        let fixed_token_url = match &config.auth {
+            AuthConfig::Smart {
+                token_url: Some(raw),
+                ..
+            } => wardhook_sdk::http::api_url("auth.token_url", raw).ok(),
+            _ => None,
+        };
+        let egress = match Egress::new(
+            base.iter().chain(fixed_token_url.iter()),
+            &config.allow_hosts,
+            "allow_hosts",
+        ) {
+            Ok(e) => Some(e),
+            Err(problems) => {
+                problems.into_iter().for_each(|problem| p.push(problem));
+                None
+            }
+        };
+        let auth = egress.as_ref().and_then(|egress| {
+            build_auth(
+                config.auth,
+                &config.resources,
+                matching.as_ref(),
+                base.as_ref(),
+                egress,
+                ctx,
+                &mut p,
+            )
+        });
+        let client = egress.as_ref().and_then(|e| p.take(e.client()));
         p.check()?;
         let (Some(base), Some(auth), Some(client)) = (base, auth, client) else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
@@ -255,6 +278,7 @@ fn build_auth(
     kinds: &[ResourceKind],
     matching: Option<&PatientMatching>,
     base: Option<&Url>,
+    egress: &Egress,
     ctx: &BuildContext,
     p: &mut Problems,
 ) -> Option<Auth> {
@@ -307,6 +331,7 @@ fn build_auth(
                         .map(|well_known| TokenEndpoint::Discover {
                             well_known,
                             found: tokio::sync::Mutex::new(None),
+                            egress: egress.clone(),
                         })
                 }),
             };

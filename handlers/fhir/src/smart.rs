@@ -254,6 +254,8 @@ pub(crate) enum TokenEndpoint {
     Discover {
         well_known: Url,
         found: tokio::sync::Mutex<Option<Url>>,
+        /// The handler's allowlist: the endpoint the server names must be on it.
+        egress: wardhook_sdk::http::Egress,
     },
 }
 
@@ -361,9 +363,13 @@ impl SmartTokens {
         client: &reqwest::Client,
         timeout: Duration,
     ) -> Result<Url, FhirError> {
-        let (well_known, found) = match &self.endpoint {
+        let (well_known, found, egress) = match &self.endpoint {
             TokenEndpoint::Fixed(url) => return Ok(url.clone()),
-            TokenEndpoint::Discover { well_known, found } => (well_known, found),
+            TokenEndpoint::Discover {
+                well_known,
+                found,
+                egress,
+            } => (well_known, found, egress),
         };
         let mut found = found.lock().await;
         if let Some(url) = found.as_ref() {
@@ -402,9 +408,17 @@ impl SmartTokens {
             .and_then(Value::as_str)
             .and_then(|raw| wardhook_sdk::http::api_url("token_endpoint", raw).ok())
             .ok_or(FhirError::BadResponse {
-                host,
+                host: host.clone(),
                 what: "smart-configuration without an https token_endpoint",
             })?;
+        // The server names the token endpoint; wardhook sends the client assertion only to a
+        // host the config allows (hosts come from config, never from a response).
+        if egress.check_url(&url).is_err() {
+            return Err(FhirError::BadResponse {
+                host,
+                what: "smart-configuration names a token endpoint on a host not in allow_hosts",
+            });
+        }
         *found = Some(url.clone());
         Ok(url)
     }

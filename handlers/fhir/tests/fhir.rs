@@ -302,6 +302,29 @@ async fn smart_backend_services_assertions_pass_pyjwt_and_the_token_is_cached() 
 }
 
 #[tokio::test]
+async fn a_discovered_token_endpoint_off_the_allowlist_gets_no_assertion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, jwks_path, _) = smart_key(&dir);
+    let Some(fhir) = FhirServer::start(&[
+        "--auth",
+        "smart",
+        "--jwks",
+        &jwks_path,
+        "--token-host",
+        "127.0.0.2",
+    ]) else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>("ehr", &smart_config(&fhir.base(), &key_path));
+    let reason = testing::run(&*handler, &event_with("dlv_off", Some("+15550000001")))
+        .await
+        .expect_permanent();
+    assert!(reason.contains("allow_hosts"), "{reason}");
+    assert!(fhir.assertions().await.is_empty(), "no assertion left");
+    assert!(fhir.stored("Communication").await.is_empty());
+}
+
+#[tokio::test]
 async fn an_expired_token_is_replaced_once_after_a_401() {
     let dir = tempfile::tempdir().unwrap();
     let (key_path, jwks_path, _) = smart_key(&dir);

@@ -315,7 +315,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.test_hook(path)
         if path == "/fhir/.well-known/smart-configuration" and self.command == "GET":
             return self.send_json(200, {
-                "token_endpoint": f"http://127.0.0.1:{PORT}/auth/token",
+                "token_endpoint": f"http://{ARGS.token_host}:{PORT}/auth/token",
                 "token_endpoint_auth_methods_supported": ["private_key_jwt"],
                 "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
                 "grant_types_supported": ["client_credentials"],
@@ -394,6 +394,7 @@ def main():
     parser.add_argument("--auth", default="none")
     parser.add_argument("--jwks")
     parser.add_argument("--client-id", default="wardhook-test")
+    parser.add_argument("--token-host", default="127.0.0.1", help="host the smart-configuration names")
     parser.add_argument("--token-ttl", type=float, default=300, help="how long the server honours a token")
     parser.add_argument("--expires-in", type=int, default=300, help="what the token response says")
     ARGS = parser.parse_args()
