@@ -1,5 +1,7 @@
 //! `kind = "fhir"` keys.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// The adapter's config: the `[[handlers]]` table minus `name`, `kind`, `phi`, `baa`.
@@ -39,6 +41,9 @@ pub struct FhirConfig {
     /// Seconds per request (token fetch included); 15 by default.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Extra CA certificates (PEM) to trust, for an EHR whose certificate a private CA issued.
+    /// The public roots stay trusted; certificate verification cannot be turned off.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A resource type the adapter can write.

@@ -225,7 +225,7 @@ impl HandlerFactory for FhirFactory {
             ctx,
             &mut p,
         );
-        let client = p.take(wardhook_sdk::http::client());
+        let client = p.take(build_client(config.ca_file.as_deref(), ctx));
         p.check()?;
         let (Some(base), Some(auth), Some(client)) = (base, auth, client) else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
@@ -316,6 +316,35 @@ fn build_auth(
             ))))
         }
     }
+}
+
+/// The SDK's outbound client (rustls, TLS 1.2+, no redirects, public roots) plus the CA
+/// certificates in `ca_file`, for an EHR with a private CA. There is no way to turn
+/// verification off.
+fn build_client(
+    ca_file: Option<&std::path::Path>,
+    ctx: &BuildContext,
+) -> Result<reqwest::Client, ConfigProblem> {
+    let mut builder = wardhook_sdk::http::client_builder().tls_built_in_root_certs(true);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(ctx.resolve_path(path)).map_err(|e| {
+            ConfigProblem::new(
+                "ca_file",
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|_| ConfigProblem::new("ca_file", "not a PEM certificate"))?;
+        if certs.is_empty() {
+            return Err(ConfigProblem::new("ca_file", "holds no PEM certificate"));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
 }
 
 /// SMART v2 scopes for what the handler does: `system/<Type>.c` per resource, and
@@ -442,10 +471,10 @@ impl Fhir {
                     .header(reqwest::header::CONTENT_TYPE, FHIR_JSON)
                     .body(b.to_string());
             }
-            let response = request.send().await.map_err(|e| FhirError::Network {
-                host: self.host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| FhirError::request(&self.host, &e))?;
             let status = response.status().as_u16();
             let retry_after = smart::retry_after(response.headers());
             let location = response
@@ -453,10 +482,10 @@ impl Fhir {
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let bytes = response.bytes().await.map_err(|e| FhirError::Network {
-                host: self.host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| FhirError::request(&self.host, &e))?;
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if (200..300).contains(&status) {
                 return Ok(Answer {

@@ -6,6 +6,7 @@
 #[path = "support/server.rs"]
 mod server;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -638,6 +639,101 @@ async fn a_phi_none_handler_writes_a_communication_without_content() {
     assert!(!c.to_string().contains("whitening"));
 }
 
+/// A test CA and a certificate it issued for 127.0.0.1: (dir, ca.pem, server.pem, server.key).
+fn certificates() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "wardhook FHIR test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let (ca_pem, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("server.pem"),
+        dir.path().join("server.key"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    (dir, ca_pem, cert, key)
+}
+
+#[tokio::test]
+async fn an_ehr_with_a_private_ca_is_reached_through_ca_file_with_smart_over_tls() {
+    let (_certs, ca, cert, key) = certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, jwks_path, _) = smart_key(&dir);
+    let Some(fhir) =
+        FhirServer::start_tls(&["--auth", "smart", "--jwks", &jwks_path], &cert, &key, &ca)
+    else {
+        return;
+    };
+    assert!(fhir.base().starts_with("https://127.0.0.1:"));
+    let cfg = format!(
+        "ca_file = \"{}\"\n{}",
+        ca.display(),
+        smart_config(&fhir.base(), &key_path)
+    );
+    let handler = testing::build::<FhirFactory>("ehr", &cfg);
+
+    testing::run(&*handler, &event()).await.expect_ok();
+
+    assert_eq!(fhir.stored("Communication").await.len(), 1);
+    // Discovery, the token and the write all went over TLS to the same server.
+    let assertions = fhir.assertions().await;
+    assert_eq!(
+        assertions[0]["claims"]["aud"],
+        format!("{}/auth/token", fhir.origin)
+    );
+}
+
+#[tokio::test]
+async fn without_ca_file_a_private_ca_certificate_is_a_permanent_failure_naming_the_host() {
+    let (_certs, ca, cert, key) = certificates();
+    let Some(fhir) = FhirServer::start_tls(&[], &cert, &key, &ca) else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>("ehr", &config(&fhir.base(), ""));
+
+    let reason = testing::run(&*handler, &event()).await.expect_permanent();
+
+    assert!(
+        reason.contains("127.0.0.1") && reason.contains("certificate"),
+        "{reason}"
+    );
+    for phi in ["John", "5551234567", "whitening"] {
+        assert!(!reason.contains(phi), "{reason}");
+    }
+    assert!(fhir.stored("Communication").await.is_empty());
+    assert!(fhir.log().await.is_empty(), "no request got through");
+
+    // SMART discovery fails the same way before any token is asked for.
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, _, _) = smart_key(&dir);
+    let handler = testing::build::<FhirFactory>("ehr", &smart_config(&fhir.base(), &key_path));
+    let reason = testing::run(&*handler, &event()).await.expect_permanent();
+    assert!(
+        reason.contains("127.0.0.1") && reason.contains("certificate"),
+        "{reason}"
+    );
+    assert!(fhir.assertions().await.is_empty());
+
+    // A refused connection is still a network error, retried.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/fhir", closed.local_addr().unwrap());
+    drop(closed);
+    let handler = testing::build::<FhirFactory>("ehr", &config(&base, ""));
+    testing::run(&*handler, &event()).await.expect_retryable();
+}
+
 #[test]
 fn config_mistakes_are_reported_with_their_key_paths() {
     let cfg = r#"phi = "full"
@@ -646,6 +742,7 @@ base_url = "http://ehr.example/fhir"
 identifier_system = "wardhook"
 resources = ["Communication", "Communication"]
 timeout_secs = 0
+ca_file = "/nonexistent/ehr-ca.pem"
 auth = { type = "smart", client_id = "", private_key = "env:FHIR_TEST_NO_SUCH_KEY" }
 [task]
 owner = "front desk"
@@ -659,6 +756,7 @@ when_several = "create"
         "identifier_system",
         "resources",
         "timeout_secs",
+        "ca_file",
         "task",
         "task.owner",
         "patient.when_several",
