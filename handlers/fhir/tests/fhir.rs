@@ -302,6 +302,95 @@ async fn smart_backend_services_assertions_pass_pyjwt_and_the_token_is_cached() 
         .all(|r| r["auth"] == "Bearer"));
 }
 
+/// An RSA key made by Python's `cryptography` (PKCS#8 PEM), and its public JWK and RFC 7638
+/// thumbprint computed there from the key's numbers: an oracle independent of the adapter.
+fn python_rsa_key() -> Option<Value> {
+    const SCRIPT: &str = r#"
+import base64, hashlib, json
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+def b64(n):
+    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption()).decode()
+numbers = key.public_key().public_numbers()
+jwk = {"e": b64(numbers.e), "kty": "RSA", "n": b64(numbers.n)}
+canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
+kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+print(json.dumps({"pem": pem, "jwk": jwk, "kid": kid}))
+"#;
+    let python = server::python()?;
+    let out = std::process::Command::new(python)
+        .args(["-c", SCRIPT])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn an_rsa_key_signs_rs384_assertions_that_pyjwt_verifies() {
+    let Some(rsa) = python_rsa_key() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("smart-rsa.pem");
+    std::fs::write(&key_path, rsa["pem"].as_str().unwrap()).unwrap();
+    let kid = rsa["kid"].as_str().unwrap();
+
+    // What the adapter would print for registration matches what Python derives from the key.
+    let key = smart::SigningKey::from_pem(rsa["pem"].as_str().unwrap().as_bytes(), None).unwrap();
+    assert_eq!(key.alg(), "RS384");
+    assert_eq!(key.kid(), kid, "the default kid is the RFC 7638 thumbprint");
+    let ours = &key.jwks()["keys"][0];
+    for member in ["kty", "n", "e"] {
+        assert_eq!(ours[member], rsa["jwk"][member], "{member}");
+    }
+    assert_eq!(ours["alg"], "RS384");
+    assert!(
+        ours.get("d").is_none() && ours.get("p").is_none(),
+        "no private member"
+    );
+
+    // The EHR registers the JWKS built by Python, not by the adapter.
+    let mut jwk = rsa["jwk"].clone();
+    jwk["kid"] = kid.into();
+    jwk["alg"] = "RS384".into();
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, json!({"keys": [jwk]}).to_string()).unwrap();
+    let Some(fhir) = FhirServer::start(&[
+        "--auth",
+        "smart",
+        "--jwks",
+        &jwks_path.display().to_string(),
+    ]) else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>(
+        "ehr",
+        &smart_config(&fhir.base(), &key_path.display().to_string()),
+    );
+
+    testing::run(&*handler, &event()).await.expect_ok();
+
+    assert_eq!(fhir.stored("Communication").await.len(), 1);
+    let assertions = fhir.assertions().await;
+    assert_eq!(assertions.len(), 1, "PyJWT verified one assertion");
+    let a = &assertions[0];
+    assert_eq!(a["header"]["alg"], "RS384");
+    assert_eq!(a["header"]["kid"], kid);
+    assert_eq!(a["claims"]["iss"], "wardhook-test");
+    assert_eq!(a["claims"]["sub"], "wardhook-test");
+    assert_eq!(a["claims"]["aud"], format!("{}/auth/token", fhir.origin));
+}
+
 #[tokio::test]
 async fn an_expired_token_is_replaced_once_after_a_401() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ pub struct FhirServer {
 
 /// The interpreter with the validators: `WARDHOOK_TEST_PYTHON`, else the CI virtualenv. Under
 /// CI a missing one is a failure; elsewhere the test says it skipped and returns.
-fn python() -> Option<String> {
+pub fn python() -> Option<String> {
     let candidate = std::env::var("WARDHOOK_TEST_PYTHON")
         .unwrap_or_else(|_| "/opt/wardhook-test-venv/bin/python".to_owned());
     let ok = Command::new(&candidate)
