@@ -670,6 +670,151 @@ due_within_hours = 24
     }
 }
 
+#[tokio::test]
+async fn an_appointment_response_answers_the_proposed_appointment_once_in_both_write_paths() {
+    for transaction in [true, false] {
+        let Some(fhir) = FhirServer::start(&[]) else {
+            return;
+        };
+        let patient = fhir
+            .add_patient(
+                json!({"resourceType": "Patient", "name": [{"family": "Doe", "given": ["John"]}],
+                       "telecom": [{"system": "phone", "value": "+15551234567"}]}),
+            )
+            .await;
+        let patient_ref = format!("Patient/{}", patient["id"].as_str().unwrap());
+        let handler = testing::build::<FhirFactory>(
+            "ehr",
+            &config(
+                &fhir.base(),
+                &format!(
+                    "resources = [\"Appointment\", \"AppointmentResponse\"]\ntransaction = {transaction}\n[patient]"
+                ),
+            ),
+        );
+        // The server commits, then the answer is lost; the retry must find both resources.
+        let lost = if transaction {
+            "POST /fhir"
+        } else {
+            "POST /fhir/AppointmentResponse"
+        };
+        fhir.fail(json!({"match": lost, "status": 503, "after_commit": true}))
+            .await;
+
+        testing::run_attempt(&*handler, &event(), 1)
+            .await
+            .expect_retryable();
+        let data = testing::run_attempt(&*handler, &event(), 2)
+            .await
+            .expect_ok()
+            .data
+            .unwrap();
+
+        let appointments = fhir.stored("Appointment").await;
+        let responses = fhir.stored("AppointmentResponse").await;
+        assert_eq!(
+            (appointments.len(), responses.len()),
+            (1, 1),
+            "transaction = {transaction}"
+        );
+        let r = &responses[0];
+        assert_eq!(
+            r["appointment"]["reference"],
+            format!("Appointment/{}", appointments[0]["id"].as_str().unwrap()),
+            "it answers the Appointment written with it"
+        );
+        assert_eq!(r["participantStatus"], "tentative");
+        assert_eq!(r["actor"]["reference"], patient_ref.as_str());
+        assert_eq!(
+            r["comment"],
+            "Wants a callback about whitening; mentions tooth pain"
+        );
+        assert_eq!(identifier_of(r), "dlv_fhir1:ehr:appointment_response");
+        assert_eq!(data["appointment_response"]["created"], false);
+        assert_eq!(data["appointment_response"]["id"], r["id"]);
+    }
+}
+
+#[tokio::test]
+async fn an_appointment_response_to_an_existing_appointment_comes_from_its_template() {
+    let Some(fhir) = FhirServer::start(&[]) else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>(
+        "ehr",
+        &config(
+            &fhir.base(),
+            r#"resources = ["Communication", "AppointmentResponse"]
+[appointment_response]
+participant_status = "accepted"
+template = '{"resourceType": "AppointmentResponse", "appointment": {"reference": "Appointment/{{ data.appointment_id }}"}}'
+"#,
+        ),
+    );
+    let with_id = |delivery: &str, id: &str| {
+        let mut e = event_with(delivery, Some("+15551234567"));
+        e.data["appointment_id"] = id.into();
+        e
+    };
+
+    let data = testing::run(&*handler, &with_id("dlv_confirm", "appt-42"))
+        .await
+        .expect_ok()
+        .data
+        .unwrap();
+
+    let r = &fhir.stored("AppointmentResponse").await[0];
+    assert_eq!(r["appointment"]["reference"], "Appointment/appt-42");
+    assert_eq!(r["participantStatus"], "accepted");
+    assert_eq!(data["appointment_response"]["created"], true);
+    assert!(fhir.stored("Appointment").await.is_empty());
+
+    // An id from the event that would point anywhere else is refused before anything is sent.
+    let reason = testing::run(&*handler, &with_id("dlv_bad", "1/../../Patient/7"))
+        .await
+        .expect_permanent();
+    assert!(
+        reason.starts_with("appointment_response.template: appointment.reference must be"),
+        "{reason}"
+    );
+    assert!(!reason.contains("Patient/7"), "{reason}");
+    assert_eq!(fhir.stored("AppointmentResponse").await.len(), 1);
+    assert_eq!(fhir.stored("Communication").await.len(), 1);
+}
+
+#[test]
+fn an_appointment_response_must_know_which_appointment_it_answers() {
+    let problems = |extra: &str| {
+        let cfg = format!(
+            "phi = \"full\"\nbaa = true\nbase_url = \"http://127.0.0.1:9/fhir\"\nauth = {{ type = \"none\" }}\n{extra}\n"
+        );
+        testing::try_build::<FhirFactory>("ehr", &cfg)
+            .expect_err(extra)
+            .into_iter()
+            .map(|p| p.path)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        problems("resources = [\"AppointmentResponse\"]"),
+        ["appointment_response.template"]
+    );
+    assert_eq!(
+        problems("resources = [\"AppointmentResponse\", \"Appointment\"]"),
+        ["resources"]
+    );
+    assert_eq!(
+        problems("[appointment_response]\nparticipant_status = \"declined\""),
+        ["appointment_response"],
+        "set, but not in resources"
+    );
+    let unknown = "phi = \"full\"\nbaa = true\nbase_url = \"http://127.0.0.1:9/fhir\"\nauth = { type = \"none\" }\nresources = [\"Appointment\", \"AppointmentResponse\"]\n[appointment_response]\nparticipant_status = \"maybe\"\n";
+    let refused = testing::try_build::<FhirFactory>("ehr", unknown).expect_err("maybe");
+    assert!(
+        refused.iter().any(|p| p.message.contains("`maybe`")),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn phi_none_handlers_cannot_send_call_content() {
     let base = "http://127.0.0.1:9/fhir";
