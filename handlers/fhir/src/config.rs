@@ -1,5 +1,7 @@
 //! `kind = "fhir"` keys.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// The adapter's config: the `[[handlers]]` table minus `name`, `kind`, `phi`, `baa`.
@@ -10,7 +12,7 @@ pub struct FhirConfig {
     /// to a loopback host only.
     pub base_url: String,
     /// What to write for each event, in this order: `Communication`, `Task`, `Appointment`,
-    /// `DocumentReference`. `["Communication"]` by default.
+    /// `AppointmentResponse`, `DocumentReference`. `["Communication"]` by default.
     #[serde(default = "default_resources")]
     pub resources: Vec<ResourceKind>,
     /// The `identifier.system` of every resource wardhook writes; the value is
@@ -33,6 +35,9 @@ pub struct FhirConfig {
     /// The `Appointment` (status `proposed`).
     #[serde(default)]
     pub appointment: TemplateOnly,
+    /// The `AppointmentResponse` (the caller's answer to an appointment).
+    #[serde(default)]
+    pub appointment_response: AppointmentResponseConfig,
     /// The `DocumentReference` (transcript or summary as an attachment).
     #[serde(default)]
     pub document_reference: DocumentConfig,
@@ -44,6 +49,9 @@ pub struct FhirConfig {
     /// `.well-known/smart-configuration` names. Private ranges only when listed.
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// Extra CA certificates (PEM) to trust, for an EHR whose certificate a private CA issued.
+    /// The public roots stay trusted; certificate verification cannot be turned off.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A resource type the adapter can write.
@@ -55,6 +63,9 @@ pub enum ResourceKind {
     Task,
     /// A scheduling request (status `proposed`).
     Appointment,
+    /// The caller's answer to an appointment: the `Appointment` written for the same event, or
+    /// one the template references.
+    AppointmentResponse,
     /// The transcript or summary as a document.
     DocumentReference,
 }
@@ -66,17 +77,19 @@ impl ResourceKind {
             Self::Communication => "Communication",
             Self::Task => "Task",
             Self::Appointment => "Appointment",
+            Self::AppointmentResponse => "AppointmentResponse",
             Self::DocumentReference => "DocumentReference",
         }
     }
 
     /// The config table and `app_data` key: `communication`, `task`, `appointment`,
-    /// `document_reference`.
+    /// `appointment_response`, `document_reference`.
     pub fn key(self) -> &'static str {
         match self {
             Self::Communication => "communication",
             Self::Task => "task",
             Self::Appointment => "appointment",
+            Self::AppointmentResponse => "appointment_response",
             Self::DocumentReference => "document_reference",
         }
     }
@@ -171,6 +184,45 @@ pub struct TaskConfig {
 pub struct TemplateOnly {
     /// A JSON template for the whole resource, replacing the default.
     pub template: Option<String>,
+}
+
+/// `[handlers.appointment_response]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentResponseConfig {
+    /// A JSON template for the whole resource, replacing the default. Without `Appointment` in
+    /// `resources` it must set `appointment.reference` (`Appointment/{{ data.appointment_id }}`).
+    pub template: Option<String>,
+    /// `AppointmentResponse.participantStatus` unless the template sets it; `tentative` by
+    /// default (the caller asked, no time is agreed yet).
+    pub participant_status: Option<ParticipantStatus>,
+}
+
+/// FHIR's `ParticipationStatus` codes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParticipantStatus {
+    /// `accepted`.
+    Accepted,
+    /// `declined`.
+    Declined,
+    /// `tentative`.
+    #[default]
+    Tentative,
+    /// `needs-action`.
+    NeedsAction,
+}
+
+impl ParticipantStatus {
+    /// The FHIR code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Declined => "declined",
+            Self::Tentative => "tentative",
+            Self::NeedsAction => "needs-action",
+        }
+    }
 }
 
 /// `[handlers.document_reference]`.

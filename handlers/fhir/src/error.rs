@@ -66,6 +66,15 @@ pub enum FhirError {
         /// Whether it was the timeout.
         timed_out: bool,
     },
+    /// The TLS handshake failed on the server's certificate (a private CA not in `ca_file`,
+    /// expired, another host's name): retrying does not change a certificate.
+    #[error(
+        "TLS with {host} failed: its certificate is not trusted (a private CA belongs in ca_file)"
+    )]
+    Certificate {
+        /// The host.
+        host: String,
+    },
     /// The server refused the request for good (validation, business rule, …).
     #[error("HTTP {status} from {host}{}", codes_suffix(.codes))]
     Rejected {
@@ -148,6 +157,21 @@ fn code_suffix(code: &Option<String>) -> String {
 }
 
 impl FhirError {
+    /// A failed request to `host`: [`FhirError::Certificate`] when the handshake refused the
+    /// server's certificate, otherwise [`FhirError::Network`].
+    pub(crate) fn request(host: &str, e: &reqwest::Error) -> Self {
+        if is_certificate_failure(e) {
+            Self::Certificate {
+                host: host.to_owned(),
+            }
+        } else {
+            Self::Network {
+                host: host.to_owned(),
+                timed_out: e.is_timeout(),
+            }
+        }
+    }
+
     /// A template failure for the resource table `key`.
     pub(crate) fn template(key: &'static str, e: &TemplateError) -> Self {
         Self::Template {
@@ -170,6 +194,41 @@ impl From<FhirError> for HandlerError {
             _ => HandlerError::permanent(reason),
         }
     }
+}
+
+/// Whether rustls refused a certificate somewhere in `e`'s chain. reqwest wraps the rustls
+/// error in `io::Error`s (two deep), and `io::Error::source()` skips the error it wraps, so the
+/// walk opens each `io::Error` with `get_ref` instead.
+fn is_certificate_failure(e: &reqwest::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    true
+                }
+                rustls::Error::AlertReceived(alert) => matches!(
+                    alert,
+                    A::BadCertificate
+                        | A::UnsupportedCertificate
+                        | A::CertificateRevoked
+                        | A::CertificateExpired
+                        | A::CertificateUnknown
+                        | A::UnknownCA
+                        | A::CertificateRequired
+                ),
+                _ => false,
+            };
+        }
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// The error and fatal issue codes of an `OperationOutcome` body, restricted to FHIR's

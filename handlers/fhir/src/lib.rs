@@ -7,7 +7,8 @@
 //!    follow `when_none` / `when_several` (`skip`, `unmatched`, or — for none — `create`): the
 //!    adapter never picks one of several.
 //! 2. **Resources** (`resources = [...]`): `Communication` (the call), `Task` (callback),
-//!    `Appointment` (`proposed`), `DocumentReference` (transcript or summary), each rendered
+//!    `Appointment` (`proposed`), `AppointmentResponse` (the caller's answer to that
+//!    Appointment or to one the template names), `DocumentReference` (transcript or summary), each rendered
 //!    from a JSON template with defaults for call events, then given wardhook's `identifier`
 //!    (`<identifier_system>|<delivery id>:<handler>:<resource>`), the patient reference and the
 //!    configured owner, due date and attachments.
@@ -42,7 +43,7 @@ use wardhook_sdk::{
 };
 
 pub use crate::config::FhirConfig;
-use crate::config::{AuthConfig, DocumentContent, NoMatch, ResourceKind};
+use crate::config::{AuthConfig, DocumentContent, NoMatch, ParticipantStatus, ResourceKind};
 pub use crate::error::FhirError;
 use crate::patient::{PatientLink, PatientMatching};
 use crate::smart::{SigningKey, SmartTokens, TokenEndpoint};
@@ -125,6 +126,11 @@ impl HandlerFactory for FhirFactory {
                 config.appointment.template.is_some(),
             ),
             (
+                ResourceKind::AppointmentResponse,
+                config.appointment_response.template.is_some()
+                    || config.appointment_response.participant_status.is_some(),
+            ),
+            (
                 ResourceKind::DocumentReference,
                 config.document_reference.template.is_some(),
             ),
@@ -135,6 +141,27 @@ impl HandlerFactory for FhirFactory {
                     kind.key(),
                     format!("is set, but {} is not in resources", kind.type_name()),
                 ));
+            }
+        }
+
+        // An AppointmentResponse answers an Appointment: the one written just before it, or one
+        // its template references.
+        let position = |k: ResourceKind| config.resources.iter().position(|r| *r == k);
+        if let Some(response) = position(ResourceKind::AppointmentResponse) {
+            match position(ResourceKind::Appointment) {
+                Some(appointment) if appointment > response => p.push(ConfigProblem::new(
+                    "resources",
+                    "Appointment must come before AppointmentResponse, which answers it",
+                )),
+                None if config.appointment_response.template.is_none() => {
+                    p.push(ConfigProblem::new(
+                        "appointment_response.template",
+                        "an AppointmentResponse needs the Appointment it answers: put Appointment \
+                         before it in resources, or set a template whose `appointment` references \
+                         one ({\"reference\": \"Appointment/{{ data.appointment_id }}\"})",
+                    ))
+                }
+                _ => {}
             }
         }
 
@@ -174,6 +201,7 @@ impl HandlerFactory for FhirFactory {
                 ResourceKind::Communication => config.communication.template.clone(),
                 ResourceKind::Task => config.task.template.clone(),
                 ResourceKind::Appointment => config.appointment.template.clone(),
+                ResourceKind::AppointmentResponse => config.appointment_response.template.clone(),
                 ResourceKind::DocumentReference => config.document_reference.template.clone(),
             };
             let source = custom.unwrap_or_else(|| {
@@ -248,7 +276,9 @@ impl HandlerFactory for FhirFactory {
                 &mut p,
             )
         });
-        let client = egress.as_ref().and_then(|e| p.take(e.client()));
+        let client = egress
+            .as_ref()
+            .and_then(|e| p.take(build_client(e, config.ca_file.as_deref(), ctx)));
         p.check()?;
         let (Some(base), Some(auth), Some(client)) = (base, auth, client) else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
@@ -266,6 +296,10 @@ impl HandlerFactory for FhirFactory {
             document_content: config.document_reference.content,
             owner,
             due_within_hours: config.task.due_within_hours,
+            participant_status: config
+                .appointment_response
+                .participant_status
+                .unwrap_or_default(),
             auth,
             timeout: Duration::from_secs(config.timeout_secs),
             client,
@@ -343,6 +377,36 @@ fn build_auth(
     }
 }
 
+/// The SDK's outbound client (rustls, TLS 1.2+, no redirects, public roots) plus the CA
+/// certificates in `ca_file`, for an EHR with a private CA. There is no way to turn
+/// verification off.
+fn build_client(
+    egress: &Egress,
+    ca_file: Option<&std::path::Path>,
+    ctx: &BuildContext,
+) -> Result<reqwest::Client, ConfigProblem> {
+    let mut builder = egress.client_builder().tls_built_in_root_certs(true);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(ctx.resolve_path(path)).map_err(|e| {
+            ConfigProblem::new(
+                "ca_file",
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|_| ConfigProblem::new("ca_file", "not a PEM certificate"))?;
+        if certs.is_empty() {
+            return Err(ConfigProblem::new("ca_file", "holds no PEM certificate"));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
+}
+
 /// SMART v2 scopes for what the handler does: `system/<Type>.c` per resource, and
 /// `system/Patient.rs` (plus `.c` when it may create) for matching.
 fn default_scope(kinds: &[ResourceKind], matching: Option<&PatientMatching>) -> String {
@@ -405,6 +469,7 @@ pub struct Fhir {
     document_content: DocumentContent,
     owner: Option<String>,
     due_within_hours: Option<u32>,
+    participant_status: ParticipantStatus,
     auth: Auth,
     timeout: Duration,
     client: reqwest::Client,
@@ -467,10 +532,10 @@ impl Fhir {
                     .header(reqwest::header::CONTENT_TYPE, FHIR_JSON)
                     .body(b.to_string());
             }
-            let response = request.send().await.map_err(|e| FhirError::Network {
-                host: self.host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| FhirError::request(&self.host, &e))?;
             let status = response.status().as_u16();
             let retry_after = smart::retry_after(response.headers());
             let location = response
@@ -478,10 +543,10 @@ impl Fhir {
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let bytes = response.bytes().await.map_err(|e| FhirError::Network {
-                host: self.host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| FhirError::request(&self.host, &e))?;
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if (200..300).contains(&status) {
                 return Ok(Answer {
@@ -594,6 +659,14 @@ impl Fhir {
                         );
                     }
                 }
+                ResourceKind::AppointmentResponse => {
+                    resources::set_default(
+                        &mut resource,
+                        "participantStatus",
+                        json!(self.participant_status.code()),
+                    );
+                    self.check_answered_appointment(&resource)?;
+                }
                 ResourceKind::DocumentReference => {
                     let (text, title) = match self.document_content {
                         DocumentContent::Transcript => (
@@ -623,6 +696,32 @@ impl Fhir {
             });
         }
         Ok(writes)
+    }
+
+    /// An `appointment` the template set must be `Appointment/<id>` (a value from the event
+    /// must not point elsewhere); without one, the handler must be writing the Appointment,
+    /// which is referenced once its id or `urn:uuid` is known.
+    fn check_answered_appointment(&self, resource: &Value) -> Result<(), FhirError> {
+        let what = match resource.get("appointment") {
+            Some(a) => match a.get("reference").and_then(Value::as_str) {
+                Some(r) if r.strip_prefix("Appointment/").is_some_and(is_fhir_id) => return Ok(()),
+                _ => "appointment.reference must be Appointment/<id>",
+            },
+            None if self
+                .plans
+                .iter()
+                .any(|p| p.kind == ResourceKind::Appointment) =>
+            {
+                return Ok(())
+            }
+            None => {
+                "must set appointment.reference (Appointment/<id>): Appointment is not in resources"
+            }
+        };
+        Err(FhirError::Template {
+            key: ResourceKind::AppointmentResponse.key(),
+            what: what.to_owned(),
+        })
     }
 
     async fn deliver(&self, event: &Event, ctx: &Context) -> Result<Outcome, FhirError> {
@@ -689,22 +788,22 @@ impl Fhir {
             last = Some(status);
         }
         let mut communication_ref = None;
+        let mut appointment_ref = None;
         for w in writes.iter_mut() {
             if let Some(r) = &patient_ref {
                 let kind = kind_of(w.key);
                 resources::set_patient(kind, &mut w.resource, Some(r));
             }
-            if w.key == "task" {
-                if let Some(r) = &communication_ref {
-                    resources::set_default(&mut w.resource, "focus", json!({"reference": r}));
-                }
-            }
+            link_earlier(w, communication_ref.as_deref(), appointment_ref.as_deref());
             let (status, created) = self.create(w, ctx).await?;
-            if w.key == "communication" {
-                communication_ref = created
-                    .get("reference")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+            let reference = created
+                .get("reference")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match w.key {
+                "communication" => communication_ref = reference,
+                "appointment" => appointment_ref = reference,
+                _ => {}
             }
             data.insert(w.key.into(), created);
             last = Some(status);
@@ -763,18 +862,17 @@ impl Fhir {
             patient_url = Some(full_url);
         }
         let mut communication_url = None;
+        let mut appointment_url = None;
         for w in writes.iter_mut() {
             let full_url = urn_uuid()?;
             if let Some(r) = &patient_url {
                 resources::set_patient(kind_of(w.key), &mut w.resource, Some(r));
             }
-            if w.key == "task" {
-                if let Some(r) = &communication_url {
-                    resources::set_default(&mut w.resource, "focus", json!({"reference": r}));
-                }
-            }
-            if w.key == "communication" {
-                communication_url = Some(full_url.clone());
+            link_earlier(w, communication_url.as_deref(), appointment_url.as_deref());
+            match w.key {
+                "communication" => communication_url = Some(full_url.clone()),
+                "appointment" => appointment_url = Some(full_url.clone()),
+                _ => {}
             }
             entries.push(bundle_entry(&full_url, w));
             order.push((w.key, w.type_name));
@@ -815,10 +913,25 @@ impl Fhir {
     }
 }
 
+/// Point a write at resources written before it for the same event, unless its template did:
+/// a `Task` at the call's `Communication` (`focus`), an `AppointmentResponse` at the
+/// `Appointment` it answers.
+fn link_earlier(w: &mut Write, communication: Option<&str>, appointment: Option<&str>) {
+    let (element, target) = match w.key {
+        "task" => ("focus", communication),
+        "appointment_response" => ("appointment", appointment),
+        _ => return,
+    };
+    if let Some(r) = target {
+        resources::set_default(&mut w.resource, element, json!({"reference": r}));
+    }
+}
+
 fn kind_of(key: &str) -> ResourceKind {
     match key {
         "task" => ResourceKind::Task,
         "appointment" => ResourceKind::Appointment,
+        "appointment_response" => ResourceKind::AppointmentResponse,
         "document_reference" => ResourceKind::DocumentReference,
         _ => ResourceKind::Communication,
     }

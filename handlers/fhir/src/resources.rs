@@ -62,6 +62,15 @@ pub fn default_template(kind: ResourceKind, phi: PhiLevel, content: DocumentCont
  "description": "Appointment requested by phone", "created": "{{{{ received_at }}}}"{comment}}}"#
             )
         }
+        ResourceKind::AppointmentResponse => {
+            // `appointment` and `participantStatus` are set by the adapter (see lib.rs).
+            let comment = if full {
+                format!(r#","comment": "{SUMMARY}""#)
+            } else {
+                String::new()
+            };
+            format!(r#"{{"resourceType": "AppointmentResponse"{comment}}}"#)
+        }
         ResourceKind::DocumentReference => {
             let what = match content {
                 DocumentContent::Transcript => "transcript",
@@ -158,6 +167,12 @@ pub fn set_patient(kind: ResourceKind, resource: &mut Value, reference: Option<&
                 obj.entry("for").or_insert_with(|| json!({"reference": r}));
             }
         }
+        ResourceKind::AppointmentResponse => {
+            if let Some(r) = reference {
+                obj.entry("actor")
+                    .or_insert_with(|| json!({"reference": r}));
+            }
+        }
         ResourceKind::Appointment => {
             // FHIR requires a participant; without a known patient it names the role.
             obj.entry("participant").or_insert_with(|| match reference {
@@ -244,6 +259,7 @@ mod tests {
             ResourceKind::Communication,
             ResourceKind::Task,
             ResourceKind::Appointment,
+            ResourceKind::AppointmentResponse,
         ] {
             let t = default_template(kind, PhiLevel::None, DocumentContent::Transcript);
             assert!(!t.contains("data."), "{t}");

@@ -382,10 +382,7 @@ impl SmartTokens {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| FhirError::Network {
-                host: host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            .map_err(|e| FhirError::request(&host, &e))?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let retry = status == 408 || status == 429 || status >= 500;
@@ -447,10 +444,7 @@ impl SmartTokens {
             .form(&form)
             .send()
             .await
-            .map_err(|e| FhirError::Network {
-                host: host.clone(),
-                timed_out: e.is_timeout(),
-            })?;
+            .map_err(|e| FhirError::request(&host, &e))?;
         let status = response.status().as_u16();
         let retry = retry_after(response.headers());
         if status == 408 || status == 429 || status >= 500 {

@@ -6,6 +6,7 @@
 #[path = "support/server.rs"]
 mod server;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -299,6 +300,95 @@ async fn smart_backend_services_assertions_pass_pyjwt_and_the_token_is_cached() 
         .iter()
         .filter(|r| r["path"] != "/fhir/.well-known/smart-configuration")
         .all(|r| r["auth"] == "Bearer"));
+}
+
+/// An RSA key made by Python's `cryptography` (PKCS#8 PEM), and its public JWK and RFC 7638
+/// thumbprint computed there from the key's numbers: an oracle independent of the adapter.
+fn python_rsa_key() -> Option<Value> {
+    const SCRIPT: &str = r#"
+import base64, hashlib, json
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+def b64(n):
+    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption()).decode()
+numbers = key.public_key().public_numbers()
+jwk = {"e": b64(numbers.e), "kty": "RSA", "n": b64(numbers.n)}
+canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
+kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+print(json.dumps({"pem": pem, "jwk": jwk, "kid": kid}))
+"#;
+    let python = server::python()?;
+    let out = std::process::Command::new(python)
+        .args(["-c", SCRIPT])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn an_rsa_key_signs_rs384_assertions_that_pyjwt_verifies() {
+    let Some(rsa) = python_rsa_key() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("smart-rsa.pem");
+    std::fs::write(&key_path, rsa["pem"].as_str().unwrap()).unwrap();
+    let kid = rsa["kid"].as_str().unwrap();
+
+    // What the adapter would print for registration matches what Python derives from the key.
+    let key = smart::SigningKey::from_pem(rsa["pem"].as_str().unwrap().as_bytes(), None).unwrap();
+    assert_eq!(key.alg(), "RS384");
+    assert_eq!(key.kid(), kid, "the default kid is the RFC 7638 thumbprint");
+    let ours = &key.jwks()["keys"][0];
+    for member in ["kty", "n", "e"] {
+        assert_eq!(ours[member], rsa["jwk"][member], "{member}");
+    }
+    assert_eq!(ours["alg"], "RS384");
+    assert!(
+        ours.get("d").is_none() && ours.get("p").is_none(),
+        "no private member"
+    );
+
+    // The EHR registers the JWKS built by Python, not by the adapter.
+    let mut jwk = rsa["jwk"].clone();
+    jwk["kid"] = kid.into();
+    jwk["alg"] = "RS384".into();
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, json!({"keys": [jwk]}).to_string()).unwrap();
+    let Some(fhir) = FhirServer::start(&[
+        "--auth",
+        "smart",
+        "--jwks",
+        &jwks_path.display().to_string(),
+    ]) else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>(
+        "ehr",
+        &smart_config(&fhir.base(), &key_path.display().to_string()),
+    );
+
+    testing::run(&*handler, &event()).await.expect_ok();
+
+    assert_eq!(fhir.stored("Communication").await.len(), 1);
+    let assertions = fhir.assertions().await;
+    assert_eq!(assertions.len(), 1, "PyJWT verified one assertion");
+    let a = &assertions[0];
+    assert_eq!(a["header"]["alg"], "RS384");
+    assert_eq!(a["header"]["kid"], kid);
+    assert_eq!(a["claims"]["iss"], "wardhook-test");
+    assert_eq!(a["claims"]["sub"], "wardhook-test");
+    assert_eq!(a["claims"]["aud"], format!("{}/auth/token", fhir.origin));
 }
 
 #[tokio::test]
@@ -603,6 +693,151 @@ due_within_hours = 24
     }
 }
 
+#[tokio::test]
+async fn an_appointment_response_answers_the_proposed_appointment_once_in_both_write_paths() {
+    for transaction in [true, false] {
+        let Some(fhir) = FhirServer::start(&[]) else {
+            return;
+        };
+        let patient = fhir
+            .add_patient(
+                json!({"resourceType": "Patient", "name": [{"family": "Doe", "given": ["John"]}],
+                       "telecom": [{"system": "phone", "value": "+15551234567"}]}),
+            )
+            .await;
+        let patient_ref = format!("Patient/{}", patient["id"].as_str().unwrap());
+        let handler = testing::build::<FhirFactory>(
+            "ehr",
+            &config(
+                &fhir.base(),
+                &format!(
+                    "resources = [\"Appointment\", \"AppointmentResponse\"]\ntransaction = {transaction}\n[patient]"
+                ),
+            ),
+        );
+        // The server commits, then the answer is lost; the retry must find both resources.
+        let lost = if transaction {
+            "POST /fhir"
+        } else {
+            "POST /fhir/AppointmentResponse"
+        };
+        fhir.fail(json!({"match": lost, "status": 503, "after_commit": true}))
+            .await;
+
+        testing::run_attempt(&*handler, &event(), 1)
+            .await
+            .expect_retryable();
+        let data = testing::run_attempt(&*handler, &event(), 2)
+            .await
+            .expect_ok()
+            .data
+            .unwrap();
+
+        let appointments = fhir.stored("Appointment").await;
+        let responses = fhir.stored("AppointmentResponse").await;
+        assert_eq!(
+            (appointments.len(), responses.len()),
+            (1, 1),
+            "transaction = {transaction}"
+        );
+        let r = &responses[0];
+        assert_eq!(
+            r["appointment"]["reference"],
+            format!("Appointment/{}", appointments[0]["id"].as_str().unwrap()),
+            "it answers the Appointment written with it"
+        );
+        assert_eq!(r["participantStatus"], "tentative");
+        assert_eq!(r["actor"]["reference"], patient_ref.as_str());
+        assert_eq!(
+            r["comment"],
+            "Wants a callback about whitening; mentions tooth pain"
+        );
+        assert_eq!(identifier_of(r), "dlv_fhir1:ehr:appointment_response");
+        assert_eq!(data["appointment_response"]["created"], false);
+        assert_eq!(data["appointment_response"]["id"], r["id"]);
+    }
+}
+
+#[tokio::test]
+async fn an_appointment_response_to_an_existing_appointment_comes_from_its_template() {
+    let Some(fhir) = FhirServer::start(&[]) else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>(
+        "ehr",
+        &config(
+            &fhir.base(),
+            r#"resources = ["Communication", "AppointmentResponse"]
+[appointment_response]
+participant_status = "accepted"
+template = '{"resourceType": "AppointmentResponse", "appointment": {"reference": "Appointment/{{ data.appointment_id }}"}}'
+"#,
+        ),
+    );
+    let with_id = |delivery: &str, id: &str| {
+        let mut e = event_with(delivery, Some("+15551234567"));
+        e.data["appointment_id"] = id.into();
+        e
+    };
+
+    let data = testing::run(&*handler, &with_id("dlv_confirm", "appt-42"))
+        .await
+        .expect_ok()
+        .data
+        .unwrap();
+
+    let r = &fhir.stored("AppointmentResponse").await[0];
+    assert_eq!(r["appointment"]["reference"], "Appointment/appt-42");
+    assert_eq!(r["participantStatus"], "accepted");
+    assert_eq!(data["appointment_response"]["created"], true);
+    assert!(fhir.stored("Appointment").await.is_empty());
+
+    // An id from the event that would point anywhere else is refused before anything is sent.
+    let reason = testing::run(&*handler, &with_id("dlv_bad", "1/../../Patient/7"))
+        .await
+        .expect_permanent();
+    assert!(
+        reason.starts_with("appointment_response.template: appointment.reference must be"),
+        "{reason}"
+    );
+    assert!(!reason.contains("Patient/7"), "{reason}");
+    assert_eq!(fhir.stored("AppointmentResponse").await.len(), 1);
+    assert_eq!(fhir.stored("Communication").await.len(), 1);
+}
+
+#[test]
+fn an_appointment_response_must_know_which_appointment_it_answers() {
+    let problems = |extra: &str| {
+        let cfg = format!(
+            "phi = \"full\"\nbaa = true\nbase_url = \"http://127.0.0.1:9/fhir\"\nauth = {{ type = \"none\" }}\n{extra}\n"
+        );
+        testing::try_build::<FhirFactory>("ehr", &cfg)
+            .expect_err(extra)
+            .into_iter()
+            .map(|p| p.path)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        problems("resources = [\"AppointmentResponse\"]"),
+        ["appointment_response.template"]
+    );
+    assert_eq!(
+        problems("resources = [\"AppointmentResponse\", \"Appointment\"]"),
+        ["resources"]
+    );
+    assert_eq!(
+        problems("[appointment_response]\nparticipant_status = \"declined\""),
+        ["appointment_response"],
+        "set, but not in resources"
+    );
+    let unknown = "phi = \"full\"\nbaa = true\nbase_url = \"http://127.0.0.1:9/fhir\"\nauth = { type = \"none\" }\nresources = [\"Appointment\", \"AppointmentResponse\"]\n[appointment_response]\nparticipant_status = \"maybe\"\n";
+    let refused = testing::try_build::<FhirFactory>("ehr", unknown).expect_err("maybe");
+    assert!(
+        refused.iter().any(|p| p.message.contains("`maybe`")),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn phi_none_handlers_cannot_send_call_content() {
     let base = "http://127.0.0.1:9/fhir";
@@ -661,6 +896,101 @@ async fn a_phi_none_handler_writes_a_communication_without_content() {
     assert!(!c.to_string().contains("whitening"));
 }
 
+/// A test CA and a certificate it issued for 127.0.0.1: (dir, ca.pem, server.pem, server.key).
+fn certificates() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "wardhook FHIR test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let (ca_pem, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("server.pem"),
+        dir.path().join("server.key"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    (dir, ca_pem, cert, key)
+}
+
+#[tokio::test]
+async fn an_ehr_with_a_private_ca_is_reached_through_ca_file_with_smart_over_tls() {
+    let (_certs, ca, cert, key) = certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, jwks_path, _) = smart_key(&dir);
+    let Some(fhir) =
+        FhirServer::start_tls(&["--auth", "smart", "--jwks", &jwks_path], &cert, &key, &ca)
+    else {
+        return;
+    };
+    assert!(fhir.base().starts_with("https://127.0.0.1:"));
+    let cfg = format!(
+        "ca_file = \"{}\"\n{}",
+        ca.display(),
+        smart_config(&fhir.base(), &key_path)
+    );
+    let handler = testing::build::<FhirFactory>("ehr", &cfg);
+
+    testing::run(&*handler, &event()).await.expect_ok();
+
+    assert_eq!(fhir.stored("Communication").await.len(), 1);
+    // Discovery, the token and the write all went over TLS to the same server.
+    let assertions = fhir.assertions().await;
+    assert_eq!(
+        assertions[0]["claims"]["aud"],
+        format!("{}/auth/token", fhir.origin)
+    );
+}
+
+#[tokio::test]
+async fn without_ca_file_a_private_ca_certificate_is_a_permanent_failure_naming_the_host() {
+    let (_certs, ca, cert, key) = certificates();
+    let Some(fhir) = FhirServer::start_tls(&[], &cert, &key, &ca) else {
+        return;
+    };
+    let handler = testing::build::<FhirFactory>("ehr", &config(&fhir.base(), ""));
+
+    let reason = testing::run(&*handler, &event()).await.expect_permanent();
+
+    assert!(
+        reason.contains("127.0.0.1") && reason.contains("certificate"),
+        "{reason}"
+    );
+    for phi in ["John", "5551234567", "whitening"] {
+        assert!(!reason.contains(phi), "{reason}");
+    }
+    assert!(fhir.stored("Communication").await.is_empty());
+    assert!(fhir.log().await.is_empty(), "no request got through");
+
+    // SMART discovery fails the same way before any token is asked for.
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, _, _) = smart_key(&dir);
+    let handler = testing::build::<FhirFactory>("ehr", &smart_config(&fhir.base(), &key_path));
+    let reason = testing::run(&*handler, &event()).await.expect_permanent();
+    assert!(
+        reason.contains("127.0.0.1") && reason.contains("certificate"),
+        "{reason}"
+    );
+    assert!(fhir.assertions().await.is_empty());
+
+    // A refused connection is still a network error, retried.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/fhir", closed.local_addr().unwrap());
+    drop(closed);
+    let handler = testing::build::<FhirFactory>("ehr", &config(&base, ""));
+    testing::run(&*handler, &event()).await.expect_retryable();
+}
+
 #[test]
 fn config_mistakes_are_reported_with_their_key_paths() {
     let cfg = r#"phi = "full"
@@ -669,6 +999,7 @@ base_url = "http://ehr.example/fhir"
 identifier_system = "wardhook"
 resources = ["Communication", "Communication"]
 timeout_secs = 0
+ca_file = "/nonexistent/ehr-ca.pem"
 auth = { type = "smart", client_id = "", private_key = "env:FHIR_TEST_NO_SUCH_KEY" }
 [task]
 owner = "front desk"
@@ -682,6 +1013,7 @@ when_several = "create"
         "identifier_system",
         "resources",
         "timeout_secs",
+        "ca_file",
         "task",
         "task.owner",
         "patient.when_several",

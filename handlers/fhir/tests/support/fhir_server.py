@@ -8,6 +8,7 @@ with PyJWT against a JWKS file (the one `wardhook keys smart` printed).
 
     python fhir_server.py --auth smart --jwks jwks.json --client-id wardhook-test
     python fhir_server.py --auth bearer:TOKEN | --auth basic:USER:PASS | --auth none
+    python fhir_server.py --tls-cert server.pem --tls-key server.key   # HTTPS instead of HTTP
 
 Prints `PORT <n>` once listening on 127.0.0.1. Test hooks (no auth):
     GET  /_test/store        every stored resource, by type
@@ -24,6 +25,7 @@ import base64
 import copy
 import json
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -43,6 +45,7 @@ TOKENS = {}  # token -> expiry (epoch seconds)
 FAILURES = []
 ARGS = None
 PORT = 0
+ORIGIN = ""  # http(s)://127.0.0.1:<port>
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -208,7 +211,7 @@ def search_patients(query):
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(hits),
-        "entry": [{"fullUrl": f"http://127.0.0.1:{PORT}/fhir/Patient/{p['id']}",
+        "entry": [{"fullUrl": f"{ORIGIN}/fhir/Patient/{p['id']}",
                    "resource": p, "search": {"mode": "match"}} for p in hits],
     }
 
@@ -253,7 +256,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def token(self):
         form = dict(urllib.parse.parse_qsl(self.body().decode()))
-        token_url = f"http://127.0.0.1:{PORT}/auth/token"
+        token_url = f"{ORIGIN}/auth/token"
         if form.get("grant_type") != "client_credentials":
             return self.send_json(400, {"error": "unsupported_grant_type"}, content_type="application/json")
         if form.get("client_assertion_type") != ASSERTION_TYPE:
@@ -315,7 +318,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.test_hook(path)
         if path == "/fhir/.well-known/smart-configuration" and self.command == "GET":
             return self.send_json(200, {
-                "token_endpoint": f"http://{ARGS.token_host}:{PORT}/auth/token",
+                "token_endpoint": ORIGIN.replace("127.0.0.1", ARGS.token_host) + "/auth/token",
                 "token_endpoint_auth_methods_supported": ["private_key_jwt"],
                 "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
                 "grant_types_supported": ["client_credentials"],
@@ -353,7 +356,7 @@ class Handler(BaseHTTPRequestHandler):
             resource = json.loads(raw)
             validate(resource, parts[0])
             status, stored = create(STORE, resource, self.headers.get("If-None-Exist"))
-            loc = f"http://127.0.0.1:{PORT}/fhir/{stored['resourceType']}/{stored['id']}/_history/1"
+            loc = f"{ORIGIN}/fhir/{stored['resourceType']}/{stored['id']}/_history/1"
             return status, stored, {"Location": loc}
         if self.command == "GET" and parts == ["Patient"]:
             return 200, search_patients(query), {}
@@ -388,8 +391,14 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = handle_any
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that refuses our certificate ends the handshake: one line, no traceback.
+        sys.stderr.write(f"connection failed: {sys.exc_info()[1]}\n")
+
+
 def main():
-    global ARGS, PORT
+    global ARGS, PORT, ORIGIN
     parser = argparse.ArgumentParser()
     parser.add_argument("--auth", default="none")
     parser.add_argument("--jwks")
@@ -397,9 +406,20 @@ def main():
     parser.add_argument("--token-host", default="127.0.0.1", help="host the smart-configuration names")
     parser.add_argument("--token-ttl", type=float, default=300, help="how long the server honours a token")
     parser.add_argument("--expires-in", type=int, default=300, help="what the token response says")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     ARGS = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", 0), Handler)
     PORT = server.server_address[1]
+    ORIGIN = f"http://127.0.0.1:{PORT}"
+    if ARGS.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(ARGS.tls_cert, ARGS.tls_key)
+        # The handshake runs in the request's thread, so a client that refuses the
+        # certificate does not stall the accept loop.
+        server.socket = context.wrap_socket(server.socket, server_side=True,
+                                            do_handshake_on_connect=False)
+        ORIGIN = f"https://127.0.0.1:{PORT}"
     print(f"PORT {PORT}", flush=True)
     server.serve_forever()
 

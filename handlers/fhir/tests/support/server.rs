@@ -17,7 +17,7 @@ pub struct FhirServer {
 
 /// The interpreter with the validators: `WARDHOOK_TEST_PYTHON`, else the CI virtualenv. Under
 /// CI a missing one is a failure; elsewhere the test says it skipped and returns.
-fn python() -> Option<String> {
+pub fn python() -> Option<String> {
     let candidate = std::env::var("WARDHOOK_TEST_PYTHON")
         .unwrap_or_else(|_| "/opt/wardhook-test-venv/bin/python".to_owned());
     let ok = Command::new(&candidate)
@@ -57,6 +57,19 @@ impl FhirServer {
     /// Start with extra arguments (`--auth smart --jwks FILE`, …); `None` when the validators
     /// are not installed, outside CI.
     pub fn start(args: &[&str]) -> Option<Self> {
+        Self::spawn(args, None)
+    }
+
+    /// Start over HTTPS with `cert`/`key` (PEM); the test hooks trust `ca` (PEM), the CA that
+    /// issued `cert`.
+    pub fn start_tls(args: &[&str], cert: &Path, key: &Path, ca: &Path) -> Option<Self> {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut all = args.to_vec();
+        all.extend(["--tls-cert", &cert, "--tls-key", &key]);
+        Self::spawn(&all, Some(ca))
+    }
+
+    fn spawn(args: &[&str], ca: Option<&Path>) -> Option<Self> {
         let mut child = Command::new(python()?)
             .arg(script())
             .args(args)
@@ -72,10 +85,16 @@ impl FhirServer {
             .strip_prefix("PORT ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("FHIR server did not start: {line:?}"));
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).unwrap();
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        let scheme = if ca.is_some() { "https" } else { "http" };
         Some(Self {
             child,
-            origin: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            origin: format!("{scheme}://127.0.0.1:{port}"),
+            http: http.build().unwrap(),
         })
     }
 
