@@ -433,6 +433,7 @@ pub enum CertsCommand {
 
 /// Parse arguments, run, and turn the result into an exit code with a one-line reason.
 pub fn main() -> ExitCode {
+    crate::telemetry::install_panic_hook();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
