@@ -820,3 +820,22 @@ async fn backup_is_a_consistent_copy_and_never_lands_next_to_the_master_key() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_panic_inside_a_group_commit_costs_that_batch_not_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("w.db");
+    let store = open(&db);
+    let panicking: super::writer::ApplyFn = Box::new(|_, _| panic!("a bug in a write"));
+    let answer = store.apply(panicking).await;
+    assert!(
+        matches!(answer, Err(StoreError::Unavailable(_))),
+        "the batch is answered unavailable: {answer:?}"
+    );
+    // The writer thread is still there: the next delivery commits.
+    let next = submit(&store, nextphone("call.ended", "after-panic"), &["crm"])
+        .await
+        .expect("the writer goes on");
+    assert!(matches!(next, IntakeOutcome::Accepted { .. }), "{next:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 1);
+}

@@ -306,7 +306,24 @@ fn run(mut conn: Connection, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, shared, &mut state, &mut batch);
+        // A panic in one batch (a bug, or a write of another stage) must not take the writer
+        // with it: intake would answer 503 until a restart. The transaction rolled back as it
+        // unwound; its requests get 503 (the senders retry) and the writer takes the next.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit_batch(&mut conn, shared, &mut state, &mut batch);
+        }));
+        if step.is_err() {
+            tracing::error!(
+                requests = batch.len(),
+                "store commit panicked; answering unavailable and going on"
+            );
+            state.cache.clear();
+            state.last_key = None;
+            for command in batch.drain(..) {
+                reply(command, Err(StoreError::Unavailable("internal error")));
+            }
+            continue;
+        }
         if let Some((_, frames)) = &checkpointer {
             if frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
                 frames.store(0, Ordering::Relaxed);
