@@ -130,7 +130,25 @@ async fn run(context: Context, mut incoming: mpsc::Receiver<Request>) {
         }
         let (intakes, replies): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| (r.intake, r.reply)).unzip();
-        let answers = commit_or_isolate(&context, &intakes).await;
+        // A panic while committing one batch costs that batch (503, the senders retry), not
+        // the committer: without it every later intake would answer "committer has stopped".
+        let answers = match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            commit_or_isolate(&context, &intakes),
+        ))
+        .await
+        {
+            Ok(answers) => answers,
+            Err(_) => {
+                tracing::error!(
+                    size = intakes.len(),
+                    "intake commit panicked; answering unavailable and going on"
+                );
+                intakes
+                    .iter()
+                    .map(|_| Err(StoreError::Unavailable("internal error")))
+                    .collect()
+            }
+        };
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A request whose caller went away (client disconnected) needs no answer.
             let _ = reply.send(answer);
