@@ -916,6 +916,9 @@ fn pid_file_of(db: &Path) -> PathBuf {
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
+            for warning in c.handlers.iter().flat_map(|h| h.startup_warnings()) {
+                println!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} source{}, {} handler{}, {} route{})",
                 path.display(),
@@ -960,6 +963,11 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&config_path)?;
     let _log = telemetry::init(&config.log);
+    for handler in &config.handlers {
+        for warning in handler.startup_warnings() {
+            tracing::warn!(handler = handler.name(), "{warning}");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -262,6 +262,13 @@ pub fn wardhook_bin() -> &'static Path {
 /// running behind it.
 pub struct ServerProcess(Child);
 
+impl ServerProcess {
+    /// Spawn `command` (a `wardhook serve …`), killed when the value is dropped.
+    pub fn spawn(command: &mut Command) -> Self {
+        Self(command.spawn().unwrap())
+    }
+}
+
 impl std::ops::Deref for ServerProcess {
     type Target = Child;
     fn deref(&self) -> &Child {

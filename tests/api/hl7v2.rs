@@ -64,4 +64,42 @@ transcript = true
     );
 
     assert!(ok, "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("warning: hl7v2 handler sends to 127.0.0.1:")
+                && l.contains("plaintext MLLP")
+        ),
+        "check-config names the plaintext destination: {out}"
+    );
+}
+
+#[test]
+fn serve_warns_at_start_up_about_a_plaintext_hl7v2_destination() {
+    use std::io::{BufRead, BufReader};
+    let fixture = write_fixture(&AppOptions {
+        extra: "[[handlers]]\nname = \"ehr-notes\"\nkind = \"hl7v2\"\nphi = \"full\"\nbaa = true\nhost = \"127.0.0.1\"\ntls = false\n".into(),
+        ..AppOptions::default()
+    });
+    let mut child = ServerProcess::spawn(
+        Command::new(wardhook_bin())
+            .args(["serve", "--config"])
+            .arg(&fixture.config_path)
+            .current_dir(fixture.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("plaintext MLLP") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("serve logs the plaintext warning at start-up");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("127.0.0.1:"), "{line}");
 }

@@ -15,8 +15,8 @@ pub struct Hl7Config {
     #[serde(default = "default_port")]
     pub port: u16,
     /// TLS (default). `false` only for an IP address in a private range (10/8, 172.16/12,
-    /// 192.168/16, fc00::/7) or loopback, and then with a warning
-    /// in the log (at the first connection, and when a reload rebuilds the handler).
+    /// 192.168/16, fc00::/7) or loopback, and then with a warning (at start-up, from
+    /// `check-config`, and at the first connection).
     #[serde(default = "default_true")]
     pub tls: bool,
     /// A PEM file of CA certificates to trust besides the public roots (an internal CA).

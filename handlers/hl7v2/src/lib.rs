@@ -9,8 +9,9 @@
 //!   a field, component, repetition or segment; a rendered segment that is not one well-formed
 //!   body segment is refused ([`message`]).
 //! - **MLLP over TLS** (tokio-rustls, ring), client certificates supported; plaintext only
-//!   with `tls = false` for an IP address in a private range or loopback, with a warning logged
-//!   at the destination's first connection and on a reload ([`mllp`]). Connections are
+//!   with `tls = false` for an IP address in a private range or loopback, with a warning that
+//!   `serve` logs at start-up (`Handler::startup_warnings`), `check-config` prints, and the
+//!   destination logs again at its first connection ([`mllp`]). Connections are
 //!   reused per destination.
 //! - **Idempotent.** `MSH-10` is the job's idempotency key (`<delivery id>:<handler>`, the same
 //!   on every attempt), so a receiver can discard a repeat after a lost ACK.
@@ -148,9 +149,6 @@ impl HandlerFactory for Hl7Factory {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
         };
         let destination = Destination::new(host, config.port, tls.clone(), limits);
-        if tls.is_none() {
-            mllp::warn_plaintext(destination.label());
-        }
         Ok(Arc::new(Hl7 {
             name: ctx.name().to_owned(),
             header,
@@ -413,5 +411,13 @@ impl Handler for Hl7 {
 
     async fn handle(&self, event: &Event, ctx: &mut Context) -> Result<Outcome, HandlerError> {
         self.send(event, ctx).await.map_err(HandlerError::from)
+    }
+
+    fn startup_warnings(&self) -> Vec<String> {
+        if self.destination.is_plaintext() {
+            vec![mllp::plaintext_warning(self.destination.label())]
+        } else {
+            Vec::new()
+        }
     }
 }

@@ -163,6 +163,11 @@ impl Destination {
         &self.label
     }
 
+    /// Whether messages go without TLS (`tls = false`).
+    pub fn is_plaintext(&self) -> bool {
+        self.tls.is_none()
+    }
+
     /// Send one framed message and hand the ACK block's content to `read_ack`. `budget` caps
     /// both timeouts (the invocation's deadline). The connection is kept for reuse only when
     /// `read_ack` understood the answer as an ACK for this message (whatever its code).
@@ -274,14 +279,19 @@ impl Destination {
     }
 }
 
-/// The warning for `tls = false`, logged when the handler is built and on its first
-/// connection.
+/// The warning for `tls = false`: `serve` logs it at start-up (through
+/// `Handler::startup_warnings`), `check-config` prints it, and the destination logs it again on
+/// its first connection.
+pub fn plaintext_warning(destination: &str) -> String {
+    format!(
+        "hl7v2 handler sends to {destination} over plaintext MLLP (tls = false): patient data \
+         crosses the private network unencrypted"
+    )
+}
+
+/// Log [`plaintext_warning`].
 pub fn warn_plaintext(destination: &str) {
-    tracing::warn!(
-        destination,
-        "hl7v2 handler sends over plaintext MLLP (tls = false): patient data crosses the \
-         private network unencrypted"
-    );
+    tracing::warn!(destination, "{}", plaintext_warning(destination));
 }
 
 /// A handshake that failed on a certificate: ours refused (bad/unknown/required certificate

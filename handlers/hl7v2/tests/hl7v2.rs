@@ -588,25 +588,15 @@ fn plaintext_is_refused_outside_private_ranges_and_warned_about_inside() {
         assert_eq!(got, Vec::<String>::new(), "{host}");
     }
 
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let log = log.clone();
-        move || LogWriter(log.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        testing::build::<Hl7Factory>(
-            "ehr",
-            "phi = \"full\"\nbaa = true\nhost = \"192.168.1.20\"\nport = 6661\ntls = false",
-        );
-    });
-    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("WARN"), "{text}");
-    assert!(text.contains("plaintext MLLP"), "{text}");
-    assert!(text.contains("192.168.1.20:6661"), "{text}");
+    // The warning `serve` logs at start-up and `check-config` prints.
+    let handler = testing::build::<Hl7Factory>(
+        "ehr",
+        "phi = \"full\"\nbaa = true\nhost = \"192.168.1.20\"\nport = 6661\ntls = false",
+    );
+    let warnings = handler.startup_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("plaintext MLLP"), "{warnings:?}");
+    assert!(warnings[0].contains("192.168.1.20:6661"), "{warnings:?}");
 }
 
 #[test]

@@ -263,6 +263,14 @@ pub trait Handler: Send + Sync + std::fmt::Debug {
     /// [`Context::idempotency_key`] to make repeats harmless. Decide retryable vs permanent
     /// here, once: the dispatcher does not look inside errors.
     async fn handle(&self, event: &Event, ctx: &mut Context) -> Result<Outcome, HandlerError>;
+
+    /// What the operator should be told when the server starts with this handler, e.g. that
+    /// the config lets it send without TLS. Handlers are built while the config is read, before
+    /// logging is set up, so a warning logged at build time would be lost: `serve` logs these
+    /// once logging runs, and `check-config` prints them. None by default.
+    fn startup_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
