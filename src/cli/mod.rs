@@ -609,6 +609,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&cli.config)?;
             let conn = store.connection()?;
             crate::admin::cli::run(&conn, store.keyring(), command, &mut std::io::stdout())?;
+            crate::store::admin::mirror(&store, &conn);
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs {
