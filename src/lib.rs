@@ -13,7 +13,7 @@
 //!
 //! Around them: [`config`] (typed, checked at start with every problem reported), [`secret`]
 //! (`env:`/`file:` references, zeroized), [`certs`] and [`dev`] (the first-run setup),
-//! [`fsutil`] (owner-only files and folders, whatever the umask),
+//! [`fsutil`] (every file holding records, payloads or keys is created `0600` through it),
 //! [`telemetry`] (operational logs without payload data) and [`cli`] (the binary's edge).
 //! Beside the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own
 //! listener) and [`metrics`] (counters and histograms the stages update).

@@ -719,16 +719,9 @@ pub fn backup_to_with_progress(
         path: shown.clone(),
         reason: e.to_string(),
     };
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Create it owner-only before SQLite writes anything into it.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .map_err(io)?;
-    }
+    // Create it owner-only before SQLite writes anything into it (its journal takes the
+    // same mode).
+    crate::fsutil::create_new_private(to).map_err(io)?;
     let src = store.connection()?;
     let mut dst = Connection::open(to)?;
     {

@@ -10,6 +10,7 @@ mod config_table;
 mod crash;
 mod dispatch;
 mod examples;
+mod file_modes;
 mod foundation;
 mod helpers;
 mod intake;
