@@ -271,8 +271,12 @@ impl Mirror {
     /// Mirror `records`, which must have **committed** on `conn`'s database, and any committed
     /// record before them that is not mirrored yet. Records already mirrored (by this or any
     /// other process) are skipped, so a retry after an error is harmless. A large backlog is
-    /// copied at most [`STEP_RECORDS`] at a time; the rest follows on later calls.
+    /// copied at most [`STEP_RECORDS`] at a time; the rest follows on later calls. With no
+    /// records (a batch that audited nothing) there is nothing to do.
     pub fn write(&self, conn: &Connection, records: &[StoredRecord]) -> Result<(), AuditError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         self.locked(|st| self.step(st, conn, records, false).map(|_| ()))
     }
 
