@@ -4,9 +4,7 @@
 //! These are for a developer's machine only. Production certificates come from the clinic's CA
 //! or ACME (see `deploy/INSTALL.md`); nothing here is ever committed (`certs/` is git-ignored).
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, Duration, Utc};
@@ -149,7 +147,7 @@ pub fn write_dev_certs(dir: &Path, force: bool) -> Result<DevCertPaths, CertsErr
     }
     let ca = DevCa::generate()?;
     let server = ca.issue_server(&["localhost", "127.0.0.1", "::1"], 365)?;
-    std::fs::create_dir_all(dir).map_err(|e| CertsError::Write {
+    crate::fsutil::create_private_dir_all(dir).map_err(|e| CertsError::Write {
         path: dir.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -171,11 +169,6 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertsError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
+    let mut f = crate::fsutil::create_new_with_mode(path, mode).map_err(err)?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)
 }

@@ -53,7 +53,7 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, DevError> {
     }
     let config_file = dir.join("wardhook.toml");
     if !config_file.exists() {
-        certs::write_file(&config_file, config_text(dir).as_bytes(), 0o644)?;
+        certs::write_file(&config_file, config_text(dir).as_bytes(), 0o600)?;
     }
     Ok(config_file)
 }

@@ -13,6 +13,7 @@
 //!
 //! Around them: [`config`] (typed, checked at start with every problem reported), [`secret`]
 //! (`env:`/`file:` references, zeroized), [`certs`] and [`dev`] (the first-run setup),
+//! [`fsutil`] (every file holding records, payloads or keys is created `0600` through it),
 //! [`telemetry`] (operational logs without payload data) and [`cli`] (the binary's edge).
 //! Beside the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own
 //! listener) and [`metrics`] (counters and histograms the stages update).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod crypto;
 pub mod dev;
 pub mod dispatch;
+pub mod fsutil;
 pub mod listener;
 pub mod metrics;
 pub mod normalize;

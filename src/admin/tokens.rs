@@ -86,9 +86,13 @@ pub fn migrate(conn: &Connection) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// Open the database at `path` for token commands (busy timeout set, tables created).
+/// Open the existing database at `path` for token commands (busy timeout set, tables
+/// created). It is never created here: [`crate::store::Store::open`] creates it owner-only.
 pub fn open(path: &Path) -> Result<Connection, TokenError> {
-    let conn = Connection::open(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE,
+    )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     migrate(&conn)?;
     Ok(conn)

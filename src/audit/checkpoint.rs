@@ -6,16 +6,18 @@
 //! differs at) a checkpointed sequence number is caught by [`super::verify_db`]. Records written
 //! after the newest checkpoint are not covered; write checkpoints often (the mirror does, every N
 //! records) and ship the file off-host with the JSONL mirror.
+//!
+//! Only [`super::Mirror`] appends checkpoints in a running installation, under the mirror's
+//! lock and only for records already in the mirror (see `mirror.rs`). The file is `0600`.
 
-use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use super::chain::{format_ts, head};
+use super::chain::format_ts;
+use super::tail::FileState;
 use super::AuditError;
 use crate::crypto::Keyring;
 
@@ -63,29 +65,29 @@ impl Checkpoint {
     }
 }
 
-/// Append `cp` to the checkpoint file with `O_APPEND` and fsync, so a crash right after cannot
-/// lose a checkpoint that was reported written.
-pub(crate) fn append_checkpoint(path: &Path, cp: &Checkpoint) -> Result<(), AuditError> {
+/// Append `cp` to the checkpoint file (created `0600`) with `O_APPEND` and fsync, so a crash
+/// right after cannot lose a checkpoint that was reported written. Returns the file's state
+/// after the append.
+pub(crate) fn append_checkpoint(path: &Path, cp: &Checkpoint) -> Result<FileState, AuditError> {
     let mut line = serde_json::to_string(cp).map_err(|e| AuditError::io(path, e.into()))?;
     line.push('\n');
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| AuditError::io(path, e))?;
+    let mut f = crate::fsutil::open_append_private(path).map_err(|e| AuditError::io(path, e))?;
     f.write_all(line.as_bytes())
         .and_then(|()| f.sync_data())
+        .and_then(|()| FileState::of(&f))
         .map_err(|e| AuditError::io(path, e))
 }
 
-/// Take a checkpoint of the current head now (e.g. at shutdown, after a purge, or from a
-/// scheduled task). Returns `None` when the log is empty.
-pub fn write_checkpoint(
-    conn: &Connection,
+/// Take a checkpoint of the database head now, for a log without a mirror (tests of the
+/// database-side checks). With a mirror, [`super::Mirror::checkpoint_now`] is the way: it
+/// holds the mirror's lock and names only a record already mirrored.
+#[cfg(test)]
+pub(crate) fn write_checkpoint(
+    conn: &rusqlite::Connection,
     keyring: &Keyring,
     path: &Path,
 ) -> Result<Option<Checkpoint>, AuditError> {
-    let Some((seq, mac, _)) = head(conn)? else {
+    let Some((seq, mac, _)) = super::chain::head(conn)? else {
         return Ok(None);
     };
     let cp = Checkpoint::sign(&keyring.audit_signing_key(), seq, &mac);
@@ -103,7 +105,9 @@ pub struct BadCheckpoint {
 }
 
 /// Read every checkpoint in the file. `Ok(Err(bad))` names the first line that is malformed or
-/// not signed by this keyring's audit key. A missing file reads as no checkpoints.
+/// not signed by this keyring's audit key. A missing file reads as no checkpoints. A last line
+/// without its newline is an append in progress (or cut short by a crash), not a checkpoint,
+/// and is ignored.
 pub fn read_checkpoints(
     path: &Path,
     keyring: &Keyring,
@@ -114,23 +118,39 @@ pub fn read_checkpoints(
         Err(e) => return Err(AuditError::io(path, e)),
     };
     let key = keyring.audit_signing_key().verifying_key();
+    let mut reader = BufReader::new(file);
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| AuditError::io(path, e))?;
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| AuditError::io(path, e))?;
+        if n == 0 || buf.last() != Some(&b'\n') {
+            break;
+        }
+        line_no += 1;
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            return Ok(Err(BadCheckpoint {
+                line: line_no,
+                seq: None,
+            }));
+        };
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Checkpoint>(&line) {
+        match serde_json::from_str::<Checkpoint>(line.trim_end()) {
             Ok(cp) if cp.signature_valid(&key) => out.push(cp),
             Ok(cp) => {
                 return Ok(Err(BadCheckpoint {
-                    line: i + 1,
+                    line: line_no,
                     seq: Some(cp.seq),
                 }))
             }
             Err(_) => {
                 return Ok(Err(BadCheckpoint {
-                    line: i + 1,
+                    line: line_no,
                     seq: None,
                 }))
             }

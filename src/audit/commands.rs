@@ -117,7 +117,7 @@ pub fn verify(
     if m_last < db_last {
         writeln!(
             out,
-            "mirror: warning: {} newer records not mirrored yet (the server mirrors them at start-up)",
+            "mirror: warning: {} newer records not mirrored yet (the next audited action or server start mirrors them)",
             db_last - m_last
         )
         .map_err(AuditError::Output)?;

@@ -1,30 +1,62 @@
-//! The JSONL mirror: every committed record appended to daily files `audit.YYYY-MM-DD.jsonl`
-//! for shipping to a SIEM, plus periodic signed checkpoints.
+//! The JSONL mirror: every committed record appended, in sequence order, to daily files
+//! `audit.YYYY-MM-DD.jsonl` (UTC date) for shipping to a SIEM, plus periodic signed checkpoints.
 //!
-//! Uses `tracing-appender`'s [`RollingFileAppender`] as a plain blocking [`Write`] sink: each
-//! record is one `write` of one complete line, so nothing is buffered in memory or dropped under
-//! load (the `non_blocking` wrapper would drop lines when its queue fills). The database stays
-//! the source of truth; [`Mirror::catch_up`] refills lines lost to a crash between commit and
-//! mirror write.
+//! Several processes write it at once: the server (intake writer, dispatch workers, console)
+//! and every CLI command that audits something (`deliveries show`, `dlq retry`, `tokens
+//! create`, `backup`, …). A per-process "last sequence written" goes stale as soon as another
+//! process appends, which once produced duplicated and out-of-order lines that `audit verify`
+//! reported as tampering. So every write follows one protocol, with no state trusted across it:
+//!
+//! 1. take an exclusive `flock` on `mirror.lock` in the mirror folder (threads of one process
+//!    also queue on a mutex);
+//! 2. read the last complete line of the newest file: the last mirrored sequence number;
+//! 3. append every committed record after it, in order: the caller's own records when they
+//!    follow directly, otherwise read from the database (SQLite assigns `seq` inside the write
+//!    transaction, so once the caller's records have committed, every lower one has too);
+//! 4. when a checkpoint is due, fsync the mirror file, sign the last mirrored record (its MAC
+//!    as the database has it) and append the checkpoint;
+//! 5. release the lock.
+//!
+//! So each record is mirrored once, in place, by whichever process gets there first, and a
+//! process that died between its commit and its mirror write leaves a gap the next writer
+//! fills. A checkpoint only ever names a record already in the mirror, and never one older
+//! than the newest checkpoint. The database stays the source of truth.
+//!
+//! Lines are written whole, one `write` each batch, to files opened in append mode and kept
+//! `0600`; the day's file is chosen under the lock, so all processes agree on it (and a clock
+//! stepping back never writes into an older day's file). Each line ends in `\n`: a last line
+//! without it is a write in progress or one cut short by a crash; the next writer removes such
+//! a fragment before appending, and readers ignore it.
 
 use std::fmt;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use ed25519_dalek::SigningKey;
-use rusqlite::Connection;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
 
 use super::chain::{StoredRecord, COLUMNS};
 use super::checkpoint::{append_checkpoint, Checkpoint};
 use super::record::canonical_json;
+use super::tail::{complete_len, last_lines, FileState};
 use super::AuditError;
 use crate::crypto::Keyring;
+use crate::fsutil::{create_private_dir_all, open_append_private};
 
 const PREFIX: &str = "audit";
 const SUFFIX: &str = "jsonl";
+/// The lock every mirror and checkpoint writer holds, in the mirror folder.
+const LOCK_FILE: &str = "mirror.lock";
+/// Most records one locked step copies from the database, so no process holds the lock (and
+/// with it the server's intake writer) for long; [`Mirror::catch_up`] loops over steps.
+const STEP_RECORDS: usize = 4096;
+/// Records per `write` call while copying from the database.
+const CHUNK_RECORDS: usize = 256;
 
 /// One mirror (and JSONL export) line: the stored record with `detail` as a JSON object so a
 /// SIEM can index it. `v` versions the line format.
@@ -113,24 +145,36 @@ pub(crate) fn list_mirror_files(dir: &Path) -> Result<Vec<PathBuf>, AuditError> 
     Ok(files)
 }
 
-/// The sequence number of the last complete line in the newest non-empty mirror file.
-fn last_mirrored_seq(dir: &Path) -> Result<Option<u64>, AuditError> {
-    for path in list_mirror_files(dir)?.iter().rev() {
-        let mut f = std::fs::File::open(path).map_err(|e| AuditError::io(path, e))?;
-        let len = f.metadata().map_err(|e| AuditError::io(path, e))?.len();
-        // A record line is well under 2 KiB; 64 KiB from the end always holds the last one.
-        let start = len.saturating_sub(64 * 1024);
-        f.seek(SeekFrom::Start(start))
-            .map_err(|e| AuditError::io(path, e))?;
-        let mut tail = Vec::new();
-        f.read_to_end(&mut tail)
-            .map_err(|e| AuditError::io(path, e))?;
-        let text = String::from_utf8_lossy(&tail);
-        if let Some(rec) = text.lines().rev().find_map(JsonLine::parse) {
-            return Ok(Some(rec.seq));
+/// The day's file name for `date` (UTC), e.g. `audit.2026-11-22.jsonl`.
+fn day_file(dir: &Path, date: chrono::NaiveDate) -> PathBuf {
+    dir.join(format!("{PREFIX}.{}.{SUFFIX}", date.format("%Y-%m-%d")))
+}
+
+/// True for `audit.YYYY-MM-DD.jsonl`: only such files are ever appended to.
+fn is_day_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(&format!("{PREFIX}.")))
+        .and_then(|n| n.strip_suffix(&format!(".{SUFFIX}")))
+        .is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
+}
+
+/// The last record in `file` before `end` (a complete-line boundary), if any line parses.
+fn last_record_in(file: &mut File, end: u64) -> std::io::Result<Option<StoredRecord>> {
+    Ok(last_lines(file, end)?
+        .iter()
+        .find_map(|l| JsonLine::parse(l)))
+}
+
+/// Take the exclusive lock, waiting for it; a signal interrupting the wait retries.
+fn lock_exclusive(mut file: File) -> std::io::Result<Flock<File>> {
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(guard) => return Ok(guard),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, e)) => return Err(e.into()),
         }
     }
-    Ok(None)
 }
 
 struct CheckpointPolicy {
@@ -139,16 +183,32 @@ struct CheckpointPolicy {
     key: SigningKey,
 }
 
+/// What a process remembers between locked steps. Each entry is only trusted while the file it
+/// describes is unchanged (same inode, same length): another process appending invalidates it.
+#[derive(Default)]
 struct MirrorState {
-    appender: RollingFileAppender,
-    last_seq: Option<u64>,
-    since_checkpoint: u64,
+    /// The lock file, kept open between steps.
+    lock_file: Option<File>,
+    /// (file appended to, its state after our last look, the last sequence number mirrored).
+    tail: Option<(PathBuf, FileState, Option<u64>)>,
+    /// (checkpoint file state, the newest checkpointed sequence number in it).
+    checkpoint: Option<(FileState, Option<u64>)>,
+}
+
+/// What one locked step did.
+struct Step {
+    /// Records appended by this step.
+    written: u64,
+    /// The checkpoint the step wrote, if one was due.
+    checkpoint: Option<Checkpoint>,
 }
 
 /// Appends committed records to the daily JSONL files and, optionally, writes a signed
-/// checkpoint every N records. Share one `Mirror` per process (it is `Sync`).
+/// checkpoint every N records, following the protocol in the module documentation. Share one
+/// `Mirror` per process (it is `Sync`); several processes each have their own.
 pub struct Mirror {
     dir: PathBuf,
+    lock_path: PathBuf,
     checkpoints: Option<CheckpointPolicy>,
     state: Mutex<MirrorState>,
 }
@@ -166,34 +226,29 @@ impl fmt::Debug for Mirror {
 }
 
 impl Mirror {
-    /// Open (creating if needed) the mirror directory. Remembers the last sequence number
-    /// already mirrored, so records are never written twice.
+    /// Open (creating if needed, `0700`) the mirror directory and its lock file.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self, AuditError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
-        let appender = RollingFileAppender::builder()
-            .rotation(Rotation::DAILY)
-            .filename_prefix(PREFIX)
-            .filename_suffix(SUFFIX)
-            .build(&dir)
-            .map_err(|e| AuditError::MirrorInit {
-                path: dir.clone(),
-                reason: e.to_string(),
-            })?;
-        let last_seq = last_mirrored_seq(&dir)?;
+        create_private_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = open_append_private(&lock_path).map_err(|e| AuditError::MirrorInit {
+            path: lock_path.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             dir,
+            lock_path,
             checkpoints: None,
             state: Mutex::new(MirrorState {
-                appender,
-                last_seq,
-                since_checkpoint: 0,
+                lock_file: Some(lock_file),
+                ..MirrorState::default()
             }),
         })
     }
 
-    /// Also write a signed checkpoint to `path` after every `every` mirrored records (at the
-    /// end of the batch that crosses the threshold). `every` of 0 is treated as 1.
+    /// Also write a signed checkpoint to `path` whenever the mirror has grown `every` records
+    /// past the newest checkpoint in that file (whichever process mirrored them). `every` of 0
+    /// is treated as 1.
     pub fn with_checkpoints(
         mut self,
         path: impl AsRef<Path>,
@@ -213,82 +268,279 @@ impl Mirror {
         &self.dir
     }
 
-    /// Append records that have **committed**, in commit (sequence) order. Records at or below
-    /// the last mirrored sequence number are skipped, so a retry after an error is harmless.
-    pub fn write(&self, records: &[StoredRecord]) -> Result<(), AuditError> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut last_written = None;
-        for r in records {
-            if st.last_seq.is_some_and(|l| r.seq <= l) {
-                continue;
-            }
-            let mut line = JsonLine::render(r);
-            line.push('\n');
-            st.appender
-                .write_all(line.as_bytes())
-                .map_err(|e| AuditError::io(&self.dir, e))?;
-            st.last_seq = Some(r.seq);
-            st.since_checkpoint += 1;
-            last_written = Some(r);
+    /// Mirror `records`, which must have **committed** on `conn`'s database, and any committed
+    /// record before them that is not mirrored yet. Records already mirrored (by this or any
+    /// other process) are skipped, so a retry after an error is harmless. A large backlog is
+    /// copied at most [`STEP_RECORDS`] at a time; the rest follows on later calls. With no
+    /// records (a batch that audited nothing) there is nothing to do.
+    pub fn write(&self, conn: &Connection, records: &[StoredRecord]) -> Result<(), AuditError> {
+        if records.is_empty() {
+            return Ok(());
         }
-        if let (Some(policy), Some(r)) = (&self.checkpoints, last_written) {
-            if st.since_checkpoint >= policy.every {
-                append_checkpoint(&policy.path, &Checkpoint::sign(&policy.key, r.seq, &r.mac))?;
-                st.since_checkpoint = 0;
-            }
-        }
-        Ok(())
+        self.locked(|st| self.step(st, conn, records, false).map(|_| ()))
     }
 
-    /// Write a checkpoint of the last mirrored record now (e.g. at shutdown). Returns `None`
-    /// if nothing has been mirrored or no checkpoint file is configured.
+    /// Mirror every committed record newer than the mirror's last line (at start-up, and after
+    /// each audited command: a crash between a commit and its mirror write leaves such
+    /// records). Returns how many this call wrote.
+    pub fn catch_up(&self, conn: &Connection) -> Result<u64, AuditError> {
+        let mut total = 0;
+        loop {
+            let step = self.locked(|st| self.step(st, conn, &[], false))?;
+            total += step.written;
+            if step.written < STEP_RECORDS as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Catch up, then write a checkpoint of the last mirrored record now (at start and stop).
+    /// Returns `None` if nothing is mirrored or no checkpoint file is configured.
     pub fn checkpoint_now(&self, conn: &Connection) -> Result<Option<Checkpoint>, AuditError> {
+        if self.checkpoints.is_none() {
+            return Ok(None);
+        }
+        self.catch_up(conn)?;
+        self.locked(|st| Ok(self.step(st, conn, &[], true)?.checkpoint))
+    }
+
+    /// Run `f` holding the in-process mutex and the cross-process file lock.
+    fn locked<T>(
+        &self,
+        f: impl FnOnce(&mut MirrorState) -> Result<T, AuditError>,
+    ) -> Result<T, AuditError> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let file = match st.lock_file.take() {
+            Some(file) => file,
+            None => open_append_private(&self.lock_path)
+                .map_err(|e| AuditError::io(&self.lock_path, e))?,
+        };
+        let guard = lock_exclusive(file).map_err(|e| AuditError::io(&self.lock_path, e))?;
+        let result = f(&mut st);
+        if result.is_err() {
+            // Whatever failed may have left a file in a state the caches do not describe.
+            st.tail = None;
+            st.checkpoint = None;
+        }
+        st.lock_file = match guard.unlock() {
+            Ok(file) => Some(file),
+            Err((guard, e)) => {
+                tracing::warn!(error = %e, "cannot release the audit mirror lock; closing it");
+                drop(guard);
+                None
+            }
+        };
+        result
+    }
+
+    /// The file to append to: today's (UTC), or a newer day's file if one exists (the clock
+    /// was stepped back), so lines never go into a file older than one already written.
+    fn target_file(&self) -> Result<PathBuf, AuditError> {
+        let today = day_file(&self.dir, chrono::Utc::now().date_naive());
+        let newest = list_mirror_files(&self.dir)?
+            .into_iter()
+            .rfind(|p| is_day_file(p));
+        Ok(newest.filter(|n| *n > today).unwrap_or(today))
+    }
+
+    /// The last mirrored record's sequence number: the last complete line of `target` (whose
+    /// complete part ends at `end`), else of the newest older file that has one.
+    fn last_mirrored(
+        &self,
+        target: &Path,
+        file: &mut File,
+        end: u64,
+    ) -> Result<Option<u64>, AuditError> {
+        if let Some(r) = last_record_in(file, end).map_err(|e| AuditError::io(target, e))? {
+            return Ok(Some(r.seq));
+        }
+        for path in list_mirror_files(&self.dir)?.iter().rev() {
+            if path.as_path() >= target {
+                continue;
+            }
+            let io = |e| AuditError::io(path, e);
+            let mut older = File::open(path).map_err(io)?;
+            let len = older.metadata().map_err(io)?.len();
+            let end = complete_len(&mut older, len).map_err(io)?;
+            if let Some(r) = last_record_in(&mut older, end).map_err(io)? {
+                return Ok(Some(r.seq));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One locked step of the protocol: find the last mirrored record, append what follows it
+    /// (`own` when it follows directly, else up to [`STEP_RECORDS`] from the database), then
+    /// write a checkpoint if one is due.
+    fn step(
+        &self,
+        st: &mut MirrorState,
+        conn: &Connection,
+        own: &[StoredRecord],
+        force_checkpoint: bool,
+    ) -> Result<Step, AuditError> {
+        let target = self.target_file()?;
+        let io = |e| AuditError::io(&target, e);
+        let mut file = open_append_private(&target).map_err(io)?;
+        let mut state = FileState::of(&file).map_err(io)?;
+        let last = match &st.tail {
+            Some((path, known, seq)) if *path == target && *known == state => *seq,
+            _ => {
+                let end = complete_len(&mut file, state.len).map_err(io)?;
+                if end < state.len {
+                    // A fragment a crash left: appending after it would glue it to a record.
+                    file.set_len(end).map_err(io)?;
+                    state = FileState::of(&file).map_err(io)?;
+                }
+                self.last_mirrored(&target, &mut file, end)?
+            }
+        };
+        let after = last.unwrap_or(0);
+        let pending: Vec<&StoredRecord> = own.iter().filter(|r| r.seq > after).collect();
+        let follows_directly = pending.first().is_some_and(|r| r.seq == after + 1)
+            && pending.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        let mut written = 0u64;
+        let mut newest: Option<StoredRecord> = None;
+        if follows_directly {
+            let lines: String = pending.iter().map(|r| line_of(r)).collect();
+            file.write_all(lines.as_bytes()).map_err(io)?;
+            written = pending.len() as u64;
+            newest = pending.last().map(|r| (*r).clone());
+        } else if pending.is_empty() && !own.is_empty() {
+            // Another process already mirrored the caller's records (and all before them).
+        } else {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                    STEP_RECORDS as i64
+                ],
+                StoredRecord::from_row,
+            )?;
+            let mut chunk = String::new();
+            let mut in_chunk = 0;
+            for row in rows {
+                let r = row?;
+                chunk.push_str(&line_of(&r));
+                in_chunk += 1;
+                written += 1;
+                newest = Some(r);
+                if in_chunk == CHUNK_RECORDS {
+                    file.write_all(chunk.as_bytes()).map_err(io)?;
+                    chunk.clear();
+                    in_chunk = 0;
+                }
+            }
+            file.write_all(chunk.as_bytes()).map_err(io)?;
+        }
+        let last = newest.as_ref().map(|r| r.seq).or(last);
+        if written > 0 {
+            state = FileState::of(&file).map_err(io)?;
+        }
+        st.tail = Some((target.clone(), state, last));
+        let checkpoint = match last {
+            Some(head) => {
+                let mac = newest.filter(|r| r.seq == head).map(|r| r.mac);
+                self.checkpoint_if_due(st, conn, &file, &target, head, mac, force_checkpoint)?
+            }
+            None => None,
+        };
+        Ok(Step {
+            written,
+            checkpoint,
+        })
+    }
+
+    /// With a checkpoint policy: sign the last mirrored record `head` when the mirror has grown
+    /// `every` records past the newest checkpoint (or `force`), never naming a record older
+    /// than that checkpoint. The mirror file is fsync'd first, so a checkpoint never survives a
+    /// power cut that the lines it covers did not.
+    #[allow(clippy::too_many_arguments)]
+    fn checkpoint_if_due(
+        &self,
+        st: &mut MirrorState,
+        conn: &Connection,
+        mirror_file: &File,
+        mirror_path: &Path,
+        head: u64,
+        mac: Option<String>,
+        force: bool,
+    ) -> Result<Option<Checkpoint>, AuditError> {
         let Some(policy) = &self.checkpoints else {
             return Ok(None);
         };
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some((seq, mac, _)) = super::chain::head(conn)? else {
-            return Ok(None);
+        let newest = self.newest_checkpoint(st, &policy.path)?;
+        let due = match newest {
+            None => force || head >= policy.every,
+            Some(c) if head < c => false,
+            Some(c) => force || head - c >= policy.every,
         };
-        let cp = Checkpoint::sign(&policy.key, seq, &mac);
-        append_checkpoint(&policy.path, &cp)?;
-        st.since_checkpoint = 0;
+        if !due {
+            return Ok(None);
+        }
+        // The MAC as the database has it: a checkpoint vouches for the database's record.
+        let mac = match mac {
+            Some(m) => m,
+            None => {
+                let found: Option<String> = conn
+                    .query_row(
+                        "SELECT mac FROM audit_log WHERE seq = ?1",
+                        [i64::try_from(head).unwrap_or(i64::MAX)],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(m) = found else {
+                    // Purged from the database since it was mirrored: nothing to vouch for.
+                    return Ok(None);
+                };
+                m
+            }
+        };
+        mirror_file
+            .sync_data()
+            .map_err(|e| AuditError::io(mirror_path, e))?;
+        let cp = Checkpoint::sign(&policy.key, head, &mac);
+        let state = append_checkpoint(&policy.path, &cp)?;
+        st.checkpoint = Some((state, Some(head)));
         Ok(Some(cp))
     }
 
-    /// Mirror every database record newer than the last mirrored one (call at start-up: a crash
-    /// between a commit and its mirror write leaves such records). Returns how many were written.
-    pub fn catch_up(&self, conn: &Connection) -> Result<u64, AuditError> {
-        let after = {
-            let st = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            st.last_seq.unwrap_or(0)
+    /// The highest sequence number among the last checkpoints in `path` (cached while the file
+    /// is unchanged). Lines that do not parse are left to `audit verify` to report.
+    fn newest_checkpoint(
+        &self,
+        st: &mut MirrorState,
+        path: &Path,
+    ) -> Result<Option<u64>, AuditError> {
+        let io = |e| AuditError::io(path, e);
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
         };
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq"
-        ))?;
-        let mut rows = stmt.query([after])?;
-        let mut n = 0;
-        let mut batch = Vec::with_capacity(256);
-        while let Some(row) = rows.next()? {
-            batch.push(StoredRecord::from_row(row)?);
-            if batch.len() == 256 {
-                self.write(&batch)?;
-                n += batch.len() as u64;
-                batch.clear();
+        let state = FileState::of(&file).map_err(io)?;
+        if let Some((known, seq)) = &st.checkpoint {
+            if *known == state {
+                return Ok(*seq);
             }
         }
-        n += batch.len() as u64;
-        self.write(&batch)?;
-        Ok(n)
+        let end = complete_len(&mut file, state.len).map_err(io)?;
+        let seq = last_lines(&mut file, end)
+            .map_err(io)?
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Checkpoint>(l).ok())
+            .map(|c| c.seq)
+            .max();
+        st.checkpoint = Some((state, seq));
+        Ok(seq)
     }
+}
+
+/// `r` as one mirror line, with its newline.
+fn line_of(r: &StoredRecord) -> String {
+    let mut line = JsonLine::render(r);
+    line.push('\n');
+    line
 }

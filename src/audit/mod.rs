@@ -3,8 +3,11 @@
 //! Place in the delivery path: every stage that changes state (verify, store, dispatch, admin,
 //! CLI) builds an [`AuditRecord`] and calls [`append`] **inside the same SQLite transaction** as
 //! the change, so there is no change without its record. After the transaction commits, the
-//! store hands the returned [`AppendedRecord`]s to [`Mirror::write`], which appends them to
-//! daily JSONL files for a SIEM and writes signed checkpoints.
+//! store hands the returned [`AppendedRecord`]s to [`Mirror::write`] (or calls
+//! [`Mirror::catch_up`]), which appends them, and any committed record before them not yet
+//! mirrored, to daily JSONL files for a SIEM and writes signed checkpoints. The server and CLI
+//! commands write the mirror at the same time; a file lock and a re-read of the mirror's last
+//! line keep it in sequence order (see `mirror.rs`).
 //!
 //! Integrity, in three layers:
 //! 1. **MAC chain** — each record carries `mac = HMAC-SHA256(audit key, content || prev_mac)`,
@@ -23,8 +26,11 @@ mod mirror;
 mod query;
 mod record;
 mod retention;
+mod tail;
 mod verify;
 
+#[cfg(test)]
+mod mirror_tests;
 #[cfg(test)]
 mod tests;
 
@@ -32,7 +38,9 @@ use std::path::PathBuf;
 
 pub(crate) use chain::format_ts;
 pub use chain::{append, append_all, head, migrate, AppendedRecord, StoredRecord, GENESIS_MAC};
-pub use checkpoint::{read_checkpoints, write_checkpoint, BadCheckpoint, Checkpoint};
+#[cfg(test)]
+pub(crate) use checkpoint::write_checkpoint;
+pub use checkpoint::{read_checkpoints, BadCheckpoint, Checkpoint};
 pub use mirror::Mirror;
 pub use query::{count, export, for_each_record, ExportFormat, Filter, Progress};
 pub use record::{

@@ -57,7 +57,7 @@ fn fill(
         let appended = append_all(&tx, kr, &batch).unwrap();
         tx.commit().unwrap();
         if let Some(m) = mirror {
-            m.write(&appended).unwrap();
+            m.write(conn, &appended).unwrap();
         }
         i += batch.len();
         all.extend(appended);
@@ -539,7 +539,7 @@ fn the_mirror_skips_records_already_written_and_catches_up_after_a_crash() {
     let mut conn = open(dir.path());
     let mirror = Mirror::new(&mirror_dir).unwrap();
     let first = fill(&mut conn, &kr, 4, Some(&mirror));
-    mirror.write(&first).unwrap(); // a retry writes nothing twice
+    mirror.write(&conn, &first).unwrap(); // a retry writes nothing twice
     fill(&mut conn, &kr, 5, None); // "crash" before mirroring these
     drop(mirror);
     let (seq, _) = failed_at(
@@ -855,7 +855,7 @@ fn purge_deletes_the_old_prefix_records_itself_and_the_rest_still_verifies() {
         written.push(append_at(&tx, &kr, &sample(i, &kr), old + Duration::days(i as i64)).unwrap());
     }
     tx.commit().unwrap();
-    mirror.write(&written).unwrap();
+    mirror.write(&conn, &written).unwrap();
     write_checkpoint(&conn, &kr, &cp_path).unwrap(); // at seq 5, soon purged
     fill(&mut conn, &kr, 5, Some(&mirror));
 
@@ -870,7 +870,9 @@ fn purge_deletes_the_old_prefix_records_itself_and_the_rest_still_verifies() {
     )
     .unwrap();
     tx.commit().unwrap();
-    mirror.write(std::slice::from_ref(&report.record)).unwrap();
+    mirror
+        .write(&conn, std::slice::from_ref(&report.record))
+        .unwrap();
     assert_eq!((report.deleted, report.through_seq), (5, Some(5)));
     assert_eq!(report.record.action, "audit_purged");
     assert!(report.record.detail.contains("\"through_seq\":5"));
@@ -969,7 +971,7 @@ fn no_canary_reaches_the_database_or_mirror_files() {
     .with_call_ref(CallRef::from_call_id(&kr, "CANARY-CALL-5558675309"));
     let appended = append(&tx, &kr, &rec).unwrap();
     tx.commit().unwrap();
-    mirror.write(&[appended]).unwrap();
+    mirror.write(&conn, &[appended]).unwrap();
     fill(&mut conn, &kr, 12, Some(&mirror));
     drop(conn);
     let mut files = vec![dir.path().join("wardhook.db")];

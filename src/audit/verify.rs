@@ -387,22 +387,26 @@ where
     walk(keyring, entries.peekable(), None, &[], false, genesis)
 }
 
-/// Streams every line of the mirror files in name (= date) order.
-struct JsonlEntries {
+/// Streams every line of the mirror files in name (= date) order. A file's last line without
+/// its newline is a write in progress (a writer holds the mirror lock; this reader does not)
+/// or one a crash cut short: it is not a record yet, so it is noted in `warnings` and skipped.
+struct JsonlEntries<'w> {
     files: std::vec::IntoIter<PathBuf>,
     current: Option<(PathBuf, BufReader<File>, usize)>,
+    warnings: &'w mut Vec<String>,
 }
 
-impl JsonlEntries {
-    fn new(files: Vec<PathBuf>) -> Self {
+impl<'w> JsonlEntries<'w> {
+    fn new(files: Vec<PathBuf>, warnings: &'w mut Vec<String>) -> Self {
         Self {
             files: files.into_iter(),
             current: None,
+            warnings,
         }
     }
 }
 
-impl Iterator for JsonlEntries {
+impl Iterator for JsonlEntries<'_> {
     type Item = Result<Entry, AuditError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -419,6 +423,15 @@ impl Iterator for JsonlEntries {
             match reader.read_until(b'\n', &mut buf) {
                 Err(e) => return Some(Err(AuditError::io(path.clone(), e))),
                 Ok(0) => {
+                    self.current = None;
+                    continue;
+                }
+                Ok(_) if buf.last() != Some(&b'\n') => {
+                    self.warnings.push(format!(
+                        "{}:{}: incomplete last line (being written, or cut short by a crash) not counted",
+                        path.display(),
+                        *line_no + 1
+                    ));
                     self.current = None;
                     continue;
                 }
@@ -445,7 +458,9 @@ impl Iterator for JsonlEntries {
 }
 
 /// Verify the JSONL mirror in `dir` independently of the database (e.g. on the SIEM side, with
-/// the same master key). `allow_partial_start` accepts files whose first record is not the start
+/// the same master key). Safe while writers append: the checkpoints are read first, and a
+/// checkpoint is only written after the lines it covers; an incomplete last line is skipped
+/// with a warning. `allow_partial_start` accepts files whose first record is not the start
 /// of the chain (older files archived away); otherwise that is reported as missing records.
 pub fn verify_jsonl(
     dir: &Path,
@@ -461,7 +476,8 @@ pub fn verify_jsonl(
     }
     // First pass: the newest purge anchor (purge records are MAC-checked in the second pass).
     let mut anchor = None;
-    for entry in JsonlEntries::new(files.clone()) {
+    let mut first_pass_warnings = Vec::new();
+    for entry in JsonlEntries::new(files.clone(), &mut first_pass_warnings) {
         if let Entry::Record { rec, .. } = entry? {
             if rec.action == Action::AuditPurged.as_str() {
                 if let Some(a) = anchor_from_detail(&rec.detail) {
@@ -470,14 +486,16 @@ pub fn verify_jsonl(
             }
         }
     }
+    let mut line_warnings = Vec::new();
     let mut report = walk(
         keyring,
-        JsonlEntries::new(files).peekable(),
+        JsonlEntries::new(files, &mut line_warnings).peekable(),
         anchor,
         &checkpoints,
         allow_partial_start,
         GENESIS_MAC,
     )?;
+    warnings.extend(line_warnings);
     report.warnings.splice(0..0, warnings);
     Ok(report)
 }

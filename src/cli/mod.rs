@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use std::os::unix::fs::OpenOptionsExt as _;
-
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
@@ -461,11 +459,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(intake::parse_time)
                 .transpose()?
                 .unwrap_or_else(chrono::Utc::now);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&out)
+            let mut file = crate::fsutil::create_new_private(&out)
                 .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
             let report = crate::store::emergency::export(
                 &store,
@@ -670,6 +664,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&cli.config)?;
             let conn = store.connection()?;
             crate::admin::cli::run(&conn, store.keyring(), command, &mut std::io::stdout())?;
+            crate::store::admin::mirror(&store, &conn);
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs {
@@ -865,13 +860,10 @@ fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
                     &mut stderr,
                 )?
             } else {
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&out)
-                    .with_context(|| {
-                        format!("cannot create {} (it must not exist)", out.display())
-                    })?;
+                // Audit records: owner-only, like every file holding them.
+                let mut file = crate::fsutil::create_new_private(&out).with_context(|| {
+                    format!("cannot create {} (it must not exist)", out.display())
+                })?;
                 audit::export(&conn, &keyring, format, &args, &mut file, &mut stderr)?
             };
             eprintln!("exported {n} record{}", plural(n as usize));
@@ -975,7 +967,9 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
     let pid_file = pid_file_of(&config.storage_path);
     runtime.block_on(async move {
         let app = Application::build(config).await?;
-        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        if let Err(e) =
+            crate::fsutil::write_private(&pid_file, format!("{}\n", std::process::id()).as_bytes())
+        {
             tracing::warn!(error = %e, file = %pid_file.display(), "cannot write pid file; `wardhook reload` will not find this server");
         }
         let reloader = app.reloader();

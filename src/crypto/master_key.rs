@@ -1,8 +1,7 @@
 //! The master key file: generation, loading and the permission rules around it.
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
@@ -76,26 +75,21 @@ impl MasterKey {
         let key = Self::generate();
         let shown = path.display().to_string();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| MasterKeyError::Io {
+            crate::fsutil::create_private_dir_all(parent).map_err(|e| MasterKeyError::Io {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
         }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    MasterKeyError::Exists(shown.clone())
-                } else {
-                    MasterKeyError::Io {
-                        path: shown.clone(),
-                        reason: e.to_string(),
-                    }
+        let mut file = crate::fsutil::create_new_private(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                MasterKeyError::Exists(shown.clone())
+            } else {
+                MasterKeyError::Io {
+                    path: shown.clone(),
+                    reason: e.to_string(),
                 }
-            })?;
+            }
+        })?;
         let mut text = Zeroizing::new(STANDARD.encode(*key.bytes));
         text.push('\n');
         file.write_all(text.as_bytes())

@@ -50,7 +50,7 @@ impl SkewTracker {
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let path = dir.join(CLOCK_FILE);
         let tmp = dir.join(format!("{CLOCK_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&stats)?)?;
+        crate::fsutil::write_private(&tmp, &serde_json::to_vec_pretty(&stats)?)?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
     }

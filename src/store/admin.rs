@@ -220,7 +220,10 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineSummary> {
     })
 }
 
-/// Write the audit records of a committed admin transaction to the mirror, if configured.
+/// Write the audit records of a committed transaction to the mirror, if configured: the
+/// mirror appends every committed record it does not have yet, in order, under its file lock,
+/// so this is safe while the server and other commands write too. A failure is logged; the
+/// next write (or the server's next start) fills the gap.
 pub(crate) fn mirror(store: &Store, conn: &Connection) {
     if let Some(m) = &store.shared.options.audit_mirror {
         if let Err(e) = m.catch_up(conn) {

@@ -115,7 +115,7 @@ pub fn backup_to_with_progress(
             reason: e.to_string(),
         }
     };
-    create_private(to).map_err(io(to))?;
+    crate::fsutil::create_new_private(to).map_err(io(to))?;
     let src = store.connection()?;
     let mut dst = Connection::open(to)?;
     {
@@ -221,19 +221,10 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((len, hex::encode(hasher.finalize())))
 }
 
-/// Create `path` owner-only (0600 whatever the umask) before anything is written into it.
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
+/// Write the manifest: a new owner-only file, fsync'd.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut file = create_private(path)?;
+    let mut file = crate::fsutil::create_new_private(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -281,15 +281,21 @@ fn open_connection(path: &Path, options: &StoreOptions) -> Result<Connection, St
 
 impl Store {
     /// Open (creating if needed) the database at `path`, apply migrations and start the writer
-    /// thread. Files are created owner-only (umask permitting: the directory should be 0700).
+    /// thread. The folder is created `0700` and the database file `0600` before SQLite opens it,
+    /// so its `-wal` and `-shm` (which SQLite creates with the main file's mode) are `0600` too,
+    /// whatever the umask.
     #[tracing::instrument(skip(keyring, options), fields(path = %path.display()))]
     pub fn open(path: &Path, keyring: Keyring, options: StoreOptions) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
+            crate::fsutil::create_private_dir_all(parent).map_err(|e| StoreError::Io {
                 path: parent.display().to_string(),
                 reason: e.to_string(),
             })?;
         }
+        crate::fsutil::ensure_private_file(path).map_err(|e| StoreError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let mut conn = open_connection(path, &options)?;
         schema::migrate(&mut conn)?;
         crate::audit::migrate(&conn)?;
@@ -442,8 +448,9 @@ impl Store {
     }
 }
 
-/// Make the database and its WAL/SHM owner-only. Best effort: failure is logged, not fatal,
-/// because the files hold only ciphertext and blind indexes.
+/// Make the database and its WAL/SHM owner-only, also when an older version created them with
+/// a looser mode. Best effort: failure is logged, not fatal, because the files hold only
+/// ciphertext and blind indexes.
 fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {

@@ -375,8 +375,9 @@ fn commit_batch(
             }
             // The chain in the database is authoritative; a mirror that falls behind catches up
             // on its next write, so a mirror error must not turn a committed delivery into a 503.
+            // The mirror may read records other processes committed before these from `conn`.
             if let Some(mirror) = &shared.options.audit_mirror {
-                if let Err(e) = mirror.write(&audit) {
+                if let Err(e) = mirror.write(conn, &audit) {
                     tracing::error!(error = %e, "audit mirror write failed");
                 }
             }

@@ -252,3 +252,172 @@ async fn a_checkpoint_at_stop_makes_cutting_the_newest_records_detectable() {
     );
     assert!(String::from_utf8_lossy(&verify.stderr).contains("truncated"));
 }
+
+/// A handler whose endpoint refuses everything with 422: every delivery's job dead-letters,
+/// so the dispatch workers write audit records too.
+fn refusing_crm(url: &str) -> String {
+    format!(
+        r#"
+[[handlers]]
+name = "crm"
+kind = "http"
+phi = "full"
+baa = true
+url = "{url}/api/leads"
+
+[[routes]]
+source = "demo"
+events = ["call.ended"]
+handlers = ["crm"]
+"#
+    )
+}
+
+fn cli_beside(fixture: &Fixture, args: &[String]) -> Output {
+    Command::new(wardhook_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .current_dir(fixture.dir.path())
+        .output()
+        .unwrap()
+}
+
+/// The server (intake, dispatch workers) and CLI commands each append to the JSONL mirror
+/// while deliveries keep arriving; `audit verify` then finds every record once and in order.
+/// Each process used to keep its own "last sequence written", and an untouched log was
+/// reported as `inserted` or `missing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_passes_after_cli_commands_wrote_the_mirror_beside_a_busy_server() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422))
+        .mount(&crm)
+        .await;
+    let fixture = write_fixture(&AppOptions {
+        extra: format!(
+            "[log]\nformat = \"json\"\nlevel = \"warn,wardhook::cli=info\"\n{}",
+            refusing_crm(&crm.uri())
+        ),
+        ..AppOptions::default()
+    });
+    let (mut server, port) = start_server(&fixture);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+
+    // Deliveries keep arriving until the commands are done (at most 2000 of them).
+    let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (ids, stop) = (ids.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && i < 2000 {
+                let body = format!(r#"{{"event":"call.ended","data":{{"call_id":"busy-{i}"}}}}"#);
+                let res = http
+                    .post(format!("https://localhost:{port}/hooks/demo"))
+                    .header(
+                        "X-NextPhone-Signature",
+                        nextphone_signature(DEMO_SECRET, body.as_bytes()),
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                let v: serde_json::Value = res.json().await.unwrap();
+                ids.lock()
+                    .unwrap()
+                    .push(v["delivery_id"].as_str().unwrap().to_owned());
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            i
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ids.lock().unwrap().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no delivery accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Commands that write audit records, one after another, each its own process.
+    for round in 0..8 {
+        let id = ids.lock().unwrap().last().unwrap().clone();
+        let commands: [Vec<String>; 3] = [
+            vec!["deliveries".into(), "show".into(), id],
+            vec!["dlq".into(), "retry".into(), "--all".into()],
+            vec![
+                "tokens".into(),
+                "create".into(),
+                "--name".into(),
+                format!("busy-{round}"),
+                "--role".into(),
+                "auditor".into(),
+            ],
+        ];
+        for args in commands {
+            let f = fixture.config_path.clone();
+            let dir = fixture.dir.path().to_owned();
+            let out = tokio::task::spawn_blocking(move || {
+                Command::new(wardhook_bin())
+                    .args(&args)
+                    .arg("--config")
+                    .arg(&f)
+                    .current_dir(&dir)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.await.unwrap();
+    assert!(sent >= 3);
+
+    // Verified while the server still runs and writes, then again after it stopped.
+    let check = |when: &str| {
+        let verify = cli_beside(&fixture, &["audit".into(), "verify".into()]);
+        let stdout = String::from_utf8_lossy(&verify.stdout);
+        let stderr = String::from_utf8_lossy(&verify.stderr);
+        assert_eq!(verify.status.code(), Some(0), "{when}: {stdout}\n{stderr}");
+        assert!(stdout.contains("mirror: OK"), "{when}: {stdout}");
+        for alarm in ["inserted", "missing", "reordered", "modified"] {
+            assert!(
+                !stdout.contains(alarm) && !stderr.contains(alarm),
+                "{when}: {stdout}\n{stderr}"
+            );
+        }
+        stdout.into_owned()
+    };
+    check("while serving");
+    let pid = server.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while server.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = check("after stop");
+    assert!(
+        !after.contains("not mirrored yet"),
+        "the server mirrors everything before it exits: {after}"
+    );
+}

@@ -292,9 +292,14 @@ impl Drop for ServerProcess {
 }
 
 pub fn start_server(fixture: &Fixture) -> (ServerProcess, u16) {
-    let mut child = Command::new(wardhook_bin())
-        .args(["serve", "--config"])
-        .arg(&fixture.config_path)
+    let mut serve = Command::new(wardhook_bin());
+    serve.args(["serve", "--config"]).arg(&fixture.config_path);
+    start_server_command(fixture, serve)
+}
+
+/// Like [`start_server`], started by `serve` (e.g. a shell that sets a umask, then execs).
+pub fn start_server_command(fixture: &Fixture, mut serve: Command) -> (ServerProcess, u16) {
+    let mut child = serve
         .current_dir(fixture.dir.path())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -11,6 +11,7 @@ mod crash;
 mod dispatch;
 mod examples;
 mod fhir_keys;
+mod file_modes;
 mod foundation;
 mod helpers;
 mod hl7v2;
