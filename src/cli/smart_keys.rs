@@ -4,7 +4,6 @@
 //! public half is printed as a JWKS on stdout, to register with the EHR.
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -13,17 +12,12 @@ use wardhook_handler_fhir::smart::{generate_key, SigningKey};
 /// Generate an ES384 (EC P-384) key, write it to `out` and print its JWKS.
 pub fn generate(out: &Path, stdout: &mut impl std::io::Write) -> anyhow::Result<()> {
     let key = generate_key().context("cannot generate a key")?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| {
-            format!(
-                "cannot create {} (an existing key is never overwritten)",
-                out.display()
-            )
-        })?;
+    let mut file = crate::fsutil::create_new_private(out).with_context(|| {
+        format!(
+            "cannot create {} (an existing key is never overwritten)",
+            out.display()
+        )
+    })?;
     file.write_all(key.private_pem.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", out.display()))?;
