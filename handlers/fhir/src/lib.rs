@@ -278,7 +278,7 @@ impl HandlerFactory for FhirFactory {
         });
         let client = egress
             .as_ref()
-            .and_then(|e| p.take(build_client(e, config.ca_file.as_deref(), ctx)));
+            .and_then(|e| p.take(e.client_with_ca(config.ca_file.as_deref(), ctx)));
         p.check()?;
         let (Some(base), Some(auth), Some(client)) = (base, auth, client) else {
             return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
@@ -375,36 +375,6 @@ fn build_auth(
             ))))
         }
     }
-}
-
-/// The SDK's outbound client (rustls, TLS 1.2+, no redirects, public roots) plus the CA
-/// certificates in `ca_file`, for an EHR with a private CA. There is no way to turn
-/// verification off.
-fn build_client(
-    egress: &Egress,
-    ca_file: Option<&std::path::Path>,
-    ctx: &BuildContext,
-) -> Result<reqwest::Client, ConfigProblem> {
-    let mut builder = egress.client_builder().tls_built_in_root_certs(true);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(ctx.resolve_path(path)).map_err(|e| {
-            ConfigProblem::new(
-                "ca_file",
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|_| ConfigProblem::new("ca_file", "not a PEM certificate"))?;
-        if certs.is_empty() {
-            return Err(ConfigProblem::new("ca_file", "holds no PEM certificate"));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
 }
 
 /// SMART v2 scopes for what the handler does: `system/<Type>.c` per resource, and

@@ -104,7 +104,7 @@ impl HandlerFactory for HttpFactory {
             .ok();
         let client = egress
             .as_ref()
-            .and_then(|e| p.take(build_client(&config.ca_file, ctx, e)));
+            .and_then(|e| p.take(e.client_with_ca(config.ca_file.as_deref(), ctx)));
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
         p.check()?;
         let (Some(method), Some(url), Some(auth), Some(client), Some(egress)) =
@@ -173,34 +173,6 @@ fn build_body(config: &HttpConfig, ctx: &BuildContext) -> Result<Body, ConfigPro
             })
         }
     }
-}
-
-fn build_client(
-    ca_file: &Option<std::path::PathBuf>,
-    ctx: &BuildContext,
-    egress: &Egress,
-) -> Result<reqwest::Client, ConfigProblem> {
-    let mut builder = egress.client_builder().tls_built_in_root_certs(true);
-    if let Some(path) = ca_file {
-        let full = ctx.resolve_path(path);
-        let pem = std::fs::read(&full).map_err(|e| {
-            ConfigProblem::new(
-                "ca_file",
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|_| ConfigProblem::new("ca_file", "not a PEM certificate"))?;
-        if certs.is_empty() {
-            return Err(ConfigProblem::new("ca_file", "holds no PEM certificate"));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
 }
 
 /// How the body is built.

@@ -177,6 +177,36 @@ impl Egress {
             .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
     }
 
+    /// [`Egress::client`], trusting also the CA certificates (PEM) in `ca_file` (config key
+    /// `ca_file`, relative to the config's folder) besides the public roots: for a destination
+    /// whose certificate an internal CA issued. Verification cannot be turned off.
+    pub fn client_with_ca(
+        &self,
+        ca_file: Option<&std::path::Path>,
+        ctx: &crate::BuildContext,
+    ) -> Result<reqwest::Client, ConfigProblem> {
+        let mut builder = self.client_builder().tls_built_in_root_certs(true);
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(ctx.resolve_path(path)).map_err(|e| {
+                ConfigProblem::new(
+                    "ca_file",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|_| ConfigProblem::new("ca_file", "not a PEM certificate"))?;
+            if certs.is_empty() {
+                return Err(ConfigProblem::new("ca_file", "holds no PEM certificate"));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder
+            .build()
+            .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up"))
+    }
+
     /// Send `request` (built on a client from [`Egress::client_builder`]) if its URL passes
     /// [`Egress::check_url`]. A refusal at connect time (a name resolving only to addresses not
     /// allowed) is [`SendError::Refused`] as well, so callers classify it as permanent.
