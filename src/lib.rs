@@ -4,12 +4,19 @@
 //! One delivery travels through these stages, one module each:
 //!
 //! 1. [`listener`] — TLS termination (TLS 1.2/1.3, AEAD only), body caps checked while streaming,
-//!    per-source rate limits, `/healthz` and `/readyz`.
+//!    per-source rate limits charged only by verified deliveries, a separate per-client budget
+//!    and per-minute audit tallies for refused ones, `/healthz` and `/readyz`.
 //! 2. [`verify`] — the sender's signature or token, checked in constant time over the raw body;
 //!    the only way to obtain a `VerifiedDelivery`.
-//! 3. `normalize` — the sender's envelope turned into the canonical `wardhook_sdk::Event`.
-//! 4. `store` — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite.
-//! 5. `audit` — a hash-chained record of every state change, in the same transaction.
+//! 3. [`normalize`] — the sender's envelope turned into the canonical `wardhook_sdk::Event`; an
+//!    event type that is not an identifier sends the delivery to quarantine.
+//! 4. [`store`] — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite
+//!    (`store::writer`) or PostgreSQL (`store::postgres`); maintenance (`rotate`, `purge`,
+//!    `backup`) in bounded chunks beside intake.
+//! 5. [`audit`] — a hash-chained record of every state change, in the same transaction; the
+//!    JSONL mirror is appended by every process under one file lock.
+//! 6. [`dispatch`] — leased jobs run through the handlers (`handlers/*` crates on the SDK) with
+//!    retries, dead letters, bounded destination delays and panics contained per attempt.
 //!
 //! Around them: [`config`] (typed, checked at start with every problem reported), [`secret`]
 //! (`env:`/`file:` references, zeroized), [`certs`] and [`dev`] (the first-run setup),
