@@ -7,6 +7,7 @@
 set -euo pipefail
 venv=${WARDHOOK_TEST_VENV:-/opt/wardhook-test-venv}
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  apt-get update -qq
   apt-get install -y -qq python3-venv >/dev/null
 fi
 if [ ! -x "$venv/bin/python" ]; then
