@@ -595,6 +595,52 @@ async fn operators_list_metadata_and_read_a_delivery_with_an_audit_record(h: Har
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
 }
 
+async fn a_job_whose_lease_expired_is_taken_over_and_the_late_finish_changes_nothing(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    submit(&*a, nextphone("call.ended", "lease-1"), &["crm"])
+        .await
+        .expect("submit");
+    // A claims with a lease that is over at once: as if its worker step failed after the claim.
+    let lost = a
+        .claim_next(Vec::new(), Duration::ZERO, no_predecessors())
+        .await
+        .expect("claim")
+        .expect("due");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = claim(&*b, no_predecessors())
+        .await
+        .expect("the expired lease is claimable");
+    assert_eq!(taken.id, lost.id);
+    assert_eq!(taken.delivery_id, lost.delivery_id, "same idempotency key");
+    assert!(
+        claim(&*a, no_predecessors()).await.is_none(),
+        "a live lease is not claimable"
+    );
+    // A was only slow: its late result is recorded but does not touch B's job.
+    a.finish_attempt(lost, ok_attempt(serde_json::json!({})), NextStep::Dead)
+        .await
+        .expect("late finish");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+            .await,
+        1,
+        "still B's"
+    );
+    b.finish_attempt(taken, ok_attempt(serde_json::json!({})), NextStep::Done)
+        .await
+        .expect("finish");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE status = 'done'")
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM attempts").await,
+        2,
+        "both on record"
+    );
+}
+
 macro_rules! both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -624,6 +670,7 @@ both_backends!(
     identical_deliveries_racing_on_two_nodes_get_one_accepted_and_one_duplicate,
     unparseable_delivery_is_quarantined_once_even_when_retried,
     two_nodes_claiming_at_once_never_claim_a_job_twice,
+    a_job_whose_lease_expired_is_taken_over_and_the_late_finish_changes_nothing,
     a_later_handler_waits_for_the_earlier_one_and_sees_its_output,
     retries_are_rescheduled_and_permanent_failures_dead_lettered,
     audit_chain_verifies_and_a_tampered_record_is_found,

@@ -116,7 +116,9 @@ pub fn reset_orphaned(store: &Store) -> Result<u64, StoreError> {
 }
 
 /// Claim the next due job whose handler is not in `exclude` (open circuits, saturated
-/// handlers). `predecessors(source, handler)` names the handlers that must be done first
+/// handlers). A `running` job whose lease has run out counts as due: its attempt was lost (a
+/// worker step that failed after the claim) and it is taken over with the same idempotency key;
+/// the lease is longer than twice the handler timeout, so no attempt is still running then. `predecessors(source, handler)` names the handlers that must be done first
 /// (earlier in the same route); a job whose predecessors are not done is parked as `waiting`.
 pub fn claim_next(
     store: &Store,
@@ -135,7 +137,8 @@ pub fn claim_next(
         let mut stmt = tx.prepare_cached(
             "SELECT j.id, j.delivery_id, j.handler, d.source, j.attempts
              FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
-             WHERE j.status = 'pending' AND j.next_attempt_at <= ?1
+             WHERE (j.status = 'pending' AND j.next_attempt_at <= ?1)
+                OR (j.status = 'running' AND j.lease_until <= ?1)
              ORDER BY j.next_attempt_at, j.id LIMIT 64",
         )?;
         let rows = stmt.query_map(params![now_s], |r| {
@@ -284,8 +287,27 @@ pub fn finish_attempt(
             record.result.reason(),
         ],
     )?;
+    // Only the holder of the current lease moves the job on. A late finish after the lease ran
+    // out and the job was taken over is recorded as an attempt but changes nothing (claiming
+    // bumps `attempts`, so the claim's count no longer matches).
+    let claimed_attempts = i64::from(job.schedule_index).saturating_add(1);
+    let owned: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM jobs WHERE id = ?1 AND status = 'running' AND attempts = ?2",
+        params![job.id, claimed_attempts],
+        |r| r.get(0),
+    )?;
+    let next = if owned == 0 {
+        tracing::warn!(
+            job = job.id,
+            "a late finish after the job's lease was taken over; its state is left alone"
+        );
+        None
+    } else {
+        Some(next)
+    };
     match next {
-        NextStep::Done => {
+        None => {}
+        Some(NextStep::Done) => {
             let (out_key, nonce, ct) = match &record.result {
                 AttemptResult::Ok { output } => {
                     let mut cache = WriteKeyCache::new();
@@ -318,7 +340,7 @@ pub fn finish_attempt(
                 params![job.delivery_id, now_s],
             )?;
         }
-        NextStep::RetryAt(at) => {
+        Some(NextStep::RetryAt(at)) => {
             tx.execute(
                 "UPDATE jobs SET status = 'pending', lease_until = NULL, next_attempt_at = ?2,
                                  last_error = ?3, updated_at = ?4
@@ -326,7 +348,7 @@ pub fn finish_attempt(
                 params![job.id, db_time(at), record.result.reason(), now_s],
             )?;
         }
-        NextStep::Dead => {
+        Some(NextStep::Dead) => {
             tx.execute(
                 "UPDATE jobs SET status = 'dead', lease_until = NULL, last_error = ?2,
                                  updated_at = ?3
@@ -335,7 +357,15 @@ pub fn finish_attempt(
             )?;
         }
     }
-    for audit in attempt_audit_records(job, record, next) {
+    // A late finish is on record as an attempt only: no dead letter for a job it no longer holds.
+    let audit_records = match next {
+        Some(step) => attempt_audit_records(job, record, step),
+        None => attempt_audit_records(job, record, NextStep::Done)
+            .into_iter()
+            .take(1)
+            .collect(),
+    };
+    for audit in audit_records {
         crate::audit::append(&tx, store.keyring(), &audit)?;
     }
     tx.commit()?;
