@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod certs;
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod config;
 pub mod crypto;
 pub mod dev;
 pub mod dispatch;
+pub mod filter;
 pub mod fsutil;
 pub mod listener;
 pub mod metrics;
@@ -41,4 +43,5 @@ pub mod normalize;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod verify;

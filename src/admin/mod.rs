@@ -85,7 +85,7 @@ pub enum AdminError {
     },
     /// The TLS material failed to load.
     #[error(transparent)]
-    Tls(#[from] crate::listener::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     /// The admin tables could not be created.
     #[error(transparent)]
     Tokens(#[from] tokens::TokenError),
@@ -180,11 +180,7 @@ impl ConsoleView {
             .iter()
             .map(|s| s.name.as_str().to_owned())
             .collect();
-        let handlers: Vec<String> = config
-            .handlers
-            .iter()
-            .map(|h| h.name().to_owned())
-            .collect();
+        let handlers: Vec<String> = config.handlers.iter().map(|h| h.name.clone()).collect();
         let summary = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config_sha256": config.sha256,
@@ -249,7 +245,7 @@ pub(crate) struct Console {
 pub struct AdminServer {
     port: u16,
     server: Server,
-    cert_slot: Option<Arc<crate::listener::tls::CertSlot>>,
+    cert_slot: Option<Arc<crate::tls::CertSlot>>,
 }
 
 impl std::fmt::Debug for AdminServer {
@@ -308,7 +304,7 @@ impl AdminServer {
         let mut cert_slot = None;
         let http = match &transport {
             Transport::Tls(settings) => {
-                let (tls_config, slot) = crate::listener::tls::server_config(settings)?;
+                let (tls_config, slot) = crate::tls::server_config(settings)?;
                 cert_slot = Some(slot);
                 http.listen_rustls_0_23(listener, tls_config)
                     .map_err(AdminError::Server)?
@@ -323,7 +319,7 @@ impl AdminServer {
     }
 
     /// The slot that swaps this listener's certificate on reload.
-    pub fn cert_slot(&self) -> Option<Arc<crate::listener::tls::CertSlot>> {
+    pub fn cert_slot(&self) -> Option<Arc<crate::tls::CertSlot>> {
         self.cert_slot.clone()
     }
 

@@ -906,9 +906,12 @@ fn pid_file_of(db: &Path) -> PathBuf {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(c) => {
-            for warning in c.handlers.iter().flat_map(|h| h.startup_warnings()) {
+    // The same builders as `serve`: a file that passes here starts.
+    let checked =
+        Config::load(path).and_then(|c| crate::app::build_stages(&c).map(|stages| (c, stages)));
+    match checked {
+        Ok((c, stages)) => {
+            for (_, warning) in crate::app::startup_warnings(&c, &stages.plan) {
                 println!("warning: {warning}");
             }
             println!(
@@ -955,11 +958,6 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&config_path)?;
     let _log = telemetry::init(&config.log);
-    for handler in &config.handlers {
-        for warning in handler.startup_warnings() {
-            tracing::warn!(handler = handler.name(), "{warning}");
-        }
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,7 +4,6 @@
 //! budget and a bounded audit trail ([`super::rejections`]).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -16,7 +15,8 @@ use serde_json::json;
 use super::body::{read_capped, BodyError};
 use super::rejections::Tally;
 use super::{error_response, AppState};
-use crate::dispatch::realtime::{Realtime, Reply};
+use crate::dispatch::plan::{RealtimeRoute, Routing};
+use crate::dispatch::realtime::Reply;
 use crate::normalize::{normalize, IntakeInput};
 use crate::store::{IntakeOutcome, JobSpec, StoreError};
 use crate::verify::{Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
@@ -42,7 +42,7 @@ pub(super) async fn receive_hook(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_capped(payload, declared, rt.source.max_body_bytes).await {
+    let body = match read_capped(payload, declared, rt.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge { cap }) => {
             tracing::warn!(cap, "body over the source's cap");
@@ -68,11 +68,11 @@ pub(super) async fn receive_hook(
         body: &body,
         peer_ip,
     };
-    let verdict = match rt.source.verifier.verify(&unverified, Utc::now()) {
+    let verdict = match rt.verifier.verify(&unverified, Utc::now()) {
         Ok(verdict) => verdict,
         Err(rejection) => {
             let client = client_address(rt, peer_ip, req.headers());
-            return reject(&state, rt.source.name.as_str(), &rejection, client);
+            return reject(&state, rt.name.as_str(), &rejection, client);
         }
     };
     // Only authenticated requests spend the source's budget, so forgeries cannot use it up and
@@ -95,7 +95,7 @@ pub(super) async fn receive_hook(
             if let Some(signed_at) = delivery.signed_at() {
                 state.clock.record(path.as_str(), signed_at, Utc::now());
             }
-            intake(&state, &live, delivery, started).await
+            intake(&state, delivery, started).await
         }
     }
 }
@@ -155,7 +155,7 @@ fn client_address(
     peer: IpAddr,
     headers: &actix_web::http::header::HeaderMap,
 ) -> IpAddr {
-    let trusted = &rt.source.verifier.spec().trusted_proxies;
+    let trusted = &rt.verifier.spec().trusted_proxies;
     crate::verify::ip::resolve_client_ip(peer, headers, trusted).unwrap_or(peer)
 }
 
@@ -202,12 +202,7 @@ fn unavailable(e: &StoreError) -> HttpResponse {
 }
 
 /// Normalize, then commit (or quarantine) before answering.
-async fn intake(
-    state: &AppState,
-    live: &super::Live,
-    delivery: VerifiedDelivery,
-    started: Instant,
-) -> HttpResponse {
+async fn intake(state: &AppState, delivery: VerifiedDelivery, started: Instant) -> HttpResponse {
     let input = IntakeInput::from_verified(&delivery);
     drop(delivery);
     let normalized = match normalize(&input, Utc::now()) {
@@ -227,35 +222,12 @@ async fn intake(
     };
     let source = input.source().to_owned();
     let event = normalized.to_event("", &source);
-    let now = Utc::now();
-    let mut jobs: Vec<JobSpec> = Vec::new();
-    // The first real-time route that takes the event answers the sender; its handlers run
-    // inline rather than as jobs.
-    let mut realtime: Option<(&crate::config::Route, &Arc<Realtime>)> = None;
-    for (index, route) in live.routes.iter().enumerate() {
-        match route.accepts(&event, now) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(reason) => {
-                tracing::warn!(route = index, reason = %reason, "route filter not applicable; route skipped");
-                continue;
-            }
-        }
-        if let Some(rt) = &route.realtime {
-            if realtime.is_none() {
-                realtime = Some((route, rt));
-            }
-            continue;
-        }
-        for handler in &route.handlers {
-            if !jobs.iter().any(|j| &j.handler == handler) {
-                jobs.push(JobSpec::new(handler.clone()));
-            }
-        }
-    }
+    let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let Routing { jobs, realtime } = plan.route(&event, Utc::now());
     let has_jobs = !jobs.is_empty();
-    if let Some((route, rt)) = realtime {
-        return answer_realtime(state, route, rt, event, input, normalized, jobs, started).await;
+    if let Some(route) = realtime {
+        let tz = plan.time_zone();
+        return answer_realtime(state, route, tz, event, input, normalized, jobs, started).await;
     }
     drop(event);
     match state.store.intake(input, normalized, jobs).await {
@@ -286,8 +258,8 @@ async fn intake(
 #[allow(clippy::too_many_arguments)]
 async fn answer_realtime(
     state: &AppState,
-    route: &crate::config::Route,
-    rt: &Arc<Realtime>,
+    route: RealtimeRoute,
+    time_zone: wardhook_sdk::template::Tz,
     mut event: wardhook_sdk::Event,
     input: IntakeInput,
     normalized: crate::normalize::Normalized,
@@ -318,20 +290,15 @@ async fn answer_realtime(
         }
     }
     event.delivery_id.clone_from(&delivery_id);
-    let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let handlers: Vec<Arc<dyn wardhook_sdk::Handler>> = route
-        .handlers
-        .iter()
-        .filter_map(|h| plan.handler(h))
-        .collect();
+    let rt = &route.reply;
     // Keep a little of the budget for storing the reply before answering.
     let margin = Duration::from_millis(25).min(rt.deadline / 4);
     let budget = rt
         .deadline
         .saturating_sub(started.elapsed())
         .saturating_sub(margin);
-    let reply = if handlers.len() == route.handlers.len() {
-        rt.answer(&handlers, &event, budget, plan.time_zone()).await
+    let reply = if let Some(handlers) = &route.handlers {
+        rt.answer(handlers, &event, budget, time_zone).await
     } else {
         tracing::warn!("real-time route names a handler that is not configured; fallback sent");
         rt.fallback_reply()

@@ -14,7 +14,6 @@ mod hooks;
 pub mod rate_limit;
 pub mod rejections;
 mod reload;
-pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,11 +30,12 @@ use serde_json::json;
 
 use crate::audit::Mirror;
 use crate::config::StorageBackend;
-use crate::config::{Config, Route, Source, Transport};
+use crate::config::{Config, ConfigError, Transport};
 use crate::crypto::Keyring;
-use crate::dispatch::worker::{Dispatcher, Plan, SharedPlan};
+use crate::dispatch::worker::{Dispatcher, SharedPlan};
 use crate::store::postgres::PgStore;
 use crate::store::{Storage, Store, StoreError, StoreOptions};
+use crate::tls;
 use rate_limit::{ClientBuckets, TokenBucket};
 use rejections::RejectionLog;
 pub use reload::{ReloadError, ReloadReport, Reloader};
@@ -66,6 +66,9 @@ pub enum ListenerError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// A stage could not be built from the settings (every problem, with its key path).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The TLS material failed to load (it loaded during config checking, so it changed since).
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -102,7 +105,9 @@ pub enum ListenerError {
 /// A source with its runtime state.
 #[derive(Debug)]
 struct SourceRuntime {
-    source: Source,
+    name: String,
+    max_body_bytes: usize,
+    verifier: crate::verify::SourceVerifier,
     bucket: Option<TokenBucket>,
 }
 
@@ -111,30 +116,29 @@ struct SourceRuntime {
 #[derive(Debug)]
 pub(crate) struct Live {
     sources: HashMap<String, SourceRuntime>,
-    routes: Vec<Route>,
     oauth: Option<Arc<crate::verify::oauth::TokenIssuer>>,
 }
 
 impl Live {
-    fn from_config(
-        sources: Vec<Source>,
-        routes: Vec<Route>,
-        oauth: Option<Arc<crate::verify::oauth::TokenIssuer>>,
-    ) -> Self {
+    /// The sources' settings with the verifiers built from them (same order).
+    fn new(sources: &[crate::config::Source], verifiers: crate::verify::Verifiers) -> Self {
         let sources = sources
-            .into_iter()
-            .map(|source| {
-                let bucket = source.rate_limit.map(TokenBucket::new);
-                (
-                    source.name.as_str().to_owned(),
-                    SourceRuntime { source, bucket },
-                )
+            .iter()
+            .zip(verifiers.sources)
+            .map(|(source, verifier)| {
+                let name = source.name.as_str().to_owned();
+                let runtime = SourceRuntime {
+                    name: name.clone(),
+                    max_body_bytes: source.max_body_bytes,
+                    verifier,
+                    bucket: source.rate_limit.map(TokenBucket::new),
+                };
+                (name, runtime)
             })
             .collect();
         Self {
             sources,
-            routes,
-            oauth,
+            oauth: verifiers.oauth,
         }
     }
 }
@@ -214,6 +218,12 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr().map_err(ListenerError::Server)?.port();
+        let stages_error = |problems| ConfigError {
+            file: config.path.clone(),
+            problems,
+        };
+        let verifiers = crate::verify::build_verifiers(&config.sources).map_err(stages_error)?;
+        let plan = crate::dispatch::plan::build_plan(&config).map_err(stages_error)?;
         let keyring = Keyring::from_master(&config.master_key);
         let console = crate::admin::ConsoleSetup::from_config(&config);
         let console_view = console.enabled().then(|| console.view_handle());
@@ -241,10 +251,7 @@ impl Application {
                 (Arc::new(PgStore::open(settings, keyring).await?), None)
             }
         };
-        let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(
-            Plan::new(config.handlers, config.routes.clone())
-                .with_time_zone(config.dispatch.time_zone),
-        )));
+        let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             plan.clone(),
@@ -259,11 +266,7 @@ impl Application {
             _ => None,
         };
         let state = web::Data::new(AppState {
-            live: RwLock::new(Arc::new(Live::from_config(
-                config.sources,
-                config.routes,
-                config.oauth,
-            ))),
+            live: RwLock::new(Arc::new(Live::new(&config.sources, verifiers))),
             store,
             plan,
             dispatch_wake: dispatcher.waker(),

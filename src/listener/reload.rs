@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, ConfigError, Transport};
 
-use super::tls::{self, CertSlot};
 use super::{AppState, Live};
+use crate::tls::{self, CertSlot};
 
 /// Why a reload was refused. The old configuration stays in force.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +137,12 @@ impl Reloader {
     /// blocking-friendly context.
     pub fn reload(&self, path: &Path) -> Result<ReloadReport, ReloadError> {
         let config = Config::load_with_base(path, &self.base)?;
+        let stages_error = |problems| ConfigError {
+            file: config.path.clone(),
+            problems,
+        };
+        let verifiers = crate::verify::build_verifiers(&config.sources).map_err(stages_error)?;
+        let plan = crate::dispatch::plan::build_plan(&config).map_err(stages_error)?;
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             &running.master_key[..],
@@ -199,15 +205,8 @@ impl Reloader {
             let fresh = Arc::new(crate::admin::ConsoleView::from_config(&config));
             *view.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         }
-        let plan = Arc::new(
-            crate::dispatch::worker::Plan::new(config.handlers, config.routes.clone())
-                .with_time_zone(config.dispatch.time_zone),
-        );
-        let live = Arc::new(Live::from_config(
-            config.sources,
-            config.routes,
-            config.oauth,
-        ));
+        let plan = Arc::new(plan);
+        let live = Arc::new(Live::new(&config.sources, verifiers));
         *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = live;
         *self.state.plan.write().unwrap_or_else(|p| p.into_inner()) = plan;
         Ok(report)

@@ -37,7 +37,6 @@ pub(crate) mod testdb;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +44,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use wardhook_sdk::{AppData, Event};
-use zeroize::Zeroizing;
 
 use super::admin::{
     DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
@@ -61,47 +59,8 @@ use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 pub use audit::{verify_audit, NodeChainReport};
 pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
 
-/// How the connection to the database is protected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PgTls {
-    /// TLS required and the server certificate verified: it must chain to a CA in `ca_file`
-    /// (PEM) and name the host connected to. There is no "encrypt but don't verify" mode: an
-    /// unverified connection to the database that holds every payload is a man-in-the-middle
-    /// waiting to happen.
-    Require {
-        /// PEM CA certificates that issued the server's certificate.
-        ca_file: PathBuf,
-    },
-    /// Plain TCP. The config check allows it only for a loopback host or a Unix socket.
-    Disable,
-}
-
-/// What [`PgStore::open`] needs. Built from `[storage.postgres]` by the config check.
-pub struct PgSettings {
-    /// The connection URL or `key=value` string, resolved from its secret reference (it usually
-    /// carries the password).
-    pub url: Zeroizing<String>,
-    /// TLS to the database.
-    pub tls: PgTls,
-    /// Connections this node keeps open.
-    pub pool_size: usize,
-    /// This node's name in the audit chain and in job leases. Unique per node.
-    pub node_id: String,
-    /// How long a request waits for a free connection (or to open one) before the store
-    /// answers `Unavailable`.
-    pub wait_timeout: Duration,
-}
-
-impl std::fmt::Debug for PgSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgSettings")
-            .field("url", &"<redacted>")
-            .field("tls", &self.tls)
-            .field("pool_size", &self.pool_size)
-            .field("node_id", &self.node_id)
-            .finish_non_exhaustive()
-    }
-}
+// The connection settings are plain config (`[storage.postgres]`, checked there).
+pub use crate::config::{PgSettings, PgTls};
 
 /// Why the PostgreSQL store could not be set up.
 #[derive(Debug, thiserror::Error)]

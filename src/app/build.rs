@@ -1,0 +1,105 @@
+//! Settings → each stage's runtime. Every stage builds its own part from its settings; this
+//! file only calls them in order and gathers their problems, so `serve`, `reload` and
+//! `check-config` report the same problems for the same file.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, Problem, Transport};
+use crate::dispatch::worker::Plan;
+use crate::tls::{self, CertSlot};
+use crate::verify::Verifiers;
+
+/// What the stages built from one config, before anything is bound or opened.
+#[derive(Debug)]
+pub struct Stages {
+    /// Every source's verifier and the OAuth2 token issuer.
+    pub verifiers: Verifiers,
+    /// The handlers and compiled routes.
+    pub plan: Plan,
+    /// The senders' TLS server configuration and its certificate slot (`None` for plain HTTP on
+    /// loopback).
+    pub tls: Option<(rustls::ServerConfig, Arc<CertSlot>)>,
+}
+
+/// Build every stage's runtime from `config`: verifiers, the dispatch plan (handlers and
+/// routes) and the TLS server configuration. Every problem of every stage is reported at once,
+/// with its key path.
+pub fn build_stages(config: &Config) -> Result<Stages, ConfigError> {
+    let mut problems = Vec::new();
+    let verifiers = crate::verify::build_verifiers(&config.sources)
+        .map_err(|list| problems.extend(list))
+        .ok();
+    let plan = crate::dispatch::plan::build_plan(config)
+        .map_err(|list| problems.extend(list))
+        .ok();
+    let tls = match &config.server.transport {
+        Transport::PlainLoopback => Some(None),
+        Transport::Tls(settings) => match tls::server_config(settings) {
+            Ok(built) => Some(Some(built)),
+            Err(e) => {
+                problems.push(Problem {
+                    path: format!("server.tls.{}", e.key()),
+                    message: e.to_string(),
+                });
+                None
+            }
+        },
+    };
+    match (verifiers, plan, tls) {
+        (Some(verifiers), Some(plan), Some(tls)) if problems.is_empty() => Ok(Stages {
+            verifiers,
+            plan,
+            tls,
+        }),
+        _ => Err(ConfigError {
+            file: config.path.clone(),
+            problems,
+        }),
+    }
+}
+
+/// What `check-config` prints after a clean build: the handlers' start-up warnings, in config
+/// order, as (handler, warning).
+pub fn startup_warnings(config: &Config, plan: &Plan) -> Vec<(String, String)> {
+    config
+        .handlers
+        .iter()
+        .filter_map(|section| plan.handler(&section.name))
+        .flat_map(|h| {
+            let name = h.name().to_owned();
+            h.startup_warnings()
+                .into_iter()
+                .map(move |w| (name.clone(), w))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Config checks `storage.postgres.node_id` without importing audit; the rule must stay the
+    /// one audit codes follow, since the id is written into every record of the node.
+    #[test]
+    fn the_config_node_id_rule_is_the_audit_code_rule() {
+        let long = "n".repeat(64);
+        let too_long = "n".repeat(65);
+        for id in [
+            "node-a",
+            "a",
+            "A1:b.c_d-e",
+            "1node",
+            "-x",
+            "",
+            "a b",
+            "ä",
+            "n/1",
+            &long,
+            &too_long,
+        ] {
+            assert_eq!(
+                crate::config::is_node_id(id),
+                crate::audit::Code::parse(id).is_ok(),
+                "{id:?}"
+            );
+        }
+    }
+}
