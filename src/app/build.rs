@@ -2,10 +2,16 @@
 //! file only calls them in order and gathers their problems, so `serve`, `reload` and
 //! `check-config` report the same problems for the same file.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 
+use actix_web::web;
+
+use super::reload::{Reloader, RunningShape};
+use super::{AppError, Application};
 use crate::config::{Config, ConfigError, Problem, Transport};
-use crate::dispatch::worker::Plan;
+use crate::dispatch::worker::{Dispatcher, Plan, SharedPlan};
+use crate::listener::{AppState, Socket};
 use crate::tls::{self, CertSlot};
 use crate::verify::Verifiers;
 
@@ -72,6 +78,84 @@ pub fn startup_warnings(config: &Config, plan: &Plan) -> Vec<(String, String)> {
                 .map(move |w| (name.clone(), w))
         })
         .collect()
+}
+
+impl Application {
+    /// Build every stage from `config`, open storage and bind the listeners. `listen` may use
+    /// port 0.
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        Self::build_with_base(config, Path::new(".")).await
+    }
+
+    /// Like [`Application::build`]; `base` is the folder relative paths of reloaded configs are
+    /// taken from (the working directory in production).
+    pub async fn build_with_base(config: Config, base: &Path) -> Result<Self, AppError> {
+        let socket = Socket::bind(&config.server)?;
+        let Stages {
+            verifiers,
+            plan,
+            tls,
+        } = build_stages(&config)?;
+        for (handler, warning) in startup_warnings(&config, &plan) {
+            tracing::warn!(handler = %handler, "{warning}");
+        }
+        let shape = RunningShape::of(&config);
+        let console = crate::admin::ConsoleSetup::from_config(&config);
+        let console_view = console.enabled().then(|| console.view_handle());
+        let opened = super::storage::open(&config, console.enabled()).await?;
+        let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
+        let dispatcher = Arc::new(Dispatcher::new(
+            opened.store.clone(),
+            plan.clone(),
+            config.dispatch.clone(),
+        ));
+        let admin = match (&opened.sqlite, console.enabled()) {
+            (Some(sqlite), true) => Some(crate::admin::AdminServer::build(
+                console,
+                sqlite.clone(),
+                dispatcher.clone(),
+            )?),
+            _ => None,
+        };
+        let state = web::Data::new(AppState::new(
+            &config.sources,
+            verifiers,
+            opened.store.clone(),
+            plan,
+            dispatcher.waker(),
+            &config.server,
+        ));
+        let (tls_config, cert_slot) = match tls {
+            Some((tls_config, slot)) => (Some(tls_config), Some(slot)),
+            None => (None, None),
+        };
+        let listener = socket.serve(&config.server, tls_config, state.clone())?;
+        Ok(Self {
+            listener,
+            dispatch_workers: config.dispatch.workers,
+            dispatcher,
+            store: opened.store,
+            sqlite: opened.sqlite,
+            config_sha256: config.sha256.clone(),
+            clock: state.clock(),
+            data_dir: config
+                .storage_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| ".".into(), ToOwned::to_owned),
+            reloader: Reloader {
+                state,
+                cert_slot,
+                admin_cert_slot: admin
+                    .as_ref()
+                    .and_then(crate::admin::AdminServer::cert_slot),
+                console_view,
+                base: base.to_owned(),
+                running: Arc::new(RwLock::new(shape)),
+            },
+            admin,
+        })
+    }
 }
 
 #[cfg(test)]

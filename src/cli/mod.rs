@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::app::{shutdown_signal, Application};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
-use crate::listener::{shutdown_signal, Application};
 use crate::{certs, dev, telemetry};
 
 pub mod audit;

@@ -220,7 +220,7 @@ async fn sqlite_only_features_refuse_clearly_with_postgres() {
     let fixture = db.fixture("node-1", AppOptions::default(), None);
     let config =
         wardhook::config::Config::load_with_base(&fixture.config_path, fixture.dir.path()).unwrap();
-    let err = wardhook::listener::Application::build_with_base(config, fixture.dir.path())
+    let err = wardhook::app::Application::build_with_base(config, fixture.dir.path())
         .await
         .expect_err("the console is SQLite-only");
     assert!(err.to_string().contains("admin console"), "{err}");
