@@ -12,7 +12,9 @@
 
 pub mod body;
 pub mod clock;
+mod hook_error;
 mod hooks;
+mod oauth;
 pub mod rate_limit;
 pub mod rejections;
 
@@ -290,7 +292,7 @@ impl Socket {
                 })
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
-                .route("/oauth/token", web::post().to(hooks::oauth_token))
+                .route("/oauth/token", web::post().to(oauth::oauth_token))
                 .service(
                     web::resource("/hooks/{source}")
                         .route(web::post().to(hooks::receive_hook))
