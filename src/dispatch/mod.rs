@@ -20,7 +20,7 @@
 //!    and variables, never payload values, so they may be logged and audited.
 
 /// The route filter language lives beside config (which compiles it for errors); dispatch runs it.
-pub use crate::filter;
+pub(crate) use crate::filter;
 pub mod phi;
 pub mod plan;
 pub mod realtime;

@@ -234,11 +234,6 @@ impl Socket {
         Ok(Self { listener, port })
     }
 
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Serve the hook routes with `state`, over TLS with `tls` (the senders' server
     /// configuration, built by `tls`) or plain HTTP on loopback when `None`.
     pub fn serve(
