@@ -24,17 +24,15 @@ use super::admin::{
     Requester,
 };
 use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
+use super::types::Reply;
 use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
 use crate::audit::AuditRecord;
-use crate::dispatch::realtime::Reply;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 /// The future every [`Storage`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// `predecessors(source, handler)`: the handlers of the same route that must be done before
-/// `handler` runs (their outputs are its `app_data`).
-pub type Predecessors = Arc<dyn Fn(&str, &str) -> Vec<String> + Send + Sync>;
+pub use super::types::Predecessors;
 
 /// What a serving node asks of its database. See the module docs.
 pub trait Storage: Send + Sync + std::fmt::Debug {
@@ -68,12 +66,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// how many were re-queued.
     fn recover_orphaned(&self) -> StoreFuture<'_, u64>;
 
-    /// Claim the next due job whose handler is not in `exclude`, with a lease of `lease`.
+    /// Claim the next due job whose handler is not in `exclude`, with a lease of `lease`. A job
+    /// whose `predecessors` (the route plan's ordering) are not done is parked as `waiting`.
     fn claim_next(
         &self,
         exclude: Vec<String>,
         lease: Duration,
-        predecessors: Predecessors,
+        predecessors: Arc<Predecessors>,
     ) -> StoreFuture<'_, Option<ClaimedJob>>;
 
     /// Decrypt a claimed job's event and the outputs of the delivery's finished handlers.
@@ -207,10 +206,10 @@ impl Storage for Store {
         &self,
         exclude: Vec<String>,
         lease: Duration,
-        predecessors: Predecessors,
+        predecessors: Arc<Predecessors>,
     ) -> StoreFuture<'_, Option<ClaimedJob>> {
         blocking(self, move |s| {
-            super::jobs::claim_next(s, &exclude, lease, &|src, h| predecessors(src, h))
+            super::jobs::claim_next(s, &exclude, lease, &predecessors)
         })
     }
 

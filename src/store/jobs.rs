@@ -19,6 +19,7 @@ use serde::Serialize;
 use wardhook_sdk::{AppData, Event};
 
 use super::keys::{self, WriteKeyCache};
+use super::types::Predecessors;
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, DetailValue, ObjectId, Outcome};
@@ -118,13 +119,14 @@ pub fn reset_orphaned(store: &Store) -> Result<u64, StoreError> {
 /// Claim the next due job whose handler is not in `exclude` (open circuits, saturated
 /// handlers). A `running` job whose lease has run out counts as due: its attempt was lost (a
 /// worker step that failed after the claim) and it is taken over with the same idempotency key;
-/// the lease is longer than twice the handler timeout, so no attempt is still running then. `predecessors(source, handler)` names the handlers that must be done first
-/// (earlier in the same route); a job whose predecessors are not done is parked as `waiting`.
+/// the lease is longer than twice the handler timeout, so no attempt is still running then.
+/// `predecessors` names, per source and handler, the handlers that must be done first (earlier
+/// in the same route); a job whose predecessors are not done is parked as `waiting`.
 pub fn claim_next(
     store: &Store,
     exclude: &[String],
     lease: Duration,
-    predecessors: &dyn Fn(&str, &str) -> Vec<String>,
+    predecessors: &Predecessors,
 ) -> Result<Option<ClaimedJob>, StoreError> {
     let mut conn = store.connection()?;
     // Dispatch state may lose its last transaction on power loss: a job then runs again with
@@ -151,10 +153,10 @@ pub fn claim_next(
         if exclude.contains(&handler) {
             continue;
         }
-        let before = predecessors(&source, &handler);
+        let before = predecessors.before(&source, &handler);
         if !before.is_empty() {
             let mut unfinished = 0i64;
-            for p in &before {
+            for p in before {
                 let state: Option<String> = tx
                     .prepare_cached(
                         "SELECT status FROM jobs WHERE delivery_id = ?1 AND handler = ?2",

@@ -29,6 +29,7 @@ pub mod reverify;
 mod rotate;
 mod schema;
 mod sealed;
+pub mod types;
 mod writer;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 pub use backend::{Storage, StoreFuture};
 pub use schema::SCHEMA_VERSION;
+pub use types::{Predecessors, Reply};
 
 /// Tuning knobs for [`Store::open`].
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
 use crate::crypto::RecordPlace;
-use crate::dispatch::realtime::Reply;
+use crate::store::types::Reply;
 
 /// The pseudo-handler name replies are stored under.
 pub const REPLY_HANDLER: &str = "@realtime";

@@ -510,9 +510,12 @@ async fn store_one_of_every_sealed_kind(store: &Store) -> (String, String) {
         .expect("intake")
         .delivery_id()
         .to_owned();
-    let job = jobs::claim_next(store, &[], std::time::Duration::from_secs(60), &|_, _| {
-        Vec::new()
-    })
+    let job = jobs::claim_next(
+        store,
+        &[],
+        std::time::Duration::from_secs(60),
+        &crate::store::Predecessors::none(),
+    )
     .expect("claim")
     .expect("a job");
     jobs::finish_attempt(
@@ -534,7 +537,7 @@ async fn store_one_of_every_sealed_kind(store: &Store) -> (String, String) {
         store,
         &id,
         "nextphone",
-        &crate::dispatch::realtime::Reply {
+        &crate::store::Reply {
             status: 200,
             content_type: "application/json".into(),
             body: r#"{"greeting":"Zqx reply"}"#.into(),
