@@ -5,129 +5,24 @@
 //! serving: SQLite's locking and the busy timeout serialize them with the writer thread. Every
 //! state change and every decrypted read writes its audit record in the same transaction.
 
-use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
 use wardhook_sdk::Event;
 
-use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
+use super::audit_hook::{record_audit, AuditAction, AuditEvent};
 pub use super::backup::{
     backup_to, backup_to_with_progress, manifest_path, BackupReport, MANIFEST_FORMAT,
 };
 use super::keys;
 use super::payload::{decode_body, StoredQuarantine};
-pub use super::purge::{purge_older_than, purge_with_progress, PurgeProgress, PURGE_CHUNK};
-pub use super::rotate::{rotate_keys, RotationProgress, RotationReport};
+pub use super::purge::{purge_older_than, purge_with_progress, PURGE_CHUNK};
+pub use super::rotate::rotate_keys;
+pub use super::types::{
+    DeliverySummary, ListFilter, PurgeProgress, PurgeReport, QuarantineEntry, QuarantineSummary,
+    Requester, RotationProgress, RotationReport,
+};
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::crypto::RecordPlace;
-
-/// Who is asking, for the audit trail: the OS user at the CLI, or an admin token id.
-#[derive(Debug, Clone)]
-pub struct Requester {
-    /// The OS user name (CLI) — a short identifier.
-    pub user: String,
-    /// Which channel served the request: `cli` or `admin_api`.
-    pub via: &'static str,
-}
-
-impl Requester {
-    /// The user running the CLI: `$SUDO_USER` under sudo, else `$USER`/`$LOGNAME`, else the
-    /// numeric uid (`uid:0`).
-    pub fn cli_user() -> Self {
-        Self {
-            // Under `sudo -u wardhook`, the person is the one who ran sudo, not the account.
-            user: ["SUDO_USER", "USER", "LOGNAME"]
-                .iter()
-                .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-                .unwrap_or_else(|| {
-                    // No login name in the environment (a service, a container): the numeric
-                    // uid still says who, and /proc/self is owned by it.
-                    use std::os::unix::fs::MetadataExt as _;
-                    std::fs::metadata("/proc/self")
-                        .map_or_else(|_| "unknown".to_owned(), |m| format!("uid:{}", m.uid()))
-                }),
-            via: "cli",
-        }
-    }
-
-    /// An admin API caller: `user` holds the admin token's id (never the token itself), and
-    /// the audit actor becomes `admin_token:<id>`.
-    pub fn admin_token(token_id: &str) -> Self {
-        Self {
-            user: token_id.to_owned(),
-            via: "admin_api",
-        }
-    }
-
-    pub(crate) fn actor(&self) -> AuditActor {
-        if self.via == "admin_api" {
-            AuditActor::AdminToken(self.user.clone())
-        } else {
-            AuditActor::CliUser(self.user.clone())
-        }
-    }
-}
-
-/// Filters of `deliveries list` and `quarantine list`.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Only this source.
-    pub source: Option<String>,
-    /// Received at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Received before.
-    pub until: Option<DateTime<Utc>>,
-    /// Only this status (`accepted`, `purged`; `quarantined` for quarantine).
-    pub status: Option<String>,
-    /// At most this many rows (newest first); 0 means 100.
-    pub limit: usize,
-}
-
-/// One line of `deliveries list`: metadata only, nothing decrypted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeliverySummary {
-    /// Delivery id.
-    pub id: String,
-    /// Source name.
-    pub source: String,
-    /// Event type.
-    pub event_type: String,
-    /// When received (RFC 3339 UTC).
-    pub received_at: String,
-    /// `accepted` or `purged`.
-    pub status: String,
-    /// Jobs enqueued for it.
-    pub jobs: i64,
-}
-
-/// One line of `quarantine list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QuarantineSummary {
-    /// Quarantine id.
-    pub id: String,
-    /// Source name.
-    pub source: String,
-    /// Why it could not be normalized (field paths only).
-    pub reason: String,
-    /// When received (RFC 3339 UTC).
-    pub received_at: String,
-    /// `quarantined` or `purged`.
-    pub status: String,
-}
-
-/// A decrypted quarantine entry.
-#[derive(Debug, Clone)]
-pub struct QuarantineEntry {
-    /// Its metadata.
-    pub summary: QuarantineSummary,
-    /// The raw body as received.
-    pub body: Vec<u8>,
-    /// The request's content type.
-    pub content_type: Option<String>,
-    /// The headers the signature check used.
-    pub signature_headers: Vec<(String, String)>,
-}
 
 fn where_clause(filter: &ListFilter) -> (String, Vec<String>) {
     let mut clauses = Vec::new();
@@ -358,72 +253,4 @@ pub(crate) fn checkpoint_truncate(conn: &Connection) {
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
         tracing::warn!(error = %e, "WAL checkpoint after key destruction did not complete");
     }
-}
-
-/// What `purge` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PurgeReport {
-    /// Delivery payloads deleted (metadata rows kept for the audit trail).
-    pub deliveries: u64,
-    /// Quarantined bodies deleted.
-    pub quarantined: u64,
-    /// Job rows of purged deliveries deleted.
-    pub jobs: u64,
-    /// Period data keys destroyed (crypto-shredding).
-    pub keys_destroyed: u64,
-}
-
-impl PurgeReport {
-    /// One `purged` record per kind of object, with its count, the cutoff and who asked.
-    pub(crate) fn audit_records(
-        &self,
-        who: &Requester,
-        cutoff: DateTime<Utc>,
-    ) -> Vec<crate::audit::AuditRecord> {
-        let mut records = self.row_records(who, cutoff);
-        records.push(self.key_record(who, cutoff));
-        records
-    }
-
-    /// The `purged` records of deleted rows: delivery payloads, quarantined bodies, jobs.
-    pub(crate) fn row_records(
-        &self,
-        who: &Requester,
-        cutoff: DateTime<Utc>,
-    ) -> Vec<crate::audit::AuditRecord> {
-        [
-            ("delivery", self.deliveries),
-            ("quarantine", self.quarantined),
-            ("job", self.jobs),
-        ]
-        .into_iter()
-        .map(|(kind, count)| purged_record(who, cutoff, kind, count))
-        .collect()
-    }
-
-    /// The `purged` record of destroyed period keys.
-    pub(crate) fn key_record(
-        &self,
-        who: &Requester,
-        cutoff: DateTime<Utc>,
-    ) -> crate::audit::AuditRecord {
-        purged_record(who, cutoff, "data_key", self.keys_destroyed)
-    }
-}
-
-fn purged_record(
-    who: &Requester,
-    cutoff: DateTime<Utc>,
-    kind: &'static str,
-    count: u64,
-) -> crate::audit::AuditRecord {
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
-    ev.object_kind = Some(kind);
-    ev.count = Some(i64::try_from(count).unwrap_or(i64::MAX));
-    ev.via = Some(who.via);
-    let mut record = super::audit_hook::to_record(&ev);
-    record
-        .detail
-        .insert(crate::audit::DetailKey::CutoffUnix, cutoff.timestamp());
-    record
 }

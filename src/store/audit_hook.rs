@@ -7,8 +7,11 @@
 
 use std::net::IpAddr;
 
+use chrono::{DateTime, Utc};
+
 use rusqlite::Transaction;
 
+use super::types::{PurgeReport, Requester};
 use super::StoreError;
 use crate::audit::{
     Action, Actor, AppendedRecord, AuditRecord, CallRef, Code, DetailKey, Digest, ObjectId, Outcome,
@@ -148,5 +151,71 @@ pub(crate) fn to_record(event: &AuditEvent<'_>) -> AuditRecord {
     if let Some(d) = event.digest.and_then(|d| Digest::parse(d).ok()) {
         record.detail.insert(DetailKey::Sha256, d);
     }
+    record
+}
+
+impl Requester {
+    /// Who asked, as the audit actor: `admin_token:<id>` or the CLI user.
+    pub(crate) fn actor(&self) -> AuditActor {
+        if self.via == "admin_api" {
+            AuditActor::AdminToken(self.user.clone())
+        } else {
+            AuditActor::CliUser(self.user.clone())
+        }
+    }
+}
+
+impl PurgeReport {
+    /// One `purged` record per kind of object, with its count, the cutoff and who asked.
+    pub(crate) fn audit_records(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> Vec<crate::audit::AuditRecord> {
+        let mut records = self.row_records(who, cutoff);
+        records.push(self.key_record(who, cutoff));
+        records
+    }
+
+    /// The `purged` records of deleted rows: delivery payloads, quarantined bodies, jobs.
+    pub(crate) fn row_records(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> Vec<crate::audit::AuditRecord> {
+        [
+            ("delivery", self.deliveries),
+            ("quarantine", self.quarantined),
+            ("job", self.jobs),
+        ]
+        .into_iter()
+        .map(|(kind, count)| purged_record(who, cutoff, kind, count))
+        .collect()
+    }
+
+    /// The `purged` record of destroyed period keys.
+    pub(crate) fn key_record(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> crate::audit::AuditRecord {
+        purged_record(who, cutoff, "data_key", self.keys_destroyed)
+    }
+}
+
+fn purged_record(
+    who: &Requester,
+    cutoff: DateTime<Utc>,
+    kind: &'static str,
+    count: u64,
+) -> crate::audit::AuditRecord {
+    let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
+    ev.object_kind = Some(kind);
+    ev.count = Some(i64::try_from(count).unwrap_or(i64::MAX));
+    ev.via = Some(who.via);
+    let mut record = to_record(&ev);
+    record
+        .detail
+        .insert(crate::audit::DetailKey::CutoffUnix, cutoff.timestamp());
     record
 }

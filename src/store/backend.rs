@@ -19,13 +19,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
-use super::admin::{
-    DeliverySummary, ListFilter, PurgeProgress, PurgeReport, QuarantineEntry, QuarantineSummary,
-    Requester,
+use super::types::{
+    AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, DeliverySummary,
+    IntakeOutcome, JobSpec, ListFilter, NextStep, PurgeProgress, PurgeReport, QuarantineEntry,
+    QuarantineId, QuarantineSummary, Reply, Requester,
 };
-use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
-use super::types::Reply;
-use super::{IntakeOutcome, JobSpec, QuarantineId, Store, StoreError};
+use super::{Store, StoreError};
 use crate::audit::AuditRecord;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 

@@ -20,8 +20,9 @@ use chrono::{NaiveDate, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-use super::admin::{mirror, Requester};
+use super::admin::mirror;
 use super::audit_hook::{to_record, AuditAction, AuditEvent};
+use super::types::Requester;
 use super::{Store, StoreError};
 use crate::audit::{DetailKey, FilePath};
 

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::admin::{ListFilter, Requester};
-use super::backend::Predecessors;
-use super::jobs::{AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, NextStep};
 use super::postgres::testdb::TestDb;
 use super::postgres::PgStore;
 use super::tests::{keyring, nextphone};
-use super::{IntakeOutcome, JobSpec, Storage, Store, StoreError, StoreOptions};
+use super::types::{
+    AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, IntakeOutcome, JobSpec, ListFilter,
+    NextStep, Predecessors, Requester,
+};
+use super::{Storage, Store, StoreError, StoreOptions};
 use crate::normalize::{normalize, Envelope, IntakeInput};
 
 /// One database and the means to open nodes on it and inspect it.

@@ -25,9 +25,9 @@ use rusqlite::{params, TransactionBehavior};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use super::admin::Requester;
 use super::keys;
 use super::payload::StoredDelivery;
+use super::types::Requester;
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::audit::{Action, Actor, AuditRecord, DetailKey, Digest, Outcome};

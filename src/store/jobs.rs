@@ -15,94 +15,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
 use wardhook_sdk::{AppData, Event};
 
 use super::keys::{self, WriteKeyCache};
-use super::types::Predecessors;
+pub use super::types::{
+    AttemptRecord, AttemptResult, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep,
+};
+use super::types::{Predecessors, Requester};
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, DetailValue, ObjectId, Outcome};
 use crate::crypto::RecordPlace;
-
-/// A job a worker has claimed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedJob {
-    /// Row id.
-    pub id: i64,
-    /// The delivery.
-    pub delivery_id: String,
-    /// The handler name.
-    pub handler: String,
-    /// The delivery's source.
-    pub source: String,
-    /// Attempts made on the current schedule before this one (index into the schedule).
-    pub schedule_index: u32,
-    /// 1-based number of this attempt over the job's whole life (retries included).
-    pub attempt: u32,
-}
-
-/// How one attempt ended, as recorded. Reasons name hosts and variables, never payload data.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
-    /// The handler succeeded; `output` is its `app_data` entry.
-    Ok {
-        /// `{"data": …, "status": …}` for later handlers (stored encrypted).
-        output: serde_json::Value,
-    },
-    /// A transient failure.
-    Retryable {
-        /// Why.
-        reason: String,
-    },
-    /// A failure retrying will not cure.
-    Permanent {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl AttemptResult {
-    pub(crate) fn code(&self) -> &'static str {
-        match self {
-            Self::Ok { .. } => "ok",
-            Self::Retryable { .. } => "retryable",
-            Self::Permanent { .. } => "permanent",
-        }
-    }
-    pub(crate) fn reason(&self) -> Option<&str> {
-        match self {
-            Self::Ok { .. } => None,
-            Self::Retryable { reason } | Self::Permanent { reason } => Some(reason),
-        }
-    }
-}
-
-/// One attempt's facts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptRecord {
-    /// When the handler was started.
-    pub started_at: DateTime<Utc>,
-    /// How long it took.
-    pub latency: Duration,
-    /// The destination's HTTP status, if any.
-    pub http_status: Option<u16>,
-    /// Host or program name.
-    pub destination: Option<String>,
-    /// The result.
-    pub result: AttemptResult,
-}
-
-/// What happens to the job after this attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    /// Finished.
-    Done,
-    /// Try again at this time.
-    RetryAt(DateTime<Utc>),
-    /// Dead letter (permanent failure or attempts exhausted).
-    Dead,
-}
 
 /// Put jobs left `running` by a crashed server back in the queue, due now.
 pub fn reset_orphaned(store: &Store) -> Result<u64, StoreError> {
@@ -425,40 +348,6 @@ pub(crate) fn attempt_audit_records(
     records
 }
 
-/// One dead letter, metadata only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    /// Job id (what `dlq retry` takes).
-    pub job_id: i64,
-    /// The delivery.
-    pub delivery_id: String,
-    /// Source.
-    pub source: String,
-    /// Event type.
-    pub event_type: String,
-    /// Handler.
-    pub handler: String,
-    /// Attempts made.
-    pub attempts: i64,
-    /// The last error (no payload data).
-    pub last_error: Option<String>,
-    /// When it was dead-lettered.
-    pub updated_at: Option<String>,
-}
-
-/// Filters for [`list_dead`] and [`retry_dead`].
-#[derive(Debug, Clone, Default)]
-pub struct DeadFilter {
-    /// Only this handler.
-    pub handler: Option<String>,
-    /// Only this source.
-    pub source: Option<String>,
-    /// Only this job.
-    pub job_id: Option<i64>,
-    /// At most this many (0 = 100).
-    pub limit: usize,
-}
-
 fn dead_where(f: &DeadFilter) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut clause = String::from("j.status = 'dead'");
@@ -505,25 +394,6 @@ pub fn list_dead(store: &Store, filter: &DeadFilter) -> Result<Vec<DeadLetter>, 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// One attempt, for `dlq show` and the attempts timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AttemptSummary {
-    /// 1-based attempt number.
-    pub attempt: i64,
-    /// Start time.
-    pub started_at: String,
-    /// `ok`, `retryable` or `permanent`.
-    pub result: String,
-    /// HTTP status, if any.
-    pub http_status: Option<i64>,
-    /// Latency.
-    pub latency_ms: i64,
-    /// Host or program.
-    pub destination: Option<String>,
-    /// Error reason (no payload data).
-    pub error: Option<String>,
-}
-
 /// Every attempt of a job, oldest first.
 pub fn job_attempts(store: &Store, job_id: i64) -> Result<Vec<AttemptSummary>, StoreError> {
     let conn = store.connection()?;
@@ -560,7 +430,7 @@ pub fn delivery_jobs(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn cli_actor(who: &super::admin::Requester) -> Actor {
+fn cli_actor(who: &Requester) -> Actor {
     if who.via == "admin_api" {
         return Actor::admin_token(&who.user).unwrap_or(Actor::System);
     }
@@ -569,11 +439,7 @@ fn cli_actor(who: &super::admin::Requester) -> Actor {
 
 /// `dlq retry`: put matching dead letters back in the queue, due now, with a fresh retry
 /// schedule. Audited (`retried`) with who asked.
-pub fn retry_dead(
-    store: &Store,
-    filter: &DeadFilter,
-    who: &super::admin::Requester,
-) -> Result<u64, StoreError> {
+pub fn retry_dead(store: &Store, filter: &DeadFilter, who: &Requester) -> Result<u64, StoreError> {
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (clause, args) = dead_where(filter);
@@ -606,7 +472,7 @@ pub fn retry_dead(
 
 /// The `retried` audit record of one dead letter put back in the queue by `who`.
 pub(crate) fn retried_record(
-    who: &super::admin::Requester,
+    who: &Requester,
     delivery_id: &str,
     source: &str,
     handler: &str,
@@ -629,7 +495,7 @@ pub fn replay(
     store: &Store,
     delivery_id: &str,
     handler: Option<&str>,
-    who: &super::admin::Requester,
+    who: &Requester,
 ) -> Result<u64, StoreError> {
     let mut conn = store.connection()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -692,7 +558,7 @@ pub fn replay(
 /// The `replayed` audit record of `deliveries replay`: who, which delivery and handler, how
 /// many jobs were re-queued.
 pub(crate) fn replayed_record(
-    who: &super::admin::Requester,
+    who: &Requester,
     delivery_id: &str,
     source: &str,
     handler: Option<&str>,

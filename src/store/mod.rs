@@ -50,7 +50,12 @@ use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 pub use backend::{Storage, StoreFuture};
 pub use schema::SCHEMA_VERSION;
-pub use types::{Predecessors, Reply};
+pub use types::{
+    AttemptRecord, AttemptResult, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter,
+    DeliverySummary, IntakeOutcome, JobSpec, ListFilter, NextStep, Predecessors, PurgeProgress,
+    PurgeReport, QuarantineEntry, QuarantineId, QuarantineSummary, Reply, Requester,
+    RotationProgress, RotationReport,
+};
 
 /// Tuning knobs for [`Store::open`].
 #[derive(Debug, Clone)]
@@ -79,56 +84,6 @@ impl Default for StoreOptions {
             max_db_pages: None,
             audit_mirror: None,
         }
-    }
-}
-
-/// A handler the route table matched for a delivery; becomes one `jobs` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobSpec {
-    /// The `[[handlers]] name`.
-    pub handler: String,
-}
-
-impl JobSpec {
-    /// A job for `handler`.
-    pub fn new(handler: impl Into<String>) -> Self {
-        Self {
-            handler: handler.into(),
-        }
-    }
-}
-
-/// What intake decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IntakeOutcome {
-    /// Committed (fsync'd) as a new delivery; jobs enqueued. Answer 200 `accepted`.
-    Accepted {
-        /// The new delivery's id.
-        delivery_id: String,
-    },
-    /// A retry of a delivery already stored; nothing enqueued. Answer 200 `duplicate`.
-    Duplicate {
-        /// The id of the first delivery.
-        delivery_id: String,
-    },
-}
-
-impl IntakeOutcome {
-    /// The delivery id to answer with.
-    pub fn delivery_id(&self) -> &str {
-        match self {
-            Self::Accepted { delivery_id } | Self::Duplicate { delivery_id } => delivery_id,
-        }
-    }
-}
-
-/// The id of a quarantine entry, returned to the sender in the 400 body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuarantineId(pub String);
-
-impl std::fmt::Display for QuarantineId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

@@ -7,8 +7,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::TransactionBehavior;
 
-use super::admin::Requester;
 use super::payload::decode_body;
+use super::types::Requester;
 use super::{Store, StoreError};
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
 

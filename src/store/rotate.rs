@@ -16,9 +16,10 @@
 use chrono::Utc;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::admin::{mirror, Requester};
+use super::admin::mirror;
 use super::audit_hook::{record_audit, AuditAction, AuditEvent};
 use super::keys::{self, WriteKeyCache};
+use super::types::{Requester, RotationProgress, RotationReport};
 use super::writer::db_time;
 use super::{Store, StoreError};
 use crate::crypto::RecordPlace;
@@ -116,30 +117,6 @@ pub(crate) const SEALED_COLUMNS: &[SealedColumns] = &[
         place: super::realtime::place,
     },
 ];
-
-/// Progress of `keys rotate`, reported after each committed batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RotationProgress {
-    /// The generation new writes use and old rows are moved to.
-    pub generation: i64,
-    /// Rows re-encrypted so far in this run.
-    pub done: u64,
-    /// Rows that were under older keys when this run started.
-    pub total: u64,
-}
-
-/// What `keys rotate` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RotationReport {
-    /// The generation now in use.
-    pub generation: i64,
-    /// Whether this run resumed an interrupted rotation instead of starting a new one.
-    pub resumed: bool,
-    /// Rows re-encrypted.
-    pub reencrypted: u64,
-    /// Old data keys destroyed once nothing referenced them.
-    pub keys_destroyed: u64,
-}
 
 /// Rows re-encrypted per transaction.
 const ROTATE_BATCH: usize = 256;

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{audit, PgStore};
-use crate::store::admin::Requester;
-use crate::store::jobs::{replayed_record, retried_record, AttemptSummary, DeadFilter, DeadLetter};
+use crate::store::jobs::{replayed_record, retried_record};
+use crate::store::types::{AttemptSummary, DeadFilter, DeadLetter, Requester};
 use crate::store::writer::db_time;
 use crate::store::StoreError;
 

@@ -15,12 +15,9 @@ use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
 use super::{audit, keys, PgStore};
-use crate::store::jobs::{
-    attempt_audit_records, open_output, output_place, AttemptRecord, AttemptResult, ClaimedJob,
-    NextStep,
-};
+use crate::store::jobs::{attempt_audit_records, open_output, output_place};
 use crate::store::keys::period_of;
-use crate::store::types::Predecessors;
+use crate::store::types::{AttemptRecord, AttemptResult, ClaimedJob, NextStep, Predecessors};
 use crate::store::StoreError;
 
 /// Candidates locked per claim: enough to skip excluded handlers and parked jobs.

@@ -47,13 +47,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use wardhook_sdk::{AppData, Event};
 use zeroize::Zeroizing;
 
-use super::admin::{
-    DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
+use super::backend::{Storage, StoreFuture};
+use super::types::{
+    AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, DeliverySummary,
+    IntakeOutcome, JobSpec, ListFilter, NextStep, Predecessors, PurgeReport, QuarantineEntry,
+    QuarantineId, QuarantineSummary, Reply, Requester,
 };
-use super::backend::{Predecessors, Storage, StoreFuture};
-use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
-use super::types::Reply;
-use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
+use super::StoreError;
 use crate::audit::AuditRecord;
 use crate::crypto::Keyring;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};

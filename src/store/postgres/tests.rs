@@ -9,9 +9,9 @@ use chrono::Utc;
 
 use super::testdb::TestDb;
 use super::{PgSettings, PgStore, PgTls};
-use crate::store::backend::Predecessors;
-use crate::store::jobs::{AttemptRecord, AttemptResult, NextStep};
 use crate::store::tests::{keyring, nextphone};
+use crate::store::types::{AttemptRecord, AttemptResult, NextStep};
+use crate::store::Predecessors;
 use crate::store::{IntakeOutcome, JobSpec, Storage, StoreError};
 
 fn none() -> Arc<Predecessors> {
@@ -585,7 +585,7 @@ async fn a_rotation_on_another_node_applies_to_the_next_intake_sealed_under_the_
         .get(0);
     assert_eq!(generation, 2, "sealed again under the new generation");
     store
-        .show_delivery(delivery_id, crate::store::admin::Requester::cli_user())
+        .show_delivery(delivery_id, crate::store::Requester::cli_user())
         .await
         .expect("reads back");
 }
