@@ -1,7 +1,7 @@
 //! The one place where the store writes audit records.
 //!
 //! Every state change the store commits (accepted, duplicate, quarantined, key rotation, purge,
-//! backup, decrypted read) calls [`record_audit`] inside the same transaction as the change, so
+//! backup, decrypted read) appends the record built here inside the same transaction as the change, so
 //! there is no change without its record. Store code builds an [`AuditEvent`] from plain ids
 //! and counts; this module turns it into the audit module's restricted types.
 
@@ -9,14 +9,10 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
-use rusqlite::Transaction;
-
 use super::types::{PurgeReport, Requester};
-use super::StoreError;
 use crate::audit::{
-    Action, Actor, AppendedRecord, AuditRecord, CallRef, Code, DetailKey, Digest, ObjectId, Outcome,
+    Action, Actor, AuditRecord, CallRef, Code, DetailKey, Digest, ObjectId, Outcome,
 };
-use crate::crypto::Keyring;
 
 /// Who caused a stored change.
 #[derive(Debug, Clone)]
@@ -81,20 +77,6 @@ impl<'a> AuditEvent<'a> {
             remote_addr: None,
         }
     }
-}
-
-/// Append `event` to the audit chain inside `tx` and return the sealed record, which the
-/// caller hands to the JSONL mirror once the transaction has committed.
-///
-/// A value that the audit types refuse (e.g. a source name that is not a short identifier) is
-/// left out of the record rather than failing the delivery: losing an accepted delivery to an
-/// audit formatting rule would be worse than a record with one field fewer.
-pub(crate) fn record_audit(
-    tx: &Transaction<'_>,
-    keyring: &Keyring,
-    event: &AuditEvent<'_>,
-) -> Result<AppendedRecord, StoreError> {
-    crate::audit::append(tx, keyring, &to_record(event)).map_err(StoreError::from)
 }
 
 /// The audit record for `event` (every backend appends the same record for the same change).

@@ -13,7 +13,7 @@ use chrono::Utc;
 
 use super::postgres::testdb::TestDb;
 use super::postgres::PgStore;
-use super::tests::{keyring, nextphone};
+use super::sqlite::tests::{keyring, nextphone};
 use super::types::{
     AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, IntakeOutcome, JobSpec, ListFilter,
     NextStep, Predecessors, Requester,

@@ -16,7 +16,7 @@ use wardhook_sdk::{AppData, Event};
 
 use super::{audit, keys, PgStore};
 use crate::store::jobs::{attempt_audit_records, open_output, output_place};
-use crate::store::keys::period_of;
+use crate::store::prepare::period_of;
 use crate::store::types::{AttemptRecord, AttemptResult, ClaimedJob, NextStep, Predecessors};
 use crate::store::StoreError;
 

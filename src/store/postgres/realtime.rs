@@ -5,7 +5,7 @@
 use chrono::Utc;
 
 use super::{audit, keys, PgStore};
-use crate::store::keys::period_of;
+use crate::store::prepare::period_of;
 use crate::store::realtime::{open_reply, place, replied_record, REPLY_HANDLER};
 use crate::store::types::Reply;
 use crate::store::StoreError;

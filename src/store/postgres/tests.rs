@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::testdb::TestDb;
 use super::{PgSettings, PgStore, PgTls};
-use crate::store::tests::{keyring, nextphone};
+use crate::store::sqlite::tests::{keyring, nextphone};
 use crate::store::types::{AttemptRecord, AttemptResult, NextStep};
 use crate::store::Predecessors;
 use crate::store::{IntakeOutcome, JobSpec, Storage, StoreError};

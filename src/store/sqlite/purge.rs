@@ -15,10 +15,12 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::Rng as _;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::admin::{checkpoint_truncate, mirror};
-use super::types::{PurgeProgress, PurgeReport, Requester};
-use super::writer::db_time;
-use super::{Store, StoreError};
+use super::audit::mirror;
+use super::checkpoint_truncate;
+use super::Store;
+use crate::store::payload::db_time;
+use crate::store::types::{PurgeProgress, PurgeReport, Requester};
+use crate::store::StoreError;
 
 /// Most rows (delivery payloads, quarantined bodies and left-over jobs together) one purge
 /// transaction touches.

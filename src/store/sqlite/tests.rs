@@ -7,12 +7,14 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use rusqlite::params;
 
-use super::admin::{self, ListFilter, Requester};
 use super::*;
+use super::{jobs, realtime};
 use crate::crypto::MasterKey;
 use crate::normalize::{normalize, Envelope, IntakeInput};
+use crate::store::admin;
+use crate::store::*;
 
-pub(super) fn keyring() -> Keyring {
+pub(crate) fn keyring() -> Keyring {
     Keyring::from_master(&MasterKey::from_bytes([42; 32]))
 }
 
@@ -47,7 +49,7 @@ async fn submit_at(
         .await
 }
 
-pub(super) fn nextphone(event: &str, call_id: &str) -> IntakeInput {
+pub(crate) fn nextphone(event: &str, call_id: &str) -> IntakeInput {
     let body = format!(
         r#"{{"event":"{event}","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call_id}","caller":{{"phone":"+15551234567","name":"John Doe"}}}}}}"#
     );
