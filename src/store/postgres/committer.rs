@@ -41,7 +41,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{error, keys};
 use crate::audit::{AuditRecord, StoredRecord};
 use crate::crypto::Keyring;
-use crate::store::audit_hook::{to_record, AuditAction, AuditActor, AuditEvent};
+use crate::store::audit_hook::to_record;
+use crate::store::prepare::{intake_event, IntakeFacts};
 use crate::store::{IntakeOutcome, StoreError};
 
 /// Most intakes committed in one transaction: bounds the statement parameters and the time
@@ -413,24 +414,13 @@ pub(super) async fn commit_batch(
 
 /// The `delivery_accepted` or `delivery_duplicate` record of one intake.
 fn audit_record(d: &PreparedIntake, outcome: &IntakeOutcome) -> AuditRecord {
-    let mut ev = AuditEvent::new(
-        AuditActor::Sender(d.source.clone()),
-        AuditAction::DeliveryAccepted,
-    );
-    ev.source = Some(&d.source);
-    ev.call_ref = d.call_ref.as_deref();
-    ev.event_type = Some(&d.event_type);
-    ev.remote_addr = Some(d.remote_addr);
-    match outcome {
-        IntakeOutcome::Accepted { delivery_id } => {
-            ev.delivery_id = Some(delivery_id);
-            ev.key_id = Some(d.key_id);
-            ev.count = Some(d.handlers.len() as i64);
-        }
-        IntakeOutcome::Duplicate { delivery_id } => {
-            ev.action = AuditAction::DeliveryDuplicate;
-            ev.delivery_id = Some(delivery_id);
-        }
-    }
-    to_record(&ev)
+    let facts = IntakeFacts {
+        source: &d.source,
+        call_ref: d.call_ref.as_deref(),
+        event_type: &d.event_type,
+        remote_addr: d.remote_addr,
+        key_id: Some(d.key_id),
+        jobs: d.handlers.len(),
+    };
+    to_record(&intake_event(&facts, outcome))
 }
