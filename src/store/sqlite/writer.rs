@@ -319,6 +319,7 @@ enum Attempt {
     Retry,
 }
 
+/// Commit `batch` in one transaction and answer every request: see the module docs.
 fn commit_batch(
     conn: &mut Connection,
     shared: &Shared,
@@ -326,47 +327,84 @@ fn commit_batch(
     batch: &mut Vec<Command>,
 ) {
     let mut audit = Vec::with_capacity(batch.len());
-    let mut result = run_batch(conn, &shared.keyring, state, batch, &mut audit, false);
-    if matches!(result, Ok(Attempt::Retry)) {
-        audit.clear();
-        // Key rows created in the rolled-back attempt are gone with it.
-        state.cache.clear();
-        state.last_key = None;
-        result = run_batch(conn, &shared.keyring, state, batch, &mut audit, true);
+    match run_isolating_failures(conn, &shared.keyring, state, batch, &mut audit) {
+        Ok(Attempt::Done(answers)) => answer_committed(conn, shared, state, batch, answers, &audit),
+        other => answer_unavailable(shared, state, batch, other.err()),
     }
-    match result {
-        Ok(Attempt::Done(answers)) => {
-            shared.healthy.store(true, Ordering::Release);
-            publish_key(shared, state);
-            // Answer first: the ack waits for the fsync'd commit, not for the mirror.
-            for (command, answer) in batch.drain(..).zip(answers) {
-                reply(command, answer);
-            }
-            // The chain in the database is authoritative; a mirror that falls behind catches up
-            // on its next write, so a mirror error must not turn a committed delivery into a 503.
-            // The mirror may read records other processes committed before these from `conn`.
-            if let Some(mirror) = &shared.options.audit_mirror {
-                if let Err(e) = mirror.write(conn, &audit) {
-                    tracing::error!(error = %e, "audit mirror write failed");
-                }
-            }
+}
+
+/// Run the batch without savepoints; if a request failed on its own, run it again with a
+/// savepoint per request so only that one fails.
+fn run_isolating_failures(
+    conn: &mut Connection,
+    keyring: &Keyring,
+    state: &mut WriterState<'_>,
+    batch: &[Command],
+    audit: &mut Vec<AppendedRecord>,
+) -> Result<Attempt, StoreError> {
+    let result = run_batch(conn, keyring, state, batch, audit, false);
+    if !matches!(result, Ok(Attempt::Retry)) {
+        return result;
+    }
+    audit.clear();
+    // Key rows created in the rolled-back attempt are gone with it.
+    forget_uncommitted_keys(state);
+    run_batch(conn, keyring, state, batch, audit, true)
+}
+
+/// Key rows created in a rolled-back transaction or savepoint are gone: drop the cached keys
+/// so the next request looks them up (or creates them) again.
+fn forget_uncommitted_keys(state: &mut WriterState<'_>) {
+    state.cache.clear();
+    state.last_key = None;
+}
+
+/// The batch is committed: mark storage healthy, publish the data key it used, answer every
+/// request, then mirror its audit records.
+fn answer_committed(
+    conn: &Connection,
+    shared: &Shared,
+    state: &mut WriterState<'_>,
+    batch: &mut Vec<Command>,
+    answers: Vec<Result<Answer, StoreError>>,
+    audit: &[AppendedRecord],
+) {
+    shared.healthy.store(true, Ordering::Release);
+    publish_key(shared, state);
+    // Answer first: the ack waits for the fsync'd commit, not for the mirror.
+    for (command, answer) in batch.drain(..).zip(answers) {
+        reply(command, answer);
+    }
+    // The chain in the database is authoritative; a mirror that falls behind catches up
+    // on its next write, so a mirror error must not turn a committed delivery into a 503.
+    // The mirror may read records other processes committed before these from `conn`.
+    if let Some(mirror) = &shared.options.audit_mirror {
+        if let Err(e) = mirror.write(conn, audit) {
+            tracing::error!(error = %e, "audit mirror write failed");
         }
-        Ok(Attempt::Retry) | Err(_) => {
-            shared.healthy.store(false, Ordering::Release);
-            // Key rows created in the failed transaction are gone with it.
-            state.cache.clear();
-            state.last_key = None;
-            let reason = match result {
-                Err(StoreError::Unavailable(reason)) => reason,
-                _ => "storage error",
-            };
-            if let Err(e) = &result {
-                tracing::error!(error = %e, requests = batch.len(), "store commit failed; answering unavailable");
-            }
-            for command in batch.drain(..) {
-                reply(command, Err(StoreError::Unavailable(reason)));
-            }
-        }
+    }
+}
+
+/// Nothing of the batch was stored (`error`, or a request failing even in its savepoint run):
+/// mark storage unhealthy and answer every request `Unavailable`, so the senders retry.
+fn answer_unavailable(
+    shared: &Shared,
+    state: &mut WriterState<'_>,
+    batch: &mut Vec<Command>,
+    error: Option<StoreError>,
+) {
+    shared.healthy.store(false, Ordering::Release);
+    // Key rows created in the failed transaction are gone with it.
+    forget_uncommitted_keys(state);
+    let reason = match &error {
+        Some(StoreError::Unavailable(reason)) => *reason,
+        _ => "storage error",
+    };
+    if let Some(e) = &error {
+        tracing::error!(error = %e, requests = batch.len(), "store commit failed; answering unavailable");
+    }
+    for command in batch.drain(..) {
+        reply(command, Err(StoreError::Unavailable(reason)));
     }
 }
 
@@ -432,28 +470,7 @@ fn run_batch(
             tx.execute_batch("SAVEPOINT item")?;
         }
         let audit_len = audit.len();
-        let result = match command {
-            Command::Intake(req) => {
-                intake_one(&tx, keyring, state, generation, req, audit).map(Answer::Intake)
-            }
-            Command::Quarantine(req) => {
-                quarantine_one(&tx, keyring, state.cache, generation, req, audit)
-                    .map(Answer::Quarantine)
-            }
-            Command::Probe(_) => probe(&tx).map(|()| Answer::Probe),
-            Command::Audit(record, _) => crate::audit::append(&tx, keyring, record)
-                .map(|appended| {
-                    audit.push(appended);
-                    Answer::Probe
-                })
-                .map_err(StoreError::from),
-            Command::Apply(write, _) => write(&tx, keyring).and_then(|record| {
-                if let Some(record) = record {
-                    audit.push(crate::audit::append(&tx, keyring, &record)?);
-                }
-                Ok(Answer::Probe)
-            }),
-        };
+        let result = run_command(&tx, keyring, state, generation, command, audit);
         match result {
             Ok(answer) => {
                 if savepoints {
@@ -469,14 +486,45 @@ fn run_batch(
                 tx.execute_batch("ROLLBACK TO item; RELEASE item")?;
                 audit.truncate(audit_len);
                 // A key created inside the rolled-back savepoint is gone too.
-                state.cache.clear();
-                state.last_key = None;
+                forget_uncommitted_keys(state);
                 answers.push(Err(e));
             }
         }
     }
     tx.commit()?;
     Ok(Attempt::Done(answers))
+}
+
+/// One request's writes inside the batch's transaction.
+fn run_command(
+    tx: &Transaction<'_>,
+    keyring: &Keyring,
+    state: &mut WriterState<'_>,
+    generation: i64,
+    command: &Command,
+    audit: &mut Vec<AppendedRecord>,
+) -> Result<Answer, StoreError> {
+    match command {
+        Command::Intake(req) => {
+            intake_one(tx, keyring, state, generation, req, audit).map(Answer::Intake)
+        }
+        Command::Quarantine(req) => {
+            quarantine_one(tx, keyring, state.cache, generation, req, audit).map(Answer::Quarantine)
+        }
+        Command::Probe(_) => probe(tx).map(|()| Answer::Probe),
+        Command::Audit(record, _) => crate::audit::append(tx, keyring, record)
+            .map(|appended| {
+                audit.push(appended);
+                Answer::Probe
+            })
+            .map_err(StoreError::from),
+        Command::Apply(write, _) => write(tx, keyring).and_then(|record| {
+            if let Some(record) = record {
+                audit.push(crate::audit::append(tx, keyring, &record)?);
+            }
+            Ok(Answer::Probe)
+        }),
+    }
 }
 
 fn intake_one(
