@@ -6,8 +6,10 @@
 //! `{method}`; `{{` and `}}` are literal braces. A template must contain `{body}`.
 
 use super::hmac_schemes::parse_prefixed;
+use super::scheme::{h, path_and_query, random_id, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, Encoding, SignedUrl, TimeUnit};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 use crate::secret::Secret;
 
 /// Templates longer than this are refused; real ones are a few dozen bytes.
@@ -174,8 +176,8 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-impl HmacTemplate {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for HmacTemplate {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         const SIG: &str = "configured signature header";
         const TS: &str = "configured timestamp header";
         const ID: &str = "configured id header";
@@ -234,10 +236,42 @@ impl HmacTemplate {
         })
     }
 
-    /// The header value the sender would send.
-    pub(crate) fn sign(&self, key: &[u8], values: &Values<'_>) -> String {
-        let content = self.template.render(values);
-        let mac = util::mac(self.algorithm, key, &[&content]);
-        format!("{}{}", self.prefix, self.encoding.encode(&mac))
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let ts_value = input.timestamp(self.unit);
+        let id = random_id("msg_");
+        let signed_url = match (&self.public_url, self.template.uses_url()) {
+            (Some(public), true) => {
+                SignedUrl::from_public(public, &path_and_query(&input.parsed_url()?)).render()
+            }
+            _ => String::new(),
+        };
+        let content = self.template.render(&Values {
+            body: input.body,
+            timestamp: &ts_value,
+            id: &id,
+            url: &signed_url,
+            method: "POST",
+        });
+        let mac = util::mac(self.algorithm, k.expose(), &[&content]);
+        let mut hs = vec![h(
+            &self.header,
+            format!("{}{}", self.prefix, self.encoding.encode(&mac)),
+        )];
+        if let (Some(name), true) = (&self.timestamp_header, self.template.uses_timestamp()) {
+            hs.push(h(name, ts_value.clone()));
+        }
+        if let (Some(name), true) = (&self.id_header, self.template.uses_id()) {
+            hs.push(h(name, id));
+        }
+        Ok(Signed::headers(hs))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        if self.template.uses_body() {
+            BodyCoverage::Signed
+        } else {
+            BodyCoverage::NotTheBody
+        }
     }
 }

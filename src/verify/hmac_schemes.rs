@@ -2,8 +2,10 @@
 //! NextPhone, PhoneShield, Bland, GitHub, Shopify (body only); Stripe, Slack, Retell (timestamp
 //! signed, replay window applies).
 
+use super::scheme::{h, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, Encoding, TimeUnit};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 use crate::secret::Secret;
 
 /// A signature of the raw body in one header: `[prefix]<hex|base64>`.
@@ -63,8 +65,10 @@ impl HeaderHmac {
             bearer: None,
         }
     }
+}
 
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for HeaderHmac {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         let mut used = Vec::new();
         if let Some(token) = &self.bearer {
             let auth = ctx.header("authorization", "authorization")?;
@@ -92,6 +96,33 @@ impl HeaderHmac {
             used_headers: used,
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let mac = util::mac(Algorithm::Sha256, k.expose(), &[input.body]);
+        let mut hs = vec![h(
+            self.header,
+            format!("{}{}", self.prefix, self.encoding.encode(&mac)),
+        )];
+        if let Some(t) = &self.bearer {
+            hs.insert(
+                0,
+                h(
+                    "Authorization",
+                    format!("Bearer {}", String::from_utf8_lossy(t.expose())),
+                ),
+            );
+        }
+        Ok(Signed::headers(hs))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        if self.bearer.is_some() {
+            BodyCoverage::SignedPlusToken
+        } else {
+            BodyCoverage::Signed
+        }
     }
 }
 
@@ -147,8 +178,8 @@ pub(crate) struct Stripe {
     pub keys: Vec<Secret>,
 }
 
-impl Stripe {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Stripe {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         const H: &str = "stripe-signature";
         let value = ctx.header(H, H)?;
         let parsed = parse_stripe_header(value).ok_or(Rejection::MalformedHeader(H))?;
@@ -169,6 +200,24 @@ impl Stripe {
             ..Proof::default()
         })
     }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let ts_text = input.timestamp(TimeUnit::Seconds);
+        let mac = util::mac(
+            Algorithm::Sha256,
+            k.expose(),
+            &[ts_text.as_bytes(), b".", input.body],
+        );
+        Ok(Signed::headers(vec![h(
+            "Stripe-Signature",
+            format!("t={ts_text},v1={}", hex::encode(mac)),
+        )]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
+    }
 }
 
 /// Slack: `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
@@ -177,8 +226,8 @@ pub(crate) struct Slack {
     pub keys: Vec<Secret>,
 }
 
-impl Slack {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Slack {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         const SIG: &str = "x-slack-signature";
         const TS: &str = "x-slack-request-timestamp";
         let sig_text = ctx.header(SIG, SIG)?;
@@ -203,6 +252,24 @@ impl Slack {
             ],
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let ts_text = input.timestamp(TimeUnit::Seconds);
+        let mac = util::mac(
+            Algorithm::Sha256,
+            k.expose(),
+            &[b"v0:", ts_text.as_bytes(), b":", input.body],
+        );
+        Ok(Signed::headers(vec![
+            h("X-Slack-Request-Timestamp", ts_text),
+            h("X-Slack-Signature", format!("v0={}", hex::encode(mac))),
+        ]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
     }
 }
 
@@ -229,8 +296,8 @@ pub(crate) struct Retell {
     pub keys: Vec<Secret>,
 }
 
-impl Retell {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Retell {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         const H: &str = "x-retell-signature";
         let value = ctx.header(H, H)?;
         let (ts_text, sig) = parse_retell_header(value).ok_or(Rejection::MalformedHeader(H))?;
@@ -247,5 +314,19 @@ impl Retell {
             used_headers: vec![(H.to_owned(), value.to_owned())],
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let ms = input.timestamp(TimeUnit::Millis);
+        let mac = util::mac(Algorithm::Sha256, k.expose(), &[input.body, ms.as_bytes()]);
+        Ok(Signed::headers(vec![h(
+            "x-retell-signature",
+            format!("v={ms},d={}", hex::encode(mac)),
+        )]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
     }
 }

@@ -32,6 +32,7 @@ pub mod oauth;
 mod options;
 mod plivo;
 pub mod samples;
+mod scheme;
 pub mod sign;
 mod standard_webhooks;
 mod telnyx;
@@ -512,7 +513,7 @@ impl SourceVerifier {
             now,
             oauth: self.oauth.as_deref(),
         };
-        let mut proof = self.scheme.check(&ctx)?;
+        let mut proof = self.scheme.verify(&ctx)?;
         if let Some(reply) = proof.challenge {
             return Ok(Verdict::Challenge(reply));
         }

@@ -1,10 +1,12 @@
 //! Telnyx: `telnyx-signature-ed25519` (base64 of a 64-byte Ed25519 signature) over
 //! `{telnyx-timestamp}|{body}`, checked against the account's public key(s).
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 
+use super::scheme::{h, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Ctx, TimeUnit};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 
 const SIG: &str = "telnyx-signature-ed25519";
 const TS: &str = "telnyx-timestamp";
@@ -41,8 +43,8 @@ pub fn parse_public_key(text: &[u8]) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&arr).ok()
 }
 
-impl Telnyx {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Telnyx {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         let sig_text = ctx.header(SIG, SIG)?;
         let ts_text = ctx.header(TS, TS)?.trim();
         let ts = util::parse_unix(ts_text).ok_or(Rejection::MalformedHeader(TS))?;
@@ -62,6 +64,26 @@ impl Telnyx {
             ],
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let sk = input.key.ok_or(SignError::NeedsSigningKey("telnyx"))?;
+        if !self.keys.contains(&sk.verifying_key()) {
+            return Err(SignError::KeyMismatch);
+        }
+        let ts_text = input.timestamp(TimeUnit::Seconds);
+        let msg = signed_message(&ts_text, input.body);
+        Ok(Signed::headers(vec![
+            h("telnyx-timestamp", ts_text),
+            h(
+                "telnyx-signature-ed25519",
+                util::b64(&sk.sign(&msg).to_bytes()),
+            ),
+        ]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
     }
 }
 

@@ -7,8 +7,10 @@
 //! `:` a forged `v0:ts:body` would need).
 
 use super::hmac_schemes::parse_prefixed;
+use super::scheme::{h, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, TimeUnit};
-use super::{ChallengeReply, Proof, Rejection};
+use super::{BodyCoverage, ChallengeReply, Proof, Rejection};
 use crate::secret::Secret;
 
 const SIG: &str = "x-zm-signature";
@@ -52,8 +54,8 @@ pub(crate) fn challenge_body(key: &[u8], plain_token: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-impl Zoom {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Zoom {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         let sig_text = ctx.header(SIG, SIG)?;
         let ts_text = ctx.header(TS, TS)?.trim();
         let ts = util::parse_unix(ts_text).ok_or(Rejection::MalformedHeader(TS))?;
@@ -89,5 +91,23 @@ impl Zoom {
             challenge,
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let ts_text = input.timestamp(TimeUnit::Seconds);
+        let mac = util::mac(
+            Algorithm::Sha256,
+            k.expose(),
+            &[b"v0:", ts_text.as_bytes(), b":", input.body],
+        );
+        Ok(Signed::headers(vec![
+            h("x-zm-request-timestamp", ts_text),
+            h("x-zm-signature", format!("v0={}", hex::encode(mac))),
+        ]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
     }
 }
