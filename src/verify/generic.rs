@@ -5,7 +5,7 @@
 //! `{id}` or `{svix-id}` (the id header's text), `{url}` (public URL + query as received),
 //! `{method}`; `{{` and `}}` are literal braces. A template must contain `{body}`.
 
-use super::hmac_schemes::parse_prefixed;
+use super::header_hmac::parse_prefixed;
 use super::scheme::{h, path_and_query, random_id, Scheme, SignInput, Signed};
 use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, Encoding, SignedUrl, TimeUnit};
@@ -117,6 +117,11 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// A template from parts, for the schemes whose signed content is fixed.
+    pub(crate) fn from_parts(parts: Vec<Part>) -> Self {
+        Self { parts }
+    }
+
     /// The parsed parts.
     pub fn parts(&self) -> &[Part] {
         &self.parts
@@ -135,20 +140,24 @@ impl Template {
         self.parts.contains(&Part::Url)
     }
 
+    /// The bytes to sign as borrowed pieces, in order, for a MAC fed piece by piece.
+    pub(crate) fn slices<'a>(&'a self, v: &Values<'a>) -> Vec<&'a [u8]> {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(s) => s.as_bytes(),
+                Part::Body => v.body,
+                Part::Timestamp => v.timestamp.as_bytes(),
+                Part::Id => v.id.as_bytes(),
+                Part::Url => v.url.as_bytes(),
+                Part::Method => v.method.as_bytes(),
+            })
+            .collect()
+    }
+
     /// The bytes to sign.
     pub(crate) fn render(&self, v: &Values<'_>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(v.body.len() + 64);
-        for part in &self.parts {
-            match part {
-                Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
-                Part::Body => out.extend_from_slice(v.body),
-                Part::Timestamp => out.extend_from_slice(v.timestamp.as_bytes()),
-                Part::Id => out.extend_from_slice(v.id.as_bytes()),
-                Part::Url => out.extend_from_slice(v.url.as_bytes()),
-                Part::Method => out.extend_from_slice(v.method.as_bytes()),
-            }
-        }
-        out
+        self.slices(v).concat()
     }
 }
 

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::generic::{HmacTemplate, Template};
-use super::hmac_schemes::{HeaderHmac, Retell, Slack, Stripe};
+use super::header_hmac::HeaderHmac;
 use super::plivo::Plivo;
 use super::scheme::Scheme;
 use super::standard_webhooks::{StandardWebhooks, SwKey};
@@ -253,19 +253,19 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
         }
         Preset::Stripe => {
             require_secret(&mut p);
-            Some(boxed(Stripe { keys: secrets }))
+            Some(boxed(super::stripe::scheme(secrets)))
         }
         Preset::Slack => {
             require_secret(&mut p);
-            Some(boxed(Slack { keys: secrets }))
+            Some(boxed(super::slack::scheme(secrets)))
         }
         Preset::Retell => {
             require_secret(&mut p);
-            Some(boxed(Retell { keys: secrets }))
+            Some(boxed(super::retell::scheme(secrets)))
         }
         Preset::Zoom => {
             require_secret(&mut p);
-            Some(boxed(Zoom { keys: secrets }))
+            Some(boxed(Zoom::new(secrets)))
         }
         Preset::StandardWebhooks => {
             require_secret(&mut p);
@@ -291,7 +291,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
                     ),
                 }
             }
-            Some(boxed(Telnyx { keys }))
+            Some(boxed(Telnyx::new(keys)))
         }
         Preset::Twilio => {
             require_secret(&mut p);
