@@ -11,10 +11,7 @@ pub(crate) fn scheme(keys: Vec<Secret>) -> TimestampedHmac {
         keys,
         form: Form {
             carrier: Carrier::Combined {
-                header: Name {
-                    checked: "x-retell-signature",
-                    sent: "x-retell-signature",
-                },
+                header: Name::lowercase("x-retell-signature"),
                 parse: |value| parse_retell_header(value).map(|(ts, sig)| (ts, vec![sig])),
                 render: |ts, sig| format!("v={ts},d={sig}"),
             },

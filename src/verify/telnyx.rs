@@ -49,13 +49,9 @@ pub fn parse_public_key(text: &[u8]) -> Option<VerifyingKey> {
 
 impl Telnyx {
     pub fn new(keys: Vec<VerifyingKey>) -> Self {
-        let name = |n| Name {
-            checked: n,
-            sent: n,
-        };
         let mut form = Form::headers(
-            name(TS),
-            name(SIG),
+            Name::lowercase(TS),
+            Name::lowercase(SIG),
             "",
             vec![Part::Timestamp, Part::Literal("|".into()), Part::Body],
             Encoding::Base64,

@@ -24,6 +24,16 @@ pub(crate) struct Name {
     pub sent: &'static str,
 }
 
+impl Name {
+    /// A header the sender writes in lowercase.
+    pub const fn lowercase(name: &'static str) -> Self {
+        Self {
+            checked: name,
+            sent: name,
+        }
+    }
+}
+
 /// A parser of a combined header: the timestamp's text and every decoded signature.
 pub(crate) type ParseCombined = fn(&str) -> Option<(&str, Vec<Vec<u8>>)>;
 /// Writes a combined header from the timestamp's text and the encoded signature.
@@ -92,6 +102,22 @@ impl Form {
             encoding,
             signature_len: None,
         }
+    }
+
+    /// Slack's `v0` convention, which Zoom copied: `v0=<hex>` over `v0:{timestamp}:{body}`.
+    pub fn v0(timestamp: Name, signature: Name) -> Self {
+        Self::headers(
+            timestamp,
+            signature,
+            "v0=",
+            vec![
+                Part::Literal("v0:".into()),
+                Part::Timestamp,
+                Part::Literal(":".into()),
+                Part::Body,
+            ],
+            Encoding::Hex,
+        )
     }
 
     /// Read the timestamp and signatures from the request and check the replay window.

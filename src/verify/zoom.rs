@@ -6,11 +6,10 @@
 //! signature, and only for a short token of URL-safe characters (which can never contain the
 //! `:` a forged `v0:ts:body` would need).
 
-use super::generic::Part;
 use super::scheme::{Scheme, SignInput, Signed};
 use super::sign::SignError;
 use super::timestamped::{Form, Name, TimestampedHmac};
-use super::util::{self, Algorithm, Ctx, Encoding};
+use super::util::{self, Algorithm, Ctx};
 use super::{BodyCoverage, ChallengeReply, Proof, Rejection};
 use crate::secret::Secret;
 
@@ -58,24 +57,7 @@ pub(crate) fn challenge_body(key: &[u8], plain_token: &str) -> Vec<u8> {
 
 impl Zoom {
     pub fn new(keys: Vec<Secret>) -> Self {
-        let form = Form::headers(
-            Name {
-                checked: TS,
-                sent: TS,
-            },
-            Name {
-                checked: SIG,
-                sent: SIG,
-            },
-            "v0=",
-            vec![
-                Part::Literal("v0:".into()),
-                Part::Timestamp,
-                Part::Literal(":".into()),
-                Part::Body,
-            ],
-            Encoding::Hex,
-        );
+        let form = Form::v0(Name::lowercase(TS), Name::lowercase(SIG));
         Self {
             hmac: TimestampedHmac {
                 keys,
