@@ -53,6 +53,15 @@ pub enum HttpError {
     TokenMissing(String),
 }
 
+impl wardhook_sdk::http::SendFailure for HttpError {
+    fn network(host: &str, timed_out: bool) -> Self {
+        Self::Network {
+            host: host.to_owned(),
+            timed_out,
+        }
+    }
+}
+
 impl From<HttpError> for HandlerError {
     fn from(e: HttpError) -> Self {
         let reason = e.to_string();

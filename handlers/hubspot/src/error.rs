@@ -77,6 +77,15 @@ pub enum HubSpotError {
     NoIdentity,
 }
 
+impl wardhook_sdk::http::SendFailure for HubSpotError {
+    fn network(host: &str, timed_out: bool) -> Self {
+        Self::Network {
+            host: host.to_owned(),
+            timed_out,
+        }
+    }
+}
+
 impl From<HubSpotError> for HandlerError {
     fn from(e: HubSpotError) -> Self {
         let reason = e.to_string();

@@ -95,6 +95,15 @@ fn code_suffix(code: &Option<String>) -> String {
     code.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
 }
 
+impl wardhook_sdk::http::SendFailure for SalesforceError {
+    fn network(host: &str, timed_out: bool) -> Self {
+        Self::Network {
+            host: host.to_owned(),
+            timed_out,
+        }
+    }
+}
+
 impl From<SalesforceError> for HandlerError {
     fn from(e: SalesforceError) -> Self {
         let reason = e.to_string();

@@ -47,6 +47,15 @@ pub enum SlackError {
     Template(TemplateError),
 }
 
+impl wardhook_sdk::http::SendFailure for SlackError {
+    fn network(host: &str, timed_out: bool) -> Self {
+        Self::Network {
+            host: host.to_owned(),
+            timed_out,
+        }
+    }
+}
+
 impl From<SlackError> for HandlerError {
     fn from(e: SlackError) -> Self {
         let reason = e.to_string();
