@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
-use wardhook_sdk::http::{outbound, Outbound};
+use wardhook_sdk::http::{outbound, Outbound, Unreachable};
 use wardhook_sdk::template::{Escape, Template, UrlTemplate, Vars};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -359,12 +359,7 @@ async fn read_capped(mut response: Response, host: &str) -> Result<Vec<u8>, Http
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(HttpError::Network {
-                    host: host.to_owned(),
-                    timed_out: e.is_timeout(),
-                })
-            }
+            Err(e) => return Err(Unreachable::new(host, &e).into()),
         }
     }
 }

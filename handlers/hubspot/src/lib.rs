@@ -35,7 +35,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use wardhook_sdk::chrono::SecondsFormat;
-use wardhook_sdk::http::{outbound, Outbound};
+use wardhook_sdk::http::{outbound, Outbound, Unreachable};
 use wardhook_sdk::template::{html_escape, Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -224,10 +224,10 @@ impl HubSpot {
         let host = self.host.clone();
         match status {
             200..=299 | 409 => {
-                let bytes = response.bytes().await.map_err(|e| HubSpotError::Network {
-                    host: host.clone(),
-                    timed_out: e.is_timeout(),
-                })?;
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Unreachable::new(&host, &e))?;
                 let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 Ok(Answer { status, body })
             }

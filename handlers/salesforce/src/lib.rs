@@ -33,7 +33,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
-use wardhook_sdk::http::{outbound, Outbound};
+use wardhook_sdk::http::{outbound, Outbound, Unreachable};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -232,10 +232,7 @@ impl Salesforce {
             let bytes = response
                 .bytes()
                 .await
-                .map_err(|e| SalesforceError::Network {
-                    host: self.host.clone(),
-                    timed_out: e.is_timeout(),
-                })?;
+                .map_err(|e| Unreachable::new(&self.host, &e))?;
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if (200..300).contains(&status) {
                 return Ok((status, body));

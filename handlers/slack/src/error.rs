@@ -10,13 +10,8 @@ use wardhook_sdk::HandlerError;
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
     /// Connecting, sending or reading failed.
-    #[error("{} talking to {host}", if *.timed_out { "timeout" } else { "network error" })]
-    Network {
-        /// The webhook host.
-        host: String,
-        /// Whether it was the timeout.
-        timed_out: bool,
-    },
+    #[error(transparent)]
+    Network(#[from] wardhook_sdk::http::Unreachable),
     /// The egress allowlist refused the webhook host (its name resolves to addresses not
     /// listed in `allow_hosts`): permanent.
     #[error(transparent)]
@@ -47,20 +42,11 @@ pub enum SlackError {
     Template(TemplateError),
 }
 
-impl wardhook_sdk::http::SendFailure for SlackError {
-    fn network(host: &str, timed_out: bool) -> Self {
-        Self::Network {
-            host: host.to_owned(),
-            timed_out,
-        }
-    }
-}
-
 impl From<SlackError> for HandlerError {
     fn from(e: SlackError) -> Self {
         let reason = e.to_string();
         match e {
-            SlackError::Network { .. } => HandlerError::retryable(reason),
+            SlackError::Network(_) => HandlerError::retryable(reason),
             SlackError::Unavailable { retry_after, .. } => HandlerError::Retryable {
                 reason,
                 retry_after,

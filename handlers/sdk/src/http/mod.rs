@@ -6,7 +6,7 @@
 //! its client from [`Egress::client_builder`] (the allowlist sits in the client's DNS
 //! resolver) and sends through [`Egress::send`], which also checks the request's host and turns
 //! a refusal into [`SendError::Refused`] — a permanent failure naming the host. [`Outbound`]
-//! keeps the two together and maps failures into the adapter's own error ([`SendFailure`]).
+//! keeps the two together and maps failures into the adapter's own error ([`Unreachable`], [`EgressRefused`]).
 //!
 //! In a factory, [`api_url`] checks each configured URL and [`outbound`] builds the allowlist
 //! and the client in one call, reporting problems with their keys; an adapter that needs the
@@ -20,7 +20,7 @@ use std::path::Path;
 use reqwest::Url;
 
 pub use egress::{is_public, refusal, Egress, EgressRefused, SendError};
-pub use outbound::{Outbound, SendFailure};
+pub use outbound::{Outbound, Unreachable};
 
 use crate::{BuildContext, ConfigProblem, Problems};
 

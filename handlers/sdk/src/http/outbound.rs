@@ -4,12 +4,26 @@
 use super::egress::{Egress, EgressRefused, SendError};
 use crate::HandlerError;
 
-/// An adapter's error type that can say why a request got no answer. Implement it once per
-/// adapter; [`Outbound::send`] then classifies every failure the same way everywhere.
-pub trait SendFailure: From<EgressRefused> {
-    /// Connecting, sending or reading failed talking to `host` (`timed_out`: it was the
-    /// request's timeout). Retryable.
-    fn network(host: &str, timed_out: bool) -> Self;
+/// Connecting, sending or reading failed talking to `host`: worth a retry. Adapters keep it
+/// as their network variant (`Network(#[from] Unreachable)`, `#[error(transparent)]`), so the
+/// message is the same everywhere and names the host only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} talking to {host}", if *.timed_out { "timeout" } else { "network error" })]
+pub struct Unreachable {
+    /// The host (from the config, never from an event).
+    pub host: String,
+    /// Whether it was the request's timeout.
+    pub timed_out: bool,
+}
+
+impl Unreachable {
+    /// `host` could not be reached or read; `error` says whether it was the timeout.
+    pub fn new(host: &str, error: &reqwest::Error) -> Self {
+        Self {
+            host: host.to_owned(),
+            timed_out: error.is_timeout(),
+        }
+    }
 }
 
 impl From<EgressRefused> for HandlerError {
@@ -19,9 +33,9 @@ impl From<EgressRefused> for HandlerError {
     }
 }
 
-impl SendFailure for HandlerError {
-    fn network(host: &str, timed_out: bool) -> Self {
-        HandlerError::network(host, timed_out)
+impl From<Unreachable> for HandlerError {
+    fn from(e: Unreachable) -> Self {
+        HandlerError::network(&e.host, e.timed_out)
     }
 }
 
@@ -50,16 +64,19 @@ impl Outbound {
     }
 
     /// Send `request` through the allowlist ([`Egress::send`]): a refusal becomes the
-    /// adapter's permanent egress error, anything else about the connection its network error
-    /// naming `host`.
-    pub async fn send<E: SendFailure>(
+    /// adapter's (permanent) egress error, anything else about the connection its
+    /// [`Unreachable`] naming `host`.
+    pub async fn send<E: From<EgressRefused> + From<Unreachable>>(
         &self,
         request: reqwest::RequestBuilder,
         host: &str,
     ) -> Result<reqwest::Response, E> {
         self.egress.send(request).await.map_err(|e| match e {
             SendError::Refused(refused) => E::from(refused),
-            SendError::Network { timed_out } => E::network(host, timed_out),
+            SendError::Network { timed_out } => E::from(Unreachable {
+                host: host.to_owned(),
+                timed_out,
+            }),
         })
     }
 }
