@@ -19,8 +19,9 @@
 //!   │                     │            workers (worker.rs), real-time replies, handler registry
 //!   │                     └──────────▶ handlers/sdk ◀── handlers/* (one crate per destination)
 //!   │
-//! store/                  the `Storage` trait (backend.rs) with its vocabulary; SQLite
-//!   ├── SQLite            (`store::Store`: writer.rs group commit, jobs.rs, keys.rs, …)
+//! store/                  the `Storage` trait (backend.rs), its vocabulary (types.rs) and
+//!   │                     backend-neutral intake preparation (prepare.rs)
+//!   ├── sqlite/           SQLite: one file, a writer thread with group commit
 //!   └── postgres/         PostgreSQL (`[storage] backend = "postgres"`, several nodes);
 //!                         the same conformance tests run on both
 //!   │
@@ -45,7 +46,8 @@
 //! 4. [`dispatch`] (planning) — the routes compiled once (`dispatch::plan::build_plan`);
 //!    per event, one call (`Plan::route`) returns the jobs and the real-time route, if any.
 //! 5. [`store`] — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite
-//!    (`store::Store`, group commit in `store/writer.rs`) or PostgreSQL (`store::postgres`);
+//!    (`store::sqlite`) or PostgreSQL (`store::postgres`), both through the backend-neutral
+//!    preparation of `store::prepare`;
 //!    maintenance (rotation, purge, backup) in bounded chunks beside intake.
 //! 6. [`audit`] — a hash-chained record of every state change, in the same transaction; the
 //!    JSONL mirror is appended by every process under one file lock.

@@ -23,7 +23,7 @@ use wardhook_sdk::{Handler, HandlerError};
 use super::plan::RouteRule;
 use crate::config::DispatchSettings;
 use crate::store::jobs::{AttemptRecord, AttemptResult, ClaimedJob, NextStep};
-use crate::store::{Storage, StoreError};
+use crate::store::{Predecessors, Storage, StoreError};
 
 /// How often an idle worker looks for due jobs when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -73,20 +73,40 @@ fn later(d: Duration) -> Instant {
 pub struct Plan {
     handlers: HashMap<String, Arc<dyn Handler>>,
     routes: Vec<RouteRule>,
+    /// The routes' ordering as data for claiming, built once per plan.
+    order: Arc<Predecessors>,
     time_zone: wardhook_sdk::template::Tz,
 }
 
 impl Plan {
     /// A plan from built handlers and compiled routes (see [`super::plan::build_plan`]).
     pub fn new(handlers: Vec<Arc<dyn Handler>>, routes: Vec<RouteRule>) -> Self {
-        Self {
+        let mut plan = Self {
             handlers: handlers
                 .into_iter()
                 .map(|h| (h.name().to_owned(), h))
                 .collect(),
             routes,
+            order: Arc::default(),
             time_zone: wardhook_sdk::template::Tz::UTC,
+        };
+        plan.order = Arc::new(plan.claim_order());
+        plan
+    }
+
+    /// Every route handler's predecessors, for [`Storage::claim_next`].
+    fn claim_order(&self) -> Predecessors {
+        let mut order = Predecessors::none();
+        for route in &self.routes {
+            for handler in &route.handlers {
+                order.insert(
+                    &route.source,
+                    handler,
+                    self.predecessors(&route.source, handler),
+                );
+            }
         }
+        order
     }
 
     /// The clinic's time zone for templates and filters.
@@ -369,14 +389,9 @@ impl Dispatcher {
         let (job, slot) = {
             let _guard = self.claim_lock.lock().await;
             let exclude = self.excluded(Instant::now());
-            let preds = plan.clone();
             let job = self
                 .store
-                .claim_next(
-                    exclude,
-                    lease,
-                    Arc::new(move |s, h| preds.predecessors(s, h)),
-                )
+                .claim_next(exclude, lease, Arc::clone(&plan.order))
                 .await?;
             let Some(job) = job else {
                 return Ok(TaskOutcome::Idle);
