@@ -89,14 +89,6 @@ pub enum ListenerError {
         /// The configured address.
         addr: std::net::SocketAddr,
     },
-    /// The config asks for a feature the configured storage backend does not offer yet.
-    #[error("{feature} needs the SQLite backend for now; with [storage] backend = \"postgres\" {remedy}")]
-    NeedsSqlite {
-        /// The feature.
-        feature: &'static str,
-        /// What to change.
-        remedy: &'static str,
-    },
 }
 
 /// A source with its runtime state.
@@ -237,7 +229,6 @@ impl Application {
                 (Arc::new(store.clone()), Some(store))
             }
             StorageBackend::Postgres(settings) => {
-                refuse_sqlite_only_console(console.enabled())?;
                 (Arc::new(PgStore::open(settings, keyring).await?), None)
             }
         };
@@ -250,13 +241,13 @@ impl Application {
             plan.clone(),
             config.dispatch.clone(),
         ));
-        let admin = match (&sqlite, console.enabled()) {
-            (Some(sqlite), true) => Some(crate::admin::AdminServer::build(
-                console,
-                sqlite.clone(),
-                dispatcher.clone(),
-            )?),
-            _ => None,
+        let admin = if console.enabled() {
+            Some(
+                crate::admin::AdminServer::build(console, store.clone(), dispatcher.clone())
+                    .await?,
+            )
+        } else {
+            None
         };
         let state = web::Data::new(AppState {
             live: RwLock::new(Arc::new(Live::from_config(
@@ -529,18 +520,6 @@ async fn flush_rejections(state: &AppState) {
 /// A signed audit checkpoint, where the backend keeps them (the SQLite store's mirror).
 async fn checkpoint(sqlite: Option<&Store>) -> Option<Result<(), StoreError>> {
     Some(sqlite?.checkpoint_audit().await)
-}
-
-/// With PostgreSQL, refuse at start-up what still reads the SQLite store directly (the admin
-/// console), rather than serving with it half-working.
-fn refuse_sqlite_only_console(console: bool) -> Result<(), ListenerError> {
-    if console {
-        return Err(ListenerError::NeedsSqlite {
-            feature: "the admin console (its queries read the SQLite store)",
-            remedy: "set [admin] enabled = false",
-        });
-    }
-    Ok(())
 }
 
 /// An audit record of the server's own life: config loaded (with the file's SHA-256), started,

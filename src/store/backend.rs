@@ -41,6 +41,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Which backend this is (`sqlite` or `postgres`), for logs and refusals.
     fn backend_name(&self) -> &'static str;
 
+    /// What the operator console reads and writes (tokens, health, audit reads).
+    fn console(&self) -> &dyn super::Console;
+
     /// Deduplicate, encrypt and commit a normalized delivery with one job per matched handler,
     /// and its audit record; answer only after the commit is durable.
     fn intake(
@@ -154,7 +157,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 /// Run blocking SQLite work off the async executor.
-fn blocking<T, F>(store: &Store, work: F) -> StoreFuture<'static, T>
+pub(crate) fn blocking<T, F>(store: &Store, work: F) -> StoreFuture<'static, T>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
@@ -172,6 +175,10 @@ where
 impl Storage for Store {
     fn backend_name(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn console(&self) -> &dyn super::Console {
+        self
     }
 
     fn intake(

@@ -18,6 +18,7 @@ pub mod admin;
 mod audit_hook;
 pub mod backend;
 mod backup;
+pub mod console;
 pub mod emergency;
 pub mod jobs;
 mod keys;
@@ -29,6 +30,7 @@ pub mod reverify;
 mod rotate;
 mod schema;
 mod sealed;
+mod sqlite;
 mod writer;
 
 #[cfg(test)]
@@ -48,6 +50,7 @@ use crate::crypto::{AeadError, Keyring};
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 pub use backend::{Storage, StoreFuture};
+pub use console::Console;
 pub use schema::SCHEMA_VERSION;
 
 /// Tuning knobs for [`Store::open`].

@@ -1,0 +1,5 @@
+//! The SQLite implementation of the store traits (see [`super::Store`]).
+
+mod console;
+mod health;
+mod tokens;
