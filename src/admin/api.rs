@@ -15,9 +15,9 @@ use super::auth::{Permission, Principal};
 use super::{health, tokens, ApiError, Console, Denial};
 use crate::audit::commands::{parse_time, SearchArgs};
 use crate::audit::{Action, Actor, AuditRecord, DetailKey, ExportFormat, Outcome};
-use crate::store::admin::{ListFilter, Requester};
 use crate::store::console::{AuditCheck, BAD_AUDIT_FILTER};
-use crate::store::jobs::DeadFilter;
+use crate::store::types::DeadFilter;
+use crate::store::types::{ListFilter, Requester};
 use crate::store::StoreError;
 
 /// The OpenAPI 3 description of this API, hand-written and embedded.

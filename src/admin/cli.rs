@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::{tokens, Role};
-use crate::store::admin::Requester;
+use crate::store::types::Requester;
 use crate::store::Console;
 use chrono::Utc;
 use clap::Subcommand;

@@ -15,7 +15,7 @@ use super::api::{self, AuditQuery, ListQuery};
 use super::auth::{csrf_matches, Permission, Principal, Session, SessionState};
 use super::health::HourBucket;
 use super::{tokens, ApiError, Console, Denial};
-use crate::store::jobs::DeadFilter;
+use crate::store::types::DeadFilter;
 
 const STYLE: &str = include_str!("assets/style.css");
 const COOKIE: &str = "wardhook_session";

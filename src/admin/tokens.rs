@@ -18,8 +18,8 @@ use subtle::ConstantTimeEq;
 
 use super::Role;
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
-use crate::store::admin::Requester;
 use crate::store::console::{Console, StoredToken, TokenInsert};
+use crate::store::types::Requester;
 use crate::store::StoreError;
 
 pub use crate::store::console::TokenInfo;

@@ -9,6 +9,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use wardhook_sdk::Event;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use super::StoreError;
 
 /// The plaintext of a delivery's ciphertext.
@@ -48,4 +50,9 @@ pub fn decode_body(b64: &str) -> Result<Vec<u8>, StoreError> {
     STANDARD
         .decode(b64)
         .map_err(|_| StoreError::Corrupt("stored body is not base64"))
+}
+
+/// The timestamp format of every `*_at` column: fixed width, so text order is time order.
+pub(crate) fn db_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }

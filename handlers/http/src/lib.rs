@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Egress, SendError};
 use wardhook_sdk::template::{Escape, Template, UrlTemplate, Vars};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -99,18 +99,20 @@ impl HandlerFactory for HttpFactory {
             .iter()
             .map(UrlTemplate::origin)
             .chain(auth.iter().filter_map(Auth::token_url));
-        let egress = Egress::new(configured, &config.allow_hosts, "allow_hosts")
-            .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-            .ok();
-        let client = egress
-            .as_ref()
-            .and_then(|e| p.take(e.client_with_ca(config.ca_file.as_deref(), ctx)));
+        let (egress, client) = outbound(
+            configured,
+            &config.allow_hosts,
+            config.ca_file.as_deref(),
+            ctx,
+            &mut p,
+        )
+        .unzip();
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
         p.check()?;
         let (Some(method), Some(url), Some(auth), Some(client), Some(egress)) =
             (method, url, auth, client, egress)
         else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+            return Err(ConfigProblem::incomplete());
         };
         Ok(Arc::new(HttpHandler {
             name: ctx.name().to_owned(),

@@ -35,7 +35,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use wardhook_sdk::chrono::SecondsFormat;
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Egress, SendError};
 use wardhook_sdk::template::{html_escape, Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -96,20 +96,16 @@ impl HandlerFactory for HubSpotFactory {
                 properties.push((name.clone(), t));
             }
         }
-        if config.timeout_secs == 0 || config.timeout_secs > 300 {
-            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
-        }
-        let egress = base_url.as_ref().and_then(|url| {
-            Egress::new([url], &config.allow_hosts, "allow_hosts")
-                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-                .ok()
-        });
-        let client = egress.as_ref().and_then(|e| p.take(e.client()));
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
+        let (egress, client) = base_url
+            .as_ref()
+            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p))
+            .unzip();
         p.check()?;
         let (Some(base_url), Some(token), Some(egress), Some(client)) =
             (base_url, token, egress, client)
         else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+            return Err(ConfigProblem::incomplete());
         };
         let host = base_url.host_str().unwrap_or("HubSpot").to_owned();
         Ok(Arc::new(HubSpot {
@@ -121,7 +117,7 @@ impl HandlerFactory for HubSpotFactory {
             lead_source: config.lead_source,
             lead_source_property: config.lead_source_property,
             note: config.note,
-            timeout: Duration::from_secs(config.timeout_secs),
+            timeout,
             egress,
             client,
         }))

@@ -33,7 +33,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Egress, SendError};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -99,24 +99,24 @@ impl HandlerFactory for SalesforceFactory {
                 fields.push((name.clone(), t));
             }
         }
-        if config.timeout_secs == 0 || config.timeout_secs > 300 {
-            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
-        }
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
         let tokens = TokenSource::build(config.auth, ctx, &mut p);
-        let egress = match (&instance, &tokens) {
-            (Some(instance), Some(tokens)) => {
-                Egress::new([instance, tokens.url()], &config.allow_hosts, "allow_hosts")
-                    .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-                    .ok()
-            }
+        let (egress, client) = match (&instance, &tokens) {
+            (Some(instance), Some(tokens)) => outbound(
+                [instance, tokens.url()],
+                &config.allow_hosts,
+                None,
+                ctx,
+                &mut p,
+            ),
             _ => None,
-        };
-        let client = egress.as_ref().and_then(|e| p.take(e.client()));
+        }
+        .unzip();
         p.check()?;
         let (Some(instance), Some(tokens), Some(egress), Some(client)) =
             (instance, tokens, egress, client)
         else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+            return Err(ConfigProblem::incomplete());
         };
         let host = instance.host_str().unwrap_or("Salesforce").to_owned();
         let api_root = format!(
@@ -133,7 +133,7 @@ impl HandlerFactory for SalesforceFactory {
             fallback_last_name: config.fallback_last_name,
             fallback_company: config.fallback_company,
             lead_source: config.lead_source,
-            timeout: Duration::from_secs(config.timeout_secs),
+            timeout,
             outbound: Outbound { client, egress },
         }))
     }

@@ -9,7 +9,7 @@ use crate::audit::{ExportFormat, Filter, StoredRecord};
 use crate::store::console::{
     AttemptSample, DeliveryJob, DeliveryMeta, HandlerQueue, HealthData, SourceEvent,
 };
-use crate::store::writer::db_time;
+use crate::store::payload::db_time;
 use crate::store::StoreError;
 
 fn count(n: i64) -> u64 {

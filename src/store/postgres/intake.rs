@@ -23,9 +23,8 @@ use super::{audit, keys, PgStore};
 use crate::crypto::RecordPlace;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 use crate::store::audit_hook::{to_record, AuditAction, AuditActor, AuditEvent};
-use crate::store::keys::period_of;
 use crate::store::payload::{encode_body, StoredDelivery, StoredQuarantine};
-use crate::store::writer::dedup_index;
+use crate::store::prepare::{dedup_index, period_of};
 use crate::store::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
 
 /// Serialize a payload for sealing, in a buffer zeroized on drop.

@@ -9,13 +9,13 @@ use wardhook_sdk::Event;
 
 use super::{audit, keys, PgStore};
 use crate::crypto::RecordPlace;
-use crate::store::admin::{
-    delivery_read_event, open_quarantine, quarantine_read_event, DeliverySummary, ListFilter,
-    QuarantineEntry, QuarantineSummary, Requester,
-};
 use crate::store::audit_hook::to_record;
+use crate::store::payload::db_time;
 use crate::store::payload::StoredDelivery;
-use crate::store::writer::db_time;
+use crate::store::reads::{delivery_read_event, open_quarantine, quarantine_read_event};
+use crate::store::types::{
+    DeliverySummary, ListFilter, QuarantineEntry, QuarantineSummary, Requester,
+};
 use crate::store::StoreError;
 
 /// A decrypted delivery and the row facts readers need for their audit records.

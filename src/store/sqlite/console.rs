@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
+use super::storage::blocking;
 use super::{health, tokens};
 use crate::audit::commands::SearchArgs;
 use crate::audit::{AuditError, AuditRecord, ExportFormat, StoredRecord};
-use crate::store::backend::blocking;
 use crate::store::console::{
     audit_filter, AuditCheck, Console, DeliveryJob, DeliveryMeta, HealthData, RevokeRecord,
     StoredToken, TokenInfo, TokenInsert,

@@ -126,7 +126,7 @@ pub(super) fn delivery_meta(store: &Store, id: &str) -> Result<Option<DeliveryMe
 
 /// A delivery's jobs in route order.
 pub(super) fn delivery_jobs(store: &Store, id: &str) -> Result<Vec<DeliveryJob>, StoreError> {
-    Ok(crate::store::jobs::delivery_jobs(store, id)?
+    Ok(super::jobs::delivery_jobs(store, id)?
         .into_iter()
         .map(|(job_id, handler, status, attempts)| DeliveryJob {
             job_id,

@@ -63,7 +63,7 @@ pub(super) fn create(
     }
     crate::audit::append(&tx, store.keyring(), record)?;
     tx.commit()?;
-    crate::store::admin::mirror(store, &conn);
+    super::audit::mirror(store, &conn);
     Ok(TokenInsert::Created)
 }
 
@@ -126,7 +126,7 @@ pub(super) fn revoke(
     )?;
     crate::audit::append(&tx, store.keyring(), &record(&id))?;
     tx.commit()?;
-    crate::store::admin::mirror(store, &conn);
+    super::audit::mirror(store, &conn);
     Ok(Some(id))
 }
 

@@ -4,9 +4,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::keys;
-use super::payload::StoredDelivery;
-use super::StoreError;
 use crate::crypto::{Keyring, RecordPlace};
+use crate::store::payload::StoredDelivery;
+use crate::store::StoreError;
 
 /// A decrypted delivery and the row facts readers need for their audit records.
 #[derive(Debug)]

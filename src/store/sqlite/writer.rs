@@ -22,23 +22,22 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
+use super::audit::record_audit;
 use super::keys::{self, WriteKeyCache};
-use super::payload::{encode_body, StoredDelivery, StoredQuarantine};
-use super::{IntakeOutcome, JobSpec, QuarantineId, Shared, StoreError};
+use super::Shared;
 use crate::audit::AppendedRecord;
 use crate::crypto::{DataKey, Keyring, RecordPlace, Sealed};
 use crate::normalize::{IntakeInput, Normalized};
-
-/// The timestamp format of every `*_at` column: fixed width, so text order is time order.
-pub(crate) fn db_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use crate::store::audit_hook::{AuditAction, AuditActor, AuditEvent};
+use crate::store::payload::{db_time, encode_body, StoredDelivery, StoredQuarantine};
+use crate::store::prepare::dedup_index;
+use crate::store::types::{IntakeOutcome, JobSpec, QuarantineId};
+use crate::store::StoreError;
 
 pub(crate) struct IntakeRequest {
     pub input: IntakeInput,
@@ -508,15 +507,6 @@ fn run_batch(
     }
     tx.commit()?;
     Ok(Attempt::Done(answers))
-}
-
-/// The blind index of a dedup key, scoped to the source.
-pub(crate) fn dedup_index(keyring: &Keyring, source: &str, normalized: &Normalized) -> String {
-    let mut material = Vec::with_capacity(source.len() + 80);
-    material.extend_from_slice(&(source.len() as u64).to_be_bytes());
-    material.extend_from_slice(source.as_bytes());
-    material.extend_from_slice(&normalized.dedup.index_material());
-    keyring.blind_index("dedup", &material)
 }
 
 fn intake_one(
