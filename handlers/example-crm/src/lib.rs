@@ -10,7 +10,7 @@ pub mod config;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wardhook_sdk::http::{outbound, Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
     HandlerFactory, Outcome, Problems, SecretValue,
@@ -40,15 +40,12 @@ impl HandlerFactory for ExampleCrmFactory {
         // bundled adapter. `timeout_secs` must be 1 to 300, as for every adapter.
         let base_url = p.take(wardhook_sdk::http::api_url("base_url", &config.base_url));
         let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
-        let (egress, client) = base_url
+        let outbound = base_url
             .as_ref()
-            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p))
-            .unzip();
+            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p));
         let api_key = p.take(ctx.secret_str("api_key", &config.api_key));
         p.check()?;
-        let (Some(base_url), Some(api_key), Some(egress), Some(client)) =
-            (base_url, api_key, egress, client)
-        else {
+        let (Some(base_url), Some(api_key), Some(outbound)) = (base_url, api_key, outbound) else {
             return Err(ConfigProblem::incomplete());
         };
         Ok(Arc::new(ExampleCrm {
@@ -56,8 +53,7 @@ impl HandlerFactory for ExampleCrmFactory {
             base_url: base_url.as_str().trim_end_matches('/').to_owned(),
             api_key,
             timeout,
-            egress,
-            client,
+            outbound,
         }))
     }
 }
@@ -69,8 +65,7 @@ pub struct ExampleCrm {
     base_url: String,
     api_key: SecretValue,
     timeout: Duration,
-    egress: Egress,
-    client: reqwest::Client,
+    outbound: Outbound,
 }
 
 #[async_trait]
@@ -88,17 +83,15 @@ impl Handler for ExampleCrm {
             "reason": event.event_type,
         });
         let request = self
-            .client
+            .outbound
+            .client()
             .post(format!("{}/leads", self.base_url))
             .header("X-Api-Key", self.api_key.expose())
             .header("Idempotency-Key", ctx.idempotency_key())
             .timeout(ctx.time_left(self.timeout))
             .json(&lead);
         // A destination the allowlist refuses is permanent; the network is worth a retry.
-        let response = self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => HandlerError::permanent(refused.to_string()),
-            SendError::Network { timed_out } => HandlerError::network(host, timed_out),
-        })?;
+        let response = self.outbound.send::<HandlerError>(request, host).await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

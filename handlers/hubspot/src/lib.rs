@@ -35,7 +35,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use wardhook_sdk::chrono::SecondsFormat;
-use wardhook_sdk::http::{outbound, Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound, Unreachable};
 use wardhook_sdk::template::{html_escape, Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -97,14 +97,11 @@ impl HandlerFactory for HubSpotFactory {
             }
         }
         let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
-        let (egress, client) = base_url
+        let outbound = base_url
             .as_ref()
-            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p))
-            .unzip();
+            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p));
         p.check()?;
-        let (Some(base_url), Some(token), Some(egress), Some(client)) =
-            (base_url, token, egress, client)
-        else {
+        let (Some(base_url), Some(token), Some(outbound)) = (base_url, token, outbound) else {
             return Err(ConfigProblem::incomplete());
         };
         let host = base_url.host_str().unwrap_or("HubSpot").to_owned();
@@ -118,8 +115,7 @@ impl HandlerFactory for HubSpotFactory {
             lead_source_property: config.lead_source_property,
             note: config.note,
             timeout,
-            egress,
-            client,
+            outbound,
         }))
     }
 }
@@ -137,8 +133,7 @@ pub struct HubSpot {
     note: bool,
     timeout: Duration,
     /// Where requests may go: the API root's host and `allow_hosts`.
-    egress: Egress,
-    client: reqwest::Client,
+    outbound: Outbound,
 }
 
 /// What one API call answered: status and JSON body (`Null` when empty).
@@ -207,7 +202,8 @@ impl HubSpot {
         ctx: &Context,
     ) -> Result<Answer, HubSpotError> {
         let mut request = self
-            .client
+            .outbound
+            .client()
             .request(method, self.url(path))
             .bearer_auth(self.token.expose())
             .header(reqwest::header::ACCEPT, "application/json")
@@ -215,13 +211,10 @@ impl HubSpot {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => HubSpotError::Egress(refused),
-            SendError::Network { timed_out } => HubSpotError::Network {
-                host: self.host.clone(),
-                timed_out,
-            },
-        })?;
+        let response = self
+            .outbound
+            .send::<HubSpotError>(request, &self.host)
+            .await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -231,10 +224,10 @@ impl HubSpot {
         let host = self.host.clone();
         match status {
             200..=299 | 409 => {
-                let bytes = response.bytes().await.map_err(|e| HubSpotError::Network {
-                    host: host.clone(),
-                    timed_out: e.is_timeout(),
-                })?;
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Unreachable::new(&host, &e))?;
                 let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 Ok(Answer { status, body })
             }

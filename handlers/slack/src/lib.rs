@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::{json, Value};
-use wardhook_sdk::http::{outbound, Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -71,14 +71,11 @@ impl HandlerFactory for SlackFactory {
         });
         let title = p.take(ctx.template("title", &config.title, Escape::None));
         let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
-        let (egress, client) = webhook
+        let outbound = webhook
             .as_ref()
-            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p))
-            .unzip();
+            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p));
         p.check()?;
-        let (Some(webhook), Some(title), Some(egress), Some(client)) =
-            (webhook, title, egress, client)
-        else {
+        let (Some(webhook), Some(title), Some(outbound)) = (webhook, title, outbound) else {
             return Err(ConfigProblem::incomplete());
         };
         let host = webhook.host_str().unwrap_or("Slack").to_owned();
@@ -90,8 +87,7 @@ impl HandlerFactory for SlackFactory {
             minimal_phi: config.minimal_phi,
             title,
             timeout,
-            egress,
-            client,
+            outbound,
         }))
     }
 }
@@ -106,8 +102,7 @@ pub struct Slack {
     title: Template,
     timeout: Duration,
     /// Where requests may go: the webhook URL's host and `allow_hosts`.
-    egress: Egress,
-    client: reqwest::Client,
+    outbound: Outbound,
 }
 
 impl std::fmt::Debug for Slack {
@@ -206,17 +201,15 @@ impl Slack {
         let message = self.message(event, ctx)?;
         let host = self.host.clone();
         let request = self
-            .client
+            .outbound
+            .client()
             .post(self.webhook.clone())
             .timeout(ctx.time_left(self.timeout))
             .json(&message);
-        let response = self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => SlackError::Egress(refused),
-            SendError::Network { timed_out } => SlackError::Network {
-                host: host.clone(),
-                timed_out,
-            },
-        })?;
+        let response = self
+            .outbound
+            .send::<SlackError>(request, &self.host)
+            .await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

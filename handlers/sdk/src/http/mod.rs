@@ -5,19 +5,22 @@
 //! An adapter builds an [`Egress`] from the URLs in its config and its `allow_hosts` key, takes
 //! its client from [`Egress::client_builder`] (the allowlist sits in the client's DNS
 //! resolver) and sends through [`Egress::send`], which also checks the request's host and turns
-//! a refusal into [`SendError::Refused`] — a permanent failure naming the host.
+//! a refusal into [`SendError::Refused`] — a permanent failure naming the host. [`Outbound`]
+//! keeps the two together and maps failures into the adapter's own error ([`Unreachable`], [`EgressRefused`]).
 //!
 //! In a factory, [`api_url`] checks each configured URL and [`outbound`] builds the allowlist
 //! and the client in one call, reporting problems with their keys; an adapter that needs the
 //! [`Egress`] before its client (to build an auth flow on it) calls [`egress`] first.
 
 mod egress;
+mod outbound;
 
 use std::path::Path;
 
 use reqwest::Url;
 
 pub use egress::{is_public, refusal, Egress, EgressRefused, SendError};
+pub use outbound::{Outbound, Unreachable};
 
 use crate::{BuildContext, ConfigProblem, Problems};
 
@@ -31,7 +34,7 @@ pub fn egress<'a>(
     p.take_all(Egress::new(urls, allow_hosts, "allow_hosts"))
 }
 
-/// The allowlist ([`egress`]) and a client built on it with wardhook's outbound rules
+/// An [`Outbound`]: the allowlist ([`egress`]) and a client built on it with wardhook's outbound rules
 /// (rustls, TLS 1.2+, no redirects, no environment proxy), trusting also the PEM CA
 /// certificates of `ca_file` (key `ca_file`, relative to the config's folder) when one is
 /// configured. Every problem goes to `p`; `None` when there was one.
@@ -41,14 +44,14 @@ pub fn outbound<'a>(
     ca_file: Option<&Path>,
     ctx: &BuildContext,
     p: &mut Problems,
-) -> Option<(Egress, reqwest::Client)> {
+) -> Option<Outbound> {
     let egress = egress(urls, allow_hosts, p)?;
     let client = match ca_file {
         Some(_) => egress.client_with_ca(ca_file, ctx),
         None => egress.client(),
     };
     let client = p.take(client)?;
-    Some((egress, client))
+    Some(Outbound::new(egress, client))
 }
 
 /// Parse the URL at config key `key`: `https://` anywhere, plain `http://` only to a loopback
