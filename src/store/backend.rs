@@ -33,10 +33,6 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 pub use super::types::Predecessors;
 
-/// Former path of the SQLite store's blocking-pool helper.
-#[allow(unused_imports)] // kept for callers of the former path
-pub(crate) use super::sqlite::storage::blocking;
-
 /// What a serving node asks of its database. See the module docs.
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Which backend this is (`sqlite` or `postgres`), for logs and refusals.

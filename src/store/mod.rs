@@ -40,14 +40,6 @@ pub use types::{
     RotationProgress, RotationReport,
 };
 
-// Former crate-internal paths of modules that moved to `sqlite/`, kept for callers of the
-// former paths until they move to the new ones.
-#[cfg(test)]
-#[allow(unused_imports)]
-pub(crate) use sqlite::tests;
-#[allow(unused_imports)]
-pub(crate) use sqlite::{keys, writer};
-
 use crate::crypto::AeadError;
 
 /// Store errors. Messages carry SQL/OS reasons, ids and field names — never payload content.

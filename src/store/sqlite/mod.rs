@@ -30,8 +30,8 @@ pub mod reverify;
 mod rotate;
 mod schema;
 mod sealed;
-pub(crate) mod storage;
-pub(crate) mod writer;
+mod storage;
+mod writer;
 
 #[cfg(test)]
 pub(crate) mod tests;

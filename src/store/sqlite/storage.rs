@@ -18,7 +18,7 @@ use crate::store::types::{
 use crate::store::StoreError;
 
 /// Run blocking SQLite work off the async executor.
-pub(crate) fn blocking<T, F>(store: &Store, work: F) -> StoreFuture<'static, T>
+fn blocking<T, F>(store: &Store, work: F) -> StoreFuture<'static, T>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,

@@ -32,11 +32,7 @@ use super::Shared;
 use crate::audit::AppendedRecord;
 use crate::crypto::{DataKey, Keyring, Sealed};
 use crate::normalize::{IntakeInput, Normalized};
-/// Former paths of the shared helpers (`store::writer::…`), for code not yet moved to
-/// `store::payload` and `store::prepare`.
-pub(crate) use crate::store::payload::db_time;
-#[allow(unused_imports)] // kept for callers of the former path
-pub(crate) use crate::store::prepare::dedup_index;
+use crate::store::payload::db_time;
 use crate::store::prepare::{
     intake_event, period_of, quarantine_body_index, quarantined_event, seal_quarantine,
     IntakeFacts, PreparedDelivery,
