@@ -6,8 +6,9 @@
 //! - backend-neutral: [`types`] (the trait's vocabulary), [`backend`] (the trait),
 //!   [`console`] (what the operator console needs: tokens, health numbers, audit reads),
 //!   [`payload`] (what is sealed for each stored value), `audit_hook` (the audit records stored
-//!   changes write), [`jobs`], [`realtime`] and [`reads`] (record formats and audit facts both
-//!   backends share);
+//!   changes write), `prepare` (intake preparation: blind indexes, period, sealing, audit
+//!   facts), [`jobs`], [`realtime`] and [`reads`] (record formats and audit facts both backends
+//!   share);
 //! - [`sqlite`]: the embedded backend (one server, one file, group commit on a writer thread);
 //! - [`postgres`]: the shared backend (several stateless nodes, one database).
 //!

@@ -13,7 +13,7 @@
 //! Quarantine is rare and stays one transaction per entry; like the committer it appends to
 //! this node's audit chain under the head row lock, so the two serialize correctly.
 //!
-//! Blind indexes, payload format, AAD and audit facts come from [`crate::store::prepare`], which
+//! Blind indexes, payload format, AAD and audit facts come from `store::prepare`, which
 //! the SQLite store calls too, so a delivery reads the same whichever backend wrote it.
 
 use super::committer::PreparedIntake;

@@ -7,9 +7,12 @@
 //! 2xx the listener sends is always after the fsync, while the cost of the fsync is shared.
 //!
 //! Blocking SQLite work never runs on the async executor: intake talks to the writer thread over
-//! a channel, and the read and maintenance functions ([`reads`], [`jobs`], purge, rotation, backup) are
-//! synchronous (call them from
-//! `spawn_blocking` inside the server).
+//! a channel, and the read and maintenance functions ([`reads`], [`jobs`], purge, rotation,
+//! backup) are synchronous (the [`crate::store::Storage`] implementation in `storage.rs` runs
+//! them on the blocking pool; the CLI calls them directly).
+//!
+//! Intake preparation (blind indexes, serialization, sealing, audit facts) is the shared
+//! `store::prepare`; what is here is SQL and the writer thread.
 //!
 //! When storage cannot commit (disk full, I/O error, locked beyond the busy timeout, corrupt),
 //! the error is [`StoreError::Unavailable`]: the listener answers 503 with `Retry-After`, and
