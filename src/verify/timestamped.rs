@@ -82,6 +82,18 @@ pub(crate) struct Presented<'r> {
     pub used_headers: Vec<(String, String)>,
 }
 
+impl Presented<'_> {
+    /// What the request proved once the signature matched the secret at `key_index`.
+    pub fn proof(self, key_index: usize) -> Proof {
+        Proof {
+            key_index,
+            signed_at: Some(self.signed_at),
+            used_headers: self.used_headers,
+            ..Proof::default()
+        }
+    }
+}
+
 impl Form {
     /// The form of a two-header scheme.
     pub fn headers(
@@ -220,12 +232,7 @@ impl Scheme for TimestampedHmac {
                 .any(|sig| util::mac_matches(self.algorithm, k.expose(), &pieces, sig))
         })
         .ok_or(Rejection::BadSignature)?;
-        Ok(Proof {
-            key_index: index,
-            signed_at: Some(presented.signed_at),
-            used_headers: presented.used_headers,
-            ..Proof::default()
-        })
+        Ok(presented.proof(index))
     }
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
