@@ -2,10 +2,9 @@
 //! `payload_read` facts their audit records carry.
 
 use super::audit_hook::{AuditAction, AuditEvent};
-use super::payload::{decode_body, StoredQuarantine};
+use super::payload::{decode_body, quarantine_place, StoredQuarantine};
 use super::types::{QuarantineEntry, QuarantineSummary, Requester};
 use super::StoreError;
-use crate::crypto::RecordPlace;
 
 /// The `payload_read` fact of one decrypted delivery, whichever backend decrypted it.
 pub(crate) fn delivery_read_event<'a>(
@@ -34,12 +33,7 @@ pub(crate) fn open_quarantine(
     ciphertext: &[u8],
 ) -> Result<QuarantineEntry, StoreError> {
     let plain = key.open(
-        &RecordPlace {
-            kind: "quarantine",
-            id: &summary.id,
-            source: &summary.source,
-            key_id,
-        },
+        &quarantine_place(&summary.id, &summary.source, key_id),
         nonce,
         ciphertext,
     )?;

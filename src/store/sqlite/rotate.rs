@@ -23,6 +23,7 @@ use super::Store;
 use crate::crypto::RecordPlace;
 use crate::store::audit_hook::{AuditAction, AuditEvent};
 use crate::store::payload::db_time;
+use crate::store::payload::{delivery_place, quarantine_place};
 use crate::store::types::{Requester, RotationProgress, RotationReport};
 use crate::store::StoreError;
 
@@ -44,24 +45,6 @@ pub(crate) struct SealedColumns {
     update: &'static str,
     /// The AAD of a row of this kind, from its AAD id, source and key id.
     place: for<'a> fn(&'a str, &'a str, i64) -> RecordPlace<'a>,
-}
-
-fn delivery_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
-    RecordPlace {
-        kind: "delivery",
-        id,
-        source,
-        key_id,
-    }
-}
-
-fn quarantine_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
-    RecordPlace {
-        kind: "quarantine",
-        id,
-        source,
-        key_id,
-    }
 }
 
 /// Every encrypted value the SQLite schema holds. See the module docs.
