@@ -64,7 +64,8 @@ pub(crate) struct Form {
     pub signed: Template,
     /// The timestamp's unit.
     pub unit: TimeUnit,
-    /// How a two-header signature is encoded (combined headers decode in their parser).
+    /// How the signature is encoded when signing, and decoded from a two-header carrier (a
+    /// combined header's parser decodes its own).
     pub encoding: Encoding,
     /// A signature of any other length is a malformed header (Ed25519: 64); `None` leaves the
     /// length to the MAC comparison, which refuses anything but the full tag.
