@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::app::{shutdown_signal, Application};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
-use crate::listener::{shutdown_signal, Application};
 use crate::{certs, dev, telemetry};
 
 pub mod audit;
@@ -661,10 +661,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Tokens { command } => {
-            let store = open_store(&cli.config)?;
-            let conn = store.connection()?;
-            crate::admin::cli::run(&conn, store.keyring(), command, &mut std::io::stdout())?;
-            crate::store::admin::mirror(&store, &conn);
+            let store = storage::OfflineStore::open(&cli.config)?;
+            store.block_on(|s| {
+                Box::pin(async move {
+                    let mut out = std::io::stdout();
+                    crate::admin::cli::run(s.console(), command, &mut out).await
+                })
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs {
@@ -906,9 +909,12 @@ fn pid_file_of(db: &Path) -> PathBuf {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(c) => {
-            for warning in c.handlers.iter().flat_map(|h| h.startup_warnings()) {
+    // The same builders as `serve`: a file that passes here starts.
+    let checked =
+        Config::load(path).and_then(|c| crate::app::build_stages(&c).map(|stages| (c, stages)));
+    match checked {
+        Ok((c, stages)) => {
+            for (_, warning) in crate::app::startup_warnings(&c, &stages.plan) {
                 println!("warning: {warning}");
             }
             println!(
@@ -955,11 +961,6 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&config_path)?;
     let _log = telemetry::init(&config.log);
-    for handler in &config.handlers {
-        for warning in handler.startup_warnings() {
-            tracing::warn!(handler = handler.name(), "{warning}");
-        }
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
