@@ -13,8 +13,8 @@
 //!   Shopify), `timestamped` (the one timestamped-HMAC implementation) with its senders `slack`,
 //!   `zoom`, `stripe`, `retell`, plus `telnyx` (the same form, Ed25519), `standard_webhooks`,
 //!   `twilio`, `plivo`, `vonage`, `tokens` and `generic` (configured by hand);
-//! - [`options`]: the `[sources.scheme]` table ([`SchemeOptions`]) and per-preset validation
-//!   that compiles a [`VerifierSpec`] into its ready-to-run scheme;
+//! - [`options`]: per-preset validation of the settings ([`VerifierSpec`], [`SchemeOptions`],
+//!   plain config types) that compiles them into the preset's ready-to-run scheme;
 //! - [`ip`]: allowlist and trusted-proxy resolution of the client address;
 //! - [`oauth`]: the OAuth2 client-credentials token issuer for senders that only do bearer;
 //! - [`sign`]: the entry point of the sender's side (`wardhook sign`, `send-test`, tests);

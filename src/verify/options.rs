@@ -104,6 +104,16 @@ fn boxed(scheme: impl Scheme + 'static) -> CompiledScheme {
     Box::new(scheme)
 }
 
+/// A scheme keyed by the configured secrets, of which there must be at least one.
+fn keyed(
+    spec: &VerifierSpec,
+    p: &mut Problems,
+    scheme: impl Scheme + 'static,
+) -> Option<CompiledScheme> {
+    require_secret(spec, p);
+    Some(boxed(scheme))
+}
+
 /// Collects problems while compiling.
 struct Problems(Vec<SpecProblem>);
 
@@ -160,54 +170,23 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
     }
 
     let secrets = spec.secrets.clone();
-    let require_secret = |p: &mut Problems| {
-        if spec.secrets.is_empty() {
-            p.add(
-                "secrets",
-                format!("preset {} needs at least one secret", preset.name()),
-            );
-        }
-    };
 
     let compiled = match preset {
-        Preset::NextPhone => {
-            require_secret(&mut p);
-            Some(boxed(HeaderHmac::nextphone(secrets, spec.token.clone())))
-        }
-        Preset::PhoneShield => {
-            require_secret(&mut p);
-            Some(boxed(HeaderHmac::phoneshield(secrets)))
-        }
-        Preset::Bland => {
-            require_secret(&mut p);
-            Some(boxed(HeaderHmac::bland(secrets)))
-        }
-        Preset::GitHub => {
-            require_secret(&mut p);
-            Some(boxed(HeaderHmac::github(secrets)))
-        }
-        Preset::Shopify => {
-            require_secret(&mut p);
-            Some(boxed(HeaderHmac::shopify(secrets)))
-        }
-        Preset::Stripe => {
-            require_secret(&mut p);
-            Some(boxed(super::stripe::scheme(secrets)))
-        }
-        Preset::Slack => {
-            require_secret(&mut p);
-            Some(boxed(super::slack::scheme(secrets)))
-        }
-        Preset::Retell => {
-            require_secret(&mut p);
-            Some(boxed(super::retell::scheme(secrets)))
-        }
-        Preset::Zoom => {
-            require_secret(&mut p);
-            Some(boxed(Zoom::new(secrets)))
-        }
+        Preset::NextPhone => keyed(
+            spec,
+            &mut p,
+            HeaderHmac::nextphone(secrets, spec.token.clone()),
+        ),
+        Preset::PhoneShield => keyed(spec, &mut p, HeaderHmac::phoneshield(secrets)),
+        Preset::Bland => keyed(spec, &mut p, HeaderHmac::bland(secrets)),
+        Preset::GitHub => keyed(spec, &mut p, HeaderHmac::github(secrets)),
+        Preset::Shopify => keyed(spec, &mut p, HeaderHmac::shopify(secrets)),
+        Preset::Stripe => keyed(spec, &mut p, super::stripe::scheme(secrets)),
+        Preset::Slack => keyed(spec, &mut p, super::slack::scheme(secrets)),
+        Preset::Retell => keyed(spec, &mut p, super::retell::scheme(secrets)),
+        Preset::Zoom => keyed(spec, &mut p, Zoom::new(secrets)),
         Preset::StandardWebhooks => {
-            require_secret(&mut p);
+            require_secret(spec, &mut p);
             let mut keys = Vec::new();
             for (i, s) in spec.secrets.iter().enumerate() {
                 match SwKey::parse(s) {
@@ -218,7 +197,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
             Some(boxed(StandardWebhooks { keys }))
         }
         Preset::Telnyx => {
-            require_secret(&mut p);
+            require_secret(spec, &mut p);
             let mut keys = Vec::new();
             for (i, s) in spec.secrets.iter().enumerate() {
                 match super::telnyx::parse_public_key(s.expose()) {
@@ -233,7 +212,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
             Some(boxed(Telnyx::new(keys)))
         }
         Preset::Twilio => {
-            require_secret(&mut p);
+            require_secret(spec, &mut p);
             spec.public_url.as_ref().map(|u| {
                 boxed(Twilio {
                     keys: secrets,
@@ -243,7 +222,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
             })
         }
         Preset::Plivo => {
-            require_secret(&mut p);
+            require_secret(spec, &mut p);
             spec.public_url.as_ref().map(|u| {
                 boxed(Plivo {
                     keys: secrets,
@@ -252,7 +231,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
             })
         }
         Preset::Vonage => {
-            require_secret(&mut p);
+            require_secret(spec, &mut p);
             Some(boxed(Vonage {
                 keys: secrets,
                 require_payload_hash: o.require_payload_hash.unwrap_or(false),
@@ -264,7 +243,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
             Some(boxed(TokenScheme::new(spec, TokenCheck::RingCentral)))
         }
         Preset::Basic => {
-            require_secret(&mut p);
+            require_secret(spec, &mut p);
             let user = basic_username(o, &mut p);
             Some(boxed(TokenScheme::new(
                 spec,
@@ -536,7 +515,7 @@ fn template_scheme(
     d: TemplateDefaults,
 ) -> Option<CompiledScheme> {
     let o = &spec.scheme;
-    require_secret_generic(spec, p);
+    require_secret(spec, p);
     let header = opt_header_name(o.header.as_deref(), "header", p)
         .or_else(|| d.header.map(str::to_owned))
         .unwrap_or_default();
@@ -641,7 +620,7 @@ fn template_scheme(
     }))
 }
 
-fn require_secret_generic(spec: &VerifierSpec, p: &mut Problems) {
+fn require_secret(spec: &VerifierSpec, p: &mut Problems) {
     if spec.secrets.is_empty() {
         p.add(
             "secrets",

@@ -72,12 +72,7 @@ impl Scheme for Telnyx {
                 .any(|s| Signature::from_slice(s).is_ok_and(|sig| k.verify(&message, &sig).is_ok()))
         })
         .ok_or(Rejection::BadSignature)?;
-        Ok(Proof {
-            key_index: index,
-            signed_at: Some(presented.signed_at),
-            used_headers: presented.used_headers,
-            ..Proof::default()
-        })
+        Ok(presented.proof(index))
     }
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {

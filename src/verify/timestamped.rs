@@ -64,7 +64,8 @@ pub(crate) struct Form {
     pub signed: Template,
     /// The timestamp's unit.
     pub unit: TimeUnit,
-    /// How a two-header signature is encoded (combined headers decode in their parser).
+    /// How the signature is encoded when signing, and decoded from a two-header carrier (a
+    /// combined header's parser decodes its own).
     pub encoding: Encoding,
     /// A signature of any other length is a malformed header (Ed25519: 64); `None` leaves the
     /// length to the MAC comparison, which refuses anything but the full tag.
@@ -80,6 +81,18 @@ pub(crate) struct Presented<'r> {
     pub signed_at: chrono::DateTime<chrono::Utc>,
     /// The headers the check used, kept for re-verification.
     pub used_headers: Vec<(String, String)>,
+}
+
+impl Presented<'_> {
+    /// What the request proved once the signature matched the secret at `key_index`.
+    pub fn proof(self, key_index: usize) -> Proof {
+        Proof {
+            key_index,
+            signed_at: Some(self.signed_at),
+            used_headers: self.used_headers,
+            ..Proof::default()
+        }
+    }
 }
 
 impl Form {
@@ -220,12 +233,7 @@ impl Scheme for TimestampedHmac {
                 .any(|sig| util::mac_matches(self.algorithm, k.expose(), &pieces, sig))
         })
         .ok_or(Rejection::BadSignature)?;
-        Ok(Proof {
-            key_index: index,
-            signed_at: Some(presented.signed_at),
-            used_headers: presented.used_headers,
-            ..Proof::default()
-        })
+        Ok(presented.proof(index))
     }
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {

@@ -251,3 +251,49 @@ fn ringcentral_validation_token_is_echoed_and_verification_token_checked() {
         );
     }
 }
+
+/// What `wardhook sign` prints, pinned byte for byte for every preset whose output is
+/// deterministic (no random message id, nonce or JWT id): header names exactly as senders spell
+/// them, values, order, and the URL. Recorded before the schemes moved behind the `Scheme`
+/// trait, so a refactor that changes a single byte fails here.
+#[test]
+fn signed_headers_are_pinned_byte_for_byte_for_deterministic_presets() {
+    type Pinned = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    );
+    const PINNED: &[Pinned] = &[
+        ("nextphone", "https://clinic.example.org/hooks/src?x=1", &[("x-nextphone-signature", "sha256=55c623f3a4bf02a2f137fa64947b5c26be251d9a3d64c25355a23c74c7095a03")]),
+        ("phoneshield", "https://clinic.example.org/hooks/src?x=1", &[("x-phoneshield-signature", "55c623f3a4bf02a2f137fa64947b5c26be251d9a3d64c25355a23c74c7095a03")]),
+        ("github", "https://clinic.example.org/hooks/src?x=1", &[("x-hub-signature-256", "sha256=55c623f3a4bf02a2f137fa64947b5c26be251d9a3d64c25355a23c74c7095a03")]),
+        ("stripe", "https://clinic.example.org/hooks/src?x=1", &[("Stripe-Signature", "t=1795000000,v1=0b2856cb60e69ff268cda5771385b631f2efa0b38225ec9698f39080ca00450d")]),
+        ("slack", "https://clinic.example.org/hooks/src?x=1", &[("X-Slack-Request-Timestamp", "1795000000"), ("X-Slack-Signature", "v0=2d612dfce72d43a86796f466b796942eaed898a8c5054c3baac51793e4cf4b61")]),
+        ("shopify", "https://clinic.example.org/hooks/src?x=1", &[("x-shopify-hmac-sha256", "VcYj86S/AqLxN/pklHtcJr4lHZo9ZMJTVaI8dMcJWgM=")]),
+        ("twilio", "https://clinic.example.org/hooks/src?x=1&bodySHA256=015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862", &[("X-Twilio-Signature", "QlUAKugg2e3GYX1H18O3KYX+Yr4=")]),
+        ("telnyx", "https://clinic.example.org/hooks/src?x=1", &[("telnyx-timestamp", "1795000000"), ("telnyx-signature-ed25519", "vTHQSMFxVvEGn9FWctn1U0F2+nP2kciA1mlveMBe8bDbVOFBxmDQpmLeoR1sXu4W8w16Pq59HQ1KRtBatl11CQ==")]),
+        ("retell", "https://clinic.example.org/hooks/src?x=1", &[("x-retell-signature", "v=1795000000000,d=a2678a17c63fef26ffed51051eeff886cc76f0c10ed5374c53b6281d6b4de349")]),
+        ("vapi", "https://clinic.example.org/hooks/src?x=1", &[("x-signature", "0b2856cb60e69ff268cda5771385b631f2efa0b38225ec9698f39080ca00450d"), ("x-timestamp", "1795000000")]),
+        ("bland", "https://clinic.example.org/hooks/src?x=1", &[("x-webhook-signature", "55c623f3a4bf02a2f137fa64947b5c26be251d9a3d64c25355a23c74c7095a03")]),
+        ("zoom", "https://clinic.example.org/hooks/src?x=1", &[("x-zm-request-timestamp", "1795000000"), ("x-zm-signature", "v0=2d612dfce72d43a86796f466b796942eaed898a8c5054c3baac51793e4cf4b61")]),
+        ("ringcentral", "https://clinic.example.org/hooks/src?x=1", &[("Verification-Token", "s3cr3t-for-tests")]),
+        ("calltelemetry", "https://clinic.example.org/hooks/src?x=1", &[("authorization", "Bearer s3cr3t-for-tests")]),
+        ("basic", "https://clinic.example.org/hooks/src?x=1", &[("Authorization", "Basic c2VuZGVyOnMzY3IzdC1mb3ItdGVzdHM=")]),
+        ("bearer", "https://clinic.example.org/hooks/src?x=1", &[("authorization", "Bearer s3cr3t-for-tests")]),
+        ("api-key", "https://clinic.example.org/hooks/src?x=1", &[("x-api-key", "s3cr3t-for-tests")]),
+    ];
+    let key = parse_signing_key(SEED).expect("seed");
+    for (name, url, expected) in PINNED {
+        let preset = Preset::parse(name).expect("preset");
+        let s = preset_spec(preset);
+        let signed = sign_request_full(&s, br#"{"a":1}"#, at(1_795_000_000), URL, Some(&key))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut want: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        want.push(("Content-Type".to_owned(), "application/json".to_owned()));
+        assert_eq!(signed.url, *url, "{name}");
+        assert_eq!(signed.headers, want, "{name}");
+    }
+}
