@@ -111,20 +111,20 @@ impl Application {
         let shape = RunningShape::of(&config);
         let console = crate::admin::ConsoleSetup::from_config(&config);
         let console_view = console.enabled().then(|| console.view_handle());
-        let opened = super::storage::open(&config, console.enabled()).await?;
+        let opened = super::storage::open(&config).await?;
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
         let dispatcher = Arc::new(Dispatcher::new(
             opened.store.clone(),
             plan.clone(),
             config.dispatch.clone(),
         ));
-        let admin = match (&opened.sqlite, console.enabled()) {
-            (Some(sqlite), true) => Some(crate::admin::AdminServer::build(
-                console,
-                sqlite.clone(),
-                dispatcher.clone(),
-            )?),
-            _ => None,
+        let admin = if console.enabled() {
+            Some(
+                crate::admin::AdminServer::build(console, opened.store.clone(), dispatcher.clone())
+                    .await?,
+            )
+        } else {
+            None
         };
         let state = web::Data::new(AppState::new(
             &config.sources,

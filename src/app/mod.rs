@@ -48,14 +48,6 @@ pub enum AppError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
-    /// The config asks for a feature the configured storage backend does not offer yet.
-    #[error("{feature} needs the SQLite backend for now; with [storage] backend = \"postgres\" {remedy}")]
-    NeedsSqlite {
-        /// The feature.
-        feature: &'static str,
-        /// What to change.
-        remedy: &'static str,
-    },
 }
 
 /// A built, bound application, not yet running.

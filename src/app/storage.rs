@@ -15,15 +15,14 @@ use crate::store::{Storage, Store, StoreError, StoreOptions};
 const AUDIT_CHECKPOINT_EVERY: u64 = 100;
 
 /// The opened backend; the SQLite store also separately, when that is the backend (its audit
-/// mirror takes checkpoints, and the console reads it).
+/// mirror takes checkpoints).
 pub(super) struct Opened {
     pub store: Arc<dyn Storage>,
     pub sqlite: Option<Store>,
 }
 
-/// Open the backend `config` names, with the master key's keyring. `console` says whether the
-/// admin console will run.
-pub(super) async fn open(config: &Config, console: bool) -> Result<Opened, AppError> {
+/// Open the backend `config` names, with the master key's keyring.
+pub(super) async fn open(config: &Config) -> Result<Opened, AppError> {
     let keyring = Keyring::from_master(&config.master_key);
     match &config.storage_backend {
         StorageBackend::Sqlite => {
@@ -47,29 +46,14 @@ pub(super) async fn open(config: &Config, console: bool) -> Result<Opened, AppEr
                 sqlite: Some(store),
             })
         }
-        StorageBackend::Postgres(settings) => {
-            refuse_sqlite_only_console(console)?;
-            Ok(Opened {
-                store: Arc::new(PgStore::open(settings, keyring).await?),
-                sqlite: None,
-            })
-        }
+        StorageBackend::Postgres(settings) => Ok(Opened {
+            store: Arc::new(PgStore::open(settings, keyring).await?),
+            sqlite: None,
+        }),
     }
 }
 
 /// A signed audit checkpoint, where the backend keeps them (the SQLite store's mirror).
 pub(super) async fn checkpoint(sqlite: Option<&Store>) -> Option<Result<(), StoreError>> {
     Some(sqlite?.checkpoint_audit().await)
-}
-
-/// With PostgreSQL, refuse at start-up what still reads the SQLite store directly (the admin
-/// console), rather than serving with it half-working.
-fn refuse_sqlite_only_console(console: bool) -> Result<(), AppError> {
-    if console {
-        return Err(AppError::NeedsSqlite {
-            feature: "the admin console (its queries read the SQLite store)",
-            remedy: "set [admin] enabled = false",
-        });
-    }
-    Ok(())
 }

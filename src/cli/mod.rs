@@ -661,10 +661,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Tokens { command } => {
-            let store = open_store(&cli.config)?;
-            let conn = store.connection()?;
-            crate::admin::cli::run(&conn, store.keyring(), command, &mut std::io::stdout())?;
-            crate::store::admin::mirror(&store, &conn);
+            let store = storage::OfflineStore::open(&cli.config)?;
+            store.block_on(|s| {
+                Box::pin(async move {
+                    let mut out = std::io::stdout();
+                    crate::admin::cli::run(s.console(), command, &mut out).await
+                })
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs {

@@ -1,7 +1,7 @@
 //! The configured store for an offline command, whichever backend the config names.
 //!
-//! `purge`, `dlq list|show|retry`, `deliveries list|show|replay` and `quarantine list|show` go
-//! through the [`Storage`] trait, so one code path serves SQLite and PostgreSQL. The other
+//! `purge`, `dlq list|show|retry`, `deliveries list|show|replay`, `quarantine list|show` and
+//! `tokens` go through the [`Storage`] trait, so one code path serves SQLite and PostgreSQL. The other
 //! commands read the SQLite store directly and refuse on PostgreSQL with [`SQLITE_ONLY`] rather
 //! than looking at a database file that is not in use; `audit verify` walks every node's chain
 //! there ([`audit_verify`]).
@@ -20,7 +20,7 @@ use crate::store::{Storage, StoreError, StoreFuture};
 /// Why a SQLite-only command refuses.
 pub const SQLITE_ONLY: &str = "this command reads the SQLite store and is not available yet with \
      [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge, \
-     dlq, deliveries list|show|replay, quarantine)";
+     dlq, deliveries list|show|replay, quarantine, tokens)";
 
 /// The PostgreSQL settings when that is the backend.
 pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {
@@ -59,6 +59,17 @@ impl OfflineStore {
         &self,
         op: impl for<'a> FnOnce(&'a dyn Storage) -> StoreFuture<'a, T>,
     ) -> Result<T, StoreError> {
+        self.runtime.block_on(op(self.storage.as_ref()))
+    }
+
+    /// Run any future built from the store to completion (for commands whose errors are their
+    /// own, like `tokens`).
+    pub fn block_on<T>(
+        &self,
+        op: impl for<'a> FnOnce(
+            &'a dyn Storage,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
+    ) -> T {
         self.runtime.block_on(op(self.storage.as_ref()))
     }
 }

@@ -10,6 +10,8 @@
 //!   after the commit ([`committer`]);
 //! - **jobs** claimed with `FOR UPDATE SKIP LOCKED` and a lease; a job whose lease expired
 //!   (its node died) is claimable by any node, with the same idempotency key ([`jobs`]);
+//! - **console**: tokens, health numbers and audit reads for the operator console, across every
+//!   node ([`console`]);
 //! - **audit**: one MAC chain per node, each starting from a genesis bound to the node id
 //!   ([`audit`], `docs/AUDIT.md`);
 //! - **migrations** applied once, under a transaction-scoped advisory lock ([`schema`]);
@@ -23,8 +25,10 @@
 
 mod audit;
 mod committer;
+mod console;
 mod dead;
 mod error;
+mod health;
 mod intake;
 mod jobs;
 mod keys;
@@ -36,6 +40,7 @@ mod schema;
 pub(crate) mod testdb;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -240,6 +245,10 @@ fn client_tls(path: &std::path::Path) -> Result<rustls::ClientConfig, PgSetupErr
 impl Storage for PgStore {
     fn backend_name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn console(&self) -> &dyn crate::store::Console {
+        self
     }
 
     fn intake(

@@ -17,7 +17,9 @@
 
 pub(crate) mod audit;
 mod backup;
+mod console;
 pub mod emergency;
+mod health;
 pub mod jobs;
 pub(crate) mod keys;
 mod purge;
@@ -28,6 +30,7 @@ mod rotate;
 mod schema;
 mod sealed;
 mod storage;
+mod tokens;
 mod writer;
 
 #[cfg(test)]
