@@ -64,6 +64,15 @@ pub fn build_stages(config: &Config) -> Result<Stages, ConfigError> {
     }
 }
 
+/// Load the config at `path` and build every stage from it once, as `serve` would, for the
+/// commands that use a full config without serving (`sign`, `send-test`, `deliveries
+/// reverify`): a file they accept is one `serve` and `check-config` accept.
+pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    build_stages(&config)?;
+    Ok(config)
+}
+
 /// What `check-config` prints after a clean build: the handlers' start-up warnings, in config
 /// order, as (handler, warning).
 pub fn startup_warnings(config: &Config, plan: &Plan) -> Vec<(String, String)> {

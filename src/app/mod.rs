@@ -26,7 +26,7 @@ use crate::dispatch::worker::Dispatcher;
 use crate::listener::{clock::SkewTracker, Listener};
 use crate::store::{Storage, Store};
 
-pub use build::{build_stages, startup_warnings, Stages};
+pub use build::{build_stages, load_checked, startup_warnings, Stages};
 pub use reload::{ReloadError, ReloadReport, Reloader};
 pub use shutdown::shutdown_signal;
 

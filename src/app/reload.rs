@@ -116,7 +116,7 @@ impl Reloader {
                     }],
                 }))
             });
-        let mut record = crate::listener::lifecycle_record(
+        let mut record = crate::audit::lifecycle_record(
             crate::audit::Action::ConfigLoaded,
             result.as_ref().ok().map(|r| r.config_sha256.as_str()),
         );

@@ -17,14 +17,14 @@ impl Application {
     ) -> std::io::Result<()> {
         let handle = self.listener.server.handle();
         self.store
-            .record_audit(crate::listener::lifecycle_record(
+            .record_audit(crate::audit::lifecycle_record(
                 crate::audit::Action::ConfigLoaded,
                 Some(&self.config_sha256),
             ))
             .await
             .map_err(std::io::Error::other)?;
         self.store
-            .record_audit(crate::listener::lifecycle_record(
+            .record_audit(crate::audit::lifecycle_record(
                 crate::audit::Action::ServerStarted,
                 None,
             ))
@@ -101,7 +101,7 @@ impl Application {
         }
         if let Err(e) = self
             .store
-            .record_audit(crate::listener::lifecycle_record(
+            .record_audit(crate::audit::lifecycle_record(
                 crate::audit::Action::ServerStopped,
                 None,
             ))

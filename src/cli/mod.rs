@@ -509,7 +509,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             url,
             signing_key,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = crate::app::load_checked(&cli.config)?;
             let mut body = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
                 .context("cannot read the body from stdin")?;
@@ -528,7 +528,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ca,
             signing_key,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = crate::app::load_checked(&cli.config)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -783,7 +783,7 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
         }
         DeliveriesCommand::Reverify { id } => {
             let store = open_store(config)?;
-            let full = Config::load(config)?;
+            let full = crate::app::load_checked(config)?;
             match reverify::reverify(&full, &store, &id, &mut out)? {
                 reverify::Reverified::NotAuthentic { .. } => {
                     return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))

@@ -326,9 +326,6 @@ impl Socket {
     }
 }
 
-/// Moved to the audit module (storage appends these too); re-exported for the listener's uses.
-pub(crate) use crate::audit::lifecycle_record;
-
 pub(crate) fn error_response(status: StatusCode, error: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error }))
 }

@@ -249,3 +249,32 @@ fn check_config_command_prints_problems_and_exits_non_zero() {
         String::from_utf8_lossy(&ok.stdout)
     );
 }
+
+/// Settings that are fine but that a stage cannot build from (an unknown handler kind) are
+/// refused by `check-config` and by `serve` alike: both build through `app::build_stages`.
+#[tokio::test]
+async fn check_config_and_serve_refuse_what_a_stage_cannot_build_alike() {
+    let fixture = write_fixture(&AppOptions::default());
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(
+        &fixture.config_path,
+        format!("{text}\n[[handlers]]\nname = \"crm\"\nkind = \"no-such-kind\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(wardhook_bin())
+        .args(["check-config", "--config"])
+        .arg(&fixture.config_path)
+        .current_dir(fixture.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("handlers[0].kind"), "{stdout}");
+
+    let config = Config::load_with_base(&fixture.config_path, fixture.dir.path()).unwrap();
+    let err = wardhook::app::Application::build_with_base(config, fixture.dir.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("handlers[0].kind"), "{err}");
+}
