@@ -18,7 +18,7 @@ fn keyring() -> Keyring {
 
 fn open(dir: &Path) -> Connection {
     let conn = Connection::open(dir.join("wardhook.db")).unwrap();
-    migrate(&conn).unwrap();
+    crate::store::sqlite::audit_log::migrate(&conn).unwrap();
     conn
 }
 
@@ -125,7 +125,7 @@ fn every_action_round_trips_through_the_table() {
 fn migrate_is_idempotent_and_actors_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let conn = open(dir.path());
-    migrate(&conn).unwrap();
+    crate::store::sqlite::audit_log::migrate(&conn).unwrap();
     for a in [
         Actor::System,
         Actor::sender("nextphone").unwrap(),

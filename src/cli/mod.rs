@@ -452,7 +452,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             until,
             out,
         } => {
-            let store = open_store(&cli.config)?;
+            let store = storage::open_maintenance(&cli.config)?;
             let since = intake::parse_time(&since)?;
             let until = until
                 .as_deref()
@@ -461,8 +461,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(chrono::Utc::now);
             let mut file = crate::fsutil::create_new_private(&out)
                 .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
-            let report = crate::store::emergency::export(
-                &store,
+            let report = store.emergency_export(
                 since,
                 until,
                 &reason,
@@ -612,8 +611,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {
-            let store = open_store(&cli.config)?;
-            intake::keys_rotate(&store, &mut std::io::stdout().lock())?;
+            let store = storage::open_maintenance(&cli.config)?;
+            intake::keys_rotate(store.as_ref(), &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { older_than } => {
@@ -631,9 +630,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { to } => {
             let offline = Config::load_offline(&cli.config)?;
-            let store = open_store(&cli.config)?;
+            let store = storage::open_maintenance(&cli.config)?;
             intake::backup(
-                &store,
+                store.as_ref(),
                 &to,
                 Some(&offline.master_key_file),
                 &mut std::io::stdout().lock(),
@@ -643,7 +642,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { retention } => {
             // Doctor's database checks are SQLite's; a config it cannot load is its to report.
             if let Ok(offline) = Config::load_offline(&cli.config) {
-                anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
+                anyhow::ensure!(
+                    storage::settings(&offline).is_none(),
+                    "doctor's database checks read the SQLite store"
+                );
             }
             let options = doctor::DoctorOptions {
                 retention: retention
@@ -682,10 +684,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Open the SQLite store named by the config, for the commands that only exist there.
+/// Open the SQLite store named by the config, for `tokens` (whose PostgreSQL side is the
+/// console's token store).
 fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
     let offline = Config::load_offline(config)?;
-    anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
+    anyhow::ensure!(
+        storage::settings(&offline).is_none(),
+        "tokens reads the SQLite store; with [storage] backend = \"postgres\" it is not available yet"
+    );
     open_sqlite(&offline)
 }
 
@@ -779,9 +785,9 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
             intake::print_event(&event, &mut out)?;
         }
         DeliveriesCommand::Reverify { id } => {
-            let store = open_store(config)?;
+            let store = storage::open_maintenance(config)?;
             let full = Config::load(config)?;
-            match reverify::reverify(&full, &store, &id, &mut out)? {
+            match reverify::reverify(&full, store.as_ref(), &id, &mut out)? {
                 reverify::Reverified::NotAuthentic { .. } => {
                     return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))
                 }
@@ -795,49 +801,29 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_db_read_only(path: &Path) -> anyhow::Result<rusqlite::Connection> {
-    anyhow::ensure!(path.exists(), "no database at {}", path.display());
-    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open {}", path.display()))
-}
-
 fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
-    let offline = Config::load_offline(config)?;
-    if let Some(pg) = storage::settings(&offline) {
-        anyhow::ensure!(
-            matches!(command, AuditCommand::Verify { .. }),
-            "audit search and export read the SQLite store and are not available yet with \
-             [storage] backend = \"postgres\"; audit verify is"
-        );
-        return storage::audit_verify(&offline, pg, &mut std::io::stdout().lock());
-    }
-    let keyring = crate::crypto::Keyring::from_master(&offline.master_key);
-    let conn = open_db_read_only(&offline.storage_path)?;
+    let store = storage::open_maintenance(config)?;
     let stdout = std::io::stdout();
     match command {
         AuditCommand::Verify {
             skip_mirror,
             allow_partial_mirror,
         } => {
-            let result = audit::verify(
-                &conn,
-                &keyring,
-                &offline.audit.dir,
+            let options = crate::store::maintenance::VerifyOptions {
+                audit_dir: None,
                 skip_mirror,
                 allow_partial_mirror,
-                &mut stdout.lock(),
-            );
-            match result {
-                Ok(_) => Ok(ExitCode::SUCCESS),
-                Err(e @ crate::audit::AuditError::VerifyFailed { .. }) => {
-                    eprintln!("wardhook: error: {e}");
+            };
+            match store.audit_verify(options, &mut stdout.lock())? {
+                crate::store::maintenance::AuditVerdict::Intact => Ok(ExitCode::SUCCESS),
+                crate::store::maintenance::AuditVerdict::Tampered(reason) => {
+                    eprintln!("wardhook: error: {reason}");
                     Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))
                 }
-                Err(e) => Err(e.into()),
             }
         }
         AuditCommand::Search { filter } => {
-            audit::search(&conn, &keyring, &filter.into(), &mut stdout.lock())?;
+            store.audit_search(&filter.into(), &mut stdout.lock())?;
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export {
@@ -851,20 +837,13 @@ fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
             let args = filter.into();
             let mut stderr = std::io::stderr();
             let n = if out.as_os_str() == "-" {
-                audit::export(
-                    &conn,
-                    &keyring,
-                    format,
-                    &args,
-                    &mut stdout.lock(),
-                    &mut stderr,
-                )?
+                store.audit_export(format, &args, &mut stdout.lock(), &mut stderr)?
             } else {
                 // Audit records: owner-only, like every file holding them.
                 let mut file = crate::fsutil::create_new_private(&out).with_context(|| {
                     format!("cannot create {} (it must not exist)", out.display())
                 })?;
-                audit::export(&conn, &keyring, format, &args, &mut file, &mut stderr)?
+                store.audit_export(format, &args, &mut file, &mut stderr)?
             };
             eprintln!("exported {n} record{}", plural(n as usize));
             Ok(ExitCode::SUCCESS)

@@ -173,8 +173,6 @@ pub struct Application {
     dispatcher: Arc<Dispatcher>,
     dispatch_workers: usize,
     store: Arc<dyn Storage>,
-    /// The SQLite store when that is the backend (its audit mirror takes checkpoints).
-    sqlite: Option<Store>,
     config_sha256: String,
     /// The operators' listener, started and stopped with this one.
     admin: Option<crate::admin::AdminServer>,
@@ -217,18 +215,19 @@ impl Application {
         let keyring = Keyring::from_master(&config.master_key);
         let console = crate::admin::ConsoleSetup::from_config(&config);
         let console_view = console.enabled().then(|| console.view_handle());
+        // Each node (the SQLite server, or each PostgreSQL node) mirrors its own chain.
+        let mirror = Arc::new(Mirror::new(&config.audit.dir)?.with_checkpoints(
+            crate::audit::commands::checkpoint_path(&config.audit.dir),
+            AUDIT_CHECKPOINT_EVERY,
+            &keyring,
+        ));
         let (store, sqlite): (Arc<dyn Storage>, Option<Store>) = match &config.storage_backend {
             StorageBackend::Sqlite => {
-                let mirror = Mirror::new(&config.audit.dir)?.with_checkpoints(
-                    crate::audit::commands::checkpoint_path(&config.audit.dir),
-                    AUDIT_CHECKPOINT_EVERY,
-                    &keyring,
-                );
                 let store = Store::open(
                     &config.storage_path,
                     keyring,
                     StoreOptions {
-                        audit_mirror: Some(Arc::new(mirror)),
+                        audit_mirror: Some(mirror),
                         // SQLite's default page size is 4 KiB.
                         max_db_pages: config.storage_max_size_mb.map(|mb| mb * 256),
                         ..StoreOptions::default()
@@ -238,7 +237,10 @@ impl Application {
             }
             StorageBackend::Postgres(settings) => {
                 refuse_sqlite_only_console(console.enabled())?;
-                (Arc::new(PgStore::open(settings, keyring).await?), None)
+                (
+                    Arc::new(PgStore::open_with_mirror(settings, keyring, Some(mirror)).await?),
+                    None,
+                )
             }
         };
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(
@@ -366,7 +368,6 @@ impl Application {
             dispatch_workers: config.dispatch.workers,
             dispatcher,
             store: app_state.store.clone(),
-            sqlite,
             config_sha256: config.sha256.clone(),
             state_clock: app_state.clock.clone(),
             data_dir: config
@@ -434,7 +435,7 @@ impl Application {
             .record_audit(lifecycle_record(crate::audit::Action::ServerStarted, None))
             .await
             .map_err(std::io::Error::other)?;
-        if let Some(Err(e)) = checkpoint(self.sqlite.as_ref()).await {
+        if let Err(e) = self.store.checkpoint_audit().await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at start");
         }
         let admin = self.admin.map(|a| {
@@ -510,7 +511,7 @@ impl Application {
         {
             tracing::error!(error = %e, "cannot audit the server stop");
         }
-        if let Some(Err(e)) = checkpoint(self.sqlite.as_ref()).await {
+        if let Err(e) = self.store.checkpoint_audit().await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
         served
@@ -524,11 +525,6 @@ async fn flush_rejections(state: &AppState) {
             tracing::error!(error = %e, "cannot audit a tally of rejected deliveries");
         }
     }
-}
-
-/// A signed audit checkpoint, where the backend keeps them (the SQLite store's mirror).
-async fn checkpoint(sqlite: Option<&Store>) -> Option<Result<(), StoreError>> {
-    Some(sqlite?.checkpoint_audit().await)
 }
 
 /// With PostgreSQL, refuse at start-up what still reads the SQLite store directly (the admin

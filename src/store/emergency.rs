@@ -74,6 +74,103 @@ fn seal(
     Ok(())
 }
 
+/// Writes an archive: the header record at creation, one record per event, the end marker at
+/// [`ArchiveWriter::finish`]. Backend-neutral: each store reads its deliveries its own way and
+/// hands the events here.
+pub(crate) struct ArchiveWriter<'o> {
+    out: &'o mut dyn Write,
+    cipher: Aes256Gcm,
+    key_bytes: Zeroizing<[u8; 32]>,
+    /// Index of the next record (0 is the header).
+    index: u64,
+}
+
+impl<'o> ArchiveWriter<'o> {
+    /// Check the reason, draw the archive key and write the magic line and the header.
+    pub(crate) fn start(
+        out: &'o mut dyn Write,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        reason: &str,
+        who: &Requester,
+    ) -> Result<Self, StoreError> {
+        if reason.trim().len() < 10 {
+            return Err(StoreError::InvalidArgument(
+                "--reason must say why (at least 10 characters); it is kept in the archive".into(),
+            ));
+        }
+        let mut key_bytes = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(&mut *key_bytes);
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&*key_bytes));
+        out.write_all(MAGIC)?;
+        let header = serde_json::json!({
+            "reason": reason,
+            "created_at": Utc::now().to_rfc3339(),
+            "since": since.to_rfc3339(),
+            "until": until.to_rfc3339(),
+            "by": who.user,
+        });
+        seal(&cipher, 0, header.to_string().as_bytes(), out)?;
+        Ok(Self {
+            out,
+            cipher,
+            key_bytes,
+            index: 1,
+        })
+    }
+
+    /// Append one delivery's event; returns how many events the archive holds now.
+    pub(crate) fn push(&mut self, event: &wardhook_sdk::Event) -> Result<u64, StoreError> {
+        let doc = Zeroizing::new(
+            serde_json::to_vec(event)
+                .map_err(|_| StoreError::Corrupt("event is not serializable"))?,
+        );
+        seal(&self.cipher, self.index, &doc, self.out)?;
+        self.index += 1;
+        Ok(self.index - 1)
+    }
+
+    /// Write the end marker; the event count and the archive key (base64). Hand the key out
+    /// only once the `emergency_access` record ([`access_record`]) has committed.
+    pub(crate) fn finish(self) -> Result<(u64, Zeroizing<String>), StoreError> {
+        let count = self.index - 1;
+        let end = serde_json::json!({ "end": true, "count": count });
+        seal(
+            &self.cipher,
+            self.index,
+            end.to_string().as_bytes(),
+            self.out,
+        )?;
+        self.out.flush()?;
+        Ok((count, Zeroizing::new(STANDARD.encode(*self.key_bytes))))
+    }
+}
+
+/// The `emergency_access` record of an export: who, how many, the SHA-256 of the reason (the
+/// text itself is only in the encrypted archive) and the start of the range.
+pub(crate) fn access_record(
+    who: &Requester,
+    count: u64,
+    reason: &str,
+    since: DateTime<Utc>,
+) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        Actor::cli_user(&who.user).unwrap_or(Actor::System),
+        Action::EmergencyAccess,
+        Outcome::Success,
+    );
+    audit
+        .detail
+        .insert(DetailKey::Count, i64::try_from(count).unwrap_or(i64::MAX));
+    if let Ok(d) = Digest::parse(&hex::encode(Sha256::digest(reason.as_bytes()))) {
+        audit.detail.insert(DetailKey::Sha256, d);
+    }
+    audit
+        .detail
+        .insert(DetailKey::CutoffUnix, since.timestamp());
+    audit
+}
+
 /// Decrypt deliveries received in `[since, until)` into `out`, encrypted under a fresh key;
 /// `progress(n)` after each delivery written.
 pub fn export(
@@ -85,31 +182,13 @@ pub fn export(
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<EmergencyExport, StoreError> {
-    if reason.trim().len() < 10 {
-        return Err(StoreError::InvalidArgument(
-            "--reason must say why (at least 10 characters); it is kept in the archive".into(),
-        ));
-    }
-    let mut key_bytes = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(&mut *key_bytes);
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&*key_bytes));
-    out.write_all(MAGIC)?;
-    let header = serde_json::json!({
-        "reason": reason,
-        "created_at": Utc::now().to_rfc3339(),
-        "since": since.to_rfc3339(),
-        "until": until.to_rfc3339(),
-        "by": who.user,
-    });
-    seal(&cipher, 0, header.to_string().as_bytes(), out)?;
-
+    let mut archive = ArchiveWriter::start(out, since, until, reason, who)?;
     let mut conn = store.connection()?;
     // A read transaction: one consistent snapshot of the range, and in WAL mode it never blocks
     // the intake writer however long the export takes. The audit record is written afterwards,
     // in a short write transaction of its own; the archive key is handed out only once that
     // record is committed, so there is no usable archive without its record.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let mut index = 1u64;
     let mut purged = 0u64;
     {
         let mut stmt = tx.prepare(
@@ -147,33 +226,12 @@ pub fn export(
             )?;
             let stored: StoredDelivery = serde_json::from_slice(&plain)
                 .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
-            let doc = Zeroizing::new(
-                serde_json::to_vec(&stored.event)
-                    .map_err(|_| StoreError::Corrupt("event is not serializable"))?,
-            );
-            seal(&cipher, index, &doc, out)?;
-            progress(index);
-            index += 1;
+            progress(archive.push(&stored.event)?);
         }
     }
     tx.commit()?;
-    let count = index - 1;
-    let end = serde_json::json!({ "end": true, "count": count });
-    seal(&cipher, index, end.to_string().as_bytes(), out)?;
-    out.flush()?;
-
-    let mut audit = AuditRecord::new(
-        Actor::cli_user(&who.user).unwrap_or(Actor::System),
-        Action::EmergencyAccess,
-        Outcome::Success,
-    );
-    audit.detail.insert(DetailKey::Count, count as i64);
-    if let Ok(d) = Digest::parse(&hex::encode(Sha256::digest(reason.as_bytes()))) {
-        audit.detail.insert(DetailKey::Sha256, d);
-    }
-    audit
-        .detail
-        .insert(DetailKey::CutoffUnix, since.timestamp());
+    let (count, archive_key_b64) = archive.finish()?;
+    let audit = access_record(who, count, reason, since);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     crate::audit::append(&tx, store.keyring(), &audit)?;
     tx.commit()?;
@@ -181,7 +239,7 @@ pub fn export(
     Ok(EmergencyExport {
         count,
         purged,
-        archive_key_b64: Zeroizing::new(STANDARD.encode(*key_bytes)),
+        archive_key_b64,
     })
 }
 

@@ -21,6 +21,7 @@ mod backup;
 pub mod emergency;
 pub mod jobs;
 mod keys;
+pub mod maintenance;
 pub mod payload;
 pub mod postgres;
 mod purge;
@@ -29,6 +30,7 @@ pub mod reverify;
 mod rotate;
 mod schema;
 mod sealed;
+pub mod sqlite;
 mod writer;
 
 #[cfg(test)]
@@ -48,6 +50,7 @@ use crate::crypto::{AeadError, Keyring};
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 pub use backend::{Storage, StoreFuture};
+pub use maintenance::Maintenance;
 pub use schema::SCHEMA_VERSION;
 
 /// Tuning knobs for [`Store::open`].
@@ -298,7 +301,7 @@ impl Store {
         })?;
         let mut conn = open_connection(path, &options)?;
         schema::migrate(&mut conn)?;
-        crate::audit::migrate(&conn)?;
+        sqlite::audit_log::migrate(&conn)?;
         restrict_permissions(path);
         let shared = Arc::new(Shared {
             path: path.to_owned(),

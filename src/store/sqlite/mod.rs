@@ -1,0 +1,10 @@
+//! The SQLite backend: one file, one writer thread with group commit.
+//!
+//! The serving side (`Store`, the writer, jobs) is in the parent module for now; this folder
+//! holds what has moved here: the audit table behind the audit module's traits
+//! ([`audit_log`]) and the [`crate::store::Maintenance`] implementation ([`maintenance`]).
+
+pub mod audit_log;
+mod maintenance;
+
+pub use maintenance::SqliteMaintenance;
