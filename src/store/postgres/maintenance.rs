@@ -213,13 +213,19 @@ impl Maintenance for PgMaintenance {
             self.store.node_id()
         )?;
         let dir = options.audit_dir.unwrap_or(&self.audit_dir);
-        verdict(crate::audit::commands::verify(
+        let found = verdict(crate::audit::commands::verify(
             &self.own_chain(),
             self.store.keyring(),
             dir,
             options.skip_mirror,
             options.allow_partial_mirror,
             out,
-        ))
+        ))?;
+        Ok(match found {
+            AuditVerdict::Tampered(reason) => {
+                AuditVerdict::Tampered(format!("node {}: {reason}", self.store.node_id()))
+            }
+            intact => intact,
+        })
     }
 }
