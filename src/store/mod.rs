@@ -36,6 +36,8 @@ mod writer;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
+mod conformance_maintenance;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
