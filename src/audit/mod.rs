@@ -32,18 +32,17 @@ mod source;
 mod tail;
 mod verify;
 
-#[cfg(test)]
-mod mirror_tests;
-#[cfg(test)]
-mod tests;
-
 use std::path::PathBuf;
 
+#[cfg(test)]
+pub(crate) use chain::append_at;
 pub(crate) use chain::format_ts;
 pub use chain::{append, append_all, AppendedRecord, StoredRecord, GENESIS_MAC};
 #[cfg(test)]
 pub(crate) use checkpoint::write_checkpoint;
 pub use checkpoint::{read_checkpoints, BadCheckpoint, Checkpoint};
+#[cfg(test)]
+pub(crate) use mirror::list_mirror_files;
 pub use mirror::Mirror;
 pub use query::{count, export, for_each_record, ExportFormat, Filter, Progress};
 pub use record::{

@@ -7,4 +7,11 @@
 pub mod audit_log;
 mod maintenance;
 
+// The audit module's chain, mirror, purge and verification, on real SQLite files (they
+// tamper with the table directly, so they live with the SQL).
+#[cfg(test)]
+mod audit_mirror_tests;
+#[cfg(test)]
+mod audit_tests;
+
 pub use maintenance::SqliteMaintenance;
