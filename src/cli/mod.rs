@@ -640,13 +640,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { retention } => {
-            // Doctor's database checks are SQLite's; a config it cannot load is its to report.
-            if let Ok(offline) = Config::load_offline(&cli.config) {
-                anyhow::ensure!(
-                    storage::settings(&offline).is_none(),
-                    "doctor's database checks read the SQLite store"
-                );
-            }
             let options = doctor::DoctorOptions {
                 retention: retention
                     .as_deref()
@@ -815,7 +808,7 @@ fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
                 allow_partial_mirror,
             };
             match store.audit_verify(options, &mut stdout.lock())? {
-                crate::store::maintenance::AuditVerdict::Intact => Ok(ExitCode::SUCCESS),
+                crate::store::maintenance::AuditVerdict::Intact(_) => Ok(ExitCode::SUCCESS),
                 crate::store::maintenance::AuditVerdict::Tampered(reason) => {
                     eprintln!("wardhook: error: {reason}");
                     Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))

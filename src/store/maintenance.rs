@@ -23,8 +23,69 @@ use super::admin::{Requester, RotationProgress, RotationReport};
 use super::emergency::EmergencyExport;
 use super::reverify::StoredRequest;
 use super::StoreError;
-use crate::audit::commands::SearchArgs;
-use crate::audit::ExportFormat;
+use crate::audit::commands::{SearchArgs, VerifySummary};
+use crate::audit::{Action, ExportFormat};
+
+/// How a health finding came out (`doctor` prints it as OK, WARN or FAIL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Nothing to do.
+    Ok,
+    /// Works now, needs attention.
+    Warn,
+    /// Broken.
+    Fail,
+}
+
+/// One thing the backend checked about its database, for `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What was checked (`storage.path (database)`, `postgres (tls)`, …).
+    pub subject: &'static str,
+    /// The outcome.
+    pub level: Level,
+    /// One line: what was found.
+    pub message: String,
+    /// One line: what to do about it (absent when OK).
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    pub(crate) fn ok(subject: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            subject,
+            level: Level::Ok,
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    pub(crate) fn warn(
+        subject: &'static str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            subject,
+            level: Level::Warn,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub(crate) fn fail(
+        subject: &'static str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            subject,
+            level: Level::Fail,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
 
 /// What `backup` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +98,11 @@ pub enum BackupOutcome {
 }
 
 /// What `audit verify` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AuditVerdict {
-    /// Every chain verified (and the mirror and checkpoints, unless skipped).
-    Intact,
+    /// Every chain verified (and the mirror and checkpoints, unless skipped); what this
+    /// installation's (this node's) chain and mirror held.
+    Intact(Box<VerifySummary>),
     /// The first problem found: the chain (node), sequence number and what is wrong there.
     Tampered(String),
 }
@@ -119,15 +181,31 @@ pub trait Maintenance: std::fmt::Debug {
         options: VerifyOptions<'_>,
         out: &mut dyn Write,
     ) -> Result<AuditVerdict, StoreError>;
+
+    /// Whether the database holds an audit log yet (a SQLite file from before the first
+    /// `serve` has none).
+    fn has_audit_log(&self) -> Result<bool, StoreError>;
+
+    /// The time and `detail` of the newest `limit` records of `action`, newest first, across
+    /// every chain (`doctor` reads its backup and purge records this way).
+    fn audit_details(
+        &self,
+        action: Action,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// `doctor`'s database checks: SQLite's integrity check; on PostgreSQL the connection,
+    /// its TLS, the schema version and, where the server shows it, replication lag.
+    fn health(&self) -> Vec<Finding>;
 }
 
 /// Turn an audit module result into a verdict: a verification failure is a finding, anything
 /// else an error of the command.
-pub(crate) fn verdict<T>(
-    result: Result<T, crate::audit::AuditError>,
+pub(crate) fn verdict(
+    result: Result<VerifySummary, crate::audit::AuditError>,
 ) -> Result<AuditVerdict, StoreError> {
     match result {
-        Ok(_) => Ok(AuditVerdict::Intact),
+        Ok(summary) => Ok(AuditVerdict::Intact(Box::new(summary))),
         Err(e @ crate::audit::AuditError::VerifyFailed { .. }) => {
             Ok(AuditVerdict::Tampered(e.to_string()))
         }

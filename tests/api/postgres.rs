@@ -331,6 +331,18 @@ async fn every_operator_command_works_with_postgres() {
     let out = cli(&app, &["audit", "search", "--delivery-id", &id]);
     let found = String::from_utf8_lossy(&out.stdout);
     assert!(found.contains("delivery_reverified"), "{found}");
+    // doctor checks the connection, the schema and every node's audit chain.
+    let out = cli(&app, &["doctor"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "OK    postgres (connection)",
+        "OK    postgres (tls)",
+        "OK    postgres (schema)",
+        "OK    postgres (replication)",
+        "OK    audit",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
     // A delivery that does not exist is an error about the delivery, not about the backend.
     let out = cli(&app, &["deliveries", "reverify", "no-such-delivery"]);
     let err = String::from_utf8_lossy(&out.stderr);

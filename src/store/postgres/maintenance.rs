@@ -14,11 +14,14 @@ use chrono::{DateTime, Utc};
 use super::audit_chain::{PgChain, PgRecords};
 use super::{PgSettings, PgStore};
 use crate::audit::commands::SearchArgs;
+use crate::audit::Action;
 use crate::audit::{ExportFormat, Mirror};
 use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::emergency::{ArchiveWriter, EmergencyExport};
-use crate::store::maintenance::{verdict, AuditVerdict, BackupOutcome, Maintenance, VerifyOptions};
+use crate::store::maintenance::{
+    verdict, AuditVerdict, BackupOutcome, Finding, Maintenance, VerifyOptions,
+};
 use crate::store::reverify::StoredRequest;
 use crate::store::StoreError;
 
@@ -34,6 +37,7 @@ pub const BACKUP_PROCEDURE: &str = "with [storage] backend = \"postgres\" the da
 pub struct PgMaintenance {
     // Dropped before the runtime its connections live on.
     store: PgStore,
+    tls: super::PgTls,
     mirror: Arc<Mirror>,
     audit_dir: PathBuf,
     runtime: tokio::runtime::Runtime,
@@ -54,6 +58,25 @@ impl PgMaintenance {
         keyring: Keyring,
         audit_dir: &Path,
     ) -> Result<Self, StoreError> {
+        Self::open_as(settings, keyring, audit_dir, true)
+    }
+
+    /// For `doctor`: connect without migrating or writing anything. Fails only when the
+    /// settings cannot make a pool; an unreachable server shows in [`Maintenance::health`].
+    pub fn inspect(
+        settings: &PgSettings,
+        keyring: Keyring,
+        audit_dir: &Path,
+    ) -> Result<Self, StoreError> {
+        Self::open_as(settings, keyring, audit_dir, false)
+    }
+
+    fn open_as(
+        settings: &PgSettings,
+        keyring: Keyring,
+        audit_dir: &Path,
+        migrate: bool,
+    ) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -63,13 +86,17 @@ impl PgMaintenance {
                 reason: e.to_string(),
             })?;
         let mirror = Arc::new(Mirror::new(audit_dir)?);
-        let store = runtime.block_on(PgStore::open_with_mirror(
-            settings,
-            keyring,
-            Some(Arc::clone(&mirror)),
-        ))?;
+        // The mirror is written explicitly after this command's own appends, never before
+        // `audit verify` has looked at the database.
+        let store = if migrate {
+            runtime.block_on(PgStore::open(settings, keyring))?
+        } else {
+            let _guard = runtime.enter();
+            PgStore::build(settings, keyring, None)?
+        };
         Ok(Self {
             store,
+            tls: settings.tls.clone(),
             mirror,
             audit_dir: audit_dir.to_owned(),
             runtime,
@@ -227,5 +254,33 @@ impl Maintenance for PgMaintenance {
             }
             intact => intact,
         })
+    }
+
+    fn has_audit_log(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn audit_details(
+        &self,
+        action: Action,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.runtime.block_on(async {
+            let client = self.store.client().await?;
+            let rows = client
+                .query(
+                    "SELECT ts, detail FROM audit_log WHERE action = $1
+                     ORDER BY ts DESC, node_id, seq DESC LIMIT $2",
+                    &[&action.as_str(), &limit],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn health(&self) -> Vec<Finding> {
+        self.runtime
+            .block_on(super::health::findings(&self.store, &self.tls))
     }
 }

@@ -26,6 +26,7 @@ mod audit_chain;
 mod committer;
 mod dead;
 mod error;
+mod health;
 mod intake;
 mod jobs;
 mod keys;
@@ -177,6 +178,20 @@ impl PgStore {
         keyring: Keyring,
         mirror: Option<Arc<crate::audit::Mirror>>,
     ) -> Result<Self, StoreError> {
+        let store = Self::build(settings, keyring, mirror)?;
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
+        drop(client);
+        mirror::start(&store);
+        Ok(store)
+    }
+
+    fn build(
+        settings: &PgSettings,
+        keyring: Keyring,
+        mirror: Option<Arc<crate::audit::Mirror>>,
+    ) -> Result<Self, StoreError> {
         let pool = build_pool(settings).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         let genesis = audit::node_genesis(&keyring, &settings.node_id);
         let keyring = Arc::new(keyring);
@@ -187,7 +202,7 @@ impl PgStore {
             node_id: settings.node_id.clone(),
             generation: Arc::clone(&keys.generation),
         });
-        let store = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 keyring,
@@ -198,13 +213,7 @@ impl PgStore {
                 committer,
                 mirror: mirror.map(mirror::NodeMirror::new),
             }),
-        };
-        let mut client = store.client().await?;
-        schema::migrate(&mut client).await?;
-        audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
-        drop(client);
-        mirror::start(&store);
-        Ok(store)
+        })
     }
 
     /// Copy this node's committed audit records not yet in its mirror now (an offline command

@@ -14,11 +14,14 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::audit::commands::SearchArgs;
+use crate::audit::Action;
 use crate::audit::{ExportFormat, Mirror};
 use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::emergency::EmergencyExport;
-use crate::store::maintenance::{verdict, AuditVerdict, BackupOutcome, Maintenance, VerifyOptions};
+use crate::store::maintenance::{
+    verdict, AuditVerdict, BackupOutcome, Finding, Maintenance, VerifyOptions,
+};
 use crate::store::reverify::StoredRequest;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -72,11 +75,65 @@ impl SqliteMaintenance {
         Ok(self.store.get_or_init(|| store))
     }
 
+    /// For checks that decrypt nothing and verify nothing (`doctor` when the master key is not
+    /// usable): a keyring no data was sealed under, so nothing could be read with it.
+    pub fn without_key(path: &Path, audit_dir: &Path) -> Result<Self, StoreError> {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let keyring = Keyring::from_master(&crate::crypto::MasterKey::from_bytes(bytes));
+        Self::new(path, keyring, audit_dir)
+    }
+
     fn read_only(&self) -> Result<Connection, StoreError> {
-        Ok(Connection::open_with_flags(
+        let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?)
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // A running server may hold the write lock for a moment.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    /// `PRAGMA integrity_check` on a read-only connection.
+    fn integrity_check(&self) -> Finding {
+        const NAME: &str = "storage.path (database)";
+        let shown = self.path.display();
+        let fix_open = "run doctor as the service user (it must reach the database's -wal/-shm files), or stop the service and retry";
+        let conn = match Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            Ok(c) => c,
+            Err(e) => return Finding::fail(NAME, format!("cannot open {shown}: {e}"), fix_open),
+        };
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        let rows: Result<Vec<String>, rusqlite::Error> = conn
+            .prepare("PRAGMA integrity_check(20)")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get::<_, String>(0))?.collect());
+        match rows {
+            Ok(rows) if rows.len() == 1 && rows[0] == "ok" => {
+                Finding::ok(NAME, format!("{shown}: PRAGMA integrity_check ok"))
+            }
+            Ok(rows) => Finding::fail(
+                NAME,
+                format!(
+                    "{shown}: PRAGMA integrity_check reports {} problem(s), first: {}",
+                    rows.len(),
+                    rows.first().map(String::as_str).unwrap_or("(none)")
+                ),
+                "stop the service, keep the damaged file aside, restore the latest backup (deploy/INSTALL.md, restore) and let senders retry",
+            ),
+            Err(e) => Finding::fail(
+                NAME,
+                format!("{shown}: integrity check could not run: {e}"),
+                if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase)
+                {
+                    "storage.path does not point at a wardhook database"
+                } else {
+                    fix_open
+                },
+            ),
+        }
     }
 }
 
@@ -169,5 +226,34 @@ impl Maintenance for SqliteMaintenance {
             options.allow_partial_mirror,
             out,
         ))
+    }
+
+    fn has_audit_log(&self) -> Result<bool, StoreError> {
+        let n: i64 = self.read_only()?.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn audit_details(
+        &self,
+        action: Action,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.read_only()?;
+        let mut stmt = conn.prepare(
+            "SELECT ts, detail FROM audit_log WHERE action = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            rusqlite::params![action.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn health(&self) -> Vec<Finding> {
+        vec![self.integrity_check()]
     }
 }
