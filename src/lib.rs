@@ -11,7 +11,7 @@
 //! 3. [`normalize`] — the sender's envelope turned into the canonical `wardhook_sdk::Event`; an
 //!    event type that is not an identifier sends the delivery to quarantine.
 //! 4. [`store`] — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite
-//!    (`store::writer`) or PostgreSQL (`store::postgres`); maintenance (`rotate`, `purge`,
+//!    (`store::sqlite`) or PostgreSQL (`store::postgres`); maintenance (`rotate`, `purge`,
 //!    `backup`) in bounded chunks beside intake.
 //! 5. [`audit`] — a hash-chained record of every state change, in the same transaction; the
 //!    JSONL mirror is appended by every process under one file lock.

@@ -46,8 +46,8 @@ pub(crate) use mirror::list_mirror_files;
 pub use mirror::Mirror;
 pub use query::{count, export, for_each_record, ExportFormat, Filter, Progress};
 pub use record::{
-    canonical_json, Action, Actor, AuditRecord, CallRef, Code, Detail, DetailKey, DetailValue,
-    Digest, FilePath, ObjectId, Outcome, MAX_CODE_LEN, MAX_PATH_LEN,
+    canonical_json, lifecycle_record, Action, Actor, AuditRecord, CallRef, Code, Detail, DetailKey,
+    DetailValue, Digest, FilePath, ObjectId, Outcome, MAX_CODE_LEN, MAX_PATH_LEN,
 };
 pub use retention::{purge_older_than, PurgeReport, Retention};
 pub use source::{ChainReader, ChainRow, ChainWriter, RecordStream};

@@ -611,6 +611,16 @@ pub struct AuditRecord {
     pub remote_addr: Option<IpAddr>,
 }
 
+/// An audit record of the server's own life: config loaded (with the file's SHA-256), started,
+/// stopped.
+pub fn lifecycle_record(action: Action, config_sha256: Option<&str>) -> AuditRecord {
+    let mut record = AuditRecord::new(Actor::System, action, Outcome::Success);
+    if let Some(d) = config_sha256.and_then(|d| Digest::parse(d).ok()) {
+        record.detail.insert(DetailKey::Sha256, d);
+    }
+    record
+}
+
 impl AuditRecord {
     /// A record with only actor, action and outcome set; add the rest with the `with_*` methods.
     pub fn new(actor: Actor, action: Action, outcome: Outcome) -> Self {

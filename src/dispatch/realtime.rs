@@ -50,18 +50,9 @@ pub struct Realtime {
     pub cache: Option<LookupCache>,
 }
 
-/// A reply to a real-time request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// Content type.
-    pub content_type: String,
-    /// Body.
-    pub body: String,
-    /// Whether this is the route's fallback (for the audit record and metrics).
-    pub fallback: bool,
-}
+/// A reply to a real-time request (storage keeps it with the delivery, so the type is storage
+/// vocabulary).
+pub use crate::store::Reply;
 
 impl Realtime {
     /// The fallback reply.

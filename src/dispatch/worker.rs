@@ -22,7 +22,7 @@ use wardhook_sdk::{Handler, HandlerError};
 
 use crate::config::{DispatchSettings, Route};
 use crate::store::jobs::{AttemptRecord, AttemptResult, ClaimedJob, NextStep};
-use crate::store::{Storage, StoreError};
+use crate::store::{Predecessors, Storage, StoreError};
 
 /// How often an idle worker looks for due jobs when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -72,20 +72,40 @@ fn later(d: Duration) -> Instant {
 pub struct Plan {
     handlers: HashMap<String, Arc<dyn Handler>>,
     routes: Vec<Route>,
+    /// The routes' ordering as data for claiming, built once per plan.
+    order: Arc<Predecessors>,
     time_zone: wardhook_sdk::template::Tz,
 }
 
 impl Plan {
     /// A plan from built handlers and checked routes.
     pub fn new(handlers: Vec<Arc<dyn Handler>>, routes: Vec<Route>) -> Self {
-        Self {
+        let mut plan = Self {
             handlers: handlers
                 .into_iter()
                 .map(|h| (h.name().to_owned(), h))
                 .collect(),
             routes,
+            order: Arc::default(),
             time_zone: wardhook_sdk::template::Tz::UTC,
+        };
+        plan.order = Arc::new(plan.claim_order());
+        plan
+    }
+
+    /// Every route handler's predecessors, for [`Storage::claim_next`].
+    fn claim_order(&self) -> Predecessors {
+        let mut order = Predecessors::none();
+        for route in &self.routes {
+            for handler in &route.handlers {
+                order.insert(
+                    &route.source,
+                    handler,
+                    self.predecessors(&route.source, handler),
+                );
+            }
         }
+        order
     }
 
     /// The clinic's time zone for templates and filters.
@@ -363,14 +383,9 @@ impl Dispatcher {
         let (job, slot) = {
             let _guard = self.claim_lock.lock().await;
             let exclude = self.excluded(Instant::now());
-            let preds = plan.clone();
             let job = self
                 .store
-                .claim_next(
-                    exclude,
-                    lease,
-                    Arc::new(move |s, h| preds.predecessors(s, h)),
-                )
+                .claim_next(exclude, lease, Arc::clone(&plan.order))
                 .await?;
             let Some(job) = job else {
                 return Ok(TaskOutcome::Idle);

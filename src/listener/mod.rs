@@ -539,19 +539,8 @@ fn refuse_sqlite_only_console(console: bool) -> Result<(), ListenerError> {
     Ok(())
 }
 
-/// An audit record of the server's own life: config loaded (with the file's SHA-256), started,
-/// stopped.
-pub(crate) fn lifecycle_record(
-    action: crate::audit::Action,
-    config_sha256: Option<&str>,
-) -> crate::audit::AuditRecord {
-    use crate::audit::{Actor, AuditRecord, DetailKey, Digest, Outcome};
-    let mut record = AuditRecord::new(Actor::System, action, Outcome::Success);
-    if let Some(d) = config_sha256.and_then(|d| Digest::parse(d).ok()) {
-        record.detail.insert(DetailKey::Sha256, d);
-    }
-    record
-}
+/// Moved to the audit module (storage appends these too); re-exported for the listener's uses.
+pub(crate) use crate::audit::lifecycle_record;
 
 /// Resolves on SIGTERM or Ctrl-C: the one shutdown signal for listener and workers.
 pub async fn shutdown_signal() {

@@ -1,19 +1,18 @@
 //! The one place where the store writes audit records.
 //!
 //! Every state change the store commits (accepted, duplicate, quarantined, key rotation, purge,
-//! backup, decrypted read) calls [`record_audit`] inside the same transaction as the change, so
+//! backup, decrypted read) appends the record built here inside the same transaction as the change, so
 //! there is no change without its record. Store code builds an [`AuditEvent`] from plain ids
 //! and counts; this module turns it into the audit module's restricted types.
 
 use std::net::IpAddr;
 
-use rusqlite::Transaction;
+use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use super::types::{PurgeReport, Requester};
 use crate::audit::{
-    Action, Actor, AppendedRecord, AuditRecord, CallRef, Code, DetailKey, Digest, ObjectId, Outcome,
+    Action, Actor, AuditRecord, CallRef, Code, DetailKey, Digest, ObjectId, Outcome,
 };
-use crate::crypto::Keyring;
 
 /// Who caused a stored change.
 #[derive(Debug, Clone)]
@@ -80,20 +79,6 @@ impl<'a> AuditEvent<'a> {
     }
 }
 
-/// Append `event` to the audit chain inside `tx` and return the sealed record, which the
-/// caller hands to the JSONL mirror once the transaction has committed.
-///
-/// A value that the audit types refuse (e.g. a source name that is not a short identifier) is
-/// left out of the record rather than failing the delivery: losing an accepted delivery to an
-/// audit formatting rule would be worse than a record with one field fewer.
-pub(crate) fn record_audit(
-    tx: &Transaction<'_>,
-    keyring: &Keyring,
-    event: &AuditEvent<'_>,
-) -> Result<AppendedRecord, StoreError> {
-    crate::audit::append(tx, keyring, &to_record(event)).map_err(StoreError::from)
-}
-
 /// The audit record for `event` (every backend appends the same record for the same change).
 pub(crate) fn to_record(event: &AuditEvent<'_>) -> AuditRecord {
     let actor = match &event.actor {
@@ -148,5 +133,71 @@ pub(crate) fn to_record(event: &AuditEvent<'_>) -> AuditRecord {
     if let Some(d) = event.digest.and_then(|d| Digest::parse(d).ok()) {
         record.detail.insert(DetailKey::Sha256, d);
     }
+    record
+}
+
+impl Requester {
+    /// Who asked, as the audit actor: `admin_token:<id>` or the CLI user.
+    pub(crate) fn actor(&self) -> AuditActor {
+        if self.via == "admin_api" {
+            AuditActor::AdminToken(self.user.clone())
+        } else {
+            AuditActor::CliUser(self.user.clone())
+        }
+    }
+}
+
+impl PurgeReport {
+    /// One `purged` record per kind of object, with its count, the cutoff and who asked.
+    pub(crate) fn audit_records(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> Vec<crate::audit::AuditRecord> {
+        let mut records = self.row_records(who, cutoff);
+        records.push(self.key_record(who, cutoff));
+        records
+    }
+
+    /// The `purged` records of deleted rows: delivery payloads, quarantined bodies, jobs.
+    pub(crate) fn row_records(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> Vec<crate::audit::AuditRecord> {
+        [
+            ("delivery", self.deliveries),
+            ("quarantine", self.quarantined),
+            ("job", self.jobs),
+        ]
+        .into_iter()
+        .map(|(kind, count)| purged_record(who, cutoff, kind, count))
+        .collect()
+    }
+
+    /// The `purged` record of destroyed period keys.
+    pub(crate) fn key_record(
+        &self,
+        who: &Requester,
+        cutoff: DateTime<Utc>,
+    ) -> crate::audit::AuditRecord {
+        purged_record(who, cutoff, "data_key", self.keys_destroyed)
+    }
+}
+
+fn purged_record(
+    who: &Requester,
+    cutoff: DateTime<Utc>,
+    kind: &'static str,
+    count: u64,
+) -> crate::audit::AuditRecord {
+    let mut ev = AuditEvent::new(who.actor(), AuditAction::Purged);
+    ev.object_kind = Some(kind);
+    ev.count = Some(i64::try_from(count).unwrap_or(i64::MAX));
+    ev.via = Some(who.via);
+    let mut record = to_record(&ev);
+    record
+        .detail
+        .insert(crate::audit::DetailKey::CutoffUnix, cutoff.timestamp());
     record
 }

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::admin::{ListFilter, Requester};
-use super::backend::Predecessors;
-use super::jobs::{AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, NextStep};
 use super::postgres::testdb::TestDb;
 use super::postgres::PgStore;
-use super::tests::{keyring, nextphone};
-use super::{IntakeOutcome, JobSpec, Storage, Store, StoreError, StoreOptions};
+use super::sqlite::tests::{keyring, nextphone};
+use super::types::{
+    AttemptRecord, AttemptResult, ClaimedJob, DeadFilter, IntakeOutcome, JobSpec, ListFilter,
+    NextStep, Predecessors, Requester,
+};
+use super::{Storage, Store, StoreError, StoreOptions};
 use crate::normalize::{normalize, Envelope, IntakeInput};
 
 /// One database and the means to open nodes on it and inspect it.
@@ -131,19 +132,15 @@ async fn submit(
         .await
 }
 
-fn no_predecessors() -> Predecessors {
-    Arc::new(|_: &str, _: &str| Vec::new())
+fn no_predecessors() -> Arc<Predecessors> {
+    Arc::new(Predecessors::none())
 }
 
-/// `second` runs after `first` in one route.
-fn chained(first: &'static str, second: &'static str) -> Predecessors {
-    Arc::new(move |_: &str, h: &str| {
-        if h == second {
-            vec![first.to_owned()]
-        } else {
-            Vec::new()
-        }
-    })
+/// `second` runs after `first` in one route of the test source.
+fn chained(first: &'static str, second: &'static str) -> Arc<Predecessors> {
+    let mut plan = Predecessors::none();
+    plan.insert("nextphone", second, vec![first.to_owned()]);
+    Arc::new(plan)
 }
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -168,7 +165,7 @@ fn failed_attempt(result: AttemptResult) -> AttemptRecord {
     }
 }
 
-async fn claim(store: &dyn Storage, predecessors: Predecessors) -> Option<ClaimedJob> {
+async fn claim(store: &dyn Storage, predecessors: Arc<Predecessors>) -> Option<ClaimedJob> {
     store
         .claim_next(Vec::new(), LEASE, predecessors)
         .await
@@ -469,7 +466,7 @@ async fn readiness_is_green_on_a_writable_database(h: Harness) {
     let store = h.node("node-a").await;
     store.check_ready().await.expect("ready");
     store
-        .record_audit(crate::listener::lifecycle_record(
+        .record_audit(crate::audit::lifecycle_record(
             crate::audit::Action::ServerStarted,
             None,
         ))

@@ -1,233 +1,20 @@
-//! The dispatch queue: claiming due jobs, recording attempts, dead letters, retries and replays.
-//!
-//! A job is one handler for one delivery, created in the intake transaction. Workers claim due
-//! jobs one at a time in a short transaction (status `running`, a lease), run the handler
-//! outside any transaction, then record the attempt and the job's next state — with its audit
-//! record — in one transaction. Handlers later in a route wait (`waiting`) until the earlier
-//! ones are done, so `app_data` chaining sees their outputs; a finished job wakes them.
-//!
-//! With SQLite one server owns the database, so a job still `running` when the server starts
-//! was orphaned by a crash: [`reset_orphaned`] puts it back, and it runs again with the same
-//! idempotency key. Job states: `pending` → `running` → `done` | `pending` (retry) | `dead`;
-//! `waiting` until predecessors are done.
+//! The dispatch queue's shared parts: how a handler output is sealed, and the audit records of
+//! attempts, dead letters, retries and replays — the same on both backends. The queue itself
+//! is in each backend (`sqlite::jobs`, `postgres::jobs`).
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
-use wardhook_sdk::{AppData, Event};
-
-use super::keys::{self, WriteKeyCache};
-use super::writer::db_time;
-use super::{Store, StoreError};
+use super::types::Requester;
+use super::StoreError;
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, DetailValue, ObjectId, Outcome};
 use crate::crypto::RecordPlace;
 
-/// A job a worker has claimed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedJob {
-    /// Row id.
-    pub id: i64,
-    /// The delivery.
-    pub delivery_id: String,
-    /// The handler name.
-    pub handler: String,
-    /// The delivery's source.
-    pub source: String,
-    /// Attempts made on the current schedule before this one (index into the schedule).
-    pub schedule_index: u32,
-    /// 1-based number of this attempt over the job's whole life (retries included).
-    pub attempt: u32,
-}
-
-/// How one attempt ended, as recorded. Reasons name hosts and variables, never payload data.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
-    /// The handler succeeded; `output` is its `app_data` entry.
-    Ok {
-        /// `{"data": …, "status": …}` for later handlers (stored encrypted).
-        output: serde_json::Value,
-    },
-    /// A transient failure.
-    Retryable {
-        /// Why.
-        reason: String,
-    },
-    /// A failure retrying will not cure.
-    Permanent {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl AttemptResult {
-    pub(crate) fn code(&self) -> &'static str {
-        match self {
-            Self::Ok { .. } => "ok",
-            Self::Retryable { .. } => "retryable",
-            Self::Permanent { .. } => "permanent",
-        }
-    }
-    pub(crate) fn reason(&self) -> Option<&str> {
-        match self {
-            Self::Ok { .. } => None,
-            Self::Retryable { reason } | Self::Permanent { reason } => Some(reason),
-        }
-    }
-}
-
-/// One attempt's facts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptRecord {
-    /// When the handler was started.
-    pub started_at: DateTime<Utc>,
-    /// How long it took.
-    pub latency: Duration,
-    /// The destination's HTTP status, if any.
-    pub http_status: Option<u16>,
-    /// Host or program name.
-    pub destination: Option<String>,
-    /// The result.
-    pub result: AttemptResult,
-}
-
-/// What happens to the job after this attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    /// Finished.
-    Done,
-    /// Try again at this time.
-    RetryAt(DateTime<Utc>),
-    /// Dead letter (permanent failure or attempts exhausted).
-    Dead,
-}
-
-/// Put jobs left `running` by a crashed server back in the queue, due now.
-pub fn reset_orphaned(store: &Store) -> Result<u64, StoreError> {
-    let conn = store.connection()?;
-    let n = conn.execute(
-        "UPDATE jobs SET status = 'pending', lease_until = NULL, next_attempt_at = ?1,
-                         updated_at = ?1
-         WHERE status = 'running'",
-        params![db_time(Utc::now())],
-    )?;
-    Ok(n as u64)
-}
-
-/// Claim the next due job whose handler is not in `exclude` (open circuits, saturated
-/// handlers). A `running` job whose lease has run out counts as due: its attempt was lost (a
-/// worker step that failed after the claim) and it is taken over with the same idempotency key;
-/// the lease is longer than twice the handler timeout, so no attempt is still running then. `predecessors(source, handler)` names the handlers that must be done first
-/// (earlier in the same route); a job whose predecessors are not done is parked as `waiting`.
-pub fn claim_next(
-    store: &Store,
-    exclude: &[String],
-    lease: Duration,
-    predecessors: &dyn Fn(&str, &str) -> Vec<String>,
-) -> Result<Option<ClaimedJob>, StoreError> {
-    let mut conn = store.connection()?;
-    // Dispatch state may lose its last transaction on power loss: a job then runs again with
-    // the same idempotency key, which at-least-once delivery allows. Intake keeps FULL.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let now = Utc::now();
-    let now_s = db_time(now);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let candidates: Vec<(i64, String, String, String, i64)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT j.id, j.delivery_id, j.handler, d.source, j.attempts
-             FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
-             WHERE (j.status = 'pending' AND j.next_attempt_at <= ?1)
-                OR (j.status = 'running' AND j.lease_until <= ?1)
-             ORDER BY j.next_attempt_at, j.id LIMIT 64",
-        )?;
-        let rows = stmt.query_map(params![now_s], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let mut claimed = None;
-    for (id, delivery_id, handler, source, attempts) in candidates {
-        if exclude.contains(&handler) {
-            continue;
-        }
-        let before = predecessors(&source, &handler);
-        if !before.is_empty() {
-            let mut unfinished = 0i64;
-            for p in &before {
-                let state: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT status FROM jobs WHERE delivery_id = ?1 AND handler = ?2",
-                    )?
-                    .query_row(params![delivery_id, p], |r| r.get(0))
-                    .optional()?;
-                if state.is_some_and(|s| s != "done") {
-                    unfinished += 1;
-                }
-            }
-            if unfinished > 0 {
-                tx.execute(
-                    "UPDATE jobs SET status = 'waiting', updated_at = ?2 WHERE id = ?1",
-                    params![id, now_s],
-                )?;
-                continue;
-            }
-        }
-        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        tx.execute(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?2,
-                             updated_at = ?3
-             WHERE id = ?1",
-            params![id, db_time(lease_until), now_s],
-        )?;
-        let lifetime: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM attempts WHERE job_id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?;
-        claimed = Some(ClaimedJob {
-            id,
-            delivery_id,
-            handler,
-            source,
-            schedule_index: u32::try_from(attempts).unwrap_or(u32::MAX),
-            attempt: u32::try_from(lifetime + 1).unwrap_or(u32::MAX),
-        });
-        break;
-    }
-    tx.commit()?;
-    Ok(claimed)
-}
-
-/// Decrypt the job's event and the outputs of the delivery's finished handlers (`app_data`).
-pub fn load_for_dispatch(store: &Store, job: &ClaimedJob) -> Result<(Event, AppData), StoreError> {
-    let conn = store.connection()?;
-    let opened = super::sealed::open_delivery(&conn, store.keyring(), &job.delivery_id)?;
-    let (source, stored) = (opened.source, opened.stored);
-    let mut app_data = AppData::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, handler, out_key_id, out_nonce, out_ciphertext FROM jobs
-         WHERE delivery_id = ?1 AND status = 'done' AND out_ciphertext IS NOT NULL
-           AND handler NOT LIKE '@%'",
-    )?;
-    let outputs = stmt
-        .query_map(params![job.delivery_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (id, handler, out_key, out_nonce, out_ct) in outputs {
-        let key = keys::key_for_read(&conn, store.keyring(), out_key)?;
-        let value = open_output(&key, id, &source, out_key, &out_nonce, &out_ct)?;
-        app_data.insert(handler, value);
-    }
-    Ok((stored.event, app_data))
-}
+/// The SQLite queue functions and the vocabulary, at their former paths.
+pub use super::sqlite::jobs::{
+    claim_next, delivery_jobs, finish_attempt, job_attempts, list_dead, load_for_dispatch,
+    queue_stats, replay, reset_orphaned, retry_dead,
+};
+pub use super::types::{
+    AttemptRecord, AttemptResult, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep,
+};
 
 /// Decrypt the stored output (`app_data` entry) of finished job `job_id`.
 pub(crate) fn open_output(
@@ -244,6 +31,7 @@ pub(crate) fn open_output(
         .map_err(|_| StoreError::Corrupt("stored handler output is not JSON"))
 }
 
+/// Where a handler output is sealed (its AAD): the job, its source and key.
 pub(crate) fn output_place<'a>(job_id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
     RecordPlace {
         kind: "job_output",
@@ -255,122 +43,6 @@ pub(crate) fn output_place<'a>(job_id: &'a str, source: &'a str, key_id: i64) ->
 
 fn code(s: &str) -> Option<Code> {
     Code::parse(s).ok()
-}
-
-/// Record an attempt and move the job to its next state, with the audit records, in one
-/// transaction; wake handlers waiting on this one when it is done.
-pub fn finish_attempt(
-    store: &Store,
-    job: &ClaimedJob,
-    record: &AttemptRecord,
-    next: NextStep,
-) -> Result<(), StoreError> {
-    let mut conn = store.connection()?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let now = Utc::now();
-    let now_s = db_time(now);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let latency_ms = i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX);
-    tx.execute(
-        "INSERT INTO attempts (job_id, attempt, started_at, finished_at, result, http_status,
-                               latency_ms, destination, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            job.id,
-            job.attempt,
-            db_time(record.started_at),
-            now_s,
-            record.result.code(),
-            record.http_status,
-            latency_ms,
-            record.destination,
-            record.result.reason(),
-        ],
-    )?;
-    // Only the holder of the current lease moves the job on. A late finish after the lease ran
-    // out and the job was taken over is recorded as an attempt but changes nothing (claiming
-    // bumps `attempts`, so the claim's count no longer matches).
-    let claimed_attempts = i64::from(job.schedule_index).saturating_add(1);
-    let owned: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM jobs WHERE id = ?1 AND status = 'running' AND attempts = ?2",
-        params![job.id, claimed_attempts],
-        |r| r.get(0),
-    )?;
-    let next = if owned == 0 {
-        tracing::warn!(
-            job = job.id,
-            "a late finish after the job's lease was taken over; its state is left alone"
-        );
-        None
-    } else {
-        Some(next)
-    };
-    match next {
-        None => {}
-        Some(NextStep::Done) => {
-            let (out_key, nonce, ct) = match &record.result {
-                AttemptResult::Ok { output } => {
-                    let mut cache = WriteKeyCache::new();
-                    let generation = keys::current_generation(&tx)?;
-                    let (key_id, key) = keys::key_for_write(
-                        &tx,
-                        store.keyring(),
-                        &mut cache,
-                        &keys::period_of(now),
-                        generation,
-                    )?;
-                    let job_id = job.id.to_string();
-                    let bytes = serde_json::to_vec(output)
-                        .map_err(|_| StoreError::Corrupt("handler output is not serializable"))?;
-                    let sealed = key.seal(&output_place(&job_id, &job.source, key_id), &bytes)?;
-                    (Some(key_id), Some(sealed.nonce), Some(sealed.ciphertext))
-                }
-                _ => (None, None, None),
-            };
-            tx.execute(
-                "UPDATE jobs SET status = 'done', lease_until = NULL, last_error = NULL,
-                                 out_key_id = ?2, out_nonce = ?3, out_ciphertext = ?4,
-                                 updated_at = ?5
-                 WHERE id = ?1",
-                params![job.id, out_key, nonce, ct, now_s],
-            )?;
-            tx.execute(
-                "UPDATE jobs SET status = 'pending', next_attempt_at = ?2, updated_at = ?2
-                 WHERE delivery_id = ?1 AND status = 'waiting'",
-                params![job.delivery_id, now_s],
-            )?;
-        }
-        Some(NextStep::RetryAt(at)) => {
-            tx.execute(
-                "UPDATE jobs SET status = 'pending', lease_until = NULL, next_attempt_at = ?2,
-                                 last_error = ?3, updated_at = ?4
-                 WHERE id = ?1",
-                params![job.id, db_time(at), record.result.reason(), now_s],
-            )?;
-        }
-        Some(NextStep::Dead) => {
-            tx.execute(
-                "UPDATE jobs SET status = 'dead', lease_until = NULL, last_error = ?2,
-                                 updated_at = ?3
-                 WHERE id = ?1",
-                params![job.id, record.result.reason(), now_s],
-            )?;
-        }
-    }
-    // A late finish is on record as an attempt only: no dead letter for a job it no longer holds.
-    let audit_records = match next {
-        Some(step) => attempt_audit_records(job, record, step),
-        None => attempt_audit_records(job, record, NextStep::Done)
-            .into_iter()
-            .take(1)
-            .collect(),
-    };
-    for audit in audit_records {
-        crate::audit::append(&tx, store.keyring(), &audit)?;
-    }
-    tx.commit()?;
-    super::admin::mirror(store, &conn);
-    Ok(())
 }
 
 /// The audit records of one finished attempt: the attempt itself, and the dead letter when
@@ -423,188 +95,16 @@ pub(crate) fn attempt_audit_records(
     records
 }
 
-/// One dead letter, metadata only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    /// Job id (what `dlq retry` takes).
-    pub job_id: i64,
-    /// The delivery.
-    pub delivery_id: String,
-    /// Source.
-    pub source: String,
-    /// Event type.
-    pub event_type: String,
-    /// Handler.
-    pub handler: String,
-    /// Attempts made.
-    pub attempts: i64,
-    /// The last error (no payload data).
-    pub last_error: Option<String>,
-    /// When it was dead-lettered.
-    pub updated_at: Option<String>,
-}
-
-/// Filters for [`list_dead`] and [`retry_dead`].
-#[derive(Debug, Clone, Default)]
-pub struct DeadFilter {
-    /// Only this handler.
-    pub handler: Option<String>,
-    /// Only this source.
-    pub source: Option<String>,
-    /// Only this job.
-    pub job_id: Option<i64>,
-    /// At most this many (0 = 100).
-    pub limit: usize,
-}
-
-fn dead_where(f: &DeadFilter) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
-    let mut clause = String::from("j.status = 'dead'");
-    let mut args = Vec::new();
-    if let Some(h) = &f.handler {
-        args.push(Value::Text(h.clone()));
-        clause.push_str(&format!(" AND j.handler = ?{}", args.len()));
-    }
-    if let Some(s) = &f.source {
-        args.push(Value::Text(s.clone()));
-        clause.push_str(&format!(" AND d.source = ?{}", args.len()));
-    }
-    if let Some(id) = f.job_id {
-        args.push(Value::Integer(id));
-        clause.push_str(&format!(" AND j.id = ?{}", args.len()));
-    }
-    (clause, args)
-}
-
-/// The dead letters matching `filter`, newest first.
-pub fn list_dead(store: &Store, filter: &DeadFilter) -> Result<Vec<DeadLetter>, StoreError> {
-    let conn = store.connection()?;
-    let (clause, args) = dead_where(filter);
-    let limit = if filter.limit == 0 { 100 } else { filter.limit };
-    let sql = format!(
-        "SELECT j.id, j.delivery_id, d.source, d.event_type, j.handler, j.attempts, j.last_error,
-                j.updated_at
-         FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
-         WHERE {clause} ORDER BY j.updated_at DESC, j.id DESC LIMIT {limit}"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-        Ok(DeadLetter {
-            job_id: r.get(0)?,
-            delivery_id: r.get(1)?,
-            source: r.get(2)?,
-            event_type: r.get(3)?,
-            handler: r.get(4)?,
-            attempts: r.get(5)?,
-            last_error: r.get(6)?,
-            updated_at: r.get(7)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// One attempt, for `dlq show` and the attempts timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AttemptSummary {
-    /// 1-based attempt number.
-    pub attempt: i64,
-    /// Start time.
-    pub started_at: String,
-    /// `ok`, `retryable` or `permanent`.
-    pub result: String,
-    /// HTTP status, if any.
-    pub http_status: Option<i64>,
-    /// Latency.
-    pub latency_ms: i64,
-    /// Host or program.
-    pub destination: Option<String>,
-    /// Error reason (no payload data).
-    pub error: Option<String>,
-}
-
-/// Every attempt of a job, oldest first.
-pub fn job_attempts(store: &Store, job_id: i64) -> Result<Vec<AttemptSummary>, StoreError> {
-    let conn = store.connection()?;
-    let mut stmt = conn.prepare(
-        "SELECT attempt, started_at, result, http_status, latency_ms, destination, error
-         FROM attempts WHERE job_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map(params![job_id], |r| {
-        Ok(AttemptSummary {
-            attempt: r.get(0)?,
-            started_at: r.get(1)?,
-            result: r.get(2)?,
-            http_status: r.get(3)?,
-            latency_ms: r.get(4)?,
-            destination: r.get(5)?,
-            error: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// The jobs of one delivery: (job id, handler, status, attempts).
-pub fn delivery_jobs(
-    store: &Store,
-    delivery_id: &str,
-) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
-    let conn = store.connection()?;
-    let mut stmt = conn.prepare(
-        "SELECT id, handler, status, attempts FROM jobs WHERE delivery_id = ?1 ORDER BY position, id",
-    )?;
-    let rows = stmt.query_map(params![delivery_id], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn cli_actor(who: &super::admin::Requester) -> Actor {
+fn cli_actor(who: &Requester) -> Actor {
     if who.via == "admin_api" {
         return Actor::admin_token(&who.user).unwrap_or(Actor::System);
     }
     Actor::cli_user(&who.user).unwrap_or(Actor::System)
 }
 
-/// `dlq retry`: put matching dead letters back in the queue, due now, with a fresh retry
-/// schedule. Audited (`retried`) with who asked.
-pub fn retry_dead(
-    store: &Store,
-    filter: &DeadFilter,
-    who: &super::admin::Requester,
-) -> Result<u64, StoreError> {
-    let mut conn = store.connection()?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (clause, args) = dead_where(filter);
-    let ids: Vec<(i64, String, String, String)> = {
-        let sql = format!(
-            "SELECT j.id, j.delivery_id, j.handler, d.source FROM jobs j
-             JOIN deliveries d ON d.id = j.delivery_id WHERE {clause}"
-        );
-        let mut stmt = tx.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let now_s = db_time(Utc::now());
-    for (id, delivery_id, handler, source) in &ids {
-        tx.execute(
-            "UPDATE jobs SET status = 'pending', attempts = 0, next_attempt_at = ?2,
-                             updated_at = ?2
-             WHERE id = ?1",
-            params![id, now_s],
-        )?;
-        let audit = retried_record(who, delivery_id, source, handler);
-        crate::audit::append(&tx, store.keyring(), &audit)?;
-    }
-    tx.commit()?;
-    super::admin::mirror(store, &conn);
-    Ok(ids.len() as u64)
-}
-
 /// The `retried` audit record of one dead letter put back in the queue by `who`.
 pub(crate) fn retried_record(
-    who: &super::admin::Requester,
+    who: &Requester,
     delivery_id: &str,
     source: &str,
     handler: &str,
@@ -621,76 +121,10 @@ pub(crate) fn retried_record(
     audit
 }
 
-/// `deliveries replay ID [--handler NAME]`: run a delivery's handlers again (all of its jobs,
-/// or one handler — created if the delivery never had a job for it). Audited (`replayed`).
-pub fn replay(
-    store: &Store,
-    delivery_id: &str,
-    handler: Option<&str>,
-    who: &super::admin::Requester,
-) -> Result<u64, StoreError> {
-    let mut conn = store.connection()?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let source: String = tx
-        .query_row(
-            "SELECT source FROM deliveries WHERE id = ?1 AND status = 'accepted'",
-            params![delivery_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound("delivery"))?;
-    let now_s = db_time(Utc::now());
-    let n = match handler {
-        Some(h) => {
-            let updated = tx.execute(
-                "UPDATE jobs SET status = 'pending', attempts = 0, next_attempt_at = ?3,
-                                 updated_at = ?3
-                 WHERE delivery_id = ?1 AND handler = ?2 AND status IN ('done', 'dead')",
-                params![delivery_id, h, now_s],
-            )?;
-            if updated == 0 {
-                let exists: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE delivery_id = ?1 AND handler = ?2)",
-                    params![delivery_id, h],
-                    |r| r.get(0),
-                )?;
-                if exists {
-                    0
-                } else {
-                    let position: i64 = tx.query_row(
-                        "SELECT COALESCE(MAX(position) + 1, 0) FROM jobs WHERE delivery_id = ?1",
-                        params![delivery_id],
-                        |r| r.get(0),
-                    )?;
-                    tx.execute(
-                        "INSERT INTO jobs (delivery_id, handler, position, status, attempts,
-                                           next_attempt_at, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)",
-                        params![delivery_id, h, position, now_s],
-                    )?
-                }
-            } else {
-                updated
-            }
-        }
-        None => tx.execute(
-            "UPDATE jobs SET status = 'pending', attempts = 0, next_attempt_at = ?2,
-                             updated_at = ?2
-             WHERE delivery_id = ?1 AND status IN ('done', 'dead') AND handler NOT LIKE '@%'",
-            params![delivery_id, now_s],
-        )?,
-    };
-    let audit = replayed_record(who, delivery_id, &source, handler, n as u64);
-    crate::audit::append(&tx, store.keyring(), &audit)?;
-    tx.commit()?;
-    super::admin::mirror(store, &conn);
-    Ok(n as u64)
-}
-
 /// The `replayed` audit record of `deliveries replay`: who, which delivery and handler, how
 /// many jobs were re-queued.
 pub(crate) fn replayed_record(
-    who: &super::admin::Requester,
+    who: &Requester,
     delivery_id: &str,
     source: &str,
     handler: Option<&str>,
@@ -709,21 +143,4 @@ pub(crate) fn replayed_record(
         audit.detail.insert(DetailKey::Via, v);
     }
     audit
-}
-
-/// Queue depth (pending + waiting + running) and the age of the oldest due job, for metrics
-/// and health views.
-pub fn queue_stats(store: &Store) -> Result<(u64, Option<Duration>), StoreError> {
-    let conn: Connection = store.connection()?;
-    let (depth, oldest): (i64, Option<String>) = conn.query_row(
-        "SELECT COUNT(*),
-                MIN(CASE WHEN status = 'pending' THEN next_attempt_at END)
-         FROM jobs WHERE status IN ('pending', 'waiting', 'running')",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let age = oldest
-        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-        .and_then(|t| (Utc::now() - t.with_timezone(&Utc)).to_std().ok());
-    Ok((depth as u64, age))
 }

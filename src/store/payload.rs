@@ -9,7 +9,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use wardhook_sdk::Event;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use super::StoreError;
+use crate::crypto::RecordPlace;
 
 /// The plaintext of a delivery's ciphertext.
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,4 +51,30 @@ pub fn decode_body(b64: &str) -> Result<Vec<u8>, StoreError> {
     STANDARD
         .decode(b64)
         .map_err(|_| StoreError::Corrupt("stored body is not base64"))
+}
+
+/// The timestamp format of every `*_at` column: fixed width, so text order is time order.
+pub(crate) fn db_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Where a delivery's payload is sealed (its AAD): a row moved to another id, source or key
+/// does not open.
+pub(crate) fn delivery_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
+    RecordPlace {
+        kind: "delivery",
+        id,
+        source,
+        key_id,
+    }
+}
+
+/// Where a quarantined body is sealed (its AAD).
+pub(crate) fn quarantine_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
+    RecordPlace {
+        kind: "quarantine",
+        id,
+        source,
+        key_id,
+    }
 }

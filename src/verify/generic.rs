@@ -5,9 +5,11 @@
 //! `{id}` or `{svix-id}` (the id header's text), `{url}` (public URL + query as received),
 //! `{method}`; `{{` and `}}` are literal braces. A template must contain `{body}`.
 
-use super::hmac_schemes::parse_prefixed;
+use super::header_hmac::parse_prefixed;
+use super::scheme::{h, path_and_query, random_id, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, Encoding, SignedUrl, TimeUnit};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 use crate::secret::Secret;
 
 /// Templates longer than this are refused; real ones are a few dozen bytes.
@@ -115,6 +117,11 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// A template from parts, for the schemes whose signed content is fixed.
+    pub(crate) fn from_parts(parts: Vec<Part>) -> Self {
+        Self { parts }
+    }
+
     /// The parsed parts.
     pub fn parts(&self) -> &[Part] {
         &self.parts
@@ -133,20 +140,24 @@ impl Template {
         self.parts.contains(&Part::Url)
     }
 
+    /// The bytes to sign as borrowed pieces, in order, for a MAC fed piece by piece.
+    pub(crate) fn slices<'a>(&'a self, v: &Values<'a>) -> Vec<&'a [u8]> {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(s) => s.as_bytes(),
+                Part::Body => v.body,
+                Part::Timestamp => v.timestamp.as_bytes(),
+                Part::Id => v.id.as_bytes(),
+                Part::Url => v.url.as_bytes(),
+                Part::Method => v.method.as_bytes(),
+            })
+            .collect()
+    }
+
     /// The bytes to sign.
     pub(crate) fn render(&self, v: &Values<'_>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(v.body.len() + 64);
-        for part in &self.parts {
-            match part {
-                Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
-                Part::Body => out.extend_from_slice(v.body),
-                Part::Timestamp => out.extend_from_slice(v.timestamp.as_bytes()),
-                Part::Id => out.extend_from_slice(v.id.as_bytes()),
-                Part::Url => out.extend_from_slice(v.url.as_bytes()),
-                Part::Method => out.extend_from_slice(v.method.as_bytes()),
-            }
-        }
-        out
+        self.slices(v).concat()
     }
 }
 
@@ -174,8 +185,8 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-impl HmacTemplate {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for HmacTemplate {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         const SIG: &str = "configured signature header";
         const TS: &str = "configured timestamp header";
         const ID: &str = "configured id header";
@@ -234,10 +245,42 @@ impl HmacTemplate {
         })
     }
 
-    /// The header value the sender would send.
-    pub(crate) fn sign(&self, key: &[u8], values: &Values<'_>) -> String {
-        let content = self.template.render(values);
-        let mac = util::mac(self.algorithm, key, &[&content]);
-        format!("{}{}", self.prefix, self.encoding.encode(&mac))
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let ts_value = input.timestamp(self.unit);
+        let id = random_id("msg_");
+        let signed_url = match (&self.public_url, self.template.uses_url()) {
+            (Some(public), true) => {
+                SignedUrl::from_public(public, &path_and_query(&input.parsed_url()?)).render()
+            }
+            _ => String::new(),
+        };
+        let content = self.template.render(&Values {
+            body: input.body,
+            timestamp: &ts_value,
+            id: &id,
+            url: &signed_url,
+            method: "POST",
+        });
+        let mac = util::mac(self.algorithm, k.expose(), &[&content]);
+        let mut hs = vec![h(
+            &self.header,
+            format!("{}{}", self.prefix, self.encoding.encode(&mac)),
+        )];
+        if let (Some(name), true) = (&self.timestamp_header, self.template.uses_timestamp()) {
+            hs.push(h(name, ts_value.clone()));
+        }
+        if let (Some(name), true) = (&self.id_header, self.template.uses_id()) {
+            hs.push(h(name, id));
+        }
+        Ok(Signed::headers(hs))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        if self.template.uses_body() {
+            BodyCoverage::Signed
+        } else {
+            BodyCoverage::NotTheBody
+        }
     }
 }

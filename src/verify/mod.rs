@@ -6,13 +6,18 @@
 //! construction. Every comparison of a secret-derived value is constant time.
 //!
 //! Map of this module:
+//! - `scheme`: the `Scheme` trait every sender scheme implements — one file per scheme that
+//!   both checks a request (`verify`) and writes what its sender sends (`sign`), so the two sides
+//!   cannot drift apart (see `docs/SIGNATURES.md`, "Adding a sender scheme");
+//! - the schemes: `header_hmac` (body HMAC in one header: NextPhone, PhoneShield, Bland, GitHub,
+//!   Shopify), `timestamped` (the one timestamped-HMAC implementation) with its senders `slack`,
+//!   `zoom`, `stripe`, `retell`, plus `telnyx` (the same form, Ed25519), `standard_webhooks`,
+//!   `twilio`, `plivo`, `vonage`, `tokens` and `generic` (configured by hand);
 //! - [`options`]: the `[sources.scheme]` table ([`SchemeOptions`]) and per-preset validation
-//!   that compiles a [`VerifierSpec`] into a ready-to-run scheme.
-//! - one file per family of schemes (`hmac_schemes`, `standard_webhooks`, `twilio`, `plivo`,
-//!   `telnyx`, `vonage`, `zoom`, `tokens`, `generic`), each a pure function of the request;
+//!   that compiles a [`VerifierSpec`] into its ready-to-run scheme;
 //! - [`ip`]: allowlist and trusted-proxy resolution of the client address;
 //! - [`oauth`]: the OAuth2 client-credentials token issuer for senders that only do bearer;
-//! - [`sign`]: the sender's side of every scheme (`wardhook sign`, `send-test`, tests);
+//! - [`sign`]: the entry point of the sender's side (`wardhook sign`, `send-test`, tests);
 //! - `util`: constant-time helpers, header access and the replay window shared by all.
 
 use std::net::IpAddr;
@@ -26,15 +31,20 @@ use ipnet::IpNet;
 use crate::secret::Secret;
 
 mod generic;
-mod hmac_schemes;
+mod header_hmac;
 pub mod ip;
 pub mod oauth;
 mod options;
 mod plivo;
+mod retell;
 pub mod samples;
+mod scheme;
 pub mod sign;
+mod slack;
 mod standard_webhooks;
+mod stripe;
 mod telnyx;
+mod timestamped;
 mod tokens;
 mod twilio;
 mod util;
@@ -55,12 +65,13 @@ use options::CompiledScheme;
 /// can drive them directly. They never panic on any input.
 pub mod parsers {
     pub use super::generic::{Part, Template, TemplateError};
-    pub use super::hmac_schemes::{parse_retell_header, parse_stripe_header, StripeHeader};
     pub use super::ip::parse_forwarded_entry;
     pub use super::plivo::parse_signature_list as parse_plivo_signatures;
+    pub use super::retell::parse_retell_header;
     pub use super::standard_webhooks::{
         parse_signature_header as parse_standard_webhooks_signatures, SwSignature,
     };
+    pub use super::stripe::{parse_stripe_header, StripeHeader};
     pub use super::telnyx::parse_public_key as parse_telnyx_public_key;
     pub use super::tokens::parse_basic;
     pub use super::vonage::{parse_jwt as parse_vonage_jwt, VonageClaims};
@@ -512,7 +523,7 @@ impl SourceVerifier {
             now,
             oauth: self.oauth.as_deref(),
         };
-        let mut proof = self.scheme.check(&ctx)?;
+        let mut proof = self.scheme.verify(&ctx)?;
         if let Some(reply) = proof.challenge {
             return Ok(Verdict::Challenge(reply));
         }

@@ -5,16 +5,17 @@
 use serde::Deserialize;
 
 use super::generic::{HmacTemplate, Template};
-use super::hmac_schemes::{HeaderHmac, Retell, Slack, Stripe};
+use super::header_hmac::HeaderHmac;
 use super::plivo::Plivo;
+use super::scheme::Scheme;
 use super::standard_webhooks::{StandardWebhooks, SwKey};
 use super::telnyx::Telnyx;
 use super::tokens::{TokenCheck, TokenScheme};
 use super::twilio::Twilio;
-use super::util::{Algorithm, Ctx, Encoding, TimeUnit};
+use super::util::{Algorithm, Encoding, TimeUnit};
 use super::vonage::Vonage;
 use super::zoom::Zoom;
-use super::{Preset, Proof, Rejection, SpecProblem, VerifierSpec};
+use super::{Preset, SpecProblem, VerifierSpec};
 use crate::secret::Secret;
 
 /// Scheme-specific settings of a source (`[sources.scheme]`). Which keys a preset reads is
@@ -157,66 +158,11 @@ fn reads_token(preset: Preset) -> bool {
     )
 }
 
-/// A spec compiled for checking requests.
-#[derive(Debug)]
-pub(crate) enum CompiledScheme {
-    HeaderHmac(HeaderHmac),
-    Stripe(Stripe),
-    Slack(Slack),
-    Retell(Retell),
-    Zoom(Zoom),
-    StandardWebhooks(StandardWebhooks),
-    Twilio(Twilio),
-    Plivo(Plivo),
-    Telnyx(Telnyx),
-    Vonage(Vonage),
-    Tokens(TokenScheme),
-    Template(HmacTemplate),
-}
+/// A spec compiled for checking requests and signing: the preset's [`Scheme`].
+pub(crate) type CompiledScheme = Box<dyn Scheme>;
 
-impl CompiledScheme {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
-        match self {
-            Self::HeaderHmac(s) => s.check(ctx),
-            Self::Stripe(s) => s.check(ctx),
-            Self::Slack(s) => s.check(ctx),
-            Self::Retell(s) => s.check(ctx),
-            Self::Zoom(s) => s.check(ctx),
-            Self::StandardWebhooks(s) => s.check(ctx),
-            Self::Twilio(s) => s.check(ctx),
-            Self::Plivo(s) => s.check(ctx),
-            Self::Telnyx(s) => s.check(ctx),
-            Self::Vonage(s) => s.check(ctx),
-            Self::Tokens(s) => s.check(ctx),
-            Self::Template(s) => s.check(ctx),
-        }
-    }
-}
-
-impl CompiledScheme {
-    /// What this scheme's proof says about the body; see [`super::BodyCoverage`].
-    pub fn body_coverage(&self) -> super::BodyCoverage {
-        use super::BodyCoverage as C;
-        match self {
-            Self::HeaderHmac(s) if s.bearer.is_some() => C::SignedPlusToken,
-            Self::HeaderHmac(_)
-            | Self::Stripe(_)
-            | Self::Slack(_)
-            | Self::Retell(_)
-            | Self::Zoom(_)
-            | Self::StandardWebhooks(_)
-            | Self::Twilio(_)
-            | Self::Plivo(_)
-            | Self::Telnyx(_) => C::Signed,
-            Self::Vonage(v) if v.require_payload_hash => C::Signed,
-            Self::Vonage(_) => C::SignedIfPayloadHash,
-            Self::Template(t) if t.template.parts().contains(&super::generic::Part::Body) => {
-                C::Signed
-            }
-            Self::Template(_) => C::NotTheBody,
-            Self::Tokens(_) => C::TokenOnly,
-        }
-    }
+fn boxed(scheme: impl Scheme + 'static) -> CompiledScheme {
+    Box::new(scheme)
 }
 
 /// Collects problems while compiling.
@@ -287,42 +233,39 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
     let compiled = match preset {
         Preset::NextPhone => {
             require_secret(&mut p);
-            Some(CompiledScheme::HeaderHmac(HeaderHmac::nextphone(
-                secrets,
-                spec.token.clone(),
-            )))
+            Some(boxed(HeaderHmac::nextphone(secrets, spec.token.clone())))
         }
         Preset::PhoneShield => {
             require_secret(&mut p);
-            Some(CompiledScheme::HeaderHmac(HeaderHmac::phoneshield(secrets)))
+            Some(boxed(HeaderHmac::phoneshield(secrets)))
         }
         Preset::Bland => {
             require_secret(&mut p);
-            Some(CompiledScheme::HeaderHmac(HeaderHmac::bland(secrets)))
+            Some(boxed(HeaderHmac::bland(secrets)))
         }
         Preset::GitHub => {
             require_secret(&mut p);
-            Some(CompiledScheme::HeaderHmac(HeaderHmac::github(secrets)))
+            Some(boxed(HeaderHmac::github(secrets)))
         }
         Preset::Shopify => {
             require_secret(&mut p);
-            Some(CompiledScheme::HeaderHmac(HeaderHmac::shopify(secrets)))
+            Some(boxed(HeaderHmac::shopify(secrets)))
         }
         Preset::Stripe => {
             require_secret(&mut p);
-            Some(CompiledScheme::Stripe(Stripe { keys: secrets }))
+            Some(boxed(super::stripe::scheme(secrets)))
         }
         Preset::Slack => {
             require_secret(&mut p);
-            Some(CompiledScheme::Slack(Slack { keys: secrets }))
+            Some(boxed(super::slack::scheme(secrets)))
         }
         Preset::Retell => {
             require_secret(&mut p);
-            Some(CompiledScheme::Retell(Retell { keys: secrets }))
+            Some(boxed(super::retell::scheme(secrets)))
         }
         Preset::Zoom => {
             require_secret(&mut p);
-            Some(CompiledScheme::Zoom(Zoom { keys: secrets }))
+            Some(boxed(Zoom::new(secrets)))
         }
         Preset::StandardWebhooks => {
             require_secret(&mut p);
@@ -333,7 +276,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
                     Err(msg) => p.add(format!("secrets[{i}]"), msg),
                 }
             }
-            Some(CompiledScheme::StandardWebhooks(StandardWebhooks { keys }))
+            Some(boxed(StandardWebhooks { keys }))
         }
         Preset::Telnyx => {
             require_secret(&mut p);
@@ -348,12 +291,12 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
                     ),
                 }
             }
-            Some(CompiledScheme::Telnyx(Telnyx { keys }))
+            Some(boxed(Telnyx::new(keys)))
         }
         Preset::Twilio => {
             require_secret(&mut p);
             spec.public_url.as_ref().map(|u| {
-                CompiledScheme::Twilio(Twilio {
+                boxed(Twilio {
                     keys: secrets,
                     public_url: u.clone(),
                     port_variants: o.url_port_variants.unwrap_or(true),
@@ -363,7 +306,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
         Preset::Plivo => {
             require_secret(&mut p);
             spec.public_url.as_ref().map(|u| {
-                CompiledScheme::Plivo(Plivo {
+                boxed(Plivo {
                     keys: secrets,
                     public_url: u.clone(),
                 })
@@ -371,7 +314,7 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
         }
         Preset::Vonage => {
             require_secret(&mut p);
-            Some(CompiledScheme::Vonage(Vonage {
+            Some(boxed(Vonage {
                 keys: secrets,
                 require_payload_hash: o.require_payload_hash.unwrap_or(false),
                 api_key: o.api_key.clone(),
@@ -379,15 +322,12 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
         }
         Preset::RingCentral => {
             require_tokens(spec, &mut p, false);
-            Some(CompiledScheme::Tokens(TokenScheme::new(
-                spec,
-                TokenCheck::RingCentral,
-            )))
+            Some(boxed(TokenScheme::new(spec, TokenCheck::RingCentral)))
         }
         Preset::Basic => {
             require_secret(&mut p);
             let user = basic_username(o, &mut p);
-            Some(CompiledScheme::Tokens(TokenScheme::new(
+            Some(boxed(TokenScheme::new(
                 spec,
                 TokenCheck::Basic { username: user },
             )))
@@ -395,18 +335,12 @@ pub(crate) fn compile(spec: &VerifierSpec) -> Result<CompiledScheme, Vec<SpecPro
         Preset::Bearer => {
             require_tokens(spec, &mut p, true);
             let header = header_name(o.header.as_deref(), "authorization", &mut p);
-            Some(CompiledScheme::Tokens(TokenScheme::new(
-                spec,
-                TokenCheck::Bearer { header },
-            )))
+            Some(boxed(TokenScheme::new(spec, TokenCheck::Bearer { header })))
         }
         Preset::ApiKey => {
             require_tokens(spec, &mut p, false);
             let header = header_name(o.header.as_deref(), "x-api-key", &mut p);
-            Some(CompiledScheme::Tokens(TokenScheme::new(
-                spec,
-                TokenCheck::Plain { header },
-            )))
+            Some(boxed(TokenScheme::new(spec, TokenCheck::Plain { header })))
         }
         Preset::CallTelemetry => compile_calltelemetry(spec, &mut p),
         Preset::Vapi => compile_vapi(spec, &mut p),
@@ -542,7 +476,7 @@ fn compile_calltelemetry(spec: &VerifierSpec, p: &mut Problems) -> Option<Compil
             return None;
         }
     };
-    Some(CompiledScheme::Tokens(TokenScheme::new(spec, check)))
+    Some(boxed(TokenScheme::new(spec, check)))
 }
 
 fn compile_vapi(spec: &VerifierSpec, p: &mut Problems) -> Option<CompiledScheme> {
@@ -568,7 +502,7 @@ fn compile_vapi(spec: &VerifierSpec, p: &mut Problems) -> Option<CompiledScheme>
     match mode {
         "secret" => {
             require_tokens(spec, p, false);
-            Some(CompiledScheme::Tokens(TokenScheme::new(
+            Some(boxed(TokenScheme::new(
                 spec,
                 TokenCheck::Plain {
                     header: header_name(o.header.as_deref(), "x-vapi-secret", p),
@@ -577,7 +511,7 @@ fn compile_vapi(spec: &VerifierSpec, p: &mut Problems) -> Option<CompiledScheme>
         }
         "bearer" => {
             require_tokens(spec, p, true);
-            Some(CompiledScheme::Tokens(TokenScheme::new(
+            Some(boxed(TokenScheme::new(
                 spec,
                 TokenCheck::Bearer {
                     header: header_name(o.header.as_deref(), "authorization", p),
@@ -591,7 +525,7 @@ fn compile_vapi(spec: &VerifierSpec, p: &mut Problems) -> Option<CompiledScheme>
                     "oauth2 mode needs at least one client",
                 );
             }
-            Some(CompiledScheme::Tokens(TokenScheme::new(
+            Some(boxed(TokenScheme::new(
                 spec,
                 TokenCheck::Bearer {
                     header: header_name(o.header.as_deref(), "authorization", p),
@@ -754,7 +688,7 @@ fn template_scheme(
             keys.push(s.clone());
         }
     }
-    Some(CompiledScheme::Template(HmacTemplate {
+    Some(boxed(HmacTemplate {
         keys,
         header,
         prefix: o.prefix.clone().unwrap_or_default(),

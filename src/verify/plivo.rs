@@ -9,8 +9,12 @@
 
 use std::collections::BTreeMap;
 
+use rand::Rng;
+
+use super::scheme::{h, path_and_query, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, SignedUrl};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 use crate::secret::Secret;
 
 const SIG: &str = "x-plivo-signature-v3";
@@ -87,8 +91,8 @@ pub fn parse_signature_list(value: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-impl Plivo {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Plivo {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         let sig_text = ctx.header(SIG, SIG)?;
         let nonce = ctx.header(NONCE, NONCE)?.trim();
         if nonce.is_empty() {
@@ -114,5 +118,23 @@ impl Plivo {
             ],
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let u = input.parsed_url()?;
+        let nonce: String = (0..20)
+            .map(|_| char::from(b'0' + rand::thread_rng().gen_range(0..10u8)))
+            .collect();
+        let signed = SignedUrl::from_public(&self.public_url, &path_and_query(&u));
+        let base = base_string(&signed, "POST", input.body);
+        Ok(Signed::headers(vec![
+            h("X-Plivo-Signature-V3", compute(k.expose(), &base, &nonce)),
+            h("X-Plivo-Signature-V3-Nonce", nonce),
+        ]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
     }
 }

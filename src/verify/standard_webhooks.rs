@@ -5,10 +5,12 @@
 //! `whpk_` public key (keys are never taken from the request). The header may carry several
 //! space-separated signatures for rotation; any match is enough.
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 
+use super::scheme::{h, random_id, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, TimeUnit};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 use crate::secret::Secret;
 
 /// At most this many signatures of one header are tried, so a huge header cannot make us
@@ -103,8 +105,8 @@ pub(crate) struct StandardWebhooks {
     pub keys: Vec<SwKey>,
 }
 
-impl StandardWebhooks {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for StandardWebhooks {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         let names = if ctx.req.headers.contains_key(WEBHOOK.id) {
             WEBHOOK
         } else if ctx.req.headers.contains_key(SVIX.id) {
@@ -149,6 +151,42 @@ impl StandardWebhooks {
             ],
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let ts_text = input.timestamp(TimeUnit::Seconds);
+        let id = random_id("msg_");
+        let content = signed_content(&id, &ts_text, input.body);
+        let first = self.keys.first().ok_or(SignError::NoSecret)?;
+        let sig = match (first, input.key) {
+            (SwKey::Hmac(k), _) => format!(
+                "v1,{}",
+                util::b64(&util::mac(Algorithm::Sha256, k.expose(), &[&content]))
+            ),
+            (SwKey::Ed25519(_), None) => {
+                return Err(SignError::NeedsSigningKey("standard-webhooks"))
+            }
+            (SwKey::Ed25519(_), Some(sk)) => {
+                let public = sk.verifying_key();
+                let known = self
+                    .keys
+                    .iter()
+                    .any(|k| matches!(k, SwKey::Ed25519(pk) if *pk == public));
+                if !known {
+                    return Err(SignError::KeyMismatch);
+                }
+                format!("v1a,{}", util::b64(&sk.sign(&content).to_bytes()))
+            }
+        };
+        Ok(Signed::headers(vec![
+            h("webhook-id", id),
+            h("webhook-timestamp", ts_text),
+            h("webhook-signature", sig),
+        ]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
     }
 }
 

@@ -1,10 +1,14 @@
 //! Telnyx: `telnyx-signature-ed25519` (base64 of a 64-byte Ed25519 signature) over
 //! `{telnyx-timestamp}|{body}`, checked against the account's public key(s).
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 
-use super::util::{self, Ctx, TimeUnit};
-use super::{Proof, Rejection};
+use super::generic::Part;
+use super::scheme::{Scheme, SignInput, Signed};
+use super::sign::SignError;
+use super::timestamped::{Form, Name};
+use super::util::{self, Ctx, Encoding, TimeUnit};
+use super::{BodyCoverage, Proof, Rejection};
 
 const SIG: &str = "telnyx-signature-ed25519";
 const TS: &str = "telnyx-timestamp";
@@ -14,9 +18,11 @@ const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
+/// Ed25519 over the timestamped form `{timestamp}|{body}`.
 #[derive(Debug)]
 pub(crate) struct Telnyx {
-    pub keys: Vec<VerifyingKey>,
+    keys: Vec<VerifyingKey>,
+    form: Form,
 }
 
 /// A public key as Telnyx shows it: base64 of the raw 32 bytes, base64 of the SPKI DER, or a
@@ -42,34 +48,51 @@ pub fn parse_public_key(text: &[u8]) -> Option<VerifyingKey> {
 }
 
 impl Telnyx {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
-        let sig_text = ctx.header(SIG, SIG)?;
-        let ts_text = ctx.header(TS, TS)?.trim();
-        let ts = util::parse_unix(ts_text).ok_or(Rejection::MalformedHeader(TS))?;
-        let sig = util::b64_decode(sig_text.trim())
-            .and_then(|b| Signature::from_slice(&b).ok())
-            .ok_or(Rejection::MalformedHeader(SIG))?;
-        let signed_at = util::check_window(ts, TimeUnit::Seconds, ctx.now, ctx.spec.tolerance)?;
-        let message = signed_message(ts_text, ctx.req.body);
-        let index = util::first_match(&self.keys, |k| k.verify(&message, &sig).is_ok())
-            .ok_or(Rejection::BadSignature)?;
-        Ok(Proof {
-            key_index: index,
-            signed_at: Some(signed_at),
-            used_headers: vec![
-                (SIG.to_owned(), sig_text.to_owned()),
-                (TS.to_owned(), ts_text.to_owned()),
-            ],
-            ..Proof::default()
-        })
+    pub fn new(keys: Vec<VerifyingKey>) -> Self {
+        let mut form = Form::headers(
+            Name::lowercase(TS),
+            Name::lowercase(SIG),
+            "",
+            vec![Part::Timestamp, Part::Literal("|".into()), Part::Body],
+            Encoding::Base64,
+        );
+        form.signature_len = Some(ed25519_dalek::SIGNATURE_LENGTH);
+        Self { keys, form }
     }
 }
 
-/// `{timestamp}|{body}`.
-pub(crate) fn signed_message(ts: &str, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(ts.len() + 1 + body.len());
-    m.extend_from_slice(ts.as_bytes());
-    m.push(b'|');
-    m.extend_from_slice(body);
-    m
+impl Scheme for Telnyx {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+        let presented = self.form.read(ctx)?;
+        let message = self.form.message(presented.timestamp, ctx.req.body);
+        let index = util::first_match(&self.keys, |k| {
+            presented
+                .signatures
+                .iter()
+                .any(|s| Signature::from_slice(s).is_ok_and(|sig| k.verify(&message, &sig).is_ok()))
+        })
+        .ok_or(Rejection::BadSignature)?;
+        Ok(Proof {
+            key_index: index,
+            signed_at: Some(presented.signed_at),
+            used_headers: presented.used_headers,
+            ..Proof::default()
+        })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let sk = input.key.ok_or(SignError::NeedsSigningKey("telnyx"))?;
+        if !self.keys.contains(&sk.verifying_key()) {
+            return Err(SignError::KeyMismatch);
+        }
+        let timestamp = input.timestamp(TimeUnit::Seconds);
+        let signature = sk.sign(&self.form.message(&timestamp, input.body));
+        Ok(Signed::headers(
+            self.form.sign_headers(timestamp, &signature.to_bytes()),
+        ))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
+    }
 }

@@ -5,8 +5,10 @@
 
 use base64::Engine as _;
 
+use super::scheme::{h, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Ctx};
-use super::{ChallengeReply, Proof, Rejection, VerifierSpec};
+use super::{BodyCoverage, ChallengeReply, Proof, Rejection, VerifierSpec};
 use crate::secret::Secret;
 
 /// How the token is presented.
@@ -55,37 +57,6 @@ impl TokenScheme {
 
     fn static_match(&self, presented: &[u8]) -> Option<usize> {
         util::first_match(&self.tokens, |t| util::ct_eq(presented, t.expose()))
-    }
-
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
-        match &self.check {
-            TokenCheck::Bearer { header } => self.check_bearer(ctx, header),
-            TokenCheck::Plain { header } => {
-                let value = ctx.header(header, "configured token header")?.trim();
-                let index = self
-                    .static_match(value.as_bytes())
-                    .ok_or(Rejection::UnknownKey)?;
-                Ok(Proof {
-                    key_index: index,
-                    ..Proof::default()
-                })
-            }
-            TokenCheck::Basic { username } => {
-                let value = ctx.header("authorization", "authorization")?;
-                let (user, pass) =
-                    parse_basic(value).ok_or(Rejection::MalformedHeader("authorization"))?;
-                let user_ok = util::ct_eq(user.as_bytes(), username.as_bytes());
-                let index = self.static_match(pass.as_bytes());
-                match (user_ok, index) {
-                    (true, Some(i)) => Ok(Proof {
-                        key_index: i,
-                        ..Proof::default()
-                    }),
-                    _ => Err(Rejection::UnknownKey),
-                }
-            }
-            TokenCheck::RingCentral => self.check_ringcentral(ctx),
-        }
     }
 
     fn check_bearer(&self, ctx: &Ctx<'_>, header: &str) -> Result<Proof, Rejection> {
@@ -158,6 +129,70 @@ impl TokenScheme {
             key_index: index,
             ..Proof::default()
         })
+    }
+}
+
+impl Scheme for TokenScheme {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+        match &self.check {
+            TokenCheck::Bearer { header } => self.check_bearer(ctx, header),
+            TokenCheck::Plain { header } => {
+                let value = ctx.header(header, "configured token header")?.trim();
+                let index = self
+                    .static_match(value.as_bytes())
+                    .ok_or(Rejection::UnknownKey)?;
+                Ok(Proof {
+                    key_index: index,
+                    ..Proof::default()
+                })
+            }
+            TokenCheck::Basic { username } => {
+                let value = ctx.header("authorization", "authorization")?;
+                let (user, pass) =
+                    parse_basic(value).ok_or(Rejection::MalformedHeader("authorization"))?;
+                let user_ok = util::ct_eq(user.as_bytes(), username.as_bytes());
+                let index = self.static_match(pass.as_bytes());
+                match (user_ok, index) {
+                    (true, Some(i)) => Ok(Proof {
+                        key_index: i,
+                        ..Proof::default()
+                    }),
+                    _ => Err(Rejection::UnknownKey),
+                }
+            }
+            TokenCheck::RingCentral => self.check_ringcentral(ctx),
+        }
+    }
+
+    fn sign(&self, _input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let token = self.tokens.first();
+        let text = |t: &Secret| String::from_utf8_lossy(t.expose()).into_owned();
+        let headers = match &self.check {
+            TokenCheck::Bearer { header } => {
+                let t = token.ok_or(SignError::NeedsOAuthToken)?;
+                vec![h(header, format!("Bearer {}", text(t)))]
+            }
+            TokenCheck::Plain { header } => {
+                vec![h(header, text(token.ok_or(SignError::NoSecret)?))]
+            }
+            TokenCheck::Basic { username } => {
+                let t = token.ok_or(SignError::NoSecret)?;
+                let creds = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", text(t)));
+                vec![h("Authorization", format!("Basic {creds}"))]
+            }
+            TokenCheck::RingCentral => {
+                vec![h(
+                    "Verification-Token",
+                    text(token.ok_or(SignError::NoSecret)?),
+                )]
+            }
+        };
+        Ok(Signed::headers(headers))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::TokenOnly
     }
 }
 

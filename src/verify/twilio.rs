@@ -9,8 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use super::scheme::{h, path_and_query, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, SignedUrl};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 use crate::secret::Secret;
 
 const H: &str = "x-twilio-signature";
@@ -62,8 +64,8 @@ pub(crate) fn candidate_urls(url: &SignedUrl, port_variants: bool) -> Vec<String
     urls
 }
 
-impl Twilio {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Twilio {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         let value = ctx.header(H, H)?;
         let sig = util::b64_decode(value.trim())
             .filter(|s| !s.is_empty())
@@ -97,6 +99,30 @@ impl Twilio {
             used_headers: vec![(H.to_owned(), value.to_owned())],
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let mut u = input.parsed_url()?;
+        let json = input.is_json();
+        let mut url = None;
+        if json {
+            let hash = hex::encode(util::sha256(input.body));
+            u.query_pairs_mut().append_pair("bodySHA256", &hash);
+            url = Some(u.to_string());
+        }
+        let signed = SignedUrl::from_public(&self.public_url, &path_and_query(&u));
+        Ok(Signed {
+            headers: vec![h(
+                "X-Twilio-Signature",
+                compute(k.expose(), &signed.render(), input.body, json),
+            )],
+            url,
+        })
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        BodyCoverage::Signed
     }
 }
 

@@ -9,8 +9,10 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::scheme::{h, Scheme, SignInput, Signed};
+use super::sign::SignError;
 use super::util::{self, Algorithm, Ctx, TimeUnit};
-use super::{Proof, Rejection};
+use super::{BodyCoverage, Proof, Rejection};
 use crate::secret::Secret;
 
 const H: &str = "authorization";
@@ -65,8 +67,8 @@ pub fn parse_jwt(token: &str) -> Option<(&str, VonageClaims, Vec<u8>)> {
     Some((signing_input, claims, sig))
 }
 
-impl Vonage {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+impl Scheme for Vonage {
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
         let auth = ctx.header(H, H)?;
         let token = util::strip_bearer(auth).ok_or(Rejection::MalformedHeader(H))?;
         let (signing_input, claims, sig) = parse_jwt(token).ok_or(Rejection::MalformedHeader(H))?;
@@ -112,6 +114,29 @@ impl Vonage {
             used_headers: vec![(H.to_owned(), auth.to_owned())],
             ..Proof::default()
         })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        let k = self.keys.first().ok_or(SignError::NoSecret)?;
+        let jwt = make_jwt(
+            k.expose(),
+            input.now.timestamp(),
+            &uuid::Uuid::new_v4().to_string(),
+            input.body,
+            self.api_key.as_deref(),
+        );
+        Ok(Signed::headers(vec![h(
+            "Authorization",
+            format!("Bearer {jwt}"),
+        )]))
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        if self.require_payload_hash {
+            BodyCoverage::Signed
+        } else {
+            BodyCoverage::SignedIfPayloadHash
+        }
     }
 }
 

@@ -6,18 +6,21 @@
 //! signature, and only for a short token of URL-safe characters (which can never contain the
 //! `:` a forged `v0:ts:body` would need).
 
-use super::hmac_schemes::parse_prefixed;
-use super::util::{self, Algorithm, Ctx, TimeUnit};
-use super::{ChallengeReply, Proof, Rejection};
+use super::scheme::{Scheme, SignInput, Signed};
+use super::sign::SignError;
+use super::timestamped::{Form, Name, TimestampedHmac};
+use super::util::{self, Algorithm, Ctx};
+use super::{BodyCoverage, ChallengeReply, Proof, Rejection};
 use crate::secret::Secret;
 
 const SIG: &str = "x-zm-signature";
 const TS: &str = "x-zm-request-timestamp";
 const MAX_PLAIN_TOKEN: usize = 64;
 
+/// The timestamped HMAC plus the challenge.
 #[derive(Debug)]
 pub(crate) struct Zoom {
-    pub keys: Vec<Secret>,
+    hmac: TimestampedHmac,
 }
 
 /// The `plainToken` of a URL validation event, or `Ok(None)` for any other event.
@@ -53,41 +56,43 @@ pub(crate) fn challenge_body(key: &[u8], plain_token: &str) -> Vec<u8> {
 }
 
 impl Zoom {
-    pub fn check(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
-        let sig_text = ctx.header(SIG, SIG)?;
-        let ts_text = ctx.header(TS, TS)?.trim();
-        let ts = util::parse_unix(ts_text).ok_or(Rejection::MalformedHeader(TS))?;
-        let sig = parse_prefixed(sig_text, "v0=")
-            .and_then(util::hex_sig)
-            .filter(|s| !s.is_empty())
-            .ok_or(Rejection::MalformedHeader(SIG))?;
-        let signed_at = util::check_window(ts, TimeUnit::Seconds, ctx.now, ctx.spec.tolerance)?;
-        let parts: [&[u8]; 4] = [b"v0:", ts_text.as_bytes(), b":", ctx.req.body];
-        let index = util::first_match(&self.keys, |k| {
-            util::mac_matches(Algorithm::Sha256, k.expose(), &parts, &sig)
-        })
-        .ok_or(Rejection::BadSignature)?;
-        let challenge = match url_validation_token(ctx.req.body)? {
-            Some(token) => {
-                let key = self.keys.get(index).ok_or(Rejection::UnknownKey)?;
-                Some(ChallengeReply {
-                    status: 200,
-                    headers: Vec::new(),
-                    content_type: "application/json",
-                    body: challenge_body(key.expose(), &token),
-                })
-            }
-            None => None,
-        };
-        Ok(Proof {
-            key_index: index,
-            signed_at: Some(signed_at),
-            used_headers: vec![
-                (SIG.to_owned(), sig_text.to_owned()),
-                (TS.to_owned(), ts_text.to_owned()),
-            ],
-            challenge,
-            ..Proof::default()
-        })
+    pub fn new(keys: Vec<Secret>) -> Self {
+        let form = Form::v0(Name::lowercase(TS), Name::lowercase(SIG));
+        Self {
+            hmac: TimestampedHmac {
+                keys,
+                form,
+                algorithm: Algorithm::Sha256,
+            },
+        }
+    }
+}
+
+impl Scheme for Zoom {
+    /// The timestamped HMAC, then the URL validation answer for a validated request.
+    fn verify(&self, ctx: &Ctx<'_>) -> Result<Proof, Rejection> {
+        let mut proof = self.hmac.verify(ctx)?;
+        if let Some(token) = url_validation_token(ctx.req.body)? {
+            let key = self
+                .hmac
+                .keys
+                .get(proof.key_index)
+                .ok_or(Rejection::UnknownKey)?;
+            proof.challenge = Some(ChallengeReply {
+                status: 200,
+                headers: Vec::new(),
+                content_type: "application/json",
+                body: challenge_body(key.expose(), &token),
+            });
+        }
+        Ok(proof)
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Signed, SignError> {
+        self.hmac.sign(input)
+    }
+
+    fn body_coverage(&self) -> BodyCoverage {
+        self.hmac.body_coverage()
     }
 }

@@ -24,7 +24,6 @@ pub mod config;
 pub mod error;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
@@ -101,9 +100,7 @@ impl HandlerFactory for EmailFactory {
             .html
             .as_deref()
             .and_then(|s| p.take(ctx.template("html", s, Escape::None)));
-        if config.timeout_secs == 0 || config.timeout_secs > 300 {
-            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
-        }
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
         let credentials = match (&config.username, &config.password) {
             (Some(user), Some(pass)) => p
                 .take(ctx.secret_str("password", pass))
@@ -129,13 +126,13 @@ impl HandlerFactory for EmailFactory {
         let (Some(from), Some(subject), Some(text), Some(credentials), Some(tls)) =
             (from, subject, text, credentials, tls)
         else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+            return Err(ConfigProblem::incomplete());
         };
         let port = config.port.unwrap_or(config.security.default_port());
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
             .port(port)
             .tls(tls)
-            .timeout(Some(Duration::from_secs(config.timeout_secs)));
+            .timeout(Some(timeout));
         if let Some(c) = credentials {
             builder = builder.credentials(c);
         }

@@ -10,7 +10,7 @@ pub mod config;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
     HandlerFactory, Outcome, Problems, SecretValue,
@@ -36,34 +36,24 @@ impl HandlerFactory for ExampleCrmFactory {
         p.take(ctx.check_phi("", FIELDS_READ.iter().copied()));
         // https:// (plain http:// only to loopback), a client that refuses redirects and TLS
         // older than 1.2, and an egress allowlist (the base URL's host plus `allow_hosts`) in
-        // its resolver: the SDK's `http` feature, shared by every bundled adapter.
+        // its resolver: the SDK's `http` feature (`api_url`, `outbound`), shared by every
+        // bundled adapter. `timeout_secs` must be 1 to 300, as for every adapter.
         let base_url = p.take(wardhook_sdk::http::api_url("base_url", &config.base_url));
-        let egress = base_url.as_ref().and_then(|url| {
-            Egress::new([url], &config.allow_hosts, "allow_hosts")
-                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-                .ok()
-        });
-        let client = egress.as_ref().and_then(|e| {
-            p.take(
-                e.client_builder()
-                    .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-                    .build()
-                    .map_err(|_| ConfigProblem::new("", "HTTP client could not be set up")),
-            )
-        });
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
+        let outbound = base_url
+            .as_ref()
+            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p));
         let api_key = p.take(ctx.secret_str("api_key", &config.api_key));
         p.check()?;
-        let (Some(base_url), Some(api_key), Some(egress), Some(client)) =
-            (base_url, api_key, egress, client)
-        else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+        let (Some(base_url), Some(api_key), Some(outbound)) = (base_url, api_key, outbound) else {
+            return Err(ConfigProblem::incomplete());
         };
         Ok(Arc::new(ExampleCrm {
             name: ctx.name().to_owned(),
             base_url: base_url.as_str().trim_end_matches('/').to_owned(),
             api_key,
-            egress,
-            client,
+            timeout,
+            outbound,
         }))
     }
 }
@@ -74,8 +64,8 @@ pub struct ExampleCrm {
     name: String,
     base_url: String,
     api_key: SecretValue,
-    egress: Egress,
-    client: reqwest::Client,
+    timeout: Duration,
+    outbound: Outbound,
 }
 
 #[async_trait]
@@ -93,17 +83,15 @@ impl Handler for ExampleCrm {
             "reason": event.event_type,
         });
         let request = self
-            .client
+            .outbound
+            .client()
             .post(format!("{}/leads", self.base_url))
             .header("X-Api-Key", self.api_key.expose())
             .header("Idempotency-Key", ctx.idempotency_key())
-            .timeout(ctx.time_left(Duration::from_secs(10)))
+            .timeout(ctx.time_left(self.timeout))
             .json(&lead);
         // A destination the allowlist refuses is permanent; the network is worth a retry.
-        let response = self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => HandlerError::permanent(refused.to_string()),
-            SendError::Network { timed_out } => HandlerError::network(host, timed_out),
-        })?;
+        let response = self.outbound.send::<HandlerError>(request, host).await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

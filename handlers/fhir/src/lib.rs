@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use reqwest::{Method, Url};
 use serde_json::{json, Value};
-use wardhook_sdk::http::Egress;
+use wardhook_sdk::http::{egress, Egress};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -105,9 +105,7 @@ impl HandlerFactory for FhirFactory {
                 "must be a URI (urn:… or https://…) without spaces, `|`, `,`, `$` or `\\`",
             ));
         }
-        if config.timeout_secs == 0 || config.timeout_secs > 300 {
-            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
-        }
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
 
         // Settings of a resource the handler does not write are a mistake, not a no-op.
         let configured = [
@@ -254,17 +252,11 @@ impl HandlerFactory for FhirFactory {
             } => wardhook_sdk::http::api_url("auth.token_url", raw).ok(),
             _ => None,
         };
-        let egress = match Egress::new(
+        let egress = egress(
             base.iter().chain(fixed_token_url.iter()),
             &config.allow_hosts,
-            "allow_hosts",
-        ) {
-            Ok(e) => Some(e),
-            Err(problems) => {
-                problems.into_iter().for_each(|problem| p.push(problem));
-                None
-            }
-        };
+            &mut p,
+        );
         let auth = egress.as_ref().and_then(|egress| {
             build_auth(
                 config.auth,
@@ -281,7 +273,7 @@ impl HandlerFactory for FhirFactory {
             .and_then(|e| p.take(e.client_with_ca(config.ca_file.as_deref(), ctx)));
         p.check()?;
         let (Some(base), Some(auth), Some(client)) = (base, auth, client) else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+            return Err(ConfigProblem::incomplete());
         };
         let host = base.host_str().unwrap_or("FHIR server").to_owned();
         Ok(Arc::new(Fhir {
@@ -301,7 +293,7 @@ impl HandlerFactory for FhirFactory {
                 .participant_status
                 .unwrap_or_default(),
             auth,
-            timeout: Duration::from_secs(config.timeout_secs),
+            timeout,
             client,
         }))
     }

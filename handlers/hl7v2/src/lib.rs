@@ -112,22 +112,10 @@ impl HandlerFactory for Hl7Factory {
         if !matches!(config.processing_id.as_str(), "P" | "T" | "D") {
             p.push(ConfigProblem::new("processing_id", "must be P, T or D"));
         }
-        let bounded = |key: &str, value: u64, min: u64, max: u64, p: &mut Problems| {
-            if value < min || value > max {
-                p.push(ConfigProblem::new(key, format!("must be {min} to {max}")));
-            }
-            Duration::from_secs(value.clamp(min, max))
-        };
         let limits = Limits {
-            connect_timeout: bounded(
-                "connect_timeout_secs",
-                config.connect_timeout_secs,
-                1,
-                120,
-                &mut p,
-            ),
-            ack_timeout: bounded("ack_timeout_secs", config.ack_timeout_secs, 1, 300, &mut p),
-            idle: bounded("idle_secs", config.idle_secs, 0, 3600, &mut p),
+            connect_timeout: p.seconds("connect_timeout_secs", config.connect_timeout_secs, 1, 120),
+            ack_timeout: p.timeout_secs("ack_timeout_secs", config.ack_timeout_secs),
+            idle: p.seconds("idle_secs", config.idle_secs, 0, 3600),
             max_idle: config.max_idle_connections.min(16),
         };
         if config.max_idle_connections > 16 {
@@ -146,7 +134,7 @@ impl HandlerFactory for Hl7Factory {
         };
         p.check()?;
         let Some(tls) = tls else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+            return Err(ConfigProblem::incomplete());
         };
         let destination = Destination::new(host, config.port, tls.clone(), limits);
         Ok(Arc::new(Hl7 {

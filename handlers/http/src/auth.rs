@@ -9,7 +9,7 @@ use wardhook_sdk::{BuildContext, ConfigProblem, SecretValue};
 
 use crate::config::AuthConfig;
 use crate::error::HttpError;
-use crate::Outbound;
+use wardhook_sdk::http::Outbound;
 
 /// Tokens are refreshed this long before the endpoint says they expire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
@@ -244,10 +244,7 @@ mod tests {
         };
         let egress = wardhook_sdk::http::Egress::new([&oauth.token_url], &[], "allow_hosts")
             .expect("allowlist");
-        let outbound = Outbound {
-            client: egress.client().expect("client"),
-            egress,
-        };
+        let outbound = Outbound::new(egress.clone(), egress.client().expect("client"));
         let before = Instant::now();
         let token = oauth
             .token(&outbound, before + Duration::from_secs(5))

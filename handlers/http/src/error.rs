@@ -24,13 +24,8 @@ pub enum HttpError {
     #[error("header {0} has characters not allowed in a header value")]
     BadHeader(String),
     /// Connecting, sending or reading failed.
-    #[error("{} talking to {host}", if *.timed_out { "timeout" } else { "network error" })]
-    Network {
-        /// The destination host.
-        host: String,
-        /// Whether it was the timeout.
-        timed_out: bool,
-    },
+    #[error(transparent)]
+    Network(#[from] wardhook_sdk::http::Unreachable),
     /// The destination answered with a failure status.
     #[error("HTTP {status} from {host}")]
     Status {
@@ -57,7 +52,7 @@ impl From<HttpError> for HandlerError {
     fn from(e: HttpError) -> Self {
         let reason = e.to_string();
         match e {
-            HttpError::Network { .. } => HandlerError::retryable(reason),
+            HttpError::Network(_) => HandlerError::retryable(reason),
             HttpError::Status {
                 status,
                 retry_after,

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound, Unreachable};
 use wardhook_sdk::template::{Escape, Template, UrlTemplate, Vars};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -99,18 +99,18 @@ impl HandlerFactory for HttpFactory {
             .iter()
             .map(UrlTemplate::origin)
             .chain(auth.iter().filter_map(Auth::token_url));
-        let egress = Egress::new(configured, &config.allow_hosts, "allow_hosts")
-            .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-            .ok();
-        let client = egress
-            .as_ref()
-            .and_then(|e| p.take(e.client_with_ca(config.ca_file.as_deref(), ctx)));
+        let outbound = outbound(
+            configured,
+            &config.allow_hosts,
+            config.ca_file.as_deref(),
+            ctx,
+            &mut p,
+        );
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
         p.check()?;
-        let (Some(method), Some(url), Some(auth), Some(client), Some(egress)) =
-            (method, url, auth, client, egress)
+        let (Some(method), Some(url), Some(auth), Some(outbound)) = (method, url, auth, outbound)
         else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+            return Err(ConfigProblem::incomplete());
         };
         Ok(Arc::new(HttpHandler {
             name: ctx.name().to_owned(),
@@ -123,7 +123,7 @@ impl HandlerFactory for HttpFactory {
             timeout,
             auth,
             capture_response: config.capture_response,
-            outbound: Outbound { client, egress },
+            outbound,
         }))
     }
 }
@@ -209,35 +209,6 @@ pub struct HttpHandler {
     auth: Auth,
     capture_response: bool,
     outbound: Outbound,
-}
-
-/// The handler's client and the allowlist every request of it passes (token fetches too).
-#[derive(Debug)]
-pub(crate) struct Outbound {
-    client: reqwest::Client,
-    egress: Egress,
-}
-
-impl Outbound {
-    /// Send through the allowlist; a refusal is [`HttpError::Egress`], anything else about the
-    /// connection [`HttpError::Network`] with `host`.
-    pub(crate) async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        host: &str,
-    ) -> Result<Response, HttpError> {
-        self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => HttpError::Egress(refused),
-            SendError::Network { timed_out } => HttpError::Network {
-                host: host.to_owned(),
-                timed_out,
-            },
-        })
-    }
-
-    pub(crate) fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
 }
 
 /// One request, rendered for one event.
@@ -388,12 +359,7 @@ async fn read_capped(mut response: Response, host: &str) -> Result<Vec<u8>, Http
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(HttpError::Network {
-                    host: host.to_owned(),
-                    timed_out: e.is_timeout(),
-                })
-            }
+            Err(e) => return Err(Unreachable::new(host, &e).into()),
         }
     }
 }

@@ -14,13 +14,8 @@ pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum HubSpotError {
     /// Connecting, sending or reading failed.
-    #[error("{} talking to {host}", if *.timed_out { "timeout" } else { "network error" })]
-    Network {
-        /// The API host.
-        host: String,
-        /// Whether it was the timeout.
-        timed_out: bool,
-    },
+    #[error(transparent)]
+    Network(#[from] wardhook_sdk::http::Unreachable),
     /// The egress allowlist refused the API host (its name resolves to addresses not listed
     /// in `allow_hosts`): permanent.
     #[error(transparent)]
@@ -81,7 +76,7 @@ impl From<HubSpotError> for HandlerError {
     fn from(e: HubSpotError) -> Self {
         let reason = e.to_string();
         match e {
-            HubSpotError::Network { .. } => HandlerError::retryable(reason),
+            HubSpotError::Network(_) => HandlerError::retryable(reason),
             HubSpotError::Status {
                 status,
                 retry_after,

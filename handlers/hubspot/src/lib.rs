@@ -35,7 +35,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 use wardhook_sdk::chrono::SecondsFormat;
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound, Unreachable};
 use wardhook_sdk::template::{html_escape, Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -96,20 +96,13 @@ impl HandlerFactory for HubSpotFactory {
                 properties.push((name.clone(), t));
             }
         }
-        if config.timeout_secs == 0 || config.timeout_secs > 300 {
-            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
-        }
-        let egress = base_url.as_ref().and_then(|url| {
-            Egress::new([url], &config.allow_hosts, "allow_hosts")
-                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-                .ok()
-        });
-        let client = egress.as_ref().and_then(|e| p.take(e.client()));
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
+        let outbound = base_url
+            .as_ref()
+            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p));
         p.check()?;
-        let (Some(base_url), Some(token), Some(egress), Some(client)) =
-            (base_url, token, egress, client)
-        else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+        let (Some(base_url), Some(token), Some(outbound)) = (base_url, token, outbound) else {
+            return Err(ConfigProblem::incomplete());
         };
         let host = base_url.host_str().unwrap_or("HubSpot").to_owned();
         Ok(Arc::new(HubSpot {
@@ -121,9 +114,8 @@ impl HandlerFactory for HubSpotFactory {
             lead_source: config.lead_source,
             lead_source_property: config.lead_source_property,
             note: config.note,
-            timeout: Duration::from_secs(config.timeout_secs),
-            egress,
-            client,
+            timeout,
+            outbound,
         }))
     }
 }
@@ -141,8 +133,7 @@ pub struct HubSpot {
     note: bool,
     timeout: Duration,
     /// Where requests may go: the API root's host and `allow_hosts`.
-    egress: Egress,
-    client: reqwest::Client,
+    outbound: Outbound,
 }
 
 /// What one API call answered: status and JSON body (`Null` when empty).
@@ -211,7 +202,8 @@ impl HubSpot {
         ctx: &Context,
     ) -> Result<Answer, HubSpotError> {
         let mut request = self
-            .client
+            .outbound
+            .client()
             .request(method, self.url(path))
             .bearer_auth(self.token.expose())
             .header(reqwest::header::ACCEPT, "application/json")
@@ -219,13 +211,10 @@ impl HubSpot {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => HubSpotError::Egress(refused),
-            SendError::Network { timed_out } => HubSpotError::Network {
-                host: self.host.clone(),
-                timed_out,
-            },
-        })?;
+        let response = self
+            .outbound
+            .send::<HubSpotError>(request, &self.host)
+            .await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -235,10 +224,10 @@ impl HubSpot {
         let host = self.host.clone();
         match status {
             200..=299 | 409 => {
-                let bytes = response.bytes().await.map_err(|e| HubSpotError::Network {
-                    host: host.clone(),
-                    timed_out: e.is_timeout(),
-                })?;
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Unreachable::new(&host, &e))?;
                 let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 Ok(Answer { status, body })
             }

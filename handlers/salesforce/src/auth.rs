@@ -12,7 +12,7 @@ use wardhook_sdk::{BuildContext, ConfigProblem, Problems, SecretValue};
 
 use crate::config::AuthConfig;
 use crate::error::SalesforceError;
-use crate::Outbound;
+use wardhook_sdk::http::Outbound;
 
 /// The flow and its resolved secrets.
 #[derive(Debug)]
@@ -152,7 +152,9 @@ impl TokenSource {
             .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form);
-        let response = outbound.send(request, &self.host).await?;
+        let response = outbound
+            .send::<SalesforceError>(request, &self.host)
+            .await?;
         let status = response.status().as_u16();
         let retry_after = crate::retry_after(response.headers());
         if status == 408 || status == 429 || status >= 500 {

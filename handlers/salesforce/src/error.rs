@@ -11,13 +11,8 @@ use wardhook_sdk::HandlerError;
 #[derive(Debug, thiserror::Error)]
 pub enum SalesforceError {
     /// Connecting, sending or reading failed.
-    #[error("{} talking to {host}", if *.timed_out { "timeout" } else { "network error" })]
-    Network {
-        /// The host.
-        host: String,
-        /// Whether it was the timeout.
-        timed_out: bool,
-    },
+    #[error(transparent)]
+    Network(#[from] wardhook_sdk::http::Unreachable),
     /// The egress allowlist refused the host (its name resolves to addresses not listed in
     /// `allow_hosts`): permanent.
     #[error(transparent)]
@@ -99,7 +94,7 @@ impl From<SalesforceError> for HandlerError {
     fn from(e: SalesforceError) -> Self {
         let reason = e.to_string();
         match e {
-            SalesforceError::Network { .. } => HandlerError::retryable(reason),
+            SalesforceError::Network(_) => HandlerError::retryable(reason),
             SalesforceError::Unavailable { retry_after, .. }
             | SalesforceError::TokenUnavailable { retry_after, .. } => HandlerError::Retryable {
                 reason,

@@ -33,7 +33,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound, Unreachable};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -99,24 +99,21 @@ impl HandlerFactory for SalesforceFactory {
                 fields.push((name.clone(), t));
             }
         }
-        if config.timeout_secs == 0 || config.timeout_secs > 300 {
-            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
-        }
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
         let tokens = TokenSource::build(config.auth, ctx, &mut p);
-        let egress = match (&instance, &tokens) {
-            (Some(instance), Some(tokens)) => {
-                Egress::new([instance, tokens.url()], &config.allow_hosts, "allow_hosts")
-                    .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-                    .ok()
-            }
+        let outbound = match (&instance, &tokens) {
+            (Some(instance), Some(tokens)) => outbound(
+                [instance, tokens.url()],
+                &config.allow_hosts,
+                None,
+                ctx,
+                &mut p,
+            ),
             _ => None,
         };
-        let client = egress.as_ref().and_then(|e| p.take(e.client()));
         p.check()?;
-        let (Some(instance), Some(tokens), Some(egress), Some(client)) =
-            (instance, tokens, egress, client)
-        else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+        let (Some(instance), Some(tokens), Some(outbound)) = (instance, tokens, outbound) else {
+            return Err(ConfigProblem::incomplete());
         };
         let host = instance.host_str().unwrap_or("Salesforce").to_owned();
         let api_root = format!(
@@ -133,8 +130,8 @@ impl HandlerFactory for SalesforceFactory {
             fallback_last_name: config.fallback_last_name,
             fallback_company: config.fallback_company,
             lead_source: config.lead_source,
-            timeout: Duration::from_secs(config.timeout_secs),
-            outbound: Outbound { client, egress },
+            timeout,
+            outbound,
         }))
     }
 }
@@ -194,35 +191,6 @@ pub struct Salesforce {
     outbound: Outbound,
 }
 
-/// The adapter's client and the allowlist every request of it passes (token fetches too).
-#[derive(Debug)]
-pub(crate) struct Outbound {
-    client: reqwest::Client,
-    egress: Egress,
-}
-
-impl Outbound {
-    pub(crate) fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
-    /// Send through the allowlist; a refusal is [`SalesforceError::Egress`], anything else
-    /// about the connection [`SalesforceError::Network`] with `host`.
-    pub(crate) async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        host: &str,
-    ) -> Result<reqwest::Response, SalesforceError> {
-        self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => SalesforceError::Egress(refused),
-            SendError::Network { timed_out } => SalesforceError::Network {
-                host: host.to_owned(),
-                timed_out,
-            },
-        })
-    }
-}
-
 /// A request to the REST API, rebuildable for the one retry after a token refresh.
 struct Call<'a> {
     method: Method,
@@ -255,16 +223,16 @@ impl Salesforce {
             if let Some(body) = call.body {
                 request = request.json(body);
             }
-            let response = self.outbound.send(request, &self.host).await?;
+            let response = self
+                .outbound
+                .send::<SalesforceError>(request, &self.host)
+                .await?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             let bytes = response
                 .bytes()
                 .await
-                .map_err(|e| SalesforceError::Network {
-                    host: self.host.clone(),
-                    timed_out: e.is_timeout(),
-                })?;
+                .map_err(|e| Unreachable::new(&self.host, &e))?;
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if (200..300).contains(&status) {
                 return Ok((status, body));

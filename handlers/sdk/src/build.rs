@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -34,6 +35,14 @@ impl ConfigProblem {
             path: path.into(),
             message: message.into(),
         }
+    }
+}
+
+impl ConfigProblem {
+    /// The catch-all a factory returns when [`Problems::check`] passed but a value it needs is
+    /// still missing (it should not happen: every `None` comes with a problem).
+    pub fn incomplete() -> Vec<ConfigProblem> {
+        vec![ConfigProblem::new("", "incomplete configuration")]
     }
 }
 
@@ -222,9 +231,38 @@ impl Problems {
         }
     }
 
+    /// Keep the value or remember every problem (for builders that report several at once,
+    /// such as [`crate::http::Egress::new`]).
+    pub fn take_all<T>(&mut self, result: Result<T, Vec<ConfigProblem>>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(list) => {
+                self.0.extend(list);
+                None
+            }
+        }
+    }
+
     /// Remember a problem.
     pub fn push(&mut self, problem: ConfigProblem) {
         self.0.push(problem);
+    }
+
+    /// A number of seconds at `key` that must lie in `min..=max` (a timeout, an idle time):
+    /// outside, a problem "must be {min} to {max}". The value is clamped into the range, so
+    /// the caller can keep building and report every other problem too.
+    pub fn seconds(&mut self, key: &str, value: u64, min: u64, max: u64) -> Duration {
+        if value < min || value > max {
+            self.0
+                .push(ConfigProblem::new(key, format!("must be {min} to {max}")));
+        }
+        Duration::from_secs(value.clamp(min, max))
+    }
+
+    /// [`Problems::seconds`] for a request timeout: 1 to 300 seconds, as every bundled
+    /// adapter that calls an API accepts.
+    pub fn timeout_secs(&mut self, key: &str, value: u64) -> Duration {
+        self.seconds(key, value, 1, 300)
     }
 
     /// `Err` with every problem so far, or `Ok(())`: call before assembling the handler from
@@ -282,6 +320,32 @@ mod tests {
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn seconds_out_of_range_are_a_problem_naming_the_key_and_range() {
+        let mut p = Problems::new();
+        assert_eq!(p.timeout_secs("timeout_secs", 30), Duration::from_secs(30));
+        assert_eq!(p.seconds("idle_secs", 0, 0, 3600), Duration::ZERO);
+        assert!(p.0.is_empty());
+        assert_eq!(p.timeout_secs("timeout_secs", 0), Duration::from_secs(1));
+        assert_eq!(
+            p.timeout_secs("timeout_secs", 301),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            p.0,
+            vec![
+                ConfigProblem::new("timeout_secs", "must be 1 to 300"),
+                ConfigProblem::new("timeout_secs", "must be 1 to 300"),
+            ]
+        );
+        let taken: Option<u8> = p.take_all(Err(vec![
+            ConfigProblem::new("a[0]", "x"),
+            ConfigProblem::new("a[1]", "y"),
+        ]));
+        assert!(taken.is_none());
+        assert_eq!(p.check().expect_err("problems").len(), 4);
     }
 
     #[test]

@@ -10,13 +10,8 @@ use wardhook_sdk::HandlerError;
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
     /// Connecting, sending or reading failed.
-    #[error("{} talking to {host}", if *.timed_out { "timeout" } else { "network error" })]
-    Network {
-        /// The webhook host.
-        host: String,
-        /// Whether it was the timeout.
-        timed_out: bool,
-    },
+    #[error(transparent)]
+    Network(#[from] wardhook_sdk::http::Unreachable),
     /// The egress allowlist refused the webhook host (its name resolves to addresses not
     /// listed in `allow_hosts`): permanent.
     #[error(transparent)]
@@ -51,7 +46,7 @@ impl From<SlackError> for HandlerError {
     fn from(e: SlackError) -> Self {
         let reason = e.to_string();
         match e {
-            SlackError::Network { .. } => HandlerError::retryable(reason),
+            SlackError::Network(_) => HandlerError::retryable(reason),
             SlackError::Unavailable { retry_after, .. } => HandlerError::Retryable {
                 reason,
                 retry_after,

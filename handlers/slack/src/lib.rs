@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::{json, Value};
-use wardhook_sdk::http::{Egress, SendError};
+use wardhook_sdk::http::{outbound, Outbound};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
     async_trait, BuildContext, ConfigProblem, Context, Event, Handler, HandlerError,
@@ -70,20 +70,13 @@ impl HandlerFactory for SlackFactory {
                 .map(|u| u.as_str().trim_end_matches('/').to_owned())
         });
         let title = p.take(ctx.template("title", &config.title, Escape::None));
-        if config.timeout_secs == 0 || config.timeout_secs > 300 {
-            p.push(ConfigProblem::new("timeout_secs", "must be 1 to 300"));
-        }
-        let egress = webhook.as_ref().and_then(|url| {
-            Egress::new([url], &config.allow_hosts, "allow_hosts")
-                .map_err(|problems| problems.into_iter().for_each(|q| p.push(q)))
-                .ok()
-        });
-        let client = egress.as_ref().and_then(|e| p.take(e.client()));
+        let timeout = p.timeout_secs("timeout_secs", config.timeout_secs);
+        let outbound = webhook
+            .as_ref()
+            .and_then(|url| outbound([url], &config.allow_hosts, None, ctx, &mut p));
         p.check()?;
-        let (Some(webhook), Some(title), Some(egress), Some(client)) =
-            (webhook, title, egress, client)
-        else {
-            return Err(vec![ConfigProblem::new("", "incomplete configuration")]);
+        let (Some(webhook), Some(title), Some(outbound)) = (webhook, title, outbound) else {
+            return Err(ConfigProblem::incomplete());
         };
         let host = webhook.host_str().unwrap_or("Slack").to_owned();
         Ok(Arc::new(Slack {
@@ -93,9 +86,8 @@ impl HandlerFactory for SlackFactory {
             admin_url,
             minimal_phi: config.minimal_phi,
             title,
-            timeout: Duration::from_secs(config.timeout_secs),
-            egress,
-            client,
+            timeout,
+            outbound,
         }))
     }
 }
@@ -110,8 +102,7 @@ pub struct Slack {
     title: Template,
     timeout: Duration,
     /// Where requests may go: the webhook URL's host and `allow_hosts`.
-    egress: Egress,
-    client: reqwest::Client,
+    outbound: Outbound,
 }
 
 impl std::fmt::Debug for Slack {
@@ -210,17 +201,15 @@ impl Slack {
         let message = self.message(event, ctx)?;
         let host = self.host.clone();
         let request = self
-            .client
+            .outbound
+            .client()
             .post(self.webhook.clone())
             .timeout(ctx.time_left(self.timeout))
             .json(&message);
-        let response = self.egress.send(request).await.map_err(|e| match e {
-            SendError::Refused(refused) => SlackError::Egress(refused),
-            SendError::Network { timed_out } => SlackError::Network {
-                host: host.clone(),
-                timed_out,
-            },
-        })?;
+        let response = self
+            .outbound
+            .send::<SlackError>(request, &self.host)
+            .await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -2,7 +2,7 @@
 //!
 //! One durable commit per delivery costs PostgreSQL a WAL flush and half a dozen round trips,
 //! and a node's audit head row (locked until commit) lets only one of its intakes commit at a
-//! time. So, like the SQLite writer (`store::writer`), a per-store task takes the first queued
+//! time. So, like the SQLite writer (`store::sqlite::writer`), a per-store task takes the first queued
 //! intake, then whatever else is already queued (up to [`MAX_BATCH`]), and commits them all in
 //! one transaction on one connection — one WAL flush, a fixed number of statements whatever the
 //! batch size — and answers every request only after `COMMIT` returned.
@@ -29,19 +29,20 @@
 //! to one member only, so the batch is then run again one delivery per transaction and only
 //! that one fails.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{error, keys};
 use crate::audit::{AuditRecord, StoredRecord};
 use crate::crypto::Keyring;
-use crate::store::audit_hook::{to_record, AuditAction, AuditActor, AuditEvent};
+use crate::store::audit_hook::to_record;
+use crate::store::prepare::{intake_event, IntakeFacts};
 use crate::store::{IntakeOutcome, StoreError};
 
 /// Most intakes committed in one transaction: bounds the statement parameters and the time
@@ -182,24 +183,43 @@ pub(super) async fn commit_or_isolate(
 }
 
 /// One transaction for all of `intakes`; the outcomes in the same order, `None` for those
-/// sealed under a stale key generation. See the module docs.
+/// sealed under a stale key generation. See the module docs for the statements and why they
+/// come in this order.
 pub(super) async fn commit_batch(
     context: &Context,
     all: &[PreparedIntake],
 ) -> Result<Vec<Option<IntakeOutcome>>, StoreError> {
     let mut client = context.pool.get().await.map_err(error::from_pool)?;
     let tx = client.transaction().await?;
-
-    // 0. Only deliveries sealed under the current key generation are stored.
-    let generation = keys::current_generation(&tx).await?;
-    context.generation.store(generation, Ordering::Release);
+    let generation = read_generation(context, &tx).await?;
     let intakes: Vec<&PreparedIntake> = all.iter().filter(|d| d.generation == generation).collect();
     if intakes.is_empty() {
         tx.rollback().await?;
         return Ok(all.iter().map(|_| None).collect());
     }
+    let inserted = insert_deliveries(context, &tx, &intakes).await?;
+    let outcomes = outcomes(&tx, &intakes, &inserted).await?;
+    enqueue_jobs(&tx, &intakes, &inserted).await?;
+    append_audit_records(context, &tx, &intakes, &outcomes).await?;
+    tx.commit().await?;
+    Ok(in_batch_order(all, generation, outcomes))
+}
 
-    // 1. The deliveries, in key order (ties in batch order).
+/// Step 0: the current key generation, published to the store's key cache. Only deliveries
+/// sealed under it are stored.
+async fn read_generation(context: &Context, tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    let generation = keys::current_generation(tx).await?;
+    context.generation.store(generation, Ordering::Release);
+    Ok(generation)
+}
+
+/// Step 1: insert the deliveries in (source, dedup index) order, ties in batch order; the ids
+/// actually inserted (the others are duplicates).
+async fn insert_deliveries(
+    context: &Context,
+    tx: &Transaction<'_>,
+    intakes: &[&PreparedIntake],
+) -> Result<HashSet<String>, StoreError> {
     let mut order: Vec<usize> = (0..intakes.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&intakes[a], &intakes[b]);
@@ -235,7 +255,7 @@ pub(super) async fn commit_batch(
              ON CONFLICT (source, dedup_index) DO NOTHING RETURNING id",
         )
         .await?;
-    let inserted: std::collections::HashSet<String> = tx
+    let inserted = tx
         .query(
             &insert,
             &[
@@ -256,8 +276,17 @@ pub(super) async fn commit_batch(
         .iter()
         .map(|row| row.get(0))
         .collect();
+    Ok(inserted)
+}
 
-    // 2. The first delivery's id for every one not inserted.
+/// Step 2: each delivery's outcome, in batch order — accepted, or a duplicate answered with the
+/// first delivery's id (read in one query, in a new READ COMMITTED snapshot, so it sees a racing
+/// node's row once the insert has waited for it).
+async fn outcomes(
+    tx: &Transaction<'_>,
+    intakes: &[&PreparedIntake],
+    inserted: &HashSet<String>,
+) -> Result<Vec<IntakeOutcome>, StoreError> {
     let missed: Vec<&PreparedIntake> = intakes
         .iter()
         .copied()
@@ -279,7 +308,7 @@ pub(super) async fn commit_batch(
         }
     }
     let mut outcomes = Vec::with_capacity(intakes.len());
-    for &d in &intakes {
+    for &d in intakes {
         if inserted.contains(&d.id) {
             outcomes.push(IntakeOutcome::Accepted {
                 delivery_id: d.id.clone(),
@@ -296,8 +325,15 @@ pub(super) async fn commit_batch(
             });
         }
     }
+    Ok(outcomes)
+}
 
-    // 3. The jobs of the accepted deliveries.
+/// Step 3: the job rows of the accepted deliveries, in one statement.
+async fn enqueue_jobs(
+    tx: &Transaction<'_>,
+    intakes: &[&PreparedIntake],
+    inserted: &HashSet<String>,
+) -> Result<(), StoreError> {
     let (mut job_ids, mut job_handlers, mut job_positions, mut job_times) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for d in intakes.iter().filter(|d| inserted.contains(&d.id)) {
@@ -324,8 +360,18 @@ pub(super) async fn commit_batch(
         )
         .await?;
     }
+    Ok(())
+}
 
-    // 4. The audit records, chained from the locked head.
+/// Step 4: lock this node's audit head (last, so it is held only for the end of the
+/// transaction), chain the `delivery_accepted` / `delivery_duplicate` records onto it, and
+/// insert them and move the head in one statement.
+async fn append_audit_records(
+    context: &Context,
+    tx: &Transaction<'_>,
+    intakes: &[&PreparedIntake],
+    outcomes: &[IntakeOutcome],
+) -> Result<(), StoreError> {
     let head = tx
         .prepare_cached("SELECT seq, mac, ts FROM audit_heads WHERE node_id = $1 FOR UPDATE")
         .await?;
@@ -340,7 +386,7 @@ pub(super) async fn commit_batch(
     let ts = if prev_ts > now { prev_ts } else { now };
     let records: Vec<StoredRecord> = intakes
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .map(|(d, outcome)| {
             seq += 1;
             let next =
@@ -397,10 +443,18 @@ pub(super) async fn commit_batch(
         ],
     )
     .await?;
-    tx.commit().await?;
+    Ok(())
+}
+
+/// The outcomes of the stored deliveries spread back over the whole batch: `None` for those
+/// sealed under a generation other than `generation`.
+fn in_batch_order(
+    all: &[PreparedIntake],
+    generation: i64,
+    outcomes: Vec<IntakeOutcome>,
+) -> Vec<Option<IntakeOutcome>> {
     let mut outcomes = outcomes.into_iter();
-    Ok(all
-        .iter()
+    all.iter()
         .map(|d| {
             if d.generation == generation {
                 outcomes.next()
@@ -408,29 +462,18 @@ pub(super) async fn commit_batch(
                 None
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The `delivery_accepted` or `delivery_duplicate` record of one intake.
 fn audit_record(d: &PreparedIntake, outcome: &IntakeOutcome) -> AuditRecord {
-    let mut ev = AuditEvent::new(
-        AuditActor::Sender(d.source.clone()),
-        AuditAction::DeliveryAccepted,
-    );
-    ev.source = Some(&d.source);
-    ev.call_ref = d.call_ref.as_deref();
-    ev.event_type = Some(&d.event_type);
-    ev.remote_addr = Some(d.remote_addr);
-    match outcome {
-        IntakeOutcome::Accepted { delivery_id } => {
-            ev.delivery_id = Some(delivery_id);
-            ev.key_id = Some(d.key_id);
-            ev.count = Some(d.handlers.len() as i64);
-        }
-        IntakeOutcome::Duplicate { delivery_id } => {
-            ev.action = AuditAction::DeliveryDuplicate;
-            ev.delivery_id = Some(delivery_id);
-        }
-    }
-    to_record(&ev)
+    let facts = IntakeFacts {
+        source: &d.source,
+        call_ref: d.call_ref.as_deref(),
+        event_type: &d.event_type,
+        remote_addr: d.remote_addr,
+        key_id: Some(d.key_id),
+        jobs: d.handlers.len(),
+    };
+    to_record(&intake_event(&facts, outcome))
 }

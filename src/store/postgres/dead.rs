@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{audit, PgStore};
-use crate::store::admin::Requester;
-use crate::store::jobs::{replayed_record, retried_record, AttemptSummary, DeadFilter, DeadLetter};
-use crate::store::writer::db_time;
+use crate::store::jobs::{replayed_record, retried_record};
+use crate::store::payload::db_time;
+use crate::store::types::{AttemptSummary, DeadFilter, DeadLetter, Requester};
 use crate::store::StoreError;
 
 /// The filter as SQL: each condition applies only when its parameter is not NULL.

@@ -13,27 +13,17 @@
 //! Quarantine is rare and stays one transaction per entry; like the committer it appends to
 //! this node's audit chain under the head row lock, so the two serialize correctly.
 //!
-//! Blind indexes, payload format, AAD and key handling are the SQLite store's, so a delivery
-//! reads the same whichever backend wrote it.
-
-use zeroize::Zeroizing;
+//! Blind indexes, payload format, AAD and audit facts come from [`crate::store::prepare`], which
+//! the SQLite store calls too, so a delivery reads the same whichever backend wrote it.
 
 use super::committer::PreparedIntake;
 use super::{audit, keys, PgStore};
-use crate::crypto::RecordPlace;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
-use crate::store::audit_hook::{to_record, AuditAction, AuditActor, AuditEvent};
-use crate::store::keys::period_of;
-use crate::store::payload::{encode_body, StoredDelivery, StoredQuarantine};
-use crate::store::writer::dedup_index;
+use crate::store::audit_hook::to_record;
+use crate::store::prepare::{
+    period_of, quarantine_body_index, quarantined_event, seal_quarantine, PreparedDelivery,
+};
 use crate::store::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
-
-/// Serialize a payload for sealing, in a buffer zeroized on drop.
-fn plaintext(value: &impl serde::Serialize) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-    serde_json::to_vec(value)
-        .map(Zeroizing::new)
-        .map_err(|_| StoreError::Corrupt("cannot serialize payload"))
-}
 
 /// Prepare the delivery on the caller's task — id, blind indexes, serialization, sealing under
 /// the period's data key — then hand it to the store's committer and wait for the commit of
@@ -66,35 +56,23 @@ pub(super) async fn prepare(
     n: &Normalized,
     handlers: Vec<String>,
 ) -> Result<PreparedIntake, StoreError> {
-    let keyring = store.keyring();
     let source = input.source.as_str();
-    let id = uuid::Uuid::now_v7().to_string();
-    let dedup = dedup_index(keyring, source, n);
-    let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
-    let period = period_of(n.received_at);
-    let (generation, key_id, key) = match keys::cached_for_write(store, &period) {
+    let delivery = PreparedDelivery::new(store.keyring(), input, n)?;
+    let (generation, key_id, key) = match keys::cached_for_write(store, &delivery.period) {
         Some(cached) => cached,
         None => {
             // Returned to the pool before queueing: the committer needs a connection too.
             let mut client = store.client().await?;
-            keys::generation_and_key_for_write(store, &mut client, &period).await?
+            keys::generation_and_key_for_write(store, &mut client, &delivery.period).await?
         }
     };
-    let plain = plaintext(&StoredDelivery {
-        v: 1,
-        event: n.to_event(&id, source),
-        body_b64: encode_body(&input.body),
-        content_type: input.content_type.clone(),
-        signature_headers: input.signature_headers.clone(),
-    })?;
-    let place = RecordPlace {
-        kind: "delivery",
-        id: &id,
-        source,
-        key_id,
-    };
-    let sealed = key.seal(&place, &plain)?;
-    drop(plain);
+    let sealed = delivery.seal(&key, key_id, source)?;
+    let PreparedDelivery {
+        id,
+        dedup,
+        call_ref,
+        ..
+    } = delivery;
     Ok(PreparedIntake {
         source: source.to_owned(),
         event_type: n.event_type.as_str().to_owned(),
@@ -123,7 +101,7 @@ pub(super) async fn quarantine(
 ) -> Result<QuarantineId, StoreError> {
     let keyring = store.keyring();
     let source = input.source.as_str();
-    let body_index = keyring.blind_index("quarantine_body", &input.body);
+    let body_index = quarantine_body_index(keyring, &input.body);
     let existing = "SELECT id FROM quarantine
                     WHERE source = $1 AND body_index = $2 AND status = 'quarantined'";
     let mut client = store.client().await?;
@@ -133,20 +111,7 @@ pub(super) async fn quarantine(
     let id = uuid::Uuid::now_v7().to_string();
     let received_at = chrono::Utc::now();
     let (key_id, key) = keys::key_for_write(store, &mut client, &period_of(received_at)).await?;
-    let plain = plaintext(&StoredQuarantine {
-        v: 1,
-        body_b64: encode_body(&input.body),
-        content_type: input.content_type.clone(),
-        signature_headers: input.signature_headers.clone(),
-    })?;
-    let place = RecordPlace {
-        kind: "quarantine",
-        id: &id,
-        source,
-        key_id,
-    };
-    let sealed = key.seal(&place, &plain)?;
-    drop(plain);
+    let sealed = seal_quarantine(&key, key_id, &id, &input)?;
     let reason_text = reason.to_string();
     let tx = client.transaction().await?;
     let inserted = tx
@@ -173,15 +138,7 @@ pub(super) async fn quarantine(
         tx.commit().await?;
         return Ok(QuarantineId(row.get(0)));
     }
-    let mut ev = AuditEvent::new(
-        AuditActor::Sender(source.to_owned()),
-        AuditAction::DeliveryQuarantined,
-    );
-    ev.source = Some(source);
-    ev.object_id = Some(&id);
-    ev.reason = Some(reason.code());
-    ev.key_id = Some(key_id);
-    ev.remote_addr = Some(input.client_ip);
+    let ev = quarantined_event(&input, &id, reason.code(), key_id);
     audit::append(store, &tx, &to_record(&ev)).await?;
     tx.commit().await?;
     Ok(QuarantineId(id))

@@ -15,11 +15,9 @@ use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
 use super::{audit, keys, PgStore};
-use crate::store::jobs::{
-    attempt_audit_records, open_output, output_place, AttemptRecord, AttemptResult, ClaimedJob,
-    NextStep,
-};
-use crate::store::keys::period_of;
+use crate::store::jobs::{attempt_audit_records, open_output, output_place};
+use crate::store::prepare::period_of;
+use crate::store::types::{AttemptRecord, AttemptResult, ClaimedJob, NextStep, Predecessors};
 use crate::store::StoreError;
 
 /// Candidates locked per claim: enough to skip excluded handlers and parked jobs.
@@ -49,7 +47,7 @@ pub(super) async fn claim_next(
     store: &PgStore,
     exclude: &[String],
     lease: Duration,
-    predecessors: &(dyn Fn(&str, &str) -> Vec<String> + Send + Sync),
+    predecessors: &Predecessors,
 ) -> Result<Option<ClaimedJob>, StoreError> {
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
@@ -70,7 +68,7 @@ pub(super) async fn claim_next(
     for row in rows {
         let (id, delivery_id, handler, source, attempts): (i64, String, String, String, i32) =
             (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-        let before = predecessors(&source, &handler);
+        let before = predecessors.before(&source, &handler);
         if !before.is_empty() {
             let unfinished: i64 = tx
                 .query_one(

@@ -53,15 +53,15 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use wardhook_sdk::{AppData, Event};
 use zeroize::Zeroizing;
 
-use super::admin::{
-    DeliverySummary, ListFilter, PurgeReport, QuarantineEntry, QuarantineSummary, Requester,
+use super::backend::{Storage, StoreFuture};
+use super::types::{
+    AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, DeliverySummary,
+    IntakeOutcome, JobSpec, ListFilter, NextStep, Predecessors, PurgeReport, QuarantineEntry,
+    QuarantineId, QuarantineSummary, Reply, Requester,
 };
-use super::backend::{Predecessors, Storage, StoreFuture};
-use super::jobs::{AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, NextStep};
-use super::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
+use super::StoreError;
 use crate::audit::AuditRecord;
 use crate::crypto::Keyring;
-use crate::dispatch::realtime::Reply;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 pub use audit::{verify_audit, NodeChainReport};
@@ -360,11 +360,11 @@ impl Storage for PgStore {
         &self,
         exclude: Vec<String>,
         lease: Duration,
-        predecessors: Predecessors,
+        predecessors: Arc<Predecessors>,
     ) -> StoreFuture<'_, Option<ClaimedJob>> {
-        Box::pin(async move {
-            self.track(jobs::claim_next(self, &exclude, lease, &*predecessors).await)
-        })
+        Box::pin(
+            async move { self.track(jobs::claim_next(self, &exclude, lease, &predecessors).await) },
+        )
     }
 
     fn load_for_dispatch<'a>(&'a self, job: &'a ClaimedJob) -> StoreFuture<'a, (Event, AppData)> {

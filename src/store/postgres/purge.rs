@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{audit, keys, PgStore};
-use crate::store::admin::{PurgeReport, Requester};
+use crate::store::types::{PurgeReport, Requester};
 use crate::store::StoreError;
 
 /// See the module docs.

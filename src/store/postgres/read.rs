@@ -8,14 +8,13 @@ use deadpool_postgres::GenericClient;
 use wardhook_sdk::Event;
 
 use super::{audit, keys, PgStore};
-use crate::crypto::RecordPlace;
-use crate::store::admin::{
-    delivery_read_event, open_quarantine, quarantine_read_event, DeliverySummary, ListFilter,
-    QuarantineEntry, QuarantineSummary, Requester,
-};
 use crate::store::audit_hook::to_record;
-use crate::store::payload::StoredDelivery;
-use crate::store::writer::db_time;
+use crate::store::payload::db_time;
+use crate::store::payload::{delivery_place, StoredDelivery};
+use crate::store::reads::{delivery_read_event, open_quarantine, quarantine_read_event};
+use crate::store::types::{
+    DeliverySummary, ListFilter, QuarantineEntry, QuarantineSummary, Requester,
+};
 use crate::store::StoreError;
 
 /// A decrypted delivery and the row facts readers need for their audit records.
@@ -48,13 +47,7 @@ pub(super) async fn open_delivery(
         return Err(StoreError::KeyDestroyed);
     };
     let key = keys::key_for_read(store, client, key_id).await?;
-    let place = RecordPlace {
-        kind: "delivery",
-        id,
-        source: &source,
-        key_id,
-    };
-    let plain = key.open(&place, &nonce, &ciphertext)?;
+    let plain = key.open(&delivery_place(id, &source, key_id), &nonce, &ciphertext)?;
     let stored: StoredDelivery = serde_json::from_slice(&plain)
         .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
     Ok(OpenedDelivery {

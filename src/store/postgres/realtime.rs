@@ -5,9 +5,9 @@
 use chrono::Utc;
 
 use super::{audit, keys, PgStore};
-use crate::dispatch::realtime::Reply;
-use crate::store::keys::period_of;
+use crate::store::prepare::period_of;
 use crate::store::realtime::{open_reply, place, replied_record, REPLY_HANDLER};
+use crate::store::types::Reply;
 use crate::store::StoreError;
 
 /// Store the reply given for `delivery_id`; the first one stored wins (a racing retry on

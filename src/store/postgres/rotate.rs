@@ -290,7 +290,7 @@ mod tests {
         };
         let _store = crate::store::postgres::PgStore::open(
             &db.settings("n1"),
-            crate::store::tests::keyring(),
+            crate::store::sqlite::tests::keyring(),
         )
         .await
         .expect("open");

@@ -9,13 +9,13 @@ use chrono::Utc;
 
 use super::testdb::TestDb;
 use super::{PgSettings, PgStore, PgTls};
-use crate::store::backend::Predecessors;
-use crate::store::jobs::{AttemptRecord, AttemptResult, NextStep};
-use crate::store::tests::{keyring, nextphone};
+use crate::store::sqlite::tests::{keyring, nextphone};
+use crate::store::types::{AttemptRecord, AttemptResult, NextStep};
+use crate::store::Predecessors;
 use crate::store::{IntakeOutcome, JobSpec, Storage, StoreError};
 
-fn none() -> Predecessors {
-    Arc::new(|_: &str, _: &str| Vec::new())
+fn none() -> Arc<Predecessors> {
+    Arc::new(Predecessors::none())
 }
 
 fn ok() -> AttemptRecord {
@@ -323,7 +323,7 @@ async fn verify_names_the_node_of_a_cut_off_tail_and_of_a_deleted_record() {
     for store in [&a, &b] {
         for _ in 0..5 {
             store
-                .record_audit(crate::listener::lifecycle_record(
+                .record_audit(crate::audit::lifecycle_record(
                     crate::audit::Action::ServerStarted,
                     None,
                 ))
@@ -477,7 +477,7 @@ async fn two_hundred_concurrent_intakes_are_all_answered_with_one_row_each_and_a
             store.intake(input, n, vec![JobSpec::new("crm")]).await
         }
     });
-    let standalone = store.record_audit(crate::listener::lifecycle_record(
+    let standalone = store.record_audit(crate::audit::lifecycle_record(
         crate::audit::Action::ServerStarted,
         None,
     ));
@@ -585,7 +585,7 @@ async fn a_rotation_on_another_node_applies_to_the_next_intake_sealed_under_the_
         .get(0);
     assert_eq!(generation, 2, "sealed again under the new generation");
     store
-        .show_delivery(delivery_id, crate::store::admin::Requester::cli_user())
+        .show_delivery(delivery_id, crate::store::Requester::cli_user())
         .await
         .expect("reads back");
 }

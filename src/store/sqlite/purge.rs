@@ -15,9 +15,12 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::Rng as _;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::admin::{checkpoint_truncate, mirror, PurgeReport, Requester};
-use super::writer::db_time;
-use super::{Store, StoreError};
+use super::audit::mirror;
+use super::checkpoint_truncate;
+use super::Store;
+use crate::store::payload::db_time;
+use crate::store::types::{PurgeProgress, PurgeReport, Requester};
+use crate::store::StoreError;
 
 /// Most rows (delivery payloads, quarantined bodies and left-over jobs together) one purge
 /// transaction touches.
@@ -36,15 +39,6 @@ pub(crate) fn pause_for_writer() {
     std::thread::sleep(StdDuration::from_millis(
         rand::thread_rng().gen_range(PAUSE_MS),
     ));
-}
-
-/// Progress of a purge: rows handled so far of those found past the cutoff at the start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PurgeProgress {
-    /// Delivery payloads and quarantined bodies purged so far.
-    pub done: u64,
-    /// Delivery payloads and quarantined bodies past the cutoff when the purge started.
-    pub total: u64,
 }
 
 /// [`purge_with_progress`] without progress reports.

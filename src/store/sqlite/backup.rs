@@ -20,10 +20,12 @@ use chrono::{NaiveDate, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-use super::admin::{mirror, Requester};
-use super::audit_hook::{to_record, AuditAction, AuditEvent};
-use super::{Store, StoreError};
+use super::audit::mirror;
+use super::Store;
 use crate::audit::{DetailKey, FilePath};
+use crate::store::audit_hook::{to_record, AuditAction, AuditEvent};
+use crate::store::types::Requester;
+use crate::store::StoreError;
 
 /// First field of every manifest, so tools can tell the format.
 pub const MANIFEST_FORMAT: &str = "wardhook-backup-manifest v1";

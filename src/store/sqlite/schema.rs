@@ -115,11 +115,11 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Bring the database up to [`SCHEMA_VERSION`]. Refuses a database from a newer build rather
 /// than guessing at its layout.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), super::StoreError> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), crate::store::StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let current = usize::try_from(current).unwrap_or(usize::MAX);
     if current > SCHEMA_VERSION {
-        return Err(super::StoreError::SchemaTooNew {
+        return Err(crate::store::StoreError::SchemaTooNew {
             found: current,
             supported: SCHEMA_VERSION,
         });

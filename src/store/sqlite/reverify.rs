@@ -7,10 +7,11 @@
 use chrono::{DateTime, Utc};
 use rusqlite::TransactionBehavior;
 
-use super::admin::Requester;
-use super::payload::decode_body;
-use super::{Store, StoreError};
+use super::Store;
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
+use crate::store::payload::decode_body;
+use crate::store::types::Requester;
+use crate::store::StoreError;
 
 /// A stored delivery as its sender sent it.
 #[derive(Debug)]
@@ -47,7 +48,7 @@ pub fn load_stored_request(
     }
     crate::audit::append(&tx, store.keyring(), &audit)?;
     tx.commit()?;
-    super::admin::mirror(store, &conn);
+    super::audit::mirror(store, &conn);
     Ok(StoredRequest {
         source,
         body: decode_body(&stored.body_b64)?,

@@ -6,16 +6,12 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::StoreError;
 use crate::crypto::{DataKey, Keyring};
-
-/// The period a timestamp falls in: its UTC day.
-pub(crate) fn period_of(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
-}
+pub(crate) use crate::store::prepare::period_of;
+use crate::store::StoreError;
 
 /// The key generation new writes use (bumped by `keys rotate`).
 pub(crate) fn current_generation(conn: &Connection) -> Result<i64, StoreError> {

@@ -4,9 +4,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::keys;
-use super::payload::StoredDelivery;
-use super::StoreError;
-use crate::crypto::{Keyring, RecordPlace};
+use crate::crypto::Keyring;
+use crate::store::payload::{delivery_place, StoredDelivery};
+use crate::store::StoreError;
 
 /// A decrypted delivery and the row facts readers need for their audit records.
 #[derive(Debug)]
@@ -44,16 +44,7 @@ pub(crate) fn open_delivery(
         return Err(StoreError::KeyDestroyed);
     };
     let key = keys::key_for_read(conn, keyring, key_id)?;
-    let plain = key.open(
-        &RecordPlace {
-            kind: "delivery",
-            id,
-            source: &source,
-            key_id,
-        },
-        &nonce,
-        &ciphertext,
-    )?;
+    let plain = key.open(&delivery_place(id, &source, key_id), &nonce, &ciphertext)?;
     let stored: StoredDelivery = serde_json::from_slice(&plain)
         .map_err(|_| StoreError::Corrupt("stored payload is not the expected JSON"))?;
     Ok(OpenedDelivery {

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use rusqlite::params;
 
-use super::admin::{self, ListFilter, Requester};
 use super::*;
+use super::{jobs, realtime};
 use crate::crypto::MasterKey;
 use crate::normalize::{normalize, Envelope, IntakeInput};
+use crate::store::admin;
+use crate::store::*;
 
-pub(super) fn keyring() -> Keyring {
+pub(crate) fn keyring() -> Keyring {
     Keyring::from_master(&MasterKey::from_bytes([42; 32]))
 }
 
@@ -47,7 +49,7 @@ async fn submit_at(
         .await
 }
 
-pub(super) fn nextphone(event: &str, call_id: &str) -> IntakeInput {
+pub(crate) fn nextphone(event: &str, call_id: &str) -> IntakeInput {
     let body = format!(
         r#"{{"event":"{event}","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call_id}","caller":{{"phone":"+15551234567","name":"John Doe"}}}}}}"#
     );
@@ -510,9 +512,12 @@ async fn store_one_of_every_sealed_kind(store: &Store) -> (String, String) {
         .expect("intake")
         .delivery_id()
         .to_owned();
-    let job = jobs::claim_next(store, &[], std::time::Duration::from_secs(60), &|_, _| {
-        Vec::new()
-    })
+    let job = jobs::claim_next(
+        store,
+        &[],
+        std::time::Duration::from_secs(60),
+        &crate::store::Predecessors::none(),
+    )
     .expect("claim")
     .expect("a job");
     jobs::finish_attempt(
@@ -534,7 +539,7 @@ async fn store_one_of_every_sealed_kind(store: &Store) -> (String, String) {
         store,
         &id,
         "nextphone",
-        &crate::dispatch::realtime::Reply {
+        &crate::store::Reply {
             status: 200,
             content_type: "application/json".into(),
             body: r#"{"greeting":"Zqx reply"}"#.into(),

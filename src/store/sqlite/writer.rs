@@ -22,23 +22,23 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
-use zeroize::Zeroizing;
 
-use super::audit_hook::{record_audit, AuditAction, AuditActor, AuditEvent};
+use super::audit::record_audit;
 use super::keys::{self, WriteKeyCache};
-use super::payload::{encode_body, StoredDelivery, StoredQuarantine};
-use super::{IntakeOutcome, JobSpec, QuarantineId, Shared, StoreError};
+use super::Shared;
 use crate::audit::AppendedRecord;
-use crate::crypto::{DataKey, Keyring, RecordPlace, Sealed};
+use crate::crypto::{DataKey, Keyring, Sealed};
 use crate::normalize::{IntakeInput, Normalized};
-
-/// The timestamp format of every `*_at` column: fixed width, so text order is time order.
-pub(crate) fn db_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use crate::store::payload::db_time;
+use crate::store::prepare::{
+    intake_event, period_of, quarantine_body_index, quarantined_event, seal_quarantine,
+    IntakeFacts, PreparedDelivery,
+};
+use crate::store::types::{IntakeOutcome, JobSpec, QuarantineId};
+use crate::store::StoreError;
 
 pub(crate) struct IntakeRequest {
     pub input: IntakeInput,
@@ -50,16 +50,12 @@ pub(crate) struct IntakeRequest {
 
 /// What the request task computes before queueing, so the writer thread does only SQL.
 pub(crate) struct Prepared {
-    /// The delivery id (UUID v7) if it is accepted; part of the payload's AAD.
-    id: String,
-    dedup: String,
-    call_ref: Option<String>,
-    period: String,
+    /// Id, blind indexes, period and the serialized payload, kept (zeroized on drop) in case
+    /// the writer must seal it itself.
+    delivery: PreparedDelivery,
     received: String,
-    /// The serialized payload, kept (zeroized on drop) in case the writer must seal it itself.
-    plain: Zeroizing<Vec<u8>>,
-    /// The payload sealed under the published key of `period`: (key id, sealed). Used only if
-    /// the writer's key for the period is still that key id.
+    /// The payload sealed under the published key of its period: (key id, sealed). Used only
+    /// if the writer's key for the period is still that key id.
     sealed: Option<(i64, Sealed)>,
 }
 
@@ -108,44 +104,17 @@ pub(crate) fn prepare(
     input: &IntakeInput,
     n: &Normalized,
 ) -> Result<Prepared, StoreError> {
-    let source = input.source.as_str();
-    let id = uuid::Uuid::now_v7().to_string();
-    let dedup = dedup_index(keyring, source, n);
-    let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
-    let period = keys::period_of(n.received_at);
-    let stored = StoredDelivery {
-        v: 1,
-        event: n.to_event(&id, source),
-        body_b64: encode_body(&input.body),
-        content_type: input.content_type.clone(),
-        signature_headers: input.signature_headers.clone(),
-    };
-    let plain = Zeroizing::new(
-        serde_json::to_vec(&stored).map_err(|_| StoreError::Corrupt("cannot serialize payload"))?,
-    );
-    drop(stored);
+    let delivery = PreparedDelivery::new(keyring, input, n)?;
     let sealed = match slot.get() {
-        Some(k) if k.period == period => {
-            let sealed = k.key.seal(
-                &RecordPlace {
-                    kind: "delivery",
-                    id: &id,
-                    source,
-                    key_id: k.key_id,
-                },
-                &plain,
-            )?;
-            Some((k.key_id, sealed))
-        }
+        Some(k) if k.period == delivery.period => Some((
+            k.key_id,
+            delivery.seal(&k.key, k.key_id, input.source.as_str())?,
+        )),
         _ => None,
     };
     Ok(Prepared {
-        id,
-        dedup,
-        call_ref,
+        delivery,
         received: db_time(n.received_at),
-        period,
-        plain,
         sealed,
     })
 }
@@ -350,6 +319,7 @@ enum Attempt {
     Retry,
 }
 
+/// Commit `batch` in one transaction and answer every request: see the module docs.
 fn commit_batch(
     conn: &mut Connection,
     shared: &Shared,
@@ -357,47 +327,84 @@ fn commit_batch(
     batch: &mut Vec<Command>,
 ) {
     let mut audit = Vec::with_capacity(batch.len());
-    let mut result = run_batch(conn, &shared.keyring, state, batch, &mut audit, false);
-    if matches!(result, Ok(Attempt::Retry)) {
-        audit.clear();
-        // Key rows created in the rolled-back attempt are gone with it.
-        state.cache.clear();
-        state.last_key = None;
-        result = run_batch(conn, &shared.keyring, state, batch, &mut audit, true);
+    match run_isolating_failures(conn, &shared.keyring, state, batch, &mut audit) {
+        Ok(Attempt::Done(answers)) => answer_committed(conn, shared, state, batch, answers, &audit),
+        other => answer_unavailable(shared, state, batch, other.err()),
     }
-    match result {
-        Ok(Attempt::Done(answers)) => {
-            shared.healthy.store(true, Ordering::Release);
-            publish_key(shared, state);
-            // Answer first: the ack waits for the fsync'd commit, not for the mirror.
-            for (command, answer) in batch.drain(..).zip(answers) {
-                reply(command, answer);
-            }
-            // The chain in the database is authoritative; a mirror that falls behind catches up
-            // on its next write, so a mirror error must not turn a committed delivery into a 503.
-            // The mirror may read records other processes committed before these from `conn`.
-            if let Some(mirror) = &shared.options.audit_mirror {
-                if let Err(e) = mirror.write(conn, &audit) {
-                    tracing::error!(error = %e, "audit mirror write failed");
-                }
-            }
+}
+
+/// Run the batch without savepoints; if a request failed on its own, run it again with a
+/// savepoint per request so only that one fails.
+fn run_isolating_failures(
+    conn: &mut Connection,
+    keyring: &Keyring,
+    state: &mut WriterState<'_>,
+    batch: &[Command],
+    audit: &mut Vec<AppendedRecord>,
+) -> Result<Attempt, StoreError> {
+    let result = run_batch(conn, keyring, state, batch, audit, false);
+    if !matches!(result, Ok(Attempt::Retry)) {
+        return result;
+    }
+    audit.clear();
+    // Key rows created in the rolled-back attempt are gone with it.
+    forget_uncommitted_keys(state);
+    run_batch(conn, keyring, state, batch, audit, true)
+}
+
+/// Key rows created in a rolled-back transaction or savepoint are gone: drop the cached keys
+/// so the next request looks them up (or creates them) again.
+fn forget_uncommitted_keys(state: &mut WriterState<'_>) {
+    state.cache.clear();
+    state.last_key = None;
+}
+
+/// The batch is committed: mark storage healthy, publish the data key it used, answer every
+/// request, then mirror its audit records.
+fn answer_committed(
+    conn: &Connection,
+    shared: &Shared,
+    state: &mut WriterState<'_>,
+    batch: &mut Vec<Command>,
+    answers: Vec<Result<Answer, StoreError>>,
+    audit: &[AppendedRecord],
+) {
+    shared.healthy.store(true, Ordering::Release);
+    publish_key(shared, state);
+    // Answer first: the ack waits for the fsync'd commit, not for the mirror.
+    for (command, answer) in batch.drain(..).zip(answers) {
+        reply(command, answer);
+    }
+    // The chain in the database is authoritative; a mirror that falls behind catches up
+    // on its next write, so a mirror error must not turn a committed delivery into a 503.
+    // The mirror may read records other processes committed before these from `conn`.
+    if let Some(mirror) = &shared.options.audit_mirror {
+        if let Err(e) = mirror.write(conn, audit) {
+            tracing::error!(error = %e, "audit mirror write failed");
         }
-        Ok(Attempt::Retry) | Err(_) => {
-            shared.healthy.store(false, Ordering::Release);
-            // Key rows created in the failed transaction are gone with it.
-            state.cache.clear();
-            state.last_key = None;
-            let reason = match result {
-                Err(StoreError::Unavailable(reason)) => reason,
-                _ => "storage error",
-            };
-            if let Err(e) = &result {
-                tracing::error!(error = %e, requests = batch.len(), "store commit failed; answering unavailable");
-            }
-            for command in batch.drain(..) {
-                reply(command, Err(StoreError::Unavailable(reason)));
-            }
-        }
+    }
+}
+
+/// Nothing of the batch was stored (`error`, or a request failing even in its savepoint run):
+/// mark storage unhealthy and answer every request `Unavailable`, so the senders retry.
+fn answer_unavailable(
+    shared: &Shared,
+    state: &mut WriterState<'_>,
+    batch: &mut Vec<Command>,
+    error: Option<StoreError>,
+) {
+    shared.healthy.store(false, Ordering::Release);
+    // Key rows created in the failed transaction are gone with it.
+    forget_uncommitted_keys(state);
+    let reason = match &error {
+        Some(StoreError::Unavailable(reason)) => *reason,
+        _ => "storage error",
+    };
+    if let Some(e) = &error {
+        tracing::error!(error = %e, requests = batch.len(), "store commit failed; answering unavailable");
+    }
+    for command in batch.drain(..) {
+        reply(command, Err(StoreError::Unavailable(reason)));
     }
 }
 
@@ -463,28 +470,7 @@ fn run_batch(
             tx.execute_batch("SAVEPOINT item")?;
         }
         let audit_len = audit.len();
-        let result = match command {
-            Command::Intake(req) => {
-                intake_one(&tx, keyring, state, generation, req, audit).map(Answer::Intake)
-            }
-            Command::Quarantine(req) => {
-                quarantine_one(&tx, keyring, state.cache, generation, req, audit)
-                    .map(Answer::Quarantine)
-            }
-            Command::Probe(_) => probe(&tx).map(|()| Answer::Probe),
-            Command::Audit(record, _) => crate::audit::append(&tx, keyring, record)
-                .map(|appended| {
-                    audit.push(appended);
-                    Answer::Probe
-                })
-                .map_err(StoreError::from),
-            Command::Apply(write, _) => write(&tx, keyring).and_then(|record| {
-                if let Some(record) = record {
-                    audit.push(crate::audit::append(&tx, keyring, &record)?);
-                }
-                Ok(Answer::Probe)
-            }),
-        };
+        let result = run_command(&tx, keyring, state, generation, command, audit);
         match result {
             Ok(answer) => {
                 if savepoints {
@@ -500,8 +486,7 @@ fn run_batch(
                 tx.execute_batch("ROLLBACK TO item; RELEASE item")?;
                 audit.truncate(audit_len);
                 // A key created inside the rolled-back savepoint is gone too.
-                state.cache.clear();
-                state.last_key = None;
+                forget_uncommitted_keys(state);
                 answers.push(Err(e));
             }
         }
@@ -510,13 +495,36 @@ fn run_batch(
     Ok(Attempt::Done(answers))
 }
 
-/// The blind index of a dedup key, scoped to the source.
-pub(crate) fn dedup_index(keyring: &Keyring, source: &str, normalized: &Normalized) -> String {
-    let mut material = Vec::with_capacity(source.len() + 80);
-    material.extend_from_slice(&(source.len() as u64).to_be_bytes());
-    material.extend_from_slice(source.as_bytes());
-    material.extend_from_slice(&normalized.dedup.index_material());
-    keyring.blind_index("dedup", &material)
+/// One request's writes inside the batch's transaction.
+fn run_command(
+    tx: &Transaction<'_>,
+    keyring: &Keyring,
+    state: &mut WriterState<'_>,
+    generation: i64,
+    command: &Command,
+    audit: &mut Vec<AppendedRecord>,
+) -> Result<Answer, StoreError> {
+    match command {
+        Command::Intake(req) => {
+            intake_one(tx, keyring, state, generation, req, audit).map(Answer::Intake)
+        }
+        Command::Quarantine(req) => {
+            quarantine_one(tx, keyring, state.cache, generation, req, audit).map(Answer::Quarantine)
+        }
+        Command::Probe(_) => probe(tx).map(|()| Answer::Probe),
+        Command::Audit(record, _) => crate::audit::append(tx, keyring, record)
+            .map(|appended| {
+                audit.push(appended);
+                Answer::Probe
+            })
+            .map_err(StoreError::from),
+        Command::Apply(write, _) => write(tx, keyring).and_then(|record| {
+            if let Some(record) = record {
+                audit.push(crate::audit::append(tx, keyring, &record)?);
+            }
+            Ok(Answer::Probe)
+        }),
+    }
 }
 
 fn intake_one(
@@ -529,15 +537,15 @@ fn intake_one(
 ) -> Result<IntakeOutcome, StoreError> {
     let input = &req.input;
     let n = &req.normalized;
-    let p = &req.prepared;
+    let p = &req.prepared.delivery;
     let source = input.source.as_str();
-    let audit = |action| {
-        let mut ev = AuditEvent::new(AuditActor::Sender(source.to_owned()), action);
-        ev.source = Some(source);
-        ev.call_ref = p.call_ref.as_deref();
-        ev.event_type = Some(n.event_type.as_str());
-        ev.remote_addr = Some(input.client_ip);
-        ev
+    let facts = IntakeFacts {
+        source,
+        call_ref: p.call_ref.as_deref(),
+        event_type: n.event_type.as_str(),
+        remote_addr: input.client_ip,
+        key_id: None,
+        jobs: req.jobs.len(),
     };
 
     let first: Option<String> = tx
@@ -545,10 +553,9 @@ fn intake_one(
         .query_row(params![source, p.dedup], |r| r.get(0))
         .optional()?;
     if let Some(first) = first {
-        let mut ev = audit(AuditAction::DeliveryDuplicate);
-        ev.delivery_id = Some(&first);
-        audit_out.push(record_audit(tx, keyring, &ev)?);
-        return Ok(IntakeOutcome::Duplicate { delivery_id: first });
+        let outcome = IntakeOutcome::Duplicate { delivery_id: first };
+        audit_out.push(record_audit(tx, keyring, &intake_event(&facts, &outcome))?);
+        return Ok(outcome);
     }
 
     let id = p.id.as_str();
@@ -558,17 +565,9 @@ fn intake_one(
     }
     // Sealed on the request task under the published key, unless the writer's key for the
     // period has changed since (day boundary, `keys rotate`, first delivery after start).
-    let sealed = match &p.sealed {
+    let sealed = match &req.prepared.sealed {
         Some((k, sealed)) if *k == key_id => Cow::Borrowed(sealed),
-        _ => Cow::Owned(key.seal(
-            &RecordPlace {
-                kind: "delivery",
-                id,
-                source,
-                key_id,
-            },
-            &p.plain,
-        )?),
+        _ => Cow::Owned(p.seal(&key, key_id, source)?),
     };
     tx.prepare_cached(
         "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
@@ -582,7 +581,7 @@ fn intake_one(
         n.dedup.kind(),
         p.dedup,
         p.call_ref,
-        p.received,
+        req.prepared.received,
         key_id,
         sealed.nonce,
         sealed.ciphertext
@@ -592,16 +591,22 @@ fn intake_one(
          VALUES (?1, ?2, ?3, ?4, ?4)",
     )?;
     for (position, job) in req.jobs.iter().enumerate() {
-        insert_job.execute(params![id, job.handler, position as i64, p.received])?;
+        insert_job.execute(params![
+            id,
+            job.handler,
+            position as i64,
+            req.prepared.received
+        ])?;
     }
-    let mut ev = audit(AuditAction::DeliveryAccepted);
-    ev.delivery_id = Some(id);
-    ev.key_id = Some(key_id);
-    ev.count = Some(req.jobs.len() as i64);
-    audit_out.push(record_audit(tx, keyring, &ev)?);
-    Ok(IntakeOutcome::Accepted {
+    let outcome = IntakeOutcome::Accepted {
         delivery_id: id.to_owned(),
-    })
+    };
+    let facts = IntakeFacts {
+        key_id: Some(key_id),
+        ..facts
+    };
+    audit_out.push(record_audit(tx, keyring, &intake_event(&facts, &outcome))?);
+    Ok(outcome)
 }
 
 fn quarantine_one(
@@ -614,7 +619,7 @@ fn quarantine_one(
 ) -> Result<QuarantineId, StoreError> {
     let input = &req.input;
     let source = input.source.as_str();
-    let body_index = keyring.blind_index("quarantine_body", &input.body);
+    let body_index = quarantine_body_index(keyring, &input.body);
     let existing: Option<String> = tx
         .prepare_cached("SELECT id FROM quarantine WHERE source = ?1 AND body_index = ?2 AND status = 'quarantined'")?
         .query_row(params![source, body_index], |r| r.get(0))
@@ -624,26 +629,9 @@ fn quarantine_one(
         return Ok(QuarantineId(id));
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let period = keys::period_of(req.received_at);
+    let period = period_of(req.received_at);
     let (key_id, key) = keys::key_for_write(tx, keyring, cache, &period, generation)?;
-    let stored = StoredQuarantine {
-        v: 1,
-        body_b64: encode_body(&input.body),
-        content_type: input.content_type.clone(),
-        signature_headers: input.signature_headers.clone(),
-    };
-    let plain = Zeroizing::new(
-        serde_json::to_vec(&stored).map_err(|_| StoreError::Corrupt("cannot serialize payload"))?,
-    );
-    let sealed = key.seal(
-        &RecordPlace {
-            kind: "quarantine",
-            id: &id,
-            source,
-            key_id,
-        },
-        &plain,
-    )?;
+    let sealed = seal_quarantine(&key, key_id, &id, input)?;
     tx.prepare_cached(
         "INSERT INTO quarantine (id, source, reason, received_at, status, key_id, nonce, ciphertext,
                                  body_index)
@@ -659,15 +647,7 @@ fn quarantine_one(
         sealed.ciphertext,
         body_index
     ])?;
-    let mut ev = AuditEvent::new(
-        AuditActor::Sender(source.to_owned()),
-        AuditAction::DeliveryQuarantined,
-    );
-    ev.source = Some(source);
-    ev.object_id = Some(&id);
-    ev.reason = Some(req.reason_code);
-    ev.key_id = Some(key_id);
-    ev.remote_addr = Some(input.client_ip);
+    let ev = quarantined_event(input, &id, req.reason_code, key_id);
     audit_out.push(record_audit(tx, keyring, &ev)?);
     Ok(QuarantineId(id))
 }

@@ -16,12 +16,16 @@
 use chrono::Utc;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::admin::{mirror, Requester};
-use super::audit_hook::{record_audit, AuditAction, AuditEvent};
+use super::audit::mirror;
+use super::audit::record_audit;
 use super::keys::{self, WriteKeyCache};
-use super::writer::db_time;
-use super::{Store, StoreError};
+use super::Store;
 use crate::crypto::RecordPlace;
+use crate::store::audit_hook::{AuditAction, AuditEvent};
+use crate::store::payload::db_time;
+use crate::store::payload::{delivery_place, quarantine_place};
+use crate::store::types::{Requester, RotationProgress, RotationReport};
+use crate::store::StoreError;
 
 /// One encrypted value kind of the schema: where it lives and how its AAD is formed.
 pub(crate) struct SealedColumns {
@@ -41,24 +45,6 @@ pub(crate) struct SealedColumns {
     update: &'static str,
     /// The AAD of a row of this kind, from its AAD id, source and key id.
     place: for<'a> fn(&'a str, &'a str, i64) -> RecordPlace<'a>,
-}
-
-fn delivery_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
-    RecordPlace {
-        kind: "delivery",
-        id,
-        source,
-        key_id,
-    }
-}
-
-fn quarantine_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
-    RecordPlace {
-        kind: "quarantine",
-        id,
-        source,
-        key_id,
-    }
 }
 
 /// Every encrypted value the SQLite schema holds. See the module docs.
@@ -98,7 +84,7 @@ pub(crate) const SEALED_COLUMNS: &[SealedColumns] = &[
                   t.out_nonce, t.out_ciphertext",
         update: "UPDATE jobs SET out_key_id = ?1, out_nonce = ?2, out_ciphertext = ?3
                  WHERE id = ?4 AND out_key_id = ?5",
-        place: super::jobs::output_place,
+        place: crate::store::jobs::output_place,
     },
     // Real-time replies, the `@realtime` pseudo-job of a delivery: AAD id is the delivery id.
     SealedColumns {
@@ -113,33 +99,9 @@ pub(crate) const SEALED_COLUMNS: &[SealedColumns] = &[
                   t.out_nonce, t.out_ciphertext",
         update: "UPDATE jobs SET out_key_id = ?1, out_nonce = ?2, out_ciphertext = ?3
                  WHERE id = ?4 AND out_key_id = ?5",
-        place: super::realtime::place,
+        place: crate::store::realtime::place,
     },
 ];
-
-/// Progress of `keys rotate`, reported after each committed batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RotationProgress {
-    /// The generation new writes use and old rows are moved to.
-    pub generation: i64,
-    /// Rows re-encrypted so far in this run.
-    pub done: u64,
-    /// Rows that were under older keys when this run started.
-    pub total: u64,
-}
-
-/// What `keys rotate` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RotationReport {
-    /// The generation now in use.
-    pub generation: i64,
-    /// Whether this run resumed an interrupted rotation instead of starting a new one.
-    pub resumed: bool,
-    /// Rows re-encrypted.
-    pub reencrypted: u64,
-    /// Old data keys destroyed once nothing referenced them.
-    pub keys_destroyed: u64,
-}
 
 /// Rows re-encrypted per transaction.
 const ROTATE_BATCH: usize = 256;
@@ -252,7 +214,7 @@ pub fn rotate_keys(
     tx.commit()?;
     mirror(store, &conn);
     // Old wrapped keys must not linger in the WAL.
-    super::admin::checkpoint_truncate(&conn);
+    super::checkpoint_truncate(&conn);
     Ok(RotationReport {
         generation,
         resumed,

@@ -25,13 +25,14 @@ use rusqlite::{params, TransactionBehavior};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use super::admin::Requester;
 use super::keys;
-use super::payload::StoredDelivery;
-use super::writer::db_time;
-use super::{Store, StoreError};
+use super::Store;
 use crate::audit::{Action, Actor, AuditRecord, DetailKey, Digest, Outcome};
 use crate::crypto::RecordPlace;
+use crate::store::payload::db_time;
+use crate::store::payload::StoredDelivery;
+use crate::store::types::Requester;
+use crate::store::StoreError;
 
 /// First line of every archive.
 pub const MAGIC: &[u8] = b"wardhook-emergency-archive v1\n";
@@ -235,7 +236,7 @@ pub fn export(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     crate::audit::append(&tx, store.keyring(), &audit)?;
     tx.commit()?;
-    super::admin::mirror(store, &conn);
+    super::audit::mirror(store, &conn);
     Ok(EmergencyExport {
         count,
         purged,
