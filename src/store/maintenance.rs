@@ -19,12 +19,11 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use super::admin::BackupReport;
-use super::admin::{Requester, RotationProgress, RotationReport};
-use super::emergency::EmergencyExport;
-use super::reverify::StoredRequest;
+use super::archive::EmergencyExport;
+use super::types::{Requester, RotationProgress, RotationReport};
 use super::StoreError;
 use crate::audit::commands::{SearchArgs, VerifySummary};
-use crate::audit::{Action, ExportFormat};
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ExportFormat, ObjectId, Outcome};
 
 /// How a health finding came out (`doctor` prints it as OK, WARN or FAIL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,4 +210,32 @@ pub(crate) fn verdict(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A stored delivery as its sender sent it.
+#[derive(Debug)]
+pub struct StoredRequest {
+    /// The source it arrived on.
+    pub source: String,
+    /// The raw body bytes.
+    pub body: Vec<u8>,
+    /// The headers the signature check used (plus `:method` and `:path`).
+    pub headers: Vec<(String, String)>,
+    /// When wardhook received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// The `delivery_reverified` record of a reverify read: who asked and which delivery.
+pub(crate) fn reverified_record(id: &str, source: &str, who: &Requester) -> AuditRecord {
+    let mut audit = AuditRecord::new(
+        Actor::cli_user(&who.user).unwrap_or(Actor::System),
+        Action::DeliveryReverified,
+        Outcome::Success,
+    );
+    audit.delivery_id = ObjectId::parse(id).ok();
+    audit.source = Code::parse(source).ok();
+    if let Ok(v) = Code::parse(who.via) {
+        audit.detail.insert(DetailKey::Via, v);
+    }
+    audit
 }

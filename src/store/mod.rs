@@ -18,6 +18,7 @@
 //! formats. The same conformance scenarios run on both.
 
 pub mod admin;
+pub mod archive;
 mod audit_hook;
 pub mod backend;
 pub mod jobs;

@@ -18,11 +18,10 @@ use crate::audit::Action;
 use crate::audit::{ExportFormat, Mirror};
 use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
-use crate::store::emergency::{ArchiveWriter, EmergencyExport};
+use crate::store::archive::{ArchiveWriter, EmergencyExport};
 use crate::store::maintenance::{
-    verdict, AuditVerdict, BackupOutcome, Finding, Maintenance, VerifyOptions,
+    verdict, AuditVerdict, BackupOutcome, Finding, Maintenance, StoredRequest, VerifyOptions,
 };
-use crate::store::reverify::StoredRequest;
 use crate::store::StoreError;
 
 /// What `backup` says on PostgreSQL: the database's own tools make the copy.

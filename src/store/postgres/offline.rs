@@ -4,12 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use super::{audit, keys, read, PgStore};
-use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
 use crate::crypto::RecordPlace;
 use crate::store::admin::Requester;
-use crate::store::emergency::{access_record, ArchiveWriter, EmergencyExport};
+use crate::store::archive::{access_record, ArchiveWriter, EmergencyExport};
+use crate::store::maintenance::StoredRequest;
 use crate::store::payload::{decode_body, StoredDelivery};
-use crate::store::reverify::StoredRequest;
 use crate::store::StoreError;
 
 /// Decrypt delivery `id`'s raw body and signature headers; the read is audited
@@ -23,16 +22,7 @@ pub(super) async fn load_stored_request(
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
     let opened = read::open_delivery(store, &tx, id).await?;
-    let mut record = AuditRecord::new(
-        Actor::cli_user(&who.user).unwrap_or(Actor::System),
-        Action::DeliveryReverified,
-        Outcome::Success,
-    );
-    record.delivery_id = ObjectId::parse(id).ok();
-    record.source = Code::parse(&opened.source).ok();
-    if let Ok(v) = Code::parse(who.via) {
-        record.detail.insert(DetailKey::Via, v);
-    }
+    let record = crate::store::maintenance::reverified_record(id, &opened.source, who);
     audit::append(store, &tx, &record).await?;
     tx.commit().await?;
     Ok(StoredRequest {
