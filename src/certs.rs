@@ -1,17 +1,29 @@
-//! Development certificates: a throwaway CA and a `localhost` server certificate, so that the
-//! first run and the tests use real TLS without anyone touching OpenSSL.
+//! TLS material on disk.
 //!
-//! These are for a developer's machine only. Production certificates come from the clinic's CA
-//! or ACME (see `deploy/INSTALL.md`); nothing here is ever committed (`certs/` is git-ignored).
+//! Loading and checking a listener's certificate chain, key and client CA bundle (the config
+//! check and the `tls` builder share these, so both report the same problem), and
+//! development certificates: a throwaway CA and a `localhost` server certificate, so that the
+//! first run and the tests use real TLS without anyone touching OpenSSL. Development
+//! certificates are for a developer's machine only. Production certificates come from the
+//! clinic's CA or ACME (see `deploy/INSTALL.md`); nothing here is ever committed (`certs/` is
+//! git-ignored).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{Datelike, Duration, Utc};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
 
 /// Why dev certificates could not be made or written.
 #[derive(Debug, thiserror::Error)]
@@ -171,4 +183,113 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertsError
     }
     let mut f = crate::fsutil::create_new_with_mode(path, mode).map_err(err)?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)
+}
+
+// --- Loading TLS material (the config check and the `tls` builder share these) ---
+
+/// Why the TLS material could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file is missing, unreadable or holds no PEM certificate.
+    #[error("cannot load certificate chain from {path}: {reason}")]
+    Cert {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The key file is missing, unreadable or holds no PEM private key.
+    #[error("cannot load private key from {path}: {reason}")]
+    Key {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The key does not belong to the certificate, or rustls refused the pair.
+    #[error("certificate and private key do not match or are unusable: {0}")]
+    Mismatch(String),
+    /// The client CA bundle could not be loaded.
+    #[error("cannot load client CA bundle from {path}: {reason}")]
+    ClientCa {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TlsError {
+    /// The config key this error is about (below `server.tls`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Cert { .. } | Self::Mismatch(_) => "cert",
+            Self::Key { .. } => "key",
+            Self::ClientCa { .. } => "client_ca",
+        }
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
+    Ok(certs)
+}
+
+/// Load a certificate chain and its key and check that they belong together.
+pub fn load_certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let shown = |p: &Path| p.display().to_string();
+    let certs = read_certs(cert).map_err(|reason| TlsError::Cert {
+        path: shown(cert),
+        reason,
+    })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: shown(key),
+        reason: e.to_string(),
+    })?;
+    let key = CertifiedKey::from_der(certs, key, provider)
+        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    Ok(Arc::new(key))
+}
+
+/// The verifier of client certificates issued by the CA bundle at `ca` (mutual TLS).
+pub fn client_verifier(
+    ca: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let ca_err = |reason: String| TlsError::ClientCa {
+        path: ca.display().to_string(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(ca).map_err(ca_err)? {
+        roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| ca_err(e.to_string()))
+}
+
+/// Check that a listener's files load as the listener will load them: the chain and key match,
+/// and the client CA bundle (if any) yields a verifier. Nothing is kept.
+pub fn check_server_material(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<(), TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    load_certified_key(cert, key, &provider)?;
+    if let Some(ca) = client_ca {
+        client_verifier(ca, provider)?;
+    }
+    Ok(())
 }

@@ -1,44 +1,89 @@
 //! wardhook: a self-hosted webhook receiver for clinics and other HIPAA-style on-prem sites.
 //!
 //! AI phone and receptionist systems POST call events to `https://host:8443/hooks/<source>`.
-//! One delivery travels through these stages, one module each:
+//! The map: one delivery's path, top to bottom, and where each part lives. An arrow only goes
+//! down; `tests/structure.rs` fails on a change that breaks that.
 //!
-//! 1. [`listener`] — TLS termination (TLS 1.2/1.3, AEAD only), body caps checked while streaming,
-//!    per-source rate limits charged only by verified deliveries, a separate per-client budget
-//!    and per-minute audit tallies for refused ones, `/healthz` and `/readyz`.
+//! ```text
+//! main.rs ─▶ cli/                 one function per command; `serve` and `check-config` call app
+//!              │
+//!            app/                 wiring: build.rs (settings → each stage's runtime, the same
+//!              │                  builders for serve and check-config), storage.rs (opens the
+//!              │                  backend), run.rs, reload.rs (SIGHUP), shutdown.rs
+//!   ┌──────────┼──────────────────────┐
+//! listener/    admin/                  the process's faces: senders (hooks.rs: cap → verify →
+//!   │          │                       normalize → plan → intake → respond; hook_error.rs is
+//!   │          │                       every refusal), operators (console, API, /metrics)
+//!   │          │
+//! verify/ · normalize/ · dispatch/     sender schemes → canonical event → route plan (plan.rs),
+//!   │                     │            workers (worker.rs), real-time replies, handler registry
+//!   │                     └──────────▶ handlers/sdk ◀── handlers/* (one crate per destination)
+//!   │
+//! store/                  the `Storage` trait (backend.rs), its vocabulary (types.rs) and
+//!   │                     backend-neutral intake preparation (prepare.rs)
+//!   ├── sqlite/           SQLite: one file, a writer thread with group commit
+//!   └── postgres/         PostgreSQL (`[storage] backend = "postgres"`, several nodes);
+//!                         the same conformance tests run on both
+//!   │
+//! audit/ · crypto/ · tls.rs · certs.rs · metrics.rs · filter.rs
+//!   │
+//! config/                 plain typed settings, validated; builds nothing
+//!   │
+//! secret.rs · fsutil.rs
+//! ```
+//!
+//! The stages, one module each:
+//!
+//! 1. `listener` — TLS termination (TLS 1.2/1.3, AEAD only, configured by `tls`), body caps
+//!    checked while streaming, per-source rate limits charged only by verified deliveries, a
+//!    separate per-client budget and per-minute audit tallies for refused ones, `/healthz` and
+//!    `/readyz`. It only listens: [`app`] hands it its state.
 //! 2. [`verify`] — the sender's signature or token, checked in constant time over the raw body;
-//!    the only way to obtain a `VerifiedDelivery`.
+//!    the only way to obtain a `VerifiedDelivery`. Builds each source's verifier from its
+//!    settings (`verify::build_verifiers`).
 //! 3. [`normalize`] — the sender's envelope turned into the canonical `wardhook_sdk::Event`; an
 //!    event type that is not an identifier sends the delivery to quarantine.
-//! 4. [`store`] — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite
-//!    (`store::sqlite`) or PostgreSQL (`store::postgres`); maintenance (`rotate`, `purge`,
-//!    `backup`) in bounded chunks beside intake.
-//! 5. [`audit`] — a hash-chained record of every state change, in the same transaction; the
+//! 4. [`dispatch`] (planning) — the routes compiled once (`dispatch::plan::build_plan`);
+//!    per event, one call (`Plan::route`) returns the jobs and the real-time route, if any.
+//! 5. [`store`] — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite
+//!    (`store::sqlite`) or PostgreSQL (`store::postgres`), both through the backend-neutral
+//!    preparation of `store::prepare`;
+//!    maintenance (rotation, purge, backup) in bounded chunks beside intake.
+//! 6. [`audit`] — a hash-chained record of every state change, in the same transaction; the
 //!    JSONL mirror is appended by every process under one file lock.
-//! 6. [`dispatch`] — leased jobs run through the handlers (`handlers/*` crates on the SDK) with
-//!    retries, dead letters, bounded destination delays and panics contained per attempt.
+//! 7. [`dispatch`] (workers) — leased jobs run through the handlers (`handlers/*` crates on the
+//!    SDK) with retries, dead letters, bounded destination delays and panics contained per
+//!    attempt; real-time routes run inline under their deadline.
 //!
-//! Around them: [`config`] (typed, checked at start with every problem reported), [`secret`]
-//! (`env:`/`file:` references, zeroized), [`certs`] and [`dev`] (the first-run setup),
-//! [`fsutil`] (every file holding records, payloads or keys is created `0600` through it),
-//! [`telemetry`] (operational logs without payload data) and [`cli`] (the binary's edge).
-//! Beside the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own
-//! listener) and [`metrics`] (counters and histograms the stages update).
+//! Around them: [`config`] (plain settings, checked at start with every problem reported; it
+//! imports no stage), [`secret`] (`env:`/`file:` references and the master key, zeroized),
+//! [`certs`] (TLS material on disk, and development certificates), `filter` (the route filter
+//! language), `tls` (the listeners' rustls configuration), `fsutil` (every file holding
+//! records, payloads or keys is created `0600` through it), `telemetry` (operational logs
+//! without payload data), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
+//! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
+//! and [`metrics`] (counters and histograms the stages update).
+//!
+//! The public modules are what the binaries, the fuzz targets and the integration tests use;
+//! the rest is `pub(crate)`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod crypto;
-pub mod dev;
+pub(crate) mod dev;
 pub mod dispatch;
-pub mod fsutil;
-pub mod listener;
+pub(crate) mod filter;
+pub(crate) mod fsutil;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod normalize;
 pub mod secret;
 pub mod store;
-pub mod telemetry;
+pub(crate) mod telemetry;
+pub(crate) mod tls;
 pub mod verify;

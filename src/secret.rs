@@ -14,6 +14,9 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
+pub mod master_key;
+
+pub use master_key::{MasterKey, MasterKeyError};
 pub use wardhook_sdk::secret::{SecretError, SecretRef};
 
 /// Resolved secret bytes. Cloning copies into another zeroizing buffer.

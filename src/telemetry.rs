@@ -56,15 +56,6 @@ pub fn init(settings: &LogSettings) -> LogGuard {
     LogGuard { _file: guard }
 }
 
-/// Minimal logging for commands that run before a config is loaded.
-pub fn init_default() -> LogGuard {
-    init(&LogSettings {
-        format: LogFormat::Pretty,
-        level: "info".into(),
-        dir: None,
-    })
-}
-
 /// Replace the default panic hook, which prints the panic's message, by one that reports only
 /// where it happened. A message can carry whatever the panicking code formatted — a handler's
 /// or a library's view of an event, that is patient data — and stderr ends up in the journal.

@@ -4,7 +4,6 @@
 //! with a fixed body and an `access_denied` audit record, and nothing is read before the check
 //! passes, so a refused call cannot leak data through its body or its timing of a decryption.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use actix_web::http::header;
@@ -13,11 +12,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Permission, Principal};
-use super::{blocking, health, tokens, ApiError, Console, Denial};
+use super::{health, tokens, ApiError, Console, Denial};
 use crate::audit::commands::{parse_time, SearchArgs};
 use crate::audit::{Action, Actor, AuditRecord, DetailKey, ExportFormat, Outcome};
-use crate::store::admin::{ListFilter, Requester};
-use crate::store::jobs::DeadFilter;
+use crate::store::console::{AuditCheck, BAD_AUDIT_FILTER};
+use crate::store::types::DeadFilter;
+use crate::store::types::{ListFilter, Requester};
+use crate::store::StoreError;
 
 /// The OpenAPI 3 description of this API, hand-written and embedded.
 const OPENAPI: &str = include_str!("openapi.json");
@@ -57,12 +58,7 @@ pub(super) async fn authenticate_token(
         return Err(ApiError::RateLimited(secs));
     }
     let id = tokens::id_of(&token).map(str::to_owned);
-    let c = console.clone();
-    let result = blocking(move || {
-        let conn = c.store.connection()?;
-        Ok(tokens::authenticate(&conn, &token)?)
-    })
-    .await?;
+    let result = tokens::authenticate(console.store.console(), &token).await?;
     match result {
         Ok(info) => {
             if let Some(ip) = remote {
@@ -94,12 +90,7 @@ pub(super) async fn authenticate_token(
                 delivery_id: None,
                 via,
             };
-            let c = console.clone();
-            let _ = blocking(move || {
-                c.record_denial(&denial);
-                Ok(())
-            })
-            .await;
+            console.record_denial(&denial).await;
             Err(ApiError::Unauthorized)
         }
     }
@@ -126,12 +117,7 @@ pub(super) async fn authorize(
         delivery_id: object.1,
         via,
     };
-    let c = console.clone();
-    let _ = blocking(move || {
-        c.record_denial(&denial);
-        Ok(())
-    })
-    .await;
+    console.record_denial(&denial).await;
     Err(ApiError::Forbidden)
 }
 
@@ -218,43 +204,28 @@ async fn list_deliveries(
 ) -> Result<HttpResponse, ApiError> {
     guard(&console, &req, Permission::ReadMetadata, ("delivery", None)).await?;
     let filter = q.filter()?;
-    let c = console.clone();
-    let rows =
-        blocking(move || Ok(crate::store::admin::list_deliveries(&c.store, &filter)?)).await?;
+    let rows = console.store.list_deliveries(filter).await?;
     Ok(HttpResponse::Ok().json(json!({ "deliveries": rows })))
 }
 
 /// A delivery's metadata, its jobs and each job's attempts: nothing decrypted.
-pub(super) fn delivery_detail(console: &Console, id: &str) -> Result<serde_json::Value, ApiError> {
-    let conn = console.store.connection()?;
-    let meta = conn
-        .query_row(
-            "SELECT id, source, event_type, received_at, status FROM deliveries WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(json!({
-                    "id": r.get::<_, String>(0)?,
-                    "source": r.get::<_, String>(1)?,
-                    "event_type": r.get::<_, String>(2)?,
-                    "received_at": r.get::<_, String>(3)?,
-                    "status": r.get::<_, String>(4)?,
-                }))
-            },
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => ApiError::NotFound,
-            other => ApiError::from(crate::store::StoreError::from(other)),
-        })?;
+pub(super) async fn delivery_detail(
+    console: &Console,
+    id: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let store = console.store.console();
+    let meta = store
+        .delivery_meta(id.to_owned())
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let mut jobs = Vec::new();
-    for (job_id, handler, status, attempts) in
-        crate::store::jobs::delivery_jobs(&console.store, id)?
-    {
-        let timeline = crate::store::jobs::job_attempts(&console.store, job_id)?;
+    for job in store.delivery_jobs(id.to_owned()).await? {
+        let timeline = console.store.job_attempts(job.job_id).await?;
         jobs.push(json!({
-            "job_id": job_id,
-            "handler": handler,
-            "status": status,
-            "attempts": attempts,
+            "job_id": job.job_id,
+            "handler": job.handler,
+            "status": job.status,
+            "attempts": job.attempts,
             "timeline": timeline,
         }));
     }
@@ -274,8 +245,7 @@ async fn show_delivery(
         ("delivery", Some(id.clone())),
     )
     .await?;
-    let c = console.clone();
-    let v = blocking(move || delivery_detail(&c, &id)).await?;
+    let v = delivery_detail(&console, &id).await?;
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -285,9 +255,8 @@ pub(super) async fn reveal_for(
     p: &Principal,
     id: String,
 ) -> Result<wardhook_sdk::Event, ApiError> {
-    let c = console.clone();
     let who = Requester::admin_token(&p.token_id);
-    blocking(move || Ok(crate::store::admin::show_delivery(&c.store, &id, &who)?)).await
+    Ok(console.store.show_delivery(id, who).await?)
 }
 
 async fn reveal(
@@ -336,17 +305,8 @@ pub(super) async fn replay_for(
     id: String,
     handler: Option<String>,
 ) -> Result<u64, ApiError> {
-    let c = console.clone();
     let who = Requester::admin_token(&p.token_id);
-    let n = blocking(move || {
-        Ok(crate::store::jobs::replay(
-            &c.store,
-            &id,
-            handler.as_deref(),
-            &who,
-        )?)
-    })
-    .await?;
+    let n = console.store.replay(id, handler, who).await?;
     console.dispatcher.waker().notify_waiters();
     Ok(n)
 }
@@ -357,9 +317,7 @@ async fn list_dead(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     guard(&console, &req, Permission::ReadMetadata, ("job", None)).await?;
-    let filter = q.dead_filter();
-    let c = console.clone();
-    let rows = blocking(move || Ok(crate::store::jobs::list_dead(&c.store, &filter)?)).await?;
+    let rows = console.store.list_dead(q.dead_filter()).await?;
     Ok(HttpResponse::Ok().json(json!({ "dead_letters": rows })))
 }
 
@@ -368,9 +326,8 @@ pub(super) async fn retry_for(
     p: &Principal,
     filter: DeadFilter,
 ) -> Result<u64, ApiError> {
-    let c = console.clone();
     let who = Requester::admin_token(&p.token_id);
-    let n = blocking(move || Ok(crate::store::jobs::retry_dead(&c.store, &filter, &who)?)).await?;
+    let n = console.store.retry_dead(filter, who).await?;
     console.dispatcher.waker().notify_waiters();
     Ok(n)
 }
@@ -420,9 +377,7 @@ async fn list_quarantine(
     )
     .await?;
     let filter = q.filter()?;
-    let c = console.clone();
-    let rows =
-        blocking(move || Ok(crate::store::admin::list_quarantine(&c.store, &filter)?)).await?;
+    let rows = console.store.list_quarantine(filter).await?;
     Ok(HttpResponse::Ok().json(json!({ "quarantine": rows })))
 }
 
@@ -455,26 +410,28 @@ impl AuditQuery {
     }
 }
 
-/// The newest `limit` records matching `q`, oldest first.
-pub(super) fn search_records(
+/// An unusable audit filter is the caller's mistake (400); anything else is the store's.
+fn audit_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::InvalidArgument(m) if m == BAD_AUDIT_FILTER => {
+            ApiError::BadRequest("invalid audit filter")
+        }
+        other => other.into(),
+    }
+}
+
+/// The newest `limit` records matching `q`, oldest first (every node's on PostgreSQL).
+pub(super) async fn search_records(
     console: &Console,
     q: &AuditQuery,
 ) -> Result<Vec<crate::audit::StoredRecord>, ApiError> {
-    let filter = q
-        .args()
-        .to_filter(console.store.keyring())
-        .map_err(|_| ApiError::BadRequest("invalid audit filter"))?;
     let limit = q.limit.unwrap_or(200).clamp(1, 5000);
-    let conn = console.store.connection()?;
-    let mut out = VecDeque::with_capacity(limit);
-    crate::audit::for_each_record(&conn, &filter, |r| {
-        if out.len() == limit {
-            out.pop_front();
-        }
-        out.push_back(r.clone());
-        Ok(())
-    })?;
-    Ok(out.into())
+    console
+        .store
+        .console()
+        .audit_records(q.args(), limit)
+        .await
+        .map_err(audit_error)
 }
 
 async fn audit_search(
@@ -483,45 +440,45 @@ async fn audit_search(
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     guard(&console, &req, Permission::ReadAudit, ("audit", None)).await?;
-    let c = console.clone();
-    let q = q.into_inner();
-    let records = blocking(move || search_records(&c, &q)).await?;
+    let records = search_records(&console, &q).await?;
     Ok(HttpResponse::Ok().json(json!({ "count": records.len(), "records": records })))
 }
 
 /// The chain verification result as JSON (`ok`, counts, or the first bad sequence number).
-pub(super) fn verify_json(console: &Console) -> Result<serde_json::Value, ApiError> {
-    let conn = console.store.connection()?;
-    let mut sink = Vec::new();
-    match crate::audit::commands::verify(
-        &conn,
-        console.store.keyring(),
-        &console.setup.audit_dir,
-        false,
-        true,
-        &mut sink,
-    ) {
-        Ok(summary) => Ok(json!({
+pub(super) async fn verify_json(console: &Console) -> Result<serde_json::Value, ApiError> {
+    let check = console
+        .store
+        .console()
+        .audit_check(console.setup.audit_dir.clone())
+        .await?;
+    Ok(match check {
+        AuditCheck::Ok {
+            records,
+            first_seq,
+            last_seq,
+            checkpoints_matched,
+            mirror_records,
+            warnings,
+        } => json!({
             "ok": true,
-            "records": summary.database.records,
-            "first_seq": summary.database.first_seq,
-            "last_seq": summary.database.last_seq,
-            "checkpoints_matched": summary.database.checkpoints_matched,
-            "mirror_records": summary.mirror.as_ref().map(|m| m.records),
-            "warnings": summary.database.warnings,
-        })),
-        Err(crate::audit::AuditError::VerifyFailed {
+            "records": records,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "checkpoints_matched": checkpoints_matched,
+            "mirror_records": mirror_records,
+            "warnings": warnings,
+        }),
+        AuditCheck::Failed {
             seq,
             problem,
             location,
-        }) => Ok(json!({
+        } => json!({
             "ok": false,
             "first_bad_seq": seq,
-            "problem": problem.to_string(),
+            "problem": problem,
             "location": location,
-        })),
-        Err(e) => Err(e.into()),
-    }
+        }),
+    })
 }
 
 async fn audit_verify(
@@ -529,13 +486,11 @@ async fn audit_verify(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     guard(&console, &req, Permission::ReadAudit, ("audit", None)).await?;
-    let c = console.clone();
-    let v = blocking(move || verify_json(&c)).await?;
-    Ok(HttpResponse::Ok().json(v))
+    Ok(HttpResponse::Ok().json(verify_json(&console).await?))
 }
 
 /// Export matching records as JSONL or CSV, and record the export (`audit_exported`).
-pub(super) fn export_bytes(
+pub(super) async fn export_bytes(
     console: &Console,
     p: &Principal,
     q: &AuditQuery,
@@ -545,31 +500,19 @@ pub(super) fn export_bytes(
         "csv" => ExportFormat::Csv,
         _ => return Err(ApiError::BadRequest("format must be jsonl or csv")),
     };
-    let conn = console.store.connection()?;
-    let mut out = Vec::new();
-    let mut progress = std::io::sink();
-    let n = crate::audit::commands::export(
-        &conn,
-        console.store.keyring(),
-        format,
-        &q.args(),
-        &mut out,
-        &mut progress,
-    )
-    .map_err(|e| match e {
-        crate::audit::AuditError::InvalidField { .. } => {
-            ApiError::BadRequest("invalid audit filter")
-        }
-        other => other.into(),
-    })?;
-    drop(conn);
+    let (out, n) = console
+        .store
+        .console()
+        .audit_export(q.args(), format)
+        .await
+        .map_err(audit_error)?;
     let actor = Actor::admin_token(&p.token_id).unwrap_or(Actor::System);
     let mut r = AuditRecord::new(actor, Action::AuditExported, Outcome::Success);
     r.detail.insert(DetailKey::Count, n as i64);
     if let Ok(v) = crate::audit::Code::parse("admin_api") {
         r.detail.insert(DetailKey::Via, v);
     }
-    console.append_audit(&r)?;
+    console.append_audit(r).await?;
     Ok(match format {
         ExportFormat::Csv => (out, "text/csv; charset=utf-8", "wardhook-audit.csv"),
         _ => (out, "application/x-ndjson", "wardhook-audit.jsonl"),
@@ -592,28 +535,26 @@ async fn audit_export(
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let p = guard(&console, &req, Permission::ReadAudit, ("audit", None)).await?;
-    let c = console.clone();
-    let q = q.into_inner();
-    let (bytes, ct, file) = blocking(move || export_bytes(&c, &p, &q)).await?;
+    let (bytes, ct, file) = export_bytes(&console, &p, &q).await?;
     Ok(download(bytes, ct, file))
 }
 
 pub(super) async fn health_of(console: &web::Data<Console>) -> Result<health::Health, ApiError> {
-    let c = console.clone();
-    blocking(move || {
-        let conn = c.store.connection()?;
-        let d = c.dispatcher.clone();
-        let view = c.setup.view();
-        health::compute(
-            &conn,
-            &view.sources,
-            &view.handlers,
-            &|h| d.circuit_state(h),
-            chrono::Utc::now(),
-        )
-        .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))
-    })
-    .await
+    let now = chrono::Utc::now();
+    let data = console
+        .store
+        .console()
+        .health_data(health::window_start(now))
+        .await?;
+    let view = console.setup.view();
+    let d = &console.dispatcher;
+    Ok(health::compute(
+        &data,
+        &view.sources,
+        &view.handlers,
+        &|h| d.circuit_state(h),
+        now,
+    ))
 }
 
 async fn health(console: web::Data<Console>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

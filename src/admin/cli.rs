@@ -4,11 +4,11 @@
 
 use std::io::Write;
 
+use super::{tokens, Role};
+use crate::store::types::Requester;
+use crate::store::Console;
 use chrono::Utc;
 use clap::Subcommand;
-use rusqlite::Connection;
-
-use super::{tokens, Role};
 
 /// `wardhook tokens …`
 #[derive(Debug, Subcommand)]
@@ -51,40 +51,18 @@ pub enum TokensCliError {
     Audit(String),
 }
 
-/// The audit record of a token's creation or revocation, by the CLI user.
-fn token_record(
-    action: crate::audit::Action,
-    token_id: &str,
-    role: Option<&str>,
-) -> crate::audit::AuditRecord {
-    use crate::audit::{Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
-    let who = crate::store::admin::Requester::cli_user();
-    let mut record = AuditRecord::new(
-        Actor::cli_user(&who.user).unwrap_or(Actor::System),
-        action,
-        Outcome::Success,
-    );
-    if let Ok(kind) = Code::parse("admin_token") {
-        record.detail.insert(DetailKey::ObjectKind, kind);
-    }
-    if let Ok(id) = ObjectId::parse(token_id) {
-        record.detail.insert(DetailKey::ObjectId, id);
-    }
-    if let Some(r) = role.and_then(|r| Code::parse(r).ok()) {
-        record.detail.insert(DetailKey::Result, r);
-    }
-    record
-}
-
-/// Run a token command on `conn`, printing to `out`. Creating and revoking a token are audit
-/// records, written in the same transaction as the change.
-pub fn run(
-    conn: &Connection,
-    keyring: &crate::crypto::Keyring,
+/// Run a token command against `console`, printing to `out`. Creating and revoking a token are
+/// audit records, written in the same transaction as the change.
+pub async fn run(
+    console: &dyn Console,
     command: TokensCommand,
     out: &mut dyn Write,
 ) -> Result<(), TokensCliError> {
-    tokens::migrate(conn)?;
+    console
+        .prepare_console()
+        .await
+        .map_err(tokens::TokenError::from)?;
+    let who = Requester::cli_user();
     match command {
         TokensCommand::Create {
             name,
@@ -103,21 +81,9 @@ pub fn run(
                         })
                 })
                 .transpose()?;
-            let tx = conn
-                .unchecked_transaction()
-                .map_err(tokens::TokenError::from)?;
-            let t = tokens::create(&tx, &name, role, expires)?;
-            crate::audit::append(
-                &tx,
-                keyring,
-                &token_record(
-                    crate::audit::Action::TokenCreated,
-                    &t.info.id,
-                    Some(t.info.role.as_str()),
-                ),
-            )
-            .map_err(|e| TokensCliError::Audit(e.to_string()))?;
-            tx.commit().map_err(tokens::TokenError::from)?;
+            let t = tokens::create(console, &name, role, expires, &who)
+                .await
+                .map_err(audit_failure)?;
             writeln!(out, "{}", t.token)?;
             writeln!(
                 out,
@@ -133,7 +99,7 @@ pub fn run(
         }
         TokensCommand::List => {
             writeln!(out, "name\tid\trole\tcreated\texpires\tstate")?;
-            for t in tokens::list(conn)? {
+            for t in tokens::list(console).await? {
                 let state = if t.revoked_at.is_some() {
                     "revoked"
                 } else {
@@ -151,25 +117,21 @@ pub fn run(
             }
         }
         TokensCommand::Revoke { name } => {
-            let tx = conn
-                .unchecked_transaction()
-                .map_err(tokens::TokenError::from)?;
-            let id = tokens::list(&tx)?
-                .into_iter()
-                .find(|t| t.name == name && t.revoked_at.is_none())
-                .map(|t| t.id);
-            tokens::revoke(&tx, &name)?;
-            if let Some(id) = id {
-                crate::audit::append(
-                    &tx,
-                    keyring,
-                    &token_record(crate::audit::Action::TokenRevoked, &id, None),
-                )
-                .map_err(|e| TokensCliError::Audit(e.to_string()))?;
-            }
-            tx.commit().map_err(tokens::TokenError::from)?;
+            tokens::revoke(console, &name, &who)
+                .await
+                .map_err(audit_failure)?;
             writeln!(out, "revoked {name}")?;
         }
     }
     Ok(())
+}
+
+/// A refused audit append rolled the change back: say so as the audit failure it is.
+fn audit_failure(e: tokens::TokenError) -> TokensCliError {
+    match e {
+        tokens::TokenError::Store(crate::store::StoreError::Audit(reason)) => {
+            TokensCliError::Audit(reason)
+        }
+        other => TokensCliError::Token(other),
+    }
 }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use super::api::{self, AuditQuery, ListQuery};
 use super::auth::{csrf_matches, Permission, Principal, Session, SessionState};
 use super::health::HourBucket;
-use super::{blocking, tokens, ApiError, Console, Denial};
-use crate::store::jobs::DeadFilter;
+use super::{tokens, ApiError, Console, Denial};
+use crate::store::types::DeadFilter;
 
 const STYLE: &str = include_str!("assets/style.css");
 const COOKIE: &str = "wardhook_session";
@@ -276,13 +276,9 @@ async fn session(console: &web::Data<Console>, req: &HttpRequest) -> Result<Sess
         Err(SessionState::Expired) => return Err(redirect("/login?expired=1")),
         Err(SessionState::None) => return Err(redirect("/login")),
     };
-    let c = console.clone();
-    let id = s.principal.token_id.clone();
-    let valid = blocking(move || {
-        let conn = c.store.connection()?;
-        Ok(tokens::still_valid(&conn, &id)?)
-    })
-    .await;
+    let valid = tokens::still_valid(console.store.console(), &s.principal.token_id)
+        .await
+        .map_err(ApiError::from);
     match valid {
         Ok(true) => Ok(s),
         Ok(false) => {
@@ -333,12 +329,7 @@ async fn form_guard(
             delivery_id: object.1.clone(),
             via: "dashboard",
         };
-        let c = console.clone();
-        let _ = blocking(move || {
-            c.record_denial(&denial);
-            Ok(())
-        })
-        .await;
+        console.record_denial(&denial).await;
         return Err(error_page(
             StatusCode::FORBIDDEN,
             Some(&s),
@@ -618,9 +609,11 @@ async fn deliveries(
         Ok(f) => f,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
-    let c = console.clone();
-    let rows = match blocking(move || Ok(crate::store::admin::list_deliveries(&c.store, &filter)?))
+    let rows = match console
+        .store
+        .list_deliveries(filter)
         .await
+        .map_err(ApiError::from)
     {
         Ok(r) => r,
         Err(e) => return api_error_page(&e, Some(&s)),
@@ -752,8 +745,7 @@ async fn delivery(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let c = console.clone();
-    let detail = match blocking(move || api::delivery_detail(&c, &id)).await {
+    let detail = match api::delivery_detail(&console, &id).await {
         Ok(d) => d,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
@@ -868,9 +860,12 @@ async fn dead_letters(
         job_id: None,
         limit: 500,
     };
-    let c = console.clone();
-    let f2 = filter.clone();
-    let rows = match blocking(move || Ok(crate::store::jobs::list_dead(&c.store, &f2)?)).await {
+    let rows = match console
+        .store
+        .list_dead(filter.clone())
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(r) => r,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
@@ -1045,9 +1040,11 @@ async fn quarantine(
         Ok(f) => f,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
-    let c = console.clone();
-    let rows = match blocking(move || Ok(crate::store::admin::list_quarantine(&c.store, &filter)?))
+    let rows = match console
+        .store
+        .list_quarantine(filter)
         .await
+        .map_err(ApiError::from)
     {
         Ok(r) => r,
         Err(e) => return api_error_page(&e, Some(&s)),
@@ -1113,9 +1110,10 @@ async fn audit(
     };
     let mut q = q.into_inner();
     q.limit = Some(q.limit.unwrap_or(100).min(1000));
-    let c = console.clone();
-    let q2 = q.clone();
-    let result = blocking(move || Ok((api::verify_json(&c)?, api::search_records(&c, &q2)))).await;
+    let result = match api::verify_json(&console).await {
+        Ok(v) => Ok((v, api::search_records(&console, &q).await)),
+        Err(e) => Err(e),
+    };
     let (verify, records) = match result {
         Ok(v) => v,
         Err(e) => return api_error_page(&e, Some(&s)),
@@ -1241,9 +1239,8 @@ async fn audit_export(
         format: f.format,
         ..AuditQuery::default()
     };
-    let c = console.clone();
     let p: Principal = s.principal.clone();
-    match blocking(move || api::export_bytes(&c, &p, &q)).await {
+    match api::export_bytes(&console, &p, &q).await {
         Ok((bytes, ct, file)) => api::download(bytes, ct, file),
         Err(e) => api_error_page(&e, Some(&s)),
     }

@@ -2,15 +2,17 @@
 //!
 //! Sources: counted from the audit log (accepted, duplicate, quarantined, rejected records carry
 //! the source), because rejections store nothing else. Handlers: from the attempts table. Both
-//! are bucketed per hour so the dashboard can draw a small chart of each.
+//! are bucketed per hour so the dashboard can draw a small chart of each. The numbers come from
+//! [`crate::store::Console::health_data`] (cluster-wide on PostgreSQL); the arithmetic is here,
+//! the same for both backends. Ack latency is this process's own measurement.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Timelike, Utc};
-use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use crate::dispatch::worker::CircuitState;
+use crate::store::console::HealthData;
 
 /// One hour's numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -97,10 +99,28 @@ pub fn circuit_name(c: CircuitState) -> &'static str {
     }
 }
 
-fn hour_index(start: DateTime<Utc>, ts: &str) -> Option<usize> {
-    let t = DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc);
+fn hour_index(start: DateTime<Utc>, t: DateTime<Utc>) -> Option<usize> {
     let i = (t - start).num_hours();
     (0..24).contains(&i).then_some(i as usize)
+}
+
+fn hour_index_of(start: DateTime<Utc>, ts: &str) -> Option<usize> {
+    hour_index(
+        start,
+        DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc),
+    )
+}
+
+/// The start of the 24-hour window at `now`: whole hours, so each bucket is a clock hour and
+/// the last one is the current hour.
+pub fn window_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    let end = now
+        .with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(now)
+        + Duration::hours(1);
+    end - Duration::hours(24)
 }
 
 fn rate(ok: u64, total: u64) -> Option<f64> {
@@ -115,23 +135,16 @@ fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
     sorted.get(idx.min(sorted.len() - 1)).copied()
 }
 
-/// Compute health for the configured `sources` and `handlers` from the database at `now`.
+/// Compute health for the configured `sources` and `handlers` at `now` from `data`, read
+/// since [`window_start`]`(now)`.
 pub fn compute(
-    conn: &Connection,
+    data: &HealthData,
     sources: &[String],
     handlers: &[String],
     circuit: &dyn Fn(&str) -> CircuitState,
     now: DateTime<Utc>,
-) -> rusqlite::Result<Health> {
-    // Whole hours, so each bucket is a clock hour and the last one is the current hour.
-    let end = now
-        .with_minute(0)
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_nanosecond(0))
-        .unwrap_or(now)
-        + Duration::hours(1);
-    let start = end - Duration::hours(24);
-    let since = start.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+) -> Health {
+    let start = window_start(now);
 
     let mut src: BTreeMap<String, SourceHealth> = sources
         .iter()
@@ -155,26 +168,10 @@ pub fn compute(
     {
         // A `delivery_rejected` record with a `count` stands for that many rejections (tallied
         // per interval by the listener); every other record for one.
-        let mut stmt = conn.prepare(
-            "SELECT source, action, ts,
-                    CASE WHEN action = 'delivery_rejected' AND json_valid(detail)
-                         THEN COALESCE(json_extract(detail, '$.count'), 1) ELSE 1 END
-             FROM audit_log
-             WHERE ts >= ?1 AND source IS NOT NULL AND action IN
-               ('delivery_accepted', 'delivery_duplicate', 'delivery_quarantined', 'delivery_rejected')",
-        )?;
-        let rows = stmt.query_map(params![since], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (source, action, ts, n) = row?;
+        for e in &data.source_events {
+            let (source, action, ts, n) = (&e.source, &e.action, &e.ts, e.count);
             let n = n.max(0) as u64;
-            let Some(h) = src.get_mut(&source) else {
+            let Some(h) = src.get_mut(source) else {
                 continue;
             };
             let ok = match action.as_str() {
@@ -195,7 +192,7 @@ pub fn compute(
                     false
                 }
             };
-            if let Some(i) = hour_index(start, &ts) {
+            if let Some(i) = hour_index_of(start, ts) {
                 h.hourly[i].total = h.hourly[i].total.saturating_add(n);
                 h.hourly[i].ok += u64::from(ok);
             }
@@ -214,53 +211,27 @@ pub fn compute(
         .map(|h| (h.clone(), (vec![HourBucket::default(); 24], Vec::new(), 0)))
         .collect();
     {
-        let mut stmt = conn.prepare(
-            "SELECT j.handler, a.result, a.latency_ms, a.started_at
-             FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.started_at >= ?1",
-        )?;
-        let rows = stmt.query_map(params![since], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (handler, result, latency, ts) = row?;
+        for sample in &data.attempts {
+            let (handler, latency, ts) =
+                (sample.handler.clone(), sample.latency_ms, sample.started_at);
             let entry = per_handler
                 .entry(handler)
                 .or_insert_with(|| (vec![HourBucket::default(); 24], Vec::new(), 0));
             entry.1.push(latency);
-            let ok = result == "ok";
+            let ok = sample.ok;
             entry.2 += u64::from(ok);
-            if let Some(i) = hour_index(start, &ts) {
+            if let Some(i) = hour_index(start, ts) {
                 entry.0[i].total += 1;
                 entry.0[i].ok += u64::from(ok);
                 entry.0[i].latency_ms_sum += latency.max(0) as u64;
             }
         }
     }
-    let mut queue_by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT handler,
-                    SUM(status IN ('pending', 'waiting', 'running')),
-                    SUM(status = 'dead')
-             FROM jobs GROUP BY handler",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-            ))
-        })?;
-        for row in rows {
-            let (h, q, d) = row?;
-            queue_by.insert(h, (q.max(0) as u64, d.max(0) as u64));
-        }
-    }
+    let queue_by: BTreeMap<String, (u64, u64)> = data
+        .queues
+        .iter()
+        .map(|q| (q.handler.clone(), (q.queued, q.dead)))
+        .collect();
     let handlers_out: Vec<HandlerHealth> = per_handler
         .into_iter()
         .map(|(name, (hourly, mut lat, ok))| {
@@ -281,27 +252,17 @@ pub fn compute(
             }
         })
         .collect();
-    let (queue_depth, oldest): (i64, Option<String>) = conn.query_row(
-        "SELECT COUNT(*), MIN(CASE WHEN status = 'pending' THEN next_attempt_at END)
-         FROM jobs WHERE status IN ('pending', 'waiting', 'running')",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let oldest_due_age_secs = oldest
-        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-        .map(|t| (now - t.with_timezone(&Utc)).num_seconds().max(0) as u64);
-    let dead_letters: i64 =
-        conn.query_row("SELECT COUNT(*) FROM jobs WHERE status = 'dead'", [], |r| {
-            r.get(0)
-        })?;
-    Ok(Health {
-        since,
+    let oldest_due_age_secs = data
+        .oldest_pending
+        .map(|t| (now - t).num_seconds().max(0) as u64);
+    Health {
+        since: start.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         sources: src.into_values().collect(),
         handlers: handlers_out,
-        queue_depth: queue_depth.max(0) as u64,
+        queue_depth: data.queue_depth,
         oldest_due_age_secs,
-        dead_letters: dead_letters.max(0) as u64,
-    })
+        dead_letters: data.dead_letters,
+    }
 }
 
 #[cfg(test)]
@@ -309,7 +270,7 @@ mod tests {
     use super::*;
     use crate::crypto::{Keyring, MasterKey};
     use crate::listener::rejections::{RejectionLog, Tally};
-    use crate::store::{Store, StoreOptions};
+    use crate::store::{Storage, Store, StoreOptions};
 
     #[tokio::test]
     async fn a_tally_of_rejections_counts_as_the_rejections_it_stands_for() {
@@ -327,15 +288,19 @@ mod tests {
         for r in log.drain() {
             store.record_audit(r).await.expect("tally");
         }
-        let conn = store.connection().expect("connection");
+        let now = Utc::now();
+        let data = store
+            .console()
+            .health_data(window_start(now))
+            .await
+            .expect("health data");
         let health = compute(
-            &conn,
+            &data,
             &["demo".to_owned()],
             &[],
             &|_| CircuitState::Closed,
-            Utc::now(),
-        )
-        .expect("health");
+            now,
+        );
         assert_eq!(health.sources[0].rejected, 50);
         assert_eq!(
             health.sources[0]

@@ -4,9 +4,12 @@
 //! Place in the delivery path: beside it, on its own listener (loopback by default, TLS with the
 //! senders' certificate). Clinic IT sees whether leads are flowing, retries what failed and
 //! replays deliveries; auditors search, verify and export the audit log — without shell access
-//! to the database. It reads through `store::admin` / `store::jobs` / `audit::commands`, so the
-//! same audit rules hold as at the CLI: every decrypted read is a `payload_read` record, every
-//! retry and replay is recorded, every refusal is an `access_denied` record.
+//! to the database. It holds no SQL: it reads and writes through the store traits
+//! ([`crate::store::Storage`] for deliveries, dead letters and replays, and
+//! [`crate::store::Console`] for tokens, health and audit reads), so it works the same on SQLite
+//! and on PostgreSQL — where it shows the whole cluster — and the same audit rules hold as at
+//! the CLI: every decrypted read is a `payload_read` record, every retry and replay is recorded,
+//! every refusal is an `access_denied` record.
 //!
 //! - [`tokens`]: admin tokens (hash only, roles, expiry, revocation); [`cli`]: `wardhook tokens`.
 //! - `auth`: bearer tokens, dashboard sessions with idle logoff and CSRF, failed sign-in limits.
@@ -29,47 +32,13 @@ use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
 use crate::config::{Config, Transport};
 use crate::dispatch::worker::Dispatcher;
-use crate::store::Store;
-pub use tokens::migrate;
-
-/// An admin token's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Everything operators and auditors may do.
-    Admin,
-    /// Metadata, payload reveal, replay and retry.
-    Operator,
-    /// Metadata and the audit log; never decrypted payloads.
-    Auditor,
-}
-
-impl Role {
-    /// `admin`, `operator` or `auditor`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Operator => "operator",
-            Self::Auditor => "auditor",
-        }
-    }
-
-    /// Parse the stored / typed form.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "admin" => Some(Self::Admin),
-            "operator" => Some(Self::Operator),
-            "auditor" => Some(Self::Auditor),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::console::Role;
+use crate::store::Storage;
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +54,7 @@ pub enum AdminError {
     },
     /// The TLS material failed to load.
     #[error(transparent)]
-    Tls(#[from] crate::listener::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     /// The admin tables could not be created.
     #[error(transparent)]
     Tokens(#[from] tokens::TokenError),
@@ -180,11 +149,7 @@ impl ConsoleView {
             .iter()
             .map(|s| s.name.as_str().to_owned())
             .collect();
-        let handlers: Vec<String> = config
-            .handlers
-            .iter()
-            .map(|h| h.name().to_owned())
-            .collect();
+        let handlers: Vec<String> = config.handlers.iter().map(|h| h.name.clone()).collect();
         let summary = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config_sha256": config.sha256,
@@ -238,7 +203,7 @@ impl ConsoleSetup {
 /// What the admin request handlers share.
 #[derive(Debug)]
 pub(crate) struct Console {
-    pub store: Store,
+    pub store: Arc<dyn Storage>,
     pub dispatcher: Arc<Dispatcher>,
     pub setup: ConsoleSetup,
     pub sessions: auth::Sessions,
@@ -249,7 +214,7 @@ pub(crate) struct Console {
 pub struct AdminServer {
     port: u16,
     server: Server,
-    cert_slot: Option<Arc<crate::listener::tls::CertSlot>>,
+    cert_slot: Option<Arc<crate::tls::CertSlot>>,
 }
 
 impl std::fmt::Debug for AdminServer {
@@ -262,13 +227,13 @@ impl std::fmt::Debug for AdminServer {
 
 impl AdminServer {
     /// Create the admin tables, bind the admin address and build the server.
-    pub fn build(
+    pub async fn build(
         setup: ConsoleSetup,
-        store: Store,
+        store: Arc<dyn Storage>,
         dispatcher: Arc<Dispatcher>,
     ) -> Result<Self, AdminError> {
         refuse_unprotected(&setup)?;
-        migrate(&store.connection()?)?;
+        store.console().prepare_console().await?;
         let listener = TcpListener::bind(setup.listen).map_err(|source| AdminError::Bind {
             addr: setup.listen,
             source,
@@ -308,7 +273,7 @@ impl AdminServer {
         let mut cert_slot = None;
         let http = match &transport {
             Transport::Tls(settings) => {
-                let (tls_config, slot) = crate::listener::tls::server_config(settings)?;
+                let (tls_config, slot) = crate::tls::server_config(settings)?;
                 cert_slot = Some(slot);
                 http.listen_rustls_0_23(listener, tls_config)
                     .map_err(AdminError::Server)?
@@ -323,7 +288,7 @@ impl AdminServer {
     }
 
     /// The slot that swaps this listener's certificate on reload.
-    pub fn cert_slot(&self) -> Option<Arc<crate::listener::tls::CertSlot>> {
+    pub fn cert_slot(&self) -> Option<Arc<crate::tls::CertSlot>> {
         self.cert_slot.clone()
     }
 
@@ -422,20 +387,6 @@ impl From<tokens::TokenError> for ApiError {
     }
 }
 
-impl From<crate::audit::AuditError> for ApiError {
-    fn from(e: crate::audit::AuditError) -> Self {
-        tracing::error!(error = %e, "admin: audit error");
-        Self::Unavailable
-    }
-}
-
-/// Run blocking store work off the async executor.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(f).await.map_err(|_| ApiError::Unavailable)?
-}
-
 /// A refusal for the audit trail: who (if known), from where, why, with which status.
 #[derive(Debug, Clone)]
 pub(crate) struct Denial {
@@ -449,20 +400,14 @@ pub(crate) struct Denial {
 }
 
 impl Console {
-    /// Append one admin audit record in its own transaction, then mirror it.
-    pub(crate) fn append_audit(&self, record: &AuditRecord) -> Result<(), ApiError> {
-        let mut conn = self.store.connection()?;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(crate::store::StoreError::from)?;
-        crate::audit::append(&tx, self.store.keyring(), record)?;
-        tx.commit().map_err(crate::store::StoreError::from)?;
-        crate::store::admin::mirror(&self.store, &conn);
-        Ok(())
+    /// Append one admin audit record, committed (and mirrored where the backend mirrors)
+    /// before this returns.
+    pub(crate) async fn append_audit(&self, record: AuditRecord) -> Result<(), ApiError> {
+        Ok(self.store.record_audit(record).await?)
     }
 
     /// Record an `access_denied`. A failure to record is logged, never shown to the caller.
-    pub(crate) fn record_denial(&self, d: &Denial) {
+    pub(crate) async fn record_denial(&self, d: &Denial) {
         let actor = d
             .token_id
             .as_deref()
@@ -484,7 +429,7 @@ impl Console {
         if let Ok(v) = Code::parse(d.via) {
             r.detail.insert(DetailKey::Via, v);
         }
-        if let Err(e) = self.append_audit(&r) {
+        if let Err(e) = self.append_audit(r).await {
             tracing::error!(error = %e, "cannot record an admin access denial");
         }
     }

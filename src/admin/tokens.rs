@@ -6,28 +6,31 @@
 //! stored hash is compared in constant time, and a lookup of an unknown id still compares
 //! against a dummy hash so timing does not reveal which ids exist.
 //!
-//! The table lives in the same SQLite file but is created here, idempotently, by [`migrate`]:
-//! the admin console is an optional layer over the store, not part of its schema versions.
-
-use std::path::Path;
+//! The rows live in whichever database the store uses, reached through
+//! [`crate::store::Console`]: on PostgreSQL every node of a cluster sees the same tokens, so a
+//! token created on one node works on all of them and revoking it ends it everywhere.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Role;
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
+use crate::store::console::{Console, StoredToken, TokenInsert};
+use crate::store::types::Requester;
+use crate::store::StoreError;
+
+pub use crate::store::console::TokenInfo;
 
 /// Why a token operation failed. Messages never contain a token.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// SQLite failed.
+    /// The store failed.
     #[error("token storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Store(#[from] StoreError),
     /// The name is not a short identifier (letters, digits, `_ . -`, starting with a letter).
     #[error("token name must start with a letter and use only A-Z a-z 0-9 _ . - (at most 48)")]
     BadName,
@@ -42,23 +45,6 @@ pub enum TokenError {
     BadRole,
 }
 
-/// A token as listed: never its secret or hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TokenInfo {
-    /// The id inside the token, used in audit records.
-    pub id: String,
-    /// The human name given at creation.
-    pub name: String,
-    /// Its role.
-    pub role: Role,
-    /// Creation time (RFC 3339 UTC).
-    pub created_at: String,
-    /// Expiry, if any.
-    pub expires_at: Option<String>,
-    /// Revocation time, if revoked.
-    pub revoked_at: Option<String>,
-}
-
 /// A freshly created token: `secret` is the full token text, shown once.
 #[derive(Debug)]
 pub struct NewToken {
@@ -66,36 +52,6 @@ pub struct NewToken {
     pub info: TokenInfo,
     /// `wardhook_<id>_<secret>` — print it once; it is not stored.
     pub token: String,
-}
-
-/// Create the admin tables if they do not exist. Safe to call at every start.
-pub fn migrate(conn: &Connection) -> Result<(), TokenError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS admin_tokens (
-            id          TEXT PRIMARY KEY,
-            name        TEXT NOT NULL,
-            role        TEXT NOT NULL,
-            hash        BLOB NOT NULL,          -- SHA-256 of the whole token text
-            created_at  TEXT NOT NULL,
-            expires_at  TEXT,
-            revoked_at  TEXT
-        );
-        CREATE UNIQUE INDEX IF NOT EXISTS admin_tokens_active_name
-            ON admin_tokens (name) WHERE revoked_at IS NULL;",
-    )?;
-    Ok(())
-}
-
-/// Open the existing database at `path` for token commands (busy timeout set, tables
-/// created). It is never created here: [`crate::store::Store::open`] creates it owner-only.
-pub fn open(path: &Path) -> Result<Connection, TokenError> {
-    let conn = Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    migrate(&conn)?;
-    Ok(conn)
 }
 
 fn now_text() -> String {
@@ -114,107 +70,94 @@ fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Create a token named `name` with `role`, valid until `expires` if given. The returned
-/// token text is the only copy.
-pub fn create(
-    conn: &Connection,
+/// The audit record of a token's creation or revocation, by `who`.
+fn token_record(
+    action: Action,
+    token_id: &str,
+    role: Option<&str>,
+    who: &Requester,
+) -> AuditRecord {
+    let actor = if who.via == "admin_api" {
+        Actor::admin_token(&who.user)
+    } else {
+        Actor::cli_user(&who.user)
+    };
+    let mut record = AuditRecord::new(actor.unwrap_or(Actor::System), action, Outcome::Success);
+    if let Ok(kind) = Code::parse("admin_token") {
+        record.detail.insert(DetailKey::ObjectKind, kind);
+    }
+    if let Ok(id) = ObjectId::parse(token_id) {
+        record.detail.insert(DetailKey::ObjectId, id);
+    }
+    if let Some(r) = role.and_then(|r| Code::parse(r).ok()) {
+        record.detail.insert(DetailKey::Result, r);
+    }
+    record
+}
+
+/// Create a token named `name` with `role`, valid until `expires` if given, with its
+/// `token_created` audit record by `who` in the same transaction. The returned token text is
+/// the only copy.
+pub async fn create(
+    console: &dyn Console,
     name: &str,
     role: Role,
     expires: Option<DateTime<Utc>>,
+    who: &Requester,
 ) -> Result<NewToken, TokenError> {
     if !valid_name(name) {
         return Err(TokenError::BadName);
     }
-    let mut rng = rand::thread_rng();
-    let mut id_bytes = [0u8; 5];
-    rng.fill_bytes(&mut id_bytes);
-    let id = format!("tk{}", hex::encode(id_bytes));
-    let mut secret = [0u8; 32];
-    rng.fill_bytes(&mut secret);
-    let token = format!(
-        "wardhook_{id}_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-    );
-    let created_at = now_text();
-    let expires_at = expires.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let inserted = conn.execute(
-        "INSERT INTO admin_tokens (id, name, role, hash, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            id,
-            name,
-            role.as_str(),
-            hash(&token).to_vec(),
-            created_at,
-            expires_at
-        ],
-    );
-    match inserted {
-        Ok(_) => {}
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            return Err(TokenError::NameTaken(name.to_owned()));
-        }
-        Err(e) => return Err(e.into()),
+    let (id, token) = {
+        let mut rng = rand::thread_rng();
+        let mut id_bytes = [0u8; 5];
+        rng.fill_bytes(&mut id_bytes);
+        let id = format!("tk{}", hex::encode(id_bytes));
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let token = format!(
+            "wardhook_{id}_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        );
+        (id, token)
+    };
+    let info = TokenInfo {
+        id,
+        name: name.to_owned(),
+        role,
+        created_at: now_text(),
+        expires_at: expires.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        revoked_at: None,
+    };
+    let record = token_record(Action::TokenCreated, &info.id, Some(role.as_str()), who);
+    let stored = StoredToken {
+        info: info.clone(),
+        hash: hash(&token).to_vec(),
+    };
+    match console.create_token(stored, record).await? {
+        TokenInsert::Created => Ok(NewToken { info, token }),
+        TokenInsert::NameTaken => Err(TokenError::NameTaken(name.to_owned())),
     }
-    Ok(NewToken {
-        info: TokenInfo {
-            id,
-            name: name.to_owned(),
-            role,
-            created_at,
-            expires_at,
-            revoked_at: None,
-        },
-        token,
-    })
 }
 
 /// Every token, newest first (revoked ones included, for the record).
-pub fn list(conn: &Connection) -> Result<Vec<TokenInfo>, TokenError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, name, role, created_at, expires_at, revoked_at FROM admin_tokens
-         ORDER BY created_at DESC",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, name, role, created_at, expires_at, revoked_at) = row?;
-        let Some(role) = Role::parse(&role) else {
-            continue;
-        };
-        out.push(TokenInfo {
-            id,
-            name,
-            role,
-            created_at,
-            expires_at,
-            revoked_at,
-        });
-    }
-    Ok(out)
+pub async fn list(console: &dyn Console) -> Result<Vec<TokenInfo>, TokenError> {
+    Ok(console.list_tokens().await?)
 }
 
-/// Revoke the active token named `name`; sessions signed in with it end at their next request.
-pub fn revoke(conn: &Connection, name: &str) -> Result<(), TokenError> {
-    let n = conn.execute(
-        "UPDATE admin_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-        params![name, now_text()],
-    )?;
-    if n == 0 {
-        return Err(TokenError::NotFound(name.to_owned()));
-    }
-    Ok(())
+/// Revoke the active token named `name`, audited as by `who`; sessions signed in with it end
+/// at their next request. Returns its id.
+pub async fn revoke(
+    console: &dyn Console,
+    name: &str,
+    who: &Requester,
+) -> Result<String, TokenError> {
+    let who = who.clone();
+    let record = Box::new(move |id: &str| token_record(Action::TokenRevoked, id, None, &who));
+    console
+        .revoke_token(name.to_owned(), record)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(name.to_owned()))
 }
 
 /// Why a presented token was refused (for the audit record's `reason`; never shown in detail
@@ -258,8 +201,8 @@ pub fn id_of(token: &str) -> Option<&str> {
 }
 
 /// Check a presented token. Constant time in the secret; the id only selects the row.
-pub fn authenticate(
-    conn: &Connection,
+pub async fn authenticate(
+    console: &dyn Console,
     token: &str,
 ) -> Result<Result<TokenInfo, Refusal>, TokenError> {
     let presented = hash(token);
@@ -268,34 +211,18 @@ pub fn authenticate(
         let _ = presented.ct_eq(&[0u8; 32]);
         return Ok(Err(Refusal::BadToken));
     };
-    let row = conn
-        .query_row(
-            "SELECT name, role, hash, created_at, expires_at, revoked_at
-             FROM admin_tokens WHERE id = ?1",
-            params![id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((name, role, stored, created_at, expires_at, revoked_at)) = row else {
+    let Some(stored) = console.token_by_id(id.to_owned()).await? else {
         let _ = presented.ct_eq(&[0u8; 32]);
         return Ok(Err(Refusal::BadToken));
     };
-    if !bool::from(presented.as_slice().ct_eq(stored.as_slice())) {
+    if !bool::from(presented.as_slice().ct_eq(stored.hash.as_slice())) {
         return Ok(Err(Refusal::BadToken));
     }
-    if revoked_at.is_some() {
+    let info = stored.info;
+    if info.revoked_at.is_some() {
         return Ok(Err(Refusal::Revoked));
     }
-    if let Some(exp) = &expires_at {
+    if let Some(exp) = &info.expires_at {
         let expired = DateTime::parse_from_rfc3339(exp)
             .map(|t| t.with_timezone(&Utc) <= Utc::now())
             .unwrap_or(true);
@@ -303,35 +230,21 @@ pub fn authenticate(
             return Ok(Err(Refusal::Expired));
         }
     }
-    let Some(role) = Role::parse(&role) else {
-        return Ok(Err(Refusal::BadToken));
-    };
-    Ok(Ok(TokenInfo {
-        id: id.to_owned(),
-        name,
-        role,
-        created_at,
-        expires_at,
-        revoked_at,
-    }))
+    Ok(Ok(info))
 }
 
 /// Whether token `id` is still usable (not revoked, not expired): checked on every dashboard
 /// request so revoking a token ends its sessions.
-pub fn still_valid(conn: &Connection, id: &str) -> Result<bool, TokenError> {
-    let row: Option<(Option<String>, Option<String>)> = conn
-        .query_row(
-            "SELECT expires_at, revoked_at FROM admin_tokens WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(match row {
-        Some((_, Some(_))) | None => false,
-        Some((Some(exp), None)) => DateTime::parse_from_rfc3339(&exp)
+pub async fn still_valid(console: &dyn Console, id: &str) -> Result<bool, TokenError> {
+    let Some(stored) = console.token_by_id(id.to_owned()).await? else {
+        return Ok(false);
+    };
+    Ok(match (&stored.info.expires_at, &stored.info.revoked_at) {
+        (_, Some(_)) => false,
+        (Some(exp), None) => DateTime::parse_from_rfc3339(exp)
             .map(|t| t.with_timezone(&Utc) > Utc::now())
             .unwrap_or(false),
-        Some((None, None)) => true,
+        (None, None) => true,
     })
 }
 
@@ -339,73 +252,92 @@ pub fn still_valid(conn: &Connection, id: &str) -> Result<bool, TokenError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::crypto::{Keyring, MasterKey};
+    use crate::store::{Storage, Store, StoreOptions};
 
-    fn db() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        migrate(&conn).unwrap();
-        migrate(&conn).unwrap();
-        conn
+    fn db() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Keyring::from_master(&MasterKey::from_bytes([5; 32]));
+        let store = Store::open(&dir.path().join("t.db"), ring, StoreOptions::default()).unwrap();
+        (dir, store)
     }
 
-    #[test]
-    fn a_created_token_authenticates_and_only_its_hash_is_stored() {
-        let conn = db();
-        let t = create(&conn, "ops-1", Role::Operator, None).unwrap();
-        let info = authenticate(&conn, &t.token).unwrap().unwrap();
+    fn who() -> Requester {
+        Requester {
+            user: "tester".into(),
+            via: "cli",
+        }
+    }
+
+    #[tokio::test]
+    async fn a_created_token_authenticates_and_only_its_hash_is_stored() {
+        let (_dir, store) = db();
+        let c = store.console();
+        c.prepare_console().await.unwrap();
+        c.prepare_console().await.unwrap();
+        let t = create(c, "ops-1", Role::Operator, None, &who())
+            .await
+            .unwrap();
+        let info = authenticate(c, &t.token).await.unwrap().unwrap();
         assert_eq!(info.role, Role::Operator);
         assert_eq!(info.name, "ops-1");
-        let stored: Vec<u8> = conn
-            .query_row("SELECT hash FROM admin_tokens", [], |r| r.get(0))
-            .unwrap();
-        assert_ne!(stored, t.token.as_bytes());
-        assert!(!format!("{:?}", list(&conn).unwrap()).contains(&t.token));
+        let stored = c.token_by_id(t.info.id.clone()).await.unwrap().unwrap();
+        assert_ne!(stored.hash, t.token.as_bytes());
+        assert_eq!(stored.hash, hash(&t.token).to_vec());
+        assert!(!format!("{:?}", list(c).await.unwrap()).contains(&t.token));
     }
 
-    #[test]
-    fn wrong_secret_revoked_and_expired_tokens_are_refused() {
-        let conn = db();
-        let t = create(&conn, "a", Role::Admin, None).unwrap();
+    #[tokio::test]
+    async fn wrong_secret_revoked_and_expired_tokens_are_refused() {
+        let (_dir, store) = db();
+        let c = store.console();
+        c.prepare_console().await.unwrap();
+        let t = create(c, "a", Role::Admin, None, &who()).await.unwrap();
         let forged = format!("{}x", t.token);
         assert_eq!(
-            authenticate(&conn, &forged).unwrap(),
+            authenticate(c, &forged).await.unwrap(),
             Err(Refusal::BadToken)
         );
         assert_eq!(
-            authenticate(&conn, "garbage").unwrap(),
+            authenticate(c, "garbage").await.unwrap(),
             Err(Refusal::BadToken)
         );
-        revoke(&conn, "a").unwrap();
+        revoke(c, "a", &who()).await.unwrap();
         assert_eq!(
-            authenticate(&conn, &t.token).unwrap(),
+            authenticate(c, &t.token).await.unwrap(),
             Err(Refusal::Revoked)
         );
         let old = create(
-            &conn,
+            c,
             "b",
             Role::Auditor,
             Some(Utc::now() - chrono::Duration::days(1)),
+            &who(),
         )
+        .await
         .unwrap();
         assert_eq!(
-            authenticate(&conn, &old.token).unwrap(),
+            authenticate(c, &old.token).await.unwrap(),
             Err(Refusal::Expired)
         );
-        assert!(!still_valid(&conn, &old.info.id).unwrap());
+        assert!(!still_valid(c, &old.info.id).await.unwrap());
     }
 
-    #[test]
-    fn names_must_be_identifiers_and_unique_among_active_tokens() {
-        let conn = db();
+    #[tokio::test]
+    async fn names_must_be_identifiers_and_unique_among_active_tokens() {
+        let (_dir, store) = db();
+        let c = store.console();
+        c.prepare_console().await.unwrap();
         assert!(matches!(
-            create(&conn, "Dr Smith", Role::Admin, None),
+            create(c, "Dr Smith", Role::Admin, None, &who()).await,
             Err(TokenError::BadName)
         ));
-        create(&conn, "x", Role::Admin, None).unwrap();
+        create(c, "x", Role::Admin, None, &who()).await.unwrap();
         assert!(matches!(
-            create(&conn, "x", Role::Admin, None),
+            create(c, "x", Role::Admin, None, &who()).await,
             Err(TokenError::NameTaken(_))
         ));
-        revoke(&conn, "x").unwrap();
-        create(&conn, "x", Role::Admin, None).unwrap();
+        revoke(c, "x", &who()).await.unwrap();
+        create(c, "x", Role::Admin, None, &who()).await.unwrap();
     }
 }

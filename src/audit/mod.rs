@@ -45,6 +45,7 @@ pub use checkpoint::{read_checkpoints, BadCheckpoint, Checkpoint};
 pub(crate) use mirror::list_mirror_files;
 pub use mirror::Mirror;
 pub use query::{count, export, for_each_record, ExportFormat, Filter, Progress};
+pub(crate) use query::{export_header, export_line};
 pub use record::{
     canonical_json, lifecycle_record, Action, Actor, AuditRecord, CallRef, Code, Detail, DetailKey,
     DetailValue, Digest, FilePath, ObjectId, Outcome, MAX_CODE_LEN, MAX_PATH_LEN,

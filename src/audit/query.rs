@@ -129,6 +129,26 @@ fn csv_line(node: Option<&str>, r: &StoredRecord) -> String {
     line
 }
 
+/// The header an export in `format` starts with (CSV's column names; nothing for JSONL).
+pub(crate) fn export_header(format: ExportFormat) -> &'static str {
+    match format {
+        ExportFormat::Csv => CSV_HEADER,
+        ExportFormat::Jsonl => "",
+    }
+}
+
+/// One record as a line of an export in `format`, newline included.
+pub(crate) fn export_line(r: &StoredRecord, format: ExportFormat) -> String {
+    match format {
+        ExportFormat::Jsonl => {
+            let mut l = JsonLine::render(r);
+            l.push('\n');
+            l
+        }
+        ExportFormat::Csv => csv_line(None, r),
+    }
+}
+
 /// Stream matching records to `out` in `format`, reporting to `progress`. Memory use does not
 /// depend on the number of records. Returns how many were written.
 pub fn export(

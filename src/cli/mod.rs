@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::app::{shutdown_signal, Application};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
-use crate::listener::{shutdown_signal, Application};
 use crate::{certs, dev, telemetry};
 
 pub mod audit;
@@ -562,12 +562,15 @@ fn keygen(config: &Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tokens …`: the console's API tokens.
+/// `tokens …`: the console's API tokens, on either backend.
 fn tokens(config: &Path, command: crate::admin::cli::TokensCommand) -> anyhow::Result<ExitCode> {
-    let store = open_store(config)?;
-    let conn = store.connection()?;
-    crate::admin::cli::run(&conn, store.keyring(), command, &mut std::io::stdout())?;
-    crate::store::admin::mirror(&store, &conn);
+    let store = storage::OfflineStore::open(config)?;
+    store.block_on(|s| {
+        Box::pin(async move {
+            let mut out = std::io::stdout();
+            crate::admin::cli::run(s.console(), command, &mut out).await
+        })
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -581,17 +584,6 @@ fn certs_dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
         paths.key.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Open the SQLite store named by the config, for `tokens` (whose PostgreSQL side is the
-/// console's token store).
-fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
-    let offline = Config::load_offline(config)?;
-    anyhow::ensure!(
-        storage::settings(&offline).is_none(),
-        "tokens reads the SQLite store; with [storage] backend = \"postgres\" it is not available yet"
-    );
-    open_sqlite(&offline)
 }
 
 /// Open the configured SQLite file (which must exist), mirroring audit records as the server
@@ -784,9 +776,12 @@ fn pid_file_of(db: &Path) -> PathBuf {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(c) => {
-            for warning in c.handlers.iter().flat_map(|h| h.startup_warnings()) {
+    // The same builders as `serve`: a file that passes here starts.
+    let checked =
+        Config::load(path).and_then(|c| crate::app::build_stages(&c).map(|stages| (c, stages)));
+    match checked {
+        Ok((c, stages)) => {
+            for (_, warning) in crate::app::startup_warnings(&c, &stages.plan) {
                 println!("warning: {warning}");
             }
             println!(
@@ -833,11 +828,6 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&config_path)?;
     let _log = telemetry::init(&config.log);
-    for handler in &config.handlers {
-        for warning in handler.startup_warnings() {
-            tracing::warn!(handler = handler.name(), "{warning}");
-        }
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -86,7 +86,14 @@ pub fn reverify(
     })?;
     // The network checks (allowlist, proxies) were about the connection, which is gone; the
     // signature is what can be checked again.
-    let coverage = source.verifier.body_coverage();
+    let coverage = crate::verify::SourceVerifier::new(source.spec.clone())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "source {:?} has verification problems; run check-config",
+                stored.source
+            )
+        })?
+        .body_coverage();
     if let Err(reason) = reverifiable(coverage, &stored.headers) {
         writeln!(
             out,
@@ -95,7 +102,7 @@ pub fn reverify(
         )?;
         return Ok(Reverified::NotReverifiable { reason });
     }
-    let mut spec = source.verifier.spec().clone();
+    let mut spec = source.spec.clone();
     spec.allow_ips.clear();
     spec.trusted_proxies.clear();
     // The token is a secret that was never stored; the signature over the body is what can be

@@ -50,7 +50,7 @@ pub fn sign(
     let src = config
         .source(source)
         .with_context(|| format!("no source is named {source:?} in {}", config.path.display()))?;
-    let spec = src.verifier.spec();
+    let spec = &src.spec;
     let url = match (url, &spec.public_url) {
         (Some(u), _) => u.to_owned(),
         (None, Some(public)) => public.to_string(),
@@ -97,7 +97,7 @@ pub async fn send_test(
     let src = config
         .source(source)
         .with_context(|| format!("no source is named {source:?} in {}", config.path.display()))?;
-    let body = sample_body(src.verifier.spec().preset);
+    let body = sample_body(src.spec.preset);
     let local = target_url(config, source);
     let signed = sign(config, source, &body, None, signing_key)?;
     // The signed URL may name the public host; the request goes to this server, with the same

@@ -1,7 +1,7 @@
 //! The configured store for an offline command, whichever backend the config names.
 //!
 //! Two doors, one per trait: [`OfflineStore`] is the [`Storage`] the delivery-path commands use
-//! (`purge`, `dlq`, `deliveries list|show|replay`, `quarantine`), and [`open_maintenance`]
+//! (`purge`, `dlq`, `deliveries list|show|replay`, `quarantine`, `tokens`), and [`open_maintenance`]
 //! returns the backend's [`Maintenance`] for the operator commands (`keys rotate`, `backup`,
 //! `deliveries reverify`, `emergency-export`, `audit verify|search|export`). Both serve SQLite
 //! and PostgreSQL with one code path.
@@ -67,13 +67,31 @@ impl OfflineStore {
         op: impl for<'a> FnOnce(&'a dyn Storage) -> StoreFuture<'a, T>,
     ) -> Result<T, StoreError> {
         let result = self.runtime.block_on(op(self.storage.as_ref()));
+        self.mirror();
+        result
+    }
+
+    /// Run any future built from the store to completion (for commands whose errors are their
+    /// own, like `tokens`).
+    pub fn block_on<T>(
+        &self,
+        op: impl for<'a> FnOnce(
+            &'a dyn Storage,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
+    ) -> T {
+        let result = self.runtime.block_on(op(self.storage.as_ref()));
+        self.mirror();
+        result
+    }
+
+    /// On PostgreSQL, copy this node's new audit records to its mirror (the SQLite store does
+    /// that itself). As on SQLite, a failed mirror write is logged; the next writer catches up.
+    fn mirror(&self) {
         if let Some(pg) = &self.pg {
-            // As on SQLite, a failed mirror write is logged; the next writer catches up.
             if let Err(e) = self.runtime.block_on(pg.mirror_catch_up()) {
                 tracing::error!(error = %e, "audit mirror catch-up failed");
             }
         }
-        result
     }
 }
 

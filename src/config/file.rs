@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::SchemeOptions;
 use crate::secret::SecretRefText;
-use crate::verify::SchemeOptions;
 
 /// Default body cap: 1 MiB, PhoneShield's documented maximum.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -386,7 +386,7 @@ pub struct RateLimitSection {
 
 /// `[[handlers]]`: a destination. The keys besides `name` and `kind` belong to the handler kind
 /// and are checked by it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct HandlerSection {
     /// Referenced by routes.
     pub name: String,

@@ -2,11 +2,18 @@
 //! settings.
 //!
 //! [`Config::load`] parses the TOML ([`file`]), resolves `env:`/`file:` secret references, loads
-//! the master key and TLS material, builds each source's verifier, and checks cross-field rules.
+//! the master key, checks that the TLS material loads, cross-references names (routes to sources
+//! and handlers), compiles filters and reply templates for errors, and checks cross-field rules.
 //! It reports every problem at once, each with its key path (`sources[2].secrets[0]: env var
 //! NEXTPHONE_SECRET is not set`), so a clinic's IT person fixes the file in one pass.
+//!
+//! The result is plain settings: config builds nothing that runs and imports no stage. Each
+//! stage builds its own runtime from its part (`verify` the verifiers, `dispatch` the route plan
+//! and handlers, `tls` the server configuration, `store` the backend), through `app::build`,
+//! which `serve` and `check-config` both call.
 
 pub mod file;
+mod source;
 mod storage;
 mod validate;
 
@@ -15,17 +22,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use ipnet::IpNet;
-use wardhook_sdk::{Event, Handler};
 
-use crate::crypto::MasterKey;
-use crate::dispatch::filter::Filter;
-use crate::verify::SourceVerifier;
+use crate::secret::MasterKey;
 
 pub use file::HandlerSection;
-pub use storage::StorageBackend;
+pub use source::{OAuthClient, Preset, SchemeOptions, VerifierSpec};
+pub use storage::{is_node_id, PgSettings, PgTls, StorageBackend};
 
 /// The default config location, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wardhook.toml";
@@ -103,15 +106,14 @@ pub struct Config {
     pub log: LogSettings,
     /// Sources, in file order.
     pub sources: Vec<Source>,
-    /// Handlers, built and checked, in file order.
-    pub handlers: Vec<Arc<dyn Handler>>,
+    /// Handler settings, names checked, in file order; `dispatch` builds the handlers.
+    pub handlers: Vec<HandlerSection>,
+    /// The folder relative paths were taken from (handlers resolve their files against it).
+    pub base: PathBuf,
     /// Routes, in file order.
     pub routes: Vec<Route>,
     /// Dispatch settings.
     pub dispatch: DispatchSettings,
-    /// The OAuth2 token issuer for senders that fetch bearer tokens (`POST /oauth/token`);
-    /// `None` when no source has OAuth clients.
-    pub oauth: Option<Arc<crate::verify::oauth::TokenIssuer>>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).
@@ -344,8 +346,8 @@ pub struct Source {
     pub name: SourceName,
     /// The preset's name, for logs and the audit trail.
     pub preset: String,
-    /// Checks deliveries for this source.
-    pub verifier: SourceVerifier,
+    /// How deliveries for this source are checked; `verify` builds the verifier from it.
+    pub spec: VerifierSpec,
     /// Body cap.
     pub max_body_bytes: usize,
     /// Rate limit, if any.
@@ -359,69 +361,52 @@ pub struct Route {
     pub source: String,
     /// Event type globs; empty matches all.
     pub events: Vec<String>,
-    /// The compiled `when` filter.
-    pub when: Option<Arc<Filter>>,
+    /// The `when` filter's text (it compiles; `dispatch` compiles it for its plan).
+    pub when: Option<String>,
     /// Handler names in order.
     pub handlers: Vec<String>,
     /// This route's retry schedule, if it overrides the default.
     pub retry_schedule: Option<Vec<Duration>>,
     /// Set for `mode = "realtime"`: the handlers run inline and the sender gets a reply.
-    pub realtime: Option<Arc<crate::dispatch::realtime::Realtime>>,
+    pub realtime: Option<RealtimeSettings>,
 }
 
-impl Route {
-    /// Whether this route takes events of `event_type` from `source` (ignoring `when`).
-    pub fn matches(&self, source: &str, event_type: &str) -> bool {
-        self.source == source
-            && (self.events.is_empty() || self.events.iter().any(|g| glob_match(g, event_type)))
-    }
-
-    /// Whether this route takes `event` at `now`, `when` included. A filter that cannot be
-    /// evaluated on this event (a field it names is missing) does not match; the reason names
-    /// the field, never a value.
-    pub fn accepts(
-        &self,
-        event: &Event,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, String> {
-        if !self.matches(&event.source, &event.event_type) {
-            return Ok(false);
-        }
-        match &self.when {
-            None => Ok(true),
-            Some(f) => f.matches(event, now).map_err(|e| e.to_string()),
-        }
-    }
+/// A real-time route's reply settings, checked (the templates compile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealtimeSettings {
+    /// The reply body template (values JSON-escaped).
+    pub respond: String,
+    /// Status of a computed reply.
+    pub status: u16,
+    /// Content type of both replies.
+    pub content_type: String,
+    /// Budget from request to reply.
+    pub deadline: Duration,
+    /// Body of the fallback reply.
+    pub fallback: String,
+    /// Status of the fallback reply.
+    pub fallback_status: u16,
+    /// The lookup cache, if configured.
+    pub cache: Option<CacheSettings>,
 }
 
-/// `*` matches any run of characters; everything else literally.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(tail) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|&i| tail.is_char_boundary(i))
-                .any(|i| glob_match(rest, &tail[i..]))
-        }
-    }
+/// A real-time route's lookup cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The cache key template.
+    pub key: String,
+    /// How long an entry is used.
+    pub ttl: Duration,
+    /// Entries kept at most.
+    pub max_entries: usize,
 }
+
+/// A real-time route's default deadline from request to reply.
+pub const DEFAULT_REALTIME_DEADLINE: Duration = Duration::from_millis(2000);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_globs_match_as_documented() {
-        assert!(glob_match("call.*", "call.ended"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("call.ended", "call.ended"));
-        assert!(!glob_match("call.*", "lead.created"));
-        assert!(glob_match("*.ended", "call.ended"));
-        assert!(!glob_match("call.ended", "call.ended.x"));
-    }
 
     #[test]
     fn source_names_must_be_url_safe() {

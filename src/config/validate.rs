@@ -10,16 +10,14 @@ use sha2::{Digest, Sha256};
 
 use super::file::{ConfigFile, SourceSection};
 use super::{
-    parse_duration, AuditSettings, Config, ConfigError, DispatchSettings, LogFormat, LogSettings,
-    Problem, RateLimit, Route, ServerSettings, Source, SourceName, TlsSettings, Transport,
+    parse_duration, AuditSettings, CacheSettings, Config, ConfigError, DispatchSettings, LogFormat,
+    LogSettings, Preset, Problem, RateLimit, RealtimeSettings, Route, ServerSettings, Source,
+    SourceName, Transport, VerifierSpec,
 };
-use crate::crypto::MasterKey;
-use crate::dispatch::filter::Filter;
-use crate::listener::tls;
-use crate::secret::{Secret, SecretRef};
-use crate::verify::oauth::TokenIssuer;
-use crate::verify::{Preset, SourceVerifier, VerifierSpec};
-use std::sync::Arc;
+use crate::certs::TlsError;
+use crate::filter::Filter;
+use crate::secret::{MasterKey, Secret, SecretRef};
+use wardhook_sdk::template::{Escape, Template};
 
 /// Default replay window for signed timestamps.
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
@@ -264,12 +262,8 @@ fn check(
             sources.push(src);
         }
     }
-    let oauth = attach_oauth(&mut sources, &file, problems);
 
     let dispatch = check_dispatch(&file, problems);
-    let tz = dispatch
-        .as_ref()
-        .map_or(chrono_tz::Tz::UTC, |d| d.time_zone);
     let mut handler_names = HashSet::new();
     for (i, h) in file.handlers.iter().enumerate() {
         if h.name.is_empty() {
@@ -281,15 +275,6 @@ fn check(
             );
         }
     }
-    let handlers = match crate::dispatch::build_handlers(&file.handlers, base) {
-        Ok(h) => h,
-        Err(list) => {
-            for (path, message) in list {
-                problems.push(path, message);
-            }
-            Vec::new()
-        }
-    };
     let mut routes = Vec::new();
     for (i, r) in file.routes.iter().enumerate() {
         if !names.contains(&r.source) {
@@ -327,13 +312,9 @@ fn check(
                 );
             }
         }
-        let when = r.when.as_ref().and_then(|w| match Filter::compile(w) {
-            Ok(f) => Some(Arc::new(f.with_time_zone(tz))),
-            Err(e) => {
-                problems.push(format!("routes[{i}].when"), e.to_string());
-                None
-            }
-        });
+        if let Some(Err(e)) = r.when.as_deref().map(Filter::compile) {
+            problems.push(format!("routes[{i}].when"), e.to_string());
+        }
         let retry_schedule = r
             .retry_schedule
             .as_ref()
@@ -347,7 +328,7 @@ fn check(
         routes.push(Route {
             source: r.source.clone(),
             events: r.events.clone(),
-            when,
+            when: r.when.clone(),
             handlers: r.handlers.clone(),
             retry_schedule,
             realtime,
@@ -375,10 +356,10 @@ fn check(
         },
         log: log?,
         sources,
-        handlers,
+        handlers: file.handlers.clone(),
+        base: base.to_owned(),
         routes,
         dispatch: dispatch?,
-        oauth,
     })
 }
 
@@ -388,8 +369,10 @@ fn check_realtime(
     preset: Option<&str>,
     at: &str,
     problems: &mut Problems,
-) -> Option<Arc<crate::dispatch::realtime::Realtime>> {
-    use crate::dispatch::realtime::{compile_key, compile_respond, LookupCache, Realtime};
+) -> Option<RealtimeSettings> {
+    let compile_respond =
+        |t: &str| Template::compile(t, Escape::JsonString).map_err(|e| e.to_string());
+    let compile_key = |t: &str| Template::compile(t, Escape::None).map_err(|e| e.to_string());
     let realtime = match r.mode.as_deref() {
         None | Some("async") => false,
         Some("realtime") => true,
@@ -435,7 +418,7 @@ fn check_realtime(
                         }
                     }
                 }
-                Some(tpl)
+                Some(t.to_owned())
             }
             Err(e) => {
                 problems.push(format!("{at}.respond"), e);
@@ -455,10 +438,9 @@ fn check_realtime(
             "a real-time route needs a fallback reply for when a handler fails or is late",
         );
     }
-    let deadline = r.deadline_ms.map_or(
-        crate::dispatch::realtime::DEFAULT_DEADLINE,
-        Duration::from_millis,
-    );
+    let deadline = r
+        .deadline_ms
+        .map_or(super::DEFAULT_REALTIME_DEADLINE, Duration::from_millis);
     if deadline.is_zero() || deadline > Duration::from_secs(10) {
         problems.push(
             format!("{at}.deadline_ms"),
@@ -474,11 +456,11 @@ fn check_realtime(
             );
             None
         }
-        Ok(key) if c.ttl_secs > 0 && c.max_entries > 0 => Some(LookupCache::new(
-            key,
-            Duration::from_secs(c.ttl_secs),
-            c.max_entries,
-        )),
+        Ok(_) if c.ttl_secs > 0 && c.max_entries > 0 => Some(CacheSettings {
+            key: c.key.clone(),
+            ttl: Duration::from_secs(c.ttl_secs),
+            max_entries: c.max_entries,
+        }),
         Ok(_) => {
             problems.push(
                 format!("{at}.cache"),
@@ -491,7 +473,7 @@ fn check_realtime(
             None
         }
     });
-    Some(Arc::new(Realtime {
+    Some(RealtimeSettings {
         respond: respond?,
         status: r.respond_status.unwrap_or(200),
         content_type: r
@@ -502,7 +484,7 @@ fn check_realtime(
         fallback: fallback?,
         fallback_status: r.fallback_status.unwrap_or(200),
         cache,
-    }))
+    })
 }
 
 fn parse_schedule(items: &[String], path: &str, problems: &mut Problems) -> Option<Vec<Duration>> {
@@ -529,7 +511,7 @@ fn parse_schedule(items: &[String], path: &str, problems: &mut Problems) -> Opti
 
 fn check_dispatch(file: &ConfigFile, problems: &mut Problems) -> Option<DispatchSettings> {
     let d = &file.dispatch;
-    let time_zone = match crate::dispatch::filter::parse_time_zone(&d.time_zone) {
+    let time_zone = match crate::filter::parse_time_zone(&d.time_zone) {
         Ok(tz) => Some(tz),
         Err(e) => {
             problems.push("dispatch.time_zone", e);
@@ -611,12 +593,9 @@ fn check_admin_transport(
     // reported).
     let readable = client_ca.filter(|ca| std::fs::metadata(ca).is_ok());
     if let (Some(ca), Some(Transport::Tls(t))) = (readable, server.map(|s| &s.transport)) {
-        let admin_tls = TlsSettings {
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-            client_ca: Some(ca.to_owned()),
-        };
-        if let Err(e @ tls::TlsError::ClientCa { .. }) = tls::server_config(&admin_tls) {
+        if let Err(e @ TlsError::ClientCa { .. }) =
+            crate::certs::check_server_material(&t.cert, &t.key, Some(ca))
+        {
             problems.push("admin.client_ca", e.to_string());
         }
     }
@@ -649,13 +628,18 @@ fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSett
             }
         }
         (Some(t), false) => {
-            let settings = TlsSettings {
+            let settings = super::TlsSettings {
                 cert: t.cert.clone(),
                 key: t.key.clone(),
                 client_ca: t.client_ca.clone(),
             };
-            match tls::server_config(&settings) {
-                Ok(_) => Some(Transport::Tls(settings)),
+            let checked = crate::certs::check_server_material(
+                &settings.cert,
+                &settings.key,
+                settings.client_ca.as_deref(),
+            );
+            match checked {
+                Ok(()) => Some(Transport::Tls(settings)),
                 Err(e) => {
                     problems.push(format!("server.tls.{}", e.key()), e.to_string());
                     None
@@ -773,49 +757,6 @@ fn check_log(file: &ConfigFile, problems: &mut Problems) -> Option<LogSettings> 
     })
 }
 
-/// Build the OAuth2 token issuer from every source's `scheme.oauth_clients` and give it to the
-/// verifiers that accept its tokens. `None` when no source has OAuth clients.
-fn attach_oauth(
-    sources: &mut [Source],
-    file: &ConfigFile,
-    problems: &mut Problems,
-) -> Option<Arc<TokenIssuer>> {
-    let issuer = match TokenIssuer::from_specs(
-        sources.iter().map(|s| s.verifier.spec()),
-        crate::verify::oauth::DEFAULT_TOKEN_TTL,
-    ) {
-        Ok(i) => Arc::new(i),
-        Err(list) => {
-            for p in list {
-                // The message names the source; find its index for the key path.
-                let index = file
-                    .sources
-                    .iter()
-                    .position(|s| p.message.starts_with(&format!("source {}:", s.name)));
-                let at = index.map_or_else(|| "sources".to_owned(), |i| format!("sources[{i}]"));
-                problems.push(format!("{at}.{}", p.path), p.message);
-            }
-            return None;
-        }
-    };
-    if !issuer.has_clients() {
-        return None;
-    }
-    for source in sources.iter_mut() {
-        if !source.verifier.spec().scheme.oauth_clients.is_empty() {
-            match SourceVerifier::new(source.verifier.spec().clone()) {
-                Ok(v) => source.verifier = v.with_token_issuer(issuer.clone()),
-                Err(list) => {
-                    for p in list {
-                        problems.push(format!("sources.{}", p.path), p.message);
-                    }
-                }
-            }
-        }
-    }
-    Some(issuer)
-}
-
 fn check_source(
     s: &SourceSection,
     at: &str,
@@ -895,19 +836,10 @@ fn check_source(
         trusted_proxies: trusted_proxies.to_vec(),
         scheme: s.scheme.clone().unwrap_or_default(),
     };
-    let verifier = match SourceVerifier::new(spec) {
-        Ok(v) => v,
-        Err(list) => {
-            for p in list {
-                problems.push(format!("{at}.{}", p.path), p.message);
-            }
-            return None;
-        }
-    };
     Some(Source {
         name,
         preset: s.preset.clone(),
-        verifier,
+        spec,
         max_body_bytes: s.max_body_bytes.unwrap_or(default_body),
         rate_limit,
     })

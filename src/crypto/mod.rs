@@ -6,9 +6,9 @@
 pub mod aead;
 mod data_key;
 mod keyring;
-mod master_key;
 
 pub use aead::{AeadError, RecordPlace, Sealed};
 pub use data_key::DataKey;
 pub use keyring::Keyring;
-pub use master_key::{MasterKey, MasterKeyError};
+// The master key is a resolved secret (the config loads it); crypto derives from it.
+pub use crate::secret::{MasterKey, MasterKeyError};

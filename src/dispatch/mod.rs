@@ -3,6 +3,8 @@
 //! This module holds everything a dispatch worker calls, minus the queue itself (claiming jobs
 //! with a lease and recording attempts live with the store):
 //! - [`registry`] builds the configured handlers (`[[handlers]]`) once at start-up;
+//! - [`plan`] compiles the routes and answers, per event, which jobs it makes and which
+//!   real-time route (if any) answers the sender;
 //! - [`filter`] compiles route `when` expressions and matches event-type globs;
 //! - [`phi`] enforces minimum necessary: `phi = "none"` handlers never see PHI;
 //! - [`invoke`] runs one handler for one job under a deadline and returns the SDK's
@@ -17,8 +19,10 @@
 //!    `Err(Permanent { .. })` or attempts exhausted → dead letter. Error reasons name hosts
 //!    and variables, never payload values, so they may be logged and audited.
 
-pub mod filter;
+/// The route filter language lives beside config (which compiles it for errors); dispatch runs it.
+pub(crate) use crate::filter;
 pub mod phi;
+pub mod plan;
 pub mod realtime;
 pub mod registry;
 pub mod worker;

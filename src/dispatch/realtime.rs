@@ -29,7 +29,7 @@ use wardhook_sdk::{AppData, Event, Handler};
 use zeroize::Zeroizing;
 
 /// Default time budget from request to reply.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(2000);
+pub const DEFAULT_DEADLINE: Duration = crate::config::DEFAULT_REALTIME_DEADLINE;
 
 /// A checked real-time route.
 #[derive(Debug)]

@@ -20,7 +20,8 @@ use rand::Rng;
 use tokio::sync::{watch, Notify};
 use wardhook_sdk::{Handler, HandlerError};
 
-use crate::config::{DispatchSettings, Route};
+use super::plan::RouteRule;
+use crate::config::DispatchSettings;
 use crate::store::jobs::{AttemptRecord, AttemptResult, ClaimedJob, NextStep};
 use crate::store::{Predecessors, Storage, StoreError};
 
@@ -71,15 +72,15 @@ fn later(d: Duration) -> Instant {
 #[derive(Debug, Default)]
 pub struct Plan {
     handlers: HashMap<String, Arc<dyn Handler>>,
-    routes: Vec<Route>,
+    routes: Vec<RouteRule>,
     /// The routes' ordering as data for claiming, built once per plan.
     order: Arc<Predecessors>,
     time_zone: wardhook_sdk::template::Tz,
 }
 
 impl Plan {
-    /// A plan from built handlers and checked routes.
-    pub fn new(handlers: Vec<Arc<dyn Handler>>, routes: Vec<Route>) -> Self {
+    /// A plan from built handlers and compiled routes (see [`super::plan::build_plan`]).
+    pub fn new(handlers: Vec<Arc<dyn Handler>>, routes: Vec<RouteRule>) -> Self {
         let mut plan = Self {
             handlers: handlers
                 .into_iter()
@@ -122,6 +123,11 @@ impl Plan {
     /// The time zone filters and templates use.
     pub fn time_zone(&self) -> wardhook_sdk::template::Tz {
         self.time_zone
+    }
+
+    /// The compiled routes, in config order.
+    pub fn routes(&self) -> &[RouteRule] {
+        &self.routes
     }
 
     /// Handlers that run before `handler` in a route of `source` (their outputs are its

@@ -1,10 +1,10 @@
-//! `POST /hooks/{source}`: the path of one delivery through the synchronous stages — body cap,
-//! verify, the source's rate limit (authenticated requests only), normalize, then the durable
-//! commit — and the one answer the sender gets. Rejected requests have their own per-client
-//! budget and a bounded audit trail ([`super::rejections`]).
+//! `POST /hooks/{source}`: the path of one delivery through the synchronous stages, in order —
+//! cap → verify → normalize → plan → intake → respond. Each step is one function below; any
+//! step may end the request with a [`HookError`], which renders the sender's answer. Rejected
+//! requests have their own per-client budget and a bounded audit trail
+//! ([`super::rejections`]).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -12,17 +12,17 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::json;
+use wardhook_sdk::Event;
 
 use super::body::{read_capped, BodyError};
+use super::hook_error::HookError;
 use super::rejections::Tally;
-use super::{error_response, AppState};
-use crate::dispatch::realtime::{Realtime, Reply};
-use crate::normalize::{normalize, IntakeInput};
-use crate::store::{IntakeOutcome, JobSpec, StoreError};
-use crate::verify::{Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
-
-/// Seconds a sender is asked to wait before retrying after a storage failure.
-const STORAGE_RETRY_AFTER: &str = "30";
+use super::{AppState, SourceRuntime};
+use crate::dispatch::plan::{RealtimeRoute, Routing};
+use crate::dispatch::realtime::Reply;
+use crate::normalize::{normalize, IntakeInput, Normalized};
+use crate::store::{IntakeOutcome, JobSpec};
+use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
 
 /// `POST /hooks/{source}`.
 #[tracing::instrument(name = "hook", skip_all, fields(source = %path.as_str()))]
@@ -31,30 +31,77 @@ pub(super) async fn receive_hook(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, HookError> {
     let started = Instant::now();
     let live = state.live();
-    let Some(rt) = live.sources.get(path.as_str()) else {
-        return error_response(StatusCode::NOT_FOUND, "unknown source");
+    let source = live
+        .sources
+        .get(path.as_str())
+        .ok_or(HookError::UnknownSource)?;
+    let body = cap(&req, payload, source).await?;
+    // Benchmark ceiling only (`--features bench-stub`): TLS + HTTP + body, nothing else.
+    #[cfg(feature = "bench-stub")]
+    if !body.is_empty() {
+        return Ok(HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": "stub" })));
+    }
+    let delivery = match verify(&state, &req, source, &body)? {
+        Verdict::Challenge(reply) => return Ok(challenge(reply)),
+        Verdict::Verified(delivery) => delivery,
     };
+    drop(body);
+    let (input, normalized) = normalize_or_quarantine(&state, delivery).await?;
+    let event = normalized.to_event("", input.source());
+    let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let Routing { jobs, realtime } = plan.route(&event, Utc::now());
+    let source = input.source().to_owned();
+    // Only a real-time route's handlers see the event here; the store keeps its own copy.
+    let event = realtime.is_some().then_some(event);
+    let outcome = intake(&state, input, normalized, jobs).await?;
+    match (realtime, event) {
+        (Some(route), Some(event)) => Ok(answer_realtime(
+            &state,
+            route,
+            plan.time_zone(),
+            event,
+            source,
+            &outcome,
+            started,
+        )
+        .await),
+        _ => Ok(respond(&outcome)),
+    }
+}
+
+/// Cap: read the body, refusing it as soon as it passes the source's cap.
+async fn cap(
+    req: &HttpRequest,
+    payload: web::Payload,
+    source: &SourceRuntime,
+) -> Result<Vec<u8>, HookError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_capped(payload, declared, rt.source.max_body_bytes).await {
-        Ok(b) => b,
+    match read_capped(payload, declared, source.max_body_bytes).await {
+        Ok(b) => Ok(b),
         Err(BodyError::TooLarge { cap }) => {
             tracing::warn!(cap, "body over the source's cap");
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+            Err(HookError::TooLarge)
         }
-        Err(BodyError::Broken) => return error_response(StatusCode::BAD_REQUEST, "bad request"),
-    };
-    // Benchmark ceiling only (`--features bench-stub`): TLS + HTTP + body, nothing else.
-    #[cfg(feature = "bench-stub")]
-    if !body.is_empty() {
-        return HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": "stub" }));
+        Err(BodyError::Broken) => Err(HookError::BadRequest),
     }
+}
+
+/// Verify: the sender's signature or token; then the source's rate limit, which only
+/// authenticated requests spend, so forgeries cannot use it up and lock the real sender out
+/// (rejected ones are limited per client address in [`reject`]).
+fn verify(
+    state: &AppState,
+    req: &HttpRequest,
+    source: &SourceRuntime,
+    body: &[u8],
+) -> Result<Verdict, HookError> {
     let peer_ip = req
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -65,97 +112,115 @@ pub(super) async fn receive_hook(
             .path_and_query()
             .map_or(req.path(), |p| p.as_str()),
         headers: req.headers(),
-        body: &body,
+        body,
         peer_ip,
     };
-    let verdict = match rt.source.verifier.verify(&unverified, Utc::now()) {
+    let verdict = match source.verifier.verify(&unverified, Utc::now()) {
         Ok(verdict) => verdict,
         Err(rejection) => {
-            let client = client_address(rt, peer_ip, req.headers());
-            return reject(&state, rt.source.name.as_str(), &rejection, client);
+            let client = client_address(source, peer_ip, req.headers());
+            return Err(reject(state, &source.name, &rejection, client));
         }
     };
-    // Only authenticated requests spend the source's budget, so forgeries cannot use it up and
-    // lock the real sender out; rejected ones are limited per client address in `reject`.
-    if let Some(bucket) = &rt.bucket {
-        if let Err(wait) = bucket.try_take(Instant::now()) {
-            return too_many_requests(wait);
+    if let Some(bucket) = &source.bucket {
+        bucket
+            .try_take(Instant::now())
+            .map_err(HookError::RateLimited)?;
+    }
+    if let Verdict::Verified(delivery) = &verdict {
+        if let Some(signed_at) = delivery.signed_at() {
+            state.clock.record(&source.name, signed_at, Utc::now());
         }
     }
-    match verdict {
-        Verdict::Challenge(reply) => {
-            let mut res =
-                HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
-            for (name, value) in &reply.headers {
-                res.insert_header((name.as_str(), value.as_str()));
-            }
-            res.content_type(reply.content_type).body(reply.body)
-        }
-        Verdict::Verified(delivery) => {
-            if let Some(signed_at) = delivery.signed_at() {
-                state.clock.record(path.as_str(), signed_at, Utc::now());
-            }
-            intake(&state, &live, delivery, started).await
-        }
-    }
+    Ok(verdict)
 }
 
-/// Cap on an OAuth2 token request body: a few form fields.
-const MAX_TOKEN_REQUEST: usize = 4096;
-
-/// `POST /oauth/token`: the client-credentials grant for senders that can only fetch bearer
-/// tokens. 404 unless some source has `scheme.oauth_clients`.
-pub(super) async fn oauth_token(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let live = state.live();
-    let Some(issuer) = live.oauth.as_ref() else {
-        return error_response(StatusCode::NOT_FOUND, "not found");
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_capped(payload, declared, MAX_TOKEN_REQUEST).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge { .. }) => {
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large")
-        }
-        Err(BodyError::Broken) => return error_response(StatusCode::BAD_REQUEST, "bad request"),
-    };
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let answer = issuer.token_endpoint(&body, authorization, Utc::now());
-    tracing::info!(status = answer.status, "oauth token request");
-    let mut res =
-        HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST));
-    for (name, value) in &answer.headers {
+/// A sender's URL-validation challenge, answered as the verifier says.
+fn challenge(reply: ChallengeReply) -> HttpResponse {
+    let mut res = HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
+    for (name, value) in &reply.headers {
         res.insert_header((name.as_str(), value.as_str()));
     }
-    res.content_type("application/json").body(answer.body)
+    res.content_type(reply.content_type).body(reply.body)
 }
 
-/// 429 with `Retry-After` in whole seconds (at least 1).
-fn too_many_requests(wait: Duration) -> HttpResponse {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    HttpResponse::TooManyRequests()
-        .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
-        .json(json!({ "error": "rate limited" }))
+/// Normalize: the canonical event's fields; an authentic delivery that cannot be normalized is
+/// stored in quarantine and answered 400.
+async fn normalize_or_quarantine(
+    state: &AppState,
+    delivery: VerifiedDelivery,
+) -> Result<(IntakeInput, Normalized), HookError> {
+    let input = IntakeInput::from_verified(&delivery);
+    drop(delivery);
+    match normalize(&input, Utc::now()) {
+        Ok(n) => Ok((input, n)),
+        Err(reason) => {
+            tracing::warn!(reason = reason.code(), "authentic delivery quarantined");
+            let source = input.source().to_owned();
+            let id = state
+                .store
+                .quarantine(input, &reason)
+                .await
+                .map_err(|e| HookError::storage(&e))?;
+            crate::metrics::delivery(&source, "quarantined");
+            Err(HookError::Quarantined {
+                reason: reason.to_string(),
+                quarantine_id: id.0,
+            })
+        }
+    }
+}
+
+/// Intake: commit the delivery with its jobs (durable before any answer), and wake the workers
+/// if there is work. Not stored means not acknowledged: any storage error is a 503, even one
+/// that retrying does not cure, so the sender keeps the delivery while the log says what broke.
+async fn intake(
+    state: &AppState,
+    input: IntakeInput,
+    normalized: Normalized,
+    jobs: Vec<JobSpec>,
+) -> Result<IntakeOutcome, HookError> {
+    let source = input.source().to_owned();
+    let has_jobs = !jobs.is_empty();
+    let outcome = state
+        .store
+        .intake(input, normalized, jobs)
+        .await
+        .map_err(|e| HookError::storage(&e))?;
+    match &outcome {
+        IntakeOutcome::Accepted { .. } => {
+            crate::metrics::delivery(&source, "accepted");
+            if has_jobs {
+                state.dispatch_wake.notify_waiters();
+            }
+        }
+        IntakeOutcome::Duplicate { .. } => crate::metrics::delivery(&source, "duplicate"),
+    }
+    Ok(outcome)
+}
+
+/// Respond (asynchronous routes): accepted, or a duplicate of the first delivery.
+fn respond(outcome: &IntakeOutcome) -> HttpResponse {
+    match outcome {
+        IntakeOutcome::Accepted { delivery_id } => {
+            tracing::info!(delivery_id = %delivery_id, "delivery accepted");
+            HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": delivery_id }))
+        }
+        IntakeOutcome::Duplicate { delivery_id } => {
+            tracing::info!(delivery_id = %delivery_id, "duplicate delivery");
+            HttpResponse::Ok().json(json!({ "status": "duplicate", "delivery_id": delivery_id }))
+        }
+    }
 }
 
 /// The client address a rejection is recorded under: the one the IP allowlist judges (behind
 /// trusted proxies, the forwarded client), or the TCP peer when `X-Forwarded-For` is unusable.
 fn client_address(
-    rt: &super::SourceRuntime,
+    source: &super::SourceRuntime,
     peer: IpAddr,
     headers: &actix_web::http::header::HeaderMap,
 ) -> IpAddr {
-    let trusted = &rt.source.verifier.spec().trusted_proxies;
+    let trusted = &source.verifier.spec().trusted_proxies;
     crate::verify::ip::resolve_client_ip(peer, headers, trusted).unwrap_or(peer)
 }
 
@@ -169,7 +234,7 @@ fn client_address(
 /// requests spend that budget, so a correctly signed delivery from the same address is still
 /// accepted. The audit write runs beside the answer: a 401 does not wait for it, and a storage
 /// failure is logged rather than turned into another answer.
-fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr) -> HttpResponse {
+fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr) -> HookError {
     let over_budget = state.rejected_budget.try_take(client, Instant::now()).err();
     if let Tally::RecordNow(record) =
         state
@@ -184,132 +249,30 @@ fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr)
         });
     }
     if let Some(wait) = over_budget {
-        return too_many_requests(wait);
+        return HookError::RateLimited(wait);
     }
     tracing::warn!(reason = %rejection, "delivery rejected");
     if rejection.status() == 403 {
-        error_response(StatusCode::FORBIDDEN, "forbidden")
+        HookError::Forbidden
     } else {
-        error_response(StatusCode::UNAUTHORIZED, "unauthorized")
+        HookError::Unauthorized
     }
 }
 
-fn unavailable(e: &StoreError) -> HttpResponse {
-    tracing::error!(error = %e, "storage cannot commit; asking the sender to retry");
-    HttpResponse::ServiceUnavailable()
-        .insert_header((header::RETRY_AFTER, STORAGE_RETRY_AFTER))
-        .json(json!({ "error": "storage unavailable" }))
-}
-
-/// Normalize, then commit (or quarantine) before answering.
-async fn intake(
-    state: &AppState,
-    live: &super::Live,
-    delivery: VerifiedDelivery,
-    started: Instant,
-) -> HttpResponse {
-    let input = IntakeInput::from_verified(&delivery);
-    drop(delivery);
-    let normalized = match normalize(&input, Utc::now()) {
-        Ok(n) => n,
-        Err(reason) => {
-            tracing::warn!(reason = reason.code(), "authentic delivery quarantined");
-            let source = input.source().to_owned();
-            return match state.store.quarantine(input, &reason).await {
-                Ok(id) => {
-                    crate::metrics::delivery(&source, "quarantined");
-                    HttpResponse::BadRequest()
-                        .json(json!({ "error": reason.to_string(), "quarantine_id": id.0 }))
-                }
-                Err(e) => unavailable(&e),
-            };
-        }
-    };
-    let source = input.source().to_owned();
-    let event = normalized.to_event("", &source);
-    let now = Utc::now();
-    let mut jobs: Vec<JobSpec> = Vec::new();
-    // The first real-time route that takes the event answers the sender; its handlers run
-    // inline rather than as jobs.
-    let mut realtime: Option<(&crate::config::Route, &Arc<Realtime>)> = None;
-    for (index, route) in live.routes.iter().enumerate() {
-        match route.accepts(&event, now) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(reason) => {
-                tracing::warn!(route = index, reason = %reason, "route filter not applicable; route skipped");
-                continue;
-            }
-        }
-        if let Some(rt) = &route.realtime {
-            if realtime.is_none() {
-                realtime = Some((route, rt));
-            }
-            continue;
-        }
-        for handler in &route.handlers {
-            if !jobs.iter().any(|j| &j.handler == handler) {
-                jobs.push(JobSpec::new(handler.clone()));
-            }
-        }
-    }
-    let has_jobs = !jobs.is_empty();
-    if let Some((route, rt)) = realtime {
-        return answer_realtime(state, route, rt, event, input, normalized, jobs, started).await;
-    }
-    drop(event);
-    match state.store.intake(input, normalized, jobs).await {
-        Ok(IntakeOutcome::Accepted { delivery_id }) => {
-            tracing::info!(delivery_id = %delivery_id, "delivery accepted");
-            crate::metrics::delivery(&source, "accepted");
-            if has_jobs {
-                state.dispatch_wake.notify_waiters();
-            }
-            HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": delivery_id }))
-        }
-        Ok(IntakeOutcome::Duplicate { delivery_id }) => {
-            tracing::info!(delivery_id = %delivery_id, "duplicate delivery");
-            crate::metrics::delivery(&source, "duplicate");
-            HttpResponse::Ok().json(json!({ "status": "duplicate", "delivery_id": delivery_id }))
-        }
-        Err(e) if e.is_unavailable() => unavailable(&e),
-        Err(e) => {
-            // Not a condition that retrying cures, but the sender still must not think the
-            // delivery landed: 503 keeps it retrying while the log says what broke.
-            unavailable(&e)
-        }
-    }
-}
-
-/// A real-time route: commit the delivery first (durable before any answer), then answer with
-/// the stored reply of a retried request, or compute one within the route's deadline.
-#[allow(clippy::too_many_arguments)]
+/// Respond (a real-time route): the delivery is committed; answer with the stored reply of a
+/// retried request, or compute one within the route's deadline.
 async fn answer_realtime(
     state: &AppState,
-    route: &crate::config::Route,
-    rt: &Arc<Realtime>,
-    mut event: wardhook_sdk::Event,
-    input: IntakeInput,
-    normalized: crate::normalize::Normalized,
-    jobs: Vec<JobSpec>,
+    route: RealtimeRoute,
+    time_zone: wardhook_sdk::template::Tz,
+    mut event: Event,
+    source: String,
+    outcome: &IntakeOutcome,
     started: Instant,
 ) -> HttpResponse {
-    let source = input.source().to_owned();
-    let has_jobs = !jobs.is_empty();
-    let (delivery_id, duplicate) = match state.store.intake(input, normalized, jobs).await {
-        Ok(IntakeOutcome::Accepted { delivery_id }) => {
-            crate::metrics::delivery(&source, "accepted");
-            if has_jobs {
-                state.dispatch_wake.notify_waiters();
-            }
-            (delivery_id, false)
-        }
-        Ok(IntakeOutcome::Duplicate { delivery_id }) => {
-            crate::metrics::delivery(&source, "duplicate");
-            (delivery_id, true)
-        }
-        // Not stored means not acknowledged, even mid-call: the sender retries.
-        Err(e) => return unavailable(&e),
+    let (delivery_id, duplicate) = match outcome {
+        IntakeOutcome::Accepted { delivery_id } => (delivery_id.clone(), false),
+        IntakeOutcome::Duplicate { delivery_id } => (delivery_id.clone(), true),
     };
     if duplicate {
         if let Ok(Some(reply)) = state.store.load_reply(delivery_id.clone()).await {
@@ -318,20 +281,15 @@ async fn answer_realtime(
         }
     }
     event.delivery_id.clone_from(&delivery_id);
-    let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let handlers: Vec<Arc<dyn wardhook_sdk::Handler>> = route
-        .handlers
-        .iter()
-        .filter_map(|h| plan.handler(h))
-        .collect();
+    let rt = &route.reply;
     // Keep a little of the budget for storing the reply before answering.
     let margin = Duration::from_millis(25).min(rt.deadline / 4);
     let budget = rt
         .deadline
         .saturating_sub(started.elapsed())
         .saturating_sub(margin);
-    let reply = if handlers.len() == route.handlers.len() {
-        rt.answer(&handlers, &event, budget, plan.time_zone()).await
+    let reply = if let Some(handlers) = &route.handlers {
+        rt.answer(handlers, &event, budget, time_zone).await
     } else {
         tracing::warn!("real-time route names a handler that is not configured; fallback sent");
         rt.fallback_reply()

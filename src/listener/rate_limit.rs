@@ -105,6 +105,7 @@ impl ClientBuckets {
     }
 
     /// How many addresses are tracked now.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.table
             .lock()

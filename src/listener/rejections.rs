@@ -125,6 +125,7 @@ impl RejectionLog {
     }
 
     /// Keys tallied in the current interval.
+    #[cfg(test)]
     pub fn keys(&self) -> usize {
         self.table
             .lock()

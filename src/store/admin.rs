@@ -2,7 +2,6 @@
 //! vocabulary is in [`super::types`], the SQLite functions in [`super::sqlite`] (`reads`,
 //! purge, rotation, backup). New code goes through the [`super::Storage`] trait.
 
-pub(crate) use super::sqlite::audit::mirror;
 pub use super::sqlite::reads::{list_deliveries, list_quarantine, show_delivery, show_quarantine};
 pub use super::sqlite::{
     backup_to, backup_to_with_progress, manifest_path, purge_older_than, purge_with_progress,

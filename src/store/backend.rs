@@ -38,6 +38,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Which backend this is (`sqlite` or `postgres`), for logs and refusals.
     fn backend_name(&self) -> &'static str;
 
+    /// What the operator console reads and writes (tokens, health numbers, audit reads).
+    fn console(&self) -> &dyn super::Console;
+
     /// Deduplicate, encrypt and commit a normalized delivery with one job per matched handler,
     /// and its audit record; answer only after the commit is durable.
     fn intake(

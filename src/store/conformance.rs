@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use super::console::{AuditCheck, HandlerQueue, Role, StoredToken, TokenInfo, TokenInsert};
 use super::postgres::testdb::TestDb;
 use super::postgres::PgStore;
 use super::sqlite::tests::{keyring, nextphone};
@@ -19,6 +20,8 @@ use super::types::{
     NextStep, Predecessors, Requester,
 };
 use super::{Storage, Store, StoreError, StoreOptions};
+use crate::audit::commands::SearchArgs;
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ExportFormat, Outcome};
 use crate::normalize::{normalize, Envelope, IntakeInput};
 
 /// One database and the means to open nodes on it and inspect it.
@@ -638,6 +641,310 @@ async fn a_job_whose_lease_expired_is_taken_over_and_the_late_finish_changes_not
     );
 }
 
+// ---- the operator console ([`super::Console`]) ----
+
+fn token_row(id: &str, name: &str) -> StoredToken {
+    StoredToken {
+        info: TokenInfo {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            role: Role::Operator,
+            created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            expires_at: None,
+            revoked_at: None,
+        },
+        hash: vec![7; 32],
+    }
+}
+
+fn token_record(action: Action) -> AuditRecord {
+    AuditRecord::new(Actor::System, action, Outcome::Success)
+}
+
+async fn tokens_are_shared_by_every_node_and_each_change_is_audited(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    a.console().prepare_console().await.expect("prepare");
+    a.console().prepare_console().await.expect("prepare twice");
+    b.console().prepare_console().await.expect("prepare on b");
+    let created = a
+        .console()
+        .create_token(
+            token_row("tk0000000001", "ops"),
+            token_record(Action::TokenCreated),
+        )
+        .await
+        .expect("create");
+    assert_eq!(created, TokenInsert::Created);
+    let taken = b
+        .console()
+        .create_token(
+            token_row("tk0000000002", "ops"),
+            token_record(Action::TokenCreated),
+        )
+        .await
+        .expect("create again");
+    assert_eq!(taken, TokenInsert::NameTaken, "one active token per name");
+    let seen = b
+        .console()
+        .token_by_id("tk0000000001".into())
+        .await
+        .expect("lookup")
+        .expect("node b sees node a's token");
+    assert_eq!(
+        (seen.info.name.as_str(), seen.info.role),
+        ("ops", Role::Operator)
+    );
+    assert_eq!(seen.hash, vec![7; 32]);
+    assert!(b
+        .console()
+        .token_by_id("tk0000000002".into())
+        .await
+        .expect("lookup")
+        .is_none());
+    let revoked = b
+        .console()
+        .revoke_token(
+            "ops".into(),
+            Box::new(|_| token_record(Action::TokenRevoked)),
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.as_deref(), Some("tk0000000001"));
+    let again = a
+        .console()
+        .revoke_token(
+            "ops".into(),
+            Box::new(|_| token_record(Action::TokenRevoked)),
+        )
+        .await
+        .expect("revoke again");
+    assert_eq!(again, None, "nothing active left to revoke");
+    let after = a
+        .console()
+        .token_by_id("tk0000000001".into())
+        .await
+        .expect("lookup")
+        .expect("kept for the record");
+    assert!(after.info.revoked_at.is_some());
+    let reused = a
+        .console()
+        .create_token(
+            token_row("tk0000000003", "ops"),
+            token_record(Action::TokenCreated),
+        )
+        .await
+        .expect("create after revoke");
+    assert_eq!(reused, TokenInsert::Created, "a revoked name may be reused");
+    let listed = b.console().list_tokens().await.expect("list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0].id, "tk0000000003", "newest first");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'token_created'")
+            .await,
+        2
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'token_revoked'")
+            .await,
+        1
+    );
+    h.verify_audit().await.expect("the chain still verifies");
+}
+
+async fn health_numbers_count_every_nodes_deliveries_attempts_and_dead_letters(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    let since = Utc::now() - chrono::Duration::hours(1);
+    submit(&*a, nextphone("call.ended", "h1"), &["crm"])
+        .await
+        .expect("on a");
+    submit(&*b, nextphone("call.ended", "h2"), &["crm"])
+        .await
+        .expect("on b");
+    let mut tally = AuditRecord::new(Actor::System, Action::DeliveryRejected, Outcome::Denied);
+    tally.source = Some(Code::parse("nextphone").expect("code"));
+    tally.detail.insert(DetailKey::Count, 5_i64);
+    b.record_audit(tally).await.expect("tally");
+    let job = claim(&*b, no_predecessors()).await.expect("due");
+    b.finish_attempt(job, ok_attempt(serde_json::json!({})), NextStep::Done)
+        .await
+        .expect("done");
+    let job = claim(&*b, no_predecessors()).await.expect("due");
+    b.finish_attempt(
+        job,
+        failed_attempt(AttemptResult::Permanent {
+            reason: "http 400".into(),
+        }),
+        NextStep::Dead,
+    )
+    .await
+    .expect("dead");
+
+    let data = a.console().health_data(since).await.expect("health");
+    let accepted: Vec<_> = data
+        .source_events
+        .iter()
+        .filter(|e| e.action == "delivery_accepted")
+        .collect();
+    assert_eq!(accepted.len(), 2, "both nodes' deliveries: {data:?}");
+    assert!(accepted
+        .iter()
+        .all(|e| e.source == "nextphone" && e.count == 1));
+    let rejected: Vec<_> = data
+        .source_events
+        .iter()
+        .filter(|e| e.action == "delivery_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].count, 5, "a tally stands for its count");
+    assert_eq!(data.attempts.len(), 2);
+    assert_eq!(data.attempts.iter().filter(|s| s.ok).count(), 1);
+    assert!(data
+        .attempts
+        .iter()
+        .all(|s| s.handler == "crm" && s.started_at >= since));
+    assert_eq!(
+        data.queues,
+        vec![HandlerQueue {
+            handler: "crm".into(),
+            queued: 0,
+            dead: 1
+        }]
+    );
+    assert_eq!((data.queue_depth, data.dead_letters), (0, 1));
+    assert_eq!(data.oldest_pending, None);
+
+    submit(&*b, nextphone("call.ended", "h3"), &["crm"])
+        .await
+        .expect("queued");
+    let data = a.console().health_data(since).await.expect("health");
+    assert_eq!(data.queue_depth, 1, "queue depth is the cluster's");
+    assert!(data.oldest_pending.is_some());
+    let later = a
+        .console()
+        .health_data(Utc::now() + chrono::Duration::hours(1))
+        .await
+        .expect("health");
+    assert!(later.source_events.is_empty() && later.attempts.is_empty());
+    assert_eq!(later.queue_depth, 1, "the queue is now, not a window");
+}
+
+async fn a_delivery_taken_by_one_node_is_detailed_by_another(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    let accepted = submit(&*b, nextphone("call.ended", "d1"), &["lookup", "crm"])
+        .await
+        .expect("on b");
+    let id = accepted.delivery_id().to_owned();
+    let meta = a
+        .console()
+        .delivery_meta(id.clone())
+        .await
+        .expect("meta")
+        .expect("found on a");
+    assert_eq!(
+        (meta.id.as_str(), meta.source.as_str(), meta.status.as_str()),
+        (id.as_str(), "nextphone", "accepted")
+    );
+    assert_eq!(meta.event_type, "call.ended");
+    assert!(meta.received_at.ends_with('Z'), "{}", meta.received_at);
+    let jobs = a.console().delivery_jobs(id).await.expect("jobs");
+    let handlers: Vec<_> = jobs.iter().map(|j| j.handler.as_str()).collect();
+    assert_eq!(handlers, ["lookup", "crm"], "route order");
+    assert!(jobs
+        .iter()
+        .all(|j| j.status == "pending" && j.attempts == 0));
+    assert!(a
+        .console()
+        .delivery_meta("no-such-delivery".into())
+        .await
+        .expect("meta")
+        .is_none());
+}
+
+async fn audit_reads_search_verify_and_export_every_nodes_records(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    for i in 0..3 {
+        submit(&*a, nextphone("call.ended", &format!("a{i}")), &["crm"])
+            .await
+            .expect("a");
+        submit(&*b, nextphone("call.ended", &format!("b{i}")), &["crm"])
+            .await
+            .expect("b");
+    }
+    let accepted = SearchArgs {
+        action: Some("delivery_accepted".into()),
+        ..SearchArgs::default()
+    };
+    let all = a
+        .console()
+        .audit_records(accepted.clone(), 100)
+        .await
+        .expect("search");
+    assert_eq!(all.len(), 6, "both nodes' records");
+    assert!(all.windows(2).all(|w| w[0].ts <= w[1].ts), "oldest first");
+    let newest = a
+        .console()
+        .audit_records(accepted.clone(), 2)
+        .await
+        .expect("search");
+    assert_eq!(newest, all[4..].to_vec(), "the newest, oldest first");
+    let by_call = a
+        .console()
+        .audit_records(
+            SearchArgs {
+                call_id: Some("b1".into()),
+                ..SearchArgs::default()
+            },
+            100,
+        )
+        .await
+        .expect("by call");
+    assert_eq!(by_call.len(), 1, "found by the call id's blind index");
+    let bad = a
+        .console()
+        .audit_records(
+            SearchArgs {
+                since: Some("yesterday".into()),
+                ..SearchArgs::default()
+            },
+            10,
+        )
+        .await
+        .expect_err("a bad time");
+    assert!(
+        matches!(&bad, StoreError::InvalidArgument(m) if m == super::console::BAD_AUDIT_FILTER),
+        "{bad:?}"
+    );
+    let (csv, n) = b
+        .console()
+        .audit_export(accepted, ExportFormat::Csv)
+        .await
+        .expect("export");
+    assert_eq!(n, 6);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert!(csv.starts_with("seq,ts,"), "{csv}");
+    assert_eq!(csv.lines().count(), 7, "header and six records");
+    let dir = tempfile::tempdir().expect("audit dir");
+    match a
+        .console()
+        .audit_check(dir.path().to_owned())
+        .await
+        .expect("check")
+    {
+        AuditCheck::Ok { records, .. } => assert_eq!(records, 6),
+        failed => panic!("the untouched log verifies: {failed:?}"),
+    }
+    h.tamper_with_second_audit_record().await;
+    match a
+        .console()
+        .audit_check(dir.path().to_owned())
+        .await
+        .expect("check")
+    {
+        AuditCheck::Failed { problem, .. } => assert!(!problem.is_empty()),
+        ok => panic!("a modified record is found: {ok:?}"),
+    }
+}
+
 macro_rules! both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -675,4 +982,8 @@ both_backends!(
     purge_removes_old_payloads_and_audits_it,
     replay_requeues_finished_jobs_and_creates_a_missing_one,
     operators_list_metadata_and_read_a_delivery_with_an_audit_record,
+    tokens_are_shared_by_every_node_and_each_change_is_audited,
+    health_numbers_count_every_nodes_deliveries_attempts_and_dead_letters,
+    a_delivery_taken_by_one_node_is_detailed_by_another,
+    audit_reads_search_verify_and_export_every_nodes_records,
 );

@@ -4,6 +4,7 @@
 //! and cannot tell the backends apart. Layout:
 //!
 //! - backend-neutral: [`types`] (the trait's vocabulary), [`backend`] (the trait),
+//!   [`console`] (what the operator console needs: tokens, health numbers, audit reads),
 //!   [`payload`] (what is sealed for each stored value), `audit_hook` (the audit records stored
 //!   changes write), [`jobs`], [`realtime`] and [`reads`] (record formats and audit facts both
 //!   backends share);
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod archive;
 mod audit_hook;
 pub mod backend;
+pub mod console;
 pub mod jobs;
 pub mod maintenance;
 pub mod payload;
@@ -37,6 +39,7 @@ mod conformance;
 mod conformance_maintenance;
 
 pub use backend::{Storage, StoreFuture};
+pub use console::Console;
 pub use maintenance::Maintenance;
 pub use sqlite::{emergency, reverify, Store, StoreOptions, SCHEMA_VERSION};
 pub use types::{

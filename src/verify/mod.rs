@@ -22,14 +22,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
 use chrono::{DateTime, Utc};
-use ipnet::IpNet;
 
-use crate::secret::Secret;
-
+mod build;
 mod generic;
 mod header_hmac;
 pub mod ip;
@@ -54,6 +51,7 @@ mod zoom;
 #[cfg(test)]
 mod tests;
 
+pub use build::{build_verifiers, Verifiers};
 pub use oauth::{TokenIssuer, TokenResponse};
 pub use options::{OAuthClient, SchemeOptions};
 pub use samples::sample_body;
@@ -78,168 +76,8 @@ pub mod parsers {
     pub use super::zoom::url_validation_token as zoom_url_validation_token;
 }
 
-/// A verification scheme plus where a sender's envelope keeps its fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Preset {
-    /// `X-NextPhone-Signature: sha256=<hex>` over the body, optional Bearer token.
-    NextPhone,
-    /// `X-PhoneShield-Signature: <hex>` over the body.
-    PhoneShield,
-    /// Standard Webhooks (`webhook-*` or `svix-*` headers), HMAC `v1` and Ed25519 `v1a`.
-    StandardWebhooks,
-    /// `X-Hub-Signature-256: sha256=<hex>`.
-    GitHub,
-    /// `Stripe-Signature: t=…,v1=…`.
-    Stripe,
-    /// `X-Slack-Signature: v0=<hex>` over `v0:ts:body`.
-    Slack,
-    /// `X-Shopify-Hmac-Sha256: <base64>`.
-    Shopify,
-    /// `X-Twilio-Signature`: HMAC-SHA1 over the public URL and sorted form parameters.
-    Twilio,
-    /// `telnyx-signature-ed25519` over `ts|body`.
-    Telnyx,
-    /// `X-Plivo-Signature-V3` with nonce.
-    Plivo,
-    /// `x-retell-signature: v=<ms>,d=<hex>`.
-    Retell,
-    /// Vapi: secret header, Bearer, OAuth2 or its HMAC plan.
-    Vapi,
-    /// `X-Webhook-Signature: <hex>` over the body.
-    Bland,
-    /// Vonage signed webhooks: HS256 JWT in `Authorization`.
-    Vonage,
-    /// Zoom `x-zm-signature: v0=<hex>` plus the URL validation challenge.
-    Zoom,
-    /// RingCentral `Validation-Token` handshake and `Verification-Token` check.
-    RingCentral,
-    /// Call Telemetry's Webhook app: Bearer, Basic or OAuth2 client credentials.
-    CallTelemetry,
-    /// HTTP Basic authentication.
-    Basic,
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    /// A static API key in a configurable header.
-    ApiKey,
-    /// Everything configured by hand in `[sources.scheme]`.
-    Generic,
-}
-
-impl Preset {
-    /// Every preset name accepted in `sources[].preset`.
-    pub const NAMES: &'static [&'static str] = &[
-        "nextphone",
-        "phoneshield",
-        "standard-webhooks",
-        "github",
-        "stripe",
-        "slack",
-        "shopify",
-        "twilio",
-        "telnyx",
-        "plivo",
-        "retell",
-        "vapi",
-        "bland",
-        "vonage",
-        "zoom",
-        "ringcentral",
-        "calltelemetry",
-        "basic",
-        "bearer",
-        "api-key",
-        "generic",
-    ];
-
-    /// Every preset, in the order of [`Preset::NAMES`].
-    pub const ALL: &'static [Preset] = &[
-        Self::NextPhone,
-        Self::PhoneShield,
-        Self::StandardWebhooks,
-        Self::GitHub,
-        Self::Stripe,
-        Self::Slack,
-        Self::Shopify,
-        Self::Twilio,
-        Self::Telnyx,
-        Self::Plivo,
-        Self::Retell,
-        Self::Vapi,
-        Self::Bland,
-        Self::Vonage,
-        Self::Zoom,
-        Self::RingCentral,
-        Self::CallTelemetry,
-        Self::Basic,
-        Self::Bearer,
-        Self::ApiKey,
-        Self::Generic,
-    ];
-
-    /// Parse a configured preset name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .and_then(|i| Self::ALL.get(i).copied())
-    }
-
-    /// The configured name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::NextPhone => "nextphone",
-            Self::PhoneShield => "phoneshield",
-            Self::StandardWebhooks => "standard-webhooks",
-            Self::GitHub => "github",
-            Self::Stripe => "stripe",
-            Self::Slack => "slack",
-            Self::Shopify => "shopify",
-            Self::Twilio => "twilio",
-            Self::Telnyx => "telnyx",
-            Self::Plivo => "plivo",
-            Self::Retell => "retell",
-            Self::Vapi => "vapi",
-            Self::Bland => "bland",
-            Self::Vonage => "vonage",
-            Self::Zoom => "zoom",
-            Self::RingCentral => "ringcentral",
-            Self::CallTelemetry => "calltelemetry",
-            Self::Basic => "basic",
-            Self::Bearer => "bearer",
-            Self::ApiKey => "api-key",
-            Self::Generic => "generic",
-        }
-    }
-}
-
-/// Everything needed to build a source's verifier, resolved from config.
-#[derive(Debug, Clone)]
-pub struct VerifierSpec {
-    /// The source name (`/hooks/{source}`).
-    pub source: String,
-    /// The sender preset.
-    pub preset: Preset,
-    /// Signing secrets or public keys, in configured order; any one may match (rotation).
-    pub secrets: Vec<Secret>,
-    /// An additional bearer/verification token, for presets that check one.
-    pub token: Option<Secret>,
-    /// How far a signed timestamp may be from now, in either direction.
-    pub tolerance: Duration,
-    /// The URL the sender signs, for URL-signing schemes behind NAT or proxies.
-    pub public_url: Option<url::Url>,
-    /// Allowed client networks; empty allows all.
-    pub allow_ips: Vec<IpNet>,
-    /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Scheme-specific settings.
-    pub scheme: SchemeOptions,
-}
-
-impl VerifierSpec {
-    /// The default replay window (5 minutes, both directions), as the reference libraries use.
-    pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
-}
+// A source's verification settings are plain config; verify builds verifiers from them.
+pub use crate::config::{Preset, VerifierSpec};
 
 /// A problem with a source's verification settings, with the key path below the source.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,6 @@
 //! a ready-to-run scheme. Every problem is collected with its key path, so `check-config` can
 //! report them all at once; once compiled, verification never re-parses configuration.
 
-use serde::Deserialize;
-
 use super::generic::{HmacTemplate, Template};
 use super::header_hmac::HeaderHmac;
 use super::plivo::Plivo;
@@ -18,66 +16,7 @@ use super::zoom::Zoom;
 use super::{Preset, SpecProblem, VerifierSpec};
 use crate::secret::Secret;
 
-/// Scheme-specific settings of a source (`[sources.scheme]`). Which keys a preset reads is
-/// listed in `docs/SIGNATURES.md`; a key the preset does not read is reported as a problem, so
-/// a typo or a copy-pasted table cannot silently weaken verification.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SchemeOptions {
-    /// `vapi`: `secret` (default; token verbatim in `x-vapi-secret`), `bearer`, `hmac` or
-    /// `oauth2`. `calltelemetry`: `bearer` (default), `basic` or `oauth2`.
-    pub mode: Option<String>,
-    /// Header carrying the signature (`generic`, required; `vapi` hmac, default `x-signature`),
-    /// the token (`vapi` secret mode, default `x-vapi-secret`; `bearer`/`calltelemetry`/`vapi`
-    /// bearer, default `Authorization`) or the key (`api-key`, default `X-API-Key`).
-    pub header: Option<String>,
-    /// Text before the encoded signature, e.g. `sha256=` (`generic`, `vapi` hmac).
-    pub prefix: Option<String>,
-    /// `hex` (default) or `base64` (`generic`, `vapi` hmac).
-    pub encoding: Option<String>,
-    /// `sha256` (default), `sha512`, or `sha1` where a sender forces it (`generic`, `vapi`).
-    pub algorithm: Option<String>,
-    /// What is signed, with placeholders `{body}`, `{timestamp}`, `{id}` (alias `{svix-id}`),
-    /// `{url}`, `{method}`; `{{`/`}}` are literal braces. Default `{body}` (`generic`), or
-    /// `{timestamp}.{body}` (`vapi` hmac with `include_timestamp`).
-    pub signed_content: Option<String>,
-    /// Header carrying the signed timestamp (`generic`; `vapi` hmac default `x-timestamp`).
-    pub timestamp_header: Option<String>,
-    /// `seconds` (generic default), `milliseconds`, or `auto` (vapi default: values ≥ 10^11 are
-    /// milliseconds).
-    pub timestamp_unit: Option<String>,
-    /// Header carrying a signed delivery id, for `{id}` (`generic`).
-    pub id_header: Option<String>,
-    /// `vapi` hmac: whether the timestamp is signed (default true).
-    pub include_timestamp: Option<bool>,
-    /// The configured secrets are base64 text; the key is the decoded bytes (`generic`, `vapi`).
-    pub secret_is_base64: Option<bool>,
-    /// Basic-auth user name (`basic`, `calltelemetry` basic mode); the passwords are `secrets`.
-    pub username: Option<String>,
-    /// `twilio`: also try the URL with the default port added/removed (default true), as
-    /// Twilio's own SDKs do.
-    pub url_port_variants: Option<bool>,
-    /// `vonage`: refuse tokens without a `payload_hash` claim (default false; a present claim is
-    /// always checked).
-    pub require_payload_hash: Option<bool>,
-    /// `vonage`: the account API key the JWT's `api_key` claim must name.
-    pub api_key: Option<String>,
-    /// OAuth2 client-credentials clients allowed to fetch bearer tokens for this source
-    /// (`bearer`, `calltelemetry`, `vapi`).
-    #[serde(default)]
-    pub oauth_clients: Vec<OAuthClient>,
-}
-
-/// One OAuth2 client allowed to obtain tokens for a source. Only the SHA-256 of the client
-/// secret is configured, so the config never holds a usable secret.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthClient {
-    /// The `client_id` the sender presents.
-    pub client_id: String,
-    /// Lowercase hex SHA-256 of the client secret (see `oauth::hash_client_secret`).
-    pub client_secret_sha256: String,
-}
+pub use crate::config::{OAuthClient, SchemeOptions};
 
 impl SchemeOptions {
     /// `(toml key, is set)` for every option, for the "not used by this preset" check.

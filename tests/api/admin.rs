@@ -1,23 +1,64 @@
 //! The operator console's API over real TLS: each role's allowed and forbidden calls (403 with
 //! nothing leaked, and an `access_denied` record), audited reveals and retries, failed sign-in
-//! limits, the dashboard's cookie and CSRF rules, and `/metrics` after a known sequence.
+//! limits, the dashboard's cookie and CSRF rules, and `/metrics` after a known sequence — each on
+//! SQLite and on PostgreSQL (skipped only when `WARDHOOK_TEST_POSTGRES_URL` is unset outside CI),
+//! and on a two-node PostgreSQL cluster, one node's console showing what the other took.
 #![allow(clippy::unwrap_used)]
 
+use std::process::Command;
+
 use serde_json::Value;
-use wardhook::admin::{tokens, Role};
+use wardhook::admin::Role;
 use wardhook::dispatch::worker::TaskOutcome;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
+use crate::postgres::PgTestDb;
+
+/// The database a console test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A console app and, on PostgreSQL, its database (dropped after the app).
+pub struct ConsoleApp {
+    pub app: TestApp,
+    pub pg: Option<PgTestDb>,
+}
+
+impl std::ops::Deref for ConsoleApp {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+/// Generates, from one `async fn case(db: Db)`, a test on SQLite and one on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test]
+        async fn $sqlite() {
+            $case($crate::admin::Db::Sqlite).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            $case($crate::admin::Db::Postgres).await;
+        }
+    )*};
+}
 
 /// A caller name that must never appear in a refused response.
 pub const CANARY_NAME: &str = "Zebulon Quartermaine";
 
-/// An app whose source `source` routes `call.ended` to an http handler `handler` at `crm`,
-/// with background workers off so the test drives dispatch.
-pub async fn console_app(source: &str, handler: &str, crm: &str, admin_extra: &str) -> TestApp {
-    spawn_app_with(AppOptions {
+/// The options of an app whose source `source` routes `call.ended` to an http handler
+/// `handler` at `crm`, with background workers off so the test drives dispatch.
+pub fn console_options(source: &str, handler: &str, crm: &str, admin_extra: &str) -> AppOptions {
+    AppOptions {
         sources: Some(format!(
             "[[sources]]\nname = \"{source}\"\npreset = \"nextphone\"\nsecrets = [\"file:demo.secret\"]\n"
         )),
@@ -42,15 +83,60 @@ handlers = ["{handler}"]
 "#
         ),
         ..AppOptions::default()
-    })
-    .await
+    }
 }
 
-/// Create a token directly in the app's database; returns (token text, token id).
+/// [`console_options`] served on `db`; `None` when PostgreSQL tests are skipped.
+pub async fn console_app_on(
+    db: Db,
+    source: &str,
+    handler: &str,
+    crm: &str,
+    admin_extra: &str,
+) -> Option<ConsoleApp> {
+    let opts = console_options(source, handler, crm, admin_extra);
+    Some(match db {
+        Db::Sqlite => ConsoleApp {
+            app: spawn_app_with(opts).await,
+            pg: None,
+        },
+        Db::Postgres => {
+            let pg = PgTestDb::create().await?;
+            let app = spawn_from_fixture(pg.fixture("node-a", opts, None)).await;
+            ConsoleApp { app, pg: Some(pg) }
+        }
+    })
+}
+
+/// Run `wardhook tokens …` against the app's config (SQLite file or PostgreSQL alike).
+fn tokens_cli(app: &TestApp, args: &[&str]) -> String {
+    let out = Command::new(wardhook_bin())
+        .arg("tokens")
+        .args(args)
+        .arg("--config")
+        .arg(&app.config_path)
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tokens {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Create a token with `wardhook tokens create`; returns (token text, token id).
 pub fn create_token(app: &TestApp, name: &str, role: Role) -> (String, String) {
-    let conn = tokens::open(&app.dir.path().join("data/wardhook.db")).unwrap();
-    let t = tokens::create(&conn, name, role, None).unwrap();
-    (t.token, t.info.id)
+    let out = tokens_cli(app, &["create", "--name", name, "--role", role.as_str()]);
+    let token = out.lines().next().unwrap().trim().to_owned();
+    let id = wardhook::admin::tokens::id_of(&token).unwrap().to_owned();
+    (token, id)
+}
+
+/// Revoke a token with `wardhook tokens revoke`.
+pub fn revoke_token(app: &TestApp, name: &str) {
+    tokens_cli(app, &["revoke", name]);
 }
 
 pub fn admin_url(app: &TestApp, path: &str) -> String {
@@ -108,7 +194,25 @@ async fn call(app: &TestApp, token: Option<&str>, method: &str, path: &str) -> (
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-fn audit_rows(app: &TestApp, action: &str) -> Vec<(String, String, String)> {
+/// (actor, outcome, detail) of every audit record of `action`, in order (every node's).
+async fn audit_rows(app: &ConsoleApp, action: &str) -> Vec<(String, String, String)> {
+    if let Some(pg) = &app.pg {
+        let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        return client
+            .query(
+                "SELECT actor, outcome, detail FROM audit_log WHERE action = $1
+                 ORDER BY ts, node_id, seq",
+                &[&action],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    }
     let conn = rusqlite::Connection::open(app.dir.path().join("data/wardhook.db")).unwrap();
     let mut stmt = conn
         .prepare("SELECT actor, outcome, detail FROM audit_log WHERE action = ?1 ORDER BY seq")
@@ -120,7 +224,7 @@ fn audit_rows(app: &TestApp, action: &str) -> Vec<(String, String, String)> {
 }
 
 /// One dead letter (the CRM answers 400) and one quarantined delivery.
-async fn app_with_a_dead_letter() -> (TestApp, MockServer, String) {
+async fn app_with_a_dead_letter(db: Db) -> Option<(ConsoleApp, MockServer, String)> {
     let crm = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400))
@@ -131,17 +235,18 @@ async fn app_with_a_dead_letter() -> (TestApp, MockServer, String) {
         .respond_with(ResponseTemplate::new(201))
         .mount(&crm)
         .await;
-    let app = console_app("demo", "crm", &crm.uri(), "").await;
+    let app = console_app_on(db, "demo", "crm", &crm.uri(), "").await?;
     let (status, v) = deliver_to(&app, "demo", "call-admin-1").await;
     assert_eq!(status, 200);
     let id = v["delivery_id"].as_str().unwrap().to_owned();
     assert!(matches!(drain(&app).await[..], [TaskOutcome::Dead { .. }]));
-    (app, crm, id)
+    Some((app, crm, id))
 }
 
-#[tokio::test]
-async fn each_role_gets_exactly_its_calls_and_refusals_leak_nothing() {
-    let (app, _crm, id) = app_with_a_dead_letter().await;
+async fn each_role_gets_exactly_its_calls_and_refusals_leak_nothing_on(db: Db) {
+    let Some((app, _crm, id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (admin, _) = create_token(&app, "root", Role::Admin);
     let (operator, _) = create_token(&app, "ops", Role::Operator);
     let (auditor, auditor_id) = create_token(&app, "aud", Role::Auditor);
@@ -217,7 +322,7 @@ async fn each_role_gets_exactly_its_calls_and_refusals_leak_nothing() {
         }
     }
 
-    let denied = audit_rows(&app, "access_denied");
+    let denied = audit_rows(&app, "access_denied").await;
     assert!(
         denied.iter().any(
             |(actor, outcome, detail)| actor == &format!("admin_token:{auditor_id}")
@@ -227,13 +332,14 @@ async fn each_role_gets_exactly_its_calls_and_refusals_leak_nothing() {
         ),
         "the auditor's refused reveal is on record: {denied:?}"
     );
-    let all = format!("{:?}", audit_rows(&app, "access_denied"));
+    let all = format!("{:?}", audit_rows(&app, "access_denied").await);
     assert!(!all.contains(CANARY_NAME));
 }
 
-#[tokio::test]
-async fn an_operator_reveal_is_a_payload_read_record_under_the_token() {
-    let (app, _crm, id) = app_with_a_dead_letter().await;
+async fn an_operator_reveal_is_a_payload_read_record_under_the_token_on(db: Db) {
+    let Some((app, _crm, id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (operator, op_id) = create_token(&app, "ops", Role::Operator);
     let (status, body) = call(
         &app,
@@ -245,7 +351,7 @@ async fn an_operator_reveal_is_a_payload_read_record_under_the_token() {
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["event"]["caller"]["name"], CANARY_NAME);
-    let reads = audit_rows(&app, "payload_read");
+    let reads = audit_rows(&app, "payload_read").await;
     assert_eq!(reads.len(), 1);
     assert_eq!(reads[0].0, format!("admin_token:{op_id}"));
     assert!(reads[0].2.contains("admin_api"));
@@ -257,9 +363,10 @@ async fn an_operator_reveal_is_a_payload_read_record_under_the_token() {
     assert_eq!(v["ok"], true, "{body}");
 }
 
-#[tokio::test]
-async fn retrying_a_dead_letter_over_the_api_delivers_it_and_is_audited() {
-    let (app, crm, id) = app_with_a_dead_letter().await;
+async fn retrying_a_dead_letter_over_the_api_delivers_it_and_is_audited_on(db: Db) {
+    let Some((app, crm, id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (operator, op_id) = create_token(&app, "ops", Role::Operator);
     let (_, body) = call(&app, Some(&operator), "GET", "/api/dead-letters").await;
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -291,7 +398,7 @@ async fn retrying_a_dead_letter_over_the_api_delivers_it_and_is_audited() {
     assert_eq!(timeline[0]["result"], "permanent");
     assert_eq!(timeline[1]["result"], "ok");
     assert!(!body.contains(CANARY_NAME), "metadata only");
-    let retried = audit_rows(&app, "retried");
+    let retried = audit_rows(&app, "retried").await;
     assert_eq!(retried[0].0, format!("admin_token:{op_id}"));
     let (status, _) = call(
         &app,
@@ -303,9 +410,10 @@ async fn retrying_a_dead_letter_over_the_api_delivers_it_and_is_audited() {
     assert_eq!(status, 404, "nothing left to retry");
 }
 
-#[tokio::test]
-async fn bad_tokens_get_401_and_repeated_failures_are_limited_and_audited() {
-    let (app, _crm, _id) = app_with_a_dead_letter().await;
+async fn bad_tokens_get_401_and_repeated_failures_are_limited_and_audited_on(db: Db) {
+    let Some((app, _crm, _id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (admin, _) = create_token(&app, "root", Role::Admin);
     let (status, body) = call(&app, None, "GET", "/api/deliveries").await;
     assert_eq!(
@@ -322,7 +430,7 @@ async fn bad_tokens_get_401_and_repeated_failures_are_limited_and_audited() {
         status, 429,
         "even a good token waits out the lockout from this address"
     );
-    let denied = audit_rows(&app, "access_denied");
+    let denied = audit_rows(&app, "access_denied").await;
     assert_eq!(
         denied
             .iter()
@@ -333,22 +441,24 @@ async fn bad_tokens_get_401_and_repeated_failures_are_limited_and_audited() {
     assert!(!format!("{denied:?}").contains(&admin));
 }
 
-#[tokio::test]
-async fn revoked_tokens_stop_working_at_once() {
-    let (app, _crm, _id) = app_with_a_dead_letter().await;
+async fn revoked_tokens_stop_working_at_once_on(db: Db) {
+    let Some((app, _crm, _id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (t, _) = create_token(&app, "temp", Role::Operator);
     assert_eq!(call(&app, Some(&t), "GET", "/api/whoami").await.0, 200);
-    let conn = tokens::open(&app.dir.path().join("data/wardhook.db")).unwrap();
-    tokens::revoke(&conn, "temp").unwrap();
+    revoke_token(&app, "temp");
     assert_eq!(call(&app, Some(&t), "GET", "/api/whoami").await.0, 401);
     assert!(audit_rows(&app, "access_denied")
+        .await
         .iter()
         .any(|(_, _, d)| d.contains("token_revoked")));
 }
 
-#[tokio::test]
-async fn audit_export_downloads_csv_and_jsonl_and_records_the_export() {
-    let (app, _crm, _id) = app_with_a_dead_letter().await;
+async fn audit_export_downloads_csv_and_jsonl_and_records_the_export_on(db: Db) {
+    let Some((app, _crm, _id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (auditor, aud_id) = create_token(&app, "aud", Role::Auditor);
     let res = app
         .client()
@@ -370,7 +480,7 @@ async fn audit_export_downloads_csv_and_jsonl_and_records_the_export() {
     for line in jsonl.lines() {
         let _: Value = serde_json::from_str(line).unwrap();
     }
-    let exported = audit_rows(&app, "audit_exported");
+    let exported = audit_rows(&app, "audit_exported").await;
     assert_eq!(exported.len(), 2);
     assert_eq!(exported[0].0, format!("admin_token:{aud_id}"));
     let (status, body) = call(
@@ -384,9 +494,10 @@ async fn audit_export_downloads_csv_and_jsonl_and_records_the_export() {
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 0);
 }
 
-#[tokio::test]
-async fn the_openapi_document_and_config_summary_are_served_without_secrets() {
-    let (app, _crm, _id) = app_with_a_dead_letter().await;
+async fn the_openapi_document_and_config_summary_are_served_without_secrets_on(db: Db) {
+    let Some((app, _crm, _id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (status, body) = call(&app, None, "GET", "/api/openapi.json").await;
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&body).unwrap();
@@ -410,9 +521,10 @@ async fn the_openapi_document_and_config_summary_are_served_without_secrets() {
     assert!(body.contains("\"name\":\"demo\""));
 }
 
-#[tokio::test]
-async fn dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token() {
-    let (app, _crm, _id) = app_with_a_dead_letter().await;
+async fn dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token_on(db: Db) {
+    let Some((app, _crm, _id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
     let (operator, _) = create_token(&app, "ops", Role::Operator);
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(app.ca_pem.as_bytes()).unwrap())
@@ -458,6 +570,7 @@ async fn dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token() {
         .unwrap();
     assert_eq!(res.status(), 403);
     assert!(audit_rows(&app, "access_denied")
+        .await
         .iter()
         .any(|(_, _, d)| d.contains("csrf_mismatch")));
     let csrf = html
@@ -485,24 +598,26 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[tokio::test]
-async fn metrics_have_the_expected_names_and_labels_after_a_known_sequence() {
+async fn metrics_have_the_expected_names_and_labels_after_a_known_sequence_on(db: Db) {
     let crm = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400))
         .mount(&crm)
         .await;
     // Names unique to this test: the registry is per process and tests run in parallel.
-    let app = console_app("msrc", "mcrm", &crm.uri(), "").await;
-    assert_eq!(deliver_to(&app, "msrc", "m-1").await.0, 200);
-    assert_eq!(deliver_to(&app, "msrc", "m-2").await.0, 200);
-    assert_eq!(
-        deliver_to(&app, "msrc", "m-2").await.1["status"],
-        "duplicate"
-    );
-    let (status, _) = send_signed(&app, "msrc", r#"{"event":"call.ended"}"#, false).await;
+    let (msrc, mcrm) = match db {
+        Db::Sqlite => ("msrc", "mcrm"),
+        Db::Postgres => ("pgmsrc", "pgmcrm"),
+    };
+    let Some(app) = console_app_on(db, msrc, mcrm, &crm.uri(), "").await else {
+        return;
+    };
+    assert_eq!(deliver_to(&app, msrc, "m-1").await.0, 200);
+    assert_eq!(deliver_to(&app, msrc, "m-2").await.0, 200);
+    assert_eq!(deliver_to(&app, msrc, "m-2").await.1["status"], "duplicate");
+    let (status, _) = send_signed(&app, msrc, r#"{"event":"call.ended"}"#, false).await;
     assert_eq!(status, 401);
-    let (status, _) = send_signed(&app, "msrc", r#"{"data":{}}"#, true).await;
+    let (status, _) = send_signed(&app, msrc, r#"{"data":{}}"#, true).await;
     assert_eq!(status, 400);
     assert_eq!(drain(&app).await.len(), 2);
 
@@ -511,42 +626,51 @@ async fn metrics_have_the_expected_names_and_labels_after_a_known_sequence() {
     assert_eq!(status, 200);
     let expect = [
         (
-            r#"wardhook_deliveries_total{source="msrc",outcome="accepted"}"#,
+            format!(r#"wardhook_deliveries_total{{source="{msrc}",outcome="accepted"}}"#),
             2.0,
         ),
         (
-            r#"wardhook_deliveries_total{source="msrc",outcome="duplicate"}"#,
+            format!(r#"wardhook_deliveries_total{{source="{msrc}",outcome="duplicate"}}"#),
             1.0,
         ),
         (
-            r#"wardhook_deliveries_total{source="msrc",outcome="rejected"}"#,
+            format!(r#"wardhook_deliveries_total{{source="{msrc}",outcome="rejected"}}"#),
             1.0,
         ),
         (
-            r#"wardhook_deliveries_total{source="msrc",outcome="quarantined"}"#,
+            format!(r#"wardhook_deliveries_total{{source="{msrc}",outcome="quarantined"}}"#),
             1.0,
         ),
-        (r#"wardhook_ack_latency_seconds_count{source="msrc"}"#, 5.0),
         (
-            r#"wardhook_ack_latency_seconds_bucket{source="msrc",le="+Inf"}"#,
+            format!(r#"wardhook_ack_latency_seconds_count{{source="{msrc}"}}"#),
             5.0,
         ),
         (
-            r#"wardhook_handler_attempts_total{handler="mcrm",result="permanent"}"#,
+            format!(r#"wardhook_ack_latency_seconds_bucket{{source="{msrc}",le="+Inf"}}"#),
+            5.0,
+        ),
+        (
+            format!(r#"wardhook_handler_attempts_total{{handler="{mcrm}",result="permanent"}}"#),
             2.0,
         ),
         (
-            r#"wardhook_handler_latency_seconds_count{handler="mcrm"}"#,
+            format!(r#"wardhook_handler_latency_seconds_count{{handler="{mcrm}"}}"#),
             2.0,
         ),
-        (r#"wardhook_dead_letters_total{handler="mcrm"}"#, 2.0),
-        (r#"wardhook_dead_letters{handler="mcrm"}"#, 2.0),
-        (r#"wardhook_circuit_state{handler="mcrm"}"#, 0.0),
-        ("wardhook_queue_depth", 0.0),
-        ("wardhook_queue_oldest_due_age_seconds", 0.0),
+        (
+            format!(r#"wardhook_dead_letters_total{{handler="{mcrm}"}}"#),
+            2.0,
+        ),
+        (format!(r#"wardhook_dead_letters{{handler="{mcrm}"}}"#), 2.0),
+        (
+            format!(r#"wardhook_circuit_state{{handler="{mcrm}"}}"#),
+            0.0,
+        ),
+        ("wardhook_queue_depth".to_owned(), 0.0),
+        ("wardhook_queue_oldest_due_age_seconds".to_owned(), 0.0),
     ];
     for (series, want) in expect {
-        assert_eq!(metric(&text, series), Some(want), "{series}\n{text}");
+        assert_eq!(metric(&text, &series), Some(want), "{series}\n{text}");
     }
     let days = metric(
         &text,
@@ -561,4 +685,90 @@ async fn metrics_have_the_expected_names_and_labels_after_a_known_sequence() {
         assert!(text.contains(&format!("# TYPE {name} counter")));
     }
     assert!(!text.contains(CANARY_NAME));
+
+    // A delivery left in the queue shows in the depth, read from the database (every node's
+    // jobs on PostgreSQL).
+    assert_eq!(deliver_to(&app, msrc, "m-3").await.0, 200);
+    let (status, text) = call(&app, Some(&admin), "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(metric(&text, "wardhook_queue_depth"), Some(1.0), "{text}");
+}
+
+on_both_backends! {
+    each_role_gets_exactly_its_calls_and_refusals_leak_nothing_on => each_role_gets_exactly_its_calls_and_refusals_leak_nothing, each_role_gets_exactly_its_calls_and_refusals_leak_nothing_on_postgres;
+    an_operator_reveal_is_a_payload_read_record_under_the_token_on => an_operator_reveal_is_a_payload_read_record_under_the_token, an_operator_reveal_is_a_payload_read_record_under_the_token_on_postgres;
+    retrying_a_dead_letter_over_the_api_delivers_it_and_is_audited_on => retrying_a_dead_letter_over_the_api_delivers_it_and_is_audited, retrying_a_dead_letter_over_the_api_delivers_it_and_is_audited_on_postgres;
+    bad_tokens_get_401_and_repeated_failures_are_limited_and_audited_on => bad_tokens_get_401_and_repeated_failures_are_limited_and_audited, bad_tokens_get_401_and_repeated_failures_are_limited_and_audited_on_postgres;
+    revoked_tokens_stop_working_at_once_on => revoked_tokens_stop_working_at_once, revoked_tokens_stop_working_at_once_on_postgres;
+    audit_export_downloads_csv_and_jsonl_and_records_the_export_on => audit_export_downloads_csv_and_jsonl_and_records_the_export, audit_export_downloads_csv_and_jsonl_and_records_the_export_on_postgres;
+    the_openapi_document_and_config_summary_are_served_without_secrets_on => the_openapi_document_and_config_summary_are_served_without_secrets, the_openapi_document_and_config_summary_are_served_without_secrets_on_postgres;
+    dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token_on => dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token, dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token_on_postgres;
+    metrics_have_the_expected_names_and_labels_after_a_known_sequence_on => metrics_have_the_expected_names_and_labels_after_a_known_sequence, metrics_have_the_expected_names_and_labels_after_a_known_sequence_on_postgres;
+}
+
+/// Two nodes on one PostgreSQL database: node A's console lists and details a delivery node B
+/// accepted and dispatched, searches B's audit records, and a token made on one node works —
+/// and is revoked — on both.
+#[tokio::test]
+async fn a_console_on_one_node_shows_what_another_node_took() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&crm)
+        .await;
+    let opts = console_options("twosrc", "twocrm", &crm.uri(), "");
+    let fixture_a = db.fixture("node-a", opts.clone(), None);
+    let key = std::fs::read(fixture_a.dir.path().join("master.key")).unwrap();
+    let fixture_b = db.fixture("node-b", opts, Some(&key));
+    let a = spawn_from_fixture(fixture_a).await;
+    let b = spawn_from_fixture(fixture_b).await;
+
+    let (status, v) = deliver_to(&b, "twosrc", "call-two-nodes").await;
+    assert_eq!(status, 200);
+    let id = v["delivery_id"].as_str().unwrap().to_owned();
+    assert!(matches!(drain(&b).await[..], [TaskOutcome::Done { .. }]));
+
+    let (admin, _) = create_token(&a, "root", Role::Admin);
+    let (status, body) = call(&a, Some(&admin), "GET", "/api/deliveries").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&id), "node A lists node B's delivery: {body}");
+    let (status, body) = call(&a, Some(&admin), "GET", &format!("/api/deliveries/{id}")).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["jobs"][0]["handler"], "twocrm");
+    assert_eq!(v["jobs"][0]["status"], "done");
+    assert_eq!(v["jobs"][0]["timeline"].as_array().unwrap().len(), 1);
+    let (status, body) = call(&a, Some(&admin), "GET", "/api/health").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    let twocrm = health["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "twocrm")
+        .unwrap();
+    assert_eq!(twocrm["attempts"], 1, "{body}");
+    let (status, body) = call(
+        &a,
+        Some(&admin),
+        "GET",
+        &format!("/api/audit?delivery_id={id}&action=delivery_accepted"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 1);
+    let (status, body) = call(&a, Some(&admin), "GET", "/api/audit/verify").await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["ok"], true);
+
+    // Tokens are the cluster's: made on A, usable on B; revoked on B, refused on A.
+    let (ops, _) = create_token(&a, "ops", Role::Operator);
+    assert_eq!(call(&b, Some(&ops), "GET", "/api/whoami").await.0, 200);
+    revoke_token(&b, "ops");
+    assert_eq!(call(&a, Some(&ops), "GET", "/api/whoami").await.0, 401);
+    assert_eq!(call(&b, Some(&ops), "GET", "/api/whoami").await.0, 401);
+    drop((a, b));
 }

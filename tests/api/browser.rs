@@ -2,7 +2,8 @@
 //! letter, retry it, see it delivered, reveal a payload as an operator (and be refused as an
 //! auditor), be signed out after the idle time, and save a screenshot of each page into
 //! `target/screenshots/` — or, with `WARDHOOK_UPDATE_SCREENSHOTS=1`, over the documentation's
-//! `docs/screenshots/`, so an ordinary test run leaves the tracked images alone.
+//! `docs/screenshots/`, so an ordinary test run leaves the tracked images alone. Each test runs
+//! on SQLite and on PostgreSQL (whose screenshots go to `target/screenshots/postgres/` only).
 //!
 //! WebDriver is plain JSON over HTTP on loopback, so these tests speak it with `reqwest`
 //! directly instead of pulling a WebDriver crate and its TLS stack. They need `chromedriver`
@@ -21,7 +22,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::admin::{
-    admin_url, console_app, create_token, deliver_to, drain, send_signed, CANARY_NAME,
+    admin_url, console_app_on, create_token, deliver_to, drain, send_signed, Db, CANARY_NAME,
 };
 use crate::helpers::*;
 
@@ -54,6 +55,8 @@ struct Browser {
     driver: Driver,
     session: String,
     user_data: tempfile::TempDir,
+    /// The backend under test: only SQLite's screenshots may update the documentation's.
+    backend: Db,
 }
 
 impl Driver {
@@ -143,6 +146,7 @@ impl Browser {
             driver,
             session,
             user_data,
+            backend: Db::Sqlite,
         })
     }
 
@@ -237,7 +241,9 @@ impl Browser {
             .decode(b64.as_str().unwrap())
             .unwrap();
         assert!(png.starts_with(b"\x89PNG"));
-        let into = if std::env::var_os("WARDHOOK_UPDATE_SCREENSHOTS").is_some() {
+        let into = if self.backend == Db::Postgres {
+            "target/screenshots/postgres"
+        } else if std::env::var_os("WARDHOOK_UPDATE_SCREENSHOTS").is_some() {
             "docs/screenshots"
         } else {
             "target/screenshots"
@@ -260,8 +266,7 @@ impl Browser {
     }
 }
 
-#[tokio::test]
-async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_refused() {
+async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_refused_on(db: Db) {
     // Arrange: the CRM refuses the first lead (dead letter) and takes every later one.
     let crm = MockServer::start().await;
     Mock::given(method("POST"))
@@ -273,7 +278,9 @@ async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_re
         .respond_with(ResponseTemplate::new(201))
         .mount(&crm)
         .await;
-    let app = console_app("demo", "crm", &crm.uri(), "").await;
+    let Some(app) = console_app_on(db, "demo", "crm", &crm.uri(), "").await else {
+        return;
+    };
     let (_, v) = deliver_to(&app, "demo", "call-browser-1").await;
     let dead_id = v["delivery_id"].as_str().unwrap().to_owned();
     drain(&app).await;
@@ -283,9 +290,10 @@ async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_re
     assert_eq!(status, 400, "quarantined");
     let (operator, _) = create_token(&app, "ops-alice", Role::Operator);
     let (auditor, _) = create_token(&app, "audit-bob", Role::Auditor);
-    let Some(b) = Browser::open().await else {
+    let Some(mut b) = Browser::open().await else {
         return;
     };
+    b.backend = db;
 
     // Sign in; the overview shows sources and handlers with their charts.
     b.goto(&admin_url(&app, "/login")).await;
@@ -359,14 +367,17 @@ async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_re
     b.close().await;
 }
 
-#[tokio::test]
-async fn an_idle_session_is_signed_out() {
+async fn an_idle_session_is_signed_out_on(db: Db) {
     let crm = MockServer::start().await;
-    let app = console_app("demo", "crm", &crm.uri(), "idle_timeout = \"3s\"").await;
-    let (operator, _) = create_token(&app, "ops-idle", Role::Operator);
-    let Some(b) = Browser::open().await else {
+    let Some(app) = console_app_on(db, "demo", "crm", &crm.uri(), "idle_timeout = \"3s\"").await
+    else {
         return;
     };
+    let (operator, _) = create_token(&app, "ops-idle", Role::Operator);
+    let Some(mut b) = Browser::open().await else {
+        return;
+    };
+    b.backend = db;
     b.sign_in(&app, &operator).await;
     b.goto(&admin_url(&app, "/deliveries")).await;
     assert!(b.url().await.ends_with("/deliveries"));
@@ -379,4 +390,12 @@ async fn an_idle_session_is_signed_out() {
         .contains("signed out after a period of inactivity"));
     b.screenshot("signed-out").await;
     b.close().await;
+}
+
+crate::on_both_backends! {
+    an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_refused_on =>
+        an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_refused,
+        an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_refused_on_postgres;
+    an_idle_session_is_signed_out_on =>
+        an_idle_session_is_signed_out, an_idle_session_is_signed_out_on_postgres;
 }

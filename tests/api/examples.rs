@@ -55,7 +55,10 @@ fn check_example(name: &str) {
     }
     let copy = dir.path().join(name);
     std::fs::write(&copy, &text).unwrap();
-    if let Err(e) = Config::load_with_base(&copy, dir.path()) {
+    // Settings, then every stage built from them, as `check-config` does.
+    let checked = Config::load_with_base(&copy, dir.path())
+        .and_then(|c| wardhook::app::build_stages(&c).map(drop));
+    if let Err(e) = checked {
         panic!("config/{name} is not valid: {e}");
     }
 }

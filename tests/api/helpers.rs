@@ -14,10 +14,10 @@ use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use wardhook::app::Application;
 use wardhook::certs::DevCa;
 use wardhook::config::Config;
 use wardhook::crypto::MasterKey;
-use wardhook::listener::Application;
 
 /// The demo source's signing secret in every spawned app.
 pub const DEMO_SECRET: &str = "test_secret_for_the_demo_source";
@@ -50,7 +50,7 @@ pub struct TestApp {
     pub ca: DevCa,
     pub ca_pem: String,
     pub config_path: PathBuf,
-    pub reloader: wardhook::listener::Reloader,
+    pub reloader: wardhook::app::Reloader,
     pub dispatcher: std::sync::Arc<wardhook::dispatch::worker::Dispatcher>,
     handle: actix_web::dev::ServerHandle,
 }

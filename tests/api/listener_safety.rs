@@ -7,8 +7,8 @@
 use std::process::Command;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wardhook::app::Application;
 use wardhook::config::Config;
-use wardhook::listener::Application;
 
 use crate::helpers::*;
 

@@ -232,7 +232,8 @@ async fn seed_old_deliveries(fixture: &Fixture, n: usize, age: chrono::Duration)
                 body: body.as_bytes(),
                 peer_ip: std::net::IpAddr::from([127, 0, 0, 1]),
             };
-            let Ok(Verdict::Verified(verified)) = source.verifier.verify(&request, received) else {
+            let verifier = wardhook::verify::SourceVerifier::new(source.spec.clone()).unwrap();
+            let Ok(Verdict::Verified(verified)) = verifier.verify(&request, received) else {
                 panic!("the seeded delivery must verify");
             };
             let input = IntakeInput::from_verified(&verified);

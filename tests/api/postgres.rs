@@ -212,18 +212,19 @@ async fn two_nodes_on_one_database_dedup_across_nodes_and_run_each_job_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_only_features_refuse_clearly_with_postgres() {
+async fn the_console_starts_on_postgres() {
     let Some(db) = PgTestDb::create().await else {
         return;
     };
-    // The admin console reads the SQLite store: serving with it on is refused at start-up.
-    let fixture = db.fixture("node-1", AppOptions::default(), None);
+    // The admin console serves on PostgreSQL too (its own tests are in `admin.rs`).
+    let fixture = db.fixture("node-console", AppOptions::default(), None);
     let config =
         wardhook::config::Config::load_with_base(&fixture.config_path, fixture.dir.path()).unwrap();
-    let err = wardhook::listener::Application::build_with_base(config, fixture.dir.path())
+    let console = wardhook::app::Application::build_with_base(config, fixture.dir.path())
         .await
-        .expect_err("the console is SQLite-only");
-    assert!(err.to_string().contains("admin console"), "{err}");
+        .expect("the console starts on postgres");
+    assert!(console.admin_port().is_some());
+    drop(console);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,6 +254,7 @@ async fn every_operator_command_works_with_postgres() {
         &["audit", "search"],
         &["audit", "export", "--format", "csv"],
         &["audit", "verify"],
+        &["tokens", "list"],
     ] {
         let out = cli(&app, args);
         assert!(

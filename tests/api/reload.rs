@@ -67,7 +67,7 @@ async fn reload_with_a_different_master_key_is_refused() {
     wardhook::crypto::MasterKey::generate_file(&key).unwrap();
     let err = app.reloader.reload(&app.config_path).unwrap_err();
     assert!(
-        matches!(err, wardhook::listener::ReloadError::MasterKeyChanged),
+        matches!(err, wardhook::app::ReloadError::MasterKeyChanged),
         "{err}"
     );
 }

@@ -54,7 +54,7 @@ fn signed(
     body: &[u8],
     when: chrono::DateTime<Utc>,
 ) -> (String, Vec<(String, String)>) {
-    let spec = pa.config.source(preset.name()).unwrap().verifier.spec();
+    let spec = &pa.config.source(preset.name()).unwrap().spec;
     let public = format!("{PUBLIC_HOST}/hooks/{}", preset.name());
     let key = parse_signing_key(SEED).unwrap();
     let req = sign_request_full(spec, body, when, &public, Some(&key)).unwrap();

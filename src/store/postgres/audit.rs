@@ -134,7 +134,7 @@ pub struct NodeChainReport {
     pub report: VerifyReport,
 }
 
-fn stored_from_row(row: &Row) -> StoredRecord {
+pub(super) fn stored_from_row(row: &Row) -> StoredRecord {
     let seq: i64 = row.get(0);
     StoredRecord {
         seq: u64::try_from(seq).unwrap_or(0),

@@ -1,190 +1,233 @@
-//! `doctor`'s checks of a PostgreSQL database: reachable, over TLS when configured, at the
-//! schema version this build writes, and — where the server shows it to this role — how far
-//! its standbys lag. Read-only: nothing is migrated or written.
+//! The console's health numbers, delivery detail and audit reads on PostgreSQL. None of these
+//! queries filters by node: the console on any node shows the whole cluster.
 
-use super::{PgStore, PgTls};
-use crate::store::maintenance::Finding;
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+
+use super::{audit, PgStore};
+use crate::audit::{ExportFormat, Filter, StoredRecord};
+use crate::store::console::{
+    AttemptSample, DeliveryJob, DeliveryMeta, HandlerQueue, HealthData, SourceEvent,
+};
+use crate::store::payload::db_time;
 use crate::store::StoreError;
 
-/// A standby further behind than this is worth a warning (a failover would lose or delay what
-/// it has not replayed).
-const LAG_WARN_SECS: f64 = 60.0;
-
-/// Every finding, in order; a failed connection ends the list.
-pub(super) async fn findings(store: &PgStore, tls: &PgTls) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let client = match store.client().await {
-        Ok(c) => c,
-        Err(e) => {
-            out.push(Finding::fail(
-                "postgres (connection)",
-                format!("cannot connect as node {}: {e}", store.node_id()),
-                "check [storage.postgres] url, that the server runs and accepts this host (pg_hba.conf), and the ca_file",
-            ));
-            return out;
-        }
-    };
-    match client
-        .query_one(
-            "SELECT current_database()::text, current_setting('server_version'), pg_is_in_recovery()",
-            &[],
-        )
-        .await
-    {
-        Ok(row) => {
-            let (db, version, standby): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
-            out.push(if standby {
-                Finding::fail(
-                    "postgres (connection)",
-                    format!("connected to {db} (PostgreSQL {version}) but it is a read-only standby"),
-                    "point [storage.postgres] url at the primary (or the failover address)",
-                )
-            } else {
-                Finding::ok(
-                    "postgres (connection)",
-                    format!("connected to {db} (PostgreSQL {version}) as node {}", store.node_id()),
-                )
-            });
-        }
-        Err(e) => {
-            out.push(Finding::fail(
-                "postgres (connection)",
-                format!("the server does not answer queries: {}", StoreError::from(e)),
-                "check the server's log",
-            ));
-            return out;
-        }
-    }
-    out.push(tls_finding(&client, tls).await);
-    out.push(schema_finding(&client).await);
-    out.push(replication_finding(&client).await);
-    out
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
-async fn tls_finding(client: &deadpool_postgres::Client, tls: &PgTls) -> Finding {
-    const NAME: &str = "postgres (tls)";
-    let row = client
-        .query_opt(
-            "SELECT ssl, coalesce(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await;
-    let (ssl, version) = match row {
-        Ok(Some(r)) => (r.get::<_, bool>(0), r.get::<_, String>(1)),
-        Ok(None) => (false, String::new()),
-        Err(e) => {
-            return Finding::warn(
-                NAME,
-                format!("cannot read pg_stat_ssl: {}", StoreError::from(e)),
-                "grant this role pg_read_all_stats, or check TLS on the server side",
-            )
-        }
-    };
-    match (tls, ssl) {
-        (PgTls::Require { ca_file }, true) => Finding::ok(
-            NAME,
-            format!(
-                "{version}, server certificate verified against {}",
-                ca_file.display()
-            ),
-        ),
-        (PgTls::Require { .. }, false) => Finding::fail(
-            NAME,
-            "TLS is required but this connection is not encrypted",
-            "check the server's ssl settings",
-        ),
-        (PgTls::Disable, true) => {
-            Finding::ok(NAME, format!("{version} (not verified: tls = \"disable\")"))
-        }
-        (PgTls::Disable, false) => Finding::ok(
-            NAME,
-            "plain connection (tls = \"disable\", allowed only to loopback or a Unix socket)",
-        ),
-    }
-}
-
-async fn schema_finding(client: &deadpool_postgres::Client) -> Finding {
-    const NAME: &str = "postgres (schema)";
-    let found = client
-        .query_opt("SELECT version FROM wardhook_schema", &[])
-        .await;
-    let supported = super::schema::SCHEMA_VERSION;
-    match found {
-        Ok(Some(row)) => {
-            let version = usize::try_from(row.get::<_, i32>(0)).unwrap_or(usize::MAX);
-            if version == supported {
-                Finding::ok(NAME, format!("schema version {version} (this build's)"))
-            } else if version < supported {
-                Finding::warn(
-                    NAME,
-                    format!("schema version {version}; this build writes {supported}"),
-                    "the first `wardhook serve` of this build migrates it (take a backup first)",
-                )
-            } else {
-                Finding::fail(
-                    NAME,
-                    format!(
-                        "schema version {version} is newer than this build supports ({supported})"
-                    ),
-                    "upgrade wardhook on this node to the version the other nodes run",
-                )
-            }
-        }
-        Ok(None) | Err(_) => Finding::warn(
-            NAME,
-            "no wardhook schema yet",
-            "it is created by the first `wardhook serve`",
-        ),
-    }
-}
-
-async fn replication_finding(client: &deadpool_postgres::Client) -> Finding {
-    const NAME: &str = "postgres (replication)";
-    let rows = client
+/// The raw health numbers since `since`, every node's.
+pub(super) async fn health_data(
+    store: &PgStore,
+    since: DateTime<Utc>,
+) -> Result<HealthData, StoreError> {
+    let client = store.client().await?;
+    let since_text = crate::audit::format_ts(since);
+    let mut data = HealthData::default();
+    // A `delivery_rejected` record with a `count` stands for that many rejections (tallied per
+    // interval by each node's listener); every other record for one.
+    for r in client
         .query(
-            "SELECT coalesce(application_name, ''), coalesce(state, ''),
-                    coalesce(sync_state, ''), EXTRACT(EPOCH FROM replay_lag)::float8
-             FROM pg_stat_replication",
+            "SELECT source, action, ts,
+                    CASE WHEN action = 'delivery_rejected'
+                         THEN COALESCE((detail::jsonb ->> 'count')::bigint, 1) ELSE 1 END
+             FROM audit_log
+             WHERE ts >= $1 AND source IS NOT NULL AND action IN
+               ('delivery_accepted', 'delivery_duplicate', 'delivery_quarantined', 'delivery_rejected')",
+            &[&since_text],
+        )
+        .await?
+    {
+        data.source_events.push(SourceEvent {
+            source: r.get(0),
+            action: r.get(1),
+            ts: r.get(2),
+            count: r.get(3),
+        });
+    }
+    for r in client
+        .query(
+            "SELECT j.handler, a.result, a.latency_ms, a.started_at
+             FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.started_at >= $1",
+            &[&since],
+        )
+        .await?
+    {
+        data.attempts.push(AttemptSample {
+            handler: r.get(0),
+            ok: r.get::<_, &str>(1) == "ok",
+            latency_ms: r.get(2),
+            started_at: r.get(3),
+        });
+    }
+    for r in client
+        .query(
+            "SELECT handler,
+                    COUNT(*) FILTER (WHERE status IN ('pending', 'waiting', 'running')),
+                    COUNT(*) FILTER (WHERE status = 'dead')
+             FROM jobs GROUP BY handler",
             &[],
         )
-        .await;
-    let rows = match rows {
-        Ok(r) => r,
-        Err(e) => {
-            return Finding::ok(
-                NAME,
-                format!("not visible to this role ({})", StoreError::from(e)),
-            )
-        }
+        .await?
+    {
+        data.queues.push(HandlerQueue {
+            handler: r.get(0),
+            queued: count(r.get(1)),
+            dead: count(r.get(2)),
+        });
+    }
+    let totals = client
+        .query_one(
+            "SELECT COUNT(*) FILTER (WHERE status IN ('pending', 'waiting', 'running')),
+                    MIN(next_attempt_at) FILTER (WHERE status = 'pending'),
+                    COUNT(*) FILTER (WHERE status = 'dead')
+             FROM jobs WHERE status IN ('pending', 'waiting', 'running', 'dead')",
+            &[],
+        )
+        .await?;
+    data.queue_depth = count(totals.get(0));
+    data.oldest_pending = totals.get(1);
+    data.dead_letters = count(totals.get(2));
+    Ok(data)
+}
+
+/// A delivery's metadata, whichever node accepted it.
+pub(super) async fn delivery_meta(
+    store: &PgStore,
+    id: &str,
+) -> Result<Option<DeliveryMeta>, StoreError> {
+    let client = store.client().await?;
+    Ok(client
+        .query_opt(
+            "SELECT id, source, event_type, received_at, status FROM deliveries WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .map(|r| DeliveryMeta {
+            id: r.get(0),
+            source: r.get(1),
+            event_type: r.get(2),
+            received_at: db_time(r.get(3)),
+            status: r.get(4),
+        }))
+}
+
+/// A delivery's jobs in route order.
+pub(super) async fn delivery_jobs(
+    store: &PgStore,
+    id: &str,
+) -> Result<Vec<DeliveryJob>, StoreError> {
+    let client = store.client().await?;
+    Ok(client
+        .query(
+            "SELECT id, handler, status, attempts FROM jobs WHERE delivery_id = $1
+             ORDER BY position, id",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| DeliveryJob {
+            job_id: r.get(0),
+            handler: r.get(1),
+            status: r.get(2),
+            attempts: i64::from(r.get::<_, i32>(3)),
+        })
+        .collect())
+}
+
+/// `filter` as SQL conditions over `audit_log` and their parameters.
+fn audit_where(filter: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let mut conds: Vec<String> = Vec::new();
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut push = |cond: &str, v: String| {
+        params.push(Box::new(v));
+        conds.push(cond.replace('?', &format!("${}", params.len())));
     };
-    if rows.is_empty() {
-        return Finding::ok(
-            NAME,
-            "no standby streams from this server (or this role cannot see them)",
+    if let Some(t) = filter.since {
+        push("ts >= ?", crate::audit::format_ts(t));
+    }
+    if let Some(t) = filter.until {
+        push("ts < ?", crate::audit::format_ts(t));
+    }
+    if let Some(c) = &filter.call_ref {
+        push("call_ref = ?", c.as_str().to_owned());
+    }
+    if let Some(s) = &filter.source {
+        push("source = ?", s.as_str().to_owned());
+    }
+    if let Some(a) = filter.action {
+        push("action = ?", a.as_str().to_owned());
+    }
+    if let Some(a) = &filter.actor {
+        push(
+            "(actor = ? OR substr(actor, strpos(actor, ':') + 1) = ?)",
+            a.as_str().to_owned(),
         );
     }
-    let mut worst = 0.0f64;
-    let mut described = Vec::new();
-    for r in &rows {
-        let (name, state, sync): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        let lag: Option<f64> = r.get(3);
-        if let Some(l) = lag {
-            worst = worst.max(l);
-        }
-        described.push(format!(
-            "{} {state}/{sync} lag {}",
-            if name.is_empty() { "standby" } else { &name },
-            lag.map_or_else(|| "not shown".to_owned(), |l| format!("{l:.1} s"))
-        ));
+    if let Some(d) = &filter.delivery_id {
+        push("delivery_id = ?", d.as_str().to_owned());
     }
-    let text = described.join(", ");
-    if worst > LAG_WARN_SECS {
-        Finding::warn(
-            NAME,
-            text,
-            "a standby this far behind loses or delays what it has not replayed on failover: check its disk, network and load",
-        )
+    let clause = if conds.is_empty() {
+        String::new()
     } else {
-        Finding::ok(NAME, text)
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    (clause, params)
+}
+
+const AUDIT_COLUMNS: &str = "seq, ts, actor, action, outcome, delivery_id, source, call_ref, \
+                             remote_addr, detail, prev_mac, mac";
+
+/// Matching records of every node in time order (ties by node and sequence); the newest `limit`
+/// when given.
+async fn audit_rows(
+    store: &PgStore,
+    filter: &Filter,
+    limit: Option<usize>,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let (clause, params) = audit_where(filter);
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let client = store.client().await?;
+    let sql = match limit {
+        Some(n) => format!(
+            "SELECT * FROM (SELECT {AUDIT_COLUMNS}, node_id FROM audit_log{clause}
+                            ORDER BY ts DESC, node_id DESC, seq DESC LIMIT {n}) newest
+             ORDER BY ts, node_id, seq"
+        ),
+        None => format!(
+            "SELECT {AUDIT_COLUMNS}, node_id FROM audit_log{clause} ORDER BY ts, node_id, seq"
+        ),
+    };
+    Ok(client
+        .query(&sql, &refs)
+        .await?
+        .iter()
+        .map(audit::stored_from_row)
+        .collect())
+}
+
+/// The newest `limit` records matching `filter`, oldest first.
+pub(super) async fn audit_records(
+    store: &PgStore,
+    filter: &Filter,
+    limit: usize,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    audit_rows(store, filter, Some(limit)).await
+}
+
+/// Every record matching `filter` rendered as `format`, and how many.
+pub(super) async fn audit_export(
+    store: &PgStore,
+    filter: &Filter,
+    format: ExportFormat,
+) -> Result<(Vec<u8>, u64), StoreError> {
+    let records = audit_rows(store, filter, None).await?;
+    let mut out = crate::audit::export_header(format).as_bytes().to_vec();
+    for r in &records {
+        out.extend_from_slice(crate::audit::export_line(r, format).as_bytes());
     }
+    Ok((out, records.len() as u64))
 }

@@ -280,6 +280,6 @@ impl Maintenance for PgMaintenance {
 
     fn health(&self) -> Vec<Finding> {
         self.runtime
-            .block_on(super::health::findings(&self.store, &self.tls))
+            .block_on(super::diagnose::findings(&self.store, &self.tls))
     }
 }

@@ -10,6 +10,8 @@
 //!   after the commit ([`committer`]);
 //! - **jobs** claimed with `FOR UPDATE SKIP LOCKED` and a lease; a job whose lease expired
 //!   (its node died) is claimable by any node, with the same idempotency key ([`jobs`]);
+//! - **console**: tokens, health numbers and audit reads for the operator console, across every
+//!   node ([`console`]);
 //! - **audit**: one MAC chain per node, each starting from a genesis bound to the node id
 //!   ([`audit`], `docs/AUDIT.md`);
 //! - **migrations** applied once, under a transaction-scoped advisory lock ([`schema`]);
@@ -24,7 +26,9 @@
 mod audit;
 mod audit_chain;
 mod committer;
+mod console;
 mod dead;
+mod diagnose;
 mod error;
 mod health;
 mod intake;
@@ -42,8 +46,8 @@ mod schema;
 pub(crate) mod testdb;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +55,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use wardhook_sdk::{AppData, Event};
-use zeroize::Zeroizing;
 
 use super::backend::{Storage, StoreFuture};
 use super::types::{
@@ -69,47 +72,8 @@ pub use audit_chain::{PgChain, PgRecords};
 pub use maintenance::{PgMaintenance, BACKUP_PROCEDURE};
 pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
 
-/// How the connection to the database is protected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PgTls {
-    /// TLS required and the server certificate verified: it must chain to a CA in `ca_file`
-    /// (PEM) and name the host connected to. There is no "encrypt but don't verify" mode: an
-    /// unverified connection to the database that holds every payload is a man-in-the-middle
-    /// waiting to happen.
-    Require {
-        /// PEM CA certificates that issued the server's certificate.
-        ca_file: PathBuf,
-    },
-    /// Plain TCP. The config check allows it only for a loopback host or a Unix socket.
-    Disable,
-}
-
-/// What [`PgStore::open`] needs. Built from `[storage.postgres]` by the config check.
-pub struct PgSettings {
-    /// The connection URL or `key=value` string, resolved from its secret reference (it usually
-    /// carries the password).
-    pub url: Zeroizing<String>,
-    /// TLS to the database.
-    pub tls: PgTls,
-    /// Connections this node keeps open.
-    pub pool_size: usize,
-    /// This node's name in the audit chain and in job leases. Unique per node.
-    pub node_id: String,
-    /// How long a request waits for a free connection (or to open one) before the store
-    /// answers `Unavailable`.
-    pub wait_timeout: Duration,
-}
-
-impl std::fmt::Debug for PgSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgSettings")
-            .field("url", &"<redacted>")
-            .field("tls", &self.tls)
-            .field("pool_size", &self.pool_size)
-            .field("node_id", &self.node_id)
-            .finish_non_exhaustive()
-    }
-}
+// The connection settings are plain config (`[storage.postgres]`, checked there).
+pub use crate::config::{PgSettings, PgTls};
 
 /// Why the PostgreSQL store could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +289,10 @@ fn client_tls(path: &std::path::Path) -> Result<rustls::ClientConfig, PgSetupErr
 impl Storage for PgStore {
     fn backend_name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn console(&self) -> &dyn crate::store::Console {
+        self
     }
 
     fn intake(

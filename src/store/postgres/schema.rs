@@ -1,7 +1,7 @@
 //! The PostgreSQL schema, versioned in the code like SQLite's, applied once across nodes.
 //!
-//! It mirrors `store::schema` (deliveries, jobs, attempts, quarantine, data keys) and the audit
-//! table, with BYTEA for nonces and ciphertexts, TIMESTAMPTZ for times, and what several nodes
+//! It mirrors `store::schema` (deliveries, jobs, attempts, quarantine, data keys), the audit
+//! table and the console's tokens, with BYTEA for nonces and ciphertexts, TIMESTAMPTZ for times, and what several nodes
 //! add: the node that wrote a delivery or attempt, the lease owner of a running job, and one
 //! audit chain head per node. Audit `ts` stays text because the record MAC covers it verbatim.
 //!
@@ -139,6 +139,20 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
         FOR EACH ROW EXECUTE FUNCTION wardhook_audit_append_only();
+    "#,
+    // v2: the operator console's tokens, shared by every node (SQLite keeps them in the same
+    // file, created by the console). Times are RFC 3339 text, as the console shows them.
+    r#"
+    CREATE TABLE admin_tokens (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        hash        BYTEA NOT NULL,              -- SHA-256 of the whole token text
+        created_at  TEXT NOT NULL,
+        expires_at  TEXT,
+        revoked_at  TEXT
+    );
+    CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
     "#,
 ];
 

@@ -149,6 +149,45 @@ async fn nodes_starting_together_migrate_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_upgraded_with_the_console_tokens_table() {
+    use crate::store::Storage as _;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    open(&db, "n1").await;
+    // As the release before the console's tokens left it.
+    db.client()
+        .await
+        .batch_execute(
+            "DROP TABLE admin_tokens;
+             INSERT INTO store_meta (name, value) VALUES ('kept', 'yes');
+             UPDATE wardhook_schema SET version = 1;",
+        )
+        .await
+        .expect("downgrade");
+    let store = open(&db, "n1").await;
+    let client = db.client().await;
+    let version: i32 = client
+        .query_one("SELECT version FROM wardhook_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version as usize, super::schema::SCHEMA_VERSION);
+    let kept: String = client
+        .query_one("SELECT value FROM store_meta WHERE name = 'kept'", &[])
+        .await
+        .expect("existing rows survive")
+        .get(0);
+    assert_eq!(kept, "yes");
+    assert!(store
+        .console()
+        .list_tokens()
+        .await
+        .expect("the tokens table exists")
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_from_a_newer_build_is_refused() {
     let Some(db) = TestDb::create().await else {
         return;

@@ -18,7 +18,9 @@
 pub(crate) mod audit;
 pub mod audit_log;
 mod backup;
+mod console;
 pub mod emergency;
+mod health;
 pub mod jobs;
 pub(crate) mod keys;
 mod maintenance;
@@ -30,6 +32,7 @@ mod rotate;
 mod schema;
 mod sealed;
 mod storage;
+mod tokens;
 mod writer;
 
 // The audit module's chain, mirror, purge and verification, on real SQLite files (they

@@ -18,7 +18,7 @@ use crate::store::types::{
 use crate::store::StoreError;
 
 /// Run blocking SQLite work off the async executor.
-fn blocking<T, F>(store: &Store, work: F) -> StoreFuture<'static, T>
+pub(super) fn blocking<T, F>(store: &Store, work: F) -> StoreFuture<'static, T>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
@@ -36,6 +36,10 @@ where
 impl Storage for Store {
     fn backend_name(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn console(&self) -> &dyn crate::store::Console {
+        self
     }
 
     fn intake(

@@ -5,8 +5,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::secret::Secret;
+
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 
 use super::*;
 

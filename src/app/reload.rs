@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, ConfigError, Transport};
-
-use super::tls::{self, CertSlot};
-use super::{AppState, Live};
+use crate::listener::AppState;
+use crate::tls::{self, CertSlot};
 
 /// Why a reload was refused. The old configuration stays in force.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +116,7 @@ impl Reloader {
                     }],
                 }))
             });
-        let mut record = super::lifecycle_record(
+        let mut record = crate::listener::lifecycle_record(
             crate::audit::Action::ConfigLoaded,
             result.as_ref().ok().map(|r| r.config_sha256.as_str()),
         );
@@ -127,7 +126,7 @@ impl Reloader {
         if let Ok(via) = crate::audit::Code::parse("reload") {
             record.detail.insert(crate::audit::DetailKey::Via, via);
         }
-        if let Err(e) = self.state.store.record_audit(record).await {
+        if let Err(e) = self.state.store().record_audit(record).await {
             tracing::error!(error = %e, "cannot audit the reload");
         }
         result
@@ -137,6 +136,15 @@ impl Reloader {
     /// blocking-friendly context.
     pub fn reload(&self, path: &Path) -> Result<ReloadReport, ReloadError> {
         let config = Config::load_with_base(path, &self.base)?;
+        let verifiers =
+            crate::verify::build_verifiers(&config.sources).map_err(|problems| ConfigError {
+                file: config.path.clone(),
+                problems,
+            })?;
+        let plan = crate::dispatch::plan::build_plan(&config).map_err(|problems| ConfigError {
+            file: config.path.clone(),
+            problems,
+        })?;
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             &running.master_key[..],
@@ -199,17 +207,7 @@ impl Reloader {
             let fresh = Arc::new(crate::admin::ConsoleView::from_config(&config));
             *view.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         }
-        let plan = Arc::new(
-            crate::dispatch::worker::Plan::new(config.handlers, config.routes.clone())
-                .with_time_zone(config.dispatch.time_zone),
-        );
-        let live = Arc::new(Live::from_config(
-            config.sources,
-            config.routes,
-            config.oauth,
-        ));
-        *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = live;
-        *self.state.plan.write().unwrap_or_else(|p| p.into_inner()) = plan;
+        self.state.replace(&config.sources, verifiers, plan);
         Ok(report)
     }
 }

@@ -1,0 +1,105 @@
+//! The application's wiring: settings → each stage's runtime, then run, reload and stop. The
+//! one place that knows every stage; `cli serve` and the tests call it.
+//!
+//! - [`build`]: every stage builds its own runtime from its settings (`verify` the verifiers,
+//!   `dispatch` the plan and handlers, `tls` the server configuration, `store` the backend, in
+//!   [`storage`]); `check-config` calls the same builders as `serve`. Then the dispatcher, the
+//!   admin console and the senders' listener are put together into an [`Application`].
+//! - [`run`]: serve until the shutdown signal, with the dispatch workers, the admin listener,
+//!   the audit lifecycle records and checkpoints, and the periodic tallies.
+//! - [`reload`]: `SIGHUP` / `wardhook reload` rebuilds the stages from a new file and swaps
+//!   them in.
+//! - [`shutdown`]: SIGTERM or Ctrl-C.
+
+pub mod build;
+pub mod reload;
+pub mod run;
+pub mod shutdown;
+mod storage;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+
+use crate::dispatch::worker::Dispatcher;
+use crate::listener::{clock::SkewTracker, Listener};
+use crate::store::Storage;
+
+pub use build::{build_stages, startup_warnings, Stages};
+pub use reload::{ReloadError, ReloadReport, Reloader};
+pub use shutdown::shutdown_signal;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A stage could not be built from the settings (every problem, with its key path).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The senders' listener could not be bound or started.
+    #[error(transparent)]
+    Listener(#[from] crate::listener::ListenerError),
+    /// The database could not be opened.
+    #[error("cannot open storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The audit mirror folder could not be prepared.
+    #[error("cannot open the audit mirror: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    /// The admin listener (console, API, metrics) could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+}
+
+/// A built, bound application, not yet running.
+pub struct Application {
+    listener: Listener,
+    reloader: Reloader,
+    dispatcher: Arc<Dispatcher>,
+    dispatch_workers: usize,
+    store: Arc<dyn Storage>,
+    config_sha256: String,
+    /// The operators' listener, started and stopped with the senders'.
+    admin: Option<crate::admin::AdminServer>,
+    clock: Arc<SkewTracker>,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.listener.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// The dispatcher (tests drive `try_execute_task` on it directly).
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
+    }
+
+    /// A handle that applies a new config to this running server.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The admin listener's bound port, if it runs (useful when configured with port 0).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(crate::admin::AdminServer::port)
+    }
+
+    /// The senders' listener's bound port (useful when configured with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.port
+    }
+
+    /// Whether the senders' listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.listener.tls
+    }
+
+    /// A handle that can stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.listener.server.handle()
+    }
+}
