@@ -31,7 +31,7 @@ pub struct OfflineStore {
     storage: Box<dyn Storage>,
     /// On PostgreSQL, this node's store again, to bring its mirror up to date after each
     /// operation (the SQLite store does that itself).
-    pg: Option<PgStore>,
+    pg: Option<(PgStore, std::sync::Arc<crate::audit::Mirror>)>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -49,8 +49,8 @@ impl OfflineStore {
             .context("cannot start the async runtime")?;
         let (storage, pg): (Box<dyn Storage>, _) = match settings(&offline) {
             Some(pg) => {
-                let store = open_postgres(&runtime, &offline, pg)?;
-                (Box::new(store.clone()), Some(store))
+                let (store, mirror) = open_postgres(&runtime, &offline, pg)?;
+                (Box::new(store.clone()), Some((store, mirror)))
             }
             None => (Box::new(super::open_sqlite(&offline)?), None),
         };
@@ -87,24 +87,26 @@ impl OfflineStore {
     /// On PostgreSQL, copy this node's new audit records to its mirror (the SQLite store does
     /// that itself). As on SQLite, a failed mirror write is logged; the next writer catches up.
     fn mirror(&self) {
-        if let Some(pg) = &self.pg {
-            if let Err(e) = self.runtime.block_on(pg.mirror_catch_up()) {
+        if let Some((pg, mirror)) = &self.pg {
+            if let Err(e) = self.runtime.block_on(pg.mirror_catch_up_to(mirror)) {
                 tracing::error!(error = %e, "audit mirror catch-up failed");
             }
         }
     }
 }
 
+/// This node's store, and its mirror (written after each operation, not by a background task).
 fn open_postgres(
     runtime: &tokio::runtime::Runtime,
     offline: &OfflineConfig,
     pg: &PgSettings,
-) -> anyhow::Result<PgStore> {
+) -> anyhow::Result<(PgStore, std::sync::Arc<crate::audit::Mirror>)> {
     let keyring = Keyring::from_master(&offline.master_key);
     let mirror = std::sync::Arc::new(crate::audit::Mirror::new(&offline.audit.dir)?);
-    runtime
-        .block_on(PgStore::open_with_mirror(pg, keyring, Some(mirror)))
-        .context("cannot open the postgres store")
+    let store = runtime
+        .block_on(PgStore::open(pg, keyring))
+        .context("cannot open the postgres store")?;
+    Ok((store, mirror))
 }
 
 /// The [`Maintenance`] of the backend `config` names: the SQLite file (which must exist) or

@@ -73,7 +73,11 @@ pub(super) async fn catch_up(store: &PgStore) -> Result<(), StoreError> {
     let Some(m) = &store.inner.mirror else {
         return Ok(());
     };
-    let mirror = Arc::clone(&m.mirror);
+    catch_up_into(store, Arc::clone(&m.mirror)).await
+}
+
+/// Copy this node's committed records not yet in `mirror`.
+pub(super) async fn catch_up_into(store: &PgStore, mirror: Arc<Mirror>) -> Result<(), StoreError> {
     let chain = PgChain::new(store, store.node_id(), tokio::runtime::Handle::current());
     tokio::task::spawn_blocking(move || mirror.catch_up(&chain).map(|_| ()))
         .await

@@ -186,6 +186,17 @@ impl PgStore {
         mirror::catch_up(self).await
     }
 
+    /// Copy this node's committed audit records not yet in `mirror` now, and return once they
+    /// are written. An offline command calls this after its appends instead of running the
+    /// background task (whose work could still be in flight when the command's runtime shuts
+    /// down).
+    pub async fn mirror_catch_up_to(
+        &self,
+        mirror: &Arc<crate::audit::Mirror>,
+    ) -> Result<(), StoreError> {
+        mirror::catch_up_into(self, Arc::clone(mirror)).await
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
