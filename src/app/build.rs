@@ -144,7 +144,6 @@ impl Application {
             dispatch_workers: config.dispatch.workers,
             dispatcher,
             store: opened.store,
-            sqlite: opened.sqlite,
             config_sha256: config.sha256.clone(),
             clock: state.clock(),
             data_dir: config

@@ -24,7 +24,7 @@ use actix_web::dev::ServerHandle;
 
 use crate::dispatch::worker::Dispatcher;
 use crate::listener::{clock::SkewTracker, Listener};
-use crate::store::{Storage, Store};
+use crate::store::Storage;
 
 pub use build::{build_stages, load_checked, startup_warnings, Stages};
 pub use reload::{ReloadError, ReloadReport, Reloader};
@@ -57,8 +57,6 @@ pub struct Application {
     dispatcher: Arc<Dispatcher>,
     dispatch_workers: usize,
     store: Arc<dyn Storage>,
-    /// The SQLite store when that is the backend (its audit mirror takes checkpoints).
-    sqlite: Option<Store>,
     config_sha256: String,
     /// The operators' listener, started and stopped with the senders'.
     admin: Option<crate::admin::AdminServer>,

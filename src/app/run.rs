@@ -30,7 +30,7 @@ impl Application {
             ))
             .await
             .map_err(std::io::Error::other)?;
-        if let Some(Err(e)) = storage::checkpoint(self.sqlite.as_ref()).await {
+        if let Err(e) = storage::checkpoint(self.store.as_ref()).await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at start");
         }
         let admin = self.admin.map(|a| {
@@ -109,7 +109,7 @@ impl Application {
         {
             tracing::error!(error = %e, "cannot audit the server stop");
         }
-        if let Some(Err(e)) = storage::checkpoint(self.sqlite.as_ref()).await {
+        if let Err(e) = storage::checkpoint(self.store.as_ref()).await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
         served

@@ -1,5 +1,5 @@
-//! Opening the configured storage backend: SQLite (with its audit mirror and signed
-//! checkpoints) or PostgreSQL.
+//! Opening the configured storage backend, SQLite or PostgreSQL, each with this node's audit
+//! mirror and signed checkpoints.
 
 use std::sync::Arc;
 
@@ -14,46 +14,43 @@ use crate::store::{Storage, Store, StoreError, StoreOptions};
 /// last checkpoint, so they are frequent.
 const AUDIT_CHECKPOINT_EVERY: u64 = 100;
 
-/// The opened backend; the SQLite store also separately, when that is the backend (its audit
-/// mirror takes checkpoints).
+/// The opened backend.
 pub(super) struct Opened {
     pub store: Arc<dyn Storage>,
-    pub sqlite: Option<Store>,
 }
 
 /// Open the backend `config` names, with the master key's keyring.
 pub(super) async fn open(config: &Config) -> Result<Opened, AppError> {
     let keyring = Keyring::from_master(&config.master_key);
+    // Each node (the SQLite server, or each PostgreSQL node) mirrors its own chain.
+    let mirror = Arc::new(Mirror::new(&config.audit.dir)?.with_checkpoints(
+        crate::audit::commands::checkpoint_path(&config.audit.dir),
+        AUDIT_CHECKPOINT_EVERY,
+        &keyring,
+    ));
     match &config.storage_backend {
         StorageBackend::Sqlite => {
-            let mirror = Mirror::new(&config.audit.dir)?.with_checkpoints(
-                crate::audit::commands::checkpoint_path(&config.audit.dir),
-                AUDIT_CHECKPOINT_EVERY,
-                &keyring,
-            );
             let store = Store::open(
                 &config.storage_path,
                 keyring,
                 StoreOptions {
-                    audit_mirror: Some(Arc::new(mirror)),
+                    audit_mirror: Some(mirror),
                     // SQLite's default page size is 4 KiB.
                     max_db_pages: config.storage_max_size_mb.map(|mb| mb * 256),
                     ..StoreOptions::default()
                 },
             )?;
             Ok(Opened {
-                store: Arc::new(store.clone()),
-                sqlite: Some(store),
+                store: Arc::new(store),
             })
         }
         StorageBackend::Postgres(settings) => Ok(Opened {
-            store: Arc::new(PgStore::open(settings, keyring).await?),
-            sqlite: None,
+            store: Arc::new(PgStore::open_with_mirror(settings, keyring, Some(mirror)).await?),
         }),
     }
 }
 
-/// A signed audit checkpoint, where the backend keeps them (the SQLite store's mirror).
-pub(super) async fn checkpoint(sqlite: Option<&Store>) -> Option<Result<(), StoreError>> {
-    Some(sqlite?.checkpoint_audit().await)
+/// A signed audit checkpoint of this node's chain, after bringing its mirror up to date.
+pub(super) async fn checkpoint(store: &dyn Storage) -> Result<(), StoreError> {
+    store.checkpoint_audit().await
 }

@@ -1,11 +1,12 @@
-//! The audit table and the MAC chain: [`migrate`] creates it, [`append`] seals a record onto it.
+//! The MAC chain: [`append`] seals a record onto a chain held by a [`ChainWriter`] (the
+//! backend's table; SQLite's is created by `store::sqlite::audit_log::migrate`).
 
 use hmac::{Hmac, Mac};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::record::AuditRecord;
+use super::source::ChainWriter;
 use super::AuditError;
 use crate::crypto::Keyring;
 
@@ -50,9 +51,6 @@ pub struct StoredRecord {
 /// What [`append`] returns: the sealed record, to pass to [`super::Mirror::write`] after commit.
 pub type AppendedRecord = StoredRecord;
 
-pub(crate) const COLUMNS: &str =
-    "seq, ts, actor, action, outcome, delivery_id, source, call_ref, remote_addr, detail, prev_mac, mac";
-
 impl StoredRecord {
     /// `record` as entry `seq` of a chain, linked to `prev_mac` and sealed with its MAC: the one
     /// way every store turns a record into what it writes.
@@ -79,24 +77,6 @@ impl StoredRecord {
         };
         stored.mac = stored.compute_mac(keyring, seq);
         stored
-    }
-
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        let seq: i64 = row.get(0)?;
-        Ok(Self {
-            seq: u64::try_from(seq).unwrap_or(0),
-            ts: row.get(1)?,
-            actor: row.get(2)?,
-            action: row.get(3)?,
-            outcome: row.get(4)?,
-            delivery_id: row.get(5)?,
-            source: row.get(6)?,
-            call_ref: row.get(7)?,
-            remote_addr: row.get(8)?,
-            detail: row.get(9)?,
-            prev_mac: row.get(10)?,
-            mac: row.get(11)?,
-        })
     }
 
     /// The MAC this record should carry given its content, its `prev_mac` and sequence `seq`.
@@ -142,59 +122,6 @@ impl StoredRecord {
     }
 }
 
-/// Create the audit tables, indexes and append-only triggers if absent. Idempotent; call it from
-/// the store's migrations.
-///
-/// The triggers refuse `UPDATE` on audit rows always and `DELETE` unless [`super::purge_older_than`]
-/// has issued a permit for that prefix inside its transaction: a guard against bugs (a payload
-/// purge that forgets a `WHERE`), not against someone with the database file — that is what the
-/// MAC chain and checkpoints are for.
-pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS audit_log (
-            seq INTEGER PRIMARY KEY,
-            ts TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            action TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            delivery_id TEXT,
-            source TEXT,
-            call_ref TEXT,
-            remote_addr TEXT,
-            detail TEXT NOT NULL,
-            prev_mac TEXT NOT NULL,
-            mac TEXT NOT NULL
-        ) STRICT;
-        CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log(ts);
-        CREATE INDEX IF NOT EXISTS audit_log_call_ref ON audit_log(call_ref) WHERE call_ref IS NOT NULL;
-        CREATE INDEX IF NOT EXISTS audit_log_delivery ON audit_log(delivery_id) WHERE delivery_id IS NOT NULL;
-        CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, seq);
-        CREATE TABLE IF NOT EXISTS audit_purge_permit (through_seq INTEGER NOT NULL) STRICT;
-        CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-        CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-        WHEN NOT EXISTS (SELECT 1 FROM audit_purge_permit WHERE OLD.seq <= through_seq)
-        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only; use audit purge'); END;",
-    )?;
-    Ok(())
-}
-
-/// The chain head: the newest record's `(seq, mac, ts)`, or `None` for an empty log.
-pub fn head(conn: &Connection) -> Result<Option<(u64, String, String)>, AuditError> {
-    // Cached: group commit reads the head once per appended record.
-    let row = conn
-        .prepare_cached("SELECT seq, mac, ts FROM audit_log ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .optional()?;
-    Ok(row.map(|(s, m, t)| (u64::try_from(s).unwrap_or(0), m, t)))
-}
-
 /// Format a UTC instant the way the log stores it: fixed width, so text order is time order.
 pub(crate) fn format_ts(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -209,7 +136,7 @@ pub(crate) fn format_ts(t: chrono::DateTime<chrono::Utc>) -> String {
 /// Nothing is written to the mirror here: the caller passes the result to
 /// [`super::Mirror::write`] once the transaction has committed.
 pub fn append(
-    tx: &Transaction<'_>,
+    tx: &(impl ChainWriter + ?Sized),
     keyring: &Keyring,
     record: &AuditRecord,
 ) -> Result<AppendedRecord, AuditError> {
@@ -218,12 +145,12 @@ pub fn append(
 
 /// [`append`] with the clock passed in (tests write records "years ago" to exercise retention).
 pub(crate) fn append_at(
-    tx: &Connection,
+    tx: &(impl ChainWriter + ?Sized),
     keyring: &Keyring,
     record: &AuditRecord,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<AppendedRecord, AuditError> {
-    let (seq, prev_mac, prev_ts) = match head(tx)? {
+    let (seq, prev_mac, prev_ts) = match tx.head()? {
         Some((s, m, t)) => (s + 1, m, Some(t)),
         None => (1, GENESIS_MAC.to_owned(), None),
     };
@@ -234,40 +161,15 @@ pub(crate) fn append_at(
         _ => now,
     };
     let stored = StoredRecord::seal(keyring, record, seq, ts, prev_mac);
-    insert_stored(tx, &stored)?;
+    tx.insert(&stored)?;
     Ok(stored)
 }
 
 /// Append several records in order within one transaction (a group commit).
 pub fn append_all(
-    tx: &Transaction<'_>,
+    tx: &(impl ChainWriter + ?Sized),
     keyring: &Keyring,
     records: &[AuditRecord],
 ) -> Result<Vec<AppendedRecord>, AuditError> {
     records.iter().map(|r| append(tx, keyring, r)).collect()
-}
-
-pub(crate) fn insert_stored(conn: &Connection, r: &StoredRecord) -> Result<(), AuditError> {
-    let seq = i64::try_from(r.seq).map_err(|_| AuditError::InvalidField {
-        field: "seq",
-        rule: "below 2^63",
-    })?;
-    conn.prepare_cached(&format!(
-        "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-    ))?
-    .execute(params![
-        seq,
-        r.ts,
-        r.actor,
-        r.action,
-        r.outcome,
-        r.delivery_id,
-        r.source,
-        r.call_ref,
-        r.remote_addr,
-        r.detail,
-        r.prev_mac,
-        r.mac
-    ])?;
-    Ok(())
 }

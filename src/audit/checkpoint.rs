@@ -83,11 +83,11 @@ pub(crate) fn append_checkpoint(path: &Path, cp: &Checkpoint) -> Result<FileStat
 /// holds the mirror's lock and names only a record already mirrored.
 #[cfg(test)]
 pub(crate) fn write_checkpoint(
-    conn: &rusqlite::Connection,
+    conn: &(impl super::source::ChainReader + ?Sized),
     keyring: &Keyring,
     path: &Path,
 ) -> Result<Option<Checkpoint>, AuditError> {
-    let Some((seq, mac, _)) = super::chain::head(conn)? else {
+    let Some((seq, mac, _)) = conn.head()? else {
         return Ok(None);
     };
     let cp = Checkpoint::sign(&keyring.audit_signing_key(), seq, &mac);

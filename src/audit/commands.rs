@@ -6,12 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OptionalExtension};
 
-use super::verify::Problem;
+use super::source::{ChainReader, RecordStream};
+use super::verify::{verify_jsonl_from, Problem};
 use super::{
-    export as export_records, for_each_record, verify_db, verify_jsonl, Action, AuditError,
-    CallRef, Code, ExportFormat, Filter, ObjectId, Progress, VerifyReport,
+    export as export_records, verify_db, Action, AuditError, CallRef, Code, ExportFormat, Filter,
+    ObjectId, Progress, VerifyReport,
 };
 use crate::crypto::Keyring;
 
@@ -65,7 +65,7 @@ fn describe(out: &mut dyn Write, what: &str, r: &VerifyReport) -> Result<(), Aud
 /// Fails with [`AuditError::VerifyFailed`] naming the first bad sequence number; a mirror that
 /// holds records the database lacks means the database's tail was cut.
 pub fn verify(
-    conn: &Connection,
+    conn: &(impl ChainReader + ?Sized),
     keyring: &Keyring,
     audit_dir: &Path,
     skip_mirror: bool,
@@ -81,11 +81,17 @@ pub fn verify(
             mirror: None,
         });
     }
-    let mirror = verify_jsonl(audit_dir, keyring, Some(&cps), allow_partial_mirror)?;
+    let mirror = verify_jsonl_from(
+        audit_dir,
+        keyring,
+        Some(&cps),
+        allow_partial_mirror,
+        &conn.genesis(),
+    )?;
     describe(out, "mirror", &mirror)?;
     // Compare with the database as it is now, not at the start: a running server may have
     // committed and mirrored more records while the mirror was being read.
-    let db_now = super::head(conn)?.map_or(0, |(seq, _, _)| seq);
+    let db_now = conn.head()?.map_or(0, |(seq, _, _)| seq);
     if let Some(m_last) = mirror.last_seq {
         if m_last > db_now {
             return Err(fail(
@@ -94,13 +100,7 @@ pub fn verify(
                 format!("database (the mirror has records up to sequence {m_last})"),
             ));
         }
-        let db_mac: Option<String> = conn
-            .query_row(
-                "SELECT mac FROM audit_log WHERE seq = ?1",
-                [i64::try_from(m_last).unwrap_or(i64::MAX)],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let db_mac = conn.mac_at(m_last)?;
         // Below the database's purge anchor the database has nothing to compare with.
         if let Some(db_mac) = db_mac {
             if Some(&db_mac) != mirror.head_mac.as_ref() {
@@ -187,19 +187,25 @@ impl SearchArgs {
 /// `wardhook audit search`: print matching records, one tab-separated line each, oldest first.
 /// Returns how many matched.
 pub fn search(
-    conn: &Connection,
+    conn: &(impl RecordStream + ?Sized),
     keyring: &Keyring,
     args: &SearchArgs,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
     let filter = args.to_filter(keyring)?;
+    if conn.has_nodes() {
+        write!(out, "node\t").map_err(AuditError::Output)?;
+    }
     writeln!(
         out,
         "seq\tts\tactor\taction\toutcome\tdelivery_id\tsource\tcall_ref\tremote_addr\tdetail"
     )
     .map_err(AuditError::Output)?;
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_owned());
-    let n = for_each_record(conn, &filter, |r| {
+    let n = conn.for_each(&filter, &mut |node, r| {
+        if let Some(node) = node {
+            write!(out, "{node}\t").map_err(AuditError::Output)?;
+        }
         let call_ref = r
             .call_ref
             .as_deref()
@@ -284,7 +290,7 @@ impl<W: Write> Progress for CounterProgress<W> {
 /// `wardhook audit export`: stream matching records to `out` as JSONL or CSV in constant memory,
 /// reporting progress for large ranges to `progress` (stderr). Returns how many were written.
 pub fn export(
-    conn: &Connection,
+    conn: &(impl RecordStream + ?Sized),
     keyring: &Keyring,
     format: ExportFormat,
     args: &SearchArgs,

@@ -37,12 +37,12 @@ use std::sync::{Mutex, PoisonError};
 use ed25519_dalek::SigningKey;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::chain::{StoredRecord, COLUMNS};
+use super::chain::StoredRecord;
 use super::checkpoint::{append_checkpoint, Checkpoint};
 use super::record::canonical_json;
+use super::source::{ChainReader, ChainRow};
 use super::tail::{complete_len, last_lines, FileState};
 use super::AuditError;
 use crate::crypto::Keyring;
@@ -64,6 +64,10 @@ const CHUNK_RECORDS: usize = 256;
 #[serde(deny_unknown_fields)]
 pub(crate) struct JsonLine {
     v: u32,
+    /// The PostgreSQL node whose chain holds the record (exports of a cluster only; a mirror
+    /// is one node's chain and leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
     seq: u64,
     ts: String,
     actor: String,
@@ -81,8 +85,14 @@ pub(crate) struct JsonLine {
 impl JsonLine {
     /// The line for `r`, without trailing newline.
     pub(crate) fn render(r: &StoredRecord) -> String {
+        Self::render_on(None, r)
+    }
+
+    /// The line for `r` of `node`'s chain, without trailing newline.
+    pub(crate) fn render_on(node: Option<&str>, r: &StoredRecord) -> String {
         let line = Self {
             v: 1,
+            node: node.map(str::to_owned),
             seq: r.seq,
             ts: r.ts.clone(),
             actor: r.actor.clone(),
@@ -273,7 +283,11 @@ impl Mirror {
     /// other process) are skipped, so a retry after an error is harmless. A large backlog is
     /// copied at most [`STEP_RECORDS`] at a time; the rest follows on later calls. With no
     /// records (a batch that audited nothing) there is nothing to do.
-    pub fn write(&self, conn: &Connection, records: &[StoredRecord]) -> Result<(), AuditError> {
+    pub fn write(
+        &self,
+        conn: &(impl ChainReader + ?Sized),
+        records: &[StoredRecord],
+    ) -> Result<(), AuditError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -283,7 +297,7 @@ impl Mirror {
     /// Mirror every committed record newer than the mirror's last line (at start-up, and after
     /// each audited command: a crash between a commit and its mirror write leaves such
     /// records). Returns how many this call wrote.
-    pub fn catch_up(&self, conn: &Connection) -> Result<u64, AuditError> {
+    pub fn catch_up(&self, conn: &(impl ChainReader + ?Sized)) -> Result<u64, AuditError> {
         let mut total = 0;
         loop {
             let step = self.locked(|st| self.step(st, conn, &[], false))?;
@@ -296,7 +310,10 @@ impl Mirror {
 
     /// Catch up, then write a checkpoint of the last mirrored record now (at start and stop).
     /// Returns `None` if nothing is mirrored or no checkpoint file is configured.
-    pub fn checkpoint_now(&self, conn: &Connection) -> Result<Option<Checkpoint>, AuditError> {
+    pub fn checkpoint_now(
+        &self,
+        conn: &(impl ChainReader + ?Sized),
+    ) -> Result<Option<Checkpoint>, AuditError> {
         if self.checkpoints.is_none() {
             return Ok(None);
         }
@@ -375,7 +392,7 @@ impl Mirror {
     fn step(
         &self,
         st: &mut MirrorState,
-        conn: &Connection,
+        conn: &(impl ChainReader + ?Sized),
         own: &[StoredRecord],
         force_checkpoint: bool,
     ) -> Result<Step, AuditError> {
@@ -409,20 +426,17 @@ impl Mirror {
         } else if pending.is_empty() && !own.is_empty() {
             // Another process already mirrored the caller's records (and all before them).
         } else {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(
-                params![
-                    i64::try_from(after).unwrap_or(i64::MAX),
-                    STEP_RECORDS as i64
-                ],
-                StoredRecord::from_row,
-            )?;
+            let rows = conn.rows_after(after, STEP_RECORDS)?;
             let mut chunk = String::new();
             let mut in_chunk = 0;
             for row in rows {
-                let r = row?;
+                let ChainRow::Record(r) = row else {
+                    return Err(AuditError::InvalidField {
+                        field: "stored audit record",
+                        rule: "readable (the row's columns were altered)",
+                    });
+                };
+                let r = *r;
                 chunk.push_str(&line_of(&r));
                 in_chunk += 1;
                 written += 1;
@@ -461,7 +475,7 @@ impl Mirror {
     fn checkpoint_if_due(
         &self,
         st: &mut MirrorState,
-        conn: &Connection,
+        conn: &(impl ChainReader + ?Sized),
         mirror_file: &File,
         mirror_path: &Path,
         head: u64,
@@ -484,14 +498,7 @@ impl Mirror {
         let mac = match mac {
             Some(m) => m,
             None => {
-                let found: Option<String> = conn
-                    .query_row(
-                        "SELECT mac FROM audit_log WHERE seq = ?1",
-                        [i64::try_from(head).unwrap_or(i64::MAX)],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(m) = found else {
+                let Some(m) = conn.mac_at(head)? else {
                     // Purged from the database since it was mirrored: nothing to vouch for.
                     return Ok(None);
                 };

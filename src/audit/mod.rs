@@ -1,8 +1,10 @@
 //! The tamper-evident audit log (HIPAA 164.312(b) "audit controls").
 //!
 //! Place in the delivery path: every stage that changes state (verify, store, dispatch, admin,
-//! CLI) builds an [`AuditRecord`] and calls [`append`] **inside the same SQLite transaction** as
-//! the change, so there is no change without its record. After the transaction commits, the
+//! CLI) builds an [`AuditRecord`] and calls [`append`] **inside the same database transaction**
+//! as the change, so there is no change without its record. This module holds no SQL: the
+//! backends implement [`ChainReader`], [`ChainWriter`] and [`RecordStream`] (`source.rs`) over
+//! their tables, and the chain, the mirror, purge and verification here use only those. After the transaction commits, the
 //! store hands the returned [`AppendedRecord`]s to [`Mirror::write`] (or calls
 //! [`Mirror::catch_up`]), which appends them, and any committed record before them not yet
 //! mirrored, to daily JSONL files for a SIEM and writes signed checkpoints. The server and CLI
@@ -26,21 +28,21 @@ mod mirror;
 mod query;
 mod record;
 mod retention;
+mod source;
 mod tail;
 mod verify;
 
-#[cfg(test)]
-mod mirror_tests;
-#[cfg(test)]
-mod tests;
-
 use std::path::PathBuf;
 
+#[cfg(test)]
+pub(crate) use chain::append_at;
 pub(crate) use chain::format_ts;
-pub use chain::{append, append_all, head, migrate, AppendedRecord, StoredRecord, GENESIS_MAC};
+pub use chain::{append, append_all, AppendedRecord, StoredRecord, GENESIS_MAC};
 #[cfg(test)]
 pub(crate) use checkpoint::write_checkpoint;
 pub use checkpoint::{read_checkpoints, BadCheckpoint, Checkpoint};
+#[cfg(test)]
+pub(crate) use mirror::list_mirror_files;
 pub use mirror::Mirror;
 pub use query::{count, export, for_each_record, ExportFormat, Filter, Progress};
 pub(crate) use query::{export_header, export_line};
@@ -49,6 +51,7 @@ pub use record::{
     DetailValue, Digest, FilePath, ObjectId, Outcome, MAX_CODE_LEN, MAX_PATH_LEN,
 };
 pub use retention::{purge_older_than, PurgeReport, Retention};
+pub use source::{ChainReader, ChainRow, ChainWriter, RecordStream};
 pub(crate) use verify::verify_chain;
 pub use verify::{verify_db, verify_jsonl, Problem, VerifyReport};
 
@@ -60,6 +63,10 @@ pub enum AuditError {
     /// SQLite failed (locked, disk full, corrupt file).
     #[error("audit storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another database failed (a PostgreSQL query, a pool timeout): its reason, never row
+    /// values.
+    #[error("audit storage error: {0}")]
+    Backend(String),
     /// Reading or writing a mirror, checkpoint or export file failed.
     #[error("audit file error on {path}: {source}")]
     Io {

@@ -4,12 +4,11 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{params_from_iter, Connection};
 
-use super::chain::{format_ts, StoredRecord, COLUMNS};
+use super::chain::StoredRecord;
 use super::mirror::JsonLine;
 use super::record::{Action, CallRef, Code, ObjectId};
+use super::source::RecordStream;
 use super::AuditError;
 
 /// Which records to select. Empty filter = everything. Conditions are ANDed.
@@ -32,76 +31,19 @@ pub struct Filter {
     pub delivery_id: Option<ObjectId>,
 }
 
-impl Filter {
-    fn where_clause(&self) -> (String, Vec<SqlValue>) {
-        let mut conds = Vec::new();
-        let mut params = Vec::new();
-        let mut push = |cond: &str, v: SqlValue| {
-            params.push(v);
-            conds.push(cond.replace('?', &format!("?{}", params.len())));
-        };
-        if let Some(t) = self.since {
-            push("ts >= ?", SqlValue::Text(format_ts(t)));
-        }
-        if let Some(t) = self.until {
-            push("ts < ?", SqlValue::Text(format_ts(t)));
-        }
-        if let Some(c) = &self.call_ref {
-            push("call_ref = ?", SqlValue::Text(c.as_str().to_owned()));
-        }
-        if let Some(s) = &self.source {
-            push("source = ?", SqlValue::Text(s.as_str().to_owned()));
-        }
-        if let Some(a) = self.action {
-            push("action = ?", SqlValue::Text(a.as_str().to_owned()));
-        }
-        if let Some(a) = &self.actor {
-            push(
-                "(actor = ? OR substr(actor, instr(actor, ':') + 1) = ?)",
-                SqlValue::Text(a.as_str().to_owned()),
-            );
-        }
-        if let Some(d) = &self.delivery_id {
-            push("delivery_id = ?", SqlValue::Text(d.as_str().to_owned()));
-        }
-        let clause = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        };
-        (clause, params)
-    }
-}
-
 /// How many records match `filter` (for progress reporting).
-pub fn count(conn: &Connection, filter: &Filter) -> Result<u64, AuditError> {
-    let (clause, params) = filter.where_clause();
-    let n: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM audit_log{clause}"),
-        params_from_iter(params),
-        |r| r.get(0),
-    )?;
-    Ok(u64::try_from(n).unwrap_or(0))
+pub fn count(stream: &(impl RecordStream + ?Sized), filter: &Filter) -> Result<u64, AuditError> {
+    stream.count(filter)
 }
 
-/// Call `f` for each matching record in sequence order, one row at a time straight off the
-/// SQLite cursor (constant memory). Returns how many records were visited.
+/// Call `f` for each matching record in sequence order, streamed by the backend (constant
+/// memory). Returns how many records were visited.
 pub fn for_each_record(
-    conn: &Connection,
+    stream: &(impl RecordStream + ?Sized),
     filter: &Filter,
     mut f: impl FnMut(&StoredRecord) -> Result<(), AuditError>,
 ) -> Result<u64, AuditError> {
-    let (clause, params) = filter.where_clause();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM audit_log{clause} ORDER BY seq"
-    ))?;
-    let mut rows = stmt.query(params_from_iter(params))?;
-    let mut n = 0;
-    while let Some(row) = rows.next()? {
-        f(&StoredRecord::from_row(row)?)?;
-        n += 1;
-    }
-    Ok(n)
+    stream.for_each(filter, &mut |_, r| f(r))
 }
 
 /// Export formats.
@@ -156,7 +98,7 @@ fn csv_field(out: &mut String, s: &str) {
     }
 }
 
-fn csv_line(r: &StoredRecord) -> String {
+fn csv_line(node: Option<&str>, r: &StoredRecord) -> String {
     let seq = r.seq.to_string();
     let fields: [&str; 12] = [
         &seq,
@@ -173,6 +115,10 @@ fn csv_line(r: &StoredRecord) -> String {
         &r.mac,
     ];
     let mut line = String::with_capacity(512);
+    if let Some(node) = node {
+        csv_field(&mut line, node);
+        line.push(',');
+    }
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             line.push(',');
@@ -199,33 +145,36 @@ pub(crate) fn export_line(r: &StoredRecord, format: ExportFormat) -> String {
             l.push('\n');
             l
         }
-        ExportFormat::Csv => csv_line(r),
+        ExportFormat::Csv => csv_line(None, r),
     }
 }
 
 /// Stream matching records to `out` in `format`, reporting to `progress`. Memory use does not
 /// depend on the number of records. Returns how many were written.
 pub fn export(
-    conn: &Connection,
+    stream: &(impl RecordStream + ?Sized),
     filter: &Filter,
     format: ExportFormat,
     out: &mut dyn Write,
     progress: &mut dyn Progress,
 ) -> Result<u64, AuditError> {
-    progress.start(count(conn, filter)?);
+    progress.start(stream.count(filter)?);
     if format == ExportFormat::Csv {
+        if stream.has_nodes() {
+            out.write_all(b"node,").map_err(AuditError::Output)?;
+        }
         out.write_all(CSV_HEADER.as_bytes())
             .map_err(AuditError::Output)?;
     }
     let mut done = 0;
-    for_each_record(conn, filter, |r| {
+    stream.for_each(filter, &mut |node, r| {
         let line = match format {
             ExportFormat::Jsonl => {
-                let mut l = JsonLine::render(r);
+                let mut l = JsonLine::render_on(node, r);
                 l.push('\n');
                 l
             }
-            ExportFormat::Csv => csv_line(r),
+            ExportFormat::Csv => csv_line(node, r),
         };
         out.write_all(line.as_bytes()).map_err(AuditError::Output)?;
         done += 1;

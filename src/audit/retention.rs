@@ -7,10 +7,10 @@
 //! anchor, so the shortened chain still verifies.
 
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{OptionalExtension, Transaction};
 
 use super::chain::{append, format_ts, AppendedRecord};
 use super::record::{Action, Actor, AuditRecord, DetailKey, Digest, Outcome};
+use super::source::ChainWriter;
 use super::AuditError;
 use crate::crypto::Keyring;
 
@@ -51,7 +51,7 @@ pub struct PurgeReport {
 /// the retention allows. Deleting a prefix only (never from the middle) keeps the rest of the
 /// chain verifiable from the anchor recorded here.
 pub fn purge_older_than(
-    tx: &Transaction<'_>,
+    tx: &(impl ChainWriter + ?Sized),
     keyring: &Keyring,
     retention: Retention,
     cutoff: DateTime<Utc>,
@@ -66,41 +66,28 @@ pub fn purge_older_than(
     }
     let cutoff_ts = format_ts(cutoff);
     // Prefix end: just before the first record young enough to keep, or the head if none is.
-    let first_kept: Option<i64> = tx
-        .query_row(
-            "SELECT min(seq) FROM audit_log WHERE ts >= ?1",
-            [&cutoff_ts],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
-    let through: Option<i64> = match first_kept {
-        Some(k) => Some(k - 1),
-        None => tx.query_row("SELECT max(seq) FROM audit_log", [], |r| r.get(0))?,
+    let bounds = tx.bounds()?;
+    let through = match tx.first_seq_from(&cutoff_ts)? {
+        Some(k) => k.checked_sub(1),
+        None => bounds.map(|(_, last)| last),
     };
-    let first_present: Option<i64> =
-        tx.query_row("SELECT min(seq) FROM audit_log", [], |r| r.get(0))?;
     let mut record = AuditRecord::new(actor, Action::AuditPurged, Outcome::Success)
         .with_detail(DetailKey::CutoffUnix, cutoff.timestamp());
     let mut deleted = 0;
     let mut through_seq = None;
-    if let (Some(through), Some(first)) = (through, first_present) {
+    if let (Some(through), Some((first, _))) = (through, bounds) {
         if through >= first {
-            let anchor_mac: String =
-                tx.query_row("SELECT mac FROM audit_log WHERE seq = ?1", [through], |r| {
-                    r.get(0)
-                })?;
-            tx.execute(
-                "INSERT INTO audit_purge_permit (through_seq) VALUES (?1)",
-                [through],
-            )?;
-            let n = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [through])?;
-            tx.execute("DELETE FROM audit_purge_permit", [])?;
-            deleted = n as u64;
-            let through_u = u64::try_from(through).unwrap_or(0);
-            through_seq = Some(through_u);
+            let anchor_mac = tx.mac_at(through)?.ok_or(AuditError::InvalidField {
+                field: "audit purge anchor",
+                rule: "a record present in the log",
+            })?;
+            deleted = tx.delete_through(through)?;
+            through_seq = Some(through);
             record = record
-                .with_detail(DetailKey::ThroughSeq, through)
+                .with_detail(
+                    DetailKey::ThroughSeq,
+                    i64::try_from(through).unwrap_or(i64::MAX),
+                )
                 .with_detail(DetailKey::AnchorMac, Digest::parse(&anchor_mac)?);
         }
     }

@@ -11,12 +11,11 @@ use std::io::{BufRead, BufReader};
 use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension};
-
-use super::chain::{StoredRecord, COLUMNS, GENESIS_MAC};
+use super::chain::{StoredRecord, GENESIS_MAC};
 use super::checkpoint::{read_checkpoints, Checkpoint};
 use super::mirror::{list_mirror_files, JsonLine};
 use super::record::Action;
+use super::source::{ChainReader, ChainRow, ChainRows};
 use super::AuditError;
 use crate::crypto::Keyring;
 
@@ -305,7 +304,7 @@ fn load_checkpoints(
 /// checkpoint in `checkpoint_path`. Fails with [`AuditError::VerifyFailed`] naming the first bad
 /// sequence number.
 pub fn verify_db(
-    conn: &Connection,
+    chain: &(impl ChainReader + ?Sized),
     keyring: &Keyring,
     checkpoint_path: Option<&Path>,
 ) -> Result<VerifyReport, AuditError> {
@@ -314,61 +313,45 @@ pub fn verify_db(
     // taken below contains every record they mention.
     let checkpoints = load_checkpoints(checkpoint_path, keyring, &mut warnings)?;
     // One read snapshot for the anchor query and the walk, so a purge committed in between
-    // cannot make a good log look broken. A savepoint works inside or outside a transaction.
-    conn.execute_batch("SAVEPOINT audit_verify")?;
-    let result = verify_db_snapshot(conn, keyring, &checkpoints);
-    let released = conn.execute_batch("RELEASE audit_verify");
-    let mut report = result?;
-    released?;
+    // cannot make a good log look broken.
+    let mut report = chain.in_snapshot(&mut || verify_db_snapshot(chain, keyring, &checkpoints))?;
     report.warnings.splice(0..0, warnings);
     Ok(report)
 }
 
 fn verify_db_snapshot(
-    conn: &Connection,
+    chain: &(impl ChainReader + ?Sized),
     keyring: &Keyring,
     checkpoints: &[Checkpoint],
 ) -> Result<VerifyReport, AuditError> {
-    let anchor = conn
-        .query_row(
-            "SELECT detail FROM audit_log WHERE action = ?1
-             AND json_valid(detail) AND json_extract(detail, '$.through_seq') IS NOT NULL
-             ORDER BY seq DESC LIMIT 1",
-            [Action::AuditPurged.as_str()],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()?
+    let anchor = chain
+        .purge_anchor_detail()?
         .and_then(|d| anchor_from_detail(&d));
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq"))?;
-    let rows = stmt
-        .query_map([], StoredRecord::from_row)?
-        .map(|r| match r {
-            Ok(rec) => Ok(Entry::Record {
-                rec: Box::new(rec),
-                location: "database".into(),
-            }),
-            Err(
-                rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::InvalidColumnType(..)
-                | rusqlite::Error::IntegralValueOutOfRange(..),
-            ) => Ok(Entry::Malformed {
-                location: "database".into(),
-            }),
-            Err(e) => Err(AuditError::from(e)),
-        });
+    let location = chain.location();
+    let rows = ChainRows::new(chain).map(|r| {
+        r.map(|row| match row {
+            ChainRow::Record(rec) => Entry::Record {
+                rec,
+                location: location.clone(),
+            },
+            ChainRow::Malformed => Entry::Malformed {
+                location: location.clone(),
+            },
+        })
+    });
     walk(
         keyring,
         rows.peekable(),
         anchor,
         checkpoints,
         false,
-        GENESIS_MAC,
+        &chain.genesis(),
     )
 }
 
-/// Verify one chain held outside SQLite (the PostgreSQL backend keeps one chain per node):
-/// `records` in `seq` order, the first linking to `genesis`. `location` names the chain in
-/// the error. No purge anchor and no checkpoint file: those are SQLite-side features.
+/// Verify one chain fed record by record (the PostgreSQL backend streams each node's chain from
+/// an async task): `records` in `seq` order, the first linking to `genesis`. `location` names
+/// the chain in the error. No purge anchor and no checkpoints.
 pub(crate) fn verify_chain<I>(
     keyring: &Keyring,
     records: I,
@@ -468,6 +451,23 @@ pub fn verify_jsonl(
     checkpoint_path: Option<&Path>,
     allow_partial_start: bool,
 ) -> Result<VerifyReport, AuditError> {
+    verify_jsonl_from(
+        dir,
+        keyring,
+        checkpoint_path,
+        allow_partial_start,
+        GENESIS_MAC,
+    )
+}
+
+/// [`verify_jsonl`] for a chain whose first record links to `genesis` (a PostgreSQL node's).
+pub(crate) fn verify_jsonl_from(
+    dir: &Path,
+    keyring: &Keyring,
+    checkpoint_path: Option<&Path>,
+    allow_partial_start: bool,
+    genesis: &str,
+) -> Result<VerifyReport, AuditError> {
     let mut warnings = Vec::new();
     let checkpoints = load_checkpoints(checkpoint_path, keyring, &mut warnings)?;
     let files = list_mirror_files(dir)?;
@@ -493,7 +493,7 @@ pub fn verify_jsonl(
         anchor,
         &checkpoints,
         allow_partial_start,
-        GENESIS_MAC,
+        genesis,
     )?;
     warnings.extend(line_warnings);
     report.warnings.splice(0..0, warnings);

@@ -11,7 +11,7 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::store::admin::{self, Requester};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// `--format` of the list commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,9 +165,12 @@ pub(crate) fn print_quarantine_entry(
 }
 
 /// `keys rotate`: start (or resume) a rotation and print progress as rows are re-encrypted.
-pub fn keys_rotate(store: &Store, out: &mut impl Write) -> Result<(), StoreError> {
+pub fn keys_rotate(
+    store: &dyn crate::store::Maintenance,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     let mut write_error = None;
-    let report = admin::rotate_keys(store, &Requester::cli_user(), &mut |p| {
+    let report = store.rotate_keys(&Requester::cli_user(), &mut |p| {
         let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
         if let Err(e) = writeln!(
             out,
@@ -250,19 +253,25 @@ impl Tenths {
 
 /// `backup --to PATH`: an online copy of the database; never includes the master key.
 pub fn backup(
-    store: &Store,
+    store: &dyn crate::store::Maintenance,
     to: &Path,
     master_key_file: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     let mut shown = Tenths::new("backup", "pages", 25_600);
-    let r = admin::backup_to_with_progress(
-        store,
+    let outcome = store.backup(
         to,
         master_key_file,
         &Requester::cli_user(),
         &mut |done, total| shown.update(done, total),
     )?;
+    let r = match outcome {
+        crate::store::maintenance::BackupOutcome::Written(r) => r,
+        crate::store::maintenance::BackupOutcome::UseDatabaseTools(how) => {
+            writeln!(out, "{how}")?;
+            return Ok(());
+        }
+    };
     writeln!(
         out,
         "backup written to {} ({} bytes, sha256 {}); the master key is NOT in it: back it up separately and store it apart",
@@ -317,11 +326,15 @@ mod tests {
     async fn list_show_rotate_purge_print_what_they_did() {
         use crate::crypto::{Keyring, MasterKey};
         use crate::normalize::{normalize, Envelope, IntakeInput};
-        use crate::store::{JobSpec, StoreOptions};
+        use crate::store::{JobSpec, Store, StoreOptions};
         let dir = tempfile::tempdir().expect("tempdir");
         let ring = Keyring::from_master(&MasterKey::from_bytes([9; 32]));
-        let store =
-            Store::open(&dir.path().join("w.db"), ring, StoreOptions::default()).expect("open");
+        let store = Store::open(
+            &dir.path().join("w.db"),
+            ring.clone(),
+            StoreOptions::default(),
+        )
+        .expect("open");
         let input = IntakeInput::for_test(
             "nextphone",
             Envelope::NextPhone,
@@ -350,7 +363,13 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).contains("Zqx Doe"));
 
         let mut out = Vec::new();
-        keys_rotate(&store, &mut out).expect("rotate");
+        let maintenance = crate::store::sqlite::SqliteMaintenance::new(
+            &dir.path().join("w.db"),
+            ring,
+            &dir.path().join("audit"),
+        )
+        .expect("maintenance");
+        keys_rotate(&maintenance, &mut out).expect("rotate");
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("re-encrypted 1/1 (100%)"), "{text}");
 

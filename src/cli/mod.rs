@@ -16,6 +16,7 @@ pub mod audit;
 pub mod dlq;
 pub mod doctor;
 pub mod intake;
+mod operate;
 pub mod reverify;
 pub mod send;
 pub mod smart_keys;
@@ -442,254 +443,147 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// One function per command; this only dispatches.
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.as_path();
     match cli.command {
-        Command::Serve { dev } => serve(&cli.config, dev),
-        Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::Serve { dev } => serve(config, dev),
+        Command::CheckConfig => Ok(check_config(config)),
         Command::EmergencyExport {
             reason,
             since,
             until,
             out,
-        } => {
-            let store = open_store(&cli.config)?;
-            let since = intake::parse_time(&since)?;
-            let until = until
-                .as_deref()
-                .map(intake::parse_time)
-                .transpose()?
-                .unwrap_or_else(chrono::Utc::now);
-            let mut file = crate::fsutil::create_new_private(&out)
-                .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
-            let report = crate::store::emergency::export(
-                &store,
-                since,
-                until,
-                &reason,
-                &crate::store::admin::Requester::cli_user(),
-                &mut std::io::BufWriter::new(&mut file),
-                &mut |n| {
-                    if n % 10_000 == 0 {
-                        eprintln!("emergency-export: {n} deliveries written…");
-                    }
-                },
-            )?;
-            file.sync_all()?;
-            eprintln!(
-                "wrote {} deliveries to {} ({} in range already purged); this access is in the audit log",
-                report.count,
-                out.display(),
-                report.purged
-            );
-            eprintln!(
-                "archive key (shown once, not stored anywhere; keep it apart from the archive):"
-            );
-            println!("{}", report.archive_key_b64.as_str());
-            Ok(ExitCode::SUCCESS)
-        }
+        } => operate::emergency_export(config, &reason, &since, until.as_deref(), &out),
         Command::EmergencyOpen { archive, key_file } => {
-            let key = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&key_file)
-                    .with_context(|| format!("cannot read {}", key_file.display()))?,
-            );
-            let mut input = std::io::BufReader::new(
-                std::fs::File::open(&archive)
-                    .with_context(|| format!("cannot open {}", archive.display()))?,
-            );
-            let n = crate::store::emergency::open_archive(
-                &key,
-                &mut input,
-                &mut std::io::stdout().lock(),
-            )?;
-            eprintln!("{n} deliveries");
-            Ok(ExitCode::SUCCESS)
+            operate::emergency_open(&archive, &key_file)
         }
         Command::Sign {
             source,
             url,
             signing_key,
-        } => {
-            let config = crate::app::load_checked(&cli.config)?;
-            let mut body = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
-                .context("cannot read the body from stdin")?;
-            let signed = send::sign(
-                &config,
-                &source,
-                &body,
-                url.as_deref(),
-                signing_key.as_deref(),
-            )?;
-            send::print_signed(&signed, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => sign(config, &source, url.as_deref(), signing_key.as_deref()),
         Command::SendTest {
             source,
             ca,
             signing_key,
-        } => {
-            let config = crate::app::load_checked(&cli.config)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let status = runtime.block_on(send::send_test(
-                &config,
-                &source,
-                ca.as_deref(),
-                signing_key.as_deref(),
-                &mut std::io::stdout(),
-            ))?;
-            Ok(if (200..300).contains(&status) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::Reload => {
-            let pid_file = pid_file_for(&cli.config)?;
-            let pid = std::fs::read_to_string(&pid_file).with_context(|| {
-                format!(
-                    "no running server found ({} unreadable)",
-                    pid_file.display()
-                )
-            })?;
-            let pid = pid.trim();
-            anyhow::ensure!(
-                !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
-                "{} does not hold a process id",
-                pid_file.display()
-            );
-            let status = std::process::Command::new("kill")
-                .args(["-HUP", pid])
-                .status()
-                .context("cannot run kill")?;
-            anyhow::ensure!(status.success(), "no wardhook process {pid} to signal");
-            println!("asked wardhook (pid {pid}) to reload; the outcome is in its log and the audit trail");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keygen { out } => {
-            let path = out.unwrap_or_else(|| default_key_path(&cli.config));
-            MasterKey::generate_file(&path)?;
-            println!(
-                "wrote a new master key to {} (mode 0600); back it up apart from the database",
-                path.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Audit { command } => run_audit(&cli.config, command),
-        Command::Dlq { command } => run_dlq(&cli.config, command),
-        Command::Deliveries { command } => run_deliveries(&cli.config, command),
-        Command::Quarantine { command } => {
-            let store = storage::OfflineStore::open(&cli.config)?;
-            let mut out = std::io::stdout().lock();
-            match command {
-                QuarantineCommand::List { args } => {
-                    let (filter, format) = args.split()?;
-                    let rows = store.run(|s| s.list_quarantine(filter))?;
-                    intake::print_quarantine(&rows, format, &mut out)?;
-                }
-                QuarantineCommand::Show { id } => {
-                    let who = crate::store::admin::Requester::cli_user();
-                    let entry = store.run(|s| s.show_quarantine(id, who))?;
-                    intake::print_quarantine_entry(&entry, &mut out)?;
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keys {
-            command: KeysCommand::Smart { out },
-        } => {
-            smart_keys::generate(&out, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keys {
-            command: KeysCommand::SmartJwks { key, kid },
-        } => {
-            smart_keys::print_jwks(&key, kid, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keys {
-            command: KeysCommand::Rotate,
-        } => {
-            let store = open_store(&cli.config)?;
-            intake::keys_rotate(&store, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Purge { older_than } => {
-            let age = intake::parse_duration(&older_than)?;
-            let store = storage::OfflineStore::open(&cli.config)?;
-            let cutoff = chrono::Utc::now() - age;
-            let who = crate::store::admin::Requester::cli_user();
-            let mut shown = intake::Tenths::new("purge", "rows", 5_000);
-            let progress = Box::new(move |p: crate::store::admin::PurgeProgress| {
-                shown.update(p.done, p.total);
-            });
-            let report = store.run(|s| s.purge_with_progress(cutoff, who, progress))?;
-            intake::print_purge(cutoff, &report, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Backup { to } => {
-            let offline = Config::load_offline(&cli.config)?;
-            let store = open_store(&cli.config)?;
-            intake::backup(
-                &store,
-                &to,
-                Some(&offline.master_key_file),
-                &mut std::io::stdout().lock(),
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Doctor { retention } => {
-            // Doctor's database checks are SQLite's; a config it cannot load is its to report.
-            if let Ok(offline) = Config::load_offline(&cli.config) {
-                anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
-            }
-            let options = doctor::DoctorOptions {
-                retention: retention
-                    .as_deref()
-                    .map(intake::parse_duration)
-                    .transpose()?,
-                ..doctor::DoctorOptions::default()
-            };
-            let report =
-                doctor::run_doctor_with(&cli.config, &options, &mut std::io::stdout().lock())?;
-            Ok(if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::Tokens { command } => {
-            let store = storage::OfflineStore::open(&cli.config)?;
-            store.block_on(|s| {
-                Box::pin(async move {
-                    let mut out = std::io::stdout();
-                    crate::admin::cli::run(s.console(), command, &mut out).await
-                })
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => send_test(config, &source, ca.as_deref(), signing_key.as_deref()),
+        Command::Reload => reload(config),
+        Command::Keygen { out } => keygen(config, out),
+        Command::Audit { command } => run_audit(config, command),
+        Command::Dlq { command } => run_dlq(config, command),
+        Command::Deliveries { command } => run_deliveries(config, command),
+        Command::Quarantine { command } => operate::quarantine(config, command),
+        Command::Keys { command } => operate::keys(config, command),
+        Command::Purge { older_than } => operate::purge(config, &older_than),
+        Command::Backup { to } => operate::backup(config, &to),
+        Command::Doctor { retention } => operate::doctor(config, retention.as_deref()),
+        Command::Tokens { command } => tokens(config, command),
         Command::Certs {
             command: CertsCommand::Dev { dir, force },
-        } => {
-            let paths = certs::write_dev_certs(&dir, force)?;
-            println!(
-                "wrote DEV certificates (not for production): {}, {}, {}",
-                paths.ca.display(),
-                paths.cert.display(),
-                paths.key.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => certs_dev(&dir, force),
     }
 }
 
-/// Open the SQLite store named by the config, for the commands that only exist there.
-fn open_store(config: &Path) -> anyhow::Result<crate::store::Store> {
-    let offline = Config::load_offline(config)?;
-    anyhow::ensure!(storage::settings(&offline).is_none(), storage::SQLITE_ONLY);
-    open_sqlite(&offline)
+/// `sign`: print the signature header the source's sender would send for stdin's body.
+fn sign(
+    config: &Path,
+    source: &str,
+    url: Option<&str>,
+    signing_key: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let config = crate::app::load_checked(config)?;
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+        .context("cannot read the body from stdin")?;
+    let signed = send::sign(&config, source, &body, url, signing_key)?;
+    send::print_signed(&signed, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `send-test`: sign the preset's sample event and post it to the running server.
+fn send_test(
+    config: &Path,
+    source: &str,
+    ca: Option<&Path>,
+    signing_key: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let config = crate::app::load_checked(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let status = runtime.block_on(send::send_test(
+        &config,
+        source,
+        ca,
+        signing_key,
+        &mut std::io::stdout(),
+    ))?;
+    Ok(if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `reload`: SIGHUP the server whose pid file sits beside the configured database.
+fn reload(config: &Path) -> anyhow::Result<ExitCode> {
+    let pid_file = pid_file_for(config)?;
+    let pid = std::fs::read_to_string(&pid_file).with_context(|| {
+        format!(
+            "no running server found ({} unreadable)",
+            pid_file.display()
+        )
+    })?;
+    let pid = pid.trim();
+    anyhow::ensure!(
+        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
+        "{} does not hold a process id",
+        pid_file.display()
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", pid])
+        .status()
+        .context("cannot run kill")?;
+    anyhow::ensure!(status.success(), "no wardhook process {pid} to signal");
+    println!("asked wardhook (pid {pid}) to reload; the outcome is in its log and the audit trail");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keygen`: a new master key file, never overwriting one.
+fn keygen(config: &Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = out.unwrap_or_else(|| default_key_path(config));
+    MasterKey::generate_file(&path)?;
+    println!(
+        "wrote a new master key to {} (mode 0600); back it up apart from the database",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tokens …`: the console's API tokens, on either backend.
+fn tokens(config: &Path, command: crate::admin::cli::TokensCommand) -> anyhow::Result<ExitCode> {
+    let store = storage::OfflineStore::open(config)?;
+    store.block_on(|s| {
+        Box::pin(async move {
+            let mut out = std::io::stdout();
+            crate::admin::cli::run(s.console(), command, &mut out).await
+        })
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certs dev`: development certificates (not for production).
+fn certs_dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    let paths = certs::write_dev_certs(dir, force)?;
+    println!(
+        "wrote DEV certificates (not for production): {}, {}, {}",
+        paths.ca.display(),
+        paths.cert.display(),
+        paths.key.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Open the configured SQLite file (which must exist), mirroring audit records as the server
@@ -782,9 +676,9 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
             intake::print_event(&event, &mut out)?;
         }
         DeliveriesCommand::Reverify { id } => {
-            let store = open_store(config)?;
+            let store = storage::open_maintenance(config)?;
             let full = crate::app::load_checked(config)?;
-            match reverify::reverify(&full, &store, &id, &mut out)? {
+            match reverify::reverify(&full, store.as_ref(), &id, &mut out)? {
                 reverify::Reverified::NotAuthentic { .. } => {
                     return Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))
                 }
@@ -798,49 +692,29 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_db_read_only(path: &Path) -> anyhow::Result<rusqlite::Connection> {
-    anyhow::ensure!(path.exists(), "no database at {}", path.display());
-    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open {}", path.display()))
-}
-
 fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
-    let offline = Config::load_offline(config)?;
-    if let Some(pg) = storage::settings(&offline) {
-        anyhow::ensure!(
-            matches!(command, AuditCommand::Verify { .. }),
-            "audit search and export read the SQLite store and are not available yet with \
-             [storage] backend = \"postgres\"; audit verify is"
-        );
-        return storage::audit_verify(&offline, pg, &mut std::io::stdout().lock());
-    }
-    let keyring = crate::crypto::Keyring::from_master(&offline.master_key);
-    let conn = open_db_read_only(&offline.storage_path)?;
+    let store = storage::open_maintenance(config)?;
     let stdout = std::io::stdout();
     match command {
         AuditCommand::Verify {
             skip_mirror,
             allow_partial_mirror,
         } => {
-            let result = audit::verify(
-                &conn,
-                &keyring,
-                &offline.audit.dir,
+            let options = crate::store::maintenance::VerifyOptions {
+                audit_dir: None,
                 skip_mirror,
                 allow_partial_mirror,
-                &mut stdout.lock(),
-            );
-            match result {
-                Ok(_) => Ok(ExitCode::SUCCESS),
-                Err(e @ crate::audit::AuditError::VerifyFailed { .. }) => {
-                    eprintln!("wardhook: error: {e}");
+            };
+            match store.audit_verify(options, &mut stdout.lock())? {
+                crate::store::maintenance::AuditVerdict::Intact(_) => Ok(ExitCode::SUCCESS),
+                crate::store::maintenance::AuditVerdict::Tampered(reason) => {
+                    eprintln!("wardhook: error: {reason}");
                     Ok(ExitCode::from(EXIT_AUDIT_TAMPERED))
                 }
-                Err(e) => Err(e.into()),
             }
         }
         AuditCommand::Search { filter } => {
-            audit::search(&conn, &keyring, &filter.into(), &mut stdout.lock())?;
+            store.audit_search(&filter.into(), &mut stdout.lock())?;
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export {
@@ -854,20 +728,13 @@ fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
             let args = filter.into();
             let mut stderr = std::io::stderr();
             let n = if out.as_os_str() == "-" {
-                audit::export(
-                    &conn,
-                    &keyring,
-                    format,
-                    &args,
-                    &mut stdout.lock(),
-                    &mut stderr,
-                )?
+                store.audit_export(format, &args, &mut stdout.lock(), &mut stderr)?
             } else {
                 // Audit records: owner-only, like every file holding them.
                 let mut file = crate::fsutil::create_new_private(&out).with_context(|| {
                     format!("cannot create {} (it must not exist)", out.display())
                 })?;
-                audit::export(&conn, &keyring, format, &args, &mut file, &mut stderr)?
+                store.audit_export(format, &args, &mut file, &mut stderr)?
             };
             eprintln!("exported {n} record{}", plural(n as usize));
             Ok(ExitCode::SUCCESS)

@@ -15,8 +15,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::Config;
 use crate::store::admin::Requester;
-use crate::store::reverify::load_stored_request;
-use crate::store::Store;
+use crate::store::Maintenance;
 use crate::verify::{
     BodyCoverage, SourceVerifier, UnverifiedRequest, Verdict, REVERIFY_METHOD, REVERIFY_PATH,
 };
@@ -74,11 +73,11 @@ fn reverifiable(coverage: BodyCoverage, headers: &[(String, String)]) -> Result<
 /// Re-run verification for delivery `id`, printing the verdict.
 pub fn reverify(
     config: &Config,
-    store: &Store,
+    store: &dyn Maintenance,
     id: &str,
     out: &mut dyn Write,
 ) -> anyhow::Result<Reverified> {
-    let stored = load_stored_request(store, id, &Requester::cli_user())?;
+    let stored = store.load_stored_request(id, &Requester::cli_user())?;
     let source = config.source(&stored.source).ok_or_else(|| {
         anyhow::anyhow!(
             "source {:?} is no longer configured; its secrets are needed to re-verify",

@@ -1,26 +1,20 @@
 //! The configured store for an offline command, whichever backend the config names.
 //!
-//! `purge`, `dlq list|show|retry`, `deliveries list|show|replay`, `quarantine list|show` and
-//! `tokens` go through the [`Storage`] trait, so one code path serves SQLite and PostgreSQL. The other
-//! commands read the SQLite store directly and refuse on PostgreSQL with [`SQLITE_ONLY`] rather
-//! than looking at a database file that is not in use; `audit verify` walks every node's chain
-//! there ([`audit_verify`]).
+//! Two doors, one per trait: [`OfflineStore`] is the [`Storage`] the delivery-path commands use
+//! (`purge`, `dlq`, `deliveries list|show|replay`, `quarantine`, `tokens`), and [`open_maintenance`]
+//! returns the backend's [`Maintenance`] for the operator commands (`keys rotate`, `backup`,
+//! `deliveries reverify`, `emergency-export`, `audit verify|search|export`). Both serve SQLite
+//! and PostgreSQL with one code path.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::Context as _;
 
 use crate::config::{Config, OfflineConfig, StorageBackend};
 use crate::crypto::Keyring;
-use crate::store::postgres::{verify_audit, PgSettings, PgStore};
-use crate::store::{Storage, StoreError, StoreFuture};
-
-/// Why a SQLite-only command refuses.
-pub const SQLITE_ONLY: &str = "this command reads the SQLite store and is not available yet with \
-     [storage] backend = \"postgres\" (there: serve, check-config, audit verify, purge, \
-     dlq, deliveries list|show|replay, quarantine, tokens)";
+use crate::store::postgres::{PgMaintenance, PgSettings, PgStore};
+use crate::store::sqlite::SqliteMaintenance;
+use crate::store::{Maintenance, Storage, StoreError, StoreFuture};
 
 /// The PostgreSQL settings when that is the backend.
 pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {
@@ -35,6 +29,9 @@ pub fn settings(offline: &OfflineConfig) -> Option<&PgSettings> {
 pub struct OfflineStore {
     // Dropped before the runtime that its tasks belong to.
     storage: Box<dyn Storage>,
+    /// On PostgreSQL, this node's store again, to bring its mirror up to date after each
+    /// operation (the SQLite store does that itself).
+    pg: Option<(PgStore, std::sync::Arc<crate::audit::Mirror>)>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -43,15 +40,25 @@ impl OfflineStore {
     /// database.
     pub fn open(config: &Path) -> anyhow::Result<Self> {
         let offline = Config::load_offline(config)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker thread: the mirror's reads of a PostgreSQL chain wait on queries from a
+        // blocking thread, which needs a runtime driving I/O meanwhile.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let storage: Box<dyn Storage> = match settings(&offline) {
-            Some(pg) => Box::new(open_postgres(&runtime, &offline, pg)?),
-            None => Box::new(super::open_sqlite(&offline)?),
+        let (storage, pg): (Box<dyn Storage>, _) = match settings(&offline) {
+            Some(pg) => {
+                let (store, mirror) = open_postgres(&runtime, &offline, pg)?;
+                (Box::new(store.clone()), Some((store, mirror)))
+            }
+            None => (Box::new(super::open_sqlite(&offline)?), None),
         };
-        Ok(Self { storage, runtime })
+        Ok(Self {
+            storage,
+            pg,
+            runtime,
+        })
     }
 
     /// Run one operation to completion.
@@ -59,7 +66,9 @@ impl OfflineStore {
         &self,
         op: impl for<'a> FnOnce(&'a dyn Storage) -> StoreFuture<'a, T>,
     ) -> Result<T, StoreError> {
-        self.runtime.block_on(op(self.storage.as_ref()))
+        let result = self.runtime.block_on(op(self.storage.as_ref()));
+        self.mirror();
+        result
     }
 
     /// Run any future built from the store to completion (for commands whose errors are their
@@ -70,56 +79,57 @@ impl OfflineStore {
             &'a dyn Storage,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
     ) -> T {
-        self.runtime.block_on(op(self.storage.as_ref()))
+        let result = self.runtime.block_on(op(self.storage.as_ref()));
+        self.mirror();
+        result
+    }
+
+    /// On PostgreSQL, copy this node's new audit records to its mirror (the SQLite store does
+    /// that itself). As on SQLite, a failed mirror write is logged; the next writer catches up.
+    fn mirror(&self) {
+        if let Some((pg, mirror)) = &self.pg {
+            if let Err(e) = self.runtime.block_on(pg.mirror_catch_up_to(mirror)) {
+                tracing::error!(error = %e, "audit mirror catch-up failed");
+            }
+        }
     }
 }
 
+/// This node's store, and its mirror (written after each operation, not by a background task).
 fn open_postgres(
     runtime: &tokio::runtime::Runtime,
     offline: &OfflineConfig,
     pg: &PgSettings,
-) -> anyhow::Result<PgStore> {
+) -> anyhow::Result<(PgStore, std::sync::Arc<crate::audit::Mirror>)> {
     let keyring = Keyring::from_master(&offline.master_key);
-    runtime
+    let mirror = std::sync::Arc::new(crate::audit::Mirror::new(&offline.audit.dir)?);
+    let store = runtime
         .block_on(PgStore::open(pg, keyring))
-        .context("cannot open the postgres store")
+        .context("cannot open the postgres store")?;
+    Ok((store, mirror))
 }
 
-/// `audit verify`: every node's chain. Exit code `tampered` names the node and first bad record.
-pub fn audit_verify(
-    offline: &OfflineConfig,
-    pg: &PgSettings,
-    out: &mut impl Write,
-) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let store = open_postgres(&runtime, offline, pg)?;
-    match runtime.block_on(verify_audit(&store)) {
-        Ok(nodes) => {
-            for n in &nodes {
-                writeln!(
-                    out,
-                    "node {}: {} records verified (sequence {}..{})",
-                    n.node_id,
-                    n.report.records,
-                    n.report.first_seq.unwrap_or(0),
-                    n.report.last_seq.unwrap_or(0)
-                )?;
-            }
-            writeln!(
-                out,
-                "audit log OK: {} node chain{}; signed checkpoints and the JSONL mirror are SQLite-only",
-                nodes.len(),
-                if nodes.len() == 1 { "" } else { "s" }
-            )?;
-            Ok(ExitCode::SUCCESS)
+/// The [`Maintenance`] of the backend `config` names: the SQLite file (which must exist) or
+/// the PostgreSQL database, with this node's `[audit] dir` for its mirror and checkpoints.
+pub fn open_maintenance(config: &Path) -> anyhow::Result<Box<dyn Maintenance>> {
+    let offline = Config::load_offline(config)?;
+    let keyring = Keyring::from_master(&offline.master_key);
+    Ok(match settings(&offline) {
+        Some(pg) => Box::new(
+            PgMaintenance::open(pg, keyring, &offline.audit.dir)
+                .context("cannot open the postgres store")?,
+        ),
+        None => {
+            anyhow::ensure!(
+                offline.storage_path.exists(),
+                "no database at {}",
+                offline.storage_path.display()
+            );
+            Box::new(SqliteMaintenance::new(
+                &offline.storage_path,
+                keyring,
+                &offline.audit.dir,
+            )?)
         }
-        Err(StoreError::Audit(reason)) => {
-            eprintln!("wardhook: error: {reason}");
-            Ok(ExitCode::from(super::EXIT_AUDIT_TAMPERED))
-        }
-        Err(e) => Err(e.into()),
-    }
+    })
 }

@@ -141,6 +141,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// of the periods that ended before it, audited with who asked.
     fn purge(&self, cutoff: DateTime<Utc>, who: Requester) -> StoreFuture<'_, PurgeReport>;
 
+    /// Sign an audit checkpoint of this node's chain now, after bringing its JSONL mirror up to
+    /// date (at start and stop), so truncating the newest records is detectable even when
+    /// fewer than a checkpoint interval were written. Nothing when no mirror is configured.
+    fn checkpoint_audit(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// [`Storage::purge`], reporting progress as it goes. A backend that purges in one step
     /// reports nothing.
     fn purge_with_progress(

@@ -10,7 +10,9 @@
 //!   facts), [`jobs`], [`realtime`] and [`reads`] (record formats and audit facts both backends
 //!   share);
 //! - [`sqlite`]: the embedded backend (one server, one file, group commit on a writer thread);
-//! - [`postgres`]: the shared backend (several stateless nodes, one database).
+//! - [`postgres`]: the shared backend (several stateless nodes, one database);
+//! - [`maintenance`]: the second trait, what operator commands (key rotation, backup,
+//!   reverify, emergency export, audit verify/search/export, doctor) need from either backend.
 //!
 //! Both keep the same guarantees — dedup, encryption and enqueue in one transaction answered
 //! only after commit, [`StoreError::Unavailable`] (503 with `Retry-After`) when storage cannot
@@ -18,10 +20,12 @@
 //! formats. The same conformance scenarios run on both.
 
 pub mod admin;
+pub mod archive;
 mod audit_hook;
 pub mod backend;
 pub mod console;
 pub mod jobs;
+pub mod maintenance;
 pub mod payload;
 pub mod postgres;
 pub(crate) mod prepare;
@@ -32,9 +36,12 @@ pub mod types;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_maintenance;
 
 pub use backend::{Storage, StoreFuture};
 pub use console::Console;
+pub use maintenance::Maintenance;
 pub use sqlite::{emergency, reverify, Store, StoreOptions, SCHEMA_VERSION};
 pub use types::{
     AttemptRecord, AttemptResult, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter,

@@ -19,6 +19,7 @@ mod intake;
 mod listener_safety;
 mod maintenance;
 mod multinode;
+mod multinode_audit;
 mod operations;
 mod outside_numbers;
 mod postgres;

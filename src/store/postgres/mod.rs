@@ -24,17 +24,23 @@
 //! are [`StoreError::Unavailable`]: 503 with `Retry-After`, readiness red.
 
 mod audit;
+mod audit_chain;
 mod committer;
 mod console;
 mod dead;
+mod diagnose;
 mod error;
 mod health;
 mod intake;
 mod jobs;
 mod keys;
+mod maintenance;
+mod mirror;
+mod offline;
 mod purge;
 mod read;
 mod realtime;
+mod rotate;
 mod schema;
 #[cfg(test)]
 pub(crate) mod testdb;
@@ -62,6 +68,8 @@ use crate::crypto::Keyring;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 
 pub use audit::{verify_audit, NodeChainReport};
+pub use audit_chain::{PgChain, PgRecords};
+pub use maintenance::{PgMaintenance, BACKUP_PROCEDURE};
 pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
 
 // The connection settings are plain config (`[storage.postgres]`, checked there).
@@ -99,6 +107,8 @@ struct Inner {
     healthy: AtomicBool,
     /// Commits queued intakes in groups ([`committer`]).
     committer: committer::Committer,
+    /// This node's JSONL mirror and signed checkpoints, if configured ([`mirror`]).
+    mirror: Option<mirror::NodeMirror>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -119,8 +129,33 @@ pub struct PgStore {
 impl PgStore {
     /// Connect, apply migrations (once across nodes) and make sure this node's audit chain has
     /// its head row.
-    #[tracing::instrument(skip_all, fields(node_id = %settings.node_id))]
     pub async fn open(settings: &PgSettings, keyring: Keyring) -> Result<Self, StoreError> {
+        Self::open_with_mirror(settings, keyring, None).await
+    }
+
+    /// [`PgStore::open`], mirroring this node's committed audit records to `mirror` (its JSONL
+    /// files and, if the mirror has a checkpoint policy, signed checkpoints) from a background
+    /// task woken after each successful operation. See [`mirror`].
+    #[tracing::instrument(skip_all, fields(node_id = %settings.node_id))]
+    pub async fn open_with_mirror(
+        settings: &PgSettings,
+        keyring: Keyring,
+        mirror: Option<Arc<crate::audit::Mirror>>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::build(settings, keyring, mirror)?;
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
+        drop(client);
+        mirror::start(&store);
+        Ok(store)
+    }
+
+    fn build(
+        settings: &PgSettings,
+        keyring: Keyring,
+        mirror: Option<Arc<crate::audit::Mirror>>,
+    ) -> Result<Self, StoreError> {
         let pool = build_pool(settings).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         let genesis = audit::node_genesis(&keyring, &settings.node_id);
         let keyring = Arc::new(keyring);
@@ -131,7 +166,7 @@ impl PgStore {
             node_id: settings.node_id.clone(),
             generation: Arc::clone(&keys.generation),
         });
-        let store = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 keyring,
@@ -140,12 +175,26 @@ impl PgStore {
                 keys,
                 healthy: AtomicBool::new(true),
                 committer,
+                mirror: mirror.map(mirror::NodeMirror::new),
             }),
-        };
-        let mut client = store.client().await?;
-        schema::migrate(&mut client).await?;
-        audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
-        Ok(store)
+        })
+    }
+
+    /// Copy this node's committed audit records not yet in its mirror now (an offline command
+    /// after its own appends); nothing without a mirror.
+    pub async fn mirror_catch_up(&self) -> Result<(), StoreError> {
+        mirror::catch_up(self).await
+    }
+
+    /// Copy this node's committed audit records not yet in `mirror` now, and return once they
+    /// are written. An offline command calls this after its appends instead of running the
+    /// background task (whose work could still be in flight when the command's runtime shuts
+    /// down).
+    pub async fn mirror_catch_up_to(
+        &self,
+        mirror: &Arc<crate::audit::Mirror>,
+    ) -> Result<(), StoreError> {
+        mirror::catch_up_into(self, Arc::clone(mirror)).await
     }
 
     /// This node's id.
@@ -177,7 +226,13 @@ impl PgStore {
     /// again on a success.
     fn track<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         match &result {
-            Ok(_) => self.inner.healthy.store(true, Ordering::Release),
+            Ok(_) => {
+                self.inner.healthy.store(true, Ordering::Release);
+                // Whatever succeeded may have appended audit records: mirror them soon.
+                if let Some(m) = &self.inner.mirror {
+                    m.wake();
+                }
+            }
             Err(e) => self.note(e),
         }
         result
@@ -368,5 +423,9 @@ impl Storage for PgStore {
 
     fn purge(&self, cutoff: DateTime<Utc>, who: Requester) -> StoreFuture<'_, PurgeReport> {
         Box::pin(async move { self.track(purge::purge_older_than(self, cutoff, &who).await) })
+    }
+
+    fn checkpoint_audit(&self) -> StoreFuture<'_, ()> {
+        Box::pin(mirror::checkpoint_now(self))
     }
 }

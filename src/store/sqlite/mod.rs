@@ -19,12 +19,14 @@
 //! [`Store::check_ready`] reports not-ready until a write succeeds again.
 
 pub(crate) mod audit;
+pub mod audit_log;
 mod backup;
 mod console;
 pub mod emergency;
 mod health;
 pub mod jobs;
 pub(crate) mod keys;
+mod maintenance;
 mod purge;
 pub mod reads;
 pub mod realtime;
@@ -36,6 +38,12 @@ mod storage;
 mod tokens;
 mod writer;
 
+// The audit module's chain, mirror, purge and verification, on real SQLite files (they
+// tamper with the table directly, so they live with the SQL).
+#[cfg(test)]
+mod audit_mirror_tests;
+#[cfg(test)]
+mod audit_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -55,6 +63,7 @@ use crate::store::StoreError;
 pub use backup::{
     backup_to, backup_to_with_progress, manifest_path, BackupReport, MANIFEST_FORMAT,
 };
+pub use maintenance::SqliteMaintenance;
 pub use purge::{purge_older_than, purge_with_progress, PURGE_CHUNK};
 pub use rotate::rotate_keys;
 pub use schema::SCHEMA_VERSION;
@@ -162,7 +171,7 @@ impl Store {
         })?;
         let mut conn = open_connection(path, &options)?;
         schema::migrate(&mut conn)?;
-        crate::audit::migrate(&conn)?;
+        audit_log::migrate(&conn)?;
         restrict_permissions(path);
         let shared = Arc::new(Shared {
             path: path.to_owned(),

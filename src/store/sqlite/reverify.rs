@@ -4,27 +4,14 @@
 //! by re-running the source's verification over the stored raw body and signature headers. The
 //! read decrypts the payload, so it is audited (`delivery_reverified`) like any other read.
 
-use chrono::{DateTime, Utc};
 use rusqlite::TransactionBehavior;
 
 use super::Store;
-use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
 use crate::store::payload::decode_body;
 use crate::store::types::Requester;
 use crate::store::StoreError;
 
-/// A stored delivery as its sender sent it.
-#[derive(Debug)]
-pub struct StoredRequest {
-    /// The source it arrived on.
-    pub source: String,
-    /// The raw body bytes.
-    pub body: Vec<u8>,
-    /// The headers the signature check used (plus `:method` and `:path`).
-    pub headers: Vec<(String, String)>,
-    /// When wardhook received it.
-    pub received_at: DateTime<Utc>,
-}
+pub use crate::store::maintenance::StoredRequest;
 
 /// Decrypt delivery `id`'s raw body and signature headers; the read is audited.
 pub fn load_stored_request(
@@ -36,16 +23,7 @@ pub fn load_stored_request(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let opened = super::sealed::open_delivery(&tx, store.keyring(), id)?;
     let (source, stored) = (opened.source, opened.stored);
-    let mut audit = AuditRecord::new(
-        Actor::cli_user(&who.user).unwrap_or(Actor::System),
-        Action::DeliveryReverified,
-        Outcome::Success,
-    );
-    audit.delivery_id = ObjectId::parse(id).ok();
-    audit.source = Code::parse(&source).ok();
-    if let Ok(v) = Code::parse(who.via) {
-        audit.detail.insert(DetailKey::Via, v);
-    }
+    let audit = crate::store::maintenance::reverified_record(id, &source, who);
     crate::audit::append(&tx, store.keyring(), &audit)?;
     tx.commit()?;
     super::audit::mirror(store, &conn);

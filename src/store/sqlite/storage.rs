@@ -171,4 +171,8 @@ impl Storage for Store {
             super::purge_with_progress(s, cutoff, &who, &mut *progress)
         })
     }
+
+    fn checkpoint_audit(&self) -> StoreFuture<'_, ()> {
+        Box::pin(Store::checkpoint_audit(self))
+    }
 }

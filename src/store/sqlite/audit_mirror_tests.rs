@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::mirror::list_mirror_files;
-use super::*;
+use crate::audit::list_mirror_files;
+use crate::audit::*;
 use crate::crypto::{Keyring, MasterKey};
 
 fn keyring() -> Keyring {
@@ -44,7 +44,7 @@ impl Setup {
         let conn = Connection::open(self.db()).unwrap();
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        migrate(&conn).unwrap();
+        super::audit_log::migrate(&conn).unwrap();
         let mut mirror = Mirror::new(&self.audit_dir).unwrap();
         if let Some(every) = checkpoint_every {
             mirror = mirror.with_checkpoints(

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use chrono::{Duration, TimeZone, Utc};
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::chain::append_at;
-use super::*;
+use crate::audit::append_at;
+use crate::audit::*;
 use crate::crypto::{Keyring, MasterKey};
 
 fn keyring() -> Keyring {
@@ -18,7 +18,7 @@ fn keyring() -> Keyring {
 
 fn open(dir: &Path) -> Connection {
     let conn = Connection::open(dir.join("wardhook.db")).unwrap();
-    migrate(&conn).unwrap();
+    super::audit_log::migrate(&conn).unwrap();
     conn
 }
 
@@ -125,7 +125,7 @@ fn every_action_round_trips_through_the_table() {
 fn migrate_is_idempotent_and_actors_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let conn = open(dir.path());
-    migrate(&conn).unwrap();
+    super::audit_log::migrate(&conn).unwrap();
     for a in [
         Actor::System,
         Actor::sender("nextphone").unwrap(),
@@ -405,7 +405,7 @@ fn mirrored(n: usize, every: u64) -> MirrorFixture {
 }
 
 fn mirror_file(dir: &Path) -> PathBuf {
-    let files = super::mirror::list_mirror_files(dir).unwrap();
+    let files = list_mirror_files(dir).unwrap();
     assert_eq!(files.len(), 1, "one day's file");
     files[0].clone()
 }
@@ -975,7 +975,7 @@ fn no_canary_reaches_the_database_or_mirror_files() {
     fill(&mut conn, &kr, 12, Some(&mirror));
     drop(conn);
     let mut files = vec![dir.path().join("wardhook.db")];
-    files.extend(super::mirror::list_mirror_files(&mirror_dir).unwrap());
+    files.extend(list_mirror_files(&mirror_dir).unwrap());
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         for canary in CANARIES.iter().chain(&["CANARY-CALL", "5558675309"]) {

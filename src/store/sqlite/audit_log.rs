@@ -1,0 +1,327 @@
+//! The SQLite audit table: its schema, and the [`ChainReader`], [`ChainWriter`] and
+//! [`RecordStream`] the audit module's chain, mirror, purge and verification run on.
+//!
+//! Implemented for `rusqlite::Connection` (and `Transaction`, which derefs to it), so the code
+//! that appends inside its own transaction keeps calling `crate::audit::append(&tx, …)`.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
+
+use crate::audit::{
+    AuditError, ChainReader, ChainRow, ChainWriter, Filter, RecordStream, StoredRecord,
+    VerifyReport,
+};
+
+/// The columns of a record, in [`record_from_row`] order.
+pub(crate) const COLUMNS: &str =
+    "seq, ts, actor, action, outcome, delivery_id, source, call_ref, remote_addr, detail, prev_mac, mac";
+
+/// Create the audit tables, indexes and append-only triggers if absent. Idempotent; called from
+/// the store's migrations.
+///
+/// The triggers refuse `UPDATE` on audit rows always and `DELETE` unless
+/// [`crate::audit::purge_older_than`] has issued a permit for that prefix inside its transaction
+/// ([`ChainWriter::delete_through`]): a guard against bugs (a payload purge that forgets a
+/// `WHERE`), not against someone with the database file — that is what the MAC chain and
+/// checkpoints are for.
+pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS audit_log (
+            seq INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            delivery_id TEXT,
+            source TEXT,
+            call_ref TEXT,
+            remote_addr TEXT,
+            detail TEXT NOT NULL,
+            prev_mac TEXT NOT NULL,
+            mac TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log(ts);
+        CREATE INDEX IF NOT EXISTS audit_log_call_ref ON audit_log(call_ref) WHERE call_ref IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS audit_log_delivery ON audit_log(delivery_id) WHERE delivery_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, seq);
+        CREATE TABLE IF NOT EXISTS audit_purge_permit (through_seq INTEGER NOT NULL) STRICT;
+        CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+        WHEN NOT EXISTS (SELECT 1 FROM audit_purge_permit WHERE OLD.seq <= through_seq)
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only; use audit purge'); END;",
+    )?;
+    Ok(())
+}
+
+/// A record from a row selected with [`COLUMNS`].
+pub(crate) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+    let seq: i64 = row.get(0)?;
+    Ok(StoredRecord {
+        seq: u64::try_from(seq).unwrap_or(0),
+        ts: row.get(1)?,
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        outcome: row.get(4)?,
+        delivery_id: row.get(5)?,
+        source: row.get(6)?,
+        call_ref: row.get(7)?,
+        remote_addr: row.get(8)?,
+        detail: row.get(9)?,
+        prev_mac: row.get(10)?,
+        mac: row.get(11)?,
+    })
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn seq_of(v: Option<i64>) -> Option<u64> {
+    v.and_then(|s| u64::try_from(s).ok())
+}
+
+/// `WHERE …` of a search filter and its parameters.
+fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
+    let mut conds = Vec::new();
+    let mut params = Vec::new();
+    let mut push = |cond: &str, v: SqlValue| {
+        params.push(v);
+        conds.push(cond.replace('?', &format!("?{}", params.len())));
+    };
+    if let Some(t) = filter.since {
+        push("ts >= ?", SqlValue::Text(crate::audit::format_ts(t)));
+    }
+    if let Some(t) = filter.until {
+        push("ts < ?", SqlValue::Text(crate::audit::format_ts(t)));
+    }
+    if let Some(c) = &filter.call_ref {
+        push("call_ref = ?", SqlValue::Text(c.as_str().to_owned()));
+    }
+    if let Some(s) = &filter.source {
+        push("source = ?", SqlValue::Text(s.as_str().to_owned()));
+    }
+    if let Some(a) = filter.action {
+        push("action = ?", SqlValue::Text(a.as_str().to_owned()));
+    }
+    if let Some(a) = &filter.actor {
+        push(
+            "(actor = ? OR substr(actor, instr(actor, ':') + 1) = ?)",
+            SqlValue::Text(a.as_str().to_owned()),
+        );
+    }
+    if let Some(d) = &filter.delivery_id {
+        push("delivery_id = ?", SqlValue::Text(d.as_str().to_owned()));
+    }
+    let clause = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    (clause, params)
+}
+
+impl ChainReader for Connection {
+    fn head(&self) -> Result<Option<(u64, String, String)>, AuditError> {
+        // Cached: group commit reads the head once per appended record.
+        let row = self
+            .prepare_cached("SELECT seq, mac, ts FROM audit_log ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        Ok(row.map(|(s, m, t)| (u64::try_from(s).unwrap_or(0), m, t)))
+    }
+
+    fn rows_after(&self, after: u64, limit: usize) -> Result<Vec<ChainRow>, AuditError> {
+        let mut stmt = self.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(
+            params![seq_param(after), i64::try_from(limit).unwrap_or(i64::MAX)],
+            record_from_row,
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            match row {
+                Ok(r) => out.push(ChainRow::Record(Box::new(r))),
+                Err(
+                    rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..),
+                ) => {
+                    // Nothing after an unreadable row is needed: verification stops there.
+                    out.push(ChainRow::Malformed);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn mac_at(&self, seq: u64) -> Result<Option<String>, AuditError> {
+        Ok(self
+            .prepare_cached("SELECT mac FROM audit_log WHERE seq = ?1")?
+            .query_row([seq_param(seq)], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn purge_anchor_detail(&self) -> Result<Option<String>, AuditError> {
+        Ok(self
+            .query_row(
+                "SELECT detail FROM audit_log WHERE action = ?1
+                 AND json_valid(detail) AND json_extract(detail, '$.through_seq') IS NOT NULL
+                 ORDER BY seq DESC LIMIT 1",
+                [crate::audit::Action::AuditPurged.as_str()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?)
+    }
+
+    fn in_snapshot(
+        &self,
+        walk: &mut dyn FnMut() -> Result<VerifyReport, AuditError>,
+    ) -> Result<VerifyReport, AuditError> {
+        // A savepoint works inside or outside a transaction.
+        self.execute_batch("SAVEPOINT audit_verify")?;
+        let result = walk();
+        let released = self.execute_batch("RELEASE audit_verify");
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+}
+
+impl ChainWriter for Connection {
+    fn insert(&self, r: &StoredRecord) -> Result<(), AuditError> {
+        let seq = i64::try_from(r.seq).map_err(|_| AuditError::InvalidField {
+            field: "seq",
+            rule: "below 2^63",
+        })?;
+        self.prepare_cached(&format!(
+            "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ))?
+        .execute(params![
+            seq,
+            r.ts,
+            r.actor,
+            r.action,
+            r.outcome,
+            r.delivery_id,
+            r.source,
+            r.call_ref,
+            r.remote_addr,
+            r.detail,
+            r.prev_mac,
+            r.mac
+        ])?;
+        Ok(())
+    }
+
+    fn bounds(&self) -> Result<Option<(u64, u64)>, AuditError> {
+        let (first, last): (Option<i64>, Option<i64>) =
+            self.query_row("SELECT min(seq), max(seq) FROM audit_log", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(seq_of(first).zip(seq_of(last)))
+    }
+
+    fn first_seq_from(&self, ts: &str) -> Result<Option<u64>, AuditError> {
+        let first: Option<i64> = self
+            .query_row("SELECT min(seq) FROM audit_log WHERE ts >= ?1", [ts], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten();
+        Ok(seq_of(first))
+    }
+
+    fn delete_through(&self, through: u64) -> Result<u64, AuditError> {
+        let through = seq_param(through);
+        self.execute(
+            "INSERT INTO audit_purge_permit (through_seq) VALUES (?1)",
+            [through],
+        )?;
+        let n = self.execute("DELETE FROM audit_log WHERE seq <= ?1", [through])?;
+        self.execute("DELETE FROM audit_purge_permit", [])?;
+        Ok(n as u64)
+    }
+}
+
+/// A transaction is its connection: appends inside it chain onto each other.
+macro_rules! via_connection {
+    ($t:ty) => {
+        impl ChainReader for $t {
+            fn head(&self) -> Result<Option<(u64, String, String)>, AuditError> {
+                ChainReader::head(&**self)
+            }
+            fn rows_after(&self, after: u64, limit: usize) -> Result<Vec<ChainRow>, AuditError> {
+                (**self).rows_after(after, limit)
+            }
+            fn mac_at(&self, seq: u64) -> Result<Option<String>, AuditError> {
+                (**self).mac_at(seq)
+            }
+            fn purge_anchor_detail(&self) -> Result<Option<String>, AuditError> {
+                (**self).purge_anchor_detail()
+            }
+            fn in_snapshot(
+                &self,
+                walk: &mut dyn FnMut() -> Result<VerifyReport, AuditError>,
+            ) -> Result<VerifyReport, AuditError> {
+                (**self).in_snapshot(walk)
+            }
+        }
+        impl ChainWriter for $t {
+            fn insert(&self, r: &StoredRecord) -> Result<(), AuditError> {
+                (**self).insert(r)
+            }
+            fn bounds(&self) -> Result<Option<(u64, u64)>, AuditError> {
+                (**self).bounds()
+            }
+            fn first_seq_from(&self, ts: &str) -> Result<Option<u64>, AuditError> {
+                (**self).first_seq_from(ts)
+            }
+            fn delete_through(&self, through: u64) -> Result<u64, AuditError> {
+                (**self).delete_through(through)
+            }
+        }
+    };
+}
+
+via_connection!(Transaction<'_>);
+
+impl RecordStream for Connection {
+    fn count(&self, filter: &Filter) -> Result<u64, AuditError> {
+        let (clause, params) = where_clause(filter);
+        let n: i64 = self.query_row(
+            &format!("SELECT count(*) FROM audit_log{clause}"),
+            params_from_iter(params),
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn for_each(
+        &self,
+        filter: &Filter,
+        visit: &mut dyn FnMut(Option<&str>, &StoredRecord) -> Result<(), AuditError>,
+    ) -> Result<u64, AuditError> {
+        let (clause, params) = where_clause(filter);
+        let mut stmt = self.prepare(&format!(
+            "SELECT {COLUMNS} FROM audit_log{clause} ORDER BY seq"
+        ))?;
+        // One row at a time straight off the cursor: constant memory.
+        let mut rows = stmt.query(params_from_iter(params))?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            visit(None, &record_from_row(row)?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
