@@ -51,7 +51,7 @@ pub use record::{
     DetailValue, Digest, FilePath, ObjectId, Outcome, MAX_CODE_LEN, MAX_PATH_LEN,
 };
 pub use retention::{purge_older_than, PurgeReport, Retention};
-pub use source::{ChainReader, ChainRow, ChainWriter, RecordStream};
+pub use source::{ChainReader, ChainRow, ChainWriter, RecordStream, RecordVisitor};
 pub(crate) use verify::verify_chain;
 pub use verify::{verify_db, verify_jsonl, Problem, VerifyReport};
 

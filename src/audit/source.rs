@@ -87,12 +87,12 @@ pub trait RecordStream {
     /// Call `visit` for each matching record, in time order (sequence order within a chain),
     /// with the node whose chain holds it (`None` for the single SQLite chain). Streams:
     /// memory use does not depend on how many match. Returns how many were visited.
-    fn for_each(
-        &self,
-        filter: &Filter,
-        visit: &mut dyn FnMut(Option<&str>, &StoredRecord) -> Result<(), AuditError>,
-    ) -> Result<u64, AuditError>;
+    fn for_each(&self, filter: &Filter, visit: &mut RecordVisitor<'_>) -> Result<u64, AuditError>;
 }
+
+/// What [`RecordStream::for_each`] calls for each record: the node whose chain holds it (`None`
+/// for the single SQLite chain) and the record.
+pub type RecordVisitor<'v> = dyn FnMut(Option<&str>, &StoredRecord) -> Result<(), AuditError> + 'v;
 
 /// A [`ChainRow`] iterator over a whole chain, read page by page (constant memory).
 pub(crate) struct ChainRows<'a, R: ChainReader + ?Sized> {

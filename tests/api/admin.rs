@@ -37,15 +37,20 @@ impl std::ops::Deref for ConsoleApp {
 }
 
 /// Generates, from one `async fn case(db: Db)`, a test on SQLite and one on PostgreSQL.
+///
+/// The tests run on a multi-threaded runtime: they call the `wardhook` CLI synchronously while
+/// the in-process server runs, and on PostgreSQL the server's connection tasks (which its audit
+/// mirror waits on while it holds the mirror's file lock, the lock the CLI also takes) must keep
+/// running while the test's own thread waits for the CLI.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $sqlite() {
             $case($crate::admin::Db::Sqlite).await;
         }
 
-        #[tokio::test]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
             $case($crate::admin::Db::Postgres).await;
         }
@@ -709,7 +714,8 @@ on_both_backends! {
 /// Two nodes on one PostgreSQL database: node A's console lists and details a delivery node B
 /// accepted and dispatched, searches B's audit records, and a token made on one node works —
 /// and is revoked — on both.
-#[tokio::test]
+// Multi-threaded for the reason given at `on_both_backends`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_on_one_node_shows_what_another_node_took() {
     let Some(db) = PgTestDb::create().await else {
         return;

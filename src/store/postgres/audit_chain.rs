@@ -12,7 +12,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::PgStore;
-use crate::audit::{AuditError, ChainReader, ChainRow, Filter, RecordStream, StoredRecord};
+use crate::audit::{
+    AuditError, ChainReader, ChainRow, Filter, RecordStream, RecordVisitor, StoredRecord,
+};
 use crate::store::StoreError;
 
 /// The columns of a record, in [`stored_from_row`] order.
@@ -213,11 +215,7 @@ impl RecordStream for PgRecords {
     /// Pages in `(ts, node_id, seq)` order, each page after the last row of the previous one:
     /// time order across nodes, sequence order within each chain (a node's times never go
     /// back along its chain).
-    fn for_each(
-        &self,
-        filter: &Filter,
-        visit: &mut dyn FnMut(Option<&str>, &StoredRecord) -> Result<(), AuditError>,
-    ) -> Result<u64, AuditError> {
+    fn for_each(&self, filter: &Filter, visit: &mut RecordVisitor<'_>) -> Result<u64, AuditError> {
         let (mut conds, params) = conditions(filter);
         let n = params.len();
         conds.push(format!(

@@ -8,8 +8,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
 
 use crate::audit::{
-    AuditError, ChainReader, ChainRow, ChainWriter, Filter, RecordStream, StoredRecord,
-    VerifyReport,
+    AuditError, ChainReader, ChainRow, ChainWriter, Filter, RecordStream, RecordVisitor,
+    StoredRecord, VerifyReport,
 };
 
 /// The columns of a record, in [`record_from_row`] order.
@@ -306,11 +306,7 @@ impl RecordStream for Connection {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn for_each(
-        &self,
-        filter: &Filter,
-        visit: &mut dyn FnMut(Option<&str>, &StoredRecord) -> Result<(), AuditError>,
-    ) -> Result<u64, AuditError> {
+    fn for_each(&self, filter: &Filter, visit: &mut RecordVisitor<'_>) -> Result<u64, AuditError> {
         let (clause, params) = where_clause(filter);
         let mut stmt = self.prepare(&format!(
             "SELECT {COLUMNS} FROM audit_log{clause} ORDER BY seq"
