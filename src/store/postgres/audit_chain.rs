@@ -149,7 +149,7 @@ impl PgRecords {
 }
 
 /// `WHERE` conditions of a search filter over `audit_log`, numbering parameters from `$1`.
-fn conditions(filter: &Filter) -> (Vec<String>, Vec<Box<dyn ToSql + Sync + Send>>) {
+pub(super) fn conditions(filter: &Filter) -> (Vec<String>, Vec<Box<dyn ToSql + Sync + Send>>) {
     let mut conds: Vec<String> = Vec::new();
     let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let mut push = |cond: &str, v: String| {

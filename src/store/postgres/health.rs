@@ -137,36 +137,7 @@ pub(super) async fn delivery_jobs(
 
 /// `filter` as SQL conditions over `audit_log` and their parameters.
 fn audit_where(filter: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
-    let mut conds: Vec<String> = Vec::new();
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    let mut push = |cond: &str, v: String| {
-        params.push(Box::new(v));
-        conds.push(cond.replace('?', &format!("${}", params.len())));
-    };
-    if let Some(t) = filter.since {
-        push("ts >= ?", crate::audit::format_ts(t));
-    }
-    if let Some(t) = filter.until {
-        push("ts < ?", crate::audit::format_ts(t));
-    }
-    if let Some(c) = &filter.call_ref {
-        push("call_ref = ?", c.as_str().to_owned());
-    }
-    if let Some(s) = &filter.source {
-        push("source = ?", s.as_str().to_owned());
-    }
-    if let Some(a) = filter.action {
-        push("action = ?", a.as_str().to_owned());
-    }
-    if let Some(a) = &filter.actor {
-        push(
-            "(actor = ? OR substr(actor, strpos(actor, ':') + 1) = ?)",
-            a.as_str().to_owned(),
-        );
-    }
-    if let Some(d) = &filter.delivery_id {
-        push("delivery_id = ?", d.as_str().to_owned());
-    }
+    let (conds, params) = super::audit_chain::conditions(filter);
     let clause = if conds.is_empty() {
         String::new()
     } else {
