@@ -84,6 +84,26 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "counter",
         "Real-time lookup cache consultations, by result (hit, miss).",
     ),
+    (
+        "wardhook_audit_forward_records_total",
+        "counter",
+        "Audit records the syslog collector confirmed, by forwarding target.",
+    ),
+    (
+        "wardhook_audit_forward_errors_total",
+        "counter",
+        "Failed audit forwarding steps, by target and reason (connect, tls, send, timeout, store, setup, panic).",
+    ),
+    (
+        "wardhook_audit_forward_backlog",
+        "gauge",
+        "Audit records written but not yet confirmed by the syslog collector, by target.",
+    ),
+    (
+        "wardhook_audit_forward_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last batch the syslog collector confirmed, by target.",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -120,6 +140,8 @@ impl Histogram {
 struct Registry {
     counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
     histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    /// Values set by the component that knows them (e.g. the audit forwarding backlog).
+    gauges: Mutex<BTreeMap<(&'static str, Labels), f64>>,
 }
 
 fn registry() -> &'static Registry {
@@ -143,6 +165,51 @@ fn observe(name: &'static str, labels: Labels, bounds: &'static [f64], v: Durati
     h.entry((name, labels))
         .or_insert_with(|| Histogram::new(bounds))
         .observe(v.as_secs_f64());
+}
+
+fn set_gauge(name: &'static str, labels: Labels, v: f64) {
+    registry()
+        .gauges
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((name, labels), v);
+}
+
+/// The syslog collector of forwarding target `target` (a configured name) confirmed `n`
+/// audit records.
+pub fn audit_forward_sent(target: &str, n: u64) {
+    inc(
+        "wardhook_audit_forward_records_total",
+        vec![("target", target.to_owned())],
+        n,
+    );
+}
+
+/// A forwarding step of `target` failed for `reason` (a fixed word).
+pub fn audit_forward_error(target: &str, reason: &'static str) {
+    inc(
+        "wardhook_audit_forward_errors_total",
+        vec![("target", target.to_owned()), ("reason", reason.to_owned())],
+        1,
+    );
+}
+
+/// Records of `target` written but not yet confirmed by its collector.
+pub fn audit_forward_backlog(target: &str, records: u64) {
+    set_gauge(
+        "wardhook_audit_forward_backlog",
+        vec![("target", target.to_owned())],
+        records as f64,
+    );
+}
+
+/// `target`'s collector confirmed a batch at `unix` seconds.
+pub fn audit_forward_last_success(target: &str, unix: i64) {
+    set_gauge(
+        "wardhook_audit_forward_last_success_timestamp_seconds",
+        vec![("target", target.to_owned())],
+        unix as f64,
+    );
 }
 
 /// A delivery to `source` ended with `outcome` (`accepted`, `duplicate`, `quarantined`,
@@ -374,10 +441,19 @@ pub fn render(gauges: &[Gauge]) -> String {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let set_gauges = registry()
+        .gauges
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for (name, kind, help) in DESCRIPTIONS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         if *kind == "counter" {
             for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {
+                let _ = writeln!(out, "{n}{} {v}", label_text(labels, None));
+            }
+        } else if *kind == "gauge" {
+            for ((n, labels), v) in set_gauges.iter().filter(|((n, _), _)| n == name) {
                 let _ = writeln!(out, "{n}{} {v}", label_text(labels, None));
             }
         } else {

@@ -51,6 +51,20 @@ pub fn build_stages(config: &Config) -> Result<Stages, ConfigError> {
             }
         },
     };
+    if let Some(forward) = &config.audit_forward {
+        if let Err(e) = crate::audit::forward::check_settings(forward) {
+            problems.push(match e {
+                crate::audit::forward::ForwardError::Setup { key, reason } => Problem {
+                    path: format!("audit_forward.{key}"),
+                    message: reason,
+                },
+                other => Problem {
+                    path: "audit_forward".into(),
+                    message: other.to_string(),
+                },
+            });
+        }
+    }
     match (verifiers, plan, tls) {
         (Some(verifiers), Some(plan), Some(tls)) if problems.is_empty() => Ok(Stages {
             verifiers,
@@ -142,6 +156,7 @@ impl Application {
         Ok(Self {
             listener,
             dispatch_workers: config.dispatch.workers,
+            audit_forward: config.audit_forward.clone(),
             dispatcher,
             store: opened.store,
             config_sha256: config.sha256.clone(),

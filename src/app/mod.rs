@@ -56,6 +56,8 @@ pub struct Application {
     reloader: Reloader,
     dispatcher: Arc<Dispatcher>,
     dispatch_workers: usize,
+    /// `[audit_forward]`: the syslog forwarder started beside the workers, if configured.
+    audit_forward: Option<crate::config::audit_forward::AuditForwardSettings>,
     store: Arc<dyn Storage>,
     config_sha256: String,
     /// The operators' listener, started and stopped with the senders'.

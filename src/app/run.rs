@@ -46,6 +46,11 @@ impl Application {
         let stop_workers = stop_tx.clone();
         let workers =
             (self.dispatch_workers > 0).then(|| tokio::spawn(self.dispatcher.clone().run(stop_rx)));
+        // Audit forwarding stops last, after the stop record, so that record goes out too.
+        let (stop_forwarding, forwarding) =
+            crate::audit::forward::start(self.audit_forward.clone(), || {
+                self.store.audit_forward_store()
+            });
         // The server future must keep being polled while it drains, so the stop request runs
         // beside it rather than replacing it.
         tokio::spawn(async move {
@@ -111,6 +116,10 @@ impl Application {
         }
         if let Err(e) = storage::checkpoint(self.store.as_ref()).await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
+        }
+        let _ = stop_forwarding.send(true);
+        if let Some(f) = forwarding {
+            let _ = f.await;
         }
         served
     }

@@ -47,6 +47,8 @@ pub struct ConfigFile {
     /// `[[routes]]`
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[audit_forward]`: syslog forwarding of audit records (absent: off).
+    pub audit_forward: Option<super::audit_forward::AuditForwardSection>,
 }
 
 /// `[server]`: the senders' listener.

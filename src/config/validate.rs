@@ -264,6 +264,9 @@ fn check(
     }
 
     let dispatch = check_dispatch(&file, problems);
+    let audit_forward = file.audit_forward.as_ref().and_then(|section| {
+        super::audit_forward::check(section, base, &mut |p, m| problems.push(p, m))
+    });
     let mut handler_names = HashSet::new();
     for (i, h) in file.handlers.iter().enumerate() {
         if h.name.is_empty() {
@@ -360,6 +363,7 @@ fn check(
         base: base.to_owned(),
         routes,
         dispatch: dispatch?,
+        audit_forward,
     })
 }
 

@@ -30,6 +30,7 @@ mod console;
 mod dead;
 mod diagnose;
 mod error;
+pub mod forward;
 mod health;
 mod intake;
 mod jobs;
@@ -304,6 +305,13 @@ impl Storage for PgStore {
 
     fn console(&self) -> &dyn crate::store::Console {
         self
+    }
+
+    fn audit_forward_store(&self) -> Arc<dyn crate::audit::forward::ForwardStore> {
+        Arc::new(forward::PgForward::new(
+            self,
+            tokio::runtime::Handle::current(),
+        ))
     }
 
     fn intake(

@@ -23,6 +23,7 @@ pub mod audit_log;
 mod backup;
 mod console;
 pub mod emergency;
+pub mod forward;
 mod health;
 pub mod jobs;
 pub(crate) mod keys;

@@ -42,6 +42,10 @@ impl Storage for Store {
         self
     }
 
+    fn audit_forward_store(&self) -> Arc<dyn crate::audit::forward::ForwardStore> {
+        Arc::new(super::forward::SqliteForward::new(self.clone()))
+    }
+
     fn intake(
         &self,
         input: IntakeInput,
