@@ -3,6 +3,8 @@
 mod adapters_flow;
 mod admin;
 mod audit_cli;
+mod audit_forward;
+mod audit_forward_rsyslog;
 mod browser;
 mod canary;
 mod cli_send;

@@ -260,7 +260,11 @@ pub fn spawn(forwarder: Forwarder, mut stop: watch::Receiver<bool>) -> JoinHandl
                 _ = stop.changed() => {
                     match timeout(STOP_GRACE, &mut step).await {
                         Ok(r) => r,
-                        Err(_) => { step.abort(); break; }
+                        Err(_) => {
+                            step.abort();
+                            tracing::info!(target_name = %name, "audit forwarding stopped mid-batch; the batch is sent again at the next start");
+                            return;
+                        }
                     }
                 }
             };
@@ -291,6 +295,12 @@ pub fn spawn(forwarder: Forwarder, mut stop: watch::Receiver<bool>) -> JoinHandl
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
+        }
+        // The server's last records (its stop record among them) go out now if the collector
+        // is there, within the grace period; otherwise at the next start.
+        if let Ok(Err(e)) = timeout(STOP_GRACE, forwarder.try_forward_batch()).await {
+            crate::metrics::audit_forward_error(&name, e.reason());
+            tracing::warn!(target_name = %name, error = %e, "audit forwarding at stop failed; the records wait for the next start");
         }
         tracing::info!(target_name = %name, "audit forwarding stopped");
     })
