@@ -24,6 +24,7 @@
 mod chain;
 mod checkpoint;
 pub mod commands;
+mod fhir;
 pub mod forward;
 mod mirror;
 mod query;

@@ -53,6 +53,8 @@ pub enum ExportFormat {
     Jsonl,
     /// RFC 4180 CSV with a header row; `detail` is a JSON column.
     Csv,
+    /// A FHIR R4 `Bundle` of `AuditEvent` resources (`audit/fhir.rs`).
+    Fhir,
 }
 
 impl std::str::FromStr for ExportFormat {
@@ -61,9 +63,10 @@ impl std::str::FromStr for ExportFormat {
         match s {
             "jsonl" => Ok(Self::Jsonl),
             "csv" => Ok(Self::Csv),
+            "fhir" => Ok(Self::Fhir),
             _ => Err(AuditError::InvalidField {
                 field: "format",
-                rule: "jsonl or csv",
+                rule: "jsonl, csv or fhir",
             }),
         }
     }
@@ -133,7 +136,7 @@ fn csv_line(node: Option<&str>, r: &StoredRecord) -> String {
 pub(crate) fn export_header(format: ExportFormat) -> &'static str {
     match format {
         ExportFormat::Csv => CSV_HEADER,
-        ExportFormat::Jsonl => "",
+        ExportFormat::Jsonl | ExportFormat::Fhir => "",
     }
 }
 
@@ -146,6 +149,13 @@ pub(crate) fn export_line(r: &StoredRecord, format: ExportFormat) -> String {
             l
         }
         ExportFormat::Csv => csv_line(None, r),
+        // Line by line there is no Bundle around the resources: one AuditEvent per line, the
+        // FHIR bulk data (NDJSON) form.
+        ExportFormat::Fhir => {
+            let mut l = super::fhir::audit_event(None, r).to_string();
+            l.push('\n');
+            l
+        }
     }
 }
 
@@ -158,6 +168,9 @@ pub fn export(
     out: &mut dyn Write,
     progress: &mut dyn Progress,
 ) -> Result<u64, AuditError> {
+    if format == ExportFormat::Fhir {
+        return super::fhir::export_bundle(stream, filter, out, progress);
+    }
     progress.start(stream.count(filter)?);
     if format == ExportFormat::Csv {
         if stream.has_nodes() {
@@ -175,6 +188,8 @@ pub fn export(
                 l
             }
             ExportFormat::Csv => csv_line(node, r),
+            // Not reached (FHIR exports return above); one resource per line if it were.
+            ExportFormat::Fhir => export_line(r, ExportFormat::Fhir),
         };
         out.write_all(line.as_bytes()).map_err(AuditError::Output)?;
         done += 1;

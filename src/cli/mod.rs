@@ -233,7 +233,7 @@ pub enum AuditCommand {
     },
     /// Export matching records for a SIEM or an auditor.
     Export {
-        /// `jsonl` or `csv`.
+        /// `jsonl`, `csv` or `fhir` (a FHIR R4 Bundle of AuditEvent resources).
         #[arg(long, default_value = "jsonl")]
         format: String,
         /// Output file, or `-` for stdout.
@@ -724,7 +724,7 @@ fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
         } => {
             let format: audit::ExportFormat = format
                 .parse()
-                .map_err(|_| anyhow::anyhow!("--format must be jsonl or csv"))?;
+                .map_err(|_| anyhow::anyhow!("--format must be jsonl, csv or fhir"))?;
             let args = filter.into();
             let mut stderr = std::io::stderr();
             let n = if out.as_os_str() == "-" {

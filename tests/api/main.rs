@@ -4,6 +4,7 @@ mod adapters_flow;
 mod admin;
 mod audit_cli;
 mod audit_forward;
+mod audit_forward_fhir;
 mod audit_forward_rsyslog;
 mod browser;
 mod canary;
