@@ -14,6 +14,7 @@ use super::helpers::{
     nextphone_signature, wardhook_bin, write_fixture, AppOptions, Fixture, ServerProcess,
     DEMO_SECRET,
 };
+use super::postgres::PgTestDb;
 
 /// Values that stand for PHI in the test deliveries; none may reach the collector or the log.
 const CANARIES: &[&str] = &[
@@ -158,7 +159,21 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 
 /// A fixture forwarding to 127.0.0.1:`port` under cursor `name`, trusting `ca_pem`.
 fn forwarding_fixture(name: &str, port: u16, ca_pem: &str, format: &str) -> Fixture {
+    forwarding_fixture_on(None, name, port, ca_pem, format)
+}
+
+/// [`forwarding_fixture`] for a node of the PostgreSQL database `pg`, when given.
+fn forwarding_fixture_on(
+    pg: Option<&PgTestDb>,
+    name: &str,
+    port: u16,
+    ca_pem: &str,
+    format: &str,
+) -> Fixture {
     let fixture = write_fixture(&AppOptions {
+        storage: pg
+            .map(|_| PgTestDb::storage_toml("fwd-node-1"))
+            .unwrap_or_default(),
         extra: format!(
             r#"
 [log]
@@ -181,6 +196,9 @@ io_timeout = "5s"
         ..AppOptions::default()
     });
     std::fs::write(fixture.dir.path().join("syslog-ca.crt"), ca_pem).unwrap();
+    if let Some(pg) = pg {
+        std::fs::write(fixture.dir.path().join("pg.url"), &pg.url).unwrap();
+    }
     fixture
 }
 
@@ -410,4 +428,60 @@ async fn a_collector_whose_certificate_is_from_another_ca_is_refused_and_gets_no
         "no record may reach an unverified collector"
     );
     assert_no_canary("wardhook's log", &log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_node_forwards_its_own_chain_and_resumes_from_its_own_cursor() {
+    if !rsyslog::available() {
+        return;
+    }
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let collector_dir = tempfile::tempdir().unwrap();
+    let syslog_ca = DevCa::generate().unwrap();
+    let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
+    rsyslog.start();
+    let fixture = forwarding_fixture_on(
+        Some(&db),
+        "rsyslog-postgres",
+        rsyslog.port,
+        &syslog_ca.cert_pem(),
+        "rfc5424",
+    );
+    let server = Server::start(&fixture);
+    for n in 0..3 {
+        deliver(&fixture, &server, n).await;
+    }
+    let head = mirrored_head(&fixture);
+    wait_for(
+        "the node's records at rsyslog",
+        Duration::from_secs(30),
+        || rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head),
+    )
+    .await;
+    rsyslog.stop();
+    // Down: intake goes on; then the node restarts and the collector comes back.
+    for n in 3..5 {
+        deliver(&fixture, &server, n).await;
+    }
+    server.stop();
+    let server = Server::start(&fixture);
+    deliver(&fixture, &server, 5).await;
+    rsyslog.start();
+    let head = mirrored_head(&fixture);
+    wait_for(
+        "every record of the node at rsyslog",
+        Duration::from_secs(30),
+        || rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head),
+    )
+    .await;
+    rsyslog.stop();
+    let messages = rsyslog.messages();
+    let seqs: Vec<u64> = messages.iter().map(|m| seq_of(m)).collect();
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    for m in &messages {
+        assert!(m.contains(" node=\"fwd-node-1\""), "{m}");
+    }
+    assert_no_canary("the collector's output", &messages.join("\n"));
 }
