@@ -50,7 +50,10 @@
 //!    preparation of `store::prepare`;
 //!    maintenance (rotation, purge, backup) in bounded chunks beside intake.
 //! 6. [`audit`] — a hash-chained record of every state change, in the same transaction; the
-//!    JSONL mirror is appended by every process under one file lock.
+//!    JSONL mirror is appended by every process under one file lock. Beside the path,
+//!    `audit::forward` sends the records to a syslog collector over TLS (RFC 5424/5425, ATNA
+//!    body optional) from a durable cursor the store keeps, started by [`app`] with one call;
+//!    `audit export --format fhir` writes them as FHIR `AuditEvent`s (`audit/fhir.rs`).
 //! 7. [`dispatch`] (workers) — leased jobs run through the handlers (`handlers/*` crates on the
 //!    SDK) with retries, dead letters, bounded destination delays and panics contained per
 //!    attempt; real-time routes run inline under their deadline.
