@@ -186,6 +186,7 @@ pub(crate) fn export_bundle(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

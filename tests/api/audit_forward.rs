@@ -1,5 +1,6 @@
 //! Audit forwarding to a real syslog collector: Debian's rsyslog with TLS on loopback
 //! (`audit_forward_rsyslog.rs`), the real `wardhook serve` binary, real deliveries.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -53,7 +54,7 @@ impl Server {
             }
         });
         let mut server = Self {
-            process: process,
+            process,
             port: 0,
             admin_port: 0,
             lines,

@@ -3,6 +3,7 @@
 //! the GnuTLS stream driver (octet-counted RFC 5425 framing is what imtcp reads), `omfile`
 //! writing each message's raw text on a line. Started in the foreground (`-n`) on an
 //! unprivileged port, stopped with SIGTERM (rsyslog writes what it received, then exits).
+#![allow(clippy::unwrap_used)]
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
