@@ -84,6 +84,26 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "counter",
         "Real-time lookup cache consultations, by result (hit, miss).",
     ),
+    (
+        "wardhook_relay_records_total",
+        "counter",
+        "Sealed records pulled from the DMZ relay, by result (accepted, duplicate, quarantined, unopenable).",
+    ),
+    (
+        "wardhook_relay_backlog_records",
+        "gauge",
+        "Sealed records waiting at the DMZ relay, as of the last pull (inside node).",
+    ),
+    (
+        "wardhook_relay_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest unacknowledged record at the DMZ relay, as of the last pull (0 when none).",
+    ),
+    (
+        "wardhook_relay_last_pull_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful pull from the DMZ relay.",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -120,6 +140,7 @@ impl Histogram {
 struct Registry {
     counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
     histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    gauges: Mutex<BTreeMap<&'static str, f64>>,
 }
 
 fn registry() -> &'static Registry {
@@ -297,6 +318,40 @@ pub fn realtime_reply(source: &str, fallback: bool, elapsed: Duration) {
     );
 }
 
+fn set_gauge(name: &'static str, v: f64) {
+    registry()
+        .gauges
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name, v);
+}
+
+/// A sealed record pulled from the DMZ relay ended with `result` (`accepted`, `duplicate`,
+/// `quarantined`, `unopenable`).
+pub fn relay_record(result: &'static str) {
+    inc(
+        "wardhook_relay_records_total",
+        vec![("result", result.to_owned())],
+        1,
+    );
+}
+
+/// What the DMZ relay reported with the last pull: records waiting and the oldest one's age.
+pub fn relay_backlog(records: u64, oldest_age: Duration) {
+    set_gauge("wardhook_relay_backlog_records", records as f64);
+    set_gauge(
+        "wardhook_relay_oldest_age_seconds",
+        oldest_age.as_secs_f64(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    set_gauge(
+        "wardhook_relay_last_pull_timestamp_seconds",
+        now.as_secs_f64(),
+    );
+}
+
 /// Storage could not commit.
 pub fn storage_error() {
     inc("wardhook_storage_errors_total", Vec::new(), 1);
@@ -374,7 +429,19 @@ pub fn render(gauges: &[Gauge]) -> String {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let set_gauges = registry()
+        .gauges
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for (name, kind, help) in DESCRIPTIONS {
+        if *kind == "gauge" {
+            // Process gauges appear once set (a node that never pulled has no relay series).
+            if let Some(v) = set_gauges.get(name) {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            }
+            continue;
+        }
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         if *kind == "counter" {
             for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {

@@ -47,6 +47,10 @@ pub struct ConfigFile {
     /// `[[routes]]`
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[relay]`: this (inside) node pulls sealed deliveries from a DMZ relay.
+    pub relay: Option<super::relay::RelaySection>,
+    /// `[relay_server]`: this config is a DMZ relay's (`wardhook relay`).
+    pub relay_server: Option<super::relay::RelayServerSection>,
 }
 
 /// `[server]`: the senders' listener.

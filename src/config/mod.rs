@@ -13,6 +13,7 @@
 //! which `serve` and `check-config` both call.
 
 pub mod file;
+pub mod relay;
 mod source;
 mod storage;
 mod validate;
@@ -114,6 +115,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Dispatch settings.
     pub dispatch: DispatchSettings,
+    /// `[relay]`: pull sealed deliveries from a DMZ relay (inside node).
+    pub relay: Option<relay::RelaySettings>,
+    /// `[relay_server]`: this process is a DMZ relay (`wardhook relay`).
+    pub relay_server: Option<relay::RelayServerSettings>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).
