@@ -7,7 +7,8 @@
 //! cannot commit stops the batch (nothing after it is acknowledged, the next pull starts again
 //! at it). After a crash the cursor starts at 0, so unacknowledged records are served again;
 //! intake recognises the ones it had already committed (its dedup index) and answers
-//! `duplicate`, so nothing is stored twice. A record that cannot be opened (no private key
+//! `duplicate`, so nothing is stored twice. The same holds after any failed pass (the relay
+//! restarted, an acknowledgement was lost): the cursor goes back to 0. A record that cannot be opened (no private key
 //! with its key id, or altered) is skipped and left at the relay — counted, logged, and kept
 //! visible in the backlog metrics and the alert — never acknowledged, so never lost.
 //!
@@ -155,6 +156,17 @@ impl Puller {
     /// One pull: fetch a batch after the cursor (waiting up to `wait` when there is none),
     /// ingest its records in order, acknowledge the committed ones. Tests call this directly.
     pub async fn pass(&mut self, wait: Duration) -> Result<PassReport, PullError> {
+        let result = self.pass_inner(wait).await;
+        if result.is_err() {
+            // Whatever failed (the relay restarted, an acknowledgement was lost, intake could
+            // not commit), start over from the oldest record the relay still holds: records
+            // committed here but not acknowledged come back and are recognised as duplicates.
+            self.cursor = 0;
+        }
+        result
+    }
+
+    async fn pass_inner(&mut self, wait: Duration) -> Result<PassReport, PullError> {
         let batch = self.fetch(wait).await?;
         let oldest_age = batch
             .backlog
@@ -185,8 +197,6 @@ impl Puller {
             self.acknowledge(done).await?;
         }
         if failed {
-            // The failed record is served again: start over from the last acknowledged one.
-            self.cursor = 0;
             return Err(PullError::Intake);
         }
         Ok(report)
