@@ -481,6 +481,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn relay_gauges_appear_once_a_pull_reported_them() {
+        relay_backlog(7, Duration::from_secs(90));
+        relay_record("unopenable");
+        let text = render(&[]);
+        assert!(
+            text.contains(
+                "# TYPE wardhook_relay_backlog_records gauge\nwardhook_relay_backlog_records 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_oldest_age_seconds 90\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_last_pull_timestamp_seconds "),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_records_total{result=\"unopenable\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn histogram_buckets_are_cumulative_and_rendered_with_inf() {
         handler_attempt("unit-test-handler", "ok", Duration::from_millis(300));
         let text = render(&[]);

@@ -767,3 +767,57 @@ async fn a_canary_scan_of_every_file_the_relay_wrote_finds_no_plaintext_phi() {
     let event = show_delivery(&store, &rows[0].id, &Requester::cli_user()).unwrap();
     assert_eq!(event.caller.name.as_deref(), Some(CANARIES[0]));
 }
+
+/// A real-time route on the relay answers with its fallback (the data to compute a reply is
+/// inside), after the delivery is sealed and buffered; the delivery still reaches the inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_time_route_on_the_relay_answers_its_fallback_and_the_delivery_still_goes_inside() {
+    let pair = Pair::new().await;
+    pair.write_relay_config(&RelayOptions {
+        extra: format!(
+            r#"
+[[handlers]]
+name = "lookup"
+kind = "http"
+phi = "full"
+baa = true
+method = "GET"
+url = "{crm}/contacts"
+
+[[routes]]
+source = "demo"
+events = ["call.incoming"]
+mode = "realtime"
+handlers = ["lookup"]
+baa = true
+respond = '{{"greeting": "computed"}}'
+fallback = '{{"greeting": "Hello, thanks for calling"}}'
+"#,
+            crm = pair.crm.uri()
+        ),
+        ..RelayOptions::default()
+    });
+    let (_relay, port) = pair.start_relay();
+    let http = pair.http();
+    let body = r#"{"event":"call.incoming","timestamp":"2026-11-22T10:00:00Z","data":{"call_id":"rt-1","caller":{"phone":"+15550100"}}}"#;
+    let res = post(&http, port, body).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-wardhook-reply"], "fallback");
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["greeting"], "Hello, thanks for calling");
+    assert_eq!(crm_requests(&pair.crm).await, 0, "the relay ran no handler");
+    assert_eq!(pair.relay_backlog(), 1);
+    let inside = pair.start_inside();
+    wait_for("the hand-over", Duration::from_secs(30), || {
+        pair.relay_backlog() == 0
+    })
+    .await;
+    drop(inside);
+    let store = pair.inside_store();
+    assert_eq!(
+        list_deliveries(&store, &ListFilter::default())
+            .unwrap()
+            .len(),
+        1
+    );
+}
