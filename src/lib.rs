@@ -85,6 +85,7 @@ pub(crate) mod fsutil;
 pub(crate) mod listener;
 pub mod metrics;
 pub mod normalize;
+pub(crate) mod relay;
 pub mod secret;
 pub mod store;
 pub(crate) mod telemetry;

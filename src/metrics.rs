@@ -104,6 +104,26 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "gauge",
         "Unix time of the last batch the syslog collector confirmed, by target.",
     ),
+    (
+        "wardhook_relay_records_total",
+        "counter",
+        "Sealed records pulled from the DMZ relay, by result (accepted, duplicate, quarantined, unopenable).",
+    ),
+    (
+        "wardhook_relay_backlog_records",
+        "gauge",
+        "Sealed records waiting at the DMZ relay, as of the last pull (inside node).",
+    ),
+    (
+        "wardhook_relay_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest unacknowledged record at the DMZ relay, as of the last pull (0 when none).",
+    ),
+    (
+        "wardhook_relay_last_pull_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful pull from the DMZ relay.",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -364,6 +384,38 @@ pub fn realtime_reply(source: &str, fallback: bool, elapsed: Duration) {
     );
 }
 
+/// A sealed record pulled from the DMZ relay ended with `result` (`accepted`, `duplicate`,
+/// `quarantined`, `unopenable`).
+pub fn relay_record(result: &'static str) {
+    inc(
+        "wardhook_relay_records_total",
+        vec![("result", result.to_owned())],
+        1,
+    );
+}
+
+/// What the DMZ relay reported with the last pull: records waiting and the oldest one's age.
+pub fn relay_backlog(records: u64, oldest_age: Duration) {
+    set_gauge(
+        "wardhook_relay_backlog_records",
+        Vec::new(),
+        records as f64,
+    );
+    set_gauge(
+        "wardhook_relay_oldest_age_seconds",
+        Vec::new(),
+        oldest_age.as_secs_f64(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    set_gauge(
+        "wardhook_relay_last_pull_timestamp_seconds",
+        Vec::new(),
+        now.as_secs_f64(),
+    );
+}
+
 /// Storage could not commit.
 pub fn storage_error() {
     inc("wardhook_storage_errors_total", Vec::new(), 1);
@@ -488,6 +540,31 @@ pub fn render(gauges: &[Gauge]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_gauges_appear_once_a_pull_reported_them() {
+        relay_backlog(7, Duration::from_secs(90));
+        relay_record("unopenable");
+        let text = render(&[]);
+        assert!(
+            text.contains(
+                "# TYPE wardhook_relay_backlog_records gauge\nwardhook_relay_backlog_records 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_oldest_age_seconds 90\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_last_pull_timestamp_seconds "),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_records_total{result=\"unopenable\"}"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_rendered_with_inf() {

@@ -140,14 +140,21 @@ impl Application {
         } else {
             None
         };
-        let state = web::Data::new(AppState::new(
+        let state = AppState::new(
             &config.sources,
             verifiers,
             opened.store.clone(),
             plan,
             dispatcher.waker(),
             &config.server,
-        ));
+        );
+        let relay = super::relay::build_relay_server(&config)?;
+        let (state, relay_pull) = match relay {
+            Some(parts) => (state.with_handoff(parts.handoff), Some(parts.pull)),
+            None => (state, None),
+        };
+        let state = web::Data::new(state);
+        let relay_puller = super::relay::build_puller(&config, &state)?;
         let (tls_config, cert_slot) = match tls {
             Some((tls_config, slot)) => (Some(tls_config), Some(slot)),
             None => (None, None),
@@ -155,7 +162,14 @@ impl Application {
         let listener = socket.serve(&config.server, tls_config, state.clone())?;
         Ok(Self {
             listener,
-            dispatch_workers: config.dispatch.workers,
+            // A relay stores nothing it could dispatch: no workers.
+            dispatch_workers: if relay_pull.is_some() {
+                0
+            } else {
+                config.dispatch.workers
+            },
+            relay_pull,
+            relay_puller,
             audit_forward: config.audit_forward.clone(),
             dispatcher,
             store: opened.store,

@@ -12,6 +12,7 @@
 //! - [`shutdown`]: SIGTERM or Ctrl-C.
 
 pub mod build;
+mod relay;
 pub mod reload;
 pub mod run;
 pub mod shutdown;
@@ -48,6 +49,9 @@ pub enum AppError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// The DMZ relay's parts or the inside node's puller could not be built.
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
 }
 
 /// A built, bound application, not yet running.
@@ -64,6 +68,10 @@ pub struct Application {
     admin: Option<crate::admin::AdminServer>,
     clock: Arc<SkewTracker>,
     data_dir: PathBuf,
+    /// On a DMZ relay: the inside node's pull listener.
+    relay_pull: Option<crate::relay::pull_api::PullServer>,
+    /// On an inside node with `[relay]`: the loop pulling sealed deliveries.
+    relay_puller: Option<crate::relay::puller::Puller>,
 }
 
 impl std::fmt::Debug for Application {
@@ -93,6 +101,11 @@ impl Application {
     /// The senders' listener's bound port (useful when configured with port 0).
     pub fn port(&self) -> u16 {
         self.listener.port
+    }
+
+    /// On a DMZ relay, the pull listener's bound port.
+    pub fn relay_pull_port(&self) -> Option<u16> {
+        self.relay_pull.as_ref().map(|p| p.port)
     }
 
     /// Whether the senders' listener speaks TLS.

@@ -358,6 +358,10 @@ string_enum! {
         TokenCreated => "token_created",
         /// An admin console token was revoked.
         TokenRevoked => "token_revoked",
+        /// A DMZ relay sealed a verified delivery to the inside node's key and buffered it.
+        RelayBuffered => "relay_buffered",
+        /// A DMZ relay handed a sealed delivery over to the inside node (acknowledged, deleted).
+        RelayHandedOver => "relay_handed_over",
     }
 }
 

@@ -17,6 +17,7 @@ pub mod dlq;
 pub mod doctor;
 pub mod intake;
 mod operate;
+pub mod relay;
 pub mod reverify;
 pub mod send;
 pub mod smart_keys;
@@ -170,6 +171,15 @@ pub enum Command {
         /// Which.
         #[command(subcommand)]
         command: crate::admin::cli::TokensCommand,
+    },
+    /// The DMZ relay (docs/RELAY.md): without a subcommand, run it with `--config` (a config
+    /// with `[relay_server]` and never the inside private key); `relay keygen` makes the inside
+    /// node's key pair.
+    #[command(args_conflicts_with_subcommands = true)]
+    Relay {
+        /// Which (none: run the relay).
+        #[command(subcommand)]
+        command: Option<relay::RelayCommand>,
     },
 }
 
@@ -482,6 +492,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs {
             command: CertsCommand::Dev { dir, force },
         } => certs_dev(&dir, force),
+        Command::Relay { command } => relay::run(config, command),
     }
 }
 
@@ -827,6 +838,17 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
         config_path.to_owned()
     };
     let config = Config::load(&config_path)?;
+    if config.relay_server.is_some() {
+        anyhow::bail!(
+            "{} has [relay_server]: it is a DMZ relay's config; start it with `wardhook relay`",
+            config_path.display()
+        );
+    }
+    run_server(config_path, config, dev)
+}
+
+/// Serve a loaded config until SIGTERM (`serve`, and `relay` after its own checks).
+fn run_server(config_path: PathBuf, config: Config, dev: bool) -> anyhow::Result<ExitCode> {
     let _log = telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -869,6 +891,7 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
         tracing::info!(
             port = app.port(),
             tls = app.is_tls(),
+            relay_pull_port = app.relay_pull_port(),
             config = %config_path.display(),
             "wardhook listening"
         );

@@ -49,6 +49,10 @@ pub struct ConfigFile {
     pub routes: Vec<RouteSection>,
     /// `[audit_forward]`: syslog forwarding of audit records (absent: off).
     pub audit_forward: Option<super::audit_forward::AuditForwardSection>,
+    /// `[relay]`: this (inside) node pulls sealed deliveries from a DMZ relay.
+    pub relay: Option<super::relay::RelaySection>,
+    /// `[relay_server]`: this config is a DMZ relay's (`wardhook relay`).
+    pub relay_server: Option<super::relay::RelayServerSection>,
 }
 
 /// `[server]`: the senders' listener.

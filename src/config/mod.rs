@@ -14,6 +14,7 @@
 
 pub mod audit_forward;
 pub mod file;
+pub mod relay;
 mod source;
 mod storage;
 mod validate;
@@ -117,6 +118,10 @@ pub struct Config {
     pub dispatch: DispatchSettings,
     /// `[audit_forward]`, when present and enabled.
     pub audit_forward: Option<audit_forward::AuditForwardSettings>,
+    /// `[relay]`: pull sealed deliveries from a DMZ relay (inside node).
+    pub relay: Option<relay::RelaySettings>,
+    /// `[relay_server]`: this process is a DMZ relay (`wardhook relay`).
+    pub relay_server: Option<relay::RelayServerSettings>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).

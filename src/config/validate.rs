@@ -338,6 +338,12 @@ fn check(
         });
     }
 
+    let relay = file.relay.as_ref().map(|r| {
+        super::relay::check_inside(r, base, &mut |p: &str, m: String| problems.push(p, m))
+    });
+    let relay_server = file.relay_server.as_ref().map(|r| {
+        super::relay::check_server(r, base, &mut |p: &str, m: String| problems.push(p, m))
+    });
     Some(Config {
         path: path.to_owned(),
         sha256: hex::encode(Sha256::digest(bytes)),
@@ -364,6 +370,8 @@ fn check(
         routes,
         dispatch: dispatch?,
         audit_forward,
+        relay: relay.map(|r| r.ok_or(())).transpose().ok()?,
+        relay_server: relay_server.map(|r| r.ok_or(())).transpose().ok()?,
     })
 }
 

@@ -15,14 +15,16 @@ use serde_json::json;
 use wardhook_sdk::Event;
 
 use super::body::{read_capped, BodyError};
+use super::handoff::{Handoff, HandoffOutcome, Handover, RelayedError, RelayedOutcome};
 use super::hook_error::HookError;
 use super::rejections::Tally;
 use super::{AppState, SourceRuntime};
 use crate::dispatch::plan::{RealtimeRoute, Routing};
 use crate::dispatch::realtime::Reply;
+use crate::normalize::DedupKey;
 use crate::normalize::{normalize, IntakeInput, Normalized};
 use crate::store::{IntakeOutcome, JobSpec};
-use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
+use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict};
 
 /// `POST /hooks/{source}`.
 #[tracing::instrument(name = "hook", skip_all, fields(source = %path.as_str()))]
@@ -49,7 +51,13 @@ pub(super) async fn receive_hook(
         Verdict::Verified(delivery) => delivery,
     };
     drop(body);
-    let (input, normalized) = normalize_or_quarantine(&state, delivery).await?;
+    let input = IntakeInput::from_verified(&delivery);
+    drop(delivery);
+    if let Some(handoff) = &state.handoff {
+        return hand_off(&state, handoff.as_ref(), input).await;
+    }
+    let normalized = normalize_or_quarantine(&state, input, Utc::now()).await?;
+    let (input, normalized) = normalized;
     let event = normalized.to_event("", input.source());
     let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
     let Routing { jobs, realtime } = plan.route(&event, Utc::now());
@@ -148,11 +156,10 @@ fn challenge(reply: ChallengeReply) -> HttpResponse {
 /// stored in quarantine and answered 400.
 async fn normalize_or_quarantine(
     state: &AppState,
-    delivery: VerifiedDelivery,
+    input: IntakeInput,
+    received_at: chrono::DateTime<Utc>,
 ) -> Result<(IntakeInput, Normalized), HookError> {
-    let input = IntakeInput::from_verified(&delivery);
-    drop(delivery);
-    match normalize(&input, Utc::now()) {
+    match normalize(&input, received_at) {
         Ok(n) => Ok((input, n)),
         Err(reason) => {
             tracing::warn!(reason = reason.code(), "authentic delivery quarantined");
@@ -324,4 +331,90 @@ fn reply_response(reply: &Reply) -> HttpResponse {
             },
         ))
         .body(reply.body.clone())
+}
+
+/// On a DMZ relay: seal and buffer the verified delivery instead of storing it here.
+///
+/// The delivery is normalized in memory only, to recognise a retry (its dedup key, kept at
+/// the relay as a keyed blind index) and to find a real-time route, which gets the route's
+/// fallback reply (the data to compute a reply is inside). An envelope that does not
+/// normalize is sealed all the same, keyed by its body's SHA-256: the inside node quarantines
+/// it, since the relay keeps nothing it could read.
+async fn hand_off(
+    state: &AppState,
+    handoff: &dyn Handoff,
+    input: IntakeInput,
+) -> Result<HttpResponse, HookError> {
+    use sha2::{Digest as _, Sha256};
+    let received_at = Utc::now();
+    let normalized = normalize(&input, received_at).ok();
+    let realtime = normalized.as_ref().and_then(|n| {
+        let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
+        plan.route(&n.to_event("", input.source()), received_at)
+            .realtime
+    });
+    let dedup = normalized.map_or_else(
+        || DedupKey::BodySha256(Sha256::digest(&input.body).into()),
+        |n| n.dedup,
+    );
+    let source = input.source().to_owned();
+    let outcome = handoff
+        .hand_off(Handover {
+            input,
+            received_at,
+            dedup,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "relay cannot buffer; asking the sender to retry");
+            crate::metrics::storage_error();
+            HookError::StorageUnavailable
+        })?;
+    let outcome = match outcome {
+        HandoffOutcome::Accepted(delivery_id) => {
+            crate::metrics::delivery(&source, "accepted");
+            IntakeOutcome::Accepted { delivery_id }
+        }
+        HandoffOutcome::Duplicate(delivery_id) => {
+            crate::metrics::delivery(&source, "duplicate");
+            IntakeOutcome::Duplicate { delivery_id }
+        }
+    };
+    match realtime {
+        Some(route) => {
+            tracing::info!("real-time route on the relay: fallback reply sent");
+            let reply = route.reply.fallback_reply();
+            crate::metrics::realtime_reply(&source, true, Duration::ZERO);
+            Ok(reply_response(&reply))
+        }
+        None => Ok(respond(&outcome)),
+    }
+}
+
+/// On the inside node: a delivery the DMZ relay verified, opened by the puller, through the
+/// usual normalize (or quarantine) → route → intake, received at the relay's receipt time.
+/// Real-time routes' handlers are not run: the relay has answered the sender with the
+/// route's fallback. Any storage failure is an error: the puller does not acknowledge, and the
+/// relay serves the record again.
+pub async fn ingest_relayed(
+    state: &AppState,
+    input: IntakeInput,
+    received_at: chrono::DateTime<Utc>,
+) -> Result<RelayedOutcome, RelayedError> {
+    let (input, normalized) = match normalize_or_quarantine(state, input, received_at).await {
+        Ok(n) => n,
+        Err(HookError::Quarantined { quarantine_id, .. }) => {
+            return Ok(RelayedOutcome::Quarantined(quarantine_id))
+        }
+        Err(_) => return Err(RelayedError),
+    };
+    let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let event = normalized.to_event("", input.source());
+    let Routing { jobs, .. } = plan.route(&event, Utc::now());
+    drop(event);
+    match intake(state, input, normalized, jobs).await {
+        Ok(IntakeOutcome::Accepted { delivery_id }) => Ok(RelayedOutcome::Accepted(delivery_id)),
+        Ok(IntakeOutcome::Duplicate { delivery_id }) => Ok(RelayedOutcome::Duplicate(delivery_id)),
+        Err(_) => Err(RelayedError),
+    }
 }

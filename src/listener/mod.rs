@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod clock;
+pub mod handoff;
 mod hook_error;
 mod hooks;
 mod oauth;
@@ -35,6 +36,8 @@ use crate::store::Storage;
 use crate::verify::Verifiers;
 use rate_limit::{ClientBuckets, TokenBucket};
 use rejections::RejectionLog;
+
+pub use hooks::ingest_relayed;
 
 /// Client addresses whose rejection budget is tracked; the least recently seen is forgotten
 /// beyond this, so a flood from many addresses costs fixed memory.
@@ -131,6 +134,8 @@ pub struct AppState {
     rejected_budget: ClientBuckets,
     /// The per-interval tally of rejections for the audit log.
     rejections: RejectionLog,
+    /// On a DMZ relay: where verified deliveries go instead of intake.
+    handoff: Option<Arc<dyn handoff::Handoff>>,
 }
 
 impl AppState {
@@ -155,7 +160,15 @@ impl AppState {
                 REJECTED_CLIENTS_TRACKED,
             ),
             rejections: RejectionLog::new(REJECTION_AUDIT_KEYS),
+            handoff: None,
         }
+    }
+
+    /// The state of a DMZ relay's sender listener: verified deliveries go to `handoff` (sealed
+    /// and buffered) instead of intake; everything before that is the same.
+    pub fn with_handoff(mut self, handoff: Arc<dyn handoff::Handoff>) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// The sources in force now.

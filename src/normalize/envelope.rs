@@ -66,6 +66,21 @@ impl Envelope {
         }
     }
 
+    /// A preset name that maps back to this envelope (the DMZ relay seals it with the body,
+    /// so the inside node normalizes with the envelope the relay verified under).
+    pub fn preset_name(self) -> &'static str {
+        match self {
+            Self::NextPhone => "nextphone",
+            Self::PhoneShield => "phoneshield",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Retell => "retell",
+            Self::Vapi => "vapi",
+            Self::Telnyx => "telnyx",
+            Self::Twilio => "twilio",
+            Self::Generic => "generic",
+        }
+    }
+
     /// The content type a sender of this envelope uses (tests and the load generator).
     pub fn default_content_type(self) -> &'static str {
         match self {

@@ -31,6 +31,7 @@ pub mod postgres;
 pub(crate) mod prepare;
 pub mod reads;
 pub mod realtime;
+pub mod relay_buffer;
 pub mod sqlite;
 pub mod types;
 

@@ -27,6 +27,7 @@ mod operations;
 mod outside_numbers;
 mod postgres;
 mod realtime;
+mod relay;
 mod reload;
 mod unauthenticated;
 mod verify_tls;
