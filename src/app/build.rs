@@ -113,11 +113,14 @@ impl Application {
         let console_view = console.enabled().then(|| console.view_handle());
         let opened = super::storage::open(&config).await?;
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
-        let dispatcher = Arc::new(Dispatcher::new(
-            opened.store.clone(),
-            plan.clone(),
-            config.dispatch.clone(),
-        ));
+        let traces = match &config.traces {
+            Some(settings) => crate::telemetry::traces::Traces::start(settings)?,
+            None => crate::telemetry::traces::Traces::off(),
+        };
+        let dispatcher = Arc::new(
+            Dispatcher::new(opened.store.clone(), plan.clone(), config.dispatch.clone())
+                .with_traces(traces.clone()),
+        );
         let admin = if console.enabled() {
             Some(
                 crate::admin::AdminServer::build(console, opened.store.clone(), dispatcher.clone())
@@ -126,14 +129,17 @@ impl Application {
         } else {
             None
         };
-        let state = web::Data::new(AppState::new(
-            &config.sources,
-            verifiers,
-            opened.store.clone(),
-            plan,
-            dispatcher.waker(),
-            &config.server,
-        ));
+        let state = web::Data::new(
+            AppState::new(
+                &config.sources,
+                verifiers,
+                opened.store.clone(),
+                plan,
+                dispatcher.waker(),
+                &config.server,
+            )
+            .with_traces(traces.clone()),
+        );
         let (tls_config, cert_slot) = match tls {
             Some((tls_config, slot)) => (Some(tls_config), Some(slot)),
             None => (None, None),
@@ -151,6 +157,7 @@ impl Application {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| ".".into(), ToOwned::to_owned),
+            traces,
             reloader: Reloader {
                 state,
                 cert_slot,

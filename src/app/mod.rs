@@ -48,6 +48,9 @@ pub enum AppError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// The OTLP trace exporter (`[traces]`) could not start.
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::traces::TracesError),
 }
 
 /// A built, bound application, not yet running.
@@ -62,6 +65,8 @@ pub struct Application {
     admin: Option<crate::admin::AdminServer>,
     clock: Arc<SkewTracker>,
     data_dir: PathBuf,
+    /// Delivery traces; flushed when the application stops.
+    traces: crate::telemetry::traces::Traces,
 }
 
 impl std::fmt::Debug for Application {

@@ -112,6 +112,7 @@ impl Application {
         if let Err(e) = storage::checkpoint(self.store.as_ref()).await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
+        self.traces.shutdown().await;
         served
     }
 }

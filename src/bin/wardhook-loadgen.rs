@@ -147,15 +147,18 @@ fn parse_stat(stat: &str) -> Option<(String, u64)> {
 
 /// The thread group a server thread's name (`comm`, at most 15 bytes) belongs to.
 fn thread_group(comm: &str) -> String {
+    if comm == "wardhook" {
+        return "main".to_owned();
+    }
     let known: [(&str, &str); 8] = [
         ("wardhook-store", "writer (wardhook-store-writer)"),
         ("wardhook-ckpt", "checkpointer (wardhook-ckpt)"),
+        ("wardhook-log", "log writer (wardhook-log*)"),
         ("actix-server", "TLS acceptor (actix-server)"),
         ("actix-rt", "HTTP workers (actix-rt)"),
         ("tokio-runtime", "tokio runtime (dispatch, committers)"),
         ("tracing-append", "log writer (tracing-appender)"),
         ("OpenTelemetry", "trace exporter (OpenTelemetry)"),
-        ("wardhook", "main"),
     ];
     known
         .iter()
@@ -591,6 +594,7 @@ mod tests {
         assert!(thread_group("actix-rt|system").starts_with("HTTP workers"));
         assert!(thread_group("tokio-runtime-w").starts_with("tokio runtime"));
         assert_eq!(thread_group("wardhook"), "main");
+        assert!(thread_group("wardhook-logfile").starts_with("log writer"));
         assert_eq!(thread_group("pool-12"), "pool-");
     }
 }

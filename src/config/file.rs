@@ -47,6 +47,9 @@ pub struct ConfigFile {
     /// `[[routes]]`
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[traces]`: OpenTelemetry export (off unless present).
+    #[serde(default)]
+    pub traces: Option<super::TracesSection>,
 }
 
 /// `[server]`: the senders' listener.

@@ -15,6 +15,7 @@
 pub mod file;
 mod source;
 mod storage;
+mod telemetry;
 mod validate;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use crate::secret::MasterKey;
 pub use file::HandlerSection;
 pub use source::{OAuthClient, Preset, SchemeOptions, VerifierSpec};
 pub use storage::{is_node_id, PgSettings, PgTls, StorageBackend};
+pub use telemetry::{TracesSection, TracesSettings};
 
 /// The default config location, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wardhook.toml";
@@ -114,6 +116,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Dispatch settings.
     pub dispatch: DispatchSettings,
+    /// OpenTelemetry traces of deliveries; `None` = off (the default).
+    pub traces: Option<TracesSettings>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).

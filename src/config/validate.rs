@@ -234,6 +234,8 @@ fn check(
         }
     };
     let log = check_log(&file, problems);
+    let traces =
+        super::telemetry::check_traces(file.traces.as_ref(), base, &mut |p, m| problems.push(p, m));
     if file.audit.retention_days < 365 {
         problems.push(
             "audit.retention_days",
@@ -360,6 +362,7 @@ fn check(
         base: base.to_owned(),
         routes,
         dispatch: dispatch?,
+        traces,
     })
 }
 

@@ -1,20 +1,48 @@
-//! Operational logging: `tracing` to stderr and, when configured, to daily-rotated files.
+//! Operational telemetry: log lines (`tracing` to stderr and, when configured, to daily-rotated
+//! files), the panic hook, and — when configured — OpenTelemetry traces of deliveries
+//! ([`traces`]).
 //!
 //! Log lines carry request ids, sources, statuses and latencies; payload content, header values
 //! of authentication headers and secrets are never passed to a log macro anywhere in wardhook.
+//!
+//! Logging is built to cost nothing measurable on the intake path (docs/BENCHMARKS.md §9): each
+//! request writes one access line at INFO (the listener's middleware) and nothing else on
+//! success; no span is opened per request unless DEBUG is on (the filter disables the request
+//! span at its call site, so it is never allocated or formatted); and lines are formatted on the
+//! request's thread but written by a background thread through a 64 KiB buffer, flushed whenever
+//! the queue runs dry and at exit, so a request never waits for a `write(2)` to stderr or a file.
 
-use std::io::Write;
+mod panic;
+pub mod traces;
 
-use tracing_appender::non_blocking::WorkerGuard;
+pub use panic::install_panic_hook;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Keeps the file writer flushing; drop it last, at exit.
+/// The `tracing` target of the per-delivery "delivery accepted" / "duplicate delivery" lines.
+/// They are DEBUG: the access line already names the delivery and its outcome. An operator who
+/// wants them as well turns them on with `level = "info,wardhook::delivery=debug"` (or the same
+/// in `WARDHOOK_LOG`).
+pub const DELIVERY_TARGET: &str = "wardhook::delivery";
+
+/// Lines a writer thread may hold before a request waits for it. A request waits (rather than a
+/// line being dropped) only when the output cannot keep up for this many lines.
+const BUFFERED_LINES: usize = 128_000;
+
+/// Bytes the writer thread gathers before a `write(2)`; it also writes whenever its queue is
+/// empty, so a quiet server's lines appear at once.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Keeps the log writer threads running; drop it last, at exit: dropping it writes out every
+/// queued line (waiting up to a second) before the process ends.
 #[derive(Debug)]
 pub struct LogGuard {
+    _stderr: Option<WorkerGuard>,
     _file: Option<WorkerGuard>,
 }
 
@@ -33,84 +61,49 @@ where
     }
 }
 
+/// A writer thread named `thread` in front of `out`: lines are queued, never dropped.
+fn background<T: std::io::Write + Send + 'static>(
+    thread: &str,
+    out: T,
+) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name(thread)
+        .finish(std::io::BufWriter::with_capacity(WRITE_BUFFER, out))
+}
+
 /// Install the global subscriber. Safe to call once per process; later calls are ignored (tests
-/// start many servers in one process).
+/// start many servers in one process) and return a guard that holds nothing.
 pub fn init(settings: &LogSettings) -> LogGuard {
     let filter = EnvFilter::try_from_env("WARDHOOK_LOG")
         .or_else(|_| EnvFilter::builder().parse(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = layer(settings.format, std::io::stderr, true);
-    let (file_layer, guard) = match &settings.dir {
+    let (stderr, stderr_guard) = background("wardhook-log", std::io::stderr());
+    let stderr = layer(settings.format, stderr, true);
+    let (file_layer, file_guard) = match &settings.dir {
         Some(dir) => {
             let appender = tracing_appender::rolling::daily(dir, "wardhook.log");
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let (writer, guard) = background("wardhook-logfile", appender);
             (Some(layer(settings.format, writer, false)), Some(guard))
         }
         None => (None, None),
     };
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(stderr)
         .with(file_layer)
-        .try_init();
-    LogGuard { _file: guard }
-}
-
-/// Replace the default panic hook, which prints the panic's message, by one that reports only
-/// where it happened. A message can carry whatever the panicking code formatted — a handler's
-/// or a library's view of an event, that is patient data — and stderr ends up in the journal.
-/// Long-running loops catch panics and go on (see `dispatch`); this is what is left on stderr
-/// and in the log.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        report_panic(info, &mut std::io::stderr().lock());
-    }));
-}
-
-fn report_panic(info: &std::panic::PanicHookInfo<'_>, out: &mut dyn Write) {
-    let location = info
-        .location()
-        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
-        .unwrap_or_else(|| "an unknown place".to_owned());
-    let thread = std::thread::current();
-    let name = thread.name().unwrap_or("unnamed");
-    tracing::error!(%location, thread = name, "internal error (panic); its message is withheld");
-    let _ = writeln!(
-        out,
-        "wardhook: internal error (panic) in thread '{name}' at {location}; the message is \
-         withheld because it may contain patient data"
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    #[test]
-    fn a_panic_is_reported_by_its_place_never_by_its_message() {
-        let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = Arc::clone(&seen);
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let mut buf = sink
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            super::report_panic(info, &mut *buf);
-        }));
-        let result = std::panic::catch_unwind(|| {
-            panic!("caller Zyxwvut Canaryperson, DOB 1980-01-01");
-        });
-        std::panic::set_hook(previous);
-        assert!(result.is_err());
-        let text = String::from_utf8(
-            seen.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
-        )
-        .expect("utf-8");
-        assert!(text.contains("internal error (panic)"), "{text}");
-        assert!(text.contains("src/telemetry.rs:"), "{text}");
-        assert!(!text.contains("Canaryperson"), "{text}");
-        assert!(!text.contains("1980"), "{text}");
+        .try_init()
+        .is_ok();
+    if installed {
+        LogGuard {
+            _stderr: Some(stderr_guard),
+            _file: file_guard,
+        }
+    } else {
+        LogGuard {
+            _stderr: None,
+            _file: None,
+        }
     }
 }
