@@ -150,13 +150,16 @@ fn thread_group(comm: &str) -> String {
     if comm == "wardhook" {
         return "main".to_owned();
     }
-    let known: [(&str, &str); 8] = [
+    // actix names its workers "actix-server worker N" and its accept loop "actix-server
+    // acceptor"; tokio's threads are "tokio-runtime-worker" or "tokio-rt-worker" by version.
+    let known: [(&str, &str); 9] = [
         ("wardhook-store", "writer (wardhook-store-writer)"),
         ("wardhook-ckpt", "checkpointer (wardhook-ckpt)"),
         ("wardhook-log", "log writer (wardhook-log*)"),
-        ("actix-server", "TLS acceptor (actix-server)"),
+        ("actix-server w", "HTTP workers (actix-server worker)"),
+        ("actix-server a", "TLS acceptor (actix-server acceptor)"),
         ("actix-rt", "HTTP workers (actix-rt)"),
-        ("tokio-runtime", "tokio runtime (dispatch, committers)"),
+        ("tokio-r", "tokio runtime (dispatch, committers)"),
         ("tracing-append", "log writer (tracing-appender)"),
         ("OpenTelemetry", "trace exporter (OpenTelemetry)"),
     ];
@@ -592,7 +595,10 @@ mod tests {
         assert!(thread_group("wardhook-store-").starts_with("writer"));
         assert!(thread_group("wardhook-ckpt").starts_with("checkpointer"));
         assert!(thread_group("actix-rt|system").starts_with("HTTP workers"));
+        assert!(thread_group("actix-server wo").starts_with("HTTP workers"));
+        assert!(thread_group("actix-server ac").starts_with("TLS acceptor"));
         assert!(thread_group("tokio-runtime-w").starts_with("tokio runtime"));
+        assert!(thread_group("tokio-rt-worker").starts_with("tokio runtime"));
         assert_eq!(thread_group("wardhook"), "main");
         assert!(thread_group("wardhook-logfile").starts_with("log writer"));
         assert_eq!(thread_group("pool-12"), "pool-");
