@@ -62,8 +62,9 @@
 //! imports no stage), [`secret`] (`env:`/`file:` references and the master key, zeroized),
 //! [`certs`] (TLS material on disk, and development certificates), `filter` (the route filter
 //! language), `tls` (the listeners' rustls configuration), `fsutil` (every file holding
-//! records, payloads or keys is created `0600` through it), `telemetry` (operational logs
-//! without payload data), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
+//! records, payloads or keys is created `0600` through it), [`telemetry`] (operational logs
+//! without payload data, one cheap access line per request, and the optional OTLP traces of
+//! deliveries), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
 //! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
 //! and [`metrics`] (counters and histograms the stages update).
 //!
@@ -88,6 +89,6 @@ pub mod normalize;
 pub(crate) mod relay;
 pub mod secret;
 pub mod store;
-pub(crate) mod telemetry;
+pub mod telemetry;
 pub(crate) mod tls;
 pub mod verify;

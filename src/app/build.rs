@@ -127,11 +127,14 @@ impl Application {
         let console_view = console.enabled().then(|| console.view_handle());
         let opened = super::storage::open(&config).await?;
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
-        let dispatcher = Arc::new(Dispatcher::new(
-            opened.store.clone(),
-            plan.clone(),
-            config.dispatch.clone(),
-        ));
+        let traces = match &config.traces {
+            Some(settings) => crate::telemetry::traces::Traces::start(settings)?,
+            None => crate::telemetry::traces::Traces::off(),
+        };
+        let dispatcher = Arc::new(
+            Dispatcher::new(opened.store.clone(), plan.clone(), config.dispatch.clone())
+                .with_traces(traces.clone()),
+        );
         let admin = if console.enabled() {
             Some(
                 crate::admin::AdminServer::build(console, opened.store.clone(), dispatcher.clone())
@@ -147,7 +150,8 @@ impl Application {
             plan,
             dispatcher.waker(),
             &config.server,
-        );
+        )
+        .with_traces(traces.clone());
         let relay = super::relay::build_relay_server(&config)?;
         let (state, relay_pull) = match relay {
             Some(parts) => (state.with_handoff(parts.handoff), Some(parts.pull)),
@@ -180,6 +184,7 @@ impl Application {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| ".".into(), ToOwned::to_owned),
+            traces,
             reloader: Reloader {
                 state,
                 cert_slot,

@@ -52,6 +52,9 @@ pub enum AppError {
     /// The DMZ relay's parts or the inside node's puller could not be built.
     #[error(transparent)]
     Relay(#[from] crate::relay::RelayError),
+    /// The OTLP trace exporter (`[traces]`) could not start.
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::traces::TracesError),
 }
 
 /// A built, bound application, not yet running.
@@ -72,6 +75,8 @@ pub struct Application {
     relay_pull: Option<crate::relay::pull_api::PullServer>,
     /// On an inside node with `[relay]`: the loop pulling sealed deliveries.
     relay_puller: Option<crate::relay::puller::Puller>,
+    /// Delivery traces; flushed when the application stops.
+    traces: crate::telemetry::traces::Traces,
 }
 
 impl std::fmt::Debug for Application {

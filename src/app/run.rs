@@ -136,6 +136,7 @@ impl Application {
         if let Some(f) = forwarding {
             let _ = f.await;
         }
+        self.traces.shutdown().await;
         served
     }
 }

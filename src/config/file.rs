@@ -53,6 +53,9 @@ pub struct ConfigFile {
     pub relay: Option<super::relay::RelaySection>,
     /// `[relay_server]`: this config is a DMZ relay's (`wardhook relay`).
     pub relay_server: Option<super::relay::RelayServerSection>,
+    /// `[traces]`: OpenTelemetry export (off unless present).
+    #[serde(default)]
+    pub traces: Option<super::TracesSection>,
 }
 
 /// `[server]`: the senders' listener.

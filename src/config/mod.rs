@@ -17,6 +17,7 @@ pub mod file;
 pub mod relay;
 mod source;
 mod storage;
+mod telemetry;
 mod validate;
 
 use std::fmt;
@@ -31,6 +32,7 @@ use crate::secret::MasterKey;
 pub use file::HandlerSection;
 pub use source::{OAuthClient, Preset, SchemeOptions, VerifierSpec};
 pub use storage::{is_node_id, PgSettings, PgTls, StorageBackend};
+pub use telemetry::{TracesSection, TracesSettings};
 
 /// The default config location, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wardhook.toml";
@@ -122,6 +124,8 @@ pub struct Config {
     pub relay: Option<relay::RelaySettings>,
     /// `[relay_server]`: this process is a DMZ relay (`wardhook relay`).
     pub relay_server: Option<relay::RelayServerSettings>,
+    /// OpenTelemetry traces of deliveries; `None` = off (the default).
+    pub traces: Option<TracesSettings>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).

@@ -234,6 +234,8 @@ fn check(
         }
     };
     let log = check_log(&file, problems);
+    let traces =
+        super::telemetry::check_traces(file.traces.as_ref(), base, &mut |p, m| problems.push(p, m));
     if file.audit.retention_days < 365 {
         problems.push(
             "audit.retention_days",
@@ -372,6 +374,7 @@ fn check(
         audit_forward,
         relay: relay.map(|r| r.ok_or(())).transpose().ok()?,
         relay_server: relay_server.map(|r| r.ok_or(())).transpose().ok()?,
+        traces,
     })
 }
 

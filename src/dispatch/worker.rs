@@ -68,6 +68,15 @@ fn later(d: Duration) -> Instant {
     now.checked_add(d.min(MAX_RETRY_DELAY)).unwrap_or(now)
 }
 
+/// How an attempt ended, as metrics and traces name it.
+fn attempt_result(result: &AttemptResult) -> &'static str {
+    match result {
+        AttemptResult::Ok { .. } => "ok",
+        AttemptResult::Retryable { .. } => "retryable",
+        AttemptResult::Permanent { .. } => "permanent",
+    }
+}
+
 /// The handlers and routes in force; swapped whole on reload.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -261,6 +270,8 @@ pub struct Dispatcher {
     running: Mutex<HashMap<String, usize>>,
     claim_lock: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
+    /// Delivery traces: each attempt becomes a span of its delivery's trace.
+    traces: crate::telemetry::traces::Traces,
 }
 
 impl Dispatcher {
@@ -274,7 +285,15 @@ impl Dispatcher {
             running: Mutex::default(),
             claim_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
+            traces: crate::telemetry::traces::Traces::off(),
         }
+    }
+
+    /// Export each attempt as a span of its delivery's trace through `traces`.
+    #[must_use]
+    pub fn with_traces(mut self, traces: crate::telemetry::traces::Traces) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// Notified by intake when new jobs were committed, so idle workers start at once.
@@ -442,24 +461,29 @@ impl Dispatcher {
         };
         slot.finish(matches!(record.result, AttemptResult::Retryable { .. }));
         let (next, outcome) = self.next_step(&plan, &job, &record.result, retry_after);
-        crate::metrics::handler_attempt(
-            &job.handler,
-            match record.result {
-                AttemptResult::Ok { .. } => "ok",
-                AttemptResult::Retryable { .. } => "retryable",
-                AttemptResult::Permanent { .. } => "permanent",
-            },
-            latency,
-        );
+        crate::metrics::handler_attempt(&job.handler, attempt_result(&record.result), latency);
         if matches!(outcome, TaskOutcome::Dead { .. }) {
             crate::metrics::dead_letter(&job.handler);
         }
+        let result = attempt_result(&record.result);
+        self.traces.attempt(&crate::telemetry::traces::Attempt {
+            delivery_id: &job.delivery_id,
+            source: &job.source,
+            handler: &job.handler,
+            job_id: job.id,
+            attempt: job.attempt,
+            started: started_at.into(),
+            latency,
+            result,
+            http_status: record.http_status,
+        });
+        let trace_id = self.traces.trace_id(&job.delivery_id);
         match &record.result {
             AttemptResult::Ok { .. } => {
-                tracing::info!(job = job.id, handler = %job.handler, attempt = job.attempt, latency_ms = latency.as_millis() as u64, "handler succeeded");
+                tracing::info!(job = job.id, handler = %job.handler, attempt = job.attempt, latency_ms = latency.as_millis() as u64, trace_id, "handler succeeded");
             }
             AttemptResult::Retryable { reason } | AttemptResult::Permanent { reason } => {
-                tracing::warn!(job = job.id, handler = %job.handler, attempt = job.attempt, reason = %reason, next = ?next, "handler failed");
+                tracing::warn!(job = job.id, handler = %job.handler, attempt = job.attempt, reason = %reason, next = ?next, trace_id, "handler failed");
             }
         }
         self.store.finish_attempt(job, record, next).await?;

@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde_json::json;
 use wardhook_sdk::Event;
 
+use super::access::AccessNote;
 use super::body::{read_capped, BodyError};
 use super::handoff::{Handoff, HandoffOutcome, Handover, RelayedError, RelayedOutcome};
 use super::hook_error::HookError;
@@ -27,7 +28,12 @@ use crate::store::{IntakeOutcome, JobSpec};
 use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict};
 
 /// `POST /hooks/{source}`.
-#[tracing::instrument(name = "hook", skip_all, fields(source = %path.as_str()))]
+///
+/// The request's span is DEBUG: at the default INFO level its call site is disabled, so no span
+/// is allocated or formatted per request (lines logged on the way name their source instead).
+/// With traces on, the stages' timings are kept in a [`Receipt`] and exported once the
+/// delivery is stored.
+#[tracing::instrument(level = "debug", name = "hook", skip_all, fields(source = %path.as_str()))]
 pub(super) async fn receive_hook(
     req: HttpRequest,
     path: web::Path<String>,
@@ -40,7 +46,9 @@ pub(super) async fn receive_hook(
         .sources
         .get(path.as_str())
         .ok_or(HookError::UnknownSource)?;
+    let mut receipt = state.traces.receipt();
     let body = cap(&req, payload, source).await?;
+    receipt.stage("read body");
     // Benchmark ceiling only (`--features bench-stub`): TLS + HTTP + body, nothing else.
     #[cfg(feature = "bench-stub")]
     if !body.is_empty() {
@@ -50,6 +58,7 @@ pub(super) async fn receive_hook(
         Verdict::Challenge(reply) => return Ok(challenge(reply)),
         Verdict::Verified(delivery) => delivery,
     };
+    receipt.stage("verify");
     drop(body);
     let input = IntakeInput::from_verified(&delivery);
     drop(delivery);
@@ -58,26 +67,59 @@ pub(super) async fn receive_hook(
     }
     let normalized = normalize_or_quarantine(&state, input, Utc::now()).await?;
     let (input, normalized) = normalized;
+    receipt.stage("normalize");
     let event = normalized.to_event("", input.source());
     let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
     let Routing { jobs, realtime } = plan.route(&event, Utc::now());
     let source = input.source().to_owned();
     // Only a real-time route's handlers see the event here; the store keeps its own copy.
     let event = realtime.is_some().then_some(event);
+    let job_count = jobs.len();
+    receipt.stage("route");
     let outcome = intake(&state, input, normalized, jobs).await?;
-    match (realtime, event) {
-        (Some(route), Some(event)) => Ok(answer_realtime(
-            &state,
-            route,
-            plan.time_zone(),
-            event,
-            source,
-            &outcome,
-            started,
-        )
-        .await),
-        _ => Ok(respond(&outcome)),
+    receipt.stage("commit");
+    let trace_source = receipt.is_recording().then(|| source.clone());
+    let mut res = match (realtime, event) {
+        (Some(route), Some(event)) => {
+            let res = answer_realtime(
+                &state,
+                route,
+                plan.time_zone(),
+                event,
+                source,
+                &outcome,
+                started,
+            )
+            .await;
+            receipt.stage("real-time reply");
+            res
+        }
+        _ => respond(&outcome),
+    };
+    let (delivery_id, outcome) = match outcome {
+        IntakeOutcome::Accepted { delivery_id } => (delivery_id, "accepted"),
+        IntakeOutcome::Duplicate { delivery_id } => (delivery_id, "duplicate"),
+    };
+    let trace_id = state.traces.trace_id(&delivery_id);
+    if let Some(source) = trace_source {
+        state.traces.finish(
+            receipt,
+            &crate::telemetry::traces::Stored {
+                source: &source,
+                delivery_id: &delivery_id,
+                outcome,
+                jobs: job_count,
+                status: res.status().as_u16(),
+            },
+        );
     }
+    AccessNote {
+        delivery_id,
+        outcome,
+        trace_id,
+    }
+    .attach(&mut res);
+    Ok(res)
 }
 
 /// Cap: read the body, refusing it as soon as it passes the source's cap.
@@ -94,7 +136,7 @@ async fn cap(
     match read_capped(payload, declared, source.max_body_bytes).await {
         Ok(b) => Ok(b),
         Err(BodyError::TooLarge { cap }) => {
-            tracing::warn!(cap, "body over the source's cap");
+            tracing::warn!(source = %source.name, cap, "body over the source's cap");
             Err(HookError::TooLarge)
         }
         Err(BodyError::Broken) => Err(HookError::BadRequest),
@@ -162,7 +204,11 @@ async fn normalize_or_quarantine(
     match normalize(&input, received_at) {
         Ok(n) => Ok((input, n)),
         Err(reason) => {
-            tracing::warn!(reason = reason.code(), "authentic delivery quarantined");
+            tracing::warn!(
+                source = input.source(),
+                reason = reason.code(),
+                "authentic delivery quarantined"
+            );
             let source = input.source().to_owned();
             let id = state
                 .store
@@ -206,15 +252,17 @@ async fn intake(
     Ok(outcome)
 }
 
-/// Respond (asynchronous routes): accepted, or a duplicate of the first delivery.
+/// Respond (asynchronous routes): accepted, or a duplicate of the first delivery. The access
+/// line names the delivery and its outcome; these DEBUG lines are for whoever asks for them
+/// ([`crate::telemetry::DELIVERY_TARGET`]).
 fn respond(outcome: &IntakeOutcome) -> HttpResponse {
     match outcome {
         IntakeOutcome::Accepted { delivery_id } => {
-            tracing::info!(delivery_id = %delivery_id, "delivery accepted");
+            tracing::debug!(target: "wardhook::delivery", delivery_id = %delivery_id, "delivery accepted");
             HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": delivery_id }))
         }
         IntakeOutcome::Duplicate { delivery_id } => {
-            tracing::info!(delivery_id = %delivery_id, "duplicate delivery");
+            tracing::debug!(target: "wardhook::delivery", delivery_id = %delivery_id, "duplicate delivery");
             HttpResponse::Ok().json(json!({ "status": "duplicate", "delivery_id": delivery_id }))
         }
     }
@@ -258,7 +306,7 @@ fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr)
     if let Some(wait) = over_budget {
         return HookError::RateLimited(wait);
     }
-    tracing::warn!(reason = %rejection, "delivery rejected");
+    tracing::warn!(source, reason = %rejection, "delivery rejected");
     if rejection.status() == 403 {
         HookError::Forbidden
     } else {
@@ -283,7 +331,7 @@ async fn answer_realtime(
     };
     if duplicate {
         if let Ok(Some(reply)) = state.store.load_reply(delivery_id.clone()).await {
-            tracing::info!(delivery_id = %delivery_id, "retried real-time request; stored reply sent");
+            tracing::info!(source = %source, delivery_id = %delivery_id, "retried real-time request; stored reply sent");
             return reply_response(&reply);
         }
     }
@@ -298,7 +346,10 @@ async fn answer_realtime(
     let reply = if let Some(handlers) = &route.handlers {
         rt.answer(handlers, &event, budget, time_zone).await
     } else {
-        tracing::warn!("real-time route names a handler that is not configured; fallback sent");
+        tracing::warn!(
+            source = %source,
+            "real-time route names a handler that is not configured; fallback sent"
+        );
         rt.fallback_reply()
     };
     drop(event);

@@ -1,5 +1,6 @@
 //! Integration tests: the real server over real TLS on loopback, one test binary.
 
+mod access_log;
 mod adapters_flow;
 mod admin;
 mod audit_cli;
@@ -24,6 +25,7 @@ mod maintenance;
 mod multinode;
 mod multinode_audit;
 mod operations;
+mod otlp;
 mod outside_numbers;
 mod postgres;
 mod realtime;
