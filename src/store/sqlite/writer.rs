@@ -162,9 +162,13 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
 ) -> Result<(), StoreError> {
+    // The checkpointer's connection is opened here, before `Store::open` returns, not on the
+    // writer thread: a connection opened later by path could land on another file put there
+    // meanwhile (a restored backup, a test's fresh database) and switch it to WAL mode.
+    let checkpointer = spawn_checkpointer(&shared);
     std::thread::Builder::new()
         .name("wardhook-store-writer".into())
-        .spawn(move || run(conn, &shared, rx))
+        .spawn(move || run(conn, &shared, rx, checkpointer))
         .map(drop)
         .map_err(|e| StoreError::Io {
             path: "writer thread".into(),
@@ -244,7 +248,12 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
     })
 }
 
-fn run(mut conn: Connection, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
+fn run(
+    mut conn: Connection,
+    shared: &Shared,
+    mut rx: mpsc::Receiver<Command>,
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, Arc<AtomicI64>)>,
+) {
     let max_batch = shared.options.max_batch.max(1);
     let mut cache = WriteKeyCache::new();
     let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
@@ -253,15 +262,16 @@ fn run(mut conn: Connection, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
         tracing::warn!(error = %e, "cannot set temp_store");
     }
     let _ = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT);
-    let checkpointer = spawn_checkpointer(shared).and_then(|c| {
-        match conn.pragma_update(None, "wal_autocheckpoint", 0) {
-            Ok(()) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot turn off automatic checkpoints");
-                None
-            }
-        }
-    });
+    let checkpointer =
+        checkpointer.and_then(
+            |c| match conn.pragma_update(None, "wal_autocheckpoint", 0) {
+                Ok(()) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot turn off automatic checkpoints");
+                    None
+                }
+            },
+        );
     let mut state = WriterState {
         cache: &mut cache,
         last_key: None,
