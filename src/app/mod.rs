@@ -3,7 +3,7 @@
 //!
 //! - [`build`]: every stage builds its own runtime from its settings (`verify` the verifiers,
 //!   `dispatch` the plan and handlers, `tls` the server configuration, `store` the backend, in
-//!   [`storage`]); `check-config` calls the same builders as `serve`. Then the dispatcher, the
+//!   [`crate::store::open`]); `check-config` calls the same builders as `serve`. Then the dispatcher, the
 //!   admin console and the senders' listener are put together into an [`Application`].
 //! - [`run`]: serve until the shutdown signal, with the dispatch workers, the admin listener,
 //!   the audit lifecycle records and checkpoints, and the periodic tallies.
@@ -15,7 +15,6 @@ pub mod build;
 pub mod reload;
 pub mod run;
 pub mod shutdown;
-mod storage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +23,6 @@ use actix_web::dev::ServerHandle;
 
 use crate::dispatch::worker::Dispatcher;
 use crate::listener::{clock::SkewTracker, Listener};
-use crate::store::Storage;
 
 pub use build::{build_stages, load_checked, startup_warnings, Stages};
 pub use reload::{ReloadError, ReloadReport, Reloader};
@@ -56,7 +54,8 @@ pub struct Application {
     reloader: Reloader,
     dispatcher: Arc<Dispatcher>,
     dispatch_workers: usize,
-    store: Arc<dyn Storage>,
+    /// The opened backend and its background work (closed last at shutdown).
+    storage: crate::store::open::OpenedStorage,
     config_sha256: String,
     /// The operators' listener, started and stopped with the senders'.
     admin: Option<crate::admin::AdminServer>,
