@@ -49,26 +49,25 @@ pub(super) async fn receive_hook(
         Verdict::Verified(delivery) => delivery,
     };
     drop(body);
-    let (input, normalized) = normalize_or_quarantine(&state, delivery).await?;
-    let event = normalized.to_event("", input.source());
+    let (input, mut normalized) = normalize_or_quarantine(&state, delivery).await?;
     let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let Routing { jobs, realtime } = plan.route(&event, Utc::now());
+    // The event normalize built is routed, sealed by the store and handed to a real-time
+    // route's handlers: one value, never rebuilt.
+    let Routing { jobs, realtime } = plan.route(normalized.event(), Utc::now());
     let source = input.source().to_owned();
-    // Only a real-time route's handlers see the event here; the store keeps its own copy.
-    let event = realtime.is_some().then_some(event);
-    let outcome = intake(&state, input, normalized, jobs).await?;
-    match (realtime, event) {
-        (Some(route), Some(event)) => Ok(answer_realtime(
+    let outcome = intake(&state, input, &mut normalized, jobs).await?;
+    match realtime {
+        Some(route) => Ok(answer_realtime(
             &state,
             route,
             plan.time_zone(),
-            event,
+            normalized.into_event(),
             source,
             &outcome,
             started,
         )
         .await),
-        _ => Ok(respond(&outcome)),
+        None => Ok(respond(&outcome)),
     }
 }
 
@@ -150,8 +149,7 @@ async fn normalize_or_quarantine(
     state: &AppState,
     delivery: VerifiedDelivery,
 ) -> Result<(IntakeInput, Normalized), HookError> {
-    let input = IntakeInput::from_verified(&delivery);
-    drop(delivery);
+    let input = IntakeInput::from(delivery);
     match normalize(&input, Utc::now()) {
         Ok(n) => Ok((input, n)),
         Err(reason) => {
@@ -177,7 +175,7 @@ async fn normalize_or_quarantine(
 async fn intake(
     state: &AppState,
     input: IntakeInput,
-    normalized: Normalized,
+    normalized: &mut Normalized,
     jobs: Vec<JobSpec>,
 ) -> Result<IntakeOutcome, HookError> {
     let source = input.source().to_owned();

@@ -328,12 +328,12 @@ impl Storage for PgStore {
         self
     }
 
-    fn intake(
-        &self,
+    fn intake<'a>(
+        &'a self,
         input: IntakeInput,
-        normalized: Normalized,
+        normalized: &'a mut Normalized,
         jobs: Vec<JobSpec>,
-    ) -> StoreFuture<'_, IntakeOutcome> {
+    ) -> StoreFuture<'a, IntakeOutcome> {
         Box::pin(async move { self.track(intake::intake(self, input, normalized, jobs).await) })
     }
 

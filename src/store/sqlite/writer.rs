@@ -42,7 +42,6 @@ use crate::store::StoreError;
 
 pub(crate) struct IntakeRequest {
     pub input: IntakeInput,
-    pub normalized: Normalized,
     pub jobs: Vec<JobSpec>,
     pub prepared: Prepared,
     pub reply: oneshot::Sender<Result<IntakeOutcome, StoreError>>,
@@ -102,7 +101,7 @@ pub(crate) fn prepare(
     keyring: &Keyring,
     slot: &KeySlot,
     input: &IntakeInput,
-    n: &Normalized,
+    n: &mut Normalized,
 ) -> Result<Prepared, StoreError> {
     let delivery = PreparedDelivery::new(keyring, input, n)?;
     let sealed = match slot.get() {
@@ -113,8 +112,8 @@ pub(crate) fn prepare(
         _ => None,
     };
     Ok(Prepared {
+        received: db_time(delivery.received_at),
         delivery,
-        received: db_time(n.received_at),
         sealed,
     })
 }
@@ -546,13 +545,12 @@ fn intake_one(
     audit_out: &mut Vec<AppendedRecord>,
 ) -> Result<IntakeOutcome, StoreError> {
     let input = &req.input;
-    let n = &req.normalized;
     let p = &req.prepared.delivery;
     let source = input.source.as_str();
     let facts = IntakeFacts {
         source,
         call_ref: p.call_ref.as_deref(),
-        event_type: n.event_type.as_str(),
+        event_type: &p.event_type,
         remote_addr: input.client_ip,
         key_id: None,
         jobs: req.jobs.len(),
@@ -587,8 +585,8 @@ fn intake_one(
     .execute(params![
         id,
         source,
-        n.event_type.as_str(),
-        n.dedup.kind(),
+        p.event_type,
+        p.dedup_kind,
         p.dedup,
         p.call_ref,
         req.prepared.received,
