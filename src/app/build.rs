@@ -12,6 +12,7 @@ use super::{AppError, Application};
 use crate::config::{Config, ConfigError, Problem, Transport};
 use crate::dispatch::worker::{Dispatcher, Plan, SharedPlan};
 use crate::listener::{AppState, Socket};
+use crate::store::open::StoreSettings;
 use crate::tls::{self, CertSlot};
 use crate::verify::Verifiers;
 
@@ -64,6 +65,14 @@ pub fn build_stages(config: &Config) -> Result<Stages, ConfigError> {
                 },
             });
         }
+    }
+    // The storage settings as far as they can be proved without the database (the same
+    // connection set-up the store opens with).
+    if let Err((path, message)) = crate::store::open::check(&StoreSettings::of(config)) {
+        problems.push(Problem {
+            path: path.to_owned(),
+            message,
+        });
     }
     match (verifiers, plan, tls) {
         (Some(verifiers), Some(plan), Some(tls)) if problems.is_empty() => Ok(Stages {
@@ -125,7 +134,8 @@ impl Application {
         let shape = RunningShape::of(&config);
         let console = crate::admin::ConsoleSetup::from_config(&config);
         let console_view = console.enabled().then(|| console.view_handle());
-        let opened = super::storage::open(&config).await?;
+        let keyring = crate::crypto::Keyring::from_master(&config.master_key);
+        let opened = crate::store::open::open(&StoreSettings::of(&config), keyring).await?;
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
         let traces = match &config.traces {
             Some(settings) => crate::telemetry::traces::Traces::start(settings)?,
@@ -176,7 +186,7 @@ impl Application {
             relay_puller,
             audit_forward: config.audit_forward.clone(),
             dispatcher,
-            store: opened.store,
+            storage: opened,
             config_sha256: config.sha256.clone(),
             clock: state.clock(),
             data_dir: config

@@ -3,7 +3,7 @@
 //!
 //! - [`build`]: every stage builds its own runtime from its settings (`verify` the verifiers,
 //!   `dispatch` the plan and handlers, `tls` the server configuration, `store` the backend, in
-//!   [`storage`]); `check-config` calls the same builders as `serve`. Then the dispatcher, the
+//!   [`crate::store::open`]); `check-config` calls the same builders as `serve`. Then the dispatcher, the
 //!   admin console and the senders' listener are put together into an [`Application`].
 //! - [`run`]: serve until the shutdown signal, with the dispatch workers, the admin listener,
 //!   the audit lifecycle records and checkpoints, and the periodic tallies.
@@ -16,7 +16,6 @@ mod relay;
 pub mod reload;
 pub mod run;
 pub mod shutdown;
-mod storage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use actix_web::dev::ServerHandle;
 
 use crate::dispatch::worker::Dispatcher;
 use crate::listener::{clock::SkewTracker, Listener};
-use crate::store::Storage;
 
 pub use build::{build_stages, load_checked, startup_warnings, Stages};
 pub use reload::{ReloadError, ReloadReport, Reloader};
@@ -65,7 +63,8 @@ pub struct Application {
     dispatch_workers: usize,
     /// `[audit_forward]`: the syslog forwarder started beside the workers, if configured.
     audit_forward: Option<crate::config::audit_forward::AuditForwardSettings>,
-    store: Arc<dyn Storage>,
+    /// The opened backend and its background work (closed last at shutdown).
+    storage: crate::store::open::OpenedStorage,
     config_sha256: String,
     /// The operators' listener, started and stopped with the senders'.
     admin: Option<crate::admin::AdminServer>,

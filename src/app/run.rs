@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{storage, Application};
+use super::Application;
 use crate::listener::REJECTION_AUDIT_INTERVAL;
 
 impl Application {
@@ -16,21 +16,23 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let handle = self.listener.server.handle();
-        self.store
+        self.storage
+            .store
             .record_audit(crate::audit::lifecycle_record(
                 crate::audit::Action::ConfigLoaded,
                 Some(&self.config_sha256),
             ))
             .await
             .map_err(std::io::Error::other)?;
-        self.store
+        self.storage
+            .store
             .record_audit(crate::audit::lifecycle_record(
                 crate::audit::Action::ServerStarted,
                 None,
             ))
             .await
             .map_err(std::io::Error::other)?;
-        if let Err(e) = storage::checkpoint(self.store.as_ref()).await {
+        if let Err(e) = self.storage.store.checkpoint_audit().await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at start");
         }
         let admin = self.admin.map(|a| {
@@ -57,7 +59,7 @@ impl Application {
         // Audit forwarding stops last, after the stop record, so that record goes out too.
         let (stop_forwarding, forwarding) =
             crate::audit::forward::start(self.audit_forward.clone(), || {
-                self.store.audit_forward_store()
+                self.storage.store.audit_forward_store()
             });
         // The server future must keep being polled while it drains, so the stop request runs
         // beside it rather than replacing it.
@@ -120,6 +122,7 @@ impl Application {
             let _ = w.await;
         }
         if let Err(e) = self
+            .storage
             .store
             .record_audit(crate::audit::lifecycle_record(
                 crate::audit::Action::ServerStopped,
@@ -129,7 +132,9 @@ impl Application {
         {
             tracing::error!(error = %e, "cannot audit the server stop");
         }
-        if let Err(e) = storage::checkpoint(self.store.as_ref()).await {
+        // The mirror task stops and the mirror catches up with the stop record, signed.
+        let mut storage = self.storage;
+        if let Err(e) = storage.close().await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
         let _ = stop_forwarding.send(true);

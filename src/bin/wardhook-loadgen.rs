@@ -530,12 +530,12 @@ async fn intake_once(store: &Store, verifier: &SourceVerifier, secret: &[u8], bo
         return false;
     };
     let input = IntakeInput::from_verified(&delivery);
-    let Ok(normalized) = normalize(&input, now) else {
+    let Ok(mut normalized) = normalize(&input, now) else {
         return false;
     };
     matches!(
         store
-            .intake(input, normalized, vec![JobSpec::new("crm")])
+            .intake(input, &mut normalized, vec![JobSpec::new("crm")])
             .await,
         Ok(IntakeOutcome::Accepted { .. })
     )

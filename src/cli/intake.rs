@@ -340,9 +340,9 @@ mod tests {
             Envelope::NextPhone,
             br#"{"event":"call.ended","data":{"call_id":"c1","caller":{"name":"Zqx Doe"}}}"#,
         );
-        let n = normalize(&input, Utc::now()).expect("normalize");
+        let mut n = normalize(&input, Utc::now()).expect("normalize");
         let id = store
-            .intake(input, n, vec![JobSpec::new("crm")])
+            .intake(input, &mut n, vec![JobSpec::new("crm")])
             .await
             .expect("intake");
 

@@ -12,8 +12,8 @@ use anyhow::Context as _;
 
 use crate::config::{Config, OfflineConfig, StorageBackend};
 use crate::crypto::Keyring;
-use crate::store::postgres::{PgMaintenance, PgSettings, PgStore};
-use crate::store::sqlite::SqliteMaintenance;
+use crate::store::open::StoreSettings;
+use crate::store::postgres::{PgSettings, PgStore};
 use crate::store::{Maintenance, Storage, StoreError, StoreFuture};
 
 /// The PostgreSQL settings when that is the backend.
@@ -114,22 +114,16 @@ fn open_postgres(
 pub fn open_maintenance(config: &Path) -> anyhow::Result<Box<dyn Maintenance>> {
     let offline = Config::load_offline(config)?;
     let keyring = Keyring::from_master(&offline.master_key);
-    Ok(match settings(&offline) {
-        Some(pg) => Box::new(
-            PgMaintenance::open(pg, keyring, &offline.audit.dir)
-                .context("cannot open the postgres store")?,
-        ),
+    let opened = crate::store::open::open_maintenance(&StoreSettings::offline(&offline), keyring);
+    match settings(&offline) {
+        Some(_) => Ok(opened.context("cannot open the postgres store")?),
         None => {
             anyhow::ensure!(
                 offline.storage_path.exists(),
                 "no database at {}",
                 offline.storage_path.display()
             );
-            Box::new(SqliteMaintenance::new(
-                &offline.storage_path,
-                keyring,
-                &offline.audit.dir,
-            )?)
+            Ok(opened?)
         }
-    })
+    }
 }

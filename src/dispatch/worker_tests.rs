@@ -60,9 +60,9 @@ async fn deliver(store: &Store, call_id: &str, handler: &str) {
         r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call_id}"}}}}"#
     );
     let input = IntakeInput::for_test("nextphone", Envelope::NextPhone, body.as_bytes());
-    let normalized = normalize(&input, Utc::now()).expect("normalizes");
+    let mut normalized = normalize(&input, Utc::now()).expect("normalizes");
     store
-        .intake(input, normalized, vec![JobSpec::new(handler)])
+        .intake(input, &mut normalized, vec![JobSpec::new(handler)])
         .await
         .expect("stored");
 }

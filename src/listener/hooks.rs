@@ -60,32 +60,29 @@ pub(super) async fn receive_hook(
     };
     receipt.stage("verify");
     drop(body);
-    let input = IntakeInput::from_verified(&delivery);
-    drop(delivery);
+    let input = IntakeInput::from(delivery);
     if let Some(handoff) = &state.handoff {
         return hand_off(&state, handoff.as_ref(), input).await;
     }
-    let normalized = normalize_or_quarantine(&state, input, Utc::now()).await?;
-    let (input, normalized) = normalized;
+    let (input, mut normalized) = normalize_or_quarantine(&state, input, Utc::now()).await?;
     receipt.stage("normalize");
-    let event = normalized.to_event("", input.source());
     let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let Routing { jobs, realtime } = plan.route(&event, Utc::now());
+    // The event normalize built is routed, sealed by the store and handed to a real-time
+    // route's handlers: one value, never rebuilt.
+    let Routing { jobs, realtime } = plan.route(normalized.event(), Utc::now());
     let source = input.source().to_owned();
-    // Only a real-time route's handlers see the event here; the store keeps its own copy.
-    let event = realtime.is_some().then_some(event);
     let job_count = jobs.len();
     receipt.stage("route");
-    let outcome = intake(&state, input, normalized, jobs).await?;
+    let outcome = intake(&state, input, &mut normalized, jobs).await?;
     receipt.stage("commit");
     let trace_source = receipt.is_recording().then(|| source.clone());
-    let mut res = match (realtime, event) {
-        (Some(route), Some(event)) => {
+    let mut res = match realtime {
+        Some(route) => {
             let res = answer_realtime(
                 &state,
                 route,
                 plan.time_zone(),
-                event,
+                normalized.into_event(),
                 source,
                 &outcome,
                 started,
@@ -94,7 +91,7 @@ pub(super) async fn receive_hook(
             receipt.stage("real-time reply");
             res
         }
-        _ => respond(&outcome),
+        None => respond(&outcome),
     };
     let (delivery_id, outcome) = match outcome {
         IntakeOutcome::Accepted { delivery_id } => (delivery_id, "accepted"),
@@ -230,7 +227,7 @@ async fn normalize_or_quarantine(
 async fn intake(
     state: &AppState,
     input: IntakeInput,
-    normalized: Normalized,
+    normalized: &mut Normalized,
     jobs: Vec<JobSpec>,
 ) -> Result<IntakeOutcome, HookError> {
     let source = input.source().to_owned();

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use wardhook_sdk::{Caller, Event};
+use wardhook_sdk::Event;
 
 pub use envelope::Envelope;
 
@@ -43,19 +43,30 @@ pub struct IntakeInput {
 impl IntakeInput {
     /// Take what intake needs from a verified delivery.
     pub fn from_verified(v: &crate::verify::VerifiedDelivery) -> Self {
-        Self {
+        Self::from(v.clone())
+    }
+}
+
+impl From<crate::verify::VerifiedDelivery> for IntakeInput {
+    /// Take what intake needs from a verified delivery, moving its body rather than copying it.
+    fn from(v: crate::verify::VerifiedDelivery) -> Self {
+        let mut input = Self {
             source: v.source().to_owned(),
             envelope: Envelope::for_preset_name(v.preset().name()),
-            body: v.body().to_vec(),
+            body: Vec::new(),
             content_type: v.content_type().map(str::to_owned),
             key_index: v.key_index(),
             sender_delivery_id: v.sender_delivery_id().map(str::to_owned),
             signed_at: v.signed_at(),
             signature_headers: v.signature_headers().to_vec(),
             client_ip: v.client_ip(),
-        }
+        };
+        input.body = v.into_body();
+        input
     }
+}
 
+impl IntakeInput {
     /// Test-only constructor: a delivery as if verification had passed.
     #[cfg(test)]
     pub(crate) fn for_test(source: &str, envelope: Envelope, body: &[u8]) -> Self {
@@ -202,39 +213,42 @@ impl DedupKey {
     }
 }
 
-/// A normalized delivery: the canonical event's fields (all but the delivery id, which the store
-/// assigns) and the dedup key.
+/// A normalized delivery: the canonical event (built once, here; the store fills in the
+/// delivery id it assigns) and the dedup key. Reads of the event's fields go through
+/// `Deref<Target = Event>`; `event_type` is the checked identifier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalized {
-    /// The sender's event type.
+    /// The sender's event type, checked to be an identifier (the event carries its text).
     pub event_type: EventType,
-    /// The sender's call id, when the event is about a call.
-    pub call_id: Option<String>,
-    /// When the sender says it happened.
-    pub occurred_at: Option<DateTime<Utc>>,
-    /// When wardhook received it.
-    pub received_at: DateTime<Utc>,
-    /// The caller, as far as the sender told us.
-    pub caller: Caller,
-    /// The sender's payload below the envelope.
-    pub data: serde_json::Value,
+    /// The event handlers see and the store seals: the same value on the whole request path.
+    event: Event,
     /// What makes a retry recognisable.
     pub dedup: DedupKey,
 }
 
 impl Normalized {
-    /// The canonical event handlers see, once the store has assigned the delivery id.
-    pub fn to_event(&self, delivery_id: &str, source: &str) -> Event {
-        Event {
-            delivery_id: delivery_id.to_owned(),
-            source: source.to_owned(),
-            event_type: self.event_type.as_str().to_owned(),
-            call_id: self.call_id.clone(),
-            occurred_at: self.occurred_at,
-            received_at: self.received_at,
-            caller: self.caller.clone(),
-            data: self.data.clone(),
-        }
+    /// The canonical event. Its `delivery_id` is empty until the store has committed it.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// The canonical event, for handlers that run after intake (real-time routes).
+    pub fn into_event(self) -> Event {
+        self.event
+    }
+
+    /// Set the delivery id the store assigned (or, for a duplicate, the first delivery's).
+    pub(crate) fn set_delivery_id(&mut self, id: &str) {
+        self.event.delivery_id.clear();
+        self.event.delivery_id.push_str(id);
+    }
+}
+
+impl std::ops::Deref for Normalized {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.event
     }
 }
 
@@ -297,6 +311,7 @@ pub fn normalize(
     received_at: DateTime<Utc>,
 ) -> Result<Normalized, NormalizeError> {
     normalize_parts(
+        &input.source,
         input.envelope,
         &input.body,
         input.content_type.as_deref(),
@@ -317,10 +332,11 @@ pub fn normalize_body(
     content_type: Option<&str>,
     received_at: DateTime<Utc>,
 ) -> Result<Normalized, NormalizeError> {
-    normalize_parts(envelope, body, content_type, None, None, received_at)
+    normalize_parts("", envelope, body, content_type, None, None, received_at)
 }
 
 fn normalize_parts(
+    source: &str,
     envelope: Envelope,
     body: &[u8],
     content_type: Option<&str>,
@@ -346,13 +362,19 @@ fn normalize_parts(
         },
         (None, None) => DedupKey::BodySha256(Sha256::digest(body).into()),
     };
-    Ok(Normalized {
-        event_type,
+    let event = Event {
+        delivery_id: String::new(),
+        source: source.to_owned(),
+        event_type: event_type.as_str().to_owned(),
         call_id,
         occurred_at: fields.occurred_at.or(signed_at),
         received_at,
         caller: fields.caller,
         data: fields.data,
+    };
+    Ok(Normalized {
+        event_type,
+        event,
         dedup,
     })
 }

@@ -5,6 +5,7 @@ use chrono::TimeZone;
 use serde_json::json;
 
 use super::*;
+use wardhook_sdk::Caller;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0)

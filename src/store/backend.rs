@@ -47,12 +47,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Deduplicate, encrypt and commit a normalized delivery with one job per matched handler,
     /// and its audit record; answer only after the commit is durable.
-    fn intake(
-        &self,
+    ///
+    /// The event `normalized` carries (built once, by normalize) is the one sealed, not a copy;
+    /// on success it carries the delivery id (for a duplicate, the first delivery's), so a
+    /// real-time route's handlers can use it as it was stored.
+    fn intake<'a>(
+        &'a self,
         input: IntakeInput,
-        normalized: Normalized,
+        normalized: &'a mut Normalized,
         jobs: Vec<JobSpec>,
-    ) -> StoreFuture<'_, IntakeOutcome>;
+    ) -> StoreFuture<'a, IntakeOutcome>;
 
     /// Keep an authentic delivery that could not be normalized, encrypted. A retry of the same
     /// body gets the same entry back.

@@ -129,9 +129,13 @@ async fn submit(
     input: IntakeInput,
     jobs: &[&str],
 ) -> Result<IntakeOutcome, StoreError> {
-    let n = normalize(&input, Utc::now()).expect("normalizes");
+    let mut n = normalize(&input, Utc::now()).expect("normalizes");
     store
-        .intake(input, n, jobs.iter().map(|h| JobSpec::new(*h)).collect())
+        .intake(
+            input,
+            &mut n,
+            jobs.iter().map(|h| JobSpec::new(*h)).collect(),
+        )
         .await
 }
 
@@ -595,6 +599,43 @@ async fn operators_list_metadata_and_read_a_delivery_with_an_audit_record(h: Har
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
 }
 
+async fn the_event_handed_to_intake_is_the_one_stored_and_carries_its_id(h: Harness) {
+    let store = h.node("node-a").await;
+    let input = nextphone("call.ended", "c7");
+    let mut n = normalize(&input, Utc::now()).expect("normalizes");
+    assert_eq!(
+        n.event().delivery_id,
+        "",
+        "no id before the store assigns one"
+    );
+    let outcome = store
+        .intake(input, &mut n, vec![JobSpec::new("crm")])
+        .await
+        .expect("intake");
+    assert_eq!(n.event().delivery_id, outcome.delivery_id());
+    let who = Requester {
+        user: "tester".into(),
+        via: "cli",
+    };
+    let stored = store
+        .show_delivery(outcome.delivery_id().to_owned(), who)
+        .await
+        .expect("show");
+    assert_eq!(&stored, n.event(), "the sealed event is the normalized one");
+    // A retry's event carries the first delivery's id.
+    let retry = nextphone("call.ended", "c7");
+    let mut again = normalize(&retry, Utc::now()).expect("normalizes");
+    let duplicate = store
+        .intake(retry, &mut again, vec![JobSpec::new("crm")])
+        .await
+        .expect("retry");
+    assert!(
+        matches!(duplicate, IntakeOutcome::Duplicate { .. }),
+        "{duplicate:?}"
+    );
+    assert_eq!(again.event().delivery_id, outcome.delivery_id());
+}
+
 async fn a_job_whose_lease_expired_is_taken_over_and_the_late_finish_changes_nothing(h: Harness) {
     let (a, b) = (h.node("node-a").await, h.node("node-b").await);
     submit(&*a, nextphone("call.ended", "lease-1"), &["crm"])
@@ -982,6 +1023,7 @@ both_backends!(
     purge_removes_old_payloads_and_audits_it,
     replay_requeues_finished_jobs_and_creates_a_missing_one,
     operators_list_metadata_and_read_a_delivery_with_an_audit_record,
+    the_event_handed_to_intake_is_the_one_stored_and_carries_its_id,
     tokens_are_shared_by_every_node_and_each_change_is_audited,
     health_numbers_count_every_nodes_deliveries_attempts_and_dead_letters,
     a_delivery_taken_by_one_node_is_detailed_by_another,

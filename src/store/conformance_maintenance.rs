@@ -157,9 +157,9 @@ fn who() -> Requester {
 }
 
 async fn submit(store: &dyn Storage, input: IntakeInput) -> String {
-    let n = normalize(&input, Utc::now()).expect("normalizes");
+    let mut n = normalize(&input, Utc::now()).expect("normalizes");
     match store
-        .intake(input, n, vec![JobSpec::new("crm")])
+        .intake(input, &mut n, vec![JobSpec::new("crm")])
         .await
         .expect("intake")
     {

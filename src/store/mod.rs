@@ -11,6 +11,8 @@
 //!   share);
 //! - [`sqlite`]: the embedded backend (one server, one file, group commit on a writer thread);
 //! - [`postgres`]: the shared backend (several stateless nodes, one database);
+//! - [`open`]: settings → the opened backend (server, operator commands, `doctor`,
+//!   `check-config`), with the background work it needs;
 //! - [`maintenance`]: the second trait, what operator commands (key rotation, backup,
 //!   reverify, emergency export, audit verify/search/export, doctor) need from either backend.
 //!
@@ -26,6 +28,7 @@ pub mod backend;
 pub mod console;
 pub mod jobs;
 pub mod maintenance;
+pub mod open;
 pub mod payload;
 pub mod postgres;
 pub(crate) mod prepare;

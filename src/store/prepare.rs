@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::audit_hook::{AuditAction, AuditActor, AuditEvent};
 use super::payload::{
-    delivery_place, encode_body, quarantine_place, StoredDelivery, StoredQuarantine,
+    delivery_place, encode_body, quarantine_place, StoredDeliveryRef, StoredQuarantine,
 };
 use super::types::IntakeOutcome;
 use super::StoreError;
@@ -51,26 +51,34 @@ pub(crate) struct PreparedDelivery {
     pub period: String,
     /// The serialized payload ([`StoredDelivery`]), zeroized on drop.
     pub plain: Zeroizing<Vec<u8>>,
+    /// The event type (an identifier, stored in plaintext).
+    pub event_type: String,
+    /// Which dedup rule produced the key (no value).
+    pub dedup_kind: &'static str,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
 }
 
 impl PreparedDelivery {
-    /// Id, blind indexes, period and the serialized payload of `n`.
+    /// Id, blind indexes, period and the serialized payload of `n`. The event normalize built
+    /// is the one sealed: it gets the new delivery id here and is serialized in place.
     pub(crate) fn new(
         keyring: &Keyring,
         input: &IntakeInput,
-        n: &Normalized,
+        n: &mut Normalized,
     ) -> Result<Self, StoreError> {
         let source = input.source.as_str();
         let id = uuid::Uuid::now_v7().to_string();
         let dedup = dedup_index(keyring, source, n);
         let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
         let period = period_of(n.received_at);
-        let plain = plaintext(&StoredDelivery {
+        n.set_delivery_id(&id);
+        let plain = plaintext(&StoredDeliveryRef {
             v: 1,
-            event: n.to_event(&id, source),
-            body_b64: encode_body(&input.body),
-            content_type: input.content_type.clone(),
-            signature_headers: input.signature_headers.clone(),
+            event: n.event(),
+            body: &input.body,
+            content_type: input.content_type.as_deref(),
+            signature_headers: &input.signature_headers,
         })?;
         Ok(Self {
             id,
@@ -78,6 +86,9 @@ impl PreparedDelivery {
             call_ref,
             period,
             plain,
+            event_type: n.event_type.as_str().to_owned(),
+            dedup_kind: n.dedup.kind(),
+            received_at: n.received_at,
         })
     }
 

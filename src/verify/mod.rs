@@ -203,6 +203,10 @@ impl VerifiedDelivery {
     pub fn body(&self) -> &[u8] {
         &self.body
     }
+    /// The raw body bytes that were verified, moved out (intake keeps them without a copy).
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
     /// The request's `Content-Type`, if any.
     pub fn content_type(&self) -> Option<&str> {
         self.content_type.as_deref()

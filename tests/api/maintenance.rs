@@ -237,9 +237,9 @@ async fn seed_old_deliveries(fixture: &Fixture, n: usize, age: chrono::Duration)
                 panic!("the seeded delivery must verify");
             };
             let input = IntakeInput::from_verified(&verified);
-            let normalized = normalize(&input, received).unwrap();
+            let mut normalized = normalize(&input, received).unwrap();
             let store = store.clone();
-            async move { store.intake(input, normalized, Vec::new()).await.unwrap() }
+            async move { store.intake(input, &mut normalized, Vec::new()).await.unwrap() }
         });
         futures_util::future::join_all(batch).await;
     }

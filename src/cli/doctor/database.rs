@@ -9,8 +9,7 @@ use super::files::mode_open_to_others;
 use super::{Check, Paths};
 use crate::config::{Config, StorageBackend};
 use crate::crypto::{Keyring, MasterKey};
-use crate::store::postgres::PgMaintenance;
-use crate::store::sqlite::SqliteMaintenance;
+use crate::store::open::{inspect, StoreSettings};
 use crate::store::Maintenance;
 
 pub(super) fn check_database(paths: &Paths) -> Vec<Check> {
@@ -55,7 +54,7 @@ pub(super) fn check_database(paths: &Paths) -> Vec<Check> {
             }
         }
     }
-    match SqliteMaintenance::without_key(storage, &paths.audit_dir) {
+    match inspect(&sqlite_settings(paths), None) {
         Ok(store) => checks.extend(store.health().into_iter().map(Check::from)),
         Err(e) => checks.push(Check::fail(
             NAME,
@@ -79,9 +78,17 @@ pub(super) fn open_sqlite(
         return Err("the database is missing or not healthy".into());
     }
     let keyring = Keyring::from_master(&MasterKey::load(key_path).map_err(|e| e.to_string())?);
-    SqliteMaintenance::new(&paths.storage, keyring, &paths.audit_dir)
-        .map(|m| Box::new(m) as Box<dyn Maintenance>)
-        .map_err(|e| e.to_string())
+    inspect(&sqlite_settings(paths), Some(keyring)).map_err(|e| e.to_string())
+}
+
+/// The SQLite file and audit folder `doctor` found, as the store builder's settings.
+fn sqlite_settings(paths: &Paths) -> StoreSettings<'_> {
+    StoreSettings {
+        backend: &StorageBackend::Sqlite,
+        sqlite_path: &paths.storage,
+        max_size_mb: None,
+        audit_dir: &paths.audit_dir,
+    }
 }
 
 /// With `[storage] backend = "postgres"`: connect as this node (writing nothing) and run the
@@ -101,7 +108,7 @@ pub(super) fn check_postgres(config_path: &Path) -> (Vec<Check>, Option<Box<dyn 
             )
         }
     };
-    let StorageBackend::Postgres(pg) = &offline.storage_backend else {
+    let StorageBackend::Postgres(_) = &offline.storage_backend else {
         return (
             vec![Check::fail(
                 NAME,
@@ -112,10 +119,10 @@ pub(super) fn check_postgres(config_path: &Path) -> (Vec<Check>, Option<Box<dyn 
         );
     };
     let keyring = Keyring::from_master(&offline.master_key);
-    match PgMaintenance::inspect(pg, keyring, &offline.audit.dir) {
+    match inspect(&StoreSettings::offline(&offline), Some(keyring)) {
         Ok(store) => {
             let checks: Vec<Check> = store.health().into_iter().map(Check::from).collect();
-            (checks, Some(Box::new(store)))
+            (checks, Some(store))
         }
         Err(e) => (
             vec![Check::fail(

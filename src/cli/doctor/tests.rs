@@ -243,9 +243,9 @@ mod checks {
             Envelope::NextPhone,
             br#"{"event":"call.ended","data":{"call_id":"c1","caller":{"name":"Zqx Doe"}}}"#,
         );
-        let n = normalize(&input, Utc::now()).unwrap();
+        let mut n = normalize(&input, Utc::now()).unwrap();
         store
-            .intake(input, n, vec![JobSpec::new("crm")])
+            .intake(input, &mut n, vec![JobSpec::new("crm")])
             .await
             .unwrap();
 

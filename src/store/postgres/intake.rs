@@ -32,15 +32,16 @@ use crate::store::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
 pub(super) async fn intake(
     store: &PgStore,
     input: IntakeInput,
-    n: Normalized,
+    n: &mut Normalized,
     jobs: Vec<JobSpec>,
 ) -> Result<IntakeOutcome, StoreError> {
     let handlers: Vec<String> = jobs.into_iter().map(|j| j.handler).collect();
     // A delivery sealed under a generation that a rotation has just replaced comes back once
     // to be sealed under the new one; twice in a row means rotations faster than commits.
     for _ in 0..3 {
-        let prepared = prepare(store, &input, &n, handlers.clone()).await?;
+        let prepared = prepare(store, &input, n, handlers.clone()).await?;
         if let Some(outcome) = store.inner.committer.submit(prepared).await? {
+            n.set_delivery_id(outcome.delivery_id());
             return Ok(outcome);
         }
     }
@@ -53,7 +54,7 @@ pub(super) async fn intake(
 pub(super) async fn prepare(
     store: &PgStore,
     input: &IntakeInput,
-    n: &Normalized,
+    n: &mut Normalized,
     handlers: Vec<String>,
 ) -> Result<PreparedIntake, StoreError> {
     let source = input.source.as_str();
@@ -71,15 +72,18 @@ pub(super) async fn prepare(
         id,
         dedup,
         call_ref,
+        event_type,
+        dedup_kind,
+        received_at,
         ..
     } = delivery;
     Ok(PreparedIntake {
         source: source.to_owned(),
-        event_type: n.event_type.as_str().to_owned(),
-        dedup_kind: n.dedup.kind(),
+        event_type,
+        dedup_kind,
         dedup,
         call_ref,
-        received_at: n.received_at,
+        received_at,
         key_id,
         nonce: sealed.nonce,
         ciphertext: sealed.ciphertext,

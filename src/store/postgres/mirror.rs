@@ -47,25 +47,47 @@ impl NodeMirror {
     }
 }
 
+/// The running mirror task of a store; [`MirrorTask::stop`] ends it and waits for the step in
+/// flight, so nothing writes the mirror afterwards.
+#[derive(Debug)]
+pub struct MirrorTask {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MirrorTask {
+    /// Stop the task and wait until its current catch-up (if any) has finished writing.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// Start the mirror task of `store`, if it has a mirror. The task holds the store weakly and
-/// ends once every clone of the store is gone.
-pub(super) fn start(store: &PgStore) {
-    let Some(m) = &store.inner.mirror else {
-        return;
-    };
+/// ends once every clone of the store is gone or when stopped.
+pub(super) fn start(store: &PgStore) -> Option<MirrorTask> {
+    let m = store.inner.mirror.as_ref()?;
     let wake = Arc::clone(&m.wake);
     let weak: Weak<Inner> = Arc::downgrade(&store.inner);
-    tokio::spawn(async move {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
         loop {
+            if *stopped.borrow() {
+                return;
+            }
             let Some(inner) = weak.upgrade() else { return };
             let store = PgStore { inner };
             if let Err(e) = catch_up(&store).await {
                 tracing::warn!(error = %e, "audit mirror catch-up failed; retrying");
             }
             drop(store);
-            let _ = tokio::time::timeout(TICK, wake.notified()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(TICK, wake.notified()) => {}
+                _ = stopped.changed() => return,
+            }
         }
     });
+    Some(MirrorTask { stop, task })
 }
 
 /// Copy this node's committed records not yet in its mirror.

@@ -71,6 +71,7 @@ use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 pub use audit::{verify_audit, NodeChainReport};
 pub use audit_chain::{PgChain, PgRecords};
 pub use maintenance::{PgMaintenance, BACKUP_PROCEDURE};
+pub use mirror::MirrorTask;
 pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
 
 // The connection settings are plain config (`[storage.postgres]`, checked there).
@@ -136,20 +137,35 @@ impl PgStore {
 
     /// [`PgStore::open`], mirroring this node's committed audit records to `mirror` (its JSONL
     /// files and, if the mirror has a checkpoint policy, signed checkpoints) from a background
-    /// task woken after each successful operation. See [`mirror`].
-    #[tracing::instrument(skip_all, fields(node_id = %settings.node_id))]
+    /// task woken after each successful operation. See [`mirror`]. The task runs until every
+    /// clone of the store is dropped; use [`PgStore::open_with_mirror_task`] to stop it at a
+    /// chosen moment.
     pub async fn open_with_mirror(
         settings: &PgSettings,
         keyring: Keyring,
         mirror: Option<Arc<crate::audit::Mirror>>,
     ) -> Result<Self, StoreError> {
+        Ok(Self::open_with_mirror_task(settings, keyring, mirror)
+            .await?
+            .0)
+    }
+
+    /// [`PgStore::open_with_mirror`], returning the mirror task (when there is a mirror) so
+    /// that a graceful shutdown can stop it and wait for its last write before the final
+    /// checkpoint.
+    #[tracing::instrument(skip_all, fields(node_id = %settings.node_id))]
+    pub async fn open_with_mirror_task(
+        settings: &PgSettings,
+        keyring: Keyring,
+        mirror: Option<Arc<crate::audit::Mirror>>,
+    ) -> Result<(Self, Option<MirrorTask>), StoreError> {
         let store = Self::build(settings, keyring, mirror)?;
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
         audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
         drop(client);
-        mirror::start(&store);
-        Ok(store)
+        let task = mirror::start(&store);
+        Ok((store, task))
     }
 
     fn build(
@@ -240,6 +256,12 @@ impl PgStore {
     }
 }
 
+/// Check that `settings` make a connection pool (the URL parses, the CA file holds usable
+/// certificates) without connecting: what `check-config` can prove offline.
+pub fn check_settings(settings: &PgSettings) -> Result<(), PgSetupError> {
+    build_pool(settings).map(drop)
+}
+
 /// The pool: each connection verified with the configured TLS, at most `pool_size` of them,
 /// and a bounded wait so a saturated or unreachable database answers 503 rather than hanging.
 fn build_pool(settings: &PgSettings) -> Result<Pool, PgSetupError> {
@@ -314,12 +336,12 @@ impl Storage for PgStore {
         ))
     }
 
-    fn intake(
-        &self,
+    fn intake<'a>(
+        &'a self,
         input: IntakeInput,
-        normalized: Normalized,
+        normalized: &'a mut Normalized,
         jobs: Vec<JobSpec>,
-    ) -> StoreFuture<'_, IntakeOutcome> {
+    ) -> StoreFuture<'a, IntakeOutcome> {
         Box::pin(async move { self.track(intake::intake(self, input, normalized, jobs).await) })
     }
 

@@ -43,8 +43,8 @@ async fn a_job_whose_lease_expired_is_taken_over_and_the_late_finish_changes_not
     };
     let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
     let input = nextphone("call.ended", "c1");
-    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
-    a.intake(input, n, vec![JobSpec::new("crm")])
+    let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    a.intake(input, &mut n, vec![JobSpec::new("crm")])
         .await
         .expect("intake");
     // Node A claims with a lease that is over at once: as if it died mid-attempt.
@@ -102,8 +102,8 @@ async fn a_node_restarting_releases_only_its_own_leases() {
     let (a, b) = (open(&db, "node-a").await, open(&db, "node-b").await);
     for call in ["c1", "c2"] {
         let input = nextphone("call.ended", call);
-        let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
-        a.intake(input, n, vec![JobSpec::new("crm")])
+        let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+        a.intake(input, &mut n, vec![JobSpec::new("crm")])
             .await
             .expect("intake");
     }
@@ -215,9 +215,9 @@ async fn a_saturated_pool_answers_unavailable_and_readiness_recovers() {
     let store = PgStore::open(&settings, keyring()).await.expect("open");
     let held = store.client().await.expect("the only connection");
     let input = nextphone("call.ended", "c1");
-    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
     let err = store
-        .intake(input, n, Vec::new())
+        .intake(input, &mut n, Vec::new())
         .await
         .expect_err("no connection is free");
     assert!(err.is_unavailable(), "{err}");
@@ -415,8 +415,8 @@ fn committer_context(store: &PgStore) -> super::committer::Context {
 
 async fn prepared(store: &PgStore, call: &str) -> super::committer::PreparedIntake {
     let input = nextphone("call.ended", call);
-    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
-    super::intake::prepare(store, &input, &n, vec!["crm".to_owned()])
+    let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    super::intake::prepare(store, &input, &mut n, vec!["crm".to_owned()])
         .await
         .expect("prepare")
 }
@@ -512,8 +512,8 @@ async fn two_hundred_concurrent_intakes_are_all_answered_with_one_row_each_and_a
         let store = store.clone();
         async move {
             let input = nextphone("call.ended", &format!("c{i}"));
-            let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
-            store.intake(input, n, vec![JobSpec::new("crm")]).await
+            let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+            store.intake(input, &mut n, vec![JobSpec::new("crm")]).await
         }
     });
     let standalone = store.record_audit(crate::audit::lifecycle_record(
@@ -594,8 +594,11 @@ async fn a_rotation_on_another_node_applies_to_the_next_intake_sealed_under_the_
     };
     let store = open(&db, "n1").await;
     let input = nextphone("call.ended", "c1");
-    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
-    store.intake(input, n, Vec::new()).await.expect("intake");
+    let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    store
+        .intake(input, &mut n, Vec::new())
+        .await
+        .expect("intake");
     let admin = db.client().await;
     // What `keys rotate` on another node does; this node still caches generation 1's key.
     admin
@@ -607,8 +610,11 @@ async fn a_rotation_on_another_node_applies_to_the_next_intake_sealed_under_the_
         .expect("rotate");
 
     let input = nextphone("call.ended", "c2");
-    let n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
-    let outcome = store.intake(input, n, Vec::new()).await.expect("intake");
+    let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+    let outcome = store
+        .intake(input, &mut n, Vec::new())
+        .await
+        .expect("intake");
 
     let IntakeOutcome::Accepted { delivery_id } = outcome else {
         panic!("{outcome:?}");

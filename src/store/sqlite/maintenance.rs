@@ -78,10 +78,7 @@ impl SqliteMaintenance {
     /// For checks that decrypt nothing and verify nothing (`doctor` when the master key is not
     /// usable): a keyring no data was sealed under, so nothing could be read with it.
     pub fn without_key(path: &Path, audit_dir: &Path) -> Result<Self, StoreError> {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-        let keyring = Keyring::from_master(&crate::crypto::MasterKey::from_bytes(bytes));
-        Self::new(path, keyring, audit_dir)
+        Self::new(path, crate::store::open::unusable_keyring(), audit_dir)
     }
 
     fn read_only(&self) -> Result<Connection, StoreError> {

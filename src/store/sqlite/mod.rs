@@ -205,11 +205,13 @@ impl Store {
 
     /// Deduplicate, encrypt and commit a normalized delivery, with one job row per matched
     /// handler, and answer only after the transaction is fsync'd.
+    /// The event in `normalized` is the one sealed; afterwards it carries the delivery id
+    /// (for a duplicate, the first delivery's).
     #[tracing::instrument(skip_all, fields(source = %input.source(), event_type = %normalized.event_type.as_str()))]
     pub async fn intake(
         &self,
         input: IntakeInput,
-        normalized: Normalized,
+        normalized: &mut Normalized,
         jobs: Vec<JobSpec>,
     ) -> Result<IntakeOutcome, StoreError> {
         // Blind indexes, serialization and encryption here, on the caller's task: the single
@@ -218,20 +220,21 @@ impl Store {
             &self.shared.keyring,
             &self.shared.write_key,
             &input,
-            &normalized,
+            normalized,
         )?;
         let (reply, answer) = oneshot::channel();
         self.send(writer::Command::Intake(Box::new(writer::IntakeRequest {
             input,
-            normalized,
             jobs,
             prepared,
             reply,
         })))
         .await?;
-        answer
+        let outcome = answer
             .await
-            .map_err(|_| StoreError::Unavailable("writer stopped"))?
+            .map_err(|_| StoreError::Unavailable("writer stopped"))??;
+        normalized.set_delivery_id(outcome.delivery_id());
+        Ok(outcome)
     }
 
     /// Store an authentic delivery that could not be normalized, encrypted, for repair or

@@ -46,12 +46,12 @@ impl Storage for Store {
         Arc::new(super::forward::SqliteForward::new(self.clone()))
     }
 
-    fn intake(
-        &self,
+    fn intake<'a>(
+        &'a self,
         input: IntakeInput,
-        normalized: Normalized,
+        normalized: &'a mut Normalized,
         jobs: Vec<JobSpec>,
-    ) -> StoreFuture<'_, IntakeOutcome> {
+    ) -> StoreFuture<'a, IntakeOutcome> {
         Box::pin(Store::intake(self, input, normalized, jobs))
     }
 

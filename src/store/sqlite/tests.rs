@@ -43,9 +43,13 @@ async fn submit_at(
     jobs: &[&str],
     at: chrono::DateTime<Utc>,
 ) -> Result<IntakeOutcome, StoreError> {
-    let n = normalize(&input, at).expect("normalizes");
+    let mut n = normalize(&input, at).expect("normalizes");
     store
-        .intake(input, n, jobs.iter().map(|h| JobSpec::new(*h)).collect())
+        .intake(
+            input,
+            &mut n,
+            jobs.iter().map(|h| JobSpec::new(*h)).collect(),
+        )
         .await
 }
 

@@ -42,7 +42,6 @@ use crate::store::StoreError;
 
 pub(crate) struct IntakeRequest {
     pub input: IntakeInput,
-    pub normalized: Normalized,
     pub jobs: Vec<JobSpec>,
     pub prepared: Prepared,
     pub reply: oneshot::Sender<Result<IntakeOutcome, StoreError>>,
@@ -102,7 +101,7 @@ pub(crate) fn prepare(
     keyring: &Keyring,
     slot: &KeySlot,
     input: &IntakeInput,
-    n: &Normalized,
+    n: &mut Normalized,
 ) -> Result<Prepared, StoreError> {
     let delivery = PreparedDelivery::new(keyring, input, n)?;
     let sealed = match slot.get() {
@@ -113,8 +112,8 @@ pub(crate) fn prepare(
         _ => None,
     };
     Ok(Prepared {
+        received: db_time(delivery.received_at),
         delivery,
-        received: db_time(n.received_at),
         sealed,
     })
 }
@@ -162,9 +161,13 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
 ) -> Result<(), StoreError> {
+    // The checkpointer's connection is opened here, before `Store::open` returns, not on the
+    // writer thread: a connection opened later by path could land on another file put there
+    // meanwhile (a restored backup, a test's fresh database) and switch it to WAL mode.
+    let checkpointer = spawn_checkpointer(&shared);
     std::thread::Builder::new()
         .name("wardhook-store-writer".into())
-        .spawn(move || run(conn, &shared, rx))
+        .spawn(move || run(conn, &shared, rx, checkpointer))
         .map(drop)
         .map_err(|e| StoreError::Io {
             path: "writer thread".into(),
@@ -244,7 +247,12 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
     })
 }
 
-fn run(mut conn: Connection, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
+fn run(
+    mut conn: Connection,
+    shared: &Shared,
+    mut rx: mpsc::Receiver<Command>,
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, Arc<AtomicI64>)>,
+) {
     let max_batch = shared.options.max_batch.max(1);
     let mut cache = WriteKeyCache::new();
     let mut batch: Vec<Command> = Vec::with_capacity(max_batch);
@@ -253,15 +261,16 @@ fn run(mut conn: Connection, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
         tracing::warn!(error = %e, "cannot set temp_store");
     }
     let _ = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT);
-    let checkpointer = spawn_checkpointer(shared).and_then(|c| {
-        match conn.pragma_update(None, "wal_autocheckpoint", 0) {
-            Ok(()) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot turn off automatic checkpoints");
-                None
-            }
-        }
-    });
+    let checkpointer =
+        checkpointer.and_then(
+            |c| match conn.pragma_update(None, "wal_autocheckpoint", 0) {
+                Ok(()) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot turn off automatic checkpoints");
+                    None
+                }
+            },
+        );
     let mut state = WriterState {
         cache: &mut cache,
         last_key: None,
@@ -536,13 +545,12 @@ fn intake_one(
     audit_out: &mut Vec<AppendedRecord>,
 ) -> Result<IntakeOutcome, StoreError> {
     let input = &req.input;
-    let n = &req.normalized;
     let p = &req.prepared.delivery;
     let source = input.source.as_str();
     let facts = IntakeFacts {
         source,
         call_ref: p.call_ref.as_deref(),
-        event_type: n.event_type.as_str(),
+        event_type: &p.event_type,
         remote_addr: input.client_ip,
         key_id: None,
         jobs: req.jobs.len(),
@@ -577,8 +585,8 @@ fn intake_one(
     .execute(params![
         id,
         source,
-        n.event_type.as_str(),
-        n.dedup.kind(),
+        p.event_type,
+        p.dedup_kind,
         p.dedup,
         p.call_ref,
         req.prepared.received,
