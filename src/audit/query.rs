@@ -132,27 +132,41 @@ fn csv_line(node: Option<&str>, r: &StoredRecord) -> String {
     line
 }
 
-/// The header an export in `format` starts with (CSV's column names; nothing for JSONL).
-pub(crate) fn export_header(format: ExportFormat) -> &'static str {
-    match format {
-        ExportFormat::Csv => CSV_HEADER,
-        ExportFormat::Jsonl | ExportFormat::Fhir => "",
+/// The header a console export in `format` starts with: CSV's column names, ending with a
+/// `node` column when the records carry their node (PostgreSQL); nothing for JSONL.
+pub(crate) fn export_header(format: ExportFormat, with_node: bool) -> String {
+    match (format, with_node) {
+        (ExportFormat::Csv, true) => format!("{},node\n", CSV_HEADER.trim_end()),
+        (ExportFormat::Csv, false) => CSV_HEADER.to_owned(),
+        (ExportFormat::Jsonl, _) => String::new(),
+        (ExportFormat::Fhir, _) => String::new(),
     }
 }
 
-/// One record as a line of an export in `format`, newline included.
-pub(crate) fn export_line(r: &StoredRecord, format: ExportFormat) -> String {
+/// One record of `node`'s chain as a line of a console export in `format`, newline included:
+/// JSONL carries `node` as the mirror line does; CSV ends with the node column. The columns
+/// before it are the single-chain export's, so a reader of SQLite exports reads these too.
+pub(crate) fn export_line(node: Option<&str>, r: &StoredRecord, format: ExportFormat) -> String {
     match format {
         ExportFormat::Jsonl => {
-            let mut l = JsonLine::render(r);
+            let mut l = JsonLine::render_on(node, r);
             l.push('\n');
             l
         }
-        ExportFormat::Csv => csv_line(None, r),
+        ExportFormat::Csv => {
+            let mut l = csv_line(None, r);
+            if let Some(node) = node {
+                l.pop();
+                l.push(',');
+                csv_field(&mut l, node);
+                l.push('\n');
+            }
+            l
+        }
         // Line by line there is no Bundle around the resources: one AuditEvent per line, the
         // FHIR bulk data (NDJSON) form.
         ExportFormat::Fhir => {
-            let mut l = super::fhir::audit_event(None, r).to_string();
+            let mut l = super::fhir::audit_event(node, r).to_string();
             l.push('\n');
             l
         }

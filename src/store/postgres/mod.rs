@@ -27,6 +27,7 @@ mod audit;
 mod audit_chain;
 mod committer;
 mod console;
+mod console_audit;
 mod dead;
 mod diagnose;
 mod error;

@@ -22,6 +22,7 @@ pub(crate) mod audit;
 pub mod audit_log;
 mod backup;
 mod console;
+mod console_audit;
 pub mod emergency;
 pub mod forward;
 mod health;
