@@ -358,6 +358,11 @@ string_enum! {
         TokenCreated => "token_created",
         /// An admin console token was revoked.
         TokenRevoked => "token_revoked",
+        /// A call recording or transcript the sender linked to was downloaded and stored
+        /// encrypted (its id, size and SHA-256; never its URL).
+        ArtifactCaptured => "artifact_captured",
+        /// A captured artifact was deleted at the vendor after its capture was verified.
+        ArtifactDeletedAtVendor => "artifact_deleted_at_vendor",
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod artifacts;
 mod audit_hook;
 pub mod backend;
 pub mod console;
@@ -36,6 +37,8 @@ pub mod types;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_artifacts;
 #[cfg(test)]
 mod conformance_maintenance;
 

@@ -42,6 +42,10 @@ impl Storage for Store {
         self
     }
 
+    fn artifacts(&self) -> &dyn crate::store::artifacts::ArtifactStore {
+        self
+    }
+
     fn intake(
         &self,
         input: IntakeInput,
