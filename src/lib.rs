@@ -74,6 +74,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod artifacts;
 pub mod audit;
 pub mod certs;
 pub mod cli;

@@ -362,6 +362,11 @@ string_enum! {
         RelayBuffered => "relay_buffered",
         /// A DMZ relay handed a sealed delivery over to the inside node (acknowledged, deleted).
         RelayHandedOver => "relay_handed_over",
+        /// A call recording or transcript the sender linked to was downloaded and stored
+        /// encrypted (its id, size and SHA-256; never its URL).
+        ArtifactCaptured => "artifact_captured",
+        /// A captured artifact was deleted at the vendor after its capture was verified.
+        ArtifactDeletedAtVendor => "artifact_deleted_at_vendor",
     }
 }
 

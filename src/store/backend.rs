@@ -45,6 +45,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// What the operator console reads and writes (tokens, health numbers, audit reads).
     fn console(&self) -> &dyn super::Console;
 
+    /// Captured artifacts (call recordings, transcripts): their rows and sealed file keys.
+    fn artifacts(&self) -> &dyn super::artifacts::ArtifactStore;
+
     /// Deduplicate, encrypt and commit a normalized delivery with one job per matched handler,
     /// and its audit record; answer only after the commit is durable.
     ///

@@ -25,7 +25,7 @@ use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, Outcome};
 use crate::normalize::{normalize, Envelope, IntakeInput};
 
 /// One database and the means to open nodes on it and inspect it.
-enum Harness {
+pub(super) enum Harness {
     Sqlite {
         _dir: tempfile::TempDir,
         path: PathBuf,
@@ -36,18 +36,18 @@ enum Harness {
 }
 
 impl Harness {
-    fn sqlite() -> Self {
+    pub(super) fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("w.db");
         Self::Sqlite { _dir: dir, path }
     }
 
-    async fn postgres() -> Option<Self> {
+    pub(super) async fn postgres() -> Option<Self> {
         TestDb::create().await.map(|db| Self::Postgres { db })
     }
 
     /// A store on this database acting as node `node_id`.
-    async fn node(&self, node_id: &str) -> Arc<dyn Storage> {
+    pub(super) async fn node(&self, node_id: &str) -> Arc<dyn Storage> {
         match self {
             Self::Sqlite { path, .. } => Arc::new(
                 Store::open(path, keyring(), StoreOptions::default()).expect("open sqlite"),
@@ -61,7 +61,7 @@ impl Harness {
     }
 
     /// A single number from SQL that reads the same in both dialects.
-    async fn count(&self, sql: &str) -> i64 {
+    pub(super) async fn count(&self, sql: &str) -> i64 {
         match self {
             Self::Sqlite { path, .. } => rusqlite::Connection::open(path)
                 .expect("open")
@@ -78,7 +78,7 @@ impl Harness {
     }
 
     /// Verify the audit log; the number of records verified, or the failure's text.
-    async fn verify_audit(&self) -> Result<u64, String> {
+    pub(super) async fn verify_audit(&self) -> Result<u64, String> {
         match self {
             Self::Sqlite { path, .. } => {
                 let conn = rusqlite::Connection::open(path).expect("open");

@@ -23,6 +23,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod artifacts;
 mod audit_hook;
 pub mod backend;
 pub mod console;
@@ -40,6 +41,8 @@ pub mod types;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_artifacts;
 #[cfg(test)]
 mod conformance_maintenance;
 

@@ -23,6 +23,7 @@
 //! standby. Connection loss, pool exhaustion, a full disk or a read-only (failed-over) server
 //! are [`StoreError::Unavailable`]: 503 with `Retry-After`, readiness red.
 
+mod artifacts;
 mod audit;
 mod audit_chain;
 mod committer;
@@ -163,6 +164,7 @@ impl PgStore {
         let store = Self::build(settings, keyring, mirror)?;
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
+        artifacts::migrate(&mut client).await?;
         audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
         drop(client);
         let task = mirror::start(&store);
@@ -335,6 +337,10 @@ impl Storage for PgStore {
             self,
             tokio::runtime::Handle::current(),
         ))
+    }
+
+    fn artifacts(&self) -> &dyn crate::store::artifacts::ArtifactStore {
+        self
     }
 
     fn intake<'a>(

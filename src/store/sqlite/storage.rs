@@ -46,6 +46,10 @@ impl Storage for Store {
         Arc::new(super::forward::SqliteForward::new(self.clone()))
     }
 
+    fn artifacts(&self) -> &dyn crate::store::artifacts::ArtifactStore {
+        self
+    }
+
     fn intake<'a>(
         &'a self,
         input: IntakeInput,
