@@ -203,7 +203,7 @@ pub fn export(
             }
             ExportFormat::Csv => csv_line(node, r),
             // Not reached (FHIR exports return above); one resource per line if it were.
-            ExportFormat::Fhir => export_line(r, ExportFormat::Fhir),
+            ExportFormat::Fhir => export_line(node, r, ExportFormat::Fhir),
         };
         out.write_all(line.as_bytes()).map_err(AuditError::Output)?;
         done += 1;

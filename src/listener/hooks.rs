@@ -398,7 +398,7 @@ async fn hand_off(
     let normalized = normalize(&input, received_at).ok();
     let realtime = normalized.as_ref().and_then(|n| {
         let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-        plan.route(&n.to_event("", input.source()), received_at)
+        plan.route(n.event(), received_at)
             .realtime
     });
     let dedup = normalized.map_or_else(
@@ -449,7 +449,7 @@ pub async fn ingest_relayed(
     input: IntakeInput,
     received_at: chrono::DateTime<Utc>,
 ) -> Result<RelayedOutcome, RelayedError> {
-    let (input, normalized) = match normalize_or_quarantine(state, input, received_at).await {
+    let (input, mut normalized) = match normalize_or_quarantine(state, input, received_at).await {
         Ok(n) => n,
         Err(HookError::Quarantined { quarantine_id, .. }) => {
             return Ok(RelayedOutcome::Quarantined(quarantine_id))
@@ -457,10 +457,8 @@ pub async fn ingest_relayed(
         Err(_) => return Err(RelayedError),
     };
     let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let event = normalized.to_event("", input.source());
-    let Routing { jobs, .. } = plan.route(&event, Utc::now());
-    drop(event);
-    match intake(state, input, normalized, jobs).await {
+    let Routing { jobs, .. } = plan.route(normalized.event(), Utc::now());
+    match intake(state, input, &mut normalized, jobs).await {
         Ok(IntakeOutcome::Accepted { delivery_id }) => Ok(RelayedOutcome::Accepted(delivery_id)),
         Ok(IntakeOutcome::Duplicate { delivery_id }) => Ok(RelayedOutcome::Duplicate(delivery_id)),
         Err(_) => Err(RelayedError),

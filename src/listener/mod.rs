@@ -173,6 +173,8 @@ impl AppState {
     /// and buffered) instead of intake; everything before that is the same.
     pub fn with_handoff(mut self, handoff: Arc<dyn handoff::Handoff>) -> Self {
         self.handoff = Some(handoff);
+        self
+    }
 
     /// Export a trace of each stored delivery through `traces`.
     #[must_use]

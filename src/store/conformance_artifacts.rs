@@ -31,10 +31,10 @@ fn new_artifact(id: &str, delivery_id: &str, key: u8) -> NewArtifact {
 /// A delivery received three days ago, so `purge` up to now may take its period.
 async fn delivery(store: &dyn super::Storage, call: &str) -> String {
     let input = nextphone("call.ended", call);
-    let normalized =
+    let mut normalized =
         crate::normalize::normalize(&input, Utc::now() - Duration::days(3)).expect("normalizes");
     match store
-        .intake(input, normalized, vec![super::JobSpec::new("crm")])
+        .intake(input, &mut normalized, vec![super::JobSpec::new("crm")])
         .await
         .expect("submit")
     {
