@@ -105,7 +105,10 @@ pub struct Backlog {
 }
 
 /// A `put` waiting for the writer, with where its answer goes.
-type PendingPut = (Box<NewSealed>, oneshot::Sender<Result<Buffered, BufferError>>);
+type PendingPut = (
+    Box<NewSealed>,
+    oneshot::Sender<Result<Buffered, BufferError>>,
+);
 
 enum Op {
     Put(

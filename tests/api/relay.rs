@@ -416,6 +416,7 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
         "buffered while the inside node is away"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let inside_started = chrono::Utc::now();
     let inside = pair.start_inside();
     wait_for("the relay to be drained", Duration::from_secs(30), || {
         pair.relay_backlog() == 0
@@ -447,8 +448,17 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
     };
     assert_eq!(count("relay_buffered"), 30);
     assert_eq!(count("relay_handed_over"), 30);
-    // The sealed record kept the sender's signature: the inside copy re-verifies.
+    // Intake ran with the relay's receipt time, not the time of the pull.
     let store = pair.inside_store();
+    for row in list_deliveries(&store, &ListFilter::default()).unwrap() {
+        let event = show_delivery(&store, &row.id, &Requester::cli_user()).unwrap();
+        assert!(
+            event.received_at < inside_started,
+            "{} is the pull time",
+            event.received_at
+        );
+    }
+    // The sealed record kept the sender's signature: the inside copy re-verifies.
     let id = list_deliveries(&store, &ListFilter::default()).unwrap()[0]
         .id
         .clone();
