@@ -10,11 +10,13 @@
 //!            app/                 wiring: build.rs (settings → each stage's runtime, the same
 //!              │                  builders for serve and check-config), storage.rs (opens the
 //!              │                  backend), run.rs, reload.rs (SIGHUP), shutdown.rs
-//!   ┌──────────┼──────────────────────┐
-//! listener/    admin/                  the process's faces: senders (hooks.rs: cap → verify →
-//!   │          │                       normalize → plan → intake → respond; hook_error.rs is
-//!   │          │                       every refusal), operators (console, API, /metrics)
-//!   │          │
+//!   ┌──────────┼──────────────┬───────┐
+//! listener/    admin/        relay/    the process's faces: senders (hooks.rs: cap → verify →
+//!   │          │              │        normalize → plan → intake → respond; hook_error.rs is
+//!   │          │              │        every refusal), operators (console, API, /metrics),
+//!   │          │              │        the DMZ relay (seal.rs HPKE, sealer.rs the listener's
+//!   │          │              │        handoff, pull_api.rs, puller.rs on the inside node)
+//!   │          │              │
 //! verify/ · normalize/ · dispatch/     sender schemes → canonical event → route plan (plan.rs),
 //!   │                     │            workers (worker.rs), real-time replies, handler registry
 //!   │                     └──────────▶ handlers/sdk ◀── handlers/* (one crate per destination)
@@ -57,6 +59,12 @@
 //! 7. [`dispatch`] (workers) — leased jobs run through the handlers (`handlers/*` crates on the
 //!    SDK) with retries, dead letters, bounded destination delays and panics contained per
 //!    attempt; real-time routes run inline under their deadline.
+//!
+//! Beside the path, for clinics whose inside network accepts no inbound connection: `relay`
+//! (docs/RELAY.md) — `wardhook relay` runs the listener in the DMZ with a handoff that seals
+//! each verified delivery to the inside node's public key and commits it to its own SQLite
+//! (`store::relay_buffer`); the inside node's puller fetches the sealed records over mutual TLS
+//! and runs them through its normal intake (`listener::ingest_relayed`).
 //!
 //! Around them: [`config`] (plain settings, checked at start with every problem reported; it
 //! imports no stage), [`secret`] (`env:`/`file:` references and the master key, zeroized),

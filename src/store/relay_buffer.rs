@@ -104,6 +104,12 @@ pub struct Backlog {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// A `put` waiting for the writer, with where its answer goes.
+type PendingPut = (
+    Box<NewSealed>,
+    oneshot::Sender<Result<Buffered, BufferError>>,
+);
+
 enum Op {
     Put(
         Box<NewSealed>,
@@ -346,13 +352,7 @@ impl Writer {
     }
 
     /// One transaction for a group of puts; every caller gets its own answer after the commit.
-    fn put_group(
-        &mut self,
-        puts: Vec<(
-            Box<NewSealed>,
-            oneshot::Sender<Result<Buffered, BufferError>>,
-        )>,
-    ) {
+    fn put_group(&mut self, puts: Vec<PendingPut>) {
         let mut answers: Vec<Result<Buffered, BufferError>> = Vec::with_capacity(puts.len());
         let bytes_before = self.bytes;
         let result = (|| -> Result<(), StoreError> {

@@ -416,6 +416,7 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
         "buffered while the inside node is away"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let inside_started = chrono::Utc::now();
     let inside = pair.start_inside();
     wait_for("the relay to be drained", Duration::from_secs(30), || {
         pair.relay_backlog() == 0
@@ -425,6 +426,52 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
     let calls = pair.inside_calls_in_commit_order();
     let expected: Vec<String> = (0..30).map(|n| format!("order-{n:02}")).collect();
     assert_eq!(calls, expected, "drained in the relay's order");
+    // The relay's audit chain (its receipts and hand-overs beside its own records) verifies.
+    let out = Command::new(wardhook_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(pair.path("relay/relay.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = rusqlite::Connection::open(pair.path("relay/data/relay.db")).unwrap();
+    let count = |action: &str| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM audit_log WHERE action = ?1",
+            [action],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(count("relay_buffered"), 30);
+    assert_eq!(count("relay_handed_over"), 30);
+    // Intake ran with the relay's receipt time, not the time of the pull.
+    let store = pair.inside_store();
+    for row in list_deliveries(&store, &ListFilter::default()).unwrap() {
+        let event = show_delivery(&store, &row.id, &Requester::cli_user()).unwrap();
+        assert!(
+            event.received_at < inside_started,
+            "{} is the pull time",
+            event.received_at
+        );
+    }
+    // The sealed record kept the sender's signature: the inside copy re-verifies.
+    let id = list_deliveries(&store, &ListFilter::default()).unwrap()[0]
+        .id
+        .clone();
+    let out = Command::new(wardhook_bin())
+        .args(["deliveries", "reverify", &id, "--config"])
+        .arg(pair.path("inside/wardhook.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Senders hammer the relay while it is killed with SIGKILL, twice; afterwards the inside node
