@@ -191,6 +191,7 @@ fn check_endpoint(u: url::Url, problems: &mut dyn FnMut(&str, String)) -> Option
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -366,6 +366,7 @@ fn build_exporter(settings: &TracesSettings) -> Result<Exporter, TracesError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
