@@ -21,6 +21,7 @@ mod listener_safety;
 mod maintenance;
 mod multinode;
 mod multinode_audit;
+mod multinode_nodes;
 mod operations;
 mod outside_numbers;
 mod postgres;
