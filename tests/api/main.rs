@@ -25,6 +25,7 @@ mod listener_safety;
 mod maintenance;
 mod multinode;
 mod multinode_audit;
+mod multinode_nodes;
 mod operations;
 mod otlp;
 mod outside_numbers;

@@ -38,10 +38,7 @@ pub(super) async fn audit(
     req: HttpRequest,
     q: web::Query<AuditQuery>,
 ) -> HttpResponse {
-    let s = match page_guard(&console, &req, Permission::ReadAudit, ("audit", None)).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_return!(page_guard(&console, &req, Permission::ReadAudit, ("audit", None)).await);
     let mut q = q.into_inner();
     q.limit = Some(q.limit.unwrap_or(100).min(1000));
     let result = match api::verify_json(&console).await {
@@ -151,18 +148,16 @@ pub(super) async fn audit_export(
     form: web::Form<ExportForm>,
 ) -> HttpResponse {
     let f = form.into_inner();
-    let s = match form_guard(
-        &console,
-        &req,
-        &f.csrf,
-        Permission::ReadAudit,
-        ("audit", None),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_return!(
+        form_guard(
+            &console,
+            &req,
+            &f.csrf,
+            Permission::ReadAudit,
+            ("audit", None),
+        )
+        .await
+    );
     let q = AuditQuery {
         since: f.since,
         until: f.until,

@@ -25,10 +25,7 @@ pub(super) async fn dead_letters(
     req: HttpRequest,
     q: web::Query<DeadQuery>,
 ) -> HttpResponse {
-    let s = match page_guard(&console, &req, Permission::ReadMetadata, ("job", None)).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_return!(page_guard(&console, &req, Permission::ReadMetadata, ("job", None)).await);
     let filter = DeadFilter {
         handler: q.handler.clone().filter(|x| !x.is_empty()),
         source: q.source.clone().filter(|x| !x.is_empty()),
@@ -143,27 +140,11 @@ pub(super) async fn retry_one(
     path: web::Path<i64>,
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
-    let job = path.into_inner();
-    let s = match form_guard(
-        &console,
-        &req,
-        &form.csrf,
-        Permission::Requeue,
-        ("job", None),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let filter = DeadFilter {
-        job_id: Some(job),
+        job_id: Some(path.into_inner()),
         ..DeadFilter::default()
     };
-    match api::retry_for(&console, &s.principal, filter).await {
-        Ok(n) => redirect(&format!("/dead-letters?done={n}")),
-        Err(e) => api_error_page(&e, Some(&s)),
-    }
+    retry(&console, &req, &form.csrf, filter).await
 }
 
 pub(super) async fn retry_all(
@@ -171,25 +152,25 @@ pub(super) async fn retry_all(
     req: HttpRequest,
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
-    let s = match form_guard(
-        &console,
-        &req,
-        &form.csrf,
-        Permission::Requeue,
-        ("job", None),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let filter = DeadFilter {
         handler: form.handler.clone().filter(|x| !x.is_empty()),
         source: form.source.clone().filter(|x| !x.is_empty()),
         job_id: None,
         limit: 0,
     };
-    match api::retry_for(&console, &s.principal, filter).await {
+    retry(&console, &req, &form.csrf, filter).await
+}
+
+/// Retry the dead letters `filter` selects (audited by the store) and go back to the list.
+async fn retry(
+    console: &web::Data<Console>,
+    req: &HttpRequest,
+    csrf: &str,
+    filter: DeadFilter,
+) -> HttpResponse {
+    let object = ("job", None);
+    let s = or_return!(form_guard(console, req, csrf, Permission::Requeue, object).await);
+    match api::retry_for(console, &s.principal, filter).await {
         Ok(n) => redirect(&format!("/dead-letters?done={n}")),
         Err(e) => api_error_page(&e, Some(&s)),
     }

@@ -97,17 +97,15 @@ pub(super) async fn delivery(
     q: web::Query<Flash>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let s = match page_guard(
-        &console,
-        &req,
-        Permission::ReadMetadata,
-        ("delivery", Some(id.clone())),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_return!(
+        page_guard(
+            &console,
+            &req,
+            Permission::ReadMetadata,
+            ("delivery", Some(id.clone())),
+        )
+        .await
+    );
     let detail = match api::delivery_detail(&console, &id).await {
         Ok(d) => d,
         Err(e) => return api_error_page(&e, Some(&s)),
@@ -136,18 +134,8 @@ pub(super) async fn reveal(
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let s = match form_guard(
-        &console,
-        &req,
-        &form.csrf,
-        Permission::RevealPayload,
-        ("delivery", Some(id.clone())),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s =
+        or_return!(delivery_form(&console, &req, &form.csrf, Permission::RevealPayload, &id).await);
     let event = match api::reveal_for(&console, &s.principal, id.clone()).await {
         Ok(e) => e,
         Err(e) => return api_error_page(&e, Some(&s)),
@@ -171,18 +159,7 @@ pub(super) async fn replay(
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let s = match form_guard(
-        &console,
-        &req,
-        &form.csrf,
-        Permission::Requeue,
-        ("delivery", Some(id.clone())),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_return!(delivery_form(&console, &req, &form.csrf, Permission::Requeue, &id).await);
     match api::replay_for(
         &console,
         &s.principal,
@@ -194,4 +171,15 @@ pub(super) async fn replay(
         Ok(n) => redirect(&format!("/deliveries/{}?done={n}", qv(&id))),
         Err(e) => api_error_page(&e, Some(&s)),
     }
+}
+
+/// The guard of a form on one delivery: session, CSRF token, then `perm`.
+async fn delivery_form(
+    console: &web::Data<Console>,
+    req: &HttpRequest,
+    csrf: &str,
+    perm: Permission,
+    id: &str,
+) -> Result<Session, HttpResponse> {
+    form_guard(console, req, csrf, perm, ("delivery", Some(id.to_owned()))).await
 }

@@ -71,17 +71,22 @@ pub(super) async fn page_guard(
     object: (&'static str, Option<String>),
 ) -> Result<Session, HttpResponse> {
     let s = session(console, req).await?;
-    api::authorize(
-        console,
-        &s.principal,
-        perm,
-        api::client_ip(req),
-        object,
-        "dashboard",
-    )
-    .await
-    .map_err(|e| api_error_page(&e, Some(&s)))?;
-    Ok(s)
+    authorize(console, req, s, perm, object).await
+}
+
+/// The role check of a signed-in page or form, audited like the API's.
+async fn authorize(
+    console: &web::Data<Console>,
+    req: &HttpRequest,
+    s: Session,
+    perm: Permission,
+    object: (&'static str, Option<String>),
+) -> Result<Session, HttpResponse> {
+    let remote = api::client_ip(req);
+    match api::authorize(console, &s.principal, perm, remote, object, "dashboard").await {
+        Ok(()) => Ok(s),
+        Err(e) => Err(api_error_page(&e, Some(&s))),
+    }
 }
 
 /// A state-changing form: session, CSRF token, then role.
@@ -110,17 +115,7 @@ pub(super) async fn form_guard(
             "This form has expired. Reload the page and try again.",
         ));
     }
-    api::authorize(
-        console,
-        &s.principal,
-        perm,
-        api::client_ip(req),
-        object,
-        "dashboard",
-    )
-    .await
-    .map_err(|e| api_error_page(&e, Some(&s)))?;
-    Ok(s)
+    authorize(console, req, s, perm, object).await
 }
 
 #[derive(Debug, Deserialize)]

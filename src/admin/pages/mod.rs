@@ -4,6 +4,17 @@
 //! Sign-in exchanges a token for a session cookie; every state-changing form carries the
 //! session's CSRF token ([`guard`]).
 
+/// The session a guard let through, or return the guard's answer (a redirect to sign-in or
+/// an error page) from the page handler.
+macro_rules! or_return {
+    ($guard:expr) => {
+        match $guard {
+            Ok(session) => session,
+            Err(response) => return response,
+        }
+    };
+}
+
 mod audit;
 mod dead_letters;
 mod deliveries;

@@ -13,10 +13,8 @@ use crate::admin::layout::{api_error_page, badge, esc, html, page, rate_text};
 use crate::admin::Console;
 
 pub(super) async fn overview(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
-    let s = match page_guard(&console, &req, Permission::ReadMetadata, ("health", None)).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s =
+        or_return!(page_guard(&console, &req, Permission::ReadMetadata, ("health", None)).await);
     let h = match api::health_of(&console).await {
         Ok(h) => h,
         Err(e) => return api_error_page(&e, Some(&s)),

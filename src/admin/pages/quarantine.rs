@@ -17,17 +17,15 @@ pub(super) async fn quarantine(
     req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> HttpResponse {
-    let s = match page_guard(
-        &console,
-        &req,
-        Permission::ReadMetadata,
-        ("quarantine", None),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = or_return!(
+        page_guard(
+            &console,
+            &req,
+            Permission::ReadMetadata,
+            ("quarantine", None),
+        )
+        .await
+    );
     let filter = match q.filter() {
         Ok(f) => f,
         Err(e) => return api_error_page(&e, Some(&s)),
