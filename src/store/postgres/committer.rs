@@ -90,19 +90,32 @@ pub(super) struct Context {
     pub node_id: String,
     /// Where the committer publishes the current key generation (the store's key cache).
     pub generation: Arc<AtomicI64>,
+    /// Tests only: panic in the next batch right after its deliveries were inserted, as a bug
+    /// in a later step would (the open transaction must come to nothing).
+    #[cfg(test)]
+    pub panic_after_insert: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The store's handle on its committer.
 pub(super) struct Committer {
     queue: mpsc::Sender<Request>,
+    /// See [`Context::panic_after_insert`].
+    #[cfg(test)]
+    pub(super) panic_after_insert: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Committer {
     /// Start the committer task on the current runtime.
     pub(super) fn spawn(context: Context) -> Self {
         let (queue, incoming) = mpsc::channel(QUEUE_CAPACITY);
+        #[cfg(test)]
+        let panic_after_insert = Arc::clone(&context.panic_after_insert);
         tokio::spawn(run(context, incoming));
-        Self { queue }
+        Self {
+            queue,
+            #[cfg(test)]
+            panic_after_insert,
+        }
     }
 
     /// Queue `intake` and wait until its batch committed (or failed).
@@ -198,6 +211,10 @@ pub(super) async fn commit_batch(
         return Ok(all.iter().map(|_| None).collect());
     }
     let inserted = insert_deliveries(context, &tx, &intakes).await?;
+    #[cfg(test)]
+    if context.panic_after_insert.swap(false, Ordering::AcqRel) {
+        panic!("injected: a bug in a step after the insert");
+    }
     let outcomes = outcomes(&tx, &intakes, &inserted).await?;
     enqueue_jobs(&tx, &intakes, &inserted).await?;
     append_audit_records(context, &tx, &intakes, &outcomes).await?;

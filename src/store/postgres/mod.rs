@@ -185,6 +185,8 @@ impl PgStore {
             keyring: Arc::clone(&keyring),
             node_id: settings.node_id.clone(),
             generation: Arc::clone(&keys.generation),
+            #[cfg(test)]
+            panic_after_insert: Arc::default(),
         });
         Ok(Self {
             inner: Arc::new(Inner {

@@ -410,6 +410,7 @@ fn committer_context(store: &PgStore) -> super::committer::Context {
         keyring: Arc::clone(&store.inner.keyring),
         node_id: store.node_id().to_owned(),
         generation: Arc::clone(&store.inner.keys.generation),
+        panic_after_insert: Arc::default(),
     }
 }
 
@@ -667,4 +668,142 @@ async fn a_delivery_that_fails_on_its_own_does_not_spoil_the_rest_of_its_batch()
     assert_eq!(count(&client, "SELECT COUNT(*) FROM deliveries").await, 2);
     let nodes = super::verify_audit(&store).await.expect("chain verifies");
     assert_eq!(nodes[0].report.records, 2);
+}
+
+/// `n` deliveries submitted at once through the store's committer, each answer within a bound:
+/// a waiting request never hangs.
+async fn submit_concurrently(
+    store: &PgStore,
+    tag: &str,
+    n: usize,
+) -> Vec<Result<IntakeOutcome, StoreError>> {
+    let intakes = (0..n).map(|i| {
+        let store = store.clone();
+        let call = format!("{tag}{i}");
+        async move {
+            let input = nextphone("call.ended", &call);
+            let mut n = crate::normalize::normalize(&input, Utc::now()).expect("normalizes");
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                store.intake(input, &mut n, vec![JobSpec::new("crm")]),
+            )
+            .await
+            .expect("answered, not left waiting")
+        }
+    });
+    futures_util::future::join_all(intakes).await
+}
+
+/// As on SQLite (`a_panic_inside_a_group_commit_costs_that_batch_not_the_writer`): a panic
+/// inside the batch's open transaction answers every waiting request unavailable (503), stores
+/// nothing of the batch, and the committer takes the next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committer_panicking_mid_batch_answers_every_waiting_request_unavailable_and_stores_none()
+{
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    store
+        .inner
+        .committer
+        .panic_after_insert
+        .store(true, std::sync::atomic::Ordering::Release);
+
+    let answers = submit_concurrently(&store, "p", 8).await;
+
+    // The first batch panicked; requests queued behind it may have formed a later batch.
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+    assert!(failed >= 1, "{answers:?}");
+    for answer in &answers {
+        match answer {
+            Err(e) => assert!(e.is_unavailable(), "{e}"),
+            Ok(outcome) => assert!(matches!(outcome, IntakeOutcome::Accepted { .. })),
+        }
+    }
+    let client = db.client().await;
+    let accepted = answers.iter().filter(|a| a.is_ok()).count() as i64;
+    assert_eq!(
+        count(&client, "SELECT COUNT(*) FROM deliveries").await,
+        accepted,
+        "only what was answered accepted is stored"
+    );
+    assert_eq!(count(&client, "SELECT COUNT(*) FROM jobs").await, accepted);
+    // The committer survived: the senders' retries are stored.
+    for answer in submit_concurrently(&store, "p", 8).await {
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert_eq!(count(&client, "SELECT COUNT(*) FROM deliveries").await, 8);
+    super::verify_audit(&store).await.expect("chain verifies");
+}
+
+/// The committer's connection dies while its transaction waits mid-batch (here on the audit
+/// head row, held by another session): every waiting request is answered unavailable, none
+/// hangs, none is answered accepted, nothing is stored, and the next batch commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committer_losing_its_connection_mid_batch_answers_unavailable_and_stores_none() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    // Warm up: the period's data key exists, so the batch's only waits are in the commit.
+    submit_concurrently(&store, "warm", 1).await[0]
+        .as_ref()
+        .expect("warm-up");
+    let mut holder = db.client().await;
+    let hold = holder.transaction().await.expect("begin");
+    hold.execute(
+        "SELECT seq FROM audit_heads WHERE node_id = 'n1' FOR UPDATE",
+        &[],
+    )
+    .await
+    .expect("lock the head");
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { submit_concurrently(&store, "cut", 6).await }
+    });
+    // Wait until the committer's transaction is blocked on the head lock, then cut it off.
+    let admin = db.client().await;
+    let mut killed = 0;
+    for _ in 0..500 {
+        killed = count(
+            &admin,
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(killed > 0, "the committer never waited on the head row");
+
+    let answers = waiting.await.expect("task");
+    hold.rollback().await.expect("release");
+
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+    assert!(failed >= 1, "{answers:?}");
+    for answer in &answers {
+        if let Err(e) = answer {
+            assert!(e.is_unavailable(), "{e}");
+        }
+    }
+    let accepted = answers.iter().filter(|a| a.is_ok()).count() as i64;
+    assert_eq!(
+        count(&admin, "SELECT COUNT(*) FROM deliveries").await,
+        1 + accepted,
+        "nothing answered unavailable was stored"
+    );
+    // The next batch gets a fresh connection and commits.
+    let mut retried = submit_concurrently(&store, "cut", 6).await;
+    if retried.iter().any(Result::is_err) {
+        // The pool may hand out a connection it has not yet seen closed, once.
+        retried = submit_concurrently(&store, "cut", 6).await;
+    }
+    for answer in retried {
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 7);
+    super::verify_audit(&store).await.expect("chain verifies");
 }
