@@ -113,11 +113,18 @@ impl Application {
         let console_view = console.enabled().then(|| console.view_handle());
         let opened = super::storage::open(&config).await?;
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
-        let dispatcher = Arc::new(Dispatcher::new(
-            opened.store.clone(),
-            plan.clone(),
-            config.dispatch.clone(),
-        ));
+        let mut dispatcher =
+            Dispatcher::new(opened.store.clone(), plan.clone(), config.dispatch.clone());
+        if let Some(settings) = &config.artifacts {
+            let capture = crate::artifacts::Capture::build(settings, opened.store.clone())
+                .map_err(|e| AppError::Artifacts(e.to_string()))?;
+            let source = crate::artifacts::StoreArtifactSource::new(
+                opened.store.clone(),
+                settings.dir.clone(),
+            );
+            dispatcher = dispatcher.with_artifacts(Arc::new(capture), Arc::new(source));
+        }
+        let dispatcher = Arc::new(dispatcher);
         let admin = if console.enabled() {
             Some(
                 crate::admin::AdminServer::build(console, opened.store.clone(), dispatcher.clone())

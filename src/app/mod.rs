@@ -48,6 +48,9 @@ pub enum AppError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// The artifact capture step could not be set up (`[artifacts]`).
+    #[error("cannot set up artifact capture: {0}")]
+    Artifacts(String),
 }
 
 /// A built, bound application, not yet running.

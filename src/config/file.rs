@@ -47,6 +47,8 @@ pub struct ConfigFile {
     /// `[[routes]]`
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[artifacts]`
+    pub artifacts: Option<super::artifacts::ArtifactsSection>,
 }
 
 /// `[server]`: the senders' listener.

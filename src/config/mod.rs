@@ -12,6 +12,7 @@
 //! and handlers, `tls` the server configuration, `store` the backend), through `app::build`,
 //! which `serve` and `check-config` both call.
 
+pub mod artifacts;
 pub mod file;
 mod source;
 mod storage;
@@ -114,6 +115,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Dispatch settings.
     pub dispatch: DispatchSettings,
+    /// `[artifacts]`: recording and transcript capture, when configured.
+    pub artifacts: Option<artifacts::ArtifactsSettings>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).

@@ -261,6 +261,12 @@ pub struct Dispatcher {
     running: Mutex<HashMap<String, usize>>,
     claim_lock: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
+    /// The built-in `capture` step and the artifact opener handed to handlers, when
+    /// `[artifacts]` is configured.
+    artifacts: Option<(
+        Arc<dyn Handler>,
+        Arc<dyn wardhook_sdk::artifacts::ArtifactSource>,
+    )>,
 }
 
 impl Dispatcher {
@@ -274,7 +280,19 @@ impl Dispatcher {
             running: Mutex::default(),
             claim_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
+            artifacts: None,
         }
+    }
+
+    /// Run the built-in `capture` step with `capture`, and let handlers open artifacts
+    /// through `source` (the PHI guard withholds it from `phi = "none"` handlers).
+    pub fn with_artifacts(
+        mut self,
+        capture: Arc<dyn Handler>,
+        source: Arc<dyn wardhook_sdk::artifacts::ArtifactSource>,
+    ) -> Self {
+        self.artifacts = Some((capture, source));
+        self
     }
 
     /// Notified by intake when new jobs were committed, so idle workers start at once.
@@ -471,7 +489,13 @@ impl Dispatcher {
         plan: &Plan,
         job: &ClaimedJob,
     ) -> Result<wardhook_sdk::Outcome, HandlerError> {
-        let Some(handler) = plan.handlers.get(&job.handler).cloned() else {
+        let builtin = || {
+            self.artifacts
+                .as_ref()
+                .filter(|_| job.handler == wardhook_sdk::artifacts::CAPTURE_STEP)
+                .map(|(capture, _)| capture.clone())
+        };
+        let Some(handler) = plan.handlers.get(&job.handler).cloned().or_else(builtin) else {
             return Err(HandlerError::Permanent {
                 reason: format!("handler {} is no longer configured", job.handler),
             });
@@ -491,16 +515,14 @@ impl Dispatcher {
             }
         };
         let deadline = later(self.settings.handler_timeout);
-        super::invoke_at(
-            &*handler,
-            &event,
-            job.attempt,
-            app_data,
-            deadline,
-            Utc::now(),
-            self.settings.time_zone,
-        )
-        .await
+        let mut ctx = wardhook_sdk::Context::new(&event.delivery_id, handler.name(), job.attempt)
+            .with_deadline(deadline)
+            .with_app_data(app_data)
+            .with_time(Utc::now(), self.settings.time_zone);
+        if let Some((_, source)) = &self.artifacts {
+            ctx = ctx.with_artifact_source(source.clone());
+        }
+        super::invoke_in_context(&*handler, &event, ctx, deadline).await
     }
 
     fn next_step(
