@@ -70,9 +70,7 @@ pub fn run(config: &Path, command: ArtifactsCommand) -> anyhow::Result<ExitCode>
             let store = OfflineStore::open(config)?;
             let reader = ArtifactReader::Person(Requester::cli_user());
             let opened = store.block_on(|s| {
-                Box::pin(async move {
-                    crate::artifacts::open_artifact(s, &dir, &id, reader).await
-                })
+                Box::pin(async move { crate::artifacts::open_artifact(s, &dir, &id, reader).await })
             });
             let (summary, mut file) = match opened {
                 Ok(v) => v,

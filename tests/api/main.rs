@@ -2,6 +2,7 @@
 
 mod adapters_flow;
 mod admin;
+mod artifacts;
 mod audit_cli;
 mod browser;
 mod canary;
