@@ -141,10 +141,19 @@ impl Application {
             Some(settings) => crate::telemetry::traces::Traces::start(settings)?,
             None => crate::telemetry::traces::Traces::off(),
         };
-        let dispatcher = Arc::new(
+        let mut dispatcher =
             Dispatcher::new(opened.store.clone(), plan.clone(), config.dispatch.clone())
-                .with_traces(traces.clone()),
-        );
+                .with_traces(traces.clone());
+        if let Some(settings) = &config.artifacts {
+            let capture = crate::artifacts::Capture::build(settings, opened.store.clone())
+                .map_err(|e| AppError::Artifacts(e.to_string()))?;
+            let source = crate::artifacts::StoreArtifactSource::new(
+                opened.store.clone(),
+                settings.dir.clone(),
+            );
+            dispatcher = dispatcher.with_artifacts(Arc::new(capture), Arc::new(source));
+        }
+        let dispatcher = Arc::new(dispatcher);
         let admin = if console.enabled() {
             Some(
                 crate::admin::AdminServer::build(console, opened.store.clone(), dispatcher.clone())

@@ -53,6 +53,9 @@ pub enum AppError {
     /// The OTLP trace exporter (`[traces]`) could not start.
     #[error(transparent)]
     Traces(#[from] crate::telemetry::traces::TracesError),
+    /// The artifact capture step could not be set up (`[artifacts]`).
+    #[error("cannot set up artifact capture: {0}")]
+    Artifacts(String),
 }
 
 /// A built, bound application, not yet running.

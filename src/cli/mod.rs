@@ -12,6 +12,7 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
 use crate::{certs, dev, telemetry};
 
+pub mod artifacts;
 pub mod audit;
 pub mod dlq;
 pub mod doctor;
@@ -117,6 +118,12 @@ pub enum Command {
         /// Which.
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Captured call recordings and transcripts (see docs/ARTIFACTS.md).
+    Artifacts {
+        /// Which.
+        #[command(subcommand)]
+        command: artifacts::ArtifactsCommand,
     },
     /// Deliveries on the database.
     Deliveries {
@@ -483,6 +490,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => run_audit(config, command),
         Command::Dlq { command } => run_dlq(config, command),
         Command::Deliveries { command } => run_deliveries(config, command),
+        Command::Artifacts { command } => artifacts::run(config, command),
         Command::Quarantine { command } => operate::quarantine(config, command),
         Command::Keys { command } => operate::keys(config, command),
         Command::Purge { older_than } => operate::purge(config, &older_than),

@@ -56,6 +56,8 @@ pub struct ConfigFile {
     /// `[traces]`: OpenTelemetry export (off unless present).
     #[serde(default)]
     pub traces: Option<super::TracesSection>,
+    /// `[artifacts]`
+    pub artifacts: Option<super::artifacts::ArtifactsSection>,
 }
 
 /// `[server]`: the senders' listener.

@@ -13,6 +13,7 @@
 //! which `serve` and `check-config` both call.
 
 pub mod audit_forward;
+pub mod artifacts;
 pub mod file;
 pub mod relay;
 mod source;
@@ -126,6 +127,8 @@ pub struct Config {
     pub relay_server: Option<relay::RelayServerSettings>,
     /// OpenTelemetry traces of deliveries; `None` = off (the default).
     pub traces: Option<TracesSettings>,
+    /// `[artifacts]`: recording and transcript capture, when configured.
+    pub artifacts: Option<artifacts::ArtifactsSettings>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).

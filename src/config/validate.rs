@@ -294,7 +294,15 @@ fn check(
                 "a route needs at least one handler",
             );
         }
+        let captures = file
+            .artifacts
+            .as_ref()
+            .is_some_and(|a| a.sources.iter().any(|s| s.source == r.source));
         for (j, h) in r.handlers.iter().enumerate() {
+            // The built-in capture step, for a source with `[[artifacts.sources]]`.
+            if h == wardhook_sdk::artifacts::CAPTURE_STEP && captures && j == 0 {
+                continue;
+            }
             if !handler_names.contains(h) {
                 problems.push(
                     format!("routes[{i}].handlers[{j}]"),
@@ -346,6 +354,19 @@ fn check(
     let relay_server = file.relay_server.as_ref().map(|r| {
         super::relay::check_server(r, base, &mut |p: &str, m: String| problems.push(p, m))
     });
+    let artifacts = match &file.artifacts {
+        None => None,
+        Some(section) => {
+            let sources: Vec<(String, String)> = file
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.preset.clone()))
+                .collect();
+            let checked =
+                super::artifacts::check(section, &sources, base, &mut |p, m| problems.push(p, m));
+            Some(checked?)
+        }
+    };
     Some(Config {
         path: path.to_owned(),
         sha256: hex::encode(Sha256::digest(bytes)),
@@ -375,6 +396,7 @@ fn check(
         relay: relay.map(|r| r.ok_or(())).transpose().ok()?,
         relay_server: relay_server.map(|r| r.ok_or(())).transpose().ok()?,
         traces,
+        artifacts,
     })
 }
 

@@ -272,6 +272,12 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     /// Delivery traces: each attempt becomes a span of its delivery's trace.
     traces: crate::telemetry::traces::Traces,
+    /// The built-in `capture` step and the artifact opener handed to handlers, when
+    /// `[artifacts]` is configured.
+    artifacts: Option<(
+        Arc<dyn Handler>,
+        Arc<dyn wardhook_sdk::artifacts::ArtifactSource>,
+    )>,
 }
 
 impl Dispatcher {
@@ -286,6 +292,7 @@ impl Dispatcher {
             claim_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
             traces: crate::telemetry::traces::Traces::off(),
+            artifacts: None,
         }
     }
 
@@ -293,6 +300,17 @@ impl Dispatcher {
     #[must_use]
     pub fn with_traces(mut self, traces: crate::telemetry::traces::Traces) -> Self {
         self.traces = traces;
+        self
+    }
+
+    /// Run the built-in `capture` step with `capture`, and let handlers open artifacts
+    /// through `source` (the PHI guard withholds it from `phi = "none"` handlers).
+    pub fn with_artifacts(
+        mut self,
+        capture: Arc<dyn Handler>,
+        source: Arc<dyn wardhook_sdk::artifacts::ArtifactSource>,
+    ) -> Self {
+        self.artifacts = Some((capture, source));
         self
     }
 
@@ -495,7 +513,13 @@ impl Dispatcher {
         plan: &Plan,
         job: &ClaimedJob,
     ) -> Result<wardhook_sdk::Outcome, HandlerError> {
-        let Some(handler) = plan.handlers.get(&job.handler).cloned() else {
+        let builtin = || {
+            self.artifacts
+                .as_ref()
+                .filter(|_| job.handler == wardhook_sdk::artifacts::CAPTURE_STEP)
+                .map(|(capture, _)| capture.clone())
+        };
+        let Some(handler) = plan.handlers.get(&job.handler).cloned().or_else(builtin) else {
             return Err(HandlerError::Permanent {
                 reason: format!("handler {} is no longer configured", job.handler),
             });
@@ -515,16 +539,14 @@ impl Dispatcher {
             }
         };
         let deadline = later(self.settings.handler_timeout);
-        super::invoke_at(
-            &*handler,
-            &event,
-            job.attempt,
-            app_data,
-            deadline,
-            Utc::now(),
-            self.settings.time_zone,
-        )
-        .await
+        let mut ctx = wardhook_sdk::Context::new(&event.delivery_id, handler.name(), job.attempt)
+            .with_deadline(deadline)
+            .with_app_data(app_data)
+            .with_time(Utc::now(), self.settings.time_zone);
+        if let Some((_, source)) = &self.artifacts {
+            ctx = ctx.with_artifact_source(source.clone());
+        }
+        super::invoke_in_context(&*handler, &event, ctx, deadline).await
     }
 
     fn next_step(

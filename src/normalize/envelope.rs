@@ -392,7 +392,18 @@ fn telnyx(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
 fn twilio(params: Map<String, Value>) -> Result<Fields, NormalizeError> {
     // Voice status callbacks carry CallSid/CallStatus; messaging callbacks MessageSid and
     // MessageStatus (SmsStatus on older accounts).
-    let (event_type, call_id) = if params.contains_key("CallSid") {
+    // Recording status callbacks carry CallSid with RecordingSid/RecordingStatus and no
+    // CallStatus: their event type is `recording.<status>` (e.g. `recording.completed`).
+    let (event_type, call_id) = if params.contains_key("CallSid")
+        && !params.contains_key("CallStatus")
+        && params.contains_key("RecordingSid")
+    {
+        let status = required_str(&params, "RecordingStatus", "RecordingStatus")?;
+        (
+            format!("recording.{status}"),
+            required_str(&params, "CallSid", "CallSid")?,
+        )
+    } else if params.contains_key("CallSid") {
         (
             required_str(&params, "CallStatus", "CallStatus")?,
             required_str(&params, "CallSid", "CallSid")?,

@@ -1,7 +1,7 @@
 //! What captured artifacts (call recordings, transcripts) need from the database, whichever
 //! database that is.
 //!
-//! The content lives in files (see `crate::artifacts`); the database holds one row per
+//! The content lives in files (written by the capture step); the database holds one row per
 //! artifact: which delivery and event field it came from, its content type, size and SHA-256,
 //! and its per-file key sealed under the delivery's period data key. Sealing the file key
 //! there is what puts the file under the delivery's retention: `purge` destroys the period's

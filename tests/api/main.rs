@@ -4,6 +4,7 @@ mod access_log;
 mod adapters_flow;
 mod admin;
 mod admin_export;
+mod artifacts;
 mod audit_cli;
 mod audit_forward;
 mod audit_forward_fhir;
