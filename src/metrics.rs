@@ -396,11 +396,7 @@ pub fn relay_record(result: &'static str) {
 
 /// What the DMZ relay reported with the last pull: records waiting and the oldest one's age.
 pub fn relay_backlog(records: u64, oldest_age: Duration) {
-    set_gauge(
-        "wardhook_relay_backlog_records",
-        Vec::new(),
-        records as f64,
-    );
+    set_gauge("wardhook_relay_backlog_records", Vec::new(), records as f64);
     set_gauge(
         "wardhook_relay_oldest_age_seconds",
         Vec::new(),

@@ -163,8 +163,6 @@ pub(super) fn api_error_page(e: &ApiError, session: Option<&Session>) -> HttpRes
     error_page(status, session, msg)
 }
 
-/// The signed-in session, or a redirect to the sign-in page. Revoked or expired tokens end
-
 pub(super) async fn style() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")

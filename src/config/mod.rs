@@ -12,8 +12,8 @@
 //! and handlers, `tls` the server configuration, `store` the backend), through `app::build`,
 //! which `serve` and `check-config` both call.
 
-pub mod audit_forward;
 pub mod artifacts;
+pub mod audit_forward;
 pub mod file;
 pub mod relay;
 mod source;

@@ -398,8 +398,7 @@ async fn hand_off(
     let normalized = normalize(&input, received_at).ok();
     let realtime = normalized.as_ref().and_then(|n| {
         let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
-        plan.route(n.event(), received_at)
-            .realtime
+        plan.route(n.event(), received_at).realtime
     });
     let dedup = normalized.map_or_else(
         || DedupKey::BodySha256(Sha256::digest(&input.body).into()),
