@@ -1054,3 +1054,5 @@ both_backends!(
     a_delivery_taken_by_one_node_is_detailed_by_another,
     audit_reads_search_verify_and_export_every_nodes_records,
 );
+
+mod console_calls;

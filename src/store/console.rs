@@ -295,4 +295,12 @@ pub trait Console: Send + Sync {
         after: Option<AuditCursor>,
         limit: usize,
     ) -> StoreFuture<'_, Vec<AuditPageRow>>;
+
+    /// One page of deliveries matching `query`, newest first (every node's on PostgreSQL),
+    /// with the blind index the call id was compared through. See
+    /// [`super::console_calls`].
+    fn find_calls(
+        &self,
+        query: super::console_calls::CallQuery,
+    ) -> StoreFuture<'_, super::console_calls::CallSearch>;
 }

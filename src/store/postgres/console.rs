@@ -12,6 +12,7 @@ use crate::store::console::{
     audit_filter, AuditCheck, AuditCursor, AuditPageRow, Console, DeliveryJob, DeliveryMeta,
     HealthData, RevokeRecord, StoredToken, TokenInfo, TokenInsert,
 };
+use crate::store::console_calls::{CallQuery, CallSearch};
 use crate::store::{StoreError, StoreFuture};
 
 impl Console for PgStore {
@@ -97,5 +98,9 @@ impl Console for PgStore {
         Box::pin(async move {
             self.track(super::console_audit::audit_page(self, &args, after.as_ref(), limit).await)
         })
+    }
+
+    fn find_calls(&self, query: CallQuery) -> StoreFuture<'_, CallSearch> {
+        Box::pin(async move { self.track(super::console_calls::find_calls(self, &query).await) })
     }
 }

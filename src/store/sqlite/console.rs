@@ -14,6 +14,7 @@ use crate::store::console::{
     audit_filter, AuditCheck, AuditCursor, AuditPageRow, Console, DeliveryJob, DeliveryMeta,
     HealthData, RevokeRecord, StoredToken, TokenInfo, TokenInsert,
 };
+use crate::store::console_calls::{CallQuery, CallSearch};
 use crate::store::{Store, StoreFuture};
 
 impl Console for Store {
@@ -112,5 +113,9 @@ impl Console for Store {
         blocking(self, move |s| {
             super::console_audit::audit_page(s, &args, after.as_ref(), limit)
         })
+    }
+
+    fn find_calls(&self, query: CallQuery) -> StoreFuture<'_, CallSearch> {
+        blocking(self, move |s| super::console_calls::find_calls(s, &query))
     }
 }
