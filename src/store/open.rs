@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::postgres::{MirrorTask, PgMaintenance, PgStore};
+use super::postgres::{MirrorTask, PgMaintenance, PgSettings, PgStore};
 use super::sqlite::SqliteMaintenance;
 use super::{Maintenance, Storage, Store, StoreError, StoreOptions};
 use crate::audit::Mirror;
@@ -160,16 +160,7 @@ pub fn open_maintenance(
     settings: &StoreSettings<'_>,
     keyring: Keyring,
 ) -> Result<Box<dyn Maintenance>, StoreError> {
-    Ok(match settings.backend {
-        StorageBackend::Postgres(pg) => {
-            Box::new(PgMaintenance::open(pg, keyring, settings.audit_dir)?)
-        }
-        StorageBackend::Sqlite => Box::new(SqliteMaintenance::new(
-            settings.sqlite_path,
-            keyring,
-            settings.audit_dir,
-        )?),
-    })
+    maintenance(settings, keyring, PgMaintenance::open)
 }
 
 /// The [`Maintenance`] `doctor` inspects: like [`open_maintenance`] but writing nothing on
@@ -181,10 +172,17 @@ pub fn inspect(
     keyring: Option<Keyring>,
 ) -> Result<Box<dyn Maintenance>, StoreError> {
     let keyring = keyring.unwrap_or_else(unusable_keyring);
+    maintenance(settings, keyring, PgMaintenance::inspect)
+}
+
+/// The backend's [`Maintenance`], PostgreSQL's connected by `connect`.
+fn maintenance(
+    settings: &StoreSettings<'_>,
+    keyring: Keyring,
+    connect: fn(&PgSettings, Keyring, &Path) -> Result<PgMaintenance, StoreError>,
+) -> Result<Box<dyn Maintenance>, StoreError> {
     Ok(match settings.backend {
-        StorageBackend::Postgres(pg) => {
-            Box::new(PgMaintenance::inspect(pg, keyring, settings.audit_dir)?)
-        }
+        StorageBackend::Postgres(pg) => Box::new(connect(pg, keyring, settings.audit_dir)?),
         StorageBackend::Sqlite => Box::new(SqliteMaintenance::new(
             settings.sqlite_path,
             keyring,

@@ -422,15 +422,7 @@ async fn a_graceful_stop_under_load_leaves_the_nodes_mirror_equal_to_its_chain()
             tokio::spawn(async move {
                 for i in 0.. {
                     let body = call_ended(&format!("s{s}-{i}"));
-                    let sent = client
-                        .post(format!("https://localhost:{port}/hooks/demo"))
-                        .header(
-                            "X-NextPhone-Signature",
-                            nextphone_signature(DEMO_SECRET, body.as_bytes()),
-                        )
-                        .body(body)
-                        .send()
-                        .await;
+                    let sent = post_demo(&client, port, body).await;
                     // Once the listener has stopped, connections are refused: the load ends.
                     let Ok(res) = sent else { return i };
                     if res.status().as_u16() == 200 {
