@@ -10,11 +10,13 @@
 //!            app/                 wiring: build.rs (settings → each stage's runtime, the same
 //!              │                  builders for serve and check-config), storage.rs (opens the
 //!              │                  backend), run.rs, reload.rs (SIGHUP), shutdown.rs
-//!   ┌──────────┼──────────────────────┐
-//! listener/    admin/                  the process's faces: senders (hooks.rs: cap → verify →
-//!   │          │                       normalize → plan → intake → respond; hook_error.rs is
-//!   │          │                       every refusal), operators (console, API, /metrics)
-//!   │          │
+//!   ┌──────────┼──────────────┬───────┐
+//! listener/    admin/        relay/    the process's faces: senders (hooks.rs: cap → verify →
+//!   │          │              │        normalize → plan → intake → respond; hook_error.rs is
+//!   │          │              │        every refusal), operators (console, API, /metrics),
+//!   │          │              │        the DMZ relay (seal.rs HPKE, sealer.rs the listener's
+//!   │          │              │        handoff, pull_api.rs, puller.rs on the inside node)
+//!   │          │              │
 //! verify/ · normalize/ · dispatch/     sender schemes → canonical event → route plan (plan.rs),
 //!   │                     │            workers (worker.rs), real-time replies, handler registry
 //!   │                     └──────────▶ handlers/sdk ◀── handlers/* (one crate per destination)
@@ -50,17 +52,27 @@
 //!    preparation of `store::prepare`;
 //!    maintenance (rotation, purge, backup) in bounded chunks beside intake.
 //! 6. [`audit`] — a hash-chained record of every state change, in the same transaction; the
-//!    JSONL mirror is appended by every process under one file lock.
+//!    JSONL mirror is appended by every process under one file lock. Beside the path,
+//!    `audit::forward` sends the records to a syslog collector over TLS (RFC 5424/5425, ATNA
+//!    body optional) from a durable cursor the store keeps, started by [`app`] with one call;
+//!    `audit export --format fhir` writes them as FHIR `AuditEvent`s (`audit/fhir.rs`).
 //! 7. [`dispatch`] (workers) — leased jobs run through the handlers (`handlers/*` crates on the
 //!    SDK) with retries, dead letters, bounded destination delays and panics contained per
 //!    attempt; real-time routes run inline under their deadline.
+//!
+//! Beside the path, for clinics whose inside network accepts no inbound connection: `relay`
+//! (docs/RELAY.md) — `wardhook relay` runs the listener in the DMZ with a handoff that seals
+//! each verified delivery to the inside node's public key and commits it to its own SQLite
+//! (`store::relay_buffer`); the inside node's puller fetches the sealed records over mutual TLS
+//! and runs them through its normal intake (`listener::ingest_relayed`).
 //!
 //! Around them: [`config`] (plain settings, checked at start with every problem reported; it
 //! imports no stage), [`secret`] (`env:`/`file:` references and the master key, zeroized),
 //! [`certs`] (TLS material on disk, and development certificates), `filter` (the route filter
 //! language), `tls` (the listeners' rustls configuration), `fsutil` (every file holding
-//! records, payloads or keys is created `0600` through it), `telemetry` (operational logs
-//! without payload data), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
+//! records, payloads or keys is created `0600` through it), [`telemetry`] (operational logs
+//! without payload data, one cheap access line per request, and the optional OTLP traces of
+//! deliveries), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
 //! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
 //! and [`metrics`] (counters and histograms the stages update).
 //!
@@ -70,6 +82,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod artifacts;
 pub mod audit;
 pub mod certs;
 pub mod cli;
@@ -82,8 +95,9 @@ pub(crate) mod fsutil;
 pub(crate) mod listener;
 pub mod metrics;
 pub mod normalize;
+pub(crate) mod relay;
 pub mod secret;
 pub mod store;
-pub(crate) mod telemetry;
+pub mod telemetry;
 pub(crate) mod tls;
 pub mod verify;

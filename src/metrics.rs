@@ -84,6 +84,46 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "counter",
         "Real-time lookup cache consultations, by result (hit, miss).",
     ),
+    (
+        "wardhook_audit_forward_records_total",
+        "counter",
+        "Audit records the syslog collector confirmed, by forwarding target.",
+    ),
+    (
+        "wardhook_audit_forward_errors_total",
+        "counter",
+        "Failed audit forwarding steps, by target and reason (connect, tls, send, timeout, store, setup, panic).",
+    ),
+    (
+        "wardhook_audit_forward_backlog",
+        "gauge",
+        "Audit records written but not yet confirmed by the syslog collector, by target.",
+    ),
+    (
+        "wardhook_audit_forward_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last batch the syslog collector confirmed, by target.",
+    ),
+    (
+        "wardhook_relay_records_total",
+        "counter",
+        "Sealed records pulled from the DMZ relay, by result (accepted, duplicate, quarantined, unopenable).",
+    ),
+    (
+        "wardhook_relay_backlog_records",
+        "gauge",
+        "Sealed records waiting at the DMZ relay, as of the last pull (inside node).",
+    ),
+    (
+        "wardhook_relay_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest unacknowledged record at the DMZ relay, as of the last pull (0 when none).",
+    ),
+    (
+        "wardhook_relay_last_pull_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful pull from the DMZ relay.",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -120,6 +160,8 @@ impl Histogram {
 struct Registry {
     counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
     histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    /// Values set by the component that knows them (e.g. the audit forwarding backlog).
+    gauges: Mutex<BTreeMap<(&'static str, Labels), f64>>,
 }
 
 fn registry() -> &'static Registry {
@@ -143,6 +185,51 @@ fn observe(name: &'static str, labels: Labels, bounds: &'static [f64], v: Durati
     h.entry((name, labels))
         .or_insert_with(|| Histogram::new(bounds))
         .observe(v.as_secs_f64());
+}
+
+fn set_gauge(name: &'static str, labels: Labels, v: f64) {
+    registry()
+        .gauges
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((name, labels), v);
+}
+
+/// The syslog collector of forwarding target `target` (a configured name) confirmed `n`
+/// audit records.
+pub fn audit_forward_sent(target: &str, n: u64) {
+    inc(
+        "wardhook_audit_forward_records_total",
+        vec![("target", target.to_owned())],
+        n,
+    );
+}
+
+/// A forwarding step of `target` failed for `reason` (a fixed word).
+pub fn audit_forward_error(target: &str, reason: &'static str) {
+    inc(
+        "wardhook_audit_forward_errors_total",
+        vec![("target", target.to_owned()), ("reason", reason.to_owned())],
+        1,
+    );
+}
+
+/// Records of `target` written but not yet confirmed by its collector.
+pub fn audit_forward_backlog(target: &str, records: u64) {
+    set_gauge(
+        "wardhook_audit_forward_backlog",
+        vec![("target", target.to_owned())],
+        records as f64,
+    );
+}
+
+/// `target`'s collector confirmed a batch at `unix` seconds.
+pub fn audit_forward_last_success(target: &str, unix: i64) {
+    set_gauge(
+        "wardhook_audit_forward_last_success_timestamp_seconds",
+        vec![("target", target.to_owned())],
+        unix as f64,
+    );
 }
 
 /// A delivery to `source` ended with `outcome` (`accepted`, `duplicate`, `quarantined`,
@@ -297,6 +384,34 @@ pub fn realtime_reply(source: &str, fallback: bool, elapsed: Duration) {
     );
 }
 
+/// A sealed record pulled from the DMZ relay ended with `result` (`accepted`, `duplicate`,
+/// `quarantined`, `unopenable`).
+pub fn relay_record(result: &'static str) {
+    inc(
+        "wardhook_relay_records_total",
+        vec![("result", result.to_owned())],
+        1,
+    );
+}
+
+/// What the DMZ relay reported with the last pull: records waiting and the oldest one's age.
+pub fn relay_backlog(records: u64, oldest_age: Duration) {
+    set_gauge("wardhook_relay_backlog_records", Vec::new(), records as f64);
+    set_gauge(
+        "wardhook_relay_oldest_age_seconds",
+        Vec::new(),
+        oldest_age.as_secs_f64(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    set_gauge(
+        "wardhook_relay_last_pull_timestamp_seconds",
+        Vec::new(),
+        now.as_secs_f64(),
+    );
+}
+
 /// Storage could not commit.
 pub fn storage_error() {
     inc("wardhook_storage_errors_total", Vec::new(), 1);
@@ -374,10 +489,19 @@ pub fn render(gauges: &[Gauge]) -> String {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let set_gauges = registry()
+        .gauges
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for (name, kind, help) in DESCRIPTIONS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         if *kind == "counter" {
             for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {
+                let _ = writeln!(out, "{n}{} {v}", label_text(labels, None));
+            }
+        } else if *kind == "gauge" {
+            for ((n, labels), v) in set_gauges.iter().filter(|((n, _), _)| n == name) {
                 let _ = writeln!(out, "{n}{} {v}", label_text(labels, None));
             }
         } else {
@@ -412,6 +536,31 @@ pub fn render(gauges: &[Gauge]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_gauges_appear_once_a_pull_reported_them() {
+        relay_backlog(7, Duration::from_secs(90));
+        relay_record("unopenable");
+        let text = render(&[]);
+        assert!(
+            text.contains(
+                "# TYPE wardhook_relay_backlog_records gauge\nwardhook_relay_backlog_records 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_oldest_age_seconds 90\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_last_pull_timestamp_seconds "),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardhook_relay_records_total{result=\"unopenable\"}"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_rendered_with_inf() {

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::auth::{Permission, Principal};
 use super::{health, tokens, ApiError, Console, Denial};
 use crate::audit::commands::{parse_time, SearchArgs};
-use crate::audit::{Action, Actor, AuditRecord, DetailKey, ExportFormat, Outcome};
 use crate::store::console::{AuditCheck, BAD_AUDIT_FILTER};
 use crate::store::types::DeadFilter;
 use crate::store::types::{ListFilter, Requester};
@@ -411,7 +410,7 @@ impl AuditQuery {
 }
 
 /// An unusable audit filter is the caller's mistake (400); anything else is the store's.
-fn audit_error(e: StoreError) -> ApiError {
+pub(super) fn audit_error(e: StoreError) -> ApiError {
     match e {
         StoreError::InvalidArgument(m) if m == BAD_AUDIT_FILTER => {
             ApiError::BadRequest("invalid audit filter")
@@ -489,54 +488,13 @@ async fn audit_verify(
     Ok(HttpResponse::Ok().json(verify_json(&console).await?))
 }
 
-/// Export matching records as JSONL or CSV, and record the export (`audit_exported`).
-pub(super) async fn export_bytes(
-    console: &Console,
-    p: &Principal,
-    q: &AuditQuery,
-) -> Result<(Vec<u8>, &'static str, &'static str), ApiError> {
-    let format = match q.format.as_deref().unwrap_or("jsonl") {
-        "jsonl" => ExportFormat::Jsonl,
-        "csv" => ExportFormat::Csv,
-        _ => return Err(ApiError::BadRequest("format must be jsonl or csv")),
-    };
-    let (out, n) = console
-        .store
-        .console()
-        .audit_export(q.args(), format)
-        .await
-        .map_err(audit_error)?;
-    let actor = Actor::admin_token(&p.token_id).unwrap_or(Actor::System);
-    let mut r = AuditRecord::new(actor, Action::AuditExported, Outcome::Success);
-    r.detail.insert(DetailKey::Count, n as i64);
-    if let Ok(v) = crate::audit::Code::parse("admin_api") {
-        r.detail.insert(DetailKey::Via, v);
-    }
-    console.append_audit(r).await?;
-    Ok(match format {
-        ExportFormat::Csv => (out, "text/csv; charset=utf-8", "wardhook-audit.csv"),
-        _ => (out, "application/x-ndjson", "wardhook-audit.jsonl"),
-    })
-}
-
-pub(super) fn download(bytes: Vec<u8>, content_type: &str, file: &str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(content_type.to_owned())
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{file}\""),
-        ))
-        .body(bytes)
-}
-
 async fn audit_export(
     console: web::Data<Console>,
     req: HttpRequest,
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let p = guard(&console, &req, Permission::ReadAudit, ("audit", None)).await?;
-    let (bytes, ct, file) = export_bytes(&console, &p, &q).await?;
-    Ok(download(bytes, ct, file))
+    super::export::export_response(console, &p, &q).await
 }
 
 pub(super) async fn health_of(console: &web::Data<Console>) -> Result<health::Health, ApiError> {

@@ -14,14 +14,18 @@
 //! - [`tokens`]: admin tokens (hash only, roles, expiry, revocation); [`cli`]: `wardhook tokens`.
 //! - `auth`: bearer tokens, dashboard sessions with idle logoff and CSRF, failed sign-in limits.
 //! - `api`: the JSON API (`/api/...`, described by `/api/openapi.json`) and `/metrics`.
-//! - `dashboard`: HTML pages with embedded CSS and inline SVG charts (no CDN, no scripts).
+//! - `pages`: the dashboard, one file per page (no CDN, no scripts); `layout`: the frame and
+//!   helpers they share (escaping, badges, error pages, the embedded CSS); `charts`: inline SVG.
 //! - `health`: per-source and per-handler success rates and latency over the last 24 h.
 
 mod api;
 pub mod auth;
+mod charts;
 pub mod cli;
-mod dashboard;
+mod export;
 mod health;
+mod layout;
+mod pages;
 pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -265,7 +269,7 @@ impl AdminServer {
                         )),
                 )
                 .configure(api::routes)
-                .configure(dashboard::routes)
+                .configure(pages::routes)
         })
         .disable_signals()
         .workers(2)

@@ -52,6 +52,20 @@ pub fn build_stages(config: &Config) -> Result<Stages, ConfigError> {
             }
         },
     };
+    if let Some(forward) = &config.audit_forward {
+        if let Err(e) = crate::audit::forward::check_settings(forward) {
+            problems.push(match e {
+                crate::audit::forward::ForwardError::Setup { key, reason } => Problem {
+                    path: format!("audit_forward.{key}"),
+                    message: reason,
+                },
+                other => Problem {
+                    path: "audit_forward".into(),
+                    message: other.to_string(),
+                },
+            });
+        }
+    }
     // The storage settings as far as they can be proved without the database (the same
     // connection set-up the store opens with).
     if let Err((path, message)) = crate::store::open::check(&StoreSettings::of(config)) {
@@ -123,11 +137,23 @@ impl Application {
         let keyring = crate::crypto::Keyring::from_master(&config.master_key);
         let opened = crate::store::open::open(&StoreSettings::of(&config), keyring).await?;
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
-        let dispatcher = Arc::new(Dispatcher::new(
-            opened.store.clone(),
-            plan.clone(),
-            config.dispatch.clone(),
-        ));
+        let traces = match &config.traces {
+            Some(settings) => crate::telemetry::traces::Traces::start(settings)?,
+            None => crate::telemetry::traces::Traces::off(),
+        };
+        let mut dispatcher =
+            Dispatcher::new(opened.store.clone(), plan.clone(), config.dispatch.clone())
+                .with_traces(traces.clone());
+        if let Some(settings) = &config.artifacts {
+            let capture = crate::artifacts::Capture::build(settings, opened.store.clone())
+                .map_err(|e| AppError::Artifacts(e.to_string()))?;
+            let source = crate::artifacts::StoreArtifactSource::new(
+                opened.store.clone(),
+                settings.dir.clone(),
+            );
+            dispatcher = dispatcher.with_artifacts(Arc::new(capture), Arc::new(source));
+        }
+        let dispatcher = Arc::new(dispatcher);
         let admin = if console.enabled() {
             Some(
                 crate::admin::AdminServer::build(console, opened.store.clone(), dispatcher.clone())
@@ -136,14 +162,22 @@ impl Application {
         } else {
             None
         };
-        let state = web::Data::new(AppState::new(
+        let state = AppState::new(
             &config.sources,
             verifiers,
             opened.store.clone(),
             plan,
             dispatcher.waker(),
             &config.server,
-        ));
+        )
+        .with_traces(traces.clone());
+        let relay = super::relay::build_relay_server(&config)?;
+        let (state, relay_pull) = match relay {
+            Some(parts) => (state.with_handoff(parts.handoff), Some(parts.pull)),
+            None => (state, None),
+        };
+        let state = web::Data::new(state);
+        let relay_puller = super::relay::build_puller(&config, &state)?;
         let (tls_config, cert_slot) = match tls {
             Some((tls_config, slot)) => (Some(tls_config), Some(slot)),
             None => (None, None),
@@ -151,7 +185,15 @@ impl Application {
         let listener = socket.serve(&config.server, tls_config, state.clone())?;
         Ok(Self {
             listener,
-            dispatch_workers: config.dispatch.workers,
+            // A relay stores nothing it could dispatch: no workers.
+            dispatch_workers: if relay_pull.is_some() {
+                0
+            } else {
+                config.dispatch.workers
+            },
+            relay_pull,
+            relay_puller,
+            audit_forward: config.audit_forward.clone(),
             dispatcher,
             storage: opened,
             config_sha256: config.sha256.clone(),
@@ -161,6 +203,7 @@ impl Application {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| ".".into(), ToOwned::to_owned),
+            traces,
             reloader: Reloader {
                 state,
                 cert_slot,

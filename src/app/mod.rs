@@ -12,6 +12,7 @@
 //! - [`shutdown`]: SIGTERM or Ctrl-C.
 
 pub mod build;
+mod relay;
 pub mod reload;
 pub mod run;
 pub mod shutdown;
@@ -46,6 +47,15 @@ pub enum AppError {
     /// The admin listener (console, API, metrics) could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// The DMZ relay's parts or the inside node's puller could not be built.
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
+    /// The OTLP trace exporter (`[traces]`) could not start.
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::traces::TracesError),
+    /// The artifact capture step could not be set up (`[artifacts]`).
+    #[error("cannot set up artifact capture: {0}")]
+    Artifacts(String),
 }
 
 /// A built, bound application, not yet running.
@@ -54,6 +64,8 @@ pub struct Application {
     reloader: Reloader,
     dispatcher: Arc<Dispatcher>,
     dispatch_workers: usize,
+    /// `[audit_forward]`: the syslog forwarder started beside the workers, if configured.
+    audit_forward: Option<crate::config::audit_forward::AuditForwardSettings>,
     /// The opened backend and its background work (closed last at shutdown).
     storage: crate::store::open::OpenedStorage,
     config_sha256: String,
@@ -61,6 +73,12 @@ pub struct Application {
     admin: Option<crate::admin::AdminServer>,
     clock: Arc<SkewTracker>,
     data_dir: PathBuf,
+    /// On a DMZ relay: the inside node's pull listener.
+    relay_pull: Option<crate::relay::pull_api::PullServer>,
+    /// On an inside node with `[relay]`: the loop pulling sealed deliveries.
+    relay_puller: Option<crate::relay::puller::Puller>,
+    /// Delivery traces; flushed when the application stops.
+    traces: crate::telemetry::traces::Traces,
 }
 
 impl std::fmt::Debug for Application {
@@ -90,6 +108,11 @@ impl Application {
     /// The senders' listener's bound port (useful when configured with port 0).
     pub fn port(&self) -> u16 {
         self.listener.port
+    }
+
+    /// On a DMZ relay, the pull listener's bound port.
+    pub fn relay_pull_port(&self) -> Option<u16> {
+        self.relay_pull.as_ref().map(|p| p.port)
     }
 
     /// Whether the senders' listener speaks TLS.

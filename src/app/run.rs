@@ -46,8 +46,21 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let stop_workers = stop_tx.clone();
+        let puller = self
+            .relay_puller
+            .map(|p| tokio::spawn(p.run(stop_rx.clone())));
+        let relay_pull = self.relay_pull.map(|p| {
+            tracing::info!(pull_port = p.port, "relay pull listener serving");
+            let handle = p.server.handle();
+            (tokio::spawn(p.server), handle)
+        });
         let workers =
             (self.dispatch_workers > 0).then(|| tokio::spawn(self.dispatcher.clone().run(stop_rx)));
+        // Audit forwarding stops last, after the stop record, so that record goes out too.
+        let (stop_forwarding, forwarding) =
+            crate::audit::forward::start(self.audit_forward.clone(), || {
+                self.storage.store.audit_forward_store()
+            });
         // The server future must keep being polled while it drains, so the stop request runs
         // beside it rather than replacing it.
         tokio::spawn(async move {
@@ -96,8 +109,15 @@ impl Application {
             handle.stop(true).await;
             let _ = task.await;
         }
+        if let Some((task, handle)) = relay_pull {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         // However the server stopped (signal or handle), the workers stop claiming now.
         let _ = stop_workers.send(true);
+        if let Some(p) = puller {
+            let _ = p.await;
+        }
         if let Some(w) = workers {
             let _ = w.await;
         }
@@ -119,6 +139,11 @@ impl Application {
         if let Err(e) = storage.close().await {
             tracing::error!(error = %e, "cannot write the audit checkpoint at stop");
         }
+        let _ = stop_forwarding.send(true);
+        if let Some(f) = forwarding {
+            let _ = f.await;
+        }
+        self.traces.shutdown().await;
         served
     }
 }

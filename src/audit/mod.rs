@@ -24,6 +24,8 @@
 mod chain;
 mod checkpoint;
 pub mod commands;
+mod fhir;
+pub mod forward;
 mod mirror;
 mod query;
 mod record;

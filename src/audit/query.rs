@@ -53,6 +53,8 @@ pub enum ExportFormat {
     Jsonl,
     /// RFC 4180 CSV with a header row; `detail` is a JSON column.
     Csv,
+    /// A FHIR R4 `Bundle` of `AuditEvent` resources (`audit/fhir.rs`).
+    Fhir,
 }
 
 impl std::str::FromStr for ExportFormat {
@@ -61,9 +63,10 @@ impl std::str::FromStr for ExportFormat {
         match s {
             "jsonl" => Ok(Self::Jsonl),
             "csv" => Ok(Self::Csv),
+            "fhir" => Ok(Self::Fhir),
             _ => Err(AuditError::InvalidField {
                 field: "format",
-                rule: "jsonl or csv",
+                rule: "jsonl, csv or fhir",
             }),
         }
     }
@@ -129,23 +132,44 @@ fn csv_line(node: Option<&str>, r: &StoredRecord) -> String {
     line
 }
 
-/// The header an export in `format` starts with (CSV's column names; nothing for JSONL).
-pub(crate) fn export_header(format: ExportFormat) -> &'static str {
-    match format {
-        ExportFormat::Csv => CSV_HEADER,
-        ExportFormat::Jsonl => "",
+/// The header a console export in `format` starts with: CSV's column names, ending with a
+/// `node` column when the records carry their node (PostgreSQL); nothing for JSONL.
+pub(crate) fn export_header(format: ExportFormat, with_node: bool) -> String {
+    match (format, with_node) {
+        (ExportFormat::Csv, true) => format!("{},node\n", CSV_HEADER.trim_end()),
+        (ExportFormat::Csv, false) => CSV_HEADER.to_owned(),
+        (ExportFormat::Jsonl, _) => String::new(),
+        (ExportFormat::Fhir, _) => String::new(),
     }
 }
 
-/// One record as a line of an export in `format`, newline included.
-pub(crate) fn export_line(r: &StoredRecord, format: ExportFormat) -> String {
+/// One record of `node`'s chain as a line of a console export in `format`, newline included:
+/// JSONL carries `node` as the mirror line does; CSV ends with the node column. The columns
+/// before it are the single-chain export's, so a reader of SQLite exports reads these too.
+pub(crate) fn export_line(node: Option<&str>, r: &StoredRecord, format: ExportFormat) -> String {
     match format {
         ExportFormat::Jsonl => {
-            let mut l = JsonLine::render(r);
+            let mut l = JsonLine::render_on(node, r);
             l.push('\n');
             l
         }
-        ExportFormat::Csv => csv_line(None, r),
+        ExportFormat::Csv => {
+            let mut l = csv_line(None, r);
+            if let Some(node) = node {
+                l.pop();
+                l.push(',');
+                csv_field(&mut l, node);
+                l.push('\n');
+            }
+            l
+        }
+        // Line by line there is no Bundle around the resources: one AuditEvent per line, the
+        // FHIR bulk data (NDJSON) form.
+        ExportFormat::Fhir => {
+            let mut l = super::fhir::audit_event(node, r).to_string();
+            l.push('\n');
+            l
+        }
     }
 }
 
@@ -158,6 +182,9 @@ pub fn export(
     out: &mut dyn Write,
     progress: &mut dyn Progress,
 ) -> Result<u64, AuditError> {
+    if format == ExportFormat::Fhir {
+        return super::fhir::export_bundle(stream, filter, out, progress);
+    }
     progress.start(stream.count(filter)?);
     if format == ExportFormat::Csv {
         if stream.has_nodes() {
@@ -175,6 +202,8 @@ pub fn export(
                 l
             }
             ExportFormat::Csv => csv_line(node, r),
+            // Not reached (FHIR exports return above); one resource per line if it were.
+            ExportFormat::Fhir => export_line(node, r, ExportFormat::Fhir),
         };
         out.write_all(line.as_bytes()).map_err(AuditError::Output)?;
         done += 1;

@@ -358,6 +358,15 @@ string_enum! {
         TokenCreated => "token_created",
         /// An admin console token was revoked.
         TokenRevoked => "token_revoked",
+        /// A DMZ relay sealed a verified delivery to the inside node's key and buffered it.
+        RelayBuffered => "relay_buffered",
+        /// A DMZ relay handed a sealed delivery over to the inside node (acknowledged, deleted).
+        RelayHandedOver => "relay_handed_over",
+        /// A call recording or transcript the sender linked to was downloaded and stored
+        /// encrypted (its id, size and SHA-256; never its URL).
+        ArtifactCaptured => "artifact_captured",
+        /// A captured artifact was deleted at the vendor after its capture was verified.
+        ArtifactDeletedAtVendor => "artifact_deleted_at_vendor",
     }
 }
 

@@ -4,7 +4,8 @@
 //! - `http`: distinct, correctly signed NextPhone events over N keep-alive TLS connections
 //!   (one HTTP/1.1 client per connection) to a running server, for a bounded count or duration;
 //!   reports accepted deliveries/s and p50/p99 ack latency, and — given `--server-pid` — the
-//!   server's CPU time per accepted delivery.
+//!   server's CPU time per accepted delivery; with `--threads` as well, that CPU split by the
+//!   server's threads, grouped by name (writer, checkpointer, HTTP workers, …), per delivery.
 //! - `store`: the same events through verify → normalize → `Store::intake` in-process (no TLS,
 //!   no HTTP), with N concurrent tasks; `--max-batch 1` gives one fsync'd transaction per
 //!   request, the baseline that group commit is compared with.
@@ -66,6 +67,11 @@ enum Mode {
         /// several nodes (their CPU times are added).
         #[arg(long)]
         server_pid: Vec<u32>,
+        /// With `--server-pid`: also print the server's CPU per accepted delivery by thread
+        /// group (from `/proc/PID/task/*/stat`: the SQLite writer, the checkpointer, the HTTP
+        /// workers, the runtime, the log writer, …).
+        #[arg(long, requires = "server_pid")]
+        threads: bool,
     },
     /// Verify → normalize → Store::intake in-process, without TLS or HTTP.
     Store {
@@ -114,18 +120,103 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn cpu_micros(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let tck = std::process::Command::new("getconf")
+    let (_, ticks) = parse_stat(&stat)?;
+    Some(ticks * 1_000_000 / clock_ticks())
+}
+
+/// Clock ticks per second of `/proc` CPU times.
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(100);
-    Some((utime + stime) * 1_000_000 / tck)
+        .unwrap_or(100)
+}
+
+/// The name and CPU ticks (user + system) of one `/proc/.../stat` line.
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+/// The thread group a server thread's name (`comm`, at most 15 bytes) belongs to.
+fn thread_group(comm: &str) -> String {
+    if comm == "wardhook" {
+        return "main".to_owned();
+    }
+    // actix names its workers "actix-server worker N" and its accept loop "actix-server
+    // acceptor"; tokio's threads are "tokio-runtime-worker" or "tokio-rt-worker" by version.
+    let known: [(&str, &str); 9] = [
+        ("wardhook-store", "writer (wardhook-store-writer)"),
+        ("wardhook-ckpt", "checkpointer (wardhook-ckpt)"),
+        ("wardhook-log", "log writer (wardhook-log*)"),
+        ("actix-server w", "HTTP workers (actix-server worker)"),
+        ("actix-server a", "TLS acceptor (actix-server acceptor)"),
+        ("actix-rt", "HTTP workers (actix-rt)"),
+        ("tokio-r", "tokio runtime (dispatch, committers)"),
+        ("tracing-append", "log writer (tracing-appender)"),
+        ("OpenTelemetry", "trace exporter (OpenTelemetry)"),
+    ];
+    known
+        .iter()
+        .find(|(prefix, _)| comm.starts_with(prefix))
+        .map(|(_, group)| (*group).to_owned())
+        .unwrap_or_else(|| {
+            comm.trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_owned()
+        })
+}
+
+/// CPU ticks of every live thread of the server processes, by thread id.
+fn thread_ticks(pids: &[u32]) -> std::collections::HashMap<(u32, u32), (String, u64)> {
+    let mut out = std::collections::HashMap::new();
+    for &pid in pids {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            if let Some(stat) = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_stat)
+            {
+                out.insert((pid, tid), stat);
+            }
+        }
+    }
+    out
+}
+
+/// CPU per thread group over the run, in microseconds, largest first. A thread started during
+/// the run counts from zero; one that ended during it is missing (its CPU is in the process
+/// total only), which the report says when the groups do not add up.
+fn thread_cpu_delta(
+    before: &std::collections::HashMap<(u32, u32), (String, u64)>,
+    after: &std::collections::HashMap<(u32, u32), (String, u64)>,
+) -> Vec<(String, usize, u64)> {
+    let tck = clock_ticks();
+    let mut groups: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+    for (key, (comm, ticks)) in after {
+        let start = before.get(key).map_or(0, |(_, t)| *t);
+        let entry = groups.entry(thread_group(comm)).or_default();
+        entry.0 += 1;
+        entry.1 += ticks.saturating_sub(start);
+    }
+    let mut out: Vec<_> = groups
+        .into_iter()
+        .map(|(g, (n, ticks))| (g, n, ticks * 1_000_000 / tck))
+        .collect();
+    out.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// Summed CPU time of the server processes; `None` without pids or if one cannot be read.
@@ -144,6 +235,8 @@ struct Report {
     elapsed: Duration,
     latencies: Vec<u64>,
     cpu_us: Option<u64>,
+    /// (thread group, threads, CPU µs) with `--threads`.
+    threads: Vec<(String, usize, u64)>,
 }
 
 impl Report {
@@ -169,6 +262,45 @@ impl Report {
                 cpu as f64 / 1e6
             );
         }
+        let per = |us: u64| us as f64 / self.accepted.max(1) as f64;
+        if !self.threads.is_empty() {
+            println!("  server CPU by thread group:");
+            for (group, n, us) in &self.threads {
+                println!(
+                    "    {:<40} {:>3} thread{} {:>8.0} µs/delivery",
+                    group,
+                    n,
+                    if *n == 1 { " " } else { "s" },
+                    per(*us)
+                );
+            }
+            let counted: u64 = self.threads.iter().map(|t| t.2).sum();
+            if let Some(cpu) = self.cpu_us {
+                if cpu > counted {
+                    println!(
+                        "    {:<40}         {:>8.0} µs/delivery",
+                        "(threads ended during the run)",
+                        per(cpu - counted)
+                    );
+                }
+            }
+        }
+        // One machine-readable line for scripts (benches/intake.sh).
+        let writer = self
+            .threads
+            .iter()
+            .find(|t| t.0.starts_with("writer"))
+            .map(|t| format!("{:.1}", per(t.2)))
+            .unwrap_or_else(|| "-".to_owned());
+        println!(
+            "summary accepted_per_s={:.0} p99_ms={:.2} failed={} server_cpu_us={} writer_cpu_us={writer}",
+            self.accepted as f64 / secs,
+            percentile(&self.latencies, 0.99) as f64 / 1000.0,
+            self.failed,
+            self.cpu_us
+                .map(|c| format!("{:.1}", per(c)))
+                .unwrap_or_else(|| "-".to_owned()),
+        );
     }
 }
 
@@ -181,6 +313,7 @@ async fn run_http(
     requests: u64,
     seconds: u64,
     server_pids: Vec<u32>,
+    threads: bool,
 ) -> anyhow::Result<Report> {
     let mut secret = std::fs::read(&secret_file)
         .with_context(|| format!("reading {}", secret_file.display()))?;
@@ -196,6 +329,7 @@ async fn run_http(
     };
     let issued = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
+    let threads_before = threads.then(|| thread_ticks(&server_pids));
     let cpu_before = cpu_of(&server_pids);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -256,6 +390,7 @@ async fn run_http(
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
         cpu_us: None,
+        threads: Vec::new(),
     };
     for t in tasks {
         let (a, f, l) = t.await?;
@@ -269,6 +404,9 @@ async fn run_http(
         (Some(b), Some(a)) => Some(a.saturating_sub(b)),
         _ => None,
     };
+    if let Some(before) = threads_before {
+        report.threads = thread_cpu_delta(&before, &thread_ticks(&server_pids));
+    }
     Ok(report)
 }
 
@@ -346,6 +484,7 @@ async fn run_store(
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
         cpu_us: None,
+        threads: Vec::new(),
     };
     for t in tasks {
         let (a, f, l) = t.await?;
@@ -414,6 +553,7 @@ async fn main() -> anyhow::Result<()> {
             requests,
             seconds,
             server_pid,
+            threads,
         } => {
             run_http(
                 url,
@@ -423,6 +563,7 @@ async fn main() -> anyhow::Result<()> {
                 requests,
                 seconds,
                 server_pid,
+                threads,
             )
             .await?
         }
@@ -435,4 +576,31 @@ async fn main() -> anyhow::Result<()> {
     };
     report.print();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_stat, thread_group};
+
+    #[test]
+    fn a_stat_line_gives_the_thread_name_and_its_user_plus_system_ticks() {
+        // A name may hold spaces and parentheses: fields are counted after the last ')'.
+        let line = "4242 (actix-rt|sy (x)) S 1 2 3 4 5 6 7 8 9 10 120 30 0 0 20 0 9 0 100";
+        assert_eq!(parse_stat(line), Some(("actix-rt|sy (x)".to_owned(), 150)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn server_threads_are_grouped_by_what_they_do() {
+        assert!(thread_group("wardhook-store-").starts_with("writer"));
+        assert!(thread_group("wardhook-ckpt").starts_with("checkpointer"));
+        assert!(thread_group("actix-rt|system").starts_with("HTTP workers"));
+        assert!(thread_group("actix-server wo").starts_with("HTTP workers"));
+        assert!(thread_group("actix-server ac").starts_with("TLS acceptor"));
+        assert!(thread_group("tokio-runtime-w").starts_with("tokio runtime"));
+        assert!(thread_group("tokio-rt-worker").starts_with("tokio runtime"));
+        assert_eq!(thread_group("wardhook"), "main");
+        assert!(thread_group("wardhook-logfile").starts_with("log writer"));
+        assert_eq!(thread_group("pool-12"), "pool-");
+    }
 }

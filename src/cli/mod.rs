@@ -12,11 +12,13 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::MasterKey;
 use crate::{certs, dev, telemetry};
 
+pub mod artifacts;
 pub mod audit;
 pub mod dlq;
 pub mod doctor;
 pub mod intake;
 mod operate;
+pub mod relay;
 pub mod reverify;
 pub mod send;
 pub mod smart_keys;
@@ -117,6 +119,12 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Captured call recordings and transcripts (see docs/ARTIFACTS.md).
+    Artifacts {
+        /// Which.
+        #[command(subcommand)]
+        command: artifacts::ArtifactsCommand,
+    },
     /// Deliveries on the database.
     Deliveries {
         /// Which.
@@ -170,6 +178,15 @@ pub enum Command {
         /// Which.
         #[command(subcommand)]
         command: crate::admin::cli::TokensCommand,
+    },
+    /// The DMZ relay (docs/RELAY.md): without a subcommand, run it with `--config` (a config
+    /// with `[relay_server]` and never the inside private key); `relay keygen` makes the inside
+    /// node's key pair.
+    #[command(args_conflicts_with_subcommands = true)]
+    Relay {
+        /// Which (none: run the relay).
+        #[command(subcommand)]
+        command: Option<relay::RelayCommand>,
     },
 }
 
@@ -233,7 +250,7 @@ pub enum AuditCommand {
     },
     /// Export matching records for a SIEM or an auditor.
     Export {
-        /// `jsonl` or `csv`.
+        /// `jsonl`, `csv` or `fhir` (a FHIR R4 Bundle of AuditEvent resources).
         #[arg(long, default_value = "jsonl")]
         format: String,
         /// Output file, or `-` for stdout.
@@ -473,6 +490,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => run_audit(config, command),
         Command::Dlq { command } => run_dlq(config, command),
         Command::Deliveries { command } => run_deliveries(config, command),
+        Command::Artifacts { command } => artifacts::run(config, command),
         Command::Quarantine { command } => operate::quarantine(config, command),
         Command::Keys { command } => operate::keys(config, command),
         Command::Purge { older_than } => operate::purge(config, &older_than),
@@ -482,6 +500,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs {
             command: CertsCommand::Dev { dir, force },
         } => certs_dev(&dir, force),
+        Command::Relay { command } => relay::run(config, command),
     }
 }
 
@@ -724,7 +743,7 @@ fn run_audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
         } => {
             let format: audit::ExportFormat = format
                 .parse()
-                .map_err(|_| anyhow::anyhow!("--format must be jsonl or csv"))?;
+                .map_err(|_| anyhow::anyhow!("--format must be jsonl, csv or fhir"))?;
             let args = filter.into();
             let mut stderr = std::io::stderr();
             let n = if out.as_os_str() == "-" {
@@ -827,6 +846,17 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
         config_path.to_owned()
     };
     let config = Config::load(&config_path)?;
+    if config.relay_server.is_some() {
+        anyhow::bail!(
+            "{} has [relay_server]: it is a DMZ relay's config; start it with `wardhook relay`",
+            config_path.display()
+        );
+    }
+    run_server(config_path, config, dev)
+}
+
+/// Serve a loaded config until SIGTERM (`serve`, and `relay` after its own checks).
+fn run_server(config_path: PathBuf, config: Config, dev: bool) -> anyhow::Result<ExitCode> {
     let _log = telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -869,6 +899,7 @@ fn serve(config_path: &Path, dev: bool) -> anyhow::Result<ExitCode> {
         tracing::info!(
             port = app.port(),
             tls = app.is_tls(),
+            relay_pull_port = app.relay_pull_port(),
             config = %config_path.display(),
             "wardhook listening"
         );

@@ -47,6 +47,17 @@ pub struct ConfigFile {
     /// `[[routes]]`
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[audit_forward]`: syslog forwarding of audit records (absent: off).
+    pub audit_forward: Option<super::audit_forward::AuditForwardSection>,
+    /// `[relay]`: this (inside) node pulls sealed deliveries from a DMZ relay.
+    pub relay: Option<super::relay::RelaySection>,
+    /// `[relay_server]`: this config is a DMZ relay's (`wardhook relay`).
+    pub relay_server: Option<super::relay::RelayServerSection>,
+    /// `[traces]`: OpenTelemetry export (off unless present).
+    #[serde(default)]
+    pub traces: Option<super::TracesSection>,
+    /// `[artifacts]`
+    pub artifacts: Option<super::artifacts::ArtifactsSection>,
 }
 
 /// `[server]`: the senders' listener.

@@ -12,9 +12,13 @@
 //! and handlers, `tls` the server configuration, `store` the backend), through `app::build`,
 //! which `serve` and `check-config` both call.
 
+pub mod artifacts;
+pub mod audit_forward;
 pub mod file;
+pub mod relay;
 mod source;
 mod storage;
+mod telemetry;
 mod validate;
 
 use std::fmt;
@@ -29,6 +33,7 @@ use crate::secret::MasterKey;
 pub use file::HandlerSection;
 pub use source::{OAuthClient, Preset, SchemeOptions, VerifierSpec};
 pub use storage::{is_node_id, PgSettings, PgTls, StorageBackend};
+pub use telemetry::{TracesSection, TracesSettings};
 
 /// The default config location, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wardhook.toml";
@@ -114,6 +119,16 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Dispatch settings.
     pub dispatch: DispatchSettings,
+    /// `[audit_forward]`, when present and enabled.
+    pub audit_forward: Option<audit_forward::AuditForwardSettings>,
+    /// `[relay]`: pull sealed deliveries from a DMZ relay (inside node).
+    pub relay: Option<relay::RelaySettings>,
+    /// `[relay_server]`: this process is a DMZ relay (`wardhook relay`).
+    pub relay_server: Option<relay::RelayServerSettings>,
+    /// OpenTelemetry traces of deliveries; `None` = off (the default).
+    pub traces: Option<TracesSettings>,
+    /// `[artifacts]`: recording and transcript capture, when configured.
+    pub artifacts: Option<artifacts::ArtifactsSettings>,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).

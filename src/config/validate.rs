@@ -234,6 +234,8 @@ fn check(
         }
     };
     let log = check_log(&file, problems);
+    let traces =
+        super::telemetry::check_traces(file.traces.as_ref(), base, &mut |p, m| problems.push(p, m));
     if file.audit.retention_days < 365 {
         problems.push(
             "audit.retention_days",
@@ -264,6 +266,9 @@ fn check(
     }
 
     let dispatch = check_dispatch(&file, problems);
+    let audit_forward = file.audit_forward.as_ref().and_then(|section| {
+        super::audit_forward::check(section, base, &mut |p, m| problems.push(p, m))
+    });
     let mut handler_names = HashSet::new();
     for (i, h) in file.handlers.iter().enumerate() {
         if h.name.is_empty() {
@@ -289,7 +294,15 @@ fn check(
                 "a route needs at least one handler",
             );
         }
+        let captures = file
+            .artifacts
+            .as_ref()
+            .is_some_and(|a| a.sources.iter().any(|s| s.source == r.source));
         for (j, h) in r.handlers.iter().enumerate() {
+            // The built-in capture step, for a source with `[[artifacts.sources]]`.
+            if h == wardhook_sdk::artifacts::CAPTURE_STEP && captures && j == 0 {
+                continue;
+            }
             if !handler_names.contains(h) {
                 problems.push(
                     format!("routes[{i}].handlers[{j}]"),
@@ -335,6 +348,25 @@ fn check(
         });
     }
 
+    let relay = file.relay.as_ref().map(|r| {
+        super::relay::check_inside(r, base, &mut |p: &str, m: String| problems.push(p, m))
+    });
+    let relay_server = file.relay_server.as_ref().map(|r| {
+        super::relay::check_server(r, base, &mut |p: &str, m: String| problems.push(p, m))
+    });
+    let artifacts = match &file.artifacts {
+        None => None,
+        Some(section) => {
+            let sources: Vec<(String, String)> = file
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.preset.clone()))
+                .collect();
+            let checked =
+                super::artifacts::check(section, &sources, base, &mut |p, m| problems.push(p, m));
+            Some(checked?)
+        }
+    };
     Some(Config {
         path: path.to_owned(),
         sha256: hex::encode(Sha256::digest(bytes)),
@@ -360,6 +392,11 @@ fn check(
         base: base.to_owned(),
         routes,
         dispatch: dispatch?,
+        audit_forward,
+        relay: relay.map(|r| r.ok_or(())).transpose().ok()?,
+        relay_server: relay_server.map(|r| r.ok_or(())).transpose().ok()?,
+        traces,
+        artifacts,
     })
 }
 

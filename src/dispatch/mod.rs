@@ -74,10 +74,20 @@ pub async fn invoke_at(
     now: DateTime<Utc>,
     time_zone: Tz,
 ) -> Result<Outcome, HandlerError> {
-    let mut ctx = Context::new(&event.delivery_id, handler.name(), attempt)
+    let ctx = Context::new(&event.delivery_id, handler.name(), attempt)
         .with_deadline(deadline)
         .with_app_data(app_data)
         .with_time(now, time_zone);
+    invoke_in_context(handler, event, ctx, deadline).await
+}
+
+/// [`invoke_at`] with a context the caller built (the worker adds the artifact opener).
+pub(crate) async fn invoke_in_context(
+    handler: &dyn Handler,
+    event: &Event,
+    mut ctx: Context,
+    deadline: Instant,
+) -> Result<Outcome, HandlerError> {
     let budget = deadline.saturating_duration_since(Instant::now());
     // A little grace so a handler that honours the deadline reports its own timeout reason.
     let hard_stop = budget.saturating_add(Duration::from_millis(500));

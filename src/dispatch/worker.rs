@@ -68,6 +68,15 @@ fn later(d: Duration) -> Instant {
     now.checked_add(d.min(MAX_RETRY_DELAY)).unwrap_or(now)
 }
 
+/// How an attempt ended, as metrics and traces name it.
+fn attempt_result(result: &AttemptResult) -> &'static str {
+    match result {
+        AttemptResult::Ok { .. } => "ok",
+        AttemptResult::Retryable { .. } => "retryable",
+        AttemptResult::Permanent { .. } => "permanent",
+    }
+}
+
 /// The handlers and routes in force; swapped whole on reload.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -261,6 +270,14 @@ pub struct Dispatcher {
     running: Mutex<HashMap<String, usize>>,
     claim_lock: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
+    /// Delivery traces: each attempt becomes a span of its delivery's trace.
+    traces: crate::telemetry::traces::Traces,
+    /// The built-in `capture` step and the artifact opener handed to handlers, when
+    /// `[artifacts]` is configured.
+    artifacts: Option<(
+        Arc<dyn Handler>,
+        Arc<dyn wardhook_sdk::artifacts::ArtifactSource>,
+    )>,
 }
 
 impl Dispatcher {
@@ -274,7 +291,27 @@ impl Dispatcher {
             running: Mutex::default(),
             claim_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
+            traces: crate::telemetry::traces::Traces::off(),
+            artifacts: None,
         }
+    }
+
+    /// Export each attempt as a span of its delivery's trace through `traces`.
+    #[must_use]
+    pub fn with_traces(mut self, traces: crate::telemetry::traces::Traces) -> Self {
+        self.traces = traces;
+        self
+    }
+
+    /// Run the built-in `capture` step with `capture`, and let handlers open artifacts
+    /// through `source` (the PHI guard withholds it from `phi = "none"` handlers).
+    pub fn with_artifacts(
+        mut self,
+        capture: Arc<dyn Handler>,
+        source: Arc<dyn wardhook_sdk::artifacts::ArtifactSource>,
+    ) -> Self {
+        self.artifacts = Some((capture, source));
+        self
     }
 
     /// Notified by intake when new jobs were committed, so idle workers start at once.
@@ -442,24 +479,29 @@ impl Dispatcher {
         };
         slot.finish(matches!(record.result, AttemptResult::Retryable { .. }));
         let (next, outcome) = self.next_step(&plan, &job, &record.result, retry_after);
-        crate::metrics::handler_attempt(
-            &job.handler,
-            match record.result {
-                AttemptResult::Ok { .. } => "ok",
-                AttemptResult::Retryable { .. } => "retryable",
-                AttemptResult::Permanent { .. } => "permanent",
-            },
-            latency,
-        );
+        crate::metrics::handler_attempt(&job.handler, attempt_result(&record.result), latency);
         if matches!(outcome, TaskOutcome::Dead { .. }) {
             crate::metrics::dead_letter(&job.handler);
         }
+        let result = attempt_result(&record.result);
+        self.traces.attempt(&crate::telemetry::traces::Attempt {
+            delivery_id: &job.delivery_id,
+            source: &job.source,
+            handler: &job.handler,
+            job_id: job.id,
+            attempt: job.attempt,
+            started: started_at.into(),
+            latency,
+            result,
+            http_status: record.http_status,
+        });
+        let trace_id = self.traces.trace_id(&job.delivery_id);
         match &record.result {
             AttemptResult::Ok { .. } => {
-                tracing::info!(job = job.id, handler = %job.handler, attempt = job.attempt, latency_ms = latency.as_millis() as u64, "handler succeeded");
+                tracing::info!(job = job.id, handler = %job.handler, attempt = job.attempt, latency_ms = latency.as_millis() as u64, trace_id, "handler succeeded");
             }
             AttemptResult::Retryable { reason } | AttemptResult::Permanent { reason } => {
-                tracing::warn!(job = job.id, handler = %job.handler, attempt = job.attempt, reason = %reason, next = ?next, "handler failed");
+                tracing::warn!(job = job.id, handler = %job.handler, attempt = job.attempt, reason = %reason, next = ?next, trace_id, "handler failed");
             }
         }
         self.store.finish_attempt(job, record, next).await?;
@@ -471,7 +513,13 @@ impl Dispatcher {
         plan: &Plan,
         job: &ClaimedJob,
     ) -> Result<wardhook_sdk::Outcome, HandlerError> {
-        let Some(handler) = plan.handlers.get(&job.handler).cloned() else {
+        let builtin = || {
+            self.artifacts
+                .as_ref()
+                .filter(|_| job.handler == wardhook_sdk::artifacts::CAPTURE_STEP)
+                .map(|(capture, _)| capture.clone())
+        };
+        let Some(handler) = plan.handlers.get(&job.handler).cloned().or_else(builtin) else {
             return Err(HandlerError::Permanent {
                 reason: format!("handler {} is no longer configured", job.handler),
             });
@@ -491,16 +539,14 @@ impl Dispatcher {
             }
         };
         let deadline = later(self.settings.handler_timeout);
-        super::invoke_at(
-            &*handler,
-            &event,
-            job.attempt,
-            app_data,
-            deadline,
-            Utc::now(),
-            self.settings.time_zone,
-        )
-        .await
+        let mut ctx = wardhook_sdk::Context::new(&event.delivery_id, handler.name(), job.attempt)
+            .with_deadline(deadline)
+            .with_app_data(app_data)
+            .with_time(Utc::now(), self.settings.time_zone);
+        if let Some((_, source)) = &self.artifacts {
+            ctx = ctx.with_artifact_source(source.clone());
+        }
+        super::invoke_in_context(&*handler, &event, ctx, deadline).await
     }
 
     fn next_step(

@@ -14,18 +14,26 @@ use chrono::Utc;
 use serde_json::json;
 use wardhook_sdk::Event;
 
+use super::access::AccessNote;
 use super::body::{read_capped, BodyError};
+use super::handoff::{Handoff, HandoffOutcome, Handover, RelayedError, RelayedOutcome};
 use super::hook_error::HookError;
 use super::rejections::Tally;
 use super::{AppState, SourceRuntime};
 use crate::dispatch::plan::{RealtimeRoute, Routing};
 use crate::dispatch::realtime::Reply;
+use crate::normalize::DedupKey;
 use crate::normalize::{normalize, IntakeInput, Normalized};
 use crate::store::{IntakeOutcome, JobSpec};
-use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict, VerifiedDelivery};
+use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict};
 
 /// `POST /hooks/{source}`.
-#[tracing::instrument(name = "hook", skip_all, fields(source = %path.as_str()))]
+///
+/// The request's span is DEBUG: at the default INFO level its call site is disabled, so no span
+/// is allocated or formatted per request (lines logged on the way name their source instead).
+/// With traces on, the stages' timings are kept in a [`Receipt`] and exported once the
+/// delivery is stored.
+#[tracing::instrument(level = "debug", name = "hook", skip_all, fields(source = %path.as_str()))]
 pub(super) async fn receive_hook(
     req: HttpRequest,
     path: web::Path<String>,
@@ -38,7 +46,9 @@ pub(super) async fn receive_hook(
         .sources
         .get(path.as_str())
         .ok_or(HookError::UnknownSource)?;
+    let mut receipt = state.traces.receipt();
     let body = cap(&req, payload, source).await?;
+    receipt.stage("read body");
     // Benchmark ceiling only (`--features bench-stub`): TLS + HTTP + body, nothing else.
     #[cfg(feature = "bench-stub")]
     if !body.is_empty() {
@@ -48,27 +58,65 @@ pub(super) async fn receive_hook(
         Verdict::Challenge(reply) => return Ok(challenge(reply)),
         Verdict::Verified(delivery) => delivery,
     };
+    receipt.stage("verify");
     drop(body);
-    let (input, mut normalized) = normalize_or_quarantine(&state, delivery).await?;
+    let input = IntakeInput::from(delivery);
+    if let Some(handoff) = &state.handoff {
+        return hand_off(&state, handoff.as_ref(), input).await;
+    }
+    let (input, mut normalized) = normalize_or_quarantine(&state, input, Utc::now()).await?;
+    receipt.stage("normalize");
     let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
     // The event normalize built is routed, sealed by the store and handed to a real-time
     // route's handlers: one value, never rebuilt.
     let Routing { jobs, realtime } = plan.route(normalized.event(), Utc::now());
     let source = input.source().to_owned();
+    let job_count = jobs.len();
+    receipt.stage("route");
     let outcome = intake(&state, input, &mut normalized, jobs).await?;
-    match realtime {
-        Some(route) => Ok(answer_realtime(
-            &state,
-            route,
-            plan.time_zone(),
-            normalized.into_event(),
-            source,
-            &outcome,
-            started,
-        )
-        .await),
-        None => Ok(respond(&outcome)),
+    receipt.stage("commit");
+    let trace_source = receipt.is_recording().then(|| source.clone());
+    let mut res = match realtime {
+        Some(route) => {
+            let res = answer_realtime(
+                &state,
+                route,
+                plan.time_zone(),
+                normalized.into_event(),
+                source,
+                &outcome,
+                started,
+            )
+            .await;
+            receipt.stage("real-time reply");
+            res
+        }
+        None => respond(&outcome),
+    };
+    let (delivery_id, outcome) = match outcome {
+        IntakeOutcome::Accepted { delivery_id } => (delivery_id, "accepted"),
+        IntakeOutcome::Duplicate { delivery_id } => (delivery_id, "duplicate"),
+    };
+    let trace_id = state.traces.trace_id(&delivery_id);
+    if let Some(source) = trace_source {
+        state.traces.finish(
+            receipt,
+            &crate::telemetry::traces::Stored {
+                source: &source,
+                delivery_id: &delivery_id,
+                outcome,
+                jobs: job_count,
+                status: res.status().as_u16(),
+            },
+        );
     }
+    AccessNote {
+        delivery_id,
+        outcome,
+        trace_id,
+    }
+    .attach(&mut res);
+    Ok(res)
 }
 
 /// Cap: read the body, refusing it as soon as it passes the source's cap.
@@ -85,7 +133,7 @@ async fn cap(
     match read_capped(payload, declared, source.max_body_bytes).await {
         Ok(b) => Ok(b),
         Err(BodyError::TooLarge { cap }) => {
-            tracing::warn!(cap, "body over the source's cap");
+            tracing::warn!(source = %source.name, cap, "body over the source's cap");
             Err(HookError::TooLarge)
         }
         Err(BodyError::Broken) => Err(HookError::BadRequest),
@@ -147,13 +195,17 @@ fn challenge(reply: ChallengeReply) -> HttpResponse {
 /// stored in quarantine and answered 400.
 async fn normalize_or_quarantine(
     state: &AppState,
-    delivery: VerifiedDelivery,
+    input: IntakeInput,
+    received_at: chrono::DateTime<Utc>,
 ) -> Result<(IntakeInput, Normalized), HookError> {
-    let input = IntakeInput::from(delivery);
-    match normalize(&input, Utc::now()) {
+    match normalize(&input, received_at) {
         Ok(n) => Ok((input, n)),
         Err(reason) => {
-            tracing::warn!(reason = reason.code(), "authentic delivery quarantined");
+            tracing::warn!(
+                source = input.source(),
+                reason = reason.code(),
+                "authentic delivery quarantined"
+            );
             let source = input.source().to_owned();
             let id = state
                 .store
@@ -197,15 +249,17 @@ async fn intake(
     Ok(outcome)
 }
 
-/// Respond (asynchronous routes): accepted, or a duplicate of the first delivery.
+/// Respond (asynchronous routes): accepted, or a duplicate of the first delivery. The access
+/// line names the delivery and its outcome; these DEBUG lines are for whoever asks for them
+/// ([`crate::telemetry::DELIVERY_TARGET`]).
 fn respond(outcome: &IntakeOutcome) -> HttpResponse {
     match outcome {
         IntakeOutcome::Accepted { delivery_id } => {
-            tracing::info!(delivery_id = %delivery_id, "delivery accepted");
+            tracing::debug!(target: "wardhook::delivery", delivery_id = %delivery_id, "delivery accepted");
             HttpResponse::Ok().json(json!({ "status": "accepted", "delivery_id": delivery_id }))
         }
         IntakeOutcome::Duplicate { delivery_id } => {
-            tracing::info!(delivery_id = %delivery_id, "duplicate delivery");
+            tracing::debug!(target: "wardhook::delivery", delivery_id = %delivery_id, "duplicate delivery");
             HttpResponse::Ok().json(json!({ "status": "duplicate", "delivery_id": delivery_id }))
         }
     }
@@ -249,7 +303,7 @@ fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr)
     if let Some(wait) = over_budget {
         return HookError::RateLimited(wait);
     }
-    tracing::warn!(reason = %rejection, "delivery rejected");
+    tracing::warn!(source, reason = %rejection, "delivery rejected");
     if rejection.status() == 403 {
         HookError::Forbidden
     } else {
@@ -274,7 +328,7 @@ async fn answer_realtime(
     };
     if duplicate {
         if let Ok(Some(reply)) = state.store.load_reply(delivery_id.clone()).await {
-            tracing::info!(delivery_id = %delivery_id, "retried real-time request; stored reply sent");
+            tracing::info!(source = %source, delivery_id = %delivery_id, "retried real-time request; stored reply sent");
             return reply_response(&reply);
         }
     }
@@ -289,7 +343,10 @@ async fn answer_realtime(
     let reply = if let Some(handlers) = &route.handlers {
         rt.answer(handlers, &event, budget, time_zone).await
     } else {
-        tracing::warn!("real-time route names a handler that is not configured; fallback sent");
+        tracing::warn!(
+            source = %source,
+            "real-time route names a handler that is not configured; fallback sent"
+        );
         rt.fallback_reply()
     };
     drop(event);
@@ -322,4 +379,87 @@ fn reply_response(reply: &Reply) -> HttpResponse {
             },
         ))
         .body(reply.body.clone())
+}
+
+/// On a DMZ relay: seal and buffer the verified delivery instead of storing it here.
+///
+/// The delivery is normalized in memory only, to recognise a retry (its dedup key, kept at
+/// the relay as a keyed blind index) and to find a real-time route, which gets the route's
+/// fallback reply (the data to compute a reply is inside). An envelope that does not
+/// normalize is sealed all the same, keyed by its body's SHA-256: the inside node quarantines
+/// it, since the relay keeps nothing it could read.
+async fn hand_off(
+    state: &AppState,
+    handoff: &dyn Handoff,
+    input: IntakeInput,
+) -> Result<HttpResponse, HookError> {
+    use sha2::{Digest as _, Sha256};
+    let received_at = Utc::now();
+    let normalized = normalize(&input, received_at).ok();
+    let realtime = normalized.as_ref().and_then(|n| {
+        let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
+        plan.route(n.event(), received_at).realtime
+    });
+    let dedup = normalized.map_or_else(
+        || DedupKey::BodySha256(Sha256::digest(&input.body).into()),
+        |n| n.dedup,
+    );
+    let source = input.source().to_owned();
+    let outcome = handoff
+        .hand_off(Handover {
+            input,
+            received_at,
+            dedup,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "relay cannot buffer; asking the sender to retry");
+            crate::metrics::storage_error();
+            HookError::StorageUnavailable
+        })?;
+    let outcome = match outcome {
+        HandoffOutcome::Accepted(delivery_id) => {
+            crate::metrics::delivery(&source, "accepted");
+            IntakeOutcome::Accepted { delivery_id }
+        }
+        HandoffOutcome::Duplicate(delivery_id) => {
+            crate::metrics::delivery(&source, "duplicate");
+            IntakeOutcome::Duplicate { delivery_id }
+        }
+    };
+    match realtime {
+        Some(route) => {
+            tracing::info!("real-time route on the relay: fallback reply sent");
+            let reply = route.reply.fallback_reply();
+            crate::metrics::realtime_reply(&source, true, Duration::ZERO);
+            Ok(reply_response(&reply))
+        }
+        None => Ok(respond(&outcome)),
+    }
+}
+
+/// On the inside node: a delivery the DMZ relay verified, opened by the puller, through the
+/// usual normalize (or quarantine) → route → intake, received at the relay's receipt time.
+/// Real-time routes' handlers are not run: the relay has answered the sender with the
+/// route's fallback. Any storage failure is an error: the puller does not acknowledge, and the
+/// relay serves the record again.
+pub async fn ingest_relayed(
+    state: &AppState,
+    input: IntakeInput,
+    received_at: chrono::DateTime<Utc>,
+) -> Result<RelayedOutcome, RelayedError> {
+    let (input, mut normalized) = match normalize_or_quarantine(state, input, received_at).await {
+        Ok(n) => n,
+        Err(HookError::Quarantined { quarantine_id, .. }) => {
+            return Ok(RelayedOutcome::Quarantined(quarantine_id))
+        }
+        Err(_) => return Err(RelayedError),
+    };
+    let plan = state.plan.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let Routing { jobs, .. } = plan.route(normalized.event(), Utc::now());
+    match intake(state, input, &mut normalized, jobs).await {
+        Ok(IntakeOutcome::Accepted { delivery_id }) => Ok(RelayedOutcome::Accepted(delivery_id)),
+        Ok(IntakeOutcome::Duplicate { delivery_id }) => Ok(RelayedOutcome::Duplicate(delivery_id)),
+        Err(_) => Err(RelayedError),
+    }
 }

@@ -4,14 +4,17 @@
 //!
 //! Terminates TLS (the server configuration comes from `tls`), enforces per-source body caps
 //! while streaming and per-source rate limits, and hands the raw body to the verify stage. Nothing here ever logs a body or an
-//! authentication header; a request's log line has its id, source, status and latency only.
+//! authentication header; a request's one access line ([`access`]) has its id, path (the source),
+//! status and latency, and a stored delivery's id and outcome.
 //!
 //! What an unauthenticated request can cost is bounded: metric series are labelled only with
 //! configured source names, rejected requests spend a per-client budget (never a source's), and
 //! their audit records are tallied per interval ([`rejections`]).
 
+mod access;
 pub mod body;
 pub mod clock;
+pub mod handoff;
 mod hook_error;
 mod hooks;
 mod oauth;
@@ -35,6 +38,8 @@ use crate::store::Storage;
 use crate::verify::Verifiers;
 use rate_limit::{ClientBuckets, TokenBucket};
 use rejections::RejectionLog;
+
+pub use hooks::ingest_relayed;
 
 /// Client addresses whose rejection budget is tracked; the least recently seen is forgotten
 /// beyond this, so a flood from many addresses costs fixed memory.
@@ -131,6 +136,10 @@ pub struct AppState {
     rejected_budget: ClientBuckets,
     /// The per-interval tally of rejections for the audit log.
     rejections: RejectionLog,
+    /// On a DMZ relay: where verified deliveries go instead of intake.
+    handoff: Option<Arc<dyn handoff::Handoff>>,
+    /// Delivery traces (OTLP); off unless `[traces]` is configured.
+    traces: crate::telemetry::traces::Traces,
 }
 
 impl AppState {
@@ -155,7 +164,23 @@ impl AppState {
                 REJECTED_CLIENTS_TRACKED,
             ),
             rejections: RejectionLog::new(REJECTION_AUDIT_KEYS),
+            handoff: None,
+            traces: crate::telemetry::traces::Traces::off(),
         }
+    }
+
+    /// The state of a DMZ relay's sender listener: verified deliveries go to `handoff` (sealed
+    /// and buffered) instead of intake; everything before that is the same.
+    pub fn with_handoff(mut self, handoff: Arc<dyn handoff::Handoff>) -> Self {
+        self.handoff = Some(handoff);
+        self
+    }
+
+    /// Export a trace of each stored delivery through `traces`.
+    #[must_use]
+    pub fn with_traces(mut self, traces: crate::telemetry::traces::Traces) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// The sources in force now.
@@ -270,13 +295,17 @@ impl Socket {
                                 started.elapsed(),
                             );
                         }
-                        tracing::info!(
-                            request_id = %request_id,
-                            method = %method,
-                            path = %path,
+                        let note = res
+                            .response_mut()
+                            .extensions_mut()
+                            .remove::<access::AccessNote>();
+                        access::log_request(
+                            &request_id,
+                            &method,
+                            &path,
                             status,
-                            latency_us = started.elapsed().as_micros() as u64,
-                            "request"
+                            started.elapsed(),
+                            note.as_ref(),
                         );
                         if let Ok(v) = HeaderValue::from_str(&request_id) {
                             res.headers_mut()

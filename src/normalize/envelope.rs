@@ -66,6 +66,21 @@ impl Envelope {
         }
     }
 
+    /// A preset name that maps back to this envelope (the DMZ relay seals it with the body,
+    /// so the inside node normalizes with the envelope the relay verified under).
+    pub fn preset_name(self) -> &'static str {
+        match self {
+            Self::NextPhone => "nextphone",
+            Self::PhoneShield => "phoneshield",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Retell => "retell",
+            Self::Vapi => "vapi",
+            Self::Telnyx => "telnyx",
+            Self::Twilio => "twilio",
+            Self::Generic => "generic",
+        }
+    }
+
     /// The content type a sender of this envelope uses (tests and the load generator).
     pub fn default_content_type(self) -> &'static str {
         match self {
@@ -377,7 +392,18 @@ fn telnyx(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
 fn twilio(params: Map<String, Value>) -> Result<Fields, NormalizeError> {
     // Voice status callbacks carry CallSid/CallStatus; messaging callbacks MessageSid and
     // MessageStatus (SmsStatus on older accounts).
-    let (event_type, call_id) = if params.contains_key("CallSid") {
+    // Recording status callbacks carry CallSid with RecordingSid/RecordingStatus and no
+    // CallStatus: their event type is `recording.<status>` (e.g. `recording.completed`).
+    let (event_type, call_id) = if params.contains_key("CallSid")
+        && !params.contains_key("CallStatus")
+        && params.contains_key("RecordingSid")
+    {
+        let status = required_str(&params, "RecordingStatus", "RecordingStatus")?;
+        (
+            format!("recording.{status}"),
+            required_str(&params, "CallSid", "CallSid")?,
+        )
+    } else if params.contains_key("CallSid") {
         (
             required_str(&params, "CallStatus", "CallStatus")?,
             required_str(&params, "CallSid", "CallSid")?,

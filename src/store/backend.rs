@@ -38,8 +38,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Which backend this is (`sqlite` or `postgres`), for logs and refusals.
     fn backend_name(&self) -> &'static str;
 
+    /// The chain and durable cursor audit forwarding uses (`audit::forward`): the file's chain
+    /// on SQLite, this node's on PostgreSQL. Call from within the runtime.
+    fn audit_forward_store(&self) -> Arc<dyn crate::audit::forward::ForwardStore>;
+
     /// What the operator console reads and writes (tokens, health numbers, audit reads).
     fn console(&self) -> &dyn super::Console;
+
+    /// Captured artifacts (call recordings, transcripts): their rows and sealed file keys.
+    fn artifacts(&self) -> &dyn super::artifacts::ArtifactStore;
 
     /// Deduplicate, encrypt and commit a normalized delivery with one job per matched handler,
     /// and its audit record; answer only after the commit is durable.

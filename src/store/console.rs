@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::StoreFuture;
 use crate::audit::commands::SearchArgs;
-use crate::audit::{AuditRecord, ExportFormat, StoredRecord};
+use crate::audit::{AuditRecord, StoredRecord};
 
 /// An admin token's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -187,6 +187,38 @@ pub(crate) fn audit_filter(
         .map_err(|_| super::StoreError::InvalidArgument(BAD_AUDIT_FILTER.to_owned()))
 }
 
+/// One record of an export page and the node whose chain holds it (`None` on SQLite's single
+/// chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPageRow {
+    /// The PostgreSQL node that wrote it.
+    pub node: Option<String>,
+    /// The record.
+    pub record: StoredRecord,
+}
+
+/// Where an export page ended: the next page starts after this record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCursor {
+    /// The record's time (PostgreSQL orders by it first).
+    pub ts: String,
+    /// Its node (PostgreSQL).
+    pub node: Option<String>,
+    /// Its sequence number in its chain.
+    pub seq: u64,
+}
+
+impl AuditPageRow {
+    /// The cursor that continues after this row.
+    pub fn cursor(&self) -> AuditCursor {
+        AuditCursor {
+            ts: self.record.ts.clone(),
+            node: self.node.clone(),
+            seq: self.record.seq,
+        }
+    }
+}
+
 /// What checking the audit log found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditCheck {
@@ -252,11 +284,15 @@ pub trait Console: Send + Sync {
     /// mirror in `audit_dir`.
     fn audit_check(&self, audit_dir: PathBuf) -> StoreFuture<'_, AuditCheck>;
 
-    /// Every record matching `args` rendered as `format`, and how many there were. An unusable
-    /// filter is [`super::StoreError::InvalidArgument`].
-    fn audit_export(
+    /// Up to `limit` records matching `args` that come after `after` (from the first when
+    /// `None`), in export order: sequence order on SQLite; `(time, node, sequence)` on
+    /// PostgreSQL, every node's. The console streams an export by asking page after page, so
+    /// its memory does not grow with the log. An unusable filter is
+    /// [`super::StoreError::InvalidArgument`].
+    fn audit_page(
         &self,
         args: SearchArgs,
-        format: ExportFormat,
-    ) -> StoreFuture<'_, (Vec<u8>, u64)>;
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<AuditPageRow>>;
 }

@@ -23,6 +23,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod artifacts;
 mod audit_hook;
 pub mod backend;
 pub mod console;
@@ -34,11 +35,14 @@ pub mod postgres;
 pub(crate) mod prepare;
 pub mod reads;
 pub mod realtime;
+pub mod relay_buffer;
 pub mod sqlite;
 pub mod types;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_artifacts;
 #[cfg(test)]
 mod conformance_maintenance;
 

@@ -186,7 +186,7 @@ pub async fn drain(app: &TestApp) -> Vec<TaskOutcome> {
     panic!("queue never went idle");
 }
 
-async fn call(app: &TestApp, token: Option<&str>, method: &str, path: &str) -> (u16, String) {
+pub async fn call(app: &TestApp, token: Option<&str>, method: &str, path: &str) -> (u16, String) {
     let client = app.client();
     let mut req = match method {
         "POST" => client.post(admin_url(app, path)),
@@ -200,7 +200,7 @@ async fn call(app: &TestApp, token: Option<&str>, method: &str, path: &str) -> (
 }
 
 /// (actor, outcome, detail) of every audit record of `action`, in order (every node's).
-async fn audit_rows(app: &ConsoleApp, action: &str) -> Vec<(String, String, String)> {
+pub async fn audit_rows(app: &ConsoleApp, action: &str) -> Vec<(String, String, String)> {
     if let Some(pg) = &app.pg {
         let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
             .await
@@ -229,7 +229,7 @@ async fn audit_rows(app: &ConsoleApp, action: &str) -> Vec<(String, String, Stri
 }
 
 /// One dead letter (the CRM answers 400) and one quarantined delivery.
-async fn app_with_a_dead_letter(db: Db) -> Option<(ConsoleApp, MockServer, String)> {
+pub async fn app_with_a_dead_letter(db: Db) -> Option<(ConsoleApp, MockServer, String)> {
     let crm = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400))

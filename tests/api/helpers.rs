@@ -298,7 +298,39 @@ pub fn start_server(fixture: &Fixture) -> (ServerProcess, u16) {
 }
 
 /// Like [`start_server`], started by `serve` (e.g. a shell that sets a umask, then execs).
-pub fn start_server_command(fixture: &Fixture, mut serve: Command) -> (ServerProcess, u16) {
+pub fn start_server_command(fixture: &Fixture, serve: Command) -> (ServerProcess, u16) {
+    let (child, ports) = spawn_logging_ports(fixture, serve);
+    loop {
+        if let ("port", port) = ports.recv_timeout(Duration::from_secs(20)).unwrap() {
+            return (child, port);
+        }
+    }
+}
+
+/// Like [`start_server`], for a config whose admin console is enabled: also returns the port
+/// the console bound.
+pub fn start_server_with_console(fixture: &Fixture) -> (ServerProcess, u16, u16) {
+    let mut serve = Command::new(wardhook_bin());
+    serve.args(["serve", "--config"]).arg(&fixture.config_path);
+    let (child, ports) = spawn_logging_ports(fixture, serve);
+    let (mut port, mut admin_port) = (None, None);
+    while port.is_none() || admin_port.is_none() {
+        match ports.recv_timeout(Duration::from_secs(20)).unwrap() {
+            ("port", p) => port = Some(p),
+            (_, p) => admin_port = Some(p),
+        }
+    }
+    (child, port.unwrap(), admin_port.unwrap())
+}
+
+/// Spawn `serve` and report each port its JSON log names (`port`, `admin_port`).
+fn spawn_logging_ports(
+    fixture: &Fixture,
+    mut serve: Command,
+) -> (
+    ServerProcess,
+    std::sync::mpsc::Receiver<(&'static str, u16)>,
+) {
     let mut child = serve
         .current_dir(fixture.dir.path())
         .stderr(Stdio::piped())
@@ -310,15 +342,15 @@ pub fn start_server_command(fixture: &Fixture, mut serve: Command) -> (ServerPro
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(port) = v["fields"]["port"].as_u64() {
-                    let _ = port_tx.send(port as u16);
+                for key in ["port", "admin_port"] {
+                    if let Some(port) = v["fields"][key].as_u64() {
+                        let _ = port_tx.send((key, port as u16));
+                    }
                 }
             }
         }
     });
-    let child = ServerProcess(child);
-    let port = port_rx.recv_timeout(Duration::from_secs(20)).unwrap();
-    (child, port)
+    (ServerProcess(child), port_rx)
 }
 
 /// Post `body` to the `demo` source signed with [`DEMO_SECRET`]; assert 200 and return the

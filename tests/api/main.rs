@@ -1,8 +1,14 @@
 //! Integration tests: the real server over real TLS on loopback, one test binary.
 
+mod access_log;
 mod adapters_flow;
 mod admin;
+mod admin_export;
+mod artifacts;
 mod audit_cli;
+mod audit_forward;
+mod audit_forward_fhir;
+mod audit_forward_rsyslog;
 mod browser;
 mod canary;
 mod cli_send;
@@ -20,10 +26,13 @@ mod listener_safety;
 mod maintenance;
 mod multinode;
 mod multinode_audit;
+mod multinode_nodes;
 mod operations;
+mod otlp;
 mod outside_numbers;
 mod postgres;
 mod realtime;
+mod relay;
 mod reload;
 mod unauthenticated;
 mod verify_tls;

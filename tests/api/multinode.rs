@@ -14,24 +14,11 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
+use crate::multinode_nodes::*;
 use crate::postgres::PgTestDb;
 
 const DELIVERIES: u64 = 240;
 const KILL_AFTER: u64 = 80;
-
-fn event_body(call: u64) -> String {
-    format!(
-        r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"node-{call}","caller":{{"name":"Load Caller","phone":"+1555{call:07}"}}}}}}"#
-    )
-}
-
-fn client(ca_pem: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
 
 /// One node as a sender sees it.
 struct Node {
@@ -65,14 +52,6 @@ async fn deliver_somewhere(nodes: &[Node], first: usize, body: &str) -> serde_js
     }
 }
 
-async fn count(db: &PgTestDb, sql: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client.query_one(sql, &[]).await.unwrap().get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_one_killed_mid_load_lose_nothing_and_enqueue_nothing_twice() {
     let Some(db) = PgTestDb::create().await else {
@@ -83,42 +62,20 @@ async fn three_nodes_one_killed_mid_load_lose_nothing_and_enqueue_nothing_twice(
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(20)))
         .mount(&crm)
         .await;
-    let opts = AppOptions {
-        admin: "enabled = false".into(),
-        extra: format!(
-            r#"
-[log]
-format = "json"
-level = "warn,wardhook::cli=info"
-
-[dispatch]
-workers = 4
-handler_timeout_secs = 1
-retry_schedule = ["0s", "1s", "1s", "1s", "1s"]
-
-[[handlers]]
-name = "crm"
-kind = "http"
-phi = "full"
-baa = true
-url = "{}/api/leads"
-
-[[routes]]
-source = "demo"
-events = ["call.ended"]
-handlers = ["crm"]
-"#,
-            crm.uri()
-        ),
-        ..AppOptions::default()
-    };
-    let first = db.fixture("node-1", opts.clone(), None);
-    let key = std::fs::read(first.dir.path().join("master.key")).unwrap();
-    let fixtures = [
-        first,
-        db.fixture("node-2", opts.clone(), Some(&key)),
-        db.fixture("node-3", opts, Some(&key)),
-    ];
+    let opts = node_options(
+        &crm.uri(),
+        4,
+        "handler_timeout_secs = 1\nretry_schedule = [\"0s\", \"1s\", \"1s\", \"1s\", \"1s\"]",
+        "enabled = false",
+    );
+    let fixtures = cluster_fixtures(
+        &db,
+        vec![
+            ("node-1", opts.clone()),
+            ("node-2", opts.clone()),
+            ("node-3", opts),
+        ],
+    );
     let mut processes = Vec::new();
     let mut nodes = Vec::new();
     for f in &fixtures {
@@ -126,7 +83,7 @@ handlers = ["crm"]
         processes.push(process);
         nodes.push(Node {
             port,
-            http: client(&f.ca.cert_pem()),
+            http: client_trusting(&f.ca.cert_pem()),
         });
     }
     let nodes = Arc::new(nodes);
@@ -143,7 +100,9 @@ handlers = ["crm"]
                 if call >= DELIVERIES {
                     return;
                 }
-                let answer = deliver_somewhere(&nodes, call as usize, &event_body(call)).await;
+                let answer =
+                    deliver_somewhere(&nodes, call as usize, &call_ended(&format!("node-{call}")))
+                        .await;
                 let id = answer["delivery_id"].as_str().unwrap().to_owned();
                 acked.lock().unwrap().insert(call, id);
             }
@@ -170,7 +129,7 @@ handlers = ["crm"]
     let ids: HashSet<&String> = acked.values().collect();
     assert_eq!(ids.len() as u64, DELIVERIES, "one delivery id per call");
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM deliveries").await,
+        one_value(&db, "SELECT COUNT(*) FROM deliveries").await,
         DELIVERIES as i64,
         "nothing stored twice"
     );
@@ -191,20 +150,20 @@ handlers = ["crm"]
         .get(0);
     assert_eq!(stored, DELIVERIES as i64, "every acknowledged id is stored");
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM jobs").await,
+        one_value(&db, "SELECT COUNT(*) FROM jobs").await,
         DELIVERIES as i64,
         "nothing enqueued twice"
     );
 
     for node in ["node-1", "node-2", "node-3"] {
         let sql = format!("SELECT COUNT(*) FROM deliveries WHERE node_id = '{node}'");
-        assert!(count(&db, &sql).await > 0, "load reached {node}");
+        assert!(one_value(&db, &sql).await > 0, "load reached {node}");
     }
 
     // The two live nodes finish every job, the dead node's included (lease 12 s).
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let done = count(&db, "SELECT COUNT(*) FROM jobs WHERE status = 'done'").await;
+        let done = one_value(&db, "SELECT COUNT(*) FROM jobs WHERE status = 'done'").await;
         if done == DELIVERIES as i64 {
             break;
         }
@@ -231,12 +190,7 @@ handlers = ["crm"]
     assert!(requests.len() as u64 >= DELIVERIES);
 
     // Each node's audit chain verifies (the killed node's included).
-    let out = std::process::Command::new(wardhook_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(&fixtures[0].config_path)
-        .current_dir(fixtures[0].dir.path())
-        .output()
-        .unwrap();
+    let out = cli(&fixtures[0], &["audit", "verify"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

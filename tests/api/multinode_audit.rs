@@ -1,12 +1,11 @@
 //! Operating a three-node PostgreSQL cluster from any node: three real `wardhook serve`
-//! processes on one database, each with its own `[audit] dir`. From node A's config the
-//! operator sees a delivery node B accepted and a dead letter node C's worker made; `audit
-//! verify` passes on every node, and catches a modified record, a deleted record and a cut-off
+//! processes on one database, each with its own `[audit] dir`. From node A — its CLI and its
+//! console API — the operator sees a delivery node B accepted and a dead letter node C's worker
+//! made; `audit verify` passes on every node, and catches a modified record, a deleted record and a cut-off
 //! tail on any one node (the tail through that node's own signed checkpoints and mirror).
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,23 +13,13 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
+use crate::multinode_nodes::*;
 use crate::postgres::PgTestDb;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-fn event_body(call: &str) -> String {
-    format!(
-        r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call}","caller":{{"name":"Cluster Caller","phone":"+15550104"}}}}}}"#
-    )
-}
-
 async fn post(port: u16, ca_pem: &str, body: &str) -> Value {
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let res = http
+    let res = client_trusting(ca_pem)
         .post(format!("https://localhost:{port}/hooks/demo"))
         .header(
             "X-NextPhone-Signature",
@@ -44,22 +33,16 @@ async fn post(port: u16, ca_pem: &str, body: &str) -> Value {
     res.json().await.unwrap()
 }
 
-fn cli(fixture: &Fixture, args: &[&str]) -> Output {
-    std::process::Command::new(wardhook_bin())
-        .args(args)
-        .arg("--config")
-        .arg(&fixture.config_path)
-        .current_dir(fixture.dir.path())
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// GET `path` from the console on `port` with `token`; the JSON answer.
+async fn console_get(port: u16, ca_pem: &str, token: &str, path: &str) -> Value {
+    let res = client_trusting(ca_pem)
+        .get(format!("https://localhost:{port}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
 }
 
 async fn sql(db: &PgTestDb, statements: &str) {
@@ -68,14 +51,6 @@ async fn sql(db: &PgTestDb, statements: &str) {
         .unwrap();
     tokio::spawn(connection);
     client.batch_execute(statements).await.unwrap();
-}
-
-async fn one_value(db: &PgTestDb, query: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client.query_one(query, &[]).await.unwrap().get(0)
 }
 
 fn stop(process: &mut ServerProcess) {
@@ -150,44 +125,21 @@ async fn any_node_sees_the_cluster_and_audit_verify_catches_tampering_on_any_nod
         .respond_with(ResponseTemplate::new(422))
         .mount(&crm)
         .await;
-    // Only node C runs jobs, so whatever B accepts, C dead-letters.
-    let opts = |workers: usize| AppOptions {
-        admin: "enabled = false".into(),
-        extra: format!(
-            r#"
-[log]
-format = "json"
-level = "warn,wardhook::cli=info"
-
-[dispatch]
-workers = {workers}
-
-[[handlers]]
-name = "crm"
-kind = "http"
-phi = "full"
-baa = true
-url = "{}/api/leads"
-
-[[routes]]
-source = "demo"
-events = ["call.ended"]
-handlers = ["crm"]
-"#,
-            crm.uri()
-        ),
-        ..AppOptions::default()
-    };
-    let a = db.fixture(NODES[0], opts(0), None);
-    let key = std::fs::read(a.dir.path().join("master.key")).unwrap();
-    let fixtures = [
-        a,
-        db.fixture(NODES[1], opts(0), Some(&key)),
-        db.fixture(NODES[2], opts(1), Some(&key)),
-    ];
+    // Only node C runs jobs, so whatever B accepts, C dead-letters. Node A serves the console.
+    let fixtures = cluster_fixtures(
+        &db,
+        vec![
+            (NODES[0], node_options(&crm.uri(), 0, "", "")),
+            (NODES[1], node_options(&crm.uri(), 0, "", "enabled = false")),
+            (NODES[2], node_options(&crm.uri(), 1, "", "enabled = false")),
+        ],
+    );
     let mut processes = Vec::new();
     let mut ports = Vec::new();
-    for f in &fixtures {
+    let (process, port, console_port) = start_server_with_console(&fixtures[0]);
+    processes.push(process);
+    ports.push(port);
+    for f in &fixtures[1..] {
         let (process, port) = start_server(f);
         processes.push(process);
         ports.push(port);
@@ -196,7 +148,7 @@ handlers = ["crm"]
     // Each node accepts a delivery; B's is the one to find from A.
     let mut ids = Vec::new();
     for (i, f) in fixtures.iter().enumerate() {
-        let answer = post(ports[i], &f.ca.cert_pem(), &event_body(&format!("mn-{i}"))).await;
+        let answer = post(ports[i], &f.ca.cert_pem(), &call_ended(&format!("mn-{i}"))).await;
         ids.push(answer["delivery_id"].as_str().unwrap().to_owned());
     }
     let taken_by_b = &ids[1];
@@ -251,6 +203,46 @@ handlers = ["crm"]
             .any(|d| d["delivery_id"] == taken_by_b.as_str()),
         "node A lists node C's dead letter: {dead}"
     );
+
+    // And through node A's console API, with an operator token made on node A.
+    let out = cli(
+        &fixtures[0],
+        &["tokens", "create", "--name", "ops", "--role", "operator"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let ca = fixtures[0].ca.cert_pem();
+    let listed = console_get(console_port, &ca, &token, "/api/deliveries").await;
+    assert!(
+        listed["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == taken_by_b.as_str()),
+        "node A's console lists node B's delivery: {listed}"
+    );
+    let dead = console_get(console_port, &ca, &token, "/api/dead-letters").await;
+    let row = dead["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["delivery_id"] == taken_by_b.as_str())
+        .unwrap_or_else(|| panic!("node A's console lists node C's dead letter: {dead}"))
+        .clone();
+    let detail = console_get(
+        console_port,
+        &ca,
+        &token,
+        &format!("/api/deliveries/{taken_by_b}"),
+    )
+    .await;
+    assert_eq!(detail["jobs"][0]["job_id"], row["job_id"], "{detail}");
+    assert_eq!(detail["jobs"][0]["status"], "dead", "{detail}");
 
     // Stop the nodes: each signs a checkpoint of its chain on the way out.
     for p in &mut processes {

@@ -15,12 +15,16 @@ pub type AppData = serde_json::Map<String, serde_json::Value>;
 /// What wardhook tells a handler about this invocation besides the event itself.
 #[derive(Debug, Clone)]
 pub struct Context {
+    delivery_id: String,
+    handler_name: String,
     idempotency_key: String,
     attempt: u32,
     deadline: Option<Instant>,
     app_data: AppData,
     now: DateTime<Utc>,
     time_zone: Tz,
+    /// Opens captured artifacts; absent for handlers that may not see PHI.
+    artifact_source: Option<std::sync::Arc<dyn crate::artifacts::ArtifactSource>>,
 }
 
 impl Context {
@@ -28,13 +32,53 @@ impl Context {
     /// `delivery_id`. The time is taken now, in UTC; no deadline, no app data.
     pub fn new(delivery_id: &str, handler_name: &str, attempt: u32) -> Self {
         Self {
+            delivery_id: delivery_id.to_owned(),
+            handler_name: handler_name.to_owned(),
             idempotency_key: idempotency_key(delivery_id, handler_name),
             attempt,
             deadline: None,
             app_data: AppData::new(),
             now: Utc::now(),
             time_zone: Tz::UTC,
+            artifact_source: None,
         }
+    }
+
+    /// Let this invocation open the delivery's captured artifacts through `source`.
+    pub fn with_artifact_source(
+        mut self,
+        source: std::sync::Arc<dyn crate::artifacts::ArtifactSource>,
+    ) -> Self {
+        self.artifact_source = Some(source);
+        self
+    }
+
+    /// Take the artifact opener away (and give it back with [`Context::with_artifact_source`]):
+    /// a `phi = "none"` handler must not read recordings.
+    pub fn take_artifact_source(
+        &mut self,
+    ) -> Option<std::sync::Arc<dyn crate::artifacts::ArtifactSource>> {
+        self.artifact_source.take()
+    }
+
+    /// The artifacts the route's `capture` step stored for this delivery, by reference.
+    pub fn artifacts(&self) -> Vec<crate::artifacts::ArtifactRef> {
+        crate::artifacts::from_app_data(&self.app_data)
+    }
+
+    /// A decrypted stream of artifact `id` of this delivery (the read is audited). Permanent
+    /// failure when this handler may not see PHI or the artifact is not this delivery's.
+    pub async fn open_artifact(
+        &self,
+        id: &str,
+    ) -> Result<Box<dyn crate::artifacts::ArtifactStream>, HandlerError> {
+        let Some(source) = &self.artifact_source else {
+            return Err(HandlerError::permanent(format!(
+                "handler {} may not open artifacts (phi = \"none\", or no capture configured)",
+                self.handler_name
+            )));
+        };
+        source.open(&self.delivery_id, &self.handler_name, id).await
     }
 
     /// Give up on the invocation at `deadline` (handlers shorten their own timeouts to it).

@@ -13,6 +13,8 @@
 //!   [`secret`]: `env:`/`file:` references.
 //! - [`template`]: the one template engine for URLs, bodies, arguments and route filters.
 //! - [`limits`]: `Retry-After` and `expires_in` parsed and clamped before they meet a clock.
+//! - [`artifacts`]: captured recordings and transcripts by reference, and a decrypted stream
+//!   on request.
 //! - [`phi`]: minimum necessary — which fields are PHI and what a `phi = "none"` handler sees.
 //! - `testing` (feature `testing`): events from fixtures and one-call handler runs for tests.
 //!
@@ -26,6 +28,7 @@ pub use chrono;
 pub use serde_json;
 pub use toml;
 
+pub mod artifacts;
 pub mod build;
 mod event;
 mod handler;

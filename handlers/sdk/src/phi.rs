@@ -279,8 +279,14 @@ impl crate::Handler for MinimumNecessary {
         let redacted = redact(event);
         let saved = ctx.app_data().clone();
         ctx.clear_app_data();
+        // Recordings and transcripts are PHI: no opener either.
+        let opener = ctx.take_artifact_source();
         let result = self.inner.handle(&redacted, ctx).await;
-        *ctx = ctx.clone().with_app_data(saved);
+        let mut restored = ctx.clone().with_app_data(saved);
+        if let Some(opener) = opener {
+            restored = restored.with_artifact_source(opener);
+        }
+        *ctx = restored;
         result
     }
 }

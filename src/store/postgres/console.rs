@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::{health, tokens, verify_audit, PgStore};
 use crate::audit::commands::SearchArgs;
-use crate::audit::{AuditRecord, ExportFormat, StoredRecord};
+use crate::audit::{AuditRecord, StoredRecord};
 use crate::store::console::{
-    audit_filter, AuditCheck, Console, DeliveryJob, DeliveryMeta, HealthData, RevokeRecord,
-    StoredToken, TokenInfo, TokenInsert,
+    audit_filter, AuditCheck, AuditCursor, AuditPageRow, Console, DeliveryJob, DeliveryMeta,
+    HealthData, RevokeRecord, StoredToken, TokenInfo, TokenInsert,
 };
 use crate::store::{StoreError, StoreFuture};
 
@@ -88,14 +88,14 @@ impl Console for PgStore {
         })
     }
 
-    fn audit_export(
+    fn audit_page(
         &self,
         args: SearchArgs,
-        format: ExportFormat,
-    ) -> StoreFuture<'_, (Vec<u8>, u64)> {
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<AuditPageRow>> {
         Box::pin(async move {
-            let filter = audit_filter(&args, self.keyring())?;
-            self.track(health::audit_export(self, &filter, format).await)
+            self.track(super::console_audit::audit_page(self, &args, after.as_ref(), limit).await)
         })
     }
 }

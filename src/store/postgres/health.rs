@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 
 use super::{audit, PgStore};
-use crate::audit::{ExportFormat, Filter, StoredRecord};
+use crate::audit::{Filter, StoredRecord};
 use crate::store::console::{
     AttemptSample, DeliveryJob, DeliveryMeta, HandlerQueue, HealthData, SourceEvent,
 };
@@ -136,7 +136,7 @@ pub(super) async fn delivery_jobs(
 }
 
 /// `filter` as SQL conditions over `audit_log` and their parameters.
-fn audit_where(filter: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+pub(super) fn audit_where(filter: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
     let (conds, params) = super::audit_chain::conditions(filter);
     let clause = if conds.is_empty() {
         String::new()
@@ -146,15 +146,16 @@ fn audit_where(filter: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
     (clause, params)
 }
 
-const AUDIT_COLUMNS: &str = "seq, ts, actor, action, outcome, delivery_id, source, call_ref, \
+pub(super) const AUDIT_COLUMNS: &str =
+    "seq, ts, actor, action, outcome, delivery_id, source, call_ref, \
                              remote_addr, detail, prev_mac, mac";
 
-/// Matching records of every node in time order (ties by node and sequence); the newest `limit`
-/// when given.
-async fn audit_rows(
+/// The newest `limit` records matching `filter`, every node's, oldest first (ties by node and
+/// sequence).
+pub(super) async fn audit_records(
     store: &PgStore,
     filter: &Filter,
-    limit: Option<usize>,
+    limit: usize,
 ) -> Result<Vec<StoredRecord>, StoreError> {
     let (clause, params) = audit_where(filter);
     let refs: Vec<&(dyn ToSql + Sync)> = params
@@ -162,43 +163,15 @@ async fn audit_rows(
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
     let client = store.client().await?;
-    let sql = match limit {
-        Some(n) => format!(
-            "SELECT * FROM (SELECT {AUDIT_COLUMNS}, node_id FROM audit_log{clause}
-                            ORDER BY ts DESC, node_id DESC, seq DESC LIMIT {n}) newest
-             ORDER BY ts, node_id, seq"
-        ),
-        None => format!(
-            "SELECT {AUDIT_COLUMNS}, node_id FROM audit_log{clause} ORDER BY ts, node_id, seq"
-        ),
-    };
+    let sql = format!(
+        "SELECT * FROM (SELECT {AUDIT_COLUMNS}, node_id FROM audit_log{clause}
+                        ORDER BY ts DESC, node_id DESC, seq DESC LIMIT {limit}) newest
+         ORDER BY ts, node_id, seq"
+    );
     Ok(client
         .query(&sql, &refs)
         .await?
         .iter()
         .map(audit::stored_from_row)
         .collect())
-}
-
-/// The newest `limit` records matching `filter`, oldest first.
-pub(super) async fn audit_records(
-    store: &PgStore,
-    filter: &Filter,
-    limit: usize,
-) -> Result<Vec<StoredRecord>, StoreError> {
-    audit_rows(store, filter, Some(limit)).await
-}
-
-/// Every record matching `filter` rendered as `format`, and how many.
-pub(super) async fn audit_export(
-    store: &PgStore,
-    filter: &Filter,
-    format: ExportFormat,
-) -> Result<(Vec<u8>, u64), StoreError> {
-    let records = audit_rows(store, filter, None).await?;
-    let mut out = crate::audit::export_header(format).as_bytes().to_vec();
-    for r in &records {
-        out.extend_from_slice(crate::audit::export_line(r, format).as_bytes());
-    }
-    Ok((out, records.len() as u64))
 }

@@ -23,13 +23,16 @@
 //! standby. Connection loss, pool exhaustion, a full disk or a read-only (failed-over) server
 //! are [`StoreError::Unavailable`]: 503 with `Retry-After`, readiness red.
 
+mod artifacts;
 mod audit;
 mod audit_chain;
 mod committer;
 mod console;
+mod console_audit;
 mod dead;
 mod diagnose;
 mod error;
+pub mod forward;
 mod health;
 mod intake;
 mod jobs;
@@ -161,6 +164,7 @@ impl PgStore {
         let store = Self::build(settings, keyring, mirror)?;
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
+        artifacts::migrate(&mut client).await?;
         audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
         drop(client);
         let task = mirror::start(&store);
@@ -333,6 +337,17 @@ impl Storage for PgStore {
     }
 
     fn console(&self) -> &dyn crate::store::Console {
+        self
+    }
+
+    fn audit_forward_store(&self) -> Arc<dyn crate::audit::forward::ForwardStore> {
+        Arc::new(forward::PgForward::new(
+            self,
+            tokio::runtime::Handle::current(),
+        ))
+    }
+
+    fn artifacts(&self) -> &dyn crate::store::artifacts::ArtifactStore {
         self
     }
 

@@ -82,7 +82,7 @@ fn seq_of(v: Option<i64>) -> Option<u64> {
 }
 
 /// `WHERE …` of a search filter and its parameters.
-fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
+pub(crate) fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
     let mut conds = Vec::new();
     let mut params = Vec::new();
     let mut push = |cond: &str, v: SqlValue| {

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use super::storage::blocking;
 use super::{health, tokens};
 use crate::audit::commands::SearchArgs;
-use crate::audit::{AuditError, AuditRecord, ExportFormat, StoredRecord};
+use crate::audit::{AuditError, AuditRecord, StoredRecord};
 use crate::store::console::{
-    audit_filter, AuditCheck, Console, DeliveryJob, DeliveryMeta, HealthData, RevokeRecord,
-    StoredToken, TokenInfo, TokenInsert,
+    audit_filter, AuditCheck, AuditCursor, AuditPageRow, Console, DeliveryJob, DeliveryMeta,
+    HealthData, RevokeRecord, StoredToken, TokenInfo, TokenInsert,
 };
 use crate::store::{Store, StoreFuture};
 
@@ -103,17 +103,14 @@ impl Console for Store {
         })
     }
 
-    fn audit_export(
+    fn audit_page(
         &self,
         args: SearchArgs,
-        format: ExportFormat,
-    ) -> StoreFuture<'_, (Vec<u8>, u64)> {
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<AuditPageRow>> {
         blocking(self, move |s| {
-            let filter = audit_filter(&args, s.keyring())?;
-            let conn = s.connection()?;
-            let mut out = Vec::new();
-            let n = crate::audit::export(&conn, &filter, format, &mut out, &mut ())?;
-            Ok((out, n))
+            super::console_audit::audit_page(s, &args, after.as_ref(), limit)
         })
     }
 }

@@ -18,11 +18,14 @@
 //! the error is [`StoreError::Unavailable`]: the listener answers 503 with `Retry-After`, and
 //! [`Store::check_ready`] reports not-ready until a write succeeds again.
 
+mod artifacts;
 pub(crate) mod audit;
 pub mod audit_log;
 mod backup;
 mod console;
+mod console_audit;
 pub mod emergency;
+pub mod forward;
 mod health;
 pub mod jobs;
 pub(crate) mod keys;
@@ -172,6 +175,7 @@ impl Store {
         let mut conn = open_connection(path, &options)?;
         schema::migrate(&mut conn)?;
         audit_log::migrate(&conn)?;
+        artifacts::migrate(&conn)?;
         restrict_permissions(path);
         let shared = Arc::new(Shared {
             path: path.to_owned(),

@@ -101,6 +101,20 @@ pub(crate) const SEALED_COLUMNS: &[SealedColumns] = &[
                  WHERE id = ?4 AND out_key_id = ?5",
         place: crate::store::realtime::place,
     },
+    // Captured artifacts' per-file keys (the files themselves are not touched): AAD id is the
+    // artifact id.
+    SealedColumns {
+        table: "artifacts",
+        ciphertext: "key_ciphertext",
+        key_column: "key_id",
+        from_older: "FROM artifacts t JOIN deliveries d ON d.id = t.delivery_id
+                          JOIN data_keys k ON k.key_id = t.key_id
+                     WHERE t.key_ciphertext IS NOT NULL AND k.generation < ?1",
+        columns: "t.id, t.id, d.source, t.key_id, k.period, t.key_nonce, t.key_ciphertext",
+        update: "UPDATE artifacts SET key_id = ?1, key_nonce = ?2, key_ciphertext = ?3
+                 WHERE id = ?4 AND key_id = ?5",
+        place: crate::store::artifacts::key_place,
+    },
 ];
 
 /// Rows re-encrypted per transaction.

@@ -42,6 +42,14 @@ impl Storage for Store {
         self
     }
 
+    fn audit_forward_store(&self) -> Arc<dyn crate::audit::forward::ForwardStore> {
+        Arc::new(super::forward::SqliteForward::new(self.clone()))
+    }
+
+    fn artifacts(&self) -> &dyn crate::store::artifacts::ArtifactStore {
+        self
+    }
+
     fn intake<'a>(
         &'a self,
         input: IntakeInput,

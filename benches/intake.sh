@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Intake benchmark: builds of wardhook (or one build under different settings) measured side by
+# side, rounds interleaved so every variant sees the same background load; prints each run, then
+# the medians and each variant's ratio to the first (docs/BENCHMARKS.md §9).
+#
+#   benches/intake.sh build OUT            release builds: OUT/stub (--features bench-stub), OUT/real
+#   benches/intake.sh ratio OUT            stub vs real, default config (the issue-17 table)
+#   benches/intake.sh logging OUT          real build: default logging vs WARDHOOK_LOG=off
+#   benches/intake.sh run LABEL=BINDIR[,VAR=VALUE...] ...   any variants; the first is the base
+#
+# Each run: a fresh `serve --dev` setup in an empty directory (one NextPhone source `demo`, audit
+# mirror on, INFO logging unless a variant sets WARDHOOK_LOG), listening on $PORT, then
+# `wardhook-loadgen http` with unique signed bodies over $CONNECTIONS keep-alive TLS connections
+# for $SECONDS s, reporting server CPU per delivery by thread group. The load generator is the
+# same binary for every variant ($LOADGEN, default OUT/real's or the first variant's).
+#
+# Settings (environment): ROUNDS=3 CONNECTIONS=64 RUN_SECONDS=10 PORT=18443 REQUESTS=10000000.
+# Measure on a quiet machine: on a shared host, hold the cargo lock for the whole run so no
+# build runs beside it:  flock /tmp/wardhook-cargo.lock bash benches/intake.sh ratio OUT
+# (this script never takes that lock itself; `build` expects to be run under it too).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+SECONDS_PER_RUN=${RUN_SECONDS:-10}
+PORT=${PORT:-18443}
+REQUESTS=${REQUESTS:-10000000}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+build() {
+  local out=$1
+  mkdir -p "$out/stub" "$out/real"
+  (cd "$HERE" && cargo build --release --features bench-stub --bin wardhook)
+  cp "${CARGO_TARGET_DIR:-$HERE/target}/release/wardhook" "$out/stub/"
+  (cd "$HERE" && cargo build --release --bin wardhook --bin wardhook-loadgen)
+  cp "${CARGO_TARGET_DIR:-$HERE/target}/release/wardhook" \
+     "${CARGO_TARGET_DIR:-$HERE/target}/release/wardhook-loadgen" "$out/real/"
+  echo "built: $out/stub/wardhook (bench-stub), $out/real/wardhook, $out/real/wardhook-loadgen"
+}
+
+# One run of one variant: prints "LABEL ROUND summary ..." and the thread table.
+one_run() {
+  local label=$1 spec=$2 round=$3
+  local bindir=${spec%%,*} envs=()
+  [[ $spec == *,* ]] && IFS=',' read -r -a envs <<< "${spec#*,}"
+  local dir; dir=$(mktemp -d)
+  (
+    cd "$dir"
+    # `serve --dev` writes data/dev (CA, certificate, master key, demo secret, config); keep
+    # them, move the ports off the defaults so a developer's dev server does not collide.
+    WARDHOOK_LOG=error "$bindir/wardhook" serve --dev >/dev/null 2>&1 & p=$!
+    for _ in $(seq 1 100); do [ -f data/dev/wardhook.toml ] && sleep 0.3 && break; sleep 0.1; done
+    kill "$p"; wait "$p" 2>/dev/null || true
+    rm -f data/dev/*.db data/dev/*.db-wal data/dev/*.db-shm
+    { sed -e "s/127.0.0.1:8443/127.0.0.1:$PORT/" data/dev/wardhook.toml
+      printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' $((PORT + 1)); } > bench.toml
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+      echo "port $PORT is taken; set PORT" >&2; exit 1
+    fi
+    env -u WARDHOOK_LOG "${envs[@]}" "$bindir/wardhook" serve --config bench.toml \
+      > server.log 2>&1 & spid=$!
+    for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    "$LOADGEN" http --url "https://127.0.0.1:$PORT/hooks/demo" \
+      --secret-file data/dev/demo.secret --ca data/dev/certs/dev-ca.crt \
+      --connections "$CONNECTIONS" --requests "$REQUESTS" --seconds "$SECONDS_PER_RUN" \
+      --server-pid "$spid" --threads > load.txt 2>&1 || { cat load.txt >&2; kill "$spid"; exit 1; }
+    kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
+    echo "=== $label round $round (load average before: $load; server log: $(wc -l < server.log) lines)"
+    grep -v '^summary' load.txt
+    echo "RESULT $label $round $(grep '^summary' load.txt | cut -d' ' -f2-)"
+  )
+  rm -rf "$dir"
+}
+
+run() {
+  [ $# -ge 1 ] || usage
+  local labels=() specs=()
+  for v in "$@"; do labels+=("${v%%=*}"); specs+=("${v#*=}"); done
+  LOADGEN=${LOADGEN:-${specs[0]%%,*}/wardhook-loadgen}
+  [ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN; set LOADGEN" >&2; exit 1; }
+  echo "# $(date -u +%FT%TZ) $(nproc) cores, $ROUNDS rounds x ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
+  echo "# uptime: $(uptime)"
+  local results; results=$(mktemp)
+  for round in $(seq 1 "$ROUNDS"); do
+    for i in "${!labels[@]}"; do
+      one_run "${labels[$i]}" "${specs[$i]}" "$round" | tee -a "$results"
+    done
+  done
+  echo "# uptime: $(uptime)"
+  python3 - "$results" "${labels[@]}" <<'PY'
+import statistics, sys
+path, labels = sys.argv[1], sys.argv[2:]
+rows = {}
+for line in open(path):
+    if not line.startswith("RESULT "):
+        continue
+    _, label, _round, *kv = line.split()
+    d = dict(x.split("=", 1) for x in kv)
+    rows.setdefault(label, []).append(d)
+def num(v):
+    try: return float(v)
+    except ValueError: return None
+def med(label, key):
+    vals = [num(d[key]) for d in rows.get(label, []) if num(d.get(key, "-")) is not None]
+    return (statistics.median(vals) if vals else None), vals
+def fmt(x, digits=0):
+    return "-" if x is None else f"{x:,.{digits}f}".replace(",", " ")
+keys = [("accepted_per_s", "accepted/s", 0), ("p99_ms", "p99 ack ms", 2),
+        ("server_cpu_us", "server CPU µs/delivery", 1), ("writer_cpu_us", "writer CPU µs/delivery", 1)]
+print()
+print("| variant | " + " | ".join(f"{h} (rounds) | median" for _, h, _ in keys) + " | failed |")
+print("|---" * (2 * len(keys) + 2) + "|")
+for label in labels:
+    cells = []
+    for key, _, digits in keys:
+        m, vals = med(label, key)
+        cells += [", ".join(fmt(v, digits) for v in vals), fmt(m, digits)]
+    failed = sum(int(d.get("failed", "0")) for d in rows.get(label, []))
+    print(f"| {label} | " + " | ".join(cells) + f" | {failed} |")
+base = labels[0]
+print()
+print(f"| variant | throughput / {base} | p99 / {base} | server CPU / {base} | writer CPU / {base} |")
+print("|---|---:|---:|---:|---:|")
+for label in labels:
+    cells = []
+    for key, _, _ in keys:
+        a, b = med(label, key)[0], med(base, key)[0]
+        cells.append("-" if a is None or not b else f"{a / b:.3f}")
+    print(f"| {label} | " + " | ".join(cells) + " |")
+PY
+  rm -f "$results"
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  build) [ $# -eq 1 ] || usage; build "$1" ;;
+  ratio) [ $# -eq 1 ] || usage; out=$(cd "$1" && pwd)
+         LOADGEN=${LOADGEN:-$out/real/wardhook-loadgen} run "stub=$out/stub" "real=$out/real" ;;
+  logging) [ $# -eq 1 ] || usage; out=$(cd "$1" && pwd)
+         run "log-off=$out/real,WARDHOOK_LOG=off" "log-default=$out/real" ;;
+  run) run "$@" ;;
+  *) usage ;;
+esac

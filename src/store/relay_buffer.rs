@@ -1,0 +1,632 @@
+//! The DMZ relay's buffer of sealed deliveries: SQL only (the relay itself is `crate::relay`).
+//!
+//! The tables live in the relay's own database file (`[storage] path` of its config, the file
+//! whose `audit_log` holds the relay's audit chain), so a record and its audit entry commit in
+//! one transaction: `relay_buffered` when a sealed delivery is stored, `relay_handed_over` when
+//! the inside node acknowledges it and the row is deleted. Neither carries anything but ids,
+//! the source name, the client address and sizes; the rows hold only HPKE ciphertext, which the
+//! relay cannot open.
+//!
+//! One writer thread owns the write connection (`synchronous=FULL`: every commit is fsync'd
+//! before `put` returns; `secure_delete=ON`: deleted ciphertext is overwritten) and folds
+//! requests that arrive while a commit is in flight into the next transaction (group commit).
+//! Pulls read through a second connection on the blocking pool.
+//!
+//! Retries: each delivery's dedup index (an HMAC under the relay's own key of what makes "the
+//! same delivery", see `normalize::DedupKey`) is kept for `dedup_window` after it was received,
+//! hand-over or not, so a sender's retry gets `duplicate` with the first relay id while the
+//! inside node deduplicates again on intake (its own index) for anything older.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, Mirror, ObjectId, Outcome};
+use crate::crypto::Keyring;
+use crate::store::StoreError;
+
+/// Most `put`s folded into one transaction.
+const MAX_GROUP: usize = 64;
+/// Expired dedup rows deleted per acknowledgement, so the delete never holds the lock long.
+const DEDUP_PURGE_CHUNK: i64 = 500;
+
+/// A sealed delivery to buffer.
+#[derive(Debug, Clone)]
+pub struct NewSealed {
+    /// The relay's receipt id (UUID), also the HPKE associated data.
+    pub id: String,
+    /// When the relay received it.
+    pub received_at: DateTime<Utc>,
+    /// The configured source, for the audit record.
+    pub source: String,
+    /// The client address, for the audit record.
+    pub remote_addr: IpAddr,
+    /// Key id of the public key it is sealed to.
+    pub key_id: String,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// HPKE ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// Blind index of the dedup key (hex HMAC under the relay's key).
+    pub dedup_index: String,
+}
+
+/// What `put` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Buffered {
+    /// Stored and fsync'd under this relay id.
+    Stored(String),
+    /// A retry of a delivery received within the dedup window: the first relay id.
+    Duplicate(String),
+}
+
+/// Why `put` stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// The size cap is reached: answer 503 with `Retry-After`; the sender keeps the delivery.
+    #[error("relay buffer is full")]
+    Full,
+    /// The database cannot commit.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A buffered record as the pull API serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRow {
+    /// Position in the buffer: the pull cursor.
+    pub seq: i64,
+    /// The relay id (associated data of the seal).
+    pub id: String,
+    /// When the relay received it.
+    pub received_at: DateTime<Utc>,
+    /// Key id of the public key it is sealed to.
+    pub key_id: String,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// HPKE ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// How much waits at the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Records not yet acknowledged.
+    pub records: u64,
+    /// Bytes of sealed data they hold.
+    pub bytes: u64,
+    /// When the oldest of them was received.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// A `put` waiting for the writer, with where its answer goes.
+type PendingPut = (
+    Box<NewSealed>,
+    oneshot::Sender<Result<Buffered, BufferError>>,
+);
+
+enum Op {
+    Put(
+        Box<NewSealed>,
+        oneshot::Sender<Result<Buffered, BufferError>>,
+    ),
+    Ack(
+        Vec<i64>,
+        Option<Code>,
+        oneshot::Sender<Result<u64, StoreError>>,
+    ),
+}
+
+/// The relay's sealed buffer. Cheap to share behind an `Arc`.
+pub struct RelayBuffer {
+    ops: std::sync::mpsc::SyncSender<Op>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for RelayBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayBuffer").finish_non_exhaustive()
+    }
+}
+
+fn db_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt("relay_sealed.received_at"))
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsync'd at every commit, so a 200 to the sender is after the fsync.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Deleted (handed-over) ciphertext is overwritten, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(conn)
+}
+
+/// Create the buffer's tables if absent. The audit tables are the store's (`audit_log`).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS relay_sealed (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            received_at TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            enc BLOB NOT NULL,
+            ciphertext BLOB NOT NULL
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS relay_dedup (
+            dedup_index TEXT PRIMARY KEY,
+            id TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX IF NOT EXISTS relay_dedup_received ON relay_dedup(received_at);",
+    )?;
+    crate::store::sqlite::audit_log::migrate(conn)?;
+    Ok(())
+}
+
+/// What the writer thread keeps.
+struct Writer {
+    conn: Connection,
+    keyring: Keyring,
+    mirror: Option<Mirror>,
+    max_bytes: u64,
+    bytes: u64,
+    dedup_window: Duration,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl RelayBuffer {
+    /// Open the buffer in the relay's database at `path` (already created `0600` by the
+    /// relay's [`crate::store::Store`]), and start its writer thread. `wake` is notified after
+    /// every commit that stored a record (long polls wait on it).
+    pub fn open(
+        path: &Path,
+        keyring: Keyring,
+        mirror: Option<Mirror>,
+        max_bytes: u64,
+        dedup_window: Duration,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Result<Self, StoreError> {
+        let conn = open_connection(path)?;
+        migrate(&conn)?;
+        let bytes: i64 = conn.query_row(
+            "SELECT COALESCE(SUM(length(enc) + length(ciphertext)), 0) FROM relay_sealed",
+            [],
+            |r| r.get(0),
+        )?;
+        let reader = open_connection(path)?;
+        let (ops, rx) = std::sync::mpsc::sync_channel(1024);
+        let mut writer = Writer {
+            conn,
+            keyring,
+            mirror,
+            max_bytes,
+            bytes: u64::try_from(bytes).unwrap_or(0),
+            dedup_window,
+            wake,
+        };
+        std::thread::Builder::new()
+            .name("relay-buffer".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(|e| StoreError::Io {
+                path: "relay-buffer thread".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            ops,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Store a sealed delivery (or recognise a retry), with its audit record, fsync'd.
+    pub async fn put(&self, record: NewSealed) -> Result<Buffered, BufferError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Put(Box::new(record), tx))
+            .map_err(BufferError::Store)?;
+        rx.await
+            .unwrap_or(Err(BufferError::Store(StoreError::Unavailable(
+                "relay buffer writer stopped",
+            ))))
+    }
+
+    /// Delete the acknowledged records `seqs` (unknown ones are ignored: an acknowledgement
+    /// may be repeated), each with a `relay_handed_over` audit record naming `puller` (the
+    /// client certificate's name, when it is an identifier). Returns how many were deleted.
+    pub async fn ack(&self, seqs: Vec<i64>, puller: Option<Code>) -> Result<u64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Ack(seqs, puller, tx))?;
+        rx.await
+            .unwrap_or(Err(StoreError::Unavailable("relay buffer writer stopped")))
+    }
+
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        self.ops
+            .send(op)
+            .map_err(|_| StoreError::Unavailable("relay buffer writer stopped"))
+    }
+
+    /// Up to `max` records after cursor `after`, oldest first.
+    pub async fn batch_after(&self, after: i64, max: usize) -> Result<Vec<SealedRow>, StoreError> {
+        let reader = self.reader.clone();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, id, received_at, key_id, enc, ciphertext FROM relay_sealed
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, max], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, id, received, key_id, enc, ciphertext) = row?;
+                out.push(SealedRow {
+                    seq,
+                    id,
+                    received_at: parse_time(&received)?,
+                    key_id,
+                    enc,
+                    ciphertext,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records waiting, their size and the oldest one's receipt time.
+    pub async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let reader = self.reader.clone();
+        blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            let (records, bytes, oldest): (i64, i64, Option<String>) = conn.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(length(enc) + length(ciphertext)), 0),
+                        MIN(received_at) FROM relay_sealed",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok(Backlog {
+                records: u64::try_from(records).unwrap_or(0),
+                bytes: u64::try_from(bytes).unwrap_or(0),
+                oldest: oldest.as_deref().map(parse_time).transpose()?,
+            })
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or(Err(StoreError::Unavailable("relay buffer read panicked")))
+}
+
+impl Writer {
+    fn run(&mut self, rx: &std::sync::mpsc::Receiver<Op>) {
+        while let Ok(first) = rx.recv() {
+            let mut puts = Vec::new();
+            let mut acks = Vec::new();
+            let mut next = Some(first);
+            while let Some(op) = next.take() {
+                match op {
+                    Op::Put(r, tx) => puts.push((r, tx)),
+                    Op::Ack(seqs, who, tx) => acks.push((seqs, who, tx)),
+                }
+                if puts.len() + acks.len() < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            for (seqs, who, tx) in acks {
+                let _ = tx.send(self.ack(&seqs, who.as_ref()));
+            }
+            if !puts.is_empty() {
+                self.put_group(puts);
+            }
+        }
+    }
+
+    /// One transaction for a group of puts; every caller gets its own answer after the commit.
+    fn put_group(&mut self, puts: Vec<PendingPut>) {
+        let mut answers: Vec<Result<Buffered, BufferError>> = Vec::with_capacity(puts.len());
+        let bytes_before = self.bytes;
+        let result = (|| -> Result<(), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (r, _) in &puts {
+                answers.push(put_one(
+                    &tx,
+                    &self.keyring,
+                    r,
+                    &mut self.bytes,
+                    self.max_bytes,
+                )?);
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(m) = &self.mirror {
+                    if let Err(e) = m.catch_up(&self.conn) {
+                        tracing::error!(error = %e, "audit mirror catch-up failed");
+                    }
+                }
+                if answers.iter().any(|a| matches!(a, Ok(Buffered::Stored(_)))) {
+                    self.wake.notify_waiters();
+                }
+                for ((_, tx), answer) in puts.into_iter().zip(answers) {
+                    let _ = tx.send(answer);
+                }
+            }
+            Err(e) => {
+                self.bytes = bytes_before;
+                tracing::error!(error = %e, "relay buffer cannot commit; senders are asked to retry");
+                for (_, tx) in puts {
+                    let _ = tx.send(Err(BufferError::Store(StoreError::Unavailable(
+                        "relay buffer cannot commit",
+                    ))));
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, seqs: &[i64], who: Option<&Code>) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut deleted = 0u64;
+        let mut freed = 0u64;
+        for seq in seqs {
+            let row: Option<(String, i64)> = tx
+                .query_row(
+                    "DELETE FROM relay_sealed WHERE seq = ?1
+                     RETURNING id, length(enc) + length(ciphertext)",
+                    [seq],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, size)) = row {
+                deleted += 1;
+                freed += u64::try_from(size).unwrap_or(0);
+                let mut record =
+                    AuditRecord::new(Actor::System, Action::RelayHandedOver, Outcome::Success)
+                        .with_detail(DetailKey::ObjectKind, code("relay_record"));
+                if let Ok(id) = ObjectId::parse(&id) {
+                    record = record.with_delivery_id(id);
+                }
+                if let Some(who) = who {
+                    record = record.with_detail(DetailKey::Via, who.clone());
+                }
+                crate::audit::append(&tx, &self.keyring, &record)?;
+            }
+        }
+        let window = chrono::Duration::from_std(self.dedup_window).unwrap_or(chrono::Duration::MAX);
+        let cutoff = Utc::now()
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        tx.execute(
+            "DELETE FROM relay_dedup WHERE rowid IN
+               (SELECT rowid FROM relay_dedup WHERE received_at < ?1 LIMIT ?2)",
+            params![db_time(cutoff), DEDUP_PURGE_CHUNK],
+        )?;
+        tx.commit()?;
+        self.bytes = self.bytes.saturating_sub(freed);
+        if let Some(m) = &self.mirror {
+            if let Err(e) = m.catch_up(&self.conn) {
+                tracing::error!(error = %e, "audit mirror catch-up failed");
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn code(s: &'static str) -> Code {
+    Code::parse(s).unwrap_or_else(|_| unreachable!("a fixed identifier"))
+}
+
+/// One put inside the group's transaction: a duplicate, a refusal for size, or an insert.
+fn put_one(
+    tx: &rusqlite::Transaction<'_>,
+    keyring: &Keyring,
+    r: &NewSealed,
+    bytes: &mut u64,
+    max_bytes: u64,
+) -> Result<Result<Buffered, BufferError>, StoreError> {
+    let first: Option<String> = tx
+        .query_row(
+            "SELECT id FROM relay_dedup WHERE dedup_index = ?1",
+            [&r.dedup_index],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let base = |action| {
+        let mut record = AuditRecord::new(
+            Actor::sender(&r.source).unwrap_or(Actor::System),
+            action,
+            Outcome::Success,
+        )
+        .with_remote_addr(r.remote_addr)
+        .with_detail(DetailKey::Via, code("relay"));
+        if let Ok(source) = Code::parse(&r.source) {
+            record = record.with_source(source);
+        }
+        record
+    };
+    if let Some(first) = first {
+        let mut record = base(Action::DeliveryDuplicate);
+        if let Ok(id) = ObjectId::parse(&first) {
+            record = record.with_delivery_id(id);
+        }
+        crate::audit::append(tx, keyring, &record)?;
+        return Ok(Ok(Buffered::Duplicate(first)));
+    }
+    let size = (r.enc.len() + r.ciphertext.len()) as u64;
+    if bytes.saturating_add(size) > max_bytes {
+        return Ok(Err(BufferError::Full));
+    }
+    tx.execute(
+        "INSERT INTO relay_sealed (id, received_at, key_id, enc, ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![r.id, db_time(r.received_at), r.key_id, r.enc, r.ciphertext],
+    )?;
+    tx.execute(
+        "INSERT INTO relay_dedup (dedup_index, id, received_at) VALUES (?1, ?2, ?3)",
+        params![r.dedup_index, r.id, db_time(r.received_at)],
+    )?;
+    let mut record = base(Action::RelayBuffered)
+        .with_detail(DetailKey::Bytes, i64::try_from(size).unwrap_or(i64::MAX));
+    if let Ok(id) = ObjectId::parse(&r.id) {
+        record = record.with_delivery_id(id);
+    }
+    if let Ok(k) = Code::parse(&format!("k{}", r.key_id)) {
+        record = record.with_detail(DetailKey::KeyId, k);
+    }
+    crate::audit::append(tx, keyring, &record)?;
+    *bytes = bytes.saturating_add(size);
+    Ok(Ok(Buffered::Stored(r.id.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn sealed(id: &str, dedup: &str, size: usize) -> NewSealed {
+        NewSealed {
+            id: id.to_owned(),
+            received_at: Utc::now(),
+            source: "demo".into(),
+            remote_addr: IpAddr::from([127, 0, 0, 1]),
+            key_id: "0011223344556677".into(),
+            enc: vec![1; 32],
+            ciphertext: vec![2; size],
+            dedup_index: dedup.to_owned(),
+        }
+    }
+
+    fn open(dir: &Path, max_bytes: u64) -> (RelayBuffer, Keyring) {
+        let path = dir.join("relay.db");
+        crate::fsutil::ensure_private_file(&path).unwrap();
+        let keyring = Keyring::from_master(&MasterKey::from_bytes([9; 32]));
+        let buffer = RelayBuffer::open(
+            &path,
+            keyring.clone(),
+            None,
+            max_bytes,
+            Duration::from_secs(3600),
+            Arc::default(),
+        )
+        .unwrap();
+        (buffer, keyring)
+    }
+
+    #[tokio::test]
+    async fn records_are_served_in_order_deduplicated_capped_and_deleted_on_ack_with_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, keyring) = open(dir.path(), 3 * 132);
+        let a = uuid::Uuid::now_v7().to_string();
+        let b = uuid::Uuid::now_v7().to_string();
+        assert_eq!(
+            buffer.put(sealed(&a, "d1", 100)).await.unwrap(),
+            Buffered::Stored(a.clone())
+        );
+        assert_eq!(
+            buffer.put(sealed(&b, "d2", 100)).await.unwrap(),
+            Buffered::Stored(b.clone())
+        );
+        // A retry (same dedup index, new relay id) gets the first id and stores nothing.
+        let retry = uuid::Uuid::now_v7().to_string();
+        assert_eq!(
+            buffer.put(sealed(&retry, "d1", 100)).await.unwrap(),
+            Buffered::Duplicate(a.clone())
+        );
+        // Past the cap: refused, nothing stored.
+        let big = uuid::Uuid::now_v7().to_string();
+        assert!(matches!(
+            buffer.put(sealed(&big, "d3", 300)).await,
+            Err(BufferError::Full)
+        ));
+        let rows = buffer.batch_after(0, 10).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            [a.as_str(), b.as_str()]
+        );
+        assert_eq!(buffer.batch_after(rows[0].seq, 10).await.unwrap().len(), 1);
+        let backlog = buffer.backlog().await.unwrap();
+        assert_eq!((backlog.records, backlog.bytes), (2, 264));
+        assert_eq!(buffer.ack(vec![rows[0].seq, 999], None).await.unwrap(), 1);
+        assert_eq!(
+            buffer.ack(vec![rows[0].seq], None).await.unwrap(),
+            0,
+            "repeatable"
+        );
+        let left = buffer.batch_after(0, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, b);
+        // Room again after the hand-over.
+        assert!(buffer.put(sealed(&big, "d3", 100)).await.is_ok());
+
+        let conn = Connection::open(dir.path().join("relay.db")).unwrap();
+        let actions: Vec<String> = conn
+            .prepare("SELECT action FROM audit_log ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "relay_buffered",
+                "relay_buffered",
+                "delivery_duplicate",
+                "relay_handed_over",
+                "relay_buffered"
+            ]
+        );
+        let report = crate::audit::verify_db(&conn, &keyring, None).unwrap();
+        assert_eq!(report.records, 5);
+    }
+
+    #[tokio::test]
+    async fn the_size_count_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (buffer, _) = open(dir.path(), 200);
+            buffer.put(sealed("r1", "d1", 100)).await.unwrap();
+        }
+        let (buffer, _) = open(dir.path(), 200);
+        assert!(matches!(
+            buffer.put(sealed("r2", "d2", 100)).await,
+            Err(BufferError::Full)
+        ));
+    }
+}

@@ -1,0 +1,109 @@
+//! Operational telemetry: log lines (`tracing` to stderr and, when configured, to daily-rotated
+//! files), the panic hook, and — when configured — OpenTelemetry traces of deliveries
+//! ([`traces`]).
+//!
+//! Log lines carry request ids, sources, statuses and latencies; payload content, header values
+//! of authentication headers and secrets are never passed to a log macro anywhere in wardhook.
+//!
+//! Logging is built to cost nothing measurable on the intake path (docs/BENCHMARKS.md §9): each
+//! request writes one access line at INFO (the listener's middleware) and nothing else on
+//! success; no span is opened per request unless DEBUG is on (the filter disables the request
+//! span at its call site, so it is never allocated or formatted); and lines are formatted on the
+//! request's thread but written by a background thread through a 64 KiB buffer, flushed whenever
+//! the queue runs dry and at exit, so a request never waits for a `write(2)` to stderr or a file.
+
+mod panic;
+pub mod traces;
+
+pub use panic::install_panic_hook;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+use crate::config::{LogFormat, LogSettings};
+
+/// The `tracing` target of the per-delivery "delivery accepted" / "duplicate delivery" lines.
+/// They are DEBUG: the access line already names the delivery and its outcome. An operator who
+/// wants them as well turns them on with `level = "info,wardhook::delivery=debug"` (or the same
+/// in `WARDHOOK_LOG`).
+pub const DELIVERY_TARGET: &str = "wardhook::delivery";
+
+/// Lines a writer thread may hold before a request waits for it. A request waits (rather than a
+/// line being dropped) only when the output cannot keep up for this many lines.
+const BUFFERED_LINES: usize = 128_000;
+
+/// Bytes the writer thread gathers before a `write(2)`; it also writes whenever its queue is
+/// empty, so a quiet server's lines appear at once.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Keeps the log writer threads running; drop it last, at exit: dropping it writes out every
+/// queued line (waiting up to a second) before the process ends.
+#[derive(Debug)]
+pub struct LogGuard {
+    _stderr: Option<WorkerGuard>,
+    _file: Option<WorkerGuard>,
+}
+
+fn layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().with_ansi(ansi).with_writer(writer).boxed(),
+    }
+}
+
+/// A writer thread named `thread` in front of `out`: lines are queued, never dropped.
+fn background<T: std::io::Write + Send + 'static>(
+    thread: &str,
+    out: T,
+) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name(thread)
+        .finish(std::io::BufWriter::with_capacity(WRITE_BUFFER, out))
+}
+
+/// Install the global subscriber. Safe to call once per process; later calls are ignored (tests
+/// start many servers in one process) and return a guard that holds nothing.
+pub fn init(settings: &LogSettings) -> LogGuard {
+    let filter = EnvFilter::try_from_env("WARDHOOK_LOG")
+        .or_else(|_| EnvFilter::builder().parse(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (stderr, stderr_guard) = background("wardhook-log", std::io::stderr());
+    let stderr = layer(settings.format, stderr, true);
+    let (file_layer, file_guard) = match &settings.dir {
+        Some(dir) => {
+            let appender = tracing_appender::rolling::daily(dir, "wardhook.log");
+            let (writer, guard) = background("wardhook-logfile", appender);
+            (Some(layer(settings.format, writer, false)), Some(guard))
+        }
+        None => (None, None),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file_layer)
+        .try_init()
+        .is_ok();
+    if installed {
+        LogGuard {
+            _stderr: Some(stderr_guard),
+            _file: file_guard,
+        }
+    } else {
+        LogGuard {
+            _stderr: None,
+            _file: None,
+        }
+    }
+}
