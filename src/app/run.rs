@@ -121,6 +121,8 @@ impl Application {
         if let Some(w) = workers {
             let _ = w.await;
         }
+        // Intakes of abandoned requests still queued commit before the stop record.
+        self.storage.finish_intake().await;
         if let Err(e) = self
             .storage
             .store

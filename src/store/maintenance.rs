@@ -24,6 +24,8 @@ use super::types::{Requester, RotationProgress, RotationReport};
 use super::StoreError;
 use crate::audit::commands::{SearchArgs, VerifySummary};
 use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ExportFormat, ObjectId, Outcome};
+use crate::audit::{ChainReader, RecordStream};
+use crate::crypto::Keyring;
 
 /// How a health finding came out (`doctor` prints it as OK, WARN or FAIL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +212,50 @@ pub(crate) fn verdict(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `audit search` over a backend's records (the same on both backends; only where the records
+/// come from differs).
+pub(crate) fn search_records(
+    records: &(impl RecordStream + ?Sized),
+    keyring: &Keyring,
+    args: &SearchArgs,
+    out: &mut dyn Write,
+) -> Result<u64, StoreError> {
+    Ok(crate::audit::commands::search(records, keyring, args, out)?)
+}
+
+/// `audit export` over a backend's records.
+pub(crate) fn export_records(
+    records: &(impl RecordStream + ?Sized),
+    keyring: &Keyring,
+    format: ExportFormat,
+    args: &SearchArgs,
+    out: &mut dyn Write,
+    progress: &mut dyn Write,
+) -> Result<u64, StoreError> {
+    Ok(crate::audit::commands::export(
+        records, keyring, format, args, out, progress,
+    )?)
+}
+
+/// This installation's (node's) chain against its signed checkpoints and JSONL mirror in
+/// `options.audit_dir`, else `audit_dir`: the verdict `audit verify` reports.
+pub(crate) fn verify_chain(
+    chain: &(impl ChainReader + ?Sized),
+    keyring: &Keyring,
+    audit_dir: &Path,
+    options: &VerifyOptions<'_>,
+    out: &mut dyn Write,
+) -> Result<AuditVerdict, StoreError> {
+    verdict(crate::audit::commands::verify(
+        chain,
+        keyring,
+        options.audit_dir.unwrap_or(audit_dir),
+        options.skip_mirror,
+        options.allow_partial_mirror,
+        out,
+    ))
 }
 
 /// A stored delivery as its sender sent it.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::postgres::{MirrorTask, PgMaintenance, PgStore};
+use super::postgres::{MirrorTask, PgMaintenance, PgSettings, PgStore};
 use super::sqlite::SqliteMaintenance;
 use super::{Maintenance, Storage, Store, StoreError, StoreOptions};
 use crate::audit::Mirror;
@@ -68,9 +68,22 @@ pub struct OpenedStorage {
 #[derive(Debug, Default)]
 struct Background {
     mirror: Option<MirrorTask>,
+    /// This node's store again, to close its intake committer.
+    pg: Option<PgStore>,
 }
 
 impl OpenedStorage {
+    /// Once no request is in flight any more (the listener has stopped): finish the intakes
+    /// still queued for commit — those of requests whose answers were abandoned — so that
+    /// nothing commits after the stop record or after [`OpenedStorage::close`]'s final mirror
+    /// catch-up. Intakes after this answer unavailable. (SQLite's writer mirrors each batch
+    /// itself as it commits.)
+    pub async fn finish_intake(&self) {
+        if let Some(pg) = &self.background.pg {
+            pg.close_intake().await;
+        }
+    }
+
     /// After the last write of a graceful shutdown: stop the background work, waiting for any
     /// mirror write in flight, then bring this node's mirror up to date and sign a checkpoint
     /// of its last record. Afterwards nothing writes the mirror, and it names every record the
@@ -119,8 +132,11 @@ pub async fn open(
         StorageBackend::Postgres(pg) => {
             let (store, mirror) = PgStore::open_with_mirror_task(pg, keyring, Some(mirror)).await?;
             Ok(OpenedStorage {
-                store: Arc::new(store),
-                background: Background { mirror },
+                store: Arc::new(store.clone()),
+                background: Background {
+                    mirror,
+                    pg: Some(store),
+                },
             })
         }
     }
@@ -144,16 +160,7 @@ pub fn open_maintenance(
     settings: &StoreSettings<'_>,
     keyring: Keyring,
 ) -> Result<Box<dyn Maintenance>, StoreError> {
-    Ok(match settings.backend {
-        StorageBackend::Postgres(pg) => {
-            Box::new(PgMaintenance::open(pg, keyring, settings.audit_dir)?)
-        }
-        StorageBackend::Sqlite => Box::new(SqliteMaintenance::new(
-            settings.sqlite_path,
-            keyring,
-            settings.audit_dir,
-        )?),
-    })
+    maintenance(settings, keyring, PgMaintenance::open)
 }
 
 /// The [`Maintenance`] `doctor` inspects: like [`open_maintenance`] but writing nothing on
@@ -165,10 +172,17 @@ pub fn inspect(
     keyring: Option<Keyring>,
 ) -> Result<Box<dyn Maintenance>, StoreError> {
     let keyring = keyring.unwrap_or_else(unusable_keyring);
+    maintenance(settings, keyring, PgMaintenance::inspect)
+}
+
+/// The backend's [`Maintenance`], PostgreSQL's connected by `connect`.
+fn maintenance(
+    settings: &StoreSettings<'_>,
+    keyring: Keyring,
+    connect: fn(&PgSettings, Keyring, &Path) -> Result<PgMaintenance, StoreError>,
+) -> Result<Box<dyn Maintenance>, StoreError> {
     Ok(match settings.backend {
-        StorageBackend::Postgres(pg) => {
-            Box::new(PgMaintenance::inspect(pg, keyring, settings.audit_dir)?)
-        }
+        StorageBackend::Postgres(pg) => Box::new(connect(pg, keyring, settings.audit_dir)?),
         StorageBackend::Sqlite => Box::new(SqliteMaintenance::new(
             settings.sqlite_path,
             keyring,

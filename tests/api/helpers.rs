@@ -371,3 +371,18 @@ pub async fn deliver(app: &TestApp, body: &str) -> String {
     let v: serde_json::Value = res.json().await.unwrap();
     v["delivery_id"].as_str().unwrap().to_owned()
 }
+
+/// Post `body` to the `demo` source on `port`, signed with [`DEMO_SECRET`], whatever the
+/// answer (load tests count what they get).
+pub async fn post_demo(
+    http: &reqwest::Client,
+    port: u16,
+    body: String,
+) -> reqwest::Result<reqwest::Response> {
+    let signature = nextphone_signature(DEMO_SECRET, body.as_bytes());
+    http.post(format!("https://localhost:{port}/hooks/demo"))
+        .header("X-NextPhone-Signature", signature)
+        .body(body)
+        .send()
+        .await
+}

@@ -382,3 +382,135 @@ async fn a_real_time_retry_on_another_node_gets_the_stored_reply_without_a_secon
         "no second CRM lookup"
     );
 }
+
+/// A graceful stop while deliveries keep arriving: afterwards the node's JSONL mirror holds
+/// exactly its chain in the database (every accepted delivery among it), the last checkpoint
+/// names its last record, and `audit verify` passes. The mirror task is stopped and waited for
+/// before the final catch-up, so nothing it writes is cut off or written after the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_under_load_leaves_the_nodes_mirror_equal_to_its_chain() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let opts = AppOptions {
+        admin: "enabled = false".into(),
+        ..AppOptions::default()
+    };
+    let Fixture {
+        dir,
+        ca,
+        config_path,
+    } = db.fixture("n1", opts, None);
+    let config = wardhook::config::Config::load_with_base(&config_path, dir.path()).unwrap();
+    let audit_dir = config.audit.dir.clone();
+    let app = wardhook::app::Application::build_with_base(config, dir.path())
+        .await
+        .unwrap();
+    let port = app.port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let senders: Vec<_> = (0..4)
+        .map(|s| {
+            let (client, accepted) = (client.clone(), accepted.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let body = call_ended(&format!("s{s}-{i}"));
+                    let sent = post_demo(&client, port, body).await;
+                    // Once the listener has stopped, connections are refused: the load ends.
+                    let Ok(res) = sent else { return i };
+                    if res.status().as_u16() == 200 {
+                        let v: Value = res.json().await.unwrap();
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .push(v["delivery_id"].as_str().unwrap().to_owned());
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    // Stop while all four senders are mid-stream.
+    while accepted.lock().unwrap().len() < 60 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
+
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 60);
+    let mut mirrored = Vec::new();
+    for entry in std::fs::read_dir(&audit_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("audit.") && name.ends_with(".jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            mirrored.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
+        }
+    }
+    let (pg, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let in_db: i64 = pg
+        .query_one("SELECT COUNT(*) FROM audit_log WHERE node_id = 'n1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        mirrored.len() as i64,
+        in_db,
+        "the mirror holds the node's whole chain, nothing more"
+    );
+    let mirrored_ids: std::collections::HashSet<&str> = mirrored
+        .iter()
+        .filter_map(|r| r["delivery_id"].as_str())
+        .collect();
+    for id in &accepted {
+        assert!(
+            mirrored_ids.contains(id.as_str()),
+            "accepted {id} is mirrored"
+        );
+    }
+    // The last signed checkpoint names the node's last record in the database.
+    let last_seq: i64 = pg
+        .query_one("SELECT MAX(seq) FROM audit_log WHERE node_id = 'n1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let checkpoints =
+        std::fs::read_to_string(audit_dir.join("checkpoints.jsonl")).expect("checkpoints");
+    let last: Value = serde_json::from_str(checkpoints.lines().last().unwrap()).unwrap();
+    assert_eq!(last["seq"].as_i64(), Some(last_seq));
+    assert_eq!(mirrored.last().unwrap()["seq"].as_i64(), Some(last_seq));
+    assert_eq!(
+        mirrored.last().unwrap()["action"].as_str(),
+        Some("server_stopped"),
+        "nothing commits after the stop record"
+    );
+    let verified = Command::new(wardhook_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(&config_path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}

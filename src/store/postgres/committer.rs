@@ -98,7 +98,10 @@ pub(super) struct Context {
 
 /// The store's handle on its committer.
 pub(super) struct Committer {
-    queue: mpsc::Sender<Request>,
+    /// The queue's only long-lived sender; taken out by [`Committer::close`].
+    queue: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
+    /// The task, awaited by [`Committer::close`].
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// See [`Context::panic_after_insert`].
     #[cfg(test)]
     pub(super) panic_after_insert: Arc<std::sync::atomic::AtomicBool>,
@@ -110,9 +113,10 @@ impl Committer {
         let (queue, incoming) = mpsc::channel(QUEUE_CAPACITY);
         #[cfg(test)]
         let panic_after_insert = Arc::clone(&context.panic_after_insert);
-        tokio::spawn(run(context, incoming));
+        let task = tokio::spawn(run(context, incoming));
         Self {
-            queue,
+            queue: std::sync::Mutex::new(Some(queue)),
+            task: std::sync::Mutex::new(Some(task)),
             #[cfg(test)]
             panic_after_insert,
         }
@@ -121,13 +125,44 @@ impl Committer {
     /// Queue `intake` and wait until its batch committed (or failed).
     pub(super) async fn submit(&self, intake: PreparedIntake) -> Answer {
         let (reply, answer) = oneshot::channel();
-        self.queue
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Unavailable("the intake committer has stopped"))?;
+        queue
             .send(Request { intake, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the intake committer has stopped"))?;
+        drop(queue);
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the intake committer has stopped"))?
+    }
+}
+
+impl Committer {
+    /// Take no more intakes, commit (or fail) every one already queued, and return once the
+    /// task has ended. At a graceful stop this runs after the listener has stopped, so the
+    /// intakes still queued are those of requests whose answers were abandoned; they are
+    /// committed before the stop record and the final mirror catch-up rather than after them.
+    /// Later intakes answer unavailable.
+    pub(super) async fn close(&self) {
+        drop(
+            self.queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 

@@ -20,7 +20,8 @@ use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::archive::{ArchiveWriter, EmergencyExport};
 use crate::store::maintenance::{
-    verdict, AuditVerdict, BackupOutcome, Finding, Maintenance, StoredRequest, VerifyOptions,
+    export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Finding,
+    Maintenance, StoredRequest, VerifyOptions,
 };
 use crate::store::StoreError;
 
@@ -102,6 +103,11 @@ impl PgMaintenance {
         })
     }
 
+    /// Every node's records, for search and export.
+    fn records(&self) -> PgRecords {
+        PgRecords::new(&self.store, self.runtime.handle().clone())
+    }
+
     fn own_chain(&self) -> PgChain {
         PgChain::new(
             &self.store,
@@ -178,13 +184,7 @@ impl Maintenance for PgMaintenance {
     }
 
     fn audit_search(&self, args: &SearchArgs, out: &mut dyn Write) -> Result<u64, StoreError> {
-        let records = PgRecords::new(&self.store, self.runtime.handle().clone());
-        Ok(crate::audit::commands::search(
-            &records,
-            self.store.keyring(),
-            args,
-            out,
-        )?)
+        search_records(&self.records(), self.store.keyring(), args, out)
     }
 
     fn audit_export(
@@ -194,15 +194,8 @@ impl Maintenance for PgMaintenance {
         out: &mut dyn Write,
         progress: &mut dyn Write,
     ) -> Result<u64, StoreError> {
-        let records = PgRecords::new(&self.store, self.runtime.handle().clone());
-        Ok(crate::audit::commands::export(
-            &records,
-            self.store.keyring(),
-            format,
-            args,
-            out,
-            progress,
-        )?)
+        let keyring = self.store.keyring();
+        export_records(&self.records(), keyring, format, args, out, progress)
     }
 
     /// Every node's chain in the database first (MACs, links, each ending at its node's head
@@ -238,15 +231,8 @@ impl Maintenance for PgMaintenance {
             if nodes.len() == 1 { "" } else { "s" },
             self.store.node_id()
         )?;
-        let dir = options.audit_dir.unwrap_or(&self.audit_dir);
-        let found = verdict(crate::audit::commands::verify(
-            &self.own_chain(),
-            self.store.keyring(),
-            dir,
-            options.skip_mirror,
-            options.allow_partial_mirror,
-            out,
-        ))?;
+        let keyring = self.store.keyring();
+        let found = verify_chain(&self.own_chain(), keyring, &self.audit_dir, &options, out)?;
         Ok(match found {
             AuditVerdict::Tampered(reason) => {
                 AuditVerdict::Tampered(format!("node {}: {reason}", self.store.node_id()))

@@ -220,6 +220,12 @@ impl PgStore {
         mirror::catch_up_into(self, Arc::clone(mirror)).await
     }
 
+    /// Stop taking intakes and wait until every queued one is committed or failed (see
+    /// `committer::Committer::close`). For a graceful stop, after the listener has stopped.
+    pub async fn close_intake(&self) {
+        self.inner.committer.close().await;
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id

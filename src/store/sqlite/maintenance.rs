@@ -20,7 +20,8 @@ use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::emergency::EmergencyExport;
 use crate::store::maintenance::{
-    verdict, AuditVerdict, BackupOutcome, Finding, Maintenance, VerifyOptions,
+    export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Finding,
+    Maintenance, VerifyOptions,
 };
 use crate::store::reverify::StoredRequest;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -181,13 +182,7 @@ impl Maintenance for SqliteMaintenance {
     }
 
     fn audit_search(&self, args: &SearchArgs, out: &mut dyn Write) -> Result<u64, StoreError> {
-        let conn = self.read_only()?;
-        Ok(crate::audit::commands::search(
-            &conn,
-            &self.keyring,
-            args,
-            out,
-        )?)
+        search_records(&self.read_only()?, &self.keyring, args, out)
     }
 
     fn audit_export(
@@ -197,15 +192,14 @@ impl Maintenance for SqliteMaintenance {
         out: &mut dyn Write,
         progress: &mut dyn Write,
     ) -> Result<u64, StoreError> {
-        let conn = self.read_only()?;
-        Ok(crate::audit::commands::export(
-            &conn,
+        export_records(
+            &self.read_only()?,
             &self.keyring,
             format,
             args,
             out,
             progress,
-        )?)
+        )
     }
 
     fn audit_verify(
@@ -213,16 +207,13 @@ impl Maintenance for SqliteMaintenance {
         options: VerifyOptions<'_>,
         out: &mut dyn Write,
     ) -> Result<AuditVerdict, StoreError> {
-        let conn = self.read_only()?;
-        let dir = options.audit_dir.unwrap_or(&self.audit_dir);
-        verdict(crate::audit::commands::verify(
-            &conn,
+        verify_chain(
+            &self.read_only()?,
             &self.keyring,
-            dir,
-            options.skip_mirror,
-            options.allow_partial_mirror,
+            &self.audit_dir,
+            &options,
             out,
-        ))
+        )
     }
 
     fn has_audit_log(&self) -> Result<bool, StoreError> {
