@@ -20,6 +20,8 @@
 //! verify/ · normalize/ · dispatch/     sender schemes → canonical event → route plan (plan.rs),
 //!   │                     │            workers (worker.rs), real-time replies, handler registry
 //!   │                     └──────────▶ handlers/sdk ◀── handlers/* (one crate per destination)
+//!   │      artifacts/                  the built-in `capture` step: recordings and transcripts
+//!   │                                  fetched, encrypted as they stream (sealed_file.rs), read
 //!   │
 //! store/                  the `Storage` trait (backend.rs), its vocabulary (types.rs) and
 //!   │                     backend-neutral intake preparation (prepare.rs)
@@ -72,7 +74,10 @@
 //! language), `tls` (the listeners' rustls configuration), `fsutil` (every file holding
 //! records, payloads or keys is created `0600` through it), [`telemetry`] (operational logs
 //! without payload data, one cheap access line per request, and the optional OTLP traces of
-//! deliveries), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
+//! deliveries), `dev` (the first-run setup) and [`cli`] (the binary's edge).
+//! [`artifacts`] captures the call recordings and transcripts senders only link to, as the
+//! built-in `capture` job of a route (`docs/ARTIFACTS.md`); their rows live in
+//! `store::artifacts`. Beside
 //! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
 //! and [`metrics`] (counters and histograms the stages update).
 //!

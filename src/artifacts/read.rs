@@ -96,3 +96,124 @@ impl ArtifactSource for StoreArtifactSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+    use wardhook_sdk::{Context, Event, Handler, Outcome, PhiLevel};
+
+    use super::*;
+    use crate::artifacts::sealed_file::SealedWriter;
+    use crate::store::artifacts::NewArtifact;
+    use crate::store::sqlite::tests::{keyring, nextphone};
+    use crate::store::{JobSpec, Store, StoreOptions};
+
+    /// A handler that opens the first artifact it is shown and answers with its SHA-256.
+    #[derive(Debug)]
+    struct Attacher;
+
+    #[wardhook_sdk::async_trait]
+    impl Handler for Attacher {
+        fn name(&self) -> &str {
+            "ehr"
+        }
+        async fn handle(&self, _: &Event, ctx: &mut Context) -> Result<Outcome, HandlerError> {
+            let id = ctx
+                .artifacts()
+                .first()
+                .map(|a| a.id.clone())
+                .unwrap_or_else(|| "art_guessed".into());
+            let mut stream = ctx.open_artifact(&id).await?;
+            let bytes = wardhook_sdk::artifacts::read_to_end(&mut *stream, 1 << 20).await?;
+            Ok(Outcome::done().with_data(
+                serde_json::json!({ "sha256": hex::encode(Sha256::digest(&bytes[..])) }),
+            ))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_phi_handler_streams_its_deliverys_artifact_and_a_phi_none_handler_cannot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Storage> = Arc::new(
+            Store::open(&dir.path().join("w.db"), keyring(), StoreOptions::default())
+                .expect("open"),
+        );
+        let input = nextphone("call.ended", "c1");
+        let normalized =
+            crate::normalize::normalize(&input, chrono::Utc::now()).expect("normalizes");
+        let delivery = store
+            .intake(input, normalized, vec![JobSpec::new("ehr")])
+            .await
+            .expect("intake")
+            .delivery_id()
+            .to_string();
+        let content = b"RIFF recording with a voice in it".repeat(5000);
+        let key = FileKey::generate();
+        let mut writer = SealedWriter::create(dir.path(), "art_1", &key).expect("create");
+        writer.write(&content).expect("write");
+        let written = writer.finish().expect("finish");
+        store
+            .artifacts()
+            .record_artifact(NewArtifact {
+                id: "art_1".into(),
+                delivery_id: delivery.clone(),
+                field: "recording_url".into(),
+                content_type: "audio/x-wav".into(),
+                size: written.size,
+                sha256: written.sha256.clone(),
+                file_key: Zeroizing::new(key.expose().to_vec()),
+            })
+            .await
+            .expect("record");
+        let source: Arc<dyn ArtifactSource> = Arc::new(StoreArtifactSource::new(
+            store.clone(),
+            dir.path().to_owned(),
+        ));
+        let mut app_data = wardhook_sdk::AppData::new();
+        app_data.insert(
+            wardhook_sdk::artifacts::CAPTURE_STEP.into(),
+            serde_json::json!({"data": {"artifacts": [{"id": "art_1", "type": "audio/x-wav",
+                "size": written.size, "sha256": written.sha256, "field": "recording_url"}]}}),
+        );
+        let event = Event {
+            delivery_id: delivery.clone(),
+            source: "nextphone".into(),
+            event_type: "call.ended".into(),
+            call_id: None,
+            occurred_at: None,
+            received_at: chrono::Utc::now(),
+            caller: wardhook_sdk::Caller::default(),
+            data: serde_json::json!({}),
+        };
+        let ctx = |delivery_id: &str| {
+            Context::new(delivery_id, "ehr", 1)
+                .with_app_data(app_data.clone())
+                .with_artifact_source(source.clone())
+        };
+
+        let full = wardhook_sdk::phi::MinimumNecessary::guard(Arc::new(Attacher), PhiLevel::Full);
+        let out = full
+            .handle(&event, &mut ctx(&delivery))
+            .await
+            .expect("opens");
+        assert_eq!(
+            out.data,
+            Some(serde_json::json!({ "sha256": hex::encode(Sha256::digest(&content)) }))
+        );
+
+        // Another delivery's handler cannot open it, even knowing the id.
+        let err = full
+            .handle(&event, &mut ctx("another-delivery"))
+            .await
+            .expect_err("not its delivery");
+        assert!(!err.is_retryable());
+
+        // A phi = "none" handler is handed neither the reference nor the opener.
+        let none = wardhook_sdk::phi::MinimumNecessary::guard(Arc::new(Attacher), PhiLevel::None);
+        let err = none
+            .handle(&event, &mut ctx(&delivery))
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("may not open artifacts"), "{err}");
+    }
+}

@@ -59,7 +59,6 @@ struct Vendor {
     child: Child,
     port: u16,
     log: PathBuf,
-    #[allow(dead_code)] // used by the SIGKILL test
     slow_flag: PathBuf,
     _dir: tempfile::TempDir,
     wav: Vec<u8>,
@@ -346,4 +345,84 @@ async fn a_signed_twilio_recording_callback_captures_the_recording_encrypted_and
         assert!(!holds(&content, CANARY), "canary found in {}", f.display());
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_killed_midway_leaves_no_plaintext_and_completes_after_restart() {
+    let fixture = fixture("[log]\nformat = \"json\"\nlevel = \"warn,wardhook::cli=info\"\n");
+    let vendor = Vendor::start(&fixture);
+    // The vendor sends half the recording, then stalls.
+    std::fs::write(&vendor.slow_flag, b"").unwrap();
+    let dir = fixture.dir.path().to_owned();
+    let artifacts = dir.join("data/artifacts");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+
+    let (mut server, port) = start_server(&fixture);
+    post_callback(&http, port, "9", &vendor.url("/slow/RE9")).await;
+    let mut partial = None;
+    for _ in 0..100 {
+        partial = std::fs::read_dir(&artifacts).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(".partial"))
+        });
+        if partial
+            .as_ref()
+            .is_some_and(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let partial = partial.expect("the download started");
+    // SIGKILL mid-download.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    drop(server);
+    let left = std::fs::read(&partial).unwrap();
+    assert!(!left.is_empty());
+    assert!(
+        !holds(&left, CANARY),
+        "the partial file holds ciphertext only"
+    );
+    assert!(
+        listed(&dir).is_empty(),
+        "nothing recorded for an interrupted download"
+    );
+
+    // The vendor recovers; after restart the job runs again from scratch and completes.
+    std::fs::remove_file(&vendor.slow_flag).unwrap();
+    let (_server, _port) = start_server(&fixture);
+    let mut rows = Vec::new();
+    for _ in 0..150 {
+        rows = listed(&dir);
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(rows.len(), 1, "captured after restart");
+    assert_eq!(rows[0]["sha256"], hex::encode(Sha256::digest(&vendor.wav)));
+    let names: Vec<String> = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [format!("{}.wha", rows[0]["id"].as_str().unwrap())],
+        "no partial file is left"
+    );
+    for f in files(&dir.join("data")) {
+        assert!(
+            !holds(&std::fs::read(&f).unwrap(), CANARY),
+            "canary in {}",
+            f.display()
+        );
+    }
 }
