@@ -139,10 +139,10 @@ mod tests {
                 .expect("open"),
         );
         let input = nextphone("call.ended", "c1");
-        let normalized =
+        let mut normalized =
             crate::normalize::normalize(&input, chrono::Utc::now()).expect("normalizes");
         let delivery = store
-            .intake(input, normalized, vec![JobSpec::new("ehr")])
+            .intake(input, &mut normalized, vec![JobSpec::new("ehr")])
             .await
             .expect("intake")
             .delivery_id()
