@@ -7,25 +7,32 @@
 //!   (long poll). The answer also says how much waits and since when (the inside node's
 //!   backlog metrics).
 //! - `POST /relay/v1/ack` `{"seqs":[…]}`: the inside node has committed these; the relay deletes
-//!   them (`secure_delete`) with a `relay_handed_over` audit record each. Repeating an
-//!   acknowledgement is harmless.
+//!   them (`secure_delete`) with a `relay_handed_over` audit record each, naming the client
+//!   certificate that acknowledged (SHA-256 fingerprint and subject CN, read from the TLS
+//!   session when the connection opens). Repeating an acknowledgement is harmless.
 //!
 //! Records never leave in any other way, and only as ciphertext.
 
+use std::any::Any;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_web::dev::{Extensions, Server};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 use super::RelayError;
+use crate::audit::{Code, Digest};
 use crate::config::relay::{RelayServerSettings, MAX_BATCH};
-use crate::store::relay_buffer::{Backlog, RelayBuffer, SealedRow};
+use crate::store::relay_buffer::{Backlog, Puller, RelayBuffer, SealedRow};
 
 /// Longest a pull may wait for new records.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -160,6 +167,7 @@ pub fn serve(
                 web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
             )
     })
+    .on_connect(note_puller)
     .workers(2)
     .client_request_timeout(Duration::from_secs(10))
     .tls_handshake_timeout(Duration::from_secs(5))
@@ -168,6 +176,36 @@ pub fn serve(
     .map_err(|e| RelayError::Listen(e.to_string()))?
     .run();
     Ok(PullServer { port, server })
+}
+
+/// Remember, per connection, which client certificate opened it, so acknowledgements on that
+/// connection can name it in the audit chain. rustls has already verified the chain against
+/// `client_ca` by now; this only identifies the leaf.
+fn note_puller(conn: &dyn Any, ext: &mut Extensions) {
+    let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
+        return;
+    };
+    let (_, session) = tls.get_ref();
+    if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
+        if let Some(puller) = puller_of(leaf.as_ref()) {
+            ext.insert(puller);
+        }
+    }
+}
+
+/// The PHI-free identity of a client certificate (DER): its SHA-256 fingerprint and, when it
+/// passes [`Code`]'s identifier rules, its subject CN. `None` only if the digest cannot be
+/// formed, which SHA-256 output always can.
+pub fn puller_of(der: &[u8]) -> Option<Puller> {
+    let cert_sha256 = Digest::from_bytes(&Sha256::digest(der)).ok()?;
+    let cert_cn = X509Certificate::from_der(der).ok().and_then(|(_, cert)| {
+        let cn = cert.subject().iter_common_name().next()?;
+        Code::parse(cn.as_str().ok()?).ok()
+    });
+    Some(Puller {
+        cert_sha256,
+        cert_cn,
+    })
 }
 
 fn unavailable(e: &crate::store::StoreError) -> HttpResponse {
@@ -206,14 +244,52 @@ async fn records(state: web::Data<PullState>, q: web::Query<BatchQuery>) -> Http
     }
 }
 
-async fn ack(state: web::Data<PullState>, body: web::Json<Ack>) -> HttpResponse {
+async fn ack(state: web::Data<PullState>, req: HttpRequest, body: web::Json<Ack>) -> HttpResponse {
     let seqs = body.into_inner().seqs;
     if seqs.len() > MAX_ACK {
         return HttpResponse::BadRequest()
             .json(json!({ "error": format!("at most {MAX_ACK} acknowledgements per request") }));
     }
-    match state.buffer.ack(seqs, None).await {
+    let puller = req.conn_data::<Puller>().cloned();
+    match state.buffer.ack(seqs, puller).await {
         Ok(deleted) => HttpResponse::Ok().json(json!({ "deleted": deleted })),
         Err(e) => unavailable(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::certs::DevCa;
+
+    fn der(pem: &str) -> Vec<u8> {
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_puller_is_named_by_fingerprint_and_a_cn_that_is_an_identifier_only() {
+        let ca = DevCa::generate().unwrap();
+        let machine = der(&ca.issue_client("inside-node").unwrap().cert_pem);
+        let p = puller_of(&machine).unwrap();
+        assert_eq!(
+            p.cert_sha256.as_str(),
+            hex::encode(Sha256::digest(&machine))
+        );
+        assert_eq!(p.cert_cn.unwrap().as_str(), "inside-node");
+        // A CN outside the identifier rules (here: with a space) stays out of the audit chain;
+        // the fingerprint still names the certificate.
+        let person = der(&ca.issue_client("Jane Doe").unwrap().cert_pem);
+        let p = puller_of(&person).unwrap();
+        assert!(p.cert_cn.is_none());
+        assert_ne!(
+            p.cert_sha256.as_str(),
+            hex::encode(Sha256::digest(&machine))
+        );
     }
 }

@@ -26,10 +26,14 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, Mirror, ObjectId, Outcome};
+use crate::audit::{
+    Action, Actor, AuditRecord, Code, DetailKey, Digest, Mirror, ObjectId, Outcome,
+};
 use crate::crypto::Keyring;
 use crate::store::StoreError;
 
+/// What a caller hears when its write was not committed (a storage error or a panicking step).
+const WRITE_FAILED: &str = "relay buffer write failed";
 /// Most `put`s folded into one transaction.
 const MAX_GROUP: usize = 64;
 /// Expired dedup rows deleted per acknowledgement, so the delete never holds the lock long.
@@ -104,6 +108,18 @@ pub struct Backlog {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// Which client certificate acknowledged a hand-over, in PHI-free form: the certificate's
+/// SHA-256 fingerprint (unique, and what an operator compares with `openssl x509 -fingerprint
+/// -sha256`) and its subject CN when that is an identifier (a machine name such as
+/// `inside-node`; anything else is left out rather than written into the audit chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Puller {
+    /// SHA-256 of the certificate's DER encoding, lowercase hex.
+    pub cert_sha256: Digest,
+    /// The subject common name, when it passes [`Code`]'s rules.
+    pub cert_cn: Option<Code>,
+}
+
 /// A `put` waiting for the writer, with where its answer goes.
 type PendingPut = (
     Box<NewSealed>,
@@ -117,7 +133,7 @@ enum Op {
     ),
     Ack(
         Vec<i64>,
-        Option<Code>,
+        Option<Puller>,
         oneshot::Sender<Result<u64, StoreError>>,
     ),
 }
@@ -126,6 +142,9 @@ enum Op {
 pub struct RelayBuffer {
     ops: std::sync::mpsc::SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
+    /// Tests only: the next group of puts panics after its inserts, as a bug would.
+    #[cfg(test)]
+    panic_next_put: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for RelayBuffer {
@@ -142,6 +161,16 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| StoreError::Corrupt("relay_sealed.received_at"))
+}
+
+/// Bytes of sealed data in the buffer.
+fn sealed_bytes(conn: &Connection) -> Result<u64, StoreError> {
+    let bytes: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(length(enc) + length(ciphertext)), 0) FROM relay_sealed",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -189,6 +218,8 @@ struct Writer {
     bytes: u64,
     dedup_window: Duration,
     wake: Arc<tokio::sync::Notify>,
+    #[cfg(test)]
+    panic_next_put: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RelayBuffer {
@@ -205,21 +236,21 @@ impl RelayBuffer {
     ) -> Result<Self, StoreError> {
         let conn = open_connection(path)?;
         migrate(&conn)?;
-        let bytes: i64 = conn.query_row(
-            "SELECT COALESCE(SUM(length(enc) + length(ciphertext)), 0) FROM relay_sealed",
-            [],
-            |r| r.get(0),
-        )?;
+        let bytes = sealed_bytes(&conn)?;
         let reader = open_connection(path)?;
         let (ops, rx) = std::sync::mpsc::sync_channel(1024);
+        #[cfg(test)]
+        let panic_next_put = Arc::<std::sync::atomic::AtomicBool>::default();
         let mut writer = Writer {
             conn,
             keyring,
             mirror,
             max_bytes,
-            bytes: u64::try_from(bytes).unwrap_or(0),
+            bytes,
             dedup_window,
             wake,
+            #[cfg(test)]
+            panic_next_put: Arc::clone(&panic_next_put),
         };
         std::thread::Builder::new()
             .name("relay-buffer".into())
@@ -231,6 +262,8 @@ impl RelayBuffer {
         Ok(Self {
             ops,
             reader: Arc::new(Mutex::new(reader)),
+            #[cfg(test)]
+            panic_next_put,
         })
     }
 
@@ -241,18 +274,18 @@ impl RelayBuffer {
             .map_err(BufferError::Store)?;
         rx.await
             .unwrap_or(Err(BufferError::Store(StoreError::Unavailable(
-                "relay buffer writer stopped",
+                WRITE_FAILED,
             ))))
     }
 
     /// Delete the acknowledged records `seqs` (unknown ones are ignored: an acknowledgement
     /// may be repeated), each with a `relay_handed_over` audit record naming `puller` (the
-    /// client certificate's name, when it is an identifier). Returns how many were deleted.
-    pub async fn ack(&self, seqs: Vec<i64>, puller: Option<Code>) -> Result<u64, StoreError> {
+    /// client certificate's fingerprint and CN). Returns how many were deleted.
+    pub async fn ack(&self, seqs: Vec<i64>, puller: Option<Puller>) -> Result<u64, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(Op::Ack(seqs, puller, tx))?;
         rx.await
-            .unwrap_or(Err(StoreError::Unavailable("relay buffer writer stopped")))
+            .unwrap_or(Err(StoreError::Unavailable(WRITE_FAILED)))
     }
 
     fn send(&self, op: Op) -> Result<(), StoreError> {
@@ -328,6 +361,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Writer {
+    /// Serve operations until every [`RelayBuffer`] handle is gone. A panic while applying a
+    /// group (a bug) costs that group, not the relay: its transaction rolls back, its callers
+    /// are answered unavailable (senders get 503 and retry, an acknowledgement is repeated by
+    /// the next pull), the size count is read again from the table, and the loop goes on.
     fn run(&mut self, rx: &std::sync::mpsc::Receiver<Op>) {
         while let Ok(first) = rx.recv() {
             let mut puts = Vec::new();
@@ -342,12 +379,30 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            for (seqs, who, tx) in acks {
-                let _ = tx.send(self.ack(&seqs, who.as_ref()));
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for (seqs, who, tx) in acks {
+                    let _ = tx.send(self.ack(&seqs, who.as_ref()));
+                }
+                if !puts.is_empty() {
+                    self.put_group(puts);
+                }
+            }));
+            if step.is_err() {
+                tracing::error!(
+                    "relay buffer write panicked; its callers are answered unavailable and the \
+                     writer goes on"
+                );
+                self.recount_bytes();
             }
-            if !puts.is_empty() {
-                self.put_group(puts);
-            }
+        }
+    }
+
+    /// Read the sealed size from the table again (after a group that may have counted records
+    /// it then rolled back).
+    fn recount_bytes(&mut self) {
+        match sealed_bytes(&self.conn) {
+            Ok(bytes) => self.bytes = bytes,
+            Err(e) => tracing::error!(error = %e, "relay buffer cannot recount its size"),
         }
     }
 
@@ -367,6 +422,13 @@ impl Writer {
                     &mut self.bytes,
                     self.max_bytes,
                 )?);
+            }
+            #[cfg(test)]
+            if self
+                .panic_next_put
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                panic!("injected: a bug after the inserts");
             }
             tx.commit()?;
             Ok(())
@@ -397,7 +459,7 @@ impl Writer {
         }
     }
 
-    fn ack(&mut self, seqs: &[i64], who: Option<&Code>) -> Result<u64, StoreError> {
+    fn ack(&mut self, seqs: &[i64], who: Option<&Puller>) -> Result<u64, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -422,7 +484,10 @@ impl Writer {
                     record = record.with_delivery_id(id);
                 }
                 if let Some(who) = who {
-                    record = record.with_detail(DetailKey::Via, who.clone());
+                    record = record.with_detail(DetailKey::Sha256, who.cert_sha256.clone());
+                    if let Some(cn) = &who.cert_cn {
+                        record = record.with_detail(DetailKey::Via, cn.clone());
+                    }
                 }
                 crate::audit::append(&tx, &self.keyring, &record)?;
             }
@@ -614,6 +679,38 @@ mod tests {
         );
         let report = crate::audit::verify_db(&conn, &keyring, None).unwrap();
         assert_eq!(report.records, 5);
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_a_group_costs_that_group_not_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, keyring) = open(dir.path(), 250);
+        buffer
+            .panic_next_put
+            .store(true, std::sync::atomic::Ordering::Release);
+        let lost = buffer.put(sealed("r1", "d1", 100)).await;
+        assert!(
+            matches!(lost, Err(BufferError::Store(StoreError::Unavailable(_)))),
+            "the panicking group is answered unavailable: {lost:?}"
+        );
+        // The writer is still there and nothing of the rolled-back group is stored, indexed or
+        // counted: the retry is stored, not answered as a duplicate, and its 132 bytes fit under
+        // the cap of 250 only if r1's 132 were not kept in the size count.
+        assert_eq!(
+            buffer.put(sealed("r2", "d1", 100)).await.unwrap(),
+            Buffered::Stored("r2".into())
+        );
+        let rows = buffer.batch_after(0, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, "r2");
+        assert_eq!(buffer.ack(vec![rows[0].seq], None).await.unwrap(), 1);
+        assert_eq!(
+            buffer.put(sealed("r3", "d3", 100)).await.unwrap(),
+            Buffered::Stored("r3".into())
+        );
+        let conn = Connection::open(dir.path().join("relay.db")).unwrap();
+        let report = crate::audit::verify_db(&conn, &keyring, None).unwrap();
+        assert_eq!(report.records, 3, "r2 buffered, handed over, r3 buffered");
     }
 
     #[tokio::test]

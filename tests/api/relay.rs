@@ -41,6 +41,25 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The SHA-256 fingerprint of the certificate in the PEM file `path` as an operator reads it:
+/// `openssl x509 -noout -fingerprint -sha256` (`sha256 Fingerprint=AB:CD:…`), turned into the
+/// audit record's form (lowercase hex without colons).
+fn openssl_sha256_fingerprint(path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(path)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("openssl prints text");
+    let (_, hex) = text.trim().split_once('=').expect("a Fingerprint= line");
+    hex.replace(':', "").to_ascii_lowercase()
+}
+
 /// What a relay test can vary.
 #[derive(Default)]
 struct RelayOptions {
@@ -448,6 +467,22 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
     };
     assert_eq!(count("relay_buffered"), 30);
     assert_eq!(count("relay_handed_over"), 30);
+    // Each hand-over names the client certificate that acknowledged it: the fingerprint openssl
+    // prints for the certificate the inside node used, and its CN.
+    let fingerprint = openssl_sha256_fingerprint(&pair.path("inside/client.crt"));
+    assert_eq!(fingerprint.len(), 64, "{fingerprint}");
+    let details: Vec<serde_json::Value> = conn
+        .prepare("SELECT detail FROM audit_log WHERE action = 'relay_handed_over'")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|d| serde_json::from_str(&d.unwrap()).unwrap())
+        .collect();
+    assert_eq!(details.len(), 30);
+    for detail in &details {
+        assert_eq!(detail["sha256"], fingerprint.as_str(), "{detail}");
+        assert_eq!(detail["via"], "inside-node", "{detail}");
+    }
     // Intake ran with the relay's receipt time, not the time of the pull.
     let store = pair.inside_store();
     for row in list_deliveries(&store, &ListFilter::default()).unwrap() {
