@@ -18,7 +18,7 @@ use super::helpers::{
 use super::postgres::PgTestDb;
 
 /// Values that stand for PHI in the test deliveries; none may reach the collector or the log.
-const CANARIES: &[&str] = &[
+pub(super) const CANARIES: &[&str] = &[
     "Zebediah Quillfeather",
     "+15550142398",
     "5550142398",
@@ -28,15 +28,15 @@ const CANARIES: &[&str] = &[
 ];
 
 /// A running `wardhook serve` with every stderr line kept.
-struct Server {
+pub(super) struct Server {
     process: ServerProcess,
-    port: u16,
-    admin_port: u16,
+    pub(super) port: u16,
+    pub(super) admin_port: u16,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
-    fn start(fixture: &Fixture) -> Self {
+    pub(super) fn start(fixture: &Fixture) -> Self {
         let mut process = ServerProcess::spawn(
             Command::new(wardhook_bin())
                 .args(["serve", "--config"])
@@ -77,12 +77,12 @@ impl Server {
         server
     }
 
-    fn log(&self) -> Vec<String> {
+    pub(super) fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
     /// SIGTERM and wait for the graceful stop.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.process.id().to_string()])
             .status();
@@ -97,7 +97,7 @@ impl Server {
     }
 }
 
-fn http(fixture: &Fixture) -> reqwest::Client {
+pub(super) fn http(fixture: &Fixture) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
@@ -107,7 +107,7 @@ fn http(fixture: &Fixture) -> reqwest::Client {
 }
 
 /// A signed delivery carrying the canary values; asserts the 200.
-async fn deliver(fixture: &Fixture, server: &Server, n: usize) {
+pub(super) async fn deliver(fixture: &Fixture, server: &Server, n: usize) {
     let body = format!(
         r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{}-{n}","caller":{{"name":"{}","phone":"{}","email":"{}"}},"dob":"{}"}}}}"#,
         CANARIES[5], CANARIES[0], CANARIES[1], CANARIES[3], CANARIES[4]
@@ -130,7 +130,7 @@ async fn deliver(fixture: &Fixture, server: &Server, n: usize) {
 }
 
 /// The newest sequence number in the JSONL mirror (the chain's head once mirrored).
-fn mirrored_head(fixture: &Fixture) -> u64 {
+pub(super) fn mirrored_head(fixture: &Fixture) -> u64 {
     let dir = fixture.dir.path().join("data/audit");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -150,7 +150,7 @@ fn mirrored_head(fixture: &Fixture) -> u64 {
         .unwrap()
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(super) async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -159,7 +159,7 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 /// A fixture forwarding to 127.0.0.1:`port` under cursor `name`, trusting `ca_pem`.
-fn forwarding_fixture(name: &str, port: u16, ca_pem: &str, format: &str) -> Fixture {
+pub(super) fn forwarding_fixture(name: &str, port: u16, ca_pem: &str, format: &str) -> Fixture {
     forwarding_fixture_on(None, name, port, ca_pem, format)
 }
 
@@ -203,12 +203,12 @@ io_timeout = "5s"
     fixture
 }
 
-fn collector(dir: &Path, ca: &DevCa) -> Rsyslog {
+pub(super) fn collector(dir: &Path, ca: &DevCa) -> Rsyslog {
     let cert = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
     Rsyslog::new(dir, &cert.cert_pem, &cert.key_pem, &ca.cert_pem())
 }
 
-fn assert_no_canary(what: &str, text: &str) {
+pub(super) fn assert_no_canary(what: &str, text: &str) {
     for c in CANARIES {
         assert!(!text.contains(c), "PHI canary {c:?} found in {what}");
     }

@@ -83,6 +83,26 @@ action(type="omfile" file="{d}/out.log" template="raw")
         }
     }
 
+    /// Make the collector require a client certificate that chains to its CA and names
+    /// `permitted_peer` (imtcp `x509/name`: the subjectAltName DNS names, else the common
+    /// name). Call before [`Rsyslog::start`].
+    pub fn require_client_certificate(&self, permitted_peer: &str) {
+        let path = self.dir.join("rsyslog.conf");
+        let conf = std::fs::read_to_string(&path).unwrap();
+        let anon = r#"streamDriver.authMode="anon""#;
+        assert!(conf.contains(anon));
+        let conf = conf.replace(
+            anon,
+            &format!(r#"streamDriver.authMode="x509/name" permittedPeer=["{permitted_peer}"]"#),
+        );
+        std::fs::write(path, conf).unwrap();
+    }
+
+    /// What rsyslogd wrote on its stderr so far (its own error messages).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default()
+    }
+
     /// Start rsyslogd and wait until it accepts connections.
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
