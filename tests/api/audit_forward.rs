@@ -538,14 +538,49 @@ fn check_config_reports_unusable_forwarding_tls_material_with_its_key_path() {
     );
 }
 
+/// `(seq, node)` of every row the collector stored, in the order it wrote them.
+async fn collected_rows(db: &PgTestDb) -> Vec<(u64, String)> {
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the collector's database");
+    tokio::spawn(connection);
+    client
+        .query("SELECT seq, node FROM collected ORDER BY id", &[])
+        .await
+        .expect("read the collector's table")
+        .iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            (u64::try_from(seq).expect("seq is positive"), r.get(1))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_rsyslog_while_batches_are_in_flight_loses_no_record() {
-    if !rsyslog::available() {
+async fn stopping_rsyslog_while_batches_are_in_flight_stores_every_record_exactly_once() {
+    if !rsyslog::available() || !rsyslog::pgsql_available() {
         return;
+    }
+    // The collector's own database (not wardhook's): rsyslog stores each record keyed by the
+    // node and seq it carries.
+    let Some(collector_db) = PgTestDb::create().await else {
+        return;
+    };
+    {
+        let (client, connection) =
+            tokio_postgres::connect(&collector_db.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the collector's database");
+        tokio::spawn(connection);
+        client
+            .batch_execute(rsyslog::COLLECTED_TABLE)
+            .await
+            .expect("create the collector's table");
     }
     let collector_dir = tempfile::tempdir().unwrap();
     let syslog_ca = DevCa::generate().unwrap();
     let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
+    rsyslog.store_in_postgres(&collector_db.url);
     rsyslog.start();
     let fixture = forwarding_fixture(
         "rsyslog-in-flight",
@@ -554,30 +589,78 @@ async fn stopping_rsyslog_while_batches_are_in_flight_loses_no_record() {
         "rfc5424",
     );
     let server = Server::start(&fixture);
-    // Deliveries keep coming while the collector is stopped and started under them.
-    for n in 0..30 {
+    // Deliveries keep coming while the collector is stopped and started under them, twice.
+    for n in 0..40 {
         deliver(&fixture, &server, n).await;
-        if n == 10 {
-            rsyslog.stop();
-        }
-        if n == 20 {
-            rsyslog.start();
+        match n {
+            8 | 24 => rsyslog.stop(),
+            16 | 32 => rsyslog.start(),
+            _ => {}
         }
     }
     let head = mirrored_head(&fixture);
-    wait_for("every record at rsyslog", Duration::from_secs(30), || {
+    wait_stored(&collector_db, head).await;
+
+    // A confirmation lost in the worst way: the collector wrote records, wardhook does not
+    // know it and sends them all again. A new cursor name starting at the oldest record is that
+    // case made certain (rather than hoped for from the timing of a stop).
+    server.stop();
+    let config = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(
+        &fixture.config_path,
+        config.replace(
+            "name = \"rsyslog-in-flight\"",
+            "name = \"rsyslog-in-flight-again\"",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&fixture);
+    deliver(&fixture, &server, 40).await;
+    let head = mirrored_head(&fixture);
+    wait_for("the records sent again", Duration::from_secs(30), || {
         rsyslog.messages().iter().map(|m| seq_of(m)).max() >= Some(head)
     })
     .await;
+    wait_stored(&collector_db, head).await;
     rsyslog.stop();
-    let seqs: Vec<u64> = rsyslog.messages().iter().map(|m| seq_of(m)).collect();
-    // At least once: every record is there; a batch the collector may have read before it
-    // stopped can repeat, recognisable by its seq, and first arrivals stay in order.
+    server.stop();
+    let stored = collected_rows(&collector_db).await;
+
+    // What the collector wrote: every record exactly once, written in sequence order.
+    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+    let last = seqs.last().copied().unwrap_or(0);
+    assert!(last >= head, "{stored:?}");
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "{stored:?}");
+    assert!(stored.iter().all(|(_, node)| node.is_empty()), "{stored:?}");
+
+    // The wire: at least once. Every record arrived, first arrivals in order; the records
+    // sent again arrived a second time and the collector discarded them by their seq.
+    let wire: Vec<u64> = rsyslog.messages().iter().map(|m| seq_of(m)).collect();
     let mut first_seen = Vec::new();
-    for s in &seqs {
+    for s in &wire {
         if !first_seen.contains(s) {
             first_seen.push(*s);
         }
     }
-    assert_eq!(first_seen, (1..=head).collect::<Vec<_>>(), "{seqs:?}");
+    assert_eq!(first_seen, seqs, "{wire:?}");
+    assert!(
+        wire.iter().filter(|s| **s == 1).count() >= 2,
+        "the first record went out twice: {wire:?}"
+    );
+}
+
+/// Wait until the collector's table holds a record with sequence number `head` or later.
+async fn wait_stored(db: &PgTestDb, head: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = collected_rows(db).await;
+        if stored.iter().map(|(s, _)| *s).max() >= Some(head) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for record {head} in the collector's database: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
