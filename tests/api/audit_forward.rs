@@ -18,7 +18,7 @@ use super::helpers::{
 use super::postgres::PgTestDb;
 
 /// Values that stand for PHI in the test deliveries; none may reach the collector or the log.
-const CANARIES: &[&str] = &[
+pub(super) const CANARIES: &[&str] = &[
     "Zebediah Quillfeather",
     "+15550142398",
     "5550142398",
@@ -28,15 +28,15 @@ const CANARIES: &[&str] = &[
 ];
 
 /// A running `wardhook serve` with every stderr line kept.
-struct Server {
+pub(super) struct Server {
     process: ServerProcess,
-    port: u16,
-    admin_port: u16,
+    pub(super) port: u16,
+    pub(super) admin_port: u16,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
-    fn start(fixture: &Fixture) -> Self {
+    pub(super) fn start(fixture: &Fixture) -> Self {
         let mut process = ServerProcess::spawn(
             Command::new(wardhook_bin())
                 .args(["serve", "--config"])
@@ -77,12 +77,12 @@ impl Server {
         server
     }
 
-    fn log(&self) -> Vec<String> {
+    pub(super) fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
     /// SIGTERM and wait for the graceful stop.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.process.id().to_string()])
             .status();
@@ -97,7 +97,7 @@ impl Server {
     }
 }
 
-fn http(fixture: &Fixture) -> reqwest::Client {
+pub(super) fn http(fixture: &Fixture) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
@@ -107,7 +107,7 @@ fn http(fixture: &Fixture) -> reqwest::Client {
 }
 
 /// A signed delivery carrying the canary values; asserts the 200.
-async fn deliver(fixture: &Fixture, server: &Server, n: usize) {
+pub(super) async fn deliver(fixture: &Fixture, server: &Server, n: usize) {
     let body = format!(
         r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{}-{n}","caller":{{"name":"{}","phone":"{}","email":"{}"}},"dob":"{}"}}}}"#,
         CANARIES[5], CANARIES[0], CANARIES[1], CANARIES[3], CANARIES[4]
@@ -130,7 +130,7 @@ async fn deliver(fixture: &Fixture, server: &Server, n: usize) {
 }
 
 /// The newest sequence number in the JSONL mirror (the chain's head once mirrored).
-fn mirrored_head(fixture: &Fixture) -> u64 {
+pub(super) fn mirrored_head(fixture: &Fixture) -> u64 {
     let dir = fixture.dir.path().join("data/audit");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -150,7 +150,7 @@ fn mirrored_head(fixture: &Fixture) -> u64 {
         .unwrap()
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(super) async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -159,7 +159,7 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 /// A fixture forwarding to 127.0.0.1:`port` under cursor `name`, trusting `ca_pem`.
-fn forwarding_fixture(name: &str, port: u16, ca_pem: &str, format: &str) -> Fixture {
+pub(super) fn forwarding_fixture(name: &str, port: u16, ca_pem: &str, format: &str) -> Fixture {
     forwarding_fixture_on(None, name, port, ca_pem, format)
 }
 
@@ -203,12 +203,12 @@ io_timeout = "5s"
     fixture
 }
 
-fn collector(dir: &Path, ca: &DevCa) -> Rsyslog {
+pub(super) fn collector(dir: &Path, ca: &DevCa) -> Rsyslog {
     let cert = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
     Rsyslog::new(dir, &cert.cert_pem, &cert.key_pem, &ca.cert_pem())
 }
 
-fn assert_no_canary(what: &str, text: &str) {
+pub(super) fn assert_no_canary(what: &str, text: &str) {
     for c in CANARIES {
         assert!(!text.contains(c), "PHI canary {c:?} found in {what}");
     }
@@ -538,14 +538,49 @@ fn check_config_reports_unusable_forwarding_tls_material_with_its_key_path() {
     );
 }
 
+/// `(seq, node)` of every row the collector stored, in the order it wrote them.
+async fn collected_rows(db: &PgTestDb) -> Vec<(u64, String)> {
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the collector's database");
+    tokio::spawn(connection);
+    client
+        .query("SELECT seq, node FROM collected ORDER BY id", &[])
+        .await
+        .expect("read the collector's table")
+        .iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            (u64::try_from(seq).expect("seq is positive"), r.get(1))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_rsyslog_while_batches_are_in_flight_loses_no_record() {
-    if !rsyslog::available() {
+async fn stopping_rsyslog_while_batches_are_in_flight_stores_every_record_exactly_once() {
+    if !rsyslog::available() || !rsyslog::pgsql_available() {
         return;
+    }
+    // The collector's own database (not wardhook's): rsyslog stores each record keyed by the
+    // node and seq it carries.
+    let Some(collector_db) = PgTestDb::create().await else {
+        return;
+    };
+    {
+        let (client, connection) =
+            tokio_postgres::connect(&collector_db.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the collector's database");
+        tokio::spawn(connection);
+        client
+            .batch_execute(rsyslog::COLLECTED_TABLE)
+            .await
+            .expect("create the collector's table");
     }
     let collector_dir = tempfile::tempdir().unwrap();
     let syslog_ca = DevCa::generate().unwrap();
     let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
+    rsyslog.store_in_postgres(&collector_db.url);
     rsyslog.start();
     let fixture = forwarding_fixture(
         "rsyslog-in-flight",
@@ -554,30 +589,78 @@ async fn stopping_rsyslog_while_batches_are_in_flight_loses_no_record() {
         "rfc5424",
     );
     let server = Server::start(&fixture);
-    // Deliveries keep coming while the collector is stopped and started under them.
-    for n in 0..30 {
+    // Deliveries keep coming while the collector is stopped and started under them, twice.
+    for n in 0..40 {
         deliver(&fixture, &server, n).await;
-        if n == 10 {
-            rsyslog.stop();
-        }
-        if n == 20 {
-            rsyslog.start();
+        match n {
+            8 | 24 => rsyslog.stop(),
+            16 | 32 => rsyslog.start(),
+            _ => {}
         }
     }
     let head = mirrored_head(&fixture);
-    wait_for("every record at rsyslog", Duration::from_secs(30), || {
+    wait_stored(&collector_db, head).await;
+
+    // A confirmation lost in the worst way: the collector wrote records, wardhook does not
+    // know it and sends them all again. A new cursor name starting at the oldest record is that
+    // case made certain (rather than hoped for from the timing of a stop).
+    server.stop();
+    let config = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(
+        &fixture.config_path,
+        config.replace(
+            "name = \"rsyslog-in-flight\"",
+            "name = \"rsyslog-in-flight-again\"",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&fixture);
+    deliver(&fixture, &server, 40).await;
+    let head = mirrored_head(&fixture);
+    wait_for("the records sent again", Duration::from_secs(30), || {
         rsyslog.messages().iter().map(|m| seq_of(m)).max() >= Some(head)
     })
     .await;
+    wait_stored(&collector_db, head).await;
     rsyslog.stop();
-    let seqs: Vec<u64> = rsyslog.messages().iter().map(|m| seq_of(m)).collect();
-    // At least once: every record is there; a batch the collector may have read before it
-    // stopped can repeat, recognisable by its seq, and first arrivals stay in order.
+    server.stop();
+    let stored = collected_rows(&collector_db).await;
+
+    // What the collector wrote: every record exactly once, written in sequence order.
+    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+    let last = seqs.last().copied().unwrap_or(0);
+    assert!(last >= head, "{stored:?}");
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "{stored:?}");
+    assert!(stored.iter().all(|(_, node)| node.is_empty()), "{stored:?}");
+
+    // The wire: at least once. Every record arrived, first arrivals in order; the records
+    // sent again arrived a second time and the collector discarded them by their seq.
+    let wire: Vec<u64> = rsyslog.messages().iter().map(|m| seq_of(m)).collect();
     let mut first_seen = Vec::new();
-    for s in &seqs {
+    for s in &wire {
         if !first_seen.contains(s) {
             first_seen.push(*s);
         }
     }
-    assert_eq!(first_seen, (1..=head).collect::<Vec<_>>(), "{seqs:?}");
+    assert_eq!(first_seen, seqs, "{wire:?}");
+    assert!(
+        wire.iter().filter(|s| **s == 1).count() >= 2,
+        "the first record went out twice: {wire:?}"
+    );
+}
+
+/// Wait until the collector's table holds a record with sequence number `head` or later.
+async fn wait_stored(db: &PgTestDb, head: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = collected_rows(db).await;
+        if stored.iter().map(|(s, _)| *s).max() >= Some(head) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for record {head} in the collector's database: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -34,6 +34,26 @@ pub fn available() -> bool {
     ok
 }
 
+/// Whether rsyslog's PostgreSQL output (`ompgsql`, package `rsyslog-pgsql`) is installed, for
+/// [`Rsyslog::store_in_postgres`]. Under CI a missing one is a failure (`.ci/run` installs it).
+pub fn pgsql_available() -> bool {
+    let ok = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .any(|d| Path::new(d).join("rsyslog/ompgsql.so").exists());
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "this audit forwarding test needs rsyslog-pgsql (apt-get install rsyslog-pgsql)"
+        );
+        eprintln!("SKIPPED: rsyslog's ompgsql module is not installed");
+    }
+    ok
+}
+
 /// One rsyslogd listening with TLS on 127.0.0.1.
 pub struct Rsyslog {
     child: Option<Child>,
@@ -81,6 +101,52 @@ action(type="omfile" file="{d}/out.log" template="raw")
             dir: dir.to_owned(),
             port,
         }
+    }
+
+    /// Make the collector require a client certificate that chains to its CA and names
+    /// `permitted_peer` (imtcp `x509/name`: the subjectAltName DNS names, else the common
+    /// name). Call before [`Rsyslog::start`].
+    pub fn require_client_certificate(&self, permitted_peer: &str) {
+        let path = self.dir.join("rsyslog.conf");
+        let conf = std::fs::read_to_string(&path).unwrap();
+        let anon = r#"streamDriver.authMode="anon""#;
+        assert!(conf.contains(anon));
+        let conf = conf.replace(
+            anon,
+            &format!(r#"streamDriver.authMode="x509/name" permittedPeer=["{permitted_peer}"]"#),
+        );
+        std::fs::write(path, conf).unwrap();
+    }
+
+    /// Also store every message in the PostgreSQL database at `conninfo` with rsyslog's
+    /// `ompgsql`, one row per record keyed by the `node` and `seq` parameters the message
+    /// carries: a repeat of a record the collector already stored is discarded
+    /// (`ON CONFLICT DO NOTHING`), so the table holds what the collector wrote, each record
+    /// once, rows numbered in the order rsyslog wrote them. Needs [`COLLECTED_TABLE`] created
+    /// first. Call before [`Rsyslog::start`].
+    pub fn store_in_postgres(&self, conninfo: &str) {
+        let path = self.dir.join("rsyslog.conf");
+        let mut conf = std::fs::read_to_string(&path).unwrap();
+        conf.push_str(&format!(
+            r#"module(load="ompgsql")
+template(name="collected-row" type="list" option.stdsql="on") {{
+  constant(value="INSERT INTO collected (node, seq, msg) VALUES ('")
+  property(name="rawmsg" regex.expression=" node=.([-A-Za-z0-9_.]*)" regex.type="ERE" regex.submatch="1" regex.nomatchmode="BLANK")
+  constant(value="', '")
+  property(name="rawmsg" regex.expression=" seq=.([0-9]+)" regex.type="ERE" regex.submatch="1" regex.nomatchmode="ZERO")
+  constant(value="', '")
+  property(name="rawmsg")
+  constant(value="') ON CONFLICT (node, seq) DO NOTHING")
+}}
+action(type="ompgsql" conninfo="{conninfo}" template="collected-row")
+"#
+        ));
+        std::fs::write(path, conf).unwrap();
+    }
+
+    /// What rsyslogd wrote on its stderr so far (its own error messages).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default()
     }
 
     /// Start rsyslogd and wait until it accepts connections.
@@ -148,6 +214,16 @@ impl Drop for Rsyslog {
         }
     }
 }
+
+/// The collector's table for [`Rsyslog::store_in_postgres`]: the key is the record's identity
+/// (`node` is empty for SQLite's single chain), `id` the order of writing.
+pub const COLLECTED_TABLE: &str = "CREATE TABLE collected (
+    id bigserial PRIMARY KEY,
+    node text NOT NULL,
+    seq bigint NOT NULL,
+    msg text NOT NULL,
+    UNIQUE (node, seq)
+)";
 
 /// The `seq` structured-data parameter of a forwarded message.
 pub fn seq_of(message: &str) -> u64 {

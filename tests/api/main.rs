@@ -8,6 +8,7 @@ mod artifacts;
 mod audit_cli;
 mod audit_forward;
 mod audit_forward_fhir;
+mod audit_forward_mtls;
 mod audit_forward_rsyslog;
 mod browser;
 mod canary;

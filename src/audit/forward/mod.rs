@@ -18,8 +18,10 @@
 //! closes only after it has read everything before the close; one that stopped earlier resets
 //! the connection or never answers, and the batch is sent again on the next connection. So
 //! delivery is at least once: a record reaches the collector twice only if the collector went
-//! away in the instant between reading a batch and closing, and every message carries `seq`
-//! (and `node`) so such a repeat is recognisable. One batch is at most `batch_max` records.
+//! away in the instant between reading a batch and closing. Every message carries `seq` (and
+//! `node`), the record's identity, so a collector that stores records keyed by it (rsyslog's
+//! `ompgsql` with `ON CONFLICT DO NOTHING`, docs/AUDIT.md) holds each exactly once. One batch
+//! is at most `batch_max` records.
 //!
 //! What goes out: see `message.rs` (RFC 5424, fields as structured data, the mirror line as
 //! body) and `atna.rs` (DICOM audit message body). Records hold no PHI by construction, and
