@@ -8,8 +8,9 @@
 //! main.rs ─▶ cli/                 one function per command; `serve` and `check-config` call app
 //!              │
 //!            app/                 wiring: build.rs (settings → each stage's runtime, the same
-//!              │                  builders for serve and check-config), storage.rs (opens the
-//!              │                  backend), run.rs, reload.rs (SIGHUP), shutdown.rs
+//!              │                  builders for serve and check-config; the backend opened
+//!              │                  through `store::open`), relay.rs (the relay's parts and the
+//!              │                  inside node's puller), run.rs, reload.rs (SIGHUP), shutdown.rs
 //!   ┌──────────┼──────────────┬───────┐
 //! listener/    admin/        relay/    the process's faces: senders (hooks.rs: cap → verify →
 //!   │          │              │        normalize → plan → intake → respond; hook_error.rs is
@@ -23,8 +24,10 @@
 //!   │      artifacts/                  the built-in `capture` step: recordings and transcripts
 //!   │                                  fetched, encrypted as they stream (sealed_file.rs), read
 //!   │
-//! store/                  the `Storage` trait (backend.rs), its vocabulary (types.rs) and
-//!   │                     backend-neutral intake preparation (prepare.rs)
+//! store/                  the `Storage` trait (backend.rs), its vocabulary (types.rs),
+//!   │                     backend-neutral intake preparation (prepare.rs); the `Console` and
+//!   │                     `Maintenance` traits (console.rs, maintenance.rs) with what both
+//!   │                     backends share of them (rotation.rs, archive.rs)
 //!   ├── sqlite/           SQLite: one file, a writer thread with group commit
 //!   └── postgres/         PostgreSQL (`[storage] backend = "postgres"`, several nodes);
 //!                         the same conformance tests run on both

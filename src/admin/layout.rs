@@ -26,6 +26,18 @@ pub(super) fn qv(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// A one-button POST form carrying the session's CSRF token. `action` and `button` (the
+/// button's attributes after `type="submit"`, e.g. ` id="replay"`) are written as given, so
+/// the caller escapes what it puts in them; `label` is the button's text.
+pub(super) fn post_button(action: &str, csrf: &str, button: &str, label: &str) -> String {
+    format!(
+        "<form class=\"inline\" method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\"{button}>{label}</button></form>",
+        esc(csrf)
+    )
+}
+
 pub(super) fn html(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
@@ -63,13 +75,10 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
         nav.push_str("</nav>");
         let _ = write!(
             who,
-            "<div class=\"who\"><span>Signed in as <strong>{}</strong> ({})</span>\
-             <form class=\"inline\" method=\"post\" action=\"/logout\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <button type=\"submit\">Sign out</button></form></div>",
+            "<div class=\"who\"><span>Signed in as <strong>{}</strong> ({})</span>{}</div>",
             esc(&s.principal.name),
             s.principal.role.as_str(),
-            esc(&s.csrf)
+            post_button("/logout", &s.csrf, "", "Sign out")
         );
     }
     format!(

@@ -69,22 +69,36 @@ pub(crate) fn print_deliveries(
     format: OutputFormat,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
+    let header = format!(
+        "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  JOBS",
+        "ID", "SOURCE", "EVENT", "RECEIVED", "STATUS"
+    );
+    print_rows(rows, format, out, &header, "deliveries", |r| {
+        format!(
+            "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  {}",
+            r.id, r.source, r.event_type, r.received_at, r.status, r.jobs
+        )
+    })
+}
+
+/// `rows` as pretty JSON, or as a table: `header`, one `line` per row, then how many there
+/// are (`N counted`).
+fn print_rows<T: serde::Serialize>(
+    rows: &[T],
+    format: OutputFormat,
+    out: &mut impl Write,
+    header: &str,
+    counted: &str,
+    line: impl Fn(&T) -> String,
+) -> Result<(), StoreError> {
     match format {
         OutputFormat::Json => write_json(&rows, out)?,
         OutputFormat::Table => {
-            writeln!(
-                out,
-                "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  JOBS",
-                "ID", "SOURCE", "EVENT", "RECEIVED", "STATUS"
-            )?;
+            writeln!(out, "{header}")?;
             for r in rows {
-                writeln!(
-                    out,
-                    "{:<36}  {:<16}  {:<24}  {:<27}  {:<8}  {}",
-                    r.id, r.source, r.event_type, r.received_at, r.status, r.jobs
-                )?;
+                writeln!(out, "{}", line(r))?;
             }
-            writeln!(out, "{} deliveries", rows.len())?;
+            writeln!(out, "{} {counted}", rows.len())?;
         }
     }
     Ok(())
@@ -111,25 +125,16 @@ pub(crate) fn print_quarantine(
     format: OutputFormat,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
-    match format {
-        OutputFormat::Json => write_json(&rows, out)?,
-        OutputFormat::Table => {
-            writeln!(
-                out,
-                "{:<36}  {:<16}  {:<27}  {:<11}  REASON",
-                "ID", "SOURCE", "RECEIVED", "STATUS"
-            )?;
-            for r in rows {
-                writeln!(
-                    out,
-                    "{:<36}  {:<16}  {:<27}  {:<11}  {}",
-                    r.id, r.source, r.received_at, r.status, r.reason
-                )?;
-            }
-            writeln!(out, "{} quarantined", rows.len())?;
-        }
-    }
-    Ok(())
+    let header = format!(
+        "{:<36}  {:<16}  {:<27}  {:<11}  REASON",
+        "ID", "SOURCE", "RECEIVED", "STATUS"
+    );
+    print_rows(rows, format, out, &header, "quarantined", |r| {
+        format!(
+            "{:<36}  {:<16}  {:<27}  {:<11}  {}",
+            r.id, r.source, r.received_at, r.status, r.reason
+        )
+    })
 }
 
 /// One decrypted quarantine entry: metadata, signature headers, then the body.

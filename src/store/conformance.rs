@@ -63,17 +63,8 @@ impl Harness {
     /// A single number from SQL that reads the same in both dialects.
     pub(super) async fn count(&self, sql: &str) -> i64 {
         match self {
-            Self::Sqlite { path, .. } => rusqlite::Connection::open(path)
-                .expect("open")
-                .query_row(sql, [], |r| r.get(0))
-                .expect("count"),
-            Self::Postgres { db } => db
-                .client()
-                .await
-                .query_one(sql, &[])
-                .await
-                .expect("count")
-                .get(0),
+            Self::Sqlite { path, .. } => count_in(Err(path), sql).await,
+            Self::Postgres { db } => count_in(Ok(db), sql).await,
         }
     }
 
@@ -129,14 +120,7 @@ async fn submit(
     input: IntakeInput,
     jobs: &[&str],
 ) -> Result<IntakeOutcome, StoreError> {
-    let mut n = normalize(&input, Utc::now()).expect("normalizes");
-    store
-        .intake(
-            input,
-            &mut n,
-            jobs.iter().map(|h| JobSpec::new(*h)).collect(),
-        )
-        .await
+    super::sqlite::tests::submit_at(store, input, jobs, Utc::now()).await
 }
 
 fn no_predecessors() -> Arc<Predecessors> {
@@ -271,13 +255,7 @@ async fn unparseable_delivery_is_quarantined_once_even_when_retried(h: Harness) 
         (first.0.as_str(), "quarantined")
     );
     let entry = store
-        .show_quarantine(
-            first.0.clone(),
-            Requester {
-                user: "tester".into(),
-                via: "cli",
-            },
-        )
+        .show_quarantine(first.0.clone(), operator())
         .await
         .expect("show");
     assert_eq!(entry.body, body.to_vec(), "the body as received");
@@ -419,10 +397,7 @@ async fn retries_are_rescheduled_and_permanent_failures_dead_lettered(h: Harness
         (attempts[0].attempt, attempts[0].result.as_str()),
         (1, "permanent")
     );
-    let who = Requester {
-        user: "tester".into(),
-        via: "cli",
-    };
+    let who = operator();
     let retried = store
         .retry_dead(
             DeadFilter {
@@ -486,16 +461,7 @@ async fn purge_removes_old_payloads_and_audits_it(h: Harness) {
     submit(&*store, nextphone("call.ended", "c1"), &["crm"])
         .await
         .expect("submit");
-    let report = store
-        .purge(
-            Utc::now(),
-            Requester {
-                user: "tester".into(),
-                via: "cli",
-            },
-        )
-        .await
-        .expect("purge");
+    let report = store.purge(Utc::now(), operator()).await.expect("purge");
     assert_eq!(report.deliveries, 1);
     assert_eq!(report.jobs, 1);
     assert_eq!(
@@ -516,10 +482,7 @@ async fn replay_requeues_finished_jobs_and_creates_a_missing_one(h: Harness) {
         .await
         .expect("submit");
     let id = accepted.delivery_id().to_owned();
-    let who = || Requester {
-        user: "tester".into(),
-        via: "cli",
-    };
+    let who = operator;
     let job = claim(&*store, no_predecessors()).await.expect("due");
     store
         .finish_attempt(job, ok_attempt(serde_json::json!({})), NextStep::Done)
@@ -576,10 +539,7 @@ async fn operators_list_metadata_and_read_a_delivery_with_an_audit_record(h: Har
         "newest first"
     );
     assert_eq!((listed[1].jobs, listed[1].status.as_str()), (1, "accepted"));
-    let who = Requester {
-        user: "tester".into(),
-        via: "cli",
-    };
+    let who = operator();
     let event = store
         .show_delivery(first.delivery_id().to_owned(), who.clone())
         .await
@@ -613,10 +573,7 @@ async fn the_event_handed_to_intake_is_the_one_stored_and_carries_its_id(h: Harn
         .await
         .expect("intake");
     assert_eq!(n.event().delivery_id, outcome.delivery_id());
-    let who = Requester {
-        user: "tester".into(),
-        via: "cli",
-    };
+    let who = operator();
     let stored = store
         .show_delivery(outcome.delivery_id().to_owned(), who)
         .await
@@ -1011,6 +968,35 @@ async fn audit_reads_search_verify_and_export_every_nodes_records(h: Harness) {
     }
 }
 
+/// A single number from `sql` (read the same in both dialects), on the PostgreSQL test
+/// database or the SQLite file.
+pub(super) async fn count_in(db: Result<&TestDb, &std::path::Path>, sql: &str) -> i64 {
+    match db {
+        Err(path) => rusqlite::Connection::open(path)
+            .expect("open")
+            .query_row(sql, [], |r| r.get(0))
+            .expect("count"),
+        Ok(db) => db
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect("count")
+            .get(0),
+    }
+}
+
+/// The operator every audited scenario acts as.
+pub(super) fn operator() -> Requester {
+    Requester {
+        user: "tester".into(),
+        via: "cli",
+    }
+}
+
+/// A SQLite test (a temp file) and a PostgreSQL test (a fresh database) of each scenario
+/// named; `super::Harness` is the calling module's harness. Shared by every conformance file,
+/// so a scenario cannot be added for one backend only.
 macro_rules! both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -1033,6 +1019,7 @@ macro_rules! both_backends {
         }
     };
 }
+pub(super) use both_backends;
 
 both_backends!(
     retried_delivery_returns_duplicate_with_the_first_id,

@@ -4,17 +4,10 @@ use chrono::{Duration, Utc};
 use zeroize::Zeroizing;
 
 use super::artifacts::{ArtifactFilter, ArtifactReader, NewArtifact};
-use super::conformance::Harness;
+use super::conformance::{both_backends, operator, Harness};
 use super::sqlite::tests::nextphone;
-use super::types::{IntakeOutcome, Requester};
+use super::types::IntakeOutcome;
 use super::StoreError;
-
-fn operator() -> Requester {
-    Requester {
-        user: "tester".into(),
-        via: "cli",
-    }
-}
 
 fn new_artifact(id: &str, delivery_id: &str, key: u8) -> NewArtifact {
     NewArtifact {
@@ -131,29 +124,6 @@ async fn an_artifact_is_recorded_once_read_with_an_audit_record_and_shredded_by_
         .expect("list");
     assert!(!listed[0].readable);
     h.verify_audit().await.expect("audit chain verifies");
-}
-
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Harness::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if let Some(h) = super::Harness::postgres().await {
-                        super::$scenario(h).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(an_artifact_is_recorded_once_read_with_an_audit_record_and_shredded_by_purge);

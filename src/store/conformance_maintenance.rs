@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::admin::Requester;
+use super::conformance::{both_backends, count_in, operator as who};
 use super::maintenance::{AuditVerdict, Maintenance, VerifyOptions};
 use super::postgres::testdb::TestDb;
 use super::postgres::{PgMaintenance, PgStore};
@@ -105,19 +105,8 @@ impl Harness {
 
     /// A single number from SQL that reads the same in both dialects.
     async fn count(&self, sql: &str) -> i64 {
-        match &self.db {
-            None => rusqlite::Connection::open(self.db_path())
-                .expect("open")
-                .query_row(sql, [], |r| r.get(0))
-                .expect("count"),
-            Some(db) => db
-                .client()
-                .await
-                .query_one(sql, &[])
-                .await
-                .expect("count")
-                .get(0),
-        }
+        let path = self.db_path();
+        count_in(self.db.as_ref().ok_or(path.as_path()), sql).await
     }
 
     /// Delete `node`'s newest `n` audit records as someone with database access would, leaving
@@ -146,13 +135,6 @@ impl Harness {
                 .await
                 .expect("cut"),
         }
-    }
-}
-
-fn who() -> Requester {
-    Requester {
-        user: "tester".into(),
-        via: "cli",
     }
 }
 
@@ -325,29 +307,6 @@ async fn each_node_mirrors_and_checkpoints_its_chain_and_a_cut_tail_is_found(h: 
         }
         AuditVerdict::Intact(_) => panic!("a cut-off tail went unnoticed"),
     }
-}
-
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Harness::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if let Some(h) = super::Harness::postgres().await {
-                        super::$scenario(h).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(

@@ -27,63 +27,75 @@ use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ExportFormat, Ob
 use crate::audit::{ChainReader, RecordStream};
 use crate::crypto::Keyring;
 
-/// How a health finding came out (`doctor` prints it as OK, WARN or FAIL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+/// How a check came out (`doctor` prints it as OK, WARN or FAIL; the worst decides its exit
+/// status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
     /// Nothing to do.
     Ok,
-    /// Works now, needs attention.
+    /// Works now, needs attention soon.
     Warn,
-    /// Broken.
+    /// Broken, or wardhook would refuse to start.
     Fail,
 }
 
-/// One thing the backend checked about its database, for `doctor`.
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        })
+    }
+}
+
+/// One thing checked: a backend's finding about its database ([`Maintenance::health`]) or any
+/// other `doctor` check, in one shape so `doctor` prints them alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// What was checked (`storage.path (database)`, `postgres (tls)`, …).
-    pub subject: &'static str,
+pub struct Check {
+    /// What was checked, named by its config key where it has one (`keys.master_key_file`,
+    /// `storage.path (database)`, `postgres (tls)`, …).
+    pub name: &'static str,
     /// The outcome.
-    pub level: Level,
+    pub status: Status,
     /// One line: what was found.
     pub message: String,
     /// One line: what to do about it (absent when OK).
     pub fix: Option<String>,
 }
 
-impl Finding {
-    pub(crate) fn ok(subject: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            subject,
-            level: Level::Ok,
-            message: message.into(),
-            fix: None,
-        }
+impl Check {
+    pub(crate) fn ok(name: &'static str, message: impl Into<String>) -> Self {
+        Self::new(name, Status::Ok, message, None)
     }
 
     pub(crate) fn warn(
-        subject: &'static str,
+        name: &'static str,
         message: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Self {
-            subject,
-            level: Level::Warn,
-            message: message.into(),
-            fix: Some(fix.into()),
-        }
+        Self::new(name, Status::Warn, message, Some(fix.into()))
     }
 
     pub(crate) fn fail(
-        subject: &'static str,
+        name: &'static str,
         message: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
+        Self::new(name, Status::Fail, message, Some(fix.into()))
+    }
+
+    fn new(
+        name: &'static str,
+        status: Status,
+        message: impl Into<String>,
+        fix: Option<String>,
+    ) -> Self {
         Self {
-            subject,
-            level: Level::Fail,
+            name,
+            status,
             message: message.into(),
-            fix: Some(fix.into()),
+            fix,
         }
     }
 }
@@ -197,7 +209,7 @@ pub trait Maintenance: std::fmt::Debug {
 
     /// `doctor`'s database checks: SQLite's integrity check; on PostgreSQL the connection,
     /// its TLS, the schema version and, where the server shows it, replication lag.
-    fn health(&self) -> Vec<Finding>;
+    fn health(&self) -> Vec<Check>;
 }
 
 /// Turn an audit module result into a verdict: a verification failure is a finding, anything

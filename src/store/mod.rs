@@ -8,7 +8,7 @@
 //!   [`payload`] (what is sealed for each stored value), `audit_hook` (the audit records stored
 //!   changes write), `prepare` (intake preparation: blind indexes, period, sealing, audit
 //!   facts), [`jobs`], [`realtime`] and [`reads`] (record formats and audit facts both backends
-//!   share);
+//!   share), `rotation` (what `keys rotate` moves, and its statements, for both backends);
 //! - [`sqlite`]: the embedded backend (one server, one file, group commit on a writer thread);
 //! - [`postgres`]: the shared backend (several stateless nodes, one database);
 //! - [`open`]: settings → the opened backend (server, operator commands, `doctor`,
@@ -37,6 +37,7 @@ pub(crate) mod prepare;
 pub mod reads;
 pub mod realtime;
 pub mod relay_buffer;
+pub(crate) mod rotation;
 pub mod sqlite;
 pub mod types;
 

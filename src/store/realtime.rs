@@ -24,6 +24,13 @@ pub(crate) fn place<'a>(delivery_id: &'a str, source: &'a str, key_id: i64) -> R
     }
 }
 
+/// The plaintext a reply is sealed as.
+pub(crate) fn plaintext(reply: &Reply) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+    serde_json::to_vec(reply)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| StoreError::Corrupt("reply not serializable"))
+}
+
 /// The `realtime_replied` audit record: which reply kind, its status and latency, no content.
 pub(crate) fn replied_record(
     delivery_id: &str,

@@ -188,6 +188,28 @@ pub struct ClaimedJob {
     pub attempt: u32,
 }
 
+impl ClaimedJob {
+    /// The job just claimed: `attempts` made on its current schedule before this one and
+    /// `lifetime` attempts recorded over its whole life (both as the database counts them).
+    pub(crate) fn claimed(
+        id: i64,
+        delivery_id: String,
+        handler: String,
+        source: String,
+        attempts: i64,
+        lifetime: i64,
+    ) -> Self {
+        Self {
+            id,
+            delivery_id,
+            handler,
+            source,
+            schedule_index: u32::try_from(attempts).unwrap_or(u32::MAX),
+            attempt: u32::try_from(lifetime.saturating_add(1)).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// How one attempt ended, as recorded. Reasons name hosts and variables, never payload data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptResult {

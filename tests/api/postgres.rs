@@ -514,3 +514,83 @@ async fn a_graceful_stop_under_load_leaves_the_nodes_mirror_equal_to_its_chain()
         String::from_utf8_lossy(&verified.stderr)
     );
 }
+
+/// The database refuses the node mid-service (its sessions cut off, new ones refused): intake
+/// answers 503 with `Retry-After` and a body naming nothing of the delivery, `/readyz` turns
+/// red, nothing is acknowledged; once the database takes connections again the sender's retry
+/// is accepted (not a duplicate: nothing of it was stored), the earlier delivery is intact and
+/// the audit chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_refusing_the_node_answers_503_with_retry_after_and_the_retry_is_stored() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let opts = AppOptions {
+        admin: "enabled = false".into(),
+        ..AppOptions::default()
+    };
+    let app = spawn_from_fixture(db.fixture("node-1", opts, None)).await;
+    let (status, first) = post(&app, &call_ended("outage-1")).await;
+    assert_eq!((status, first["status"].as_str()), (200, Some("accepted")));
+
+    run_sql(
+        &db.admin_url,
+        &format!(
+            "ALTER DATABASE {name} CONNECTION LIMIT 0;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+            name = db.name
+        ),
+    )
+    .await;
+    let body = call_ended("outage-2");
+    let res = app
+        .client()
+        .post(app.url("/hooks/demo"))
+        .header(
+            "X-NextPhone-Signature",
+            nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503);
+    assert!(res.headers().get("retry-after").is_some(), "{res:?}");
+    let text = res.text().await.unwrap();
+    assert!(
+        !text.contains("outage-2") && !text.contains("Test Caller"),
+        "{text}"
+    );
+    let ready = app.client().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "readiness shows the outage");
+
+    run_sql(
+        &db.admin_url,
+        &format!("ALTER DATABASE {} CONNECTION LIMIT -1", db.name),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let retried = loop {
+        let (status, answer) = post(&app, &body).await;
+        if status == 200 {
+            break answer;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(retried["status"], "accepted", "{retried}");
+    assert_eq!(
+        crate::multinode_nodes::one_value(&db, "SELECT COUNT(*) FROM deliveries").await,
+        2
+    );
+    let verified = cli(&app, &["audit", "verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}

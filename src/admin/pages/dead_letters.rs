@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::guard::{form_guard, page_guard, CsrfForm};
 use crate::admin::api;
 use crate::admin::auth::Permission;
-use crate::admin::layout::{api_error_page, badge, esc, html, page, redirect};
+use crate::admin::layout::{api_error_page, badge, esc, html, page, post_button, redirect};
 use crate::admin::{ApiError, Console};
 use crate::store::types::DeadFilter;
 
@@ -96,13 +96,11 @@ pub(super) async fn dead_letters(
     );
     for d in &rows {
         let action = if can_retry {
-            format!(
-                "<form class=\"inline\" method=\"post\" action=\"/dead-letters/{}/retry\">\
-                 <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-                 <button type=\"submit\" class=\"retry\" data-job=\"{}\">Retry</button></form>",
-                d.job_id,
-                esc(&s.csrf),
-                d.job_id
+            post_button(
+                &format!("/dead-letters/{}/retry", d.job_id),
+                &s.csrf,
+                &format!(" class=\"retry\" data-job=\"{}\"", d.job_id),
+                "Retry",
             )
         } else {
             "<span class=\"muted\">operators only</span>".to_owned()

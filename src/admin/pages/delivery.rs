@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::guard::{form_guard, page_guard, CsrfForm, Flash};
 use crate::admin::api;
 use crate::admin::auth::{Permission, Session};
-use crate::admin::layout::{api_error_page, badge, esc, html, page, qv, redirect};
+use crate::admin::layout::{api_error_page, badge, esc, html, page, post_button, qv, redirect};
 use crate::admin::Console;
 
 fn delivery_body(detail: &serde_json::Value, s: &Session, notice: &str) -> String {
@@ -65,23 +65,21 @@ fn delivery_body(detail: &serde_json::Value, s: &Session, notice: &str) -> Strin
         b.push_str("</ol>");
     }
     b.push_str("<h2>Actions</h2>");
-    let _ = write!(
-        b,
-        "<form class=\"inline\" method=\"post\" action=\"/deliveries/{id}/reveal\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" id=\"reveal\">Reveal payload</button></form> ",
-        id = esc(id),
-        csrf = esc(&s.csrf)
-    );
+    let id = esc(id);
+    b.push_str(&post_button(
+        &format!("/deliveries/{id}/reveal"),
+        &s.csrf,
+        " id=\"reveal\"",
+        "Reveal payload",
+    ));
+    b.push(' ');
     if s.principal.role.allows(Permission::Requeue) {
-        let _ = write!(
-            b,
-            "<form class=\"inline\" method=\"post\" action=\"/deliveries/{id}/replay\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <button type=\"submit\" class=\"secondary\" id=\"replay\">Replay to all handlers</button></form>",
-            id = esc(id),
-            csrf = esc(&s.csrf)
-        );
+        b.push_str(&post_button(
+            &format!("/deliveries/{id}/replay"),
+            &s.csrf,
+            " class=\"secondary\" id=\"replay\"",
+            "Replay to all handlers",
+        ));
     }
     b.push_str(
         "<p class=\"muted\">Revealing decrypts the payload for operators and admins only; \

@@ -55,7 +55,7 @@ pub(super) fn check_database(paths: &Paths) -> Vec<Check> {
         }
     }
     match inspect(&sqlite_settings(paths), None) {
-        Ok(store) => checks.extend(store.health().into_iter().map(Check::from)),
+        Ok(store) => checks.extend(store.health()),
         Err(e) => checks.push(Check::fail(
             NAME,
             format!("cannot open {shown}: {e}"),
@@ -121,7 +121,7 @@ pub(super) fn check_postgres(config_path: &Path) -> (Vec<Check>, Option<Box<dyn 
     let keyring = Keyring::from_master(&offline.master_key);
     match inspect(&StoreSettings::offline(&offline), Some(keyring)) {
         Ok(store) => {
-            let checks: Vec<Check> = store.health().into_iter().map(Check::from).collect();
+            let checks = store.health();
             (checks, Some(store))
         }
         Err(e) => (

@@ -35,7 +35,6 @@ mod files;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -55,76 +54,7 @@ const DEFAULT_AUDIT_DIR: &str = "data/audit";
 /// Where systemd puts `LoadCredential=` files for the packaged unit.
 const CREDENTIALS_PREFIX: &str = "/run/credentials/";
 
-/// How one check came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Status {
-    /// Nothing to do.
-    Ok,
-    /// Works now, needs attention soon.
-    Warn,
-    /// Broken, or wardhook would refuse to start.
-    Fail,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            Status::Ok => "OK",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        })
-    }
-}
-
-/// The result of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    /// What was checked, named by its config key (`keys.master_key_file`, …).
-    pub name: &'static str,
-    /// The outcome.
-    pub status: Status,
-    /// One line: what was found.
-    pub message: String,
-    /// One line: what to do about it (absent when OK).
-    pub fix: Option<String>,
-}
-
-impl Check {
-    pub(super) fn ok(name: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            name,
-            status: Status::Ok,
-            message: message.into(),
-            fix: None,
-        }
-    }
-
-    pub(super) fn warn(
-        name: &'static str,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            name,
-            status: Status::Warn,
-            message: message.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    pub(super) fn fail(
-        name: &'static str,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            name,
-            status: Status::Fail,
-            message: message.into(),
-            fix: Some(fix.into()),
-        }
-    }
-}
+pub use crate::store::maintenance::{Check, Status};
 
 /// Every check, in the order they ran.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -340,20 +270,4 @@ fn collect(config_path: &Path, options: &DoctorOptions) -> Vec<Check> {
     }
     checks.push(check_sender_clocks(&paths.storage));
     checks
-}
-
-impl From<crate::store::maintenance::Finding> for Check {
-    fn from(f: crate::store::maintenance::Finding) -> Self {
-        use crate::store::maintenance::Level;
-        Self {
-            name: f.subject,
-            status: match f.level {
-                Level::Ok => Status::Ok,
-                Level::Warn => Status::Warn,
-                Level::Fail => Status::Fail,
-            },
-            message: f.message,
-            fix: f.fix,
-        }
-    }
 }

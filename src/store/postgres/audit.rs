@@ -159,12 +159,7 @@ pub(super) fn stored_from_row(row: &Row) -> StoredRecord {
 #[tracing::instrument(skip_all, fields(node = %store.node_id()))]
 pub async fn verify_audit(store: &PgStore) -> Result<Vec<NodeChainReport>, StoreError> {
     let mut client = store.client().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = PgStore::snapshot(&mut client).await?;
     let nodes: Vec<(String, i64, String)> = tx
         .query(
             "SELECT node_id, seq, mac FROM audit_heads

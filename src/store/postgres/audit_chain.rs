@@ -148,6 +148,25 @@ impl PgRecords {
     }
 }
 
+/// The ` WHERE …` clause of `filter` (empty when it filters nothing) and its parameters.
+pub(super) fn where_clause(filter: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let (conds, params) = conditions(filter);
+    let clause = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    (clause, params)
+}
+
+/// `params` as the statement parameters tokio-postgres takes.
+pub(super) fn param_refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
 /// `WHERE` conditions of a search filter over `audit_log`, numbering parameters from `$1`.
 pub(super) fn conditions(filter: &Filter) -> (Vec<String>, Vec<Box<dyn ToSql + Sync + Send>>) {
     let mut conds: Vec<String> = Vec::new();
@@ -189,16 +208,8 @@ impl RecordStream for PgRecords {
     }
 
     fn count(&self, filter: &Filter) -> Result<u64, AuditError> {
-        let (conds, params) = conditions(filter);
-        let clause = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        };
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let (clause, params) = where_clause(filter);
+        let refs = param_refs(&params);
         let n: i64 = self
             .handle
             .block_on(async {
@@ -232,10 +243,7 @@ impl RecordStream for PgRecords {
         let mut after: (Option<String>, String, i64) = (None, String::new(), 0);
         let mut visited = 0;
         loop {
-            let mut refs: Vec<&(dyn ToSql + Sync)> = params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                .collect();
+            let mut refs = param_refs(&params);
             refs.push(&after.0);
             refs.push(&after.1);
             refs.push(&after.2);

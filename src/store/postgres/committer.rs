@@ -84,6 +84,7 @@ pub(super) type Answer = Result<Option<IntakeOutcome>, StoreError>;
 
 /// What the committer needs of the store. Not the store itself: the task must end when the
 /// last store handle (and with it the queue's sender) is dropped.
+#[derive(Clone)]
 pub(super) struct Context {
     pub pool: Pool,
     pub keyring: Arc<Keyring>,
@@ -98,70 +99,102 @@ pub(super) struct Context {
 
 /// The store's handle on its committer.
 pub(super) struct Committer {
-    /// The queue's only long-lived sender; taken out by [`Committer::close`].
-    queue: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
-    /// The task, awaited by [`Committer::close`].
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What a new task gets if the running one ends unexpectedly.
+    context: Context,
+    /// The queue's only long-lived sender and the task; see [`Running`].
+    running: std::sync::Mutex<Running>,
     /// See [`Context::panic_after_insert`].
     #[cfg(test)]
     pub(super) panic_after_insert: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The committer task and its queue. Both `None` once [`Committer::close`] took them.
+struct Running {
+    queue: Option<mpsc::Sender<Request>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// A new committer task on the current runtime.
+    fn start(context: &Context) -> Self {
+        let (queue, incoming) = mpsc::channel(QUEUE_CAPACITY);
+        Self {
+            queue: Some(queue),
+            task: Some(tokio::spawn(run(context.clone(), incoming))),
+        }
+    }
+}
+
+const STOPPED: StoreError = StoreError::Unavailable("the intake committer has stopped");
+
 impl Committer {
     /// Start the committer task on the current runtime.
     pub(super) fn spawn(context: Context) -> Self {
-        let (queue, incoming) = mpsc::channel(QUEUE_CAPACITY);
-        #[cfg(test)]
-        let panic_after_insert = Arc::clone(&context.panic_after_insert);
-        let task = tokio::spawn(run(context, incoming));
         Self {
-            queue: std::sync::Mutex::new(Some(queue)),
-            task: std::sync::Mutex::new(Some(task)),
+            running: std::sync::Mutex::new(Running::start(&context)),
             #[cfg(test)]
-            panic_after_insert,
+            panic_after_insert: Arc::clone(&context.panic_after_insert),
+            context,
         }
     }
 
     /// Queue `intake` and wait until its batch committed (or failed).
+    ///
+    /// Should the task have ended without [`Committer::close`] (a panic outside a batch, a
+    /// cancelled task), the intakes it held were answered unavailable as their reply channels
+    /// closed (their senders retry, nothing of them was acknowledged), and this intake starts
+    /// a new task: a node does not answer 503 for ever after one failure.
     pub(super) async fn submit(&self, intake: PreparedIntake) -> Answer {
         let (reply, answer) = oneshot::channel();
-        let queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .ok_or(StoreError::Unavailable("the intake committer has stopped"))?;
+        let queue = {
+            let mut running = self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ended = running.task.as_ref().is_some_and(|t| t.is_finished());
+            if ended {
+                tracing::error!("the intake committer ended unexpectedly; starting a new one");
+                *running = Running::start(&self.context);
+            }
+            running.queue.clone().ok_or(STOPPED)?
+        };
         queue
             .send(Request { intake, reply })
             .await
-            .map_err(|_| StoreError::Unavailable("the intake committer has stopped"))?;
+            .map_err(|_| STOPPED)?;
         drop(queue);
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the intake committer has stopped"))?
+        answer.await.map_err(|_| STOPPED)?
     }
-}
 
-impl Committer {
     /// Take no more intakes, commit (or fail) every one already queued, and return once the
     /// task has ended. At a graceful stop this runs after the listener has stopped, so the
     /// intakes still queued are those of requests whose answers were abandoned; they are
     /// committed before the stop record and the final mirror catch-up rather than after them.
     /// Later intakes answer unavailable.
     pub(super) async fn close(&self) {
-        drop(
-            self.queue
+        let task = {
+            let mut running = self
+                .running
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
-        );
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            drop(running.queue.take());
+            running.task.take()
+        };
         if let Some(task) = task {
             let _ = task.await;
+        }
+    }
+
+    /// Tests only: end the task now, wherever it is, as a crash of it would.
+    #[cfg(test)]
+    pub(super) fn kill(&self) {
+        if let Some(task) = &self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .task
+        {
+            task.abort();
         }
     }
 }

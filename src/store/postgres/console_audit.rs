@@ -2,8 +2,6 @@
 //! sequence)` order, each page continuing after the last row of the one before (a keyset, so a
 //! page costs the same however deep into the log it is), each row tagged with its node.
 
-use tokio_postgres::types::ToSql;
-
 use super::{audit, PgStore};
 use crate::audit::commands::SearchArgs;
 use crate::store::console::{audit_filter, AuditCursor, AuditPageRow};
@@ -17,7 +15,7 @@ pub(super) async fn audit_page(
     limit: usize,
 ) -> Result<Vec<AuditPageRow>, StoreError> {
     let filter = audit_filter(args, store.keyring())?;
-    let (mut clause, mut params) = super::health::audit_where(&filter);
+    let (mut clause, mut params) = super::audit_chain::where_clause(&filter);
     if let Some(c) = after {
         let n = params.len();
         let keyset = format!("(ts, node_id, seq) > (${}, ${}, ${})", n + 1, n + 2, n + 3);
@@ -30,10 +28,7 @@ pub(super) async fn audit_page(
         params.push(Box::new(c.node.clone().unwrap_or_default()));
         params.push(Box::new(i64::try_from(c.seq).unwrap_or(i64::MAX)));
     }
-    let refs: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect();
+    let refs = super::audit_chain::param_refs(&params);
     let client = store.client().await?;
     let sql = format!(
         "SELECT {}, node_id FROM audit_log{clause} ORDER BY ts, node_id, seq LIMIT {limit}",

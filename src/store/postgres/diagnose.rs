@@ -3,7 +3,7 @@
 //! its standbys lag. Read-only: nothing is migrated or written.
 
 use super::{PgStore, PgTls};
-use crate::store::maintenance::Finding;
+use crate::store::maintenance::Check;
 use crate::store::StoreError;
 
 /// A standby further behind than this is worth a warning (a failover would lose or delay what
@@ -11,12 +11,12 @@ use crate::store::StoreError;
 const LAG_WARN_SECS: f64 = 60.0;
 
 /// Every finding, in order; a failed connection ends the list.
-pub(super) async fn findings(store: &PgStore, tls: &PgTls) -> Vec<Finding> {
+pub(super) async fn findings(store: &PgStore, tls: &PgTls) -> Vec<Check> {
     let mut out = Vec::new();
     let client = match store.client().await {
         Ok(c) => c,
         Err(e) => {
-            out.push(Finding::fail(
+            out.push(Check::fail(
                 "postgres (connection)",
                 format!("cannot connect as node {}: {e}", store.node_id()),
                 "check [storage.postgres] url, that the server runs and accepts this host (pg_hba.conf), and the ca_file",
@@ -34,20 +34,20 @@ pub(super) async fn findings(store: &PgStore, tls: &PgTls) -> Vec<Finding> {
         Ok(row) => {
             let (db, version, standby): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
             out.push(if standby {
-                Finding::fail(
+                Check::fail(
                     "postgres (connection)",
                     format!("connected to {db} (PostgreSQL {version}) but it is a read-only standby"),
                     "point [storage.postgres] url at the primary (or the failover address)",
                 )
             } else {
-                Finding::ok(
+                Check::ok(
                     "postgres (connection)",
                     format!("connected to {db} (PostgreSQL {version}) as node {}", store.node_id()),
                 )
             });
         }
         Err(e) => {
-            out.push(Finding::fail(
+            out.push(Check::fail(
                 "postgres (connection)",
                 format!("the server does not answer queries: {}", StoreError::from(e)),
                 "check the server's log",
@@ -61,7 +61,7 @@ pub(super) async fn findings(store: &PgStore, tls: &PgTls) -> Vec<Finding> {
     out
 }
 
-async fn tls_finding(client: &deadpool_postgres::Client, tls: &PgTls) -> Finding {
+async fn tls_finding(client: &deadpool_postgres::Client, tls: &PgTls) -> Check {
     const NAME: &str = "postgres (tls)";
     let row = client
         .query_opt(
@@ -73,7 +73,7 @@ async fn tls_finding(client: &deadpool_postgres::Client, tls: &PgTls) -> Finding
         Ok(Some(r)) => (r.get::<_, bool>(0), r.get::<_, String>(1)),
         Ok(None) => (false, String::new()),
         Err(e) => {
-            return Finding::warn(
+            return Check::warn(
                 NAME,
                 format!("cannot read pg_stat_ssl: {}", StoreError::from(e)),
                 "grant this role pg_read_all_stats, or check TLS on the server side",
@@ -81,29 +81,29 @@ async fn tls_finding(client: &deadpool_postgres::Client, tls: &PgTls) -> Finding
         }
     };
     match (tls, ssl) {
-        (PgTls::Require { ca_file }, true) => Finding::ok(
+        (PgTls::Require { ca_file }, true) => Check::ok(
             NAME,
             format!(
                 "{version}, server certificate verified against {}",
                 ca_file.display()
             ),
         ),
-        (PgTls::Require { .. }, false) => Finding::fail(
+        (PgTls::Require { .. }, false) => Check::fail(
             NAME,
             "TLS is required but this connection is not encrypted",
             "check the server's ssl settings",
         ),
         (PgTls::Disable, true) => {
-            Finding::ok(NAME, format!("{version} (not verified: tls = \"disable\")"))
+            Check::ok(NAME, format!("{version} (not verified: tls = \"disable\")"))
         }
-        (PgTls::Disable, false) => Finding::ok(
+        (PgTls::Disable, false) => Check::ok(
             NAME,
             "plain connection (tls = \"disable\", allowed only to loopback or a Unix socket)",
         ),
     }
 }
 
-async fn schema_finding(client: &deadpool_postgres::Client) -> Finding {
+async fn schema_finding(client: &deadpool_postgres::Client) -> Check {
     const NAME: &str = "postgres (schema)";
     let found = client
         .query_opt("SELECT version FROM wardhook_schema", &[])
@@ -113,15 +113,15 @@ async fn schema_finding(client: &deadpool_postgres::Client) -> Finding {
         Ok(Some(row)) => {
             let version = usize::try_from(row.get::<_, i32>(0)).unwrap_or(usize::MAX);
             if version == supported {
-                Finding::ok(NAME, format!("schema version {version} (this build's)"))
+                Check::ok(NAME, format!("schema version {version} (this build's)"))
             } else if version < supported {
-                Finding::warn(
+                Check::warn(
                     NAME,
                     format!("schema version {version}; this build writes {supported}"),
                     "the first `wardhook serve` of this build migrates it (take a backup first)",
                 )
             } else {
-                Finding::fail(
+                Check::fail(
                     NAME,
                     format!(
                         "schema version {version} is newer than this build supports ({supported})"
@@ -130,7 +130,7 @@ async fn schema_finding(client: &deadpool_postgres::Client) -> Finding {
                 )
             }
         }
-        Ok(None) | Err(_) => Finding::warn(
+        Ok(None) | Err(_) => Check::warn(
             NAME,
             "no wardhook schema yet",
             "it is created by the first `wardhook serve`",
@@ -138,7 +138,7 @@ async fn schema_finding(client: &deadpool_postgres::Client) -> Finding {
     }
 }
 
-async fn replication_finding(client: &deadpool_postgres::Client) -> Finding {
+async fn replication_finding(client: &deadpool_postgres::Client) -> Check {
     const NAME: &str = "postgres (replication)";
     let rows = client
         .query(
@@ -151,14 +151,14 @@ async fn replication_finding(client: &deadpool_postgres::Client) -> Finding {
     let rows = match rows {
         Ok(r) => r,
         Err(e) => {
-            return Finding::ok(
+            return Check::ok(
                 NAME,
                 format!("not visible to this role ({})", StoreError::from(e)),
             )
         }
     };
     if rows.is_empty() {
-        return Finding::ok(
+        return Check::ok(
             NAME,
             "no standby streams from this server (or this role cannot see them)",
         );
@@ -179,12 +179,12 @@ async fn replication_finding(client: &deadpool_postgres::Client) -> Finding {
     }
     let text = described.join(", ");
     if worst > LAG_WARN_SECS {
-        Finding::warn(
+        Check::warn(
             NAME,
             text,
             "a standby this far behind loses or delays what it has not replayed on failover: check its disk, network and load",
         )
     } else {
-        Finding::ok(NAME, text)
+        Check::ok(NAME, text)
     }
 }

@@ -2,7 +2,6 @@
 //! queries filters by node: the console on any node shows the whole cluster.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::ToSql;
 
 use super::{audit, PgStore};
 use crate::audit::{Filter, StoredRecord};
@@ -135,17 +134,6 @@ pub(super) async fn delivery_jobs(
         .collect())
 }
 
-/// `filter` as SQL conditions over `audit_log` and their parameters.
-pub(super) fn audit_where(filter: &Filter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
-    let (conds, params) = super::audit_chain::conditions(filter);
-    let clause = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    };
-    (clause, params)
-}
-
 pub(super) const AUDIT_COLUMNS: &str =
     "seq, ts, actor, action, outcome, delivery_id, source, call_ref, \
                              remote_addr, detail, prev_mac, mac";
@@ -157,11 +145,8 @@ pub(super) async fn audit_records(
     filter: &Filter,
     limit: usize,
 ) -> Result<Vec<StoredRecord>, StoreError> {
-    let (clause, params) = audit_where(filter);
-    let refs: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect();
+    let (clause, params) = super::audit_chain::where_clause(filter);
+    let refs = super::audit_chain::param_refs(&params);
     let client = store.client().await?;
     let sql = format!(
         "SELECT * FROM (SELECT {AUDIT_COLUMNS}, node_id FROM audit_log{clause}

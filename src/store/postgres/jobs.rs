@@ -102,14 +102,14 @@ pub(super) async fn claim_next(
             .query_one("SELECT COUNT(*) FROM attempts WHERE job_id = $1", &[&id])
             .await?
             .get(0);
-        claimed = Some(ClaimedJob {
+        claimed = Some(ClaimedJob::claimed(
             id,
             delivery_id,
             handler,
             source,
-            schedule_index: u32::try_from(attempts).unwrap_or(u32::MAX),
-            attempt: u32::try_from(lifetime + 1).unwrap_or(u32::MAX),
-        });
+            i64::from(attempts),
+            lifetime,
+        ));
         break;
     }
     tx.commit().await?;

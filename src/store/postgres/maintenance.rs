@@ -20,8 +20,8 @@ use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::archive::{ArchiveWriter, EmergencyExport};
 use crate::store::maintenance::{
-    export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Finding,
-    Maintenance, StoredRequest, VerifyOptions,
+    export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
+    StoredRequest, VerifyOptions,
 };
 use crate::store::StoreError;
 
@@ -264,7 +264,7 @@ impl Maintenance for PgMaintenance {
         })
     }
 
-    fn health(&self) -> Vec<Finding> {
+    fn health(&self) -> Vec<Check> {
         self.runtime
             .block_on(super::diagnose::findings(&self.store, &self.tls))
     }

@@ -244,6 +244,20 @@ impl PgStore {
         })
     }
 
+    /// A read-only snapshot of the whole database on `client` (repeatable read): a long read
+    /// in pages sees none of the commits made meanwhile, so appends and intakes running beside
+    /// it can neither break a verification nor shift an export's pages.
+    pub(crate) async fn snapshot(
+        client: &mut deadpool_postgres::Object,
+    ) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+        Ok(client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?)
+    }
+
     /// Remember an unavailable-class failure for readiness.
     fn note(&self, e: &StoreError) {
         if e.is_unavailable() {

@@ -52,12 +52,7 @@ pub(super) async fn emergency_export(
     let mut client = store.client().await?;
     let mut purged = 0u64;
     {
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = PgStore::snapshot(&mut client).await?;
         let mut after: (Option<DateTime<Utc>>, String) = (None, String::new());
         loop {
             let rows = tx

@@ -20,9 +20,7 @@ pub(super) async fn record_reply(
     reply: &Reply,
     latency_ms: i64,
 ) -> Result<(), StoreError> {
-    let plain = zeroize::Zeroizing::new(
-        serde_json::to_vec(reply).map_err(|_| StoreError::Corrupt("reply not serializable"))?,
-    );
+    let plain = crate::store::realtime::plaintext(reply)?;
     let now = Utc::now();
     let mut client = store.client().await?;
     let (key_id, key) = keys::key_for_write(store, &mut client, &period_of(now)).await?;

@@ -1,5 +1,5 @@
-//! `keys rotate` on PostgreSQL: the SQLite store's rotation (`store/rotate.rs`) with the same
-//! rules, for every node at once.
+//! `keys rotate` on PostgreSQL: the SQLite store's rotation with the same rules, list of sealed
+//! values and statements ([`crate::store::rotation`]), for every node at once.
 //!
 //! The generation lives in `store_meta`; bumping it makes every node's next commit seal under
 //! the new generation (each committer reads it in its transaction and re-seals a batch sealed
@@ -11,121 +11,16 @@ use chrono::Utc;
 use deadpool_postgres::GenericClient;
 
 use super::{audit, keys, PgStore};
-use crate::crypto::RecordPlace;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
-use crate::store::audit_hook::{to_record, AuditAction, AuditEvent};
+use crate::store::audit_hook::to_record;
+use crate::store::rotation::{self, Dialect, BATCH, BUMP_GENERATION, SEALED_COLUMNS};
 use crate::store::StoreError;
-
-/// One encrypted value kind of the schema (the PostgreSQL twin of SQLite's `SEALED_COLUMNS`).
-struct Sealed {
-    table: &'static str,
-    ciphertext: &'static str,
-    key_column: &'static str,
-    /// `FROM … WHERE …` of the rows sealed under a generation older than `$1`.
-    from_older: &'static str,
-    /// Row id (text), AAD id, source, key id, key period, nonce, ciphertext.
-    columns: &'static str,
-    /// `$1` new key id, `$2` nonce, `$3` ciphertext, `$4` row id (text), `$5` old key id.
-    update: &'static str,
-    place: for<'a> fn(&'a str, &'a str, i64) -> RecordPlace<'a>,
-}
-
-fn delivery_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
-    RecordPlace {
-        kind: "delivery",
-        id,
-        source,
-        key_id,
-    }
-}
-
-fn quarantine_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {
-    RecordPlace {
-        kind: "quarantine",
-        id,
-        source,
-        key_id,
-    }
-}
-
-/// Every encrypted value the PostgreSQL schema holds (a test checks the schema against it).
-const SEALED: &[Sealed] = &[
-    Sealed {
-        table: "deliveries",
-        ciphertext: "ciphertext",
-        key_column: "key_id",
-        from_older: "FROM deliveries t JOIN data_keys k ON k.key_id = t.key_id
-                     WHERE t.ciphertext IS NOT NULL AND k.generation < $1",
-        columns: "t.id, t.id, t.source, t.key_id, k.period, t.nonce, t.ciphertext",
-        update: "UPDATE deliveries SET key_id = $1, nonce = $2, ciphertext = $3
-                 WHERE id = $4 AND key_id = $5",
-        place: delivery_place,
-    },
-    Sealed {
-        table: "quarantine",
-        ciphertext: "ciphertext",
-        key_column: "key_id",
-        from_older: "FROM quarantine t JOIN data_keys k ON k.key_id = t.key_id
-                     WHERE t.ciphertext IS NOT NULL AND k.generation < $1",
-        columns: "t.id, t.id, t.source, t.key_id, k.period, t.nonce, t.ciphertext",
-        update: "UPDATE quarantine SET key_id = $1, nonce = $2, ciphertext = $3
-                 WHERE id = $4 AND key_id = $5",
-        place: quarantine_place,
-    },
-    Sealed {
-        table: "jobs",
-        ciphertext: "out_ciphertext",
-        key_column: "out_key_id",
-        from_older: "FROM jobs t JOIN deliveries d ON d.id = t.delivery_id
-                          JOIN data_keys k ON k.key_id = t.out_key_id
-                     WHERE t.out_ciphertext IS NOT NULL AND k.generation < $1
-                       AND t.handler <> '@realtime'",
-        columns: "t.id::text, t.id::text, d.source, t.out_key_id, k.period, t.out_nonce,
-                  t.out_ciphertext",
-        update: "UPDATE jobs SET out_key_id = $1, out_nonce = $2, out_ciphertext = $3
-                 WHERE id = $4::text::bigint AND out_key_id = $5",
-        place: crate::store::jobs::output_place,
-    },
-    Sealed {
-        table: "jobs",
-        ciphertext: "out_ciphertext",
-        key_column: "out_key_id",
-        from_older: "FROM jobs t JOIN deliveries d ON d.id = t.delivery_id
-                          JOIN data_keys k ON k.key_id = t.out_key_id
-                     WHERE t.out_ciphertext IS NOT NULL AND k.generation < $1
-                       AND t.handler = '@realtime'",
-        columns: "t.id::text, t.delivery_id, d.source, t.out_key_id, k.period, t.out_nonce,
-                  t.out_ciphertext",
-        update: "UPDATE jobs SET out_key_id = $1, out_nonce = $2, out_ciphertext = $3
-                 WHERE id = $4::text::bigint AND out_key_id = $5",
-        place: crate::store::realtime::place,
-    },
-    // Captured artifacts' per-file keys (the files themselves are not touched).
-    Sealed {
-        table: "artifacts",
-        ciphertext: "key_ciphertext",
-        key_column: "key_id",
-        from_older: "FROM artifacts t JOIN deliveries d ON d.id = t.delivery_id
-                          JOIN data_keys k ON k.key_id = t.key_id
-                     WHERE t.key_ciphertext IS NOT NULL AND k.generation < $1",
-        columns: "t.id, t.id, d.source, t.key_id, k.period, t.key_nonce, t.key_ciphertext",
-        update: "UPDATE artifacts SET key_id = $1, key_nonce = $2, key_ciphertext = $3
-                 WHERE id = $4 AND key_id = $5",
-        place: crate::store::artifacts::key_place,
-    },
-];
-
-/// Values re-encrypted per transaction.
-const BATCH: i64 = 256;
 
 async fn pending(client: &impl GenericClient, generation: i64) -> Result<u64, StoreError> {
     let mut total = 0u64;
-    for set in SEALED {
+    for set in SEALED_COLUMNS {
         let n: i64 = client
-            .query_one(
-                &format!("SELECT COUNT(*) {}", set.from_older),
-                &[&generation],
-            )
+            .query_one(&set.count_older(Dialect::Postgres), &[&generation])
             .await?
             .get(0);
         total += u64::try_from(n).unwrap_or(0);
@@ -157,15 +52,12 @@ pub(super) async fn rotate_keys(
     let generation = if resumed { current } else { current + 1 };
     if !resumed {
         tx.execute(
-            "UPDATE store_meta SET value = $1 WHERE name = 'key_generation'",
+            &*Dialect::Postgres.sql(BUMP_GENERATION),
             &[&generation.to_string()],
         )
         .await?;
-        let mut ev = AuditEvent::new(who.actor(), AuditAction::KeyRotated);
-        ev.reason = Some("rotation_started");
-        ev.count = Some(generation);
-        ev.via = Some(who.via);
-        audit::append(store, &tx, &to_record(&ev)).await?;
+        let started = rotation::started(who, generation);
+        audit::append(store, &tx, &to_record(&started)).await?;
     }
     let total = pending(&tx, generation).await?;
     tx.commit().await?;
@@ -189,33 +81,15 @@ pub(super) async fn rotate_keys(
         });
     }
 
-    let unused: String = SEALED
-        .iter()
-        .map(|s| {
-            format!(
-                " AND NOT EXISTS (SELECT 1 FROM {t} WHERE {t}.{k} = data_keys.key_id AND {t}.{c} IS NOT NULL)",
-                t = s.table,
-                k = s.key_column,
-                c = s.ciphertext
-            )
-        })
-        .collect();
     let tx = client.transaction().await?;
     let destroyed = tx
         .execute(
-            &format!(
-                "UPDATE data_keys SET wrapped = NULL, destroyed_at = $2
-                 WHERE generation < $1 AND wrapped IS NOT NULL{unused}"
-            ),
+            &rotation::destroy_unused_keys(Dialect::Postgres),
             &[&generation, &Utc::now()],
         )
         .await?;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::KeyRotated);
-    ev.reason = Some("rotation_completed");
-    ev.count = Some(i64::try_from(done).unwrap_or(i64::MAX));
-    ev.object_kind = Some("data_key");
-    ev.via = Some(who.via);
-    audit::append(store, &tx, &to_record(&ev)).await?;
+    let completed = rotation::completed(who, done);
+    audit::append(store, &tx, &to_record(&completed)).await?;
     tx.commit().await?;
     keys::forget(store);
     Ok(RotationReport {
@@ -232,20 +106,18 @@ async fn move_batch(
     client: &mut deadpool_postgres::Client,
     generation: i64,
 ) -> Result<u64, StoreError> {
-    let mut moved = 0i64;
+    let mut moved = 0usize;
     // New keys are created (and committed) before the batch's transaction uses them.
     let mut plan = Vec::new();
-    for (i, set) in SEALED.iter().enumerate() {
+    for (i, set) in SEALED_COLUMNS.iter().enumerate() {
         if moved >= BATCH {
             break;
         }
+        let left = i64::try_from(BATCH - moved).unwrap_or(0);
         let rows = client
-            .query(
-                &format!("SELECT {} {} LIMIT $2", set.columns, set.from_older),
-                &[&generation, &(BATCH - moved)],
-            )
+            .query(&set.select_older(Dialect::Postgres), &[&generation, &left])
             .await?;
-        moved += i64::try_from(rows.len()).unwrap_or(0);
+        moved += rows.len();
         plan.extend(rows.into_iter().map(|r| (i, r)));
     }
     if plan.is_empty() {
@@ -253,7 +125,7 @@ async fn move_batch(
     }
     let mut sealed_rows = Vec::with_capacity(plan.len());
     for (i, row) in &plan {
-        let set = &SEALED[*i];
+        let set = &SEALED_COLUMNS[*i];
         let (row_id, aad_id, source): (String, String, String) =
             (row.get(0), row.get(1), row.get(2));
         let old_key_id: i64 = row.get(3);
@@ -274,7 +146,7 @@ async fn move_batch(
     let tx = client.transaction().await?;
     for (i, row_id, old_key_id, new_key_id, sealed) in &sealed_rows {
         tx.execute(
-            SEALED[*i].update,
+            &SEALED_COLUMNS[*i].update(Dialect::Postgres),
             &[
                 new_key_id,
                 &sealed.nonce,
@@ -291,10 +163,9 @@ async fn move_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::SEALED;
     use crate::store::postgres::testdb::TestDb;
 
-    /// Every ciphertext column of the PostgreSQL schema is one [`SEALED`] entry names, so
+    /// Every ciphertext column of the PostgreSQL schema is one `SEALED_COLUMNS` entry names, so
     /// rotation (and the key-destruction check) cannot miss one.
     #[tokio::test]
     async fn every_ciphertext_column_of_the_schema_is_rotated() {
@@ -312,22 +183,19 @@ mod tests {
             .await
             .query(
                 "SELECT table_name::text, column_name::text FROM information_schema.columns
-                 WHERE table_schema = current_schema()
-                   AND (column_name LIKE '%ciphertext%' OR column_name LIKE '%wrapped%')",
+                 WHERE table_schema = current_schema()",
                 &[],
             )
             .await
             .expect("columns");
-        assert!(!rows.is_empty(), "the schema has ciphertext columns");
+        assert!(
+            rows.iter().any(|r| r.get::<_, String>(1) == "ciphertext"),
+            "the schema has ciphertext columns"
+        );
         for row in rows {
             let (table, column): (String, String) = (row.get(0), row.get(1));
-            if (table.as_str(), column.as_str()) == ("data_keys", "wrapped") {
-                continue;
-            }
             assert!(
-                SEALED
-                    .iter()
-                    .any(|s| s.table == table && s.ciphertext == column),
+                !crate::store::rotation::missed(&table, &column),
                 "{table}.{column} holds ciphertext that keys rotate does not move"
             );
         }

@@ -737,6 +737,64 @@ async fn a_committer_panicking_mid_batch_answers_every_waiting_request_unavailab
     super::verify_audit(&store).await.expect("chain verifies");
 }
 
+/// A batch stuck mid-commit: the audit head row of node `n1` held by another session, and
+/// intakes waiting in the committer behind it.
+struct StuckBatch<'a> {
+    /// The other session's transaction holding the head row.
+    hold: tokio_postgres::Transaction<'a>,
+    /// The submitters (see [`submit_concurrently`]).
+    waiting: tokio::task::JoinHandle<Vec<Result<IntakeOutcome, StoreError>>>,
+    /// A session for checks.
+    admin: tokio_postgres::Client,
+}
+
+/// After one warm-up intake (the period's data key exists, so the batch's only wait is in the
+/// commit), lock `n1`'s audit head on `holder`, submit `n` intakes tagged `tag`, and return
+/// once the committer's transaction waits on the lock, having run `SELECT COUNT(on_waiting)`
+/// over the sessions waiting on a lock (`*`, or `pg_terminate_backend(pid)` to cut them off).
+async fn stuck_on_the_head_row<'a>(
+    db: &TestDb,
+    store: &PgStore,
+    holder: &'a mut tokio_postgres::Client,
+    tag: &str,
+    n: usize,
+    on_waiting: &str,
+) -> StuckBatch<'a> {
+    submit_concurrently(store, "warm", 1).await[0]
+        .as_ref()
+        .expect("warm-up");
+    let hold = holder.transaction().await.expect("begin");
+    hold.execute(
+        "SELECT seq FROM audit_heads WHERE node_id = 'n1' FOR UPDATE",
+        &[],
+    )
+    .await
+    .expect("lock the head");
+    let waiting = tokio::spawn({
+        let (store, tag) = (store.clone(), tag.to_owned());
+        async move { submit_concurrently(&store, &tag, n).await }
+    });
+    let admin = db.client().await;
+    let sessions = format!(
+        "SELECT COUNT({on_waiting}) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    );
+    let mut found = 0;
+    for _ in 0..500 {
+        found = count(&admin, &sessions).await;
+        if found > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(found > 0, "the committer never waited on the head row");
+    StuckBatch {
+        hold,
+        waiting,
+        admin,
+    }
+}
+
 /// The committer's connection dies while its transaction waits mid-batch (here on the audit
 /// head row, held by another session): every waiting request is answered unavailable, none
 /// hangs, none is answered accepted, nothing is stored, and the next batch commits.
@@ -746,38 +804,18 @@ async fn a_committer_losing_its_connection_mid_batch_answers_unavailable_and_sto
         return;
     };
     let store = open(&db, "n1").await;
-    // Warm up: the period's data key exists, so the batch's only waits are in the commit.
-    submit_concurrently(&store, "warm", 1).await[0]
-        .as_ref()
-        .expect("warm-up");
     let mut holder = db.client().await;
-    let hold = holder.transaction().await.expect("begin");
-    hold.execute(
-        "SELECT seq FROM audit_heads WHERE node_id = 'n1' FOR UPDATE",
-        &[],
+    // Once the committer's transaction is blocked on the head lock, cut it off.
+    let stuck = stuck_on_the_head_row(
+        &db,
+        &store,
+        &mut holder,
+        "cut",
+        6,
+        "pg_terminate_backend(pid)",
     )
-    .await
-    .expect("lock the head");
-    let waiting = tokio::spawn({
-        let store = store.clone();
-        async move { submit_concurrently(&store, "cut", 6).await }
-    });
-    // Wait until the committer's transaction is blocked on the head lock, then cut it off.
-    let admin = db.client().await;
-    let mut killed = 0;
-    for _ in 0..500 {
-        killed = count(
-            &admin,
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .await;
-        if killed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(killed > 0, "the committer never waited on the head row");
+    .await;
+    let (hold, waiting, admin) = (stuck.hold, stuck.waiting, stuck.admin);
 
     let answers = waiting.await.expect("task");
     hold.rollback().await.expect("release");
@@ -803,6 +841,49 @@ async fn a_committer_losing_its_connection_mid_batch_answers_unavailable_and_sto
     }
     for answer in retried {
         assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 7);
+    super::verify_audit(&store).await.expect("chain verifies");
+}
+
+/// The committer task itself dies (here ended while its batch's transaction waits on the
+/// node's audit head row, as a crash of the task would): every waiting request is answered
+/// unavailable (503) at once, none hangs and none was stored, and the next intake starts a new
+/// committer that stores it: the node does not answer 503 from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committer_task_that_dies_answers_unavailable_and_the_next_intake_gets_a_new_one() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let mut holder = db.client().await;
+    let stuck = stuck_on_the_head_row(&db, &store, &mut holder, "dead", 6, "*").await;
+    let (hold, waiting, admin) = (stuck.hold, stuck.waiting, stuck.admin);
+
+    store.inner.committer.kill();
+    let answers = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered at once, not when the head row is released")
+        .expect("task");
+    hold.rollback().await.expect("release");
+
+    for answer in &answers {
+        let e = answer
+            .as_ref()
+            .expect_err("nothing is acknowledged by a dead committer");
+        assert!(e.is_unavailable(), "{e}");
+    }
+    assert_eq!(
+        count(&admin, "SELECT COUNT(*) FROM deliveries").await,
+        1,
+        "nothing answered unavailable was stored"
+    );
+    // The senders' retries reach a new committer and are stored.
+    for answer in submit_concurrently(&store, "dead", 6).await {
+        assert!(
+            matches!(answer, Ok(IntakeOutcome::Accepted { .. })),
+            "{answer:?}"
+        );
     }
     assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 7);
     super::verify_audit(&store).await.expect("chain verifies");

@@ -112,14 +112,14 @@ pub fn claim_next(
             params![id],
             |r| r.get(0),
         )?;
-        claimed = Some(ClaimedJob {
+        claimed = Some(ClaimedJob::claimed(
             id,
             delivery_id,
             handler,
             source,
-            schedule_index: u32::try_from(attempts).unwrap_or(u32::MAX),
-            attempt: u32::try_from(lifetime + 1).unwrap_or(u32::MAX),
-        });
+            attempts,
+            lifetime,
+        ));
         break;
     }
     tx.commit()?;

@@ -20,8 +20,8 @@ use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::emergency::EmergencyExport;
 use crate::store::maintenance::{
-    export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Finding,
-    Maintenance, VerifyOptions,
+    export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
+    VerifyOptions,
 };
 use crate::store::reverify::StoredRequest;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -93,7 +93,7 @@ impl SqliteMaintenance {
     }
 
     /// `PRAGMA integrity_check` on a read-only connection.
-    fn integrity_check(&self) -> Finding {
+    fn integrity_check(&self) -> Check {
         const NAME: &str = "storage.path (database)";
         let shown = self.path.display();
         let fix_open = "run doctor as the service user (it must reach the database's -wal/-shm files), or stop the service and retry";
@@ -102,7 +102,7 @@ impl SqliteMaintenance {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         ) {
             Ok(c) => c,
-            Err(e) => return Finding::fail(NAME, format!("cannot open {shown}: {e}"), fix_open),
+            Err(e) => return Check::fail(NAME, format!("cannot open {shown}: {e}"), fix_open),
         };
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
         let rows: Result<Vec<String>, rusqlite::Error> = conn
@@ -110,9 +110,9 @@ impl SqliteMaintenance {
             .and_then(|mut stmt| stmt.query_map([], |row| row.get::<_, String>(0))?.collect());
         match rows {
             Ok(rows) if rows.len() == 1 && rows[0] == "ok" => {
-                Finding::ok(NAME, format!("{shown}: PRAGMA integrity_check ok"))
+                Check::ok(NAME, format!("{shown}: PRAGMA integrity_check ok"))
             }
-            Ok(rows) => Finding::fail(
+            Ok(rows) => Check::fail(
                 NAME,
                 format!(
                     "{shown}: PRAGMA integrity_check reports {} problem(s), first: {}",
@@ -121,7 +121,7 @@ impl SqliteMaintenance {
                 ),
                 "stop the service, keep the damaged file aside, restore the latest backup (deploy/INSTALL.md, restore) and let senders retry",
             ),
-            Err(e) => Finding::fail(
+            Err(e) => Check::fail(
                 NAME,
                 format!("{shown}: integrity check could not run: {e}"),
                 if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase)
@@ -241,7 +241,7 @@ impl Maintenance for SqliteMaintenance {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn health(&self) -> Vec<Finding> {
+    fn health(&self) -> Vec<Check> {
         vec![self.integrity_check()]
     }
 }

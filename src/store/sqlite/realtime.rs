@@ -23,9 +23,7 @@ pub async fn record_reply(
     reply: &Reply,
     latency_ms: i64,
 ) -> Result<(), StoreError> {
-    let plain = zeroize::Zeroizing::new(
-        serde_json::to_vec(reply).map_err(|_| StoreError::Corrupt("reply not serializable"))?,
-    );
+    let plain = crate::store::realtime::plaintext(reply)?;
     let (delivery_id, source) = (delivery_id.to_owned(), source.to_owned());
     let (fallback, status) = (reply.fallback, reply.status);
     store

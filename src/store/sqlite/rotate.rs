@@ -1,12 +1,6 @@
-//! `keys rotate`: move every sealed column of the SQLite store to a fresh key generation, then
-//! destroy the keys nothing uses any more.
-//!
-//! Every encrypted value in the schema is listed once, in [`SEALED_COLUMNS`]: delivery
-//! payloads, quarantined bodies, handler outputs and stored real-time replies (both kept in
-//! `jobs.out_*`). Rotation re-encrypts what that list names and destroys a key only when no
-//! column of the list still refers to it, so a value the list missed would keep its key alive
-//! and the next run would find it again; a test compares the list with the schema so a new
-//! ciphertext column cannot be forgotten.
+//! `keys rotate` on SQLite: move every sealed column to a fresh key generation, then destroy
+//! the keys nothing uses any more. What is sealed and the statements are shared with
+//! PostgreSQL ([`crate::store::rotation`]).
 //!
 //! Each batch is its own short transaction, followed by a short random pause so the intake
 //! writer gets the lock between batches, and the run is resumable: rows still under an older
@@ -20,105 +14,10 @@ use super::audit::mirror;
 use super::audit::record_audit;
 use super::keys::{self, WriteKeyCache};
 use super::Store;
-use crate::crypto::RecordPlace;
-use crate::store::audit_hook::{AuditAction, AuditEvent};
 use crate::store::payload::db_time;
-use crate::store::payload::{delivery_place, quarantine_place};
+use crate::store::rotation::{self, Dialect, BATCH, BUMP_GENERATION, SEALED_COLUMNS};
 use crate::store::types::{Requester, RotationProgress, RotationReport};
 use crate::store::StoreError;
-
-/// One encrypted value kind of the schema: where it lives and how its AAD is formed.
-pub(crate) struct SealedColumns {
-    /// For progress, errors and the schema test: `table.ciphertext_column`.
-    pub(crate) table: &'static str,
-    /// The ciphertext column (NULL once purged).
-    pub(crate) ciphertext: &'static str,
-    /// The column naming its data key.
-    pub(crate) key_column: &'static str,
-    /// `FROM … WHERE …` of the rows of this kind sealed under a generation older than `?1`.
-    from_older: &'static str,
-    /// Selected from `from_older`: row id (text), AAD id, source, key id, key period, nonce,
-    /// ciphertext.
-    columns: &'static str,
-    /// Moves one row: `?1` new key id, `?2` nonce, `?3` ciphertext, `?4` row id, `?5` old key
-    /// id (so a row changed meanwhile is left for the next batch).
-    update: &'static str,
-    /// The AAD of a row of this kind, from its AAD id, source and key id.
-    place: for<'a> fn(&'a str, &'a str, i64) -> RecordPlace<'a>,
-}
-
-/// Every encrypted value the SQLite schema holds. See the module docs.
-pub(crate) const SEALED_COLUMNS: &[SealedColumns] = &[
-    SealedColumns {
-        table: "deliveries",
-        ciphertext: "ciphertext",
-        key_column: "key_id",
-        from_older: "FROM deliveries t JOIN data_keys k ON k.key_id = t.key_id
-                     WHERE t.ciphertext IS NOT NULL AND k.generation < ?1",
-        columns: "t.id, t.id, t.source, t.key_id, k.period, t.nonce, t.ciphertext",
-        update: "UPDATE deliveries SET key_id = ?1, nonce = ?2, ciphertext = ?3
-                 WHERE id = ?4 AND key_id = ?5",
-        place: delivery_place,
-    },
-    SealedColumns {
-        table: "quarantine",
-        ciphertext: "ciphertext",
-        key_column: "key_id",
-        from_older: "FROM quarantine t JOIN data_keys k ON k.key_id = t.key_id
-                     WHERE t.ciphertext IS NOT NULL AND k.generation < ?1",
-        columns: "t.id, t.id, t.source, t.key_id, k.period, t.nonce, t.ciphertext",
-        update: "UPDATE quarantine SET key_id = ?1, nonce = ?2, ciphertext = ?3
-                 WHERE id = ?4 AND key_id = ?5",
-        place: quarantine_place,
-    },
-    // Handler outputs (`app_data` for later handlers): AAD id is the job id.
-    SealedColumns {
-        table: "jobs",
-        ciphertext: "out_ciphertext",
-        key_column: "out_key_id",
-        from_older: "FROM jobs t JOIN deliveries d ON d.id = t.delivery_id
-                          JOIN data_keys k ON k.key_id = t.out_key_id
-                     WHERE t.out_ciphertext IS NOT NULL AND k.generation < ?1
-                       AND t.handler <> '@realtime'",
-        columns: "CAST(t.id AS TEXT), CAST(t.id AS TEXT), d.source, t.out_key_id, k.period,
-                  t.out_nonce, t.out_ciphertext",
-        update: "UPDATE jobs SET out_key_id = ?1, out_nonce = ?2, out_ciphertext = ?3
-                 WHERE id = ?4 AND out_key_id = ?5",
-        place: crate::store::jobs::output_place,
-    },
-    // Real-time replies, the `@realtime` pseudo-job of a delivery: AAD id is the delivery id.
-    SealedColumns {
-        table: "jobs",
-        ciphertext: "out_ciphertext",
-        key_column: "out_key_id",
-        from_older: "FROM jobs t JOIN deliveries d ON d.id = t.delivery_id
-                          JOIN data_keys k ON k.key_id = t.out_key_id
-                     WHERE t.out_ciphertext IS NOT NULL AND k.generation < ?1
-                       AND t.handler = '@realtime'",
-        columns: "CAST(t.id AS TEXT), t.delivery_id, d.source, t.out_key_id, k.period,
-                  t.out_nonce, t.out_ciphertext",
-        update: "UPDATE jobs SET out_key_id = ?1, out_nonce = ?2, out_ciphertext = ?3
-                 WHERE id = ?4 AND out_key_id = ?5",
-        place: crate::store::realtime::place,
-    },
-    // Captured artifacts' per-file keys (the files themselves are not touched): AAD id is the
-    // artifact id.
-    SealedColumns {
-        table: "artifacts",
-        ciphertext: "key_ciphertext",
-        key_column: "key_id",
-        from_older: "FROM artifacts t JOIN deliveries d ON d.id = t.delivery_id
-                          JOIN data_keys k ON k.key_id = t.key_id
-                     WHERE t.key_ciphertext IS NOT NULL AND k.generation < ?1",
-        columns: "t.id, t.id, d.source, t.key_id, k.period, t.key_nonce, t.key_ciphertext",
-        update: "UPDATE artifacts SET key_id = ?1, key_nonce = ?2, key_ciphertext = ?3
-                 WHERE id = ?4 AND key_id = ?5",
-        place: crate::store::artifacts::key_place,
-    },
-];
-
-/// Rows re-encrypted per transaction.
-const ROTATE_BATCH: usize = 256;
 
 /// id, AAD id, source, key id, key period, nonce, ciphertext of a row to re-encrypt.
 type RotationRow = (String, String, String, i64, String, Vec<u8>, Vec<u8>);
@@ -128,7 +27,7 @@ fn pending(conn: &Connection, generation: i64) -> Result<u64, StoreError> {
     let mut total = 0u64;
     for set in SEALED_COLUMNS {
         let n: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) {}", set.from_older),
+            &set.count_older(Dialect::Sqlite),
             params![generation],
             |r| r.get(0),
         )?;
@@ -157,15 +56,8 @@ pub fn rotate_keys(
     let resumed = pending(&tx, current)? > 0;
     let generation = if resumed { current } else { current + 1 };
     if !resumed {
-        tx.execute(
-            "UPDATE store_meta SET value = ?1 WHERE name = 'key_generation'",
-            params![generation.to_string()],
-        )?;
-        let mut ev = AuditEvent::new(who.actor(), AuditAction::KeyRotated);
-        ev.reason = Some("rotation_started");
-        ev.count = Some(generation);
-        ev.via = Some(who.via);
-        record_audit(&tx, keyring, &ev)?;
+        tx.execute(BUMP_GENERATION, params![generation.to_string()])?;
+        record_audit(&tx, keyring, &rotation::started(who, generation))?;
     }
     let total = pending(&tx, generation)?;
     tx.commit()?;
@@ -200,31 +92,12 @@ pub fn rotate_keys(
     }
 
     // Nothing refers to the older keys any more: destroy them.
-    let unused: String = SEALED_COLUMNS
-        .iter()
-        .map(|s| {
-            format!(
-                " AND NOT EXISTS (SELECT 1 FROM {t} WHERE {t}.{k} = data_keys.key_id AND {t}.{c} IS NOT NULL)",
-                t = s.table,
-                k = s.key_column,
-                c = s.ciphertext
-            )
-        })
-        .collect();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let destroyed = tx.execute(
-        &format!(
-            "UPDATE data_keys SET wrapped = NULL, destroyed_at = ?2
-             WHERE generation < ?1 AND wrapped IS NOT NULL{unused}"
-        ),
+        &rotation::destroy_unused_keys(Dialect::Sqlite),
         params![generation, db_time(Utc::now())],
     )? as u64;
-    let mut ev = AuditEvent::new(who.actor(), AuditAction::KeyRotated);
-    ev.reason = Some("rotation_completed");
-    ev.count = Some(done as i64);
-    ev.object_kind = Some("data_key");
-    ev.via = Some(who.via);
-    record_audit(&tx, keyring, &ev)?;
+    record_audit(&tx, keyring, &rotation::completed(who, done))?;
     tx.commit()?;
     mirror(store, &conn);
     // Old wrapped keys must not linger in the WAL.
@@ -237,7 +110,7 @@ pub fn rotate_keys(
     })
 }
 
-/// Re-encrypt up to [`ROTATE_BATCH`] values of any kind in one transaction; how many moved.
+/// Re-encrypt up to [`BATCH`] values of any kind in one transaction; how many moved.
 fn move_batch(
     conn: &mut Connection,
     store: &Store,
@@ -248,15 +121,12 @@ fn move_batch(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut moved = 0usize;
     for set in SEALED_COLUMNS {
-        if moved >= ROTATE_BATCH {
+        if moved >= BATCH {
             break;
         }
         let rows: Vec<RotationRow> = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {} {} LIMIT ?2",
-                set.columns, set.from_older
-            ))?;
-            let rows = stmt.query_map(params![generation, (ROTATE_BATCH - moved) as i64], |r| {
+            let mut stmt = tx.prepare(&set.select_older(Dialect::Sqlite))?;
+            let rows = stmt.query_map(params![generation, (BATCH - moved) as i64], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -281,7 +151,7 @@ fn move_batch(
                 keys::key_for_write(&tx, keyring, cache, &period, generation)?;
             let sealed = new_key.seal(&(set.place)(&aad_id, &source, new_key_id), &plain)?;
             tx.execute(
-                set.update,
+                &set.update(Dialect::Sqlite),
                 params![
                     new_key_id,
                     sealed.nonce,
@@ -303,7 +173,7 @@ fn move_batch(
 mod tests {
     use super::*;
 
-    /// Every column of the schema that holds ciphertext is one [`SEALED_COLUMNS`] entry names,
+    /// Every column of the schema that holds ciphertext is one `SEALED_COLUMNS` entry names,
     /// so rotation (and the key-destruction check) cannot miss one.
     #[test]
     fn every_ciphertext_column_of_the_schema_is_rotated() {
@@ -315,36 +185,20 @@ mod tests {
         )
         .expect("open");
         let conn = store.connection().expect("conn");
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        let found: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT m.name, c.name FROM sqlite_master m, pragma_table_info(m.name) c
+                 WHERE m.type = 'table'",
+            )
             .expect("prepare")
-            .query_map([], |r| r.get(0))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("query")
             .collect::<Result<_, _>>()
-            .expect("tables");
-        let mut found = Vec::new();
-        for table in tables {
-            let columns: Vec<String> = conn
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                .expect("prepare")
-                .query_map([], |r| r.get(0))
-                .expect("query")
-                .collect::<Result<_, _>>()
-                .expect("columns");
-            for column in columns {
-                if column.contains("ciphertext") || column.contains("wrapped") {
-                    found.push((table.clone(), column));
-                }
-            }
-        }
+            .expect("columns");
+        assert!(found.iter().any(|(_, c)| c == "ciphertext"), "{found:?}");
         for (table, column) in found {
-            if (table.as_str(), column.as_str()) == ("data_keys", "wrapped") {
-                continue; // the keys themselves, destroyed rather than re-encrypted
-            }
             assert!(
-                SEALED_COLUMNS
-                    .iter()
-                    .any(|s| s.table == table && s.ciphertext == column),
+                !crate::store::rotation::missed(&table, &column),
                 "{table}.{column} holds ciphertext that keys rotate does not move"
             );
         }

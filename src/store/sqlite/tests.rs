@@ -37,8 +37,9 @@ async fn submit(
     submit_at(store, input, jobs, Utc::now()).await
 }
 
-async fn submit_at(
-    store: &Store,
+/// Normalize `input` as received at `at` and hand it to `store` with one job per handler named.
+pub(crate) async fn submit_at(
+    store: &dyn crate::store::Storage,
     input: IntakeInput,
     jobs: &[&str],
     at: chrono::DateTime<Utc>,
