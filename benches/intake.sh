@@ -7,6 +7,9 @@
 #   benches/intake.sh ratio OUT            stub vs real, default config (the issue-17 table)
 #   benches/intake.sh logging OUT          real build: default logging vs WARDHOOK_LOG=off
 #   benches/intake.sh run LABEL=BINDIR[,VAR=VALUE...] ...   any variants; the first is the base
+#   benches/intake.sh profile OUT [DIR]  one real run under `perf record` (needs linux-perf); prints
+#                                       the CPU profile of the writer, HTTP worker and checkpointer
+#                                       threads, top symbols each; keeps DIR/perf.data
 #
 # Each run: a fresh `serve --dev` setup in an empty directory (one NextPhone source `demo`, audit
 # mirror on, INFO logging unless a variant sets WARDHOOK_LOG), listening on $PORT, then
@@ -14,7 +17,8 @@
 # for $SECONDS s, reporting server CPU per delivery by thread group. The load generator is the
 # same binary for every variant ($LOADGEN, default OUT/real's or the first variant's).
 #
-# Settings (environment): ROUNDS=3 CONNECTIONS=64 RUN_SECONDS=10 PORT=18443 REQUESTS=10000000.
+# Settings (environment): ROUNDS=3 CONNECTIONS=64 RUN_SECONDS=10 PORT=18443 REQUESTS=10000000
+# PERF_DATA=FILE (record the server with `perf record -g` during the load; `profile` sets it).
 # Measure on a quiet machine: on a shared host, hold the cargo lock for the whole run so no
 # build runs beside it:  flock /tmp/wardhook-cargo.lock bash benches/intake.sh ratio OUT
 # (this script never takes that lock itself; `build` expects to be run under it too).
@@ -63,10 +67,14 @@ one_run() {
       > server.log 2>&1 & spid=$!
     for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
     load=$(cut -d' ' -f1 /proc/loadavg)
+    if [ -n "${PERF_DATA:-}" ]; then
+      perf record -q -F 499 --call-graph dwarf,16384 -p "$spid" -o "$PERF_DATA" >/dev/null 2>&1 & ppid=$!
+    fi
     "$LOADGEN" http --url "https://127.0.0.1:$PORT/hooks/demo" \
       --secret-file data/dev/demo.secret --ca data/dev/certs/dev-ca.crt \
       --connections "$CONNECTIONS" --requests "$REQUESTS" --seconds "$SECONDS_PER_RUN" \
       --server-pid "$spid" --threads > load.txt 2>&1 || { cat load.txt >&2; kill "$spid"; exit 1; }
+    if [ -n "${PERF_DATA:-}" ]; then kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true; fi
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
     echo "=== $label round $round (load average before: $load; server log: $(wc -l < server.log) lines)"
     grep -v '^summary' load.txt
@@ -142,5 +150,16 @@ case "$cmd" in
   logging) [ $# -eq 1 ] || usage; out=$(cd "$1" && pwd)
          run "log-off=$out/real,WARDHOOK_LOG=off" "log-default=$out/real" ;;
   run) run "$@" ;;
+  profile) [ $# -ge 1 ] || usage; out=$(cd "$1" && pwd); keep=${2:-$(mktemp -d)}; mkdir -p "$keep"
+         PERF_DATA=$keep/perf.data LOADGEN=${LOADGEN:-$out/real/wardhook-loadgen} \
+           one_run real "$out/real" 1
+         # Self time by thread and symbol, then the same with callers folded in per thread.
+         perf report -i "$keep/perf.data" --no-children --sort comm,sym --stdio 2>/dev/null \
+           | grep -v '^$' | grep -E '^ +[0-9]' | head -80
+         for t in wardhook-store- 'actix-server wo' wardhook-ckpt; do
+           echo "### children, thread '$t'"
+           perf report -i "$keep/perf.data" --children --comm "$t" --sort sym --stdio \
+             -g none --percent-limit 2 2>/dev/null | grep -E '^ +[0-9]' | head -45
+         done ;;
   *) usage ;;
 esac

@@ -48,6 +48,38 @@ pub struct StoredRecord {
     pub mac: String,
 }
 
+/// The column texts of a record that do not depend on its place in the chain: everything but
+/// `seq`, `ts`, `prev_mac` and `mac`. Building it (actor text, canonical detail JSON) is most of
+/// the work of an append, so a group committer has request tasks build it and does only the
+/// chain link and the MAC while it holds the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordBody {
+    actor: String,
+    action: String,
+    outcome: String,
+    delivery_id: Option<String>,
+    source: Option<String>,
+    call_ref: Option<String>,
+    remote_addr: Option<String>,
+    detail: String,
+}
+
+impl RecordBody {
+    /// The texts `record` is stored as.
+    pub(crate) fn of(record: &AuditRecord) -> Self {
+        Self {
+            actor: record.actor.to_text(),
+            action: record.action.as_str().to_owned(),
+            outcome: record.outcome.as_str().to_owned(),
+            delivery_id: record.delivery_id.as_ref().map(|d| d.as_str().to_owned()),
+            source: record.source.as_ref().map(|s| s.as_str().to_owned()),
+            call_ref: record.call_ref.as_ref().map(|c| c.as_str().to_owned()),
+            remote_addr: record.remote_addr.map(|a| a.to_string()),
+            detail: record.detail.to_canonical_json(),
+        }
+    }
+}
+
 /// What [`append`] returns: the sealed record, to pass to [`super::Mirror::write`] after commit.
 pub type AppendedRecord = StoredRecord;
 
@@ -61,17 +93,38 @@ impl StoredRecord {
         ts: String,
         prev_mac: String,
     ) -> Self {
+        Self::seal_body(keyring, RecordBody::of(record), seq, ts, prev_mac)
+    }
+
+    /// [`Self::seal`] of a body built beforehand (off the thread that holds the chain).
+    pub(crate) fn seal_body(
+        keyring: &Keyring,
+        body: RecordBody,
+        seq: u64,
+        ts: String,
+        prev_mac: String,
+    ) -> Self {
+        let RecordBody {
+            actor,
+            action,
+            outcome,
+            delivery_id,
+            source,
+            call_ref,
+            remote_addr,
+            detail,
+        } = body;
         let mut stored = Self {
             seq,
             ts,
-            actor: record.actor.to_text(),
-            action: record.action.as_str().to_owned(),
-            outcome: record.outcome.as_str().to_owned(),
-            delivery_id: record.delivery_id.as_ref().map(|d| d.as_str().to_owned()),
-            source: record.source.as_ref().map(|s| s.as_str().to_owned()),
-            call_ref: record.call_ref.as_ref().map(|c| c.as_str().to_owned()),
-            remote_addr: record.remote_addr.map(|a| a.to_string()),
-            detail: record.detail.to_canonical_json(),
+            actor,
+            action,
+            outcome,
+            delivery_id,
+            source,
+            call_ref,
+            remote_addr,
+            detail,
             prev_mac,
             mac: String::new(),
         };
@@ -150,7 +203,18 @@ pub(crate) fn append_at(
     record: &AuditRecord,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<AppendedRecord, AuditError> {
-    let (seq, prev_mac, prev_ts) = match tx.head()? {
+    let (seq, ts, prev_mac) = link(tx.head()?, now);
+    let stored = StoredRecord::seal(keyring, record, seq, ts, prev_mac);
+    tx.insert(&stored)?;
+    Ok(stored)
+}
+
+/// The (seq, ts, prev_mac) of the record that follows `head` at time `now`.
+fn link(
+    head: Option<(u64, String, String)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (u64, String, String) {
+    let (seq, prev_mac, prev_ts) = match head {
         Some((s, m, t)) => (s + 1, m, Some(t)),
         None => (1, GENESIS_MAC.to_owned(), None),
     };
@@ -160,9 +224,43 @@ pub(crate) fn append_at(
         Some(p) if p > now => p,
         _ => now,
     };
-    let stored = StoredRecord::seal(keyring, record, seq, ts, prev_mac);
-    tx.insert(&stored)?;
-    Ok(stored)
+    (seq, ts, prev_mac)
+}
+
+/// Appends of one transaction that keep the chain head in memory after reading it once, instead
+/// of reading it back from the table for every record (a group commit appends one record per
+/// request). Only valid while nothing else appends in the same transaction: call
+/// [`ChainCursor::forget`] after a rollback to a savepoint, or after code that appends through
+/// [`append`] itself.
+#[derive(Debug, Default)]
+pub(crate) struct ChainCursor {
+    /// `None`: not read yet; `Some(None)`: the chain is empty.
+    head: Option<Option<(u64, String, String)>>,
+}
+
+impl ChainCursor {
+    /// Seal `body` onto the chain inside `tx` (see [`append`]), at the current time.
+    pub(crate) fn append(
+        &mut self,
+        tx: &(impl ChainWriter + ?Sized),
+        keyring: &Keyring,
+        body: RecordBody,
+    ) -> Result<AppendedRecord, AuditError> {
+        let head = match self.head.take() {
+            Some(head) => head,
+            None => tx.head()?,
+        };
+        let (seq, ts, prev_mac) = link(head, chrono::Utc::now());
+        let stored = StoredRecord::seal_body(keyring, body, seq, ts, prev_mac);
+        tx.insert(&stored)?;
+        self.head = Some(Some((seq, stored.mac.clone(), stored.ts.clone())));
+        Ok(stored)
+    }
+
+    /// Read the head from the table at the next append.
+    pub(crate) fn forget(&mut self) {
+        self.head = None;
+    }
 }
 
 /// Append several records in order within one transaction (a group commit).

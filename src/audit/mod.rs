@@ -40,6 +40,7 @@ use std::path::PathBuf;
 pub(crate) use chain::append_at;
 pub(crate) use chain::format_ts;
 pub use chain::{append, append_all, AppendedRecord, StoredRecord, GENESIS_MAC};
+pub(crate) use chain::{ChainCursor, RecordBody};
 #[cfg(test)]
 pub(crate) use checkpoint::write_checkpoint;
 pub use checkpoint::{read_checkpoints, BadCheckpoint, Checkpoint};

@@ -152,8 +152,9 @@ fn thread_group(comm: &str) -> String {
     }
     // actix names its workers "actix-server worker N" and its accept loop "actix-server
     // acceptor"; tokio's threads are "tokio-runtime-worker" or "tokio-rt-worker" by version.
-    let known: [(&str, &str); 9] = [
+    let known: [(&str, &str); 10] = [
         ("wardhook-store", "writer (wardhook-store-writer)"),
+        ("wardhook-mirror", "audit mirror (wardhook-mirror)"),
         ("wardhook-ckpt", "checkpointer (wardhook-ckpt)"),
         ("wardhook-log", "log writer (wardhook-log*)"),
         ("actix-server w", "HTTP workers (actix-server worker)"),
@@ -594,6 +595,7 @@ mod tests {
     fn server_threads_are_grouped_by_what_they_do() {
         assert!(thread_group("wardhook-store-").starts_with("writer"));
         assert!(thread_group("wardhook-ckpt").starts_with("checkpointer"));
+        assert!(thread_group("wardhook-mirror").starts_with("audit mirror"));
         assert!(thread_group("actix-rt|system").starts_with("HTTP workers"));
         assert!(thread_group("actix-server wo").starts_with("HTTP workers"));
         assert!(thread_group("actix-server ac").starts_with("TLS acceptor"));

@@ -129,6 +129,17 @@ pub struct Store {
     commands: mpsc::Sender<writer::Command>,
 }
 
+/// Page cache per connection, KiB (an upper bound, not an allocation). The blind-index B-trees
+/// take random inserts, and with SQLite's 2 MiB default the writer re-reads their pages from
+/// the WAL on every batch; but a bigger cache is not free either. Every commit that split a
+/// B-tree page ends with a walk over the whole cache while the database is under 1 GiB:
+/// SQLite's `balance_nonroot` parks a page at the pending-byte page number (1 GiB / page size)
+/// while it sorts siblings, and the commit then truncates the cache back to the database size,
+/// scanning every cached page. With 64 MiB (16 384 pages) that walk was 15 % of the writer's
+/// time under load; 8 MiB holds the index pages a busy day touches and costs an eighth
+/// (docs/BENCHMARKS.md §10).
+const PAGE_CACHE_KIB: i64 = 8192;
+
 /// Open a connection with the settings every wardhook connection uses.
 fn open_connection(path: &Path, options: &StoreOptions) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
@@ -142,10 +153,7 @@ fn open_connection(path: &Path, options: &StoreOptions) -> Result<Connection, St
     // FULL: the WAL is fsync'd at every commit, so an acknowledged delivery survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // 64 MiB of page cache (an upper bound, not an allocation): the blind-index B-trees take
-    // random inserts, and with SQLite's 2 MiB default the writer re-reads their pages from
-    // the WAL on every batch.
-    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
     // Statement journals and temporary b-trees in memory rather than in temp files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Freed pages are zeroed, so deleted ciphertext does not linger in the file.
@@ -225,6 +233,7 @@ impl Store {
             &self.shared.write_key,
             &input,
             normalized,
+            jobs.len(),
         )?;
         let (reply, answer) = oneshot::channel();
         self.send(writer::Command::Intake(Box::new(writer::IntakeRequest {

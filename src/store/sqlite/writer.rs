@@ -12,9 +12,12 @@
 //! each request inside its own savepoint, so only the bad one fails.
 //!
 //! The writer does as little as possible besides SQL: the request task computes the blind
-//! indexes, serializes and encrypts the payload before queueing ([`prepare`]), using the current
-//! period's data key the writer publishes after each commit; WAL checkpoints run on a separate
-//! thread with its own connection ([`checkpointer`]) instead of inside a commit.
+//! indexes, serializes and encrypts the payload and builds the body of its audit record before
+//! queueing ([`prepare`]), using the current period's data key the writer publishes after each
+//! commit, so the writer only links each record onto the chain (keeping the chain head in memory
+//! for the transaction) and computes its MAC. WAL checkpoints run on a separate thread with its
+//! own connection ([`spawn_checkpointer`]) instead of inside a commit, and so do the audit
+//! mirror's appends ([`spawn_mirror`]).
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -26,12 +29,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::audit::record_audit;
 use super::keys::{self, WriteKeyCache};
 use super::Shared;
-use crate::audit::AppendedRecord;
+use crate::audit::{AppendedRecord, ChainCursor, RecordBody};
 use crate::crypto::{DataKey, Keyring, Sealed};
 use crate::normalize::{IntakeInput, Normalized};
+use crate::store::audit_hook::{to_record, AuditEvent};
 use crate::store::payload::db_time;
 use crate::store::prepare::{
     intake_event, period_of, quarantine_body_index, quarantined_event, seal_quarantine,
@@ -53,9 +56,10 @@ pub(crate) struct Prepared {
     /// the writer must seal it itself.
     delivery: PreparedDelivery,
     received: String,
-    /// The payload sealed under the published key of its period: (key id, sealed). Used only
-    /// if the writer's key for the period is still that key id.
-    sealed: Option<(i64, Sealed)>,
+    /// The payload sealed under the published key of its period: (key id, sealed), and the
+    /// body of its `delivery_accepted` audit record naming that key. Used only if the writer's
+    /// key for the period is still that key id and the delivery is not a duplicate.
+    sealed: Option<(i64, Sealed, RecordBody)>,
 }
 
 /// The data key new deliveries are sealed with, published by the writer after the commit that
@@ -96,19 +100,32 @@ impl KeySlot {
 }
 
 /// Blind indexes, id, serialization and (when the period's key is published) encryption of a
-/// delivery, on the caller's task rather than the writer thread.
+/// delivery and its audit record's body, on the caller's task rather than the writer thread.
 pub(crate) fn prepare(
     keyring: &Keyring,
     slot: &KeySlot,
     input: &IntakeInput,
     n: &mut Normalized,
+    jobs: usize,
 ) -> Result<Prepared, StoreError> {
     let delivery = PreparedDelivery::new(keyring, input, n)?;
     let sealed = match slot.get() {
-        Some(k) if k.period == delivery.period => Some((
-            k.key_id,
-            delivery.seal(&k.key, k.key_id, input.source.as_str())?,
-        )),
+        Some(k) if k.period == delivery.period => {
+            let sealed = delivery.seal(&k.key, k.key_id, input.source.as_str())?;
+            let outcome = IntakeOutcome::Accepted {
+                delivery_id: delivery.id.clone(),
+            };
+            let facts = IntakeFacts {
+                source: input.source.as_str(),
+                call_ref: delivery.call_ref.as_deref(),
+                event_type: &delivery.event_type,
+                remote_addr: input.client_ip,
+                key_id: Some(k.key_id),
+                jobs,
+            };
+            let record = RecordBody::of(&to_record(&intake_event(&facts, &outcome)));
+            Some((k.key_id, sealed, record))
+        }
         _ => None,
     };
     Ok(Prepared {
@@ -165,9 +182,10 @@ pub(super) fn spawn(
     // writer thread: a connection opened later by path could land on another file put there
     // meanwhile (a restored backup, a test's fresh database) and switch it to WAL mode.
     let checkpointer = spawn_checkpointer(&shared);
+    let mirror = spawn_mirror(&shared);
     std::thread::Builder::new()
         .name("wardhook-store-writer".into())
-        .spawn(move || run(conn, &shared, rx, checkpointer))
+        .spawn(move || run(conn, &shared, rx, checkpointer, mirror))
         .map(drop)
         .map_err(|e| StoreError::Io {
             path: "writer thread".into(),
@@ -240,6 +258,48 @@ fn spawn_checkpointer(shared: &Shared) -> Option<(std::sync::mpsc::Sender<()>, A
     }
 }
 
+/// Where the writer sends the audit records of each committed batch for the mirror.
+type MirrorQueue = std::sync::mpsc::Sender<Vec<AppendedRecord>>;
+
+/// Append committed audit records to the JSONL mirror on their own thread and connection, so
+/// the writer's next batch does not wait for the mirror's file lock, writes and checkpoint
+/// fsyncs. Records arrive in commit order; whatever queued meanwhile is written in one step.
+/// `None` (no mirror configured, or the thread could not start): the writer mirrors itself.
+fn spawn_mirror(shared: &Shared) -> Option<MirrorQueue> {
+    let mirror = shared.options.audit_mirror.clone()?;
+    // Opened here for the reason the checkpointer's is (see `spawn`).
+    let conn = match super::open_connection(&shared.path, &shared.options) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the audit mirror connection; the writer mirrors");
+            return None;
+        }
+    };
+    let (queue, queued) = std::sync::mpsc::channel::<Vec<AppendedRecord>>();
+    let spawned = std::thread::Builder::new()
+        .name("wardhook-mirror".into())
+        .spawn(move || {
+            // Ends when the writer drops the sender, after writing what it was sent.
+            while let Ok(mut records) = queued.recv() {
+                while let Ok(more) = queued.try_recv() {
+                    records.extend(more);
+                }
+                // The chain in the database is authoritative; a mirror that falls behind
+                // catches up on its next write.
+                if let Err(e) = mirror.write(&conn, &records) {
+                    tracing::error!(error = %e, "audit mirror write failed");
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(queue),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the audit mirror thread; the writer mirrors");
+            None
+        }
+    }
+}
+
 /// `PRAGMA wal_checkpoint(mode)`: (frames in the WAL, frames checkpointed).
 fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -252,6 +312,7 @@ fn run(
     shared: &Shared,
     mut rx: mpsc::Receiver<Command>,
     checkpointer: Option<(std::sync::mpsc::Sender<()>, Arc<AtomicI64>)>,
+    mirror: Option<MirrorQueue>,
 ) {
     let max_batch = shared.options.max_batch.max(1);
     let mut cache = WriteKeyCache::new();
@@ -274,6 +335,7 @@ fn run(
     let mut state = WriterState {
         cache: &mut cache,
         last_key: None,
+        mirror,
     };
     // Ends when every Store clone (every sender) is dropped.
     while let Some(first) = rx.blocking_recv() {
@@ -320,6 +382,8 @@ struct WriterState<'a> {
     cache: &'a mut WriteKeyCache,
     /// (period, generation, key id) of the data key the current batch sealed with.
     last_key: Option<(String, i64, i64)>,
+    /// The mirror thread's queue, if it runs.
+    mirror: Option<MirrorQueue>,
 }
 
 enum Attempt {
@@ -337,7 +401,7 @@ fn commit_batch(
 ) {
     let mut audit = Vec::with_capacity(batch.len());
     match run_isolating_failures(conn, &shared.keyring, state, batch, &mut audit) {
-        Ok(Attempt::Done(answers)) => answer_committed(conn, shared, state, batch, answers, &audit),
+        Ok(Attempt::Done(answers)) => answer_committed(conn, shared, state, batch, answers, audit),
         other => answer_unavailable(shared, state, batch, other.err()),
     }
 }
@@ -376,7 +440,7 @@ fn answer_committed(
     state: &mut WriterState<'_>,
     batch: &mut Vec<Command>,
     answers: Vec<Result<Answer, StoreError>>,
-    audit: &[AppendedRecord],
+    audit: Vec<AppendedRecord>,
 ) {
     shared.healthy.store(true, Ordering::Release);
     publish_key(shared, state);
@@ -384,11 +448,25 @@ fn answer_committed(
     for (command, answer) in batch.drain(..).zip(answers) {
         reply(command, answer);
     }
+    if audit.is_empty() {
+        return;
+    }
+    let audit = match &state.mirror {
+        Some(queue) => match queue.send(audit) {
+            Ok(()) => return,
+            // The mirror thread is gone (it panicked): mirror here instead.
+            Err(std::sync::mpsc::SendError(audit)) => {
+                state.mirror = None;
+                audit
+            }
+        },
+        None => audit,
+    };
     // The chain in the database is authoritative; a mirror that falls behind catches up
     // on its next write, so a mirror error must not turn a committed delivery into a 503.
     // The mirror may read records other processes committed before these from `conn`.
     if let Some(mirror) = &shared.options.audit_mirror {
-        if let Err(e) = mirror.write(conn, audit) {
+        if let Err(e) = mirror.write(conn, &audit) {
             tracing::error!(error = %e, "audit mirror write failed");
         }
     }
@@ -473,13 +551,21 @@ fn run_batch(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read every batch: `keys rotate` in another process may have bumped it.
     let generation = keys::current_generation(&tx)?;
+    // The chain head is read once per transaction and then kept in memory.
+    let mut chain = ChainCursor::default();
     let mut answers = Vec::with_capacity(batch.len());
     for command in batch {
         if savepoints {
             tx.execute_batch("SAVEPOINT item")?;
         }
         let audit_len = audit.len();
-        let result = run_command(&tx, keyring, state, generation, command, audit);
+        let mut step = Step {
+            tx: &tx,
+            keyring,
+            chain: &mut chain,
+            audit,
+        };
+        let result = run_command(&mut step, state, generation, command);
         match result {
             Ok(answer) => {
                 if savepoints {
@@ -494,6 +580,7 @@ fn run_batch(
             Err(e) => {
                 tx.execute_batch("ROLLBACK TO item; RELEASE item")?;
                 audit.truncate(audit_len);
+                chain.forget();
                 // A key created inside the rolled-back savepoint is gone too.
                 forget_uncommitted_keys(state);
                 answers.push(Err(e));
@@ -504,46 +591,62 @@ fn run_batch(
     Ok(Attempt::Done(answers))
 }
 
+/// What one request's writes work with inside the batch's transaction.
+struct Step<'s, 't> {
+    tx: &'s Transaction<'t>,
+    keyring: &'s Keyring,
+    chain: &'s mut ChainCursor,
+    /// The batch's appended audit records, mirrored after the commit.
+    audit: &'s mut Vec<AppendedRecord>,
+}
+
+impl Step<'_, '_> {
+    /// Link `body` onto the audit chain; only this and the MAC run on the writer thread.
+    fn append(&mut self, body: RecordBody) -> Result<(), StoreError> {
+        let appended = self.chain.append(self.tx, self.keyring, body)?;
+        self.audit.push(appended);
+        Ok(())
+    }
+
+    fn record(&mut self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
+        self.append(RecordBody::of(&to_record(event)))
+    }
+}
+
 /// One request's writes inside the batch's transaction.
 fn run_command(
-    tx: &Transaction<'_>,
-    keyring: &Keyring,
+    step: &mut Step<'_, '_>,
     state: &mut WriterState<'_>,
     generation: i64,
     command: &Command,
-    audit: &mut Vec<AppendedRecord>,
 ) -> Result<Answer, StoreError> {
     match command {
-        Command::Intake(req) => {
-            intake_one(tx, keyring, state, generation, req, audit).map(Answer::Intake)
-        }
+        Command::Intake(req) => intake_one(step, state, generation, req).map(Answer::Intake),
         Command::Quarantine(req) => {
-            quarantine_one(tx, keyring, state.cache, generation, req, audit).map(Answer::Quarantine)
+            quarantine_one(step, state.cache, generation, req).map(Answer::Quarantine)
         }
-        Command::Probe(_) => probe(tx).map(|()| Answer::Probe),
-        Command::Audit(record, _) => crate::audit::append(tx, keyring, record)
-            .map(|appended| {
-                audit.push(appended);
-                Answer::Probe
-            })
-            .map_err(StoreError::from),
-        Command::Apply(write, _) => write(tx, keyring).and_then(|record| {
-            if let Some(record) = record {
-                audit.push(crate::audit::append(tx, keyring, &record)?);
+        Command::Probe(_) => probe(step.tx).map(|()| Answer::Probe),
+        Command::Audit(record, _) => step.append(RecordBody::of(record)).map(|()| Answer::Probe),
+        Command::Apply(write, _) => {
+            // Another stage's write may append to the chain itself: read the head again.
+            step.chain.forget();
+            let record = write(step.tx, step.keyring);
+            step.chain.forget();
+            if let Some(record) = record? {
+                step.append(RecordBody::of(&record))?;
             }
             Ok(Answer::Probe)
-        }),
+        }
     }
 }
 
 fn intake_one(
-    tx: &Transaction<'_>,
-    keyring: &Keyring,
+    step: &mut Step<'_, '_>,
     state: &mut WriterState<'_>,
     generation: i64,
     req: &IntakeRequest,
-    audit_out: &mut Vec<AppendedRecord>,
 ) -> Result<IntakeOutcome, StoreError> {
+    let (tx, keyring) = (step.tx, step.keyring);
     let input = &req.input;
     let p = &req.prepared.delivery;
     let source = input.source.as_str();
@@ -562,7 +665,7 @@ fn intake_one(
         .optional()?;
     if let Some(first) = first {
         let outcome = IntakeOutcome::Duplicate { delivery_id: first };
-        audit_out.push(record_audit(tx, keyring, &intake_event(&facts, &outcome))?);
+        step.record(&intake_event(&facts, &outcome))?;
         return Ok(outcome);
     }
 
@@ -573,9 +676,13 @@ fn intake_one(
     }
     // Sealed on the request task under the published key, unless the writer's key for the
     // period has changed since (day boundary, `keys rotate`, first delivery after start).
-    let sealed = match &req.prepared.sealed {
-        Some((k, sealed)) if *k == key_id => Cow::Borrowed(sealed),
-        _ => Cow::Owned(p.seal(&key, key_id, source)?),
+    let prepared = match &req.prepared.sealed {
+        Some((k, sealed, record)) if *k == key_id => Some((sealed, record)),
+        _ => None,
+    };
+    let sealed = match prepared {
+        Some((sealed, _)) => Cow::Borrowed(sealed),
+        None => Cow::Owned(p.seal(&key, key_id, source)?),
     };
     tx.prepare_cached(
         "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
@@ -609,22 +716,26 @@ fn intake_one(
     let outcome = IntakeOutcome::Accepted {
         delivery_id: id.to_owned(),
     };
-    let facts = IntakeFacts {
-        key_id: Some(key_id),
-        ..facts
-    };
-    audit_out.push(record_audit(tx, keyring, &intake_event(&facts, &outcome))?);
+    match prepared {
+        Some((_, record)) => step.append(record.clone())?,
+        None => step.record(&intake_event(
+            &IntakeFacts {
+                key_id: Some(key_id),
+                ..facts
+            },
+            &outcome,
+        ))?,
+    }
     Ok(outcome)
 }
 
 fn quarantine_one(
-    tx: &Transaction<'_>,
-    keyring: &Keyring,
+    step: &mut Step<'_, '_>,
     cache: &mut WriteKeyCache,
     generation: i64,
     req: &QuarantineRequest,
-    audit_out: &mut Vec<AppendedRecord>,
 ) -> Result<QuarantineId, StoreError> {
+    let (tx, keyring) = (step.tx, step.keyring);
     let input = &req.input;
     let source = input.source.as_str();
     let body_index = quarantine_body_index(keyring, &input.body);
@@ -655,8 +766,7 @@ fn quarantine_one(
         sealed.ciphertext,
         body_index
     ])?;
-    let ev = quarantined_event(input, &id, req.reason_code, key_id);
-    audit_out.push(record_audit(tx, keyring, &ev)?);
+    step.record(&quarantined_event(input, &id, req.reason_code, key_id))?;
     Ok(QuarantineId(id))
 }
 
