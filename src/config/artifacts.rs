@@ -300,3 +300,78 @@ pub(super) fn check(
         sources: out,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(toml_src: &str) -> ArtifactsSection {
+        toml::from_str(toml_src).expect("toml")
+    }
+
+    fn sources() -> Vec<(String, String)> {
+        vec![
+            ("twilio".into(), "twilio".into()),
+            ("custom".into(), "generic".into()),
+        ]
+    }
+
+    #[test]
+    fn presets_give_default_fields_and_every_problem_has_its_key_path() {
+        let ok = section(
+            r#"
+            dir = "art"
+            [[sources]]
+            source = "twilio"
+            allow_hosts = ["api.twilio.com"]
+            "#,
+        );
+        let mut problems = Vec::new();
+        let settings = check(&ok, &sources(), Path::new("/base"), &mut |p, m| {
+            problems.push((p, m))
+        })
+        .expect("valid");
+        assert!(problems.is_empty());
+        assert_eq!(settings.dir, Path::new("/base/art"));
+        assert_eq!(settings.sources[0].fields, ["RecordingUrl"]);
+        assert!(!settings.sources[0].delete_at_vendor, "off by default");
+
+        let bad = section(
+            r#"
+            dir = "art"
+            max_bytes = 0
+            [[sources]]
+            source = "nobody"
+            allow_hosts = ["x"]
+            [[sources]]
+            source = "custom"
+            allow_hosts = []
+            [[sources]]
+            source = "twilio"
+            fields = ["Recording Url"]
+            allow_hosts = ["api.twilio.com"]
+            auth = { type = "basic", username = "env:WARDHOOK_ARTIFACT_TEST_UNSET", password = "plain" }
+            "#,
+        );
+        let mut problems = Vec::new();
+        assert!(check(&bad, &sources(), Path::new("/base"), &mut |p, m| {
+            problems.push((p, m))
+        })
+        .is_none());
+        let paths: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
+        for expected in [
+            "artifacts.max_bytes",
+            "artifacts.sources[0].source",
+            "artifacts.sources[1].fields",
+            "artifacts.sources[1].allow_hosts",
+            "artifacts.sources[2].fields[0]",
+            "artifacts.sources[2].auth.username",
+            "artifacts.sources[2].auth.password",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+    }
+}
