@@ -44,6 +44,7 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
     if let Some(s) = session {
         let mut links = vec![
             ("/", "Overview"),
+            ("/calls", "Find a call"),
             ("/deliveries", "Deliveries"),
             ("/dead-letters", "Dead letters"),
             ("/quarantine", "Quarantine"),

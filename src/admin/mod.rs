@@ -20,6 +20,7 @@
 
 mod api;
 pub mod auth;
+mod calls;
 mod charts;
 pub mod cli;
 mod export;
@@ -269,6 +270,7 @@ impl AdminServer {
                         )),
                 )
                 .configure(api::routes)
+                .configure(calls::routes)
                 .configure(pages::routes)
         })
         .disable_signals()

@@ -358,6 +358,8 @@ string_enum! {
         TokenCreated => "token_created",
         /// An admin console token was revoked.
         TokenRevoked => "token_revoked",
+        /// A console search for calls, or one call's timeline (the call only as its blind index).
+        CallsSearched => "calls_searched",
     }
 }
 

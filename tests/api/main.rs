@@ -2,6 +2,7 @@
 
 mod adapters_flow;
 mod admin;
+mod admin_calls;
 mod admin_export;
 mod audit_cli;
 mod browser;

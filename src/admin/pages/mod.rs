@@ -16,6 +16,7 @@ macro_rules! or_return {
 }
 
 mod audit;
+mod calls;
 mod dead_letters;
 mod deliveries;
 mod delivery;
@@ -32,6 +33,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(sign_in::login))
         .route("/logout", web::post().to(sign_in::logout))
         .route("/", web::get().to(overview::overview))
+        .route("/calls", web::get().to(calls::calls_page))
+        .route("/calls", web::post().to(calls::calls_search))
         .route("/deliveries", web::get().to(deliveries::deliveries))
         .route("/deliveries/{id}", web::get().to(delivery::delivery))
         .route("/deliveries/{id}/reveal", web::post().to(delivery::reveal))
