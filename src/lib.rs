@@ -61,7 +61,8 @@
 //! language), `tls` (the listeners' rustls configuration), `fsutil` (every file holding
 //! records, payloads or keys is created `0600` through it), `telemetry` (operational logs
 //! without payload data), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
-//! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
+//! the path: [`admin`] (the operator console on its own listener: API, dashboard — find a call,
+//! bulk actions, per-source and per-handler charts — and `/metrics`)
 //! and [`metrics`] (counters and histograms the stages update).
 //!
 //! The public modules are what the binaries, the fuzz targets and the integration tests use;

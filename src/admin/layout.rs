@@ -48,7 +48,11 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
             ("/deliveries", "Deliveries"),
             ("/dead-letters", "Dead letters"),
             ("/quarantine", "Quarantine"),
+            ("/activity", "Sources and handlers"),
         ];
+        if s.principal.role.allows(Permission::Requeue) {
+            links.push(("/bulk", "Bulk actions"));
+        }
         if s.principal.role.allows(Permission::ReadAudit) {
             links.push(("/audit", "Audit"));
         }
@@ -77,8 +81,9 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{t} · wardhook</title><link rel=\"stylesheet\" href=\"/assets/style.css\">\
-         </head><body><header><span class=\"brand\">wardhook</span>{nav}{who}</header>\
-         <main><h1>{t}</h1>{body}</main></body></html>",
+         </head><body><a class=\"skip\" href=\"#main\">Skip to the content</a>\
+         <header><span class=\"brand\">wardhook</span>{nav}{who}</header>\
+         <main id=\"main\" tabindex=\"-1\"><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
     )
 }
@@ -164,8 +169,7 @@ pub(super) fn api_error_page(e: &ApiError, session: Option<&Session>) -> HttpRes
     error_page(status, session, msg)
 }
 
-/// The signed-in session, or a redirect to the sign-in page. Revoked or expired tokens end
-
+/// The embedded stylesheet.
 pub(super) async fn style() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")

@@ -360,6 +360,8 @@ string_enum! {
         TokenRevoked => "token_revoked",
         /// A console search for calls, or one call's timeline (the call only as its blind index).
         CallsSearched => "calls_searched",
+        /// A bulk retry or replay by filter: one record naming the filter and the count.
+        BulkRequeued => "bulk_requeued",
     }
 }
 

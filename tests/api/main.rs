@@ -2,10 +2,13 @@
 
 mod adapters_flow;
 mod admin;
+mod admin_bulk;
 mod admin_calls;
 mod admin_export;
 mod audit_cli;
+mod axe;
 mod browser;
+mod browser_console;
 mod canary;
 mod cli_send;
 mod config_table;

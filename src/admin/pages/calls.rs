@@ -63,7 +63,7 @@ fn select(name: &str, label: &str, options: &[String], chosen: &str) -> String {
     let mut opts = String::from("<option value=\"\">any</option>");
     for o in options {
         let sel = if o == chosen { " selected" } else { "" };
-        let _ = write!(opts, "<option{sel}>{}</option>", esc(o));
+        let _ = write!(opts, "<option value=\"{o}\"{sel}>{o}</option>", o = esc(o));
     }
     format!("<label for=\"f-{name}\">{label}<select id=\"f-{name}\" name=\"{name}\">{opts}</select></label>")
 }
