@@ -35,22 +35,24 @@ async fn an_admin_finds_a_call_and_bulk_retries_a_handlers_dead_letters_on(db: D
     };
     b.backend = db;
 
-    // Keyboard: the first Tab reaches the skip link, with a visible focus ring.
     b.goto(&admin_url(&app, "/login")).await;
     b.axe("sign-in").await;
+    b.sign_in(&app, &admin).await;
+    b.axe("overview").await;
+
+    // Keyboard: the first Tab on a page reaches the skip link, with a visible focus ring.
+    b.eval("document.activeElement.blur(); return true;").await;
     b.tab().await;
     let focused = b
         .eval(
             "const e = document.activeElement; const s = getComputedStyle(e); \
-             return [e.className, e.textContent, s.outlineStyle, s.outlineWidth];",
+             return [e.className, e.textContent, s.outlineStyle, s.outlineWidth, e.tagName];",
         )
         .await;
     assert_eq!(focused[0], "skip", "{focused}");
     assert_eq!(focused[1], "Skip to the content");
     assert_ne!(focused[2], "none", "a visible focus ring: {focused}");
     assert_eq!(focused[3], "3px");
-    b.sign_in(&app, &admin).await;
-    b.axe("overview").await;
 
     // Find a call by its id and read its timeline.
     b.goto(&admin_url(&app, "/calls")).await;
