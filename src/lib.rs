@@ -81,7 +81,8 @@
 //! [`artifacts`] captures the call recordings and transcripts senders only link to, as the
 //! built-in `capture` job of a route (`docs/ARTIFACTS.md`); their rows live in
 //! `store::artifacts`. Beside
-//! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
+//! the path: [`admin`] (the operator console on its own listener: API, dashboard — find a call,
+//! bulk actions, per-source and per-handler charts — and `/metrics`)
 //! and [`metrics`] (counters and histograms the stages update).
 //!
 //! The public modules are what the binaries, the fuzz targets and the integration tests use;

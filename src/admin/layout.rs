@@ -56,10 +56,15 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
     if let Some(s) = session {
         let mut links = vec![
             ("/", "Overview"),
+            ("/calls", "Find a call"),
             ("/deliveries", "Deliveries"),
             ("/dead-letters", "Dead letters"),
             ("/quarantine", "Quarantine"),
+            ("/activity", "Sources and handlers"),
         ];
+        if s.principal.role.allows(Permission::Requeue) {
+            links.push(("/bulk", "Bulk actions"));
+        }
         if s.principal.role.allows(Permission::ReadAudit) {
             links.push(("/audit", "Audit"));
         }
@@ -85,8 +90,9 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{t} · wardhook</title><link rel=\"stylesheet\" href=\"/assets/style.css\">\
-         </head><body><header><span class=\"brand\">wardhook</span>{nav}{who}</header>\
-         <main><h1>{t}</h1>{body}</main></body></html>",
+         </head><body><a class=\"skip\" href=\"#main\">Skip to the content</a>\
+         <header><span class=\"brand\">wardhook</span>{nav}{who}</header>\
+         <main id=\"main\" tabindex=\"-1\"><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
     )
 }
@@ -172,6 +178,7 @@ pub(super) fn api_error_page(e: &ApiError, session: Option<&Session>) -> HttpRes
     error_page(status, session, msg)
 }
 
+/// The embedded stylesheet.
 pub(super) async fn style() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")

@@ -17,15 +17,22 @@
 //! - `pages`: the dashboard, one file per page (no CDN, no scripts); `layout`: the frame and
 //!   helpers they share (escaping, badges, error pages, the embedded CSS); `charts`: inline SVG.
 //! - `health`: per-source and per-handler success rates and latency over the last 24 h.
+//! - `calls`: "find a call" and the call timeline; `bulk`: retry or replay by filter, counted
+//!   first, recorded once, run in batches; `activity` and `timecharts`: the per-source and
+//!   per-handler pages' numbers (24 h and 7 days, from stored data) and their SVG charts.
 
+mod activity;
 mod api;
 pub mod auth;
+mod bulk;
+mod calls;
 mod charts;
 pub mod cli;
 mod export;
 mod health;
 mod layout;
 mod pages;
+mod timecharts;
 pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -269,6 +276,9 @@ impl AdminServer {
                         )),
                 )
                 .configure(api::routes)
+                .configure(calls::routes)
+                .configure(bulk::routes)
+                .configure(activity::routes)
                 .configure(pages::routes)
         })
         .disable_signals()

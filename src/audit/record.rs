@@ -367,6 +367,10 @@ string_enum! {
         ArtifactCaptured => "artifact_captured",
         /// A captured artifact was deleted at the vendor after its capture was verified.
         ArtifactDeletedAtVendor => "artifact_deleted_at_vendor",
+        /// A console search for calls, or one call's timeline (the call only as its blind index).
+        CallsSearched => "calls_searched",
+        /// A bulk retry or replay by filter: one record naming the filter and the count.
+        BulkRequeued => "bulk_requeued",
     }
 }
 

@@ -1042,4 +1042,5 @@ both_backends!(
     audit_reads_search_verify_and_export_every_nodes_records,
 );
 
+mod console_bulk;
 mod console_calls;

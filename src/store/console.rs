@@ -303,4 +303,31 @@ pub trait Console: Send + Sync {
         &self,
         query: super::console_calls::CallQuery,
     ) -> StoreFuture<'_, super::console_calls::CallSearch>;
+
+    /// How many jobs `filter` matches now (every node's on PostgreSQL), a sample, and the
+    /// highest job id counted. See [`super::console_bulk`].
+    fn bulk_match(
+        &self,
+        filter: super::console_bulk::BulkFilter,
+    ) -> StoreFuture<'_, super::console_bulk::BulkMatch>;
+
+    /// Re-queue, in one transaction, up to `batch` (clamped) jobs matching `filter` whose id is
+    /// above `after` and at most `through`; the caller records the bulk action once.
+    fn bulk_requeue(
+        &self,
+        filter: super::console_bulk::BulkFilter,
+        after: i64,
+        through: i64,
+        batch: usize,
+    ) -> StoreFuture<'_, super::console_bulk::BulkStep>;
+
+    /// Handler attempts started since `since` (at most
+    /// [`super::console_bulk::MAX_ATTEMPT_POINTS`]), of one handler and/or one source's
+    /// deliveries when given, oldest first.
+    fn attempt_points(
+        &self,
+        since: DateTime<Utc>,
+        handler: Option<String>,
+        source: Option<String>,
+    ) -> StoreFuture<'_, Vec<super::console_bulk::AttemptPoint>>;
 }

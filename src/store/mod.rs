@@ -27,6 +27,7 @@ pub mod artifacts;
 mod audit_hook;
 pub mod backend;
 pub mod console;
+pub mod console_bulk;
 pub mod console_calls;
 pub mod jobs;
 pub mod maintenance;

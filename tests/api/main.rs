@@ -3,6 +3,8 @@
 mod access_log;
 mod adapters_flow;
 mod admin;
+mod admin_bulk;
+mod admin_calls;
 mod admin_export;
 mod artifacts;
 mod audit_cli;
@@ -10,7 +12,9 @@ mod audit_forward;
 mod audit_forward_fhir;
 mod audit_forward_mtls;
 mod audit_forward_rsyslog;
+mod axe;
 mod browser;
+mod browser_console;
 mod canary;
 mod cli_send;
 mod config_table;

@@ -15,7 +15,10 @@ macro_rules! or_return {
     };
 }
 
+mod activity;
 mod audit;
+mod bulk;
+mod calls;
 mod dead_letters;
 mod deliveries;
 mod delivery;
@@ -32,6 +35,15 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(sign_in::login))
         .route("/logout", web::post().to(sign_in::logout))
         .route("/", web::get().to(overview::overview))
+        .route("/calls", web::get().to(calls::calls_page))
+        .route("/calls", web::post().to(calls::calls_search))
+        .route("/bulk", web::get().to(bulk::bulk_page))
+        .route("/bulk/preview", web::post().to(bulk::bulk_preview))
+        .route("/bulk/run", web::post().to(bulk::bulk_run))
+        .route("/bulk/runs/{id}", web::get().to(bulk::bulk_progress))
+        .route("/activity", web::get().to(activity::index))
+        .route("/sources/{name}", web::get().to(activity::source))
+        .route("/handlers/{name}", web::get().to(activity::handler))
         .route("/deliveries", web::get().to(deliveries::deliveries))
         .route("/deliveries/{id}", web::get().to(delivery::delivery))
         .route("/deliveries/{id}/reveal", web::post().to(delivery::reveal))

@@ -9,7 +9,7 @@ use super::guard::page_guard;
 use crate::admin::api;
 use crate::admin::auth::Permission;
 use crate::admin::charts::{hourly_latency, hourly_rate, sparkline};
-use crate::admin::layout::{api_error_page, badge, esc, html, page, rate_text};
+use crate::admin::layout::{api_error_page, badge, esc, html, page, qv, rate_text};
 use crate::admin::Console;
 
 pub(super) async fn overview(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
@@ -47,7 +47,11 @@ pub(super) async fn overview(console: web::Data<Console>, req: HttpRequest) -> H
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num hide-narrow\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>\
              <td class=\"num hide-narrow\">{}</td></tr>",
-            esc(&src.name),
+            format!(
+                "<a href=\"/sources/{}\">{}</a>",
+                qv(&src.name),
+                esc(&src.name)
+            ),
             src.accepted,
             src.duplicate,
             src.quarantined,
@@ -91,7 +95,11 @@ pub(super) async fn overview(console: web::Data<Console>, req: HttpRequest) -> H
             b,
             "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td class=\"hide-narrow\">{}</td><td>{}</td><td class=\"num hide-narrow\">{}</td><td class=\"num\">{}</td></tr>",
-            esc(&hd.name),
+            format!(
+                "<a href=\"/handlers/{}\">{}</a>",
+                qv(&hd.name),
+                esc(&hd.name)
+            ),
             hd.attempts,
             rate_text(hd.success_rate),
             sparkline(

@@ -12,6 +12,7 @@ use crate::store::console::{
     audit_filter, AuditCheck, AuditCursor, AuditPageRow, Console, DeliveryJob, DeliveryMeta,
     HealthData, RevokeRecord, StoredToken, TokenInfo, TokenInsert,
 };
+use crate::store::console_bulk::{AttemptPoint, BulkFilter, BulkMatch, BulkStep};
 use crate::store::console_calls::{CallQuery, CallSearch};
 use crate::store::{StoreError, StoreFuture};
 
@@ -102,5 +103,42 @@ impl Console for PgStore {
 
     fn find_calls(&self, query: CallQuery) -> StoreFuture<'_, CallSearch> {
         Box::pin(async move { self.track(super::console_calls::find_calls(self, &query).await) })
+    }
+
+    fn bulk_match(&self, filter: BulkFilter) -> StoreFuture<'_, BulkMatch> {
+        Box::pin(async move { self.track(super::console_bulk::bulk_match(self, &filter).await) })
+    }
+
+    fn bulk_requeue(
+        &self,
+        filter: BulkFilter,
+        after: i64,
+        through: i64,
+        batch: usize,
+    ) -> StoreFuture<'_, BulkStep> {
+        Box::pin(async move {
+            self.track(
+                super::console_bulk::bulk_requeue(self, &filter, after, through, batch).await,
+            )
+        })
+    }
+
+    fn attempt_points(
+        &self,
+        since: DateTime<Utc>,
+        handler: Option<String>,
+        source: Option<String>,
+    ) -> StoreFuture<'_, Vec<AttemptPoint>> {
+        Box::pin(async move {
+            self.track(
+                super::console_bulk::attempt_points(
+                    self,
+                    since,
+                    handler.as_deref(),
+                    source.as_deref(),
+                )
+                .await,
+            )
+        })
     }
 }

@@ -29,6 +29,7 @@ mod audit_chain;
 mod committer;
 mod console;
 mod console_audit;
+mod console_bulk;
 mod console_calls;
 mod dead;
 mod diagnose;

@@ -14,6 +14,7 @@ use crate::store::console::{
     audit_filter, AuditCheck, AuditCursor, AuditPageRow, Console, DeliveryJob, DeliveryMeta,
     HealthData, RevokeRecord, StoredToken, TokenInfo, TokenInsert,
 };
+use crate::store::console_bulk::{AttemptPoint, BulkFilter, BulkMatch, BulkStep};
 use crate::store::console_calls::{CallQuery, CallSearch};
 use crate::store::{Store, StoreFuture};
 
@@ -117,5 +118,32 @@ impl Console for Store {
 
     fn find_calls(&self, query: CallQuery) -> StoreFuture<'_, CallSearch> {
         blocking(self, move |s| super::console_calls::find_calls(s, &query))
+    }
+
+    fn bulk_match(&self, filter: BulkFilter) -> StoreFuture<'_, BulkMatch> {
+        blocking(self, move |s| super::console_bulk::bulk_match(s, &filter))
+    }
+
+    fn bulk_requeue(
+        &self,
+        filter: BulkFilter,
+        after: i64,
+        through: i64,
+        batch: usize,
+    ) -> StoreFuture<'_, BulkStep> {
+        blocking(self, move |s| {
+            super::console_bulk::bulk_requeue(s, &filter, after, through, batch)
+        })
+    }
+
+    fn attempt_points(
+        &self,
+        since: DateTime<Utc>,
+        handler: Option<String>,
+        source: Option<String>,
+    ) -> StoreFuture<'_, Vec<AttemptPoint>> {
+        blocking(self, move |s| {
+            super::console_bulk::attempt_points(s, since, handler.as_deref(), source.as_deref())
+        })
     }
 }

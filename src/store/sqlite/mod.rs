@@ -24,6 +24,7 @@ pub mod audit_log;
 mod backup;
 mod console;
 mod console_audit;
+mod console_bulk;
 mod console_calls;
 pub mod emergency;
 pub mod forward;

@@ -1,0 +1,276 @@
+//! "Find a call" and the call timeline, for the API and the dashboard alike.
+//!
+//! An operator asks "what happened to this call?": the search finds deliveries by call id (the
+//! store compares only its blind index), source, event type, status, handler and time, a page
+//! at a time; the timeline puts one call's events, job attempts and audit records in time
+//! order. Nothing is decrypted, so every role sees the same metadata it sees elsewhere; audit
+//! records appear only for roles that may read the audit log. Each search and each timeline is
+//! one `calls_searched` audit record carrying the call's blind index, never the id.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::api::{self, AuditQuery};
+use super::auth::{Permission, Principal};
+use super::{ApiError, Console};
+use crate::audit::commands::parse_time;
+use crate::audit::{Action, Actor, AuditRecord, CallRef, Code, DetailKey, Outcome};
+use crate::store::console_calls::{CallQuery, CallSearch, FoundDelivery, MAX_CALL_PAGE};
+
+/// Results per page when the caller does not say.
+const DEFAULT_PER_PAGE: usize = 50;
+/// The most audit records a timeline shows.
+const TIMELINE_AUDIT_RECORDS: usize = 1000;
+/// The longest call id accepted (sender ids are far shorter).
+const MAX_CALL_ID: usize = 256;
+
+/// A search as the API and the dashboard form send it. Empty strings mean "any".
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub(super) struct CallSearchForm {
+    pub call_id: Option<String>,
+    pub source: Option<String>,
+    pub event_type: Option<String>,
+    pub status: Option<String>,
+    pub handler: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// 1-based.
+    pub page: Option<usize>,
+    pub per_page: Option<usize>,
+}
+
+fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+impl CallSearchForm {
+    /// The store query: times parsed, page size and depth clamped.
+    pub(super) fn query(&self) -> Result<CallQuery, ApiError> {
+        let time = |t: &Option<String>| {
+            given(t)
+                .map(|t| parse_time(&t))
+                .transpose()
+                .map_err(|_| ApiError::BadRequest("since/until: RFC 3339 or YYYY-MM-DD"))
+        };
+        let call_id = given(&self.call_id);
+        if call_id.as_ref().is_some_and(|c| c.len() > MAX_CALL_ID) {
+            return Err(ApiError::BadRequest("call_id is too long"));
+        }
+        let per_page = self
+            .per_page
+            .unwrap_or(DEFAULT_PER_PAGE)
+            .clamp(1, MAX_CALL_PAGE);
+        let page = self.page.unwrap_or(1).clamp(1, 10_000);
+        Ok(CallQuery {
+            call_id,
+            source: given(&self.source),
+            event_type: given(&self.event_type),
+            status: given(&self.status),
+            handler: given(&self.handler),
+            since: time(&self.since)?,
+            until: time(&self.until)?,
+            limit: per_page,
+            offset: (page - 1).saturating_mul(per_page),
+        })
+    }
+
+    pub(super) fn page(&self) -> usize {
+        self.page.unwrap_or(1).clamp(1, 10_000)
+    }
+}
+
+/// Record a search or a timeline: who, which call (blind index), which filters, how many.
+async fn record_search(
+    console: &Console,
+    p: &Principal,
+    query: &CallQuery,
+    call_ref: Option<&str>,
+    kind: &str,
+    count: usize,
+) -> Result<(), ApiError> {
+    let actor = Actor::admin_token(&p.token_id).unwrap_or(Actor::System);
+    let mut r = AuditRecord::new(actor, Action::CallsSearched, Outcome::Success);
+    r.call_ref = call_ref.and_then(|c| CallRef::parse(c).ok());
+    // Filters are names from config or fixed words; anything else is left out, not recorded.
+    r.source = query.source.as_deref().and_then(|s| Code::parse(s).ok());
+    for (key, value) in [
+        (DetailKey::Handler, &query.handler),
+        (DetailKey::EventType, &query.event_type),
+        (DetailKey::Status, &query.status),
+    ] {
+        if let Some(c) = value.as_deref().and_then(|v| Code::parse(v).ok()) {
+            r.detail.insert(key, c);
+        }
+    }
+    r.detail
+        .insert(DetailKey::Count, i64::try_from(count).unwrap_or(i64::MAX));
+    if let Ok(k) = Code::parse(kind) {
+        r.detail.insert(DetailKey::ObjectKind, k);
+    }
+    if let Ok(v) = Code::parse("admin_api") {
+        r.detail.insert(DetailKey::Via, v);
+    }
+    console.append_audit(r).await
+}
+
+/// One page of deliveries matching `form`, audited.
+pub(super) async fn search_for(
+    console: &Console,
+    p: &Principal,
+    form: &CallSearchForm,
+) -> Result<Vec<FoundDelivery>, ApiError> {
+    let query = form.query()?;
+    let CallSearch {
+        call_ref,
+        deliveries,
+    } = console.store.console().find_calls(query.clone()).await?;
+    record_search(
+        console,
+        p,
+        &query,
+        call_ref.as_deref(),
+        "search",
+        deliveries.len(),
+    )
+    .await?;
+    Ok(deliveries)
+}
+
+/// One line of a call's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct TimelineEntry {
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// `event`, `attempt` or `audit`.
+    pub kind: &'static str,
+    /// The delivery it belongs to, if any.
+    pub delivery_id: Option<String>,
+    /// What happened: the event type, the handler, or the audit action.
+    pub what: String,
+    /// Its status or result word.
+    pub status: String,
+    /// Further facts (HTTP status, latency, error class, actor), no payload.
+    pub note: String,
+}
+
+/// Every event of the call `call_id`, its jobs' attempts and (for roles that read the audit
+/// log) its audit records, oldest first. Audited.
+pub(super) async fn timeline_for(
+    console: &Console,
+    p: &Principal,
+    call_id: &str,
+) -> Result<Vec<TimelineEntry>, ApiError> {
+    let call_id = call_id.trim();
+    if call_id.is_empty() || call_id.len() > MAX_CALL_ID {
+        return Err(ApiError::BadRequest("call_id is required"));
+    }
+    let query = CallQuery {
+        call_id: Some(call_id.to_owned()),
+        limit: MAX_CALL_PAGE,
+        ..CallQuery::default()
+    };
+    let found = console.store.console().find_calls(query.clone()).await?;
+    let mut entries = Vec::new();
+    for d in &found.deliveries {
+        entries.push(TimelineEntry {
+            at: d.meta.received_at.clone(),
+            kind: "event",
+            delivery_id: Some(d.meta.id.clone()),
+            what: d.meta.event_type.clone(),
+            status: d.meta.status.clone(),
+            note: format!("from {}", d.meta.source),
+        });
+        for job in console
+            .store
+            .console()
+            .delivery_jobs(d.meta.id.clone())
+            .await?
+        {
+            for a in console.store.job_attempts(job.job_id).await? {
+                let mut note = format!("attempt {} · {} ms", a.attempt, a.latency_ms);
+                if let Some(s) = a.http_status {
+                    note.push_str(&format!(" · HTTP {s}"));
+                }
+                if let Some(e) = &a.error {
+                    note.push_str(&format!(" · {e}"));
+                }
+                entries.push(TimelineEntry {
+                    at: a.started_at.clone(),
+                    kind: "attempt",
+                    delivery_id: Some(d.meta.id.clone()),
+                    what: job.handler.clone(),
+                    status: a.result.clone(),
+                    note,
+                });
+            }
+        }
+    }
+    if p.role.allows(Permission::ReadAudit) {
+        let q = AuditQuery {
+            call_id: Some(call_id.to_owned()),
+            limit: Some(TIMELINE_AUDIT_RECORDS),
+            ..AuditQuery::default()
+        };
+        for r in api::search_records(console, &q).await? {
+            entries.push(TimelineEntry {
+                at: r.ts.clone(),
+                kind: "audit",
+                delivery_id: r.delivery_id.clone(),
+                what: r.action.clone(),
+                status: r.outcome.clone(),
+                note: r.actor.clone(),
+            });
+        }
+    }
+    entries.sort_by(|a, b| a.at.cmp(&b.at));
+    record_search(
+        console,
+        p,
+        &query,
+        found.call_ref.as_deref(),
+        "timeline",
+        entries.len(),
+    )
+    .await?;
+    Ok(entries)
+}
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/calls/search", web::post().to(search))
+        .route("/api/calls/timeline", web::post().to(timeline));
+}
+
+/// `POST /api/calls/search` (JSON body: the call id stays out of URLs and access logs).
+async fn search(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    form: web::Json<CallSearchForm>,
+) -> Result<HttpResponse, ApiError> {
+    let p = api::guard(&console, &req, Permission::ReadMetadata, ("delivery", None)).await?;
+    let deliveries = search_for(&console, &p, &form).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "page": form.page(),
+        "per_page": form.query()?.limit,
+        "deliveries": deliveries,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TimelineBody {
+    call_id: String,
+}
+
+/// `POST /api/calls/timeline` with `{"call_id": "…"}`.
+async fn timeline(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    body: web::Json<TimelineBody>,
+) -> Result<HttpResponse, ApiError> {
+    let p = api::guard(&console, &req, Permission::ReadMetadata, ("delivery", None)).await?;
+    let entries = timeline_for(&console, &p, &body.call_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
+}

@@ -1,0 +1,138 @@
+//! "Find a call" over the console API, on both backends: a call found by its id (compared only
+//! through its blind index) and by handler and status, its timeline in time order with audit
+//! records only for roles that read the audit log, page sizes clamped, and every search and
+//! timeline one `calls_searched` record that never holds the call id itself.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use wardhook::admin::Role;
+
+use crate::admin::{
+    admin_url, app_with_a_dead_letter, audit_rows, call, create_token, deliver_to, drain, Db,
+};
+use crate::helpers::*;
+
+async fn post_json(app: &TestApp, token: Option<&str>, path: &str, body: Value) -> (u16, Value) {
+    let mut req = app.client().post(admin_url(app, path)).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn a_call_is_found_by_its_id_and_its_timeline_reads_in_order_on(db: Db) {
+    let Some((app, _crm, dead_id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
+    assert_eq!(deliver_to(&app, "demo", "call-someone-else").await.0, 200);
+    drain(&app).await;
+    let (operator, _) = create_token(&app, "ops", Role::Operator);
+    let (auditor, _) = create_token(&app, "aud", Role::Auditor);
+
+    let (status, _) = post_json(&app, None, "/api/calls/search", json!({})).await;
+    assert_eq!(status, 401);
+
+    let (status, v) = post_json(
+        &app,
+        Some(&operator),
+        "/api/calls/search",
+        json!({ "call_id": "call-admin-1" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let found = v["deliveries"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{v}");
+    assert_eq!(found[0]["id"], dead_id.as_str());
+    assert_eq!(found[0]["dead"], 1);
+
+    let (_, v) = post_json(
+        &app,
+        Some(&operator),
+        "/api/calls/search",
+        json!({ "handler": "crm", "status": "dead", "per_page": 100000 }),
+    )
+    .await;
+    assert_eq!(v["per_page"], 200, "the page size is clamped");
+    let ids: Vec<&str> = v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![dead_id.as_str()],
+        "only the dead letter's delivery"
+    );
+
+    let (status, _) = post_json(
+        &app,
+        Some(&operator),
+        "/api/calls/search",
+        json!({ "since": "last tuesday" }),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // The operator's timeline: the event and its attempt, no audit records.
+    let (status, v) = post_json(
+        &app,
+        Some(&operator),
+        "/api/calls/timeline",
+        json!({ "call_id": "call-admin-1" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let entries = v["entries"].as_array().unwrap();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["event", "attempt"], "{v}");
+    assert_eq!(entries[1]["what"], "crm");
+    assert_eq!(entries[1]["status"], "permanent");
+
+    // The auditor's also has the call's audit records, all in time order.
+    let (_, v) = post_json(
+        &app,
+        Some(&auditor),
+        "/api/calls/timeline",
+        json!({ "call_id": "call-admin-1" }),
+    )
+    .await;
+    let entries = v["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["kind"] == "audit" && e["what"] == "delivery_accepted"),
+        "{v}"
+    );
+    let times: Vec<&str> = entries.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "oldest first");
+
+    // Every search and timeline is on record, by its blind index only.
+    let searched = audit_rows(&app, "calls_searched").await;
+    assert_eq!(
+        searched.len(),
+        4,
+        "two searches and two timelines: {searched:?}"
+    );
+    assert!(searched.iter().any(|(_, _, d)| d.contains("timeline")));
+    let (status, export) = call(&app, Some(&auditor), "GET", "/api/audit/export").await;
+    assert_eq!(status, 200);
+    assert!(export.contains("calls_searched"));
+    assert!(
+        !export.contains("call-admin-1"),
+        "the call id itself is never recorded"
+    );
+}
+
+crate::on_both_backends! {
+    a_call_is_found_by_its_id_and_its_timeline_reads_in_order_on =>
+        a_call_is_found_by_its_id_and_its_timeline_reads_in_order,
+        a_call_is_found_by_its_id_and_its_timeline_reads_in_order_on_postgres;
+}
