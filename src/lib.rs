@@ -73,7 +73,9 @@
 //! records, payloads or keys is created `0600` through it), [`telemetry`] (operational logs
 //! without payload data, one cheap access line per request, and the optional OTLP traces of
 //! deliveries), `dev` (the first-run setup) and [`cli`] (the binary's edge). Beside
-//! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
+//! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener),
+//! [`alerts`] (built-in alert rules evaluated beside the path: they open, show on every console
+//! page, are acknowledged and resolve themselves, audited and sent to configured notifiers)
 //! and [`metrics`] (counters and histograms the stages update).
 //!
 //! The public modules are what the binaries, the fuzz targets and the integration tests use;
@@ -81,6 +83,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod artifacts;
 pub mod audit;

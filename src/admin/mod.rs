@@ -17,7 +17,10 @@
 //! - `pages`: the dashboard, one file per page (no CDN, no scripts); `layout`: the frame and
 //!   helpers they share (escaping, badges, error pages, the embedded CSS); `charts`: inline SVG.
 //! - `health`: per-source and per-handler success rates and latency over the last 24 h.
+//! - `alerts_api`: `/api/alerts` (list, acknowledge); the page is `pages/alerts.rs` and the
+//!   banner every page shows is drawn by `layout`.
 
+mod alerts_api;
 mod api;
 pub mod auth;
 mod charts;
@@ -93,6 +96,9 @@ pub struct ConsoleSetup {
     client_ca: Option<PathBuf>,
     audit_dir: PathBuf,
     view: SharedView,
+    /// The alerts' evaluator, for acknowledgements (their notifications); `None` in setups
+    /// built without one.
+    alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 /// What of the config the console shows, swapped whole by `wardhook reload`.
@@ -141,7 +147,14 @@ impl ConsoleSetup {
             view: Arc::new(std::sync::RwLock::new(Arc::new(ConsoleView::from_config(
                 config,
             )))),
+            alerts: None,
         }
+    }
+
+    /// The same setup, acknowledging alerts through `alerts` (which notifies).
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 }
 
@@ -269,6 +282,7 @@ impl AdminServer {
                         )),
                 )
                 .configure(api::routes)
+                .configure(alerts_api::routes)
                 .configure(pages::routes)
         })
         .disable_signals()

@@ -367,6 +367,13 @@ string_enum! {
         ArtifactCaptured => "artifact_captured",
         /// A captured artifact was deleted at the vendor after its capture was verified.
         ArtifactDeletedAtVendor => "artifact_deleted_at_vendor",
+        /// A console alert opened: a built-in rule's condition began to hold (its id, rule and
+        /// subject; never delivery content).
+        AlertOpened => "alert_opened",
+        /// An operator acknowledged an open console alert.
+        AlertAcknowledged => "alert_acknowledged",
+        /// A console alert resolved itself: its condition no longer holds.
+        AlertResolved => "alert_resolved",
     }
 }
 

@@ -22,6 +22,7 @@
 //! formats. The same conformance scenarios run on both.
 
 pub mod admin;
+pub mod alerts;
 pub mod archive;
 pub mod artifacts;
 mod audit_hook;
@@ -41,6 +42,8 @@ pub mod types;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_alerts;
 #[cfg(test)]
 mod conformance_artifacts;
 #[cfg(test)]

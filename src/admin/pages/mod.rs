@@ -15,6 +15,7 @@ macro_rules! or_return {
     };
 }
 
+mod alerts;
 mod audit;
 mod dead_letters;
 mod deliveries;
@@ -46,6 +47,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(dead_letters::retry_one),
         )
         .route("/quarantine", web::get().to(quarantine::quarantine))
+        .route("/alerts", web::get().to(alerts::alerts))
+        .route(
+            "/alerts/{id}/acknowledge",
+            web::post().to(alerts::acknowledge),
+        )
         .route("/audit", web::get().to(audit::audit))
         .route("/audit/export", web::post().to(audit::audit_export));
 }
