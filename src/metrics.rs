@@ -452,7 +452,11 @@ pub fn alert_facts(
         set_gauge("wardhook_storage_volume_used_percent", Vec::new(), p);
     }
     if let Some(ok) = audit_verified {
-        set_gauge("wardhook_audit_verified", Vec::new(), f64::from(u8::from(ok)));
+        set_gauge(
+            "wardhook_audit_verified",
+            Vec::new(),
+            f64::from(u8::from(ok)),
+        );
     }
     for (rule, n) in open_by_rule {
         set_gauge(

@@ -120,9 +120,7 @@ pub(super) fn badge(status: &str) -> String {
     let (class, mark) = match status {
         "done" | "accepted" | "ok" | "closed" | "success" | "resolved" => ("ok", "✓"),
         "pending" | "waiting" | "running" | "retryable" | "half_open" | "duplicate"
-        | "acknowledged" => {
-            ("warn", "…")
-        }
+        | "acknowledged" => ("warn", "…"),
         "dead" | "permanent" | "open" | "failure" | "denied" | "quarantined" => ("bad", "✗"),
         _ => ("muted", "·"),
     };

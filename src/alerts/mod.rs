@@ -174,7 +174,9 @@ impl Alerts {
         let mut in_a_row = Vec::new();
         let mut audit_verified = None;
         if round.led {
-            let since = now - chrono::Duration::from_std(rules::SILENCE_HISTORY).unwrap_or_default();
+            let since = now
+                - chrono::Duration::from_std(rules::SILENCE_HISTORY)
+                    .unwrap_or(chrono::Duration::zero());
             let mut facts = alerts.alert_facts(ATTEMPTS_CONSIDERED, since).await?;
             let known = |name: &String| self.inputs.handlers.contains(name);
             facts.attempts.retain(|a| known(&a.handler));

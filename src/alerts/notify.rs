@@ -160,8 +160,7 @@ impl Notifier {
                 1,
             )
             .with_deadline(deadline);
-            match crate::dispatch::invoke_in_context(&*handler, &event, ctx, deadline).await
-            {
+            match crate::dispatch::invoke_in_context(&*handler, &event, ctx, deadline).await {
                 Ok(_) => {
                     tracing::info!(handler = %name, alert = %alert.id, transition = transition.as_str(), "alert notification sent");
                     out.push(Sent::Delivered(name.clone()));

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::config::alerts::{AlertsSettings, BusinessHours};
@@ -81,7 +81,9 @@ pub fn handler_failing(
     settings: &AlertsSettings,
     now: DateTime<Utc>,
 ) -> Vec<Finding> {
-    let since = now - chrono::Duration::from_std(settings.handler_failure_window).unwrap_or_default();
+    let since = now
+        - chrono::Duration::from_std(settings.handler_failure_window)
+            .unwrap_or(chrono::Duration::zero());
     let mut handlers: Vec<&str> = attempts.iter().map(|a| a.handler.as_str()).collect();
     handlers.sort_unstable();
     handlers.dedup();
@@ -133,8 +135,7 @@ pub fn dead_letters(dead: &[(String, u64)], settings: &AlertsSettings) -> Vec<Fi
 pub fn in_business_hours(hours: &BusinessHours, tz: Tz, at: DateTime<Utc>) -> bool {
     let local = at.with_timezone(&tz);
     let day = local.weekday().num_days_from_monday() as usize;
-    let minute = local.time().signed_duration_since(NaiveTime::MIN).num_minutes();
-    let minute = u32::try_from(minute).unwrap_or(0);
+    let minute = local.hour() * 60 + local.minute();
     hours.days[day] && minute >= hours.start_minute && minute < hours.end_minute
 }
 
@@ -155,8 +156,8 @@ pub fn business_time(
     while day <= last {
         if hours.days[day.weekday().num_days_from_monday() as usize] {
             let at = |minute: u32| {
-                let start = day.and_time(NaiveTime::MIN)
-                    + chrono::Duration::minutes(i64::from(minute));
+                let start =
+                    day.and_hms_opt(0, 0, 0)? + chrono::Duration::minutes(i64::from(minute));
                 tz.from_local_datetime(&start)
                     .earliest()
                     .map(|t| t.with_timezone(&Utc))
@@ -185,7 +186,8 @@ pub fn source_silent(
     tz: Tz,
     now: DateTime<Utc>,
 ) -> Vec<Finding> {
-    let week_start = now - chrono::Duration::from_std(SILENCE_HISTORY).unwrap_or_default();
+    let week_start =
+        now - chrono::Duration::from_std(SILENCE_HISTORY).unwrap_or(chrono::Duration::zero());
     let mut out = Vec::new();
     for source in sources {
         let Some(hours) = settings.hours_of(source) else {
@@ -243,7 +245,11 @@ pub fn certificate_expiry(
 }
 
 /// The data volume is more than `disk_used_percent` full.
-pub fn disk_space(node: &str, used_percent: Option<f64>, settings: &AlertsSettings) -> Vec<Finding> {
+pub fn disk_space(
+    node: &str,
+    used_percent: Option<f64>,
+    settings: &AlertsSettings,
+) -> Vec<Finding> {
     match used_percent {
         Some(p) if p > f64::from(settings.disk_used_percent) => vec![finding(
             DISK_SPACE,
@@ -280,7 +286,11 @@ pub struct RelayFact {
 
 /// Deliveries wait at the relay longer than `relay_oldest_age`, or no pull succeeded for
 /// `relay_not_pulled`.
-pub fn relay_backlog(node: &str, fact: Option<RelayFact>, settings: &AlertsSettings) -> Vec<Finding> {
+pub fn relay_backlog(
+    node: &str,
+    fact: Option<RelayFact>,
+    settings: &AlertsSettings,
+) -> Vec<Finding> {
     let Some(f) = fact else {
         return Vec::new();
     };
@@ -297,7 +307,11 @@ pub fn relay_backlog(node: &str, fact: Option<RelayFact>, settings: &AlertsSetti
             _ => return Vec::new(),
         }
     };
-    vec![finding(RELAY_BACKLOG, node, format!("Node {node}: {text}."))]
+    vec![finding(
+        RELAY_BACKLOG,
+        node,
+        format!("Node {node}: {text}."),
+    )]
 }
 
 #[cfg(test)]
@@ -331,12 +345,22 @@ mod tests {
             attempt("crm", false, now),
             attempt("crm", false, now),
         ];
-        assert!(handler_failing(&attempts, &s, now).is_empty(), "two in a row");
+        assert!(
+            handler_failing(&attempts, &s, now).is_empty(),
+            "two in a row"
+        );
         attempts.push(attempt("crm", false, now));
         let found = handler_failing(&attempts, &s, now);
         assert_eq!(found.len(), 1);
-        assert_eq!((found[0].rule, found[0].subject.as_str()), (HANDLER_FAILING, "crm"));
-        assert!(found[0].summary.contains("last 3 attempts"), "{}", found[0].summary);
+        assert_eq!(
+            (found[0].rule, found[0].subject.as_str()),
+            (HANDLER_FAILING, "crm")
+        );
+        assert!(
+            found[0].summary.contains("last 3 attempts"),
+            "{}",
+            found[0].summary
+        );
         attempts.push(attempt("crm", true, now));
         assert!(handler_failing(&attempts, &s, now).is_empty(), "recovered");
     }
@@ -349,7 +373,10 @@ mod tests {
         // 1 failure of 20 = 5 %: not over the threshold.
         let mut attempts: Vec<AttemptFact> = (0..19).map(|_| attempt("mail", true, now)).collect();
         attempts.insert(0, attempt("mail", false, now));
-        assert!(handler_failing(&attempts, &s, now).is_empty(), "exactly 5 %");
+        assert!(
+            handler_failing(&attempts, &s, now).is_empty(),
+            "exactly 5 %"
+        );
         attempts.insert(0, attempt("mail", false, now));
         let found = handler_failing(&attempts, &s, now);
         assert_eq!(found.len(), 1, "2 of 21 is over 5 %");
@@ -374,7 +401,11 @@ mod tests {
         assert_eq!(found[0].subject, "mail");
         assert!(found[0].summary.contains("3 dead letters"));
         let d = AlertsSettings::default();
-        assert_eq!(dead_letters(&[("crm".into(), 1)], &d).len(), 1, "default: any");
+        assert_eq!(
+            dead_letters(&[("crm".into(), 1)], &d).len(),
+            1,
+            "default: any"
+        );
     }
 
     fn weekdays() -> BusinessHours {
@@ -394,9 +425,19 @@ mod tests {
             at("2026-11-30T08:00:00Z"),
         );
         assert_eq!(t, Duration::from_secs(2 * 3600));
-        assert!(in_business_hours(&weekdays(), tz, at("2026-11-30T08:00:00Z")));
-        assert!(!in_business_hours(&weekdays(), tz, at("2026-11-28T10:00:00Z")), "saturday");
-        assert!(!in_business_hours(&weekdays(), tz, at("2026-11-30T17:30:00Z")), "18:30 local");
+        assert!(in_business_hours(
+            &weekdays(),
+            tz,
+            at("2026-11-30T08:00:00Z")
+        ));
+        assert!(
+            !in_business_hours(&weekdays(), tz, at("2026-11-28T10:00:00Z")),
+            "saturday"
+        );
+        assert!(
+            !in_business_hours(&weekdays(), tz, at("2026-11-30T17:30:00Z")),
+            "18:30 local"
+        );
     }
 
     #[test]
@@ -413,11 +454,27 @@ mod tests {
                 last_received: Some(at(last)),
             }]
         };
-        assert!(source_silent(&sources, &traffic("2026-11-30T11:30:00Z"), &s, tz, monday_noon)
-            .is_empty());
-        let found = source_silent(&sources, &traffic("2026-11-30T10:30:00Z"), &s, tz, monday_noon);
+        assert!(source_silent(
+            &sources,
+            &traffic("2026-11-30T11:30:00Z"),
+            &s,
+            tz,
+            monday_noon
+        )
+        .is_empty());
+        let found = source_silent(
+            &sources,
+            &traffic("2026-11-30T10:30:00Z"),
+            &s,
+            tz,
+            monday_noon,
+        );
         assert_eq!(found.len(), 1);
-        assert!(found[0].summary.contains("1 h 30 min"), "{}", found[0].summary);
+        assert!(
+            found[0].summary.contains("1 h 30 min"),
+            "{}",
+            found[0].summary
+        );
         // Friday 17:50 to Monday 08:20 is 30 min of business time: not silent.
         assert!(source_silent(
             &sources,
@@ -446,8 +503,14 @@ mod tests {
         // A source whose hours are off is not watched.
         let mut off = s.clone();
         off.source_hours.insert("nextphone".into(), None);
-        assert!(source_silent(&sources, &traffic("2026-11-30T08:00:00Z"), &off, tz, monday_noon)
-            .is_empty());
+        assert!(source_silent(
+            &sources,
+            &traffic("2026-11-30T08:00:00Z"),
+            &off,
+            tz,
+            monday_noon
+        )
+        .is_empty());
     }
 
     #[test]
@@ -460,7 +523,10 @@ mod tests {
         assert!(certificate_expiry("local", Some(-1.0), &s)[0]
             .summary
             .contains("has expired"));
-        assert!(certificate_expiry("local", None, &s).is_empty(), "plain HTTP");
+        assert!(
+            certificate_expiry("local", None, &s).is_empty(),
+            "plain HTTP"
+        );
     }
 
     #[test]

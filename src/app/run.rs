@@ -47,7 +47,9 @@ impl Application {
         let stop_tx = Arc::new(stop_tx);
         let stop_workers = stop_tx.clone();
         // A relay stores nothing the rules look at; an inside node evaluates like any node.
-        let alerts = self.relay_pull.is_none()
+        let alerts = self
+            .relay_pull
+            .is_none()
             .then(|| tokio::spawn(self.alerts.clone().run(stop_rx.clone())));
         let puller = self
             .relay_puller

@@ -426,7 +426,10 @@ pub(super) fn check(
     }
     for (i, name) in section.notify.iter().enumerate() {
         if !handlers.iter().any(|h| h == name) {
-            fail(&format!("notify[{i}]"), format!("no handler is named {name:?}"));
+            fail(
+                &format!("notify[{i}]"),
+                format!("no handler is named {name:?}"),
+            );
         }
     }
     ok.then(|| AlertsSettings {
@@ -520,7 +523,12 @@ mod tests {
         assert_eq!(h.days, [false, false, false, false, false, true, true]);
         assert_eq!(h.end_minute, 1440);
         assert_eq!(BusinessHours::parse("off").expect("parses"), None);
-        for bad in ["fri-mon 08:00-18:00", "mon 25:00-26:00", "mon 08:00", "daily"] {
+        for bad in [
+            "fri-mon 08:00-18:00",
+            "mon 25:00-26:00",
+            "mon 08:00",
+            "daily",
+        ] {
             assert!(BusinessHours::parse(bad).is_err(), "{bad} accepted");
         }
     }

@@ -24,9 +24,7 @@ fn operator() -> Requester {
     Requester::admin_token("tk0123456789")
 }
 
-async fn an_alert_opens_once_is_acknowledged_once_and_resolves_once_with_audit_records(
-    h: Harness,
-) {
+async fn an_alert_opens_once_is_acknowledged_once_and_resolves_once_with_audit_records(h: Harness) {
     let a = h.node("node-a").await;
     let b = h.node("node-b").await;
     // Two evaluators racing on the same condition: exactly one opens it.
@@ -148,7 +146,11 @@ async fn the_rules_read_attempts_dead_letters_and_traffic_from_every_node(h: Har
         .expect("intake");
     assert!(matches!(outcome, IntakeOutcome::Accepted { .. }));
     let job = store
-        .claim_next(Vec::new(), Duration::from_secs(30), Default::default())
+        .claim_next(
+            Vec::new(),
+            Duration::from_secs(30),
+            std::sync::Arc::new(super::types::Predecessors::none()),
+        )
         .await
         .expect("claim")
         .expect("a job");
@@ -188,17 +190,36 @@ async fn the_rules_read_attempts_dead_letters_and_traffic_from_every_node(h: Har
 async fn one_node_at_a_time_holds_the_evaluation_lease(h: Harness) {
     let a = h.node("node-a").await;
     let b = h.node("node-b").await;
-    assert!(a.alerts().lead_alerts(Duration::from_secs(2)).await.expect("lead"));
-    assert!(a.alerts().lead_alerts(Duration::from_secs(2)).await.expect("renew"));
-    let b_leads = b.alerts().lead_alerts(Duration::from_secs(2)).await.expect("b");
+    assert!(a
+        .alerts()
+        .lead_alerts(Duration::from_secs(2))
+        .await
+        .expect("lead"));
+    assert!(a
+        .alerts()
+        .lead_alerts(Duration::from_secs(2))
+        .await
+        .expect("renew"));
+    let b_leads = b
+        .alerts()
+        .lead_alerts(Duration::from_secs(2))
+        .await
+        .expect("b");
     if matches!(h, Harness::Postgres { .. }) {
         assert!(!b_leads, "node-b waits while node-a holds the lease");
         tokio::time::sleep(Duration::from_millis(2200)).await;
         assert!(
-            b.alerts().lead_alerts(Duration::from_secs(2)).await.expect("b"),
+            b.alerts()
+                .lead_alerts(Duration::from_secs(2))
+                .await
+                .expect("b"),
             "node-b takes over a lapsed lease"
         );
-        assert!(!a.alerts().lead_alerts(Duration::from_secs(2)).await.expect("a"));
+        assert!(!a
+            .alerts()
+            .lead_alerts(Duration::from_secs(2))
+            .await
+            .expect("a"));
         assert_eq!(a.alerts().alert_node(), "node-a");
     } else {
         assert!(b_leads, "one SQLite server evaluates everything");

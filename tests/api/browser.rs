@@ -50,13 +50,13 @@ impl Drop for Driver {
     }
 }
 
-/// One browser session.
-struct Browser {
+/// One browser session (shared by the other `browser_*` test files).
+pub(crate) struct Browser {
     driver: Driver,
     session: String,
     user_data: tempfile::TempDir,
     /// The backend under test: only SQLite's screenshots may update the documentation's.
-    backend: Db,
+    pub(crate) backend: Db,
 }
 
 impl Driver {
@@ -109,7 +109,7 @@ impl Driver {
 }
 
 impl Browser {
-    async fn open() -> Option<Self> {
+    pub(crate) async fn open() -> Option<Self> {
         let driver = Driver::start().await?;
         let user_data = tempfile::tempdir().unwrap();
         let mut options = json!({
@@ -150,7 +150,7 @@ impl Browser {
         })
     }
 
-    async fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+    pub(crate) async fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}{path}", self.driver.base, self.session);
         let req = match method {
             "GET" => self.driver.http.get(url),
@@ -164,11 +164,11 @@ impl Browser {
         v["value"].clone()
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.cmd("POST", "/url", json!({ "url": url })).await;
     }
 
-    async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.cmd("GET", "/url", json!({}))
             .await
             .as_str()
@@ -176,7 +176,7 @@ impl Browser {
             .to_owned()
     }
 
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.cmd("GET", "/source", json!({}))
             .await
             .as_str()
@@ -186,7 +186,7 @@ impl Browser {
 
     /// The page source once it contains `text` (a click's navigation may still be running
     /// when the click returns); panics with the page after 10 s.
-    async fn wait_for(&self, text: &str) -> String {
+    pub(crate) async fn wait_for(&self, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let page = self.source().await;
@@ -198,7 +198,7 @@ impl Browser {
         }
     }
 
-    async fn find(&self, css: &str) -> String {
+    pub(crate) async fn find(&self, css: &str) -> String {
         let v = self
             .cmd(
                 "POST",
@@ -209,13 +209,13 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_owned()
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let e = self.find(css).await;
         self.cmd("POST", &format!("/element/{e}/click"), json!({}))
             .await;
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
         self.cmd(
             "POST",
@@ -225,7 +225,7 @@ impl Browser {
         .await;
     }
 
-    async fn resize(&self, width: u32, height: u32) {
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
             "/window/rect",
@@ -235,7 +235,7 @@ impl Browser {
     }
 
     /// Save a PNG of the current page as `<name>.png` (see the module docs for where).
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let b64 = self.cmd("GET", "/screenshot", json!({})).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64.as_str().unwrap())
@@ -253,14 +253,14 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    async fn sign_in(&self, app: &TestApp, token: &str) {
+    pub(crate) async fn sign_in(&self, app: &TestApp, token: &str) {
         self.goto(&admin_url(app, "/login")).await;
         self.type_into("#token", token).await;
         self.click("#sign-in").await;
         self.wait_for("<h1>Overview</h1>").await;
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         self.cmd("DELETE", "", json!({})).await;
         drop(self.user_data);
     }

@@ -10,6 +10,7 @@ mod audit_forward;
 mod audit_forward_fhir;
 mod audit_forward_rsyslog;
 mod browser;
+mod browser_alerts;
 mod canary;
 mod cli_send;
 mod config_table;

@@ -128,7 +128,14 @@ pub(super) async fn acknowledge(
     form: web::Form<AckForm>,
 ) -> HttpResponse {
     let s = or_return!(
-        form_guard(&console, &req, &form.csrf, Permission::Requeue, ("alert", None)).await
+        form_guard(
+            &console,
+            &req,
+            &form.csrf,
+            Permission::Requeue,
+            ("alert", None)
+        )
+        .await
     );
     match acknowledge_for(&console, &s.principal, path.into_inner()).await {
         Ok(Some(_)) => redirect("/alerts?acknowledged=1"),

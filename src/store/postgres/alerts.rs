@@ -162,9 +162,7 @@ async fn acknowledge(
     if changed == 0 {
         return Ok(None);
     }
-    let row = by_id(&tx, id)
-        .await?
-        .ok_or(StoreError::NotFound("alert"))?;
+    let row = by_id(&tx, id).await?.ok_or(StoreError::NotFound("alert"))?;
     audit::append(
         store,
         &tx,
@@ -260,15 +258,15 @@ async fn facts(
 /// already this node's.
 async fn lead(store: &PgStore, ttl: std::time::Duration) -> Result<bool, StoreError> {
     let client = store.client().await?;
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+    let ttl_secs = ttl.as_secs_f64().clamp(1.0, 86_400.0);
     let held = client
         .execute(
             "INSERT INTO alert_lease (id, node_id, held_until)
-             VALUES (1, $1, now() + make_interval(secs => $2::bigint / 1000.0))
+             VALUES (1, $1, now() + $2::float8 * interval '1 second')
              ON CONFLICT (id) DO UPDATE
                 SET node_id = EXCLUDED.node_id, held_until = EXCLUDED.held_until
                 WHERE alert_lease.node_id = EXCLUDED.node_id OR alert_lease.held_until < now()",
-            &[&store.node_id(), &ttl_ms],
+            &[&store.node_id(), &ttl_secs],
         )
         .await?;
     Ok(held == 1)
