@@ -136,7 +136,10 @@ impl Alerts {
         if !self.settings.enabled {
             return;
         }
-        let mut tick = tokio::time::interval(self.settings.interval);
+        // The first round comes one interval after the start: a node that just started has not
+        // seen a delivery or an attempt yet.
+        let first = tokio::time::Instant::now() + self.settings.interval;
+        let mut tick = tokio::time::interval_at(first, self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -323,10 +326,14 @@ impl Alerts {
             dir
         };
         let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+        // As `df` counts: used over what users can have (blocks reserved for root excluded).
         let unit = u64::from(stat.fragment_size());
-        let total = u64::from(stat.blocks()).saturating_mul(unit);
-        let free = u64::from(stat.blocks_available()).saturating_mul(unit);
-        (total > 0).then(|| (total.saturating_sub(free)) as f64 * 100.0 / total as f64)
+        let used = u64::from(stat.blocks())
+            .saturating_sub(u64::from(stat.blocks_free()))
+            .saturating_mul(unit);
+        let available = u64::from(stat.blocks_available()).saturating_mul(unit);
+        let usable = used.saturating_add(available);
+        (usable > 0).then(|| used as f64 * 100.0 / usable as f64)
     }
 
     /// What the relay puller last recorded, on a node with `[relay]`.

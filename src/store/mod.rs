@@ -13,6 +13,8 @@
 //! - [`postgres`]: the shared backend (several stateless nodes, one database);
 //! - [`open`]: settings → the opened backend (server, operator commands, `doctor`,
 //!   `check-config`), with the background work it needs;
+//! - [`alerts`]: the console alerts' rows, the facts their rules read and the evaluation
+//!   lease (reached through [`Storage::alerts`]);
 //! - [`maintenance`]: the second trait, what operator commands (key rotation, backup,
 //!   reverify, emergency export, audit verify/search/export, doctor) need from either backend.
 //!
