@@ -333,7 +333,10 @@ impl Alerts {
             .saturating_mul(unit);
         let available = u64::from(stat.blocks_available()).saturating_mul(unit);
         let usable = used.saturating_add(available);
-        (usable > 0).then(|| used as f64 * 100.0 / usable as f64)
+        if usable == 0 {
+            return None;
+        }
+        Some(used as f64 * 100.0 / usable as f64)
     }
 
     /// What the relay puller last recorded, on a node with `[relay]`.
