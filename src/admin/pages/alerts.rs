@@ -67,7 +67,7 @@ pub(super) async fn alerts(
         rows.iter().partition(|a| a.state != AlertState::Resolved);
     b.push_str(
         "<h2>Open</h2><div class=\"table-wrap\"><table><thead><tr><th>State</th><th>Alert</th>\
-         <th>Rule</th><th>Opened</th><th>Acknowledged</th><th></th></tr></thead><tbody>",
+         <th>Rule</th><th>Opened</th><th>Acknowledged</th><th>Action</th></tr></thead><tbody>",
     );
     for a in &open {
         let action = if a.state != AlertState::Open {
