@@ -82,7 +82,9 @@
 //! built-in `capture` job of a route (`docs/ARTIFACTS.md`); their rows live in
 //! `store::artifacts`. Beside
 //! the path: [`admin`] (the operator console on its own listener: API, dashboard — find a call,
-//! bulk actions, per-source and per-handler charts — and `/metrics`)
+//! bulk actions, per-source and per-handler charts — and `/metrics`),
+//! [`alerts`] (built-in alert rules evaluated beside the path: they open, show on every console
+//! page, are acknowledged and resolve themselves, audited and sent to configured notifiers)
 //! and [`metrics`] (counters and histograms the stages update).
 //!
 //! The public modules are what the binaries, the fuzz targets and the integration tests use;
@@ -90,6 +92,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod artifacts;
 pub mod audit;

@@ -124,6 +124,26 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "gauge",
         "Unix time of the last successful pull from the DMZ relay.",
     ),
+    (
+        "wardhook_handler_failures_in_a_row",
+        "gauge",
+        "Failed attempts since the last success, by handler (as of the last alert evaluation).",
+    ),
+    (
+        "wardhook_storage_volume_used_percent",
+        "gauge",
+        "Percent used of the volume holding the data folder (as of the last alert evaluation).",
+    ),
+    (
+        "wardhook_audit_verified",
+        "gauge",
+        "1 when the audit log's last verification passed, 0 when it failed.",
+    ),
+    (
+        "wardhook_alerts_open",
+        "gauge",
+        "Console alerts not yet resolved, by rule.",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -410,6 +430,52 @@ pub fn relay_backlog(records: u64, oldest_age: Duration) {
         Vec::new(),
         now.as_secs_f64(),
     );
+}
+
+/// What the alert rules measured, for Prometheus rules that watch the same conditions:
+/// failures in a row per handler, the data volume's use, the audit verification's result
+/// (when it ran) and the unresolved alerts per rule.
+pub fn alert_facts(
+    in_a_row: &[(String, u64)],
+    volume_used_percent: Option<f64>,
+    audit_verified: Option<bool>,
+    open_by_rule: &[(&'static str, u64)],
+) {
+    for (handler, n) in in_a_row {
+        set_gauge(
+            "wardhook_handler_failures_in_a_row",
+            vec![("handler", handler.clone())],
+            *n as f64,
+        );
+    }
+    if let Some(p) = volume_used_percent {
+        set_gauge("wardhook_storage_volume_used_percent", Vec::new(), p);
+    }
+    if let Some(ok) = audit_verified {
+        set_gauge(
+            "wardhook_audit_verified",
+            Vec::new(),
+            f64::from(u8::from(ok)),
+        );
+    }
+    for (rule, n) in open_by_rule {
+        set_gauge(
+            "wardhook_alerts_open",
+            vec![("rule", (*rule).to_owned())],
+            *n as f64,
+        );
+    }
+}
+
+/// What the relay puller last recorded: the oldest buffered record's age and the Unix time of
+/// the last successful pull (`None` before the first).
+pub fn relay_state() -> (Option<f64>, Option<f64>) {
+    let gauges = registry().gauges.lock().unwrap_or_else(|p| p.into_inner());
+    let get = |name: &'static str| gauges.get(&(name, Vec::new())).copied();
+    (
+        get("wardhook_relay_oldest_age_seconds"),
+        get("wardhook_relay_last_pull_timestamp_seconds"),
+    )
 }
 
 /// Storage could not commit.

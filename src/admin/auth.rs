@@ -66,6 +66,9 @@ pub struct Session {
     /// Echoed by every state-changing form.
     pub csrf: String,
     last_seen: Instant,
+    /// The unresolved console alerts, read when the session's request was let in; every
+    /// page's banner shows them.
+    pub alerts: Vec<crate::store::alerts::Alert>,
 }
 
 /// Dashboard sessions, in memory: a restart signs everyone out, which is what an on-prem
@@ -112,6 +115,7 @@ impl Sessions {
             principal,
             csrf: random_token(24),
             last_seen: Instant::now(),
+            alerts: Vec::new(),
         };
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let idle = self.idle;

@@ -61,6 +61,7 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
             ("/dead-letters", "Dead letters"),
             ("/quarantine", "Quarantine"),
             ("/activity", "Sources and handlers"),
+            ("/alerts", "Alerts"),
         ];
         if s.principal.role.allows(Permission::Requeue) {
             links.push(("/bulk", "Bulk actions"));
@@ -92,17 +93,49 @@ pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &
          <title>{t} · wardhook</title><link rel=\"stylesheet\" href=\"/assets/style.css\">\
          </head><body><a class=\"skip\" href=\"#main\">Skip to the content</a>\
          <header><span class=\"brand\">wardhook</span>{nav}{who}</header>\
-         <main id=\"main\" tabindex=\"-1\"><h1>{t}</h1>{body}</main></body></html>",
-        t = esc(title)
+         {banner}<main id=\"main\" tabindex=\"-1\"><h1>{t}</h1>{body}</main></body></html>",
+        t = esc(title),
+        banner = alerts_banner(session),
     )
+}
+
+/// The unresolved alerts above every signed-in page: how many, each one's line and state, and
+/// the way to the alerts page. Nothing when there is none.
+fn alerts_banner(session: Option<&Session>) -> String {
+    let Some(alerts) = session.map(|s| &s.alerts).filter(|a| !a.is_empty()) else {
+        return String::new();
+    };
+    let unacknowledged = alerts
+        .iter()
+        .filter(|a| a.state == crate::store::alerts::AlertState::Open)
+        .count();
+    let class = if unacknowledged > 0 { " bad" } else { "" };
+    let n = alerts.len();
+    let mut out = format!(
+        "<section class=\"alerts-banner{class}\" aria-label=\"Open alerts\">\
+         <strong>{n} open alert{}</strong> ({unacknowledged} not acknowledged)<ul>",
+        if n == 1 { "" } else { "s" }
+    );
+    for a in alerts.iter().take(5) {
+        let _ = write!(
+            out,
+            "<li>{} {}</li>",
+            badge(a.state.as_str()),
+            esc(&a.summary)
+        );
+    }
+    if n > 5 {
+        let _ = write!(out, "<li>and {} more</li>", n - 5);
+    }
+    out.push_str("</ul><a href=\"/alerts\">Review and acknowledge alerts</a></section>");
+    out
 }
 
 pub(super) fn badge(status: &str) -> String {
     let (class, mark) = match status {
-        "done" | "accepted" | "ok" | "closed" | "success" => ("ok", "✓"),
-        "pending" | "waiting" | "running" | "retryable" | "half_open" | "duplicate" => {
-            ("warn", "…")
-        }
+        "done" | "accepted" | "ok" | "closed" | "success" | "resolved" => ("ok", "✓"),
+        "pending" | "waiting" | "running" | "retryable" | "half_open" | "duplicate"
+        | "acknowledged" => ("warn", "…"),
         "dead" | "permanent" | "open" | "failure" | "denied" | "quarantined" => ("bad", "✗"),
         _ => ("muted", "·"),
     };

@@ -20,8 +20,11 @@
 //! - `calls`: "find a call" and the call timeline; `bulk`: retry or replay by filter, counted
 //!   first, recorded once, run in batches; `activity` and `timecharts`: the per-source and
 //!   per-handler pages' numbers (24 h and 7 days, from stored data) and their SVG charts.
+//! - `alerts_api`: `/api/alerts` (list, acknowledge); the page is `pages/alerts.rs` and the
+//!   banner every page shows is drawn by `layout`.
 
 mod activity;
+mod alerts_api;
 mod api;
 pub mod auth;
 mod bulk;
@@ -100,6 +103,9 @@ pub struct ConsoleSetup {
     client_ca: Option<PathBuf>,
     audit_dir: PathBuf,
     view: SharedView,
+    /// The alerts' evaluator, for acknowledgements (their notifications); `None` in setups
+    /// built without one.
+    alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 /// What of the config the console shows, swapped whole by `wardhook reload`.
@@ -148,7 +154,14 @@ impl ConsoleSetup {
             view: Arc::new(std::sync::RwLock::new(Arc::new(ConsoleView::from_config(
                 config,
             )))),
+            alerts: None,
         }
+    }
+
+    /// The same setup, acknowledging alerts through `alerts` (which notifies).
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 }
 
@@ -279,6 +292,7 @@ impl AdminServer {
                 .configure(calls::routes)
                 .configure(bulk::routes)
                 .configure(activity::routes)
+                .configure(alerts_api::routes)
                 .configure(pages::routes)
         })
         .disable_signals()

@@ -154,6 +154,12 @@ impl Application {
             dispatcher = dispatcher.with_artifacts(Arc::new(capture), Arc::new(source));
         }
         let dispatcher = Arc::new(dispatcher);
+        let alerts = Arc::new(crate::alerts::Alerts::new(
+            &config,
+            opened.store.clone(),
+            plan.clone(),
+        ));
+        let console = console.with_alerts(alerts.clone());
         let admin = if console.enabled() {
             Some(
                 crate::admin::AdminServer::build(console, opened.store.clone(), dispatcher.clone())
@@ -204,6 +210,7 @@ impl Application {
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| ".".into(), ToOwned::to_owned),
             traces,
+            alerts,
             reloader: Reloader {
                 state,
                 cert_slot,

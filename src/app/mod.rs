@@ -79,6 +79,8 @@ pub struct Application {
     relay_puller: Option<crate::relay::puller::Puller>,
     /// Delivery traces; flushed when the application stops.
     traces: crate::telemetry::traces::Traces,
+    /// The console alerts' evaluator, run beside the workers.
+    alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl std::fmt::Debug for Application {
@@ -93,6 +95,11 @@ impl Application {
     /// The dispatcher (tests drive `try_execute_task` on it directly).
     pub fn dispatcher(&self) -> Arc<Dispatcher> {
         self.dispatcher.clone()
+    }
+
+    /// The console alerts' evaluator (tests run a round with `evaluate_once`).
+    pub fn alerts(&self) -> Arc<crate::alerts::Alerts> {
+        self.alerts.clone()
     }
 
     /// A handle that applies a new config to this running server.

@@ -46,6 +46,11 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let stop_workers = stop_tx.clone();
+        // A relay stores nothing the rules look at; an inside node evaluates like any node.
+        let alerts = self
+            .relay_pull
+            .is_none()
+            .then(|| tokio::spawn(self.alerts.clone().run(stop_rx.clone())));
         let puller = self
             .relay_puller
             .map(|p| tokio::spawn(p.run(stop_rx.clone())));
@@ -123,6 +128,9 @@ impl Application {
         }
         // Intakes of abandoned requests still queued commit before the stop record.
         self.storage.finish_intake().await;
+        if let Some(a) = alerts {
+            let _ = a.await;
+        }
         if let Err(e) = self
             .storage
             .store

@@ -371,6 +371,13 @@ string_enum! {
         CallsSearched => "calls_searched",
         /// A bulk retry or replay by filter: one record naming the filter and the count.
         BulkRequeued => "bulk_requeued",
+        /// A console alert opened: a built-in rule's condition began to hold (its id, rule and
+        /// subject; never delivery content).
+        AlertOpened => "alert_opened",
+        /// An operator acknowledged an open console alert.
+        AlertAcknowledged => "alert_acknowledged",
+        /// A console alert resolved itself: its condition no longer holds.
+        AlertResolved => "alert_resolved",
     }
 }
 

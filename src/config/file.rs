@@ -58,6 +58,9 @@ pub struct ConfigFile {
     pub traces: Option<super::TracesSection>,
     /// `[artifacts]`
     pub artifacts: Option<super::artifacts::ArtifactsSection>,
+    /// `[alerts]`
+    #[serde(default)]
+    pub alerts: super::alerts::AlertsSection,
 }
 
 /// `[server]`: the senders' listener.

@@ -12,6 +12,7 @@
 //! and handlers, `tls` the server configuration, `store` the backend), through `app::build`,
 //! which `serve` and `check-config` both call.
 
+pub mod alerts;
 pub mod artifacts;
 pub mod audit_forward;
 pub mod file;
@@ -129,6 +130,8 @@ pub struct Config {
     pub traces: Option<TracesSettings>,
     /// `[artifacts]`: recording and transcript capture, when configured.
     pub artifacts: Option<artifacts::ArtifactsSettings>,
+    /// `[alerts]`: the console's built-in alert rules (defaults when absent).
+    pub alerts: alerts::AlertsSettings,
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).

@@ -367,6 +367,13 @@ fn check(
             Some(checked?)
         }
     };
+    let alerts = {
+        let source_names: Vec<String> = file.sources.iter().map(|s| s.name.clone()).collect();
+        let handler_names: Vec<String> = file.handlers.iter().map(|h| h.name.clone()).collect();
+        super::alerts::check(&file.alerts, &source_names, &handler_names, &mut |p, m| {
+            problems.push(p, m)
+        })
+    };
     Some(Config {
         path: path.to_owned(),
         sha256: hex::encode(Sha256::digest(bytes)),
@@ -397,6 +404,7 @@ fn check(
         relay_server: relay_server.map(|r| r.ok_or(())).transpose().ok()?,
         traces,
         artifacts,
+        alerts: alerts?,
     })
 }
 

@@ -48,6 +48,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Captured artifacts (call recordings, transcripts): their rows and sealed file keys.
     fn artifacts(&self) -> &dyn super::artifacts::ArtifactStore;
 
+    /// Console alerts: their rows, the facts the built-in rules read, and which node evaluates.
+    fn alerts(&self) -> &dyn super::alerts::AlertStore;
+
     /// Deduplicate, encrypt and commit a normalized delivery with one job per matched handler,
     /// and its audit record; answer only after the commit is durable.
     ///

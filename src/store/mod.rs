@@ -13,6 +13,8 @@
 //! - [`postgres`]: the shared backend (several stateless nodes, one database);
 //! - [`open`]: settings → the opened backend (server, operator commands, `doctor`,
 //!   `check-config`), with the background work it needs;
+//! - [`alerts`]: the console alerts' rows, the facts their rules read and the evaluation
+//!   lease (reached through [`Storage::alerts`]);
 //! - [`maintenance`]: the second trait, what operator commands (key rotation, backup,
 //!   reverify, emergency export, audit verify/search/export, doctor) need from either backend.
 //!
@@ -22,6 +24,7 @@
 //! formats. The same conformance scenarios run on both.
 
 pub mod admin;
+pub mod alerts;
 pub mod archive;
 pub mod artifacts;
 mod audit_hook;
@@ -44,6 +47,8 @@ pub mod types;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_alerts;
 #[cfg(test)]
 mod conformance_artifacts;
 #[cfg(test)]

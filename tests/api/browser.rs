@@ -50,7 +50,7 @@ impl Drop for Driver {
     }
 }
 
-/// One browser session.
+/// One browser session (shared by the other `browser_*` test files).
 pub(crate) struct Browser {
     driver: Driver,
     session: String,

@@ -15,6 +15,7 @@ mod audit_forward_rsyslog;
 mod axe;
 mod browser;
 mod browser_console;
+mod browser_alerts;
 mod canary;
 mod cli_send;
 mod config_table;

@@ -54,7 +54,15 @@ pub(super) async fn session(
         .await
         .map_err(ApiError::from);
     match valid {
-        Ok(true) => Ok(s),
+        Ok(true) => {
+            let mut s = s;
+            // The banner is a courtesy: a failed read shows no banner rather than no page.
+            match crate::alerts::open_alerts(&*console.store).await {
+                Ok(open) => s.alerts = open,
+                Err(e) => tracing::warn!(error = %e, "cannot read the open alerts for the banner"),
+            }
+            Ok(s)
+        }
         Ok(false) => {
             console.sessions.remove(&cookie);
             Err(redirect("/login"))

@@ -16,6 +16,7 @@ macro_rules! or_return {
 }
 
 mod activity;
+mod alerts;
 mod audit;
 mod bulk;
 mod calls;
@@ -58,6 +59,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(dead_letters::retry_one),
         )
         .route("/quarantine", web::get().to(quarantine::quarantine))
+        .route("/alerts", web::get().to(alerts::alerts))
+        .route(
+            "/alerts/{id}/acknowledge",
+            web::post().to(alerts::acknowledge),
+        )
         .route("/audit", web::get().to(audit::audit))
         .route("/audit/export", web::post().to(audit::audit_export));
 }

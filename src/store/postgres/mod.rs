@@ -23,6 +23,7 @@
 //! standby. Connection loss, pool exhaustion, a full disk or a read-only (failed-over) server
 //! are [`StoreError::Unavailable`]: 503 with `Retry-After`, readiness red.
 
+mod alerts;
 mod artifacts;
 mod audit;
 mod audit_chain;
@@ -167,6 +168,7 @@ impl PgStore {
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
         artifacts::migrate(&mut client).await?;
+        alerts::migrate(&mut client).await?;
         audit::ensure_head(&client, &store.inner.node_id, &store.inner.genesis).await?;
         drop(client);
         let task = mirror::start(&store);
@@ -364,6 +366,10 @@ impl Storage for PgStore {
     }
 
     fn artifacts(&self) -> &dyn crate::store::artifacts::ArtifactStore {
+        self
+    }
+
+    fn alerts(&self) -> &dyn crate::store::alerts::AlertStore {
         self
     }
 

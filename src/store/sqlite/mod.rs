@@ -18,6 +18,7 @@
 //! the error is [`StoreError::Unavailable`]: the listener answers 503 with `Retry-After`, and
 //! [`Store::check_ready`] reports not-ready until a write succeeds again.
 
+mod alerts;
 mod artifacts;
 pub(crate) mod audit;
 pub mod audit_log;
@@ -186,6 +187,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         audit_log::migrate(&conn)?;
         artifacts::migrate(&conn)?;
+        alerts::migrate(&conn)?;
         restrict_permissions(path);
         let shared = Arc::new(Shared {
             path: path.to_owned(),

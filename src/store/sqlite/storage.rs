@@ -50,6 +50,10 @@ impl Storage for Store {
         self
     }
 
+    fn alerts(&self) -> &dyn crate::store::alerts::AlertStore {
+        self
+    }
+
     fn intake<'a>(
         &'a self,
         input: IntakeInput,
