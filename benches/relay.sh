@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Relay benchmark: direct intake (one `serve` node) against a DMZ relay + inside node on the same
 # machine, rounds interleaved so both variants see the same background load; prints each run and
-# the medians (docs/BENCHMARKS.md, "Relay").
+# the medians (docs/BENCHMARKS.md §10).
 #
 #   benches/relay.sh BINDIR        BINDIR holds release builds of wardhook and wardhook-loadgen
 #                                  (cargo build --release --bins)

@@ -626,6 +626,21 @@ mod tests {
             text.contains("wardhook_relay_records_total{result=\"unopenable\"}"),
             "{text}"
         );
+        // Every relay series the shipped alert rules read is one this node exports.
+        let rules = include_str!("../deploy/alerts/wardhook.rules.yml");
+        let mut named = 0;
+        for (at, _) in rules.match_indices("wardhook_relay_") {
+            let name: String = rules[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "deploy/alerts/wardhook.rules.yml reads {name}, which /metrics lacks"
+            );
+            named += 1;
+        }
+        assert!(named >= 3, "the relay alerts read the relay series");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use base64::Engine as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
 
 use super::pull_api::{Ack, Batch, WireRecord};
@@ -33,6 +33,11 @@ use crate::listener::AppState;
 
 /// Longest pause between failed pulls.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How far a relay's receipt time may lie ahead of this node's clock (clock skew).
+const MAX_RECEIPT_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// How far it may lie behind: a record this old is not one a working relay still holds (its
+/// backlog alert fires after 15 minutes).
+const MAX_RECEIPT_AGE: chrono::TimeDelta = chrono::TimeDelta::days(366);
 
 /// What one pass of the loop did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -227,10 +232,14 @@ impl Puller {
                 }
             }
         })();
-        let Some((input, received_at)) = opened else {
+        let Some((input, claimed_at)) = opened else {
             crate::metrics::relay_record("unopenable");
             return Ok(None);
         };
+        let received_at = receipt_time(claimed_at, Utc::now());
+        if received_at != claimed_at {
+            tracing::warn!(relay_id = %rec.id, "relay receipt time out of range; using the pull time");
+        }
         let outcome = crate::listener::ingest_relayed(&self.state, input, received_at)
             .await
             .map_err(|_| PullError::Intake)?;
@@ -295,7 +304,76 @@ impl Puller {
     }
 }
 
+/// The receipt time to ingest a relayed record with: the relay's (`claimed`), unless it lies
+/// more than [`MAX_RECEIPT_AHEAD`] in the future or more than [`MAX_RECEIPT_AGE`] in the past of
+/// `now` (a wrong clock or a compromised relay), then `now`. Retention, dedup windows and
+/// reports do arithmetic on this time; it comes from outside this node, so it is bounded here.
+fn receipt_time(claimed: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let earliest = now.checked_sub_signed(MAX_RECEIPT_AGE);
+    let latest = now.checked_add_signed(MAX_RECEIPT_AHEAD);
+    match (earliest, latest) {
+        (Some(earliest), Some(latest)) if (earliest..=latest).contains(&claimed) => claimed,
+        _ => now,
+    }
+}
+
 /// A reqwest error without the URL (it carries the cursor, harmless, but logs stay short).
 fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_receipt_time_outside_the_clock_window_becomes_the_pull_time() {
+        let now = Utc::now();
+        let cases = [
+            (
+                now - chrono::TimeDelta::hours(3),
+                true,
+                "a backlog of hours: kept",
+            ),
+            (
+                now - chrono::TimeDelta::days(300),
+                true,
+                "within a year: kept",
+            ),
+            (
+                now + chrono::TimeDelta::minutes(4),
+                true,
+                "clock skew: kept",
+            ),
+            (
+                now + chrono::TimeDelta::minutes(6),
+                false,
+                "ahead of the skew",
+            ),
+            (
+                now + chrono::TimeDelta::days(365 * 100),
+                false,
+                "a century ahead",
+            ),
+            (
+                now - chrono::TimeDelta::days(367),
+                false,
+                "older than a year",
+            ),
+            (
+                DateTime::<Utc>::MIN_UTC,
+                false,
+                "the earliest representable time",
+            ),
+            (
+                DateTime::<Utc>::MAX_UTC,
+                false,
+                "the latest representable time",
+            ),
+        ];
+        for (claimed, kept, why) in cases {
+            let expected = if kept { claimed } else { now };
+            assert_eq!(receipt_time(claimed, now), expected, "{why}");
+        }
+    }
 }

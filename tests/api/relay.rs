@@ -195,7 +195,17 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
     }
 
     fn write_inside_config(&self, relay_extra: &str) {
+        self.write_inside_config_with_keys(relay_extra, &["relay.key"]);
+    }
+
+    /// The inside config with `private_keys` naming these files of the inside folder, in order.
+    fn write_inside_config_with_keys(&self, relay_extra: &str, keys: &[&str]) {
         let i = self.path("inside");
+        let private_keys = keys
+            .iter()
+            .map(|k| format!("\"file:{}\"", i.join(k).display()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let text = format!(
             r#"
 [server]
@@ -245,7 +255,7 @@ url = "https://localhost:{pull}"
 ca = "{ca}"
 client_cert = "{i}/client.crt"
 client_key = "{i}/client.key"
-private_keys = ["file:{i}/relay.key"]
+private_keys = [{private_keys}]
 wait_secs = 1
 {relay_extra}
 "#,
@@ -798,6 +808,27 @@ fn scan(dir: &Path, needles: &[Vec<u8>], hits: &mut Vec<String>, files: &mut usi
     }
 }
 
+/// Every file under `dir` is mode 0600 and every folder 0700: what the relay wrote is its
+/// owner's alone, whatever the umask.
+fn assert_private(dir: &Path, files: &mut usize) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for entry in std::fs::read_dir(dir).expect("readable folder") {
+        let path = entry.expect("folder entry").path();
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            assert_private(&path, files);
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            *files += 1;
+        }
+    }
+}
+
 /// Canary values sent through the relay — accepted, retried, refused for a bad signature,
 /// buffered, handed over — appear in no file the relay wrote: database, WAL, shm, audit
 /// mirror, logs. They do reach the inside node (the control).
@@ -842,6 +873,13 @@ async fn a_canary_scan_of_every_file_the_relay_wrote_finds_no_plaintext_phi() {
     scan(&pair.path("relay"), &needles, &mut hits, &mut files);
     assert!(files >= 5, "too few relay files to prove anything: {files}");
     assert!(hits.is_empty(), "{hits:#?}");
+    // The relay's data files (database, WAL, audit mirror, checkpoints) are 0600.
+    let mut data_files = 0;
+    assert_private(&pair.path("relay/data"), &mut data_files);
+    assert!(
+        data_files >= 3,
+        "the relay wrote its data files: {data_files}"
+    );
     // Control: the inside node did get it (decrypted on read, not from disk).
     let store = pair.inside_store();
     let rows = list_deliveries(&store, &ListFilter::default()).unwrap();
@@ -901,5 +939,75 @@ fallback = '{{"greeting": "Hello, thanks for calling"}}'
             .unwrap()
             .len(),
         1
+    );
+}
+
+/// Rotation of the inside key pair, and a key removed too early: records sealed to a key the
+/// inside node lacks are never acknowledged and stay at the relay while the others drain; with
+/// the old key back beside the new one, they drain too, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sealed_to_a_key_the_inside_node_lacks_stay_at_the_relay_until_the_key_is_back() {
+    let pair = Pair::new().await;
+    let out = Command::new(wardhook_bin())
+        .args(["relay", "keygen", "--out"])
+        .arg(pair.path("inside/relay-2.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_ne!(new_public, pair.public_key);
+    let http = pair.http();
+    // Sealed to the first key.
+    let (relay, port) = pair.start_relay();
+    for n in 0..3 {
+        deliver_to(&http, port, &call_body(&format!("old-{n}"))).await;
+    }
+    drop(relay);
+    // The relay now seals to the new key.
+    pair.write_relay_config(&RelayOptions {
+        public_key_line: Some(format!("public_key = \"{new_public}\"")),
+        ..RelayOptions::default()
+    });
+    let (_relay, port) = pair.start_relay();
+    for n in 0..3 {
+        deliver_to(&http, port, &call_body(&format!("new-{n}"))).await;
+    }
+    assert_eq!(pair.relay_backlog(), 6);
+    // The inside node has only the new key: the old key was removed too early.
+    pair.write_inside_config_with_keys("", &["relay-2.key"]);
+    let inside = pair.start_inside();
+    wait_for("the new key's records", Duration::from_secs(30), || {
+        pair.relay_backlog() == 3
+    })
+    .await;
+    // Several more passes (long poll of 1 s): the unopenable records are never acknowledged.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pair.relay_backlog(),
+        3,
+        "unopenable records stay at the relay"
+    );
+    drop(inside);
+    assert_eq!(
+        pair.inside_calls_in_commit_order(),
+        ["new-0", "new-1", "new-2"]
+    );
+    // The old key back after the new one (the overlap of a rotation): everything drains.
+    pair.write_inside_config_with_keys("", &["relay-2.key", "relay.key"]);
+    let inside = pair.start_inside();
+    wait_for("the old key's records", Duration::from_secs(30), || {
+        pair.relay_backlog() == 0
+    })
+    .await;
+    drop(inside);
+    let mut calls = pair.inside_calls_in_commit_order();
+    calls.sort();
+    assert_eq!(
+        calls,
+        ["new-0", "new-1", "new-2", "old-0", "old-1", "old-2"]
     );
 }
