@@ -65,9 +65,10 @@
 //! without payload data), `dev` (the first-run setup) and [`cli`] (the binary's edge).
 //! [`artifacts`] captures the call recordings and transcripts senders only link to, as the
 //! built-in `capture` job of a route (`docs/ARTIFACTS.md`); their rows live in
-//! `store::artifacts`. Beside
-//! the path: [`admin`] (the operator console: API, dashboard, `/metrics` on its own listener)
-//! and [`metrics`] (counters and histograms the stages update).
+//! `store::artifacts`; operators read them through `cli::artifacts`, `admin::artifacts`
+//! and `emergency-export --with-artifacts`. Beside the path: [`admin`] (the operator console:
+//! API, dashboard, `/metrics` on its own listener) and [`metrics`] (counters and histograms the
+//! stages update).
 //!
 //! The public modules are what the binaries, the fuzz targets and the integration tests use;
 //! the rest is `pub(crate)`.

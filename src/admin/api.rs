@@ -122,7 +122,7 @@ pub(super) async fn authorize(
 }
 
 /// Authenticate the bearer token and check `perm`.
-async fn guard(
+pub(super) async fn guard(
     console: &web::Data<Console>,
     req: &HttpRequest,
     perm: Permission,

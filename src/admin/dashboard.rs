@@ -62,7 +62,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// HTML-escape text (names, ids, reasons, and revealed payloads).
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     wardhook_sdk::template::html_escape(s)
 }
 
@@ -71,7 +71,7 @@ fn qv(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn html(status: StatusCode, body: String) -> HttpResponse {
+pub(super) fn html(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .body(body)
@@ -83,7 +83,7 @@ fn redirect(to: &str) -> HttpResponse {
         .finish()
 }
 
-fn page(title: &str, session: Option<&Session>, active: &str, body: &str) -> String {
+pub(super) fn page(title: &str, session: Option<&Session>, active: &str, body: &str) -> String {
     let mut nav = String::new();
     let mut who = String::new();
     if let Some(s) = session {
@@ -227,7 +227,11 @@ fn hourly_latency(b: &[HourBucket]) -> Vec<Option<f64>> {
         .collect()
 }
 
-fn error_page(status: StatusCode, session: Option<&Session>, message: &str) -> HttpResponse {
+pub(super) fn error_page(
+    status: StatusCode,
+    session: Option<&Session>,
+    message: &str,
+) -> HttpResponse {
     let title = match status {
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::NOT_FOUND => "Not found",
@@ -248,7 +252,7 @@ fn error_page(status: StatusCode, session: Option<&Session>, message: &str) -> H
     )
 }
 
-fn api_error_page(e: &ApiError, session: Option<&Session>) -> HttpResponse {
+pub(super) fn api_error_page(e: &ApiError, session: Option<&Session>) -> HttpResponse {
     let msg = match e {
         ApiError::NotFound => "Nothing with that id.",
         ApiError::BadRequest(m) => m,
@@ -260,6 +264,8 @@ fn api_error_page(e: &ApiError, session: Option<&Session>) -> HttpResponse {
             "Too many failed sign-ins from this address; wait a few minutes."
         }
         ApiError::Unauthorized => "Please sign in.",
+        ApiError::Gone => "This was purged: its key has been destroyed.",
+        ApiError::Unreadable => "The stored file failed its integrity check.",
     };
     let status = actix_web::ResponseError::status_code(e);
     error_page(status, session, msg)
@@ -290,7 +296,7 @@ async fn session(console: &web::Data<Console>, req: &HttpRequest) -> Result<Sess
 }
 
 /// Session + role check for a page; a refusal is audited like the API's.
-async fn page_guard(
+pub(super) async fn page_guard(
     console: &web::Data<Console>,
     req: &HttpRequest,
     perm: Permission,
@@ -648,7 +654,12 @@ async fn deliveries(
     )
 }
 
-fn delivery_body(detail: &serde_json::Value, s: &Session, notice: &str) -> String {
+fn delivery_body(
+    detail: &serde_json::Value,
+    s: &Session,
+    notice: &str,
+    artifacts: &[crate::store::artifacts::ArtifactSummary],
+) -> String {
     let d = &detail["delivery"];
     let id = d["id"].as_str().unwrap_or_default();
     let text = |v: &serde_json::Value| esc(v.as_str().unwrap_or_default());
@@ -701,6 +712,7 @@ fn delivery_body(detail: &serde_json::Value, s: &Session, notice: &str) -> Strin
         }
         b.push_str("</ol>");
     }
+    b.push_str(&super::artifacts::section(artifacts, s));
     b.push_str("<h2>Actions</h2>");
     let _ = write!(
         b,
@@ -749,6 +761,15 @@ async fn delivery(
         Ok(d) => d,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
+    let artifacts = match console
+        .store
+        .artifacts()
+        .delivery_artifacts(id.clone())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => return api_error_page(&ApiError::from(e), Some(&s)),
+    };
     let notice = q
         .done
         .map(|n| {
@@ -761,7 +782,7 @@ async fn delivery(
             "Delivery",
             Some(&s),
             "/deliveries",
-            &delivery_body(&detail, &s, &notice),
+            &delivery_body(&detail, &s, &notice, &artifacts),
         ),
     )
 }

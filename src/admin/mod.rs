@@ -15,9 +15,12 @@
 //! - `auth`: bearer tokens, dashboard sessions with idle logoff and CSRF, failed sign-in limits.
 //! - `api`: the JSON API (`/api/...`, described by `/api/openapi.json`) and `/metrics`.
 //! - `dashboard`: HTML pages with embedded CSS and inline SVG charts (no CDN, no scripts).
+//! - `artifacts`: captured recordings and transcripts: listed by metadata, played and
+//!   downloaded decrypted (each read a `payload_read` record under the token).
 //! - `health`: per-source and per-handler success rates and latency over the last 24 h.
 
 mod api;
+mod artifacts;
 pub mod auth;
 pub mod cli;
 mod dashboard;
@@ -88,6 +91,8 @@ pub struct ConsoleSetup {
     /// TLS cannot lose it unnoticed.
     client_ca: Option<PathBuf>,
     audit_dir: PathBuf,
+    /// `[artifacts] dir`, when capture is configured: the console plays and downloads from it.
+    artifacts_dir: Option<PathBuf>,
     view: SharedView,
 }
 
@@ -134,6 +139,7 @@ impl ConsoleSetup {
             },
             client_ca: config.admin.client_ca.clone(),
             audit_dir: config.audit.dir.clone(),
+            artifacts_dir: config.artifacts.as_ref().map(|a| a.dir.clone()),
             view: Arc::new(std::sync::RwLock::new(Arc::new(ConsoleView::from_config(
                 config,
             )))),
@@ -261,10 +267,12 @@ impl AdminServer {
                         .add((
                             header::CONTENT_SECURITY_POLICY,
                             "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-                             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                             media-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                             base-uri 'none'",
                         )),
                 )
                 .configure(api::routes)
+                .configure(artifacts::routes)
                 .configure(dashboard::routes)
         })
         .disable_signals()
@@ -335,6 +343,12 @@ pub(crate) enum ApiError {
     RateLimited(u64),
     #[error("storage unavailable")]
     Unavailable,
+    /// The object existed but its key was destroyed by `purge`.
+    #[error("purged")]
+    Gone,
+    /// A stored file failed its integrity check or could not be read.
+    #[error("unreadable")]
+    Unreadable,
 }
 
 impl ResponseError for ApiError {
@@ -346,6 +360,8 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Gone => StatusCode::GONE,
+            Self::Unreadable => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
