@@ -80,7 +80,8 @@
 //! deliveries), `dev` (the first-run setup) and [`cli`] (the binary's edge).
 //! [`artifacts`] captures the call recordings and transcripts senders only link to, as the
 //! built-in `capture` job of a route (`docs/ARTIFACTS.md`); their rows live in
-//! `store::artifacts`. Beside
+//! `store::artifacts`; operators read them through `cli::artifacts`, `admin::artifacts`
+//! and `emergency-export --with-artifacts`. Beside
 //! the path: [`admin`] (the operator console on its own listener: API, dashboard — find a call,
 //! bulk actions, per-source and per-handler charts — and `/metrics`),
 //! [`alerts`] (built-in alert rules evaluated beside the path: they open, show on every console

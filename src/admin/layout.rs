@@ -206,6 +206,8 @@ pub(super) fn api_error_page(e: &ApiError, session: Option<&Session>) -> HttpRes
             "Too many failed sign-ins from this address; wait a few minutes."
         }
         ApiError::Unauthorized => "Please sign in.",
+        ApiError::Gone => "This was purged: its key has been destroyed.",
+        ApiError::Unreadable => "The stored file failed its integrity check.",
     };
     let status = actix_web::ResponseError::status_code(e);
     error_page(status, session, msg)

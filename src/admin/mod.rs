@@ -16,6 +16,8 @@
 //! - `api`: the JSON API (`/api/...`, described by `/api/openapi.json`) and `/metrics`.
 //! - `pages`: the dashboard, one file per page (no CDN, no scripts); `layout`: the frame and
 //!   helpers they share (escaping, badges, error pages, the embedded CSS); `charts`: inline SVG.
+//! - `artifacts`: captured recordings and transcripts: listed by metadata, played and
+//!   downloaded decrypted (each read a `payload_read` record under the token).
 //! - `health`: per-source and per-handler success rates and latency over the last 24 h.
 //! - `calls`: "find a call" and the call timeline; `bulk`: retry or replay by filter, counted
 //!   first, recorded once, run in batches; `activity` and `timecharts`: the per-source and
@@ -26,6 +28,7 @@
 mod activity;
 mod alerts_api;
 mod api;
+mod artifacts;
 pub mod auth;
 mod bulk;
 mod calls;
@@ -102,6 +105,8 @@ pub struct ConsoleSetup {
     /// TLS cannot lose it unnoticed.
     client_ca: Option<PathBuf>,
     audit_dir: PathBuf,
+    /// `[artifacts] dir`, when capture is configured: the console plays and downloads from it.
+    artifacts_dir: Option<PathBuf>,
     view: SharedView,
     /// The alerts' evaluator, for acknowledgements (their notifications); `None` in setups
     /// built without one.
@@ -151,6 +156,7 @@ impl ConsoleSetup {
             },
             client_ca: config.admin.client_ca.clone(),
             audit_dir: config.audit.dir.clone(),
+            artifacts_dir: config.artifacts.as_ref().map(|a| a.dir.clone()),
             view: Arc::new(std::sync::RwLock::new(Arc::new(ConsoleView::from_config(
                 config,
             )))),
@@ -285,7 +291,8 @@ impl AdminServer {
                         .add((
                             header::CONTENT_SECURITY_POLICY,
                             "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-                             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                             media-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                             base-uri 'none'",
                         )),
                 )
                 .configure(api::routes)
@@ -293,6 +300,7 @@ impl AdminServer {
                 .configure(bulk::routes)
                 .configure(activity::routes)
                 .configure(alerts_api::routes)
+                .configure(artifacts::routes)
                 .configure(pages::routes)
         })
         .disable_signals()
@@ -363,6 +371,12 @@ pub(crate) enum ApiError {
     RateLimited(u64),
     #[error("storage unavailable")]
     Unavailable,
+    /// The object existed but its key was destroyed by `purge`.
+    #[error("purged")]
+    Gone,
+    /// A stored file failed its integrity check or could not be read.
+    #[error("unreadable")]
+    Unreadable,
 }
 
 impl ResponseError for ApiError {
@@ -374,6 +388,8 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Gone => StatusCode::GONE,
+            Self::Unreadable => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

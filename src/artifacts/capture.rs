@@ -442,4 +442,18 @@ mod tests {
         assert_eq!(field_value(&data, "e"), None);
         assert_eq!(field_value(&data, "missing.x"), None);
     }
+
+    #[test]
+    fn a_purged_period_ends_the_capture_and_a_busy_database_retries_it() {
+        let purged = store_error(&StoreError::KeyDestroyed);
+        assert!(!purged.is_retryable());
+        assert!(
+            purged
+                .to_string()
+                .contains("the delivery's period was purged"),
+            "{purged}"
+        );
+        assert!(!store_error(&StoreError::NotFound("delivery")).is_retryable());
+        assert!(store_error(&StoreError::Unavailable("database locked")).is_retryable());
+    }
 }

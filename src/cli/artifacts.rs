@@ -10,8 +10,10 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::storage::OfflineStore;
+use crate::artifacts::ReadError;
 use crate::store::artifacts::{ArtifactFilter, ArtifactReader, ArtifactSummary};
 use crate::store::types::Requester;
+use crate::store::StoreError;
 
 /// `artifacts` subcommands.
 #[derive(Debug, Subcommand)]
@@ -131,4 +133,80 @@ fn print_list(
         )?;
     }
     Ok(())
+}
+
+/// `emergency-export --with-artifacts`: the exported deliveries' artifacts, decrypted into the
+/// archive after the deliveries. Each artifact is opened like `artifacts get` (a `payload_read`
+/// record naming the operator); purged ones are skipped.
+pub(super) struct ArchiveArtifacts {
+    store: OfflineStore,
+    dir: PathBuf,
+}
+
+impl ArchiveArtifacts {
+    /// The store and the artifact folder of `config`, which must configure capture.
+    pub(super) fn open(config: &Path) -> anyhow::Result<Self> {
+        let settings = crate::app::load_checked(config)?;
+        let dir = settings
+            .artifacts
+            .as_ref()
+            .map(|a| a.dir.clone())
+            .context("--with-artifacts: the config has no [artifacts] section")?;
+        Ok(Self {
+            store: OfflineStore::open(config)?,
+            dir,
+        })
+    }
+
+    /// Append the artifacts of `deliveries` to `sink`: per artifact its metadata record, then
+    /// its content in records of one decrypted chunk each. Returns how many were added.
+    pub(super) fn append(
+        &self,
+        deliveries: &[String],
+        sink: crate::store::archive::ArchiveRecords<'_>,
+    ) -> Result<u64, StoreError> {
+        use base64::Engine as _;
+        let mut added = 0u64;
+        for delivery in deliveries {
+            let delivery = delivery.clone();
+            let rows = self
+                .store
+                .run(move |s| s.artifacts().delivery_artifacts(delivery))?;
+            for row in rows.into_iter().filter(|r| r.readable) {
+                let dir = self.dir.clone();
+                let reader = ArtifactReader::Person(Requester::cli_user());
+                let id = row.id.clone();
+                let opened = self.store.block_on(|s| {
+                    Box::pin(
+                        async move { crate::artifacts::open_artifact(s, &dir, &id, reader).await },
+                    )
+                });
+                let (summary, mut file) = match opened {
+                    Ok(v) => v,
+                    // Purged between the listing and the read.
+                    Err(ReadError::Store(StoreError::KeyDestroyed)) => continue,
+                    Err(ReadError::Store(e)) => return Err(e),
+                    Err(ReadError::File(e)) => {
+                        tracing::error!(artifact = %row.id, error = %e, "artifact file unreadable");
+                        return Err(StoreError::Corrupt("an artifact file is unreadable"));
+                    }
+                };
+                sink(&serde_json::json!({ "artifact": summary }))?;
+                loop {
+                    let chunk = file
+                        .next_chunk()
+                        .map_err(|_| StoreError::Corrupt("an artifact file is unreadable"))?;
+                    let Some(chunk) = chunk else { break };
+                    let data = zeroize::Zeroizing::new(
+                        base64::engine::general_purpose::STANDARD.encode(&chunk[..]),
+                    );
+                    sink(
+                        &serde_json::json!({ "artifact_part": summary.id, "data_b64": data.as_str() }),
+                    )?;
+                }
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
 }

@@ -93,6 +93,10 @@ pub enum Command {
         /// The archive file to create (must not exist).
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
+        /// Also put the exported deliveries' captured artifacts (recordings, transcripts) into
+        /// the archive, decrypted; each is a `payload_read` audit record.
+        #[arg(long)]
+        with_artifacts: bool,
     },
     /// Decrypt an emergency archive to JSON lines on stdout.
     EmergencyOpen {
@@ -102,6 +106,10 @@ pub enum Command {
         /// where other users could see it).
         #[arg(long, value_name = "PATH")]
         key_file: PathBuf,
+        /// Write the archive's artifacts into this folder as new owner-only files
+        /// (`<id>.wav`, …), each checked against its recorded SHA-256, instead of base64 lines.
+        #[arg(long, value_name = "DIR")]
+        artifacts_dir: Option<PathBuf>,
     },
     /// Ask the running server to re-read its config, certificates and secrets (SIGHUP).
     Reload,
@@ -471,10 +479,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             until,
             out,
-        } => operate::emergency_export(config, &reason, &since, until.as_deref(), &out),
-        Command::EmergencyOpen { archive, key_file } => {
-            operate::emergency_open(&archive, &key_file)
-        }
+            with_artifacts,
+        } => operate::emergency_export(
+            config,
+            &reason,
+            (&since, until.as_deref()),
+            &out,
+            with_artifacts,
+        ),
+        Command::EmergencyOpen {
+            archive,
+            key_file,
+            artifacts_dir,
+        } => operate::emergency_open(&archive, &key_file, artifacts_dir.as_deref()),
         Command::Sign {
             source,
             url,

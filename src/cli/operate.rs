@@ -12,13 +12,14 @@ use super::{doctor, intake, smart_keys, storage, KeysCommand, QuarantineCommand}
 use crate::config::Config;
 use crate::store::admin::{PurgeProgress, Requester};
 
-/// `emergency-export`: decrypt a time range into an archive under a key printed once.
+/// `emergency-export`: decrypt a time range into an archive under a key printed once; with
+/// `with_artifacts`, the deliveries' captured artifacts too.
 pub(super) fn emergency_export(
     config: &Path,
     reason: &str,
-    since: &str,
-    until: Option<&str>,
+    (since, until): (&str, Option<&str>),
     out: &Path,
+    with_artifacts: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = storage::open_maintenance(config)?;
     let since = intake::parse_time(since)?;
@@ -26,8 +27,18 @@ pub(super) fn emergency_export(
         .map(intake::parse_time)
         .transpose()?
         .unwrap_or_else(chrono::Utc::now);
+    // Opened before the archive file is created, so a config without `[artifacts]` leaves
+    // nothing behind.
+    let artifacts = if with_artifacts {
+        Some(super::artifacts::ArchiveArtifacts::open(config)?)
+    } else {
+        None
+    };
     let mut file = crate::fsutil::create_new_private(out)
         .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
+    let mut extras = artifacts.as_ref().map(|a| {
+        move |ids: &[String], sink: crate::store::archive::ArchiveRecords<'_>| a.append(ids, sink)
+    });
     let report = store.emergency_export(
         since,
         until,
@@ -39,11 +50,19 @@ pub(super) fn emergency_export(
                 eprintln!("emergency-export: {n} deliveries written…");
             }
         },
+        extras
+            .as_mut()
+            .map(|f| f as crate::store::archive::ArchiveExtras<'_>),
     )?;
     file.sync_all()?;
     eprintln!(
-        "wrote {} deliveries to {} ({} in range already purged); this access is in the audit log",
+        "wrote {} deliveries{} to {} ({} in range already purged); this access is in the audit log",
         report.count,
+        if with_artifacts {
+            format!(" and {} artifacts", report.extras)
+        } else {
+            String::new()
+        },
         out.display(),
         report.purged
     );
@@ -52,8 +71,13 @@ pub(super) fn emergency_export(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `emergency-open`: decrypt an archive to JSON lines on stdout.
-pub(super) fn emergency_open(archive: &Path, key_file: &Path) -> anyhow::Result<ExitCode> {
+/// `emergency-open`: decrypt an archive to JSON lines on stdout; with `artifacts_dir`, the
+/// artifacts into files there.
+pub(super) fn emergency_open(
+    archive: &Path,
+    key_file: &Path,
+    artifacts_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let key = zeroize::Zeroizing::new(
         std::fs::read_to_string(key_file)
             .with_context(|| format!("cannot read {}", key_file.display()))?,
@@ -62,8 +86,20 @@ pub(super) fn emergency_open(archive: &Path, key_file: &Path) -> anyhow::Result<
         std::fs::File::open(archive)
             .with_context(|| format!("cannot open {}", archive.display()))?,
     );
-    let n = crate::store::emergency::open_archive(&key, &mut input, &mut std::io::stdout().lock())?;
-    eprintln!("{n} deliveries");
+    if let Some(dir) = artifacts_dir {
+        crate::fsutil::create_private_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let opened = crate::store::archive::open_archive_into(
+        &key,
+        &mut input,
+        &mut std::io::stdout().lock(),
+        artifacts_dir,
+    )?;
+    eprintln!(
+        "{} deliveries, {} artifacts",
+        opened.deliveries, opened.artifacts
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -136,6 +136,9 @@ pub trait ArtifactStore: Send + Sync {
     /// The artifacts of one delivery, in capture order.
     fn delivery_artifacts(&self, delivery_id: String) -> StoreFuture<'_, Vec<ArtifactSummary>>;
 
+    /// Artifact `id`'s metadata, if it exists (nothing is unsealed; not a read).
+    fn artifact(&self, id: String) -> StoreFuture<'_, Option<ArtifactSummary>>;
+
     /// Artifacts matching `filter`, newest first.
     fn list_artifacts(&self, filter: ArtifactFilter) -> StoreFuture<'_, Vec<ArtifactSummary>>;
 
@@ -153,6 +156,21 @@ pub trait ArtifactStore: Send + Sync {
         status: Option<u16>,
         deleted: bool,
     ) -> StoreFuture<'_, ()>;
+}
+
+/// A file name extension for an artifact written out (downloads, emergency archives), from
+/// the content types capture accepts by default; empty for any other.
+pub fn file_extension(content_type: &str) -> &'static str {
+    match content_type {
+        "audio/wav" | "audio/x-wav" | "audio/wave" => ".wav",
+        "audio/mpeg" | "audio/mp3" => ".mp3",
+        "audio/ogg" => ".ogg",
+        "audio/webm" => ".webm",
+        "audio/mp4" | "audio/m4a" | "audio/x-m4a" => ".m4a",
+        "text/plain" => ".txt",
+        "application/json" => ".json",
+        _ => "",
+    }
 }
 
 /// The AAD place of an artifact's sealed file key.

@@ -71,6 +71,15 @@ async fn an_artifact_is_recorded_once_read_with_an_audit_record_and_shredded_by_
         arts.delivery_artifacts(d1.clone()).await.expect("of d1"),
         vec![first.clone()]
     );
+    assert_eq!(
+        arts.artifact("art_one".into()).await.expect("by id"),
+        Some(first.clone()),
+        "metadata by id, without a read"
+    );
+    assert_eq!(
+        arts.artifact("art_nothing".into()).await.expect("by id"),
+        None
+    );
 
     let opened = arts
         .open_artifact("art_one".into(), ArtifactReader::Person(operator()))

@@ -198,6 +198,17 @@ async fn reverify_and_emergency_export_read_payloads_and_audit_it(h: Harness) {
     let (export, archive) = h
         .maintain("node-a", |m| {
             let mut archive = Vec::new();
+            // The extras see the exported deliveries and add their records after them.
+            let mut seen = Vec::new();
+            let mut extras = |ids: &[String],
+                              sink: super::archive::ArchiveRecords<'_>|
+             -> Result<u64, super::StoreError> {
+                seen.extend_from_slice(ids);
+                sink(
+                    &serde_json::json!({"artifact": {"id": "art_extra", "note": "extra-record"}}),
+                )?;
+                Ok(1)
+            };
             let export = m.emergency_export(
                 Utc::now() - chrono::Duration::days(1),
                 Utc::now() + chrono::Duration::days(1),
@@ -205,12 +216,18 @@ async fn reverify_and_emergency_export_read_payloads_and_audit_it(h: Harness) {
                 &who(),
                 &mut archive,
                 &mut |_| {},
+                Some(&mut extras),
             );
-            (export, archive)
+            (export.map(|e| (e, seen)), archive)
         })
         .await;
-    let export = export.expect("export");
-    assert_eq!((export.count, export.purged), (1, 0));
+    let (export, seen) = export.expect("export");
+    assert_eq!((export.count, export.purged, export.extras), (1, 0, 1));
+    assert_eq!(
+        seen,
+        vec![id.clone()],
+        "the extras see the exported delivery"
+    );
     let mut opened = Vec::new();
     let n = super::emergency::open_archive(
         export.archive_key_b64.as_str(),
@@ -218,8 +235,14 @@ async fn reverify_and_emergency_export_read_payloads_and_audit_it(h: Harness) {
         &mut opened,
     )
     .expect("open the archive");
-    assert_eq!(n, 1);
-    assert!(String::from_utf8_lossy(&opened).contains("John Doe"));
+    assert_eq!(n, 1, "deliveries, the extra record not counted");
+    let text = String::from_utf8_lossy(&opened);
+    assert!(text.contains("John Doe"));
+    assert!(
+        text.trim_end()
+            .ends_with(r#"{"artifact":{"id":"art_extra","note":"extra-record"}}"#),
+        "the extra record follows the deliveries: {text}"
+    );
     for action in ["delivery_reverified", "emergency_access"] {
         assert_eq!(
             h.count(&format!(

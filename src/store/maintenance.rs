@@ -19,7 +19,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use super::admin::BackupReport;
-use super::archive::EmergencyExport;
+use super::archive::{ArchiveExtras, EmergencyExport};
 use super::types::{Requester, RotationProgress, RotationReport};
 use super::StoreError;
 use crate::audit::commands::{SearchArgs, VerifySummary};
@@ -160,7 +160,8 @@ pub trait Maintenance: std::fmt::Debug {
 
     /// `emergency-export`: decrypt deliveries received in `[since, until)` into an archive
     /// encrypted under a fresh key (returned once), audited (`emergency_access`);
-    /// `progress(n)` after each delivery written.
+    /// `progress(n)` after each delivery written. `extras`, if given, appends its records
+    /// after the deliveries (outside the read snapshot, so it may use the store itself).
     #[allow(clippy::too_many_arguments)]
     fn emergency_export(
         &self,
@@ -170,6 +171,7 @@ pub trait Maintenance: std::fmt::Debug {
         who: &Requester,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
+        extras: Option<ArchiveExtras<'_>>,
     ) -> Result<EmergencyExport, StoreError>;
 
     /// `audit search`: matching records as tab-separated lines, oldest first (on PostgreSQL

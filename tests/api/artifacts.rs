@@ -4,7 +4,10 @@
 //! Python's `wave` module. The capture is decrypted back and compared by SHA-256, a canary
 //! inside the audio is found in no file wardhook wrote, the failure answers end as documented
 //! in docs/ARTIFACTS.md, and a SIGKILL mid-download leaves no partial file and is retried to
-//! completion after restart.
+//! completion after restart. On SQLite and PostgreSQL: a replayed capture downloads nothing
+//! again; operators play and download the recording in the console (API and dashboard, each
+//! read audited), an emergency export carries it, and a purge of its period (run two days
+//! later, under `faketime`) makes it unreadable everywhere.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -16,6 +19,9 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use wardhook::admin::Role;
+
+use crate::admin::Db;
 use crate::helpers::*;
 
 const CANARY: &[u8] = b"CANARY-RECORDING-QX7Z-PATIENT-VOICE";
@@ -55,13 +61,13 @@ w.close()
 }
 
 /// The vendor: a Python HTTPS server. Killed on drop.
-struct Vendor {
+pub(crate) struct Vendor {
     child: Child,
     port: u16,
     log: PathBuf,
     slow_flag: PathBuf,
     _dir: tempfile::TempDir,
-    wav: Vec<u8>,
+    pub(crate) wav: Vec<u8>,
 }
 
 impl Drop for Vendor {
@@ -72,7 +78,7 @@ impl Drop for Vendor {
 }
 
 impl Vendor {
-    fn start(fixture: &Fixture) -> Self {
+    pub(crate) fn start(fixture: &Fixture) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let wav_path = dir.path().join("recording.wav");
         let wav = write_wav(&wav_path);
@@ -108,7 +114,7 @@ impl Vendor {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
@@ -118,8 +124,21 @@ impl Vendor {
 }
 
 /// The fixture: a Twilio source, capture of `RecordingUrl` from the vendor, `delete_at_vendor`.
-fn fixture(extra_log: &str) -> Fixture {
-    let fixture = write_fixture(&AppOptions {
+pub(crate) fn fixture(extra_log: &str) -> Fixture {
+    let fixture = write_fixture(&options(extra_log));
+    write_secrets(&fixture);
+    fixture
+}
+
+pub(crate) fn write_secrets(fixture: &Fixture) {
+    let d = fixture.dir.path();
+    std::fs::write(d.join("twilio.secret"), TWILIO_TOKEN).unwrap();
+    std::fs::write(d.join("vendor.user"), SID).unwrap();
+    std::fs::write(d.join("vendor.password"), VENDOR_PASSWORD).unwrap();
+}
+
+pub(crate) fn options(extra_log: &str) -> AppOptions {
+    AppOptions {
         sources: Some(format!(
             r#"
 [[sources]]
@@ -153,12 +172,7 @@ handlers = ["capture"]
 "#
         ),
         ..AppOptions::default()
-    });
-    let d = fixture.dir.path();
-    std::fs::write(d.join("twilio.secret"), TWILIO_TOKEN).unwrap();
-    std::fs::write(d.join("vendor.user"), SID).unwrap();
-    std::fs::write(d.join("vendor.password"), VENDOR_PASSWORD).unwrap();
-    fixture
+    }
 }
 
 /// A recording status callback, form-encoded and signed the way Twilio signs it.
@@ -187,7 +201,7 @@ fn recording_callback(call: &str, url: &str) -> (String, String) {
     (body, signature)
 }
 
-async fn post_callback(client: &reqwest::Client, port: u16, call: &str, url: &str) {
+pub(crate) async fn post_callback(client: &reqwest::Client, port: u16, call: &str, url: &str) {
     let (body, signature) = recording_callback(call, url);
     let res = client
         .post(format!("https://localhost:{port}/hooks/twilio"))
@@ -211,7 +225,7 @@ fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn listed(dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn listed(dir: &Path) -> Vec<serde_json::Value> {
     let out = cli(dir, &["artifacts", "list", "--format", "json"]);
     assert!(
         out.status.success(),
@@ -425,4 +439,298 @@ async fn a_download_killed_midway_leaves_no_plaintext_and_completes_after_restar
             f.display()
         );
     }
+}
+
+/// How many times the vendor served `path` to a GET.
+fn gets(vendor: &Vendor, path: &str) -> usize {
+    vendor
+        .requests()
+        .lines()
+        .filter(|l| *l == format!("GET {path}"))
+        .count()
+}
+
+/// Wait until `cond` holds (polling every 200 ms for up to 30 s).
+pub(crate) async fn until(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..150 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cond()
+}
+
+/// payload_read records of artifacts, per the CLI's audit search (every node's).
+pub(crate) fn artifact_reads(dir: &Path) -> Vec<String> {
+    let out = cli(dir, &["audit", "search", "--action", "payload_read"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("artifact"))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn operators_replay_play_download_export_and_purge_an_artifact_on(db: Db) {
+    let (fixture, _pg) = match db {
+        Db::Sqlite => (write_fixture(&options("")), None),
+        Db::Postgres => {
+            let Some(pg) = crate::postgres::PgTestDb::create().await else {
+                return;
+            };
+            (pg.fixture("node-a", options(""), None), Some(pg))
+        }
+    };
+    write_secrets(&fixture);
+    let vendor = Vendor::start(&fixture);
+    let app = spawn_from_fixture(fixture).await;
+    let dir = app.dir.path().to_owned();
+    let recording = "/2010-04-01/Recordings/RE7";
+    post_callback(&app.client(), app.port, "7", &vendor.url(recording)).await;
+    let mut rows = Vec::new();
+    assert!(
+        until(|| {
+            rows = listed(&dir);
+            rows.len() == 1 && !rows[0]["vendor_deleted_at"].is_null()
+        })
+        .await,
+        "captured and deleted at the vendor: {rows:?}"
+    );
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
+    let delivery = rows[0]["delivery_id"].as_str().unwrap().to_owned();
+    let sha = hex::encode(Sha256::digest(&vendor.wav));
+    assert_eq!(rows[0]["sha256"], sha);
+    assert_eq!(gets(&vendor, recording), 1);
+
+    // The console: metadata for every role; content for roles that may reveal payloads.
+    let (operator, operator_id) = crate::admin::create_token(&app, "ops", Role::Operator);
+    let (auditor, _) = crate::admin::create_token(&app, "audit", Role::Auditor);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(app.ca_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let api = |path: &str, token: &str| {
+        http.get(crate::admin::admin_url(&app, path))
+            .bearer_auth(token)
+            .send()
+    };
+    // A capture that finished is never repeated: replaying the delivery runs the capture job
+    // again, which finds the field recorded and downloads nothing.
+    let replay = cli(&dir, &["deliveries", "replay", &delivery]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let mut detail = serde_json::Value::Null;
+    for _ in 0..150 {
+        detail = api(&format!("/api/deliveries/{delivery}"), &operator)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let jobs = detail["jobs"].as_array().cloned().unwrap_or_default();
+        let attempts: usize = jobs
+            .iter()
+            .map(|j| j["timeline"].as_array().map_or(0, Vec::len))
+            .sum();
+        if attempts >= 2 && jobs.iter().all(|j| j["status"] == "done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let attempts: usize = detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["timeline"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(attempts >= 2, "the replayed capture ran: {detail}");
+    assert_eq!(gets(&vendor, recording), 1, "{}", vendor.requests());
+    assert_eq!(listed(&dir).len(), 1, "still one artifact");
+
+    let list: serde_json::Value = api(&format!("/api/artifacts?delivery={delivery}"), &auditor)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["artifacts"][0]["id"], id.as_str());
+    let content_path = format!("/api/artifacts/{id}/content");
+    assert_eq!(api(&content_path, &auditor).await.unwrap().status(), 403);
+    let res = api(&content_path, &operator).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "audio/x-wav");
+    assert_eq!(res.headers()["x-artifact-sha256"], sha.as_str());
+    assert_eq!(&res.bytes().await.unwrap()[..], &vendor.wav[..]);
+
+    // The dashboard: the delivery page links the player; the player loads nothing until play.
+    let login = http
+        .post(crate::admin::admin_url(&app, "/login"))
+        .form(&[("token", operator.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let session = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = |path: String| {
+        http.get(crate::admin::admin_url(&app, &path))
+            .header("cookie", &session)
+            .send()
+    };
+    let html = page(format!("/deliveries/{delivery}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(&format!("href=\"/artifacts/{id}\"")),
+        "{html}"
+    );
+    let res = page(format!("/artifacts/{id}")).await.unwrap();
+    assert!(res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("media-src 'self'"));
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains(&format!(
+            "<audio id=\"player\" controls preload=\"none\" src=\"/artifacts/{id}/content\">"
+        )),
+        "{html}"
+    );
+    let reads_before = artifact_reads(&dir).len();
+    assert_eq!(
+        reads_before, 1,
+        "showing pages reads nothing; the API read is recorded"
+    );
+    let res = page(format!("/artifacts/{id}/content?download=1"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-disposition"],
+        format!("attachment; filename=\"{id}.wav\"").as_str()
+    );
+    assert_eq!(&res.bytes().await.unwrap()[..], &vendor.wav[..]);
+    let cross = http
+        .get(crate::admin::admin_url(
+            &app,
+            &format!("/artifacts/{id}/content"),
+        ))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let reads = artifact_reads(&dir);
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(
+        reads.iter().all(|r| r.contains(&operator_id)),
+        "each read names the token: {reads:?}"
+    );
+
+    // Emergency export with the artifacts: the recording comes out of the archive intact.
+    let out_dir = tempfile::tempdir().unwrap();
+    let archive = out_dir.path().join("archive.bin");
+    let export = cli(
+        &dir,
+        &[
+            "emergency-export",
+            "--reason",
+            "records needed for a legal hold",
+            "--since",
+            &(chrono::Utc::now() - chrono::Duration::days(1))
+                .format("%Y-%m-%d")
+                .to_string(),
+            "--out",
+            archive.to_str().unwrap(),
+            "--with-artifacts",
+        ],
+    );
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    assert!(String::from_utf8_lossy(&export.stderr).contains("and 1 artifacts"));
+    let key_file = out_dir.path().join("key");
+    std::fs::write(&key_file, &export.stdout).unwrap();
+    assert!(!holds(&std::fs::read(&archive).unwrap(), CANARY));
+    let unpacked = out_dir.path().join("artifacts");
+    let open = Command::new(wardhook_bin())
+        .args(["emergency-open", archive.to_str().unwrap(), "--key-file"])
+        .arg(&key_file)
+        .arg("--artifacts-dir")
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(
+        open.status.success(),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    assert!(String::from_utf8_lossy(&open.stderr).contains("1 deliveries, 1 artifacts"));
+    let file = unpacked.join(format!("{id}.wav"));
+    assert_eq!(std::fs::read(&file).unwrap(), vendor.wav);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        artifact_reads(&dir).len(),
+        3,
+        "the export's read is recorded"
+    );
+
+    // Two days later, a purge of one day's retention takes the recording's period: the file
+    // stays, but nothing can open it any more.
+    let purge = Command::new("faketime")
+        .arg("+2 days")
+        .arg(wardhook_bin())
+        .args(["purge", "--older-than", "1d", "--config"])
+        .arg(&app.config_path)
+        .current_dir(&dir)
+        .output()
+        .expect("faketime (apt install faketime) runs the purge two days later");
+    assert!(
+        purge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    let rows = listed(&dir);
+    assert_eq!(rows[0]["readable"], false, "{rows:?}");
+    assert!(dir.join(format!("data/artifacts/{id}.wha")).exists());
+    let get = cli(&dir, &["artifacts", "get", &id, "--out", "/dev/null"]);
+    assert!(!get.status.success());
+    assert!(String::from_utf8_lossy(&get.stderr).contains("the artifact was purged"));
+    assert_eq!(api(&content_path, &operator).await.unwrap().status(), 410);
+    let html = page(format!("/artifacts/{id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("was purged") && !html.contains("<audio"),
+        "{html}"
+    );
+    app.stop().await;
+}
+
+crate::on_both_backends! {
+    operators_replay_play_download_export_and_purge_an_artifact_on =>
+        operators_replay_play_download_export_and_purge_an_artifact,
+        operators_replay_play_download_export_and_purge_an_artifact_on_postgres;
 }

@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver: sign in, find a dead
 //! letter, retry it, see it delivered, reveal a payload as an operator (and be refused as an
-//! auditor), be signed out after the idle time, and save a screenshot of each page into
+//! auditor), play a captured call recording from its page (the browser fetches and decodes the
+//! WAV under the console's Content-Security-Policy), be signed out after the idle time, and save a screenshot of each page into
 //! `target/screenshots/` — or, with `WARDHOOK_UPDATE_SCREENSHOTS=1`, over the documentation's
 //! `docs/screenshots/`, so an ordinary test run leaves the tracked images alone. Each test runs
 //! on SQLite and on PostgreSQL (whose screenshots go to `target/screenshots/postgres/` only).
@@ -398,4 +399,87 @@ crate::on_both_backends! {
         an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_refused_on_postgres;
     an_idle_session_is_signed_out_on =>
         an_idle_session_is_signed_out, an_idle_session_is_signed_out_on_postgres;
+    an_operator_plays_a_captured_recording_on =>
+        an_operator_plays_a_captured_recording,
+        an_operator_plays_a_captured_recording_on_postgres;
+}
+
+/// An operator opens a captured recording from its delivery's page and plays it: the browser
+/// fetches the decrypted WAV with the session cookie, under the console's CSP, and decodes it.
+async fn an_operator_plays_a_captured_recording_on(db: Db) {
+    let Some(mut browser) = Browser::open().await else {
+        return;
+    };
+    browser.backend = db;
+    let options = crate::artifacts::options("");
+    let (fixture, _pg) = match db {
+        Db::Sqlite => (write_fixture(&options), None),
+        Db::Postgres => {
+            let Some(pg) = crate::postgres::PgTestDb::create().await else {
+                return;
+            };
+            (pg.fixture("node-a", options, None), Some(pg))
+        }
+    };
+    crate::artifacts::write_secrets(&fixture);
+    let vendor = crate::artifacts::Vendor::start(&fixture);
+    let app = spawn_from_fixture(fixture).await;
+    let dir = app.dir.path().to_owned();
+    crate::artifacts::post_callback(
+        &app.client(),
+        app.port,
+        "11",
+        &vendor.url("/2010-04-01/Recordings/RE11"),
+    )
+    .await;
+    let mut rows = Vec::new();
+    assert!(
+        crate::artifacts::until(|| {
+            rows = crate::artifacts::listed(&dir);
+            rows.len() == 1
+        })
+        .await,
+        "captured"
+    );
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
+    let delivery = rows[0]["delivery_id"].as_str().unwrap().to_owned();
+    let (operator, _) = create_token(&app, "ops", Role::Operator);
+    browser.sign_in(&app, &operator).await;
+    browser
+        .goto(&admin_url(&app, &format!("/deliveries/{delivery}")))
+        .await;
+    browser.wait_for("<h2>Artifacts</h2>").await;
+    browser.click("a.artifact").await;
+    browser.wait_for("id=\"player\"").await;
+    assert!(browser.url().await.ends_with(&format!("/artifacts/{id}")));
+    assert!(
+        crate::artifacts::artifact_reads(&dir).is_empty(),
+        "nothing is decrypted before play"
+    );
+    let played = browser
+        .cmd(
+            "POST",
+            "/execute/async",
+            json!({ "script": "const done = arguments[arguments.length - 1];
+                const a = document.getElementById('player');
+                a.muted = true;
+                a.addEventListener('error', () => done('error ' + (a.error && a.error.code)));
+                a.play().then(() => done(String(a.duration)), e => done('play failed: ' + e));",
+                "args": [] }),
+        )
+        .await;
+    let seconds: f64 = played
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the recording did not play: {played}"));
+    let expected = (vendor.wav.len() - 44) as f64 / 16000.0;
+    assert!(
+        (seconds - expected).abs() < 0.5,
+        "decoded {seconds} s, the WAV holds {expected} s"
+    );
+    browser.screenshot("artifact").await;
+    let reads = crate::artifacts::artifact_reads(&dir);
+    assert!(!reads.is_empty(), "playing is a recorded read");
+    browser.close().await;
+    app.stop().await;
 }

@@ -9,9 +9,14 @@ use super::guard::{form_guard, page_guard, CsrfForm, Flash};
 use crate::admin::api;
 use crate::admin::auth::{Permission, Session};
 use crate::admin::layout::{api_error_page, badge, esc, html, page, post_button, qv, redirect};
-use crate::admin::Console;
+use crate::admin::{ApiError, Console};
 
-fn delivery_body(detail: &serde_json::Value, s: &Session, notice: &str) -> String {
+fn delivery_body(
+    detail: &serde_json::Value,
+    s: &Session,
+    notice: &str,
+    artifacts: &[crate::store::artifacts::ArtifactSummary],
+) -> String {
     let d = &detail["delivery"];
     let id = d["id"].as_str().unwrap_or_default();
     let text = |v: &serde_json::Value| esc(v.as_str().unwrap_or_default());
@@ -64,6 +69,7 @@ fn delivery_body(detail: &serde_json::Value, s: &Session, notice: &str) -> Strin
         }
         b.push_str("</ol>");
     }
+    b.push_str(&crate::admin::artifacts::section(artifacts, s));
     b.push_str("<h2>Actions</h2>");
     let id = esc(id);
     b.push_str(&post_button(
@@ -108,6 +114,15 @@ pub(super) async fn delivery(
         Ok(d) => d,
         Err(e) => return api_error_page(&e, Some(&s)),
     };
+    let artifacts = match console
+        .store
+        .artifacts()
+        .delivery_artifacts(id.clone())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => return api_error_page(&ApiError::from(e), Some(&s)),
+    };
     let notice = q
         .done
         .map(|n| {
@@ -120,7 +135,7 @@ pub(super) async fn delivery(
             "Delivery",
             Some(&s),
             "/deliveries",
-            &delivery_body(&detail, &s, &notice),
+            &delivery_body(&detail, &s, &notice, &artifacts),
         ),
     )
 }

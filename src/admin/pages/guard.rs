@@ -72,7 +72,7 @@ pub(super) async fn session(
 }
 
 /// Session + role check for a page; a refusal is audited like the API's.
-pub(super) async fn page_guard(
+pub(in crate::admin) async fn page_guard(
     console: &web::Data<Console>,
     req: &HttpRequest,
     perm: Permission,

@@ -24,6 +24,7 @@ mod dead_letters;
 mod deliveries;
 mod delivery;
 mod guard;
+pub(super) use guard::page_guard;
 mod overview;
 mod quarantine;
 mod sign_in;

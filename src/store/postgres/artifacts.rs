@@ -180,6 +180,12 @@ async fn open(
             return Err(StoreError::NotFound("artifact"));
         }
     }
+    // Read in this transaction, not taken from this node's key cache: a purge run by the CLI
+    // or another node destroys the key without clearing this process's cache, and the file
+    // key sealed here outlives the purge (the payloads it covered are gone already).
+    if !summary.readable {
+        return Err(StoreError::KeyDestroyed);
+    }
     let row = tx
         .query_one(
             "SELECT key_id, key_nonce, key_ciphertext FROM artifacts WHERE id = $1",
@@ -240,6 +246,13 @@ impl ArtifactStore for PgStore {
             let mut rows = self.track(list(self, &filter).await)?;
             rows.reverse();
             Ok(rows)
+        })
+    }
+
+    fn artifact(&self, id: String) -> StoreFuture<'_, Option<ArtifactSummary>> {
+        Box::pin(async move {
+            let client = self.track(self.client().await)?;
+            self.track(by_id(&client, &id).await)
         })
     }
 

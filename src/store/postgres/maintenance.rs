@@ -18,7 +18,7 @@ use crate::audit::Action;
 use crate::audit::{ExportFormat, Mirror};
 use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
-use crate::store::archive::{ArchiveWriter, EmergencyExport};
+use crate::store::archive::{ArchiveExtras, ArchiveWriter, EmergencyExport};
 use crate::store::maintenance::{
     export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
     StoredRequest, VerifyOptions,
@@ -168,17 +168,38 @@ impl Maintenance for PgMaintenance {
         who: &Requester,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
+        extras: Option<ArchiveExtras<'_>>,
     ) -> Result<EmergencyExport, StoreError> {
-        let archive = ArchiveWriter::start(out, since, until, reason, who)?;
-        let exported = self.runtime.block_on(super::offline::emergency_export(
-            &self.store,
-            since,
-            until,
-            reason,
-            who,
-            archive,
-            progress,
-        ));
+        let mut archive = ArchiveWriter::start(out, since, until, reason, who)?;
+        let exported = (|| -> Result<EmergencyExport, StoreError> {
+            let purged = self.runtime.block_on(super::offline::export_deliveries(
+                &self.store,
+                since,
+                until,
+                &mut archive,
+                progress,
+            ))?;
+            // Outside the runtime: the extras may drive a runtime of their own.
+            let extras = match extras {
+                Some(f) => archive.add_extras(f)?,
+                None => 0,
+            };
+            let (count, archive_key_b64) = archive.finish()?;
+            self.runtime
+                .block_on(super::offline::record_emergency_access(
+                    &self.store,
+                    who,
+                    count,
+                    reason,
+                    since,
+                ))?;
+            Ok(EmergencyExport {
+                count,
+                extras,
+                purged,
+                archive_key_b64,
+            })
+        })();
         self.mirror();
         exported
     }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{audit, keys, read, PgStore};
 use crate::crypto::RecordPlace;
 use crate::store::admin::Requester;
-use crate::store::archive::{access_record, ArchiveWriter, EmergencyExport};
+use crate::store::archive::{access_record, ArchiveWriter};
 use crate::store::maintenance::StoredRequest;
 use crate::store::payload::{decode_body, StoredDelivery};
 use crate::store::StoreError;
@@ -37,18 +37,17 @@ pub(super) async fn load_stored_request(
 const PAGE: i64 = 200;
 
 /// Decrypt the deliveries received in `[since, until)` (every node's) into `archive`, from one
-/// repeatable-read snapshot, then write the `emergency_access` record; the archive key is
-/// handed back only once that record has committed.
+/// repeatable-read snapshot; returns how many in range were already purged. The caller
+/// finishes the archive and then writes the `emergency_access` record
+/// ([`record_emergency_access`]) before handing the archive key out.
 #[tracing::instrument(skip_all, fields(node = %store.node_id()))]
-pub(super) async fn emergency_export(
+pub(super) async fn export_deliveries(
     store: &PgStore,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
-    reason: &str,
-    who: &Requester,
-    mut archive: ArchiveWriter<'_>,
+    archive: &mut ArchiveWriter<'_>,
     progress: &mut dyn FnMut(u64),
-) -> Result<EmergencyExport, StoreError> {
+) -> Result<u64, StoreError> {
     let mut client = store.client().await?;
     let mut purged = 0u64;
     {
@@ -102,13 +101,20 @@ pub(super) async fn emergency_export(
         }
         tx.commit().await?;
     }
-    let (count, archive_key_b64) = archive.finish()?;
+    Ok(purged)
+}
+
+/// The `emergency_access` record of a finished export.
+pub(super) async fn record_emergency_access(
+    store: &PgStore,
+    who: &Requester,
+    count: u64,
+    reason: &str,
+    since: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut client = store.client().await?;
     let tx = client.transaction().await?;
     audit::append(store, &tx, &access_record(who, count, reason, since)).await?;
     tx.commit().await?;
-    Ok(EmergencyExport {
-        count,
-        purged,
-        archive_key_b64,
-    })
+    Ok(())
 }

@@ -222,6 +222,10 @@ impl ArtifactStore for Store {
         })
     }
 
+    fn artifact(&self, id: String) -> StoreFuture<'_, Option<ArtifactSummary>> {
+        blocking(self, move |s| by_id(&s.connection()?, &id))
+    }
+
     fn list_artifacts(&self, filter: ArtifactFilter) -> StoreFuture<'_, Vec<ArtifactSummary>> {
         blocking(self, move |s| list(s, &filter))
     }

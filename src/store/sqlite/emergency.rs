@@ -14,11 +14,12 @@ use crate::store::payload::StoredDelivery;
 use crate::store::types::Requester;
 use crate::store::StoreError;
 
-use crate::store::archive::{access_record, ArchiveWriter};
+use crate::store::archive::{access_record, ArchiveExtras, ArchiveWriter};
 pub use crate::store::archive::{open_archive, ArchiveError, EmergencyExport, MAGIC};
 
 /// Decrypt deliveries received in `[since, until)` into `out`, encrypted under a fresh key;
-/// `progress(n)` after each delivery written.
+/// `progress(n)` after each delivery written; then `extras`' records.
+#[allow(clippy::too_many_arguments)]
 pub fn export(
     store: &Store,
     since: DateTime<Utc>,
@@ -27,6 +28,7 @@ pub fn export(
     who: &Requester,
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
+    extras: Option<ArchiveExtras<'_>>,
 ) -> Result<EmergencyExport, StoreError> {
     let mut archive = ArchiveWriter::start(out, since, until, reason, who)?;
     let mut conn = store.connection()?;
@@ -76,6 +78,10 @@ pub fn export(
         }
     }
     tx.commit()?;
+    let extras = match extras {
+        Some(f) => archive.add_extras(f)?,
+        None => 0,
+    };
     let (count, archive_key_b64) = archive.finish()?;
     let audit = access_record(who, count, reason, since);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -84,6 +90,7 @@ pub fn export(
     super::audit::mirror(store, &conn);
     Ok(EmergencyExport {
         count,
+        extras,
         purged,
         archive_key_b64,
     })

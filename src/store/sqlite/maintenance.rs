@@ -18,6 +18,7 @@ use crate::audit::Action;
 use crate::audit::{ExportFormat, Mirror};
 use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
+use crate::store::archive::ArchiveExtras;
 use crate::store::emergency::EmergencyExport;
 use crate::store::maintenance::{
     export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
@@ -177,8 +178,18 @@ impl Maintenance for SqliteMaintenance {
         who: &Requester,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
+        extras: Option<ArchiveExtras<'_>>,
     ) -> Result<EmergencyExport, StoreError> {
-        crate::store::emergency::export(self.store()?, since, until, reason, who, out, progress)
+        crate::store::emergency::export(
+            self.store()?,
+            since,
+            until,
+            reason,
+            who,
+            out,
+            progress,
+            extras,
+        )
     }
 
     fn audit_search(&self, args: &SearchArgs, out: &mut dyn Write) -> Result<u64, StoreError> {
