@@ -4,9 +4,6 @@
 //! again), and resolves itself when the handler recovers (notified a third time).
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../handlers/email/tests/support/sink.rs"]
-mod sink;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,13 +12,13 @@ use wardhook::dispatch::worker::TaskOutcome;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::adapters_flow::sink::{SinkTls, SmtpSink};
 use crate::admin::{
     admin_url, call, console_options, create_token, deliver_to, drain, ConsoleApp, Db,
 };
 use crate::browser::Browser;
 use crate::helpers::*;
 use crate::postgres::PgTestDb;
-use sink::{SinkTls, SmtpSink};
 
 const FAILING: &str = "Handler crm: the last 3 attempts failed.";
 
