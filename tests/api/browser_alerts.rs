@@ -36,7 +36,7 @@ port = {smtp_port}
 security = "plain"
 from = "wardhook <wardhook@clinic.example>"
 to = ["oncall@clinic.example"]
-subject = "[wardhook] {{{{ event_type }}}}"
+subject = "wardhook {{{{ event_type }}}}"
 text = "{{{{ data.status }}}}"
 
 [[handlers]]
@@ -158,7 +158,7 @@ async fn a_failing_handler_opens_an_alert_notified_once_acknowledged_and_resolve
     assert!(page.contains("1 open alert"), "banner count");
     b.screenshot("alerts-banner").await;
     let mails = smtp.wait_for(1);
-    assert_eq!(mails[0].headers["subject"], "[wardhook] alert.opened");
+    assert_eq!(mails[0].headers["subject"], "wardhook alert.opened");
     assert!(mails[0]
         .text
         .as_deref()
@@ -197,7 +197,7 @@ async fn a_failing_handler_opens_an_alert_notified_once_acknowledged_and_resolve
     let mails = smtp.wait_for(2);
     assert!(mails
         .iter()
-        .any(|m| m.headers["subject"] == "[wardhook] alert.acknowledged"));
+        .any(|m| m.headers["subject"] == "wardhook alert.acknowledged"));
     let (status, body) = call(
         &app,
         Some(&operator),
@@ -218,14 +218,14 @@ async fn a_failing_handler_opens_an_alert_notified_once_acknowledged_and_resolve
     assert_eq!(
         mails
             .iter()
-            .filter(|m| m.headers["subject"] == "[wardhook] alert.opened")
+            .filter(|m| m.headers["subject"] == "wardhook alert.opened")
             .count(),
         1,
         "opened once"
     );
     assert!(mails
         .iter()
-        .any(|m| m.headers["subject"] == "[wardhook] alert.resolved"));
+        .any(|m| m.headers["subject"] == "wardhook alert.resolved"));
     let texts: Vec<String> = hook_bodies(&hook, 3)
         .await
         .iter()
