@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../handlers/email/tests/support/sink.rs"]
-mod sink;
+pub(crate) mod sink;
 
 use serde_json::{json, Value};
 use wardhook::dispatch::worker::TaskOutcome;

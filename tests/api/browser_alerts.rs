@@ -4,9 +4,6 @@
 //! again), and resolves itself when the handler recovers (notified a third time).
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../handlers/email/tests/support/sink.rs"]
-mod sink;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,13 +12,13 @@ use wardhook::dispatch::worker::TaskOutcome;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::adapters_flow::sink::{SinkTls, SmtpSink};
 use crate::admin::{
     admin_url, call, console_options, create_token, deliver_to, drain, ConsoleApp, Db,
 };
 use crate::browser::Browser;
 use crate::helpers::*;
 use crate::postgres::PgTestDb;
-use sink::{SinkTls, SmtpSink};
 
 const FAILING: &str = "Handler crm: the last 3 attempts failed.";
 
@@ -39,7 +36,7 @@ port = {smtp_port}
 security = "plain"
 from = "wardhook <wardhook@clinic.example>"
 to = ["oncall@clinic.example"]
-subject = "[wardhook] {{{{ event_type }}}}"
+subject = "wardhook {{{{ event_type }}}}"
 text = "{{{{ data.status }}}}"
 
 [[handlers]]
@@ -161,7 +158,7 @@ async fn a_failing_handler_opens_an_alert_notified_once_acknowledged_and_resolve
     assert!(page.contains("1 open alert"), "banner count");
     b.screenshot("alerts-banner").await;
     let mails = smtp.wait_for(1);
-    assert_eq!(mails[0].headers["subject"], "[wardhook] alert.opened");
+    assert_eq!(mails[0].headers["subject"], "wardhook alert.opened");
     assert!(mails[0]
         .text
         .as_deref()
@@ -200,7 +197,7 @@ async fn a_failing_handler_opens_an_alert_notified_once_acknowledged_and_resolve
     let mails = smtp.wait_for(2);
     assert!(mails
         .iter()
-        .any(|m| m.headers["subject"] == "[wardhook] alert.acknowledged"));
+        .any(|m| m.headers["subject"] == "wardhook alert.acknowledged"));
     let (status, body) = call(
         &app,
         Some(&operator),
@@ -221,14 +218,14 @@ async fn a_failing_handler_opens_an_alert_notified_once_acknowledged_and_resolve
     assert_eq!(
         mails
             .iter()
-            .filter(|m| m.headers["subject"] == "[wardhook] alert.opened")
+            .filter(|m| m.headers["subject"] == "wardhook alert.opened")
             .count(),
         1,
         "opened once"
     );
     assert!(mails
         .iter()
-        .any(|m| m.headers["subject"] == "[wardhook] alert.resolved"));
+        .any(|m| m.headers["subject"] == "wardhook alert.resolved"));
     let texts: Vec<String> = hook_bodies(&hook, 3)
         .await
         .iter()
