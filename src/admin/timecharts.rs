@@ -76,7 +76,7 @@ fn frame(out: &mut String, id: &str, title: &str, desc: &str, unit: &str, max: f
             x2 = W - RIGHT,
             tx = LEFT - 6.0,
             ty = y + 4.0,
-            v = if max >= 10.0 {
+            v = if v.fract() == 0.0 {
                 format!("{v:.0}")
             } else {
                 format!("{v:.1}")

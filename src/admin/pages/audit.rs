@@ -107,7 +107,7 @@ pub(super) async fn audit(
         );
     }
     b.push_str(
-        "<h2>Records (newest last)</h2><div class=\"table-wrap\"><table><thead><tr><th>seq</th><th>time</th>\
+        "<h2 id=\"h-records\">Records (newest last)</h2><div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"h-records\"><table><thead><tr><th>seq</th><th>time</th>\
          <th>actor</th><th>action</th><th>outcome</th><th class=\"hide-narrow\">delivery</th>\
          <th>source</th><th class=\"hide-narrow\">detail</th></tr></thead><tbody>",
     );

@@ -157,7 +157,7 @@ pub(super) async fn reveal(
     let b = format!(
         "<div class=\"notice warn\" role=\"status\">Decrypted payload of delivery <code>{}</code>. \
          This reveal was recorded in the audit log. Do not copy patient data elsewhere.</div>\
-         <pre class=\"payload\" id=\"payload\">{}</pre><p><a href=\"/deliveries/{}\">Back to the delivery</a></p>",
+         <pre class=\"payload\" id=\"payload\" tabindex=\"0\" aria-label=\"Decrypted payload\">{}</pre><p><a href=\"/deliveries/{}\">Back to the delivery</a></p>",
         esc(&id),
         esc(&pretty),
         esc(&id)

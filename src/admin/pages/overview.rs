@@ -42,16 +42,16 @@ pub(super) async fn overview(console: web::Data<Console>, req: HttpRequest) -> H
         <th class=\"hide-narrow\">mean ack</th></tr></thead><tbody>",
     );
     for src in &h.sources {
+        let link = format!(
+            "<a href=\"/sources/{}\">{}</a>",
+            qv(&src.name),
+            esc(&src.name)
+        );
         let _ = write!(
             b,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num hide-narrow\">{}</td>\
+            "<tr><td>{link}</td><td class=\"num\">{}</td><td class=\"num hide-narrow\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>\
              <td class=\"num hide-narrow\">{}</td></tr>",
-            format!(
-                "<a href=\"/sources/{}\">{}</a>",
-                qv(&src.name),
-                esc(&src.name)
-            ),
             src.accepted,
             src.duplicate,
             src.quarantined,
@@ -91,15 +91,15 @@ pub(super) async fn overview(console: web::Data<Console>, req: HttpRequest) -> H
     for hd in &h.handlers {
         let lat = hourly_latency(&hd.hourly);
         let max = lat.iter().flatten().fold(0.0_f64, |a, b| a.max(*b));
+        let link = format!(
+            "<a href=\"/handlers/{}\">{}</a>",
+            qv(&hd.name),
+            esc(&hd.name)
+        );
         let _ = write!(
             b,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+            "<tr><td>{link}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td class=\"hide-narrow\">{}</td><td>{}</td><td class=\"num hide-narrow\">{}</td><td class=\"num\">{}</td></tr>",
-            format!(
-                "<a href=\"/handlers/{}\">{}</a>",
-                qv(&hd.name),
-                esc(&hd.name)
-            ),
             hd.attempts,
             rate_text(hd.success_rate),
             sparkline(
