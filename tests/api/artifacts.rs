@@ -361,6 +361,55 @@ async fn a_signed_twilio_recording_callback_captures_the_recording_encrypted_and
     app.stop().await;
 }
 
+/// A vendor whose certificate is not signed by the CA the source trusts: the TLS handshake
+/// fails, no request reaches the vendor, nothing is stored and the job ends as a dead letter
+/// (its reason naming no URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_certificate_from_another_ca_is_refused_before_any_request() {
+    let mut opts = options("");
+    opts.extra = opts
+        .extra
+        .replace("ca_file = \"ca.crt\"", "ca_file = \"other-ca.crt\"");
+    let fixture = write_fixture(&opts);
+    write_secrets(&fixture);
+    let other = wardhook::certs::DevCa::generate().expect("a second CA");
+    std::fs::write(fixture.dir.path().join("other-ca.crt"), other.cert_pem())
+        .expect("write the other CA");
+    let vendor = Vendor::start(&fixture);
+    let app = spawn_from_fixture(fixture).await;
+    let dir = app.dir.path().to_owned();
+    let client = app.client();
+    post_callback(
+        &client,
+        app.port,
+        "7",
+        &vendor.url("/2010-04-01/Recordings/RE7"),
+    )
+    .await;
+
+    let mut dead = Vec::new();
+    for _ in 0..150 {
+        let out = cli(&dir, &["dlq", "list", "--format", "json"]);
+        dead = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dead.len(), 1, "the capture ends as one dead letter");
+    let reasons = serde_json::to_string(&dead).expect("json");
+    assert!(!reasons.contains("RE7"), "no URL in the reason: {reasons}");
+    assert!(listed(&dir).is_empty(), "nothing stored");
+    assert!(
+        !vendor.requests().contains("RE7"),
+        "no request reached the vendor: {}",
+        vendor.requests()
+    );
+    let art = app.dir.path().join("data/artifacts");
+    assert!(!art.exists() || files(&art).is_empty(), "no artifact file");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_killed_midway_leaves_no_plaintext_and_completes_after_restart() {
     let fixture = fixture("[log]\nformat = \"json\"\nlevel = \"warn,wardhook::cli=info\"\n");
