@@ -10,7 +10,6 @@ use crate::store::console_bulk::{
     batch_step, clamp_batch, AttemptPoint, BulkFilter, BulkMatch, BulkStep, Dialect, MatchCounter,
     MAX_ATTEMPT_POINTS,
 };
-use crate::store::payload::db_time;
 use crate::store::types::DeadLetter;
 use crate::store::StoreError;
 
@@ -37,16 +36,7 @@ async fn select(
         .query(&sql.sql, &refs)
         .await?
         .iter()
-        .map(|r| DeadLetter {
-            job_id: r.get(0),
-            delivery_id: r.get(1),
-            source: r.get(2),
-            event_type: r.get(3),
-            handler: r.get(4),
-            attempts: i64::from(r.get::<_, i32>(5)),
-            last_error: r.get(6),
-            updated_at: r.get::<_, Option<DateTime<Utc>>>(7).map(db_time),
-        })
+        .map(super::dead::dead_letter)
         .collect())
 }
 

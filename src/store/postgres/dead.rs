@@ -36,19 +36,7 @@ pub(super) async fn list_dead(
             &[&filter.handler, &filter.source, &filter.job_id, &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| DeadLetter {
-            job_id: r.get(0),
-            delivery_id: r.get(1),
-            source: r.get(2),
-            event_type: r.get(3),
-            handler: r.get(4),
-            attempts: i64::from(r.get::<_, i32>(5)),
-            last_error: r.get(6),
-            updated_at: r.get::<_, Option<DateTime<Utc>>>(7).map(db_time),
-        })
-        .collect())
+    Ok(rows.iter().map(dead_letter).collect())
 }
 
 /// Put the matching dead letters back in the queue, due now, with a fresh retry schedule;
@@ -165,4 +153,19 @@ pub(super) async fn job_attempts(
             error: r.get(6),
         })
         .collect())
+}
+
+/// A dead letter from a row of `j.id, j.delivery_id, d.source, d.event_type, j.handler,
+/// j.attempts, j.last_error, j.updated_at` (the dead-letter list and the bulk actions).
+pub(super) fn dead_letter(r: &tokio_postgres::Row) -> DeadLetter {
+    DeadLetter {
+        job_id: r.get(0),
+        delivery_id: r.get(1),
+        source: r.get(2),
+        event_type: r.get(3),
+        handler: r.get(4),
+        attempts: i64::from(r.get::<_, i32>(5)),
+        last_error: r.get(6),
+        updated_at: r.get::<_, Option<DateTime<Utc>>>(7).map(db_time),
+    }
 }

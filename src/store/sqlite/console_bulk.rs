@@ -28,18 +28,7 @@ fn select(
 ) -> Result<Vec<DeadLetter>, StoreError> {
     let sql = filter.select_sql(after, through, limit, &DIALECT);
     let mut stmt = conn.prepare(&sql.sql)?;
-    let rows = stmt.query_map(params_from_iter(sql.params), |r| {
-        Ok(DeadLetter {
-            job_id: r.get(0)?,
-            delivery_id: r.get(1)?,
-            source: r.get(2)?,
-            event_type: r.get(3)?,
-            handler: r.get(4)?,
-            attempts: r.get(5)?,
-            last_error: r.get(6)?,
-            updated_at: r.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(params_from_iter(sql.params), super::jobs::dead_letter)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -303,19 +303,23 @@ pub fn list_dead(store: &Store, filter: &DeadFilter) -> Result<Vec<DeadLetter>, 
          WHERE {clause} ORDER BY j.updated_at DESC, j.id DESC LIMIT {limit}"
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-        Ok(DeadLetter {
-            job_id: r.get(0)?,
-            delivery_id: r.get(1)?,
-            source: r.get(2)?,
-            event_type: r.get(3)?,
-            handler: r.get(4)?,
-            attempts: r.get(5)?,
-            last_error: r.get(6)?,
-            updated_at: r.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), dead_letter)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A dead letter from a row of `j.id, j.delivery_id, d.source, d.event_type, j.handler,
+/// j.attempts, j.last_error, j.updated_at` (the dead-letter list and the bulk actions).
+pub(super) fn dead_letter(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        job_id: r.get(0)?,
+        delivery_id: r.get(1)?,
+        source: r.get(2)?,
+        event_type: r.get(3)?,
+        handler: r.get(4)?,
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
 }
 
 /// Every attempt of a job, oldest first.
