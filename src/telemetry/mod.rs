@@ -12,6 +12,7 @@
 //! request's thread but written by a background thread through a 64 KiB buffer, flushed whenever
 //! the queue runs dry and at exit, so a request never waits for a `write(2)` to stderr or a file.
 
+mod logfile;
 mod panic;
 pub mod traces;
 
@@ -83,9 +84,20 @@ pub fn init(settings: &LogSettings) -> LogGuard {
     let stderr = layer(settings.format, stderr, true);
     let (file_layer, file_guard) = match &settings.dir {
         Some(dir) => {
-            let appender = tracing_appender::rolling::daily(dir, "wardhook.log");
-            let (writer, guard) = background("wardhook-logfile", appender);
-            (Some(layer(settings.format, writer, false)), Some(guard))
+            match logfile::DailyFile::new(dir) {
+                Ok(file) => {
+                    let (writer, guard) = background("wardhook-logfile", file);
+                    (Some(layer(settings.format, writer, false)), Some(guard))
+                }
+                Err(e) => {
+                    // Logging must not stop the server: lines still go to stderr.
+                    eprintln!(
+                        "wardhook: log folder {}: {e}; logging to stderr only",
+                        dir.display()
+                    );
+                    (None, None)
+                }
+            }
         }
         None => (None, None),
     };

@@ -55,7 +55,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_file_with_records_payloads_or_keys_is_owner_only_under_umask_022() {
     let fixture = write_fixture(&AppOptions {
-        extra: "[log]\nformat = \"json\"\n".into(),
+        extra: "[log]\nformat = \"json\"\ndir = \"data/logs\"\n".into(),
         ..AppOptions::default()
     });
     let d = fixture.dir.path().to_owned();
@@ -149,6 +149,14 @@ async fn every_file_with_records_payloads_or_keys_is_owner_only_under_umask_022(
             .to_string_lossy()
             .starts_with("audit.")),
         "no mirror file"
+    );
+    assert!(
+        running.iter().any(|p| p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("wardhook.log.")),
+        "no log file"
     );
     assert_owner_only(&d, &running);
 
