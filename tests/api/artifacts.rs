@@ -623,6 +623,126 @@ async fn a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recordin
     app.stop().await;
 }
 
+/// The handlers after `capture` attach what it stored, read through the SDK's decrypted stream:
+/// the FHIR handler writes a `DocumentReference` with the recording (validated by
+/// `fhir.resources` in the FHIR server), the e-mail handler mails it (received by aiosmtpd).
+/// Both carry the vendor's bytes; each read is an audit record naming the handler.
+async fn handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail_on(db: Db) {
+    use crate::adapters_flow::sink::{SinkTls, SmtpSink};
+    use crate::fhir_keys::fhir_server::FhirServer;
+    let (Some(ehr), Some(smtp)) = (
+        FhirServer::start(&["--auth", "none"]),
+        SmtpSink::start(SinkTls::None),
+    ) else {
+        return;
+    };
+    let mut opts = options("");
+    opts.extra = opts.extra.replace(
+        "handlers = [\"capture\"]",
+        "handlers = [\"capture\", \"ehr\", \"mail\"]",
+    );
+    opts.extra.push_str(&format!(
+        r#"
+[[handlers]]
+name = "ehr"
+kind = "fhir"
+phi = "full"
+baa = true
+base_url = "{}"
+resources = ["DocumentReference"]
+auth = {{ type = "none" }}
+document_reference = {{ artifacts = true }}
+
+[[handlers]]
+name = "mail"
+kind = "email"
+phi = "full"
+baa = true
+host = "127.0.0.1"
+port = {}
+security = "plain"
+from = "wardhook <wardhook@clinic.example>"
+to = ["records@clinic.example"]
+subject = "Call recording {{{{ call_id | default('') }}}}"
+text = "The recording of the call is attached."
+attach_artifacts = true
+"#,
+        ehr.base(),
+        smtp.port
+    ));
+    let Some((fixture, _pg)) = fixture_on(db, opts).await else {
+        return;
+    };
+    let vendor = Vendor::start(&fixture);
+    let app = spawn_from_fixture(fixture).await;
+    let dir = app.dir.path().to_owned();
+    post_callback(
+        &app.client(),
+        app.port,
+        "21",
+        &vendor.url("/2010-04-01/Recordings/RE21"),
+    )
+    .await;
+    let mut rows = Vec::new();
+    assert!(
+        until(|| {
+            rows = listed(&dir);
+            rows.len() == 1 && !smtp.messages().is_empty()
+        })
+        .await,
+        "captured and mailed: {rows:?}"
+    );
+    let id = rows[0]["id"].as_str().unwrap();
+    let sha = hex::encode(Sha256::digest(&vendor.wav));
+    assert_eq!(rows[0]["sha256"], sha.as_str());
+
+    // The mail: the recording attached, byte for byte (aiosmtpd decoded it).
+    let mail = &smtp.wait_for(1)[0];
+    assert_eq!(mail.content_type, "multipart/mixed");
+    assert_eq!(mail.attachments.len(), 1, "{mail:?}");
+    let attached = &mail.attachments[0];
+    assert_eq!(attached.sha256, sha);
+    assert_eq!(attached.size, vendor.wav.len() as u64);
+    assert_eq!(attached.content_type, "audio/x-wav");
+    assert_eq!(
+        attached.filename.as_deref(),
+        Some(format!("{id}.wav").as_str())
+    );
+    assert!(mail.text.as_deref().unwrap().contains("is attached"));
+
+    // The EHR: one DocumentReference whose attachment is the recording, hashed as FHIR says.
+    let mut documents = Vec::new();
+    for _ in 0..100 {
+        documents = ehr.stored("DocumentReference").await;
+        if !documents.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    let attachment = &documents[0]["content"][0]["attachment"];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data = b64.decode(attachment["data"].as_str().unwrap()).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&data)), sha);
+    assert_eq!(attachment["contentType"], "audio/x-wav");
+    assert_eq!(attachment["size"], vendor.wav.len());
+    assert_eq!(
+        attachment["hash"],
+        b64.encode(<sha1::Sha1 as sha1::Digest>::digest(&vendor.wav))
+    );
+
+    // Each handler's read is audited under its name.
+    let reads = artifact_reads(&dir);
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    for handler in ["ehr", "mail"] {
+        assert!(
+            reads.iter().any(|r| r.contains(handler)),
+            "a read by {handler}: {reads:?}"
+        );
+    }
+    app.stop().await;
+}
+
 /// How many times the vendor served `path` to a GET.
 fn gets(vendor: &Vendor, path: &str) -> usize {
     vendor
@@ -912,6 +1032,9 @@ crate::on_both_backends! {
     a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recording_captured_once_on =>
         a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recording_captured_once,
         a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recording_captured_once_on_postgres;
+    handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail_on =>
+        handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail,
+        handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail_on_postgres;
     operators_replay_play_download_export_and_purge_an_artifact_on =>
         operators_replay_play_download_export_and_purge_an_artifact,
         operators_replay_play_download_export_and_purge_an_artifact_on_postgres;
