@@ -7,7 +7,8 @@
 //! vendor's URL, through [`crate::Context::artifacts`], and in templates as
 //! `app_data.capture.data.artifacts`. A handler that needs the content (the FHIR handler
 //! attaching a transcript, the e-mail handler attaching a recording) asks for a decrypted
-//! stream with [`crate::Context::open_artifact`]; wardhook audits the read.
+//! stream with [`crate::Context::open_artifact`]; wardhook audits the read. Handlers that attach
+//! artifacts whole use [`read_attachments`], which bounds each by the handler's limit.
 //!
 //! Minimum necessary applies: a `phi = "none"` handler is handed neither the references nor
 //! a way to open them (the `MinimumNecessary` guard removes both).
