@@ -158,20 +158,7 @@ pub trait ArtifactStore: Send + Sync {
     ) -> StoreFuture<'_, ()>;
 }
 
-/// A file name extension for an artifact written out (downloads, emergency archives), from
-/// the content types capture accepts by default; empty for any other.
-pub fn file_extension(content_type: &str) -> &'static str {
-    match content_type {
-        "audio/wav" | "audio/x-wav" | "audio/wave" => ".wav",
-        "audio/mpeg" | "audio/mp3" => ".mp3",
-        "audio/ogg" => ".ogg",
-        "audio/webm" => ".webm",
-        "audio/mp4" | "audio/m4a" | "audio/x-m4a" => ".m4a",
-        "text/plain" => ".txt",
-        "application/json" => ".json",
-        _ => "",
-    }
-}
+pub use wardhook_sdk::artifacts::file_extension;
 
 /// The AAD place of an artifact's sealed file key.
 pub(crate) fn key_place<'a>(id: &'a str, source: &'a str, key_id: i64) -> RecordPlace<'a> {

@@ -1,13 +1,14 @@
-//! Artifact capture end to end: a Twilio recording status callback, signed with Twilio's
-//! scheme, makes the `capture` step fetch the recording from a local HTTPS "vendor" (Python
-//! `http.server` + `ssl`, the test CA's certificate, basic auth) serving a WAV written with
-//! Python's `wave` module. The capture is decrypted back and compared by SHA-256, a canary
-//! inside the audio is found in no file wardhook wrote, the failure answers end as documented
-//! in docs/ARTIFACTS.md, and a SIGKILL mid-download leaves no partial file and is retried to
-//! completion after restart. On SQLite and PostgreSQL: a replayed capture downloads nothing
-//! again; operators play and download the recording in the console (API and dashboard, each
-//! read audited), an emergency export carries it, and a purge of its period (run two days
-//! later, under `faketime`) makes it unreadable everywhere.
+//! Artifact capture end to end, each test on SQLite and on PostgreSQL: a Twilio recording
+//! status callback, signed with Twilio's scheme, makes the `capture` step fetch the recording
+//! from a local HTTPS "vendor" (Python `http.server` + `ssl`, the test CA's certificate, basic
+//! auth) serving a WAV written with Python's `wave` module. The capture is decrypted back and
+//! compared by SHA-256, a canary inside the audio is found in no file wardhook wrote, the
+//! failure answers end as documented in docs/ARTIFACTS.md, a `503` or a connection cut mid-body
+//! is retried to one capture, and a SIGKILL mid-download leaves no partial file and is retried
+//! to completion after restart. A replayed capture downloads nothing again; operators play and
+//! download the recording in the console (API and dashboard, each read audited), an emergency
+//! export carries it, and a purge of its period (run two days later, under `faketime`) makes it
+//! unreadable everywhere.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -123,11 +124,22 @@ impl Vendor {
     }
 }
 
-/// The fixture: a Twilio source, capture of `RecordingUrl` from the vendor, `delete_at_vendor`.
-pub(crate) fn fixture(extra_log: &str) -> Fixture {
-    let fixture = write_fixture(&options(extra_log));
+/// The fixture on `db`: a Twilio source, capture of `RecordingUrl` from the vendor,
+/// `delete_at_vendor`; with the PostgreSQL database it uses, kept until the test ends. `None`
+/// (the test skips) when PostgreSQL is not configured, outside CI.
+pub(crate) async fn fixture_on(
+    db: Db,
+    opts: AppOptions,
+) -> Option<(Fixture, Option<crate::postgres::PgTestDb>)> {
+    let (fixture, pg) = match db {
+        Db::Sqlite => (write_fixture(&opts), None),
+        Db::Postgres => {
+            let pg = crate::postgres::PgTestDb::create().await?;
+            (pg.fixture("node-a", opts, None), Some(pg))
+        }
+    };
     write_secrets(&fixture);
-    fixture
+    Some((fixture, pg))
 }
 
 pub(crate) fn write_secrets(fixture: &Fixture) {
@@ -235,6 +247,31 @@ pub(crate) fn listed(dir: &Path) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The app on `db` (the default capture fixture) and the vendor it captures from; `None` as
+/// for [`fixture_on`].
+async fn app_and_vendor_on(db: Db) -> Option<(TestApp, Vendor, Option<crate::postgres::PgTestDb>)> {
+    let (fixture, pg) = fixture_on(db, options("")).await?;
+    let vendor = Vendor::start(&fixture);
+    Some((spawn_from_fixture(fixture).await, vendor, pg))
+}
+
+/// `GET` an admin API path with a bearer token, as JSON.
+async fn api_json(
+    app: &TestApp,
+    http: &reqwest::Client,
+    path: &str,
+    token: &str,
+) -> serde_json::Value {
+    http.get(crate::admin::admin_url(app, path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Every file under `dir`, recursively.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -253,12 +290,12 @@ fn holds(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signed_twilio_recording_callback_captures_the_recording_encrypted_and_failures_end_as_documented(
+async fn a_signed_twilio_recording_callback_captures_the_recording_encrypted_and_failures_end_as_documented_on(
+    db: Db,
 ) {
-    let fixture = fixture("");
-    let vendor = Vendor::start(&fixture);
-    let app = spawn_from_fixture(fixture).await;
+    let Some((app, vendor, _pg)) = app_and_vendor_on(db).await else {
+        return;
+    };
     let dir = app.dir.path().to_owned();
     let client = app.client();
     post_callback(
@@ -410,9 +447,15 @@ async fn a_vendor_certificate_from_another_ca_is_refused_before_any_request() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_killed_midway_leaves_no_plaintext_and_completes_after_restart() {
-    let fixture = fixture("[log]\nformat = \"json\"\nlevel = \"warn,wardhook::cli=info\"\n");
+async fn a_download_killed_midway_leaves_no_plaintext_and_completes_after_restart_on(db: Db) {
+    let Some((fixture, _pg)) = fixture_on(
+        db,
+        options("[log]\nformat = \"json\"\nlevel = \"warn,wardhook::cli=info\"\n"),
+    )
+    .await
+    else {
+        return;
+    };
     let vendor = Vendor::start(&fixture);
     // The vendor sends half the recording, then stalls.
     std::fs::write(&vendor.slow_flag, b"").unwrap();
@@ -490,6 +533,216 @@ async fn a_download_killed_midway_leaves_no_plaintext_and_completes_after_restar
     }
 }
 
+/// A vendor that fails the first download — `503`, or the connection closed halfway through
+/// the body — and serves the recording on the next: the capture job retries after the
+/// schedule's delay, the recording is captured once with the vendor's bytes, and the job's
+/// history has one row per attempt (the failure with its reason, then the success).
+async fn a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recording_captured_once_on(
+    db: Db,
+) {
+    let Some((app, vendor, _pg)) = app_and_vendor_on(db).await else {
+        return;
+    };
+    let dir = app.dir.path().to_owned();
+    let (flaky, cut) = ("/flaky/RE11", "/cut/RE12");
+    post_callback(&app.client(), app.port, "11", &vendor.url(flaky)).await;
+    post_callback(&app.client(), app.port, "12", &vendor.url(cut)).await;
+    let mut rows = Vec::new();
+    assert!(
+        until(|| {
+            rows = listed(&dir);
+            rows.len() == 2
+        })
+        .await,
+        "both captured after a retry: {rows:?}"
+    );
+    let sha = hex::encode(Sha256::digest(&vendor.wav));
+    for row in &rows {
+        assert_eq!(row["sha256"], sha.as_str(), "the vendor's bytes: {row}");
+        assert_eq!(row["size"], vendor.wav.len());
+    }
+    assert_eq!((gets(&vendor, flaky), gets(&vendor, cut)), (2, 2));
+
+    let (operator, _) = crate::admin::create_token(&app, "ops", Role::Operator);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(app.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let mut failures = Vec::new();
+    for row in &rows {
+        let delivery = row["delivery_id"].as_str().unwrap();
+        let detail = api_json(
+            &app,
+            &http,
+            &format!("/api/deliveries/{delivery}"),
+            &operator,
+        )
+        .await;
+        let jobs = detail["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 1, "{detail}");
+        assert_eq!(jobs[0]["status"], "done", "{detail}");
+        let timeline = jobs[0]["timeline"].as_array().unwrap();
+        assert_eq!(timeline.len(), 2, "one row per attempt: {detail}");
+        assert_eq!(timeline[0]["result"], "retryable", "{detail}");
+        assert_eq!(timeline[1]["result"], "ok", "{detail}");
+        failures.push(timeline[0]["error"].as_str().unwrap().to_owned());
+        // The schedule's second delay (1 s) lies between the attempts.
+        let started = |i: usize| {
+            chrono::DateTime::parse_from_rfc3339(timeline[i]["started_at"].as_str().unwrap())
+                .unwrap()
+        };
+        assert!(
+            started(1) - started(0) >= chrono::Duration::milliseconds(1000),
+            "backoff between the attempts: {detail}"
+        );
+    }
+
+    failures.sort();
+    assert_eq!(
+        failures,
+        [
+            "HTTP 503 from 127.0.0.1",
+            "network error talking to 127.0.0.1"
+        ],
+        "the failed attempts' reasons, naming no URL"
+    );
+
+    // One file per recording, no partial download left.
+    let mut names: Vec<String> = std::fs::read_dir(app.dir.path().join("data/artifacts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}.wha", r["id"].as_str().unwrap()))
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    app.stop().await;
+}
+
+/// The handlers after `capture` attach what it stored, read through the SDK's decrypted stream:
+/// the FHIR handler writes a `DocumentReference` with the recording (validated by
+/// `fhir.resources` in the FHIR server), the e-mail handler mails it (received by aiosmtpd).
+/// Both carry the vendor's bytes; each read is an audit record naming the handler.
+async fn handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail_on(db: Db) {
+    use crate::adapters_flow::sink::{SinkTls, SmtpSink};
+    use crate::fhir_keys::fhir_server::FhirServer;
+    let (Some(ehr), Some(smtp)) = (
+        FhirServer::start(&["--auth", "none"]),
+        SmtpSink::start(SinkTls::None),
+    ) else {
+        return;
+    };
+    let mut opts = options("");
+    opts.extra = opts.extra.replace(
+        "handlers = [\"capture\"]",
+        "handlers = [\"capture\", \"ehr\", \"mail\"]",
+    );
+    opts.extra.push_str(&format!(
+        r#"
+[[handlers]]
+name = "ehr"
+kind = "fhir"
+phi = "full"
+baa = true
+base_url = "{}"
+resources = ["DocumentReference"]
+auth = {{ type = "none" }}
+document_reference = {{ artifacts = true }}
+
+[[handlers]]
+name = "mail"
+kind = "email"
+phi = "full"
+baa = true
+host = "127.0.0.1"
+port = {}
+security = "plain"
+from = "wardhook <wardhook@clinic.example>"
+to = ["records@clinic.example"]
+subject = "Call recording {{{{ call_id | default('') }}}}"
+text = "The recording of the call is attached."
+attach_artifacts = true
+"#,
+        ehr.base(),
+        smtp.port
+    ));
+    let Some((fixture, _pg)) = fixture_on(db, opts).await else {
+        return;
+    };
+    let vendor = Vendor::start(&fixture);
+    let app = spawn_from_fixture(fixture).await;
+    let dir = app.dir.path().to_owned();
+    post_callback(
+        &app.client(),
+        app.port,
+        "21",
+        &vendor.url("/2010-04-01/Recordings/RE21"),
+    )
+    .await;
+    let mut rows = Vec::new();
+    assert!(
+        until(|| {
+            rows = listed(&dir);
+            rows.len() == 1 && !smtp.messages().is_empty()
+        })
+        .await,
+        "captured and mailed: {rows:?}"
+    );
+    let id = rows[0]["id"].as_str().unwrap();
+    let sha = hex::encode(Sha256::digest(&vendor.wav));
+    assert_eq!(rows[0]["sha256"], sha.as_str());
+
+    // The mail: the recording attached, byte for byte (aiosmtpd decoded it).
+    let mail = &smtp.wait_for(1)[0];
+    assert_eq!(mail.content_type, "multipart/mixed");
+    assert_eq!(mail.attachments.len(), 1, "{mail:?}");
+    let attached = &mail.attachments[0];
+    assert_eq!(attached.sha256, sha);
+    assert_eq!(attached.size, vendor.wav.len() as u64);
+    assert_eq!(attached.content_type, "audio/x-wav");
+    assert_eq!(
+        attached.filename.as_deref(),
+        Some(format!("{id}.wav").as_str())
+    );
+    assert!(mail.text.as_deref().unwrap().contains("is attached"));
+
+    // The EHR: one DocumentReference whose attachment is the recording, hashed as FHIR says.
+    let mut documents = Vec::new();
+    for _ in 0..100 {
+        documents = ehr.stored("DocumentReference").await;
+        if !documents.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    let attachment = &documents[0]["content"][0]["attachment"];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data = b64.decode(attachment["data"].as_str().unwrap()).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&data)), sha);
+    assert_eq!(attachment["contentType"], "audio/x-wav");
+    assert_eq!(attachment["size"], vendor.wav.len());
+    assert_eq!(
+        attachment["hash"],
+        b64.encode(<sha1::Sha1 as sha1::Digest>::digest(&vendor.wav))
+    );
+
+    // Each handler's read is audited under its name.
+    let reads = artifact_reads(&dir);
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    for handler in ["ehr", "mail"] {
+        assert!(
+            reads.iter().any(|r| r.contains(handler)),
+            "a read by {handler}: {reads:?}"
+        );
+    }
+    app.stop().await;
+}
+
 /// How many times the vendor served `path` to a GET.
 fn gets(vendor: &Vendor, path: &str) -> usize {
     vendor
@@ -521,18 +774,9 @@ pub(crate) fn artifact_reads(dir: &Path) -> Vec<String> {
 }
 
 async fn operators_replay_play_download_export_and_purge_an_artifact_on(db: Db) {
-    let (fixture, _pg) = match db {
-        Db::Sqlite => (write_fixture(&options("")), None),
-        Db::Postgres => {
-            let Some(pg) = crate::postgres::PgTestDb::create().await else {
-                return;
-            };
-            (pg.fixture("node-a", options(""), None), Some(pg))
-        }
+    let Some((app, vendor, _pg)) = app_and_vendor_on(db).await else {
+        return;
     };
-    write_secrets(&fixture);
-    let vendor = Vendor::start(&fixture);
-    let app = spawn_from_fixture(fixture).await;
     let dir = app.dir.path().to_owned();
     let recording = "/2010-04-01/Recordings/RE7";
     post_callback(&app.client(), app.port, "7", &vendor.url(recording)).await;
@@ -779,6 +1023,18 @@ async fn operators_replay_play_download_export_and_purge_an_artifact_on(db: Db) 
 }
 
 crate::on_both_backends! {
+    a_signed_twilio_recording_callback_captures_the_recording_encrypted_and_failures_end_as_documented_on =>
+        a_signed_twilio_recording_callback_captures_the_recording_encrypted_and_failures_end_as_documented,
+        a_signed_twilio_recording_callback_captures_the_recording_encrypted_and_failures_end_as_documented_on_postgres;
+    a_download_killed_midway_leaves_no_plaintext_and_completes_after_restart_on =>
+        a_download_killed_midway_leaves_no_plaintext_and_completes_after_restart,
+        a_download_killed_midway_leaves_no_plaintext_and_completes_after_restart_on_postgres;
+    a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recording_captured_once_on =>
+        a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recording_captured_once,
+        a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recording_captured_once_on_postgres;
+    handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail_on =>
+        handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail,
+        handlers_attach_the_captured_recording_to_a_document_reference_and_a_mail_on_postgres;
     operators_replay_play_download_export_and_purge_an_artifact_on =>
         operators_replay_play_download_export_and_purge_an_artifact,
         operators_replay_play_download_export_and_purge_an_artifact_on_postgres;

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
 #[path = "../../handlers/fhir/tests/support/server.rs"]
-mod fhir_server;
+pub(crate) mod fhir_server;
 
 use crate::helpers::*;
 

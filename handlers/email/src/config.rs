@@ -54,6 +54,25 @@ pub struct EmailConfig {
     /// Seconds for the whole SMTP conversation; 30 by default.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Attach the artifacts the route's `capture` step stored for the delivery (call
+    /// recordings, transcripts), each as a file named by its id (`art_….wav`). Off by default:
+    /// a recording is PHI, so like a body naming patient data it needs `phi = "full"` (and with
+    /// it `baa = true`), and mail leaves the clinic.
+    #[serde(default)]
+    pub attach_artifacts: bool,
+    /// The largest artifact attached, in bytes: 10 MiB by default, at most 50 MiB (mail
+    /// servers refuse larger messages). A larger one fails the attempt permanently, naming
+    /// this key; the mail is never sent without what it was configured to carry.
+    #[serde(default = "default_max_attachment_bytes")]
+    pub max_attachment_bytes: u64,
+}
+
+/// The most `max_attachment_bytes` may be: base64 grows it by a third, and common mail
+/// servers accept 25 to 100 MB per message.
+pub const MAX_ATTACHMENT_BYTES: u64 = 50 * 1024 * 1024;
+
+fn default_max_attachment_bytes() -> u64 {
+    10 * 1024 * 1024
 }
 
 /// How the connection to the SMTP server is protected.

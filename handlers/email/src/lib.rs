@@ -15,6 +15,10 @@
 //! - **Repeats are recognisable.** The `Message-ID` is derived from the delivery and handler,
 //!   the same on every attempt, so a retry after a lost `250` is a duplicate mail clients and
 //!   servers can fold.
+//! - **Recordings as attachments, where allowed.** With `attach_artifacts = true` (off by
+//!   default; needs `phi = "full"`) the artifacts the route's `capture` step stored are read
+//!   through the SDK's audited, decrypted stream and attached, each at most
+//!   `max_attachment_bytes`.
 //! - A 4xx reply, a timeout or a dropped connection is retryable; a 5xx reply, a TLS failure or
 //!   an address that is not one is permanent. Reasons name the host and reply code only.
 #![forbid(unsafe_code)]
@@ -31,6 +35,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
+use wardhook_sdk::artifacts::{read_attachments, Attachment};
 use wardhook_sdk::template::{html_escape, Escape, Template, Vars};
 use wardhook_sdk::{
     async_trait, AppData, BuildContext, Caller, ConfigProblem, Context, Event, Handler,
@@ -121,6 +126,12 @@ impl HandlerFactory for EmailFactory {
                 None
             }
         };
+        let attach_artifacts = p.artifact_limit(
+            ctx,
+            ("attach_artifacts", config.attach_artifacts),
+            ("max_attachment_bytes", config.max_attachment_bytes),
+            config::MAX_ATTACHMENT_BYTES,
+        );
         let tls = p.take(tls_parameters(&config, &host, ctx));
         p.check()?;
         let (Some(from), Some(subject), Some(text), Some(credentials), Some(tls)) =
@@ -149,6 +160,7 @@ impl HandlerFactory for EmailFactory {
             subject,
             text,
             html,
+            attach_artifacts,
         }))
     }
 }
@@ -216,6 +228,8 @@ pub struct Email {
     subject: Template,
     text: Template,
     html: Option<Template>,
+    /// `max_attachment_bytes` when `attach_artifacts` is on.
+    attach_artifacts: Option<u64>,
 }
 
 impl std::fmt::Debug for Email {
@@ -237,8 +251,18 @@ fn render(key: &str, template: &Template, vars: &Vars) -> Result<String, EmailEr
 }
 
 impl Email {
-    /// The message for `event`, as it would be sent.
+    /// The message for `event`, as it would be sent (without attachments).
     pub fn message(&self, event: &Event, ctx: &Context) -> Result<Message, EmailError> {
+        self.message_with(event, ctx, &[])
+    }
+
+    /// The message for `event` with `attachments` after the body (`multipart/mixed`).
+    fn message_with(
+        &self,
+        event: &Event,
+        ctx: &Context,
+        attachments: &[Attachment],
+    ) -> Result<Message, EmailError> {
         let vars = ctx.template_vars(event);
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -269,8 +293,8 @@ impl Email {
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
         let text = render("text", &self.text, &vars)?;
         let builder = builder.subject(subject);
-        let message = match &self.html {
-            None => builder.singlepart(
+        let body = match &self.html {
+            None => Body::Single(
                 SinglePart::builder()
                     .header(ContentType::TEXT_PLAIN)
                     .body(text),
@@ -283,14 +307,44 @@ impl Email {
                 };
                 let html_vars = Vars::new(&escaped, &app_data, ctx.now(), ctx.time_zone());
                 let html = render("html", html, &html_vars)?;
-                builder.multipart(MultiPart::alternative_plain_html(text, html))
+                Body::Multi(MultiPart::alternative_plain_html(text, html))
             }
+        };
+        let message = if attachments.is_empty() {
+            match body {
+                Body::Single(part) => builder.singlepart(part),
+                Body::Multi(parts) => builder.multipart(parts),
+            }
+        } else {
+            let mut mixed = match body {
+                Body::Single(part) => MultiPart::mixed().singlepart(part),
+                Body::Multi(parts) => MultiPart::mixed().multipart(parts),
+            };
+            for a in attachments {
+                // A type capture accepted from its configured list, so it parses.
+                let content_type =
+                    ContentType::parse(&a.reference.content_type).map_err(|_| EmailError::Build)?;
+                mixed = mixed.singlepart(
+                    lettre::message::Attachment::new(a.reference.file_name())
+                        .body(a.content.to_vec(), content_type),
+                );
+            }
+            builder.multipart(mixed)
         };
         message.map_err(|_| EmailError::Build)
     }
 
-    async fn send(&self, event: &Event, ctx: &Context) -> Result<Outcome, EmailError> {
-        let message = self.message(event, ctx)?;
+    async fn send(&self, event: &Event, ctx: &Context) -> Result<Outcome, HandlerError> {
+        let attachments = match self.attach_artifacts {
+            Some(max) => read_attachments(ctx, max, "max_attachment_bytes").await?,
+            None => Vec::new(),
+        };
+        let message = self.message_with(event, ctx, &attachments)?;
+        drop(attachments);
+        Ok(self.transmit(message).await?)
+    }
+
+    async fn transmit(&self, message: Message) -> Result<Outcome, EmailError> {
         let host = self.host.clone();
         let response = self.transport.send(message).await.map_err(|e| {
             let code = e.status().map(|c| c.to_string()).unwrap_or_default();
@@ -316,6 +370,12 @@ impl Email {
         let code: u16 = response.code().to_string().parse().unwrap_or(250);
         Ok(Outcome::done().with_status(code).with_destination(host))
     }
+}
+
+/// The body before any attachment: text alone, or text and HTML as alternatives.
+enum Body {
+    Single(SinglePart),
+    Multi(MultiPart),
 }
 
 /// A TLS handshake that failed on the certificate surfaces from lettre as a connection
@@ -374,7 +434,7 @@ impl Handler for Email {
     }
 
     async fn handle(&self, event: &Event, ctx: &mut Context) -> Result<Outcome, HandlerError> {
-        self.send(event, ctx).await.map_err(HandlerError::from)
+        self.send(event, ctx).await
     }
 }
 

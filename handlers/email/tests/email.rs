@@ -6,6 +6,7 @@ mod sink;
 
 use std::path::PathBuf;
 
+use sha2::{Digest, Sha256};
 use sink::{SinkTls, SmtpSink};
 use wardhook_handler_email::EmailFactory;
 use wardhook_sdk::testing::{self, ResultExt};
@@ -319,6 +320,65 @@ async fn events_without_a_recipient_or_a_variable_fail_permanently_without_value
     );
 }
 
+/// With `attach_artifacts`, the recording the capture step stored goes with the mail, named by
+/// its id, byte for byte as aiosmtpd decodes it; without the switch the same delivery's mail
+/// carries nothing; one over `max_attachment_bytes` fails permanently and nothing is sent.
+#[tokio::test]
+async fn a_recording_is_attached_only_where_the_operator_allows_it() {
+    let Some(smtp) = SmtpSink::start(SinkTls::None) else {
+        return;
+    };
+    let wav = testing::recording(3000);
+    let artifacts: &[(&str, &str, &[u8])] = &[("art_rec", "audio/x-wav", &wav)];
+    let with = testing::build::<EmailFactory>(
+        "records",
+        &quote_config(
+            "127.0.0.1",
+            smtp.port,
+            "plain",
+            "attach_artifacts = true\nmax_attachment_bytes = 4096",
+        ),
+    );
+    testing::run_with_artifacts(&*with, &event(), artifacts)
+        .await
+        .expect_ok();
+    let m = &smtp.wait_for(1)[0];
+    assert_eq!(m.content_type, "multipart/mixed");
+    assert_eq!(m.attachments.len(), 1);
+    let a = &m.attachments[0];
+    assert_eq!(a.filename.as_deref(), Some("art_rec.wav"));
+    assert_eq!(a.content_type, "audio/x-wav");
+    assert_eq!(a.size, wav.len() as u64);
+    assert_eq!(a.sha256, hex(&Sha256::digest(&wav)));
+    assert!(m.text.as_deref().unwrap().contains("Thanks for calling"));
+    assert!(m.html.is_some(), "the HTML alternative stays");
+
+    let without = testing::build::<EmailFactory>(
+        "quote-confirmation",
+        &quote_config("127.0.0.1", smtp.port, "plain", ""),
+    );
+    testing::run_with_artifacts(&*without, &event(), artifacts)
+        .await
+        .expect_ok();
+    let got = smtp.wait_for(2);
+    assert!(got[1].attachments.is_empty());
+    assert_eq!(got[1].content_type, "multipart/alternative");
+
+    let big = vec![7u8; 5000];
+    let reason = testing::run_with_artifacts(&*with, &event(), &[("art_big", "audio/x-wav", &big)])
+        .await
+        .expect_permanent();
+    assert!(
+        reason.contains("art_big") && reason.contains("max_attachment_bytes"),
+        "{reason}"
+    );
+    assert_eq!(smtp.messages().len(), 2, "nothing sent short");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[test]
 fn config_problems_carry_key_paths() {
     let problems = testing::try_build::<EmailFactory>(
@@ -356,4 +416,17 @@ text = "hi"
         "host = \"smtp.clinic.example\"\nfrom = \"a@b.example\"\nto = [\"oncall@clinic.example\"]\nsubject = \"Urgent call {{ call_id }}\"\ntext = \"Open delivery {{ delivery_id }} in wardhook.\"",
     )
     .expect("a phi = none alert naming no patient data builds");
+
+    let problems = testing::try_build::<EmailFactory>(
+        "mail",
+        "host = \"smtp.clinic.example\"\nfrom = \"a@b.example\"\nto = [\"oncall@clinic.example\"]\nsubject = \"s\"\ntext = \"t\"\nattach_artifacts = true\nmax_attachment_bytes = 0",
+    )
+    .expect_err("phi none + attachments");
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["attach_artifacts", "max_attachment_bytes"],
+        "{problems:?}"
+    );
+    assert!(problems[0].message.contains("PHI"));
 }

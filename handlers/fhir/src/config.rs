@@ -226,7 +226,7 @@ impl ParticipantStatus {
 }
 
 /// `[handlers.document_reference]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentConfig {
     /// A JSON template for the resource (without `content`), replacing the default.
@@ -234,6 +234,34 @@ pub struct DocumentConfig {
     /// What the document holds: `transcript` (default) or `summary`.
     #[serde(default)]
     pub content: DocumentContent,
+    /// Also attach the artifacts the route's `capture` step stored for the delivery (call
+    /// recordings, transcripts), one `content` entry each: `contentType`, base64 `data`,
+    /// `size` and `hash` (the SHA-1 of the data, base64, as FHIR's `Attachment.hash` defines).
+    /// Off by default; the content is PHI, so it needs `phi = "full"`.
+    #[serde(default)]
+    pub artifacts: bool,
+    /// The largest artifact attached, in bytes: 10 MiB by default, at most 100 MiB. A larger
+    /// one fails the attempt permanently (it is never sent short).
+    #[serde(default = "default_max_artifact_bytes")]
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for DocumentConfig {
+    fn default() -> Self {
+        Self {
+            template: None,
+            content: DocumentContent::default(),
+            artifacts: false,
+            max_artifact_bytes: default_max_artifact_bytes(),
+        }
+    }
+}
+
+/// The most `max_artifact_bytes` may be: base64 in a JSON body grows it by a third.
+pub const MAX_ARTIFACT_BYTES: u64 = 100 * 1024 * 1024;
+
+fn default_max_artifact_bytes() -> u64 {
+    10 * 1024 * 1024
 }
 
 /// The text a `DocumentReference` carries.

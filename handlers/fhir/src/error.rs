@@ -142,6 +142,10 @@ pub enum FhirError {
     /// Signing the client assertion failed.
     #[error("could not sign the SMART client assertion")]
     Signing,
+    /// A captured artifact could not be read for attaching (too large, purged, unreadable,
+    /// the store unavailable): the SDK's classification, kept as it is.
+    #[error("{}", .0.reason())]
+    Artifact(HandlerError),
 }
 
 fn codes_suffix(codes: &[String]) -> String {
@@ -191,6 +195,7 @@ impl From<FhirError> for HandlerError {
                 reason,
                 retry_after,
             },
+            FhirError::Artifact(e) => e,
             _ => HandlerError::permanent(reason),
         }
     }

@@ -8,7 +8,9 @@
 //!    adapter never picks one of several.
 //! 2. **Resources** (`resources = [...]`): `Communication` (the call), `Task` (callback),
 //!    `Appointment` (`proposed`), `AppointmentResponse` (the caller's answer to that
-//!    Appointment or to one the template names), `DocumentReference` (transcript or summary), each rendered
+//!    Appointment or to one the template names), `DocumentReference` (transcript or summary, and
+//!    with `document_reference.artifacts` the recordings and transcripts the route's `capture`
+//!    step stored, read through the SDK's audited, decrypted stream), each rendered
 //!    from a JSON template with defaults for call events, then given wardhook's `identifier`
 //!    (`<identifier_system>|<delivery id>:<handler>:<resource>`), the patient reference and the
 //!    configured owner, due date and attachments.
@@ -35,6 +37,7 @@ use std::time::Duration;
 
 use reqwest::{Method, Url};
 use serde_json::{json, Value};
+use wardhook_sdk::artifacts::{read_attachments, Attachment};
 use wardhook_sdk::http::{egress, Egress};
 use wardhook_sdk::template::{Escape, Template};
 use wardhook_sdk::{
@@ -130,7 +133,7 @@ impl HandlerFactory for FhirFactory {
             ),
             (
                 ResourceKind::DocumentReference,
-                config.document_reference.template.is_some(),
+                config.document_reference.template.is_some() || config.document_reference.artifacts,
             ),
         ];
         for (kind, set) in configured {
@@ -177,6 +180,18 @@ impl HandlerFactory for FhirFactory {
         if config.patient.is_some() {
             p.take(ctx.check_phi("patient", ["caller.phone", "caller.name", "data.birthdate"]));
         }
+        let attach_artifacts = p.artifact_limit(
+            ctx,
+            (
+                "document_reference.artifacts",
+                config.document_reference.artifacts,
+            ),
+            (
+                "document_reference.max_artifact_bytes",
+                config.document_reference.max_artifact_bytes,
+            ),
+            config::MAX_ARTIFACT_BYTES,
+        );
         if ctx.phi() == PhiLevel::None {
             if let Some(t) = &config.communication.template {
                 if t.contains("\"payload\"") {
@@ -286,6 +301,7 @@ impl HandlerFactory for FhirFactory {
             matching,
             transcript: config.communication.transcript,
             document_content: config.document_reference.content,
+            attach_artifacts,
             owner,
             due_within_hours: config.task.due_within_hours,
             participant_status: config
@@ -429,6 +445,8 @@ pub struct Fhir {
     matching: Option<PatientMatching>,
     transcript: bool,
     document_content: DocumentContent,
+    /// `document_reference.max_artifact_bytes` when `document_reference.artifacts` is on.
+    attach_artifacts: Option<u64>,
     owner: Option<String>,
     due_within_hours: Option<u32>,
     participant_status: ParticipantStatus,
@@ -579,6 +597,7 @@ impl Fhir {
         patient: Option<&str>,
         unmatched: Option<&str>,
         patient_later: bool,
+        artifacts: &[Attachment],
     ) -> Result<Vec<Write>, FhirError> {
         let vars = ctx.template_vars(event);
         let mut writes = Vec::new();
@@ -640,13 +659,17 @@ impl Fhir {
                             "Call summary",
                         ),
                     };
-                    // FHIR requires content; without the text there is no document to write.
-                    let Some(text) = text else { continue };
-                    resources::set_default(
-                        &mut resource,
-                        "content",
-                        json!([{ "attachment": resources::text_attachment(&text, title) }]),
-                    );
+                    let content: Vec<Value> = text
+                        .map(|t| resources::text_attachment(&t, title))
+                        .into_iter()
+                        .chain(artifacts.iter().map(resources::artifact_attachment))
+                        .map(|a| json!({ "attachment": a }))
+                        .collect();
+                    // FHIR requires content; without any there is no document to write.
+                    if content.is_empty() {
+                        continue;
+                    }
+                    resources::set_default(&mut resource, "content", Value::Array(content));
                 }
                 _ => {}
             }
@@ -702,12 +725,20 @@ impl Fhir {
                 .with_data(Value::Object(data)));
         }
         let new_patient = link.new_patient(self, event, ctx);
+        // Read (and audited) only once the handler knows it writes.
+        let artifacts = match self.attach_artifacts {
+            Some(max) => read_attachments(ctx, max, "document_reference.max_artifact_bytes")
+                .await
+                .map_err(FhirError::Artifact)?,
+            None => Vec::new(),
+        };
         let mut writes = self.build_writes(
             event,
             ctx,
             link.reference(),
             link.unmatched_reason(),
             new_patient.is_some(),
+            &artifacts,
         )?;
         let total = writes.len() + usize::from(new_patient.is_some());
         let status = if self.transaction && total > 1 {

@@ -211,6 +211,24 @@ pub fn text_attachment(text: &str, title: &str) -> Value {
     })
 }
 
+/// A captured artifact as an attachment: its bytes base64 in `data`, with `contentType`,
+/// `size` and `hash`, which FHIR R4 defines as the SHA-1 of the data, base64-encoded.
+pub fn artifact_attachment(artifact: &wardhook_sdk::artifacts::Attachment) -> Value {
+    let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &artifact.content);
+    let title = if artifact.reference.content_type.starts_with("audio/") {
+        "Call recording"
+    } else {
+        "Call transcript"
+    };
+    json!({
+        "contentType": artifact.reference.content_type,
+        "data": B64.encode(&artifact.content[..]),
+        "size": artifact.content.len(),
+        "hash": B64.encode(sha1.as_ref()),
+        "title": title,
+    })
+}
+
 /// Add `attachment` as a `Communication.payload` entry.
 pub fn add_payload_attachment(resource: &mut Value, attachment: Value) {
     if let Some(obj) = resource.as_object_mut() {

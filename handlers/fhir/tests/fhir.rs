@@ -37,6 +37,16 @@ fn config(base: &str, extra: &str) -> String {
     )
 }
 
+/// A FHIR server and a `phi = "full"` handler on it with `extra` keys; `None` as for
+/// [`FhirServer::start`].
+fn server_and_handler(
+    extra: &str,
+) -> Option<(FhirServer, std::sync::Arc<dyn wardhook_sdk::Handler>)> {
+    let fhir = FhirServer::start(&[])?;
+    let handler = testing::build::<FhirFactory>("ehr", &config(&fhir.base(), extra));
+    Some((fhir, handler))
+}
+
 fn identifier_of(resource: &Value) -> String {
     let ids = resource["identifier"].as_array().unwrap();
     let ours = ids.iter().find(|i| i["system"] == SYSTEM).unwrap();
@@ -123,16 +133,11 @@ async fn a_retried_transaction_whose_answer_was_lost_creates_nothing_twice() {
 
 #[tokio::test]
 async fn a_retried_attempt_without_transaction_creates_nothing_twice() {
-    let Some(fhir) = FhirServer::start(&[]) else {
+    let Some((fhir, handler)) =
+        server_and_handler("resources = [\"Communication\", \"Task\"]\ntransaction = false")
+    else {
         return;
     };
-    let handler = testing::build::<FhirFactory>(
-        "ehr",
-        &config(
-            &fhir.base(),
-            "resources = [\"Communication\", \"Task\"]\ntransaction = false",
-        ),
-    );
     fhir.fail(json!({"match": "POST /fhir/Task", "status": 502, "after_commit": true}))
         .await;
 
@@ -693,6 +698,71 @@ due_within_hours = 24
     }
 }
 
+/// With `document_reference.artifacts`, the recording and transcript the capture step stored
+/// are `content` entries after the event's transcript: base64 `data` with `contentType`,
+/// `size` and `hash`, the base64 SHA-1 FHIR R4 defines for `Attachment.hash`; the validator
+/// accepts them. One over `max_artifact_bytes` fails permanently, naming the key, and nothing
+/// is written.
+#[tokio::test]
+async fn captured_artifacts_are_attached_to_the_document_reference_with_their_sha1_hash() {
+    let Some((fhir, handler)) = server_and_handler(
+        "resources = [\"DocumentReference\"]\n[document_reference]\nartifacts = true\nmax_artifact_bytes = 4096\n",
+    ) else {
+        return;
+    };
+    let wav = testing::recording(3000);
+    let transcript = b"Agent: Northside Dental. Caller: my tooth hurts.";
+
+    testing::run_with_artifacts(
+        &*handler,
+        &event(),
+        &[
+            ("art_rec", "audio/x-wav", &wav),
+            ("art_txt", "text/plain", transcript),
+        ],
+    )
+    .await
+    .expect_ok();
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sha1 = |b: &[u8]| {
+        b64.encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, b).as_ref())
+    };
+    let stored = fhir.stored("DocumentReference").await;
+    assert_eq!(stored.len(), 1);
+    let content = stored[0]["content"].as_array().unwrap();
+    assert_eq!(
+        content.len(),
+        3,
+        "the event's transcript, then both artifacts"
+    );
+    for (entry, (bytes, content_type, title)) in content[1..].iter().zip([
+        (&wav[..], "audio/x-wav", "Call recording"),
+        (&transcript[..], "text/plain", "Call transcript"),
+    ]) {
+        let a = &entry["attachment"];
+        assert_eq!(a["contentType"], content_type);
+        assert_eq!(b64.decode(a["data"].as_str().unwrap()).unwrap(), bytes);
+        assert_eq!(a["size"], bytes.len());
+        assert_eq!(a["hash"], sha1(bytes));
+        assert_eq!(a["title"], title);
+    }
+
+    let big = vec![7u8; 5000];
+    let reason = testing::run_with_artifacts(
+        &*handler,
+        &event_with("dlv_big", None),
+        &[("art_big", "audio/x-wav", &big)],
+    )
+    .await
+    .expect_permanent();
+    assert!(
+        reason.contains("art_big") && reason.contains("document_reference.max_artifact_bytes"),
+        "{reason}"
+    );
+    assert_eq!(fhir.stored("DocumentReference").await.len(), 1);
+}
+
 #[tokio::test]
 async fn an_appointment_response_answers_the_proposed_appointment_once_in_both_write_paths() {
     for transaction in [true, false] {
@@ -858,6 +928,11 @@ fn phi_none_handlers_cannot_send_call_content() {
             "resources = [\"DocumentReference\"]",
             "document_reference.content",
             "`data.transcript`",
+        ),
+        (
+            "resources = [\"DocumentReference\"]\n[document_reference]\nartifacts = true",
+            "document_reference.artifacts",
+            "recordings and transcripts are PHI",
         ),
     ];
     for (extra, path, field) in cases {

@@ -7,7 +7,8 @@
 //! vendor's URL, through [`crate::Context::artifacts`], and in templates as
 //! `app_data.capture.data.artifacts`. A handler that needs the content (the FHIR handler
 //! attaching a transcript, the e-mail handler attaching a recording) asks for a decrypted
-//! stream with [`crate::Context::open_artifact`]; wardhook audits the read.
+//! stream with [`crate::Context::open_artifact`]; wardhook audits the read. Handlers that attach
+//! artifacts whole use [`read_attachments`], which bounds each by the handler's limit.
 //!
 //! Minimum necessary applies: a `phi = "none"` handler is handed neither the references nor
 //! a way to open them (the `MinimumNecessary` guard removes both).
@@ -35,6 +36,84 @@ pub struct ArtifactRef {
     pub sha256: String,
     /// The event field the URL came from (`RecordingUrl`, `recording_url`).
     pub field: String,
+}
+
+impl ArtifactRef {
+    /// A file name for the content: the id and an extension for its type (`art_….wav`), for
+    /// attachments and downloads. Made only of the id wardhook chose and a fixed extension,
+    /// never of anything the vendor sent.
+    pub fn file_name(&self) -> String {
+        format!("{}{}", self.id, file_extension(&self.content_type))
+    }
+}
+
+/// A file name extension for an artifact written out (downloads, attachments, emergency
+/// archives), from the content types capture accepts by default; empty for any other.
+pub fn file_extension(content_type: &str) -> &'static str {
+    match content_type {
+        "audio/wav" | "audio/x-wav" | "audio/wave" => ".wav",
+        "audio/mpeg" | "audio/mp3" => ".mp3",
+        "audio/ogg" => ".ogg",
+        "audio/webm" => ".webm",
+        "audio/mp4" | "audio/m4a" | "audio/x-m4a" => ".m4a",
+        "text/plain" => ".txt",
+        "application/json" => ".json",
+        _ => "",
+    }
+}
+
+/// One artifact's decrypted content, read whole for a handler that attaches it. Its `Debug`
+/// shows the reference and the length, never the content.
+pub struct Attachment {
+    /// The artifact, as the capture step recorded it.
+    pub reference: ArtifactRef,
+    /// The decrypted content (zeroized when dropped); its length is `reference.size`.
+    pub content: Zeroizing<Vec<u8>>,
+}
+
+/// Every artifact of this delivery read whole, in the capture step's order, for handlers that
+/// attach them (the FHIR handler's `DocumentReference`, the e-mail handler's attachments).
+///
+/// An artifact larger than `max_bytes` fails the invocation permanently before it is opened,
+/// naming the artifact and `key` (the setting that raises the limit), so the content is never
+/// sent short. Each open is audited like any artifact read; a handler that may not see PHI
+/// cannot open them (permanent). Empty when the route stored no artifact for the delivery.
+pub async fn read_attachments(
+    ctx: &crate::Context,
+    max_bytes: u64,
+    key: &str,
+) -> Result<Vec<Attachment>, HandlerError> {
+    let mut out = Vec::new();
+    for reference in ctx.artifacts() {
+        if reference.size > max_bytes {
+            return Err(too_large(&reference.id, max_bytes, key));
+        }
+        let mut stream = ctx.open_artifact(&reference.id).await?;
+        let content = read_to_end(&mut *stream, max_bytes).await?;
+        if content.len() as u64 != reference.size {
+            return Err(HandlerError::permanent(format!(
+                "artifact {} does not have the size recorded at capture",
+                reference.id
+            )));
+        }
+        out.push(Attachment { reference, content });
+    }
+    Ok(out)
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("reference", &self.reference)
+            .field("len", &self.content.len())
+            .finish()
+    }
+}
+
+fn too_large(id: &str, max_bytes: u64, key: &str) -> HandlerError {
+    HandlerError::permanent(format!(
+        "artifact {id} is larger than {key} ({max_bytes} bytes); raise it, then retry the dead letter"
+    ))
 }
 
 /// The artifacts of this delivery as the capture step recorded them in `app_data`: empty when

@@ -265,6 +265,37 @@ impl Problems {
         self.seconds(key, value, 1, 300)
     }
 
+    /// The size limit of a handler that attaches the delivery's captured artifacts when
+    /// `enabled` (at `enabled_key`), `None` when it does not. Recordings and transcripts are
+    /// PHI, so only a `phi = "full"` handler may turn it on; `max_bytes` (at `max_key`) must be
+    /// 1 to `ceiling`.
+    pub fn artifact_limit(
+        &mut self,
+        ctx: &BuildContext,
+        (enabled_key, enabled): (&str, bool),
+        (max_key, max_bytes): (&str, u64),
+        ceiling: u64,
+    ) -> Option<u64> {
+        if enabled && ctx.phi() == PhiLevel::None {
+            self.push(ConfigProblem::new(
+                enabled_key,
+                format!(
+                    "handler {:?} has phi = \"none\": recordings and transcripts are PHI (set \
+                     phi = \"full\" with baa = true for a destination covered by a business \
+                     associate agreement)",
+                    ctx.name()
+                ),
+            ));
+        }
+        if !(1..=ceiling).contains(&max_bytes) {
+            self.push(ConfigProblem::new(
+                max_key,
+                format!("must be 1 to {ceiling}"),
+            ));
+        }
+        enabled.then_some(max_bytes)
+    }
+
     /// `Err` with every problem so far, or `Ok(())`: call before assembling the handler from
     /// the values [`Problems::take`] kept (all `Some` when this is `Ok`).
     pub fn check(self) -> Result<(), Vec<ConfigProblem>> {

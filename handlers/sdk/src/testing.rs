@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::artifacts::{ArtifactRef, ArtifactSource, ArtifactStream};
 use crate::phi::{take_phi_settings, MinimumNecessary};
 use crate::{
     BuildContext, ConfigProblem, Context, Event, Handler, HandlerError, HandlerFactory, Outcome,
@@ -108,6 +109,85 @@ pub async fn run_attempt(
     let mut ctx = Context::new(&event.delivery_id, handler.name(), attempt)
         .with_time(test_now(), crate::template::Tz::UTC);
     handler.handle(event, &mut ctx).await
+}
+
+/// Run `handler` once on `event` as if the route's `capture` step had stored `artifacts`
+/// (`(id, content type, content)`) for the delivery: the context carries their references and
+/// an opener serving the content from memory (in a server the content is decrypted from disk
+/// and each read audited). A `phi = "none"` handler gets neither, as in a server.
+pub async fn run_with_artifacts(
+    handler: &dyn Handler,
+    event: &Event,
+    artifacts: &[(&str, &str, &[u8])],
+) -> Result<Outcome, HandlerError> {
+    let refs: Vec<ArtifactRef> = artifacts
+        .iter()
+        .map(|(id, content_type, content)| ArtifactRef {
+            id: (*id).to_owned(),
+            content_type: (*content_type).to_owned(),
+            size: content.len() as u64,
+            sha256: String::new(),
+            field: "RecordingUrl".to_owned(),
+        })
+        .collect();
+    let mut app_data = crate::AppData::new();
+    app_data.insert(
+        crate::artifacts::CAPTURE_STEP.to_owned(),
+        serde_json::json!({"data": {"artifacts": refs}}),
+    );
+    let source = MemoryArtifacts {
+        delivery_id: event.delivery_id.clone(),
+        content: artifacts
+            .iter()
+            .map(|(id, _, c)| ((*id).to_owned(), c.to_vec()))
+            .collect(),
+    };
+    let mut ctx = context(event, handler)
+        .with_app_data(app_data)
+        .with_artifact_source(Arc::new(source));
+    handler.handle(event, &mut ctx).await
+}
+
+/// Stand-in recording content for [`run_with_artifacts`]: a `RIFF…WAVE` header and `len`
+/// deterministic bytes that are not all alike, so a truncation or a mix-up changes the hash.
+pub fn recording(len: usize) -> Vec<u8> {
+    b"RIFF\0\0\0\0WAVE"
+        .iter()
+        .copied()
+        .chain((0..len).map(|i| (i % 251) as u8))
+        .collect()
+}
+
+/// Artifact content held in memory for [`run_with_artifacts`].
+#[derive(Debug)]
+struct MemoryArtifacts {
+    delivery_id: String,
+    content: Vec<(String, Vec<u8>)>,
+}
+
+struct MemoryStream(Option<Vec<u8>>);
+
+#[async_trait::async_trait]
+impl ArtifactStream for MemoryStream {
+    async fn next_chunk(&mut self) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, HandlerError> {
+        Ok(self.0.take().map(zeroize::Zeroizing::new))
+    }
+}
+
+#[async_trait::async_trait]
+impl ArtifactSource for MemoryArtifacts {
+    async fn open(
+        &self,
+        delivery_id: &str,
+        _handler: &str,
+        artifact_id: &str,
+    ) -> Result<Box<dyn ArtifactStream>, HandlerError> {
+        self.content
+            .iter()
+            .find(|(id, _)| id == artifact_id && delivery_id == self.delivery_id)
+            .map(|(_, c)| Box::new(MemoryStream(Some(c.clone()))) as Box<dyn ArtifactStream>)
+            .ok_or_else(|| HandlerError::permanent("no such artifact for this delivery"))
+    }
 }
 
 /// Asserts on a handler's result.

@@ -26,6 +26,22 @@ pub struct Received {
     pub html: Option<String>,
     /// The message as it arrived.
     pub raw: String,
+    /// The attachments, decoded.
+    #[serde(default)]
+    pub attachments: Vec<ReceivedAttachment>,
+}
+
+/// One attachment as the server decoded it.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReceivedAttachment {
+    /// Its file name.
+    pub filename: Option<String>,
+    /// Its content type.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: u64,
+    /// SHA-256 of the decoded bytes, hex.
+    pub sha256: String,
 }
 
 /// How the sink protects its port.

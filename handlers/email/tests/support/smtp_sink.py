@@ -4,13 +4,15 @@ Usage: python3 smtp_sink.py OUT_DIR [--starttls CERT KEY | --implicit-tls CERT K
 
 Listens on 127.0.0.1 on a free port and prints "PORT <n>" once it accepts connections. Each
 accepted message is written to OUT_DIR/<n>.json: the envelope, whether the session was
-encrypted, the raw message and its decoded headers and text/HTML parts. Recipients starting
+encrypted, the raw message, its decoded headers and text/HTML parts, and each attachment's
+file name, type, size and SHA-256 (of the decoded bytes). Recipients starting
 with "tempfail" get 451, with "reject" 550, so tests can drive both SMTP error classes.
 """
 
 import asyncio
 import email
 import email.policy
+import hashlib
 import itertools
 import json
 import os
@@ -49,6 +51,15 @@ class Sink:
             "text": text.get_content() if text is not None else None,
             "html": html.get_content() if html is not None else None,
             "raw": raw,
+            "attachments": [
+                {
+                    "filename": part.get_filename(),
+                    "content_type": part.get_content_type(),
+                    "size": len(part.get_payload(decode=True)),
+                    "sha256": hashlib.sha256(part.get_payload(decode=True)).hexdigest(),
+                }
+                for part in msg.iter_attachments()
+            ],
         }
         n = next(self.counter)
         tmp = os.path.join(self.out_dir, f".{n}.tmp")
