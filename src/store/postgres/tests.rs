@@ -888,3 +888,69 @@ async fn a_committer_task_that_dies_answers_unavailable_and_the_next_intake_gets
     assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 7);
     super::verify_audit(&store).await.expect("chain verifies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_database_is_upgraded_with_the_caller_phone_index() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let old = crate::store::sqlite::tests::submit_at(
+        &store,
+        nextphone("call.ended", "before"),
+        &[],
+        Utc::now(),
+    )
+    .await
+    .expect("old delivery");
+    drop(store);
+    // As the release before the caller-phone index left it.
+    db.client()
+        .await
+        .batch_execute(
+            "DROP INDEX deliveries_caller_ref;
+             ALTER TABLE deliveries DROP COLUMN caller_ref;
+             UPDATE wardhook_schema SET version = 2;",
+        )
+        .await
+        .expect("downgrade");
+    let store = open(&db, "n1").await;
+    let version: i32 = db
+        .client()
+        .await
+        .query_one("SELECT version FROM wardhook_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version as usize, super::schema::SCHEMA_VERSION);
+    let by_phone = |phone: &str| {
+        store
+            .console()
+            .find_calls(crate::store::console_calls::CallQuery {
+                caller_phone: Some(phone.to_owned()),
+                limit: 50,
+                ..Default::default()
+            })
+    };
+    assert!(by_phone("+15551234567")
+        .await
+        .expect("search")
+        .deliveries
+        .is_empty());
+    let new = crate::store::sqlite::tests::submit_at(
+        &store,
+        nextphone("call.ended", "after"),
+        &[],
+        Utc::now(),
+    )
+    .await
+    .expect("new delivery");
+    let found = by_phone("(555) 123-4567").await.expect("search");
+    let ids: Vec<&str> = found
+        .deliveries
+        .iter()
+        .map(|d| d.meta.id.as_str())
+        .collect();
+    assert_eq!(ids, vec![new.delivery_id()]);
+    assert_ne!(old.delivery_id(), new.delivery_id());
+}
