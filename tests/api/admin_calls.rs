@@ -166,7 +166,12 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled_on(db: Db) {
     let (operator, _) = create_token(&app, "ops", Role::Operator);
     let (auditor, _) = create_token(&app, "aud", Role::Auditor);
 
-    for spelling in ["(555) 010-1234", "+15550101234", "555.010.1234", "001 555 010 1234"] {
+    for spelling in [
+        "(555) 010-1234",
+        "+15550101234",
+        "555.010.1234",
+        "001 555 010 1234",
+    ] {
         assert_eq!(
             found_by_phone(&app, &operator, spelling).await,
             vec![first.clone()],
@@ -178,7 +183,10 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled_on(db: Db) {
         vec![second.clone()]
     );
     for nobody in ["+15550000000", "anonymous"] {
-        assert!(found_by_phone(&app, &operator, nobody).await.is_empty(), "{nobody}");
+        assert!(
+            found_by_phone(&app, &operator, nobody).await.is_empty(),
+            "{nobody}"
+        );
     }
     let (status, _) = post_json(
         &app,
@@ -214,9 +222,13 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled_on(db: Db) {
     )
     .await;
     assert!(
-        v["entries"].as_array().unwrap().iter().any(|e| e["kind"] == "audit"
-            && e["what"] == "delivery_accepted"
-            && e["delivery_id"] == first.as_str()),
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "audit"
+                && e["what"] == "delivery_accepted"
+                && e["delivery_id"] == first.as_str()),
         "{v}"
     );
     let (status, _) = post_json(
@@ -238,7 +250,9 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled_on(db: Db) {
             >= 7,
         "{searched:?}"
     );
-    assert!(searched.iter().any(|(_, _, d)| d.contains("timeline_by_phone")));
+    assert!(searched
+        .iter()
+        .any(|(_, _, d)| d.contains("timeline_by_phone")));
     let (status, export) = call(&app, Some(&auditor), "GET", "/api/audit/export").await;
     assert_eq!(status, 200);
     for digits in ["5550101234", "010-1234", "010 1234", "5550109999"] {

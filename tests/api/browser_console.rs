@@ -238,9 +238,15 @@ async fn an_admin_finds_a_call_by_the_callers_phone_on(db: Db) {
     // Spelled as the caller said it: the call, its attempt and its audit records.
     let page = find_by_phone(&b, &app, "(555) 010-1234").await;
     assert_eq!(page.matches("href=\"/deliveries/").count(), 1, "{page}");
-    assert!(page.contains(&format!("href=\"/deliveries/{id}\"")), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/deliveries/{id}\"")),
+        "{page}"
+    );
     assert!(page.contains("<strong>attempt</strong> crm"), "{page}");
-    assert!(page.contains("delivery_accepted"), "audit records for an admin");
+    assert!(
+        page.contains("delivery_accepted"),
+        "audit records for an admin"
+    );
     assert!(!page.contains(CANARY_NAME), "metadata only");
     b.axe("call found by phone").await;
     b.screenshot("find-a-call-by-phone").await;
@@ -248,7 +254,10 @@ async fn an_admin_finds_a_call_by_the_callers_phone_on(db: Db) {
     // Spelled as the vendor sent it: the same call.
     let page = find_by_phone(&b, &app, "+15550101234").await;
     assert_eq!(page.matches("href=\"/deliveries/").count(), 1, "{page}");
-    assert!(page.contains(&format!("href=\"/deliveries/{id}\"")), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/deliveries/{id}\"")),
+        "{page}"
+    );
 
     // A number nobody called from: nothing.
     let page = find_by_phone(&b, &app, "+1 555 000 0000").await;

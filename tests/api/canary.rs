@@ -61,24 +61,6 @@ fn scan(dir: &Path, needles: &[Vec<u8>], hits: &mut Vec<String>) {
     }
 }
 
-/// An operator token, made with `wardhook tokens create` before the server starts.
-fn operator_token(fixture: &Fixture) -> String {
-    let out = Command::new(wardhook_bin())
-        .args(["tokens", "create", "--name", "ops", "--role", "operator", "--config"])
-        .arg(&fixture.config_path)
-        .current_dir(fixture.dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_values_appear_in_no_file_wardhook_wrote() {
     let fixture = write_fixture(&AppOptions {
@@ -89,8 +71,8 @@ async fn canary_values_appear_in_no_file_wardhook_wrote() {
         storage: "phone_country = \"1\"\n".to_owned(),
         ..AppOptions::default()
     });
-    let token = operator_token(&fixture);
     let (child, port, admin_port) = start_server_with_console(&fixture);
+    let token = fixture_token(&fixture, "ops", "operator");
     let http = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::testdb::TestDb;
 use super::{PgSettings, PgStore, PgTls};
-use crate::store::sqlite::tests::{keyring, nextphone};
+use crate::store::sqlite::tests::{found_by_phone, keyring, nextphone};
 use crate::store::types::{AttemptRecord, AttemptResult, NextStep};
 use crate::store::Predecessors;
 use crate::store::{IntakeOutcome, JobSpec, Storage, StoreError};
@@ -28,6 +28,18 @@ fn ok() -> AttemptRecord {
             output: serde_json::json!({}),
         },
     }
+}
+
+/// The schema version the database records.
+async fn schema_version(db: &TestDb) -> usize {
+    let version: i32 = db
+        .client()
+        .await
+        .query_one("SELECT version FROM wardhook_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    usize::try_from(version).expect("a version")
 }
 
 async fn open(db: &TestDb, node: &str) -> PgStore {
@@ -138,14 +150,7 @@ async fn nodes_starting_together_migrate_once() {
     for store in opened {
         store.expect("every node opens");
     }
-    let version: i32 = db
-        .client()
-        .await
-        .query_one("SELECT version FROM wardhook_schema", &[])
-        .await
-        .expect("version")
-        .get(0);
-    assert_eq!(version as usize, super::schema::SCHEMA_VERSION);
+    assert_eq!(schema_version(&db).await, super::schema::SCHEMA_VERSION);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -915,28 +920,11 @@ async fn a_version_2_database_is_upgraded_with_the_caller_phone_index() {
         .await
         .expect("downgrade");
     let store = open(&db, "n1").await;
-    let version: i32 = db
-        .client()
-        .await
-        .query_one("SELECT version FROM wardhook_schema", &[])
-        .await
-        .expect("version")
-        .get(0);
-    assert_eq!(version as usize, super::schema::SCHEMA_VERSION);
-    let by_phone = |phone: &str| {
-        store
-            .console()
-            .find_calls(crate::store::console_calls::CallQuery {
-                caller_phone: Some(phone.to_owned()),
-                limit: 50,
-                ..Default::default()
-            })
-    };
-    assert!(by_phone("+15551234567")
-        .await
-        .expect("search")
-        .deliveries
-        .is_empty());
+    assert_eq!(schema_version(&db).await, super::schema::SCHEMA_VERSION);
+    assert!(
+        found_by_phone(&store, "+15551234567").await.is_empty(),
+        "a delivery stored before the index has none"
+    );
     let new = crate::store::sqlite::tests::submit_at(
         &store,
         nextphone("call.ended", "after"),
@@ -945,12 +933,9 @@ async fn a_version_2_database_is_upgraded_with_the_caller_phone_index() {
     )
     .await
     .expect("new delivery");
-    let found = by_phone("(555) 123-4567").await.expect("search");
-    let ids: Vec<&str> = found
-        .deliveries
-        .iter()
-        .map(|d| d.meta.id.as_str())
-        .collect();
-    assert_eq!(ids, vec![new.delivery_id()]);
+    assert_eq!(
+        found_by_phone(&store, "(555) 123-4567").await,
+        vec![new.delivery_id().to_owned()]
+    );
     assert_ne!(old.delivery_id(), new.delivery_id());
 }

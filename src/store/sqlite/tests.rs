@@ -853,8 +853,8 @@ async fn a_panic_inside_a_group_commit_costs_that_batch_not_the_writer() {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 1);
 }
 
-/// What one upgrade test asks of a store: the deliveries a caller phone finds.
-async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
+/// What the upgrade tests ask of a store: the deliveries a caller phone finds.
+pub(crate) async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
     store
         .console()
         .find_calls(crate::store::console_calls::CallQuery {
