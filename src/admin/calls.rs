@@ -1,11 +1,14 @@
 //! "Find a call" and the call timeline, for the API and the dashboard alike.
 //!
-//! An operator asks "what happened to this call?": the search finds deliveries by call id (the
-//! store compares only its blind index), source, event type, status, handler and time, a page
-//! at a time; the timeline puts one call's events, job attempts and audit records in time
-//! order. Nothing is decrypted, so every role sees the same metadata it sees elsewhere; audit
-//! records appear only for roles that may read the audit log. Each search and each timeline is
-//! one `calls_searched` audit record carrying the call's blind index, never the id.
+//! An operator asks "what happened to this call?": the search finds deliveries by call id or
+//! caller phone (the store compares only their blind indexes), source, event type, status,
+//! handler and time, a page at a time; the timeline puts one call's events, job attempts and
+//! audit records in time order — or, for a phone number, those of every delivery whose event
+//! named that caller. Nothing is decrypted, so every role sees the same metadata it sees
+//! elsewhere; audit records appear only for roles that may read the audit log. Each search and
+//! each timeline is one `calls_searched` audit record carrying the call's blind index, never
+//! the id; a search by phone is recorded as such (`object_kind` `search_by_phone` or
+//! `timeline_by_phone`) with neither the number nor its index.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -24,11 +27,16 @@ const DEFAULT_PER_PAGE: usize = 50;
 const TIMELINE_AUDIT_RECORDS: usize = 1000;
 /// The longest call id accepted (sender ids are far shorter).
 const MAX_CALL_ID: usize = 256;
+/// The longest caller phone accepted (the normalizer refuses longer spellings anyway).
+const MAX_CALLER_PHONE: usize = 64;
 
 /// A search as the API and the dashboard form send it. Empty strings mean "any".
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub(super) struct CallSearchForm {
     pub call_id: Option<String>,
+    /// The caller's phone number, spelled any way the operator has it.
+    #[serde(default)]
+    pub caller_phone: Option<String>,
     pub source: Option<String>,
     pub event_type: Option<String>,
     pub status: Option<String>,
@@ -60,6 +68,13 @@ impl CallSearchForm {
         if call_id.as_ref().is_some_and(|c| c.len() > MAX_CALL_ID) {
             return Err(ApiError::BadRequest("call_id is too long"));
         }
+        let caller_phone = given(&self.caller_phone);
+        if caller_phone
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CALLER_PHONE)
+        {
+            return Err(ApiError::BadRequest("caller_phone is too long"));
+        }
         let per_page = self
             .per_page
             .unwrap_or(DEFAULT_PER_PAGE)
@@ -67,6 +82,7 @@ impl CallSearchForm {
         let page = self.page.unwrap_or(1).clamp(1, 10_000);
         Ok(CallQuery {
             call_id,
+            caller_phone,
             source: given(&self.source),
             event_type: given(&self.event_type),
             status: given(&self.status),
@@ -128,12 +144,17 @@ pub(super) async fn search_for(
         call_ref,
         deliveries,
     } = console.store.console().find_calls(query.clone()).await?;
+    let kind = if query.caller_phone.is_some() {
+        "search_by_phone"
+    } else {
+        "search"
+    };
     record_search(
         console,
         p,
         &query,
         call_ref.as_deref(),
-        "search",
+        kind,
         deliveries.len(),
     )
     .await?;
@@ -157,22 +178,47 @@ pub(super) struct TimelineEntry {
     pub note: String,
 }
 
-/// Every event of the call `call_id`, its jobs' attempts and (for roles that read the audit
-/// log) its audit records, oldest first. Audited.
+/// Whose timeline: one call, by the sender's call id, or every call whose events named one
+/// caller phone number.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CallKey<'a> {
+    /// The sender's call id.
+    Id(&'a str),
+    /// The caller's phone number, spelled any way.
+    Phone(&'a str),
+}
+
+impl CallKey<'_> {
+    /// The store query of every delivery of the call(s).
+    fn query(self) -> Result<CallQuery, ApiError> {
+        let (value, max, missing) = match self {
+            Self::Id(v) => (v.trim(), MAX_CALL_ID, "call_id is required"),
+            Self::Phone(v) => (v.trim(), MAX_CALLER_PHONE, "caller_phone is required"),
+        };
+        if value.is_empty() || value.len() > max {
+            return Err(ApiError::BadRequest(missing));
+        }
+        let mut query = CallQuery {
+            limit: MAX_CALL_PAGE,
+            ..CallQuery::default()
+        };
+        match self {
+            Self::Id(_) => query.call_id = Some(value.to_owned()),
+            Self::Phone(_) => query.caller_phone = Some(value.to_owned()),
+        }
+        Ok(query)
+    }
+}
+
+/// Every event of the call `key` names, its jobs' attempts and (for roles that read the audit
+/// log) its audit records, oldest first. Audited. A call id finds the audit records through
+/// its blind index; a phone number through the deliveries it found.
 pub(super) async fn timeline_for(
     console: &Console,
     p: &Principal,
-    call_id: &str,
+    key: CallKey<'_>,
 ) -> Result<Vec<TimelineEntry>, ApiError> {
-    let call_id = call_id.trim();
-    if call_id.is_empty() || call_id.len() > MAX_CALL_ID {
-        return Err(ApiError::BadRequest("call_id is required"));
-    }
-    let query = CallQuery {
-        call_id: Some(call_id.to_owned()),
-        limit: MAX_CALL_PAGE,
-        ..CallQuery::default()
-    };
+    let query = key.query()?;
     let found = console.store.console().find_calls(query.clone()).await?;
     let mut entries = Vec::new();
     for d in &found.deliveries {
@@ -210,29 +256,45 @@ pub(super) async fn timeline_for(
         }
     }
     if p.role.allows(Permission::ReadAudit) {
-        let q = AuditQuery {
-            call_id: Some(call_id.to_owned()),
-            limit: Some(TIMELINE_AUDIT_RECORDS),
-            ..AuditQuery::default()
+        let audit_queries: Vec<AuditQuery> = match key {
+            CallKey::Id(_) => vec![AuditQuery {
+                call_id: query.call_id.clone(),
+                ..AuditQuery::default()
+            }],
+            CallKey::Phone(_) => found
+                .deliveries
+                .iter()
+                .map(|d| AuditQuery {
+                    delivery_id: Some(d.meta.id.clone()),
+                    ..AuditQuery::default()
+                })
+                .collect(),
         };
-        for r in api::search_records(console, &q).await? {
-            entries.push(TimelineEntry {
-                at: r.ts.clone(),
-                kind: "audit",
-                delivery_id: r.delivery_id.clone(),
-                what: r.action.clone(),
-                status: r.outcome.clone(),
-                note: r.actor.clone(),
-            });
+        for mut q in audit_queries {
+            q.limit = Some(TIMELINE_AUDIT_RECORDS);
+            for r in api::search_records(console, &q).await? {
+                entries.push(TimelineEntry {
+                    at: r.ts.clone(),
+                    kind: "audit",
+                    delivery_id: r.delivery_id.clone(),
+                    what: r.action.clone(),
+                    status: r.outcome.clone(),
+                    note: r.actor.clone(),
+                });
+            }
         }
     }
     entries.sort_by(|a, b| a.at.cmp(&b.at));
+    let kind = match key {
+        CallKey::Id(_) => "timeline",
+        CallKey::Phone(_) => "timeline_by_phone",
+    };
     record_search(
         console,
         p,
         &query,
         found.call_ref.as_deref(),
-        "timeline",
+        kind,
         entries.len(),
     )
     .await?;
@@ -261,16 +323,29 @@ async fn search(
 
 #[derive(Debug, Deserialize)]
 struct TimelineBody {
-    call_id: String,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    caller_phone: Option<String>,
 }
 
-/// `POST /api/calls/timeline` with `{"call_id": "…"}`.
+/// `POST /api/calls/timeline` with `{"call_id": "…"}` or `{"caller_phone": "…"}`.
 async fn timeline(
     console: web::Data<Console>,
     req: HttpRequest,
     body: web::Json<TimelineBody>,
 ) -> Result<HttpResponse, ApiError> {
     let p = api::guard(&console, &req, Permission::ReadMetadata, ("delivery", None)).await?;
-    let entries = timeline_for(&console, &p, &body.call_id).await?;
+    let key = match (given(&body.call_id), given(&body.caller_phone)) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give call_id or caller_phone, not both",
+            ))
+        }
+        (Some(_), None) => CallKey::Id(body.call_id.as_deref().unwrap_or_default()),
+        (None, Some(_)) => CallKey::Phone(body.caller_phone.as_deref().unwrap_or_default()),
+        (None, None) => return Err(ApiError::BadRequest("call_id is required")),
+    };
+    let entries = timeline_for(&console, &p, key).await?;
     Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
 }

@@ -134,7 +134,8 @@ impl Application {
         let shape = RunningShape::of(&config);
         let console = crate::admin::ConsoleSetup::from_config(&config);
         let console_view = console.enabled().then(|| console.view_handle());
-        let keyring = crate::crypto::Keyring::from_master(&config.master_key);
+        let keyring = crate::crypto::Keyring::from_master(&config.master_key)
+            .with_phone_country(config.phone_country.clone());
         let opened = crate::store::open::open(&StoreSettings::of(&config), keyring).await?;
         let plan: SharedPlan = Arc::new(RwLock::new(Arc::new(plan)));
         let traces = match &config.traces {

@@ -144,6 +144,9 @@ pub struct StorageSection {
     /// `Retry-After`, nothing acknowledged is lost) but leaves room on the volume for logs and
     /// the operating system.
     pub max_size_mb: Option<u64>,
+    /// The country calling code (`1`, `44`) of callers' national numbers: "(555) 010-1234"
+    /// is then indexed as "+15550101234", so a search finds it spelled either way.
+    pub phone_country: Option<String>,
     /// `sqlite` (the default: one server, one file) or `postgres` (several nodes on one
     /// PostgreSQL; then `[storage.postgres]` is required).
     pub backend: Option<String>,
@@ -156,6 +159,7 @@ impl Default for StorageSection {
         Self {
             path: default_db_path(),
             max_size_mb: None,
+            phone_country: None,
             backend: None,
             postgres: None,
         }

@@ -96,6 +96,8 @@ pub struct Config {
     pub storage_path: PathBuf,
     /// Size cap of the database in MiB, if any.
     pub storage_max_size_mb: Option<u64>,
+    /// `[storage] phone_country`: the calling code of callers' national numbers.
+    pub phone_country: Option<crate::crypto::PhoneCountry>,
     /// `[storage] backend`: SQLite (the file above) or PostgreSQL with its settings.
     pub storage_backend: StorageBackend,
     /// The master key file's path.

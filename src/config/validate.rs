@@ -220,6 +220,16 @@ fn check(
     if file.storage.max_size_mb == Some(0) {
         problems.push("storage.max_size_mb", "must be at least 1");
     }
+    let phone_country = match file.storage.phone_country.as_deref() {
+        None => Some(None),
+        Some(text) => match crate::crypto::PhoneCountry::parse(text) {
+            Ok(c) => Some(Some(c)),
+            Err(e) => {
+                problems.push("storage.phone_country", &e.to_string());
+                None
+            }
+        },
+    };
     let storage_backend =
         super::storage::check_backend(&file.storage, base, &mut |p, m| problems.push(p, m));
     let admin_idle = match super::parse_duration(&file.admin.idle_timeout) {
@@ -380,6 +390,7 @@ fn check(
         server: server?,
         storage_path: check_storage(&file.storage.path, problems)?,
         storage_max_size_mb: file.storage.max_size_mb,
+        phone_country: phone_country?,
         storage_backend: storage_backend?,
         master_key_file: file.keys.master_key_file.clone(),
         master_key: master_key?,

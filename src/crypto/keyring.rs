@@ -23,6 +23,10 @@ pub struct Keyring {
     blind_index: Zeroizing<[u8; 32]>,
     audit_mac: Zeroizing<[u8; 32]>,
     audit_signing: Zeroizing<[u8; 32]>,
+    /// The country calling code national caller numbers are taken to be in (see
+    /// [`super::phone`]): part of how the caller-phone index is formed, so intake and search
+    /// spell a number the same way.
+    phone_country: Option<super::PhoneCountry>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -49,7 +53,15 @@ impl Keyring {
             blind_index: derive(master, INFO_BLIND_INDEX),
             audit_mac: derive(master, INFO_AUDIT_MAC),
             audit_signing: derive(master, INFO_AUDIT_SIGNING),
+            phone_country: None,
         }
+    }
+
+    /// The same keyring, taking national caller numbers to be in `country` (`[storage]
+    /// phone_country`).
+    pub fn with_phone_country(mut self, country: Option<super::PhoneCountry>) -> Self {
+        self.phone_country = country;
+        self
     }
 
     /// The key that wraps (encrypts) the random per-period payload data keys.
@@ -83,6 +95,15 @@ impl Keyring {
     pub fn call_ref(&self, call_id: &str) -> String {
         self.blind_index("call_id", call_id.as_bytes())
     }
+
+    /// The blind index of a caller's phone number, after [`super::phone::normalize`] under the
+    /// configured country code; `None` when the value is not a phone number. Intake indexes
+    /// the number an event names and "find a call" compares the typed one through this, so
+    /// the number itself is never stored.
+    pub fn caller_ref(&self, phone: &str) -> Option<String> {
+        super::phone::normalize(phone, self.phone_country.as_ref())
+            .map(|n| self.blind_index("caller_phone", n.as_bytes()))
+    }
 }
 
 #[cfg(test)]
@@ -98,5 +119,19 @@ mod tests {
         assert_eq!(a.call_ref("c1"), a.call_ref("c1"));
         assert_ne!(a.call_ref("c1"), b.call_ref("c1"));
         assert_ne!(a.call_ref("c1"), a.blind_index("dedup", b"c1"));
+    }
+
+    #[test]
+    fn a_caller_phone_is_indexed_by_its_one_spelling() {
+        let plain = Keyring::from_master(&MasterKey::from_bytes([7; 32]));
+        let us = plain
+            .clone()
+            .with_phone_country(Some(super::super::PhoneCountry::parse("1").expect("code")));
+        let intl = us.caller_ref("+15550101234").expect("a number");
+        assert_eq!(us.caller_ref("(555) 010-1234"), Some(intl.clone()));
+        assert_eq!(plain.caller_ref("+1 555 010 1234"), Some(intl.clone()));
+        assert_ne!(plain.caller_ref("(555) 010-1234"), Some(intl.clone()));
+        assert_ne!(Some(intl), Some(us.call_ref("+15550101234")));
+        assert_eq!(us.caller_ref("anonymous"), None);
     }
 }

@@ -6,9 +6,11 @@
 pub mod aead;
 mod data_key;
 mod keyring;
+pub mod phone;
 
 pub use aead::{AeadError, RecordPlace, Sealed};
 pub use data_key::DataKey;
 pub use keyring::Keyring;
+pub use phone::PhoneCountry;
 // The master key is a resolved secret (the config loads it); crypto derives from it.
 pub use crate::secret::{MasterKey, MasterKeyError};

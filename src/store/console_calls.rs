@@ -1,10 +1,13 @@
-//! "Find a call": the console's search over deliveries by call id, source, event type,
-//! status, handler and time, in one backend-neutral query both backends run.
+//! "Find a call": the console's search over deliveries by call id, caller phone, source, event
+//! type, status, handler and time, in one backend-neutral query both backends run.
 //!
 //! The call id is never stored: the search compares its blind index (the keyring's HMAC of the
 //! id, [`crate::crypto::Keyring::call_ref`]) with the one the audit log keeps on each
-//! `delivery_accepted` record, whose `call_ref` index serves the lookup. Every value reaches
-//! the database as a parameter; page size and depth are clamped here, whatever the caller asks.
+//! `delivery_accepted` record, whose `call_ref` index serves the lookup. The caller's phone
+//! number is never stored either: intake keeps the blind index of its one spelling
+//! ([`crate::crypto::Keyring::caller_ref`]) on the delivery, and the search compares the typed
+//! number's. Every value reaches the database as a parameter; page size and depth are clamped
+//! here, whatever the caller asks.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -21,6 +24,9 @@ pub const MAX_CALL_OFFSET: usize = 100_000;
 pub struct CallQuery {
     /// The sender's call id, as the operator typed it (compared only through its blind index).
     pub call_id: Option<String>,
+    /// The caller's phone number, spelled any way (compared only through its blind index; a
+    /// value that is no phone number matches nothing).
+    pub caller_phone: Option<String>,
     /// The source.
     pub source: Option<String>,
     /// The event type.
@@ -61,6 +67,10 @@ pub struct CallSearch {
     pub deliveries: Vec<FoundDelivery>,
 }
 
+/// What a caller-phone filter compares with when the typed value is no phone number: no blind
+/// index (64 hex digits) equals it, so the search finds nothing rather than ignoring the filter.
+pub(crate) const NO_CALLER: &str = "not a phone number";
+
 /// A search as SQL: the statement and its text parameters, in order.
 pub(crate) struct CallSql {
     pub sql: String,
@@ -68,12 +78,28 @@ pub(crate) struct CallSql {
 }
 
 impl CallQuery {
+    /// The blind indexes the search compares: the call id's and the caller phone's (see
+    /// [`NO_CALLER`]).
+    pub(crate) fn blind_refs(
+        &self,
+        keyring: &crate::crypto::Keyring,
+    ) -> (Option<String>, Option<String>) {
+        let call_ref = self.call_id.as_deref().map(|c| keyring.call_ref(c));
+        let caller_ref = self.caller_phone.as_deref().map(|p| {
+            keyring
+                .caller_ref(p)
+                .unwrap_or_else(|| NO_CALLER.to_owned())
+        });
+        (call_ref, caller_ref)
+    }
+
     /// The statement selecting `id, source, event_type, received_at, status, jobs, dead`.
     /// `placeholder(n)` writes the n-th parameter (`?n` or `$n`); `time(p)` compares a
     /// parameter with a stored time (PostgreSQL casts it).
     pub(crate) fn to_sql(
         &self,
         call_ref: Option<&str>,
+        caller_ref: Option<&str>,
         placeholder: &dyn Fn(usize) -> String,
         time: &dyn Fn(String) -> String,
     ) -> CallSql {
@@ -89,6 +115,9 @@ impl CallQuery {
                 "d.id IN (SELECT delivery_id FROM audit_log WHERE call_ref = {p} \
                  AND delivery_id IS NOT NULL)"
             ));
+        }
+        if let Some(r) = caller_ref {
+            conds.push(format!("d.caller_ref = {}", param(r.to_owned())));
         }
         if let Some(s) = &self.source {
             conds.push(format!("d.source = {}", param(s.clone())));

@@ -47,6 +47,9 @@ pub(crate) struct PreparedDelivery {
     pub dedup: String,
     /// The blind index of its call id, if any.
     pub call_ref: Option<String>,
+    /// The blind index of the caller's phone number the event names, if any
+    /// ([`Keyring::caller_ref`]).
+    pub caller_ref: Option<String>,
     /// The data key period it is sealed in (its UTC receive day).
     pub period: String,
     /// The serialized payload ([`StoredDelivery`]), zeroized on drop.
@@ -71,6 +74,11 @@ impl PreparedDelivery {
         let id = uuid::Uuid::now_v7().to_string();
         let dedup = dedup_index(keyring, source, n);
         let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
+        let caller_ref = n
+            .caller
+            .phone
+            .as_deref()
+            .and_then(|p| keyring.caller_ref(p));
         let period = period_of(n.received_at);
         n.set_delivery_id(&id);
         let plain = plaintext(&StoredDeliveryRef {
@@ -84,6 +92,7 @@ impl PreparedDelivery {
             id,
             dedup,
             call_ref,
+            caller_ref,
             period,
             plain,
             event_type: n.event_type.as_str().to_owned(),

@@ -68,6 +68,8 @@ pub fn console_options(source: &str, handler: &str, crm: &str, admin_extra: &str
             "[[sources]]\nname = \"{source}\"\npreset = \"nextphone\"\nsecrets = [\"file:demo.secret\"]\n"
         )),
         admin: admin_extra.to_owned(),
+        // Callers' national numbers are North American: "(555) 010-1234" is +15550101234.
+        storage: "phone_country = \"1\"\n".to_owned(),
         extra: format!(
             r#"
 [dispatch]
@@ -150,8 +152,13 @@ pub fn admin_url(app: &TestApp, path: &str) -> String {
 
 /// A signed `call.ended` for `source` with the canary caller name.
 pub async fn deliver_to(app: &TestApp, source: &str, call: &str) -> (u16, Value) {
+    deliver_from(app, source, call, "+15550199").await
+}
+
+/// A signed `call.ended` of call `call` from the caller phone `phone`.
+pub async fn deliver_from(app: &TestApp, source: &str, call: &str, phone: &str) -> (u16, Value) {
     let body = format!(
-        r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call}","caller":{{"name":"{CANARY_NAME}","phone":"+15550199"}}}}}}"#
+        r#"{{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{{"call_id":"{call}","caller":{{"name":"{CANARY_NAME}","phone":"{phone}"}}}}}}"#
     );
     send_signed(app, source, &body, true).await
 }

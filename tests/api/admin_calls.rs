@@ -1,14 +1,17 @@
 //! "Find a call" over the console API, on both backends: a call found by its id (compared only
 //! through its blind index) and by handler and status, its timeline in time order with audit
 //! records only for roles that read the audit log, page sizes clamped, and every search and
-//! timeline one `calls_searched` record that never holds the call id itself.
+//! timeline one `calls_searched` record that never holds the call id itself. A call is also
+//! found by its caller's phone number however it is spelled, and that search is on record
+//! without the number.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
 use wardhook::admin::Role;
 
 use crate::admin::{
-    admin_url, app_with_a_dead_letter, audit_rows, call, create_token, deliver_to, drain, Db,
+    admin_url, app_with_a_dead_letter, audit_rows, call, create_token, deliver_from, deliver_to,
+    drain, Db,
 };
 use crate::helpers::*;
 
@@ -129,6 +132,138 @@ async fn a_call_is_found_by_its_id_and_its_timeline_reads_in_order_on(db: Db) {
         !export.contains("call-admin-1"),
         "the call id itself is never recorded"
     );
+}
+
+/// The ids of the deliveries a search by `phone` finds.
+async fn found_by_phone(app: &TestApp, token: &str, phone: &str) -> Vec<String> {
+    let (status, v) = post_json(
+        app,
+        Some(token),
+        "/api/calls/search",
+        json!({ "caller_phone": phone }),
+    )
+    .await;
+    assert_eq!(status, 200, "{phone}: {v}");
+    v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled_on(db: Db) {
+    let Some((app, _crm, _dead_id)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
+    let (status, v) = deliver_from(&app, "demo", "call-phone-1", "+1 (555) 010-1234").await;
+    assert_eq!(status, 200, "{v}");
+    let first = v["delivery_id"].as_str().unwrap().to_owned();
+    // The sender gives a national number: the configured country code completes it.
+    let (_, v) = deliver_from(&app, "demo", "call-phone-2", "555-010-9999").await;
+    let second = v["delivery_id"].as_str().unwrap().to_owned();
+    drain(&app).await;
+    let (operator, _) = create_token(&app, "ops", Role::Operator);
+    let (auditor, _) = create_token(&app, "aud", Role::Auditor);
+
+    for spelling in [
+        "(555) 010-1234",
+        "+15550101234",
+        "555.010.1234",
+        "001 555 010 1234",
+    ] {
+        assert_eq!(
+            found_by_phone(&app, &operator, spelling).await,
+            vec![first.clone()],
+            "{spelling}"
+        );
+    }
+    assert_eq!(
+        found_by_phone(&app, &operator, "+1 555 010 9999").await,
+        vec![second.clone()]
+    );
+    for nobody in ["+15550000000", "anonymous"] {
+        assert!(
+            found_by_phone(&app, &operator, nobody).await.is_empty(),
+            "{nobody}"
+        );
+    }
+    let (status, _) = post_json(
+        &app,
+        Some(&operator),
+        "/api/calls/search",
+        json!({ "caller_phone": "5".repeat(65) }),
+    )
+    .await;
+    assert_eq!(status, 400, "an overlong number is refused");
+
+    // The timeline of the caller: the event and its attempt; the auditor's also the records.
+    let (status, v) = post_json(
+        &app,
+        Some(&operator),
+        "/api/calls/timeline",
+        json!({ "caller_phone": "555 010 1234" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let kinds: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["event", "attempt"], "{v}");
+    assert_eq!(v["entries"][0]["delivery_id"], first.as_str());
+    let (_, v) = post_json(
+        &app,
+        Some(&auditor),
+        "/api/calls/timeline",
+        json!({ "caller_phone": "+15550101234" }),
+    )
+    .await;
+    assert!(
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "audit"
+                && e["what"] == "delivery_accepted"
+                && e["delivery_id"] == first.as_str()),
+        "{v}"
+    );
+    let (status, _) = post_json(
+        &app,
+        Some(&operator),
+        "/api/calls/timeline",
+        json!({ "call_id": "call-phone-1", "caller_phone": "+15550101234" }),
+    )
+    .await;
+    assert_eq!(status, 400, "one key at a time");
+
+    // Each phone search is on record as such, without the number or its index.
+    let searched = audit_rows(&app, "calls_searched").await;
+    assert!(
+        searched
+            .iter()
+            .filter(|(_, _, d)| d.contains("search_by_phone"))
+            .count()
+            >= 7,
+        "{searched:?}"
+    );
+    assert!(searched
+        .iter()
+        .any(|(_, _, d)| d.contains("timeline_by_phone")));
+    let (status, export) = call(&app, Some(&auditor), "GET", "/api/audit/export").await;
+    assert_eq!(status, 200);
+    for digits in ["5550101234", "010-1234", "010 1234", "5550109999"] {
+        assert!(!export.contains(digits), "{digits} is in the audit log");
+    }
+}
+
+crate::on_both_backends! {
+    a_call_is_found_by_its_callers_phone_however_it_is_spelled_on =>
+        a_call_is_found_by_its_callers_phone_however_it_is_spelled,
+        a_call_is_found_by_its_callers_phone_however_it_is_spelled_on_postgres;
 }
 
 crate::on_both_backends! {

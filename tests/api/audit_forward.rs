@@ -12,7 +12,7 @@ use wardhook::certs::DevCa;
 
 use super::audit_forward_rsyslog::{self as rsyslog, seq_of, Rsyslog};
 use super::helpers::{
-    nextphone_signature, wardhook_bin, write_fixture, AppOptions, Fixture, ServerProcess,
+    fixture_token, nextphone_signature, wardhook_bin, write_fixture, AppOptions, Fixture, ServerProcess,
     DEMO_SECRET,
 };
 use super::postgres::PgTestDb;
@@ -381,26 +381,7 @@ async fn a_collector_whose_certificate_is_from_another_ca_is_refused_and_gets_no
     assert!(line.contains("invalid peer certificate"), "{line}");
 
     // The metric says so too, and the backlog is what waits.
-    let out = Command::new(wardhook_bin())
-        .args([
-            "tokens", "create", "--name", "fwd", "--role", "auditor", "--config",
-        ])
-        .arg(&fixture.config_path)
-        .current_dir(fixture.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = fixture_token(&fixture, "fwd", "auditor");
     let metrics = http(&fixture)
         .get(format!("https://localhost:{}/metrics", server.admin_port))
         .bearer_auth(&token)

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 use wardhook::certs::{DevCa, IssuedCert};
@@ -12,7 +11,7 @@ use super::audit_forward::{
     assert_no_canary, collector, deliver, forwarding_fixture, http, mirrored_head, wait_for, Server,
 };
 use super::audit_forward_rsyslog::{self as rsyslog, seq_of};
-use super::helpers::{wardhook_bin, Fixture};
+use super::helpers::{fixture_token, Fixture};
 
 /// The name the collector permits; wardhook's client certificate carries it as common name.
 const PEER: &str = "clinic-gw-audit";
@@ -35,26 +34,7 @@ fn use_client_certificate(fixture: &Fixture, client: &IssuedCert) {
 
 /// The admin listener's `/metrics` text, read with a fresh auditor token.
 async fn metrics(fixture: &Fixture, server: &Server) -> String {
-    let out = Command::new(wardhook_bin())
-        .args([
-            "tokens", "create", "--name", "fwd", "--role", "auditor", "--config",
-        ])
-        .arg(&fixture.config_path)
-        .current_dir(fixture.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = fixture_token(&fixture, "fwd", "auditor");
     http(fixture)
         .get(format!("https://localhost:{}/metrics", server.admin_port))
         .bearer_auth(&token)

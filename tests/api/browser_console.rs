@@ -2,7 +2,8 @@
 //! its id and read its timeline; bulk-retry the dead letters of one handler in a time window,
 //! follow the run and see them delivered; read a handler's and a source's charts; reach the
 //! content by keyboard with a visible focus ring; fit a tablet's width. axe-core checks every
-//! console page on the way and fails the test on any serious or critical violation.
+//! console page on the way and fails the test on any serious or critical violation. An operator
+//! also finds a call by its caller's phone number, spelled two ways, and reads its timeline.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -12,7 +13,10 @@ use serde_json::Value;
 use wardhook::admin::Role;
 use wardhook::dispatch::worker::TaskOutcome;
 
-use crate::admin::{admin_url, call, create_token, drain, send_signed, Db, CANARY_NAME};
+use crate::admin::{
+    admin_url, app_with_a_dead_letter, call, create_token, deliver_from, drain, send_signed, Db,
+    CANARY_NAME,
+};
 use crate::admin_bulk::app_with_dead_letters;
 use crate::browser::Browser;
 
@@ -206,4 +210,66 @@ crate::on_both_backends! {
     an_admin_finds_a_call_and_bulk_retries_a_handlers_dead_letters_on =>
         an_admin_finds_a_call_and_bulk_retries_a_handlers_dead_letters,
         an_admin_finds_a_call_and_bulk_retries_a_handlers_dead_letters_on_postgres;
+}
+
+/// Search "find a call" by `phone` alone; the page once its timeline is shown.
+async fn find_by_phone(b: &Browser, app: &crate::helpers::TestApp, phone: &str) -> String {
+    b.goto(&admin_url(app, "/calls")).await;
+    b.type_into("#f-caller_phone", phone).await;
+    b.click("#find").await;
+    b.wait_for("id=\"call-timeline\"").await
+}
+
+async fn an_admin_finds_a_call_by_the_callers_phone_on(db: Db) {
+    let Some((app, _crm, _dead)) = app_with_a_dead_letter(db).await else {
+        return;
+    };
+    let (status, v) = deliver_from(&app, "demo", "call-phone-1", "+1 (555) 010-1234").await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["delivery_id"].as_str().unwrap().to_owned();
+    drain(&app).await;
+    let (admin, _) = create_token(&app, "admin-dana", Role::Admin);
+    let Some(mut b) = Browser::open().await else {
+        return;
+    };
+    b.backend = db;
+    b.sign_in(&app, &admin).await;
+
+    // Spelled as the caller said it: the call, its attempt and its audit records.
+    let page = find_by_phone(&b, &app, "(555) 010-1234").await;
+    assert_eq!(page.matches("href=\"/deliveries/").count(), 1, "{page}");
+    assert!(
+        page.contains(&format!("href=\"/deliveries/{id}\"")),
+        "{page}"
+    );
+    assert!(page.contains("<strong>attempt</strong> crm"), "{page}");
+    assert!(
+        page.contains("delivery_accepted"),
+        "audit records for an admin"
+    );
+    assert!(!page.contains(CANARY_NAME), "metadata only");
+    b.axe("call found by phone").await;
+    b.screenshot("find-a-call-by-phone").await;
+
+    // Spelled as the vendor sent it: the same call.
+    let page = find_by_phone(&b, &app, "+15550101234").await;
+    assert_eq!(page.matches("href=\"/deliveries/").count(), 1, "{page}");
+    assert!(
+        page.contains(&format!("href=\"/deliveries/{id}\"")),
+        "{page}"
+    );
+
+    // A number nobody called from: nothing.
+    let page = find_by_phone(&b, &app, "+1 555 000 0000").await;
+    assert!(page.contains("No delivery matches."), "{page}");
+    assert!(page.contains("Nothing recorded for this call."), "{page}");
+    assert_eq!(page.matches("href=\"/deliveries/").count(), 0, "{page}");
+    b.axe("phone without calls").await;
+    b.close().await;
+}
+
+crate::on_both_backends! {
+    an_admin_finds_a_call_by_the_callers_phone_on =>
+        an_admin_finds_a_call_by_the_callers_phone,
+        an_admin_finds_a_call_by_the_callers_phone_on_postgres;
 }

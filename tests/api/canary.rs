@@ -1,5 +1,7 @@
 //! No plaintext PHI on disk: canary values sent through the real binary appear in no file it
-//! wrote — database, WAL, shm, operational logs, audit mirror — raw or JSON-escaped.
+//! wrote — database, WAL, shm, operational logs, audit mirror — raw or JSON-escaped. The
+//! caller's phone number is also searched for through the console, spelled another way: neither
+//! spelling nor its bare digits land anywhere either.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -17,6 +19,9 @@ const CANARIES: &[&str] = &[
     "Ünïcode Canäry Ždenka",
     // Sent as the event type, which is stored in plaintext: a sentence must go to quarantine.
     "Zyxwvut Roe DOB 1980 positive",
+    // The canary phone as an operator types it into "find a call", and its bare digits.
+    "(555) 987-6543",
+    "5559876543",
 ];
 
 fn json_escaped(s: &str) -> String {
@@ -63,9 +68,11 @@ async fn canary_values_appear_in_no_file_wardhook_wrote() {
             "[log]\nformat = \"json\"\nlevel = \"debug\"\ndir = \"{}/logs\"\n",
             "data"
         ),
+        storage: "phone_country = \"1\"\n".to_owned(),
         ..AppOptions::default()
     });
-    let (child, port) = start_server(&fixture);
+    let (child, port, admin_port) = start_server_with_console(&fixture);
+    let token = fixture_token(&fixture, "ops", "operator");
     let http = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
@@ -114,6 +121,21 @@ async fn canary_values_appear_in_no_file_wardhook_wrote() {
         .unwrap();
     statuses.push(forged.status().as_u16());
     assert_eq!(statuses, [200, 200, 400, 400, 401]);
+
+    // An operator finds the call by the caller's number, spelled nationally.
+    for path in ["/api/calls/search", "/api/calls/timeline"] {
+        let res = http
+            .post(format!("https://localhost:{admin_port}{path}"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "caller_phone": CANARIES[7] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let v: serde_json::Value = res.json().await.unwrap();
+        let found = v["deliveries"].as_array().or(v["entries"].as_array());
+        assert!(!found.unwrap().is_empty(), "{path} found the call: {v}");
+    }
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -386,3 +386,26 @@ pub async fn post_demo(
         .send()
         .await
 }
+
+/// A new console token made with `wardhook tokens create` against the fixture's config: the
+/// token text (printed once, first line).
+pub fn fixture_token(fixture: &Fixture, name: &str, role: &str) -> String {
+    let out = Command::new(wardhook_bin())
+        .args(["tokens", "create", "--name", name, "--role", role, "--config"])
+        .arg(&fixture.config_path)
+        .current_dir(fixture.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned()
+}

@@ -51,7 +51,8 @@ impl PgTestDb {
     /// A fixture for a node on this database, sharing `master_key` with the other nodes.
     pub fn fixture(&self, node_id: &str, opts: AppOptions, master_key: Option<&[u8]>) -> Fixture {
         let fixture = write_fixture(&AppOptions {
-            storage: Self::storage_toml(node_id),
+            // Plain keys the test chose (e.g. `phone_country`) stay ahead of the section.
+            storage: format!("{}{}", opts.storage, Self::storage_toml(node_id)),
             ..opts
         });
         std::fs::write(fixture.dir.path().join("pg.url"), &self.url).unwrap();

@@ -1,6 +1,7 @@
-//! "Find a call": the search form, one page of matching deliveries, and — when a call id was
-//! given — that call's timeline. The form posts (with the session's CSRF token), so a call id
-//! never lands in a URL, the browser history or a proxy log.
+//! "Find a call": the search form, one page of matching deliveries, and — when a call id or a
+//! caller phone was given — that call's timeline. The form posts (with the session's CSRF
+//! token), so a call id or phone number never lands in a URL, the browser history or a proxy
+//! log.
 
 use std::fmt::Write as _;
 
@@ -10,7 +11,7 @@ use serde::Deserialize;
 
 use super::guard::{form_guard, page_guard};
 use crate::admin::auth::{Permission, Session};
-use crate::admin::calls::{search_for, timeline_for, CallSearchForm, TimelineEntry};
+use crate::admin::calls::{search_for, timeline_for, CallKey, CallSearchForm, TimelineEntry};
 use crate::admin::layout::{api_error_page, badge, esc, html, page};
 use crate::admin::Console;
 use crate::store::console_calls::FoundDelivery;
@@ -26,6 +27,8 @@ pub(super) struct CallsForm {
     csrf: String,
     #[serde(default)]
     call_id: String,
+    #[serde(default)]
+    caller_phone: String,
     #[serde(default)]
     source: String,
     #[serde(default)]
@@ -47,6 +50,7 @@ impl CallsForm {
         let s = |v: &String| Some(v.clone());
         CallSearchForm {
             call_id: s(&self.call_id),
+            caller_phone: s(&self.caller_phone),
             source: s(&self.source),
             event_type: s(&self.event_type),
             status: s(&self.status),
@@ -81,9 +85,10 @@ fn search_form(console: &Console, s: &Session, f: &CallsForm) -> String {
     let statuses: Vec<String> = STATUSES.iter().map(|x| (*x).to_owned()).collect();
     format!(
         "<form class=\"filters\" method=\"post\" action=\"/calls\" role=\"search\" \
-         aria-label=\"Find a call\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{}{}{}{}{}{}{}\
+         aria-label=\"Find a call\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{}{}{}{}{}{}{}{}\
          <button type=\"submit\" id=\"find\">Find</button></form>",
         text_input("call_id", "call id", &f.call_id, "the sender's call id"),
+        text_input("caller_phone", "caller phone", &f.caller_phone, "(555) 010-1234"),
         select("source", "source", &view.sources, &f.source),
         text_input("event_type", "event", &f.event_type, "call.ended"),
         select("status", "status", &statuses, &f.status),
@@ -145,7 +150,7 @@ fn timeline(entries: &[TimelineEntry], sees_audit: bool) -> String {
         );
     }
     if entries.is_empty() {
-        b.push_str("<li class=\"muted\">Nothing recorded for this call id.</li>");
+        b.push_str("<li class=\"muted\">Nothing recorded for this call.</li>");
     }
     b.push_str("</ol>");
     b
@@ -156,6 +161,7 @@ fn page_button(s: &Session, f: &CallsForm, n: usize, label: &str) -> String {
     let mut hidden = String::new();
     for (k, v) in [
         ("call_id", &f.call_id),
+        ("caller_phone", &f.caller_phone),
         ("source", &f.source),
         ("event_type", &f.event_type),
         ("status", &f.status),
@@ -182,9 +188,10 @@ pub(super) async fn calls_page(console: web::Data<Console>, req: HttpRequest) ->
     let s =
         or_return!(page_guard(&console, &req, Permission::ReadMetadata, ("delivery", None)).await);
     let body = format!(
-        "{}<p class=\"muted\">Search by the sender's call id (compared only through its blind \
-         index; the id itself is never stored), or by source, event, status, handler and time. \
-         Every search is recorded in the audit log.</p>",
+        "{}<p class=\"muted\">Search by the sender's call id or the caller's phone number \
+         (each compared only through its blind index; neither is ever stored; a number is found \
+         however it is spelled), or by source, event, status, handler and time. Every search is \
+         recorded in the audit log, a phone search without the number.</p>",
         search_form(&console, &s, &CallsForm::default())
     );
     html(
@@ -219,8 +226,15 @@ pub(super) async fn calls_search(
     {
         b.push_str(&page_button(&s, &f, pg + 1, "Next page"));
     }
-    if !f.call_id.trim().is_empty() {
-        match timeline_for(&console, &s.principal, &f.call_id).await {
+    let key = if !f.call_id.trim().is_empty() {
+        Some(CallKey::Id(&f.call_id))
+    } else if !f.caller_phone.trim().is_empty() {
+        Some(CallKey::Phone(&f.caller_phone))
+    } else {
+        None
+    };
+    if let Some(key) = key {
+        match timeline_for(&console, &s.principal, key).await {
             Ok(entries) => b.push_str(&timeline(
                 &entries,
                 s.principal.role.allows(Permission::ReadAudit),

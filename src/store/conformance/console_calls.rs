@@ -1,9 +1,11 @@
-//! "Find a call" on both backends: the console's search by call id (through its blind index),
-//! event type, handler, status, source and time, paged, over every node's deliveries.
+//! "Find a call" on both backends: the console's search by call id and by caller phone (each
+//! through its blind index), event type, handler, status, source and time, paged, over every
+//! node's deliveries.
 
 use chrono::{Duration as TimeDelta, Utc};
 
-use super::{submit, Harness};
+use super::{operator, submit, Harness};
+use crate::normalize::{Envelope, IntakeInput};
 use crate::store::console_calls::{CallQuery, MAX_CALL_PAGE};
 use crate::store::sqlite::tests::nextphone;
 use crate::store::IntakeOutcome;
@@ -125,4 +127,114 @@ async fn a_call_is_found_by_its_id_and_narrowed_by_every_filter(h: Harness) {
     assert!(huge.deliveries.len() <= MAX_CALL_PAGE);
 }
 
-both_backends!(a_call_is_found_by_its_id_and_narrowed_by_every_filter);
+/// A NextPhone event of call `call_id` from `phone`.
+fn nextphone_from(call_id: &str, phone: &str) -> IntakeInput {
+    let body = format!(
+        r#"{{"event":"call.ended","data":{{"call_id":"{call_id}","caller":{{"phone":"{phone}"}}}}}}"#
+    );
+    IntakeInput::for_test("nextphone", Envelope::NextPhone, body.as_bytes())
+}
+
+async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled(h: Harness) {
+    let (a, b) = (h.node("node-a").await, h.node("node-b").await);
+    let mut accepted = Vec::new();
+    // The same caller through two vendors (one sends a national number), another caller, and
+    // an event naming no usable number.
+    let twilio = IntakeInput::for_test(
+        "twilio",
+        Envelope::Twilio,
+        b"CallSid=CA77&CallStatus=completed&From=%28555%29+123-4567&To=%2B15550100000",
+    );
+    for (store, input) in [
+        (&a, nextphone_from("p-1", "+15551234567")),
+        (&b, twilio),
+        (&b, nextphone_from("p-2", "+1 555 999 0000")),
+        (&a, nextphone_from("p-3", "anonymous")),
+    ] {
+        match submit(&**store, input, &["crm"]).await.expect("intake") {
+            IntakeOutcome::Accepted { delivery_id } => accepted.push(delivery_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let console = b.console();
+    let by_phone = |phone: &str| {
+        console.find_calls(CallQuery {
+            caller_phone: Some(phone.to_owned()),
+            limit: 50,
+            ..CallQuery::default()
+        })
+    };
+    let mut same_caller = accepted[..2].to_vec();
+    same_caller.sort();
+    for spelling in [
+        "(555) 123-4567",
+        "+15551234567",
+        "1-555-123-4567",
+        "tel:+1.555.123.4567",
+    ] {
+        let mut found = ids(&by_phone(spelling).await.expect("by phone"));
+        found.sort();
+        assert_eq!(
+            found, same_caller,
+            "{spelling}: both vendors' events, both nodes"
+        );
+    }
+    assert_eq!(
+        ids(&by_phone("555 999 0000").await.expect("other caller")),
+        vec![accepted[2].clone()]
+    );
+    for nobody in ["+15550000000", "anonymous", "not a number"] {
+        let none = by_phone(nobody).await.expect(nobody);
+        assert!(
+            none.deliveries.is_empty(),
+            "{nobody}: {:?}",
+            none.deliveries
+        );
+    }
+    // Combined with another filter, both must hold.
+    let narrowed = console
+        .find_calls(CallQuery {
+            caller_phone: Some("5551234567".into()),
+            source: Some("twilio".into()),
+            limit: 50,
+            ..CallQuery::default()
+        })
+        .await
+        .expect("narrowed");
+    assert_eq!(ids(&narrowed), vec![accepted[1].clone()]);
+
+    // Only the blind index is stored, and only for events naming a number.
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM deliveries WHERE LENGTH(caller_ref) = 64")
+            .await,
+        3
+    );
+    assert_eq!(
+        h.count(
+            "SELECT COUNT(*) FROM deliveries WHERE caller_ref LIKE '%5551234567%' \
+             OR caller_ref LIKE '%5559990000%'"
+        )
+        .await,
+        0
+    );
+
+    // A purged delivery keeps no index of its caller: the number no longer finds it.
+    a.purge(Utc::now(), operator())
+        .await
+        .expect("purge");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM deliveries WHERE caller_ref IS NOT NULL")
+            .await,
+        0
+    );
+    assert!(by_phone("(555) 123-4567")
+        .await
+        .expect("after purge")
+        .deliveries
+        .is_empty());
+}
+
+both_backends!(
+    a_call_is_found_by_its_id_and_narrowed_by_every_filter,
+    a_call_is_found_by_its_callers_phone_however_it_is_spelled
+);

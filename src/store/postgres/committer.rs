@@ -61,6 +61,8 @@ pub(super) struct PreparedIntake {
     pub dedup_kind: &'static str,
     pub dedup: String,
     pub call_ref: Option<String>,
+    /// The blind index of the caller's phone number, if the event names one.
+    pub caller_ref: Option<String>,
     pub received_at: DateTime<Utc>,
     /// The data key generation it was sealed under (see `keys::KeyCache::generation`).
     pub generation: i64,
@@ -322,6 +324,10 @@ async fn insert_deliveries(
         .iter()
         .map(|&i| intakes[i].call_ref.as_deref())
         .collect();
+    let caller_refs: Vec<Option<&str>> = order
+        .iter()
+        .map(|&i| intakes[i].caller_ref.as_deref())
+        .collect();
     let received: Vec<DateTime<Utc>> = order.iter().map(|&i| intakes[i].received_at).collect();
     let key_ids: Vec<i64> = order.iter().map(|&i| intakes[i].key_id).collect();
     let nonces: Vec<&[u8]> = order.iter().map(|&i| &intakes[i].nonce[..]).collect();
@@ -329,13 +335,15 @@ async fn insert_deliveries(
     let insert = tx
         .prepare_cached(
             "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
-                                     received_at, status, key_id, nonce, ciphertext, node_id)
+                                     received_at, status, key_id, nonce, ciphertext, node_id,
+                                     caller_ref)
              SELECT id, source, event_type, dedup_kind, dedup_index, call_ref, received_at,
-                    'accepted', key_id, nonce, ciphertext, $11::text
+                    'accepted', key_id, nonce, ciphertext, $11::text, caller_ref
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::timestamptz[], $8::int8[], $9::bytea[], $10::bytea[])
+                         $7::timestamptz[], $8::int8[], $9::bytea[], $10::bytea[], $12::text[])
                   WITH ORDINALITY AS d (id, source, event_type, dedup_kind, dedup_index,
-                                        call_ref, received_at, key_id, nonce, ciphertext, ord)
+                                        call_ref, received_at, key_id, nonce, ciphertext,
+                                        caller_ref, ord)
              ORDER BY ord
              ON CONFLICT (source, dedup_index) DO NOTHING RETURNING id",
         )
@@ -355,6 +363,7 @@ async fn insert_deliveries(
                 &nonces,
                 &ciphertexts,
                 &context.node_id,
+                &caller_refs,
             ],
         )
         .await?

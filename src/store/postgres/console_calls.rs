@@ -11,10 +11,13 @@ use crate::store::StoreError;
 
 /// One page of deliveries matching `q`, newest first, whichever node took them.
 pub(super) async fn find_calls(store: &PgStore, q: &CallQuery) -> Result<CallSearch, StoreError> {
-    let call_ref = q.call_id.as_deref().map(|c| store.keyring().call_ref(c));
-    let sql = q.to_sql(call_ref.as_deref(), &|n| format!("${n}"), &|p| {
-        format!("{p}::text::timestamptz")
-    });
+    let (call_ref, caller_ref) = q.blind_refs(store.keyring());
+    let sql = q.to_sql(
+        call_ref.as_deref(),
+        caller_ref.as_deref(),
+        &|n| format!("${n}"),
+        &|p| format!("{p}::text::timestamptz"),
+    );
     let refs: Vec<&(dyn ToSql + Sync)> = sql
         .params
         .iter()

@@ -43,7 +43,8 @@ pub(super) async fn purge_older_than(
         .await?;
     let deliveries = tx
         .execute(
-            "UPDATE deliveries SET nonce = NULL, ciphertext = NULL, status = 'purged',
+            "UPDATE deliveries SET nonce = NULL, ciphertext = NULL, caller_ref = NULL,
+                                   status = 'purged',
                                    purged_at = now()
              WHERE received_at < $1 AND status <> 'purged'",
             &[&cutoff],

@@ -154,6 +154,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
     "#,
+    // v3: "find a call" by the caller's phone: the blind index of the number the event names
+    // (`Keyring::caller_ref`, never the number), cleared when the delivery is purged.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN caller_ref TEXT;
+    CREATE INDEX deliveries_caller_ref ON deliveries (caller_ref) WHERE caller_ref IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::testdb::TestDb;
 use super::{PgSettings, PgStore, PgTls};
-use crate::store::sqlite::tests::{keyring, nextphone};
+use crate::store::sqlite::tests::{found_by_phone, keyring, nextphone};
 use crate::store::types::{AttemptRecord, AttemptResult, NextStep};
 use crate::store::Predecessors;
 use crate::store::{IntakeOutcome, JobSpec, Storage, StoreError};
@@ -28,6 +28,18 @@ fn ok() -> AttemptRecord {
             output: serde_json::json!({}),
         },
     }
+}
+
+/// The schema version the database records.
+async fn schema_version(db: &TestDb) -> usize {
+    let version: i32 = db
+        .client()
+        .await
+        .query_one("SELECT version FROM wardhook_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    usize::try_from(version).expect("a version")
 }
 
 async fn open(db: &TestDb, node: &str) -> PgStore {
@@ -138,14 +150,7 @@ async fn nodes_starting_together_migrate_once() {
     for store in opened {
         store.expect("every node opens");
     }
-    let version: i32 = db
-        .client()
-        .await
-        .query_one("SELECT version FROM wardhook_schema", &[])
-        .await
-        .expect("version")
-        .get(0);
-    assert_eq!(version as usize, super::schema::SCHEMA_VERSION);
+    assert_eq!(schema_version(&db).await, super::schema::SCHEMA_VERSION);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -887,4 +892,50 @@ async fn a_committer_task_that_dies_answers_unavailable_and_the_next_intake_gets
     }
     assert_eq!(count(&admin, "SELECT COUNT(*) FROM deliveries").await, 7);
     super::verify_audit(&store).await.expect("chain verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_database_is_upgraded_with_the_caller_phone_index() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = open(&db, "n1").await;
+    let old = crate::store::sqlite::tests::submit_at(
+        &store,
+        nextphone("call.ended", "before"),
+        &[],
+        Utc::now(),
+    )
+    .await
+    .expect("old delivery");
+    drop(store);
+    // As the release before the caller-phone index left it.
+    db.client()
+        .await
+        .batch_execute(
+            "DROP INDEX deliveries_caller_ref;
+             ALTER TABLE deliveries DROP COLUMN caller_ref;
+             UPDATE wardhook_schema SET version = 2;",
+        )
+        .await
+        .expect("downgrade");
+    let store = open(&db, "n1").await;
+    assert_eq!(schema_version(&db).await, super::schema::SCHEMA_VERSION);
+    assert!(
+        found_by_phone(&store, "+15551234567").await.is_empty(),
+        "a delivery stored before the index has none"
+    );
+    let new = crate::store::sqlite::tests::submit_at(
+        &store,
+        nextphone("call.ended", "after"),
+        &[],
+        Utc::now(),
+    )
+    .await
+    .expect("new delivery");
+    assert_eq!(
+        found_by_phone(&store, "(555) 123-4567").await,
+        vec![new.delivery_id().to_owned()]
+    );
+    assert_ne!(old.delivery_id(), new.delivery_id());
 }

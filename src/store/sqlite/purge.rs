@@ -208,7 +208,8 @@ fn purge_chunk(
         params![delivery_ids, leftover_ids],
     )? as u64;
     let purged_deliveries = tx.execute(
-        "UPDATE deliveries SET nonce = NULL, ciphertext = NULL, status = 'purged', purged_at = ?2
+        "UPDATE deliveries SET nonce = NULL, ciphertext = NULL, caller_ref = NULL, status = 'purged',
+                               purged_at = ?2
          WHERE id IN (SELECT value FROM json_each(?1)) AND status <> 'purged'",
         params![delivery_ids, now],
     )? as u64;

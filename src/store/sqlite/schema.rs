@@ -108,6 +108,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE quarantine ADD COLUMN body_index TEXT;
     CREATE INDEX quarantine_body ON quarantine (source, body_index);
     "#,
+    // v5: "find a call" by the caller's phone: the blind index of the number the event names
+    // (`Keyring::caller_ref`, never the number), cleared when the delivery is purged.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN caller_ref TEXT;
+    CREATE INDEX deliveries_caller_ref ON deliveries (caller_ref) WHERE caller_ref IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

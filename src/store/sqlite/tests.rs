@@ -14,8 +14,11 @@ use crate::normalize::{normalize, Envelope, IntakeInput};
 use crate::store::admin;
 use crate::store::*;
 
+/// The tests' keyring: national caller numbers are taken to be North American (code 1).
 pub(crate) fn keyring() -> Keyring {
-    Keyring::from_master(&MasterKey::from_bytes([42; 32]))
+    Keyring::from_master(&MasterKey::from_bytes([42; 32])).with_phone_country(Some(
+        crate::crypto::PhoneCountry::parse("1").expect("calling code 1"),
+    ))
 }
 
 fn open(path: &Path) -> Store {
@@ -848,4 +851,55 @@ async fn a_panic_inside_a_group_commit_costs_that_batch_not_the_writer() {
         .expect("the writer goes on");
     assert!(matches!(next, IntakeOutcome::Accepted { .. }), "{next:?}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 1);
+}
+
+/// What the upgrade tests ask of a store: the deliveries a caller phone finds.
+pub(crate) async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
+    store
+        .console()
+        .find_calls(crate::store::console_calls::CallQuery {
+            caller_phone: Some(phone.to_owned()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("find by phone")
+        .deliveries
+        .into_iter()
+        .map(|d| d.meta.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_4_database_is_upgraded_with_the_caller_phone_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("w.db");
+    let store = open(&db);
+    let old = submit(&store, nextphone("call.ended", "before"), &["crm"])
+        .await
+        .expect("old delivery");
+    drop(store);
+    // As the release before the caller-phone index left it.
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .execute_batch(
+            "DROP INDEX deliveries_caller_ref;
+             ALTER TABLE deliveries DROP COLUMN caller_ref;
+             PRAGMA user_version = 4;",
+        )
+        .expect("downgrade");
+    let store = open(&db);
+    assert_eq!(count(&db, "PRAGMA user_version") as usize, SCHEMA_VERSION);
+    admin::show_delivery(&store, old.delivery_id(), &who()).expect("the old delivery reads");
+    assert!(
+        found_by_phone(&store, "+15551234567").await.is_empty(),
+        "a delivery stored before the index has none"
+    );
+    let new = submit(&store, nextphone("call.ended", "after"), &["crm"])
+        .await
+        .expect("new delivery");
+    assert_eq!(
+        found_by_phone(&store, "(555) 123-4567").await,
+        vec![new.delivery_id().to_owned()]
+    );
 }

@@ -686,8 +686,8 @@ fn intake_one(
     };
     tx.prepare_cached(
         "INSERT INTO deliveries (id, source, event_type, dedup_kind, dedup_index, call_ref,
-                                 received_at, status, key_id, nonce, ciphertext)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?9, ?10)",
+                                 received_at, status, key_id, nonce, ciphertext, caller_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         id,
@@ -699,7 +699,8 @@ fn intake_one(
         req.prepared.received,
         key_id,
         sealed.nonce,
-        sealed.ciphertext
+        sealed.ciphertext,
+        p.caller_ref
     ])?;
     let mut insert_job = tx.prepare_cached(
         "INSERT OR IGNORE INTO jobs (delivery_id, handler, position, next_attempt_at, created_at)
