@@ -23,7 +23,7 @@ use super::{AppState, SourceRuntime};
 use crate::dispatch::plan::{RealtimeRoute, Routing};
 use crate::dispatch::realtime::Reply;
 use crate::normalize::DedupKey;
-use crate::normalize::{normalize, IntakeInput, Normalized};
+use crate::normalize::{normalize, IntakeInput, NormalizeError, Normalized};
 use crate::store::{IntakeOutcome, JobSpec};
 use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict};
 
@@ -448,6 +448,9 @@ pub async fn ingest_relayed(
     input: IntakeInput,
     received_at: chrono::DateTime<Utc>,
 ) -> Result<RelayedOutcome, RelayedError> {
+    if !state.live().sources.contains_key(input.source()) {
+        return quarantine_unknown(state, input).await;
+    }
     let (input, mut normalized) = match normalize_or_quarantine(state, input, received_at).await {
         Ok(n) => n,
         Err(HookError::Quarantined { quarantine_id, .. }) => {
@@ -462,4 +465,28 @@ pub async fn ingest_relayed(
         Ok(IntakeOutcome::Duplicate { delivery_id }) => Ok(RelayedOutcome::Duplicate(delivery_id)),
         Err(_) => Err(RelayedError),
     }
+}
+
+/// A relayed delivery whose source this node does not configure (the relay's config has a
+/// source the inside node's lacks): quarantined under its name with
+/// [`NormalizeError::UnknownSource`], so nothing is routed or stored as a delivery, the relay
+/// can delete it, and an operator sees why in the quarantine list.
+async fn quarantine_unknown(
+    state: &AppState,
+    input: IntakeInput,
+) -> Result<RelayedOutcome, RelayedError> {
+    let reason = NormalizeError::UnknownSource;
+    tracing::warn!(
+        source = input.source(),
+        reason = reason.code(),
+        "relayed delivery quarantined"
+    );
+    let source = input.source().to_owned();
+    let id = state
+        .store
+        .quarantine(input, &reason)
+        .await
+        .map_err(|_| RelayedError)?;
+    crate::metrics::delivery(&source, "quarantined");
+    Ok(RelayedOutcome::Quarantined(id.0))
 }

@@ -79,6 +79,26 @@ impl Drop for PgTestDb {
     }
 }
 
+/// A single number from `sql` on the database at `url`, from synchronous test code.
+pub fn count_blocking(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test PostgreSQL server");
+                tokio::spawn(connection);
+                client.query_one(&sql, &[]).await.expect("count").get(0)
+            })
+    })
+    .join()
+    .unwrap()
+}
+
 async fn run_sql(url: &str, sql: &str) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
