@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::conformance::Harness;
+use super::conformance::{both_backends, Harness};
 use super::postgres::{PgRelayBuffer, PgStore};
 use super::relay_buffer::{BufferError, Buffered, NewSealed, RelayBuffer, RelayBufferSettings};
 use super::sqlite::tests::keyring;
@@ -18,7 +18,7 @@ use super::{Store, StoreOptions};
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// A sealed delivery of `size` ciphertext bytes (32 + `size` sealed bytes).
-fn sealed(id: &str, dedup: &str, size: usize) -> NewSealed {
+pub(super) fn sealed(id: &str, dedup: &str, size: usize) -> NewSealed {
     NewSealed {
         id: id.to_owned(),
         received_at: Utc::now(),
@@ -284,29 +284,6 @@ async fn concurrent_puts_keep_the_cursor_in_commit_order_and_store_a_retry_once(
         "a moving cursor sees every record exactly once"
     );
     assert_eq!(h.verify_audit().await, Ok(40));
-}
-
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Harness::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if let Some(h) = super::Harness::postgres().await {
-                        super::$scenario(h).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(

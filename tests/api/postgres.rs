@@ -521,18 +521,7 @@ async fn a_graceful_stop_under_load_leaves_the_nodes_mirror_equal_to_its_chain()
         Some("server_stopped"),
         "nothing commits after the stop record"
     );
-    let verified = Command::new(wardhook_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(&config_path)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        verified.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verified.stdout),
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    assert_audit_verifies(&config_path, dir.path());
 }
 
 /// The database refuses the node mid-service (its sessions cut off, new ones refused): intake

@@ -84,27 +84,9 @@ impl Pair {
         let server = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
         let client = ca.issue_client("inside-node").unwrap();
         std::fs::write(d.join("ca.crt"), ca.cert_pem()).unwrap();
-        std::fs::write(d.join("relay/server.crt"), &server.cert_pem).unwrap();
-        wardhook::certs::write_file(
-            &d.join("relay/server.key"),
-            server.key_pem.as_bytes(),
-            0o600,
-        )
-        .unwrap();
-        std::fs::write(d.join("inside/server.crt"), &server.cert_pem).unwrap();
-        wardhook::certs::write_file(
-            &d.join("inside/server.key"),
-            server.key_pem.as_bytes(),
-            0o600,
-        )
-        .unwrap();
-        std::fs::write(d.join("inside/client.crt"), &client.cert_pem).unwrap();
-        wardhook::certs::write_file(
-            &d.join("inside/client.key"),
-            client.key_pem.as_bytes(),
-            0o600,
-        )
-        .unwrap();
+        write_cert_and_key(&d.join("relay/server"), &server);
+        write_cert_and_key(&d.join("inside/server"), &server);
+        write_cert_and_key(&d.join("inside/client"), &client);
         for sub in ["relay", "inside"] {
             MasterKey::generate_file(&d.join(sub).join("master.key")).unwrap();
             std::fs::write(d.join(sub).join("demo.secret"), DEMO_SECRET).unwrap();
@@ -1097,18 +1079,7 @@ async fn a_relay_on_postgres_buffers_hands_over_and_each_delivery_arrives_once()
     assert_eq!(count("delivery_duplicate"), 1);
     assert_eq!(count("relay_handed_over"), 15);
     assert_eq!(pair.relay_count("SELECT bytes FROM relay_size"), 0);
-    let verified = Command::new(wardhook_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(pair.path("relay/relay.toml"))
-        .current_dir(pair.path("relay"))
-        .output()
-        .unwrap();
-    assert!(
-        verified.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verified.stdout),
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    assert_audit_verifies(&pair.path("relay/relay.toml"), &pair.path("relay"));
 }
 
 /// A source configured on the relay but not on the inside node: its deliveries are

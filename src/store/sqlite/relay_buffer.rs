@@ -470,20 +470,7 @@ fn put_one(
 mod tests {
     use super::*;
     use crate::crypto::MasterKey;
-
-    /// A put of `size` ciphertext bytes (132 sealed bytes for 100).
-    fn sealed(id: &str, dedup: &str, size: usize) -> NewSealed {
-        NewSealed {
-            id: id.to_owned(),
-            received_at: Utc::now(),
-            source: "demo".into(),
-            remote_addr: std::net::IpAddr::from([127, 0, 0, 1]),
-            key_id: "0011223344556677".into(),
-            enc: vec![1; 32],
-            ciphertext: vec![2; size],
-            dedup_index: dedup.to_owned(),
-        }
-    }
+    use crate::store::conformance_relay::sealed;
 
     #[tokio::test]
     async fn a_panic_inside_a_group_costs_that_group_not_the_writer() {
