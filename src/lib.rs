@@ -67,8 +67,8 @@
 //!
 //! Beside the path, for clinics whose inside network accepts no inbound connection: `relay`
 //! (docs/RELAY.md) — `wardhook relay` runs the listener in the DMZ with a handoff that seals
-//! each verified delivery to the inside node's public key and commits it to its own SQLite
-//! (`store::relay_buffer`); the inside node's puller fetches the sealed records over mutual TLS
+//! each verified delivery to the inside node's public key and commits it to its own buffer
+//! (`store::relay_buffer`, SQLite or PostgreSQL); the inside node's puller fetches the sealed records over mutual TLS
 //! and runs them through its normal intake (`listener::ingest_relayed`).
 //!
 //! Around them: [`config`] (plain settings, checked at start with every problem reported; it

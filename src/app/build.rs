@@ -178,7 +178,7 @@ impl Application {
             &config.server,
         )
         .with_traces(traces.clone());
-        let relay = super::relay::build_relay_server(&config)?;
+        let relay = super::relay::build_relay_server(&config, &opened)?;
         let (state, relay_pull) = match relay {
             Some(parts) => (state.with_handoff(parts.handoff), Some(parts.pull)),
             None => (state, None),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::web;
 
 use super::AppError;
-use crate::config::{Config, StorageBackend};
+use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::listener::handoff::Handoff;
 use crate::listener::AppState;
@@ -14,7 +14,8 @@ use crate::relay::pull_api::{self, PullServer};
 use crate::relay::seal::PublicKey;
 use crate::relay::sealer::Sealer;
 use crate::relay::RelayError;
-use crate::store::relay_buffer::RelayBuffer;
+use crate::store::open::{OpenedStorage, StoreSettings};
+use crate::store::relay_buffer::RelayBufferSettings;
 
 /// The relay's parts: what the listener hands verified deliveries to, and the pull listener.
 pub(super) struct RelayParts {
@@ -22,33 +23,29 @@ pub(super) struct RelayParts {
     pub pull: PullServer,
 }
 
-/// On a relay (`[relay_server]` set), open the sealed buffer in the relay's own database (the
-/// file `storage::open` has just created `0600`, whose audit chain it shares) and bind the pull
-/// listener. `None` for an ordinary node.
-pub(super) fn build_relay_server(config: &Config) -> Result<Option<RelayParts>, AppError> {
+/// On a relay (`[relay_server]` set), open the sealed buffer in the relay's own storage (the
+/// SQLite file or PostgreSQL database `opened` is, whose audit chain it shares) and bind the
+/// pull listener. `None` for an ordinary node.
+pub(super) fn build_relay_server(
+    config: &Config,
+    opened: &OpenedStorage,
+) -> Result<Option<RelayParts>, AppError> {
     let Some(settings) = &config.relay_server else {
         return Ok(None);
     };
-    if !matches!(config.storage_backend, StorageBackend::Sqlite) {
-        return Err(AppError::Relay(RelayError::Listen(
-            "a relay keeps its sealed buffer in SQLite: remove [storage] backend = \"postgres\""
-                .into(),
-        )));
-    }
     let public = PublicKey::from_bytes(&settings.public_key).map_err(RelayError::from)?;
     let wake = Arc::new(tokio::sync::Notify::new());
-    let mirror = crate::audit::Mirror::new(&config.audit.dir)?;
-    let buffer = Arc::new(
-        RelayBuffer::open(
-            &config.storage_path,
+    let buffer = opened
+        .relay_buffer(
+            &StoreSettings::of(config),
             Keyring::from_master(&config.master_key),
-            Some(mirror),
-            settings.max_buffer_bytes,
-            settings.dedup_window,
-            wake.clone(),
+            RelayBufferSettings {
+                max_bytes: settings.max_buffer_bytes,
+                dedup_window: settings.dedup_window,
+                wake: wake.clone(),
+            },
         )
-        .map_err(RelayError::from)?,
-    );
+        .map_err(RelayError::from)?;
     let pull = pull_api::serve(settings, buffer.clone(), wake)?;
     tracing::info!(pull_port = pull.port, key_id = %public.id(), "relay: sealing to the inside node's key");
     let handoff: Arc<dyn Handoff> = Arc::new(Sealer::new(

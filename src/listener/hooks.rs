@@ -23,7 +23,7 @@ use super::{AppState, SourceRuntime};
 use crate::dispatch::plan::{RealtimeRoute, Routing};
 use crate::dispatch::realtime::Reply;
 use crate::normalize::DedupKey;
-use crate::normalize::{normalize, IntakeInput, Normalized};
+use crate::normalize::{normalize, IntakeInput, NormalizeError, Normalized};
 use crate::store::{IntakeOutcome, JobSpec};
 use crate::verify::{ChallengeReply, Rejection, UnverifiedRequest, Verdict};
 
@@ -201,24 +201,33 @@ async fn normalize_or_quarantine(
     match normalize(&input, received_at) {
         Ok(n) => Ok((input, n)),
         Err(reason) => {
-            tracing::warn!(
-                source = input.source(),
-                reason = reason.code(),
-                "authentic delivery quarantined"
-            );
-            let source = input.source().to_owned();
-            let id = state
-                .store
-                .quarantine(input, &reason)
+            let quarantine_id = quarantine(state, input, &reason)
                 .await
                 .map_err(|e| HookError::storage(&e))?;
-            crate::metrics::delivery(&source, "quarantined");
             Err(HookError::Quarantined {
                 reason: reason.to_string(),
-                quarantine_id: id.0,
+                quarantine_id,
             })
         }
     }
+}
+
+/// Keep an authentic delivery that cannot be stored as one for an operator, with `reason`;
+/// its quarantine id.
+async fn quarantine(
+    state: &AppState,
+    input: IntakeInput,
+    reason: &NormalizeError,
+) -> Result<String, crate::store::StoreError> {
+    tracing::warn!(
+        source = input.source(),
+        reason = reason.code(),
+        "authentic delivery quarantined"
+    );
+    let source = input.source().to_owned();
+    let id = state.store.quarantine(input, reason).await?;
+    crate::metrics::delivery(&source, "quarantined");
+    Ok(id.0)
 }
 
 /// Intake: commit the delivery with its jobs (durable before any answer), and wake the workers
@@ -448,6 +457,15 @@ pub async fn ingest_relayed(
     input: IntakeInput,
     received_at: chrono::DateTime<Utc>,
 ) -> Result<RelayedOutcome, RelayedError> {
+    // The relay's config has a source this node's lacks: kept in quarantine for an operator,
+    // never routed or stored as a delivery, and acknowledged so it does not pile up at the
+    // relay.
+    if !state.live().sources.contains_key(input.source()) {
+        return quarantine(state, input, &NormalizeError::UnknownSource)
+            .await
+            .map(RelayedOutcome::Quarantined)
+            .map_err(|_| RelayedError);
+    }
     let (input, mut normalized) = match normalize_or_quarantine(state, input, received_at).await {
         Ok(n) => n,
         Err(HookError::Quarantined { quarantine_id, .. }) => {

@@ -288,6 +288,10 @@ pub enum NormalizeError {
     /// An identifier (call id, delivery id) is empty or longer than 256 bytes.
     #[error("field `{0}` is empty or longer than 256 bytes")]
     BadIdentifier(&'static str),
+    /// A delivery handed over by the DMZ relay names a source this node does not configure:
+    /// kept for an operator (who adds the source or discards it), never stored as a delivery.
+    #[error("source is not configured on this node (received through the relay)")]
+    UnknownSource,
 }
 
 impl NormalizeError {
@@ -301,6 +305,7 @@ impl NormalizeError {
             Self::WrongType { .. } => "wrong_type",
             Self::BadEventType(_) => "bad_event_type",
             Self::BadIdentifier(_) => "bad_identifier",
+            Self::UnknownSource => "unknown_source",
         }
     }
 }

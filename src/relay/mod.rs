@@ -4,7 +4,7 @@
 //! with the senders' listener as `serve` has it (same presets, verification, caps, rate limits,
 //! hostile-input handling — the listener itself, built `with_handoff`), but a verified delivery
 //! is sealed to the inside node's public key ([`seal`], HPKE) and committed to the relay's own
-//! SQLite buffer (`store::relay_buffer`) instead of intake; the relay never holds the private
+//! buffer (`store::relay_buffer`, in SQLite or PostgreSQL) instead of intake; the relay never holds the private
 //! key. The inside node connects *out* to the relay's pull listener ([`pull_api`], mutual TLS),
 //! and its [`puller`] opens each record, runs the usual intake at the original receipt time and
 //! acknowledges only after its own commit; the relay then deletes the record.

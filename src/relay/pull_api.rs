@@ -91,7 +91,7 @@ struct BatchQuery {
 }
 
 struct PullState {
-    buffer: Arc<RelayBuffer>,
+    buffer: Arc<dyn RelayBuffer>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -139,7 +139,7 @@ impl std::fmt::Debug for PullServer {
 /// records are stored.
 pub fn serve(
     settings: &RelayServerSettings,
-    buffer: Arc<RelayBuffer>,
+    buffer: Arc<dyn RelayBuffer>,
     wake: Arc<tokio::sync::Notify>,
 ) -> Result<PullServer, RelayError> {
     if settings.pull_tls.client_ca.is_none() {

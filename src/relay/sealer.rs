@@ -18,12 +18,12 @@ const DEDUP_DOMAIN: &str = "relay_dedup";
 pub struct Sealer {
     public: PublicKey,
     keyring: Keyring,
-    buffer: Arc<RelayBuffer>,
+    buffer: Arc<dyn RelayBuffer>,
 }
 
 impl Sealer {
     /// Seal to `public`, index retries under `keyring` (the relay's), commit to `buffer`.
-    pub fn new(public: PublicKey, keyring: Keyring, buffer: Arc<RelayBuffer>) -> Self {
+    pub fn new(public: PublicKey, keyring: Keyring, buffer: Arc<dyn RelayBuffer>) -> Self {
         Self {
             public,
             keyring,

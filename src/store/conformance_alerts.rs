@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::alerts::{AlertState, NewAlert};
-use super::conformance::Harness;
+use super::conformance::{both_backends, Harness};
 use super::sqlite::tests::nextphone;
 use super::types::{AttemptRecord, AttemptResult, IntakeOutcome, NextStep, Requester};
 use super::StoreError;
@@ -225,29 +225,6 @@ async fn one_node_at_a_time_holds_the_evaluation_lease(h: Harness) {
         assert!(b_leads, "one SQLite server evaluates everything");
         assert_eq!(a.alerts().alert_node(), "local");
     }
-}
-
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Harness::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if let Some(h) = super::Harness::postgres().await {
-                        super::$scenario(h).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(

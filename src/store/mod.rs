@@ -15,6 +15,8 @@
 //!   `check-config`), with the background work it needs;
 //! - [`alerts`]: the console alerts' rows, the facts their rules read and the evaluation
 //!   lease (reached through [`Storage::alerts`]);
+//! - [`relay_buffer`]: a DMZ relay's buffer of sealed deliveries (reached through
+//!   [`open::OpenedStorage::relay_buffer`]), on either backend;
 //! - [`maintenance`]: the second trait, what operator commands (key rotation, backup,
 //!   reverify, emergency export, audit verify/search/export, doctor) need from either backend.
 //!
@@ -53,6 +55,8 @@ mod conformance_alerts;
 mod conformance_artifacts;
 #[cfg(test)]
 mod conformance_maintenance;
+#[cfg(test)]
+mod conformance_relay;
 
 pub use backend::{Storage, StoreFuture};
 pub use console::Console;

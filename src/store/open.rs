@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::postgres::{MirrorTask, PgMaintenance, PgSettings, PgStore};
-use super::sqlite::SqliteMaintenance;
+use super::postgres::{MirrorTask, PgMaintenance, PgRelayBuffer, PgSettings, PgStore};
+use super::relay_buffer::{RelayBuffer, RelayBufferSettings};
+use super::sqlite::{SqliteMaintenance, SqliteRelayBuffer};
 use super::{Maintenance, Storage, Store, StoreError, StoreOptions};
 use crate::audit::Mirror;
 use crate::config::{Config, OfflineConfig, StorageBackend};
@@ -93,6 +94,33 @@ impl OpenedStorage {
             task.stop().await;
         }
         self.store.checkpoint_audit().await
+    }
+}
+
+impl OpenedStorage {
+    /// On a DMZ relay: its buffer of sealed deliveries, in the same storage as its audit chain
+    /// (the SQLite file `settings` name, with the relay's mirror caught up after each commit;
+    /// or this node's PostgreSQL database, mirrored by the node's mirror task).
+    pub fn relay_buffer(
+        &self,
+        settings: &StoreSettings<'_>,
+        keyring: Keyring,
+        buffer: RelayBufferSettings,
+    ) -> Result<Arc<dyn RelayBuffer>, StoreError> {
+        match (&self.background.pg, settings.backend) {
+            (Some(pg), StorageBackend::Postgres(_)) => {
+                Ok(Arc::new(PgRelayBuffer::new(pg.clone(), buffer)))
+            }
+            (None, StorageBackend::Sqlite) => Ok(Arc::new(SqliteRelayBuffer::open(
+                settings.sqlite_path,
+                keyring,
+                Some(Mirror::new(settings.audit_dir)?),
+                buffer,
+            )?)),
+            _ => Err(StoreError::InvalidArgument(
+                "the relay buffer's settings name another backend than the opened store".into(),
+            )),
+        }
     }
 }
 

@@ -1,43 +1,37 @@
-//! The DMZ relay's buffer of sealed deliveries: SQL only (the relay itself is `crate::relay`).
+//! The DMZ relay's buffer of sealed deliveries: the seam both backends implement (the relay
+//! itself is `crate::relay`; SQLite's buffer is `sqlite::relay_buffer`, PostgreSQL's
+//! `postgres::relay_buffer`).
 //!
-//! The tables live in the relay's own database file (`[storage] path` of its config, the file
-//! whose `audit_log` holds the relay's audit chain), so a record and its audit entry commit in
-//! one transaction: `relay_buffered` when a sealed delivery is stored, `relay_handed_over` when
-//! the inside node acknowledges it and the row is deleted. Neither carries anything but ids,
-//! the source name, the client address and sizes; the rows hold only HPKE ciphertext, which the
-//! relay cannot open.
+//! The buffer lives in the relay's own storage — the SQLite file of its `[storage] path`, or
+//! its PostgreSQL database — beside the relay's audit chain, so a record and its audit entry
+//! commit in one transaction: `relay_buffered` when a sealed delivery is stored,
+//! `delivery_duplicate` for a sender's retry, `relay_handed_over` when the inside node
+//! acknowledges it and the row is deleted. None carries anything but ids, the source name, the
+//! client address, sizes and the puller's certificate fingerprint; the rows hold only HPKE
+//! ciphertext, which the relay cannot open. The records are built here, once, so both backends
+//! write the same ones.
 //!
-//! One writer thread owns the write connection (`synchronous=FULL`: every commit is fsync'd
-//! before `put` returns; `secure_delete=ON`: deleted ciphertext is overwritten) and folds
-//! requests that arrive while a commit is in flight into the next transaction (group commit).
-//! Pulls read through a second connection on the blocking pool.
-//!
-//! Retries: each delivery's dedup index (an HMAC under the relay's own key of what makes "the
-//! same delivery", see `normalize::DedupKey`) is kept for `dedup_window` after it was received,
-//! hand-over or not, so a sender's retry gets `duplicate` with the first relay id while the
-//! inside node deduplicates again on intake (its own index) for anything older.
+//! Guarantees both backends keep (the conformance scenarios in `conformance_relay` check
+//! them): a `put` answers only after its commit; the pull cursor (`seq`) grows in commit order,
+//! so a puller reading after a cursor never skips a record committed later with a lower
+//! position; a retry within `dedup_window` gets `Duplicate` with the first relay id; past
+//! `max_bytes` of sealed data a `put` stores nothing and answers [`BufferError::Full`] (the
+//! sender gets 503 with `Retry-After`); an acknowledgement deletes, may be repeated, and frees
+//! its bytes.
 
+use std::future::Future;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
 
-use crate::audit::{
-    Action, Actor, AuditRecord, Code, DetailKey, Digest, Mirror, ObjectId, Outcome,
-};
-use crate::crypto::Keyring;
-use crate::store::StoreError;
+use super::{StoreError, StoreFuture};
+use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, Digest, ObjectId, Outcome};
 
-/// What a caller hears when its write was not committed (a storage error or a panicking step).
-const WRITE_FAILED: &str = "relay buffer write failed";
-/// Most `put`s folded into one transaction.
-const MAX_GROUP: usize = 64;
-/// Expired dedup rows deleted per acknowledgement, so the delete never holds the lock long.
-const DEDUP_PURGE_CHUNK: i64 = 500;
+/// Expired dedup rows deleted per acknowledgement, so the delete never holds a lock long.
+pub(crate) const DEDUP_PURGE_CHUNK: i64 = 500;
 
 /// A sealed delivery to buffer.
 #[derive(Debug, Clone)]
@@ -60,10 +54,17 @@ pub struct NewSealed {
     pub dedup_index: String,
 }
 
+impl NewSealed {
+    /// Bytes of sealed data it holds: what the size cap counts.
+    pub fn size(&self) -> u64 {
+        (self.enc.len() + self.ciphertext.len()) as u64
+    }
+}
+
 /// What `put` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Buffered {
-    /// Stored and fsync'd under this relay id.
+    /// Stored and durable under this relay id.
     Stored(String),
     /// A retry of a delivery received within the dedup window: the first relay id.
     Duplicate(String),
@@ -120,610 +121,102 @@ pub struct Puller {
     pub cert_cn: Option<Code>,
 }
 
-/// A `put` waiting for the writer, with where its answer goes.
-type PendingPut = (
-    Box<NewSealed>,
-    oneshot::Sender<Result<Buffered, BufferError>>,
-);
-
-enum Op {
-    Put(
-        Box<NewSealed>,
-        oneshot::Sender<Result<Buffered, BufferError>>,
-    ),
-    Ack(
-        Vec<i64>,
-        Option<Puller>,
-        oneshot::Sender<Result<u64, StoreError>>,
-    ),
+/// How a buffer is opened, whatever the backend.
+#[derive(Debug, Clone)]
+pub struct RelayBufferSettings {
+    /// `[relay_server] max_buffer_bytes`: sealed bytes held at most.
+    pub max_bytes: u64,
+    /// `[relay_server] dedup_window`: how long a delivery's dedup index is kept.
+    pub dedup_window: Duration,
+    /// Notified after every commit that stored a record (the pull API's long polls wait on it).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
-/// The relay's sealed buffer. Cheap to share behind an `Arc`.
-pub struct RelayBuffer {
-    ops: std::sync::mpsc::SyncSender<Op>,
-    reader: Arc<Mutex<Connection>>,
-    /// Tests only: the next group of puts panics after its inserts, as a bug would.
-    #[cfg(test)]
-    panic_next_put: Arc<std::sync::atomic::AtomicBool>,
-}
+/// A `put`'s answer.
+pub type BufferFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Buffered, BufferError>> + Send + 'a>>;
 
-impl std::fmt::Debug for RelayBuffer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayBuffer").finish_non_exhaustive()
-    }
-}
-
-fn db_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| StoreError::Corrupt("relay_sealed.received_at"))
-}
-
-/// Bytes of sealed data in the buffer.
-fn sealed_bytes(conn: &Connection) -> Result<u64, StoreError> {
-    let bytes: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(length(enc) + length(ciphertext)), 0) FROM relay_sealed",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(u64::try_from(bytes).unwrap_or(0))
-}
-
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: the WAL is fsync'd at every commit, so a 200 to the sender is after the fsync.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // Deleted (handed-over) ciphertext is overwritten, not left in free pages.
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    Ok(conn)
-}
-
-/// Create the buffer's tables if absent. The audit tables are the store's (`audit_log`).
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS relay_sealed (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            id TEXT NOT NULL UNIQUE,
-            received_at TEXT NOT NULL,
-            key_id TEXT NOT NULL,
-            enc BLOB NOT NULL,
-            ciphertext BLOB NOT NULL
-        ) STRICT;
-        CREATE TABLE IF NOT EXISTS relay_dedup (
-            dedup_index TEXT PRIMARY KEY,
-            id TEXT NOT NULL,
-            received_at TEXT NOT NULL
-        ) STRICT;
-        CREATE INDEX IF NOT EXISTS relay_dedup_received ON relay_dedup(received_at);",
-    )?;
-    crate::store::sqlite::audit_log::migrate(conn)?;
-    Ok(())
-}
-
-/// What the writer thread keeps.
-struct Writer {
-    conn: Connection,
-    keyring: Keyring,
-    mirror: Option<Mirror>,
-    max_bytes: u64,
-    bytes: u64,
-    dedup_window: Duration,
-    wake: Arc<tokio::sync::Notify>,
-    #[cfg(test)]
-    panic_next_put: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl RelayBuffer {
-    /// Open the buffer in the relay's database at `path` (already created `0600` by the
-    /// relay's [`crate::store::Store`]), and start its writer thread. `wake` is notified after
-    /// every commit that stored a record (long polls wait on it).
-    pub fn open(
-        path: &Path,
-        keyring: Keyring,
-        mirror: Option<Mirror>,
-        max_bytes: u64,
-        dedup_window: Duration,
-        wake: Arc<tokio::sync::Notify>,
-    ) -> Result<Self, StoreError> {
-        let conn = open_connection(path)?;
-        migrate(&conn)?;
-        let bytes = sealed_bytes(&conn)?;
-        let reader = open_connection(path)?;
-        let (ops, rx) = std::sync::mpsc::sync_channel(1024);
-        #[cfg(test)]
-        let panic_next_put = Arc::<std::sync::atomic::AtomicBool>::default();
-        let mut writer = Writer {
-            conn,
-            keyring,
-            mirror,
-            max_bytes,
-            bytes,
-            dedup_window,
-            wake,
-            #[cfg(test)]
-            panic_next_put: Arc::clone(&panic_next_put),
-        };
-        std::thread::Builder::new()
-            .name("relay-buffer".into())
-            .spawn(move || writer.run(&rx))
-            .map_err(|e| StoreError::Io {
-                path: "relay-buffer thread".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self {
-            ops,
-            reader: Arc::new(Mutex::new(reader)),
-            #[cfg(test)]
-            panic_next_put,
-        })
-    }
-
-    /// Store a sealed delivery (or recognise a retry), with its audit record, fsync'd.
-    pub async fn put(&self, record: NewSealed) -> Result<Buffered, BufferError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Put(Box::new(record), tx))
-            .map_err(BufferError::Store)?;
-        rx.await
-            .unwrap_or(Err(BufferError::Store(StoreError::Unavailable(
-                WRITE_FAILED,
-            ))))
-    }
+/// The relay's sealed buffer, on either backend. Shared behind an `Arc` by the sealer (puts)
+/// and the pull API (reads and acknowledgements).
+pub trait RelayBuffer: Send + Sync + std::fmt::Debug {
+    /// Store a sealed delivery (or recognise a retry) with its audit record, durably.
+    fn put(&self, record: NewSealed) -> BufferFuture<'_>;
 
     /// Delete the acknowledged records `seqs` (unknown ones are ignored: an acknowledgement
-    /// may be repeated), each with a `relay_handed_over` audit record naming `puller` (the
-    /// client certificate's fingerprint and CN). Returns how many were deleted.
-    pub async fn ack(&self, seqs: Vec<i64>, puller: Option<Puller>) -> Result<u64, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Ack(seqs, puller, tx))?;
-        rx.await
-            .unwrap_or(Err(StoreError::Unavailable(WRITE_FAILED)))
-    }
-
-    fn send(&self, op: Op) -> Result<(), StoreError> {
-        self.ops
-            .send(op)
-            .map_err(|_| StoreError::Unavailable("relay buffer writer stopped"))
-    }
+    /// may be repeated), each with a `relay_handed_over` audit record naming `puller`, and
+    /// purge a chunk of expired dedup indexes. Returns how many records were deleted.
+    fn ack(&self, seqs: Vec<i64>, puller: Option<Puller>) -> StoreFuture<'_, u64>;
 
     /// Up to `max` records after cursor `after`, oldest first.
-    pub async fn batch_after(&self, after: i64, max: usize) -> Result<Vec<SealedRow>, StoreError> {
-        let reader = self.reader.clone();
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
-        blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, id, received_at, key_id, enc, ciphertext FROM relay_sealed
-                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, max], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, id, received, key_id, enc, ciphertext) = row?;
-                out.push(SealedRow {
-                    seq,
-                    id,
-                    received_at: parse_time(&received)?,
-                    key_id,
-                    enc,
-                    ciphertext,
-                });
-            }
-            Ok(out)
-        })
-        .await
-    }
+    fn batch_after(&self, after: i64, max: usize) -> StoreFuture<'_, Vec<SealedRow>>;
 
     /// Records waiting, their size and the oldest one's receipt time.
-    pub async fn backlog(&self) -> Result<Backlog, StoreError> {
-        let reader = self.reader.clone();
-        blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            let (records, bytes, oldest): (i64, i64, Option<String>) = conn.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(length(enc) + length(ciphertext)), 0),
-                        MIN(received_at) FROM relay_sealed",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            Ok(Backlog {
-                records: u64::try_from(records).unwrap_or(0),
-                bytes: u64::try_from(bytes).unwrap_or(0),
-                oldest: oldest.as_deref().map(parse_time).transpose()?,
-            })
-        })
-        .await
-    }
+    fn backlog(&self) -> StoreFuture<'_, Backlog>;
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or(Err(StoreError::Unavailable("relay buffer read panicked")))
-}
-
-impl Writer {
-    /// Serve operations until every [`RelayBuffer`] handle is gone. A panic while applying a
-    /// group (a bug) costs that group, not the relay: its transaction rolls back, its callers
-    /// are answered unavailable (senders get 503 and retry, an acknowledgement is repeated by
-    /// the next pull), the size count is read again from the table, and the loop goes on.
-    fn run(&mut self, rx: &std::sync::mpsc::Receiver<Op>) {
-        while let Ok(first) = rx.recv() {
-            let mut puts = Vec::new();
-            let mut acks = Vec::new();
-            let mut next = Some(first);
-            while let Some(op) = next.take() {
-                match op {
-                    Op::Put(r, tx) => puts.push((r, tx)),
-                    Op::Ack(seqs, who, tx) => acks.push((seqs, who, tx)),
-                }
-                if puts.len() + acks.len() < MAX_GROUP {
-                    next = rx.try_recv().ok();
-                }
-            }
-            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                for (seqs, who, tx) in acks {
-                    let _ = tx.send(self.ack(&seqs, who.as_ref()));
-                }
-                if !puts.is_empty() {
-                    self.put_group(puts);
-                }
-            }));
-            if step.is_err() {
-                tracing::error!(
-                    "relay buffer write panicked; its callers are answered unavailable and the \
-                     writer goes on"
-                );
-                self.recount_bytes();
-            }
-        }
-    }
-
-    /// Read the sealed size from the table again (after a group that may have counted records
-    /// it then rolled back).
-    fn recount_bytes(&mut self) {
-        match sealed_bytes(&self.conn) {
-            Ok(bytes) => self.bytes = bytes,
-            Err(e) => tracing::error!(error = %e, "relay buffer cannot recount its size"),
-        }
-    }
-
-    /// One transaction for a group of puts; every caller gets its own answer after the commit.
-    fn put_group(&mut self, puts: Vec<PendingPut>) {
-        let mut answers: Vec<Result<Buffered, BufferError>> = Vec::with_capacity(puts.len());
-        let bytes_before = self.bytes;
-        let result = (|| -> Result<(), StoreError> {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for (r, _) in &puts {
-                answers.push(put_one(
-                    &tx,
-                    &self.keyring,
-                    r,
-                    &mut self.bytes,
-                    self.max_bytes,
-                )?);
-            }
-            #[cfg(test)]
-            if self
-                .panic_next_put
-                .swap(false, std::sync::atomic::Ordering::AcqRel)
-            {
-                panic!("injected: a bug after the inserts");
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                if let Some(m) = &self.mirror {
-                    if let Err(e) = m.catch_up(&self.conn) {
-                        tracing::error!(error = %e, "audit mirror catch-up failed");
-                    }
-                }
-                if answers.iter().any(|a| matches!(a, Ok(Buffered::Stored(_)))) {
-                    self.wake.notify_waiters();
-                }
-                for ((_, tx), answer) in puts.into_iter().zip(answers) {
-                    let _ = tx.send(answer);
-                }
-            }
-            Err(e) => {
-                self.bytes = bytes_before;
-                tracing::error!(error = %e, "relay buffer cannot commit; senders are asked to retry");
-                for (_, tx) in puts {
-                    let _ = tx.send(Err(BufferError::Store(StoreError::Unavailable(
-                        "relay buffer cannot commit",
-                    ))));
-                }
-            }
-        }
-    }
-
-    fn ack(&mut self, seqs: &[i64], who: Option<&Puller>) -> Result<u64, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut deleted = 0u64;
-        let mut freed = 0u64;
-        for seq in seqs {
-            let row: Option<(String, i64)> = tx
-                .query_row(
-                    "DELETE FROM relay_sealed WHERE seq = ?1
-                     RETURNING id, length(enc) + length(ciphertext)",
-                    [seq],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((id, size)) = row {
-                deleted += 1;
-                freed += u64::try_from(size).unwrap_or(0);
-                let mut record =
-                    AuditRecord::new(Actor::System, Action::RelayHandedOver, Outcome::Success)
-                        .with_detail(DetailKey::ObjectKind, code("relay_record"));
-                if let Ok(id) = ObjectId::parse(&id) {
-                    record = record.with_delivery_id(id);
-                }
-                if let Some(who) = who {
-                    record = record.with_detail(DetailKey::Sha256, who.cert_sha256.clone());
-                    if let Some(cn) = &who.cert_cn {
-                        record = record.with_detail(DetailKey::Via, cn.clone());
-                    }
-                }
-                crate::audit::append(&tx, &self.keyring, &record)?;
-            }
-        }
-        let window = chrono::Duration::from_std(self.dedup_window).unwrap_or(chrono::Duration::MAX);
-        let cutoff = Utc::now()
-            .checked_sub_signed(window)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        tx.execute(
-            "DELETE FROM relay_dedup WHERE rowid IN
-               (SELECT rowid FROM relay_dedup WHERE received_at < ?1 LIMIT ?2)",
-            params![db_time(cutoff), DEDUP_PURGE_CHUNK],
-        )?;
-        tx.commit()?;
-        self.bytes = self.bytes.saturating_sub(freed);
-        if let Some(m) = &self.mirror {
-            if let Err(e) = m.catch_up(&self.conn) {
-                tracing::error!(error = %e, "audit mirror catch-up failed");
-            }
-        }
-        Ok(deleted)
-    }
+/// Oldest receipt time whose dedup index is still kept.
+pub(crate) fn dedup_cutoff(window: Duration) -> DateTime<Utc> {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    Utc::now()
+        .checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn code(s: &'static str) -> Code {
     Code::parse(s).unwrap_or_else(|_| unreachable!("a fixed identifier"))
 }
 
-/// One put inside the group's transaction: a duplicate, a refusal for size, or an insert.
-fn put_one(
-    tx: &rusqlite::Transaction<'_>,
-    keyring: &Keyring,
-    r: &NewSealed,
-    bytes: &mut u64,
-    max_bytes: u64,
-) -> Result<Result<Buffered, BufferError>, StoreError> {
-    let first: Option<String> = tx
-        .query_row(
-            "SELECT id FROM relay_dedup WHERE dedup_index = ?1",
-            [&r.dedup_index],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let base = |action| {
-        let mut record = AuditRecord::new(
-            Actor::sender(&r.source).unwrap_or(Actor::System),
-            action,
-            Outcome::Success,
-        )
-        .with_remote_addr(r.remote_addr)
-        .with_detail(DetailKey::Via, code("relay"));
-        if let Ok(source) = Code::parse(&r.source) {
-            record = record.with_source(source);
-        }
-        record
-    };
-    if let Some(first) = first {
-        let mut record = base(Action::DeliveryDuplicate);
-        if let Ok(id) = ObjectId::parse(&first) {
-            record = record.with_delivery_id(id);
-        }
-        crate::audit::append(tx, keyring, &record)?;
-        return Ok(Ok(Buffered::Duplicate(first)));
+/// What every record about an arriving delivery carries: its sender, address and source.
+fn arrival(r: &NewSealed, action: Action) -> AuditRecord {
+    let mut record = AuditRecord::new(
+        Actor::sender(&r.source).unwrap_or(Actor::System),
+        action,
+        Outcome::Success,
+    )
+    .with_remote_addr(r.remote_addr)
+    .with_detail(DetailKey::Via, code("relay"));
+    if let Ok(source) = Code::parse(&r.source) {
+        record = record.with_source(source);
     }
-    let size = (r.enc.len() + r.ciphertext.len()) as u64;
-    if bytes.saturating_add(size) > max_bytes {
-        return Ok(Err(BufferError::Full));
-    }
-    tx.execute(
-        "INSERT INTO relay_sealed (id, received_at, key_id, enc, ciphertext)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![r.id, db_time(r.received_at), r.key_id, r.enc, r.ciphertext],
-    )?;
-    tx.execute(
-        "INSERT INTO relay_dedup (dedup_index, id, received_at) VALUES (?1, ?2, ?3)",
-        params![r.dedup_index, r.id, db_time(r.received_at)],
-    )?;
-    let mut record = base(Action::RelayBuffered)
-        .with_detail(DetailKey::Bytes, i64::try_from(size).unwrap_or(i64::MAX));
+    record
+}
+
+/// `relay_buffered`: `r` is stored, `size` sealed bytes.
+pub(crate) fn buffered_record(r: &NewSealed) -> AuditRecord {
+    let mut record = arrival(r, Action::RelayBuffered).with_detail(
+        DetailKey::Bytes,
+        i64::try_from(r.size()).unwrap_or(i64::MAX),
+    );
     if let Ok(id) = ObjectId::parse(&r.id) {
         record = record.with_delivery_id(id);
     }
     if let Ok(k) = Code::parse(&format!("k{}", r.key_id)) {
         record = record.with_detail(DetailKey::KeyId, k);
     }
-    crate::audit::append(tx, keyring, &record)?;
-    *bytes = bytes.saturating_add(size);
-    Ok(Ok(Buffered::Stored(r.id.clone())))
+    record
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::crypto::MasterKey;
+/// `delivery_duplicate`: `r` is a retry of the delivery first stored as `first`.
+pub(crate) fn duplicate_record(r: &NewSealed, first: &str) -> AuditRecord {
+    let mut record = arrival(r, Action::DeliveryDuplicate);
+    if let Ok(id) = ObjectId::parse(first) {
+        record = record.with_delivery_id(id);
+    }
+    record
+}
 
-    fn sealed(id: &str, dedup: &str, size: usize) -> NewSealed {
-        NewSealed {
-            id: id.to_owned(),
-            received_at: Utc::now(),
-            source: "demo".into(),
-            remote_addr: IpAddr::from([127, 0, 0, 1]),
-            key_id: "0011223344556677".into(),
-            enc: vec![1; 32],
-            ciphertext: vec![2; size],
-            dedup_index: dedup.to_owned(),
+/// `relay_handed_over`: relay record `id` was acknowledged by `who` and deleted.
+pub(crate) fn handed_over_record(id: &str, who: Option<&Puller>) -> AuditRecord {
+    let mut record = AuditRecord::new(Actor::System, Action::RelayHandedOver, Outcome::Success)
+        .with_detail(DetailKey::ObjectKind, code("relay_record"));
+    if let Ok(id) = ObjectId::parse(id) {
+        record = record.with_delivery_id(id);
+    }
+    if let Some(who) = who {
+        record = record.with_detail(DetailKey::Sha256, who.cert_sha256.clone());
+        if let Some(cn) = &who.cert_cn {
+            record = record.with_detail(DetailKey::Via, cn.clone());
         }
     }
-
-    fn open(dir: &Path, max_bytes: u64) -> (RelayBuffer, Keyring) {
-        let path = dir.join("relay.db");
-        crate::fsutil::ensure_private_file(&path).unwrap();
-        let keyring = Keyring::from_master(&MasterKey::from_bytes([9; 32]));
-        let buffer = RelayBuffer::open(
-            &path,
-            keyring.clone(),
-            None,
-            max_bytes,
-            Duration::from_secs(3600),
-            Arc::default(),
-        )
-        .unwrap();
-        (buffer, keyring)
-    }
-
-    #[tokio::test]
-    async fn records_are_served_in_order_deduplicated_capped_and_deleted_on_ack_with_audit() {
-        let dir = tempfile::tempdir().unwrap();
-        let (buffer, keyring) = open(dir.path(), 3 * 132);
-        let a = uuid::Uuid::now_v7().to_string();
-        let b = uuid::Uuid::now_v7().to_string();
-        assert_eq!(
-            buffer.put(sealed(&a, "d1", 100)).await.unwrap(),
-            Buffered::Stored(a.clone())
-        );
-        assert_eq!(
-            buffer.put(sealed(&b, "d2", 100)).await.unwrap(),
-            Buffered::Stored(b.clone())
-        );
-        // A retry (same dedup index, new relay id) gets the first id and stores nothing.
-        let retry = uuid::Uuid::now_v7().to_string();
-        assert_eq!(
-            buffer.put(sealed(&retry, "d1", 100)).await.unwrap(),
-            Buffered::Duplicate(a.clone())
-        );
-        // Past the cap: refused, nothing stored.
-        let big = uuid::Uuid::now_v7().to_string();
-        assert!(matches!(
-            buffer.put(sealed(&big, "d3", 300)).await,
-            Err(BufferError::Full)
-        ));
-        let rows = buffer.batch_after(0, 10).await.unwrap();
-        assert_eq!(
-            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            [a.as_str(), b.as_str()]
-        );
-        assert_eq!(buffer.batch_after(rows[0].seq, 10).await.unwrap().len(), 1);
-        let backlog = buffer.backlog().await.unwrap();
-        assert_eq!((backlog.records, backlog.bytes), (2, 264));
-        assert_eq!(buffer.ack(vec![rows[0].seq, 999], None).await.unwrap(), 1);
-        assert_eq!(
-            buffer.ack(vec![rows[0].seq], None).await.unwrap(),
-            0,
-            "repeatable"
-        );
-        let left = buffer.batch_after(0, 10).await.unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].id, b);
-        // Room again after the hand-over.
-        assert!(buffer.put(sealed(&big, "d3", 100)).await.is_ok());
-
-        let conn = Connection::open(dir.path().join("relay.db")).unwrap();
-        let actions: Vec<String> = conn
-            .prepare("SELECT action FROM audit_log ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(
-            actions,
-            [
-                "relay_buffered",
-                "relay_buffered",
-                "delivery_duplicate",
-                "relay_handed_over",
-                "relay_buffered"
-            ]
-        );
-        let report = crate::audit::verify_db(&conn, &keyring, None).unwrap();
-        assert_eq!(report.records, 5);
-    }
-
-    #[tokio::test]
-    async fn a_panic_inside_a_group_costs_that_group_not_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let (buffer, keyring) = open(dir.path(), 250);
-        buffer
-            .panic_next_put
-            .store(true, std::sync::atomic::Ordering::Release);
-        let lost = buffer.put(sealed("r1", "d1", 100)).await;
-        assert!(
-            matches!(lost, Err(BufferError::Store(StoreError::Unavailable(_)))),
-            "the panicking group is answered unavailable: {lost:?}"
-        );
-        // The writer is still there and nothing of the rolled-back group is stored, indexed or
-        // counted: the retry is stored, not answered as a duplicate, and its 132 bytes fit under
-        // the cap of 250 only if r1's 132 were not kept in the size count.
-        assert_eq!(
-            buffer.put(sealed("r2", "d1", 100)).await.unwrap(),
-            Buffered::Stored("r2".into())
-        );
-        let rows = buffer.batch_after(0, 10).await.unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].id, "r2");
-        assert_eq!(buffer.ack(vec![rows[0].seq], None).await.unwrap(), 1);
-        assert_eq!(
-            buffer.put(sealed("r3", "d3", 100)).await.unwrap(),
-            Buffered::Stored("r3".into())
-        );
-        let conn = Connection::open(dir.path().join("relay.db")).unwrap();
-        let report = crate::audit::verify_db(&conn, &keyring, None).unwrap();
-        assert_eq!(report.records, 3, "r2 buffered, handed over, r3 buffered");
-    }
-
-    #[tokio::test]
-    async fn the_size_count_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (buffer, _) = open(dir.path(), 200);
-            buffer.put(sealed("r1", "d1", 100)).await.unwrap();
-        }
-        let (buffer, _) = open(dir.path(), 200);
-        assert!(matches!(
-            buffer.put(sealed("r2", "d2", 100)).await,
-            Err(BufferError::Full)
-        ));
-    }
+    record
 }

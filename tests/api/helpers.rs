@@ -409,3 +409,30 @@ pub fn fixture_token(fixture: &Fixture, name: &str, role: &str) -> String {
         .trim()
         .to_owned()
 }
+
+/// `wardhook audit verify --config <config>` run in `cwd` passes (its output is the failure's).
+pub fn assert_audit_verifies(config: &std::path::Path, cwd: &std::path::Path) {
+    let verified = std::process::Command::new(wardhook_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(config)
+        .current_dir(cwd)
+        .output()
+        .expect("run audit verify");
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
+
+/// `<stem>.crt` and `<stem>.key` (`0600`, as the server requires of key files) of `issued`.
+pub fn write_cert_and_key(stem: &std::path::Path, issued: &wardhook::certs::IssuedCert) {
+    std::fs::write(stem.with_extension("crt"), &issued.cert_pem).expect("write the certificate");
+    wardhook::certs::write_file(
+        &stem.with_extension("key"),
+        issued.key_pem.as_bytes(),
+        0o600,
+    )
+    .expect("write the key");
+}

@@ -80,6 +80,26 @@ impl Drop for PgTestDb {
     }
 }
 
+/// A single number from `sql` on the database at `url`, from synchronous test code.
+pub fn count_blocking(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test PostgreSQL server");
+                tokio::spawn(connection);
+                client.query_one(&sql, &[]).await.expect("count").get(0)
+            })
+    })
+    .join()
+    .unwrap()
+}
+
 async fn run_sql(url: &str, sql: &str) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -502,18 +522,7 @@ async fn a_graceful_stop_under_load_leaves_the_nodes_mirror_equal_to_its_chain()
         Some("server_stopped"),
         "nothing commits after the stop record"
     );
-    let verified = Command::new(wardhook_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(&config_path)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        verified.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verified.stdout),
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    assert_audit_verifies(&config_path, dir.path());
 }
 
 /// The database refuses the node mid-service (its sessions cut off, new ones refused): intake

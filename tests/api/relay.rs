@@ -30,6 +30,8 @@ struct Pair {
     pull_port: u16,
     public_key: String,
     crm: MockServer,
+    /// The relay's PostgreSQL database, when its buffer lives there rather than in SQLite.
+    relay_pg: Option<crate::postgres::PgTestDb>,
 }
 
 /// A free loopback port (bound and released; the relay binds it with `SO_REUSEADDR`).
@@ -82,27 +84,9 @@ impl Pair {
         let server = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
         let client = ca.issue_client("inside-node").unwrap();
         std::fs::write(d.join("ca.crt"), ca.cert_pem()).unwrap();
-        std::fs::write(d.join("relay/server.crt"), &server.cert_pem).unwrap();
-        wardhook::certs::write_file(
-            &d.join("relay/server.key"),
-            server.key_pem.as_bytes(),
-            0o600,
-        )
-        .unwrap();
-        std::fs::write(d.join("inside/server.crt"), &server.cert_pem).unwrap();
-        wardhook::certs::write_file(
-            &d.join("inside/server.key"),
-            server.key_pem.as_bytes(),
-            0o600,
-        )
-        .unwrap();
-        std::fs::write(d.join("inside/client.crt"), &client.cert_pem).unwrap();
-        wardhook::certs::write_file(
-            &d.join("inside/client.key"),
-            client.key_pem.as_bytes(),
-            0o600,
-        )
-        .unwrap();
+        write_cert_and_key(&d.join("relay/server"), &server);
+        write_cert_and_key(&d.join("inside/server"), &server);
+        write_cert_and_key(&d.join("inside/client"), &client);
         for sub in ["relay", "inside"] {
             MasterKey::generate_file(&d.join(sub).join("master.key")).unwrap();
             std::fs::write(d.join(sub).join("demo.secret"), DEMO_SECRET).unwrap();
@@ -130,10 +114,22 @@ impl Pair {
             pull_port: free_port(),
             public_key,
             crm,
+            relay_pg: None,
         };
         pair.write_relay_config(&RelayOptions::default());
         pair.write_inside_config("");
         pair
+    }
+
+    /// A pair whose relay keeps its buffer and audit chain in a fresh PostgreSQL database;
+    /// `None` (skipped, outside CI only) without a test server.
+    async fn on_postgres() -> Option<Self> {
+        let db = crate::postgres::PgTestDb::create().await?;
+        let mut pair = Self::new().await;
+        std::fs::write(pair.path("relay/pg.url"), &db.url).unwrap();
+        pair.relay_pg = Some(db);
+        pair.write_relay_config(&RelayOptions::default());
+        Some(pair)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -156,6 +152,7 @@ shutdown_timeout_secs = 2
 
 [storage]
 path = "{r}/data/relay.db"
+{storage}
 
 [keys]
 master_key_file = "{r}/master.key"
@@ -188,6 +185,11 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
             ca = self.path("ca.crt").display(),
             server_extra = o.server_extra,
             extra = o.extra,
+            storage = if self.relay_pg.is_some() {
+                crate::postgres::PgTestDb::storage_toml("relay")
+            } else {
+                String::new()
+            },
         );
         let path = r.join("relay.toml");
         std::fs::write(&path, text).unwrap();
@@ -295,9 +297,18 @@ wait_secs = 1
 
     /// The relay's buffer: records not yet handed over.
     fn relay_backlog(&self) -> i64 {
-        let conn = rusqlite::Connection::open(self.path("relay/data/relay.db")).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM relay_sealed", [], |r| r.get(0))
-            .unwrap()
+        self.relay_count("SELECT COUNT(*) FROM relay_sealed")
+    }
+
+    /// A count from the relay's database, SQLite or PostgreSQL.
+    fn relay_count(&self, sql: &str) -> i64 {
+        match &self.relay_pg {
+            Some(db) => crate::postgres::count_blocking(&db.url, sql),
+            None => rusqlite::Connection::open(self.path("relay/data/relay.db"))
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+        }
     }
 
     /// The inside node's store, opened offline (stop the node first).
@@ -360,7 +371,12 @@ fn call_body(call: &str) -> String {
 }
 
 async fn post(http: &reqwest::Client, port: u16, body: &str) -> reqwest::Response {
-    http.post(format!("https://localhost:{port}/hooks/demo"))
+    post_to(http, port, "demo", body).await
+}
+
+/// Post `body` to `source`, signed with the demo secret.
+async fn post_to(http: &reqwest::Client, port: u16, source: &str, body: &str) -> reqwest::Response {
+    http.post(format!("https://localhost:{port}/hooks/{source}"))
         .header(
             "X-NextPhone-Signature",
             nextphone_signature(DEMO_SECRET, body.as_bytes()),
@@ -1009,5 +1025,113 @@ async fn records_sealed_to_a_key_the_inside_node_lacks_stay_at_the_relay_until_t
     assert_eq!(
         calls,
         ["new-0", "new-1", "new-2", "old-0", "old-1", "old-2"]
+    );
+}
+
+/// The relay on PostgreSQL: with the inside node offline it buffers in its database (a retry
+/// answered as a duplicate), the inside node drains it once, and the relay's audit chain in
+/// the database holds each record's buffering and hand-over and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_postgres_buffers_hands_over_and_each_delivery_arrives_once() {
+    let Some(pair) = Pair::on_postgres().await else {
+        return;
+    };
+    let (_relay, port) = pair.start_relay();
+    let http = pair.http();
+    let mut first = HashMap::new();
+    for n in 0..15 {
+        let (status, id) = deliver_to(&http, port, &call_body(&format!("pg-{n}"))).await;
+        assert_eq!(status, "accepted");
+        first.insert(n, id);
+    }
+    let (status, id) = deliver_to(&http, port, &call_body("pg-4")).await;
+    assert_eq!((status.as_str(), &id), ("duplicate", &first[&4]));
+    assert_eq!(pair.relay_backlog(), 15);
+    assert!(
+        !pair.path("relay/data/relay.db").exists(),
+        "nothing of the buffer is kept in a SQLite file"
+    );
+    let _inside = pair.start_inside();
+    wait_for("the relay to be drained", Duration::from_secs(30), || {
+        pair.relay_backlog() == 0
+    })
+    .await;
+    let start = Instant::now();
+    while crm_requests(&pair.crm).await < 15 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "handlers not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        crm_requests(&pair.crm).await,
+        15,
+        "a delivery arrived twice"
+    );
+    let count = |action: &str| {
+        pair.relay_count(&format!(
+            "SELECT COUNT(*) FROM audit_log WHERE node_id = 'relay' AND action = '{action}'"
+        ))
+    };
+    assert_eq!(count("relay_buffered"), 15);
+    assert_eq!(count("delivery_duplicate"), 1);
+    assert_eq!(count("relay_handed_over"), 15);
+    assert_eq!(pair.relay_count("SELECT bytes FROM relay_size"), 0);
+    assert_audit_verifies(&pair.path("relay/relay.toml"), &pair.path("relay"));
+}
+
+/// A source configured on the relay but not on the inside node: its deliveries are
+/// quarantined inside with a reason saying so (never stored or routed as deliveries), and
+/// handed over, so the relay does not keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_delivery_of_a_source_the_inside_node_lacks_is_quarantined_with_the_reason() {
+    let pair = Pair::new().await;
+    let r = pair.path("relay");
+    pair.write_relay_config(&RelayOptions {
+        extra: format!(
+            "[[sources]]\nname = \"lab\"\npreset = \"nextphone\"\nsecrets = [\"file:{}/demo.secret\"]\n",
+            r.display()
+        ),
+        ..RelayOptions::default()
+    });
+    let (_relay, port) = pair.start_relay();
+    let http = pair.http();
+    let res = post_to(&http, port, "lab", &call_body("lab-1")).await;
+    assert_eq!(res.status(), 200, "the relay accepts its own source");
+    deliver_to(&http, port, &call_body("demo-1")).await;
+    let inside = pair.start_inside();
+    wait_for("the relay to be drained", Duration::from_secs(30), || {
+        pair.relay_backlog() == 0
+    })
+    .await;
+    drop(inside);
+    let conn = rusqlite::Connection::open(pair.path("inside/data/wardhook.db")).unwrap();
+    let quarantined: Vec<(String, String)> = conn
+        .prepare("SELECT source, reason FROM quarantine")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        quarantined,
+        [(
+            "lab".to_owned(),
+            "source is not configured on this node (received through the relay)".to_owned()
+        )]
+    );
+    let stored: Vec<String> = conn
+        .prepare("SELECT source FROM deliveries")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        stored,
+        ["demo"],
+        "only the configured source is stored as a delivery"
     );
 }

@@ -46,6 +46,7 @@ mod offline;
 mod purge;
 mod read;
 mod realtime;
+mod relay_buffer;
 mod rotate;
 mod schema;
 #[cfg(test)]
@@ -77,6 +78,7 @@ pub use audit::{verify_audit, NodeChainReport};
 pub use audit_chain::{PgChain, PgRecords};
 pub use maintenance::{PgMaintenance, BACKUP_PROCEDURE};
 pub use mirror::MirrorTask;
+pub use relay_buffer::PgRelayBuffer;
 pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
 
 // The connection settings are plain config (`[storage.postgres]`, checked there).

@@ -160,6 +160,32 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN caller_ref TEXT;
     CREATE INDEX deliveries_caller_ref ON deliveries (caller_ref) WHERE caller_ref IS NOT NULL;
     "#,
+    // v4: the DMZ relay's buffer of sealed deliveries (`store::relay_buffer`), as SQLite keeps
+    // it in the relay's file, plus the size of the sealed data: one row every storing put and
+    // every acknowledgement updates, so the cap holds across relay nodes and the pull cursor
+    // (`seq`, drawn after that row is locked) grows in commit order.
+    r#"
+    CREATE TABLE relay_sealed (
+        seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id           TEXT NOT NULL UNIQUE,       -- relay id (UUID), the seal's associated data
+        received_at  TIMESTAMPTZ NOT NULL,
+        key_id       TEXT NOT NULL,              -- the inside node's public key it is sealed to
+        enc          BYTEA NOT NULL,             -- HPKE encapsulated key
+        ciphertext   BYTEA NOT NULL,             -- HPKE ciphertext the relay cannot open
+        node_id      TEXT NOT NULL               -- the relay node that stored it
+    );
+    CREATE TABLE relay_dedup (
+        dedup_index  TEXT PRIMARY KEY,           -- blind index under the relay's key
+        id           TEXT NOT NULL,
+        received_at  TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX relay_dedup_received ON relay_dedup (received_at);
+    CREATE TABLE relay_size (
+        id    BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+        bytes BIGINT NOT NULL CHECK (bytes >= 0)
+    );
+    INSERT INTO relay_size (id, bytes) VALUES (TRUE, 0);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -160,11 +160,11 @@ async fn a_version_1_database_is_upgraded_with_the_console_tokens_table() {
         return;
     };
     open(&db, "n1").await;
-    // As the release before the console's tokens left it.
+    // As the release before the console's tokens (and the relay buffer) left it.
     db.client()
         .await
         .batch_execute(
-            "DROP TABLE admin_tokens;
+            "DROP TABLE admin_tokens, relay_sealed, relay_dedup, relay_size;
              INSERT INTO store_meta (name, value) VALUES ('kept', 'yes');
              UPDATE wardhook_schema SET version = 1;",
         )

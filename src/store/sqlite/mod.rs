@@ -36,6 +36,7 @@ mod maintenance;
 mod purge;
 pub mod reads;
 pub mod realtime;
+mod relay_buffer;
 pub mod reverify;
 mod rotate;
 mod schema;
@@ -71,6 +72,7 @@ pub use backup::{
 };
 pub use maintenance::SqliteMaintenance;
 pub use purge::{purge_older_than, purge_with_progress, PURGE_CHUNK};
+pub use relay_buffer::SqliteRelayBuffer;
 pub use rotate::rotate_keys;
 pub use schema::SCHEMA_VERSION;
 
