@@ -258,13 +258,6 @@ fn spawn_checkpointer(shared: &Shared) -> Option<(std::sync::mpsc::Sender<()>, A
     }
 }
 
-/// Shortest time between two writes of the mirror thread: under load it writes everything
-/// queued meanwhile in one step (one lock, one directory listing and file open, at most one
-/// fsync'd checkpoint) instead of one step per group commit. Under load this cut the mirror
-/// thread's CPU from about 12 to 5 µs per delivery with no change in ack latency
-/// (docs/BENCHMARKS.md §12); a single delivery on an idle server is mirrored at once.
-const MIRROR_SPACING: Duration = Duration::from_millis(50);
-
 /// Where the writer sends the audit records of each committed batch for the mirror.
 type MirrorQueue = std::sync::mpsc::Sender<Vec<AppendedRecord>>;
 
@@ -286,18 +279,11 @@ fn spawn_mirror(shared: &Shared) -> Option<MirrorQueue> {
     let spawned = std::thread::Builder::new()
         .name("wardhook-mirror".into())
         .spawn(move || {
-            let mut last_write: Option<std::time::Instant> = None;
             // Ends when the writer drops the sender, after writing what it was sent.
             while let Ok(mut records) = queued.recv() {
-                // Under load, one write per `MIRROR_SPACING` with everything queued meanwhile.
-                if let Some(wait) = last_write.and_then(|t| MIRROR_SPACING.checked_sub(t.elapsed()))
-                {
-                    std::thread::sleep(wait);
-                }
                 while let Ok(more) = queued.try_recv() {
                     records.extend(more);
                 }
-                last_write = Some(std::time::Instant::now());
                 // The chain in the database is authoritative; a mirror that falls behind
                 // catches up on its next write.
                 if let Err(e) = mirror.write(&conn, &records) {
