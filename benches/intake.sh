@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Intake benchmark: builds of wardhook (or one build under different settings) measured side by
-# side, rounds interleaved so every variant sees the same background load; prints each run, then
-# the medians and each variant's ratio to the first (docs/BENCHMARKS.md §9).
+# side, rounds interleaved so every variant sees the same background load (each round starting
+# one variant later, so none is always first); prints each run, then the medians and each
+# variant's ratio to the first (docs/BENCHMARKS.md §9), p99/p50 included: with closed-loop
+# connections p99 follows throughput, p99/p50 is the shape of the tail (§12).
 #
 #   benches/intake.sh build OUT            release builds: OUT/stub (--features bench-stub), OUT/real
 #   benches/intake.sh ratio OUT            stub vs real, default config (the issue-17 table)
@@ -31,7 +33,7 @@ PORT=${PORT:-18443}
 REQUESTS=${REQUESTS:-10000000}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 build() {
   local out=$1
@@ -78,7 +80,8 @@ one_run() {
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
     echo "=== $label round $round (load average before: $load; server log: $(wc -l < server.log) lines)"
     grep -v '^summary' load.txt
-    echo "RESULT $label $round $(grep '^summary' load.txt | cut -d' ' -f2-)"
+    echo "RESULT $label $round $(grep '^summary' load.txt | cut -d' ' -f2-)" \
+      "p50_ms=$(sed -n 's/.*ack latency p50 \([0-9.]*\) ms.*/\1/p' load.txt)"
   )
   rm -rf "$dir"
 }
@@ -92,8 +95,11 @@ run() {
   echo "# $(date -u +%FT%TZ) $(nproc) cores, $ROUNDS rounds x ${SECONDS_PER_RUN}s, $CONNECTIONS connections"
   echo "# uptime: $(uptime)"
   local results; results=$(mktemp)
+  local n=${#labels[@]}
   for round in $(seq 1 "$ROUNDS"); do
-    for i in "${!labels[@]}"; do
+    # Each round starts one variant later, so no variant always runs first or last.
+    for k in $(seq 0 $((n - 1))); do
+      local i=$(( (k + round - 1) % n ))
       one_run "${labels[$i]}" "${specs[$i]}" "$round" | tee -a "$results"
     done
   done
@@ -116,7 +122,12 @@ def med(label, key):
     return (statistics.median(vals) if vals else None), vals
 def fmt(x, digits=0):
     return "-" if x is None else f"{x:,.{digits}f}".replace(",", " ")
-keys = [("accepted_per_s", "accepted/s", 0), ("p99_ms", "p99 ack ms", 2),
+for ds in rows.values():
+    for d in ds:
+        if num(d.get("p99_ms", "-")) and num(d.get("p50_ms", "-")):
+            # The tail's shape: with closed-loop connections p99 follows throughput, p99/p50 less so.
+            d["p99_over_p50"] = str(float(d["p99_ms"]) / float(d["p50_ms"]))
+keys = [("accepted_per_s", "accepted/s", 0), ("p99_ms", "p99 ack ms", 2), ("p99_over_p50", "p99/p50", 2),
         ("server_cpu_us", "server CPU µs/delivery", 1), ("writer_cpu_us", "writer CPU µs/delivery", 1)]
 print()
 print("| variant | " + " | ".join(f"{h} (rounds) | median" for _, h, _ in keys) + " | failed |")
@@ -130,8 +141,8 @@ for label in labels:
     print(f"| {label} | " + " | ".join(cells) + f" | {failed} |")
 base = labels[0]
 print()
-print(f"| variant | throughput / {base} | p99 / {base} | server CPU / {base} | writer CPU / {base} |")
-print("|---|---:|---:|---:|---:|")
+print(f"| variant | throughput / {base} | p99 / {base} | p99/p50 / {base} | server CPU / {base} | writer CPU / {base} |")
+print("|---|---:|---:|---:|---:|---:|")
 for label in labels:
     cells = []
     for key, _, _ in keys:
