@@ -12,8 +12,8 @@ use wardhook::certs::DevCa;
 
 use super::audit_forward_rsyslog::{self as rsyslog, seq_of, Rsyslog};
 use super::helpers::{
-    fixture_token, nextphone_signature, wardhook_bin, write_fixture, AppOptions, Fixture, ServerProcess,
-    DEMO_SECRET,
+    fixture_token, nextphone_signature, wardhook_bin, write_fixture, AppOptions, Fixture,
+    ServerProcess, DEMO_SECRET,
 };
 use super::postgres::PgTestDb;
 

@@ -391,7 +391,9 @@ pub async fn post_demo(
 /// token text (printed once, first line).
 pub fn fixture_token(fixture: &Fixture, name: &str, role: &str) -> String {
     let out = Command::new(wardhook_bin())
-        .args(["tokens", "create", "--name", name, "--role", role, "--config"])
+        .args([
+            "tokens", "create", "--name", name, "--role", role, "--config",
+        ])
         .arg(&fixture.config_path)
         .current_dir(fixture.dir.path())
         .output()
