@@ -225,7 +225,7 @@ fn check(
         Some(text) => match super::PhoneCountry::parse(text) {
             Ok(c) => Some(Some(c)),
             Err(e) => {
-                problems.push("storage.phone_country", &e.to_string());
+                problems.push("storage.phone_country", e.to_string());
                 None
             }
         },
