@@ -33,7 +33,7 @@ use crate::secret::MasterKey;
 
 pub use file::HandlerSection;
 pub use source::{OAuthClient, Preset, SchemeOptions, VerifierSpec};
-pub use storage::{is_node_id, PgSettings, PgTls, StorageBackend};
+pub use storage::{is_node_id, BadPhoneCountry, PgSettings, PgTls, PhoneCountry, StorageBackend};
 pub use telemetry::{TracesSection, TracesSettings};
 
 /// The default config location, relative to the working directory.
@@ -97,7 +97,7 @@ pub struct Config {
     /// Size cap of the database in MiB, if any.
     pub storage_max_size_mb: Option<u64>,
     /// `[storage] phone_country`: the calling code of callers' national numbers.
-    pub phone_country: Option<crate::crypto::PhoneCountry>,
+    pub phone_country: Option<PhoneCountry>,
     /// `[storage] backend`: SQLite (the file above) or PostgreSQL with its settings.
     pub storage_backend: StorageBackend,
     /// The master key file's path.

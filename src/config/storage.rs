@@ -286,6 +286,43 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// `[storage] phone_country`, checked. How caller numbers are spelled is
+/// `crate::crypto::phone`'s rule.
+/// A country calling code: 1 to 3 digits, not beginning with 0 (`1`, `44`, `353`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneCountry(String);
+
+/// Why a configured country calling code was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a country calling code is 1 to 3 digits not beginning with 0 (1, 44, 353)")]
+pub struct BadPhoneCountry;
+
+impl PhoneCountry {
+    /// Accept `1`, `+1`, `44`, `+353`.
+    pub fn parse(text: &str) -> Result<Self, BadPhoneCountry> {
+        let digits = text.trim().trim_start_matches('+');
+        let ok = (1..=3).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if ok {
+            Ok(Self(digits.to_owned()))
+        } else {
+            Err(BadPhoneCountry)
+        }
+    }
+
+    /// The code's digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PhoneCountry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "+{}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

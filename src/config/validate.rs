@@ -222,10 +222,10 @@ fn check(
     }
     let phone_country = match file.storage.phone_country.as_deref() {
         None => Some(None),
-        Some(text) => match crate::crypto::PhoneCountry::parse(text) {
+        Some(text) => match super::PhoneCountry::parse(text) {
             Ok(c) => Some(Some(c)),
             Err(e) => {
-                problems.push("storage.phone_country", &e.to_string());
+                problems.push("storage.phone_country", e.to_string());
                 None
             }
         },

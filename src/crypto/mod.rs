@@ -11,6 +11,7 @@ pub mod phone;
 pub use aead::{AeadError, RecordPlace, Sealed};
 pub use data_key::DataKey;
 pub use keyring::Keyring;
-pub use phone::PhoneCountry;
+// The configured calling code is a plain setting; the spelling rule that uses it lives here.
+pub use crate::config::PhoneCountry;
 // The master key is a resolved secret (the config loads it); crypto derives from it.
 pub use crate::secret::{MasterKey, MasterKeyError};

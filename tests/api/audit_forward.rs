@@ -12,8 +12,8 @@ use wardhook::certs::DevCa;
 
 use super::audit_forward_rsyslog::{self as rsyslog, seq_of, Rsyslog};
 use super::helpers::{
-    fixture_token, nextphone_signature, wardhook_bin, write_fixture, AppOptions, Fixture, ServerProcess,
-    DEMO_SECRET,
+    fixture_cli, fixture_token, nextphone_signature, wardhook_bin, write_fixture, AppOptions,
+    Fixture, ServerProcess, DEMO_SECRET,
 };
 use super::postgres::PgTestDb;
 
@@ -506,17 +506,7 @@ fn check_config_reports_unusable_forwarding_tls_material_with_its_key_path() {
     // A real CA: the section is accepted.
     let ca = DevCa::generate().unwrap();
     let fixture = forwarding_fixture("check-config-ok", 6514, &ca.cert_pem(), "atna");
-    let out = Command::new(wardhook_bin())
-        .args(["check-config", "--config"])
-        .arg(&fixture.config_path)
-        .current_dir(fixture.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fixture_cli(&fixture, &["check-config"]);
 }
 
 /// `(seq, node)` of every row the collector stored, in the order it wrote them.

@@ -34,7 +34,7 @@ fn use_client_certificate(fixture: &Fixture, client: &IssuedCert) {
 
 /// The admin listener's `/metrics` text, read with a fresh auditor token.
 async fn metrics(fixture: &Fixture, server: &Server) -> String {
-    let token = fixture_token(&fixture, "fwd", "auditor");
+    let token = fixture_token(fixture, "fwd", "auditor");
     http(fixture)
         .get(format!("https://localhost:{}/metrics", server.admin_port))
         .bearer_auth(&token)

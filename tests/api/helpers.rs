@@ -387,27 +387,36 @@ pub async fn post_demo(
         .await
 }
 
-/// A new console token made with `wardhook tokens create` against the fixture's config: the
-/// token text (printed once, first line).
-pub fn fixture_token(fixture: &Fixture, name: &str, role: &str) -> String {
+/// Run `wardhook <args> --config <fixture's config>` in the fixture's folder; its stdout. Fails
+/// the test, with the command's stderr, if it fails.
+pub fn fixture_cli(fixture: &Fixture, args: &[&str]) -> String {
     let out = Command::new(wardhook_bin())
-        .args(["tokens", "create", "--name", name, "--role", role, "--config"])
+        .args(args)
+        .arg("--config")
         .arg(&fixture.config_path)
         .current_dir(fixture.dir.path())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A new console token made with `wardhook tokens create` against the fixture's config: the
+/// token text (printed once, first line).
+pub fn fixture_token(fixture: &Fixture, name: &str, role: &str) -> String {
+    fixture_cli(
+        fixture,
+        &["tokens", "create", "--name", name, "--role", role],
+    )
+    .lines()
+    .next()
+    .unwrap()
+    .trim()
+    .to_owned()
 }
 
 /// `wardhook audit verify --config <config>` run in `cwd` passes (its output is the failure's).

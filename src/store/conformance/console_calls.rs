@@ -219,9 +219,7 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled(h: Harness) 
     );
 
     // A purged delivery keeps no index of its caller: the number no longer finds it.
-    a.purge(Utc::now(), operator())
-        .await
-        .expect("purge");
+    a.purge(Utc::now(), operator()).await.expect("purge");
     assert_eq!(
         h.count("SELECT COUNT(*) FROM deliveries WHERE caller_ref IS NOT NULL")
             .await,
