@@ -232,11 +232,14 @@ pub(crate) fn completed(who: &Requester, reencrypted: u64) -> AuditEvent<'static
 }
 
 /// Whether `(table, column)` of a schema holds ciphertext that [`SEALED_COLUMNS`] does not
-/// name (the wrapped keys themselves are destroyed, not re-encrypted). For the schema tests.
+/// name (the wrapped keys themselves are destroyed, not re-encrypted; a relay's sealed
+/// records are HPKE ciphertext to the inside node's public key, which the relay's master key
+/// never encrypted). For the schema tests.
 #[cfg(test)]
 pub(crate) fn missed(table: &str, column: &str) -> bool {
     (column.contains("ciphertext") || column.contains("wrapped"))
         && (table, column) != ("data_keys", "wrapped")
+        && (table, column) != ("relay_sealed", "ciphertext")
         && !SEALED_COLUMNS
             .iter()
             .any(|s| s.table == table && s.ciphertext == column)

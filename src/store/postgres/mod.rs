@@ -118,6 +118,9 @@ struct Inner {
     committer: committer::Committer,
     /// This node's JSONL mirror and signed checkpoints, if configured ([`mirror`]).
     mirror: Option<mirror::NodeMirror>,
+    /// The runtime the store was opened on, where every pooled connection is created (see
+    /// [`PgStore::client`]).
+    home: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Inner {
@@ -204,6 +207,7 @@ impl PgStore {
                 healthy: AtomicBool::new(true),
                 committer,
                 mirror: mirror.map(mirror::NodeMirror::new),
+                home: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -241,8 +245,20 @@ impl PgStore {
     }
 
     /// A pooled connection; pool timeouts and connection failures are `Unavailable`.
+    ///
+    /// The pool is asked from a task on the store's own runtime: a connection is driven by a
+    /// task spawned where it is created, and a request handler runs on a listener worker's
+    /// runtime, which ends at a graceful stop — taking every connection it created with it, so
+    /// that the intakes still queued and the stop record would fail on dead connections.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.inner.pool.get().await.map_err(|e| {
+        let pool = self.inner.pool.clone();
+        let got = self
+            .inner
+            .home
+            .spawn(async move { pool.get().await })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's runtime has stopped"))?;
+        got.map_err(|e| {
             let e = error::from_pool(e);
             self.note(&e);
             e
