@@ -160,11 +160,14 @@ async fn a_version_1_database_is_upgraded_with_the_console_tokens_table() {
         return;
     };
     open(&db, "n1").await;
-    // As the release before the console's tokens (and the relay buffer) left it.
+    // As the release before the console's tokens (and the caller-phone index and the relay
+    // buffer) left it.
     db.client()
         .await
         .batch_execute(
             "DROP TABLE admin_tokens, relay_sealed, relay_dedup, relay_size;
+             DROP INDEX deliveries_caller_ref;
+             ALTER TABLE deliveries DROP COLUMN caller_ref;
              INSERT INTO store_meta (name, value) VALUES ('kept', 'yes');
              UPDATE wardhook_schema SET version = 1;",
         )
@@ -909,11 +912,12 @@ async fn a_version_2_database_is_upgraded_with_the_caller_phone_index() {
     .await
     .expect("old delivery");
     drop(store);
-    // As the release before the caller-phone index left it.
+    // As the release before the caller-phone index (and the relay buffer) left it.
     db.client()
         .await
         .batch_execute(
-            "DROP INDEX deliveries_caller_ref;
+            "DROP TABLE relay_sealed, relay_dedup, relay_size;
+             DROP INDEX deliveries_caller_ref;
              ALTER TABLE deliveries DROP COLUMN caller_ref;
              UPDATE wardhook_schema SET version = 2;",
         )
