@@ -571,13 +571,21 @@ async fn a_vendor_5xx_and_a_connection_cut_mid_body_are_retried_and_the_recordin
     let mut failures = Vec::new();
     for row in &rows {
         let delivery = row["delivery_id"].as_str().unwrap();
-        let detail = api_json(
-            &app,
-            &http,
-            &format!("/api/deliveries/{delivery}"),
-            &operator,
-        )
-        .await;
+        // The artifact is listed once its file is recorded; the job is marked done just after.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let detail = loop {
+            let detail = api_json(
+                &app,
+                &http,
+                &format!("/api/deliveries/{delivery}"),
+                &operator,
+            )
+            .await;
+            if detail["jobs"][0]["status"] == "done" || std::time::Instant::now() > deadline {
+                break detail;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let jobs = detail["jobs"].as_array().unwrap();
         assert_eq!(jobs.len(), 1, "{detail}");
         assert_eq!(jobs[0]["status"], "done", "{detail}");
