@@ -50,9 +50,13 @@ pub(super) async fn session(
         Err(SessionState::Expired) => return Err(redirect("/login?expired=1")),
         Err(SessionState::None) => return Err(redirect("/login")),
     };
-    let valid = tokens::still_valid(console.store.console(), &s.principal.token_id)
-        .await
-        .map_err(ApiError::from);
+    // A token session ends with its token; a provider session ends at idle logoff or sign-out.
+    let valid = match s.principal.token_id() {
+        Some(id) => tokens::still_valid(console.store.console(), id)
+            .await
+            .map_err(ApiError::from),
+        None => Ok(true),
+    };
     match valid {
         Ok(true) => {
             let mut s = s;
@@ -108,7 +112,7 @@ pub(super) async fn form_guard(
     let s = session(console, req).await?;
     if !csrf_matches(&s, csrf) {
         let denial = Denial {
-            token_id: Some(s.principal.token_id.clone()),
+            actor: Some(s.principal.actor()),
             remote: api::client_ip(req),
             reason: "csrf_mismatch",
             status: 403,
