@@ -162,7 +162,13 @@ pub struct Oidc {
     settings: OidcSettings,
     http: reqwest::Client,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Sessions started by a verified callback, waiting for the same browser's next, same-site
+    /// request to set their cookie (see `pages/sign_in.rs`), by binding value.
+    handovers: Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// How long a started session waits for its browser to pick up its cookie.
+const HANDOVER_TTL: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Oidc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,7 +202,27 @@ impl Oidc {
             settings,
             http,
             pending: Mutex::default(),
+            handovers: Mutex::default(),
         })
+    }
+
+    /// Keep `session` for the browser holding `binding` until it comes to pick it up.
+    pub fn hand_over(&self, binding: &str, session: String) {
+        let mut map = self.handovers.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, at)| at.elapsed() < HANDOVER_TTL);
+        if map.len() < MAX_PENDING {
+            map.insert(binding.to_owned(), (session, Instant::now()));
+        }
+    }
+
+    /// The session kept for `binding`, once.
+    pub fn take_handover(&self, binding: &str) -> Option<String> {
+        self.handovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(binding)
+            .filter(|(_, at)| at.elapsed() < HANDOVER_TTL)
+            .map(|(s, _)| s)
     }
 
     /// What the sign-in button names the provider.

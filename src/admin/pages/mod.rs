@@ -41,6 +41,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             "/login/oidc/callback",
             web::get().to(sign_in::oidc_callback),
         )
+        .route(
+            "/login/oidc/complete",
+            web::get().to(sign_in::oidc_complete),
+        )
         .route("/", web::get().to(overview::overview))
         .route("/calls", web::get().to(calls::calls_page))
         .route("/calls", web::post().to(calls::calls_search))

@@ -217,6 +217,26 @@ pub(super) struct CallbackQuery {
     error: Option<String>,
 }
 
+/// `GET /login/oidc/complete`: the same browser, now on a same-site navigation, picks up the
+/// session its verified callback started.
+pub(super) async fn oidc_complete(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
+    let id = console
+        .oidc
+        .as_ref()
+        .zip(oidc_binding(&req))
+        .and_then(|(o, b)| o.take_handover(&b));
+    match id {
+        Some(id) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .insert_header(set_cookie(Some(&id)))
+            .insert_header(oidc_cookie(None))
+            .finish(),
+        None => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/login"))
+            .finish(),
+    }
+}
+
 /// `GET /login/oidc/callback`: the provider's answer. A verified user whose groups map to a
 /// role gets a console session; anything else is refused with a page and an audit record.
 pub(super) async fn oidc_callback(
@@ -257,14 +277,14 @@ pub(super) async fn oidc_callback(
                 return api_error_page(&e, None);
             }
             let id = console.sessions.create(principal);
-            // A page rather than a redirect: the session cookie is SameSite=Strict, and a
-            // redirect chain that began at the provider is cross-site, so the browser would not
-            // send it on the next request. A navigation from this page is same-site.
-            HttpResponse::Ok()
-                .content_type("text/html; charset=utf-8")
-                .insert_header(set_cookie(Some(&id)))
-                .insert_header(oidc_cookie(None))
-                .body(signed_in_html())
+            // The session cookie is SameSite=Strict, and this response ends a redirect chain
+            // that passed through the provider: a browser may refuse to set (or later send) a
+            // Strict cookie from it. So the session waits here for this browser's next request,
+            // a same-site navigation from the page below, which sets the cookie.
+            if let Some(b) = binding.as_deref() {
+                oidc.hand_over(b, id);
+            }
+            html(StatusCode::OK, signed_in_html())
         }
         Err(e) => {
             crate::metrics::admin_login_failure();
@@ -307,11 +327,11 @@ pub(super) async fn oidc_callback(
 
 fn signed_in_html() -> String {
     "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-     <meta http-equiv=\"refresh\" content=\"0;url=/\">\
+     <meta http-equiv=\"refresh\" content=\"0;url=/login/oidc/complete\">\
      <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
      <title>Signed in · wardhook</title><link rel=\"stylesheet\" href=\"/assets/style.css\">\
      </head><body><header><span class=\"brand\">wardhook</span></header><main>\
-     <p role=\"status\">Signed in. <a id=\"continue\" href=\"/\">Continue to the console</a>.</p>\
+     <p role=\"status\">Signed in. <a id=\"continue\" href=\"/login/oidc/complete\">Continue to the console</a>.</p>\
      </main></body></html>"
         .to_owned()
 }
