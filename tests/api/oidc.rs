@@ -209,6 +209,9 @@ async fn back_at_console(b: &Browser, app: &ConsoleApp) -> String {
         {
             return page;
         }
+        if url.starts_with(&console) && page.contains("id=\"continue\"") {
+            b.click("#continue").await;
+        }
         if !url.starts_with(&console) && page.contains("name=\"prompt\" value=\"consent\"") {
             b.click("button[type=\"submit\"]").await;
         }

@@ -228,8 +228,9 @@ pub(super) async fn oidc_complete(console: web::Data<Console>, req: HttpRequest)
     match id {
         Some(id) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, "/"))
-            .insert_header(set_cookie(Some(&id)))
-            .insert_header(oidc_cookie(None))
+            // Two cookies: appended, since inserting would replace the first.
+            .append_header(set_cookie(Some(&id)))
+            .append_header(oidc_cookie(None))
             .finish(),
         None => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, "/login"))
@@ -280,7 +281,7 @@ pub(super) async fn oidc_callback(
             // The session cookie is SameSite=Strict, and this response ends a redirect chain
             // that passed through the provider: a browser may refuse to set (or later send) a
             // Strict cookie from it. So the session waits here for this browser's next request,
-            // a same-site navigation from the page below, which sets the cookie.
+            // a same-site navigation the user starts from the page below, which sets the cookie.
             if let Some(b) = binding.as_deref() {
                 oidc.hand_over(b, id);
             }
@@ -327,7 +328,6 @@ pub(super) async fn oidc_callback(
 
 fn signed_in_html() -> String {
     "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-     <meta http-equiv=\"refresh\" content=\"0;url=/login/oidc/complete\">\
      <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
      <title>Signed in · wardhook</title><link rel=\"stylesheet\" href=\"/assets/style.css\">\
      </head><body><header><span class=\"brand\">wardhook</span></header><main>\
