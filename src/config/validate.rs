@@ -233,9 +233,11 @@ fn check(
             None
         }
     };
-    let admin_oidc = file.admin.oidc.as_ref().map(|o| {
-        super::oidc::check(o, base, &mut |p, m| problems.push(p, m)).ok_or(())
-    });
+    let admin_oidc = file
+        .admin
+        .oidc
+        .as_ref()
+        .map(|o| super::oidc::check(o, base, &mut |p, m| problems.push(p, m)).ok_or(()));
     let log = check_log(&file, problems);
     let traces =
         super::telemetry::check_traces(file.traces.as_ref(), base, &mut |p, m| problems.push(p, m));

@@ -16,12 +16,17 @@ pub(super) const COOKIE: &str = "wardhook_session";
 /// The session cookie's value from the `Cookie` header. Hand-parsed: one cookie, no need for
 /// actix's cookie jar feature.
 pub(super) fn session_cookie(req: &HttpRequest) -> Option<String> {
+    cookie_value(req, COOKIE)
+}
+
+/// The value of the cookie `name` from the `Cookie` header.
+pub(super) fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 

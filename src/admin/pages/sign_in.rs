@@ -10,7 +10,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::guard::{session_cookie, set_cookie, CsrfForm};
+use super::guard::{cookie_value, session_cookie, set_cookie, CsrfForm};
 use crate::admin::api;
 use crate::admin::auth::{csrf_matches, Identity, Principal};
 use crate::admin::layout::{api_error_page, esc, html};
@@ -167,13 +167,7 @@ fn oidc_cookie(value: Option<&str>) -> (header::HeaderName, String) {
 }
 
 fn oidc_binding(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == OIDC_COOKIE)
-        .map(|(_, v)| v.to_owned())
+    cookie_value(req, OIDC_COOKIE)
 }
 
 /// `GET /login/oidc`: send the browser to the provider with a fresh `state`, `nonce` and PKCE
