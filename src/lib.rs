@@ -83,7 +83,8 @@
 //! `store::artifacts`; operators read them through `cli::artifacts`, `admin::artifacts`
 //! and `emergency-export --with-artifacts`. Beside
 //! the path: [`admin`] (the operator console on its own listener: API, dashboard — find a call,
-//! bulk actions, per-source and per-handler charts — and `/metrics`),
+//! bulk actions, per-source and per-handler charts, sign-in by token or through the clinic's
+//! OpenID provider — and `/metrics`),
 //! [`alerts`] (built-in alert rules evaluated beside the path: they open, show on every console
 //! page, are acknowledged and resolve themselves, audited and sent to configured notifiers)
 //! and [`metrics`] (counters and histograms the stages update).

@@ -10,7 +10,6 @@ use super::api::guard;
 use super::auth::{Permission, Principal};
 use super::{ApiError, Console};
 use crate::store::alerts::Alert;
-use crate::store::types::Requester;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/alerts", web::get().to(list))
@@ -64,7 +63,7 @@ pub(super) async fn acknowledge_for(
     if !well_formed {
         return Err(ApiError::NotFound);
     }
-    let who = Requester::admin_token(&p.token_id);
+    let who = p.requester();
     match &console.setup.alerts {
         Some(alerts) => alerts.acknowledge(id, who).await.map_err(|e| match e {
             crate::alerts::AlertsError::Store(s) => ApiError::from(s),

@@ -16,7 +16,7 @@ use super::{health, tokens, ApiError, Console, Denial};
 use crate::audit::commands::{parse_time, SearchArgs};
 use crate::store::console::{AuditCheck, BAD_AUDIT_FILTER};
 use crate::store::types::DeadFilter;
-use crate::store::types::{ListFilter, Requester};
+use crate::store::types::ListFilter;
 use crate::store::StoreError;
 
 /// The OpenAPI 3 description of this API, hand-written and embedded.
@@ -64,7 +64,7 @@ pub(super) async fn authenticate_token(
                 console.limiter.succeed(ip);
             }
             Ok(Principal {
-                token_id: info.id,
+                identity: crate::admin::auth::Identity::Token(info.id),
                 name: info.name,
                 role: info.role,
             })
@@ -76,12 +76,12 @@ pub(super) async fn authenticate_token(
             }
             // Name the token only when it is real (revoked or expired): an unknown id is
             // whatever the caller typed.
-            let token_id = match refusal {
+            let actor = match refusal {
                 tokens::Refusal::BadToken => None,
-                _ => id,
+                _ => id.and_then(|i| crate::audit::Actor::admin_token(&i).ok()),
             };
             let denial = Denial {
-                token_id,
+                actor,
                 remote,
                 reason: refusal.code(),
                 status: 401,
@@ -108,7 +108,7 @@ pub(super) async fn authorize(
         return Ok(());
     }
     let denial = Denial {
-        token_id: Some(p.token_id.clone()),
+        actor: Some(p.actor()),
         remote,
         reason: "insufficient_role",
         status: 403,
@@ -154,7 +154,7 @@ async fn openapi() -> HttpResponse {
 async fn whoami(console: web::Data<Console>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let p = guard(&console, &req, Permission::ReadMetadata, ("session", None)).await?;
     Ok(HttpResponse::Ok()
-        .json(json!({ "token_id": p.token_id, "name": p.name, "role": p.role.as_str() })))
+        .json(json!({ "token_id": p.token_id(), "name": p.name, "role": p.role.as_str() })))
 }
 
 /// Query of the list endpoints.
@@ -254,7 +254,7 @@ pub(super) async fn reveal_for(
     p: &Principal,
     id: String,
 ) -> Result<wardhook_sdk::Event, ApiError> {
-    let who = Requester::admin_token(&p.token_id);
+    let who = p.requester();
     Ok(console.store.show_delivery(id, who).await?)
 }
 
@@ -304,7 +304,7 @@ pub(super) async fn replay_for(
     id: String,
     handler: Option<String>,
 ) -> Result<u64, ApiError> {
-    let who = Requester::admin_token(&p.token_id);
+    let who = p.requester();
     let n = console.store.replay(id, handler, who).await?;
     console.dispatcher.waker().notify_waiters();
     Ok(n)
@@ -325,7 +325,7 @@ pub(super) async fn retry_for(
     p: &Principal,
     filter: DeadFilter,
 ) -> Result<u64, ApiError> {
-    let who = Requester::admin_token(&p.token_id);
+    let who = p.requester();
     let n = console.store.retry_dead(filter, who).await?;
     console.dispatcher.waker().notify_waiters();
     Ok(n)

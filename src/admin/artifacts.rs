@@ -88,13 +88,7 @@ async fn api_content(
         ("artifact", None),
     )
     .await?;
-    content(
-        &console,
-        Requester::admin_token(&p.token_id),
-        id,
-        q.download(),
-    )
-    .await
+    content(&console, p.requester(), id, q.download()).await
 }
 
 /// Unseal artifact `id` for `who` (the store writes the `payload_read` record first) and
@@ -187,7 +181,7 @@ async fn page_content(
     };
     if cross_site(&req) {
         let denial = Denial {
-            token_id: Some(s.principal.token_id.clone()),
+            actor: Some(s.principal.actor()),
             remote: api::client_ip(&req),
             reason: "cross_site",
             status: 403,
@@ -202,14 +196,7 @@ async fn page_content(
             "Cross-site request refused.",
         );
     }
-    match content(
-        &console,
-        Requester::admin_token(&s.principal.token_id),
-        id,
-        q.download(),
-    )
-    .await
-    {
+    match content(&console, s.principal.requester(), id, q.download()).await {
         Ok(r) => r,
         Err(e) => api_error_page(&e, Some(&s)),
     }

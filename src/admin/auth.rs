@@ -5,6 +5,8 @@
 //! whose session ends after the configured idle time, and carries a per-session CSRF token
 //! that every state-changing form must echo. Failed sign-ins are counted per client address and
 //! refused for a while past a threshold; each failure is an `access_denied` audit record.
+//! A console user may instead sign in through the clinic's OpenID provider (`oidc`): the
+//! session that follows is the same kind of session, only its identity differs.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,16 +18,55 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use super::Role;
+use crate::audit::Actor;
+use crate::store::Requester;
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// An admin token, by id (audit actor `admin_token:<id>`).
+    Token(String),
+    /// A console user signed in through the clinic's OpenID provider, by their user name there
+    /// (audit actor `oidc:<user>`).
+    Oidc(String),
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// Token id (audit actor `admin_token:<id>`).
-    pub token_id: String,
-    /// Token name, for display.
+    /// Who, and how they signed in.
+    pub identity: Identity,
+    /// Token name or provider user name, for display.
     pub name: String,
     /// Role.
     pub role: Role,
+}
+
+impl Principal {
+    /// The audit actor of everything this caller causes.
+    pub fn actor(&self) -> Actor {
+        match &self.identity {
+            Identity::Token(id) => Actor::admin_token(id),
+            Identity::Oidc(user) => Actor::oidc(user),
+        }
+        .unwrap_or(Actor::System)
+    }
+
+    /// The same caller as the store's requester (its records carry the same actor).
+    pub fn requester(&self) -> Requester {
+        match &self.identity {
+            Identity::Token(id) => Requester::admin_token(id),
+            Identity::Oidc(user) => Requester::oidc(user),
+        }
+    }
+
+    /// The token id, when the caller signed in with a token (revocation ends its sessions).
+    pub fn token_id(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Token(id) => Some(id),
+            Identity::Oidc(_) => None,
+        }
+    }
 }
 
 /// What a caller may be allowed to do.
@@ -219,7 +260,7 @@ mod tests {
     fn sessions_end_after_the_idle_time() {
         let s = Sessions::new(Duration::from_millis(50));
         let p = Principal {
-            token_id: "tk0000000000".into(),
+            identity: Identity::Token("tk0000000000".into()),
             name: "a".into(),
             role: Role::Admin,
         };

@@ -20,7 +20,7 @@ use super::api;
 use super::auth::{Permission, Principal};
 use super::{ApiError, Console};
 use crate::audit::commands::parse_time;
-use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, Outcome};
+use crate::audit::{Action, AuditRecord, Code, DetailKey, Outcome};
 use crate::store::console_bulk::{BulkFilter, BulkKind, BulkMatch, ERROR_CLASSES};
 
 /// Jobs re-queued per batch (one transaction each).
@@ -134,7 +134,7 @@ pub(super) async fn preview(console: &Console, form: &BulkForm) -> Result<BulkMa
 
 /// The one audit record of a bulk action: who, which filter, how many.
 fn bulk_record(p: &Principal, filter: &BulkFilter, count: u64, via: &str) -> AuditRecord {
-    let actor = Actor::admin_token(&p.token_id).unwrap_or(Actor::System);
+    let actor = p.actor();
     let mut r = AuditRecord::new(actor, Action::BulkRequeued, Outcome::Success);
     r.source = filter.source.as_deref().and_then(|s| Code::parse(s).ok());
     if let Some(h) = filter.handler.as_deref().and_then(|h| Code::parse(h).ok()) {

@@ -18,7 +18,7 @@ use super::api::{self, AuditQuery};
 use super::auth::{Permission, Principal};
 use super::{ApiError, Console};
 use crate::audit::commands::parse_time;
-use crate::audit::{Action, Actor, AuditRecord, CallRef, Code, DetailKey, Outcome};
+use crate::audit::{Action, AuditRecord, CallRef, Code, DetailKey, Outcome};
 use crate::store::console_calls::{CallQuery, CallSearch, FoundDelivery, MAX_CALL_PAGE};
 
 /// Results per page when the caller does not say.
@@ -108,7 +108,7 @@ async fn record_search(
     kind: &str,
     count: usize,
 ) -> Result<(), ApiError> {
-    let actor = Actor::admin_token(&p.token_id).unwrap_or(Actor::System);
+    let actor = p.actor();
     let mut r = AuditRecord::new(actor, Action::CallsSearched, Outcome::Success);
     r.call_ref = call_ref.and_then(|c| CallRef::parse(c).ok());
     // Filters are names from config or fixed words; anything else is left out, not recorded.

@@ -117,7 +117,7 @@ pub(super) async fn export_response(
         console,
         args,
         format,
-        actor: Actor::admin_token(&p.token_id).unwrap_or(Actor::System),
+        actor: p.actor(),
         first: Some(first),
         after: None,
         sent: 0,

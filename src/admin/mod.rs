@@ -22,6 +22,8 @@
 //! - `calls`: "find a call" and the call timeline; `bulk`: retry or replay by filter, counted
 //!   first, recorded once, run in batches; `activity` and `timecharts`: the per-source and
 //!   per-handler pages' numbers (24 h and 7 days, from stored data) and their SVG charts.
+//! - [`oidc`]: console sign-in through the clinic's OpenID provider (authorization code with
+//!   PKCE); the pages are `pages/sign_in.rs`, the session that follows is `auth`'s.
 //! - `alerts_api`: `/api/alerts` (list, acknowledge); the page is `pages/alerts.rs` and the
 //!   banner every page shows is drawn by `layout`.
 
@@ -37,6 +39,7 @@ pub mod cli;
 mod export;
 mod health;
 mod layout;
+pub mod oidc;
 mod pages;
 mod timecharts;
 pub mod tokens;
@@ -78,6 +81,9 @@ pub enum AdminError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// `[admin.oidc]` could not be set up (its CA file).
+    #[error("admin.oidc: {0}")]
+    Oidc(#[from] oidc::OidcError),
     /// actix refused the listener.
     #[error("cannot start the admin HTTP server: {0}")]
     Server(std::io::Error),
@@ -111,6 +117,9 @@ pub struct ConsoleSetup {
     /// The alerts' evaluator, for acknowledgements (their notifications); `None` in setups
     /// built without one.
     alerts: Option<Arc<crate::alerts::Alerts>>,
+    /// `[admin.oidc]`: the one secret the console keeps (the client secret, zeroized on drop),
+    /// because signing in through the provider needs it.
+    oidc: Option<crate::config::oidc::OidcSettings>,
 }
 
 /// What of the config the console shows, swapped whole by `wardhook reload`.
@@ -161,6 +170,7 @@ impl ConsoleSetup {
                 config,
             )))),
             alerts: None,
+            oidc: config.admin.oidc.clone(),
         }
     }
 
@@ -192,6 +202,7 @@ impl ConsoleView {
             "admin": {
                 "listen": config.admin_listen.to_string(),
                 "idle_timeout_secs": config.admin.idle_timeout.as_secs(),
+                "oidc_issuer": config.admin.oidc.as_ref().map(|o| o.issuer.clone()),
             },
             "storage": { "path": config.storage_path.display().to_string() },
             "audit": {
@@ -238,6 +249,8 @@ pub(crate) struct Console {
     pub setup: ConsoleSetup,
     pub sessions: auth::Sessions,
     pub limiter: auth::LoginLimiter,
+    /// Sign-in through the clinic's OpenID provider, when configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 /// A bound admin server, not yet running.
@@ -270,7 +283,9 @@ impl AdminServer {
         })?;
         let port = listener.local_addr().map_err(AdminError::Server)?.port();
         let transport = setup.transport.clone();
+        let oidc = setup.oidc.clone().map(oidc::Oidc::new).transpose()?;
         let console = web::Data::new(Console {
+            oidc,
             store,
             dispatcher,
             sessions: auth::Sessions::new(setup.idle_timeout),
@@ -434,7 +449,8 @@ impl From<tokens::TokenError> for ApiError {
 /// A refusal for the audit trail: who (if known), from where, why, with which status.
 #[derive(Debug, Clone)]
 pub(crate) struct Denial {
-    pub token_id: Option<String>,
+    /// Who, when known (a real token, a signed-in user); `system` otherwise.
+    pub actor: Option<Actor>,
     pub remote: Option<IpAddr>,
     pub reason: &'static str,
     pub status: u16,
@@ -452,11 +468,7 @@ impl Console {
 
     /// Record an `access_denied`. A failure to record is logged, never shown to the caller.
     pub(crate) async fn record_denial(&self, d: &Denial) {
-        let actor = d
-            .token_id
-            .as_deref()
-            .and_then(|t| Actor::admin_token(t).ok())
-            .unwrap_or(Actor::System);
+        let actor = d.actor.clone().unwrap_or(Actor::System);
         let mut r = AuditRecord::new(actor, Action::AccessDenied, Outcome::Denied);
         r.remote_addr = d.remote;
         r.delivery_id = d

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Role;
-use crate::audit::{Action, Actor, AuditRecord, Code, DetailKey, ObjectId, Outcome};
+use crate::audit::{Action, AuditRecord, Code, DetailKey, ObjectId, Outcome};
 use crate::store::console::{Console, StoredToken, TokenInsert};
 use crate::store::types::Requester;
 use crate::store::StoreError;
@@ -77,12 +77,7 @@ fn token_record(
     role: Option<&str>,
     who: &Requester,
 ) -> AuditRecord {
-    let actor = if who.via == "admin_api" {
-        Actor::admin_token(&who.user)
-    } else {
-        Actor::cli_user(&who.user)
-    };
-    let mut record = AuditRecord::new(actor.unwrap_or(Actor::System), action, Outcome::Success);
+    let mut record = AuditRecord::new(who.audit_actor(), action, Outcome::Success);
     if let Ok(kind) = Code::parse("admin_token") {
         record.detail.insert(DetailKey::ObjectKind, kind);
     }

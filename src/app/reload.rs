@@ -65,12 +65,46 @@ pub(super) struct RunningShape {
     pub admin_listen: std::net::SocketAddr,
     pub admin_enabled: bool,
     pub admin_client_ca: Option<PathBuf>,
+    /// A fingerprint of `[admin.oidc]` (secret included): the console's sign-in is set up once.
+    pub admin_oidc: Option<[u8; 32]>,
     /// The budget of refused requests per client address, set up once.
     pub rejected_rate_limit: crate::config::RateLimit,
     pub storage_path: PathBuf,
     /// `sqlite` or `postgres`: the backend is opened once, at start-up.
     pub storage_backend: &'static str,
     pub master_key: [u8; 32],
+}
+
+/// SHA-256 over every `[admin.oidc]` setting, so a changed one (the secret too) is reported.
+fn oidc_fingerprint(o: &crate::config::oidc::OidcSettings) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        o.issuer.as_bytes(),
+        o.client_id.as_bytes(),
+        o.client_secret.expose(),
+        o.redirect_url.as_bytes(),
+        o.groups_claim.as_bytes(),
+        o.label.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    for s in &o.scopes {
+        h.update(b"s");
+        h.update((s.len() as u64).to_be_bytes());
+        h.update(s.as_bytes());
+    }
+    for (g, r) in &o.roles {
+        h.update(b"r");
+        h.update((g.len() as u64).to_be_bytes());
+        h.update(g.as_bytes());
+        h.update(r.as_bytes());
+    }
+    if let Some(ca) = &o.ca_file {
+        h.update(ca.as_os_str().as_encoded_bytes());
+    }
+    h.finalize().into()
 }
 
 impl Drop for RunningShape {
@@ -91,6 +125,7 @@ impl RunningShape {
             admin_listen: config.admin_listen,
             admin_enabled: config.admin.enabled,
             admin_client_ca: config.admin.client_ca.clone(),
+            admin_oidc: config.admin.oidc.as_ref().map(oidc_fingerprint),
             rejected_rate_limit: config.server.rejected_rate_limit,
             storage_path: config.storage_path.clone(),
             storage_backend: config.storage_backend.name(),
@@ -171,6 +206,9 @@ impl Reloader {
         }
         if config.admin.client_ca != running.admin_client_ca {
             report.needs_restart.push("admin.client_ca");
+        }
+        if config.admin.oidc.as_ref().map(oidc_fingerprint) != running.admin_oidc {
+            report.needs_restart.push("admin.oidc");
         }
         if config.server.rejected_rate_limit != running.rejected_rate_limit {
             report.needs_restart.push("server.rejected_rate_limit");

@@ -210,6 +210,12 @@ pub enum Actor {
         /// The token id from the config.
         token_id: Code,
     },
+    /// A person signed in to the console through the clinic's OpenID provider, identified by
+    /// their user name there (`preferred_username`, else `sub`).
+    Oidc {
+        /// The provider's user name.
+        user: Code,
+    },
     /// A person running the CLI on the host, identified by their OS user name.
     CliUser {
         /// The OS user name.
@@ -234,6 +240,14 @@ impl Actor {
         })
     }
 
+    /// A console user signed in through OpenID Connect; fails if `user` is not a short
+    /// identifier.
+    pub fn oidc(user: &str) -> Result<Self, AuditError> {
+        Ok(Self::Oidc {
+            user: Code::parse(user)?,
+        })
+    }
+
     /// A CLI-user actor; fails if `user` is not a short identifier.
     pub fn cli_user(user: &str) -> Result<Self, AuditError> {
         Ok(Self::CliUser {
@@ -241,11 +255,13 @@ impl Actor {
         })
     }
 
-    /// The stored text form: `sender:<source>`, `admin_token:<id>`, `cli_user:<user>`, `system`.
+    /// The stored text form: `sender:<source>`, `admin_token:<id>`, `oidc:<user>`,
+    /// `cli_user:<user>`, `system`.
     pub fn to_text(&self) -> String {
         match self {
             Self::Sender { source } => format!("sender:{source}"),
             Self::AdminToken { token_id } => format!("admin_token:{token_id}"),
+            Self::Oidc { user } => format!("oidc:{user}"),
             Self::CliUser { user } => format!("cli_user:{user}"),
             Self::System => "system".to_owned(),
         }
@@ -257,10 +273,11 @@ impl Actor {
             None if s == "system" => Ok(Self::System),
             Some(("sender", id)) => Self::sender(id),
             Some(("admin_token", id)) => Self::admin_token(id),
+            Some(("oidc", id)) => Self::oidc(id),
             Some(("cli_user", id)) => Self::cli_user(id),
             _ => Err(AuditError::InvalidField {
                 field: "actor",
-                rule: "system | sender:ID | admin_token:ID | cli_user:ID",
+                rule: "system | sender:ID | admin_token:ID | oidc:ID | cli_user:ID",
             }),
         }
     }
@@ -378,6 +395,11 @@ string_enum! {
         AlertAcknowledged => "alert_acknowledged",
         /// A console alert resolved itself: its condition no longer holds.
         AlertResolved => "alert_resolved",
+        /// A person signed in to the console through the clinic's OpenID provider (their user
+        /// name is the actor, the mapped role the `result`; nothing else of the ID token).
+        ConsoleSignedIn => "console_signed_in",
+        /// A console session signed in through the OpenID provider was ended by its user.
+        ConsoleSignedOut => "console_signed_out",
     }
 }
 

@@ -242,6 +242,8 @@ pub struct AdminSection {
     /// PEM CA certificates: when set, operators' browsers and scripts must present a client
     /// certificate issued by it (mutual TLS on the admin listener, independent of the senders').
     pub client_ca: Option<PathBuf>,
+    /// `[admin.oidc]`: console sign-in through the clinic's OpenID provider.
+    pub oidc: Option<super::oidc::OidcSection>,
 }
 
 impl Default for AdminSection {
@@ -251,6 +253,7 @@ impl Default for AdminSection {
             enabled: true,
             idle_timeout: default_admin_idle_timeout(),
             client_ca: None,
+            oidc: None,
         }
     }
 }

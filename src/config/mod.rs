@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod artifacts;
 pub mod audit_forward;
 pub mod file;
+pub mod oidc;
 pub mod relay;
 mod source;
 mod storage;
@@ -137,7 +138,7 @@ pub struct Config {
 }
 
 /// `[admin]`, checked (the address is [`Config::admin_listen`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AdminSettings {
     /// Whether the admin listener runs.
     pub enabled: bool,
@@ -145,6 +146,8 @@ pub struct AdminSettings {
     pub idle_timeout: Duration,
     /// CA for operators' client certificates (mutual TLS on the admin listener), if required.
     pub client_ca: Option<PathBuf>,
+    /// Console sign-in through the clinic's OpenID provider, when configured.
+    pub oidc: Option<oidc::OidcSettings>,
 }
 
 /// `[dispatch]`, checked.

@@ -243,6 +243,11 @@ fn check(
             None
         }
     };
+    let admin_oidc = file
+        .admin
+        .oidc
+        .as_ref()
+        .map(|o| super::oidc::check(o, base, &mut |p, m| problems.push(p, m)).ok_or(()));
     let log = check_log(&file, problems);
     let traces =
         super::telemetry::check_traces(file.traces.as_ref(), base, &mut |p, m| problems.push(p, m));
@@ -403,6 +408,7 @@ fn check(
             enabled: file.admin.enabled,
             idle_timeout: admin_idle?,
             client_ca: admin_client_ca,
+            oidc: admin_oidc.transpose().ok()?,
         },
         log: log?,
         sources,

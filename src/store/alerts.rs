@@ -181,8 +181,7 @@ pub(crate) fn transition_record(
     who: Option<&Requester>,
 ) -> AuditRecord {
     let actor = match who {
-        Some(w) if w.via == "admin_api" => Actor::admin_token(&w.user).unwrap_or(Actor::System),
-        Some(w) => Actor::cli_user(&w.user).unwrap_or(Actor::System),
+        Some(w) => w.audit_actor(),
         None => Actor::System,
     };
     let mut record = AuditRecord::new(actor, action, Outcome::Success);

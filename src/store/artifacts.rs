@@ -204,10 +204,7 @@ pub(crate) fn read_record(summary: &ArtifactSummary, reader: &ArtifactReader) ->
     let mut record = base_record(Action::PayloadRead, Outcome::Success, summary);
     match reader {
         ArtifactReader::Person(who) => {
-            record.actor = match who.via {
-                "admin_api" => Actor::admin_token(&who.user).unwrap_or(Actor::System),
-                _ => Actor::cli_user(&who.user).unwrap_or(Actor::System),
-            };
+            record.actor = who.audit_actor();
             if let Ok(via) = Code::parse(who.via) {
                 record.detail.insert(DetailKey::Via, via);
             }

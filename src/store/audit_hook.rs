@@ -23,6 +23,8 @@ pub(crate) enum AuditActor {
     CliUser(String),
     /// An admin API caller, by admin token id.
     AdminToken(String),
+    /// A console user signed in through OpenID Connect, by provider user name.
+    Oidc(String),
 }
 
 /// What happened, in audit-module terms (the action names are the audit module's).
@@ -85,6 +87,7 @@ pub(crate) fn to_record(event: &AuditEvent<'_>) -> AuditRecord {
         AuditActor::Sender(source) => Actor::sender(source).unwrap_or(Actor::System),
         AuditActor::CliUser(user) => Actor::cli_user(user).unwrap_or(Actor::System),
         AuditActor::AdminToken(id) => Actor::admin_token(id).unwrap_or(Actor::System),
+        AuditActor::Oidc(user) => Actor::oidc(user).unwrap_or(Actor::System),
     };
     let action = match event.action {
         AuditAction::DeliveryAccepted => Action::DeliveryAccepted,
@@ -137,13 +140,23 @@ pub(crate) fn to_record(event: &AuditEvent<'_>) -> AuditRecord {
 }
 
 impl Requester {
-    /// Who asked, as the audit actor: `admin_token:<id>` or the CLI user.
+    /// Who asked, as the audit actor: `admin_token:<id>`, `oidc:<user>` or the CLI user.
     pub(crate) fn actor(&self) -> AuditActor {
-        if self.via == "admin_api" {
-            AuditActor::AdminToken(self.user.clone())
-        } else {
-            AuditActor::CliUser(self.user.clone())
+        match self.via {
+            "admin_api" => AuditActor::AdminToken(self.user.clone()),
+            "oidc" => AuditActor::Oidc(self.user.clone()),
+            _ => AuditActor::CliUser(self.user.clone()),
         }
+    }
+
+    /// The same, as the audit record's actor (`system` if the name is not an identifier).
+    pub(crate) fn audit_actor(&self) -> Actor {
+        let actor = match self.via {
+            "admin_api" => Actor::admin_token(&self.user),
+            "oidc" => Actor::oidc(&self.user),
+            _ => Actor::cli_user(&self.user),
+        };
+        actor.unwrap_or(Actor::System)
     }
 }
 

@@ -95,13 +95,6 @@ pub(crate) fn attempt_audit_records(
     records
 }
 
-fn cli_actor(who: &Requester) -> Actor {
-    if who.via == "admin_api" {
-        return Actor::admin_token(&who.user).unwrap_or(Actor::System);
-    }
-    Actor::cli_user(&who.user).unwrap_or(Actor::System)
-}
-
 /// The `retried` audit record of one dead letter put back in the queue by `who`.
 pub(crate) fn retried_record(
     who: &Requester,
@@ -109,7 +102,7 @@ pub(crate) fn retried_record(
     source: &str,
     handler: &str,
 ) -> AuditRecord {
-    let mut audit = AuditRecord::new(cli_actor(who), Action::Retried, Outcome::Success);
+    let mut audit = AuditRecord::new(who.audit_actor(), Action::Retried, Outcome::Success);
     audit.delivery_id = ObjectId::parse(delivery_id).ok();
     audit.source = code(source);
     if let Some(h) = code(handler) {
@@ -130,7 +123,7 @@ pub(crate) fn replayed_record(
     handler: Option<&str>,
     count: u64,
 ) -> AuditRecord {
-    let mut audit = AuditRecord::new(cli_actor(who), Action::Replayed, Outcome::Success);
+    let mut audit = AuditRecord::new(who.audit_actor(), Action::Replayed, Outcome::Success);
     audit.delivery_id = ObjectId::parse(delivery_id).ok();
     audit.source = code(source);
     if let Some(h) = handler.and_then(code) {

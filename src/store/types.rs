@@ -59,12 +59,14 @@ impl Predecessors {
     }
 }
 
-/// Who is asking, for the audit trail: the OS user at the CLI, or an admin token id.
+/// Who is asking, for the audit trail: the OS user at the CLI, an admin token id, or a console
+/// user signed in through OpenID Connect.
 #[derive(Debug, Clone)]
 pub struct Requester {
     /// The OS user name (CLI) — a short identifier.
     pub user: String,
-    /// Which channel served the request: `cli` or `admin_api`.
+    /// Which channel served the request: `cli`, `admin_api` (a token), or `oidc` (a console
+    /// session signed in through the clinic's OpenID provider).
     pub via: &'static str,
 }
 
@@ -94,6 +96,15 @@ impl Requester {
         Self {
             user: token_id.to_owned(),
             via: "admin_api",
+        }
+    }
+
+    /// A console user signed in through OpenID Connect: `user` is their provider user name,
+    /// and the audit actor becomes `oidc:<user>`.
+    pub fn oidc(user: &str) -> Self {
+        Self {
+            user: user.to_owned(),
+            via: "oidc",
         }
     }
 }

@@ -33,6 +33,7 @@ mod maintenance;
 mod multinode;
 mod multinode_audit;
 mod multinode_nodes;
+mod oidc;
 mod operations;
 mod otlp;
 mod outside_numbers;

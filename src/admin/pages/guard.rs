@@ -16,12 +16,17 @@ pub(super) const COOKIE: &str = "wardhook_session";
 /// The session cookie's value from the `Cookie` header. Hand-parsed: one cookie, no need for
 /// actix's cookie jar feature.
 pub(super) fn session_cookie(req: &HttpRequest) -> Option<String> {
+    cookie_value(req, COOKIE)
+}
+
+/// The value of the cookie `name` from the `Cookie` header.
+pub(super) fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 
@@ -50,9 +55,13 @@ pub(super) async fn session(
         Err(SessionState::Expired) => return Err(redirect("/login?expired=1")),
         Err(SessionState::None) => return Err(redirect("/login")),
     };
-    let valid = tokens::still_valid(console.store.console(), &s.principal.token_id)
-        .await
-        .map_err(ApiError::from);
+    // A token session ends with its token; a provider session ends at idle logoff or sign-out.
+    let valid = match s.principal.token_id() {
+        Some(id) => tokens::still_valid(console.store.console(), id)
+            .await
+            .map_err(ApiError::from),
+        None => Ok(true),
+    };
     match valid {
         Ok(true) => {
             let mut s = s;
@@ -108,7 +117,7 @@ pub(super) async fn form_guard(
     let s = session(console, req).await?;
     if !csrf_matches(&s, csrf) {
         let denial = Denial {
-            token_id: Some(s.principal.token_id.clone()),
+            actor: Some(s.principal.actor()),
             remote: api::client_ip(req),
             reason: "csrf_mismatch",
             status: 403,

@@ -36,6 +36,15 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(sign_in::login_page))
         .route("/login", web::post().to(sign_in::login))
         .route("/logout", web::post().to(sign_in::logout))
+        .route("/login/oidc", web::get().to(sign_in::oidc_start))
+        .route(
+            "/login/oidc/callback",
+            web::get().to(sign_in::oidc_callback),
+        )
+        .route(
+            "/login/oidc/complete",
+            web::get().to(sign_in::oidc_complete),
+        )
         .route("/", web::get().to(overview::overview))
         .route("/calls", web::get().to(calls::calls_page))
         .route("/calls", web::post().to(calls::calls_search))

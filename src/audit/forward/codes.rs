@@ -56,7 +56,7 @@ pub(crate) fn event_class(action: &str) -> EventClass {
         "key_rotated" | "config_loaded" | "token_created" | "token_revoked" => {
             (SECURITY_ALERT, "E")
         }
-        "access_denied" => (USER_AUTH, "E"),
+        "access_denied" | "console_signed_in" | "console_signed_out" => (USER_AUTH, "E"),
         "audit_exported" => (AUDIT_LOG_USED, "R"),
         "audit_purged" => (AUDIT_LOG_USED, "D"),
         _ => (APP_ACTIVITY, "E"),
@@ -72,6 +72,8 @@ pub(crate) fn event_type(action: &str) -> Option<(&'static str, &'static str)> {
         "emergency_access" => Some(("110127", "Emergency Override Started")),
         "config_loaded" | "key_rotated" => Some(("110129", "Security Configuration")),
         "token_created" | "token_revoked" => Some(("110137", "User Security Attributes Changed")),
+        "console_signed_in" => Some(("110122", "Login")),
+        "console_signed_out" => Some(("110123", "Logout")),
         _ => None,
     }
 }
@@ -86,12 +88,13 @@ pub(crate) fn outcome_code(outcome: &str) -> &'static str {
     }
 }
 
-/// What kind of participant an actor is (`sender:`, `admin_token:`, `cli_user:`, `system`).
+/// What kind of participant an actor is (`sender:`, `admin_token:`, `oidc:`, `cli_user:`,
+/// `system`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ActorKind {
     /// A configured sender system pushing deliveries.
     Sender,
-    /// A person at the CLI or an admin token.
+    /// A person at the CLI, an admin token, or a console user signed in through OpenID Connect.
     Person,
     /// wardhook itself.
     System,
@@ -101,7 +104,10 @@ pub(crate) enum ActorKind {
 pub(crate) fn actor_kind(actor: &str) -> ActorKind {
     if actor.starts_with("sender:") {
         ActorKind::Sender
-    } else if actor.starts_with("cli_user:") || actor.starts_with("admin_token:") {
+    } else if ["cli_user:", "admin_token:", "oidc:"]
+        .iter()
+        .any(|p| actor.starts_with(p))
+    {
         ActorKind::Person
     } else {
         ActorKind::System

@@ -1,0 +1,404 @@
+//! Console sign-in through the clinic's OpenID provider: the authorization code flow with PKCE
+//! (S256), `state` and `nonce`, by the `openidconnect` crate.
+//!
+//! Why this shape: a clinic already manages its people at its identity provider; signing in
+//! there means leaving staff are locked out when their account is, without anyone revoking a
+//! console token. Everything that decides whether a sign-in is genuine — discovery, the ID
+//! token's signature against the provider's published keys, its issuer, audience, expiry,
+//! issue time and nonce — is the crate's; this module only keeps the per-browser pending state,
+//! picks a user name fit for the audit trail, and maps groups to a console role.
+//!
+//! The pending sign-in (PKCE verifier, `state`, `nonce`) lives in memory, keyed by a random
+//! value in a short-lived cookie of the browser that started it, so a `code` and `state`
+//! carried to another browser sign nobody in. Each is used once and expires after
+//! [`PENDING_TTL`]. The provider is discovered on every sign-in, so a rotated signing key is
+//! picked up at once. HTTP to the provider goes through the project's reqwest (rustls), trusts
+//! `ca_file` besides the public roots, and follows no redirects.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
+    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AccessTokenHash, AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client,
+    ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
+    TokenResponse as _,
+};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::Role;
+use crate::config::oidc::OidcSettings;
+
+/// How long a browser has between leaving for the provider and coming back.
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Pending sign-ins kept at most (older ones are dropped first); bounds memory under a flood of
+/// started-but-never-finished sign-ins.
+const MAX_PENDING: usize = 1000;
+/// Time limit of each request to the provider.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a sign-in through the provider did not succeed. Each has a stable reason code for the
+/// `access_denied` record; the display text is for the log and never holds token content.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// The provider could not be reached or its discovery document was unusable.
+    #[error("the identity provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The sign-in's cookie is missing, unknown or expired (another browser, or too slow).
+    #[error("no sign-in is pending for this browser")]
+    NotPending,
+    /// The `state` that came back is not the one this browser was sent with.
+    #[error("the state parameter does not match")]
+    StateMismatch,
+    /// The provider answered with an error (the user cancelled, the client is not allowed).
+    #[error("the identity provider refused the sign-in")]
+    ProviderRefused,
+    /// The code could not be exchanged for tokens.
+    #[error("the code exchange failed: {0}")]
+    Exchange(String),
+    /// The ID token had expired.
+    #[error("the ID token has expired")]
+    Expired,
+    /// The ID token failed verification (signature, issuer, audience, nonce, issue time).
+    #[error("the ID token is not valid: {0}")]
+    InvalidIdToken(String),
+    /// Neither `preferred_username` nor `sub` is a short identifier the audit trail accepts.
+    #[error("the user name is not an identifier")]
+    UnusableName,
+    /// None of the user's groups maps to a console role.
+    #[error("no console role for this user")]
+    NoRole {
+        /// The user name (for the refusal's audit record).
+        user: String,
+    },
+    /// The HTTP client could not be built (the CA file).
+    #[error("cannot set up the identity provider client: {0}")]
+    Setup(String),
+}
+
+impl OidcError {
+    /// The `reason` of the refusal's audit record.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) | Self::Setup(_) => "oidc_unavailable",
+            Self::NotPending => "oidc_not_pending",
+            Self::StateMismatch => "oidc_state_mismatch",
+            Self::ProviderRefused => "oidc_provider_refused",
+            Self::Exchange(_) => "oidc_exchange_failed",
+            Self::Expired => "oidc_id_token_expired",
+            Self::InvalidIdToken(_) => "oidc_id_token_invalid",
+            Self::UnusableName => "oidc_unusable_name",
+            Self::NoRole { .. } => "oidc_no_role",
+        }
+    }
+}
+
+/// Every claim of the ID token beyond the standard ones, so the configured groups claim can be
+/// read from the verified token.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+struct ExtraClaims {
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AdditionalClaims for ExtraClaims {}
+
+type Fields = IdTokenFields<
+    ExtraClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type Tokens = StandardTokenResponse<Fields, CoreTokenType>;
+type RpClient = Client<
+    ExtraClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    Tokens,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// One browser's sign-in in progress.
+struct Pending {
+    state: String,
+    verifier: PkceCodeVerifier,
+    nonce: Nonce,
+    started: Instant,
+}
+
+/// Who signed in, and as what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// `preferred_username`, else `sub`: a short identifier.
+    pub user: String,
+    /// The role of the first mapping entry the user's groups match.
+    pub role: Role,
+}
+
+/// The relying party: settings, the HTTP client, and the sign-ins in progress.
+pub struct Oidc {
+    settings: OidcSettings,
+    http: reqwest::Client,
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Sessions started by a verified callback, waiting for the same browser's next, same-site
+    /// request to set their cookie (see `pages/sign_in.rs`), by binding value.
+    handovers: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// How long a started session waits for its browser to pick up its cookie.
+const HANDOVER_TTL: Duration = Duration::from_secs(60);
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("issuer", &self.settings.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Oidc {
+    /// The relying party for `settings`: an HTTP client trusting `ca_file` too, following no
+    /// redirects (a redirect could lead the server's requests elsewhere).
+    pub fn new(settings: OidcSettings) -> Result<Self, OidcError> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(PROVIDER_TIMEOUT)
+            .https_only(true);
+        if let Some(ca) = &settings.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| OidcError::Setup(format!("{}: {e}", ca.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| OidcError::Setup(format!("{}: {e}", ca.display())))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| OidcError::Setup(e.to_string()))?;
+        Ok(Self {
+            settings,
+            http,
+            pending: Mutex::default(),
+            handovers: Mutex::default(),
+        })
+    }
+
+    /// Keep `session` for the browser holding `binding` until it comes to pick it up.
+    pub fn hand_over(&self, binding: &str, session: String) {
+        let mut map = self.handovers.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, at)| at.elapsed() < HANDOVER_TTL);
+        if map.len() < MAX_PENDING {
+            map.insert(binding.to_owned(), (session, Instant::now()));
+        }
+    }
+
+    /// The session kept for `binding`, once.
+    pub fn take_handover(&self, binding: &str) -> Option<String> {
+        self.handovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(binding)
+            .filter(|(_, at)| at.elapsed() < HANDOVER_TTL)
+            .map(|(s, _)| s)
+    }
+
+    /// What the sign-in button names the provider.
+    pub fn label(&self) -> &str {
+        &self.settings.label
+    }
+
+    async fn client(&self) -> Result<RpClient, OidcError> {
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|e| OidcError::Unavailable(e.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| OidcError::Unavailable(error_chain(&e)))?;
+        let secret = self
+            .settings
+            .client_secret
+            .expose_str()
+            .ok_or_else(|| OidcError::Setup("the client secret is not UTF-8".into()))?;
+        let redirect = RedirectUrl::new(self.settings.redirect_url.clone())
+            .map_err(|e| OidcError::Setup(e.to_string()))?;
+        Ok(RpClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(secret.to_owned())),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// Begin a sign-in: the browser's binding value (for its cookie) and the provider URL to
+    /// send it to.
+    pub async fn start(&self) -> Result<(String, url::Url), OidcError> {
+        let client = self.client().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.url();
+        let binding = CsrfToken::new_random().secret().clone();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
+        if pending.len() >= MAX_PENDING {
+            if let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(k, _)| k.clone())
+            {
+                pending.remove(&oldest);
+            }
+        }
+        pending.insert(
+            binding.clone(),
+            Pending {
+                state: state.secret().clone(),
+                verifier,
+                nonce,
+                started: Instant::now(),
+            },
+        );
+        Ok((binding, url))
+    }
+
+    /// Finish the sign-in the provider redirected back with. `binding` is the browser's cookie;
+    /// the pending sign-in is consumed whatever the outcome.
+    pub async fn finish(
+        &self,
+        binding: Option<&str>,
+        state: &str,
+        code: Option<&str>,
+    ) -> Result<SignedIn, OidcError> {
+        let pending = binding
+            .and_then(|b| {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(b)
+            })
+            .filter(|p| p.started.elapsed() < PENDING_TTL)
+            .ok_or(OidcError::NotPending)?;
+        if state.is_empty() || !bool::from(pending.state.as_bytes().ct_eq(state.as_bytes())) {
+            return Err(OidcError::StateMismatch);
+        }
+        let code = code.ok_or(OidcError::ProviderRefused)?;
+        let client = self.client().await?;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| OidcError::Exchange(e.to_string()))?
+            .set_pkce_verifier(pending.verifier)
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| OidcError::InvalidIdToken("no ID token in the response".into()))?;
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, &pending.nonce)
+            .map_err(|e| match e {
+                ClaimsVerificationError::Expired(_) => OidcError::Expired,
+                other => OidcError::InvalidIdToken(other.to_string()),
+            })?;
+        if let Some(expected) = claims.access_token_hash() {
+            let alg = id_token
+                .signing_alg()
+                .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+            let key = id_token
+                .signing_key(&verifier)
+                .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+            let actual = AccessTokenHash::from_token(tokens.access_token(), alg, key)
+                .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+            if actual != *expected {
+                return Err(OidcError::InvalidIdToken("at_hash does not match".into()));
+            }
+        }
+        let user = claims
+            .preferred_username()
+            .map(|u| u.as_str())
+            .filter(|u| crate::audit::Code::parse(u).is_ok())
+            .or_else(|| {
+                Some(claims.subject().as_str()).filter(|s| crate::audit::Code::parse(s).is_ok())
+            })
+            .ok_or(OidcError::UnusableName)?
+            .to_owned();
+        let groups = groups_of(
+            claims
+                .additional_claims()
+                .rest
+                .get(&self.settings.groups_claim),
+        );
+        match self.settings.role_for(&groups).and_then(Role::parse) {
+            Some(role) => Ok(SignedIn { user, role }),
+            None => Err(OidcError::NoRole { user }),
+        }
+    }
+}
+
+/// The groups claim as a list: an array of strings, or one string.
+fn groups_of(value: Option<&serde_json::Value>) -> Vec<String> {
+    match value {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An error and its sources on one line, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_come_as_a_list_or_a_single_string() {
+        let list = serde_json::json!(["a", "b", 3]);
+        assert_eq!(groups_of(Some(&list)), vec!["a", "b"]);
+        assert_eq!(groups_of(Some(&serde_json::json!("a"))), vec!["a"]);
+        assert!(groups_of(Some(&serde_json::json!({"a": 1}))).is_empty());
+        assert!(groups_of(None).is_empty());
+    }
+}
