@@ -875,13 +875,7 @@ async fn operators_replay_play_download_export_and_purge_an_artifact_on(db: Db) 
         .await
         .unwrap();
     assert_eq!(login.status(), 303);
-    let session = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let session = set_cookie_pair(&login);
     let page = |path: String| {
         http.get(crate::admin::admin_url(&app, &path))
             .header("cookie", &session)

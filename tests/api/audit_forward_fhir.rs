@@ -49,19 +49,7 @@ fn python() -> Option<String> {
 }
 
 fn cli(app: &TestApp, args: &[&str]) -> Output {
-    let out = Command::new(wardhook_bin())
-        .args(args)
-        .arg("--config")
-        .arg(&app.config_path)
-        .current_dir(app.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    cli_in(&app.config_path, app.dir.path(), args)
 }
 
 /// How many AuditEvents the Bundle at `path` holds, each validated.

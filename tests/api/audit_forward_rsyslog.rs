@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::free_port;
+
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
 /// Whether rsyslogd and its GnuTLS driver are installed. Under CI a missing one is a failure
@@ -60,14 +62,6 @@ pub struct Rsyslog {
     dir: PathBuf,
     /// Its TCP port (kept across restarts).
     pub port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Rsyslog {

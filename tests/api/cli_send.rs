@@ -5,14 +5,6 @@ use std::process::{Command, Stdio};
 
 use crate::helpers::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn app_on_fixed_port() -> TestApp {
     let fixture = write_fixture(&AppOptions::default());
     let text = std::fs::read_to_string(&fixture.config_path).unwrap();

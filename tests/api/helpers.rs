@@ -390,11 +390,18 @@ pub async fn post_demo(
 /// Run `wardhook <args> --config <fixture's config>` in the fixture's folder; its stdout. Fails
 /// the test, with the command's stderr, if it fails.
 pub fn fixture_cli(fixture: &Fixture, args: &[&str]) -> String {
+    let out = cli_in(&fixture.config_path, fixture.dir.path(), args);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run `wardhook <args> --config <config>` in `dir`; its output. Fails the test, with the
+/// command's stderr, if it fails.
+pub fn cli_in(config: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new(wardhook_bin())
         .args(args)
         .arg("--config")
-        .arg(&fixture.config_path)
-        .current_dir(fixture.dir.path())
+        .arg(config)
+        .current_dir(dir)
         .output()
         .unwrap();
     assert!(
@@ -402,7 +409,28 @@ pub fn fixture_cli(fixture: &Fixture, args: &[&str]) -> String {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    out
+}
+
+/// The `name=value` part of a response's (first) `Set-Cookie` header, to send back as `Cookie`.
+pub fn set_cookie_pair(res: &reqwest::Response) -> String {
+    res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A free loopback port: bound and released at once, for a server (or a fixture's redirect
+/// URL) that must know its port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A new console token made with `wardhook tokens create` against the fixture's config: the

@@ -125,15 +125,6 @@ impl Provider {
     }
 }
 
-/// A free loopback port for the console, so the provider can know its redirect URL first.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A console on `db` signing in through a provider whose clock is `offset_secs` off; `None`
 /// when the provider or PostgreSQL is not available (skips).
 async fn console_with_provider(
@@ -336,13 +327,7 @@ async fn a_mapped_user_signs_in_through_the_provider_on(db: Db) {
         "{to_provider}"
     );
     assert!(to_provider.contains("nonce="), "{to_provider}");
-    let cookie = started.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = set_cookie_pair(&started);
     let refused = client
         .get(admin_url(
             &app,

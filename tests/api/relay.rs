@@ -34,15 +34,6 @@ struct Pair {
     relay_pg: Option<crate::postgres::PgTestDb>,
 }
 
-/// A free loopback port (bound and released; the relay binds it with `SO_REUSEADDR`).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The SHA-256 fingerprint of the certificate in the PEM file `path` as an operator reads it:
 /// `openssl x509 -noout -fingerprint -sha256` (`sha256 Fingerprint=AB:CD:…`), turned into the
 /// audit record's form (lowercase hex without colons).
