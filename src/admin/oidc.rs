@@ -343,15 +343,11 @@ impl Oidc {
                 return Err(OidcError::InvalidIdToken("at_hash does not match".into()));
             }
         }
-        let user = claims
-            .preferred_username()
-            .map(|u| u.as_str())
-            .filter(|u| crate::audit::Code::parse(u).is_ok())
-            .or_else(|| {
-                Some(claims.subject().as_str()).filter(|s| crate::audit::Code::parse(s).is_ok())
-            })
-            .ok_or(OidcError::UnusableName)?
-            .to_owned();
+        let user = audit_name(
+            claims.preferred_username().map(|u| u.as_str()),
+            claims.subject().as_str(),
+        )
+        .ok_or(OidcError::UnusableName)?;
         let groups = groups_of(
             claims
                 .additional_claims()
@@ -363,6 +359,29 @@ impl Oidc {
             None => Err(OidcError::NoRole { user }),
         }
     }
+}
+
+/// The name a signed-in user has in the audit trail (`oidc:<name>`): the first of these that is
+/// an identifier the audit log accepts (a letter, then `A-Z a-z 0-9 _ . : -`, at most 64 bytes):
+/// `preferred_username`; for an e-mail-style user name (as Entra ID and Okta send), its part
+/// before the `@` (the log takes no e-mail addresses, and one provider is one organisation);
+/// `sub`; `sub-<sub>` for a subject that begins with a digit or a symbol (Keycloak's UUIDs,
+/// Okta's `00u…`). `None` only for a subject with other characters, or longer than 64 bytes
+/// (60 when it begins with a digit or a symbol).
+fn audit_name(preferred_username: Option<&str>, sub: &str) -> Option<String> {
+    let usable = |name: &str| crate::audit::Actor::oidc(name).is_ok();
+    let local_part = preferred_username
+        .and_then(|u| u.split_once('@'))
+        .map(|(local, _)| local);
+    if let Some(name) = [preferred_username, local_part, Some(sub)]
+        .into_iter()
+        .flatten()
+        .find(|name| usable(name))
+    {
+        return Some(name.to_owned());
+    }
+    let prefixed = format!("sub-{sub}");
+    usable(&prefixed).then_some(prefixed)
 }
 
 /// The groups claim as a list: an array of strings, or one string.
@@ -392,6 +411,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_name_is_the_user_name_its_mailbox_part_or_the_subject() {
+        assert_eq!(audit_name(Some("carol"), "x").as_deref(), Some("carol"));
+        // E-mail-style user names (Entra ID, Okta): the part before the `@`.
+        assert_eq!(
+            audit_name(Some("carol.smith@clinic.example"), "x").as_deref(),
+            Some("carol.smith")
+        );
+        // No usable user name: the subject, prefixed when it does not begin with a letter.
+        assert_eq!(audit_name(None, "abc-123").as_deref(), Some("abc-123"));
+        assert_eq!(
+            audit_name(Some("Carol Smith"), "347ac10b-58cc-4372-a567-0e02b2c3d479").as_deref(),
+            Some("sub-347ac10b-58cc-4372-a567-0e02b2c3d479")
+        );
+        assert_eq!(
+            audit_name(None, "00u1abcd").as_deref(),
+            Some("sub-00u1abcd")
+        );
+        // Nothing the audit log accepts: refused.
+        assert_eq!(audit_name(Some("a b"), "a/b"), None);
+        assert_eq!(audit_name(None, &"a".repeat(100)), None);
+    }
 
     #[test]
     fn groups_come_as_a_list_or_a_single_string() {
