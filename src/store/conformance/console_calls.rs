@@ -4,7 +4,7 @@
 
 use chrono::{Duration as TimeDelta, Utc};
 
-use super::{claim, no_predecessors, ok_attempt, operator, submit, Harness};
+use super::{chained, claim, ok_attempt, operator, submit, Harness};
 use crate::normalize::{Envelope, IntakeInput};
 use crate::store::caller_phone::PhonePointer;
 use crate::store::console_calls::{CallQuery, MAX_CALL_PAGE};
@@ -242,13 +242,13 @@ fn nextphone_without_caller(call_id: &str) -> IntakeInput {
 async fn a_call_is_found_by_the_phone_its_handlers_output_names(h: Harness) {
     let store = h.node("node-a").await;
     let mut accepted = Vec::new();
-    // No caller; a caller of its own; no caller again.
-    for input in [
-        nextphone_without_caller("out-1"),
-        nextphone_from("out-2", "+15551234567"),
-        nextphone_without_caller("out-3"),
+    // No caller (and a second handler after the CRM); a caller of its own; no caller again.
+    for (input, jobs) in [
+        (nextphone_without_caller("out-1"), &["crm", "lookup"][..]),
+        (nextphone_from("out-2", "+15551234567"), &["crm"]),
+        (nextphone_without_caller("out-3"), &["crm"]),
     ] {
-        match submit(&*store, input, &["crm"]).await.expect("intake") {
+        match submit(&*store, input, jobs).await.expect("intake") {
             IntakeOutcome::Accepted { delivery_id } => accepted.push(delivery_id),
             other => panic!("{other:?}"),
         }
@@ -260,14 +260,21 @@ async fn a_call_is_found_by_the_phone_its_handlers_output_names(h: Harness) {
         serde_json::json!({"data": {"contact": {"phone": "(555) 246-8100"}}, "status": 200}),
         serde_json::json!({"data": {"contact": {"phone": 15552468100_u64}}, "status": 200}),
     ];
-    while let Some(job) = claim(&*store, no_predecessors()).await {
+    // The lookup, after the CRM, names another number: the first one named stays.
+    let lookup = serde_json::json!({"data": {"contact": {"phone": "+15557770000"}}});
+    while let Some(job) = claim(&*store, chained("crm", "lookup")).await {
         let i = accepted
             .iter()
             .position(|d| *d == job.delivery_id)
             .expect("one of ours");
-        let mut record = ok_attempt(outputs[i].clone());
+        let output = if job.handler == "lookup" {
+            &lookup
+        } else {
+            &outputs[i]
+        };
+        let mut record = ok_attempt(output.clone());
         if let AttemptResult::Ok { caller_phone, .. } = &mut record.result {
-            *caller_phone = pointer.read(&outputs[i]);
+            *caller_phone = pointer.read(output);
         }
         store
             .finish_attempt(job, record, NextStep::Done)
@@ -285,6 +292,16 @@ async fn a_call_is_found_by_the_phone_its_handlers_output_names(h: Harness) {
         found_by_phone(&*store, "555 123 4567").await,
         vec![accepted[1].clone()],
         "the event's own caller wins"
+    );
+    assert!(
+        found_by_phone(&*store, "+15557770000").await.is_empty(),
+        "the first handler to name a number wins"
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE status = 'done'")
+            .await,
+        4,
+        "every job ran"
     );
     assert_eq!(
         h.count("SELECT COUNT(*) FROM deliveries WHERE caller_ref IS NULL")
