@@ -25,7 +25,8 @@
 //!   │                                  fetched, encrypted as they stream (sealed_file.rs), read
 //!   │
 //! store/                  the `Storage` trait (backend.rs), its vocabulary (types.rs),
-//!   │                     backend-neutral intake preparation (prepare.rs); the `Console` and
+//!   │                     backend-neutral intake preparation (prepare.rs), the caller phone a
+//!   │                     handler's output names (caller_phone.rs); the `Console` and
 //!   │                     `Maintenance` traits (console.rs, maintenance.rs) with what both
 //!   │                     backends share of them (rotation.rs, archive.rs)
 //!   ├── sqlite/           SQLite: one file, a writer thread with group commit

@@ -103,14 +103,14 @@ impl Realtime {
 /// route (`routes[i]…` problems). `serve`, `reload` and `check-config` build through here.
 pub fn build_plan(config: &Config) -> Result<Plan, Vec<Problem>> {
     let mut problems = Vec::new();
-    let handlers = match super::registry::build_handlers(&config.handlers, &config.base) {
+    let built = match super::registry::build_handlers(&config.handlers, &config.base) {
         Ok(h) => h,
         Err(list) => {
             problems.extend(
                 list.into_iter()
                     .map(|(path, message)| Problem { path, message }),
             );
-            Vec::new()
+            super::registry::BuiltHandlers::default()
         }
     };
     let time_zone = config.dispatch.time_zone;
@@ -127,7 +127,9 @@ pub fn build_plan(config: &Config) -> Result<Plan, Vec<Problem>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Plan::new(handlers, routes).with_time_zone(time_zone))
+    Ok(Plan::new(built.handlers, routes)
+        .with_time_zone(time_zone)
+        .with_caller_phones(built.caller_phone_from))
 }
 
 /// A real-time route chosen to answer the sender, with its handlers as built.

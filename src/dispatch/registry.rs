@@ -2,6 +2,7 @@
 //! factory that builds it. Adding a CRM adapter = a crate in `handlers/` plus one line in
 //! [`FACTORIES`] (see `docs/HANDLERS.md`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use wardhook_handler_http::HttpFactory;
 use wardhook_sdk::{build_handler, BuildContext, ConfigProblem, Handler};
 
 use crate::config::HandlerSection;
+use crate::store::caller_phone::PhonePointer;
 
 /// Builds one handler from its settings (the table minus `name`, `kind`, `phi`, `baa`).
 type BuildFn = fn(toml::Table, &BuildContext) -> Result<Arc<dyn Handler>, Vec<ConfigProblem>>;
@@ -46,14 +48,35 @@ pub fn known_kinds() -> Vec<&'static str> {
     FACTORIES.iter().map(|(k, _)| *k).collect()
 }
 
+/// The configured handlers, built, and where each one's output names the caller's phone.
+#[derive(Debug, Default)]
+pub struct BuiltHandlers {
+    /// In config order.
+    pub handlers: Vec<Arc<dyn Handler>>,
+    /// Handler name → its `caller_phone_from` pointer, for handlers that set one.
+    pub caller_phone_from: HashMap<String, PhonePointer>,
+}
+
+/// Take `caller_phone_from` (any kind may set it) out of a handler's settings and check it.
+fn take_caller_phone_from(
+    settings: &mut toml::Table,
+) -> Result<Option<PhonePointer>, ConfigProblem> {
+    let problem = |message: String| ConfigProblem::new("caller_phone_from", message);
+    match settings.remove("caller_phone_from") {
+        None => Ok(None),
+        Some(toml::Value::String(text)) => PhonePointer::parse(&text).map(Some).map_err(problem),
+        Some(_) => Err(problem("must be a string (a JSON pointer)".into())),
+    }
+}
+
 /// Build every configured handler, in config order. Secrets are resolved and templates compiled
 /// (with the minimum-necessary check) here, so `check-config` reports them. On failure, every
 /// problem of every handler, each as (`handlers[3].auth.token`, message).
 pub fn build_handlers(
     sections: &[HandlerSection],
     base_dir: &Path,
-) -> Result<Vec<Arc<dyn Handler>>, Vec<KeyPathProblem>> {
-    let mut handlers = Vec::with_capacity(sections.len());
+) -> Result<BuiltHandlers, Vec<KeyPathProblem>> {
+    let mut built = BuiltHandlers::default();
     let mut problems = Vec::new();
     for (i, section) in sections.iter().enumerate() {
         let prefix = format!("handlers[{i}]");
@@ -68,6 +91,15 @@ pub fn build_handlers(
             }
         };
         let mut settings = section.settings.clone();
+        match take_caller_phone_from(&mut settings) {
+            Ok(Some(pointer)) => {
+                built
+                    .caller_phone_from
+                    .insert(section.name.clone(), pointer);
+            }
+            Ok(None) => {}
+            Err(p) => report(vec![p]),
+        }
         let phi = match super::phi::handler_phi(&mut settings) {
             Ok(level) => level,
             Err(list) => {
@@ -88,12 +120,12 @@ pub fn build_handlers(
         };
         let ctx = BuildContext::new(section.name.clone(), phi, base_dir);
         match build(settings, &ctx) {
-            Ok(handler) => handlers.push(super::phi::guard(handler, phi)),
+            Ok(handler) => built.handlers.push(super::phi::guard(handler, phi)),
             Err(list) => report(list),
         }
     }
     if problems.is_empty() {
-        Ok(handlers)
+        Ok(built)
     } else {
         Err(problems)
     }
@@ -122,6 +154,7 @@ mod tests {
             baa = true
             url = "https://crm.internal/api/leads"
             body = '{"phone": "{{ caller.phone }}"}'
+            caller_phone_from = "/data/contact/phone"
 
             [[handlers]]
             name = "script"
@@ -131,9 +164,16 @@ mod tests {
         );
         let built = build_handlers(&ok, Path::new(".")).expect("builds");
         assert_eq!(
-            built.iter().map(|h| h.name()).collect::<Vec<_>>(),
+            built.handlers.iter().map(|h| h.name()).collect::<Vec<_>>(),
             ["crm", "script"]
         );
+        let pointer = built
+            .caller_phone_from
+            .get("crm")
+            .expect("crm names a phone");
+        let output = serde_json::json!({"data": {"contact": {"phone": "+15550101234"}}});
+        assert!(pointer.read(&output).is_some());
+        assert!(!built.caller_phone_from.contains_key("script"));
 
         let bad = sections(
             r#"
@@ -158,6 +198,12 @@ mod tests {
             kind = "exec"
             phi = "full"
             program = "/bin/true"
+
+            [[handlers]]
+            name = "lookup"
+            kind = "exec"
+            program = "/bin/true"
+            caller_phone_from = "data/phone"
             "#,
         );
         let problems = build_handlers(&bad, Path::new(".")).expect_err("problems");
@@ -168,7 +214,8 @@ mod tests {
                 "handlers[0].auth.token",
                 "handlers[1].body",
                 "handlers[2].kind",
-                "handlers[3].phi"
+                "handlers[3].phi",
+                "handlers[4].caller_phone_from"
             ]
         );
         assert_eq!(

@@ -22,6 +22,7 @@ use wardhook_sdk::{Handler, HandlerError};
 
 use super::plan::RouteRule;
 use crate::config::DispatchSettings;
+use crate::store::caller_phone::{CallerPhone, PhonePointer};
 use crate::store::jobs::{AttemptRecord, AttemptResult, ClaimedJob, NextStep};
 use crate::store::{Predecessors, Storage, StoreError};
 
@@ -85,6 +86,8 @@ pub struct Plan {
     /// The routes' ordering as data for claiming, built once per plan.
     order: Arc<Predecessors>,
     time_zone: wardhook_sdk::template::Tz,
+    /// Handler name → where its output names the caller's phone (`caller_phone_from`).
+    caller_phone_from: HashMap<String, PhonePointer>,
 }
 
 impl Plan {
@@ -98,6 +101,7 @@ impl Plan {
             routes,
             order: Arc::default(),
             time_zone: wardhook_sdk::template::Tz::UTC,
+            caller_phone_from: HashMap::new(),
         };
         plan.order = Arc::new(plan.claim_order());
         plan
@@ -122,6 +126,17 @@ impl Plan {
     pub fn with_time_zone(mut self, time_zone: wardhook_sdk::template::Tz) -> Self {
         self.time_zone = time_zone;
         self
+    }
+
+    /// Where each handler's output names the caller's phone, by handler name.
+    pub fn with_caller_phones(mut self, pointers: HashMap<String, PhonePointer>) -> Self {
+        self.caller_phone_from = pointers;
+        self
+    }
+
+    /// The caller's phone `handler`'s output entry names, if it is configured to name one.
+    pub fn caller_phone(&self, handler: &str, output: &serde_json::Value) -> Option<CallerPhone> {
+        self.caller_phone_from.get(handler)?.read(output)
     }
 
     /// The handler called `name`.
@@ -441,18 +456,23 @@ impl Dispatcher {
         let result = self.run_job(&plan, &job).await;
         let latency = t0.elapsed();
         let (record, retry_after) = match result {
-            Ok(outcome) => (
-                AttemptRecord {
-                    started_at,
-                    latency,
-                    http_status: outcome.status,
-                    destination: outcome.destination.clone(),
-                    result: AttemptResult::Ok {
-                        output: outcome.app_data_entry(),
+            Ok(outcome) => {
+                let output = outcome.app_data_entry();
+                let caller_phone = plan.caller_phone(&job.handler, &output);
+                (
+                    AttemptRecord {
+                        started_at,
+                        latency,
+                        http_status: outcome.status,
+                        destination: outcome.destination.clone(),
+                        result: AttemptResult::Ok {
+                            output,
+                            caller_phone,
+                        },
                     },
-                },
-                None,
-            ),
+                    None,
+                )
+            }
             Err(HandlerError::Retryable {
                 reason,
                 retry_after,

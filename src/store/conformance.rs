@@ -138,11 +138,12 @@ const LEASE: Duration = Duration::from_secs(60);
 
 fn ok_attempt(output: serde_json::Value) -> AttemptRecord {
     AttemptRecord {
-        started_at: Utc::now(),
-        latency: Duration::from_millis(3),
         http_status: Some(200),
         destination: Some("crm.example".into()),
-        result: AttemptResult::Ok { output },
+        ..failed_attempt(AttemptResult::Ok {
+            output,
+            caller_phone: None,
+        })
     }
 }
 

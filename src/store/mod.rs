@@ -8,7 +8,8 @@
 //!   [`payload`] (what is sealed for each stored value), `audit_hook` (the audit records stored
 //!   changes write), `prepare` (intake preparation: blind indexes, period, sealing, audit
 //!   facts), [`jobs`], [`realtime`] and [`reads`] (record formats and audit facts both backends
-//!   share), `rotation` (what `keys rotate` moves, and its statements, for both backends);
+//!   share), [`caller_phone`] (a caller's phone a handler's output names, for its blind
+//!   index), `rotation` (what `keys rotate` moves, and its statements, for both backends);
 //! - [`sqlite`]: the embedded backend (one server, one file, group commit on a writer thread);
 //! - [`postgres`]: the shared backend (several stateless nodes, one database);
 //! - [`open`]: settings → the opened backend (server, operator commands, `doctor`,
@@ -31,6 +32,7 @@ pub mod archive;
 pub mod artifacts;
 mod audit_hook;
 pub mod backend;
+pub mod caller_phone;
 pub mod console;
 pub mod console_bulk;
 pub mod console_calls;

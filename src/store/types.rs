@@ -228,6 +228,9 @@ pub enum AttemptResult {
     Ok {
         /// `{"data": …, "status": …}` for later handlers (stored encrypted).
         output: serde_json::Value,
+        /// The caller's phone the output names (the handler's `caller_phone_from`), indexed
+        /// on the delivery when it has no caller of its own; never stored itself.
+        caller_phone: Option<super::caller_phone::CallerPhone>,
     },
     /// A transient failure.
     Retryable {

@@ -101,7 +101,11 @@ pub async fn console_app_on(
     crm: &str,
     admin_extra: &str,
 ) -> Option<ConsoleApp> {
-    let opts = console_options(source, handler, crm, admin_extra);
+    console_app_with(db, console_options(source, handler, crm, admin_extra)).await
+}
+
+/// An app with `opts` served on `db`; `None` when PostgreSQL tests are skipped.
+pub async fn console_app_with(db: Db, opts: AppOptions) -> Option<ConsoleApp> {
     Some(match db {
         Db::Sqlite => ConsoleApp {
             app: spawn_app_with(opts).await,

@@ -3,15 +3,20 @@
 //! records only for roles that read the audit log, page sizes clamped, and every search and
 //! timeline one `calls_searched` record that never holds the call id itself. A call is also
 //! found by its caller's phone number however it is spelled, and that search is on record
-//! without the number.
+//! without the number; for an event naming no caller, by the number a handler's output names
+//! (`caller_phone_from`).
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
 use wardhook::admin::Role;
 
+use wardhook::dispatch::worker::TaskOutcome;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
 use crate::admin::{
-    admin_url, app_with_a_dead_letter, audit_rows, call, create_token, deliver_from, deliver_to,
-    drain, Db,
+    admin_url, app_with_a_dead_letter, audit_rows, call, console_app_with, console_options,
+    create_token, deliver_from, deliver_to, drain, send_signed, Db,
 };
 use crate::helpers::*;
 
@@ -152,6 +157,17 @@ async fn found_by_phone(app: &TestApp, token: &str, phone: &str) -> Vec<String> 
         .collect()
 }
 
+/// Each of `spellings` finds exactly the delivery `id`.
+async fn each_spelling_finds(app: &TestApp, token: &str, spellings: &[&str], id: &str) {
+    for spelling in spellings {
+        assert_eq!(
+            found_by_phone(app, token, spelling).await,
+            vec![id.to_owned()],
+            "{spelling}"
+        );
+    }
+}
+
 async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled_on(db: Db) {
     let Some((app, _crm, _dead_id)) = app_with_a_dead_letter(db).await else {
         return;
@@ -166,18 +182,13 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled_on(db: Db) {
     let (operator, _) = create_token(&app, "ops", Role::Operator);
     let (auditor, _) = create_token(&app, "aud", Role::Auditor);
 
-    for spelling in [
+    let spellings = [
         "(555) 010-1234",
         "+15550101234",
         "555.010.1234",
         "001 555 010 1234",
-    ] {
-        assert_eq!(
-            found_by_phone(&app, &operator, spelling).await,
-            vec![first.clone()],
-            "{spelling}"
-        );
-    }
+    ];
+    each_spelling_finds(&app, &operator, &spellings, &first).await;
     assert_eq!(
         found_by_phone(&app, &operator, "+1 555 010 9999").await,
         vec![second.clone()]
@@ -270,4 +281,72 @@ crate::on_both_backends! {
     a_call_is_found_by_its_id_and_its_timeline_reads_in_order_on =>
         a_call_is_found_by_its_id_and_its_timeline_reads_in_order,
         a_call_is_found_by_its_id_and_its_timeline_reads_in_order_on_postgres;
+}
+
+/// The fixture's `crm` handler keeps its (real, local) CRM's JSON answer and takes the caller's
+/// phone from it; its request names only the call, so events without a caller go out too.
+pub fn crm_naming_the_caller(crm: &str) -> AppOptions {
+    let mut opts = console_options("demo", "crm", crm, "");
+    let from = r#"body = '{"phone": "{{ caller.phone }}"}'"#;
+    assert!(opts.extra.contains(from), "the fixture's crm body");
+    opts.extra = opts.extra.replacen(
+        from,
+        r#"body = '{"call": "{{ call_id }}"}'
+capture_response = true
+caller_phone_from = "/data/contact/phone""#,
+        1,
+    );
+    opts
+}
+
+/// A CRM on loopback answering every lead with a contact whose phone is `phone`.
+pub async fn crm_answering_with(phone: &str) -> MockServer {
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({ "contact": { "id": "c-77", "phone": phone } })),
+        )
+        .mount(&crm)
+        .await;
+    crm
+}
+
+async fn a_call_is_found_by_the_phone_the_crm_answers_with_on(db: Db) {
+    let crm = crm_answering_with("+1 (555) 010-4321").await;
+    let Some(app) = console_app_with(db, crm_naming_the_caller(&crm.uri())).await else {
+        return;
+    };
+    let body = r#"{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{"call_id":"call-crm-1"}}"#;
+    let (status, v) = send_signed(&app, "demo", body, true).await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["delivery_id"].as_str().unwrap().to_owned();
+    let (_, v) = deliver_from(&app, "demo", "call-crm-2", "+1 555 010 1234").await;
+    let own_caller = v["delivery_id"].as_str().unwrap().to_owned();
+    let (operator, _) = create_token(&app, "ops", Role::Operator);
+    assert!(
+        found_by_phone(&app, &operator, "555 010 4321")
+            .await
+            .is_empty(),
+        "nothing names the number before the CRM answers"
+    );
+
+    assert!(matches!(
+        drain(&app).await[..],
+        [TaskOutcome::Done { .. }, TaskOutcome::Done { .. }]
+    ));
+    // The call without a caller, by the number its CRM answered with.
+    let spellings = ["(555) 010-4321", "+15550104321", "555.010.4321"];
+    each_spelling_finds(&app, &operator, &spellings, &id).await;
+    assert_eq!(
+        found_by_phone(&app, &operator, "(555) 010-1234").await,
+        vec![own_caller],
+        "the event's own caller is kept"
+    );
+}
+
+crate::on_both_backends! {
+    a_call_is_found_by_the_phone_the_crm_answers_with_on =>
+        a_call_is_found_by_the_phone_the_crm_answers_with,
+        a_call_is_found_by_the_phone_the_crm_answers_with_on_postgres;
 }

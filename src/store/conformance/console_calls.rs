@@ -1,17 +1,33 @@
 //! "Find a call" on both backends: the console's search by call id and by caller phone (each
 //! through its blind index), event type, handler, status, source and time, paged, over every
-//! node's deliveries.
+//! node's deliveries; by a caller's phone a handler's output names, too.
 
 use chrono::{Duration as TimeDelta, Utc};
 
-use super::{operator, submit, Harness};
+use super::{chained, claim, ok_attempt, operator, submit, Harness};
 use crate::normalize::{Envelope, IntakeInput};
+use crate::store::caller_phone::PhonePointer;
 use crate::store::console_calls::{CallQuery, MAX_CALL_PAGE};
 use crate::store::sqlite::tests::nextphone;
-use crate::store::IntakeOutcome;
+use crate::store::types::{AttemptResult, NextStep};
+use crate::store::{IntakeOutcome, Storage};
 
 fn ids(found: &crate::store::console_calls::CallSearch) -> Vec<String> {
     found.deliveries.iter().map(|d| d.meta.id.clone()).collect()
+}
+
+/// The ids of the deliveries `store`'s console finds by the caller's `phone`.
+async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
+    let found = store
+        .console()
+        .find_calls(CallQuery {
+            caller_phone: Some(phone.to_owned()),
+            limit: 50,
+            ..CallQuery::default()
+        })
+        .await
+        .expect(phone);
+    ids(&found)
 }
 
 async fn a_call_is_found_by_its_id_and_narrowed_by_every_filter(h: Harness) {
@@ -157,13 +173,6 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled(h: Harness) 
         }
     }
     let console = b.console();
-    let by_phone = |phone: &str| {
-        console.find_calls(CallQuery {
-            caller_phone: Some(phone.to_owned()),
-            limit: 50,
-            ..CallQuery::default()
-        })
-    };
     let mut same_caller = accepted[..2].to_vec();
     same_caller.sort();
     for spelling in [
@@ -172,7 +181,7 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled(h: Harness) 
         "1-555-123-4567",
         "tel:+1.555.123.4567",
     ] {
-        let mut found = ids(&by_phone(spelling).await.expect("by phone"));
+        let mut found = found_by_phone(&*b, spelling).await;
         found.sort();
         assert_eq!(
             found, same_caller,
@@ -180,16 +189,12 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled(h: Harness) 
         );
     }
     assert_eq!(
-        ids(&by_phone("555 999 0000").await.expect("other caller")),
+        found_by_phone(&*b, "555 999 0000").await,
         vec![accepted[2].clone()]
     );
     for nobody in ["+15550000000", "anonymous", "not a number"] {
-        let none = by_phone(nobody).await.expect(nobody);
-        assert!(
-            none.deliveries.is_empty(),
-            "{nobody}: {:?}",
-            none.deliveries
-        );
+        let none = found_by_phone(&*b, nobody).await;
+        assert!(none.is_empty(), "{nobody}: {none:?}");
     }
     // Combined with another filter, both must hold.
     let narrowed = console
@@ -225,14 +230,94 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled(h: Harness) 
             .await,
         0
     );
-    assert!(by_phone("(555) 123-4567")
-        .await
-        .expect("after purge")
-        .deliveries
-        .is_empty());
+    assert!(found_by_phone(&*b, "(555) 123-4567").await.is_empty());
+}
+
+/// A NextPhone event of call `call_id` naming no caller.
+fn nextphone_without_caller(call_id: &str) -> IntakeInput {
+    let body = format!(r#"{{"event":"call.ended","data":{{"call_id":"{call_id}"}}}}"#);
+    IntakeInput::for_test("nextphone", Envelope::NextPhone, body.as_bytes())
+}
+
+async fn a_call_is_found_by_the_phone_its_handlers_output_names(h: Harness) {
+    let store = h.node("node-a").await;
+    let mut accepted = Vec::new();
+    // No caller (and a second handler after the CRM); a caller of its own; no caller again.
+    for (input, jobs) in [
+        (nextphone_without_caller("out-1"), &["crm", "lookup"][..]),
+        (nextphone_from("out-2", "+15551234567"), &["crm"]),
+        (nextphone_without_caller("out-3"), &["crm"]),
+    ] {
+        match submit(&*store, input, jobs).await.expect("intake") {
+            IntakeOutcome::Accepted { delivery_id } => accepted.push(delivery_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The CRM names the same number for the first two; for the third a number, not a string.
+    let pointer = PhonePointer::parse("/data/contact/phone").expect("a pointer");
+    let outputs = [
+        serde_json::json!({"data": {"contact": {"phone": "+1 555 246 8100"}}, "status": 200}),
+        serde_json::json!({"data": {"contact": {"phone": "(555) 246-8100"}}, "status": 200}),
+        serde_json::json!({"data": {"contact": {"phone": 15552468100_u64}}, "status": 200}),
+    ];
+    // The lookup, after the CRM, names another number: the first one named stays.
+    let lookup = serde_json::json!({"data": {"contact": {"phone": "+15557770000"}}});
+    while let Some(job) = claim(&*store, chained("crm", "lookup")).await {
+        let i = accepted
+            .iter()
+            .position(|d| *d == job.delivery_id)
+            .expect("one of ours");
+        let output = if job.handler == "lookup" {
+            &lookup
+        } else {
+            &outputs[i]
+        };
+        let mut record = ok_attempt(output.clone());
+        if let AttemptResult::Ok { caller_phone, .. } = &mut record.result {
+            *caller_phone = pointer.read(output);
+        }
+        store
+            .finish_attempt(job, record, NextStep::Done)
+            .await
+            .expect("finish");
+    }
+    for spelling in ["(555) 246-8100", "+15552468100", "1 555 246 8100"] {
+        assert_eq!(
+            found_by_phone(&*store, spelling).await,
+            vec![accepted[0].clone()],
+            "{spelling}: only the delivery without a caller of its own"
+        );
+    }
+    assert_eq!(
+        found_by_phone(&*store, "555 123 4567").await,
+        vec![accepted[1].clone()],
+        "the event's own caller wins"
+    );
+    assert!(
+        found_by_phone(&*store, "+15557770000").await.is_empty(),
+        "the first handler to name a number wins"
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM jobs WHERE status = 'done'")
+            .await,
+        4,
+        "every job ran"
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM deliveries WHERE caller_ref IS NULL")
+            .await,
+        1,
+        "a value that is not a string indexes nothing"
+    );
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM deliveries WHERE caller_ref LIKE '%2468100%'")
+            .await,
+        0
+    );
 }
 
 both_backends!(
     a_call_is_found_by_its_id_and_narrowed_by_every_filter,
-    a_call_is_found_by_its_callers_phone_however_it_is_spelled
+    a_call_is_found_by_its_callers_phone_however_it_is_spelled,
+    a_call_is_found_by_the_phone_its_handlers_output_names
 );

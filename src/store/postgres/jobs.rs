@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
 use super::{audit, keys, PgStore};
+use crate::store::caller_phone::caller_ref_of;
 use crate::store::jobs::{attempt_audit_records, open_output, output_place};
 use crate::store::prepare::period_of;
 use crate::store::types::{AttemptRecord, AttemptResult, ClaimedJob, NextStep, Predecessors};
@@ -157,7 +158,7 @@ pub(super) async fn finish_attempt(
     let mut client = store.client().await?;
     let now = Utc::now();
     let output = match (&record.result, next) {
-        (AttemptResult::Ok { output }, NextStep::Done) => {
+        (AttemptResult::Ok { output, .. }, NextStep::Done) => {
             let (key_id, key) = keys::key_for_write(store, &mut client, &period_of(now)).await?;
             let bytes = serde_json::to_vec(output)
                 .map_err(|_| StoreError::Corrupt("handler output is not serializable"))?;
@@ -216,6 +217,15 @@ pub(super) async fn finish_attempt(
                     &[&job.delivery_id, &now],
                 )
                 .await?;
+                // The caller's phone the output names, for a delivery without its own caller.
+                if let Some(caller_ref) = caller_ref_of(&record.result, store.keyring()) {
+                    tx.execute(
+                        "UPDATE deliveries SET caller_ref = $2
+                         WHERE id = $1 AND caller_ref IS NULL AND status <> 'purged'",
+                        &[&job.delivery_id, &caller_ref],
+                    )
+                    .await?;
+                }
             }
             n
         }

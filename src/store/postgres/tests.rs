@@ -26,6 +26,7 @@ fn ok() -> AttemptRecord {
         destination: None,
         result: AttemptResult::Ok {
             output: serde_json::json!({}),
+            caller_phone: None,
         },
     }
 }

@@ -19,6 +19,7 @@ use wardhook_sdk::{AppData, Event};
 
 use super::keys::{self, WriteKeyCache};
 use super::Store;
+use crate::store::caller_phone::caller_ref_of;
 use crate::store::jobs::{
     attempt_audit_records, open_output, output_place, replayed_record, retried_record,
 };
@@ -208,7 +209,7 @@ pub fn finish_attempt(
         None => {}
         Some(NextStep::Done) => {
             let (out_key, nonce, ct) = match &record.result {
-                AttemptResult::Ok { output } => {
+                AttemptResult::Ok { output, .. } => {
                     let mut cache = WriteKeyCache::new();
                     let generation = keys::current_generation(&tx)?;
                     let (key_id, key) = keys::key_for_write(
@@ -238,6 +239,14 @@ pub fn finish_attempt(
                  WHERE delivery_id = ?1 AND status = 'waiting'",
                 params![job.delivery_id, now_s],
             )?;
+            // The caller's phone the output names, for a delivery without its own caller.
+            if let Some(caller_ref) = caller_ref_of(&record.result, store.keyring()) {
+                tx.execute(
+                    "UPDATE deliveries SET caller_ref = ?2
+                     WHERE id = ?1 AND caller_ref IS NULL AND status <> 'purged'",
+                    params![job.delivery_id, caller_ref],
+                )?;
+            }
         }
         Some(NextStep::RetryAt(at)) => {
             tx.execute(

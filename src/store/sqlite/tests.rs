@@ -538,6 +538,7 @@ async fn store_one_of_every_sealed_kind(store: &Store) -> (String, String) {
             destination: Some("crm.example".into()),
             result: jobs::AttemptResult::Ok {
                 output: serde_json::json!({"data": {"lead": "Zqx-lead-7"}, "status": 201}),
+                caller_phone: None,
             },
         },
         jobs::NextStep::Done,
