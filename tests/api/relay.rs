@@ -342,16 +342,31 @@ fn spawn_logging_port(mut cmd: Command, cwd: &Path) -> (ServerProcess, u16) {
     );
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    // The lines before the port, to show why a process that ended without one did.
+    let early = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = early.clone();
     std::thread::spawn(move || {
+        let mut told = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 if let Some(port) = v["fields"]["port"].as_u64() {
                     let _ = tx.send(port as u16);
+                    told = true;
                 }
+            }
+            if !told {
+                seen.lock().unwrap().push(line);
             }
         }
     });
-    let port = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|e| {
+            panic!(
+                "no port from {cmd:?} ({e:?}); its output:\n{}",
+                early.lock().unwrap().join("\n")
+            )
+        });
     (child, port)
 }
 
