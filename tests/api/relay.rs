@@ -262,18 +262,29 @@ wait_secs = 1
 
     /// `wardhook relay`, with the senders' port it bound.
     fn start_relay(&self) -> (ServerProcess, u16) {
-        let mut cmd = Command::new(wardhook_bin());
-        cmd.args(["relay", "--config"])
-            .arg(self.path("relay/relay.toml"));
-        spawn_logging_port(cmd, &self.path("relay"))
+        spawn_logging_port(
+            || {
+                let mut cmd = Command::new(wardhook_bin());
+                cmd.args(["relay", "--config"])
+                    .arg(self.path("relay/relay.toml"));
+                cmd
+            },
+            &self.path("relay"),
+        )
     }
 
     /// The inside node's `wardhook serve`.
     fn start_inside(&self) -> ServerProcess {
-        let mut cmd = Command::new(wardhook_bin());
-        cmd.args(["serve", "--config"])
-            .arg(self.path("inside/wardhook.toml"));
-        spawn_logging_port(cmd, &self.path("inside")).0
+        spawn_logging_port(
+            || {
+                let mut cmd = Command::new(wardhook_bin());
+                cmd.args(["serve", "--config"])
+                    .arg(self.path("inside/wardhook.toml"));
+                cmd
+            },
+            &self.path("inside"),
+        )
+        .0
     }
 
     fn http(&self) -> reqwest::Client {
@@ -333,8 +344,27 @@ wait_secs = 1
     }
 }
 
-/// Spawn a wardhook process whose JSON log names its port; return it with the port.
-fn spawn_logging_port(mut cmd: Command, cwd: &Path) -> (ServerProcess, u16) {
+/// Spawn a wardhook process whose JSON log names its port; return it with the port. The pull
+/// port is chosen before the process starts, so another test's connection may hold it for a
+/// moment: a process that ends before naming its port is started again (twice at most), its
+/// output shown.
+fn spawn_logging_port(make: impl Fn() -> Command, cwd: &Path) -> (ServerProcess, u16) {
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        match try_spawn_logging_port(make(), cwd) {
+            Ok(started) => return started,
+            Err(output) => {
+                eprintln!("start attempt {attempt} ended early:\n{output}");
+                last = output;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    panic!("the process ended before naming its port three times; last output:\n{last}")
+}
+
+/// One start: the process and its port, or (when it ended first) the lines it wrote.
+fn try_spawn_logging_port(mut cmd: Command, cwd: &Path) -> Result<(ServerProcess, u16), String> {
     let mut child = ServerProcess::spawn(
         cmd.current_dir(cwd)
             .stderr(Stdio::piped())
@@ -359,15 +389,16 @@ fn spawn_logging_port(mut cmd: Command, cwd: &Path) -> (ServerProcess, u16) {
             }
         }
     });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|e| {
-            panic!(
-                "no port from {cmd:?} ({e:?}); its output:\n{}",
-                early.lock().unwrap().join("\n")
-            )
-        });
-    (child, port)
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(port) => Ok((child, port)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(early.lock().unwrap().join("\n"))
+        }
+        Err(e) => panic!(
+            "no port from {cmd:?} ({e:?}); its output:\n{}",
+            early.lock().unwrap().join("\n")
+        ),
+    }
 }
 
 fn call_body(call: &str) -> String {
