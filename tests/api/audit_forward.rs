@@ -129,8 +129,29 @@ pub(super) async fn deliver(fixture: &Fixture, server: &Server, n: usize) {
     );
 }
 
-/// The newest sequence number in the JSONL mirror (the chain's head once mirrored).
+/// The newest sequence number in the JSONL mirror (the chain's head once mirrored). The mirror
+/// is written by its own thread just after the senders are answered, so this waits until the
+/// mirror holds a delivery's record and its head has not moved for half a second.
 pub(super) fn mirrored_head(fixture: &Fixture) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = (read_mirror_head(fixture), std::time::Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read_mirror_head(fixture);
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        } else if now.1 && last.1.elapsed() >= Duration::from_millis(500) {
+            return now.0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mirror did not settle with a delivery's record"
+        );
+    }
+}
+
+/// The newest mirrored sequence number, and whether a `delivery_accepted` record is mirrored.
+fn read_mirror_head(fixture: &Fixture) -> (u64, bool) {
     let dir = fixture.dir.path().join("data/audit");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -145,9 +166,10 @@ pub(super) fn mirrored_head(fixture: &Fixture) -> u64 {
     files.sort();
     let text = std::fs::read_to_string(files.last().expect("a mirror file")).unwrap();
     let last = text.lines().last().expect("a mirrored record");
-    serde_json::from_str::<serde_json::Value>(last).unwrap()["seq"]
+    let seq = serde_json::from_str::<serde_json::Value>(last).unwrap()["seq"]
         .as_u64()
-        .unwrap()
+        .unwrap();
+    (seq, text.contains("\"delivery_accepted\""))
 }
 
 pub(super) async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
