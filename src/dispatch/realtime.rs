@@ -73,7 +73,7 @@ impl Realtime {
         event: &Event,
         budget: Duration,
         time_zone: Tz,
-    ) -> Reply {
+    ) -> Answer {
         let deadline = Instant::now() + budget;
         let work = async {
             let cache_key = match &self.cache {
@@ -109,28 +109,50 @@ impl Realtime {
                 }
             };
             let vars = Vars::new(event, &app_data, Utc::now(), time_zone);
-            self.respond.render(&vars).map_err(|e| e.to_string())
+            let body = self.respond.render(&vars).map_err(|e| e.to_string())?;
+            Ok::<_, String>((body, app_data))
         };
         match tokio::time::timeout(budget, work).await {
-            Ok(Ok(body)) => Reply {
-                status: self.status,
-                content_type: self.content_type.clone(),
-                body,
-                fallback: false,
+            Ok(Ok((body, outputs))) => Answer {
+                reply: Reply {
+                    status: self.status,
+                    content_type: self.content_type.clone(),
+                    body,
+                    fallback: false,
+                },
+                outputs: Some(outputs),
             },
             Ok(Err(reason)) => {
                 tracing::warn!(reason = %reason, "real-time route fell back");
-                self.fallback_reply()
+                self.fallback_answer()
             }
             Err(_) => {
                 tracing::warn!(
                     budget_ms = budget.as_millis() as u64,
                     "real-time route missed its deadline; fallback sent"
                 );
-                self.fallback_reply()
+                self.fallback_answer()
             }
         }
     }
+
+    fn fallback_answer(&self) -> Answer {
+        Answer {
+            reply: self.fallback_reply(),
+            outputs: None,
+        }
+    }
+}
+
+/// What a real-time route's run gave: the reply for the sender and, when it was computed, the
+/// handlers' output entries by handler name (fresh or from the lookup cache), from which a
+/// handler's `caller_phone_from` can index the call under the caller's number.
+#[derive(Debug)]
+pub struct Answer {
+    /// The reply to send.
+    pub reply: Reply,
+    /// The handlers' outputs; `None` for a fallback.
+    pub outputs: Option<AppData>,
 }
 
 /// One cache entry: expiry, nonce and sealed outputs.
@@ -303,10 +325,11 @@ mod tests {
         };
         let handlers: Vec<Arc<dyn Handler>> = vec![Arc::new(Panicking)];
         let started = Instant::now();
-        let reply = route
+        let answer = route
             .answer(&handlers, &event, Duration::from_secs(2), Tz::UTC)
             .await;
-        assert_eq!(reply, route.fallback_reply());
+        assert_eq!(answer.reply, route.fallback_reply());
+        assert!(answer.outputs.is_none(), "a fallback names no outputs");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -22,6 +22,7 @@ use super::rejections::Tally;
 use super::{AppState, SourceRuntime};
 use crate::dispatch::plan::{RealtimeRoute, Routing};
 use crate::dispatch::realtime::Reply;
+use crate::dispatch::worker::Plan;
 use crate::normalize::DedupKey;
 use crate::normalize::{normalize, IntakeInput, NormalizeError, Normalized};
 use crate::store::{IntakeOutcome, JobSpec};
@@ -81,7 +82,7 @@ pub(super) async fn receive_hook(
             let res = answer_realtime(
                 &state,
                 route,
-                plan.time_zone(),
+                &plan,
                 normalized.into_event(),
                 source,
                 &outcome,
@@ -325,7 +326,7 @@ fn reject(state: &AppState, source: &str, rejection: &Rejection, client: IpAddr)
 async fn answer_realtime(
     state: &AppState,
     route: RealtimeRoute,
-    time_zone: wardhook_sdk::template::Tz,
+    plan: &Plan,
     mut event: Event,
     source: String,
     outcome: &IntakeOutcome,
@@ -349,14 +350,23 @@ async fn answer_realtime(
         .deadline
         .saturating_sub(started.elapsed())
         .saturating_sub(margin);
-    let reply = if let Some(handlers) = &route.handlers {
-        rt.answer(handlers, &event, budget, time_zone).await
+    let (reply, caller_phone) = if let Some(handlers) = &route.handlers {
+        let answer = rt.answer(handlers, &event, budget, plan.time_zone()).await;
+        // The first of the route's handlers whose output names the caller's number.
+        let caller_phone = answer.outputs.as_ref().and_then(|outputs| {
+            handlers.iter().find_map(|h| {
+                outputs
+                    .get(h.name())
+                    .and_then(|output| plan.caller_phone(h.name(), output))
+            })
+        });
+        (answer.reply, caller_phone)
     } else {
         tracing::warn!(
             source = %source,
             "real-time route names a handler that is not configured; fallback sent"
         );
-        rt.fallback_reply()
+        (rt.fallback_reply(), None)
     };
     drop(event);
     let elapsed = started.elapsed();
@@ -365,7 +375,11 @@ async fn answer_realtime(
     let stored = reply.clone();
     let id = delivery_id.clone();
     let latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-    let record = async move { store.record_reply(id, source, stored, latency_ms).await };
+    let record = async move {
+        store
+            .record_reply(id, source, stored, latency_ms, caller_phone)
+            .await
+    };
     // The reply is owed on time; storing it may not push the answer past the deadline.
     let remaining = rt.deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(remaining.max(Duration::from_millis(5)), record).await {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use wardhook_sdk::{AppData, Event};
 
+use super::caller_phone::CallerPhone;
 use super::types::{
     AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, DeliverySummary,
     IntakeOutcome, JobSpec, ListFilter, NextStep, PurgeProgress, PurgeReport, QuarantineEntry,
@@ -107,13 +108,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn queue_stats(&self) -> StoreFuture<'_, (u64, Option<Duration>)>;
 
     /// Keep the reply a real-time route gave for `delivery_id` (the first one wins), with its
-    /// audit record, so a retry gets the same answer.
+    /// audit record, so a retry gets the same answer. `caller_phone`, a number the route's
+    /// handlers' outputs named, indexes the delivery for "find a call" in the same transaction
+    /// when the event named no caller of its own.
     fn record_reply(
         &self,
         delivery_id: String,
         source: String,
         reply: Reply,
         latency_ms: i64,
+        caller_phone: Option<CallerPhone>,
     ) -> StoreFuture<'_, ()>;
 
     /// The reply stored for `delivery_id`, if any.

@@ -350,3 +350,48 @@ crate::on_both_backends! {
         a_call_is_found_by_the_phone_the_crm_answers_with,
         a_call_is_found_by_the_phone_the_crm_answers_with_on_postgres;
 }
+
+/// A real-time route whose CRM lookup names the caller's phone: the reply is computed on the
+/// call, and the call is found by that number, though the event named no caller.
+async fn a_call_is_found_by_the_phone_a_real_time_lookup_answers_with_on(db: Db) {
+    let crm = crm_answering_with("+1 (555) 010-4321").await;
+    let mut opts = crm_naming_the_caller(&crm.uri());
+    let route = "handlers = [\"crm\"]\n";
+    assert!(opts.extra.contains(route), "the fixture's route");
+    opts.extra = opts.extra.replacen(
+        route,
+        r#"handlers = ["crm"]
+mode = "realtime"
+baa = true
+deadline_ms = 3000
+respond = '{"delivery": "{{ delivery_id }}", "contact": "{{ app_data.crm.data.contact.id }}"}'
+fallback = '{"delivery": "none"}'
+"#,
+        1,
+    );
+    let Some(app) = console_app_with(db, opts).await else {
+        return;
+    };
+    let body = r#"{"event":"call.ended","timestamp":"2026-11-22T10:00:00Z","data":{"call_id":"call-rt-1"}}"#;
+    let (status, reply) = send_signed(&app, "demo", body, true).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["contact"], "c-77", "a computed reply: {reply}");
+    let id = reply["delivery"].as_str().unwrap().to_owned();
+    let (operator, _) = create_token(&app, "ops", Role::Operator);
+    each_spelling_finds(&app, &operator, &["(555) 010-4321", "+15550104321"], &id).await;
+    // A retry of the same request gets the stored reply and indexes nothing else.
+    let (status, again) = send_signed(&app, "demo", body, true).await;
+    assert_eq!((status, &again), (200, &reply));
+    assert!(
+        found_by_phone(&app, &operator, "(555) 010-1234")
+            .await
+            .is_empty(),
+        "no other number is indexed"
+    );
+}
+
+crate::on_both_backends! {
+    a_call_is_found_by_the_phone_a_real_time_lookup_answers_with_on =>
+        a_call_is_found_by_the_phone_a_real_time_lookup_answers_with,
+        a_call_is_found_by_the_phone_a_real_time_lookup_answers_with_on_postgres;
+}

@@ -1,12 +1,12 @@
 //! "Find a call" on both backends: the console's search by call id and by caller phone (each
 //! through its blind index), event type, handler, status, source and time, paged, over every
-//! node's deliveries; by a caller's phone a handler's output names, too.
+//! node's deliveries; by a caller's phone a handler's output names, too (a job's or a real-time reply's).
 
 use chrono::{Duration as TimeDelta, Utc};
 
 use super::{chained, claim, ok_attempt, operator, submit, Harness};
 use crate::normalize::{Envelope, IntakeInput};
-use crate::store::caller_phone::PhonePointer;
+use crate::store::caller_phone::{CallerPhone, PhonePointer};
 use crate::store::console_calls::{CallQuery, MAX_CALL_PAGE};
 use crate::store::sqlite::tests::nextphone;
 use crate::store::types::{AttemptResult, NextStep};
@@ -233,6 +233,28 @@ async fn a_call_is_found_by_its_callers_phone_however_it_is_spelled(h: Harness) 
     assert!(found_by_phone(&*b, "(555) 123-4567").await.is_empty());
 }
 
+/// Of `accepted` — no caller, a caller of its own (+15551234567), a third — only the first is
+/// found by +15552468100 (named for the first two), however spelled; the second by its own
+/// number; and nothing by +15557770000, named after another number was.
+async fn assert_indexed_by_the_first_number_named(store: &dyn Storage, accepted: &[String]) {
+    for spelling in ["(555) 246-8100", "+15552468100", "1 555 246 8100"] {
+        assert_eq!(
+            found_by_phone(store, spelling).await,
+            vec![accepted[0].clone()],
+            "{spelling}: only the delivery without a caller of its own"
+        );
+    }
+    assert_eq!(
+        found_by_phone(store, "555 123 4567").await,
+        vec![accepted[1].clone()],
+        "the event's own caller wins"
+    );
+    assert!(
+        found_by_phone(store, "+15557770000").await.is_empty(),
+        "the first number named wins"
+    );
+}
+
 /// A NextPhone event of call `call_id` naming no caller.
 fn nextphone_without_caller(call_id: &str) -> IntakeInput {
     let body = format!(r#"{{"event":"call.ended","data":{{"call_id":"{call_id}"}}}}"#);
@@ -281,22 +303,7 @@ async fn a_call_is_found_by_the_phone_its_handlers_output_names(h: Harness) {
             .await
             .expect("finish");
     }
-    for spelling in ["(555) 246-8100", "+15552468100", "1 555 246 8100"] {
-        assert_eq!(
-            found_by_phone(&*store, spelling).await,
-            vec![accepted[0].clone()],
-            "{spelling}: only the delivery without a caller of its own"
-        );
-    }
-    assert_eq!(
-        found_by_phone(&*store, "555 123 4567").await,
-        vec![accepted[1].clone()],
-        "the event's own caller wins"
-    );
-    assert!(
-        found_by_phone(&*store, "+15557770000").await.is_empty(),
-        "the first handler to name a number wins"
-    );
+    assert_indexed_by_the_first_number_named(&*store, &accepted).await;
     assert_eq!(
         h.count("SELECT COUNT(*) FROM jobs WHERE status = 'done'")
             .await,
@@ -316,8 +323,56 @@ async fn a_call_is_found_by_the_phone_its_handlers_output_names(h: Harness) {
     );
 }
 
+/// A computed real-time reply for `store`'s delivery `id`, naming `phone` as the number its
+/// handlers' outputs gave.
+async fn reply_naming(store: &dyn Storage, id: &str, phone: Option<&str>) {
+    let reply = crate::store::Reply {
+        status: 200,
+        content_type: "application/json".into(),
+        body: r#"{"greeting":"hello"}"#.into(),
+        fallback: false,
+    };
+    store
+        .record_reply(
+            id.to_owned(),
+            "nextphone".into(),
+            reply,
+            3,
+            phone.map(CallerPhone::new),
+        )
+        .await
+        .expect("reply");
+}
+
+async fn a_call_is_found_by_the_phone_its_real_time_reply_named(h: Harness) {
+    let store = h.node("node-a").await;
+    let mut accepted = Vec::new();
+    for input in [
+        nextphone_without_caller("rt-1"),
+        nextphone_from("rt-2", "+15551234567"),
+        nextphone_without_caller("rt-3"),
+    ] {
+        match submit(&*store, input, &[]).await.expect("intake") {
+            IntakeOutcome::Accepted { delivery_id } => accepted.push(delivery_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    reply_naming(&*store, &accepted[0], Some("+1 555 246 8100")).await;
+    reply_naming(&*store, &accepted[1], Some("(555) 246-8100")).await;
+    reply_naming(&*store, &accepted[2], None).await;
+    // A retried request's reply is not stored again, and names nothing new.
+    reply_naming(&*store, &accepted[2], Some("+15557770000")).await;
+    assert_indexed_by_the_first_number_named(&*store, &accepted).await;
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM deliveries WHERE caller_ref IS NULL")
+            .await,
+        1
+    );
+}
+
 both_backends!(
     a_call_is_found_by_its_id_and_narrowed_by_every_filter,
     a_call_is_found_by_its_callers_phone_however_it_is_spelled,
-    a_call_is_found_by_the_phone_its_handlers_output_names
+    a_call_is_found_by_the_phone_its_handlers_output_names,
+    a_call_is_found_by_the_phone_its_real_time_reply_named
 );

@@ -64,6 +64,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use wardhook_sdk::{AppData, Event};
 
 use super::backend::{Storage, StoreFuture};
+use super::caller_phone::CallerPhone;
 use super::types::{
     AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, DeliverySummary,
     IntakeOutcome, JobSpec, ListFilter, NextStep, Predecessors, PurgeReport, QuarantineEntry,
@@ -454,10 +455,18 @@ impl Storage for PgStore {
         source: String,
         reply: Reply,
         latency_ms: i64,
+        caller_phone: Option<CallerPhone>,
     ) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let stored =
-                realtime::record_reply(self, &delivery_id, &source, &reply, latency_ms).await;
+            let stored = realtime::record_reply(
+                self,
+                &delivery_id,
+                &source,
+                &reply,
+                latency_ms,
+                caller_phone,
+            )
+            .await;
             self.track(stored)
         })
     }

@@ -5,6 +5,7 @@
 use chrono::Utc;
 
 use super::{audit, keys, PgStore};
+use crate::store::caller_phone::CallerPhone;
 use crate::store::prepare::period_of;
 use crate::store::realtime::{open_reply, place, replied_record, REPLY_HANDLER};
 use crate::store::types::Reply;
@@ -19,6 +20,7 @@ pub(super) async fn record_reply(
     source: &str,
     reply: &Reply,
     latency_ms: i64,
+    caller_phone: Option<CallerPhone>,
 ) -> Result<(), StoreError> {
     let plain = crate::store::realtime::plaintext(reply)?;
     let now = Utc::now();
@@ -43,6 +45,16 @@ pub(super) async fn record_reply(
         )
         .await?;
     if inserted > 0 {
+        if let Some(caller_ref) = caller_phone.and_then(|p| store.keyring().caller_ref(p.expose()))
+        {
+            // The event's own caller, indexed at intake, wins.
+            tx.execute(
+                "UPDATE deliveries SET caller_ref = $2
+                 WHERE id = $1 AND caller_ref IS NULL AND status <> 'purged'",
+                &[&delivery_id, &caller_ref],
+            )
+            .await?;
+        }
         let record = replied_record(
             delivery_id,
             source,

@@ -9,6 +9,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::keys::{self, WriteKeyCache};
 use super::Store;
+use crate::store::caller_phone::CallerPhone;
 use crate::store::payload::db_time;
 use crate::store::realtime::{open_reply, place, replied_record, REPLY_HANDLER};
 use crate::store::types::Reply;
@@ -22,6 +23,7 @@ pub async fn record_reply(
     source: &str,
     reply: &Reply,
     latency_ms: i64,
+    caller_phone: Option<CallerPhone>,
 ) -> Result<(), StoreError> {
     let plain = crate::store::realtime::plaintext(reply)?;
     let (delivery_id, source) = (delivery_id.to_owned(), source.to_owned());
@@ -50,6 +52,17 @@ pub async fn record_reply(
             )?;
             if inserted == 0 {
                 return Ok(None);
+            }
+            if let Some(caller_ref) = caller_phone
+                .as_ref()
+                .and_then(|p| keyring.caller_ref(p.expose()))
+            {
+                // The event's own caller, indexed at intake, wins.
+                tx.execute(
+                    "UPDATE deliveries SET caller_ref = ?2
+                     WHERE id = ?1 AND caller_ref IS NULL AND status <> 'purged'",
+                    params![delivery_id, caller_ref],
+                )?;
             }
             Ok(Some(replied_record(
                 &delivery_id,

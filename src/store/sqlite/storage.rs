@@ -10,6 +10,7 @@ use super::Store;
 use crate::audit::AuditRecord;
 use crate::normalize::{IntakeInput, NormalizeError, Normalized};
 use crate::store::backend::{Storage, StoreFuture};
+use crate::store::caller_phone::CallerPhone;
 use crate::store::types::{
     AttemptRecord, AttemptSummary, ClaimedJob, DeadFilter, DeadLetter, DeliverySummary,
     IntakeOutcome, JobSpec, ListFilter, NextStep, Predecessors, PurgeProgress, PurgeReport,
@@ -120,9 +121,18 @@ impl Storage for Store {
         source: String,
         reply: Reply,
         latency_ms: i64,
+        caller_phone: Option<CallerPhone>,
     ) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            super::realtime::record_reply(self, &delivery_id, &source, &reply, latency_ms).await
+            super::realtime::record_reply(
+                self,
+                &delivery_id,
+                &source,
+                &reply,
+                latency_ms,
+                caller_phone,
+            )
+            .await
         })
     }
 

@@ -555,6 +555,7 @@ async fn store_one_of_every_sealed_kind(store: &Store) -> (String, String) {
             fallback: false,
         },
         4,
+        None,
     )
     .await
     .expect("reply");
