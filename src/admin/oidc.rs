@@ -118,6 +118,22 @@ impl OidcError {
     }
 }
 
+impl OidcError {
+    /// Whether this refusal counts against the client's address in the console's failed
+    /// sign-in limiter: everything a caller without a genuine sign-in can cause — a callback
+    /// without this browser's pending sign-in, a wrong `state`, a refused or forged code, an ID
+    /// token that fails verification, the provider's own refusal. Not an unreachable provider
+    /// (nobody's failure), and not a user the provider authenticated whom the console turns
+    /// away (no role, an unusable name): that is a real person refused by policy, not a guess,
+    /// and counting it would lock every colleague behind the same address out of the console.
+    pub fn counts_as_failed_sign_in(&self) -> bool {
+        !matches!(
+            self,
+            Self::Unavailable(_) | Self::Setup(_) | Self::NoRole { .. } | Self::UnusableName
+        )
+    }
+}
+
 /// Every claim of the ID token beyond the standard ones, so the configured groups claim can be
 /// read from the verified token.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -357,6 +373,17 @@ impl Oidc {
         Ok((binding, url))
     }
 
+    /// Drop the pending sign-in of `binding` unfinished (the provider answered with an error,
+    /// or the address is refused for now), so its `state` cannot be used later.
+    pub fn abandon(&self, binding: Option<&str>) {
+        if let Some(b) = binding {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(b);
+        }
+    }
+
     /// Finish the sign-in the provider redirected back with. `binding` is the browser's cookie;
     /// the pending sign-in is consumed whatever the outcome.
     pub async fn finish(
@@ -501,6 +528,30 @@ mod tests {
         // Nothing the audit log accepts: refused.
         assert_eq!(audit_name(Some("a b"), "a/b"), None);
         assert_eq!(audit_name(None, &"a".repeat(100)), None);
+    }
+
+    #[test]
+    fn forged_or_failed_callbacks_count_and_refusals_of_real_users_do_not() {
+        for e in [
+            OidcError::NotPending,
+            OidcError::StateMismatch,
+            OidcError::ProviderRefused,
+            OidcError::Exchange("x".into()),
+            OidcError::Expired,
+            OidcError::InvalidIdToken("x".into()),
+        ] {
+            assert!(e.counts_as_failed_sign_in(), "{e}");
+        }
+        for e in [
+            OidcError::Unavailable("x".into()),
+            OidcError::Setup("x".into()),
+            OidcError::UnusableName,
+            OidcError::NoRole {
+                user: "dave".into(),
+            },
+        ] {
+            assert!(!e.counts_as_failed_sign_in(), "{e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! refused; a `state` that is not the browser's is refused; an ID token that has already
 //! expired (the provider's clock set back) is refused. A flood of sign-in starts discovers the
 //! provider once (the provider counts the discovery documents it serves), and against an
-//! unreachable provider makes one attempt, then none until the back-off has passed. Without Node
+//! unreachable provider makes one attempt, then none until the back-off has passed. Refused
+//! callbacks count as failed sign-ins of their address (a user refused for having no role does
+//! not), and a refused address gets "too many" on the start, the callback and the token sign-in
+//! alike, without a request to the provider. Without Node
 //! or the package the tests say so and pass — except under `CI`, where that is a failure.
 #![allow(clippy::unwrap_used)]
 
@@ -497,7 +500,123 @@ roles = [{{ group = "wardhook-admins", role = "admin" }}]
     assert_eq!(attempts_now(), 2, "one more attempt after the back-off");
 }
 
+/// Start a sign-in with `client`: the browser binding's cookie and the `state` sent along.
+async fn started_sign_in(client: &reqwest::Client, app: &ConsoleApp) -> (String, String) {
+    let started = client
+        .get(admin_url(app, "/login/oidc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 303);
+    let location = url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("a state");
+    (set_cookie_pair(&started), state)
+}
+
+/// `GET /login/oidc/callback?<query>` with `cookie`, if any: the status and the page.
+async fn callback(
+    client: &reqwest::Client,
+    app: &ConsoleApp,
+    cookie: Option<&str>,
+    query: &str,
+) -> (u16, String) {
+    let mut req = client.get(admin_url(app, &format!("/login/oidc/callback?{query}")));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn refused_callbacks_count_as_failed_sign_ins_on(db: Db) {
+    use wardhook::admin::auth::MAX_LOGIN_FAILURES;
+    let Some((app, provider, _crm)) = console_with_provider(db, 0, "15m").await else {
+        return;
+    };
+    let client = console_client(&app);
+    // Refused callbacks, one short of the limit: no sign-in pending in this browser, a wrong
+    // state, the provider's refusal.
+    let (cookie, _) = started_sign_in(&client, &app).await;
+    let refusals = [
+        (None, "code=made-up&state=made-up"),
+        (Some(cookie.as_str()), "code=made-up&state=not-the-state"),
+        (None, "error=access_denied&state=x"),
+        (None, "state=x"),
+    ];
+    assert_eq!(refusals.len() as u32, MAX_LOGIN_FAILURES - 1);
+    for (cookie, query) in refusals {
+        let (status, page) = callback(&client, &app, cookie, query).await;
+        assert_eq!(status, 401, "{query}: {page}");
+    }
+    // A user the provider signed in whose groups map to no role is refused, not counted: the
+    // next made-up callback is still only the limit's last failure.
+    let Some(mut b) = Browser::open().await else {
+        return;
+    };
+    b.backend = db;
+    let page = sign_in_at_provider(&b, &app, "dave").await;
+    assert!(page.contains("none of your groups"), "{page}");
+    b.close().await;
+    let (pending, state) = started_sign_in(&client, &app).await;
+    let (status, _) = callback(&client, &app, None, "code=made-up&state=made-up").await;
+    assert_eq!(status, 401, "dave's refusal was not counted");
+
+    // Now the address is refused for a while: on the start, on the callback (even one that
+    // carries a genuine pending sign-in and its state, which would otherwise reach the
+    // provider) and on the token sign-in alike, with no request to the provider.
+    let discoveries = provider.discoveries().await;
+    let (status, page) = get_page(&client, &app, "/login/oidc").await;
+    assert_eq!(status, 429);
+    assert!(
+        page.contains("Too many failed sign-ins. Try again in"),
+        "{page}"
+    );
+    let query = format!("code=x&state={state}");
+    let (status, page) = callback(&client, &app, Some(&pending), &query).await;
+    assert_eq!(
+        (status, page.contains("Too many failed sign-ins")),
+        (429, true)
+    );
+    let token_form = client
+        .post(admin_url(&app, "/login"))
+        .form(&[("token", "wardhook_tk000000000000_nothing")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token_form.status(), 429);
+    assert!(token_form.headers().contains_key("retry-after"));
+    let page = token_form.text().await.unwrap();
+    assert!(
+        page.contains("Too many failed sign-ins. Try again in"),
+        "{page}"
+    );
+    assert_eq!(
+        provider.discoveries().await,
+        discoveries,
+        "nothing asked of the provider"
+    );
+    let denied = audit_rows(&app, "access_denied").await;
+    for reason in [
+        "oidc_not_pending",
+        "oidc_state_mismatch",
+        "oidc_provider_refused",
+        "oidc_no_role",
+    ] {
+        assert!(
+            denied.iter().any(|r| detail(r)["reason"] == reason),
+            "{reason}: {denied:?}"
+        );
+    }
+}
+
 crate::on_both_backends! {
+    refused_callbacks_count_as_failed_sign_ins_on =>
+        refused_callbacks_count_as_failed_sign_ins,
+        refused_callbacks_count_as_failed_sign_ins_on_postgres;
     a_flood_of_sign_in_starts_discovers_the_provider_once_on =>
         a_flood_of_sign_in_starts_discovers_the_provider_once,
         a_flood_of_sign_in_starts_discovers_the_provider_once_on_postgres;
