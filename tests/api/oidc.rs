@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wiremock::MockServer;
 
-use crate::admin::{admin_url, audit_rows, console_options, ConsoleApp, Db};
+use crate::admin::{admin_url, audit_rows, console_client, console_options, ConsoleApp, Db};
 use crate::browser::Browser;
 use crate::helpers::*;
 use crate::postgres::PgTestDb;
@@ -142,15 +142,6 @@ impl Provider {
         let text = client.get(url).send().await.unwrap().text().await.unwrap();
         text.trim().parse().expect("a count")
     }
-}
-
-/// A client of the console that trusts its CA and shows redirects instead of following them.
-fn console_client(app: &ConsoleApp) -> reqwest::Client {
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(app.ca_pem.as_bytes()).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// `GET path` on the console: the status and the page.

@@ -2,7 +2,7 @@
 //! clinic's OpenID provider) and sign-out.
 //!
 //! A provider sign-in ends in the same kind of session as a token's: same cookie, idle logoff,
-//! CSRF token and role checks; only its identity (`oidc:<user>`) differs. Its success, its
+//! lifetime, CSRF token and role checks; only its identity (`oidc:<user>`) differs. Its success, its
 //! refusals and its sign-out are audit records naming the user and role, nothing else of the
 //! ID token.
 
@@ -48,12 +48,8 @@ fn login_html(console: &Console, note: Option<(&str, &str)>) -> String {
             )
         })
         .unwrap_or_default();
-    let idle = console.sessions.idle().as_secs();
-    let idle_text = if idle >= 60 && idle % 60 == 0 {
-        format!("{} minutes", idle / 60)
-    } else {
-        format!("{idle} seconds")
-    };
+    let idle_text = spoken(console.sessions.idle());
+    let lifetime_text = spoken(console.sessions.lifetime());
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -65,18 +61,34 @@ fn login_html(console: &Console, note: Option<(&str, &str)>) -> String {
           placeholder=\"wardhook_tk…\">\
          <button type=\"submit\" id=\"sign-in\">Sign in</button>\
          <p class=\"muted\">Create a token on the host with <code>wardhook tokens create</code>. \
-         Sessions end after {idle_text} without activity.</p></form></main></body></html>"
+         Sessions end after {idle_text} without activity, and {lifetime_text} after signing in.\
+         </p></form></main></body></html>"
     )
+}
+
+/// A duration as a person says it: "12 hours", "15 minutes", "1 second".
+fn spoken(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = match secs {
+        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 pub(super) async fn login_page(
     console: web::Data<Console>,
     q: web::Query<LoginQuery>,
 ) -> HttpResponse {
-    let note = q
-        .expired
-        .as_ref()
-        .map(|_| ("warn", "You were signed out after a period of inactivity."));
+    let lifetime_note = format!(
+        "Your session reached its limit of {} and ended. Sign in again.",
+        spoken(console.sessions.lifetime())
+    );
+    let note = q.expired.as_deref().map(|why| match why {
+        "lifetime" => ("warn", lifetime_note.as_str()),
+        _ => ("warn", "You were signed out after a period of inactivity."),
+    });
     html(StatusCode::OK, login_html(&console, note))
 }
 
