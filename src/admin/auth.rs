@@ -2,7 +2,9 @@
 //!
 //! Two ways in, one identity: the API takes `Authorization: Bearer <token>` on every call; the
 //! dashboard exchanges a token once for a session cookie (HttpOnly, Secure, SameSite=Strict)
-//! whose session ends after the configured idle time, and carries a per-session CSRF token
+//! whose session ends after the configured idle time — and, however busy, at the end of its
+//! configured lifetime, so a stolen or forgotten session cannot be kept alive for ever by
+//! activity (its own or an attacker's) — and carries a per-session CSRF token
 //! that every state-changing form must echo. Failed sign-ins are counted per client address and
 //! refused for a while past a threshold; each failure is an `access_denied` audit record.
 //! A console user may instead sign in through the clinic's OpenID provider (`oidc`): the
@@ -106,6 +108,7 @@ pub struct Session {
     pub principal: Principal,
     /// Echoed by every state-changing form.
     pub csrf: String,
+    started: Instant,
     last_seen: Instant,
     /// The unresolved console alerts, read when the session's request was let in; every
     /// page's banner shows them.
@@ -117,6 +120,7 @@ pub struct Session {
 #[derive(Debug)]
 pub struct Sessions {
     idle: Duration,
+    lifetime: Duration,
     map: Mutex<HashMap<String, Session>>,
 }
 
@@ -127,6 +131,8 @@ pub enum SessionState {
     None,
     /// It ended after the idle time.
     Expired,
+    /// It reached its lifetime, however busy it was.
+    LifetimeOver,
 }
 
 fn random_token(bytes: usize) -> String {
@@ -136,10 +142,11 @@ fn random_token(bytes: usize) -> String {
 }
 
 impl Sessions {
-    /// Sessions ending after `idle` without a request.
-    pub fn new(idle: Duration) -> Self {
+    /// Sessions ending after `idle` without a request, and `lifetime` after they began.
+    pub fn new(idle: Duration, lifetime: Duration) -> Self {
         Self {
             idle,
+            lifetime,
             map: Mutex::default(),
         }
     }
@@ -149,36 +156,49 @@ impl Sessions {
         self.idle
     }
 
+    /// The absolute lifetime.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Why `s` is over now, if it is.
+    fn over(&self, s: &Session) -> Option<SessionState> {
+        if s.last_seen.elapsed() >= self.idle {
+            Some(SessionState::Expired)
+        } else if s.started.elapsed() >= self.lifetime {
+            Some(SessionState::LifetimeOver)
+        } else {
+            None
+        }
+    }
+
     /// Start a session; returns its cookie value.
     pub fn create(&self, principal: Principal) -> String {
         let id = random_token(32);
+        let now = Instant::now();
         let session = Session {
             principal,
             csrf: random_token(24),
-            last_seen: Instant::now(),
+            started: now,
+            last_seen: now,
             alerts: Vec::new(),
         };
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = self.idle;
-        map.retain(|_, s| s.last_seen.elapsed() < idle);
+        map.retain(|_, s| self.over(s).is_none());
         map.insert(id.clone(), session);
         id
     }
 
-    /// The session for `cookie`, touched (its idle clock restarts).
+    /// The session for `cookie`, touched (its idle clock restarts; its lifetime does not).
     pub fn touch(&self, cookie: &str) -> Result<Session, SessionState> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(cookie) {
-            None => Err(SessionState::None),
-            Some(s) if s.last_seen.elapsed() >= self.idle => {
-                map.remove(cookie);
-                Err(SessionState::Expired)
-            }
-            Some(s) => {
-                s.last_seen = Instant::now();
-                Ok(s.clone())
-            }
+        let s = map.get_mut(cookie).ok_or(SessionState::None)?;
+        if let Some(over) = self.over(s) {
+            map.remove(cookie);
+            return Err(over);
         }
+        s.last_seen = Instant::now();
+        Ok(s.clone())
     }
 
     /// End a session.
@@ -256,19 +276,45 @@ mod tests {
         assert!(!Role::Operator.allows(Permission::ReadAudit));
     }
 
-    #[test]
-    fn sessions_end_after_the_idle_time() {
-        let s = Sessions::new(Duration::from_millis(50));
-        let p = Principal {
-            identity: Identity::Token("tk0000000000".into()),
+    fn principal(identity: Identity) -> Principal {
+        Principal {
+            identity,
             name: "a".into(),
             role: Role::Admin,
-        };
-        let id = s.create(p);
+        }
+    }
+
+    #[test]
+    fn sessions_end_after_the_idle_time() {
+        let s = Sessions::new(Duration::from_millis(50), Duration::from_secs(3600));
+        let id = s.create(principal(Identity::Token("tk0000000000".into())));
         assert!(s.touch(&id).is_ok());
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(s.touch(&id).err(), Some(SessionState::Expired));
         assert_eq!(s.touch(&id).err(), Some(SessionState::None));
+    }
+
+    #[test]
+    fn a_busy_session_ends_at_its_lifetime_whatever_its_identity() {
+        let lifetime = Duration::from_millis(300);
+        let s = Sessions::new(Duration::from_millis(100), lifetime);
+        let token = s.create(principal(Identity::Token("tk0000000000".into())));
+        let oidc = s.create(principal(Identity::Oidc("carol".into())));
+        let began = Instant::now();
+        // Used every 20 ms: never idle, yet over once the lifetime has passed.
+        while began.elapsed() + Duration::from_millis(40) < lifetime {
+            assert!(s.touch(&token).is_ok());
+            assert!(s.touch(&oidc).is_ok());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        for id in [&token, &oidc] {
+            assert_eq!(s.touch(id).err(), Some(SessionState::LifetimeOver));
+            assert_eq!(s.touch(id).err(), Some(SessionState::None), "removed");
+        }
+        // A new sign-in starts a new lifetime.
+        let again = s.create(principal(Identity::Oidc("carol".into())));
+        assert!(s.touch(&again).is_ok());
     }
 
     #[test]

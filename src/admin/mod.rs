@@ -12,7 +12,8 @@
 //! every refusal is an `access_denied` record.
 //!
 //! - [`tokens`]: admin tokens (hash only, roles, expiry, revocation); [`cli`]: `wardhook tokens`.
-//! - `auth`: bearer tokens, dashboard sessions with idle logoff and CSRF, failed sign-in limits.
+//! - `auth`: bearer tokens, dashboard sessions with idle logoff, an absolute lifetime and CSRF,
+//!   failed sign-in limits.
 //! - `api`: the JSON API (`/api/...`, described by `/api/openapi.json`) and `/metrics`.
 //! - `pages`: the dashboard, one file per page (no CDN, no scripts); `layout`: the frame and
 //!   helpers they share (escaping, badges, error pages, the embedded CSS); `charts`: inline SVG.
@@ -106,6 +107,7 @@ pub struct ConsoleSetup {
     listen: SocketAddr,
     enabled: bool,
     idle_timeout: std::time::Duration,
+    session_lifetime: std::time::Duration,
     transport: Transport,
     /// `admin.client_ca` as configured, kept apart from `transport` so that a transport without
     /// TLS cannot lose it unnoticed.
@@ -153,6 +155,7 @@ impl ConsoleSetup {
             listen: config.admin_listen,
             enabled: config.admin.enabled,
             idle_timeout: config.admin.idle_timeout,
+            session_lifetime: config.admin.session_lifetime,
             // The admin listener presents the server's certificate; whether operators must
             // present one is its own setting, not the senders'.
             transport: match &config.server.transport {
@@ -202,6 +205,7 @@ impl ConsoleView {
             "admin": {
                 "listen": config.admin_listen.to_string(),
                 "idle_timeout_secs": config.admin.idle_timeout.as_secs(),
+                "session_lifetime_secs": config.admin.session_lifetime.as_secs(),
                 "oidc_issuer": config.admin.oidc.as_ref().map(|o| o.issuer.clone()),
             },
             "storage": { "path": config.storage_path.display().to_string() },
@@ -288,7 +292,7 @@ impl AdminServer {
             oidc,
             store,
             dispatcher,
-            sessions: auth::Sessions::new(setup.idle_timeout),
+            sessions: auth::Sessions::new(setup.idle_timeout, setup.session_lifetime),
             limiter: auth::LoginLimiter::default(),
             setup,
         });

@@ -11,9 +11,17 @@
 //! The pending sign-in (PKCE verifier, `state`, `nonce`) lives in memory, keyed by a random
 //! value in a short-lived cookie of the browser that started it, so a `code` and `state`
 //! carried to another browser sign nobody in. Each is used once and expires after
-//! [`PENDING_TTL`]. The provider is discovered on every sign-in, so a rotated signing key is
-//! picked up at once. HTTP to the provider goes through the project's reqwest (rustls), trusts
-//! `ca_file` besides the public roots, and follows no redirects.
+//! [`PENDING_TTL`].
+//!
+//! Starting a sign-in needs no credentials, so it must not cost the provider anything: a flood
+//! of `GET /login/oidc` would otherwise become a flood of discovery requests against the
+//! clinic's identity provider. Starts use the provider's metadata discovered at most once per
+//! [`METADATA_TTL`], by one discovery at a time; after a failed discovery, starts are answered
+//! "unavailable" for [`DISCOVERY_BACKOFF`] before the next attempt. Finishing a sign-in
+//! discovers afresh (only a browser holding a pending sign-in and its `state` gets that far),
+//! so a rotated signing key is honoured at once, and refreshes the kept metadata. HTTP to the
+//! provider goes through the project's reqwest (rustls), trusts `ca_file` besides the public
+//! roots, and follows no redirects.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,6 +53,14 @@ pub const PENDING_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 1000;
 /// Time limit of each request to the provider.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long discovered provider metadata serves new sign-ins. Starts are unauthenticated: with
+/// a discovery each, anyone could make the console flood the clinic's provider. A few minutes
+/// bounds that to one discovery (and its key fetch) per period whatever the traffic, while a
+/// provider's new endpoints still arrive soon; finishing a sign-in discovers afresh anyway.
+pub const METADATA_TTL: Duration = Duration::from_secs(300);
+/// After a failed discovery, how long new sign-ins are answered "unavailable" before the next
+/// attempt: an unreachable provider is not hammered by every start while it recovers.
+pub const DISCOVERY_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a sign-in through the provider did not succeed. Each has a stable reason code for the
 /// `access_denied` record; the display text is for the log and never holds token content.
@@ -102,6 +118,22 @@ impl OidcError {
     }
 }
 
+impl OidcError {
+    /// Whether this refusal counts against the client's address in the console's failed
+    /// sign-in limiter: everything a caller without a genuine sign-in can cause — a callback
+    /// without this browser's pending sign-in, a wrong `state`, a refused or forged code, an ID
+    /// token that fails verification, the provider's own refusal. Not an unreachable provider
+    /// (nobody's failure), and not a user the provider authenticated whom the console turns
+    /// away (no role, an unusable name): that is a real person refused by policy, not a guess,
+    /// and counting it would lock every colleague behind the same address out of the console.
+    pub fn counts_as_failed_sign_in(&self) -> bool {
+        !matches!(
+            self,
+            Self::Unavailable(_) | Self::Setup(_) | Self::NoRole { .. } | Self::UnusableName
+        )
+    }
+}
+
 /// Every claim of the ID token beyond the standard ones, so the configured groups claim can be
 /// read from the verified token.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -148,6 +180,14 @@ struct Pending {
     started: Instant,
 }
 
+/// The outcome of the last discovery made for sign-in starts.
+enum Discovered {
+    /// The metadata, and when it was discovered.
+    Fresh(Instant, Box<CoreProviderMetadata>),
+    /// When the last attempt failed.
+    Failed(Instant),
+}
+
 /// Who signed in, and as what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedIn {
@@ -161,6 +201,9 @@ pub struct SignedIn {
 pub struct Oidc {
     settings: OidcSettings,
     http: reqwest::Client,
+    /// The metadata starts use. An async mutex held across the discovery: while one start
+    /// discovers, the others wait for its outcome instead of discovering too.
+    metadata: tokio::sync::Mutex<Option<Discovered>>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Sessions started by a verified callback, waiting for the same browser's next, same-site
     /// request to set their cookie (see `pages/sign_in.rs`), by binding value.
@@ -201,6 +244,7 @@ impl Oidc {
         Ok(Self {
             settings,
             http,
+            metadata: tokio::sync::Mutex::default(),
             pending: Mutex::default(),
             handovers: Mutex::default(),
         })
@@ -230,12 +274,50 @@ impl Oidc {
         &self.settings.label
     }
 
-    async fn client(&self) -> Result<RpClient, OidcError> {
+    /// Discover the provider: its metadata and signing keys (two requests).
+    async fn discover(&self) -> Result<CoreProviderMetadata, OidcError> {
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|e| OidcError::Unavailable(e.to_string()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+        CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| OidcError::Unavailable(error_chain(&e)))?;
+            .map_err(|e| OidcError::Unavailable(error_chain(&e)))
+    }
+
+    /// The metadata for a sign-in start: kept for [`METADATA_TTL`], discovered by one start at
+    /// a time, and not tried again within [`DISCOVERY_BACKOFF`] of a failure.
+    async fn kept_metadata(&self) -> Result<CoreProviderMetadata, OidcError> {
+        let mut kept = self.metadata.lock().await;
+        match kept.as_ref() {
+            Some(Discovered::Fresh(at, metadata)) if at.elapsed() < METADATA_TTL => {
+                return Ok((**metadata).clone());
+            }
+            Some(Discovered::Failed(at)) if at.elapsed() < DISCOVERY_BACKOFF => {
+                return Err(OidcError::Unavailable(
+                    "the last discovery failed moments ago; waiting before the next".into(),
+                ));
+            }
+            _ => {}
+        }
+        let discovered = self.discover().await;
+        *kept = Some(match &discovered {
+            Ok(metadata) => Discovered::Fresh(Instant::now(), Box::new(metadata.clone())),
+            Err(_) => Discovered::Failed(Instant::now()),
+        });
+        discovered
+    }
+
+    /// Metadata discovered by a finishing sign-in serves the next starts. Skipped when a start
+    /// is discovering right now (it keeps what it finds).
+    fn keep_metadata(&self, metadata: &CoreProviderMetadata) {
+        if let Ok(mut kept) = self.metadata.try_lock() {
+            *kept = Some(Discovered::Fresh(
+                Instant::now(),
+                Box::new(metadata.clone()),
+            ));
+        }
+    }
+
+    fn client(&self, metadata: CoreProviderMetadata) -> Result<RpClient, OidcError> {
         let secret = self
             .settings
             .client_secret
@@ -254,7 +336,7 @@ impl Oidc {
     /// Begin a sign-in: the browser's binding value (for its cookie) and the provider URL to
     /// send it to.
     pub async fn start(&self) -> Result<(String, url::Url), OidcError> {
-        let client = self.client().await?;
+        let client = self.client(self.kept_metadata().await?)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(
@@ -291,6 +373,17 @@ impl Oidc {
         Ok((binding, url))
     }
 
+    /// Drop the pending sign-in of `binding` unfinished (the provider answered with an error,
+    /// or the address is refused for now), so its `state` cannot be used later.
+    pub fn abandon(&self, binding: Option<&str>) {
+        if let Some(b) = binding {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(b);
+        }
+    }
+
     /// Finish the sign-in the provider redirected back with. `binding` is the browser's cookie;
     /// the pending sign-in is consumed whatever the outcome.
     pub async fn finish(
@@ -312,7 +405,9 @@ impl Oidc {
             return Err(OidcError::StateMismatch);
         }
         let code = code.ok_or(OidcError::ProviderRefused)?;
-        let client = self.client().await?;
+        let metadata = self.discover().await?;
+        self.keep_metadata(&metadata);
+        let client = self.client(metadata)?;
         let tokens = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| OidcError::Exchange(e.to_string()))?
@@ -433,6 +528,30 @@ mod tests {
         // Nothing the audit log accepts: refused.
         assert_eq!(audit_name(Some("a b"), "a/b"), None);
         assert_eq!(audit_name(None, &"a".repeat(100)), None);
+    }
+
+    #[test]
+    fn forged_or_failed_callbacks_count_and_refusals_of_real_users_do_not() {
+        for e in [
+            OidcError::NotPending,
+            OidcError::StateMismatch,
+            OidcError::ProviderRefused,
+            OidcError::Exchange("x".into()),
+            OidcError::Expired,
+            OidcError::InvalidIdToken("x".into()),
+        ] {
+            assert!(e.counts_as_failed_sign_in(), "{e}");
+        }
+        for e in [
+            OidcError::Unavailable("x".into()),
+            OidcError::Setup("x".into()),
+            OidcError::UnusableName,
+            OidcError::NoRole {
+                user: "dave".into(),
+            },
+        ] {
+            assert!(!e.counts_as_failed_sign_in(), "{e}");
+        }
     }
 
     #[test]

@@ -239,6 +239,10 @@ pub struct AdminSection {
     /// Dashboard sessions end after this long without a request (`15m`, `30s`).
     #[serde(default = "default_admin_idle_timeout")]
     pub idle_timeout: String,
+    /// Dashboard sessions end this long after they began, however busy (`12h`): a session
+    /// kept alive by activity must still end, so a stolen or forgotten one does not live on.
+    #[serde(default = "default_admin_session_lifetime")]
+    pub session_lifetime: String,
     /// PEM CA certificates: when set, operators' browsers and scripts must present a client
     /// certificate issued by it (mutual TLS on the admin listener, independent of the senders').
     pub client_ca: Option<PathBuf>,
@@ -252,6 +256,7 @@ impl Default for AdminSection {
             listen: default_admin_listen(),
             enabled: true,
             idle_timeout: default_admin_idle_timeout(),
+            session_lifetime: default_admin_session_lifetime(),
             client_ca: None,
             oidc: None,
         }
@@ -260,6 +265,10 @@ impl Default for AdminSection {
 
 fn default_admin_idle_timeout() -> String {
     "15m".to_owned()
+}
+
+fn default_admin_session_lifetime() -> String {
+    "12h".to_owned()
 }
 
 fn default_true() -> bool {

@@ -144,6 +144,8 @@ pub struct AdminSettings {
     pub enabled: bool,
     /// Dashboard sessions end after this long without a request.
     pub idle_timeout: Duration,
+    /// Dashboard sessions end this long after they began, however busy.
+    pub session_lifetime: Duration,
     /// CA for operators' client certificates (mutual TLS on the admin listener), if required.
     pub client_ca: Option<PathBuf>,
     /// Console sign-in through the clinic's OpenID provider, when configured.

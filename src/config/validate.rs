@@ -243,6 +243,7 @@ fn check(
             None
         }
     };
+    let admin_lifetime = check_session_lifetime(&file.admin.session_lifetime, admin_idle, problems);
     let admin_oidc = file
         .admin
         .oidc
@@ -407,6 +408,7 @@ fn check(
         admin: super::AdminSettings {
             enabled: file.admin.enabled,
             idle_timeout: admin_idle?,
+            session_lifetime: admin_lifetime?,
             client_ca: admin_client_ca,
             oidc: admin_oidc.transpose().ok()?,
         },
@@ -661,6 +663,31 @@ fn check_admin_transport(
             problems.push("admin.client_ca", e.to_string());
         }
     }
+}
+
+/// The longest `admin.session_lifetime` accepted: a console session that outlives a month
+/// defeats the point of ending busy sessions.
+const MAX_SESSION_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// `admin.session_lifetime`: at least 1s, at most [`MAX_SESSION_LIFETIME`], and not shorter
+/// than the idle time (which would then never matter — most likely a unit typed wrong).
+fn check_session_lifetime(
+    text: &str,
+    idle: Option<Duration>,
+    problems: &mut Problems,
+) -> Option<Duration> {
+    let path = "admin.session_lifetime";
+    let problem = match super::parse_duration(text) {
+        Ok(d) if d < Duration::from_secs(1) => "must be at least 1s".to_owned(),
+        Ok(d) if d > MAX_SESSION_LIFETIME => "must be at most 30d".to_owned(),
+        Ok(d) if idle.is_some_and(|idle| d < idle) => {
+            "must not be shorter than admin.idle_timeout".to_owned()
+        }
+        Ok(d) => return Some(d),
+        Err(e) => e,
+    };
+    problems.push(path, problem);
+    None
 }
 
 fn check_server(file: &ConfigFile, problems: &mut Problems) -> Option<ServerSettings> {

@@ -1,11 +1,13 @@
 //! The operator console's API over real TLS: each role's allowed and forbidden calls (403 with
 //! nothing leaked, and an `access_denied` record), audited reveals and retries, failed sign-in
-//! limits, the dashboard's cookie and CSRF rules, and `/metrics` after a known sequence — each on
+//! limits, the dashboard's cookie and CSRF rules, a busy session ending at its lifetime, and
+//! `/metrics` after a known sequence — each on
 //! SQLite and on PostgreSQL (skipped only when `WARDHOOK_TEST_POSTGRES_URL` is unset outside CI),
 //! and on a two-node PostgreSQL cluster, one node's console showing what the other took.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use wardhook::admin::Role;
@@ -148,6 +150,27 @@ pub fn create_token(app: &TestApp, name: &str, role: Role) -> (String, String) {
 /// Revoke a token with `wardhook tokens revoke`.
 pub fn revoke_token(app: &TestApp, name: &str) {
     tokens_cli(app, &["revoke", name]);
+}
+
+/// A client of the console that trusts its CA and shows redirects instead of following them.
+pub fn console_client(app: &TestApp) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(app.ca_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Sign in on the dashboard's form with `token`: the session cookie (`name=value`).
+async fn dashboard_session(client: &reqwest::Client, app: &TestApp, token: &str) -> String {
+    let res = client
+        .post(admin_url(app, "/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    set_cookie_pair(&res)
 }
 
 pub fn admin_url(app: &TestApp, path: &str) -> String {
@@ -542,11 +565,7 @@ async fn dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token_on(
         return;
     };
     let (operator, _) = create_token(&app, "ops", Role::Operator);
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(app.ca_pem.as_bytes()).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = console_client(&app);
     let res = client
         .post(admin_url(&app, "/login"))
         .form(&[("token", operator.as_str())])
@@ -603,6 +622,66 @@ async fn dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token_on(
         .unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/dead-letters?done=1");
+}
+
+async fn a_busy_session_ends_at_its_lifetime_on(db: Db) {
+    let crm = MockServer::start().await;
+    let admin = "idle_timeout = \"3s\"\nsession_lifetime = \"4s\"\n";
+    let Some(app) = console_app_on(db, "demo", "crm", &crm.uri(), admin).await else {
+        return;
+    };
+    let (operator, _) = create_token(&app, "ops-busy", Role::Operator);
+    let client = console_client(&app);
+    let began = std::time::Instant::now();
+    let session = dashboard_session(&client, &app, &operator).await;
+    // Used twice a second — never idle — until the server ends it.
+    let ended = loop {
+        let res = client
+            .get(admin_url(&app, "/deliveries"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        if res.status() != 200 {
+            break res;
+        }
+        assert!(began.elapsed() < Duration::from_secs(8), "never ended");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        began.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(ended.status(), 303);
+    assert_eq!(ended.headers()["location"], "/login?expired=lifetime");
+    let page = client
+        .get(admin_url(&app, "/login?expired=lifetime"))
+        .send()
+        .await
+        .unwrap();
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("Your session reached its limit of 4 seconds"),
+        "{page}"
+    );
+    assert!(page.contains("and 4 seconds after signing in"), "{page}");
+    // The session is gone for good; signing in again starts a new one.
+    let again = client
+        .get(admin_url(&app, "/deliveries"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["location"], "/login");
+    let fresh = dashboard_session(&client, &app, &operator).await;
+    let res = client
+        .get(admin_url(&app, "/deliveries"))
+        .header("cookie", &fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -720,6 +799,7 @@ on_both_backends! {
     the_openapi_document_and_config_summary_are_served_without_secrets_on => the_openapi_document_and_config_summary_are_served_without_secrets, the_openapi_document_and_config_summary_are_served_without_secrets_on_postgres;
     dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token_on => dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token, dashboard_sessions_use_strict_cookies_and_forms_need_the_csrf_token_on_postgres;
     metrics_have_the_expected_names_and_labels_after_a_known_sequence_on => metrics_have_the_expected_names_and_labels_after_a_known_sequence, metrics_have_the_expected_names_and_labels_after_a_known_sequence_on_postgres;
+    a_busy_session_ends_at_its_lifetime_on => a_busy_session_ends_at_its_lifetime, a_busy_session_ends_at_its_lifetime_on_postgres;
 }
 
 /// Two nodes on one PostgreSQL database: node A's console lists and details a delivery node B

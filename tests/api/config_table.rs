@@ -155,6 +155,16 @@ fn each_bad_config_is_reported_with_its_key_path() {
             "log.format: \"xml\" is not one of",
         ),
         (
+            "console sessions that end before they can go idle",
+            replace("[admin]\n", "[admin]\nsession_lifetime = \"10m\"\n"),
+            "admin.session_lifetime: must not be shorter than admin.idle_timeout",
+        ),
+        (
+            "console sessions of a year",
+            replace("[admin]\n", "[admin]\nsession_lifetime = \"366d\"\n"),
+            "admin.session_lifetime: must be at most 30d",
+        ),
+        (
             "zero rate",
             append("[[sources]]\nname = \"x\"\npreset = \"nextphone\"\nsecrets = [\"file:demo.secret\"]\nrate_limit = { per_second = 0.0, burst = 1 }\n"),
             "sources[1].rate_limit: per_second must be a positive number",

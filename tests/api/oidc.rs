@@ -6,8 +6,13 @@
 //! mapped role (an auditor cannot retry), signs out, signs in again and is signed out after the
 //! idle time, and the audit trail names `oidc:<user>`; a user whose groups map to no role is
 //! refused; a `state` that is not the browser's is refused; an ID token that has already
-//! expired (the provider's clock set back) is refused. Without Node or the package the tests
-//! say so and pass — except under `CI`, where that is a failure.
+//! expired (the provider's clock set back) is refused. A flood of sign-in starts discovers the
+//! provider once (the provider counts the discovery documents it serves), and against an
+//! unreachable provider makes one attempt, then none until the back-off has passed. Refused
+//! callbacks count as failed sign-ins of their address (a user refused for having no role does
+//! not), and a refused address gets "too many" on the start, the callback and the token sign-in
+//! alike, without a request to the provider. Without Node
+//! or the package the tests say so and pass — except under `CI`, where that is a failure.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -18,7 +23,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wiremock::MockServer;
 
-use crate::admin::{admin_url, audit_rows, console_options, ConsoleApp, Db};
+use crate::admin::{admin_url, audit_rows, console_client, console_options, ConsoleApp, Db};
 use crate::browser::Browser;
 use crate::helpers::*;
 use crate::postgres::PgTestDb;
@@ -123,6 +128,41 @@ impl Provider {
             ca_file,
         }
     }
+}
+
+impl Provider {
+    /// How many discovery documents the provider has served so far.
+    async fn discoveries(&self) -> u64 {
+        let ca = std::fs::read(&self.ca_file).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
+        let url = format!("https://localhost:{}/test/discoveries", self.port);
+        let text = client.get(url).send().await.unwrap().text().await.unwrap();
+        text.trim().parse().expect("a count")
+    }
+}
+
+/// `GET path` on the console: the status and the page.
+async fn get_page(client: &reqwest::Client, app: &ConsoleApp, path: &str) -> (u16, String) {
+    let res = client.get(admin_url(app, path)).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// `GET /login/oidc` `n` times at once, then `n / 4` times one after another; the statuses.
+async fn start_sign_ins(app: &ConsoleApp, n: usize) -> Vec<u16> {
+    let client = console_client(app);
+    let url = admin_url(app, "/login/oidc");
+    let at_once = (0..n).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    });
+    let mut statuses = futures_util::future::join_all(at_once).await;
+    for _ in 0..n / 4 {
+        statuses.push(client.get(&url).send().await.unwrap().status().as_u16());
+    }
+    statuses
 }
 
 /// A console on `db` signing in through a provider whose clock is `offset_secs` off; `None`
@@ -310,11 +350,7 @@ async fn a_mapped_user_signs_in_through_the_provider_on(db: Db) {
         .all(|r| r.0 != "oidc:dave"));
 
     // A state that is not the one this browser left with is refused.
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(app.ca_pem.as_bytes()).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = console_client(&app);
     let started = client
         .get(admin_url(&app, "/login/oidc"))
         .send()
@@ -378,7 +414,206 @@ async fn an_expired_id_token_is_refused_on(db: Db) {
     assert!(audit_rows(&app, "console_signed_in").await.is_empty());
 }
 
+async fn a_flood_of_sign_in_starts_discovers_the_provider_once_on(db: Db) {
+    let Some((app, provider, _crm)) = console_with_provider(db, 0, "15m").await else {
+        return;
+    };
+    assert_eq!(
+        provider.discoveries().await,
+        0,
+        "nothing discovered before a sign-in"
+    );
+    let statuses = start_sign_ins(&app, 40).await;
+    assert_eq!(statuses.len(), 50);
+    assert!(statuses.iter().all(|s| *s == 303), "{statuses:?}");
+    assert_eq!(
+        provider.discoveries().await,
+        1,
+        "fifty starts, one discovery"
+    );
+
+    // A full sign-in still works: its start uses the kept metadata, its finish discovers afresh.
+    let Some(mut b) = Browser::open().await else {
+        return;
+    };
+    b.backend = db;
+    let page = sign_in_at_provider(&b, &app, "carol").await;
+    assert!(
+        page.contains("Signed in as <strong>carol</strong>"),
+        "{page}"
+    );
+    b.close().await;
+    assert_eq!(
+        provider.discoveries().await,
+        2,
+        "the finish discovered once"
+    );
+}
+
+async fn an_unreachable_provider_is_tried_once_then_left_alone_for_a_while_on(db: Db) {
+    // The provider's address accepts connections and closes them at once: every discovery
+    // fails, and each attempt is one accepted connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let crm = MockServer::start().await;
+    let admin = format!(
+        r#"[admin.oidc]
+issuer = "https://localhost:{port}"
+client_id = "{CLIENT_ID}"
+client_secret = "file:demo.secret"
+redirect_url = "https://localhost:9443/login/oidc/callback"
+roles = [{{ group = "wardhook-admins", role = "admin" }}]
+"#
+    );
+    let opts = console_options("demo", "crm", &crm.uri(), &admin);
+    let Some(app) = crate::admin::console_app_with(db, opts).await else {
+        return;
+    };
+    let attempts_now = || attempts.load(std::sync::atomic::Ordering::SeqCst);
+    let statuses = start_sign_ins(&app, 40).await;
+    assert!(statuses.iter().all(|s| *s == 502), "{statuses:?}");
+    assert_eq!(attempts_now(), 1, "one attempt for fifty starts");
+    let (status, page) = get_page(&console_client(&app), &app, "/login/oidc").await;
+    assert_eq!(status, 502);
+    assert!(page.contains("cannot be reached"), "{page}");
+    assert_eq!(attempts_now(), 1, "none within the back-off");
+    tokio::time::sleep(wardhook::admin::oidc::DISCOVERY_BACKOFF + Duration::from_millis(500)).await;
+    let statuses = start_sign_ins(&app, 8).await;
+    assert!(statuses.iter().all(|s| *s == 502), "{statuses:?}");
+    assert_eq!(attempts_now(), 2, "one more attempt after the back-off");
+}
+
+/// Start a sign-in with `client`: the browser binding's cookie and the `state` sent along.
+async fn started_sign_in(client: &reqwest::Client, app: &ConsoleApp) -> (String, String) {
+    let started = client
+        .get(admin_url(app, "/login/oidc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 303);
+    let location = url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("a state");
+    (set_cookie_pair(&started), state)
+}
+
+/// `GET /login/oidc/callback?<query>` with `cookie`, if any: the status and the page.
+async fn callback(
+    client: &reqwest::Client,
+    app: &ConsoleApp,
+    cookie: Option<&str>,
+    query: &str,
+) -> (u16, String) {
+    let mut req = client.get(admin_url(app, &format!("/login/oidc/callback?{query}")));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn refused_callbacks_count_as_failed_sign_ins_on(db: Db) {
+    use wardhook::admin::auth::MAX_LOGIN_FAILURES;
+    let Some((app, provider, _crm)) = console_with_provider(db, 0, "15m").await else {
+        return;
+    };
+    let client = console_client(&app);
+    // Refused callbacks, one short of the limit: no sign-in pending in this browser, a wrong
+    // state, the provider's refusal.
+    let (cookie, _) = started_sign_in(&client, &app).await;
+    let refusals = [
+        (None, "code=made-up&state=made-up"),
+        (Some(cookie.as_str()), "code=made-up&state=not-the-state"),
+        (None, "error=access_denied&state=x"),
+        (None, "state=x"),
+    ];
+    assert_eq!(refusals.len() as u32, MAX_LOGIN_FAILURES - 1);
+    for (cookie, query) in refusals {
+        let (status, page) = callback(&client, &app, cookie, query).await;
+        assert_eq!(status, 401, "{query}: {page}");
+    }
+    // A user the provider signed in whose groups map to no role is refused, not counted: the
+    // next made-up callback is still only the limit's last failure.
+    let Some(mut b) = Browser::open().await else {
+        return;
+    };
+    b.backend = db;
+    let page = sign_in_at_provider(&b, &app, "dave").await;
+    assert!(page.contains("none of your groups"), "{page}");
+    b.close().await;
+    let (pending, state) = started_sign_in(&client, &app).await;
+    let (status, _) = callback(&client, &app, None, "code=made-up&state=made-up").await;
+    assert_eq!(status, 401, "dave's refusal was not counted");
+
+    // Now the address is refused for a while: on the start, on the callback (even one that
+    // carries a genuine pending sign-in and its state, which would otherwise reach the
+    // provider) and on the token sign-in alike, with no request to the provider.
+    let discoveries = provider.discoveries().await;
+    let (status, page) = get_page(&client, &app, "/login/oidc").await;
+    assert_eq!(status, 429);
+    assert!(
+        page.contains("Too many failed sign-ins. Try again in"),
+        "{page}"
+    );
+    let query = format!("code=x&state={state}");
+    let (status, page) = callback(&client, &app, Some(&pending), &query).await;
+    assert_eq!(
+        (status, page.contains("Too many failed sign-ins")),
+        (429, true)
+    );
+    let token_form = client
+        .post(admin_url(&app, "/login"))
+        .form(&[("token", "wardhook_tk000000000000_nothing")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token_form.status(), 429);
+    assert!(token_form.headers().contains_key("retry-after"));
+    let page = token_form.text().await.unwrap();
+    assert!(
+        page.contains("Too many failed sign-ins. Try again in"),
+        "{page}"
+    );
+    assert_eq!(
+        provider.discoveries().await,
+        discoveries,
+        "nothing asked of the provider"
+    );
+    let denied = audit_rows(&app, "access_denied").await;
+    for reason in [
+        "oidc_not_pending",
+        "oidc_state_mismatch",
+        "oidc_provider_refused",
+        "oidc_no_role",
+    ] {
+        assert!(
+            denied.iter().any(|r| detail(r)["reason"] == reason),
+            "{reason}: {denied:?}"
+        );
+    }
+}
+
 crate::on_both_backends! {
+    refused_callbacks_count_as_failed_sign_ins_on =>
+        refused_callbacks_count_as_failed_sign_ins,
+        refused_callbacks_count_as_failed_sign_ins_on_postgres;
+    a_flood_of_sign_in_starts_discovers_the_provider_once_on =>
+        a_flood_of_sign_in_starts_discovers_the_provider_once,
+        a_flood_of_sign_in_starts_discovers_the_provider_once_on_postgres;
+    an_unreachable_provider_is_tried_once_then_left_alone_for_a_while_on =>
+        an_unreachable_provider_is_tried_once_then_left_alone_for_a_while,
+        an_unreachable_provider_is_tried_once_then_left_alone_for_a_while_on_postgres;
     a_mapped_user_signs_in_through_the_provider_on =>
         a_mapped_user_signs_in_through_the_provider,
         a_mapped_user_signs_in_through_the_provider_on_postgres;

@@ -9,6 +9,9 @@
 //   OIDC_ACCOUNTS        JSON: {"login": ["group", ...], ...}
 //   OIDC_CLOCK_OFFSET_SECS   shift this provider's clock (negative: behind), e.g. to issue
 //                        ID tokens that expired before the relying party sees them
+//
+// GET /test/discoveries answers how many discovery documents (/.well-known/openid-configuration)
+// it has served, so a test can tell how often the relying party discovered it.
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Provider from 'oidc-provider';
@@ -49,6 +52,16 @@ server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', () => {
     ttl: { Interaction: 86400, Session: 86400, Grant: 86400, IdToken: 3600, AccessToken: 3600 },
   });
   provider.proxy = false;
-  server.on('request', provider.callback());
+  const callback = provider.callback();
+  let discoveries = 0;
+  server.on('request', (req, res) => {
+    if (req.url === '/test/discoveries') {
+      res.setHeader('content-type', 'text/plain');
+      res.end(String(discoveries));
+      return;
+    }
+    if (req.url.startsWith('/.well-known/openid-configuration')) discoveries += 1;
+    callback(req, res);
+  });
   console.log(`listening ${port}`);
 });

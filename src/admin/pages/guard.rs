@@ -1,6 +1,6 @@
 //! Who may see a page: the session cookie (HttpOnly, Secure, SameSite=Strict), idle logoff,
-//! revoked tokens ending their sessions, the role check, and the CSRF token every
-//! state-changing form carries. Refusals are audited like the API's.
+//! the session's lifetime, revoked tokens ending their sessions, the role check, and the CSRF
+//! token every state-changing form carries. Refusals are audited like the API's.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -53,9 +53,11 @@ pub(super) async fn session(
     let s = match console.sessions.touch(&cookie) {
         Ok(s) => s,
         Err(SessionState::Expired) => return Err(redirect("/login?expired=1")),
+        Err(SessionState::LifetimeOver) => return Err(redirect("/login?expired=lifetime")),
         Err(SessionState::None) => return Err(redirect("/login")),
     };
-    // A token session ends with its token; a provider session ends at idle logoff or sign-out.
+    // A token session ends with its token; a provider session ends at idle logoff, at the end of
+    // its lifetime or at sign-out.
     let valid = match s.principal.token_id() {
         Some(id) => tokens::still_valid(console.store.console(), id)
             .await

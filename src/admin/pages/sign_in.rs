@@ -2,7 +2,7 @@
 //! clinic's OpenID provider) and sign-out.
 //!
 //! A provider sign-in ends in the same kind of session as a token's: same cookie, idle logoff,
-//! CSRF token and role checks; only its identity (`oidc:<user>`) differs. Its success, its
+//! lifetime, CSRF token and role checks; only its identity (`oidc:<user>`) differs. Its success, its
 //! refusals and its sign-out are audit records naming the user and role, nothing else of the
 //! ID token.
 
@@ -48,12 +48,8 @@ fn login_html(console: &Console, note: Option<(&str, &str)>) -> String {
             )
         })
         .unwrap_or_default();
-    let idle = console.sessions.idle().as_secs();
-    let idle_text = if idle >= 60 && idle % 60 == 0 {
-        format!("{} minutes", idle / 60)
-    } else {
-        format!("{idle} seconds")
-    };
+    let idle_text = spoken(console.sessions.idle());
+    let lifetime_text = spoken(console.sessions.lifetime());
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -65,18 +61,34 @@ fn login_html(console: &Console, note: Option<(&str, &str)>) -> String {
           placeholder=\"wardhook_tk…\">\
          <button type=\"submit\" id=\"sign-in\">Sign in</button>\
          <p class=\"muted\">Create a token on the host with <code>wardhook tokens create</code>. \
-         Sessions end after {idle_text} without activity.</p></form></main></body></html>"
+         Sessions end after {idle_text} without activity, and {lifetime_text} after signing in.\
+         </p></form></main></body></html>"
     )
+}
+
+/// A duration as a person says it: "12 hours", "15 minutes", "1 second".
+fn spoken(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = match secs {
+        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 pub(super) async fn login_page(
     console: web::Data<Console>,
     q: web::Query<LoginQuery>,
 ) -> HttpResponse {
-    let note = q
-        .expired
-        .as_ref()
-        .map(|_| ("warn", "You were signed out after a period of inactivity."));
+    let lifetime_note = format!(
+        "Your session reached its limit of {} and ended. Sign in again.",
+        spoken(console.sessions.lifetime())
+    );
+    let note = q.expired.as_deref().map(|why| match why {
+        "lifetime" => ("warn", lifetime_note.as_str()),
+        _ => ("warn", "You were signed out after a period of inactivity."),
+    });
     html(StatusCode::OK, login_html(&console, note))
 }
 
@@ -99,22 +111,37 @@ pub(super) async fn login(
                 .insert_header(set_cookie(Some(&id)))
                 .finish()
         }
-        Err(ApiError::RateLimited(secs)) => html(
-            StatusCode::TOO_MANY_REQUESTS,
-            login_html(
-                &console,
-                Some((
-                    "bad",
-                    &format!("Too many failed sign-ins. Try again in {secs} s."),
-                )),
-            ),
-        ),
+        Err(ApiError::RateLimited(secs)) => too_many_failures(&console, secs),
         Err(ApiError::Unauthorized) => html(
             StatusCode::UNAUTHORIZED,
             login_html(&console, Some(("bad", "That token is not valid."))),
         ),
         Err(e) => api_error_page(&e, None),
     }
+}
+
+/// The sign-in page of an address refused for now after too many failed sign-ins, by token
+/// or through the provider alike.
+fn too_many_failures(console: &Console, secs: u64) -> HttpResponse {
+    let mut res = html(
+        StatusCode::TOO_MANY_REQUESTS,
+        login_html(
+            console,
+            Some((
+                "bad",
+                &format!("Too many failed sign-ins. Try again in {secs} s."),
+            )),
+        ),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
+/// Seconds an address refused for now after too many failed sign-ins must wait.
+fn refused_for(console: &Console, req: &HttpRequest) -> Option<u64> {
+    api::client_ip(req).and_then(|ip| console.limiter.blocked(ip))
 }
 
 pub(super) async fn logout(
@@ -171,8 +198,9 @@ fn oidc_binding(req: &HttpRequest) -> Option<String> {
 }
 
 /// `GET /login/oidc`: send the browser to the provider with a fresh `state`, `nonce` and PKCE
-/// challenge.
-pub(super) async fn oidc_start(console: web::Data<Console>) -> HttpResponse {
+/// challenge. An address refused for too many failed sign-ins is answered at once, without a
+/// word to the provider.
+pub(super) async fn oidc_start(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let Some(oidc) = console.oidc.as_ref() else {
         return html(
             StatusCode::NOT_FOUND,
@@ -185,6 +213,9 @@ pub(super) async fn oidc_start(console: web::Data<Console>) -> HttpResponse {
             ),
         );
     };
+    if let Some(secs) = refused_for(&console, &req) {
+        return too_many_failures(&console, secs);
+    }
     match oidc.start().await {
         Ok((binding, url)) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, url.to_string()))
@@ -233,7 +264,10 @@ pub(super) async fn oidc_complete(console: web::Data<Console>, req: HttpRequest)
 }
 
 /// `GET /login/oidc/callback`: the provider's answer. A verified user whose groups map to a
-/// role gets a console session; anything else is refused with a page and an audit record.
+/// role gets a console session; anything else is refused with a page and an audit record, and
+/// counts as a failed sign-in of the client's address (see
+/// [`OidcError::counts_as_failed_sign_in`]). An address refused for now is answered without a
+/// request to the provider; its pending sign-in is dropped.
 pub(super) async fn oidc_callback(
     console: web::Data<Console>,
     req: HttpRequest,
@@ -244,9 +278,12 @@ pub(super) async fn oidc_callback(
     };
     let q = q.into_inner();
     let binding = oidc_binding(&req);
+    if let Some(secs) = refused_for(&console, &req) {
+        oidc.abandon(binding.as_deref());
+        return too_many_failures(&console, secs);
+    }
     let result = if q.error.is_some() {
-        // Still consume the pending sign-in, so its state cannot be used later.
-        let _ = oidc.finish(binding.as_deref(), &q.state, None).await;
+        oidc.abandon(binding.as_deref());
         Err(OidcError::ProviderRefused)
     } else {
         oidc.finish(binding.as_deref(), &q.state, q.code.as_deref())
@@ -255,6 +292,9 @@ pub(super) async fn oidc_callback(
     let remote = api::client_ip(&req);
     match result {
         Ok(signed_in) => {
+            if let Some(ip) = remote {
+                console.limiter.succeed(ip);
+            }
             let principal = Principal {
                 identity: Identity::Oidc(signed_in.user.clone()),
                 name: signed_in.user,
@@ -283,6 +323,9 @@ pub(super) async fn oidc_callback(
         }
         Err(e) => {
             crate::metrics::admin_login_failure();
+            if let Some(ip) = remote.filter(|_| e.counts_as_failed_sign_in()) {
+                console.limiter.fail(ip);
+            }
             tracing::warn!(reason = e.code(), error = %e, "console sign-in through the identity provider refused");
             let actor = match &e {
                 OidcError::NoRole { user } => Actor::oidc(user).ok(),
