@@ -69,6 +69,10 @@ pub(super) struct RunningShape {
     pub admin_oidc: Option<[u8; 32]>,
     /// The budget of refused requests per client address, set up once.
     pub rejected_rate_limit: crate::config::RateLimit,
+    /// Console sessions' idle timeout and lifetime: the session table is made once.
+    pub admin_sessions: (std::time::Duration, std::time::Duration),
+    /// How callers' national numbers are indexed: the keyring is made once.
+    pub phone_country: Option<crate::config::PhoneCountry>,
     pub storage_path: PathBuf,
     /// `sqlite` or `postgres`: the backend is opened once, at start-up.
     pub storage_backend: &'static str,
@@ -127,6 +131,8 @@ impl RunningShape {
             admin_client_ca: config.admin.client_ca.clone(),
             admin_oidc: config.admin.oidc.as_ref().map(oidc_fingerprint),
             rejected_rate_limit: config.server.rejected_rate_limit,
+            admin_sessions: (config.admin.idle_timeout, config.admin.session_lifetime),
+            phone_country: config.phone_country.clone(),
             storage_path: config.storage_path.clone(),
             storage_backend: config.storage_backend.name(),
             master_key: *config.master_key.expose(),
@@ -212,6 +218,16 @@ impl Reloader {
         }
         if config.server.rejected_rate_limit != running.rejected_rate_limit {
             report.needs_restart.push("server.rejected_rate_limit");
+        }
+        let (idle, lifetime) = running.admin_sessions;
+        if config.admin.idle_timeout != idle {
+            report.needs_restart.push("admin.idle_timeout");
+        }
+        if config.admin.session_lifetime != lifetime {
+            report.needs_restart.push("admin.session_lifetime");
+        }
+        if config.phone_country != running.phone_country {
+            report.needs_restart.push("storage.phone_country");
         }
         if config.storage_path != running.storage_path {
             report.needs_restart.push("storage.path");

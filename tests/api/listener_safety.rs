@@ -217,20 +217,29 @@ async fn the_admin_listener_with_a_client_ca_refuses_a_tls_client_without_a_cert
 }
 
 #[tokio::test]
-async fn a_reload_that_changes_the_admin_listener_says_it_needs_a_restart() {
+async fn a_reload_that_changes_the_admin_listener_or_its_sessions_says_it_needs_a_restart() {
     let app = spawn_app().await;
     let text = std::fs::read_to_string(&app.config_path).unwrap();
+    assert!(text.contains("[storage]\n"), "{text}");
     std::fs::write(
         &app.config_path,
-        text.replacen(
-            ADMIN_LISTEN,
-            "[admin]\nlisten = \"127.0.0.1:1\"\nclient_ca = \"ca.crt\"",
-            1,
-        ),
+        text.replacen("[storage]\n", "[storage]\nphone_country = \"44\"\n", 1)
+            .replacen(
+                ADMIN_LISTEN,
+                "[admin]\nlisten = \"127.0.0.1:1\"\nclient_ca = \"ca.crt\"\n\
+             idle_timeout = \"5m\"\nsession_lifetime = \"1h\"",
+                1,
+            ),
     )
     .unwrap();
     let report = app.reloader.reload(&app.config_path).unwrap();
-    for key in ["admin.client_ca", "admin.listen"] {
+    for key in [
+        "admin.client_ca",
+        "admin.listen",
+        "admin.idle_timeout",
+        "admin.session_lifetime",
+        "storage.phone_country",
+    ] {
         assert!(
             report.needs_restart.contains(&key),
             "{key} not reported: {:?}",
