@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,14 @@ use crate::helpers::*;
 struct Pair {
     dir: TempDir,
     ca: DevCa,
-    /// The relay's senders' port and pull port are fixed so a restarted relay is found again.
-    pull_port: u16,
+    /// The relay's pull port: 0 ("any free port") until the first relay names the port it
+    /// bound; kept from then on, so a restarted relay is found again at the same address.
+    pull_port: AtomicU16,
+    /// The relay's config as last written, written again with the pull port once it is known.
+    relay_options: Mutex<RelayOptions>,
+    /// The inside node's `[relay]` extras and private key files, written out with the relay's
+    /// pull port when the inside node starts.
+    inside_options: Mutex<(String, Vec<String>)>,
     public_key: String,
     crm: MockServer,
     /// The relay's PostgreSQL database, when its buffer lives there rather than in SQLite.
@@ -54,7 +61,7 @@ fn openssl_sha256_fingerprint(path: &Path) -> String {
 }
 
 /// What a relay test can vary.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RelayOptions {
     /// Extra keys for `[relay_server]`.
     server_extra: String,
@@ -102,13 +109,14 @@ impl Pair {
         let pair = Self {
             dir,
             ca,
-            pull_port: free_port(),
+            pull_port: AtomicU16::new(0),
+            relay_options: Mutex::default(),
+            inside_options: Mutex::new((String::new(), vec!["relay.key".to_owned()])),
             public_key,
             crm,
             relay_pg: None,
         };
         pair.write_relay_config(&RelayOptions::default());
-        pair.write_inside_config("");
         pair
     }
 
@@ -127,7 +135,20 @@ impl Pair {
         self.dir.path().join(rel)
     }
 
+    /// The relay's pull port, once a relay has named it.
+    fn pull_port(&self) -> u16 {
+        let port = self.pull_port.load(Ordering::SeqCst);
+        assert_ne!(
+            port, 0,
+            "start the relay first: its pull port is chosen when it binds"
+        );
+        port
+    }
+
+    /// Write the relay's config: the pull listener on the port a relay of this pair already
+    /// bound, or on port 0 (any free port) before the first start.
     fn write_relay_config(&self, o: &RelayOptions) -> PathBuf {
+        *self.relay_options.lock().unwrap() = o.clone();
         let r = self.path("relay");
         let public = o
             .public_key_line
@@ -172,7 +193,7 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
 {extra}
 "#,
             r = r.display(),
-            pull = self.pull_port,
+            pull = self.pull_port.load(Ordering::SeqCst),
             ca = self.path("ca.crt").display(),
             server_extra = o.server_extra,
             extra = o.extra,
@@ -187,12 +208,23 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
         path
     }
 
+    /// The inside node's `[relay]` gets `relay_extra` from its next start on.
     fn write_inside_config(&self, relay_extra: &str) {
         self.write_inside_config_with_keys(relay_extra, &["relay.key"]);
     }
 
-    /// The inside config with `private_keys` naming these files of the inside folder, in order.
+    /// The inside node's `private_keys` name these files of the inside folder, in order, from
+    /// its next start on.
     fn write_inside_config_with_keys(&self, relay_extra: &str, keys: &[&str]) {
+        *self.inside_options.lock().unwrap() = (
+            relay_extra.to_owned(),
+            keys.iter().map(|k| (*k).to_owned()).collect(),
+        );
+    }
+
+    /// Write the inside config, its `[relay]` url on the relay's pull port.
+    fn write_inside_config_file(&self) {
+        let (relay_extra, keys) = self.inside_options.lock().unwrap().clone();
         let i = self.path("inside");
         let private_keys = keys
             .iter()
@@ -254,37 +286,45 @@ wait_secs = 1
 "#,
             i = i.display(),
             crm = self.crm.uri(),
-            pull = self.pull_port,
+            pull = self.pull_port(),
             ca = self.path("ca.crt").display(),
         );
         std::fs::write(i.join("wardhook.toml"), text).unwrap();
     }
 
-    /// `wardhook relay`, with the senders' port it bound.
+    /// `wardhook relay`, with the senders' port it bound. The first start binds the pull
+    /// listener on any free port and the pair keeps the one it names; later starts bind that
+    /// same port again.
     fn start_relay(&self) -> (ServerProcess, u16) {
-        spawn_logging_port(
-            || {
-                let mut cmd = Command::new(wardhook_bin());
-                cmd.args(["relay", "--config"])
-                    .arg(self.path("relay/relay.toml"));
-                cmd
-            },
-            &self.path("relay"),
-        )
+        let mut cmd = Command::new(wardhook_bin());
+        cmd.args(["relay", "--config"])
+            .arg(self.path("relay/relay.toml"));
+        let (relay, fields) = spawn_listening(cmd, &self.path("relay"));
+        let pull = fields["relay_pull_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("the relay names its pull port: {fields}"));
+        match self
+            .pull_port
+            .compare_exchange(0, pull, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => {
+                let options = self.relay_options.lock().unwrap().clone();
+                self.write_relay_config(&options);
+            }
+            Err(kept) => assert_eq!(pull, kept, "a restarted relay binds its first pull port"),
+        }
+        (relay, port_of(&fields))
     }
 
-    /// The inside node's `wardhook serve`.
+    /// The inside node's `wardhook serve`, pulling from the relay's pull port (start the relay
+    /// first).
     fn start_inside(&self) -> ServerProcess {
-        spawn_logging_port(
-            || {
-                let mut cmd = Command::new(wardhook_bin());
-                cmd.args(["serve", "--config"])
-                    .arg(self.path("inside/wardhook.toml"));
-                cmd
-            },
-            &self.path("inside"),
-        )
-        .0
+        self.write_inside_config_file();
+        let mut cmd = Command::new(wardhook_bin());
+        cmd.args(["serve", "--config"])
+            .arg(self.path("inside/wardhook.toml"));
+        spawn_listening(cmd, &self.path("inside")).0
     }
 
     fn http(&self) -> reqwest::Client {
@@ -344,27 +384,11 @@ wait_secs = 1
     }
 }
 
-/// Spawn a wardhook process whose JSON log names its port; return it with the port. The pull
-/// port is chosen before the process starts, so another test's connection may hold it for a
-/// moment: a process that ends before naming its port is started again (twice at most), its
-/// output shown.
-fn spawn_logging_port(make: impl Fn() -> Command, cwd: &Path) -> (ServerProcess, u16) {
-    let mut last = String::new();
-    for attempt in 1..=3 {
-        match try_spawn_logging_port(make(), cwd) {
-            Ok(started) => return started,
-            Err(output) => {
-                eprintln!("start attempt {attempt} ended early:\n{output}");
-                last = output;
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-    panic!("the process ended before naming its port three times; last output:\n{last}")
-}
-
-/// One start: the process and its port, or (when it ended first) the lines it wrote.
-fn try_spawn_logging_port(mut cmd: Command, cwd: &Path) -> Result<(ServerProcess, u16), String> {
+/// Spawn a wardhook process and wait for its `wardhook listening` line: the process and that
+/// line's fields (`port`, and on a relay `relay_pull_port`). Every port is bound by the process
+/// itself, so no other test can take one first; a process that ends before naming its ports
+/// fails the test with what it wrote.
+fn spawn_listening(mut cmd: Command, cwd: &Path) -> (ServerProcess, serde_json::Value) {
     let mut child = ServerProcess::spawn(
         cmd.current_dir(cwd)
             .stderr(Stdio::piped())
@@ -372,15 +396,15 @@ fn try_spawn_logging_port(mut cmd: Command, cwd: &Path) -> Result<(ServerProcess
     );
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    // The lines before the port, to show why a process that ended without one did.
-    let early = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The lines before the ports, to show why a process that ended without them did.
+    let early = Arc::new(Mutex::new(Vec::new()));
     let seen = early.clone();
     std::thread::spawn(move || {
         let mut told = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(port) = v["fields"]["port"].as_u64() {
-                    let _ = tx.send(port as u16);
+                if !told && v["fields"]["port"].is_u64() {
+                    let _ = tx.send(v["fields"].clone());
                     told = true;
                 }
             }
@@ -390,15 +414,20 @@ fn try_spawn_logging_port(mut cmd: Command, cwd: &Path) -> Result<(ServerProcess
         }
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(port) => Ok((child, port)),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Err(early.lock().unwrap().join("\n"))
-        }
+        Ok(fields) => (child, fields),
         Err(e) => panic!(
-            "no port from {cmd:?} ({e:?}); its output:\n{}",
+            "no ports from {cmd:?} ({e:?}); its output:\n{}",
             early.lock().unwrap().join("\n")
         ),
     }
+}
+
+/// The senders' port named in a `wardhook listening` line's fields.
+fn port_of(fields: &serde_json::Value) -> u16 {
+    fields["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("a port: {fields}"))
 }
 
 fn call_body(call: &str) -> String {
@@ -577,10 +606,12 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_relay_under_load_loses_no_acknowledged_delivery_and_duplicates_none() {
     let pair = Pair::new().await;
+    // The first relay binds the pull port the inside node is given.
+    let mut first = Some(pair.start_relay());
     let _inside = pair.start_inside();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     for round in 0..2u64 {
-        let (mut relay, port) = pair.start_relay();
+        let (mut relay, port) = first.take().unwrap_or_else(|| pair.start_relay());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for worker in 0..4u64 {
@@ -796,7 +827,7 @@ async fn the_pull_listener_refuses_clients_without_a_certificate_from_its_ca() {
     let (_relay, _) = pair.start_relay();
     let url = format!(
         "https://localhost:{}/relay/v1/records?after=0",
-        pair.pull_port
+        pair.pull_port()
     );
     let trust = reqwest::Certificate::from_pem(pair.ca.cert_pem().as_bytes()).unwrap();
     let client = |identity: Option<reqwest::Identity>| {
