@@ -60,6 +60,58 @@ fn openssl_sha256_fingerprint(path: &Path) -> String {
     hex.replace(':', "").to_ascii_lowercase()
 }
 
+/// What the relay's and the inside node's configs share, each with its own folder `dir`: the
+/// senders' listener on any free port, storage in `data/<db_file>` (plus `storage` keys), the
+/// node's own master key and audit folder, no admin listener, and the `demo` source.
+fn node_toml(dir: &Path, db_file: &str, storage: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+tls = {{ cert = "{d}/server.crt", key = "{d}/server.key" }}
+workers = 2
+shutdown_timeout_secs = 2
+
+[storage]
+path = "{d}/data/{db_file}"
+{storage}
+
+[keys]
+master_key_file = "{d}/master.key"
+
+[audit]
+dir = "{d}/data/audit"
+
+[admin]
+enabled = false
+
+[[sources]]
+name = "demo"
+preset = "nextphone"
+secrets = ["file:{d}/demo.secret"]
+"#,
+        d = dir.display(),
+    )
+}
+
+/// `wardhook relay keygen --out <private>`: the private key written there, the public key
+/// (`whrelay-pk1:…`) as it prints it.
+fn relay_keygen(private: &Path) -> String {
+    let out = Command::new(wardhook_bin())
+        .args(["relay", "keygen", "--out"])
+        .arg(private)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(public_key.starts_with("whrelay-pk1:"), "{public_key}");
+    public_key
+}
+
 /// What a relay test can vary.
 #[derive(Default, Clone)]
 struct RelayOptions {
@@ -89,18 +141,7 @@ impl Pair {
             MasterKey::generate_file(&d.join(sub).join("master.key")).unwrap();
             std::fs::write(d.join(sub).join("demo.secret"), DEMO_SECRET).unwrap();
         }
-        let out = Command::new(wardhook_bin())
-            .args(["relay", "keygen", "--out"])
-            .arg(d.join("inside/relay.key"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        assert!(public_key.starts_with("whrelay-pk1:"), "{public_key}");
+        let public_key = relay_keygen(&d.join("inside/relay.key"));
         let crm = MockServer::start().await;
         Mock::given(method("POST"))
             .respond_with(ResponseTemplate::new(200))
@@ -154,36 +195,17 @@ impl Pair {
             .public_key_line
             .clone()
             .unwrap_or_else(|| format!("public_key = \"{}\"", self.public_key));
+        let storage = if self.relay_pg.is_some() {
+            crate::postgres::PgTestDb::storage_toml("relay")
+        } else {
+            String::new()
+        };
         let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-tls = {{ cert = "{r}/server.crt", key = "{r}/server.key" }}
-workers = 2
-shutdown_timeout_secs = 2
-
-[storage]
-path = "{r}/data/relay.db"
-{storage}
-
-[keys]
-master_key_file = "{r}/master.key"
-
-[audit]
-dir = "{r}/data/audit"
-
-[admin]
-enabled = false
-
+            r#"{head}
 [log]
 format = "json"
 level = "info"
 dir = "{r}/logs"
-
-[[sources]]
-name = "demo"
-preset = "nextphone"
-secrets = ["file:{r}/demo.secret"]
 
 [relay_server]
 {public}
@@ -197,11 +219,7 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
             ca = self.path("ca.crt").display(),
             server_extra = o.server_extra,
             extra = o.extra,
-            storage = if self.relay_pg.is_some() {
-                crate::postgres::PgTestDb::storage_toml("relay")
-            } else {
-                String::new()
-            },
+            head = node_toml(&r, "relay.db", &storage),
         );
         let path = r.join("relay.toml");
         std::fs::write(&path, text).unwrap();
@@ -232,36 +250,13 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
             .collect::<Vec<_>>()
             .join(", ");
         let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-tls = {{ cert = "{i}/server.crt", key = "{i}/server.key" }}
-workers = 2
-shutdown_timeout_secs = 2
-
-[storage]
-path = "{i}/data/wardhook.db"
-
-[keys]
-master_key_file = "{i}/master.key"
-
-[audit]
-dir = "{i}/data/audit"
-
-[admin]
-enabled = false
-
+            r#"{head}
 [log]
 format = "json"
 level = "warn,wardhook::cli=info"
 
 [dispatch]
 workers = 2
-
-[[sources]]
-name = "demo"
-preset = "nextphone"
-secrets = ["file:{i}/demo.secret"]
 
 [[handlers]]
 name = "crm"
@@ -285,6 +280,7 @@ wait_secs = 1
 {relay_extra}
 "#,
             i = i.display(),
+            head = node_toml(&i, "wardhook.db", ""),
             crm = self.crm.uri(),
             pull = self.pull_port(),
             ca = self.path("ca.crt").display(),
@@ -325,6 +321,14 @@ wait_secs = 1
         cmd.args(["serve", "--config"])
             .arg(self.path("inside/wardhook.toml"));
         spawn_listening(cmd, &self.path("inside")).0
+    }
+
+    /// Wait (bounded by `limit`) until the relay has handed everything over.
+    async fn wait_drained(&self, limit: Duration) {
+        wait_for("the relay to be drained", limit, || {
+            self.relay_backlog() == 0
+        })
+        .await;
     }
 
     fn http(&self) -> reqwest::Client {
@@ -477,34 +481,48 @@ async fn crm_requests(crm: &MockServer) -> usize {
     crm.received_requests().await.map_or(0, |r| r.len())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_posted_to_the_relay_reach_the_inside_handlers_once() {
-    let pair = Pair::new().await;
-    let (_relay, port) = pair.start_relay();
-    let _inside = pair.start_inside();
-    let http = pair.http();
-    let mut first_ids = HashMap::new();
-    for n in 0..20 {
-        let (status, id) = deliver_to(&http, port, &call_body(&format!("relay-{n}"))).await;
-        assert_eq!(status, "accepted");
-        first_ids.insert(n, id);
-    }
-    // A sender's retry while the record may still be buffered: the relay's first id.
-    let (status, id) = deliver_to(&http, port, &call_body("relay-3")).await;
-    assert_eq!(status, "duplicate");
-    assert_eq!(id, first_ids[&3]);
+/// Wait (30 s at most) until the inside node's handler reached the CRM `count` times.
+async fn wait_for_crm_requests(crm: &MockServer, count: usize) {
     let start = Instant::now();
-    while crm_requests(&pair.crm).await < 20 {
+    while crm_requests(crm).await < count {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "handlers not reached"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_for("the relay to be drained", Duration::from_secs(10), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+}
+
+/// Deliver calls `<prefix>-0` to `<prefix>-<count - 1>` to the relay, each accepted; their
+/// delivery ids by number.
+async fn deliver_accepted(
+    http: &reqwest::Client,
+    port: u16,
+    prefix: &str,
+    count: usize,
+) -> HashMap<usize, String> {
+    let mut ids = HashMap::new();
+    for n in 0..count {
+        let (status, id) = deliver_to(http, port, &call_body(&format!("{prefix}-{n}"))).await;
+        assert_eq!(status, "accepted");
+        ids.insert(n, id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_posted_to_the_relay_reach_the_inside_handlers_once() {
+    let pair = Pair::new().await;
+    let (_relay, port) = pair.start_relay();
+    let _inside = pair.start_inside();
+    let http = pair.http();
+    let first_ids = deliver_accepted(&http, port, "relay", 20).await;
+    // A sender's retry while the record may still be buffered: the relay's first id.
+    let (status, id) = deliver_to(&http, port, &call_body("relay-3")).await;
+    assert_eq!(status, "duplicate");
+    assert_eq!(id, first_ids[&3]);
+    wait_for_crm_requests(&pair.crm, 20).await;
+    pair.wait_drained(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         crm_requests(&pair.crm).await,
@@ -529,25 +547,13 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let inside_started = chrono::Utc::now();
     let inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     let calls = pair.inside_calls_in_commit_order();
     let expected: Vec<String> = (0..30).map(|n| format!("order-{n:02}")).collect();
     assert_eq!(calls, expected, "drained in the relay's order");
     // The relay's audit chain (its receipts and hand-overs beside its own records) verifies.
-    let out = Command::new(wardhook_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(pair.path("relay/relay.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_audit_verifies(&pair.path("relay/relay.toml"), &pair.path("relay"));
     let conn = rusqlite::Connection::open(pair.path("relay/data/relay.db")).unwrap();
     let count = |action: &str| -> i64 {
         conn.query_row(
@@ -589,15 +595,10 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
     let id = list_deliveries(&store, &ListFilter::default()).unwrap()[0]
         .id
         .clone();
-    let out = Command::new(wardhook_bin())
-        .args(["deliveries", "reverify", &id, "--config"])
-        .arg(pair.path("inside/wardhook.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_in(
+        &pair.path("inside/wardhook.toml"),
+        &pair.path("inside"),
+        &["deliveries", "reverify", &id],
     );
 }
 
@@ -652,10 +653,7 @@ async fn sigkill_of_the_relay_under_load_loses_no_acknowledged_delivery_and_dupl
     assert!(acked.len() > 10, "too little load: {}", acked.len());
     // A last relay start hands over whatever the killed ones had buffered.
     let (_relay, _) = pair.start_relay();
-    wait_for("the relay to be drained", Duration::from_secs(60), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(60)).await;
     drop(_inside);
     assert_inside_holds_each_once(&pair, &acked);
 }
@@ -689,10 +687,7 @@ async fn sigkill_of_the_inside_node_mid_pull_loses_nothing_and_duplicates_none()
         "the kills came too late to prove anything"
     );
     let inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(60), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(60)).await;
     drop(inside);
     assert_inside_holds_each_once(&pair, &acked);
 }
@@ -751,10 +746,7 @@ async fn a_full_relay_answers_503_with_retry_after_and_keeps_what_it_buffered() 
     assert_eq!(pair.relay_backlog(), accepted);
     // The inside node drains it; then there is room again.
     let _inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     let body =
         format!(r#"{{"event":"call.ended","data":{{"call_id":"big-after","pad":"{filler}"}}}}"#);
     assert_eq!(post(&http, port, &body).await.status(), 200);
@@ -936,10 +928,7 @@ async fn a_canary_scan_of_every_file_the_relay_wrote_finds_no_plaintext_phi() {
         .unwrap();
     assert_eq!(forged.status(), 401);
     let inside = pair.start_inside();
-    wait_for("the hand-over", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     drop(relay);
     let mut needles = Vec::new();
@@ -1012,10 +1001,7 @@ fallback = '{{"greeting": "Hello, thanks for calling"}}'
     assert_eq!(crm_requests(&pair.crm).await, 0, "the relay ran no handler");
     assert_eq!(pair.relay_backlog(), 1);
     let inside = pair.start_inside();
-    wait_for("the hand-over", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     let store = pair.inside_store();
     assert_eq!(
@@ -1032,17 +1018,7 @@ fallback = '{{"greeting": "Hello, thanks for calling"}}'
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_sealed_to_a_key_the_inside_node_lacks_stay_at_the_relay_until_the_key_is_back() {
     let pair = Pair::new().await;
-    let out = Command::new(wardhook_bin())
-        .args(["relay", "keygen", "--out"])
-        .arg(pair.path("inside/relay-2.key"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new_public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let new_public = relay_keygen(&pair.path("inside/relay-2.key"));
     assert_ne!(new_public, pair.public_key);
     let http = pair.http();
     // Sealed to the first key.
@@ -1106,12 +1082,7 @@ async fn a_relay_on_postgres_buffers_hands_over_and_each_delivery_arrives_once()
     };
     let (_relay, port) = pair.start_relay();
     let http = pair.http();
-    let mut first = HashMap::new();
-    for n in 0..15 {
-        let (status, id) = deliver_to(&http, port, &call_body(&format!("pg-{n}"))).await;
-        assert_eq!(status, "accepted");
-        first.insert(n, id);
-    }
+    let first = deliver_accepted(&http, port, "pg", 15).await;
     let (status, id) = deliver_to(&http, port, &call_body("pg-4")).await;
     assert_eq!((status.as_str(), &id), ("duplicate", &first[&4]));
     assert_eq!(pair.relay_backlog(), 15);
@@ -1120,18 +1091,8 @@ async fn a_relay_on_postgres_buffers_hands_over_and_each_delivery_arrives_once()
         "nothing of the buffer is kept in a SQLite file"
     );
     let _inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
-    let start = Instant::now();
-    while crm_requests(&pair.crm).await < 15 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "handlers not reached"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pair.wait_drained(Duration::from_secs(30)).await;
+    wait_for_crm_requests(&pair.crm, 15).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         crm_requests(&pair.crm).await,
@@ -1170,10 +1131,7 @@ async fn a_relayed_delivery_of_a_source_the_inside_node_lacks_is_quarantined_wit
     assert_eq!(res.status(), 200, "the relay accepts its own source");
     deliver_to(&http, port, &call_body("demo-1")).await;
     let inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     let conn = rusqlite::Connection::open(pair.path("inside/data/wardhook.db")).unwrap();
     let quarantined: Vec<(String, String)> = conn
