@@ -394,6 +394,18 @@ pub fn fixture_cli(fixture: &Fixture, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Run `command` to its end; its output. Fails the test, with the command's stderr, if it
+/// fails.
+pub fn output_of_success(command: &mut Command) -> std::process::Output {
+    let out = command.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Run `wardhook <args> --config <config>` in `dir`; its output. Fails the test, with the
 /// command's stderr, if it fails.
 pub fn cli_in(config: &Path, dir: &Path, args: &[&str]) -> std::process::Output {

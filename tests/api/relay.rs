@@ -97,15 +97,10 @@ secrets = ["file:{d}/demo.secret"]
 /// `wardhook relay keygen --out <private>`: the private key written there, the public key
 /// (`whrelay-pk1:…`) as it prints it.
 fn relay_keygen(private: &Path) -> String {
-    let out = Command::new(wardhook_bin())
-        .args(["relay", "keygen", "--out"])
-        .arg(private)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_of_success(
+        Command::new(wardhook_bin())
+            .args(["relay", "keygen", "--out"])
+            .arg(private),
     );
     let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(public_key.starts_with("whrelay-pk1:"), "{public_key}");
