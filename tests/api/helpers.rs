@@ -435,6 +435,24 @@ pub fn set_cookie_pair(res: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// A destination (a CRM) that answers `first` to its first `times` POSTs and `then` to every
+/// later one: a handler failing, then recovering.
+pub async fn destination_answering(first: u16, times: u64, then: u16) -> wiremock::MockServer {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(first))
+        .up_to_n_times(times)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(then))
+        .mount(&server)
+        .await;
+    server
+}
+
 /// A free loopback port: bound and released at once, for a server (or a fixture's redirect
 /// URL) that must know its port before it starts.
 pub fn free_port() -> u16 {
