@@ -264,16 +264,7 @@ pub async fn audit_rows(app: &ConsoleApp, action: &str) -> Vec<(String, String, 
 
 /// One dead letter (the CRM answers 400) and one quarantined delivery.
 pub async fn app_with_a_dead_letter(db: Db) -> Option<(ConsoleApp, MockServer, String)> {
-    let crm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400))
-        .up_to_n_times(1)
-        .mount(&crm)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201))
-        .mount(&crm)
-        .await;
+    let crm = destination_answering(400, 1, 201).await;
     let app = console_app_on(db, "demo", "crm", &crm.uri(), "").await?;
     let (status, v) = deliver_to(&app, "demo", "call-admin-1").await;
     assert_eq!(status, 200);

@@ -11,8 +11,7 @@ use chrono::{Duration as TimeDelta, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use wardhook::admin::Role;
 use wardhook::dispatch::worker::TaskOutcome;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 use crate::admin::{
     admin_url, audit_rows, call, console_app_on, create_token, deliver_to, drain, ConsoleApp, Db,
@@ -34,16 +33,7 @@ async fn post_json(app: &TestApp, token: &str, path: &str, body: Value) -> (u16,
 
 /// An app whose CRM refused the first `dead` leads (each a dead letter) and takes the rest.
 pub async fn app_with_dead_letters(db: Db, dead: u64) -> Option<(ConsoleApp, MockServer)> {
-    let crm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400))
-        .up_to_n_times(dead)
-        .mount(&crm)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201))
-        .mount(&crm)
-        .await;
+    let crm = destination_answering(400, dead, 201).await;
     let app = console_app_on(db, "demo", "crm", &crm.uri(), "").await?;
     for i in 0..dead {
         assert_eq!(

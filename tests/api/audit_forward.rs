@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
 use wardhook::certs::DevCa;
 
 use super::audit_forward_rsyslog::{self as rsyslog, seq_of, Rsyslog};
@@ -81,6 +82,15 @@ impl Server {
         self.lines.lock().unwrap().clone()
     }
 
+    /// Wait (20 s at most) until `times` lines of the log contain `needle`.
+    pub(super) async fn wait_logged(&self, needle: &str, times: usize) {
+        let what = format!("{times} log line(s) with {needle:?}");
+        wait_for(&what, Duration::from_secs(20), || {
+            self.log().iter().filter(|l| l.contains(needle)).count() >= times
+        })
+        .await;
+    }
+
     /// SIGTERM and wait for the graceful stop.
     pub(super) fn stop(mut self) {
         let _ = Command::new("kill")
@@ -104,6 +114,30 @@ pub(super) fn http(fixture: &Fixture) -> reqwest::Client {
         )
         .build()
         .unwrap()
+}
+
+/// The admin listener's `/metrics` text, read with a fresh auditor token.
+pub(super) async fn metrics(fixture: &Fixture, server: &Server) -> String {
+    let token = fixture_token(fixture, "fwd", "auditor");
+    http(fixture)
+        .get(format!("https://localhost:{}/metrics", server.admin_port))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The `wardhook_audit_forward_backlog` gauge of cursor `target` in a `/metrics` text.
+pub(super) fn backlog(metrics: &str, target: &str) -> f64 {
+    let prefix = format!("wardhook_audit_forward_backlog{{target=\"{target}\"}}");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .expect("backlog gauge");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 /// A signed delivery carrying the canary values; asserts the 200.
@@ -225,9 +259,55 @@ io_timeout = "5s"
     fixture
 }
 
-pub(super) fn collector(dir: &Path, ca: &DevCa) -> Rsyslog {
+fn collector(dir: &Path, ca: &DevCa) -> Rsyslog {
     let cert = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
     Rsyslog::new(dir, &cert.cert_pem, &cert.key_pem, &ca.cert_pem())
+}
+
+/// rsyslog in a fresh temporary folder (the `TempDir`, to keep for the test's length) with a
+/// server certificate from a fresh CA, not started yet; `None` where rsyslog is not installed
+/// (the test says it skipped; never under CI).
+pub(super) fn new_collector() -> Option<(TempDir, DevCa, Rsyslog)> {
+    if !rsyslog::available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate().unwrap();
+    let rsyslog = collector(dir.path(), &ca);
+    Some((dir, ca, rsyslog))
+}
+
+/// The usual arrangement: a [`new_collector`] started, and a `wardhook serve` forwarding to it
+/// under cursor `name` in `format`.
+struct Forwarding {
+    _collector_dir: TempDir,
+    rsyslog: Rsyslog,
+    fixture: Fixture,
+    server: Server,
+}
+
+fn forwarding(name: &str, format: &str) -> Option<Forwarding> {
+    let (collector_dir, ca, mut rsyslog) = new_collector()?;
+    rsyslog.start();
+    let fixture = forwarding_fixture(name, rsyslog.port, &ca.cert_pem(), format);
+    let server = Server::start(&fixture);
+    Some(Forwarding {
+        _collector_dir: collector_dir,
+        rsyslog,
+        fixture,
+        server,
+    })
+}
+
+/// Wait (30 s at most) until the last message rsyslog wrote is the record at the mirror's
+/// settled head, or later; that head.
+async fn wait_collected(what: &str, fixture: &Fixture, rsyslog: &Rsyslog) -> u64 {
+    let head = mirrored_head(fixture);
+    wait_for(what, Duration::from_secs(30), || {
+        rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head)
+    })
+    .await;
+    head
 }
 
 pub(super) fn assert_no_canary(what: &str, text: &str) {
@@ -238,32 +318,21 @@ pub(super) fn assert_no_canary(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_reaches_rsyslog_exactly_once_in_order_across_collector_and_server_restarts() {
-    if !rsyslog::available() {
+    let Some(Forwarding {
+        _collector_dir,
+        mut rsyslog,
+        fixture,
+        server,
+    }) = forwarding("rsyslog-restarts", "rfc5424")
+    else {
         return;
-    }
-    let collector_dir = tempfile::tempdir().unwrap();
-    let syslog_ca = DevCa::generate().unwrap();
-    let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
-    rsyslog.start();
-    let fixture = forwarding_fixture(
-        "rsyslog-restarts",
-        rsyslog.port,
-        &syslog_ca.cert_pem(),
-        "rfc5424",
-    );
-    let server = Server::start(&fixture);
+    };
 
     // Live: records reach the collector while it is up.
     for n in 0..4 {
         deliver(&fixture, &server, n).await;
     }
-    let head = mirrored_head(&fixture);
-    wait_for(
-        "the first records at rsyslog",
-        Duration::from_secs(30),
-        || rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head),
-    )
-    .await;
+    wait_collected("the first records at rsyslog", &fixture, &rsyslog).await;
 
     // The collector goes away mid-stream: intake goes on (200s), records wait in the log.
     rsyslog.stop();
@@ -271,17 +340,7 @@ async fn every_record_reaches_rsyslog_exactly_once_in_order_across_collector_and
     for n in 4..9 {
         deliver(&fixture, &server, n).await;
     }
-    wait_for(
-        "a failed forwarding attempt in the log",
-        Duration::from_secs(20),
-        || {
-            server
-                .log()
-                .iter()
-                .any(|l| l.contains("audit forwarding failed"))
-        },
-    )
-    .await;
+    server.wait_logged("audit forwarding failed", 1).await;
     assert_eq!(rsyslog.messages().len(), seen_before);
 
     // The server restarts while records are still waiting: the cursor survives.
@@ -293,11 +352,7 @@ async fn every_record_reaches_rsyslog_exactly_once_in_order_across_collector_and
 
     // The collector comes back: forwarding resumes where it stopped.
     rsyslog.start();
-    let head = mirrored_head(&fixture);
-    wait_for("every record at rsyslog", Duration::from_secs(30), || {
-        rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head)
-    })
-    .await;
+    let head = wait_collected("every record at rsyslog", &fixture, &rsyslog).await;
     rsyslog.stop();
 
     let messages = rsyslog.messages();
@@ -331,21 +386,17 @@ async fn every_record_reaches_rsyslog_exactly_once_in_order_across_collector_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_atna_format_sends_dicom_audit_messages_rsyslog_accepts() {
-    if !rsyslog::available() {
+    let Some(Forwarding {
+        _collector_dir,
+        mut rsyslog,
+        fixture,
+        server,
+    }) = forwarding("rsyslog-atna", "atna")
+    else {
         return;
-    }
-    let collector_dir = tempfile::tempdir().unwrap();
-    let syslog_ca = DevCa::generate().unwrap();
-    let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
-    rsyslog.start();
-    let fixture = forwarding_fixture("rsyslog-atna", rsyslog.port, &syslog_ca.cert_pem(), "atna");
-    let server = Server::start(&fixture);
+    };
     deliver(&fixture, &server, 0).await;
-    let head = mirrored_head(&fixture);
-    wait_for("ATNA messages at rsyslog", Duration::from_secs(30), || {
-        rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head)
-    })
-    .await;
+    wait_collected("ATNA messages at rsyslog", &fixture, &rsyslog).await;
     rsyslog.stop();
     let messages = rsyslog.messages();
     let accepted = messages
@@ -364,13 +415,11 @@ async fn the_atna_format_sends_dicom_audit_messages_rsyslog_accepts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_whose_certificate_is_from_another_ca_is_refused_and_gets_nothing() {
-    if !rsyslog::available() {
+    // The collector's certificate is from its own CA; wardhook is told to trust another.
+    let Some((_collector_dir, _their_ca, mut rsyslog)) = new_collector() else {
         return;
-    }
-    let collector_dir = tempfile::tempdir().unwrap();
-    let their_ca = DevCa::generate().unwrap();
+    };
     let configured_ca = DevCa::generate().unwrap();
-    let mut rsyslog = collector(collector_dir.path(), &their_ca);
     rsyslog.start();
     let fixture = forwarding_fixture(
         "rsyslog-wrong-ca",
@@ -382,17 +431,9 @@ async fn a_collector_whose_certificate_is_from_another_ca_is_refused_and_gets_no
     for n in 0..2 {
         deliver(&fixture, &server, n).await;
     }
-    wait_for(
-        "the refused handshake in the log",
-        Duration::from_secs(20),
-        || {
-            server
-                .log()
-                .iter()
-                .any(|l| l.contains("TLS handshake with the syslog collector"))
-        },
-    )
-    .await;
+    server
+        .wait_logged("TLS handshake with the syslog collector", 1)
+        .await;
     let log = server.log().join("\n");
     let line = log
         .lines()
@@ -403,28 +444,14 @@ async fn a_collector_whose_certificate_is_from_another_ca_is_refused_and_gets_no
     assert!(line.contains("invalid peer certificate"), "{line}");
 
     // The metric says so too, and the backlog is what waits.
-    let token = fixture_token(&fixture, "fwd", "auditor");
-    let metrics = http(&fixture)
-        .get(format!("https://localhost:{}/metrics", server.admin_port))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&fixture, &server).await;
     assert!(
         metrics.contains(
             "wardhook_audit_forward_errors_total{target=\"rsyslog-wrong-ca\",reason=\"tls\"}"
         ),
         "{metrics}"
     );
-    let backlog = metrics
-        .lines()
-        .find(|l| l.starts_with("wardhook_audit_forward_backlog{target=\"rsyslog-wrong-ca\"}"))
-        .expect("backlog gauge");
-    let waiting: f64 = backlog.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(waiting >= 2.0, "{backlog}");
+    assert!(backlog(&metrics, "rsyslog-wrong-ca") >= 2.0, "{metrics}");
 
     rsyslog.stop();
     assert!(
@@ -436,15 +463,12 @@ async fn a_collector_whose_certificate_is_from_another_ca_is_refused_and_gets_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_node_forwards_its_own_chain_and_resumes_from_its_own_cursor() {
-    if !rsyslog::available() {
+    let Some((_collector_dir, syslog_ca, mut rsyslog)) = new_collector() else {
         return;
-    }
+    };
     let Some(db) = PgTestDb::create().await else {
         return;
     };
-    let collector_dir = tempfile::tempdir().unwrap();
-    let syslog_ca = DevCa::generate().unwrap();
-    let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
     rsyslog.start();
     let fixture = forwarding_fixture_on(
         Some(&db),
@@ -457,13 +481,7 @@ async fn a_postgres_node_forwards_its_own_chain_and_resumes_from_its_own_cursor(
     for n in 0..3 {
         deliver(&fixture, &server, n).await;
     }
-    let head = mirrored_head(&fixture);
-    wait_for(
-        "the node's records at rsyslog",
-        Duration::from_secs(30),
-        || rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head),
-    )
-    .await;
+    wait_collected("the node's records at rsyslog", &fixture, &rsyslog).await;
     rsyslog.stop();
     // Down: intake goes on; then the node restarts and the collector comes back.
     for n in 3..5 {
@@ -473,13 +491,7 @@ async fn a_postgres_node_forwards_its_own_chain_and_resumes_from_its_own_cursor(
     let server = Server::start(&fixture);
     deliver(&fixture, &server, 5).await;
     rsyslog.start();
-    let head = mirrored_head(&fixture);
-    wait_for(
-        "every record of the node at rsyslog",
-        Duration::from_secs(30),
-        || rsyslog.messages().last().map(|m| seq_of(m)) >= Some(head),
-    )
-    .await;
+    let head = wait_collected("every record of the node at rsyslog", &fixture, &rsyslog).await;
     rsyslog.stop();
     let messages = rsyslog.messages();
     let seqs: Vec<u64> = messages.iter().map(|m| seq_of(m)).collect();
@@ -551,7 +563,10 @@ async fn collected_rows(db: &PgTestDb) -> Vec<(u64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_rsyslog_while_batches_are_in_flight_stores_every_record_exactly_once() {
-    if !rsyslog::available() || !rsyslog::pgsql_available() {
+    let Some((_collector_dir, syslog_ca, mut rsyslog)) = new_collector() else {
+        return;
+    };
+    if !rsyslog::pgsql_available() {
         return;
     }
     // The collector's own database (not wardhook's): rsyslog stores each record keyed by the
@@ -570,9 +585,6 @@ async fn stopping_rsyslog_while_batches_are_in_flight_stores_every_record_exactl
             .await
             .expect("create the collector's table");
     }
-    let collector_dir = tempfile::tempdir().unwrap();
-    let syslog_ca = DevCa::generate().unwrap();
-    let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
     rsyslog.store_in_postgres(&collector_db.url);
     rsyslog.start();
     let fixture = forwarding_fixture(

@@ -2,7 +2,7 @@
 //! with the `fhir.resources` Python package (R4B models), as the EHR handler tests do.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::helpers::*;
@@ -71,6 +71,20 @@ fn validated_events(python: &str, path: &Path) -> usize {
         .unwrap()
 }
 
+/// `wardhook audit export --format fhir <filters>` into `file_name` in the app's folder; its
+/// path.
+fn export_fhir(app: &TestApp, file_name: &str, filters: &[&str]) -> PathBuf {
+    let path = app.dir.path().join(file_name);
+    let out = path.to_str().expect("a UTF-8 path");
+    let args: Vec<&str> = ["audit", "export", "--format", "fhir"]
+        .into_iter()
+        .chain(filters.iter().copied())
+        .chain(["--out", out])
+        .collect();
+    cli(app, &args);
+    path
+}
+
 async fn exports_a_valid_bundle_of_every_selected_record(app: &TestApp, python: &str) {
     for n in 0..3 {
         let body = format!(
@@ -92,18 +106,7 @@ async fn exports_a_valid_bundle_of_every_selected_record(app: &TestApp, python: 
     assert_eq!(forged.status(), 401);
 
     // Everything: as many AuditEvents as JSONL lines.
-    let all = app.dir.path().join("all.fhir.json");
-    cli(
-        app,
-        &[
-            "audit",
-            "export",
-            "--format",
-            "fhir",
-            "--out",
-            all.to_str().unwrap(),
-        ],
-    );
+    let all = export_fhir(app, "all.fhir.json", &[]);
     let jsonl = cli(app, &["audit", "export", "--format", "jsonl", "--out", "-"]);
     let lines = String::from_utf8(jsonl.stdout).unwrap().lines().count();
     assert!(lines >= 6, "{lines}");
@@ -121,55 +124,20 @@ async fn exports_a_valid_bundle_of_every_selected_record(app: &TestApp, python: 
     assert!(text.contains("urn:wardhook:call-ref"));
 
     // The same filters as the other formats.
-    let accepted = app.dir.path().join("accepted.fhir.json");
-    cli(
+    let accepted = export_fhir(
         app,
-        &[
-            "audit",
-            "export",
-            "--format",
-            "fhir",
-            "--action",
-            "delivery_accepted",
-            "--out",
-            accepted.to_str().unwrap(),
-        ],
+        "accepted.fhir.json",
+        &["--action", "delivery_accepted"],
     );
     assert_eq!(validated_events(python, &accepted), 3);
-    let by_call = app.dir.path().join("call.fhir.json");
-    cli(
-        app,
-        &[
-            "audit",
-            "export",
-            "--format",
-            "fhir",
-            "--call-id",
-            "fhir-0",
-            "--out",
-            by_call.to_str().unwrap(),
-        ],
-    );
+    let by_call = export_fhir(app, "call.fhir.json", &["--call-id", "fhir-0"]);
     assert_eq!(
         validated_events(python, &by_call),
         2,
         "accepted + duplicate"
     );
     // An empty range is a Bundle without entries, still valid.
-    let none = app.dir.path().join("none.fhir.json");
-    cli(
-        app,
-        &[
-            "audit",
-            "export",
-            "--format",
-            "fhir",
-            "--since",
-            "2100-01-01",
-            "--out",
-            none.to_str().unwrap(),
-        ],
-    );
+    let none = export_fhir(app, "none.fhir.json", &["--since", "2100-01-01"]);
     assert_eq!(validated_events(python, &none), 0);
 }
 

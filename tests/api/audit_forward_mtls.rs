@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use wardhook::certs::{DevCa, IssuedCert};
 
+use tempfile::TempDir;
+
 use super::audit_forward::{
-    assert_no_canary, collector, deliver, forwarding_fixture, http, mirrored_head, wait_for, Server,
+    assert_no_canary, backlog, deliver, forwarding_fixture, metrics, mirrored_head, new_collector,
+    wait_for, Server,
 };
-use super::audit_forward_rsyslog::{self as rsyslog, seq_of};
-use super::helpers::{fixture_token, Fixture};
+use super::audit_forward_rsyslog::{seq_of, Rsyslog};
+use super::helpers::Fixture;
 
 /// The name the collector permits; wardhook's client certificate carries it as common name.
 const PEER: &str = "clinic-gw-audit";
@@ -32,37 +35,25 @@ fn use_client_certificate(fixture: &Fixture, client: &IssuedCert) {
     std::fs::write(&fixture.config_path, config).unwrap();
 }
 
-/// The admin listener's `/metrics` text, read with a fresh auditor token.
-async fn metrics(fixture: &Fixture, server: &Server) -> String {
-    let token = fixture_token(fixture, "fwd", "auditor");
-    http(fixture)
-        .get(format!("https://localhost:{}/metrics", server.admin_port))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// A started collector that takes only clients with a certificate naming [`PEER`], its CA, and
+/// a fixture forwarding to it under cursor `name` (without a client certificate yet); `None`
+/// where rsyslog is not installed.
+fn collector_requiring_peer(name: &str) -> Option<(TempDir, DevCa, Rsyslog, Fixture)> {
+    let (dir, ca, mut rsyslog) = new_collector()?;
+    rsyslog.require_client_certificate(PEER);
+    rsyslog.start();
+    let fixture = forwarding_fixture(name, rsyslog.port, &ca.cert_pem(), "rfc5424");
+    Some((dir, ca, rsyslog, fixture))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_requiring_client_certificates_receives_every_record_from_a_certified_wardhook()
 {
-    if !rsyslog::available() {
+    let Some((_collector_dir, syslog_ca, mut rsyslog, fixture)) =
+        collector_requiring_peer("rsyslog-mtls")
+    else {
         return;
-    }
-    let collector_dir = tempfile::tempdir().unwrap();
-    let syslog_ca = DevCa::generate().unwrap();
-    let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
-    rsyslog.require_client_certificate(PEER);
-    rsyslog.start();
-    let fixture = forwarding_fixture(
-        "rsyslog-mtls",
-        rsyslog.port,
-        &syslog_ca.cert_pem(),
-        "rfc5424",
-    );
+    };
     use_client_certificate(&fixture, &syslog_ca.issue_client(PEER).unwrap());
     let server = Server::start(&fixture);
     for n in 0..4 {
@@ -93,48 +84,23 @@ async fn a_collector_requiring_client_certificates_receives_every_record_from_a_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_requiring_client_certificates_gets_nothing_from_a_wardhook_without_one() {
-    if !rsyslog::available() {
+    let Some((_collector_dir, _syslog_ca, mut rsyslog, fixture)) =
+        collector_requiring_peer("rsyslog-no-client-cert")
+    else {
         return;
-    }
-    let collector_dir = tempfile::tempdir().unwrap();
-    let syslog_ca = DevCa::generate().unwrap();
-    let mut rsyslog = collector(collector_dir.path(), &syslog_ca);
-    rsyslog.require_client_certificate(PEER);
-    rsyslog.start();
-    let fixture = forwarding_fixture(
-        "rsyslog-no-client-cert",
-        rsyslog.port,
-        &syslog_ca.cert_pem(),
-        "rfc5424",
-    );
+    };
     let server = Server::start(&fixture);
     for n in 0..2 {
         deliver(&fixture, &server, n).await;
     }
     // Two failed attempts: the first is not a fluke, and the records were offered again.
-    wait_for(
-        "two refused attempts in the log",
-        Duration::from_secs(20),
-        || {
-            server
-                .log()
-                .iter()
-                .filter(|l| l.contains("audit forwarding failed"))
-                .count()
-                >= 2
-        },
-    )
-    .await;
+    server.wait_logged("audit forwarding failed", 2).await;
     let log = server.log().join("\n");
     let metrics = metrics(&fixture, &server).await;
-    let backlog = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("wardhook_audit_forward_backlog{target=\"rsyslog-no-client-cert\"}")
-        })
-        .expect("backlog gauge");
-    let waiting: f64 = backlog.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(waiting >= 2.0, "{backlog}");
+    assert!(
+        backlog(&metrics, "rsyslog-no-client-cert") >= 2.0,
+        "{metrics}"
+    );
     server.stop();
     rsyslog.stop();
     // Refused for the reason under test, not for some other fault.

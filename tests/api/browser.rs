@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use wardhook::admin::Role;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 use crate::admin::{
     admin_url, console_app_on, create_token, deliver_to, drain, send_signed, Db, CANARY_NAME,
@@ -269,16 +268,7 @@ impl Browser {
 
 async fn an_operator_retries_a_dead_letter_and_reveals_it_while_an_auditor_is_refused_on(db: Db) {
     // Arrange: the CRM refuses the first lead (dead letter) and takes every later one.
-    let crm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400))
-        .up_to_n_times(1)
-        .mount(&crm)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201))
-        .mount(&crm)
-        .await;
+    let crm = destination_answering(400, 1, 201).await;
     let Some(app) = console_app_on(db, "demo", "crm", &crm.uri(), "").await else {
         return;
     };

@@ -14,11 +14,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::adapters_flow::sink::{SinkTls, SmtpSink};
 use crate::admin::{
-    admin_url, call, console_options, create_token, deliver_to, drain, ConsoleApp, Db,
+    admin_url, call, console_app_with, console_options, create_token, deliver_to, drain,
+    ConsoleApp, Db,
 };
 use crate::browser::Browser;
 use crate::helpers::*;
-use crate::postgres::PgTestDb;
 
 const FAILING: &str = "Handler crm: the last 3 attempts failed.";
 
@@ -54,17 +54,7 @@ dead_letters = 1000
 disk_used_percent = 100
 "#
     ));
-    Some(match db {
-        Db::Sqlite => ConsoleApp {
-            app: spawn_app_with(opts).await,
-            pg: None,
-        },
-        Db::Postgres => {
-            let pg = PgTestDb::create().await?;
-            let app = spawn_from_fixture(pg.fixture("node-a", opts, None)).await;
-            ConsoleApp { app, pg: Some(pg) }
-        }
-    })
+    console_app_with(db, opts).await
 }
 
 /// Load `url` again until its page contains (or, with `present = false`, no longer contains)
@@ -112,16 +102,7 @@ async fn hook_bodies(hook: &MockServer, n: usize) -> Vec<Value> {
 
 async fn a_failing_handler_opens_an_alert_notified_once_acknowledged_and_resolved_on(db: Db) {
     // Arrange: the CRM refuses three leads, then takes every later one.
-    let crm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400))
-        .up_to_n_times(3)
-        .mount(&crm)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201))
-        .mount(&crm)
-        .await;
+    let crm = destination_answering(400, 3, 201).await;
     let hook = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/alerts"))

@@ -394,6 +394,18 @@ pub fn fixture_cli(fixture: &Fixture, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Run `command` to its end; its output. Fails the test, with the command's stderr, if it
+/// fails.
+pub fn output_of_success(command: &mut Command) -> std::process::Output {
+    let out = command.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Run `wardhook <args> --config <config>` in `dir`; its output. Fails the test, with the
 /// command's stderr, if it fails.
 pub fn cli_in(config: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
@@ -421,6 +433,24 @@ pub fn set_cookie_pair(res: &reqwest::Response) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// A destination (a CRM) that answers `first` to its first `times` POSTs and `then` to every
+/// later one: a handler failing, then recovering.
+pub async fn destination_answering(first: u16, times: u64, then: u16) -> wiremock::MockServer {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(first))
+        .up_to_n_times(times)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(then))
+        .mount(&server)
+        .await;
+    server
 }
 
 /// A free loopback port: bound and released at once, for a server (or a fixture's redirect

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,14 @@ use crate::helpers::*;
 struct Pair {
     dir: TempDir,
     ca: DevCa,
-    /// The relay's senders' port and pull port are fixed so a restarted relay is found again.
-    pull_port: u16,
+    /// The relay's pull port: 0 ("any free port") until the first relay names the port it
+    /// bound; kept from then on, so a restarted relay is found again at the same address.
+    pull_port: AtomicU16,
+    /// The relay's config as last written, written again with the pull port once it is known.
+    relay_options: Mutex<RelayOptions>,
+    /// The inside node's `[relay]` extras and private key files, written out with the relay's
+    /// pull port when the inside node starts.
+    inside_options: Mutex<(String, Vec<String>)>,
     public_key: String,
     crm: MockServer,
     /// The relay's PostgreSQL database, when its buffer lives there rather than in SQLite.
@@ -53,8 +60,55 @@ fn openssl_sha256_fingerprint(path: &Path) -> String {
     hex.replace(':', "").to_ascii_lowercase()
 }
 
+/// What the relay's and the inside node's configs share, each with its own folder `dir`: the
+/// senders' listener on any free port, storage in `data/<db_file>` (plus `storage` keys), the
+/// node's own master key and audit folder, no admin listener, and the `demo` source.
+fn node_toml(dir: &Path, db_file: &str, storage: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+tls = {{ cert = "{d}/server.crt", key = "{d}/server.key" }}
+workers = 2
+shutdown_timeout_secs = 2
+
+[storage]
+path = "{d}/data/{db_file}"
+{storage}
+
+[keys]
+master_key_file = "{d}/master.key"
+
+[audit]
+dir = "{d}/data/audit"
+
+[admin]
+enabled = false
+
+[[sources]]
+name = "demo"
+preset = "nextphone"
+secrets = ["file:{d}/demo.secret"]
+"#,
+        d = dir.display(),
+    )
+}
+
+/// `wardhook relay keygen --out <private>`: the private key written there, the public key
+/// (`whrelay-pk1:…`) as it prints it.
+fn relay_keygen(private: &Path) -> String {
+    let out = output_of_success(
+        Command::new(wardhook_bin())
+            .args(["relay", "keygen", "--out"])
+            .arg(private),
+    );
+    let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(public_key.starts_with("whrelay-pk1:"), "{public_key}");
+    public_key
+}
+
 /// What a relay test can vary.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RelayOptions {
     /// Extra keys for `[relay_server]`.
     server_extra: String,
@@ -82,18 +136,7 @@ impl Pair {
             MasterKey::generate_file(&d.join(sub).join("master.key")).unwrap();
             std::fs::write(d.join(sub).join("demo.secret"), DEMO_SECRET).unwrap();
         }
-        let out = Command::new(wardhook_bin())
-            .args(["relay", "keygen", "--out"])
-            .arg(d.join("inside/relay.key"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        assert!(public_key.starts_with("whrelay-pk1:"), "{public_key}");
+        let public_key = relay_keygen(&d.join("inside/relay.key"));
         let crm = MockServer::start().await;
         Mock::given(method("POST"))
             .respond_with(ResponseTemplate::new(200))
@@ -102,13 +145,14 @@ impl Pair {
         let pair = Self {
             dir,
             ca,
-            pull_port: free_port(),
+            pull_port: AtomicU16::new(0),
+            relay_options: Mutex::default(),
+            inside_options: Mutex::new((String::new(), vec!["relay.key".to_owned()])),
             public_key,
             crm,
             relay_pg: None,
         };
         pair.write_relay_config(&RelayOptions::default());
-        pair.write_inside_config("");
         pair
     }
 
@@ -127,42 +171,36 @@ impl Pair {
         self.dir.path().join(rel)
     }
 
+    /// The relay's pull port, once a relay has named it.
+    fn pull_port(&self) -> u16 {
+        let port = self.pull_port.load(Ordering::SeqCst);
+        assert_ne!(
+            port, 0,
+            "start the relay first: its pull port is chosen when it binds"
+        );
+        port
+    }
+
+    /// Write the relay's config: the pull listener on the port a relay of this pair already
+    /// bound, or on port 0 (any free port) before the first start.
     fn write_relay_config(&self, o: &RelayOptions) -> PathBuf {
+        *self.relay_options.lock().unwrap() = o.clone();
         let r = self.path("relay");
         let public = o
             .public_key_line
             .clone()
             .unwrap_or_else(|| format!("public_key = \"{}\"", self.public_key));
+        let storage = if self.relay_pg.is_some() {
+            crate::postgres::PgTestDb::storage_toml("relay")
+        } else {
+            String::new()
+        };
         let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-tls = {{ cert = "{r}/server.crt", key = "{r}/server.key" }}
-workers = 2
-shutdown_timeout_secs = 2
-
-[storage]
-path = "{r}/data/relay.db"
-{storage}
-
-[keys]
-master_key_file = "{r}/master.key"
-
-[audit]
-dir = "{r}/data/audit"
-
-[admin]
-enabled = false
-
+            r#"{head}
 [log]
 format = "json"
 level = "info"
 dir = "{r}/logs"
-
-[[sources]]
-name = "demo"
-preset = "nextphone"
-secrets = ["file:{r}/demo.secret"]
 
 [relay_server]
 {public}
@@ -172,27 +210,34 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
 {extra}
 "#,
             r = r.display(),
-            pull = self.pull_port,
+            pull = self.pull_port.load(Ordering::SeqCst),
             ca = self.path("ca.crt").display(),
             server_extra = o.server_extra,
             extra = o.extra,
-            storage = if self.relay_pg.is_some() {
-                crate::postgres::PgTestDb::storage_toml("relay")
-            } else {
-                String::new()
-            },
+            head = node_toml(&r, "relay.db", &storage),
         );
         let path = r.join("relay.toml");
         std::fs::write(&path, text).unwrap();
         path
     }
 
+    /// The inside node's `[relay]` gets `relay_extra` from its next start on.
     fn write_inside_config(&self, relay_extra: &str) {
         self.write_inside_config_with_keys(relay_extra, &["relay.key"]);
     }
 
-    /// The inside config with `private_keys` naming these files of the inside folder, in order.
+    /// The inside node's `private_keys` name these files of the inside folder, in order, from
+    /// its next start on.
     fn write_inside_config_with_keys(&self, relay_extra: &str, keys: &[&str]) {
+        *self.inside_options.lock().unwrap() = (
+            relay_extra.to_owned(),
+            keys.iter().map(|k| (*k).to_owned()).collect(),
+        );
+    }
+
+    /// Write the inside config, its `[relay]` url on the relay's pull port.
+    fn write_inside_config_file(&self) {
+        let (relay_extra, keys) = self.inside_options.lock().unwrap().clone();
         let i = self.path("inside");
         let private_keys = keys
             .iter()
@@ -200,36 +245,13 @@ pull_tls = {{ cert = "{r}/server.crt", key = "{r}/server.key", client_ca = "{ca}
             .collect::<Vec<_>>()
             .join(", ");
         let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-tls = {{ cert = "{i}/server.crt", key = "{i}/server.key" }}
-workers = 2
-shutdown_timeout_secs = 2
-
-[storage]
-path = "{i}/data/wardhook.db"
-
-[keys]
-master_key_file = "{i}/master.key"
-
-[audit]
-dir = "{i}/data/audit"
-
-[admin]
-enabled = false
-
+            r#"{head}
 [log]
 format = "json"
 level = "warn,wardhook::cli=info"
 
 [dispatch]
 workers = 2
-
-[[sources]]
-name = "demo"
-preset = "nextphone"
-secrets = ["file:{i}/demo.secret"]
 
 [[handlers]]
 name = "crm"
@@ -253,38 +275,55 @@ wait_secs = 1
 {relay_extra}
 "#,
             i = i.display(),
+            head = node_toml(&i, "wardhook.db", ""),
             crm = self.crm.uri(),
-            pull = self.pull_port,
+            pull = self.pull_port(),
             ca = self.path("ca.crt").display(),
         );
         std::fs::write(i.join("wardhook.toml"), text).unwrap();
     }
 
-    /// `wardhook relay`, with the senders' port it bound.
+    /// `wardhook relay`, with the senders' port it bound. The first start binds the pull
+    /// listener on any free port and the pair keeps the one it names; later starts bind that
+    /// same port again.
     fn start_relay(&self) -> (ServerProcess, u16) {
-        spawn_logging_port(
-            || {
-                let mut cmd = Command::new(wardhook_bin());
-                cmd.args(["relay", "--config"])
-                    .arg(self.path("relay/relay.toml"));
-                cmd
-            },
-            &self.path("relay"),
-        )
+        let mut cmd = Command::new(wardhook_bin());
+        cmd.args(["relay", "--config"])
+            .arg(self.path("relay/relay.toml"));
+        let (relay, fields) = spawn_listening(cmd, &self.path("relay"));
+        let pull = fields["relay_pull_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("the relay names its pull port: {fields}"));
+        match self
+            .pull_port
+            .compare_exchange(0, pull, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => {
+                let options = self.relay_options.lock().unwrap().clone();
+                self.write_relay_config(&options);
+            }
+            Err(kept) => assert_eq!(pull, kept, "a restarted relay binds its first pull port"),
+        }
+        (relay, port_of(&fields))
     }
 
-    /// The inside node's `wardhook serve`.
+    /// The inside node's `wardhook serve`, pulling from the relay's pull port (start the relay
+    /// first).
     fn start_inside(&self) -> ServerProcess {
-        spawn_logging_port(
-            || {
-                let mut cmd = Command::new(wardhook_bin());
-                cmd.args(["serve", "--config"])
-                    .arg(self.path("inside/wardhook.toml"));
-                cmd
-            },
-            &self.path("inside"),
-        )
-        .0
+        self.write_inside_config_file();
+        let mut cmd = Command::new(wardhook_bin());
+        cmd.args(["serve", "--config"])
+            .arg(self.path("inside/wardhook.toml"));
+        spawn_listening(cmd, &self.path("inside")).0
+    }
+
+    /// Wait (bounded by `limit`) until the relay has handed everything over.
+    async fn wait_drained(&self, limit: Duration) {
+        wait_for("the relay to be drained", limit, || {
+            self.relay_backlog() == 0
+        })
+        .await;
     }
 
     fn http(&self) -> reqwest::Client {
@@ -344,27 +383,11 @@ wait_secs = 1
     }
 }
 
-/// Spawn a wardhook process whose JSON log names its port; return it with the port. The pull
-/// port is chosen before the process starts, so another test's connection may hold it for a
-/// moment: a process that ends before naming its port is started again (twice at most), its
-/// output shown.
-fn spawn_logging_port(make: impl Fn() -> Command, cwd: &Path) -> (ServerProcess, u16) {
-    let mut last = String::new();
-    for attempt in 1..=3 {
-        match try_spawn_logging_port(make(), cwd) {
-            Ok(started) => return started,
-            Err(output) => {
-                eprintln!("start attempt {attempt} ended early:\n{output}");
-                last = output;
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-    panic!("the process ended before naming its port three times; last output:\n{last}")
-}
-
-/// One start: the process and its port, or (when it ended first) the lines it wrote.
-fn try_spawn_logging_port(mut cmd: Command, cwd: &Path) -> Result<(ServerProcess, u16), String> {
+/// Spawn a wardhook process and wait for its `wardhook listening` line: the process and that
+/// line's fields (`port`, and on a relay `relay_pull_port`). Every port is bound by the process
+/// itself, so no other test can take one first; a process that ends before naming its ports
+/// fails the test with what it wrote.
+fn spawn_listening(mut cmd: Command, cwd: &Path) -> (ServerProcess, serde_json::Value) {
     let mut child = ServerProcess::spawn(
         cmd.current_dir(cwd)
             .stderr(Stdio::piped())
@@ -372,15 +395,15 @@ fn try_spawn_logging_port(mut cmd: Command, cwd: &Path) -> Result<(ServerProcess
     );
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    // The lines before the port, to show why a process that ended without one did.
-    let early = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The lines before the ports, to show why a process that ended without them did.
+    let early = Arc::new(Mutex::new(Vec::new()));
     let seen = early.clone();
     std::thread::spawn(move || {
         let mut told = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(port) = v["fields"]["port"].as_u64() {
-                    let _ = tx.send(port as u16);
+                if !told && v["fields"]["port"].is_u64() {
+                    let _ = tx.send(v["fields"].clone());
                     told = true;
                 }
             }
@@ -390,15 +413,20 @@ fn try_spawn_logging_port(mut cmd: Command, cwd: &Path) -> Result<(ServerProcess
         }
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(port) => Ok((child, port)),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Err(early.lock().unwrap().join("\n"))
-        }
+        Ok(fields) => (child, fields),
         Err(e) => panic!(
-            "no port from {cmd:?} ({e:?}); its output:\n{}",
+            "no ports from {cmd:?} ({e:?}); its output:\n{}",
             early.lock().unwrap().join("\n")
         ),
     }
+}
+
+/// The senders' port named in a `wardhook listening` line's fields.
+fn port_of(fields: &serde_json::Value) -> u16 {
+    fields["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("a port: {fields}"))
 }
 
 fn call_body(call: &str) -> String {
@@ -448,34 +476,48 @@ async fn crm_requests(crm: &MockServer) -> usize {
     crm.received_requests().await.map_or(0, |r| r.len())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_posted_to_the_relay_reach_the_inside_handlers_once() {
-    let pair = Pair::new().await;
-    let (_relay, port) = pair.start_relay();
-    let _inside = pair.start_inside();
-    let http = pair.http();
-    let mut first_ids = HashMap::new();
-    for n in 0..20 {
-        let (status, id) = deliver_to(&http, port, &call_body(&format!("relay-{n}"))).await;
-        assert_eq!(status, "accepted");
-        first_ids.insert(n, id);
-    }
-    // A sender's retry while the record may still be buffered: the relay's first id.
-    let (status, id) = deliver_to(&http, port, &call_body("relay-3")).await;
-    assert_eq!(status, "duplicate");
-    assert_eq!(id, first_ids[&3]);
+/// Wait (30 s at most) until the inside node's handler reached the CRM `count` times.
+async fn wait_for_crm_requests(crm: &MockServer, count: usize) {
     let start = Instant::now();
-    while crm_requests(&pair.crm).await < 20 {
+    while crm_requests(crm).await < count {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "handlers not reached"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_for("the relay to be drained", Duration::from_secs(10), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+}
+
+/// Deliver calls `<prefix>-0` to `<prefix>-<count - 1>` to the relay, each accepted; their
+/// delivery ids by number.
+async fn deliver_accepted(
+    http: &reqwest::Client,
+    port: u16,
+    prefix: &str,
+    count: usize,
+) -> HashMap<usize, String> {
+    let mut ids = HashMap::new();
+    for n in 0..count {
+        let (status, id) = deliver_to(http, port, &call_body(&format!("{prefix}-{n}"))).await;
+        assert_eq!(status, "accepted");
+        ids.insert(n, id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_posted_to_the_relay_reach_the_inside_handlers_once() {
+    let pair = Pair::new().await;
+    let (_relay, port) = pair.start_relay();
+    let _inside = pair.start_inside();
+    let http = pair.http();
+    let first_ids = deliver_accepted(&http, port, "relay", 20).await;
+    // A sender's retry while the record may still be buffered: the relay's first id.
+    let (status, id) = deliver_to(&http, port, &call_body("relay-3")).await;
+    assert_eq!(status, "duplicate");
+    assert_eq!(id, first_ids[&3]);
+    wait_for_crm_requests(&pair.crm, 20).await;
+    pair.wait_drained(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         crm_requests(&pair.crm).await,
@@ -500,25 +542,13 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let inside_started = chrono::Utc::now();
     let inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     let calls = pair.inside_calls_in_commit_order();
     let expected: Vec<String> = (0..30).map(|n| format!("order-{n:02}")).collect();
     assert_eq!(calls, expected, "drained in the relay's order");
     // The relay's audit chain (its receipts and hand-overs beside its own records) verifies.
-    let out = Command::new(wardhook_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(pair.path("relay/relay.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_audit_verifies(&pair.path("relay/relay.toml"), &pair.path("relay"));
     let conn = rusqlite::Connection::open(pair.path("relay/data/relay.db")).unwrap();
     let count = |action: &str| -> i64 {
         conn.query_row(
@@ -560,15 +590,10 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
     let id = list_deliveries(&store, &ListFilter::default()).unwrap()[0]
         .id
         .clone();
-    let out = Command::new(wardhook_bin())
-        .args(["deliveries", "reverify", &id, "--config"])
-        .arg(pair.path("inside/wardhook.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_in(
+        &pair.path("inside/wardhook.toml"),
+        &pair.path("inside"),
+        &["deliveries", "reverify", &id],
     );
 }
 
@@ -577,10 +602,12 @@ async fn with_the_inside_node_offline_the_relay_buffers_then_drains_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_relay_under_load_loses_no_acknowledged_delivery_and_duplicates_none() {
     let pair = Pair::new().await;
+    // The first relay binds the pull port the inside node is given.
+    let mut first = Some(pair.start_relay());
     let _inside = pair.start_inside();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     for round in 0..2u64 {
-        let (mut relay, port) = pair.start_relay();
+        let (mut relay, port) = first.take().unwrap_or_else(|| pair.start_relay());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for worker in 0..4u64 {
@@ -621,10 +648,7 @@ async fn sigkill_of_the_relay_under_load_loses_no_acknowledged_delivery_and_dupl
     assert!(acked.len() > 10, "too little load: {}", acked.len());
     // A last relay start hands over whatever the killed ones had buffered.
     let (_relay, _) = pair.start_relay();
-    wait_for("the relay to be drained", Duration::from_secs(60), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(60)).await;
     drop(_inside);
     assert_inside_holds_each_once(&pair, &acked);
 }
@@ -658,10 +682,7 @@ async fn sigkill_of_the_inside_node_mid_pull_loses_nothing_and_duplicates_none()
         "the kills came too late to prove anything"
     );
     let inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(60), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(60)).await;
     drop(inside);
     assert_inside_holds_each_once(&pair, &acked);
 }
@@ -720,10 +741,7 @@ async fn a_full_relay_answers_503_with_retry_after_and_keeps_what_it_buffered() 
     assert_eq!(pair.relay_backlog(), accepted);
     // The inside node drains it; then there is room again.
     let _inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     let body =
         format!(r#"{{"event":"call.ended","data":{{"call_id":"big-after","pad":"{filler}"}}}}"#);
     assert_eq!(post(&http, port, &body).await.status(), 200);
@@ -796,7 +814,7 @@ async fn the_pull_listener_refuses_clients_without_a_certificate_from_its_ca() {
     let (_relay, _) = pair.start_relay();
     let url = format!(
         "https://localhost:{}/relay/v1/records?after=0",
-        pair.pull_port
+        pair.pull_port()
     );
     let trust = reqwest::Certificate::from_pem(pair.ca.cert_pem().as_bytes()).unwrap();
     let client = |identity: Option<reqwest::Identity>| {
@@ -905,10 +923,7 @@ async fn a_canary_scan_of_every_file_the_relay_wrote_finds_no_plaintext_phi() {
         .unwrap();
     assert_eq!(forged.status(), 401);
     let inside = pair.start_inside();
-    wait_for("the hand-over", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     drop(relay);
     let mut needles = Vec::new();
@@ -981,10 +996,7 @@ fallback = '{{"greeting": "Hello, thanks for calling"}}'
     assert_eq!(crm_requests(&pair.crm).await, 0, "the relay ran no handler");
     assert_eq!(pair.relay_backlog(), 1);
     let inside = pair.start_inside();
-    wait_for("the hand-over", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     let store = pair.inside_store();
     assert_eq!(
@@ -1001,17 +1013,7 @@ fallback = '{{"greeting": "Hello, thanks for calling"}}'
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_sealed_to_a_key_the_inside_node_lacks_stay_at_the_relay_until_the_key_is_back() {
     let pair = Pair::new().await;
-    let out = Command::new(wardhook_bin())
-        .args(["relay", "keygen", "--out"])
-        .arg(pair.path("inside/relay-2.key"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new_public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let new_public = relay_keygen(&pair.path("inside/relay-2.key"));
     assert_ne!(new_public, pair.public_key);
     let http = pair.http();
     // Sealed to the first key.
@@ -1075,12 +1077,7 @@ async fn a_relay_on_postgres_buffers_hands_over_and_each_delivery_arrives_once()
     };
     let (_relay, port) = pair.start_relay();
     let http = pair.http();
-    let mut first = HashMap::new();
-    for n in 0..15 {
-        let (status, id) = deliver_to(&http, port, &call_body(&format!("pg-{n}"))).await;
-        assert_eq!(status, "accepted");
-        first.insert(n, id);
-    }
+    let first = deliver_accepted(&http, port, "pg", 15).await;
     let (status, id) = deliver_to(&http, port, &call_body("pg-4")).await;
     assert_eq!((status.as_str(), &id), ("duplicate", &first[&4]));
     assert_eq!(pair.relay_backlog(), 15);
@@ -1089,18 +1086,8 @@ async fn a_relay_on_postgres_buffers_hands_over_and_each_delivery_arrives_once()
         "nothing of the buffer is kept in a SQLite file"
     );
     let _inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
-    let start = Instant::now();
-    while crm_requests(&pair.crm).await < 15 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "handlers not reached"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pair.wait_drained(Duration::from_secs(30)).await;
+    wait_for_crm_requests(&pair.crm, 15).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         crm_requests(&pair.crm).await,
@@ -1139,10 +1126,7 @@ async fn a_relayed_delivery_of_a_source_the_inside_node_lacks_is_quarantined_wit
     assert_eq!(res.status(), 200, "the relay accepts its own source");
     deliver_to(&http, port, &call_body("demo-1")).await;
     let inside = pair.start_inside();
-    wait_for("the relay to be drained", Duration::from_secs(30), || {
-        pair.relay_backlog() == 0
-    })
-    .await;
+    pair.wait_drained(Duration::from_secs(30)).await;
     drop(inside);
     let conn = rusqlite::Connection::open(pair.path("inside/data/wardhook.db")).unwrap();
     let quarantined: Vec<(String, String)> = conn

@@ -18,7 +18,8 @@
 //! - **Recordings as attachments, where allowed.** With `attach_artifacts = true` (off by
 //!   default; needs `phi = "full"`) the artifacts the route's `capture` step stored are read
 //!   through the SDK's audited, decrypted stream and attached, each at most
-//!   `max_attachment_bytes`.
+//!   `max_attachment_bytes`. They are read only once every template has rendered, so a message
+//!   that cannot be built leaves no read in the audit log.
 //! - A 4xx reply, a timeout or a dropped connection is retryable; a 5xx reply, a TLS failure or
 //!   an address that is not one is permanent. Reasons name the host and reply code only.
 #![forbid(unsafe_code)]
@@ -253,16 +254,12 @@ fn render(key: &str, template: &Template, vars: &Vars) -> Result<String, EmailEr
 impl Email {
     /// The message for `event`, as it would be sent (without attachments).
     pub fn message(&self, event: &Event, ctx: &Context) -> Result<Message, EmailError> {
-        self.message_with(event, ctx, &[])
+        self.compose(event, ctx)?.assemble(&[])
     }
 
-    /// The message for `event` with `attachments` after the body (`multipart/mixed`).
-    fn message_with(
-        &self,
-        event: &Event,
-        ctx: &Context,
-        attachments: &[Attachment],
-    ) -> Result<Message, EmailError> {
+    /// Every template rendered and every address checked for `event`: all that can fail on the
+    /// event's content, done before any artifact is read.
+    fn compose(&self, event: &Event, ctx: &Context) -> Result<Composed, EmailError> {
         let vars = ctx.template_vars(event);
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -310,36 +307,18 @@ impl Email {
                 Body::Multi(MultiPart::alternative_plain_html(text, html))
             }
         };
-        let message = if attachments.is_empty() {
-            match body {
-                Body::Single(part) => builder.singlepart(part),
-                Body::Multi(parts) => builder.multipart(parts),
-            }
-        } else {
-            let mut mixed = match body {
-                Body::Single(part) => MultiPart::mixed().singlepart(part),
-                Body::Multi(parts) => MultiPart::mixed().multipart(parts),
-            };
-            for a in attachments {
-                // A type capture accepted from its configured list, so it parses.
-                let content_type =
-                    ContentType::parse(&a.reference.content_type).map_err(|_| EmailError::Build)?;
-                mixed = mixed.singlepart(
-                    lettre::message::Attachment::new(a.reference.file_name())
-                        .body(a.content.to_vec(), content_type),
-                );
-            }
-            builder.multipart(mixed)
-        };
-        message.map_err(|_| EmailError::Build)
+        Ok(Composed { builder, body })
     }
 
+    /// Render, then read the artifacts (each read audited), then send: a message that cannot
+    /// be rendered reads nothing, so no audit record names a read for a mail never sent.
     async fn send(&self, event: &Event, ctx: &Context) -> Result<Outcome, HandlerError> {
+        let composed = self.compose(event, ctx)?;
         let attachments = match self.attach_artifacts {
             Some(max) => read_attachments(ctx, max, "max_attachment_bytes").await?,
             None => Vec::new(),
         };
-        let message = self.message_with(event, ctx, &attachments)?;
+        let message = composed.assemble(&attachments)?;
         drop(attachments);
         Ok(self.transmit(message).await?)
     }
@@ -376,6 +355,41 @@ impl Email {
 enum Body {
     Single(SinglePart),
     Multi(MultiPart),
+}
+
+/// A rendered message still open for attachments.
+struct Composed {
+    builder: lettre::message::MessageBuilder,
+    body: Body,
+}
+
+impl Composed {
+    /// The message, with `attachments` after the body (`multipart/mixed`) when there are any.
+    fn assemble(self, attachments: &[Attachment]) -> Result<Message, EmailError> {
+        let Composed { builder, body } = self;
+        let message = if attachments.is_empty() {
+            match body {
+                Body::Single(part) => builder.singlepart(part),
+                Body::Multi(parts) => builder.multipart(parts),
+            }
+        } else {
+            let mut mixed = match body {
+                Body::Single(part) => MultiPart::mixed().singlepart(part),
+                Body::Multi(parts) => MultiPart::mixed().multipart(parts),
+            };
+            for a in attachments {
+                // A type capture accepted from its configured list, so it parses.
+                let content_type =
+                    ContentType::parse(&a.reference.content_type).map_err(|_| EmailError::Build)?;
+                mixed = mixed.singlepart(
+                    lettre::message::Attachment::new(a.reference.file_name())
+                        .body(a.content.to_vec(), content_type),
+                );
+            }
+            builder.multipart(mixed)
+        };
+        message.map_err(|_| EmailError::Build)
+    }
 }
 
 /// A TLS handshake that failed on the certificate surfaces from lettre as a connection

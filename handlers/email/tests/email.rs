@@ -320,6 +320,20 @@ async fn events_without_a_recipient_or_a_variable_fail_permanently_without_value
     );
 }
 
+/// The quote confirmation with `attach_artifacts` on (4096 bytes at most each), to a plain SMTP
+/// server on loopback `port`.
+fn attaching(port: u16) -> std::sync::Arc<dyn wardhook_sdk::Handler> {
+    testing::build::<EmailFactory>(
+        "records",
+        &quote_config(
+            "127.0.0.1",
+            port,
+            "plain",
+            "attach_artifacts = true\nmax_attachment_bytes = 4096",
+        ),
+    )
+}
+
 /// With `attach_artifacts`, the recording the capture step stored goes with the mail, named by
 /// its id, byte for byte as aiosmtpd decodes it; without the switch the same delivery's mail
 /// carries nothing; one over `max_attachment_bytes` fails permanently and nothing is sent.
@@ -330,15 +344,7 @@ async fn a_recording_is_attached_only_where_the_operator_allows_it() {
     };
     let wav = testing::recording(3000);
     let artifacts: &[(&str, &str, &[u8])] = &[("art_rec", "audio/x-wav", &wav)];
-    let with = testing::build::<EmailFactory>(
-        "records",
-        &quote_config(
-            "127.0.0.1",
-            smtp.port,
-            "plain",
-            "attach_artifacts = true\nmax_attachment_bytes = 4096",
-        ),
-    );
+    let with = attaching(smtp.port);
     testing::run_with_artifacts(&*with, &event(), artifacts)
         .await
         .expect_ok();
@@ -373,6 +379,41 @@ async fn a_recording_is_attached_only_where_the_operator_allows_it() {
         "{reason}"
     );
     assert_eq!(smtp.messages().len(), 2, "nothing sent short");
+}
+
+/// The templates are rendered before any artifact is read: a body that fails to render for the
+/// event reads (and so audits) nothing, and sends nothing; the same handler on an event that
+/// renders reads the recording once and sends it.
+#[tokio::test]
+async fn a_mail_that_fails_to_render_reads_no_artifact() {
+    let Some(smtp) = SmtpSink::start(SinkTls::None) else {
+        return;
+    };
+    let handler = attaching(smtp.port);
+    let wav = testing::recording(100);
+    let artifacts: &[(&str, &str, &[u8])] = &[("art_rec", "audio/x-wav", &wav)];
+    let no_service = testing::event_from_json(
+        r#"{"caller": {"email": "dana@example.com", "name": "Dana"}, "data": {}}"#,
+    );
+
+    let (result, reads) =
+        testing::run_with_artifacts_and_reads(&*handler, &no_service, artifacts).await;
+
+    assert_eq!(
+        result.expect_permanent(),
+        "text: template variable `data.custom_fields.service_type` is undefined for this event"
+    );
+    assert!(
+        reads.is_empty(),
+        "nothing read for an unsendable mail: {reads:?}"
+    );
+    assert!(smtp.messages().is_empty(), "nothing sent");
+
+    let (result, reads) =
+        testing::run_with_artifacts_and_reads(&*handler, &event(), artifacts).await;
+    result.expect_ok();
+    assert_eq!(reads, ["art_rec"]);
+    assert_eq!(smtp.wait_for(1)[0].attachments.len(), 1);
 }
 
 fn hex(bytes: &[u8]) -> String {

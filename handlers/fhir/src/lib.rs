@@ -472,6 +472,9 @@ struct Write {
     resource: Value,
     /// `identifier=<system>|<value>`, escaped for a query string.
     condition: String,
+    /// A `DocumentReference`'s `content` attachments so far (the event's text), completed by
+    /// [`complete_documents`] once the captured artifacts are read; `None` for other types.
+    document_content: Option<Vec<Value>>,
 }
 
 impl Fhir {
@@ -589,7 +592,9 @@ impl Fhir {
         )
     }
 
-    /// Render and complete every configured resource.
+    /// Render and complete every configured resource but a `DocumentReference`'s `content`,
+    /// which waits for the artifacts ([`complete_documents`]): everything that can fail on the
+    /// event fails here, before any artifact is read.
     fn build_writes(
         &self,
         event: &Event,
@@ -597,7 +602,6 @@ impl Fhir {
         patient: Option<&str>,
         unmatched: Option<&str>,
         patient_later: bool,
-        artifacts: &[Attachment],
     ) -> Result<Vec<Write>, FhirError> {
         let vars = ctx.template_vars(event);
         let mut writes = Vec::new();
@@ -616,6 +620,7 @@ impl Fhir {
             if let Some(why) = unmatched {
                 resources::add_unmatched_tag(&mut resource, why);
             }
+            let mut document_content = None;
             match plan.kind {
                 ResourceKind::Communication if self.transcript => {
                     if let Some(text) = resources::attachment_text(event.data.get("transcript")) {
@@ -659,17 +664,11 @@ impl Fhir {
                             "Call summary",
                         ),
                     };
-                    let content: Vec<Value> = text
-                        .map(|t| resources::text_attachment(&t, title))
-                        .into_iter()
-                        .chain(artifacts.iter().map(resources::artifact_attachment))
-                        .map(|a| json!({ "attachment": a }))
-                        .collect();
-                    // FHIR requires content; without any there is no document to write.
-                    if content.is_empty() {
-                        continue;
-                    }
-                    resources::set_default(&mut resource, "content", Value::Array(content));
+                    document_content = Some(
+                        text.map(|t| resources::text_attachment(&t, title))
+                            .into_iter()
+                            .collect(),
+                    );
                 }
                 _ => {}
             }
@@ -678,6 +677,7 @@ impl Fhir {
                 type_name: plan.kind.type_name(),
                 condition: self.condition(&value),
                 resource,
+                document_content,
             });
         }
         Ok(writes)
@@ -725,21 +725,21 @@ impl Fhir {
                 .with_data(Value::Object(data)));
         }
         let new_patient = link.new_patient(self, event, ctx);
-        // Read (and audited) only once the handler knows it writes.
+        let writes = self.build_writes(
+            event,
+            ctx,
+            link.reference(),
+            link.unmatched_reason(),
+            new_patient.is_some(),
+        )?;
+        // Read (and audited) only once the handler knows it writes and every resource built.
         let artifacts = match self.attach_artifacts {
             Some(max) => read_attachments(ctx, max, "document_reference.max_artifact_bytes")
                 .await
                 .map_err(FhirError::Artifact)?,
             None => Vec::new(),
         };
-        let mut writes = self.build_writes(
-            event,
-            ctx,
-            link.reference(),
-            link.unmatched_reason(),
-            new_patient.is_some(),
-            &artifacts,
-        )?;
+        let mut writes = complete_documents(writes, &artifacts);
         let total = writes.len() + usize::from(new_patient.is_some());
         let status = if self.transaction && total > 1 {
             self.write_transaction(new_patient, &mut writes, &mut data, ctx)
@@ -904,6 +904,29 @@ impl Fhir {
         }
         Ok(Some(answer.status))
     }
+}
+
+/// Give each `DocumentReference` its `content`: the event's text, then `artifacts`. FHIR
+/// requires content; a document with none is not written.
+fn complete_documents(writes: Vec<Write>, artifacts: &[Attachment]) -> Vec<Write> {
+    writes
+        .into_iter()
+        .filter_map(|mut w| {
+            let Some(text) = w.document_content.take() else {
+                return Some(w);
+            };
+            let content: Vec<Value> = text
+                .into_iter()
+                .chain(artifacts.iter().map(resources::artifact_attachment))
+                .map(|a| json!({ "attachment": a }))
+                .collect();
+            if content.is_empty() {
+                return None;
+            }
+            resources::set_default(&mut w.resource, "content", Value::Array(content));
+            Some(w)
+        })
+        .collect()
 }
 
 /// Point a write at resources written before it for the same event, unless its template did:

@@ -101,6 +101,7 @@ impl PatientLink {
             type_name: "Patient",
             condition: fhir.condition(&value),
             resource: patient,
+            document_content: None,
         })
     }
 }

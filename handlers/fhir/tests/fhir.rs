@@ -763,6 +763,60 @@ async fn captured_artifacts_are_attached_to_the_document_reference_with_their_sh
     assert_eq!(fhir.stored("DocumentReference").await.len(), 1);
 }
 
+/// The artifacts are read only once every resource has built: a resource that fails for the
+/// event (here an `AppointmentResponse` pointing elsewhere) reads (and so audits) nothing and
+/// writes nothing; the same handler on an event that builds reads the recording once.
+#[tokio::test]
+async fn a_resource_that_fails_to_build_reads_no_artifact() {
+    let Some((fhir, handler)) = server_and_handler(
+        r#"resources = ["DocumentReference", "AppointmentResponse"]
+[document_reference]
+artifacts = true
+max_artifact_bytes = 4096
+[appointment_response]
+template = '{"resourceType": "AppointmentResponse", "appointment": {"reference": "Appointment/{{ data.appointment_id }}"}}'
+"#,
+    ) else {
+        return;
+    };
+    let wav = testing::recording(100);
+    let artifacts: &[(&str, &str, &[u8])] = &[("art_rec", "audio/x-wav", &wav)];
+    let answering = |delivery: &str, id: &str| {
+        let mut e = event_with(delivery, Some("+15551234567"));
+        e.data["appointment_id"] = id.into();
+        e
+    };
+
+    let (result, reads) = testing::run_with_artifacts_and_reads(
+        &*handler,
+        &answering("dlv_bad", "1/../../Patient/7"),
+        artifacts,
+    )
+    .await;
+
+    let reason = result.expect_permanent();
+    assert!(
+        reason.starts_with("appointment_response.template: appointment.reference must be"),
+        "{reason}"
+    );
+    assert!(
+        reads.is_empty(),
+        "nothing read for an unwritable event: {reads:?}"
+    );
+    assert!(fhir.stored("DocumentReference").await.is_empty());
+
+    let (result, reads) = testing::run_with_artifacts_and_reads(
+        &*handler,
+        &answering("dlv_good", "appt-42"),
+        artifacts,
+    )
+    .await;
+    result.expect_ok();
+    assert_eq!(reads, ["art_rec"]);
+    let stored = fhir.stored("DocumentReference").await;
+    assert_eq!(stored[0]["content"].as_array().map(Vec::len), Some(2));
+}
+
 #[tokio::test]
 async fn an_appointment_response_answers_the_proposed_appointment_once_in_both_write_paths() {
     for transaction in [true, false] {

@@ -9,7 +9,7 @@
 //! ```
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -120,6 +120,19 @@ pub async fn run_with_artifacts(
     event: &Event,
     artifacts: &[(&str, &str, &[u8])],
 ) -> Result<Outcome, HandlerError> {
+    run_with_artifacts_and_reads(handler, event, artifacts)
+        .await
+        .0
+}
+
+/// Like [`run_with_artifacts`], also returning the ids of the artifacts the handler opened, in
+/// order: the reads a server would have audited. A handler that fails before it may send
+/// should have opened none.
+pub async fn run_with_artifacts_and_reads(
+    handler: &dyn Handler,
+    event: &Event,
+    artifacts: &[(&str, &str, &[u8])],
+) -> (Result<Outcome, HandlerError>, Vec<String>) {
     let refs: Vec<ArtifactRef> = artifacts
         .iter()
         .map(|(id, content_type, content)| ArtifactRef {
@@ -135,17 +148,24 @@ pub async fn run_with_artifacts(
         crate::artifacts::CAPTURE_STEP.to_owned(),
         serde_json::json!({"data": {"artifacts": refs}}),
     );
-    let source = MemoryArtifacts {
+    let source = Arc::new(MemoryArtifacts {
         delivery_id: event.delivery_id.clone(),
         content: artifacts
             .iter()
             .map(|(id, _, c)| ((*id).to_owned(), c.to_vec()))
             .collect(),
-    };
+        opened: Mutex::new(Vec::new()),
+    });
     let mut ctx = context(event, handler)
         .with_app_data(app_data)
-        .with_artifact_source(Arc::new(source));
-    handler.handle(event, &mut ctx).await
+        .with_artifact_source(source.clone());
+    let result = handler.handle(event, &mut ctx).await;
+    let opened = source
+        .opened
+        .lock()
+        .map(|ids| ids.clone())
+        .unwrap_or_default();
+    (result, opened)
 }
 
 /// Stand-in recording content for [`run_with_artifacts`]: a `RIFF…WAVE` header and `len`
@@ -163,6 +183,8 @@ pub fn recording(len: usize) -> Vec<u8> {
 struct MemoryArtifacts {
     delivery_id: String,
     content: Vec<(String, Vec<u8>)>,
+    /// Every id asked for, in order.
+    opened: Mutex<Vec<String>>,
 }
 
 struct MemoryStream(Option<Vec<u8>>);
@@ -182,6 +204,9 @@ impl ArtifactSource for MemoryArtifacts {
         _handler: &str,
         artifact_id: &str,
     ) -> Result<Box<dyn ArtifactStream>, HandlerError> {
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.push(artifact_id.to_owned());
+        }
         self.content
             .iter()
             .find(|(id, _)| id == artifact_id && delivery_id == self.delivery_id)
