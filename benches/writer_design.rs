@@ -1,4 +1,5 @@
-//! The store writer's essential work per delivery, in two storage designs, on this machine.
+//! The store writer's essential work per delivery, in several storage designs, on this machine
+//! (docs/BENCHMARKS.md §12 and §13).
 //!
 //! `today`: the SQLite layout the server writes (schema v4): a `deliveries` row with a TEXT
 //! UUID key, hex blind indexes and the sealed payload inline, its unique dedup index and the
@@ -16,7 +17,8 @@
 //! group commit of `--batch` deliveries per transaction, WAL with `synchronous=FULL` (an fsync
 //! per commit), an 8 MiB page cache, `secure_delete`, a passive checkpoint every 64 batches
 //! measured apart (the server runs it on its own thread). CPU is this thread's run time from
-//! `/proc/thread-self/schedstat`.
+//! `/proc/thread-self/schedstat`; WAL bytes are what the thread wrote during its commits
+//! (`wchar` in `/proc/thread-self/io`, less the segment file's bytes).
 //!
 //! Designs in between tell the parts apart: `today-upsert` (today's layout, the dedup
 //! answered by the unique index during the insert, `ON CONFLICT DO NOTHING`, instead of a
