@@ -19,6 +19,7 @@ use crate::audit::{ExportFormat, Mirror};
 use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::archive::{ArchiveExtras, ArchiveWriter, EmergencyExport};
+use crate::store::phone_backfill::PhoneIndexReport;
 use crate::store::maintenance::{
     export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
     StoredRequest, VerifyOptions,
@@ -138,6 +139,22 @@ impl Maintenance for PgMaintenance {
         let report = self
             .runtime
             .block_on(super::rotate::rotate_keys(&self.store, who, progress));
+        self.mirror();
+        report
+    }
+
+    fn index_caller_phones(
+        &self,
+        batch: usize,
+        who: &Requester,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PhoneIndexReport, StoreError> {
+        let report = self.runtime.block_on(super::phone_backfill::index_caller_phones(
+            &self.store,
+            batch,
+            who,
+            progress,
+        ));
         self.mirror();
         report
     }
