@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::conformance::{both_backends, count_in, operator as who};
+use super::conformance::{both_backends, count_in, exec_in, operator as who};
 use super::maintenance::{AuditVerdict, Maintenance, VerifyOptions};
 use super::postgres::testdb::TestDb;
 use super::postgres::{PgMaintenance, PgStore};
-use super::console_calls::CallQuery;
 use super::phone_backfill::PhoneIndexReport;
 use super::sqlite::tests::{keyring, nextphone, submit_at};
 use super::sqlite::SqliteMaintenance;
@@ -113,15 +112,8 @@ impl Harness {
 
     /// Run `sql`, which reads the same in both dialects and returns no rows.
     async fn exec(&self, sql: &str) {
-        match &self.db {
-            None => {
-                rusqlite::Connection::open(self.db_path())
-                    .expect("open")
-                    .execute_batch(sql)
-                    .expect("exec");
-            }
-            Some(db) => db.client().await.batch_execute(sql).await.expect("exec"),
-        }
+        let path = self.db_path();
+        exec_in(self.db.as_ref().ok_or(path.as_path()), sql).await;
     }
 
     /// Every delivery's id and caller index, in id order.
@@ -382,16 +374,7 @@ fn call_from(call_id: &str, phone: Option<&str>) -> IntakeInput {
 
 /// The ids of the deliveries the console finds by the caller's `phone`, sorted.
 async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
-    let found = store
-        .console()
-        .find_calls(CallQuery {
-            caller_phone: Some(phone.to_owned()),
-            limit: 50,
-            ..CallQuery::default()
-        })
-        .await
-        .expect(phone);
-    let mut ids: Vec<String> = found.deliveries.into_iter().map(|d| d.meta.id).collect();
+    let mut ids = super::conformance::console_calls::found_by_phone(store, phone).await;
     ids.sort();
     ids
 }

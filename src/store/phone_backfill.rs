@@ -125,7 +125,7 @@ impl Waiting {
 }
 
 /// A `callers_indexed` record of `who`'s run: `reason`, `object_kind` = `delivery`, `count`.
-fn record(who: &Requester, reason: &str, count: u64) -> AuditRecord {
+fn run_record(who: &Requester, reason: &str, count: u64) -> AuditRecord {
     let mut record = AuditRecord::new(who.audit_actor(), Action::CallersIndexed, Outcome::Success);
     for (key, value) in [(DetailKey::Reason, reason), (DetailKey::ObjectKind, "delivery")] {
         if let Ok(value) = Code::parse(value) {
@@ -145,13 +145,13 @@ fn saturating(n: u64) -> i64 {
 
 /// The audit record of a run's start: `waiting` deliveries it will read (decrypt).
 pub(crate) fn started(who: &Requester, waiting: u64) -> AuditRecord {
-    record(who, "indexing_started", waiting)
+    run_record(who, "indexing_started", waiting)
 }
 
 /// The audit record of a finished run: deliveries read (decrypted) as `count`, those given an
 /// index as `indexed`.
 pub(crate) fn completed(who: &Requester, report: &PhoneIndexReport) -> AuditRecord {
-    let mut record = record(who, "indexing_completed", report.read);
+    let mut record = run_record(who, "indexing_completed", report.read);
     record
         .detail
         .insert(DetailKey::Indexed, saturating(report.indexed));

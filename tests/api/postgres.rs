@@ -248,12 +248,9 @@ async fn the_console_starts_on_postgres() {
     drop(console);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_operator_command_works_with_postgres() {
-    let Some(db) = PgTestDb::create().await else {
-        return;
-    };
-    let app = spawn_from_fixture(db.fixture(
+/// One node on `db` without the console, for the operator commands.
+async fn operator_node(db: &PgTestDb) -> TestApp {
+    spawn_from_fixture(db.fixture(
         "node-1",
         AppOptions {
             admin: "enabled = false".into(),
@@ -261,7 +258,15 @@ async fn every_operator_command_works_with_postgres() {
         },
         None,
     ))
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operator_command_works_with_postgres() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let app = operator_node(&db).await;
     let (status, first) = post(&app, &call_ended("ops-1")).await;
     assert_eq!(status, 200, "{first}");
     let id = first["delivery_id"].as_str().unwrap().to_owned();
@@ -627,15 +632,7 @@ async fn index_phones_gives_older_deliveries_on_postgres_the_intake_index_while_
     let Some(db) = PgTestDb::create().await else {
         return;
     };
-    let app = spawn_from_fixture(db.fixture(
-        "node-1",
-        AppOptions {
-            admin: "enabled = false".into(),
-            ..AppOptions::default()
-        },
-        None,
-    ))
-    .await;
+    let app = operator_node(&db).await;
     for (i, caller) in [
         r#","caller":{"phone":"+15550101234"}"#,
         "",
