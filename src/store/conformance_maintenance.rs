@@ -13,9 +13,9 @@ use chrono::Utc;
 
 use super::conformance::{both_backends, count_in, exec_in, operator as who};
 use super::maintenance::{AuditVerdict, Maintenance, VerifyOptions};
+use super::phone_backfill::PhoneIndexReport;
 use super::postgres::testdb::TestDb;
 use super::postgres::{PgMaintenance, PgStore};
-use super::phone_backfill::PhoneIndexReport;
 use super::sqlite::tests::{keyring, nextphone, submit_at};
 use super::sqlite::SqliteMaintenance;
 use super::{IntakeOutcome, JobSpec, Storage, Store, StoreOptions};

@@ -127,7 +127,10 @@ impl Waiting {
 /// A `callers_indexed` record of `who`'s run: `reason`, `object_kind` = `delivery`, `count`.
 fn run_record(who: &Requester, reason: &str, count: u64) -> AuditRecord {
     let mut record = AuditRecord::new(who.audit_actor(), Action::CallersIndexed, Outcome::Success);
-    for (key, value) in [(DetailKey::Reason, reason), (DetailKey::ObjectKind, "delivery")] {
+    for (key, value) in [
+        (DetailKey::Reason, reason),
+        (DetailKey::ObjectKind, "delivery"),
+    ] {
         if let Ok(value) = Code::parse(value) {
             record.detail.insert(key, value);
         }

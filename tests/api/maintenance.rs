@@ -201,7 +201,9 @@ async fn reverify_finds_an_altered_stored_body_of_a_signed_delivery() {
 /// seconds instead of `n` HTTPS posts.
 async fn seed_old_deliveries(fixture: &Fixture, n: usize, age: chrono::Duration) {
     seed_deliveries(fixture, n, age, |i| {
-        format!(r#"{{"event":"call.ended","data":{{"call_id":"old-{i}","summary":"seeded history"}}}}"#)
+        format!(
+            r#"{{"event":"call.ended","data":{{"call_id":"old-{i}","summary":"seeded history"}}}}"#
+        )
     })
     .await;
 }
@@ -250,7 +252,12 @@ async fn seed_deliveries(
             let input = IntakeInput::from_verified(&verified);
             let mut normalized = normalize(&input, received).unwrap();
             let store = store.clone();
-            async move { store.intake(input, &mut normalized, Vec::new()).await.unwrap() }
+            async move {
+                store
+                    .intake(input, &mut normalized, Vec::new())
+                    .await
+                    .unwrap()
+            }
         });
         futures_util::future::join_all(batch).await;
     }
@@ -572,7 +579,11 @@ async fn index_phones_beside_the_running_server_gives_older_deliveries_the_intak
     );
     // The seeded deliveries have exactly the index intake gave them; the new ones name none.
     let after = caller_refs(&db);
-    assert_eq!(after[..ROWS], at_intake[..], "the intake index, row for row");
+    assert_eq!(
+        after[..ROWS],
+        at_intake[..],
+        "the intake index, row for row"
+    );
     assert!(after[ROWS..].iter().all(|(_, r)| r.is_none()));
 
     // A rerun reads only the deliveries naming no number, and the trail verifies.

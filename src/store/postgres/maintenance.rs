@@ -19,11 +19,11 @@ use crate::audit::{ExportFormat, Mirror};
 use crate::crypto::Keyring;
 use crate::store::admin::{Requester, RotationProgress, RotationReport};
 use crate::store::archive::{ArchiveExtras, ArchiveWriter, EmergencyExport};
-use crate::store::phone_backfill::PhoneIndexReport;
 use crate::store::maintenance::{
     export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
     StoredRequest, VerifyOptions,
 };
+use crate::store::phone_backfill::PhoneIndexReport;
 use crate::store::StoreError;
 
 /// What `backup` says on PostgreSQL: the database's own tools make the copy.
@@ -149,12 +149,14 @@ impl Maintenance for PgMaintenance {
         who: &Requester,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<PhoneIndexReport, StoreError> {
-        let report = self.runtime.block_on(super::phone_backfill::index_caller_phones(
-            &self.store,
-            batch,
-            who,
-            progress,
-        ));
+        let report = self
+            .runtime
+            .block_on(super::phone_backfill::index_caller_phones(
+                &self.store,
+                batch,
+                who,
+                progress,
+            ));
         self.mirror();
         report
     }

@@ -5,8 +5,8 @@
 
 use super::{audit, keys, PgStore};
 use crate::store::phone_backfill::{
-    clamp_batch, completed, count_waiting, select_batch, set_caller_ref, started,
-    PhoneIndexReport, Waiting, LAST_ID,
+    clamp_batch, completed, count_waiting, select_batch, set_caller_ref, started, PhoneIndexReport,
+    Waiting, LAST_ID,
 };
 use crate::store::rotation::Dialect;
 use crate::store::types::Requester;

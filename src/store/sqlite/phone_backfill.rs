@@ -12,8 +12,8 @@ use super::audit::mirror;
 use super::keys;
 use super::Store;
 use crate::store::phone_backfill::{
-    clamp_batch, completed, count_waiting, select_batch, set_caller_ref, started,
-    PhoneIndexReport, Waiting, LAST_ID,
+    clamp_batch, completed, count_waiting, select_batch, set_caller_ref, started, PhoneIndexReport,
+    Waiting, LAST_ID,
 };
 use crate::store::rotation::Dialect;
 use crate::store::types::Requester;
@@ -33,11 +33,12 @@ pub fn index_caller_phones(
 
     // The highest id now stored bounds the run; the start record names how many it will read.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let last: Option<String> = tx.query_row(LAST_ID, [], |r| r.get(0)).optional()?.flatten();
+    let last: Option<String> = tx
+        .query_row(LAST_ID, [], |r| r.get(0))
+        .optional()?
+        .flatten();
     let last = last.unwrap_or_default();
-    let total: i64 = tx.query_row(&count_waiting(Dialect::Sqlite), params![last], |r| {
-        r.get(0)
-    })?;
+    let total: i64 = tx.query_row(&count_waiting(Dialect::Sqlite), params![last], |r| r.get(0))?;
     let total = u64::try_from(total).unwrap_or(0);
     crate::audit::append(&tx, keyring, &started(who, total))?;
     tx.commit()?;
@@ -59,8 +60,8 @@ pub fn index_caller_phones(
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (id, caller_ref) in &found {
-            report.indexed += tx.execute(&set_caller_ref(Dialect::Sqlite), params![id, caller_ref])?
-                as u64;
+            report.indexed +=
+                tx.execute(&set_caller_ref(Dialect::Sqlite), params![id, caller_ref])? as u64;
         }
         tx.commit()?;
         report.read += rows.len() as u64;
