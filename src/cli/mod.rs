@@ -949,3 +949,30 @@ fn run_server(config_path: PathBuf, config: Config, dev: bool) -> anyhow::Result
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command, DeliveriesCommand};
+
+    /// `deliveries index-phones --batch` takes 1 to `MAX_BATCH`, 256 when not given.
+    #[test]
+    fn index_phones_takes_a_bounded_batch() {
+        let batch = |extra: &[&str]| {
+            let args = [&["wardhook", "deliveries", "index-phones"][..], extra].concat();
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Deliveries {
+                    command: DeliveriesCommand::IndexPhones { batch },
+                }) => Ok(batch),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(batch(&[]), Ok(256));
+        assert_eq!(batch(&["--batch", "5000"]), Ok(5000));
+        for refused in ["0", "5001", "-1", "many"] {
+            assert!(batch(&["--batch", refused]).is_err(), "{refused}");
+        }
+    }
+}
