@@ -32,14 +32,16 @@ pub fn index_caller_phones(
     let limit = clamp_batch(batch);
 
     // The highest id now stored bounds the run; the start record names how many it will read.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let last: Option<String> = tx
+    // Both are read without the write lock (the count scans the table); only the record takes it.
+    let last: Option<String> = conn
         .query_row(LAST_ID, [], |r| r.get(0))
         .optional()?
         .flatten();
     let last = last.unwrap_or_default();
-    let total: i64 = tx.query_row(&count_waiting(Dialect::Sqlite), params![last], |r| r.get(0))?;
+    let total: i64 =
+        conn.query_row(&count_waiting(Dialect::Sqlite), params![last], |r| r.get(0))?;
     let total = u64::try_from(total).unwrap_or(0);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     crate::audit::append(&tx, keyring, &started(who, total))?;
     tx.commit()?;
     mirror(store, &conn);
