@@ -28,7 +28,9 @@
 //!   │                     backend-neutral intake preparation (prepare.rs), the caller phone a
 //!   │                     handler's output names (caller_phone.rs); the `Console` and
 //!   │                     `Maintenance` traits (console.rs, maintenance.rs) with what both
-//!   │                     backends share of them (rotation.rs, archive.rs)
+//!   │                     backends share of them (rotation.rs, archive.rs, and
+//!   │                     phone_backfill.rs: the caller index of deliveries stored before
+//!   │                     it existed, `deliveries index-phones`)
 //!   ├── sqlite/           SQLite: one file, a writer thread with group commit
 //!   └── postgres/         PostgreSQL (`[storage] backend = "postgres"`, several nodes);
 //!                         the same conformance tests run on both
@@ -56,7 +58,8 @@
 //! 5. [`store`] — dedup + encryption ([`crypto`]) + commit with fsync before the ack, in SQLite
 //!    (`store::sqlite`) or PostgreSQL (`store::postgres`), both through the backend-neutral
 //!    preparation of `store::prepare`;
-//!    maintenance (rotation, purge, backup) in bounded chunks beside intake.
+//!    maintenance (rotation, purge, backup, caller-index backfill) in bounded chunks beside
+//!    intake.
 //! 6. [`audit`] — a hash-chained record of every state change, in the same transaction; the
 //!    JSONL mirror is appended by every process under one file lock. Beside the path,
 //!    `audit::forward` sends the records to a syslog collector over TLS (RFC 5424/5425, ATNA

@@ -386,6 +386,10 @@ string_enum! {
         ArtifactDeletedAtVendor => "artifact_deleted_at_vendor",
         /// A console search for calls, or one call's timeline (the call only as its blind index).
         CallsSearched => "calls_searched",
+        /// Deliveries stored without a caller-phone index were decrypted and indexed
+        /// (`deliveries index-phones`): one record when a run starts, one when it ends, counts
+        /// only.
+        CallersIndexed => "callers_indexed",
         /// A bulk retry or replay by filter: one record naming the filter and the count.
         BulkRequeued => "bulk_requeued",
         /// A console alert opened: a built-in rule's condition began to hold (its id, rule and
@@ -474,6 +478,8 @@ string_enum! {
         OldestPeriodUnix => "oldest_period_unix",
         /// Start (Unix seconds) of the newest such period.
         NewestPeriodUnix => "newest_period_unix",
+        /// How many of the deliveries a run read it gave a caller-phone index.
+        Indexed => "indexed",
     }
 }
 

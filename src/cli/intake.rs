@@ -1,5 +1,5 @@
-//! The intake-side CLI commands: `deliveries list|show`, `quarantine list|show`, `keys rotate`,
-//! `purge`, `backup`.
+//! The intake-side CLI commands: `deliveries list|show|index-phones`, `quarantine list|show`,
+//! `keys rotate`, `purge`, `backup`.
 //!
 //! Plain functions over an opened [`Store`] that write their output to any `Write`, so clap
 //! stays in `cli/mod.rs` and tests can drive the commands without a process. Listings show
@@ -199,6 +199,27 @@ pub fn keys_rotate(
         report.generation,
         report.reencrypted,
         report.keys_destroyed
+    )?;
+    Ok(())
+}
+
+/// `deliveries index-phones`: index the caller's phone of every delivery stored without one,
+/// with progress on stderr and a summary on `out`.
+pub fn index_phones(
+    store: &dyn crate::store::Maintenance,
+    batch: usize,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
+    let mut shown = Tenths::new("deliveries index-phones", "deliveries", 1);
+    let report = store.index_caller_phones(batch, &Requester::cli_user(), &mut |done, total| {
+        shown.update(done, total)
+    })?;
+    writeln!(
+        out,
+        "read {} deliveries without a caller index; indexed {}, {} name no usable phone number (a rerun reads those again)",
+        report.read,
+        report.indexed,
+        report.read.saturating_sub(report.indexed)
     )?;
     Ok(())
 }

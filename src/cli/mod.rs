@@ -423,6 +423,16 @@ pub enum DeliveriesCommand {
         /// The delivery id.
         id: String,
     },
+    /// Index the caller's phone of deliveries stored before "find a call" by phone existed, so
+    /// a search by phone finds them too. Runs beside the server; resumable (a rerun reads only
+    /// deliveries still without an index, including every one whose event names no number).
+    IndexPhones {
+        /// Deliveries decrypted per batch; each batch's indexes are one short transaction.
+        #[arg(long, default_value_t = crate::store::phone_backfill::DEFAULT_BATCH as u64,
+              value_parser = clap::value_parser!(u64)
+                  .range(1..=crate::store::phone_backfill::MAX_BATCH as u64))]
+        batch: u64,
+    },
     /// Run a delivery's handlers again (all, or one with --handler).
     Replay {
         /// The delivery id.
@@ -711,6 +721,11 @@ fn run_deliveries(config: &Path, command: DeliveriesCommand) -> anyhow::Result<E
             let event = shared()?.run(|s| s.show_delivery(id, who))?;
             intake::print_event(&event, &mut out)?;
         }
+        DeliveriesCommand::IndexPhones { batch } => {
+            let store = storage::open_maintenance(config)?;
+            let batch = usize::try_from(batch).unwrap_or(usize::MAX);
+            intake::index_phones(store.as_ref(), batch, &mut out)?;
+        }
         DeliveriesCommand::Reverify { id } => {
             let store = storage::open_maintenance(config)?;
             let full = crate::app::load_checked(config)?;
@@ -933,4 +948,31 @@ fn run_server(config_path: PathBuf, config: Config, dev: bool) -> anyhow::Result
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command, DeliveriesCommand};
+
+    /// `deliveries index-phones --batch` takes 1 to `MAX_BATCH`, 256 when not given.
+    #[test]
+    fn index_phones_takes_a_bounded_batch() {
+        let batch = |extra: &[&str]| {
+            let args = [&["wardhook", "deliveries", "index-phones"][..], extra].concat();
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Deliveries {
+                    command: DeliveriesCommand::IndexPhones { batch },
+                }) => Ok(batch),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(batch(&[]), Ok(256));
+        assert_eq!(batch(&["--batch", "5000"]), Ok(5000));
+        for refused in ["0", "5001", "-1", "many"] {
+            assert!(batch(&["--batch", refused]).is_err(), "{refused}");
+        }
+    }
 }

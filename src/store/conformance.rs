@@ -987,6 +987,17 @@ pub(super) async fn count_in(db: Result<&TestDb, &std::path::Path>, sql: &str) -
     }
 }
 
+/// Run `sql` (no rows, the same in both dialects) on a scenario's database.
+pub(super) async fn exec_in(db: Result<&TestDb, &std::path::Path>, sql: &str) {
+    match db {
+        Err(path) => rusqlite::Connection::open(path)
+            .expect("open")
+            .execute_batch(sql)
+            .expect("exec"),
+        Ok(db) => db.client().await.batch_execute(sql).await.expect("exec"),
+    }
+}
+
 /// The operator every audited scenario acts as.
 pub(super) fn operator() -> Requester {
     Requester {
@@ -1044,4 +1055,4 @@ both_backends!(
 );
 
 mod console_bulk;
-mod console_calls;
+pub(super) mod console_calls;

@@ -11,16 +11,17 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::conformance::{both_backends, count_in, operator as who};
+use super::conformance::{both_backends, count_in, exec_in, operator as who};
 use super::maintenance::{AuditVerdict, Maintenance, VerifyOptions};
+use super::phone_backfill::PhoneIndexReport;
 use super::postgres::testdb::TestDb;
 use super::postgres::{PgMaintenance, PgStore};
-use super::sqlite::tests::{keyring, nextphone};
+use super::sqlite::tests::{keyring, nextphone, submit_at};
 use super::sqlite::SqliteMaintenance;
 use super::{IntakeOutcome, JobSpec, Storage, Store, StoreOptions};
 use crate::audit::commands::{checkpoint_path, SearchArgs};
 use crate::audit::{ExportFormat, Mirror};
-use crate::normalize::{normalize, IntakeInput};
+use crate::normalize::{normalize, Envelope, IntakeInput};
 
 /// One database, with an `[audit] dir` per node.
 struct Harness {
@@ -107,6 +108,36 @@ impl Harness {
     async fn count(&self, sql: &str) -> i64 {
         let path = self.db_path();
         count_in(self.db.as_ref().ok_or(path.as_path()), sql).await
+    }
+
+    /// Run `sql`, which reads the same in both dialects and returns no rows.
+    async fn exec(&self, sql: &str) {
+        let path = self.db_path();
+        exec_in(self.db.as_ref().ok_or(path.as_path()), sql).await;
+    }
+
+    /// Every delivery's id and caller index, in id order.
+    async fn caller_refs(&self) -> Vec<(String, Option<String>)> {
+        const SQL: &str = "SELECT id, caller_ref FROM deliveries ORDER BY id";
+        match &self.db {
+            None => rusqlite::Connection::open(self.db_path())
+                .expect("open")
+                .prepare(SQL)
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows"),
+            Some(db) => db
+                .client()
+                .await
+                .query(SQL, &[])
+                .await
+                .expect("rows")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        }
     }
 
     /// Delete `node`'s newest `n` audit records as someone with database access would, leaving
@@ -332,8 +363,137 @@ async fn each_node_mirrors_and_checkpoints_its_chain_and_a_cut_tail_is_found(h: 
     }
 }
 
+/// A NextPhone event of call `call_id`, naming `phone` as the caller's number if given.
+fn call_from(call_id: &str, phone: Option<&str>) -> IntakeInput {
+    let caller = phone
+        .map(|p| format!(r#","caller":{{"phone":"{p}"}}"#))
+        .unwrap_or_default();
+    let body = format!(r#"{{"event":"call.ended","data":{{"call_id":"{call_id}"{caller}}}}}"#);
+    IntakeInput::for_test("nextphone", Envelope::NextPhone, body.as_bytes())
+}
+
+/// The ids of the deliveries the console finds by the caller's `phone`, sorted.
+async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
+    let mut ids = super::conformance::console_calls::found_by_phone(store, phone).await;
+    ids.sort();
+    ids
+}
+
+async fn deliveries_stored_before_the_caller_index_get_the_one_intake_gives(h: Harness) {
+    let store = h.node("node-a").await;
+    // Received two days ago and purged since: it keeps no index and is never read.
+    let old = Utc::now() - chrono::Duration::days(2);
+    submit_at(&*store, call_from("bf-old", Some("+15551234567")), &[], old)
+        .await
+        .expect("old intake");
+    store
+        .purge(Utc::now() - chrono::Duration::days(1), who())
+        .await
+        .expect("purge");
+    let mut ids = Vec::new();
+    for (call, phone) in [
+        ("bf-1", Some("+15551234567")),
+        ("bf-2", None),
+        ("bf-3", Some("(555) 999-0000")),
+        ("bf-4", Some("anonymous")),
+        ("bf-5", Some("+1 555 123 4567")),
+    ] {
+        ids.push(submit(&*store, call_from(call, phone)).await);
+    }
+    let at_intake = h.caller_refs().await;
+    assert_eq!(
+        at_intake.iter().filter(|(_, r)| r.is_some()).count(),
+        3,
+        "{at_intake:?}"
+    );
+    // As the deliveries of a database from before the caller index are.
+    h.exec("UPDATE deliveries SET caller_ref = NULL").await;
+    assert!(found_by_phone(&*store, "555-123-4567").await.is_empty());
+
+    // Batches of two: a batch of callers naming no number is passed, not read again.
+    let (report, seen) = h
+        .maintain("node-a", |m| {
+            let mut seen = Vec::new();
+            let report = m.index_caller_phones(2, &who(), &mut |done, total| {
+                seen.push((done, total));
+            });
+            (report, seen)
+        })
+        .await;
+    let report = report.expect("index");
+    assert_eq!(
+        report,
+        PhoneIndexReport {
+            read: 5,
+            indexed: 3
+        }
+    );
+    assert_eq!(seen, vec![(0, 5), (2, 5), (4, 5), (5, 5)]);
+    assert_eq!(
+        h.caller_refs().await,
+        at_intake,
+        "exactly the index intake gave, and none for the purged delivery"
+    );
+    let mut same_caller = vec![ids[0].clone(), ids[4].clone()];
+    same_caller.sort();
+    assert_eq!(found_by_phone(&*store, "555-123-4567").await, same_caller);
+    assert_eq!(
+        found_by_phone(&*store, "+15559990000").await,
+        vec![ids[2].clone()]
+    );
+
+    // A rerun reads only what still has no index (the callers naming no number) and changes
+    // nothing.
+    let again = h
+        .maintain("node-a", |m| {
+            m.index_caller_phones(super::phone_backfill::DEFAULT_BATCH, &who(), &mut |_, _| {})
+        })
+        .await
+        .expect("index again");
+    assert_eq!(
+        again,
+        PhoneIndexReport {
+            read: 2,
+            indexed: 0
+        }
+    );
+    assert_eq!(h.caller_refs().await, at_intake);
+
+    // Two records a run, counts only: no delivery, call or number.
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM audit_log WHERE action = 'callers_indexed'")
+            .await,
+        4
+    );
+    assert_eq!(
+        h.count(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'callers_indexed'
+             AND detail LIKE '%\"indexed\":3%' AND detail LIKE '%\"count\":5%'"
+        )
+        .await,
+        1,
+        "the first run's end names what it read and indexed"
+    );
+    assert_eq!(
+        h.count(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'callers_indexed'
+             AND (delivery_id IS NOT NULL OR call_ref IS NOT NULL OR detail LIKE '%555%')"
+        )
+        .await,
+        0
+    );
+    let verdict = h
+        .maintain("node-a", |m| {
+            m.audit_verify(VerifyOptions::default(), &mut std::io::sink())
+        })
+        .await
+        .expect("verify");
+    assert!(matches!(verdict, AuditVerdict::Intact(_)), "{verdict:?}");
+}
+
 both_backends!(
     key_rotation_reencrypts_everything_and_destroys_the_old_keys,
+    deliveries_stored_before_the_caller_index_get_the_one_intake_gives,
     reverify_and_emergency_export_read_payloads_and_audit_it,
     audit_search_and_export_stream_the_matching_records,
     each_node_mirrors_and_checkpoints_its_chain_and_a_cut_tail_is_found,

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use super::admin::BackupReport;
 use super::archive::{ArchiveExtras, EmergencyExport};
+use super::phone_backfill::PhoneIndexReport;
 use super::types::{Requester, RotationProgress, RotationReport};
 use super::StoreError;
 use crate::audit::commands::{SearchArgs, VerifySummary};
@@ -143,6 +144,17 @@ pub trait Maintenance: std::fmt::Debug {
         who: &Requester,
         progress: &mut dyn FnMut(RotationProgress),
     ) -> Result<RotationReport, StoreError>;
+
+    /// `deliveries index-phones`: give every delivery stored without a caller index (and not
+    /// purged) the one intake would have given it, decrypting `batch` deliveries at a time
+    /// (clamped to `1..=MAX_BATCH`), with `progress(done, total)` after each batch. Audited by
+    /// one record at the start and one at the end. See [`super::phone_backfill`].
+    fn index_caller_phones(
+        &self,
+        batch: usize,
+        who: &Requester,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PhoneIndexReport, StoreError>;
 
     /// `backup --to PATH`, with `progress(done, total)`. The master key is never written and a
     /// target beside it is refused.

@@ -9,7 +9,9 @@
 //!   changes write), `prepare` (intake preparation: blind indexes, period, sealing, audit
 //!   facts), [`jobs`], [`realtime`] and [`reads`] (record formats and audit facts both backends
 //!   share), [`caller_phone`] (a caller's phone a handler's output names, for its blind
-//!   index), `rotation` (what `keys rotate` moves, and its statements, for both backends);
+//!   index), `rotation` (what `keys rotate` moves, and its statements, for both backends),
+//!   [`phone_backfill`] (`deliveries index-phones`: the caller index of deliveries stored
+//!   before it existed, derived as intake derives it);
 //! - [`sqlite`]: the embedded backend (one server, one file, group commit on a writer thread);
 //! - [`postgres`]: the shared backend (several stateless nodes, one database);
 //! - [`open`]: settings → the opened backend (server, operator commands, `doctor`,
@@ -40,6 +42,7 @@ pub mod jobs;
 pub mod maintenance;
 pub mod open;
 pub mod payload;
+pub mod phone_backfill;
 pub mod postgres;
 pub(crate) mod prepare;
 pub mod reads;

@@ -15,6 +15,7 @@ use super::audit_hook::{AuditAction, AuditActor, AuditEvent};
 use super::payload::{
     delivery_place, encode_body, quarantine_place, StoredDeliveryRef, StoredQuarantine,
 };
+use super::phone_backfill::caller_ref_of_event;
 use super::types::IntakeOutcome;
 use super::StoreError;
 use crate::crypto::{DataKey, Keyring, Sealed};
@@ -74,11 +75,7 @@ impl PreparedDelivery {
         let id = uuid::Uuid::now_v7().to_string();
         let dedup = dedup_index(keyring, source, n);
         let call_ref = n.call_id.as_deref().map(|c| keyring.call_ref(c));
-        let caller_ref = n
-            .caller
-            .phone
-            .as_deref()
-            .and_then(|p| keyring.caller_ref(p));
+        let caller_ref = caller_ref_of_event(keyring, n.event());
         let period = period_of(n.received_at);
         n.set_delivery_id(&id);
         let plain = plaintext(&StoredDeliveryRef {

@@ -1,6 +1,6 @@
 //! Store maintenance through the real binary against a real server and real SQLite files:
 //! `deliveries reverify` per scheme, `backup` manifests and `doctor`'s retention check, and
-//! `purge` while senders keep posting.
+//! `purge` and `deliveries index-phones` while senders keep posting.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -200,6 +200,21 @@ async fn reverify_finds_an_altered_stored_body_of_a_signed_delivery() {
 /// (verified by the source's own verifier first, as the listener does): a large old history in
 /// seconds instead of `n` HTTPS posts.
 async fn seed_old_deliveries(fixture: &Fixture, n: usize, age: chrono::Duration) {
+    seed_deliveries(fixture, n, age, |i| {
+        format!(
+            r#"{{"event":"call.ended","data":{{"call_id":"old-{i}","summary":"seeded history"}}}}"#
+        )
+    })
+    .await;
+}
+
+/// [`seed_old_deliveries`] with the `i`th body of `body`.
+async fn seed_deliveries(
+    fixture: &Fixture,
+    n: usize,
+    age: chrono::Duration,
+    body: impl Fn(usize) -> String,
+) {
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use wardhook::normalize::{normalize, IntakeInput};
     use wardhook::verify::{UnverifiedRequest, Verdict};
@@ -217,9 +232,7 @@ async fn seed_old_deliveries(fixture: &Fixture, n: usize, age: chrono::Duration)
     let received = chrono::Utc::now() - age;
     for start in (0..n).step_by(5_000) {
         let batch = (start..n.min(start + 5_000)).map(|i| {
-            let body = format!(
-                r#"{{"event":"call.ended","data":{{"call_id":"old-{i}","summary":"seeded history"}}}}"#
-            );
+            let body = body(i);
             let mut headers = HeaderMap::new();
             headers.insert(
                 HeaderName::from_static("x-nextphone-signature"),
@@ -239,7 +252,12 @@ async fn seed_old_deliveries(fixture: &Fixture, n: usize, age: chrono::Duration)
             let input = IntakeInput::from_verified(&verified);
             let mut normalized = normalize(&input, received).unwrap();
             let store = store.clone();
-            async move { store.intake(input, &mut normalized, Vec::new()).await.unwrap() }
+            async move {
+                store
+                    .intake(input, &mut normalized, Vec::new())
+                    .await
+                    .unwrap()
+            }
         });
         futures_util::future::join_all(batch).await;
     }
@@ -503,4 +521,93 @@ async fn a_backup_records_the_periods_it_holds_and_doctor_warns_once_they_pass_r
     std::fs::remove_file(&to).unwrap();
     let line = doctor_backups_line(&app, &[]);
     assert!(line.starts_with("OK"), "{line}");
+}
+
+/// Every delivery's id and caller index in the SQLite file at `db`, in id order.
+fn caller_refs(db: &Path) -> Vec<(String, Option<String>)> {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .prepare("SELECT id, caller_ref FROM deliveries ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn index_phones_beside_the_running_server_gives_older_deliveries_the_intake_index() {
+    const ROWS: usize = 3_000;
+    let fixture = write_fixture(&AppOptions::default());
+    // Two events in three name one of ten callers (spelled two ways); the third names none.
+    seed_deliveries(&fixture, ROWS, chrono::Duration::hours(2), |i| {
+        let caller = match i % 3 {
+            0 => String::new(),
+            1 => format!(r#","caller":{{"phone":"+1555010{:04}"}}"#, i % 10),
+            _ => format!(r#","caller":{{"phone":"+1 555 010 {:04}"}}"#, i % 10),
+        };
+        format!(r#"{{"event":"call.ended","data":{{"call_id":"ix-{i}"{caller}}}}}"#)
+    })
+    .await;
+    let db = fixture.dir.path().join("data/wardhook.db");
+    let at_intake = caller_refs(&db);
+    let named = at_intake.iter().filter(|(_, r)| r.is_some()).count();
+    assert_eq!(named, ROWS / 3 * 2);
+    // As a database from before the caller index holds them.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("UPDATE deliveries SET caller_ref = NULL")
+        .unwrap();
+    let app = spawn_from_fixture(fixture).await;
+
+    let (statuses, out) = post_while_running(
+        &app,
+        &["deliveries", "index-phones", "--batch", "100"],
+        "during-index",
+    )
+    .await;
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| *s == 200),
+        "the sender posted and every delivery was accepted: {statuses:?}"
+    );
+    assert!(shown.contains(&format!("indexed {named},")), "{shown}");
+    assert!(
+        shown.contains("deliveries index-phones: 100%"),
+        "progress is shown: {shown}"
+    );
+    // The seeded deliveries have exactly the index intake gave them; the new ones name none.
+    let after = caller_refs(&db);
+    assert_eq!(
+        after[..ROWS],
+        at_intake[..],
+        "the intake index, row for row"
+    );
+    assert!(after[ROWS..].iter().all(|(_, r)| r.is_none()));
+
+    // A rerun reads only the deliveries naming no number, and the trail verifies.
+    let again = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["deliveries", "index-phones"],
+    );
+    assert!(text(&again).contains("indexed 0,"), "{}", text(&again));
+    assert_eq!(caller_refs(&db)[..ROWS], at_intake[..]);
+    let verified = cli(app.dir.path(), &app.config_path, &["audit", "verify"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let audit = cli(
+        app.dir.path(),
+        &app.config_path,
+        &["audit", "search", "--action", "callers_indexed"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&audit.stdout)
+            .lines()
+            .filter(|line| line.contains("\tcallers_indexed\t"))
+            .count(),
+        4,
+        "{}",
+        text(&audit)
+    );
 }

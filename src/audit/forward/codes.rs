@@ -51,7 +51,7 @@ pub(crate) fn event_class(action: &str) -> EventClass {
         }
         "backup_taken" | "emergency_access" => (EXPORT, "R"),
         // A person or token read decrypted call data.
-        "payload_read" | "delivery_reverified" => (PATIENT_RECORD, "R"),
+        "payload_read" | "delivery_reverified" | "callers_indexed" => (PATIENT_RECORD, "R"),
         "purged" => (PATIENT_RECORD, "D"),
         "key_rotated" | "config_loaded" | "token_created" | "token_revoked" => {
             (SECURITY_ALERT, "E")

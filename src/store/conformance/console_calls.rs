@@ -17,7 +17,7 @@ fn ids(found: &crate::store::console_calls::CallSearch) -> Vec<String> {
 }
 
 /// The ids of the deliveries `store`'s console finds by the caller's `phone`.
-async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
+pub(crate) async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
     let found = store
         .console()
         .find_calls(CallQuery {

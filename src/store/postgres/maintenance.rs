@@ -23,6 +23,7 @@ use crate::store::maintenance::{
     export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
     StoredRequest, VerifyOptions,
 };
+use crate::store::phone_backfill::PhoneIndexReport;
 use crate::store::StoreError;
 
 /// What `backup` says on PostgreSQL: the database's own tools make the copy.
@@ -138,6 +139,24 @@ impl Maintenance for PgMaintenance {
         let report = self
             .runtime
             .block_on(super::rotate::rotate_keys(&self.store, who, progress));
+        self.mirror();
+        report
+    }
+
+    fn index_caller_phones(
+        &self,
+        batch: usize,
+        who: &Requester,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PhoneIndexReport, StoreError> {
+        let report = self
+            .runtime
+            .block_on(super::phone_backfill::index_caller_phones(
+                &self.store,
+                batch,
+                who,
+                progress,
+            ));
         self.mirror();
         report
     }

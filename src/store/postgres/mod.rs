@@ -43,6 +43,7 @@ mod keys;
 mod maintenance;
 mod mirror;
 mod offline;
+mod phone_backfill;
 mod purge;
 mod read;
 mod realtime;

@@ -24,6 +24,7 @@ use crate::store::maintenance::{
     export_records, search_records, verify_chain, AuditVerdict, BackupOutcome, Check, Maintenance,
     VerifyOptions,
 };
+use crate::store::phone_backfill::PhoneIndexReport;
 use crate::store::reverify::StoredRequest;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -147,6 +148,15 @@ impl Maintenance for SqliteMaintenance {
         progress: &mut dyn FnMut(RotationProgress),
     ) -> Result<RotationReport, StoreError> {
         crate::store::admin::rotate_keys(self.store()?, who, progress)
+    }
+
+    fn index_caller_phones(
+        &self,
+        batch: usize,
+        who: &Requester,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PhoneIndexReport, StoreError> {
+        super::index_caller_phones(self.store()?, batch, who, progress)
     }
 
     fn backup(

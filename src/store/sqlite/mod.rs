@@ -33,6 +33,7 @@ mod health;
 pub mod jobs;
 pub(crate) mod keys;
 mod maintenance;
+mod phone_backfill;
 mod purge;
 pub mod reads;
 pub mod realtime;
@@ -71,6 +72,7 @@ pub use backup::{
     backup_to, backup_to_with_progress, manifest_path, BackupReport, MANIFEST_FORMAT,
 };
 pub use maintenance::SqliteMaintenance;
+pub use phone_backfill::index_caller_phones;
 pub use purge::{purge_older_than, purge_with_progress, PURGE_CHUNK};
 pub use relay_buffer::SqliteRelayBuffer;
 pub use rotate::rotate_keys;
