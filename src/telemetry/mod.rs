@@ -7,8 +7,8 @@
 //!
 //! Logging is built to cost little on the intake path (docs/BENCHMARKS.md §9 measured nothing
 //! measurable on one machine; §14 measured about 10 % of the server's CPU per delivery on
-//! another, most of it the fmt layer formatting the access line): each
-//! request writes one access line at INFO (the listener's middleware) and nothing else on
+//! another, about half of it the fmt layer formatting the access line and its writer thread):
+//! each request writes one access line at INFO (the listener's middleware) and nothing else on
 //! success; no span is opened per request unless DEBUG is on (the filter disables the request
 //! span at its call site, so it is never allocated or formatted); and lines are formatted on the
 //! request's thread but written by a background thread through a 64 KiB buffer, flushed whenever

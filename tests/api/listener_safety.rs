@@ -217,13 +217,20 @@ async fn the_admin_listener_with_a_client_ca_refuses_a_tls_client_without_a_cert
 }
 
 #[tokio::test]
-async fn a_reload_that_changes_the_admin_listener_or_its_sessions_says_it_needs_a_restart() {
+async fn a_reload_that_changes_settings_fixed_at_start_says_they_need_a_restart() {
     let app = spawn_app().await;
     let text = std::fs::read_to_string(&app.config_path).unwrap();
     assert!(text.contains("[storage]\n"), "{text}");
     std::fs::write(
         &app.config_path,
         text.replacen("[storage]\n", "[storage]\nphone_country = \"44\"\n", 1)
+            .replacen("wardhook.db", "elsewhere.db", 1)
+            .replacen("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"", 1)
+            .replacen(
+                "workers = 2\n",
+                "workers = 2\nrejected_rate_limit = { per_second = 2.0, burst = 5 }\n",
+                1,
+            )
             .replacen(
                 ADMIN_LISTEN,
                 "[admin]\nlisten = \"127.0.0.1:1\"\nclient_ca = \"ca.crt\"\n\
@@ -239,6 +246,9 @@ async fn a_reload_that_changes_the_admin_listener_or_its_sessions_says_it_needs_
         "admin.idle_timeout",
         "admin.session_lifetime",
         "storage.phone_country",
+        "storage.path",
+        "server.listen",
+        "server.rejected_rate_limit",
     ] {
         assert!(
             report.needs_restart.contains(&key),

@@ -60,12 +60,15 @@ pub fn index_caller_phones(
                 found.push((row.id.as_str(), caller_ref));
             }
         }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (id, caller_ref) in &found {
-            report.indexed +=
-                tx.execute(&set_caller_ref(Dialect::Sqlite), params![id, caller_ref])? as u64;
+        // A batch naming no number writes nothing: it need not take the intake writer's lock.
+        if !found.is_empty() {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (id, caller_ref) in &found {
+                report.indexed +=
+                    tx.execute(&set_caller_ref(Dialect::Sqlite), params![id, caller_ref])? as u64;
+            }
+            tx.commit()?;
         }
-        tx.commit()?;
         report.read += rows.len() as u64;
         progress(report.read, total.max(report.read));
         super::purge::pause_for_writer();
