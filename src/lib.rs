@@ -31,7 +31,9 @@
 //!   │                     backends share of them (rotation.rs, archive.rs, and
 //!   │                     phone_backfill.rs: the caller index of deliveries stored before
 //!   │                     it existed, `deliveries index-phones`)
-//!   ├── sqlite/           SQLite: one file, a writer thread with group commit
+//!   ├── sqlite/           SQLite: one file, a writer thread with group commit; the dedup
+//!   │                     and call-ref blind indexes in leveled runs in `<db>.index`, merged
+//!   │                     by their own thread (levels.rs, dedup.rs, bloom.rs)
 //!   └── postgres/         PostgreSQL (`[storage] backend = "postgres"`, several nodes);
 //!                         the same conformance tests run on both
 //!   │

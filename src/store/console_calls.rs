@@ -95,13 +95,15 @@ impl CallQuery {
 
     /// The statement selecting `id, source, event_type, received_at, status, jobs, dead`.
     /// `placeholder(n)` writes the n-th parameter (`?n` or `$n`); `time(p)` compares a
-    /// parameter with a stored time (PostgreSQL casts it).
+    /// parameter with a stored time (PostgreSQL casts it); `call_ref_rows(p)` selects the audit
+    /// records whose call ref is parameter `p` (SQLite goes through its index levels).
     pub(crate) fn to_sql(
         &self,
         call_ref: Option<&str>,
         caller_ref: Option<&str>,
         placeholder: &dyn Fn(usize) -> String,
         time: &dyn Fn(String) -> String,
+        call_ref_rows: &dyn Fn(String) -> String,
     ) -> CallSql {
         let mut conds: Vec<String> = Vec::new();
         let mut params: Vec<String> = Vec::new();
@@ -110,9 +112,9 @@ impl CallQuery {
             placeholder(params.len())
         };
         if let Some(r) = call_ref {
-            let p = param(r.to_owned());
+            let rows = call_ref_rows(param(r.to_owned()));
             conds.push(format!(
-                "d.id IN (SELECT delivery_id FROM audit_log WHERE call_ref = {p} \
+                "d.id IN (SELECT delivery_id FROM audit_log WHERE {rows} \
                  AND delivery_id IS NOT NULL)"
             ));
         }

@@ -85,3 +85,34 @@ async fn readiness_reports_the_store() {
     let res = app.client().get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_copies_sent_at_once_are_stored_once() {
+    let app = spawn_app().await;
+    // Some deliveries first, so the copies' key is looked up beside others already indexed.
+    for i in 0..20 {
+        let (status, _) =
+            post_signed(&app, &nextphone_event("call.ended", &format!("pre-{i}"))).await;
+        assert_eq!(status, 200);
+    }
+    let body = nextphone_event("call.ended", "race-40");
+    let answers = futures_util::future::join_all((0..40).map(|_| post_signed(&app, &body))).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, answer)| {
+            assert_eq!(*status, 200, "{answer}");
+            answer["delivery_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one delivery id for all forty: {ids:?}");
+    let accepted = answers
+        .iter()
+        .filter(|(_, a)| a["status"] == "accepted")
+        .count();
+    assert_eq!(accepted, 1, "exactly one accepted");
+    let conn = rusqlite::Connection::open(app.dir.path().join("data/wardhook.db")).unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 21);
+}

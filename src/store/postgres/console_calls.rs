@@ -17,6 +17,7 @@ pub(super) async fn find_calls(store: &PgStore, q: &CallQuery) -> Result<CallSea
         caller_ref.as_deref(),
         &|n| format!("${n}"),
         &|p| format!("{p}::text::timestamptz"),
+        &|p| format!("call_ref = {p}"),
     );
     let refs: Vec<&(dyn ToSql + Sync)> = sql
         .params

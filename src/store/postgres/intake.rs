@@ -28,7 +28,7 @@ use crate::store::{IntakeOutcome, JobSpec, QuarantineId, StoreError};
 /// Prepare the delivery on the caller's task — id, blind indexes, serialization, sealing under
 /// the period's data key — then hand it to the store's committer and wait for the commit of
 /// its batch (see the module docs).
-#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+#[tracing::instrument(level = "debug", skip_all, fields(node = %store.node_id()))]
 pub(super) async fn intake(
     store: &PgStore,
     input: IntakeInput,
@@ -99,7 +99,7 @@ pub(super) async fn prepare(
 /// Keep an authentic but unparseable delivery, encrypted. A retry of the same body (same
 /// blind index) gets the existing entry, also when two nodes receive it at once: the partial
 /// unique index on live entries makes the second insert do nothing.
-#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+#[tracing::instrument(level = "debug", skip_all, fields(node = %store.node_id()))]
 pub(super) async fn quarantine(
     store: &PgStore,
     input: IntakeInput,
@@ -152,7 +152,7 @@ pub(super) async fn quarantine(
 
 /// Readiness: a small write transaction must commit (a read-only standby, a full disk or a
 /// lost connection fail it).
-#[tracing::instrument(skip_all, fields(node = %store.node_id()))]
+#[tracing::instrument(level = "debug", skip_all, fields(node = %store.node_id()))]
 pub(super) async fn probe(store: &PgStore) -> Result<(), StoreError> {
     let mut client = store.client().await?;
     let tx = client.transaction().await?;

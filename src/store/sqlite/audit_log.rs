@@ -41,7 +41,9 @@ pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
             mac TEXT NOT NULL
         ) STRICT;
         CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log(ts);
-        CREATE INDEX IF NOT EXISTS audit_log_call_ref ON audit_log(call_ref) WHERE call_ref IS NOT NULL;
+        -- Call refs are found through the index levels (`levels`), not a B-tree index that
+        -- would write a random page per record.
+        DROP INDEX IF EXISTS audit_log_call_ref;
         CREATE INDEX IF NOT EXISTS audit_log_delivery ON audit_log(delivery_id) WHERE delivery_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, seq);
         CREATE TABLE IF NOT EXISTS audit_purge_permit (through_seq INTEGER NOT NULL) STRICT;
@@ -81,8 +83,9 @@ fn seq_of(v: Option<i64>) -> Option<u64> {
     v.and_then(|s| u64::try_from(s).ok())
 }
 
-/// `WHERE …` of a search filter and its parameters.
-pub(crate) fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
+/// `WHERE …` of a search filter and its parameters. A call ref is looked up through the index
+/// levels attached to `conn`, if any ([`super::levels::call_ref_condition`]).
+pub(crate) fn where_clause(conn: &Connection, filter: &Filter) -> (String, Vec<SqlValue>) {
     let mut conds = Vec::new();
     let mut params = Vec::new();
     let mut push = |cond: &str, v: SqlValue| {
@@ -96,7 +99,8 @@ pub(crate) fn where_clause(filter: &Filter) -> (String, Vec<SqlValue>) {
         push("ts < ?", SqlValue::Text(crate::audit::format_ts(t)));
     }
     if let Some(c) = &filter.call_ref {
-        push("call_ref = ?", SqlValue::Text(c.as_str().to_owned()));
+        let cond = super::levels::call_ref_condition(conn, "?", c.as_str());
+        push(&cond, SqlValue::Text(c.as_str().to_owned()));
     }
     if let Some(s) = &filter.source {
         push("source = ?", SqlValue::Text(s.as_str().to_owned()));
@@ -297,7 +301,7 @@ via_connection!(Transaction<'_>);
 
 impl RecordStream for Connection {
     fn count(&self, filter: &Filter) -> Result<u64, AuditError> {
-        let (clause, params) = where_clause(filter);
+        let (clause, params) = where_clause(self, filter);
         let n: i64 = self.query_row(
             &format!("SELECT count(*) FROM audit_log{clause}"),
             params_from_iter(params),
@@ -307,7 +311,7 @@ impl RecordStream for Connection {
     }
 
     fn for_each(&self, filter: &Filter, visit: &mut RecordVisitor<'_>) -> Result<u64, AuditError> {
-        let (clause, params) = where_clause(filter);
+        let (clause, params) = where_clause(self, filter);
         let mut stmt = self.prepare(&format!(
             "SELECT {COLUMNS} FROM audit_log{clause} ORDER BY seq"
         ))?;

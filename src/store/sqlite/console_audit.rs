@@ -17,7 +17,8 @@ pub(super) fn audit_page(
     limit: usize,
 ) -> Result<Vec<AuditPageRow>, StoreError> {
     let filter = audit_filter(args, store.keyring())?;
-    let (clause, mut params) = where_clause(&filter);
+    let conn = store.connection()?;
+    let (clause, mut params) = where_clause(&conn, &filter);
     params.push(SqlValue::Integer(
         after.map_or(0, |c| i64::try_from(c.seq).unwrap_or(i64::MAX)),
     ));
@@ -27,7 +28,6 @@ pub(super) fn audit_page(
     } else {
         format!("{clause} AND {seq_cond}")
     };
-    let conn = store.connection()?;
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM audit_log{clause} ORDER BY seq LIMIT {limit}"
     ))?;

@@ -10,13 +10,14 @@ use crate::store::{Store, StoreError};
 /// One page of deliveries matching `q`, newest first.
 pub(super) fn find_calls(store: &Store, q: &CallQuery) -> Result<CallSearch, StoreError> {
     let (call_ref, caller_ref) = q.blind_refs(store.keyring());
+    let conn = store.connection()?;
     let sql = q.to_sql(
         call_ref.as_deref(),
         caller_ref.as_deref(),
         &|n| format!("?{n}"),
         &|p| p,
+        &|p| super::levels::call_ref_condition(&conn, &p, call_ref.as_deref().unwrap_or_default()),
     );
-    let conn = store.connection()?;
     let mut stmt = conn.prepare(&sql.sql)?;
     let rows = stmt.query_map(params_from_iter(sql.params), |r| {
         Ok(FoundDelivery {

@@ -91,6 +91,7 @@ impl SqliteMaintenance {
         )?;
         // A running server may hold the write lock for a moment.
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        super::levels::attach(&conn, &self.path);
         Ok(conn)
     }
 

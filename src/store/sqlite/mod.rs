@@ -23,15 +23,18 @@ mod artifacts;
 pub(crate) mod audit;
 pub mod audit_log;
 mod backup;
+mod bloom;
 mod console;
 mod console_audit;
 mod console_bulk;
 mod console_calls;
+mod dedup;
 pub mod emergency;
 pub mod forward;
 mod health;
 pub mod jobs;
 pub(crate) mod keys;
+pub(crate) mod levels;
 mod maintenance;
 mod phone_backfill;
 mod purge;
@@ -53,6 +56,8 @@ mod audit_mirror_tests;
 #[cfg(test)]
 mod audit_tests;
 #[cfg(test)]
+mod levels_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +76,7 @@ use crate::store::StoreError;
 pub use backup::{
     backup_to, backup_to_with_progress, manifest_path, BackupReport, MANIFEST_FORMAT,
 };
+pub use levels::IndexShape;
 pub use maintenance::SqliteMaintenance;
 pub use phone_backfill::index_caller_phones;
 pub use purge::{purge_older_than, purge_with_progress, PURGE_CHUNK};
@@ -94,6 +100,8 @@ pub struct StoreOptions {
     pub max_db_pages: Option<u64>,
     /// Where committed audit records are mirrored (daily JSONL), if configured.
     pub audit_mirror: Option<Arc<crate::audit::Mirror>>,
+    /// The sizes of the blind-index levels in `<db>.index` ([`levels`]).
+    pub index_shape: IndexShape,
 }
 
 impl Default for StoreOptions {
@@ -104,6 +112,7 @@ impl Default for StoreOptions {
             queue_capacity: 8192,
             max_db_pages: None,
             audit_mirror: None,
+            index_shape: IndexShape::DEFAULT,
         }
     }
 }
@@ -117,6 +126,8 @@ struct Shared {
     healthy: AtomicBool,
     /// The data key the writer last committed with, for sealing on the request task.
     write_key: writer::KeySlot,
+    /// How far the index levels have merged, published by their merger.
+    merged: Arc<levels::Merged>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -192,6 +203,14 @@ impl Store {
         audit_log::migrate(&conn)?;
         artifacts::migrate(&conn)?;
         alerts::migrate(&conn)?;
+        let merged = Arc::new(levels::Merged::default());
+        levels::prepare(
+            &conn,
+            path,
+            options.index_shape,
+            options.busy_timeout,
+            &merged,
+        )?;
         restrict_permissions(path);
         let shared = Arc::new(Shared {
             path: path.to_owned(),
@@ -199,6 +218,7 @@ impl Store {
             options: options.clone(),
             healthy: AtomicBool::new(true),
             write_key: writer::KeySlot::default(),
+            merged,
         });
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         writer::spawn(conn, Arc::clone(&shared), rx)?;
@@ -214,8 +234,11 @@ impl Store {
     }
 
     /// Open an extra connection for reads or admin work (the caller's thread blocks on it).
+    /// The index file is attached, for call searches.
     pub(crate) fn connection(&self) -> Result<Connection, StoreError> {
-        open_connection(&self.shared.path, &self.shared.options)
+        let conn = open_connection(&self.shared.path, &self.shared.options)?;
+        levels::attach(&conn, &self.shared.path);
+        Ok(conn)
     }
 
     pub(crate) fn keyring(&self) -> &Keyring {
@@ -226,7 +249,10 @@ impl Store {
     /// handler, and answer only after the transaction is fsync'd.
     /// The event in `normalized` is the one sealed; afterwards it carries the delivery id
     /// (for a duplicate, the first delivery's).
-    #[tracing::instrument(skip_all, fields(source = %input.source(), event_type = %normalized.event_type.as_str()))]
+    ///
+    /// Its span is DEBUG: at INFO the subscriber would build one per delivery, and the access
+    /// line already names the delivery and its outcome.
+    #[tracing::instrument(level = "debug", skip_all, fields(source = %input.source(), event_type = %normalized.event_type.as_str()))]
     pub async fn intake(
         &self,
         input: IntakeInput,
@@ -350,7 +376,7 @@ impl Store {
 /// ciphertext and blind indexes.
 fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", ".index", ".index-wal", ".index-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let p = PathBuf::from(p);

@@ -3,7 +3,7 @@
 //! The version lives in SQLite's `user_version`; each migration runs in its own transaction with
 //! the version bump, so a crash mid-migration leaves the previous version intact.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// Each entry migrates from version `index` to `index + 1`. Never edit a released entry: add one.
 const MIGRATIONS: &[&str] = &[
@@ -114,6 +114,38 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN caller_ref TEXT;
     CREATE INDEX deliveries_caller_ref ON deliveries (caller_ref) WHERE caller_ref IS NOT NULL;
     "#,
+    // v6: no dedup index in the database. `UNIQUE (source, dedup_index)` wrote a random 4 KiB
+    // page per delivery; the writer's dedup check now runs on the index levels in
+    // `<db>.index` (see `levels`). SQLite cannot drop a constraint, so the table is rebuilt
+    // (rowids kept: the levels name rows by rowid), with foreign keys off (`migrate`).
+    r#"
+    CREATE TABLE deliveries_v6 (
+        id           TEXT PRIMARY KEY,           -- UUID v7, assigned at intake
+        source       TEXT NOT NULL,
+        event_type   TEXT NOT NULL,              -- short identifier, validated at normalize
+        dedup_kind   TEXT NOT NULL,              -- which dedup rule applied (no value)
+        dedup_index  TEXT NOT NULL,              -- HMAC blind index of the dedup key
+        call_ref     TEXT,                       -- HMAC blind index of the call id
+        received_at  TEXT NOT NULL,              -- RFC 3339 UTC
+        status       TEXT NOT NULL,              -- accepted | purged
+        key_id       INTEGER REFERENCES data_keys(key_id),
+        nonce        BLOB,                       -- NULL once purged
+        ciphertext   BLOB,                       -- AES-256-GCM of the stored payload
+        purged_at    TEXT,
+        caller_ref   TEXT                        -- blind index of the caller's phone
+    );
+    INSERT INTO deliveries_v6 (rowid, id, source, event_type, dedup_kind, dedup_index, call_ref,
+                               received_at, status, key_id, nonce, ciphertext, purged_at,
+                               caller_ref)
+        SELECT rowid, id, source, event_type, dedup_kind, dedup_index, call_ref, received_at,
+               status, key_id, nonce, ciphertext, purged_at, caller_ref
+        FROM deliveries ORDER BY rowid;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v6 RENAME TO deliveries;
+    CREATE INDEX deliveries_received ON deliveries (received_at);
+    CREATE INDEX deliveries_key ON deliveries (key_id);
+    CREATE INDEX deliveries_caller_ref ON deliveries (caller_ref) WHERE caller_ref IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -130,12 +162,53 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), crate::store::StoreEr
             supported: SCHEMA_VERSION,
         });
     }
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
-        tx.commit()?;
-        tracing::info!(version = version + 1, "applied store schema migration");
+    migrate_to(conn, current, SCHEMA_VERSION)
+}
+
+/// Apply the migrations from `current` up to `target`. Foreign keys are off meanwhile (a
+/// rebuilt table is dropped while other tables still point at it) and checked before each
+/// commit instead, so a migration that broke a reference rolls back.
+fn migrate_to(
+    conn: &mut Connection,
+    current: usize,
+    target: usize,
+) -> Result<(), crate::store::StoreError> {
+    if current >= target {
+        return Ok(());
     }
-    Ok(())
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = (|| {
+        for (version, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+            let started = std::time::Instant::now();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = tx
+                .query_row(
+                    "SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(table) = broken {
+                tracing::error!(
+                    version = version + 1,
+                    table,
+                    "migration broke a foreign key"
+                );
+                return Err(crate::store::StoreError::Corrupt(
+                    "a schema migration broke a foreign key; nothing was changed",
+                ));
+            }
+            tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!(
+                version = version + 1,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "applied store schema migration"
+            );
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    result
 }

@@ -857,15 +857,26 @@ async fn a_panic_inside_a_group_commit_costs_that_batch_not_the_writer() {
 
 /// What the upgrade tests ask of a store: the deliveries a caller phone finds.
 pub(crate) async fn found_by_phone(store: &dyn Storage, phone: &str) -> Vec<String> {
+    found(
+        store,
+        crate::store::console_calls::CallQuery {
+            caller_phone: Some(phone.to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// The ids of the deliveries "find a call" answers `query` with (the first 50).
+pub(crate) async fn found(
+    store: &dyn Storage,
+    query: crate::store::console_calls::CallQuery,
+) -> Vec<String> {
     store
         .console()
-        .find_calls(crate::store::console_calls::CallQuery {
-            caller_phone: Some(phone.to_owned()),
-            limit: 50,
-            ..Default::default()
-        })
+        .find_calls(crate::store::console_calls::CallQuery { limit: 50, ..query })
         .await
-        .expect("find by phone")
+        .expect("find calls")
         .deliveries
         .into_iter()
         .map(|d| d.meta.id)

@@ -29,8 +29,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::dedup::DedupIndex;
 use super::keys::{self, WriteKeyCache};
-use super::Shared;
+use super::{levels, Shared};
 use crate::audit::{AppendedRecord, ChainCursor, RecordBody};
 use crate::crypto::{DataKey, Keyring, Sealed};
 use crate::normalize::{IntakeInput, Normalized};
@@ -183,9 +184,36 @@ pub(super) fn spawn(
     // meanwhile (a restored backup, a test's fresh database) and switch it to WAL mode.
     let checkpointer = spawn_checkpointer(&shared);
     let mirror = spawn_mirror(&shared);
+    let dedup = DedupIndex::load(
+        &conn,
+        &shared.path,
+        shared.options.busy_timeout,
+        Arc::clone(&shared.merged),
+    )?;
+    // Opened here for the reason the checkpointer's is.
+    let merger = super::open_connection(&shared.path, &shared.options).map(|main| {
+        levels::spawn_merger(
+            &shared.path,
+            shared.options.busy_timeout,
+            shared.options.index_shape,
+            Arc::clone(&shared.merged),
+            main,
+        )
+    });
+    let merger = match merger {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the index merger's connection");
+            None
+        }
+    };
     std::thread::Builder::new()
         .name("wardhook-store-writer".into())
-        .spawn(move || run(conn, &shared, rx, checkpointer, mirror))
+        .spawn(move || {
+            run(conn, &shared, rx, checkpointer, mirror, dedup);
+            // Dropping it merges what is left, then stops the merger.
+            drop(merger);
+        })
         .map(drop)
         .map_err(|e| StoreError::Io {
             path: "writer thread".into(),
@@ -313,6 +341,7 @@ fn run(
     mut rx: mpsc::Receiver<Command>,
     checkpointer: Option<(std::sync::mpsc::Sender<()>, Arc<AtomicI64>)>,
     mirror: Option<MirrorQueue>,
+    dedup: DedupIndex,
 ) {
     let max_batch = shared.options.max_batch.max(1);
     let mut cache = WriteKeyCache::new();
@@ -336,6 +365,7 @@ fn run(
         cache: &mut cache,
         last_key: None,
         mirror,
+        dedup,
     };
     // Ends when every Store clone (every sender) is dropped.
     while let Some(first) = rx.blocking_recv() {
@@ -359,6 +389,7 @@ fn run(
             );
             state.cache.clear();
             state.last_key = None;
+            state.dedup.abandon();
             for command in batch.drain(..) {
                 reply(command, Err(StoreError::Unavailable("internal error")));
             }
@@ -384,6 +415,8 @@ struct WriterState<'a> {
     last_key: Option<(String, i64, i64)>,
     /// The mirror thread's queue, if it runs.
     mirror: Option<MirrorQueue>,
+    /// Which deliveries are stored, for the dedup check.
+    dedup: DedupIndex,
 }
 
 enum Attempt {
@@ -420,8 +453,9 @@ fn run_isolating_failures(
         return result;
     }
     audit.clear();
-    // Key rows created in the rolled-back attempt are gone with it.
+    // Key rows and deliveries created in the rolled-back attempt are gone with it.
     forget_uncommitted_keys(state);
+    state.dedup.abandon();
     run_batch(conn, keyring, state, batch, audit, true)
 }
 
@@ -481,8 +515,9 @@ fn answer_unavailable(
     error: Option<StoreError>,
 ) {
     shared.healthy.store(false, Ordering::Release);
-    // Key rows created in the failed transaction are gone with it.
+    // Key rows and deliveries created in the failed transaction are gone with it.
     forget_uncommitted_keys(state);
+    state.dedup.abandon();
     let reason = match &error {
         Some(StoreError::Unavailable(reason)) => *reason,
         _ => "storage error",
@@ -551,6 +586,7 @@ fn run_batch(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read every batch: `keys rotate` in another process may have bumped it.
     let generation = keys::current_generation(&tx)?;
+    state.dedup.begin(&tx)?;
     // The chain head is read once per transaction and then kept in memory.
     let mut chain = ChainCursor::default();
     let mut answers = Vec::with_capacity(batch.len());
@@ -559,6 +595,7 @@ fn run_batch(
             tx.execute_batch("SAVEPOINT item")?;
         }
         let audit_len = audit.len();
+        let dedup_mark = state.dedup.mark();
         let mut step = Step {
             tx: &tx,
             keyring,
@@ -580,6 +617,7 @@ fn run_batch(
             Err(e) => {
                 tx.execute_batch("ROLLBACK TO item; RELEASE item")?;
                 audit.truncate(audit_len);
+                state.dedup.forget_since(dedup_mark);
                 chain.forget();
                 // A key created inside the rolled-back savepoint is gone too.
                 forget_uncommitted_keys(state);
@@ -588,6 +626,7 @@ fn run_batch(
         }
     }
     tx.commit()?;
+    state.dedup.committed();
     Ok(Attempt::Done(answers))
 }
 
@@ -659,11 +698,7 @@ fn intake_one(
         jobs: req.jobs.len(),
     };
 
-    let first: Option<String> = tx
-        .prepare_cached("SELECT id FROM deliveries WHERE source = ?1 AND dedup_index = ?2")?
-        .query_row(params![source, p.dedup], |r| r.get(0))
-        .optional()?;
-    if let Some(first) = first {
+    if let Some(first) = state.dedup.find(tx, source, &p.dedup)? {
         let outcome = IntakeOutcome::Duplicate { delivery_id: first };
         step.record(&intake_event(&facts, &outcome))?;
         return Ok(outcome);
@@ -702,6 +737,7 @@ fn intake_one(
         sealed.ciphertext,
         p.caller_ref
     ])?;
+    state.dedup.admit(&p.dedup, tx.last_insert_rowid());
     let mut insert_job = tx.prepare_cached(
         "INSERT OR IGNORE INTO jobs (delivery_id, handler, position, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?4)",
