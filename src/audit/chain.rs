@@ -164,7 +164,7 @@ impl StoredRecord {
                 None => mac.update(&u32::MAX.to_be_bytes()),
             }
         }
-        hex::encode(mac.finalize().into_bytes())
+        crate::crypto::hex_lower(&mac.finalize().into_bytes())
     }
 
     /// Constant-time check of the stored MAC against the recomputed one at `seq`.

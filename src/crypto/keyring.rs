@@ -87,7 +87,7 @@ impl Keyring {
         mac.update(domain.as_bytes());
         mac.update(&[0]);
         mac.update(value);
-        hex::encode(mac.finalize().into_bytes())
+        super::hex_lower(&mac.finalize().into_bytes())
     }
 
     /// The blind index of a sender's call id, the same whatever the source, so an auditor can

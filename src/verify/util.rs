@@ -142,7 +142,7 @@ impl Encoding {
 
     pub fn encode(self, bytes: &[u8]) -> String {
         match self {
-            Self::Hex => hex::encode(bytes),
+            Self::Hex => crate::crypto::hex_lower(bytes),
             Self::Base64 => b64(bytes),
         }
     }

@@ -36,7 +36,7 @@ pub(super) fn node_genesis(keyring: &Keyring, node_id: &str) -> String {
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     mac.update(NODE_GENESIS_DOMAIN);
     mac.update(node_id.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    crate::crypto::hex_lower(&mac.finalize().into_bytes())
 }
 
 /// Create this node's head row (sequence 0, the genesis) if it has none, so every append can

@@ -76,6 +76,8 @@ const OPEN_TAIL_ROWS: i64 = 65_536;
 const MERGE_POLL: Duration = Duration::from_millis(100);
 /// Fewer than `merge_keys` waiting rows are merged after this long without a merge.
 const MERGE_IDLE: Duration = Duration::from_secs(1);
+/// How often a failing merge is tried again.
+const MERGE_RETRY: Duration = Duration::from_secs(5);
 
 /// The two indexes the levels hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,7 +416,9 @@ pub(crate) fn merge_step(
 }
 
 /// Merge level 0 and the levels below it down into the first level with room for all of them
-/// (or the last), written afresh in key order.
+/// (or the last): their keys inserted into it in key order, then they are emptied. Sorted
+/// inserts touch each page of the target once, and cost per key moved rather than per key the
+/// target already holds, as a rewrite of the target would.
 fn cascade(
     conn: &Connection,
     space: Space,
@@ -430,31 +434,24 @@ fn cascade(
             break;
         }
     }
-    let fresh = format!("{}_fresh", space.name());
-    conn.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {fresh};
-         CREATE TABLE {fresh} (k INTEGER NOT NULL, v INTEGER NOT NULL, PRIMARY KEY (k, v))
-         WITHOUT ROWID;"
-    ))?;
-    let union = (0..=target)
+    let union = (0..target)
         .map(|l| format!("SELECT k, v FROM {}", space.table(l)))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let written = conn.execute(
-        &format!("INSERT OR IGNORE INTO {fresh} (k, v) SELECT k, v FROM ({union}) ORDER BY k, v"),
+    let added = conn.execute(
+        &format!(
+            "INSERT OR IGNORE INTO {} (k, v) SELECT k, v FROM ({union}) ORDER BY k, v",
+            space.table(target)
+        ),
         [],
     )? as u64;
-    let target_table = space.table(target);
-    conn.execute_batch(&format!(
-        "DROP TABLE {target_table}; ALTER TABLE {fresh} RENAME TO {target_table};"
-    ))?;
     for (level, n) in level_counts.iter_mut().enumerate().take(target) {
         conn.execute(&format!("DELETE FROM {}", space.table(level)), [])?;
         *n = 0;
         set_count(conn, space, level, 0)?;
     }
-    level_counts[target] = written;
-    set_count(conn, space, target, written)?;
+    level_counts[target] += added;
+    set_count(conn, space, target, level_counts[target])?;
     Ok(())
 }
 
@@ -590,16 +587,29 @@ pub(crate) fn spawn_merger(
         .name("wardhook-merge".into())
         .spawn(move || {
             let mut last_merge = [Instant::now(); 2];
+            // A failing merge (a full disk) is logged once, retried less often, and its end
+            // logged; meanwhile the writer's tail and the readers' scans cover the rows.
+            let mut failing = false;
             loop {
+                let wait = if failing { MERGE_RETRY } else { MERGE_POLL };
                 let last = matches!(
-                    stopped.recv_timeout(MERGE_POLL),
+                    stopped.recv_timeout(wait),
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
                 );
+                let mut failed = false;
                 for (i, space) in Space::ALL.into_iter().enumerate() {
-                    if let Err(e) = merge_if_due(&mut idx, &main, space, shape, &merged, last, &mut last_merge[i]) {
-                        tracing::warn!(index = space.name(), error = %e, "index merge failed; retrying");
+                    let step = merge_if_due(&mut idx, &main, space, shape, &merged, last, &mut last_merge[i]);
+                    if let Err(e) = step {
+                        failed = true;
+                        if !failing {
+                            tracing::warn!(index = space.name(), error = %e, "index merge failed; retrying every few seconds");
+                        }
                     }
                 }
+                if failing && !failed {
+                    tracing::info!("index merges work again");
+                }
+                failing = failed;
                 if last {
                     break;
                 }
