@@ -8,9 +8,10 @@
 //! `audit_log.call_ref`); a separate file, `<db>.index`, holds sorted runs of
 //! `(key, row position)` in [`LEVELS`] tables per index, level `i` holding up to
 //! `l0_keys × ratioⁱ` keys, filled by a background thread ([`spawn_merger`]) from rows past the
-//! position it has merged up to. A level that overflows is rewritten, merged with the ones
-//! above it, into the first level with room: every key is written a handful of times, always
-//! in key order, instead of once at a random place per commit.
+//! position it has merged up to. When level 0 overflows, it and the levels above the first one
+//! with room for all of them are inserted into that level in key order and emptied: every key
+//! moves down a handful of times, in sorted batches, instead of being written once at a random
+//! place per commit.
 //!
 //! Rows past the merged position (the *tail*) are found by scanning them: the writer keeps
 //! them in memory ([`super::dedup`]), readers add `seq > position` to their query
