@@ -126,7 +126,9 @@ impl AccessLine<'_> {
         }
         let written = tracing::dispatcher::get_default(|dispatch| {
             match dispatch.downcast_ref::<AccessSinks>() {
-                Some(sinks) if !dispatch.current_span().is_known() => {
+                // `id()`, not `is_known()`: a registry always "knows" its current span, and
+                // outside any span that knowledge is `None`.
+                Some(sinks) if dispatch.current_span().id().is_none() => {
                     sinks.write(self);
                     true
                 }
@@ -527,6 +529,36 @@ mod tests {
             without_timestamp(our_output(LogFormat::Pretty, false, &ACCEPTED).trim_end())
         );
         assert!(lines[2].ends_with("after"));
+    }
+
+    #[test]
+    fn the_line_is_formatted_here_and_never_reaches_the_fmt_layer() {
+        // The fmt layer and the access sinks write to different places, so the test tells which
+        // one wrote the line (the bytes alone cannot: they are the same).
+        let through_fmt = Captured::default();
+        let through_sinks = Captured::default();
+        let (writer, guard) = NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(through_sinks.clone());
+        let fmt_writer = through_fmt.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(super::super::layer(
+                LogFormat::Pretty,
+                move || fmt_writer.clone(),
+                false,
+            ))
+            .with(AccessSinks::new(vec![(
+                LineStyle::Pretty { ansi: false },
+                writer,
+            )]));
+        tracing::subscriber::with_default(subscriber, || ACCEPTED.log());
+        drop(guard);
+        assert_eq!(through_fmt.text(), "");
+        assert_eq!(
+            without_timestamp(&through_sinks.text()),
+            without_timestamp(&our_output(LogFormat::Pretty, false, &ACCEPTED))
+        );
     }
 
     #[test]
