@@ -10,14 +10,20 @@
 //! another, about half of it the fmt layer formatting the access line and its writer thread):
 //! each request writes one access line at INFO (the listener's middleware) and nothing else on
 //! success; no span is opened per request unless DEBUG is on (the filter disables the request
-//! span at its call site, so it is never allocated or formatted); and lines are formatted on the
-//! request's thread but written by a background thread through a 64 KiB buffer, flushed whenever
-//! the queue runs dry and at exit, so a request never waits for a `write(2)` to stderr or a file.
+//! span at its call site, so it is never allocated or formatted); the access line is formatted
+//! by `access_line`, not by the fmt layer — the same bytes in every format, without the fmt
+//! layer's field visitor and `Debug` quoting, filtered under the same target, level and field
+//! names ([`ACCESS_TARGET`]) — and queued on the same writers as every other line (§16); and
+//! lines are formatted on the request's thread but written by a background thread through a
+//! 64 KiB buffer, flushed whenever the queue runs dry and at exit, so a request never waits for
+//! a `write(2)` to stderr or a file.
 
+pub(crate) mod access_line;
 mod logfile;
 mod panic;
 pub mod traces;
 
+pub use access_line::ACCESS_TARGET;
 pub use panic::install_panic_hook;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -26,6 +32,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::{LogFormat, LogSettings};
+use access_line::{AccessSinks, LineStyle};
 
 /// The `tracing` target of the per-delivery "delivery accepted" / "duplicate delivery" lines.
 /// They are DEBUG: the access line already names the delivery and its outcome. An operator who
@@ -82,13 +89,18 @@ pub fn init(settings: &LogSettings) -> LogGuard {
     let filter = EnvFilter::try_from_env("WARDHOOK_LOG")
         .or_else(|_| EnvFilter::builder().parse(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Each writer thread takes every line through its fmt layer, and the access line through
+    // `access_line`, in the same style.
+    let mut access_sinks = Vec::with_capacity(2);
     let (stderr, stderr_guard) = background("wardhook-log", std::io::stderr());
+    access_sinks.push((LineStyle::of(settings.format, true), stderr.clone()));
     let stderr = layer(settings.format, stderr, true);
     let (file_layer, file_guard) = match &settings.dir {
         Some(dir) => {
             match logfile::DailyFile::new(dir) {
                 Ok(file) => {
                     let (writer, guard) = background("wardhook-logfile", file);
+                    access_sinks.push((LineStyle::of(settings.format, false), writer.clone()));
                     (Some(layer(settings.format, writer, false)), Some(guard))
                 }
                 Err(e) => {
@@ -107,6 +119,7 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         .with(filter)
         .with(stderr)
         .with(file_layer)
+        .with(AccessSinks::new(access_sinks))
         .try_init()
         .is_ok();
     if installed {

@@ -3,8 +3,9 @@
 //! (the writer is buffered and runs on its own thread), and no payload value in any line.
 #![allow(clippy::unwrap_used)]
 
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -170,4 +171,255 @@ async fn the_per_delivery_lines_come_back_when_their_target_is_asked_for() {
             .count(),
         1
     );
+}
+
+/// What one server run left behind: its stderr, the text of its log folder, and the id of the
+/// delivery it accepted.
+struct Logged {
+    stderr: String,
+    file: String,
+    delivery_id: String,
+}
+
+/// Like [`run_and_collect`], for any `[log]` section and environment, keeping stderr too. The
+/// server listens on a port chosen beforehand: at `warn` no line names the port it bound.
+async fn run_logging(log: &str, env: &[(&str, &str)]) -> Logged {
+    let fixture = write_fixture(&AppOptions {
+        extra: log.to_owned(),
+        ..AppOptions::default()
+    });
+    let port = free_port();
+    let config = std::fs::read_to_string(&fixture.config_path)
+        .unwrap()
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+    std::fs::write(&fixture.config_path, config).unwrap();
+    let mut command = Command::new(wardhook_bin());
+    command
+        .args(["serve", "--config"])
+        .arg(&fixture.config_path)
+        .current_dir(fixture.dir.path())
+        .env_remove("WARDHOOK_LOG")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut server = ServerProcess::spawn(&mut command);
+    let mut stderr = server.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(fixture.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let body = canary_body();
+    let url = format!("https://localhost:{port}/hooks/demo");
+    let mut statuses = Vec::new();
+    let mut delivery_id = String::new();
+    for signature in [
+        nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        nextphone_signature(DEMO_SECRET, body.as_bytes()),
+        "sha256=00".to_owned(),
+    ] {
+        let res = http
+            .post(&url)
+            .header("X-NextPhone-Signature", signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        if res.status() == 200 {
+            let v: Value = res.json().await.unwrap();
+            delivery_id = v["delivery_id"].as_str().unwrap().to_owned();
+        }
+    }
+    assert_eq!(statuses, [200, 200, 401]);
+    let health = http
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while server.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = stderr.join().unwrap();
+    let dir = fixture.dir.path().join("data/logs");
+    let mut file = String::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        file.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert_no_canary(&file, &dir);
+    assert_no_canary(&stderr, Path::new("stderr"));
+    Logged {
+        stderr,
+        file,
+        delivery_id,
+    }
+}
+
+/// `line` with what changes from run to run masked: the timestamp (`<ts>`), the request id
+/// (`<id>`) and the latency's digits (`<µs>`).
+fn masked(line: &str) -> String {
+    const STAMP: &[u8] = b"dddd-dd-ddTdd:dd:dd.ddddddZ";
+    let shape = |at: usize, shape: &[u8], digit: fn(&u8) -> bool| {
+        line.len() >= at + shape.len()
+            && shape.iter().zip(&line.as_bytes()[at..]).all(|(s, b)| {
+                if *s == b'd' {
+                    digit(b)
+                } else {
+                    s == b
+                }
+            })
+    };
+    let stamp = (0..line.len())
+        .find(|&i| shape(i, STAMP, u8::is_ascii_digit))
+        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+    let after_name = line.find("request_id").unwrap() + "request_id".len();
+    let id = (after_name..line.len())
+        .find(|&i| shape(i, &[b'd'; 32], |b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no request id in {line:?}"));
+    let latency_end = line[line.find("latency_us").unwrap()..]
+        .find(' ')
+        .map_or(line.len(), |end| end + line.find("latency_us").unwrap());
+    let latency_start = line[..latency_end]
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .len();
+    assert!(latency_start < latency_end, "no latency in {line:?}");
+    format!(
+        "{}<ts>{}<id>{}<µs>{}",
+        &line[..stamp],
+        &line[stamp + STAMP.len()..id],
+        &line[id + 32..latency_start],
+        &line[latency_end..]
+    )
+}
+
+/// An access line as the fmt layer's default format prints it, masked as [`masked`] masks.
+fn pretty_access_line(ansi: bool, fields: &[(&str, &str)]) -> String {
+    let (dim, italic, green, reset) = if ansi {
+        ("\x1b[2m", "\x1b[3m", "\x1b[32m", "\x1b[0m")
+    } else {
+        ("", "", "", "")
+    };
+    let mut line = format!(
+        "{dim}<ts>{reset} {green} INFO{reset} {dim}wardhook::listener::access{reset}{dim}:{reset} request"
+    );
+    for (name, value) in fields {
+        line.push_str(&format!(" {italic}{name}{reset}{dim}={reset}{value}"));
+    }
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pretty_access_line_reads_as_before_in_the_file_and_in_colour_on_stderr() {
+    let run = run_logging(
+        "[log]\nformat = \"pretty\"\nlevel = \"info\"\ndir = \"data/logs\"\n",
+        &[],
+    )
+    .await;
+    let delivery_id = format!("{:?}", run.delivery_id);
+    let expected = |ansi: bool| -> Vec<String> {
+        let hook = [
+            ("request_id", "\"<id>\""),
+            ("method", "\"POST\""),
+            ("path", "\"/hooks/demo\""),
+        ];
+        let stored = |outcome: &str| {
+            let mut fields = hook.to_vec();
+            let outcome = format!("{outcome:?}");
+            let owned = [
+                ("status", "200"),
+                ("latency_us", "<µs>"),
+                ("delivery_id", delivery_id.as_str()),
+                ("outcome", outcome.as_str()),
+            ];
+            fields.extend(owned);
+            pretty_access_line(ansi, &fields)
+        };
+        let mut refused = hook.to_vec();
+        refused.extend([("status", "401"), ("latency_us", "<µs>")]);
+        let health = [
+            ("request_id", "\"<id>\""),
+            ("method", "\"GET\""),
+            ("path", "\"/healthz\""),
+            ("status", "200"),
+            ("latency_us", "<µs>"),
+        ];
+        vec![
+            stored("accepted"),
+            stored("duplicate"),
+            pretty_access_line(ansi, &refused),
+            pretty_access_line(ansi, &health),
+        ]
+    };
+    let access_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("wardhook::listener::access"))
+            .map(masked)
+            .collect()
+    };
+    assert_eq!(access_lines(&run.file), expected(false), "the log file");
+    assert_eq!(access_lines(&run.stderr), expected(true), "stderr");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warn_from_the_environment_or_a_listener_directive_writes_no_access_line() {
+    let json = |level: &str| {
+        format!("[log]\nformat = \"json\"\nlevel = \"{level}\"\ndir = \"data/logs\"\n")
+    };
+    for (what, log, env) in [
+        (
+            "WARDHOOK_LOG=warn",
+            json("info"),
+            vec![("WARDHOOK_LOG", "warn")],
+        ),
+        (
+            "level = \"info,wardhook::listener=warn\"",
+            json("info,wardhook::listener=warn"),
+            vec![],
+        ),
+    ] {
+        let run = run_logging(&log, &env).await;
+        for (name, text) in [("file", &run.file), ("stderr", &run.stderr)] {
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert!(
+                !lines.iter().any(|l| message(l) == "request"),
+                "{what}: an access line in {name}: {text}"
+            );
+            // The log was written: the refused delivery's warning is there.
+            assert!(
+                lines.iter().any(|l| message(l) == "delivery rejected"),
+                "{what}: no warning in {name}: {text}"
+            );
+        }
+    }
 }

@@ -251,8 +251,9 @@ impl Store {
     /// (for a duplicate, the first delivery's).
     ///
     /// Its span is DEBUG: at INFO the subscriber would build one per delivery, and the access
-    /// line already names the delivery and its outcome.
-    #[tracing::instrument(level = "debug", skip_all, fields(source = %input.source(), event_type = %normalized.event_type.as_str()))]
+    /// line already names the delivery and its outcome. It names the source only: no log
+    /// carries an event type (docs/TELEMETRY.md).
+    #[tracing::instrument(level = "debug", skip_all, fields(source = %input.source()))]
     pub async fn intake(
         &self,
         input: IntakeInput,
