@@ -316,11 +316,11 @@ pub(crate) fn prepare(
         }
         let (pos, _) = position(&idx, space)?;
         let last: i64 = main.query_row(space.last_sql(), [], |r| r.get(0))?;
-        if last - pos > OPEN_TAIL_ROWS {
+        if last.saturating_sub(pos) > OPEN_TAIL_ROWS {
             let started = Instant::now();
             tracing::info!(
                 index = space.name(),
-                rows = last - pos,
+                rows = last.saturating_sub(pos),
                 "building the index from rows not yet in it"
             );
             let mut done = 0i64;
@@ -334,7 +334,7 @@ pub(crate) fn prepare(
                     tracing::info!(
                         index = space.name(),
                         rows = done,
-                        of = last - pos,
+                        of = last.saturating_sub(pos),
                         "index build progress"
                     );
                 }
@@ -599,7 +599,12 @@ pub(crate) fn spawn_merger(
                 );
                 let mut failed = false;
                 for (i, space) in Space::ALL.into_iter().enumerate() {
-                    let step = merge_if_due(&mut idx, &main, space, shape, &merged, last, &mut last_merge[i]);
+                    // A panicking step (a bug) must not end the merger: the step fails like
+                    // an error and is tried again.
+                    let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        merge_if_due(&mut idx, &main, space, shape, &merged, last, &mut last_merge[i])
+                    }))
+                    .unwrap_or(Err(StoreError::Unavailable("index merge panicked")));
                     if let Err(e) = step {
                         failed = true;
                         if !failing {
@@ -636,7 +641,7 @@ fn merge_if_due(
 ) -> Result<(), StoreError> {
     let (pos, _) = position(idx, space)?;
     let newest: i64 = main.query_row(space.last_sql(), [], |r| r.get(0))?;
-    let waiting = newest - pos;
+    let waiting = newest.saturating_sub(pos);
     let due = waiting >= shape.merge_keys
         || (waiting > 0 && (stopping || last_merge.elapsed() >= MERGE_IDLE));
     if !due {
