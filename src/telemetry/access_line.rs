@@ -156,6 +156,25 @@ impl AccessLine<'_> {
         );
     }
 
+    /// The line's fields in the order the fmt layer prints them; absent notes are left out.
+    fn fields(&self) -> impl Iterator<Item = (&'static str, Field<'_>)> {
+        let always = [
+            ("request_id", Field::Str(self.request_id)),
+            ("method", Field::Str(self.method)),
+            ("path", Field::Str(self.path)),
+            ("status", Field::Num(u64::from(self.status))),
+            ("latency_us", Field::Num(self.latency_us)),
+        ];
+        let notes = [
+            ("delivery_id", self.delivery_id),
+            ("outcome", self.outcome),
+            ("trace_id", self.trace_id),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, Field::Str(v))));
+        always.into_iter().chain(notes)
+    }
+
     /// Append the line, newline included, as the fmt layer of `style` prints the event of
     /// [`Self::log_as_event`] outside any span, stamped `timestamp`.
     pub(crate) fn format(&self, style: LineStyle, timestamp: &str, out: &mut String) {
@@ -205,27 +224,11 @@ impl AccessLine<'_> {
             out.push_str(": ");
         }
         out.push_str("request");
-        for (name, value) in [
-            ("request_id", self.request_id),
-            ("method", self.method),
-            ("path", self.path),
-        ] {
+        for (name, value) in self.fields() {
             field(out, name);
-            push_debug_str(out, value);
-        }
-        field(out, "status");
-        push_u64(out, u64::from(self.status));
-        field(out, "latency_us");
-        push_u64(out, self.latency_us);
-        let notes = [
-            ("delivery_id", self.delivery_id),
-            ("outcome", self.outcome),
-            ("trace_id", self.trace_id),
-        ];
-        for (name, value) in notes {
-            if let Some(value) = value {
-                field(out, name);
-                push_debug_str(out, value);
+            match value {
+                Field::Str(v) => push_debug_str(out, v),
+                Field::Num(n) => push_u64(out, n),
             }
         }
         out.push('\n');
@@ -236,33 +239,24 @@ impl AccessLine<'_> {
         out.push_str("{\"timestamp\":");
         push_json_str(out, timestamp);
         out.push_str(",\"level\":\"INFO\",\"fields\":{\"message\":\"request\"");
-        for (name, value) in [
-            ("request_id", self.request_id),
-            ("method", self.method),
-            ("path", self.path),
-        ] {
+        for (name, value) in self.fields() {
             push_json_key(out, name);
-            push_json_str(out, value);
-        }
-        push_json_key(out, "status");
-        push_u64(out, u64::from(self.status));
-        push_json_key(out, "latency_us");
-        push_u64(out, self.latency_us);
-        let notes = [
-            ("delivery_id", self.delivery_id),
-            ("outcome", self.outcome),
-            ("trace_id", self.trace_id),
-        ];
-        for (name, value) in notes {
-            if let Some(value) = value {
-                push_json_key(out, name);
-                push_json_str(out, value);
+            match value {
+                Field::Str(v) => push_json_str(out, v),
+                Field::Num(n) => push_u64(out, n),
             }
         }
         out.push_str("},\"target\":\"");
         out.push_str(ACCESS_TARGET);
         out.push_str("\"}\n");
     }
+}
+
+/// A field's value: text (quoted and escaped per format) or a number (bare).
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    Str(&'a str),
+    Num(u64),
 }
 
 /// Printable ASCII other than `"` and `\`: what both `Debug` for `str` and JSON write as is.
