@@ -82,6 +82,34 @@ pub(crate) struct JsonLine {
     mac: String,
 }
 
+/// [`JsonLine`] borrowed from a stored record, for writing: the same fields in the same order.
+#[derive(Serialize)]
+struct JsonLineRef<'a> {
+    v: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
+    seq: u64,
+    ts: &'a str,
+    actor: &'a str,
+    action: &'a str,
+    outcome: &'a str,
+    delivery_id: Option<&'a str>,
+    source: Option<&'a str>,
+    call_ref: Option<&'a str>,
+    remote_addr: Option<&'a str>,
+    detail: LineDetail<'a>,
+    prev_mac: &'a str,
+    mac: &'a str,
+}
+
+/// A line's `detail`: the stored JSON as it is, or (tampered, not JSON) the stored text.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum LineDetail<'a> {
+    Json(&'a serde_json::value::RawValue),
+    Text(&'a str),
+}
+
 impl JsonLine {
     /// The line for `r`, without trailing newline.
     pub(crate) fn render(r: &StoredRecord) -> String {
@@ -90,26 +118,40 @@ impl JsonLine {
 
     /// The line for `r` of `node`'s chain, without trailing newline.
     pub(crate) fn render_on(node: Option<&str>, r: &StoredRecord) -> String {
-        let line = Self {
-            v: 1,
-            node: node.map(str::to_owned),
-            seq: r.seq,
-            ts: r.ts.clone(),
-            actor: r.actor.clone(),
-            action: r.action.clone(),
-            outcome: r.outcome.clone(),
-            delivery_id: r.delivery_id.clone(),
-            source: r.source.clone(),
-            call_ref: r.call_ref.clone(),
-            remote_addr: r.remote_addr.clone(),
-            // A stored detail that is not JSON can only come from tampering; mirror it as a
-            // string so verification still fails at exactly this record.
-            detail: serde_json::from_str(&r.detail)
-                .unwrap_or_else(|_| serde_json::Value::String(r.detail.clone())),
-            prev_mac: r.prev_mac.clone(),
-            mac: r.mac.clone(),
+        let mut out = Vec::with_capacity(256 + r.detail.len());
+        Self::render_into(&mut out, node, r);
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Append the line for `r` of `node`'s chain, without trailing newline, to `out`: the
+    /// fields of [`JsonLine`] in its order, borrowed from `r`, with the stored detail (canonical
+    /// JSON already) copied in as it is rather than parsed into a tree and printed again.
+    pub(crate) fn render_into(out: &mut Vec<u8>, node: Option<&str>, r: &StoredRecord) {
+        // A stored detail that is not JSON can only come from tampering; mirror it as a
+        // string so verification still fails at exactly this record.
+        let detail = match serde_json::from_str::<&serde_json::value::RawValue>(&r.detail) {
+            Ok(raw) => LineDetail::Json(raw),
+            Err(_) => LineDetail::Text(&r.detail),
         };
-        serde_json::to_string(&line).unwrap_or_default()
+        let line = JsonLineRef {
+            v: 1,
+            node,
+            seq: r.seq,
+            ts: &r.ts,
+            actor: &r.actor,
+            action: &r.action,
+            outcome: &r.outcome,
+            delivery_id: r.delivery_id.as_deref(),
+            source: r.source.as_deref(),
+            call_ref: r.call_ref.as_deref(),
+            remote_addr: r.remote_addr.as_deref(),
+            detail,
+            prev_mac: &r.prev_mac,
+            mac: &r.mac,
+        };
+        // Writing to a Vec cannot fail, and every field serializes.
+        let _ = serde_json::to_writer(out, &line);
     }
 
     /// Parse a line back into the stored form; `None` if it is not a valid v1 line.
@@ -419,15 +461,18 @@ impl Mirror {
         let mut written = 0u64;
         let mut newest: Option<StoredRecord> = None;
         if follows_directly {
-            let lines: String = pending.iter().map(|r| line_of(r)).collect();
-            file.write_all(lines.as_bytes()).map_err(io)?;
+            let mut lines = Vec::with_capacity(pending.len() * 768);
+            for r in &pending {
+                push_line(&mut lines, r);
+            }
+            file.write_all(&lines).map_err(io)?;
             written = pending.len() as u64;
             newest = pending.last().map(|r| (*r).clone());
         } else if pending.is_empty() && !own.is_empty() {
             // Another process already mirrored the caller's records (and all before them).
         } else {
             let rows = conn.rows_after(after, STEP_RECORDS)?;
-            let mut chunk = String::new();
+            let mut chunk = Vec::new();
             let mut in_chunk = 0;
             for row in rows {
                 let ChainRow::Record(r) = row else {
@@ -437,17 +482,17 @@ impl Mirror {
                     });
                 };
                 let r = *r;
-                chunk.push_str(&line_of(&r));
+                push_line(&mut chunk, &r);
                 in_chunk += 1;
                 written += 1;
                 newest = Some(r);
                 if in_chunk == CHUNK_RECORDS {
-                    file.write_all(chunk.as_bytes()).map_err(io)?;
+                    file.write_all(&chunk).map_err(io)?;
                     chunk.clear();
                     in_chunk = 0;
                 }
             }
-            file.write_all(chunk.as_bytes()).map_err(io)?;
+            file.write_all(&chunk).map_err(io)?;
         }
         let last = newest.as_ref().map(|r| r.seq).or(last);
         if written > 0 {
@@ -545,9 +590,75 @@ impl Mirror {
     }
 }
 
-/// `r` as one mirror line, with its newline.
-fn line_of(r: &StoredRecord) -> String {
-    let mut line = JsonLine::render(r);
-    line.push('\n');
-    line
+/// Append `r` as one mirror line, with its newline, to `out`.
+fn push_line(out: &mut Vec<u8>, r: &StoredRecord) {
+    JsonLine::render_into(out, None, r);
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(detail: &str) -> StoredRecord {
+        StoredRecord {
+            seq: 7,
+            ts: "2026-12-04T10:00:00.000001Z".into(),
+            actor: "sender:demo".into(),
+            action: "delivery_received".into(),
+            outcome: "accepted".into(),
+            delivery_id: Some("01890a5d-ac96-774b-bcce-b302099a8057".into()),
+            source: Some("demo".into()),
+            call_ref: None,
+            remote_addr: Some("127.0.0.1".into()),
+            detail: detail.into(),
+            prev_mac: "ab".repeat(32),
+            mac: "cd".repeat(32),
+        }
+    }
+
+    /// The line as the owned form serializes it, the stored detail parsed into a tree.
+    fn through_tree(node: Option<&str>, r: &StoredRecord) -> String {
+        let line = JsonLine {
+            v: 1,
+            node: node.map(str::to_owned),
+            seq: r.seq,
+            ts: r.ts.clone(),
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            outcome: r.outcome.clone(),
+            delivery_id: r.delivery_id.clone(),
+            source: r.source.clone(),
+            call_ref: r.call_ref.clone(),
+            remote_addr: r.remote_addr.clone(),
+            detail: serde_json::from_str(&r.detail)
+                .unwrap_or_else(|_| serde_json::Value::String(r.detail.clone())),
+            prev_mac: r.prev_mac.clone(),
+            mac: r.mac.clone(),
+        };
+        serde_json::to_string(&line).expect("serializes")
+    }
+
+    #[test]
+    fn a_line_is_the_bytes_of_the_record_serialized_whole() {
+        let canonical = canonical_json(&serde_json::json!({
+            "jobs": 2, "key_id": 3, "note": "quote \" backslash \\ tab \t é 🙂",
+            "nested": {"z": [1, 2.5, null, true], "a": "x"}
+        }));
+        for node in [None, Some("node-b")] {
+            let r = record(&canonical);
+            let line = JsonLine::render_on(node, &r);
+            assert_eq!(line, through_tree(node, &r));
+            assert_eq!(JsonLine::parse(&line), Some(r));
+        }
+    }
+
+    #[test]
+    fn a_detail_that_is_not_json_is_mirrored_as_a_string_and_never_parses_back() {
+        let r = record("{not json");
+        let line = JsonLine::render(&r);
+        assert_eq!(line, through_tree(None, &r));
+        assert!(line.contains(r#""detail":"{not json""#), "{line}");
+        assert_eq!(JsonLine::parse(&line), None);
+    }
 }

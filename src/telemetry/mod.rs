@@ -16,7 +16,8 @@
 //! names ([`ACCESS_TARGET`]) — and queued on the same writers as every other line (§16); and
 //! lines are formatted on the request's thread but written by a background thread through a
 //! 64 KiB buffer, flushed whenever the queue runs dry and at exit, so a request never waits for
-//! a `write(2)` to stderr or a file.
+//! a `write(2)` to stderr or a file; after each write the thread rests 10 ms, so under load the
+//! requests queue their lines without waking it one by one.
 
 pub(crate) mod access_line;
 mod logfile;
@@ -45,8 +46,30 @@ pub const DELIVERY_TARGET: &str = "wardhook::delivery";
 const BUFFERED_LINES: usize = 128_000;
 
 /// Bytes the writer thread gathers before a `write(2)`; it also writes whenever its queue is
-/// empty, so a quiet server's lines appear at once.
+/// empty, so a quiet server's lines appear within [`WRITE_PACE`].
 const WRITE_BUFFER: usize = 64 * 1024;
+
+/// How long the writer thread rests after each write. A thread blocked on its queue is woken
+/// by every line a request sends (a futex call on both sides, per request, under load:
+/// docs/BENCHMARKS.md §18); resting after a write lets the lines of the next few milliseconds
+/// queue without waking anyone, and the next write takes them all.
+const WRITE_PACE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The writer thread's output: flushing (which `tracing_appender` does whenever its queue runs
+/// dry) writes the buffer out, then rests for [`WRITE_PACE`].
+struct Paced<W: std::io::Write>(std::io::BufWriter<W>);
+
+impl<W: std::io::Write> std::io::Write for Paced<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let flushed = self.0.flush();
+        std::thread::sleep(WRITE_PACE);
+        flushed
+    }
+}
 
 /// Keeps the log writer threads running; drop it last, at exit: dropping it writes out every
 /// queued line (waiting up to a second) before the process ends.
@@ -80,7 +103,7 @@ fn background<T: std::io::Write + Send + 'static>(
         .lossy(false)
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name(thread)
-        .finish(std::io::BufWriter::with_capacity(WRITE_BUFFER, out))
+        .finish(Paced(std::io::BufWriter::with_capacity(WRITE_BUFFER, out)))
 }
 
 /// Install the global subscriber. Safe to call once per process; later calls are ignored (tests

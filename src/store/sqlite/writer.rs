@@ -286,6 +286,13 @@ fn spawn_checkpointer(shared: &Shared) -> Option<(std::sync::mpsc::Sender<()>, A
     }
 }
 
+/// How long the mirror thread rests after each step. Each step takes the mirror's file lock and
+/// looks at the file's end; waking per commit, that was most of the thread's time under load
+/// (docs/BENCHMARKS.md §18). Resting lets the batches of the next few milliseconds queue, and
+/// the next step writes them in one `write`. The JSONL mirror trails the database by about
+/// this much more; acknowledgements never wait for it.
+const MIRROR_PACE: Duration = Duration::from_millis(20);
+
 /// Where the writer sends the audit records of each committed batch for the mirror.
 type MirrorQueue = std::sync::mpsc::Sender<Vec<AppendedRecord>>;
 
@@ -317,6 +324,7 @@ fn spawn_mirror(shared: &Shared) -> Option<MirrorQueue> {
                 if let Err(e) = mirror.write(&conn, &records) {
                     tracing::error!(error = %e, "audit mirror write failed");
                 }
+                std::thread::sleep(MIRROR_PACE);
             }
         });
     match spawned {
