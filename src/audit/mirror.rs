@@ -111,11 +111,6 @@ enum LineDetail<'a> {
 }
 
 impl JsonLine {
-    /// The line for `r`, without trailing newline.
-    pub(crate) fn render(r: &StoredRecord) -> String {
-        Self::render_on(None, r)
-    }
-
     /// The line for `r` of `node`'s chain, without trailing newline.
     pub(crate) fn render_on(node: Option<&str>, r: &StoredRecord) -> String {
         let mut out = Vec::with_capacity(256 + r.detail.len());
@@ -656,7 +651,7 @@ mod tests {
     #[test]
     fn a_detail_that_is_not_json_is_mirrored_as_a_string_and_never_parses_back() {
         let r = record("{not json");
-        let line = JsonLine::render(&r);
+        let line = JsonLine::render_on(None, &r);
         assert_eq!(line, through_tree(None, &r));
         assert!(line.contains(r#""detail":"{not json""#), "{line}");
         assert_eq!(JsonLine::parse(&line), None);

@@ -40,12 +40,12 @@ pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
             prev_mac TEXT NOT NULL,
             mac TEXT NOT NULL
         ) STRICT;
-        CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log(ts);
+        -- Time ranges are sequence ranges (`first_seq_at_or_after`): no index on `ts`.
+        DROP INDEX IF EXISTS audit_log_ts;
         -- Call refs are found through the index levels (`levels`), not a B-tree index that
         -- would write a random page per record.
         DROP INDEX IF EXISTS audit_log_call_ref;
         CREATE INDEX IF NOT EXISTS audit_log_delivery ON audit_log(delivery_id) WHERE delivery_id IS NOT NULL;
-        CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, seq);
         CREATE TABLE IF NOT EXISTS audit_purge_permit (through_seq INTEGER NOT NULL) STRICT;
         CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
@@ -53,7 +53,81 @@ pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
         WHEN NOT EXISTS (SELECT 1 FROM audit_purge_permit WHERE OLD.seq <= through_seq)
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only; use audit purge'); END;",
     )?;
+    // `audit_log_action` once indexed every record; it leaves out the intake's now. Rebuilt
+    // once, in one savepoint (this may run inside the caller's transaction).
+    let action_index: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'audit_log_action'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if action_index.as_deref() != Some(ACTION_INDEX) {
+        conn.execute_batch(&format!(
+            "SAVEPOINT audit_action_index;
+             DROP INDEX IF EXISTS audit_log_action;
+             {ACTION_INDEX};
+             RELEASE audit_action_index;"
+        ))?;
+    }
     Ok(())
+}
+
+/// The records of one action, for "the last backup", "the last purge" and searches by action:
+/// every action but the intake's two, which make up nearly all records and would each write a
+/// page of this index per delivery. A search for those runs along `seq`, where most records
+/// match anyway.
+const ACTION_INDEX: &str = "CREATE INDEX audit_log_action ON audit_log(action, seq) \
+     WHERE action NOT IN ('delivery_accepted', 'delivery_duplicate')";
+
+/// The condition `audit_log_action` indexes. SQLite uses a partial index only for a query whose
+/// `WHERE` contains the index's own condition, so a query for one action that is not the
+/// intake's repeats it ([`action_condition`]).
+const NOT_INTAKE: &str = "action NOT IN ('delivery_accepted', 'delivery_duplicate')";
+
+/// `action = <placeholder>` for `action`, written so SQLite can use `audit_log_action`.
+pub(crate) fn action_condition(action: crate::audit::Action, placeholder: &str) -> String {
+    use crate::audit::Action::{DeliveryAccepted, DeliveryDuplicate};
+    if matches!(action, DeliveryAccepted | DeliveryDuplicate) {
+        format!("action = {placeholder}")
+    } else {
+        format!("action = {placeholder} AND {NOT_INTAKE}")
+    }
+}
+
+/// The lowest `seq` whose record's time is at or after `ts` (an RFC 3339 UTC time in the
+/// stored format), or `None` if no record is that recent. Record times never decrease along
+/// the chain (`audit::chain` clamps a clock that stepped back to the previous record's time),
+/// so a time range is a sequence range: found by bisecting on `seq` — a few dozen rowid
+/// lookups — rather than through an index on `ts` that every record would write to.
+pub(crate) fn first_seq_at_or_after(conn: &Connection, ts: &str) -> rusqlite::Result<Option<i64>> {
+    let (lo, hi): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT min(seq), max(seq) FROM audit_log")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (Some(mut lo), Some(mut hi)) = (lo, hi) else {
+        return Ok(None);
+    };
+    // The first record at or after `from` (seq has gaps only where a purge cut a prefix).
+    let mut first_from =
+        conn.prepare_cached("SELECT seq, ts FROM audit_log WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    let mut at = |from: i64| -> rusqlite::Result<(i64, String)> {
+        first_from.query_row([from], |r| Ok((r.get(0)?, r.get(1)?)))
+    };
+    if at(hi)?.1.as_str() < ts {
+        return Ok(None);
+    }
+    // Smallest `from` in [lo, hi] whose first record is recent enough.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let (seq, t) = at(mid)?;
+        if t.as_str() >= ts {
+            hi = mid;
+        } else {
+            lo = seq + 1;
+        }
+    }
+    Ok(Some(at(lo)?.0))
 }
 
 /// A record from a row selected with [`COLUMNS`].
@@ -88,15 +162,32 @@ fn seq_of(v: Option<i64>) -> Option<u64> {
 pub(crate) fn where_clause(conn: &Connection, filter: &Filter) -> (String, Vec<SqlValue>) {
     let mut conds = Vec::new();
     let mut params = Vec::new();
+    // Times become sequence bounds (`first_seq_at_or_after`); on an error reading them, the
+    // same bound on `ts` (a scan, but the same records).
+    let since = filter.since.map(|t| {
+        let ts = crate::audit::format_ts(t);
+        match first_seq_at_or_after(conn, &ts) {
+            Ok(Some(seq)) => ("seq >= ?", SqlValue::Integer(seq)),
+            // No record that recent: none matches.
+            Ok(None) => ("seq < ?", SqlValue::Integer(i64::MIN)),
+            Err(_) => ("ts >= ?", SqlValue::Text(ts)),
+        }
+    });
+    let until = filter.until.and_then(|t| {
+        let ts = crate::audit::format_ts(t);
+        match first_seq_at_or_after(conn, &ts) {
+            Ok(Some(seq)) => Some(("seq < ?", SqlValue::Integer(seq))),
+            // Every record is older: no bound.
+            Ok(None) => None,
+            Err(_) => Some(("ts < ?", SqlValue::Text(ts))),
+        }
+    });
     let mut push = |cond: &str, v: SqlValue| {
         params.push(v);
         conds.push(cond.replace('?', &format!("?{}", params.len())));
     };
-    if let Some(t) = filter.since {
-        push("ts >= ?", SqlValue::Text(crate::audit::format_ts(t)));
-    }
-    if let Some(t) = filter.until {
-        push("ts < ?", SqlValue::Text(crate::audit::format_ts(t)));
+    for (cond, v) in since.into_iter().chain(until) {
+        push(cond, v);
     }
     if let Some(c) = &filter.call_ref {
         let cond = super::levels::call_ref_condition(conn, "?", c.as_str());
@@ -106,7 +197,10 @@ pub(crate) fn where_clause(conn: &Connection, filter: &Filter) -> (String, Vec<S
         push("source = ?", SqlValue::Text(s.as_str().to_owned()));
     }
     if let Some(a) = filter.action {
-        push("action = ?", SqlValue::Text(a.as_str().to_owned()));
+        push(
+            &action_condition(a, "?"),
+            SqlValue::Text(a.as_str().to_owned()),
+        );
     }
     if let Some(a) = &filter.actor {
         push(
@@ -178,9 +272,12 @@ impl ChainReader for Connection {
     fn purge_anchor_detail(&self) -> Result<Option<String>, AuditError> {
         Ok(self
             .query_row(
-                "SELECT detail FROM audit_log WHERE action = ?1
+                &format!(
+                    "SELECT detail FROM audit_log WHERE {}
                  AND json_valid(detail) AND json_extract(detail, '$.through_seq') IS NOT NULL
                  ORDER BY seq DESC LIMIT 1",
+                    action_condition(crate::audit::Action::AuditPurged, "?1")
+                ),
                 [crate::audit::Action::AuditPurged.as_str()],
                 |r| r.get::<_, String>(0),
             )
@@ -236,13 +333,7 @@ impl ChainWriter for Connection {
     }
 
     fn first_seq_from(&self, ts: &str) -> Result<Option<u64>, AuditError> {
-        let first: Option<i64> = self
-            .query_row("SELECT min(seq) FROM audit_log WHERE ts >= ?1", [ts], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .flatten();
-        Ok(seq_of(first))
+        Ok(seq_of(first_seq_at_or_after(self, ts)?))
     }
 
     fn delete_through(&self, through: u64) -> Result<u64, AuditError> {

@@ -1115,3 +1115,178 @@ fn verify_runs_inside_a_callers_transaction_and_warns_when_the_mirror_lags() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("2 newer records not mirrored yet"), "{text}");
 }
+
+/// Time bounds are found by bisecting on `seq`: with a purged prefix (a gap before the first
+/// row), equal times (a clock that stepped back is clamped), and bounds before, between, on
+/// and after the records, the answer is the first record at or after the time, as a scan of
+/// `ts` finds it.
+#[test]
+fn a_time_is_found_as_the_first_sequence_number_at_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kr = keyring();
+    let mut conn = open(dir.path());
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let tx = conn.transaction().unwrap();
+    for i in 0..40i64 {
+        // Minutes 0, 0, 2, 2, 4, …, then a clock stepped back for the last ten.
+        let at = if i < 30 {
+            t0 + Duration::minutes(i / 2 * 2)
+        } else {
+            t0
+        };
+        append_at(&tx, &kr, &sample(i as usize, &kr), at).unwrap();
+    }
+    tx.commit().unwrap();
+    drop_guards(&conn);
+    conn.execute("DELETE FROM audit_log WHERE seq <= 7", [])
+        .unwrap();
+    let scan = |ts: &str| -> Option<i64> {
+        conn.query_row(
+            "SELECT min(seq) FROM audit_log NOT INDEXED WHERE ts >= ?1",
+            [ts],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    for minute in -1..=32 {
+        for second in [0, 30] {
+            let ts = format_ts(t0 + Duration::minutes(minute) + Duration::seconds(second));
+            assert_eq!(
+                super::audit_log::first_seq_at_or_after(&conn, &ts).unwrap(),
+                scan(&ts),
+                "{ts}"
+            );
+        }
+    }
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        super::audit_log::first_seq_at_or_after(&open(empty.path()), &format_ts(t0)).unwrap(),
+        None
+    );
+}
+
+/// No index on `ts`; a time-bounded search reads a `seq` range, and a search for one action
+/// other than the intake's reads `audit_log_action`, which holds no intake record.
+#[test]
+fn searches_by_time_and_action_read_ranges_not_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let kr = keyring();
+    let mut conn = open(dir.path());
+    fill(&mut conn, &kr, 60, None);
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_log'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!indexes.iter().any(|i| i == "audit_log_ts"), "{indexes:?}");
+    let plan = |filter: &Filter| -> String {
+        let (clause, params) = super::audit_log::where_clause(&conn, filter);
+        let mut stmt = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT seq FROM audit_log{clause}"
+            ))
+            .unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    };
+    let now = Utc::now();
+    let since = plan(&Filter {
+        since: Some(now - Duration::hours(1)),
+        until: Some(now + Duration::hours(1)),
+        ..Filter::default()
+    });
+    assert!(since.contains("INTEGER PRIMARY KEY"), "{since}");
+    let action = plan(&Filter {
+        action: Some(Action::PayloadRead),
+        ..Filter::default()
+    });
+    assert!(action.contains("audit_log_action"), "{action}");
+    let indexed_intake: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM audit_log INDEXED BY audit_log_action
+             WHERE action = 'payload_read' AND action NOT IN ('delivery_accepted', 'delivery_duplicate')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        indexed_intake,
+        count(
+            &conn,
+            &Filter {
+                action: Some(Action::PayloadRead),
+                ..Filter::default()
+            }
+        )
+        .unwrap() as i64
+    );
+    // Intake actions are searched too, along `seq`.
+    for a in [Action::DeliveryAccepted, Action::DeliveryDuplicate] {
+        let expected: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM audit_log NOT INDEXED WHERE action = ?1",
+                [a.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(expected > 0);
+        let filter = Filter {
+            action: Some(a),
+            ..Filter::default()
+        };
+        assert_eq!(count(&conn, &filter).unwrap() as i64, expected);
+    }
+}
+
+/// A database whose `audit_log_action` indexed every record (and had an index on `ts`) gets the
+/// partial index on open, once, with the same answers.
+#[test]
+fn the_old_audit_indexes_are_replaced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let kr = keyring();
+    let mut conn = open(dir.path());
+    fill(&mut conn, &kr, 30, None);
+    conn.execute_batch(
+        "DROP INDEX audit_log_action;
+         CREATE INDEX audit_log_action ON audit_log(action, seq);
+         CREATE INDEX audit_log_ts ON audit_log(ts);",
+    )
+    .unwrap();
+    super::audit_log::migrate(&conn).unwrap();
+    let sql = |name: &str| -> Option<String> {
+        conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    let partial = sql("audit_log_action").unwrap();
+    assert!(partial.contains("WHERE action NOT IN"), "{partial}");
+    assert_eq!(sql("audit_log_ts"), None);
+    // Idempotent: a second open keeps the index as it is (same root page: not rebuilt).
+    let root = |conn: &Connection| -> i64 {
+        conn.query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'audit_log_action'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let before = root(&conn);
+    conn.execute_batch("CREATE TABLE filler (x); INSERT INTO filler VALUES (randomblob(10000));")
+        .unwrap();
+    super::audit_log::migrate(&conn).unwrap();
+    assert_eq!(root(&conn), before);
+    let filter = Filter {
+        action: Some(Action::PayloadRead),
+        ..Filter::default()
+    };
+    assert_eq!(count(&conn, &filter).unwrap(), 1);
+}

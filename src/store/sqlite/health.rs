@@ -22,7 +22,8 @@ pub(super) fn health_data(store: &Store, since: DateTime<Utc>) -> Result<HealthD
     let conn = store.connection()?;
     let since = since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut data = HealthData::default();
-    {
+    // The records since `since` are those from this seq on (`first_seq_at_or_after`).
+    if let Some(from) = super::audit_log::first_seq_at_or_after(&conn, &since)? {
         // A `delivery_rejected` record with a `count` stands for that many rejections (tallied
         // per interval by the listener); every other record for one.
         let mut stmt = conn.prepare(
@@ -30,10 +31,10 @@ pub(super) fn health_data(store: &Store, since: DateTime<Utc>) -> Result<HealthD
                     CASE WHEN action = 'delivery_rejected' AND json_valid(detail)
                          THEN COALESCE(json_extract(detail, '$.count'), 1) ELSE 1 END
              FROM audit_log
-             WHERE ts >= ?1 AND source IS NOT NULL AND action IN
+             WHERE seq >= ?1 AND source IS NOT NULL AND action IN
                ('delivery_accepted', 'delivery_duplicate', 'delivery_quarantined', 'delivery_rejected')",
         )?;
-        let rows = stmt.query_map(params![since], |r| {
+        let rows = stmt.query_map(params![from], |r| {
             Ok(SourceEvent {
                 source: r.get(0)?,
                 action: r.get(1)?,

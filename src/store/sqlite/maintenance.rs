@@ -253,9 +253,10 @@ impl Maintenance for SqliteMaintenance {
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.read_only()?;
-        let mut stmt = conn.prepare(
-            "SELECT ts, detail FROM audit_log WHERE action = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT ts, detail FROM audit_log WHERE {} ORDER BY seq DESC LIMIT ?2",
+            super::audit_log::action_condition(action, "?1")
+        ))?;
         let rows = stmt.query_map(
             rusqlite::params![action.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
