@@ -269,6 +269,8 @@ impl Socket {
     ) -> Result<Listener, ListenerError> {
         let Self { listener, port } = self;
         let mut http = HttpServer::new(move || {
+            // Runs once on each worker thread, inside its runtime.
+            crate::store::answers::serve_here();
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(|req, srv| {

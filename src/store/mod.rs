@@ -30,6 +30,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod answers;
 pub mod archive;
 pub mod artifacts;
 mod audit_hook;

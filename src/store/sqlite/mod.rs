@@ -275,6 +275,7 @@ impl Store {
             jobs,
             prepared,
             reply,
+            via: crate::store::answers::here(),
         })))
         .await?;
         let outcome = answer

@@ -35,6 +35,7 @@ use super::{levels, Shared};
 use crate::audit::{AppendedRecord, ChainCursor, RecordBody};
 use crate::crypto::{DataKey, Keyring, Sealed};
 use crate::normalize::{IntakeInput, Normalized};
+use crate::store::answers::Answers;
 use crate::store::audit_hook::{to_record, AuditEvent};
 use crate::store::payload::db_time;
 use crate::store::prepare::{
@@ -49,6 +50,8 @@ pub(crate) struct IntakeRequest {
     pub jobs: Vec<JobSpec>,
     pub prepared: Prepared,
     pub reply: oneshot::Sender<Result<IntakeOutcome, StoreError>>,
+    /// The requesting thread's hub, to answer with the rest of the batch (`store::answers`).
+    pub via: Option<crate::store::answers::Hub>,
 }
 
 /// What the request task computes before queueing, so the writer thread does only SQL.
@@ -398,8 +401,13 @@ fn run(
             state.cache.clear();
             state.last_key = None;
             state.dedup.abandon();
+            let mut answers = Answers::default();
             for command in batch.drain(..) {
-                reply(command, Err(StoreError::Unavailable("internal error")));
+                reply(
+                    &mut answers,
+                    command,
+                    Err(StoreError::Unavailable("internal error")),
+                );
             }
             continue;
         }
@@ -487,9 +495,11 @@ fn answer_committed(
     shared.healthy.store(true, Ordering::Release);
     publish_key(shared, state);
     // Answer first: the ack waits for the fsync'd commit, not for the mirror.
+    let mut replies = Answers::default();
     for (command, answer) in batch.drain(..).zip(answers) {
-        reply(command, answer);
+        reply(&mut replies, command, answer);
     }
+    replies.send();
     if audit.is_empty() {
         return;
     }
@@ -533,8 +543,9 @@ fn answer_unavailable(
     if let Some(e) = &error {
         tracing::error!(error = %e, requests = batch.len(), "store commit failed; answering unavailable");
     }
+    let mut answers = Answers::default();
     for command in batch.drain(..) {
-        reply(command, Err(StoreError::Unavailable(reason)));
+        reply(&mut answers, command, Err(StoreError::Unavailable(reason)));
     }
 }
 
@@ -557,17 +568,21 @@ fn publish_key(shared: &Shared, state: &mut WriterState<'_>) {
     }
 }
 
-/// Send each waiting request its answer. A requester that went away (client hung up) is not an
-/// error: its delivery is committed and a retry will be answered `duplicate`.
-fn reply(command: Command, answer: Result<Answer, StoreError>) {
+/// Send each waiting request its answer; an intake's goes with the rest of the batch to its
+/// thread's hub, if it came with one (sent when `answers` is). A requester that went away
+/// (client hung up) is not an error: its delivery is committed and a retry will be answered
+/// `duplicate`.
+fn reply(answers: &mut Answers, command: Command, answer: Result<Answer, StoreError>) {
     match command {
         Command::Intake(req) => {
-            let _ = req.reply.send(answer.and_then(|a| match a {
+            let IntakeRequest { reply, via, .. } = *req;
+            let answer = answer.and_then(|a| match a {
                 Answer::Intake(o) => Ok(o),
                 _ => Err(StoreError::Corrupt(
                     "writer answered the wrong request kind",
                 )),
-            }));
+            });
+            answers.answer(via.as_ref(), reply, answer);
         }
         Command::Quarantine(req) => {
             let _ = req.reply.send(answer.and_then(|a| match a {
