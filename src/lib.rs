@@ -30,7 +30,8 @@
 //!   │                     `Maintenance` traits (console.rs, maintenance.rs) with what both
 //!   │                     backends share of them (rotation.rs, archive.rs, and
 //!   │                     phone_backfill.rs: the caller index of deliveries stored before
-//!   │                     it existed, `deliveries index-phones`)
+//!   │                     it existed, `deliveries index-phones`); answers.rs: the writer's
+//!   │                     answers to an HTTP worker's requests in one message per batch
 //!   ├── sqlite/           SQLite: one file, a writer thread with group commit; the dedup
 //!   │                     and call-ref blind indexes in leveled runs in `<db>.index`, merged
 //!   │                     by their own thread (levels.rs, dedup.rs, bloom.rs)
