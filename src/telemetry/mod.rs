@@ -90,7 +90,29 @@ where
             .with_current_span(true)
             .with_writer(writer)
             .boxed(),
-        LogFormat::Pretty => fmt::layer().with_ansi(ansi).with_writer(writer).boxed(),
+        LogFormat::Pretty if ansi => fmt::layer().with_ansi(true).with_writer(writer).boxed(),
+        LogFormat::Pretty => fmt::layer()
+            .with_ansi(false)
+            .fmt_fields(PlainFields::default())
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
+/// Span fields for a layer without colour: `DefaultFields`' output under a type of its own.
+/// Each fmt layer keeps a span's formatted fields in the span's extensions, keyed by the type of
+/// its field formatter; with one type for both layers, the log file reused the fields the
+/// stderr layer had formatted first — with its colour escape codes.
+#[derive(Debug, Default)]
+struct PlainFields(fmt::format::DefaultFields);
+
+impl<'w> fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        self.0.format_fields(writer, fields)
     }
 }
 
@@ -155,5 +177,62 @@ pub fn init(settings: &LogSettings) -> LogGuard {
             _stderr: None,
             _file: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Lines written to memory.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl fmt::MakeWriter<'_> for Buf {
+        type Writer = Buf;
+
+        fn make_writer(&self) -> Buf {
+            self.clone()
+        }
+    }
+
+    /// The stderr layer (colour) and the file layer (none) side by side, as `init` builds them:
+    /// a span's fields reach the file without escape codes, and stderr still with them.
+    #[test]
+    fn span_fields_reach_the_log_file_without_colour_codes() {
+        let stderr = Buf::default();
+        let file = Buf::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(layer(LogFormat::Pretty, stderr.clone(), true))
+            .with(layer(LogFormat::Pretty, file.clone(), false));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("open", path = "data/dev/wardhook.db");
+            let _entered = span.enter();
+            tracing::info!(rows = 3, "store opened");
+        });
+        let text = |b: &Buf| String::from_utf8(b.0.lock().unwrap().clone()).unwrap();
+        let (stderr, file) = (text(&stderr), text(&file));
+        assert!(stderr.contains('\x1b'), "{stderr}");
+        assert!(!file.contains('\x1b'), "{file:?}");
+        assert!(
+            file.contains("open{path=\"data/dev/wardhook.db\"}"),
+            "{file}"
+        );
+        assert!(file.contains("store opened rows=3"), "{file}");
     }
 }
