@@ -64,12 +64,20 @@ pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
         .optional()?
         .flatten();
     if action_index.as_deref() != Some(ACTION_INDEX) {
+        let started = std::time::Instant::now();
         conn.execute_batch(&format!(
             "SAVEPOINT audit_action_index;
              DROP INDEX IF EXISTS audit_log_action;
              {ACTION_INDEX};
              RELEASE audit_action_index;"
         ))?;
+        // Once per database, at the first start of this version: a scan of the whole log.
+        if action_index.is_some() {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "rebuilt the audit log's action index without intake records"
+            );
+        }
     }
     Ok(())
 }
