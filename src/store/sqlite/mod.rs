@@ -102,6 +102,9 @@ pub struct StoreOptions {
     pub audit_mirror: Option<Arc<crate::audit::Mirror>>,
     /// The sizes of the blind-index levels in `<db>.index` ([`levels`]).
     pub index_shape: IndexShape,
+    /// WAL size in frames (4 KiB pages) at which the writer makes the WAL start over from its
+    /// beginning ([`writer`]). Each restart holds up the next batch for a few milliseconds.
+    pub wal_restart_frames: i64,
 }
 
 impl Default for StoreOptions {
@@ -113,6 +116,7 @@ impl Default for StoreOptions {
             max_db_pages: None,
             audit_mirror: None,
             index_shape: IndexShape::DEFAULT,
+            wal_restart_frames: writer::WAL_RESTART_FRAMES,
         }
     }
 }

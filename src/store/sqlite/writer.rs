@@ -231,11 +231,26 @@ const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(10);
 /// WAL size (4 KiB frames) beyond which the writer, after a commit, finishes the checkpoint
 /// itself: under continuous load the background checkpointer is always a commit or two behind,
-/// so the WAL would never restart from its beginning and would grow without bound. The writer's
-/// own checkpoint only has the last few commits left to copy.
-const WAL_RESTART_FRAMES: i64 = 8192;
-/// Size the WAL file is truncated back to when it restarts (SQLite `journal_size_limit`).
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// so the WAL would never restart from its beginning and would grow without bound. The WAL
+/// restarts at the writer's next transaction.
+///
+/// Each of these checkpoints holds up the next batch for several milliseconds (measured: 1–18,
+/// median about 9, mostly waiting on the disk), and every request in flight waits with it: at
+/// 8 192 frames that happened about three times a second under load and set the p99
+/// acknowledgement time. At 32 768 frames (a WAL of about 130 MiB) it happens a quarter as
+/// often (docs/BENCHMARKS.md §19).
+pub(super) const WAL_RESTART_FRAMES: i64 = 32_768;
+
+/// Size the WAL file is truncated back to when it restarts (SQLite `journal_size_limit`): twice
+/// the size it restarts at, so a WAL that restarted on time keeps its file and the next pass
+/// overwrites it. Truncated below that size, every pass extends the file again and each fsync
+/// then writes the file's metadata too (measured: 6 % more writer CPU at 32 768 frames with a
+/// 64 MiB limit, §19). Only a WAL that outgrew this (a long reader held checkpoints back) is
+/// truncated.
+fn wal_size_limit(restart_frames: i64) -> i64 {
+    const FRAME_BYTES: i64 = 4096 + 24;
+    restart_frames.saturating_mul(FRAME_BYTES).saturating_mul(2)
+}
 
 /// Run WAL checkpoints on their own thread and connection, so the writer's commits only append
 /// to the WAL. Returns the channel whose closing stops it, and the WAL size it last saw.
@@ -361,7 +376,8 @@ fn run(
     if let Err(e) = conn.pragma_update(None, "temp_store", "MEMORY") {
         tracing::warn!(error = %e, "cannot set temp_store");
     }
-    let _ = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT);
+    let restart_frames = shared.options.wal_restart_frames.max(1);
+    let _ = conn.pragma_update(None, "journal_size_limit", wal_size_limit(restart_frames));
     let checkpointer =
         checkpointer.and_then(
             |c| match conn.pragma_update(None, "wal_autocheckpoint", 0) {
@@ -412,7 +428,7 @@ fn run(
             continue;
         }
         if let Some((_, frames)) = &checkpointer {
-            if frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+            if frames.load(Ordering::Relaxed) >= restart_frames {
                 frames.store(0, Ordering::Relaxed);
                 if let Err(e) = checkpoint(&conn, "PASSIVE") {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
