@@ -77,7 +77,9 @@ pub fn seal(
 ) -> Result<Sealed, AeadError> {
     let cipher = Aes256Gcm::new(key.into());
     let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    // The thread's CSPRNG (ChaCha, seeded and periodically reseeded from the OS): random
+    // 96-bit nonces need unpredictable, non-repeating bytes, not a system call per seal.
+    rand::thread_rng().fill_bytes(&mut nonce);
     let aad = place.aad();
     let ciphertext = cipher
         .encrypt(
@@ -163,5 +165,27 @@ mod tests {
         let b = seal(&key, &place("d1", 1), b"x").expect("seal");
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
+    }
+
+    #[test]
+    fn nonces_never_repeat_across_threads() {
+        // Each thread draws from its own generator: they must not start from the same seed.
+        let key = [3u8; 32];
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..2000)
+                        .map(|_| seal(&key, &place("d1", 1), b"x").expect("seal").nonce)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = std::collections::HashSet::new();
+        for t in threads {
+            for nonce in t.join().expect("thread") {
+                assert!(all.insert(nonce), "a nonce repeated");
+            }
+        }
+        assert_eq!(all.len(), 8000);
     }
 }
