@@ -32,6 +32,8 @@ SECONDS_PER_RUN=${RUN_SECONDS:-10}
 PORT=${PORT:-18443}
 REQUESTS=${REQUESTS:-10000000}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$HERE/benches/common.sh"
 
 usage() { sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -54,20 +56,10 @@ one_run() {
   local dir; dir=$(mktemp -d)
   (
     cd "$dir"
-    # `serve --dev` writes data/dev (CA, certificate, master key, demo secret, config); keep
-    # them, move the ports off the defaults so a developer's dev server does not collide.
-    WARDHOOK_LOG=error "$bindir/wardhook" serve --dev >/dev/null 2>&1 & p=$!
-    for _ in $(seq 1 100); do [ -f data/dev/wardhook.toml ] && sleep 0.3 && break; sleep 0.1; done
-    kill "$p"; wait "$p" 2>/dev/null || true
-    rm -f data/dev/*.db data/dev/*.db-wal data/dev/*.db-shm
-    { sed -e "s/127.0.0.1:8443/127.0.0.1:$PORT/" data/dev/wardhook.toml
-      printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' $((PORT + 1)); } > bench.toml
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-      echo "port $PORT is taken; set PORT" >&2; exit 1
-    fi
+    BINDIR=$bindir bench_config "$PORT" || exit 1
     env -u WARDHOOK_LOG "${envs[@]}" "$bindir/wardhook" serve --config bench.toml \
       > server.log 2>&1 & spid=$!
-    for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+    wait_port "$PORT" || { cat server.log >&2; exit 1; }
     load=$(cut -d' ' -f1 /proc/loadavg)
     if [ -n "${PERF_DATA:-}" ]; then
       perf record -q -F 499 --call-graph dwarf,16384 -p "$spid" -o "$PERF_DATA" >/dev/null 2>&1 & ppid=$!

@@ -34,6 +34,8 @@ RUN_SECONDS=${RUN_SECONDS:-15}
 DRAIN_SECONDS=${DRAIN_SECONDS:-120}
 PORT=${PORT:-18443}
 REQUESTS=${REQUESTS:-10000000}
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 
 [ $# -eq 1 ] || { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 BIN=$(cd "$1" && pwd)
@@ -108,11 +110,6 @@ ticks() { # pid -> utime + stime
 
 rows() { # db table
   python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ' + sys.argv[2]).fetchone()[0])" "$1" "$2"
-}
-
-wait_port() {
-  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "nothing listens on $1" >&2; return 1
 }
 
 load() { # port pid... -> load.txt

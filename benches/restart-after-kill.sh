@@ -12,18 +12,15 @@ set -euo pipefail
 BINDIR=$(cd "${1:?usage: $0 BINDIR [ROUNDS]}" && pwd)
 ROUNDS=${2:-3}
 PORT=${PORT:-18443}
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 for round in $(seq 1 "$ROUNDS"); do
   dir=$(mktemp -d)
   (
     cd "$dir"
-    WARDHOOK_LOG=error "$BINDIR/wardhook" serve --dev >/dev/null 2>&1 & p=$!
-    for _ in $(seq 1 100); do [ -f data/dev/wardhook.toml ] && sleep 0.3 && break; sleep 0.1; done
-    kill "$p"; wait "$p" 2>/dev/null || true
-    rm -f data/dev/*.db data/dev/*.db-wal data/dev/*.db-shm
-    { sed -e "s/127.0.0.1:8443/127.0.0.1:$PORT/" data/dev/wardhook.toml
-      printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' $((PORT + 1)); } > bench.toml
+    bench_config "$PORT" || exit 1
     "$BINDIR/wardhook" serve --config bench.toml > server.log 2>&1 & spid=$!
-    for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+    wait_port "$PORT" || { cat server.log >&2; exit 1; }
     "$BINDIR/wardhook-loadgen" http --url "https://127.0.0.1:$PORT/hooks/demo" \
       --secret-file data/dev/demo.secret --ca data/dev/certs/dev-ca.crt \
       --connections 64 --requests 10000000 --seconds 10 > load.txt 2>&1 & lp=$!

@@ -250,7 +250,8 @@ impl LookupCache {
         let Ok(plain) = serde_json::to_vec(app_data).map(Zeroizing::new) else {
             return;
         };
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        // The thread's CSPRNG, as `crypto::aead::seal` does: no system call per reply.
+        let nonce = Aes256Gcm::generate_nonce(&mut rand::thread_rng());
         let Ok(ct) = self.cipher.encrypt(&nonce, plain.as_slice()) else {
             return;
         };
