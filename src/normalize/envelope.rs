@@ -215,6 +215,12 @@ fn at<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// Move a field out of the body (the body is dropped after extraction: cloning the event's data
+/// out of it cost a copy of every value per delivery).
+fn take(map: &mut Map<String, Value>, key: &str) -> Value {
+    map.remove(key).unwrap_or(Value::Null)
+}
+
 /// A timestamp as senders send them: RFC 3339 / RFC 2822 strings, or Unix seconds or
 /// milliseconds as numbers or digit strings. Unparseable timestamps are dropped, not fatal:
 /// `occurred_at` is optional and `received_at` is always known.
@@ -252,39 +258,45 @@ fn caller_object(value: Option<&Value>) -> Caller {
     }
 }
 
-fn next_phone(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
+fn next_phone(mut body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let event_type = required_str(&body, "event", "event")?;
     let data = required_object(&body, "data", "data")?;
+    let call_id = optional_id(data.get("call_id"), "data.call_id")?;
+    let caller = caller_object(data.get("caller"));
+    let occurred_at = timestamp(body.get("timestamp"));
     Ok(Fields {
         event_type,
-        call_id: optional_id(data.get("call_id"), "data.call_id")?,
+        call_id,
         event_id: None,
-        occurred_at: timestamp(body.get("timestamp")),
-        caller: caller_object(data.get("caller")),
-        data: Value::Object(data.clone()),
+        occurred_at,
+        caller,
+        data: take(&mut body, "data"),
     })
 }
 
-fn phone_shield(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
+fn phone_shield(mut body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let event_type = required_str(&body, "event_type", "event_type")?;
     let data = required_object(&body, "data", "data")?;
+    let call_id = optional_id(data.get("call_id"), "data.call_id")?;
+    let caller = Caller {
+        phone: optional_text(data.get("caller_number")),
+        name: optional_text(data.get("caller_name")),
+        email: optional_text(data.get("caller_email")),
+    };
+    let occurred_at = timestamp(body.get("timestamp"));
     Ok(Fields {
         event_type,
-        call_id: optional_id(data.get("call_id"), "data.call_id")?,
+        call_id,
         event_id: None,
-        occurred_at: timestamp(body.get("timestamp")),
-        caller: Caller {
-            phone: optional_text(data.get("caller_number")),
-            name: optional_text(data.get("caller_name")),
-            email: optional_text(data.get("caller_email")),
-        },
-        data: Value::Object(data.clone()),
+        occurred_at,
+        caller,
+        data: take(&mut body, "data"),
     })
 }
 
-fn standard_webhooks(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
+fn standard_webhooks(mut body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let event_type = required_str(&body, "type", "type")?;
-    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    let data = take(&mut body, "data");
     let data_map = data.as_object();
     let call_id = match data_map {
         Some(d) => optional_id(
@@ -303,7 +315,7 @@ fn standard_webhooks(body: Map<String, Value>) -> Result<Fields, NormalizeError>
     })
 }
 
-fn retell(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
+fn retell(mut body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let event_type = required_str(&body, "event", "event")?;
     let call = required_object(&body, "call", "call")?;
     let call_id = optional_id(call.get("call_id"), "call.call_id")?;
@@ -314,24 +326,25 @@ fn retell(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let outbound = call.get("direction").and_then(Value::as_str) == Some("outbound");
     let phone = optional_text(call.get(if outbound { "to_number" } else { "from_number" }));
     let name = optional_text(at(call, &["retell_llm_dynamic_variables", "customer_name"]));
+    let occurred_at = timestamp(
+        call.get("end_timestamp")
+            .or_else(|| call.get("start_timestamp")),
+    );
     Ok(Fields {
         event_type,
         call_id,
         event_id: None,
-        occurred_at: timestamp(
-            call.get("end_timestamp")
-                .or_else(|| call.get("start_timestamp")),
-        ),
+        occurred_at,
         caller: Caller {
             phone,
             name,
             email: None,
         },
-        data: Value::Object(call.clone()),
+        data: take(&mut body, "call"),
     })
 }
 
-fn vapi(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
+fn vapi(mut body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let message = required_object(&body, "message", "message")?;
     let event_type = required_str(message, "type", "message.type")?;
     let call_id = optional_id(at(message, &["call", "id"]), "message.call.id")?;
@@ -342,24 +355,31 @@ fn vapi(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let name = optional_text(
         at(message, &["customer", "name"]).or_else(|| at(message, &["call", "customer", "name"])),
     );
+    let occurred_at = timestamp(message.get("timestamp").or_else(|| message.get("endedAt")));
     Ok(Fields {
         event_type,
         call_id,
         event_id: None,
-        occurred_at: timestamp(message.get("timestamp").or_else(|| message.get("endedAt"))),
+        occurred_at,
         caller: Caller {
             phone,
             name,
             email: None,
         },
-        data: Value::Object(message.clone()),
+        data: take(&mut body, "message"),
     })
 }
 
-fn telnyx(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
+fn telnyx(mut body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     let data = required_object(&body, "data", "data")?;
     let event_type = required_str(data, "event_type", "data.event_type")?;
-    let payload = data.get("payload").cloned().unwrap_or(Value::Null);
+    // Checked after the call id, as before the payload moved out of the body.
+    let event_id = optional_id(data.get("id"), "data.id");
+    let occurred_at = timestamp(data.get("occurred_at"));
+    let payload = match body.get_mut("data") {
+        Some(Value::Object(data)) => take(data, "payload"),
+        _ => Value::Null,
+    };
     let p = payload.as_object();
     let call_id = match p {
         Some(p) => optional_id(
@@ -378,8 +398,8 @@ fn telnyx(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     Ok(Fields {
         event_type,
         call_id,
-        event_id: optional_id(data.get("id"), "data.id")?,
-        occurred_at: timestamp(data.get("occurred_at")),
+        event_id: event_id?,
+        occurred_at,
         caller: Caller {
             phone,
             name: p.and_then(|p| optional_text(p.get("caller_id_name"))),
@@ -433,7 +453,7 @@ fn twilio(params: Map<String, Value>) -> Result<Fields, NormalizeError> {
     })
 }
 
-fn generic(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
+fn generic(mut body: Map<String, Value>) -> Result<Fields, NormalizeError> {
     // The first candidate key holding a string names the event; an object under one of them
     // (Slack's `event`, chat-style `message`) names it by its own `type`. A `message` string is
     // chat text, never an event name. Shapes we do not know are tolerated: without any name the
@@ -449,10 +469,6 @@ fn generic(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
             _ => None,
         })
         .unwrap_or_else(|| "webhook".to_owned());
-    let data = match body.get("data") {
-        Some(Value::Object(d)) => Value::Object(d.clone()),
-        _ => Value::Object(body.clone()),
-    };
     let call_id = optional_id(
         body.get("call_id")
             .or_else(|| at(&body, &["data", "call_id"]))
@@ -464,15 +480,20 @@ fn generic(body: Map<String, Value>) -> Result<Fields, NormalizeError> {
         body.get("caller")
             .or_else(|| at(&body, &["data", "caller"])),
     );
+    let occurred_at = timestamp(
+        body.get("timestamp")
+            .or_else(|| body.get("occurred_at"))
+            .or_else(|| body.get("created_at")),
+    );
+    let data = match body.get("data") {
+        Some(Value::Object(_)) => take(&mut body, "data"),
+        _ => Value::Object(body),
+    };
     Ok(Fields {
         event_type,
         call_id,
         event_id: None,
-        occurred_at: timestamp(
-            body.get("timestamp")
-                .or_else(|| body.get("occurred_at"))
-                .or_else(|| body.get("created_at")),
-        ),
+        occurred_at,
         caller,
         data,
     })

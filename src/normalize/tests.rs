@@ -329,3 +329,66 @@ fn timestamps_at_the_ends_of_the_number_range_are_ignored_not_a_panic() {
         assert_eq!(n.occurred_at, None, "{body}");
     }
 }
+
+/// Each envelope's data is the whole part of the body it names (moved out of the parsed body,
+/// not rebuilt), and `null` where that part is absent.
+#[test]
+fn data_is_the_part_of_the_body_each_envelope_names() {
+    let cases: [(Envelope, String, &str); 10] = [
+        (Envelope::NextPhone, NEXTPHONE_SAMPLE.to_owned(), "/data"),
+        (
+            Envelope::PhoneShield,
+            r#"{"event_type":"call.completed","timestamp":"2026-01-02T15:30:00Z","data":{"call_id":"p1","caller_number":"+1555","x":[1,{"y":null}]}}"#.to_owned(),
+            "/data",
+        ),
+        (
+            Envelope::Retell,
+            r#"{"event":"call_ended","call":{"call_id":"r1","from_number":"+1555","direction":"inbound","n":1.5}}"#.to_owned(),
+            "/call",
+        ),
+        (
+            Envelope::Vapi,
+            r#"{"message":{"type":"end-of-call-report","call":{"id":"v1"},"customer":{"number":"+1555"}},"other":1}"#.to_owned(),
+            "/message",
+        ),
+        (
+            Envelope::Telnyx,
+            r#"{"data":{"event_type":"call.hangup","id":"t1","payload":{"call_session_id":"s1","from":"+1555","deep":{"a":[true]}}}}"#.to_owned(),
+            "/data/payload",
+        ),
+        (
+            Envelope::Telnyx,
+            r#"{"data":{"event_type":"call.hangup","id":"t2"}}"#.to_owned(),
+            "/data/payload",
+        ),
+        (
+            Envelope::StandardWebhooks,
+            r#"{"type":"call.ended","timestamp":"2026-01-02T15:30:00Z","data":{"call_id":"s1","k":"v"}}"#.to_owned(),
+            "/data",
+        ),
+        (
+            Envelope::StandardWebhooks,
+            r#"{"type":"call.ended","data":"just text"}"#.to_owned(),
+            "/data",
+        ),
+        (
+            Envelope::Generic,
+            r#"{"event":"x","data":{"call_id":"g1","k":[1,2]}}"#.to_owned(),
+            "/data",
+        ),
+        (
+            Envelope::Generic,
+            r#"{"event":"x","data":"not an object","call_id":"g2"}"#.to_owned(),
+            "",
+        ),
+    ];
+    for (envelope, body, path) in cases {
+        let n = run(envelope, &body).expect("normalizes");
+        let whole: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let expected = whole
+            .pointer(path)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        assert_eq!(n.data, expected, "{envelope:?} {path}");
+    }
+}

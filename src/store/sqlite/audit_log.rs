@@ -16,6 +16,14 @@ use crate::audit::{
 pub(crate) const COLUMNS: &str =
     "seq, ts, actor, action, outcome, delivery_id, source, call_ref, remote_addr, detail, prev_mac, mac";
 
+/// The append statement, formatted once (the statement cache looks it up by its text on every
+/// record).
+static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    )
+});
+
 /// Create the audit tables, indexes and append-only triggers if absent. Idempotent; called from
 /// the store's migrations.
 ///
@@ -312,10 +320,7 @@ impl ChainWriter for Connection {
             field: "seq",
             rule: "below 2^63",
         })?;
-        self.prepare_cached(&format!(
-            "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-        ))?
-        .execute(params![
+        self.prepare_cached(&INSERT)?.execute(params![
             seq,
             r.ts,
             r.actor,
