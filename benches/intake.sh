@@ -12,6 +12,7 @@
 #   benches/intake.sh profile OUT [DIR]  one real run under `perf record` (needs linux-perf); prints
 #                                       the CPU profile of the writer, HTTP worker and checkpointer
 #                                       threads, top symbols each; keeps DIR/perf.data
+#                                       (benches/callees.py: where one function's time goes)
 #
 # Each run: a fresh `serve --dev` setup in an empty directory (one NextPhone source `demo`, audit
 # mirror on, INFO logging unless a variant sets WARDHOOK_LOG), listening on $PORT, then
