@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use wardhook_sdk::Event;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use crate::crypto::RecordPlace;
@@ -70,9 +70,10 @@ pub fn decode_body(b64: &str) -> Result<Vec<u8>, StoreError> {
         .map_err(|_| StoreError::Corrupt("stored body is not base64"))
 }
 
-/// The timestamp format of every `*_at` column: fixed width, so text order is time order.
+/// The timestamp format of every `*_at` column: the audit log's ([`crate::audit::format_ts`]),
+/// fixed width, so text order is time order.
 pub(crate) fn db_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    crate::audit::format_ts(t)
 }
 
 /// Where a delivery's payload is sealed (its AAD): a row moved to another id, source or key
